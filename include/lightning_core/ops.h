@@ -1,0 +1,76 @@
+// The op API. Every op has a returning form and an `_into` form that writes a caller's buffer.
+// Inputs may live on any device and have any strides (non-contiguous inputs are copied once);
+// placement follows the policy (see placement.h). On any error nothing is written to `out`.
+//
+// Where results land (returning forms): on the device the op ran on when policy.download is
+// false or every input already lives there; in host memory otherwise.
+#pragma once
+
+#include "lightning_core/policy.h"
+#include "lightning_core/tensor.h"
+
+namespace lc {
+
+// Placement of the last op this thread ran (for explain/trace and tests).
+struct OpReport {
+  const char* op = "";
+  DeviceKind device = DeviceKind::cpu;
+  const char* path = "direct";  // "direct" | "fallback" (a requested device could not run it)
+  std::string reason;
+};
+const OpReport& last_op_report();
+
+// Shape inference: runs the op's argument checks (same exceptions as the op) and returns the
+// result's shape, so a caller (the Python bindings) can allocate `out` before calling `_into`.
+std::vector<std::int64_t> matmul2d_out_shape(const Tensor& a, const Tensor& b);
+std::vector<std::int64_t> linear_out_shape(const Tensor& x, const Tensor& w, const Tensor* bias);
+std::vector<std::int64_t> attention2d_out_shape(const Tensor& q, const Tensor& k, const Tensor& v);
+std::vector<std::int64_t> conv2d_nchw_out_shape(const Tensor& x, const Tensor& w, const Tensor* bias,
+                                                int stride_h, int stride_w, int pad_h, int pad_w);
+std::vector<std::int64_t> layernorm_out_shape(const Tensor& x, const Tensor* gamma,
+                                              const Tensor* beta, float eps);
+std::vector<std::int64_t> softmax_out_shape(const Tensor& x);
+std::vector<std::int64_t> elementwise_out_shape(const char* op_name, const Tensor& a, const Tensor* b);
+
+// ---- matrix products ------------------------------------------------------------------------
+Tensor matmul2d(const Tensor& a, const Tensor& b, const ExecutionPolicy& p = current_policy());
+void matmul2d_into(const Tensor& a, const Tensor& b, Tensor& out,
+                   const ExecutionPolicy& p = current_policy());
+// y = x[m,in] @ w[out,in]^T + bias[out], then act (torch nn.Linear layout).
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, Activation act,
+              const ExecutionPolicy& p = current_policy());
+void linear_into(const Tensor& x, const Tensor& w, const Tensor* bias, Activation act, Tensor& out,
+                 const ExecutionPolicy& p = current_policy());
+
+// ---- attention (single head) --------------------------------------------------------------
+// scale <= 0 means 1/sqrt(d).
+Tensor attention2d(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                   const ExecutionPolicy& p = current_policy(), float scale = 0.0f);
+void attention2d_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, bool causal,
+                      const ExecutionPolicy& p = current_policy(), float scale = 0.0f);
+
+// ---- convolution --------------------------------------------------------------------------
+Tensor conv2d_nchw(const Tensor& x, const Tensor& w, const Tensor* bias, int stride_h,
+                   int stride_w, int pad_h, int pad_w, Activation act = Activation::none,
+                   const ExecutionPolicy& p = current_policy());
+void conv2d_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bias, int stride_h,
+                      int stride_w, int pad_h, int pad_w, Activation act, Tensor& out,
+                      const ExecutionPolicy& p = current_policy());
+
+// ---- normalisation ------------------------------------------------------------------------
+Tensor layernorm(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps = 1e-5f,
+                 const ExecutionPolicy& p = current_policy());
+void layernorm_into(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps,
+                    Tensor& out, const ExecutionPolicy& p = current_policy());
+Tensor softmax(const Tensor& x, const ExecutionPolicy& p = current_policy());
+void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p = current_policy());
+
+// ---- elementwise --------------------------------------------------------------------------
+// op_name: "vector_add" | "vector_sub" | "vector_mul" | "matrix_sub" (binary, same shapes),
+// "vector_scale" (alpha), "relu" | "gelu" (unary). Shapes: any; binary ops need equal shapes.
+Tensor elementwise(const char* op_name, const Tensor& a, const Tensor* b, float alpha = 1.0f,
+                   const ExecutionPolicy& p = current_policy());
+void elementwise_into(const char* op_name, const Tensor& a, const Tensor* b, float alpha,
+                      Tensor& out, const ExecutionPolicy& p = current_policy());
+
+}  // namespace lc

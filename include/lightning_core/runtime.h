@@ -1,0 +1,26 @@
+// Runtime queries: which backends this build has and which devices are usable now.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "lightning_core/types.h"
+
+namespace lc {
+
+// "cuda" when a CUDA device is usable, else "cpu" (the original returned "metal" on macOS).
+std::string backend_name();
+bool cuda_available();
+bool metal_available();
+bool cuda_compiled();
+// Devices usable now, e.g. {"cpu", "cuda"}.
+std::vector<std::string> available_devices();
+// key=value facts: version, compiled backends, BLAS, CUDA/cuBLAS/cuDNN versions, device names.
+std::vector<std::pair<std::string, std::string>> build_info();
+// Resolves an explicit request to a device, throwing lc::Unavailable (a ValueError) naming the
+// available devices when it cannot run here. "auto" is resolved by placement, not here.
+DeviceKind require_device(DeviceRequest r, const char* op);
+// Waits for all queued device work (every backend).
+void synchronize();
+
+}  // namespace lc

@@ -1,0 +1,78 @@
+// lc::Tensor: a strided float32/float64 array on one device. It either owns its memory
+// (allocated through the device's backend) or borrows it (a numpy buffer, a caller's pointer),
+// in which case an optional `owner` keeps the memory alive. A view (TensorView in Python) is a
+// Tensor sharing the owner with other shape/strides, so no copy is made.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lightning_core/types.h"
+
+namespace lc {
+
+constexpr int kMaxDims = 8;
+
+class Tensor {
+ public:
+  Tensor() = default;
+
+  // New, uninitialised, contiguous memory on `device` (throws lc::OutOfMemory / lc::Unavailable).
+  static Tensor empty(const std::vector<std::int64_t>& shape, DType dtype = DType::f32,
+                      DeviceKind device = DeviceKind::cpu);
+  // Borrows `data` (element strides). `owner` (may be null) is kept alive as long as the tensor.
+  static Tensor wrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
+                     DType dtype, DeviceKind device, std::shared_ptr<void> owner = nullptr,
+                     bool writable = true);
+
+  bool defined() const { return data_ != nullptr || (ndim_ > 0 && numel() == 0); }
+  DType dtype() const { return dtype_; }
+  DeviceKind device() const { return device_; }
+  int ndim() const { return ndim_; }
+  std::int64_t size(int i) const { return shape_[i]; }
+  std::int64_t stride(int i) const { return strides_[i]; }
+  const std::int64_t* shape_data() const { return shape_.data(); }
+  const std::int64_t* strides_data() const { return strides_.data(); }
+  std::vector<std::int64_t> shape() const { return {shape_.begin(), shape_.begin() + ndim_}; }
+  std::vector<std::int64_t> strides() const { return {strides_.begin(), strides_.begin() + ndim_}; }
+  std::int64_t numel() const;
+  std::size_t nbytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype_); }
+  bool is_contiguous() const;
+  bool writable() const { return writable_; }
+  void* data() const { return data_; }
+  template <class T>
+  T* data_as() const { return static_cast<T*>(data_); }
+  const std::shared_ptr<void>& owner() const { return owner_; }
+
+  // A copy on `device` (contiguous). Same device: returns a tensor sharing this memory.
+  Tensor to(DeviceKind device) const;
+  // A contiguous tensor on the same device (this one if already contiguous).
+  Tensor contiguous() const;
+  // Deep copy into `dst` (same shape and dtype; any devices; any strides).
+  void copy_to(Tensor& dst) const;
+  // A view with other shape/strides/offset over the same memory (no copy). Bounds-checked.
+  Tensor view(const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
+              std::int64_t offset_elems = 0) const;
+  // Transpose of a 2-D tensor (a view).
+  Tensor t() const;
+
+  std::string shape_str() const;  // "[128, 64]"
+
+ private:
+  void* data_ = nullptr;
+  std::shared_ptr<void> owner_;
+  // Base allocation for view bounds checks: [base_, base_ + base_bytes_).
+  void* base_ = nullptr;
+  std::size_t base_bytes_ = 0;
+  std::array<std::int64_t, kMaxDims> shape_{};
+  std::array<std::int64_t, kMaxDims> strides_{};
+  int ndim_ = 0;
+  DType dtype_ = DType::f32;
+  DeviceKind device_ = DeviceKind::cpu;
+  bool writable_ = true;
+};
+
+}  // namespace lc

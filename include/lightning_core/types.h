@@ -1,0 +1,35 @@
+// Small value types shared by the public API, the core and every backend.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace lc {
+
+// Where data lives or an op runs. "auto" is a request (DeviceRequest), never a place.
+enum class DeviceKind : std::uint8_t { cpu = 0, cuda = 1, metal = 2 };
+enum class DeviceRequest : std::uint8_t { automatic = 0, cpu = 1, cuda = 2, metal = 3 };
+
+enum class DType : std::uint8_t { f32 = 0, f64 = 1 };
+
+// Arithmetic precision of matrix products. fp32 is exact IEEE float32 accumulation;
+// tf32 lets tensor cores round operands to 10 mantissa bits (CUDA only; the CPU computes fp32).
+enum class Precision : std::uint8_t { fp32 = 0, tf32 = 1, bf16 = 2 };
+
+// Fused epilogue of linear / conv. gelu is the tanh approximation everywhere (CPU and CUDA),
+// the same function cuBLASLt's fused GELU epilogue computes, so both backends agree.
+enum class Activation : std::uint8_t { none = 0, relu = 1, gelu = 2 };
+
+const char* to_string(DeviceKind d);
+const char* to_string(DeviceRequest d);
+const char* to_string(DType t);
+const char* to_string(Precision p);
+const char* to_string(Activation a);
+
+// Parses "cpu" | "cuda" | "metal" | "auto". Unknown strings raise lc::ValueError naming the
+// accepted ones. Availability is not checked here (see runtime.h: require_device).
+DeviceRequest parse_device(const std::string& s, const char* op);
+
+inline std::size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 8; }
+
+}  // namespace lc

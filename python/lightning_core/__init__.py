@@ -1,0 +1,16 @@
+"""Lightning Core: a low-latency tensor runtime with CUDA fast paths and CPU crossover.
+
+Ops take float32 numpy arrays or lc.Tensor objects; `device` is "auto" (the runtime decides),
+"cpu", "cuda" or "metal" (macOS only; raises ValueError here). See README.md.
+"""
+
+from ._lightning_core import *  # noqa: F401,F403
+from ._lightning_core import (  # noqa: F401
+    BackendError,
+    ExecutionPolicy,
+    OutDTypeError,
+    Tensor,
+    __doc__ as _native_doc,
+)
+
+__version__ = build_info()["version"]  # noqa: F405

@@ -1,0 +1,347 @@
+// Op bindings: the original's names and argument order, plus keyword-only extras.
+//   matmul2d(a, b, device=None, *, policy=None)        matmul2d_into(a, b, out, device=None, ...)
+//   attention2d(q, k, v, causal=False, device=None, *, scale=None, policy=None)   (+ _into)
+//   conv2d_nchw(x, w, b, stride_h=1, stride_w=1, pad_h=0, pad_w=0, device=None, *, activation="none")
+//   linear, layernorm, softmax, vector_add/sub/mul/scale, matrix_sub, relu, gelu (+ _into)
+// `device=None` means "the policy's device" (default "auto").
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "bindings.h"
+#include "convert.h"
+#include "lightning_core/errors.h"
+#include "lightning_core/ops.h"
+
+namespace lcpy {
+
+namespace {
+
+using Shape = std::vector<std::int64_t>;
+
+template <class F>
+void call_maybe_nogil(double flops, F&& f) {
+  if (worth_releasing_gil(flops)) {
+    nb::gil_scoped_release nogil;
+    f();
+  } else {
+    f();
+  }
+}
+
+// The returning form: a fresh numpy array when every input is numpy and the result lands on the
+// host (computed by the `_into` path, no extra copy); an lc.Tensor otherwise.
+template <class ShapeFn, class IntoFn, class RetFn>
+nb::object run_returning(std::initializer_list<const Arg*> args, const lc::ExecutionPolicy& p,
+                         double flops, ShapeFn&& shape_fn, IntoFn&& into_fn, RetFn&& ret_fn) {
+  bool any_lc = false;
+  for (const Arg* a : args)
+    if (a && a->from_lc) any_lc = true;
+  if (!any_lc && p.download) {
+    lc::Tensor view;
+    nb::object arr = new_numpy(shape_fn(), view);
+    call_maybe_nogil(flops, [&] { into_fn(view); });
+    return arr;
+  }
+  lc::Tensor result;
+  call_maybe_nogil(flops, [&] { result = ret_fn(); });
+  return wrap_tensor(std::move(result));
+}
+
+template <class IntoFn>
+nb::object run_into(nb::handle out_obj, const char* op, double flops, IntoFn&& into_fn) {
+  Arg out;
+  to_arg(out_obj, op, "out", out);
+  call_maybe_nogil(flops, [&] { into_fn(out.t); });
+  return nb::borrow(out_obj);
+}
+
+lc::Activation act_arg(const std::string& s, const char* op) { return lc::parse_activation(s, op); }
+
+// ---- matmul / linear -------------------------------------------------------------------------
+nb::object py_matmul2d(nb::handle a_, nb::handle b_, nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "matmul2d";
+  Arg a, b;
+  to_arg(a_, op, "a", a);
+  to_arg(b_, op, "b", b);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const double flops = 2.0 * a.t.numel() * (b.t.ndim() == 2 ? b.t.size(1) : 1);
+  return run_returning(
+      {&a, &b}, p, flops, [&] { return lc::matmul2d_out_shape(a.t, b.t); },
+      [&](lc::Tensor& out) { lc::matmul2d_into(a.t, b.t, out, p); },
+      [&] { return lc::matmul2d(a.t, b.t, p); });
+}
+
+nb::object py_matmul2d_into(nb::handle a_, nb::handle b_, nb::handle out, nb::handle device,
+                            nb::handle policy) {
+  static constexpr const char* op = "matmul2d";
+  Arg a, b;
+  to_arg(a_, op, "a", a);
+  to_arg(b_, op, "b", b);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const double flops = 2.0 * a.t.numel() * (b.t.ndim() == 2 ? b.t.size(1) : 1);
+  return run_into(out, op, flops, [&](lc::Tensor& o) { lc::matmul2d_into(a.t, b.t, o, p); });
+}
+
+nb::object py_linear(nb::handle x_, nb::handle w_, nb::handle b_, const std::string& activation,
+                     nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "linear";
+  Arg x, w, b;
+  to_arg(x_, op, "x", x);
+  to_arg(w_, op, "weight", w);
+  const bool has_b = to_opt_arg(b_, op, "bias", b);
+  const lc::Activation act = act_arg(activation, op);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const lc::Tensor* bias = has_b ? &b.t : nullptr;
+  const double flops = 2.0 * x.t.numel() * (w.t.ndim() == 2 ? w.t.size(0) : 1);
+  return run_returning(
+      {&x, &w, has_b ? &b : nullptr}, p, flops, [&] { return lc::linear_out_shape(x.t, w.t, bias); },
+      [&](lc::Tensor& out) { lc::linear_into(x.t, w.t, bias, act, out, p); },
+      [&] { return lc::linear(x.t, w.t, bias, act, p); });
+}
+
+nb::object py_linear_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out,
+                          const std::string& activation, nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "linear";
+  Arg x, w, b;
+  to_arg(x_, op, "x", x);
+  to_arg(w_, op, "weight", w);
+  const bool has_b = to_opt_arg(b_, op, "bias", b);
+  const lc::Activation act = act_arg(activation, op);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const lc::Tensor* bias = has_b ? &b.t : nullptr;
+  const double flops = 2.0 * x.t.numel() * (w.t.ndim() == 2 ? w.t.size(0) : 1);
+  return run_into(out, op, flops, [&](lc::Tensor& o) { lc::linear_into(x.t, w.t, bias, act, o, p); });
+}
+
+// ---- attention -------------------------------------------------------------------------------
+float scale_arg(nb::handle scale, const char* op) {
+  if (scale.is_none()) return 0.0f;
+  const float s = nb::cast<float>(scale);
+  if (!(s > 0.0f)) lc::throw_value(op, "scale must be > 0 (or None for 1/sqrt(head_dim))");
+  return s;
+}
+
+double attention_flops(const Arg& q, const Arg& k) {
+  return 4.0 * q.t.numel() * (k.t.ndim() >= 1 ? k.t.size(0) : 1);
+}
+
+nb::object py_attention2d(nb::handle q_, nb::handle k_, nb::handle v_, bool causal, nb::handle device,
+                          nb::handle scale, nb::handle policy) {
+  static constexpr const char* op = "attention2d";
+  Arg q, k, v;
+  to_arg(q_, op, "q", q);
+  to_arg(k_, op, "k", k);
+  to_arg(v_, op, "v", v);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const float sc = scale_arg(scale, op);
+  return run_returning(
+      {&q, &k, &v}, p, attention_flops(q, k), [&] { return lc::attention2d_out_shape(q.t, k.t, v.t); },
+      [&](lc::Tensor& out) { lc::attention2d_into(q.t, k.t, v.t, out, causal, p, sc); },
+      [&] { return lc::attention2d(q.t, k.t, v.t, causal, p, sc); });
+}
+
+nb::object py_attention2d_into(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle out,
+                               bool causal, nb::handle device, nb::handle scale, nb::handle policy) {
+  static constexpr const char* op = "attention2d";
+  Arg q, k, v;
+  to_arg(q_, op, "q", q);
+  to_arg(k_, op, "k", k);
+  to_arg(v_, op, "v", v);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const float sc = scale_arg(scale, op);
+  return run_into(out, op, attention_flops(q, k),
+                  [&](lc::Tensor& o) { lc::attention2d_into(q.t, k.t, v.t, o, causal, p, sc); });
+}
+
+// ---- conv2d ----------------------------------------------------------------------------------
+double conv_flops(const Arg& x, const Arg& w) {
+  return 2.0 * x.t.numel() * (w.t.ndim() == 4 ? w.t.size(0) * w.t.size(2) * w.t.size(3) : 1);
+}
+
+nb::object py_conv2d(nb::handle x_, nb::handle w_, nb::handle b_, int sh, int sw, int ph, int pw,
+                     nb::handle device, const std::string& activation, nb::handle policy) {
+  static constexpr const char* op = "conv2d_nchw";
+  Arg x, w, b;
+  to_arg(x_, op, "x", x);
+  to_arg(w_, op, "weight", w);
+  const bool has_b = to_opt_arg(b_, op, "bias", b);
+  const lc::Activation act = act_arg(activation, op);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const lc::Tensor* bias = has_b ? &b.t : nullptr;
+  return run_returning(
+      {&x, &w, has_b ? &b : nullptr}, p, conv_flops(x, w),
+      [&] { return lc::conv2d_nchw_out_shape(x.t, w.t, bias, sh, sw, ph, pw); },
+      [&](lc::Tensor& out) { lc::conv2d_nchw_into(x.t, w.t, bias, sh, sw, ph, pw, act, out, p); },
+      [&] { return lc::conv2d_nchw(x.t, w.t, bias, sh, sw, ph, pw, act, p); });
+}
+
+nb::object py_conv2d_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out, int sh,
+                          int sw, int ph, int pw, nb::handle device, const std::string& activation,
+                          nb::handle policy) {
+  static constexpr const char* op = "conv2d_nchw";
+  Arg x, w, b;
+  to_arg(x_, op, "x", x);
+  to_arg(w_, op, "weight", w);
+  const bool has_b = to_opt_arg(b_, op, "bias", b);
+  const lc::Activation act = act_arg(activation, op);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const lc::Tensor* bias = has_b ? &b.t : nullptr;
+  return run_into(out, op, conv_flops(x, w), [&](lc::Tensor& o) {
+    lc::conv2d_nchw_into(x.t, w.t, bias, sh, sw, ph, pw, act, o, p);
+  });
+}
+
+// ---- layernorm / softmax ---------------------------------------------------------------------
+nb::object py_layernorm(nb::handle x_, nb::handle g_, nb::handle b_, float eps, nb::handle device,
+                        nb::handle policy) {
+  static constexpr const char* op = "layernorm";
+  Arg x, g, b;
+  to_arg(x_, op, "x", x);
+  const bool has_g = to_opt_arg(g_, op, "gamma", g);
+  const bool has_b = to_opt_arg(b_, op, "beta", b);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const lc::Tensor* gp = has_g ? &g.t : nullptr;
+  const lc::Tensor* bp = has_b ? &b.t : nullptr;
+  return run_returning(
+      {&x, has_g ? &g : nullptr, has_b ? &b : nullptr}, p, 8.0 * x.t.numel(),
+      [&] { return lc::layernorm_out_shape(x.t, gp, bp, eps); },
+      [&](lc::Tensor& out) { lc::layernorm_into(x.t, gp, bp, eps, out, p); },
+      [&] { return lc::layernorm(x.t, gp, bp, eps, p); });
+}
+
+nb::object py_layernorm_into(nb::handle x_, nb::handle g_, nb::handle b_, nb::handle out, float eps,
+                             nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "layernorm";
+  Arg x, g, b;
+  to_arg(x_, op, "x", x);
+  const bool has_g = to_opt_arg(g_, op, "gamma", g);
+  const bool has_b = to_opt_arg(b_, op, "beta", b);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const lc::Tensor* gp = has_g ? &g.t : nullptr;
+  const lc::Tensor* bp = has_b ? &b.t : nullptr;
+  return run_into(out, op, 8.0 * x.t.numel(),
+                  [&](lc::Tensor& o) { lc::layernorm_into(x.t, gp, bp, eps, o, p); });
+}
+
+nb::object py_softmax(nb::handle x_, nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "softmax";
+  Arg x;
+  to_arg(x_, op, "x", x);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  return run_returning(
+      {&x}, p, 8.0 * x.t.numel(), [&] { return lc::softmax_out_shape(x.t); },
+      [&](lc::Tensor& out) { lc::softmax_into(x.t, out, p); }, [&] { return lc::softmax(x.t, p); });
+}
+
+nb::object py_softmax_into(nb::handle x_, nb::handle out, nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "softmax";
+  Arg x;
+  to_arg(x_, op, "x", x);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  return run_into(out, op, 8.0 * x.t.numel(), [&](lc::Tensor& o) { lc::softmax_into(x.t, o, p); });
+}
+
+// ---- elementwise -----------------------------------------------------------------------------
+nb::object ew(const char* op, nb::handle a_, nb::handle b_, float alpha, nb::handle device,
+              nb::handle policy) {
+  Arg a, b;
+  to_arg(a_, op, "a", a);
+  const bool has_b = b_.is_valid() && to_opt_arg(b_, op, "b", b);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const lc::Tensor* bp = has_b ? &b.t : nullptr;
+  return run_returning(
+      {&a, has_b ? &b : nullptr}, p, 1.0 * a.t.numel(),
+      [&] { return lc::elementwise_out_shape(op, a.t, bp); },
+      [&](lc::Tensor& out) { lc::elementwise_into(op, a.t, bp, alpha, out, p); },
+      [&] { return lc::elementwise(op, a.t, bp, alpha, p); });
+}
+
+nb::object ew_into(const char* op, nb::handle a_, nb::handle b_, float alpha, nb::handle out,
+                   nb::handle device, nb::handle policy) {
+  Arg a, b;
+  to_arg(a_, op, "a", a);
+  const bool has_b = b_.is_valid() && to_opt_arg(b_, op, "b", b);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const lc::Tensor* bp = has_b ? &b.t : nullptr;
+  return run_into(out, op, 1.0 * a.t.numel(),
+                  [&](lc::Tensor& o) { lc::elementwise_into(op, a.t, bp, alpha, o, p); });
+}
+
+#define LC_BINARY(NAME)                                                                         \
+  m.def(#NAME, [](nb::handle a, nb::handle b, nb::handle device, nb::handle policy) {           \
+    return ew(#NAME, a, b, 1.0f, device, policy);                                               \
+  }, nb::arg("a"), nb::arg("b"), nb::arg("device") = nb::none(), nb::kw_only(),                 \
+     nb::arg("policy") = nb::none());                                                           \
+  m.def(#NAME "_into", [](nb::handle a, nb::handle b, nb::handle out, nb::handle device,        \
+                          nb::handle policy) {                                                  \
+    return ew_into(#NAME, a, b, 1.0f, out, device, policy);                                     \
+  }, nb::arg("a"), nb::arg("b"), nb::arg("out"), nb::arg("device") = nb::none(), nb::kw_only(), \
+     nb::arg("policy") = nb::none());
+
+#define LC_UNARY(NAME)                                                                          \
+  m.def(#NAME, [](nb::handle a, nb::handle device, nb::handle policy) {                         \
+    return ew(#NAME, a, nb::handle(), 1.0f, device, policy);                                    \
+  }, nb::arg("a"), nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("policy") = nb::none()); \
+  m.def(#NAME "_into", [](nb::handle a, nb::handle out, nb::handle device, nb::handle policy) {  \
+    return ew_into(#NAME, a, nb::handle(), 1.0f, out, device, policy);                          \
+  }, nb::arg("a"), nb::arg("out"), nb::arg("device") = nb::none(), nb::kw_only(),               \
+     nb::arg("policy") = nb::none());
+
+}  // namespace
+
+void register_ops(nb::module_& m) {
+  const auto none = nb::none();
+  m.def("matmul2d", &py_matmul2d, nb::arg("a"), nb::arg("b"), nb::arg("device") = none,
+        nb::kw_only(), nb::arg("policy") = none, "a[m,k] @ b[k,n] in float32.");
+  m.def("matmul2d_into", &py_matmul2d_into, nb::arg("a"), nb::arg("b"), nb::arg("out"),
+        nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
+  m.def("linear", &py_linear, nb::arg("x"), nb::arg("weight"), nb::arg("bias") = none,
+        nb::arg("activation") = "none", nb::arg("device") = none, nb::kw_only(),
+        nb::arg("policy") = none,
+        "x[m,in] @ weight[out,in]^T + bias, then activation (\"none\", \"relu\", \"gelu\").");
+  m.def("linear_into", &py_linear_into, nb::arg("x"), nb::arg("weight"), nb::arg("bias"),
+        nb::arg("out"), nb::arg("activation") = "none", nb::arg("device") = none, nb::kw_only(),
+        nb::arg("policy") = none);
+  m.def("attention2d", &py_attention2d, nb::arg("q"), nb::arg("k"), nb::arg("v"),
+        nb::arg("causal") = false, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("scale") = none, nb::arg("policy") = none,
+        "softmax(q k^T * scale [causal]) v for one head; scale defaults to 1/sqrt(head_dim).");
+  m.def("attention2d_into", &py_attention2d_into, nb::arg("q"), nb::arg("k"), nb::arg("v"),
+        nb::arg("out"), nb::arg("causal") = false, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("scale") = none, nb::arg("policy") = none);
+  m.def("conv2d_nchw", &py_conv2d, nb::arg("x"), nb::arg("weight"), nb::arg("bias") = none,
+        nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
+        nb::arg("pad_w") = 0, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("activation") = "none", nb::arg("policy") = none,
+        "NCHW 2-D convolution x[n,c,h,w] * weight[oc,c,kh,kw] + bias[oc], optional fused activation.");
+  m.def("conv2d_nchw_into", &py_conv2d_into, nb::arg("x"), nb::arg("weight"), nb::arg("bias"),
+        nb::arg("out"), nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
+        nb::arg("pad_w") = 0, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("activation") = "none", nb::arg("policy") = none);
+  m.def("layernorm", &py_layernorm, nb::arg("x"), nb::arg("gamma") = none, nb::arg("beta") = none,
+        nb::arg("eps") = 1e-5f, nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none,
+        "Layer normalisation over the last dimension.");
+  m.def("layernorm_into", &py_layernorm_into, nb::arg("x"), nb::arg("gamma"), nb::arg("beta"),
+        nb::arg("out"), nb::arg("eps") = 1e-5f, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("policy") = none);
+  m.def("softmax", &py_softmax, nb::arg("x"), nb::arg("device") = none, nb::kw_only(),
+        nb::arg("policy") = none, "Softmax over the last dimension.");
+  m.def("softmax_into", &py_softmax_into, nb::arg("x"), nb::arg("out"), nb::arg("device") = none,
+        nb::kw_only(), nb::arg("policy") = none);
+  LC_BINARY(vector_add)
+  LC_BINARY(vector_sub)
+  LC_BINARY(vector_mul)
+  LC_BINARY(matrix_sub)
+  LC_UNARY(relu)
+  LC_UNARY(gelu)
+  m.def("vector_scale", [](nb::handle a, float alpha, nb::handle device, nb::handle policy) {
+    return ew("vector_scale", a, nb::handle(), alpha, device, policy);
+  }, nb::arg("a"), nb::arg("alpha"), nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
+  m.def("vector_scale_into", [](nb::handle a, float alpha, nb::handle out, nb::handle device,
+                                nb::handle policy) {
+    return ew_into("vector_scale", a, nb::handle(), alpha, out, device, policy);
+  }, nb::arg("a"), nb::arg("alpha"), nb::arg("out"), nb::arg("device") = none, nb::kw_only(),
+     nb::arg("policy") = none);
+}
+
+}  // namespace lcpy

@@ -1,0 +1,42 @@
+// Runtime queries: backend_name, cuda_available, metal_available, build_info, synchronize,
+// and the placement report of the last op (explain).
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "bindings.h"
+#include "core/op_runner.h"
+#include "lightning_core/ops.h"
+#include "lightning_core/runtime.h"
+
+namespace lcpy {
+
+void register_runtime(nb::module_& m) {
+  m.def("backend_name", &lc::backend_name,
+        "\"cuda\" when a CUDA GPU is usable, else \"cpu\".");
+  m.def("cuda_available", &lc::cuda_available);
+  m.def("metal_available", &lc::metal_available,
+        "Always False on this platform (the Metal backend exists only on macOS).");
+  m.def("available_devices", &lc::available_devices);
+  m.def("build_info", [] {
+    nb::dict d;
+    for (const auto& [k, v] : lc::build_info()) d[k.c_str()] = v;
+    return d;
+  }, "Compiled backends, versions and device descriptions.");
+  m.def("synchronize", [] {
+    nb::gil_scoped_release nogil;
+    lc::synchronize();
+  }, "Waits for all queued device work.");
+  m.def("_set_explain", &lc::set_explain);
+  m.def("last_op_report", [] {
+    const lc::OpReport& r = lc::last_op_report();
+    nb::dict d;
+    d["op"] = r.op;
+    d["device"] = lc::to_string(r.device);
+    d["path"] = r.path;
+    d["reason"] = r.reason;
+    return d;
+  }, "Where the last op on this thread ran and (with explain on) why.");
+}
+
+}  // namespace lcpy

@@ -1,0 +1,144 @@
+// lc.Tensor: a float32/float64 array on "cpu" or "cuda" with numpy interop both ways.
+// CPU tensors expose __array_interface__, so np.asarray(t) is zero-copy; .numpy() copies a
+// device tensor to the host. lc.Tensor64 and lc.TensorView are thin Python subclasses
+// (python/lightning_core/_tensor.py).
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "bindings.h"
+#include "convert.h"
+#include "lightning_core/errors.h"
+#include "lightning_core/runtime.h"
+#include "numpy_api.h"
+
+namespace lcpy {
+
+namespace {
+
+lc::DeviceKind parse_place(const std::string& s, const char* op) {
+  lc::DeviceRequest r = lc::parse_device(s, op);
+  if (r == lc::DeviceRequest::automatic) return lc::cuda_available() ? lc::DeviceKind::cuda : lc::DeviceKind::cpu;
+  return lc::require_device(r, op);
+}
+
+lc::DType parse_dtype(const std::string& s) {
+  if (s == "float32" || s == "f32") return lc::DType::f32;
+  if (s == "float64" || s == "f64") return lc::DType::f64;
+  lc::throw_type("Tensor", "dtype must be \"float32\" or \"float64\", got \"" + s + "\"");
+}
+
+// Builds a tensor on `device` holding a copy of `data` (any array-like) converted to `dtype`.
+void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, const std::string& dtype) {
+  const lc::DType dt = parse_dtype(dtype);
+  const lc::DeviceKind dev = parse_place(device, "Tensor");
+  lc::Tensor* src_lc = nullptr;
+  if (nb::try_cast<lc::Tensor*>(data, src_lc) && src_lc) {
+    if (src_lc->dtype() != dt)
+      lc::throw_type("Tensor", std::string("source tensor is ") + lc::to_string(src_lc->dtype()) +
+                                   "; convert via .numpy().astype(...)");
+    new (self) lc::Tensor(src_lc->to(dev).contiguous());
+    return;
+  }
+  const int type = dt == lc::DType::f32 ? NPY_FLOAT32 : NPY_FLOAT64;
+  PyObject* arr = PyArray_FromAny(data.ptr(), PyArray_DescrFromType(type), 0, lc::kMaxDims,
+                                  NPY_ARRAY_CARRAY_RO | NPY_ARRAY_FORCECAST, nullptr);
+  if (!arr) throw nb::python_error();
+  nb::object hold = nb::steal(arr);
+  PyArrayObject* a = reinterpret_cast<PyArrayObject*>(arr);
+  std::vector<std::int64_t> shape(PyArray_DIMS(a), PyArray_DIMS(a) + PyArray_NDIM(a));
+  lc::Tensor t = lc::Tensor::empty(shape, dt, dev);
+  std::vector<std::int64_t> strides(shape.size());
+  std::int64_t s = 1;
+  for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  lc::Tensor src = lc::Tensor::wrap(PyArray_DATA(a), static_cast<int>(shape.size()), shape.data(),
+                                    strides.data(), dt, lc::DeviceKind::cpu);
+  src.copy_to(t);
+  new (self) lc::Tensor(std::move(t));
+}
+
+nb::dict array_interface(nb::handle self_h) {
+  lc::Tensor& t = nb::cast<lc::Tensor&>(self_h);
+  if (t.device() != lc::DeviceKind::cpu)
+    throw nb::attribute_error("__array_interface__ is only defined for CPU tensors; call .numpy()");
+  nb::dict d;
+  nb::list shape, strides;
+  const std::size_t isz = lc::dtype_size(t.dtype());
+  for (int i = 0; i < t.ndim(); ++i) {
+    shape.append(t.size(i));
+    strides.append(t.stride(i) * static_cast<std::int64_t>(isz));
+  }
+  d["shape"] = nb::tuple(shape);
+  d["strides"] = nb::tuple(strides);
+  d["typestr"] = t.dtype() == lc::DType::f32 ? "<f4" : "<f8";
+  d["data"] = nb::make_tuple(reinterpret_cast<std::uintptr_t>(t.data()), !t.writable());
+  d["version"] = 3;
+  return d;
+}
+
+nb::object to_numpy(nb::handle self_h) {
+  lc::Tensor& t = nb::cast<lc::Tensor&>(self_h);
+  if (t.device() == lc::DeviceKind::cpu) return numpy_view(t, self_h);
+  lc::Tensor host = t.to(lc::DeviceKind::cpu);
+  nb::object owner = wrap_tensor(std::move(host));
+  return numpy_view(nb::cast<lc::Tensor&>(owner), owner);
+}
+
+}  // namespace
+
+void register_tensor(nb::module_& m) {
+  nb::class_<lc::Tensor>(m, "Tensor",
+                         "A strided float32 (or float64) array on \"cpu\" or \"cuda\".\n\n"
+                         "lc.Tensor(data, device=\"cpu\", dtype=\"float32\") copies any array-like "
+                         "to the device. Ops given lc.Tensor inputs on \"cuda\" do no host transfers.")
+      .def("__init__", &init_tensor, nb::arg("data"), nb::arg("device") = "cpu",
+           nb::arg("dtype") = "float32")
+      .def_static(
+          "empty",
+          [](const std::vector<std::int64_t>& shape, const std::string& device, const std::string& dtype) {
+            return lc::Tensor::empty(shape, parse_dtype(dtype), parse_place(device, "Tensor.empty"));
+          },
+          nb::arg("shape"), nb::arg("device") = "cpu", nb::arg("dtype") = "float32",
+          "Uninitialised tensor of `shape` on `device`.")
+      .def_prop_ro("shape", [](const lc::Tensor& t) { return nb::tuple(nb::cast(t.shape())); })
+      .def_prop_ro("strides", [](const lc::Tensor& t) { return nb::tuple(nb::cast(t.strides())); },
+                   "Strides in elements (numpy's are in bytes).")
+      .def_prop_ro("ndim", &lc::Tensor::ndim)
+      .def_prop_ro("size", &lc::Tensor::numel)
+      .def_prop_ro("nbytes", &lc::Tensor::nbytes)
+      .def_prop_ro("dtype", [](const lc::Tensor& t) { return std::string(lc::to_string(t.dtype())); })
+      .def_prop_ro("device", [](const lc::Tensor& t) { return std::string(lc::to_string(t.device())); })
+      .def("is_contiguous", &lc::Tensor::is_contiguous)
+      .def("numpy", &to_numpy, "A numpy array: a zero-copy view for CPU tensors, a copy otherwise.")
+      .def("__array__",
+           [](nb::handle self, nb::handle dtype, nb::handle copy) {
+             nb::object a = to_numpy(self);
+             if (!dtype.is_none()) a = a.attr("astype")(dtype);
+             if (!copy.is_none() && nb::cast<bool>(copy)) a = a.attr("copy")();
+             return a;
+           },
+           nb::arg("dtype") = nb::none(), nb::arg("copy") = nb::none())
+      .def_prop_ro("__array_interface__", &array_interface)
+      .def("to", [](const lc::Tensor& t, const std::string& device) {
+             return t.to(parse_place(device, "Tensor.to"));
+           }, nb::arg("device"), "A copy on `device` (this tensor if already there).")
+      .def("cpu", [](const lc::Tensor& t) { return t.to(lc::DeviceKind::cpu); })
+      .def("contiguous", &lc::Tensor::contiguous)
+      .def("copy_", [](lc::Tensor& self, const lc::Tensor& src) { src.copy_to(self); },
+           nb::arg("src"), "Copies `src` (same shape and dtype, any device) into this tensor.")
+      .def("_view", &lc::Tensor::view, nb::arg("shape"), nb::arg("strides"), nb::arg("offset") = 0)
+      .def("t", &lc::Tensor::t, "Transpose of a 2-D tensor (a view, no copy).")
+      .def_prop_ro("T", &lc::Tensor::t)
+      .def("__len__", [](const lc::Tensor& t) {
+        if (t.ndim() == 0) throw nb::type_error("len() of a 0-d tensor");
+        return t.size(0);
+      })
+      .def("__repr__", [](const lc::Tensor& t) {
+        return "lightning_core.Tensor(shape=" + t.shape_str() + ", dtype=" + lc::to_string(t.dtype()) +
+               ", device=\"" + lc::to_string(t.device()) + "\"" + (t.is_contiguous() ? "" : ", strided") + ")";
+      });
+}
+
+}  // namespace lcpy

@@ -1,0 +1,16 @@
+// Registration functions of the binding files; module.cpp calls them in order.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+namespace nb = nanobind;
+
+namespace lcpy {
+void register_errors(nb::module_& m);
+void register_tensor(nb::module_& m);
+void register_runtime(nb::module_& m);
+void register_policy(nb::module_& m);
+void register_ops(nb::module_& m);
+void register_trace(nb::module_& m);
+void register_sessions(nb::module_& m);
+}  // namespace lcpy

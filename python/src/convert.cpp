@@ -1,0 +1,147 @@
+#include "convert.h"
+
+#include <nanobind/stl/string.h>
+
+#include "lightning_core/errors.h"
+#include "numpy_api.h"
+
+namespace lcpy {
+
+namespace {
+
+void fill_from_ndarray(PyArrayObject* a, const char* op, const char* name, Arg& out) {
+  const int type = PyArray_TYPE(a);
+  lc::DType dt;
+  if (type == NPY_FLOAT32) {
+    dt = lc::DType::f32;
+  } else if (type == NPY_FLOAT64) {
+    dt = lc::DType::f64;
+  } else {
+    PyArray_Descr* d = PyArray_DESCR(a);
+    nb::str tn = nb::steal<nb::str>(PyObject_Str(reinterpret_cast<PyObject*>(d)));
+    lc::throw_type(op, std::string("'") + name + "' must be a float32 array, got dtype " +
+                           tn.c_str() + "; convert it with np.asarray(" + name +
+                           ", dtype=np.float32)");
+  }
+  const int nd = PyArray_NDIM(a);
+  if (nd > lc::kMaxDims) lc::throw_value(op, std::string("'") + name + "' has too many dimensions");
+  const npy_intp* dims = PyArray_DIMS(a);
+  const npy_intp* bstrides = PyArray_STRIDES(a);
+  const npy_intp isz = PyArray_ITEMSIZE(a);
+  std::int64_t shape[lc::kMaxDims], strides[lc::kMaxDims];
+  bool odd = !PyArray_ISALIGNED(a) || PyArray_ISBYTESWAPPED(a);
+  for (int i = 0; i < nd; ++i) {
+    shape[i] = dims[i];
+    if (bstrides[i] % isz != 0) odd = true;
+    strides[i] = bstrides[i] / isz;
+  }
+  if (odd) {
+    // Misaligned or byte-swapped memory: take an aligned native copy once.
+    PyObject* c = PyArray_FromAny(reinterpret_cast<PyObject*>(a),
+                                  PyArray_DescrFromType(type), 0, 0,
+                                  NPY_ARRAY_CARRAY | NPY_ARRAY_ENSURECOPY, nullptr);
+    if (!c) throw nb::python_error();
+    Py_XDECREF(out.hold);
+    out.hold = c;
+    fill_from_ndarray(reinterpret_cast<PyArrayObject*>(c), op, name, out);
+    return;
+  }
+  out.t = lc::Tensor::wrap(PyArray_DATA(a), nd, shape, strides, dt, lc::DeviceKind::cpu, nullptr,
+                           PyArray_ISWRITEABLE(a));
+}
+
+}  // namespace
+
+void to_arg(nb::handle obj, const char* op, const char* name, Arg& out) {
+  PyObject* o = obj.ptr();
+  if (PyArray_Check(o)) {
+    fill_from_ndarray(reinterpret_cast<PyArrayObject*>(o), op, name, out);
+    return;
+  }
+  lc::Tensor* t = nullptr;
+  if (nb::try_cast<lc::Tensor*>(obj, t) && t) {
+    out.t = *t;
+    out.from_lc = true;
+    return;
+  }
+  if (obj.is_none())
+    lc::throw_type(op, std::string("'") + name + "' is None; pass a float32 numpy array or lc.Tensor");
+  // Array-likes (lists, buffers, objects with __array__): numpy decides their dtype.
+  PyObject* arr = PyArray_FromAny(o, nullptr, 0, 0, 0, nullptr);
+  if (!arr) {
+    PyErr_Clear();
+    lc::throw_type(op, std::string("'") + name + "' must be a float32 numpy array or lc.Tensor, got " +
+                           Py_TYPE(o)->tp_name);
+  }
+  Py_XDECREF(out.hold);
+  out.hold = arr;
+  fill_from_ndarray(reinterpret_cast<PyArrayObject*>(arr), op, name, out);
+}
+
+bool to_opt_arg(nb::handle obj, const char* op, const char* name, Arg& out) {
+  if (obj.is_none()) return false;
+  to_arg(obj, op, name, out);
+  return true;
+}
+
+nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view) {
+  npy_intp dims[lc::kMaxDims];
+  const int nd = static_cast<int>(shape.size());
+  for (int i = 0; i < nd; ++i) dims[i] = static_cast<npy_intp>(shape[i]);
+  PyObject* a = PyArray_SimpleNew(nd, dims, NPY_FLOAT32);
+  if (!a) throw nb::python_error();
+  std::int64_t strides[lc::kMaxDims];
+  std::int64_t s = 1;
+  for (int i = nd - 1; i >= 0; --i) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  view = lc::Tensor::wrap(PyArray_DATA(reinterpret_cast<PyArrayObject*>(a)), nd, shape.data(),
+                          strides, lc::DType::f32, lc::DeviceKind::cpu);
+  return nb::steal(a);
+}
+
+nb::object wrap_tensor(lc::Tensor&& t) { return nb::cast(std::move(t), nb::rv_policy::move); }
+
+nb::object numpy_view(const lc::Tensor& t, nb::handle owner) {
+  npy_intp dims[lc::kMaxDims], strides[lc::kMaxDims];
+  const npy_intp isz = static_cast<npy_intp>(lc::dtype_size(t.dtype()));
+  for (int i = 0; i < t.ndim(); ++i) {
+    dims[i] = static_cast<npy_intp>(t.size(i));
+    strides[i] = static_cast<npy_intp>(t.stride(i)) * isz;
+  }
+  const int type = t.dtype() == lc::DType::f32 ? NPY_FLOAT32 : NPY_FLOAT64;
+  PyObject* a = PyArray_New(&PyArray_Type, t.ndim(), dims, type, strides, t.data(), 0,
+                            t.writable() ? NPY_ARRAY_WRITEABLE : 0, nullptr);
+  if (!a) throw nb::python_error();
+  Py_INCREF(owner.ptr());
+  if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject*>(a), owner.ptr()) != 0) {
+    Py_DECREF(a);
+    throw nb::python_error();
+  }
+  return nb::steal(a);
+}
+
+lc::ExecutionPolicy resolve_policy(nb::handle device, nb::handle policy, const char* op) {
+  lc::ExecutionPolicy p;
+  if (policy.is_none()) {
+    p = lc::current_policy();
+  } else {
+    lc::ExecutionPolicy* given = nullptr;
+    if (!nb::try_cast<lc::ExecutionPolicy*>(policy, given) || !given)
+      lc::throw_type(op, "policy must be an lc.ExecutionPolicy (or None for the current policy)");
+    p = *given;
+  }
+  if (!device.is_none()) {
+    if (!PyUnicode_Check(device.ptr()))
+      lc::throw_type(op, "device must be a string: \"auto\", \"cpu\", \"cuda\" or \"metal\"");
+    Py_ssize_t len = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(device.ptr(), &len);
+    p.device = lc::parse_device(std::string(s, static_cast<std::size_t>(len)), op);
+  }
+  return p;
+}
+
+bool worth_releasing_gil(double flops) { return flops > 2e5; }
+
+}  // namespace lcpy

@@ -1,0 +1,51 @@
+// Maps the C++ exception types (include/lightning_core/errors.h) to Python exceptions:
+//   lc::TypeError -> TypeError, lc::ValueError / lc::Unavailable -> ValueError,
+//   lc::OutOfMemory -> MemoryError, lc::BackendError -> lightning_core.BackendError(RuntimeError),
+//   lc::OutDTypeError (wrong `out` dtype) -> lightning_core.OutDTypeError(TypeError, ValueError).
+#include "bindings.h"
+#include "lightning_core/errors.h"
+#include "ops/checks.h"
+
+namespace lcpy {
+
+namespace {
+PyObject* g_backend_error = nullptr;
+PyObject* g_out_dtype_error = nullptr;
+}  // namespace
+
+void register_errors(nb::module_& m) {
+  g_backend_error = PyErr_NewExceptionWithDoc(
+      "lightning_core.BackendError",
+      "A backend (CUDA, cuBLAS, cuDNN) failed. The message names the op, its shapes and the "
+      "backend's error. The runtime stays usable.",
+      PyExc_RuntimeError, nullptr);
+  PyObject* bases = PyTuple_Pack(2, PyExc_TypeError, PyExc_ValueError);
+  g_out_dtype_error = PyErr_NewExceptionWithDoc(
+      "lightning_core.OutDTypeError",
+      "An `out` buffer has the wrong dtype (a TypeError and a ValueError).", bases, nullptr);
+  Py_DECREF(bases);
+  m.attr("BackendError") = nb::borrow(g_backend_error);
+  m.attr("OutDTypeError") = nb::borrow(g_out_dtype_error);
+
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const lc::OutDTypeError& e) {
+      PyErr_SetString(g_out_dtype_error, e.what());
+    } catch (const lc::TypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const lc::ValueError& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const lc::OutOfMemory& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
+    } catch (const lc::BackendError& e) {
+      PyErr_SetString(g_backend_error, e.what());
+    } catch (const lc::Error& e) {
+      PyErr_SetString(g_backend_error, e.what());
+    } catch (const std::bad_alloc&) {
+      PyErr_SetString(PyExc_MemoryError, "[lightning_core] host memory allocation failed");
+    }
+  });
+}
+
+}  // namespace lcpy

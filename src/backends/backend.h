@@ -1,0 +1,136 @@
+// The backend seam: everything a compute backend (CPU, CUDA, a future Metal) implements.
+//
+// The core (src/core/) validates arguments, decides placement, makes inputs contiguous,
+// moves data and records the trace; a backend only computes. So every argument struct here
+// holds raw, contiguous, row-major pointers that already live in the backend's own memory,
+// plus plain sizes. Backends never throw for bad shapes (the core checked them) and only
+// throw lc::BackendError / lc::OutOfMemory for failures of their own.
+//
+// Adding a backend = implementing this class in src/backends/<name>/ and returning it from
+// get_backend() (src/core/backend_registry.cpp). A backend that is not compiled in is a stub
+// whose available() is false and whose unavailable_reason() says why.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "lightning_core/types.h"
+
+namespace lc {
+
+// C = A[m,k] @ B  (+ bias[n]) then activation.  B is [k,n] row-major, or [n,k] when
+// trans_b (the torch nn.Linear weight layout). out is [m,n].
+struct MatmulArgs {
+  const float* a = nullptr;
+  const float* b = nullptr;
+  const float* bias = nullptr;  // optional, length n
+  float* out = nullptr;
+  std::int64_t m = 0, k = 0, n = 0;
+  bool trans_b = false;
+  Activation act = Activation::none;
+  Precision precision = Precision::fp32;
+};
+
+// out[sq,dv] = softmax(q[sq,d] k[sk,d]^T * scale (+ causal mask)) v[sk,dv].
+// causal masks key j > query i (top-left aligned, as torch SDPA is_causal).
+struct AttentionArgs {
+  const float* q = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  float* out = nullptr;
+  std::int64_t sq = 0, sk = 0, d = 0, dv = 0;
+  bool causal = false;
+  float scale = 1.0f;  // the core passes 1/sqrt(d) unless the caller gave one
+};
+
+// out[n,oc,oh,ow] = act(conv(x[n,c,h,w], w[oc,c,kh,kw]) + bias[oc]); oh = (h+2ph-kh)/sh+1.
+struct Conv2dArgs {
+  const float* x = nullptr;
+  const float* w = nullptr;
+  const float* bias = nullptr;  // optional
+  float* out = nullptr;
+  std::int64_t n = 0, c = 0, h = 0, w_in = 0;
+  std::int64_t oc = 0, kh = 0, kw = 0;
+  std::int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  std::int64_t oh = 0, ow = 0;
+  Activation act = Activation::none;
+};
+
+// Row-wise over x[rows, cols]: out = (x - mean) / sqrt(var + eps) * gamma + beta.
+struct LayerNormArgs {
+  const float* x = nullptr;
+  const float* gamma = nullptr;  // optional, length cols
+  const float* beta = nullptr;   // optional, length cols
+  float* out = nullptr;
+  std::int64_t rows = 0, cols = 0;
+  float eps = 1e-5f;
+};
+
+// Row-wise softmax over the last dimension of x[rows, cols].
+struct SoftmaxArgs {
+  const float* x = nullptr;
+  float* out = nullptr;
+  std::int64_t rows = 0, cols = 0;
+};
+
+enum class EwKind : std::uint8_t { add, sub, mul, scale, relu, gelu };
+
+// out[i] = a[i] (op) b[i]  |  a[i] * alpha (scale)  |  act(a[i]).  b is null for unary kinds.
+// Any n, any alignment; out may alias a or b.
+struct ElementwiseArgs {
+  EwKind kind = EwKind::add;
+  const float* a = nullptr;
+  const float* b = nullptr;
+  float* out = nullptr;
+  std::int64_t n = 0;
+  float alpha = 1.0f;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual DeviceKind kind() const = 0;
+  virtual const char* name() const = 0;
+  // Compiled in AND usable now (a driver and a device present). Cheap after the first call.
+  virtual bool available() const = 0;
+  virtual std::string unavailable_reason() const = 0;
+  // Human-readable device description ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs", "x86-64, 16 threads").
+  virtual std::string device_description() const = 0;
+
+  // Memory in this backend's address space. alloc throws lc::OutOfMemory; bytes may be 0.
+  virtual void* alloc(std::size_t bytes) = 0;
+  virtual void free(void* p) noexcept = 0;
+  // Copies between host memory and this backend's memory (same-space copy for the CPU).
+  // Asynchronous on queue-based backends; synchronize() makes them complete.
+  virtual void copy_from_host(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void copy_within(void* dst, const void* src, std::size_t bytes) = 0;
+  virtual void synchronize() = 0;
+
+  // Hooks for the core's single launch path (src/core/launch.h); defaults do nothing.
+  // range_push/pop: named ranges a profiler shows (NVTX on CUDA).
+  virtual void range_push(const char* /*name*/) {}
+  virtual void range_pop() {}
+  // Device clock for the trace: mark() records a point on the backend's queue and returns an
+  // id (-1 when the backend has no device clock); elapsed_ns(begin, end) waits for both points
+  // and returns the device time between them (-1 if unknown). Ids are released by
+  // release_marks() when the trace is cleared.
+  virtual std::int64_t mark() { return -1; }
+  virtual double elapsed_ns(std::int64_t /*begin*/, std::int64_t /*end*/) { return -1.0; }
+  virtual void release_marks() {}
+
+  // Ops. Pointers are contiguous and in this backend's memory.
+  virtual void matmul(const MatmulArgs& a) = 0;
+  virtual void attention(const AttentionArgs& a) = 0;
+  virtual void conv2d(const Conv2dArgs& a) = 0;
+  virtual void layernorm(const LayerNormArgs& a) = 0;
+  virtual void softmax(const SoftmaxArgs& a) = 0;
+  virtual void elementwise(const ElementwiseArgs& a) = 0;
+};
+
+// The registry (src/core/backend_registry.cpp). Always returns an object; check available().
+Backend& get_backend(DeviceKind kind);
+
+}  // namespace lc

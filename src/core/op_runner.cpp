@@ -1,0 +1,170 @@
+// OpRunner (see op_runner.h): staging, result placement, finishing and the trace records.
+#include "core/op_runner.h"
+
+#include <sstream>
+
+#include "lightning_core/runtime.h"
+
+namespace lc {
+
+namespace {
+thread_local bool t_explain = false;
+thread_local OpReport t_report;
+}  // namespace
+
+void set_explain(bool on) { t_explain = on; }
+bool explain_enabled() { return t_explain; }
+const OpReport& last_op_report() { return t_report; }
+
+OpRunner::OpRunner(const char* op, const ExecutionPolicy& p) : op_(op), policy_(p) {
+  policy_.validate(op);
+}
+
+OpRunner::~OpRunner() = default;
+
+void OpRunner::place(WorkEstimate w, std::initializer_list<const Tensor*> inputs, bool gpu_can_run) {
+  double host_in = 0;
+  bool on_gpu = false;
+  for (const Tensor* t : inputs) {
+    if (!t) continue;
+    if (n_inputs_ < static_cast<int>(inputs_.size())) inputs_[n_inputs_++] = t;
+    if (t->device() == DeviceKind::cpu)
+      host_in += static_cast<double>(t->nbytes());
+    else
+      on_gpu = true;
+  }
+  w.host_bytes_in = host_in;
+  w.inputs_on_gpu = on_gpu;
+  const bool explain = t_explain || trace_enabled();
+  Placement pl = choose_device(op_, w, policy_, gpu_can_run, explain);
+  device_ = pl.device;
+  fallback_ = pl.fallback;
+  backend_ = &get_backend(device_);
+  t_report.op = op_;
+  t_report.device = device_;
+  t_report.path = fallback_ ? "fallback" : "direct";
+  if (explain) t_report.reason = std::move(pl.reason);
+}
+
+const float* OpRunner::in(const Tensor& t) {
+  if (t.device() == device_ && t.is_contiguous()) return t.data_as<const float>();
+  if (t.device() == DeviceKind::cpu && device_ != DeviceKind::cpu &&
+      policy_.upload == UploadMode::never)
+    throw_value(op_, "policy upload=\"never\" but an input of shape " + t.shape_str() +
+                         " is in host memory; make it resident first (lc.Tensor(x, device=\"cuda\")) "
+                         "or allow uploads");
+  const bool tracing = trace_enabled() && t.device() != device_;
+  const std::int64_t t0 = tracing ? trace_now_ns() : 0;
+  Tensor staged = Tensor::empty(t.shape(), DType::f32, device_);
+  t.copy_to(staged);
+  if (tracing)
+    record_transfer(device_ == DeviceKind::cpu ? TraceKind::download : TraceKind::upload, t0,
+                    t.nbytes());
+  scratch_.push_back(std::move(staged));
+  return scratch_.back().data_as<const float>();
+}
+
+float* OpRunner::out(Tensor& out) {
+  if (out.device() == device_ && out.is_contiguous()) return out.data_as<float>();
+  pending_out_ = &out;
+  pending_scratch_ = Tensor::empty(out.shape(), DType::f32, device_);
+  return pending_scratch_.data_as<float>();
+}
+
+Tensor OpRunner::result(const std::vector<std::int64_t>& shape) {
+  bool stay = device_ != DeviceKind::cpu && !policy_.download;
+  if (device_ != DeviceKind::cpu && policy_.download) {
+    // Results follow the inputs: all inputs resident -> the result stays resident too.
+    stay = n_inputs_ > 0;
+    for (int i = 0; i < n_inputs_; ++i)
+      if (inputs_[i]->device() == DeviceKind::cpu) stay = false;
+  }
+  return Tensor::empty(shape, DType::f32, stay ? device_ : DeviceKind::cpu);
+}
+
+void OpRunner::finish() {
+  if (pending_out_) {
+    const bool tracing = trace_enabled();
+    const std::int64_t t0 = tracing ? trace_now_ns() : 0;
+    pending_scratch_.copy_to(*pending_out_);
+    if (tracing)
+      record_transfer(pending_out_->device() == DeviceKind::cpu ? TraceKind::download
+                                                                : TraceKind::upload,
+                      t0, pending_out_->nbytes());
+    pending_out_ = nullptr;
+    return;  // a download to host memory completes the work
+  }
+  if (device_ != DeviceKind::cpu && policy_.sync == SyncMode::per_call) {
+    const bool tracing = trace_enabled();
+    const std::int64_t t0 = tracing ? trace_now_ns() : 0;
+    backend_->synchronize();
+    if (tracing) {
+      TraceEvent e;
+      e.kind = TraceKind::sync;
+      e.op = "sync";
+      e.device = device_;
+      e.host_begin_ns = t0;
+      e.host_end_ns = trace_now_ns();
+      e.thread_id = trace_thread_index();
+      e.stream = 0;
+      trace_record(std::move(e));
+    }
+  }
+}
+
+std::string OpRunner::shapes_string() const {
+  std::string s;
+  for (int i = 0; i < n_inputs_; ++i) {
+    if (!s.empty()) s += ' ';
+    s += inputs_[i]->shape_str();
+  }
+  return s;
+}
+
+void OpRunner::rethrow_with_context(const Error& e) const {
+  std::string msg = std::string("[") + op_ + "] on " + to_string(device_) + " with inputs " +
+                    shapes_string() + ": " + e.what();
+  if (dynamic_cast<const OutOfMemory*>(&e)) throw OutOfMemory(msg + " (free memory: call "
+                                                                    "lc.empty_cache(), use smaller "
+                                                                    "shapes or device=\"cpu\")");
+  if (dynamic_cast<const TypeError*>(&e)) throw TypeError(msg);
+  if (dynamic_cast<const Unavailable*>(&e)) throw Unavailable(msg);
+  if (dynamic_cast<const ValueError*>(&e)) throw ValueError(msg);
+  throw BackendError(msg);
+}
+
+void OpRunner::record_op(std::int64_t t0, std::int64_t m0) {
+  TraceEvent e;
+  e.kind = TraceKind::op;
+  e.op = op_;
+  e.device = device_;
+  e.path = fallback_ ? "fallback" : "direct";
+  e.shapes = shapes_string();
+  std::string pol = "upload=";
+  pol += to_string(policy_.upload);
+  pol += policy_.download ? " download=yes sync=" : " download=no sync=";
+  pol += to_string(policy_.sync);
+  e.policy = std::move(pol);
+  e.host_begin_ns = t0;
+  e.device_begin_mark = m0;
+  e.device_end_mark = m0 >= 0 ? backend_->mark() : -1;
+  e.host_end_ns = trace_now_ns();
+  e.thread_id = trace_thread_index();
+  e.stream = device_ == DeviceKind::cpu ? -1 : 0;
+  trace_record(std::move(e));
+}
+
+void OpRunner::record_transfer(TraceKind kind, std::int64_t t0, std::uint64_t bytes) {
+  TraceEvent e;
+  e.kind = kind;
+  e.op = kind == TraceKind::upload ? "upload" : "download";
+  e.device = device_ == DeviceKind::cpu ? DeviceKind::cuda : device_;
+  e.host_begin_ns = t0;
+  e.host_end_ns = trace_now_ns();
+  e.thread_id = trace_thread_index();
+  e.stream = 0;
+  e.bytes = bytes;
+  trace_record(std::move(e));
+}
+
+}  // namespace lc

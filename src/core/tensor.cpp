@@ -1,0 +1,198 @@
+// lc::Tensor: construction, views, contiguity and copies across devices.
+#include "lightning_core/tensor.h"
+
+#include <cstring>
+#include <sstream>
+
+#include "backends/backend.h"
+#include "core/strided_copy.h"
+#include "lightning_core/errors.h"
+
+namespace lc {
+
+std::int64_t Tensor::numel() const {
+  std::int64_t n = 1;
+  for (int i = 0; i < ndim_; ++i) n *= shape_[i];
+  return n;
+}
+
+bool Tensor::is_contiguous() const {
+  std::int64_t expected = 1;
+  for (int i = ndim_ - 1; i >= 0; --i) {
+    if (shape_[i] != 1 && strides_[i] != expected) return false;
+    expected *= shape_[i];
+  }
+  return true;
+}
+
+std::string Tensor::shape_str() const {
+  std::ostringstream os;
+  os << '[';
+  for (int i = 0; i < ndim_; ++i) os << (i ? ", " : "") << shape_[i];
+  os << ']';
+  return os.str();
+}
+
+Tensor Tensor::empty(const std::vector<std::int64_t>& shape, DType dtype, DeviceKind device) {
+  if (shape.size() > static_cast<std::size_t>(kMaxDims))
+    throw_value("Tensor", "at most " + std::to_string(kMaxDims) + " dimensions are supported");
+  Tensor t;
+  t.ndim_ = static_cast<int>(shape.size());
+  t.dtype_ = dtype;
+  t.device_ = device;
+  std::int64_t stride = 1;
+  for (int i = t.ndim_ - 1; i >= 0; --i) {
+    if (shape[i] < 0) throw_value("Tensor", "negative dimension in shape");
+    t.shape_[i] = shape[i];
+    t.strides_[i] = stride;
+    stride *= shape[i];
+  }
+  Backend& be = get_backend(device);
+  const std::size_t bytes = t.nbytes();
+  void* p = be.alloc(bytes);
+  Backend* bep = &be;
+  t.owner_ = std::shared_ptr<void>(p, [bep](void* q) { bep->free(q); });
+  t.data_ = p;
+  t.base_ = p;
+  t.base_bytes_ = bytes;
+  return t;
+}
+
+Tensor Tensor::wrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
+                    DType dtype, DeviceKind device, std::shared_ptr<void> owner, bool writable) {
+  if (ndim > kMaxDims)
+    throw_value("Tensor", "at most " + std::to_string(kMaxDims) + " dimensions are supported");
+  Tensor t;
+  t.data_ = data;
+  t.owner_ = std::move(owner);
+  t.ndim_ = ndim;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.writable_ = writable;
+  for (int i = 0; i < ndim; ++i) {
+    t.shape_[i] = shape[i];
+    t.strides_[i] = strides[i];
+  }
+  return t;  // base_ unknown (borrowed): views of it are not bounds-checked against a base.
+}
+
+Tensor Tensor::to(DeviceKind device) const {
+  if (device == device_) return *this;
+  Tensor dst = Tensor::empty(shape(), dtype_, device);
+  copy_to(dst);
+  return dst;
+}
+
+Tensor Tensor::contiguous() const {
+  if (is_contiguous()) return *this;
+  Tensor dst = Tensor::empty(shape(), dtype_, device_);
+  copy_to(dst);
+  return dst;
+}
+
+void Tensor::copy_to(Tensor& dst) const {
+  if (dst.ndim_ != ndim_ || dst.shape() != shape() || dst.dtype_ != dtype_)
+    throw_value("Tensor.copy_to", "shape/dtype mismatch: " + shape_str() + " " + to_string(dtype_) +
+                                      " -> " + dst.shape_str() + " " + to_string(dst.dtype_));
+  if (!dst.writable_) throw_value("Tensor.copy_to", "destination is read-only");
+  const std::size_t bytes = nbytes();
+  if (bytes == 0) return;
+  const std::size_t esz = dtype_size(dtype_);
+  if (is_contiguous() && dst.is_contiguous()) {
+    if (device_ == DeviceKind::cpu && dst.device_ == DeviceKind::cpu) {
+      std::memmove(dst.data_, data_, bytes);
+    } else if (device_ == DeviceKind::cpu) {
+      get_backend(dst.device_).copy_from_host(dst.data_, data_, bytes);
+    } else if (dst.device_ == DeviceKind::cpu) {
+      get_backend(device_).copy_to_host(dst.data_, data_, bytes);
+    } else if (device_ == dst.device_) {
+      get_backend(device_).copy_within(dst.data_, data_, bytes);
+    } else {
+      Tensor host = to(DeviceKind::cpu);
+      host.copy_to(dst);
+    }
+    return;
+  }
+  // Strided on either side: gather/scatter through host memory. Device strided copies take the
+  // same route (one download + one upload); they are rare (views of device tensors).
+  if (device_ == DeviceKind::cpu && dst.device_ == DeviceKind::cpu) {
+    strided_copy(dst.data_, dst.strides_.data(), data_, strides_.data(), shape_.data(), ndim_, esz);
+    return;
+  }
+  Tensor src_host = device_ == DeviceKind::cpu ? *this : Tensor::empty(shape(), dtype_, DeviceKind::cpu);
+  if (device_ != DeviceKind::cpu) {
+    if (is_contiguous()) {
+      get_backend(device_).copy_to_host(src_host.data_, data_, bytes);
+    } else {
+      // Download the whole span the view covers, then gather on the host.
+      std::int64_t lo = 0, hi = 0;
+      for (int i = 0; i < ndim_; ++i) {
+        const std::int64_t ext = (shape_[i] - 1) * strides_[i];
+        if (ext < 0) lo += ext; else hi += ext;
+      }
+      const std::size_t span = static_cast<std::size_t>(hi - lo + 1) * esz;
+      std::vector<unsigned char> buf(span);
+      get_backend(device_).copy_to_host(buf.data(), static_cast<const char*>(data_) + lo * std::int64_t(esz), span);
+      strided_copy(src_host.data_, src_host.strides_.data(), buf.data() - lo * std::int64_t(esz),
+                   strides_.data(), shape_.data(), ndim_, esz);
+    }
+  }
+  if (dst.device_ == DeviceKind::cpu) {
+    strided_copy(dst.data_, dst.strides_.data(), src_host.data_, src_host.strides_.data(),
+                 shape_.data(), ndim_, esz);
+  } else if (dst.is_contiguous()) {
+    Tensor c = src_host.contiguous();
+    get_backend(dst.device_).copy_from_host(dst.data_, c.data_, bytes);
+    get_backend(dst.device_).synchronize();  // `c` dies at scope end
+  } else {
+    throw_value("Tensor.copy_to", "writing into a non-contiguous device tensor is not supported; "
+                                  "copy into a contiguous tensor instead");
+  }
+}
+
+Tensor Tensor::view(const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
+                    std::int64_t offset_elems) const {
+  if (shape.size() != strides.size() || shape.size() > static_cast<std::size_t>(kMaxDims))
+    throw_value("TensorView", "shape and strides must have the same length (<= 8)");
+  const std::int64_t esz = static_cast<std::int64_t>(dtype_size(dtype_));
+  std::int64_t lo = offset_elems, hi = offset_elems;
+  bool empty_view = false;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] < 0) throw_value("TensorView", "negative dimension");
+    if (shape[i] == 0) empty_view = true;
+    const std::int64_t ext = (shape[i] - 1) * strides[i];
+    if (ext < 0) lo += ext; else hi += ext;
+  }
+  // Bounds: against the owned allocation when known, else against this tensor's own span.
+  std::int64_t base_lo, base_hi;
+  if (base_) {
+    base_lo = (static_cast<char*>(base_) - static_cast<char*>(data_)) / esz;
+    base_hi = base_lo + static_cast<std::int64_t>(base_bytes_) / esz - 1;
+  } else {
+    base_lo = 0;
+    base_hi = -1;
+    for (int i = 0; i < ndim_; ++i) {
+      const std::int64_t ext = (shape_[i] - 1) * strides_[i];
+      if (ext < 0) base_lo += ext; else base_hi += ext;
+    }
+    base_hi += 1;
+  }
+  if (!empty_view && (lo < base_lo || hi > base_hi))
+    throw_value("TensorView", "view (offset " + std::to_string(offset_elems) +
+                                  ") reaches outside the tensor's memory");
+  Tensor v = *this;
+  v.ndim_ = static_cast<int>(shape.size());
+  for (int i = 0; i < v.ndim_; ++i) {
+    v.shape_[i] = shape[i];
+    v.strides_[i] = strides[i];
+  }
+  v.data_ = static_cast<char*>(data_) + offset_elems * esz;
+  return v;
+}
+
+Tensor Tensor::t() const {
+  if (ndim_ != 2) throw_value("Tensor.t", "needs a 2-D tensor, got " + shape_str());
+  return view({shape_[1], shape_[0]}, {strides_[1], strides_[0]}, 0);
+}
+
+}  // namespace lc

@@ -1,0 +1,89 @@
+// attention2d: validation, placement and dispatch to Backend::attention.
+#include <cmath>
+
+#include "core/op_runner.h"
+#include "ops/checks.h"
+
+namespace lc {
+
+namespace {
+
+// The CUDA kernel's head-dimension limit; larger heads fall back to the CPU.
+constexpr std::int64_t kCudaMaxHeadDim = 256;
+
+void check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
+  check_f32(op, "q", q);
+  check_f32(op, "k", k);
+  check_f32(op, "v", v);
+  check_ndim(op, "q", q, 2);
+  check_ndim(op, "k", k, 2);
+  check_ndim(op, "v", v, 2);
+  check_nonempty(op, "q", q);
+  check_nonempty(op, "k", k);
+  check_nonempty(op, "v", v);
+  if (q.size(1) != k.size(1))
+    throw_value(op, "q is " + q.shape_str() + " and k is " + k.shape_str() +
+                        "; q and k must share the head dimension (columns)");
+  if (k.size(0) != v.size(0))
+    throw_value(op, "k is " + k.shape_str() + " and v is " + v.shape_str() +
+                        "; k and v must have the same sequence length (rows)");
+}
+
+void run_attention(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                   float scale, Tensor& out) {
+  AttentionArgs a;
+  a.q = r.in(q);
+  a.k = r.in(k);
+  a.v = r.in(v);
+  a.sq = q.size(0);
+  a.sk = k.size(0);
+  a.d = q.size(1);
+  a.dv = v.size(1);
+  a.causal = causal;
+  a.scale = scale > 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(a.d));
+  a.out = r.out(out);
+  r.launch([&](Backend& be) { be.attention(a); });
+  r.finish();
+}
+
+WorkEstimate attention_work(const Tensor& q, const Tensor& k, const Tensor& v) {
+  WorkEstimate w;
+  w.family = OpFamily::attention;
+  w.flops = 2.0 * q.size(0) * k.size(0) * (q.size(1) + v.size(1));
+  w.host_bytes_out = 4.0 * q.size(0) * v.size(1);
+  return w;
+}
+
+bool cuda_supports(const Tensor& q, const Tensor& v) {
+  return q.size(1) <= kCudaMaxHeadDim && v.size(1) <= kCudaMaxHeadDim;
+}
+
+}  // namespace
+
+std::vector<std::int64_t> attention2d_out_shape(const Tensor& q, const Tensor& k, const Tensor& v) {
+  check_attention("attention2d", q, k, v);
+  return {q.size(0), v.size(1)};
+}
+
+void attention2d_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, bool causal,
+                      const ExecutionPolicy& p, float scale) {
+  static constexpr const char* op = "attention2d";
+  check_attention(op, q, k, v);
+  check_out(op, out, {q.size(0), v.size(1)});
+  OpRunner r(op, p);
+  r.place(attention_work(q, k, v), {&q, &k, &v}, cuda_supports(q, v));
+  run_attention(r, q, k, v, causal, scale, out);
+}
+
+Tensor attention2d(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                   const ExecutionPolicy& p, float scale) {
+  static constexpr const char* op = "attention2d";
+  check_attention(op, q, k, v);
+  OpRunner r(op, p);
+  r.place(attention_work(q, k, v), {&q, &k, &v}, cuda_supports(q, v));
+  Tensor out = r.result({q.size(0), v.size(1)});
+  run_attention(r, q, k, v, causal, scale, out);
+  return out;
+}
+
+}  // namespace lc

@@ -1,0 +1,111 @@
+// conv2d_nchw (+ fused activation): validation, placement and dispatch to Backend::conv2d.
+#include "core/op_runner.h"
+#include "ops/checks.h"
+
+namespace lc {
+
+namespace {
+
+struct ConvGeom {
+  std::int64_t oh = 0, ow = 0;
+};
+
+ConvGeom check_conv(const char* op, const Tensor& x, const Tensor& w, const Tensor* bias, int sh,
+                    int sw, int ph, int pw) {
+  check_f32(op, "x", x);
+  check_f32(op, "weight", w);
+  check_ndim(op, "x", x, 4);
+  check_ndim(op, "weight", w, 4);
+  check_nonempty(op, "x", x);
+  check_nonempty(op, "weight", w);
+  if (x.size(1) != w.size(1))
+    throw_value(op, "x is " + x.shape_str() + " (N, C, H, W) but weight is " + w.shape_str() +
+                        " (OC, C, KH, KW); their channel counts (dim 1) must match");
+  if (sh < 1 || sw < 1)
+    throw_value(op, "stride must be >= 1, got stride_h=" + std::to_string(sh) +
+                        " stride_w=" + std::to_string(sw));
+  if (ph < 0 || pw < 0)
+    throw_value(op, "padding must be >= 0, got pad_h=" + std::to_string(ph) +
+                        " pad_w=" + std::to_string(pw));
+  if (bias) {
+    check_f32(op, "bias", *bias);
+    if (bias->ndim() != 1 || bias->size(0) != w.size(0))
+      throw_value(op, "bias must be 1-D of length out_channels=" + std::to_string(w.size(0)) +
+                          ", got shape " + bias->shape_str());
+  }
+  ConvGeom g;
+  const std::int64_t hp = x.size(2) + 2 * ph, wp = x.size(3) + 2 * pw;
+  if (hp < w.size(2) || wp < w.size(3))
+    throw_value(op, "kernel " + std::to_string(w.size(2)) + "x" + std::to_string(w.size(3)) +
+                        " is larger than the padded input " + std::to_string(hp) + "x" +
+                        std::to_string(wp) + "; add padding or use a smaller kernel");
+  g.oh = (hp - w.size(2)) / sh + 1;
+  g.ow = (wp - w.size(3)) / sw + 1;
+  return g;
+}
+
+WorkEstimate conv_work(const Tensor& x, const Tensor& w, const ConvGeom& g) {
+  WorkEstimate e;
+  e.family = OpFamily::conv2d;
+  e.conv_macs = static_cast<double>(x.size(0)) * w.size(0) * g.oh * g.ow * w.size(1) * w.size(2) *
+                w.size(3);
+  e.flops = 2.0 * e.conv_macs;
+  e.host_bytes_out = 4.0 * x.size(0) * w.size(0) * g.oh * g.ow;
+  return e;
+}
+
+void run_conv(OpRunner& r, const Tensor& x, const Tensor& w, const Tensor* bias, int sh, int sw,
+              int ph, int pw, Activation act, const ConvGeom& g, Tensor& out) {
+  Conv2dArgs a;
+  a.x = r.in(x);
+  a.w = r.in(w);
+  a.bias = r.in_opt(bias);
+  a.n = x.size(0);
+  a.c = x.size(1);
+  a.h = x.size(2);
+  a.w_in = x.size(3);
+  a.oc = w.size(0);
+  a.kh = w.size(2);
+  a.kw = w.size(3);
+  a.stride_h = sh;
+  a.stride_w = sw;
+  a.pad_h = ph;
+  a.pad_w = pw;
+  a.oh = g.oh;
+  a.ow = g.ow;
+  a.act = act;
+  a.out = r.out(out);
+  r.launch([&](Backend& be) { be.conv2d(a); });
+  r.finish();
+}
+
+}  // namespace
+
+std::vector<std::int64_t> conv2d_nchw_out_shape(const Tensor& x, const Tensor& w, const Tensor* bias,
+                                                int sh, int sw, int ph, int pw) {
+  const ConvGeom g = check_conv("conv2d_nchw", x, w, bias, sh, sw, ph, pw);
+  return {x.size(0), w.size(0), g.oh, g.ow};
+}
+
+void conv2d_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bias, int sh, int sw, int ph,
+                      int pw, Activation act, Tensor& out, const ExecutionPolicy& p) {
+  static constexpr const char* op = "conv2d_nchw";
+  const ConvGeom g = check_conv(op, x, w, bias, sh, sw, ph, pw);
+  check_out(op, out, {x.size(0), w.size(0), g.oh, g.ow});
+  OpRunner r(op, p);
+  r.place(conv_work(x, w, g), {&x, &w, bias});
+  run_conv(r, x, w, bias, sh, sw, ph, pw, act, g, out);
+}
+
+Tensor conv2d_nchw(const Tensor& x, const Tensor& w, const Tensor* bias, int sh, int sw, int ph,
+                   int pw, Activation act, const ExecutionPolicy& p) {
+  static constexpr const char* op = "conv2d_nchw";
+  const ConvGeom g = check_conv(op, x, w, bias, sh, sw, ph, pw);
+  OpRunner r(op, p);
+  r.place(conv_work(x, w, g), {&x, &w, bias});
+  Tensor out = r.result({x.size(0), w.size(0), g.oh, g.ow});
+  run_conv(r, x, w, bias, sh, sw, ph, pw, act, g, out);
+  return out;
+}
+
+}  // namespace lc
