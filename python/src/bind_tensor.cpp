@@ -28,10 +28,18 @@ lc::DType parse_dtype(const std::string& s) {
 }
 
 // Builds a tensor on `device` holding a copy of `data` (any array-like) converted to `dtype`.
-void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, const std::string& dtype) {
+void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, const std::string& dtype,
+                 bool share) {
   const lc::DType dt = parse_dtype(dtype);
-  const lc::DeviceKind dev = parse_place(device, "Tensor");
   lc::Tensor* src_lc = nullptr;
+  if (share) {
+    // Alias another tensor (TensorView's constructor): same memory, no copy.
+    if (!nb::try_cast<lc::Tensor*>(data, src_lc) || !src_lc)
+      lc::throw_type("Tensor", "share=True needs an lc.Tensor to alias");
+    new (self) lc::Tensor(*src_lc);
+    return;
+  }
+  const lc::DeviceKind dev = parse_place(device, "Tensor");
   if (nb::try_cast<lc::Tensor*>(data, src_lc) && src_lc) {
     if (src_lc->dtype() != dt)
       lc::throw_type("Tensor", std::string("source tensor is ") + lc::to_string(src_lc->dtype()) +
@@ -78,6 +86,36 @@ nb::dict array_interface(nb::handle self_h) {
   return d;
 }
 
+// Zero-copy: an lc.Tensor over a numpy array's memory that keeps the array alive.
+lc::Tensor from_numpy(nb::handle arr_h) {
+  if (!PyArray_Check(arr_h.ptr())) lc::throw_type("Tensor.from_numpy", "expects a numpy.ndarray");
+  PyArrayObject* a = reinterpret_cast<PyArrayObject*>(arr_h.ptr());
+  const int type = PyArray_TYPE(a);
+  if (type != NPY_FLOAT32 && type != NPY_FLOAT64)
+    lc::throw_type("Tensor.from_numpy", "expects a float32 or float64 array");
+  if (!PyArray_ISALIGNED(a) || PyArray_ISBYTESWAPPED(a))
+    lc::throw_value("Tensor.from_numpy", "array is misaligned or byte-swapped; pass np.ascontiguousarray(arr)");
+  const int nd = PyArray_NDIM(a);
+  if (nd > lc::kMaxDims) lc::throw_value("Tensor.from_numpy", "too many dimensions");
+  const npy_intp isz = PyArray_ITEMSIZE(a);
+  std::int64_t shape[lc::kMaxDims], strides[lc::kMaxDims];
+  for (int i = 0; i < nd; ++i) {
+    shape[i] = PyArray_DIMS(a)[i];
+    if (PyArray_STRIDES(a)[i] % isz != 0)
+      lc::throw_value("Tensor.from_numpy", "strides are not a multiple of the item size");
+    strides[i] = PyArray_STRIDES(a)[i] / isz;
+  }
+  PyObject* obj = arr_h.ptr();
+  Py_INCREF(obj);
+  std::shared_ptr<void> owner(obj, [](void* o) {
+    nb::gil_scoped_acquire gil;
+    Py_DECREF(static_cast<PyObject*>(o));
+  });
+  return lc::Tensor::wrap(PyArray_DATA(a), nd, shape, strides,
+                          type == NPY_FLOAT32 ? lc::DType::f32 : lc::DType::f64, lc::DeviceKind::cpu,
+                          std::move(owner), PyArray_ISWRITEABLE(a));
+}
+
 nb::object to_numpy(nb::handle self_h) {
   lc::Tensor& t = nb::cast<lc::Tensor&>(self_h);
   if (t.device() == lc::DeviceKind::cpu) return numpy_view(t, self_h);
@@ -94,7 +132,9 @@ void register_tensor(nb::module_& m) {
                          "lc.Tensor(data, device=\"cpu\", dtype=\"float32\") copies any array-like "
                          "to the device. Ops given lc.Tensor inputs on \"cuda\" do no host transfers.")
       .def("__init__", &init_tensor, nb::arg("data"), nb::arg("device") = "cpu",
-           nb::arg("dtype") = "float32")
+           nb::arg("dtype") = "float32", nb::kw_only(), nb::arg("share") = false)
+      .def_static("from_numpy", &from_numpy, nb::arg("array"),
+                  "A CPU tensor over the array's memory (no copy); keeps the array alive.")
       .def_static(
           "empty",
           [](const std::vector<std::int64_t>& shape, const std::string& device, const std::string& dtype) {

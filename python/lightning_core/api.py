@@ -1,0 +1,160 @@
+"""lightning_core.api: the integrated (pipeline) APIs with clean names.
+
+Each pipeline runs its ops back to back on one device; on the GPU the intermediates stay in device
+memory (no host round trip between blocks) and only the final result is downloaded, as the policy
+asks. Where a block has a fused kernel it is used: linear's bias + activation run in the GEMM's
+epilogue (cuBLASLt on CUDA), conv + ReLU in one kernel.
+
+    conv_relu_nchw(x, w, b, stride_h=1, stride_w=1, pad_h=0, pad_w=0, device=None)
+    conv_attention_torchstrong_nchw(x, w, b, seq_len, head_dim, ...)   conv -> QKV arrange -> attention
+    ffn(x, w1, b1, w2, b2, activation="gelu")                           linear+act -> linear
+    layernorm_linear(x, gamma, beta, w, b)                              LN -> projection
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from . import _lightning_core as _lc
+
+__all__ = [
+    "conv_relu_nchw",
+    "conv_attention_torchstrong_nchw",
+    "conv_attention_torchstrong_nchw_ab_report",
+    "qkv_arrange",
+    "ffn",
+    "layernorm_linear",
+]
+
+
+def _chain_policy(device, policy) -> tuple[Any, Any]:
+    """(policy for intermediate blocks, policy for the last block).
+
+    Intermediates keep results where they were computed (download=False), so a GPU chain never
+    round-trips through the host; the last block follows the caller's policy.
+    """
+    base = policy if policy is not None else _lc.current_policy()
+    dev = device if device is not None else base.device
+    common = dict(device=dev, upload=base.upload, precision=base.precision, fusion=base.fusion,
+                  autotune=base.autotune)
+    last = _lc.ExecutionPolicy(download=base.download, sync=base.sync, **common)
+    if dev == "cpu":
+        return last, last
+    inner = _lc.ExecutionPolicy(download=False, sync="batch", **common)
+    return inner, last
+
+
+def _host_result(out, inputs) -> Any:
+    """numpy in -> numpy out: a host lc.Tensor result becomes a numpy array."""
+    if isinstance(out, _lc.Tensor) and out.device == "cpu" and not any(isinstance(t, _lc.Tensor) for t in inputs):
+        return out.numpy()
+    return out
+
+
+def conv_relu_nchw(x, w, b=None, stride_h: int = 1, stride_w: int = 1, pad_h: int = 0, pad_w: int = 0,
+                   device: str | None = None, *, policy=None):
+    """conv2d_nchw with the ReLU fused into the convolution kernel."""
+    return _lc.conv2d_nchw(x, w, b, stride_h, stride_w, pad_h, pad_w, device, activation="relu", policy=policy)
+
+
+def qkv_arrange(features, seq_len: int, head_dim: int):
+    """The [seq_len, head_dim] attention input built from conv features (numpy reference).
+
+    The conv output is flattened in NCHW order and read cyclically until seq_len * head_dim
+    values are filled (repeating the feature map when the attention block is larger than it,
+    truncating when smaller). The same arrangement runs on the device in the fused path.
+    """
+    flat = np.asarray(features, dtype=np.float32).reshape(-1)
+    need = seq_len * head_dim
+    reps = -(-need // flat.size)
+    return np.tile(flat, reps)[:need].reshape(seq_len, head_dim)
+
+
+def _check_seq(seq_len: int, head_dim: int) -> None:
+    if int(seq_len) < 1 or int(head_dim) < 1:
+        raise ValueError(f"[conv_attention_torchstrong_nchw] seq_len and head_dim must be >= 1, "
+                         f"got seq_len={seq_len}, head_dim={head_dim}")
+
+
+def conv_attention_torchstrong_nchw(x, w, b, seq_len: int, head_dim: int, stride_h: int = 1, stride_w: int = 1,
+                                    pad_h: int = 1, pad_w: int = 1, device: str | None = None, *,
+                                    causal: bool = False, execution_mode: str = "eager", policy=None):
+    """conv2d(+ReLU) -> QKV arrange (see qkv_arrange) -> single-head attention (q = k = v).
+
+    execution_mode: "eager" runs the blocks one by one; "graph" replays them as one captured
+    CUDA graph on the GPU (the native fused op, when this build has it) and is identical to
+    eager on the CPU.
+    """
+    _check_seq(seq_len, head_dim)
+    if execution_mode not in ("eager", "graph"):
+        raise ValueError(f"[conv_attention_torchstrong_nchw] execution_mode must be \"eager\" or \"graph\", "
+                         f"got {execution_mode!r}")
+    native = getattr(_lc, "conv_attention_nchw", None)
+    if native is not None:
+        return native(x, w, b, int(seq_len), int(head_dim), stride_h, stride_w, pad_h, pad_w, device,
+                      causal=causal, graph=(execution_mode == "graph"), policy=policy)
+    inner, last = _chain_policy(device, policy)
+    feats = _lc.conv2d_nchw(x, w, b, stride_h, stride_w, pad_h, pad_w, None, activation="relu", policy=inner)
+    host = feats.numpy() if isinstance(feats, _lc.Tensor) else feats
+    qkv = qkv_arrange(host, int(seq_len), int(head_dim))
+    if isinstance(feats, _lc.Tensor) and feats.device != "cpu":
+        qkv = _lc.Tensor(qkv, device=feats.device)
+    out = _lc.attention2d(qkv, qkv, qkv, causal, None, policy=last)
+    return _host_result(out, (x, w, b))
+
+
+def conv_attention_torchstrong_nchw_ab_report(x, w, b, seq_len: int, head_dim: int, stride_h: int = 1,
+                                              stride_w: int = 1, pad_h: int = 1, pad_w: int = 1,
+                                              device: str | None = None, *, iters: int = 20, warmup: int = 3,
+                                              causal: bool = False) -> dict:
+    """Runs the eager and graph modes on the same inputs: parity and median speed."""
+    def run(mode):
+        return conv_attention_torchstrong_nchw(x, w, b, seq_len, head_dim, stride_h, stride_w, pad_h, pad_w,
+                                               device, causal=causal, execution_mode=mode)
+
+    def median_ms(mode):
+        for _ in range(warmup):
+            run(mode)
+        ts = []
+        for _ in range(iters):
+            t0 = time.perf_counter_ns()
+            run(mode)
+            ts.append(time.perf_counter_ns() - t0)
+        ts.sort()
+        return ts[len(ts) // 2] / 1e6
+
+    eager = np.asarray(run("eager"))
+    graph = np.asarray(run("graph"))
+    eager_ms, graph_ms = median_ms("eager"), median_ms("graph")
+    return {
+        "eager_ms": eager_ms,
+        "graph_ms": graph_ms,
+        "graph_over_eager": eager_ms / graph_ms if graph_ms > 0 else float("nan"),
+        "winner": "graph" if graph_ms < eager_ms else "eager",
+        "max_abs_diff": float(np.max(np.abs(eager - graph))),
+        "iters": iters,
+    }
+
+
+def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, *, policy=None):
+    """Transformer feed-forward block: linear(x, w1, b1) + activation -> linear(., w2, b2).
+
+    Weights use the torch nn.Linear layout ([out_features, in_features]); the activation runs in
+    the first GEMM's epilogue.
+    """
+    inner, last = _chain_policy(device, policy)
+    h = _lc.linear(x, w1, b1, activation, None, policy=inner)
+    out = _lc.linear(h, w2, b2, "none", None, policy=last)
+    return _host_result(out, (x, w1, b1, w2, b2))
+
+
+def layernorm_linear(x, gamma, beta, w, b=None, eps: float = 1e-5, activation: str = "none",
+                     device: str | None = None, *, policy=None):
+    """LayerNorm over the last dimension, then a projection linear(., w, b)."""
+    inner, last = _chain_policy(device, policy)
+    h = _lc.layernorm(x, gamma, beta, eps, None, policy=inner)
+    out = _lc.linear(h, w, b, activation, None, policy=last)
+    return _host_result(out, (x, gamma, beta, w, b))

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building and testing need on a fresh Debian/Ubuntu machine (idempotent; quick
+# when everything is there). Used by scripts/demo.sh and scripts/test_all.sh.
+#   system: cmake, ninja, a C++20 compiler, GoogleTest, Google Benchmark, OpenBLAS (CPU GEMM)
+#   Python: numpy, nanobind, scikit-build-core, pytest
+# nvcc is optional: with it the CUDA backend is compiled (sm_90a), without it the build is CPU-only.
+set -euo pipefail
+PY=${PYTHON:-python3}
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v ninja >/dev/null || need_apt+=(ninja-build)
+command -v g++ >/dev/null || need_apt+=(g++)
+[ -f /usr/include/gtest/gtest.h ] || need_apt+=(libgtest-dev)
+[ -f /usr/include/benchmark/benchmark.h ] || need_apt+=(libbenchmark-dev)
+ls /usr/include/*/cblas.h /usr/include/cblas.h >/dev/null 2>&1 || need_apt+=(libopenblas-dev)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: apt-get install ${need_apt[*]}"
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "bootstrap: please install ${need_apt[*]} (OpenBLAS and Google Benchmark are optional)" >&2
+  fi
+fi
+
+missing_py=$($PY - <<'PY'
+import importlib.util
+mods = {"numpy": "numpy", "nanobind": "nanobind", "scikit_build_core": "scikit-build-core",
+        "pytest": "pytest"}
+print(" ".join(pkg for mod, pkg in mods.items() if importlib.util.find_spec(mod) is None))
+PY
+)
+if [ -n "$missing_py" ]; then
+  echo "bootstrap: pip install $missing_py"
+  $PY -m pip install -q $missing_py
+fi
