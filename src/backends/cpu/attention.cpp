@@ -1,0 +1,264 @@
+// Scaled dot-product attention on the CPU: out = softmax(q k^T * scale [+ causal]) v.
+//
+// Two paths:
+//   small   one thread, every buffer on the stack (K^T and one score row), two-pass softmax
+//           per query row. This is the latency path: at sq=sk=8, d=16 a call is a few hundred
+//           multiply-adds plus 64 exps, so any allocation or thread wake-up would dominate.
+//   blocked query rows in blocks of BQ spread over the pool; keys in blocks of BK with an
+//           online (running max / running sum) softmax, so memory is O(BQ*BK) per thread
+//           and sequence length is unbounded (no sq*sk score matrix ever exists).
+//
+// Both compute scores in "axpy" form (scores[j] += q[t] * kT[t][j]) rather than as dot
+// products: a float dot product is a serial reduction that g++ will not vectorise without
+// -ffast-math, while the axpy form vectorises over keys.
+//
+// Causal masking is top-left aligned: query i sees keys j <= i. Masked keys are skipped (not
+// set to -inf and exponentiated), so they contribute exactly zero.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/thread_pool.h"
+#include "backends/cpu/vec_math.h"
+
+namespace lc::cpu {
+namespace {
+
+using i64 = std::int64_t;
+
+// Small-path limits: K^T (d*sk floats) and one score row (sk) live on the stack (<= 33 KB).
+constexpr i64 kSmallMaxKt = 8192;
+constexpr i64 kSmallMaxSk = 256;
+// Above this many multiply-adds the blocked path's threads pay off.
+constexpr i64 kSmallMaxWork = i64{1} << 18;
+
+constexpr i64 BQ = 32;   // query rows per task
+constexpr i64 BK = 128;  // keys per block: scores BQ*BK = 16 KB, fits L1/L2 with K^T
+
+inline i64 visible_keys(const AttentionArgs& p, i64 i) {
+  return p.causal ? std::min(i + 1, p.sk) : p.sk;
+}
+
+// sum of x[0..n) with 8 partial sums (vectorisable; a plain loop would be a serial chain).
+inline float sum8(const float* x, i64 n) {
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  i64 j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int u = 0; u < 8; ++u) s[u] += x[j + u];
+  float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+  for (; j < n; ++j) t += x[j];
+  return t;
+}
+
+inline float max_of(const float* x, i64 n) {
+  float m = x[0];
+  for (i64 j = 1; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// Body of the small path, compiled once per instruction set (see the dispatch below).
+// Query rows go four at a time so the FMA chains are independent (one row alone is bound by
+// FMA latency, not throughput, at d=16). Scores live in 8-lane vectors over keys; K^T is zero
+// padded to whole vectors so no loop has a tail; lanes past a row's visible keys are forced to
+// exactly 0 after the exp, so the P@V loop can run all four rows to the longest row's length.
+[[gnu::always_inline]] inline void attention_small_body(const AttentionArgs& p) {
+  constexpr int R = 4;
+  const i64 sq = p.sq, sk = p.sk, d = p.d, dv = p.dv;
+  const i64 nb = (sk + 7) / 8;
+  alignas(32) float kt[kSmallMaxKt + 8 * 64];  // d * nb * 8 <= d * (sk + 7)
+  alignas(32) float sc[R][kSmallMaxSk];
+  for (i64 t = 0; t < d; ++t) {
+    float* row = kt + t * nb * 8;
+    for (i64 j = 0; j < sk; ++j) row[j] = p.k[j * d + t];
+    for (i64 j = sk; j < nb * 8; ++j) row[j] = 0.0f;
+  }
+  v8i lane;
+  for (int l = 0; l < 8; ++l) lane[l] = l;
+
+  for (i64 i0 = 0; i0 < sq; i0 += R) {
+    const i64 rows = std::min<i64>(R, sq - i0);
+    // Rows past sq reuse the last real row (computed, never stored): no branches in the FMAs.
+    const float* q[R];
+    i64 nv[R];
+    for (int r = 0; r < R; ++r) {
+      const i64 i = i0 + std::min<i64>(r, rows - 1);
+      q[r] = p.q + i * d;
+      nv[r] = visible_keys(p, i);
+    }
+    const i64 nvmax = nv[rows - 1];  // visibility grows with i
+    const i64 nbmax = (nvmax + 7) / 8;
+    for (i64 b = 0; b < nbmax; ++b) {
+      v8f acc[R] = {};
+      for (i64 t = 0; t < d; ++t) {
+        const v8f kv = v8_load(kt + t * nb * 8 + 8 * b);
+        for (int r = 0; r < R; ++r) acc[r] += (q[r][t] * p.scale) * kv;
+      }
+      for (int r = 0; r < R; ++r) v8_store(sc[r] + 8 * b, acc[r]);
+    }
+    float inv[R];
+    for (int r = 0; r < R; ++r) {
+      float* s = sc[r];
+      const v8i lim = v8i{} + static_cast<std::int32_t>(nv[r]);
+      v8f mv = v8f{} + s[0];
+      for (i64 b = 0; b < nbmax; ++b) {
+        const v8f x = v8_load(s + 8 * b);
+        const v8i idx = lane + static_cast<std::int32_t>(8 * b);
+        mv = (idx < lim && x > mv) ? x : mv;
+      }
+      const float mx = v8_hmax(mv);
+      v8f sum = v8f{};
+      for (i64 b = 0; b < nbmax; ++b) {
+        const v8i idx = lane + static_cast<std::int32_t>(8 * b);
+        const v8f e = idx < lim ? v8_exp(v8_load(s + 8 * b) - mx) : v8f{};
+        sum += e;
+        v8_store(s + 8 * b, e);
+      }
+      inv[r] = 1.0f / v8_hsum(sum);
+    }
+    i64 c = 0;
+    for (; c + 8 <= dv; c += 8) {
+      v8f acc[R] = {};
+      for (i64 j = 0; j < nvmax; ++j) {
+        const v8f vj = v8_load(p.v + j * dv + c);
+        for (int r = 0; r < R; ++r) acc[r] += sc[r][j] * vj;
+      }
+      for (int r = 0; r < rows; ++r) v8_store(p.out + (i0 + r) * dv + c, acc[r] * inv[r]);
+    }
+    for (; c < dv; ++c) {
+      for (int r = 0; r < rows; ++r) {
+        float acc = 0.0f;
+        for (i64 j = 0; j < nvmax; ++j) acc += sc[r][j] * p.v[j * dv + c];
+        p.out[(i0 + r) * dv + c] = acc * inv[r];
+      }
+    }
+  }
+}
+
+void attention_small_generic(const AttentionArgs& p) { attention_small_body(p); }
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) void attention_small_avx2(const AttentionArgs& p) {
+  attention_small_body(p);
+}
+#endif
+
+using SmallFn = void (*)(const AttentionArgs&);
+SmallFn pick_small() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return attention_small_avx2;
+#endif
+  return attention_small_generic;
+}
+
+void attention_small(const AttentionArgs& p) {
+  static const SmallFn fn = pick_small();
+  fn(p);
+}
+
+struct Scratch {
+  std::vector<float> buf;
+  float* get(i64 n) {
+    if (static_cast<i64>(buf.size()) < n) buf.resize(static_cast<std::size_t>(n));
+    return buf.data();
+  }
+};
+
+// Rows [q0, q0+bq) with online softmax over key blocks.
+void attention_block(const AttentionArgs& p, i64 q0, i64 bq, float* scratch) {
+  const i64 d = p.d, dv = p.dv, sk = p.sk;
+  float* kt = scratch;             // [d][BK]
+  float* s = kt + d * BK;          // [BQ][BK]
+  float* o = s + BQ * BK;          // [BQ][dv]
+  float* mrow = o + BQ * dv;       // [BQ] running max
+  float* lrow = mrow + BQ;         // [BQ] running sum
+  float* qs = lrow + BQ;           // [BQ][d] scaled queries
+  for (i64 r = 0; r < bq; ++r) {
+    for (i64 t = 0; t < d; ++t) qs[r * d + t] = p.q[(q0 + r) * d + t] * p.scale;
+    for (i64 c = 0; c < dv; ++c) o[r * dv + c] = 0.0f;
+    mrow[r] = 0.0f;
+    lrow[r] = 0.0f;
+  }
+  // Keys beyond the last row's horizon are masked for every row of the block.
+  const i64 kend = p.causal ? std::min(sk, q0 + bq) : sk;
+  for (i64 k0 = 0; k0 < kend; k0 += BK) {
+    const i64 bk = std::min(BK, kend - k0);
+    for (i64 j = 0; j < bk; ++j)
+      for (i64 t = 0; t < d; ++t) kt[t * BK + j] = p.k[(k0 + j) * d + t];
+    for (i64 r = 0; r < bq; ++r) {
+      const i64 nv = std::min(visible_keys(p, q0 + r) - k0, bk);
+      if (nv <= 0) continue;
+      float* sr = s + r * BK;
+      const float* qr = qs + r * d;
+      for (i64 j = 0; j < nv; ++j) sr[j] = 0.0f;
+      for (i64 t = 0; t < d; ++t) {
+        const float qv = qr[t];
+        const float* kr = kt + t * BK;
+        for (i64 j = 0; j < nv; ++j) sr[j] += qv * kr[j];
+      }
+      const float bmax = max_of(sr, nv);
+      // First block a row sees: no history to rescale (lrow == 0 marks it).
+      const float mnew = lrow[r] == 0.0f ? bmax : std::max(mrow[r], bmax);
+      const float corr = lrow[r] == 0.0f ? 0.0f : fast_exp(mrow[r] - mnew);
+      for (i64 j = 0; j < nv; ++j) sr[j] = fast_exp(sr[j] - mnew);
+      lrow[r] = lrow[r] * corr + sum8(sr, nv);
+      mrow[r] = mnew;
+      float* orow = o + r * dv;
+      if (corr != 1.0f)
+        for (i64 c = 0; c < dv; ++c) orow[c] *= corr;
+      for (i64 j = 0; j < nv; ++j) {
+        const float pj = sr[j];
+        const float* vj = p.v + (k0 + j) * dv;
+        for (i64 c = 0; c < dv; ++c) orow[c] += pj * vj[c];
+      }
+    }
+  }
+  for (i64 r = 0; r < bq; ++r) {
+    const float inv = 1.0f / lrow[r];
+    float* dst = p.out + (q0 + r) * dv;
+    for (i64 c = 0; c < dv; ++c) dst[c] = o[r * dv + c] * inv;
+  }
+}
+
+void attention_blocked(const AttentionArgs& p) {
+  const i64 blocks = (p.sq + BQ - 1) / BQ;
+  const i64 need = p.d * BK + BQ * BK + BQ * p.dv + 2 * BQ + BQ * p.d;
+  const i64 work = p.sq * p.sk * (p.d + p.dv);
+  auto task = [&](i64 lo, i64 hi) {
+    thread_local Scratch scratch;  // grow-only: no allocation after the first large call
+    float* buf = scratch.get(need);
+    for (i64 b = lo; b < hi; ++b) {
+      const i64 q0 = b * BQ;
+      attention_block(p, q0, std::min(BQ, p.sq - q0), buf);
+    }
+  };
+  // One block per task once the call is big enough to pay for waking workers.
+  parallel_for(0, blocks, work >= (i64{1} << 20) ? 1 : blocks, task);
+}
+
+bool small_fits(const AttentionArgs& p) {
+  return p.sk <= kSmallMaxSk && p.d * p.sk <= kSmallMaxKt;
+}
+
+}  // namespace
+
+void attention_with(AttentionPath path, const AttentionArgs& p) {
+  if (p.sq <= 0 || p.dv <= 0) return;
+  if (p.sk <= 0) {  // no keys: define the empty weighted sum as zero rather than 0/0
+    std::fill(p.out, p.out + p.sq * p.dv, 0.0f);
+    return;
+  }
+  if (path == AttentionPath::automatic) {
+    const i64 work = p.sq * p.sk * (p.d + p.dv);
+    path = small_fits(p) && work <= kSmallMaxWork ? AttentionPath::small : AttentionPath::blocked;
+  }
+  if (path == AttentionPath::small && small_fits(p)) {
+    attention_small(p);
+  } else {
+    attention_blocked(p);
+  }
+}
+
+void attention(const AttentionArgs& p) { attention_with(AttentionPath::automatic, p); }
+
+}  // namespace lc::cpu

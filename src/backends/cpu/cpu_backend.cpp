@@ -1,0 +1,94 @@
+// The CPU backend object: host memory, memcpy transfers, and the kernels in this folder.
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "backends/backend.h"
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/thread_pool.h"
+#include "lightning_core/errors.h"
+
+namespace lc {
+namespace {
+
+// 64 B: a cache line, and the widest vector load (AVX-512), so kernels never straddle lines.
+constexpr std::size_t kAlignment = 64;
+
+const char* arch_name() {
+#if defined(__x86_64__) || defined(_M_X64)
+  return "x86_64";
+#elif defined(__aarch64__) || defined(_M_ARM64)
+  return "aarch64";
+#else
+  return "unknown-arch";
+#endif
+}
+
+const char* isa_name() {
+  switch (cpu::gemm_isa_count()) {
+    case 3: return "AVX-512";
+    case 2: return "AVX2+FMA";
+    default: return "baseline SIMD";
+  }
+}
+
+class CpuBackend final : public Backend {
+ public:
+  DeviceKind kind() const override { return DeviceKind::cpu; }
+  const char* name() const override { return "cpu"; }
+  bool available() const override { return true; }
+  std::string unavailable_reason() const override { return {}; }
+  std::string device_description() const override {
+    return std::string(arch_name()) + " CPU (" + isa_name() + "), " +
+           std::to_string(cpu::num_threads()) + " threads, GEMM: " + cpu::gemm_engine();
+  }
+
+  void* alloc(std::size_t bytes) override {
+    // posix_memalign accepts any size (aligned_alloc wants a multiple of the alignment) and
+    // returns a unique, freeable pointer for 0 bytes too; rounding 0 up to one line keeps
+    // the result non-null everywhere so callers can tell success from failure.
+    void* p = nullptr;
+    const std::size_t n = bytes == 0 ? kAlignment : bytes;
+    if (posix_memalign(&p, kAlignment, n) != 0 || p == nullptr) {
+      throw_oom("cpu.alloc", "could not allocate " + std::to_string(bytes) +
+                                 " bytes of host memory; free some tensors or use smaller "
+                                 "shapes");
+    }
+    return p;
+  }
+  void free(void* p) noexcept override { std::free(p); }
+
+  void copy_from_host(void* dst, const void* src, std::size_t bytes) override {
+    copy(dst, src, bytes);
+  }
+  void copy_to_host(void* dst, const void* src, std::size_t bytes) override {
+    copy(dst, src, bytes);
+  }
+  void copy_within(void* dst, const void* src, std::size_t bytes) override {
+    copy(dst, src, bytes);
+  }
+  void synchronize() override {}  // every CPU op completes before it returns
+
+  void matmul(const MatmulArgs& a) override { cpu::matmul(a); }
+  void attention(const AttentionArgs& a) override { cpu::attention(a); }
+  void conv2d(const Conv2dArgs& a) override { cpu::conv2d(a); }
+  void layernorm(const LayerNormArgs& a) override { cpu::layernorm(a); }
+  void softmax(const SoftmaxArgs& a) override { cpu::softmax(a); }
+  void elementwise(const ElementwiseArgs& a) override { cpu::elementwise(a); }
+
+ private:
+  static void copy(void* dst, const void* src, std::size_t bytes) {
+    // memmove: the core may copy between views of one buffer, and bytes==0 with null
+    // pointers must be a no-op (memcpy with null is UB even for 0 bytes).
+    if (bytes != 0 && dst != src) std::memmove(dst, src, bytes);
+  }
+};
+
+}  // namespace
+
+Backend& cpu_backend_instance() {
+  static CpuBackend instance;
+  return instance;
+}
+
+}  // namespace lc

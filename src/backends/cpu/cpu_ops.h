@@ -1,0 +1,54 @@
+// The CPU kernels behind CpuBackend, callable directly (tests and benchmarks use them without
+// going through the backend object). All pointers are host memory, contiguous, row-major;
+// shapes were validated by the core. Every kernel fully writes its output (it never reads
+// `out` before writing it, unless out aliases an input as ElementwiseArgs allows).
+#pragma once
+
+#include <cstdint>
+
+#include "backends/backend.h"
+
+namespace lc::cpu {
+
+void matmul(const MatmulArgs& a);
+void attention(const AttentionArgs& a);
+void conv2d(const Conv2dArgs& a);
+void layernorm(const LayerNormArgs& a);
+void softmax(const SoftmaxArgs& a);
+void elementwise(const ElementwiseArgs& a);
+
+// Which GEMM matmul() uses for non-tiny shapes: "OpenBLAS" or "built-in".
+const char* gemm_engine();
+
+// ---- pieces shared between the kernels (and forced paths for tests/benchmarks) ------------
+
+// C[m,n] = A[m,k] @ B (B [k,n], or [n,k] when trans_b), with explicit leading dimensions,
+// no epilogue, C overwritten (never read). Picks tiny / BLAS / built-in by size.
+void gemm(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+          const float* b, std::int64_t ldb, bool trans_b, float* c, std::int64_t ldc);
+
+// Forced paths, so tests can cover each regardless of the size thresholds.
+enum class GemmPath : std::uint8_t { automatic, tiny, blocked, blas };
+void gemm_with(GemmPath path, std::int64_t m, std::int64_t n, std::int64_t k, const float* a,
+               std::int64_t lda, const float* b, std::int64_t ldb, bool trans_b, float* c,
+               std::int64_t ldc);
+bool have_blas();
+// The built-in blocked GEMM compiled for one instruction set: 0 = baseline SSE2, 1 = AVX2+FMA,
+// 2 = AVX-512F. gemm_isa_count() says how many this CPU runs (levels above it are clamped).
+int gemm_isa_count();
+void gemm_blocked_with_isa(int isa, std::int64_t m, std::int64_t n, std::int64_t k,
+                           const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
+                           bool trans_b, float* c, std::int64_t ldc);
+
+// out[r, :] = act(out[r, :] + bias) over a [rows, cols] block with row stride ld; bias may be
+// null (then only the activation), act may be none (then only the bias).
+void bias_act_rows(float* out, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                   const float* bias, Activation act);
+
+enum class AttentionPath : std::uint8_t { automatic, small, blocked };
+void attention_with(AttentionPath path, const AttentionArgs& a);
+
+enum class ConvPath : std::uint8_t { automatic, direct, im2col };
+void conv2d_with(ConvPath path, const Conv2dArgs& a);
+
+}  // namespace lc::cpu

@@ -1,0 +1,386 @@
+// GEMM for the CPU backend: C = A @ B (+bias)(+act).
+//
+// Three engines (thresholds measured on x86-64 with AVX-512, see docs/cpu_backend.md):
+//   blas    OpenBLAS cblas_sgemm when compiled with LC_HAVE_BLAS, for every shape: its
+//           small-matrix kernels beat both built-in paths from 2x2x2 up (e.g. 16^3: ~0.1 us
+//           vs ~0.7 us blocked / ~0.9-1.2 us tiny).
+//   tiny    without BLAS, m*n*k <= kTinyWork: plain loops, no packing, one thread; it only
+//           beats the blocked kernel below ~6^3, where packing and call overhead dominate.
+//   blocked the built-in Goto-style kernel: B packed in KC x NC blocks into NR-wide panels,
+//           A packed per task in MC x KC blocks into MR-tall panels, an MR x NR register tile
+//           in GCC vector extensions. The tile routine is compiled three times (baseline SSE2,
+//           AVX2+FMA, AVX-512) and chosen once at run time from CPUID, because the library is
+//           built without -march flags and a baseline-only kernel would leave 2-4x on the table.
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/thread_pool.h"
+#include "backends/cpu/vec_math.h"
+
+#if defined(LC_HAVE_BLAS)
+#include <cblas.h>
+#endif
+
+namespace lc::cpu {
+namespace {
+
+using i64 = std::int64_t;
+
+// Below this many multiply-adds the naive loops beat the packed kernel (measured: 4^3 tiny
+// 82 ns vs blocked 121 ns; 8^3 tiny 287 ns vs blocked 204 ns).
+constexpr i64 kTinyWork = 6 * 6 * 6;
+// Below this the blocked kernel runs on one thread: waking workers costs ~10-20 us.
+constexpr i64 kParallelWork = 96 * 96 * 96;
+
+constexpr i64 KC = 256;   // depth of one packed block: A panel + B panel stay in L1/L2
+constexpr i64 MC = 96;    // rows of A per task (multiple of every MR below)
+constexpr i64 NC = 2048;  // columns of B packed at once (multiple of every NR below)
+constexpr i64 NG = 256;   // columns per task inside an NC block (multiple of every NR)
+
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v16f __attribute__((vector_size(64)));
+
+// MR x (W*NV) register tile over kc packed steps. ap: [kc][MR], bp: [kc][NR], both zero padded,
+// so the loop has no edge cases; only the store clips to mr x nr. With accumulate=false C is
+// written without being read (the caller may hand in NaN-poisoned or uninitialised memory).
+template <class V, int MR, int NV>
+[[gnu::always_inline]] inline void micro_tile(i64 kc, const float* __restrict ap,
+                                              const float* __restrict bp, float* c, i64 ldc,
+                                              int mr, int nr, bool accumulate) {
+  constexpr int W = static_cast<int>(sizeof(V) / sizeof(float));
+  constexpr int NR = W * NV;
+  V acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = V{};
+  for (i64 p = 0; p < kc; ++p) {
+    V bv[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], bp + p * NR + v * W, sizeof(V));
+    for (int r = 0; r < MR; ++r) {
+      const V av = V{} + ap[p * MR + r];
+      for (int v = 0; v < NV; ++v) acc[r][v] += av * bv[v];
+    }
+  }
+  if (mr == MR && nr == NR) {
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v) {
+        float* cp = c + r * ldc + v * W;
+        V cv = acc[r][v];
+        if (accumulate) {
+          V old;
+          std::memcpy(&old, cp, sizeof(V));
+          cv += old;
+        }
+        std::memcpy(cp, &cv, sizeof(V));
+      }
+    return;
+  }
+  alignas(64) float tile[MR * NR];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) std::memcpy(tile + r * NR + v * W, &acc[r][v], sizeof(V));
+  for (int r = 0; r < mr; ++r)
+    for (int j = 0; j < nr; ++j)
+      c[r * ldc + j] = accumulate ? c[r * ldc + j] + tile[r * NR + j] : tile[r * NR + j];
+}
+
+// One task: an mc x nc block of C from packed A (mc rows) and packed B (nc columns).
+template <class V, int MR, int NV>
+[[gnu::always_inline]] inline void macro_tile(i64 mc, i64 nc, i64 kc, const float* ap,
+                                              const float* bp, float* c, i64 ldc,
+                                              bool accumulate) {
+  constexpr i64 NR = static_cast<i64>(sizeof(V) / sizeof(float)) * NV;
+  for (i64 j = 0; j < nc; j += NR) {
+    const int nr = static_cast<int>(std::min(NR, nc - j));
+    for (i64 i = 0; i < mc; i += MR) {
+      const int mr = static_cast<int>(std::min<i64>(MR, mc - i));
+      micro_tile<V, MR, NV>(kc, ap + i * kc, bp + j * kc, c + i * ldc + j, ldc, mr, nr,
+                            accumulate);
+    }
+  }
+}
+
+using MacroFn = void (*)(i64, i64, i64, const float*, const float*, float*, i64, bool);
+
+void macro_generic(i64 mc, i64 nc, i64 kc, const float* ap, const float* bp, float* c, i64 ldc,
+                   bool acc) {
+  macro_tile<v4f, 6, 2>(mc, nc, kc, ap, bp, c, ldc, acc);  // 12 xmm accumulators of 16
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LC_GEMM_MULTI_ISA 1
+__attribute__((target("avx2,fma"))) void macro_avx2(i64 mc, i64 nc, i64 kc, const float* ap,
+                                                    const float* bp, float* c, i64 ldc,
+                                                    bool acc) {
+  macro_tile<v8f, 6, 2>(mc, nc, kc, ap, bp, c, ldc, acc);  // 12 ymm accumulators of 16
+}
+__attribute__((target("avx512f"))) void macro_avx512(i64 mc, i64 nc, i64 kc, const float* ap,
+                                                     const float* bp, float* c, i64 ldc,
+                                                     bool acc) {
+  macro_tile<v16f, 12, 2>(mc, nc, kc, ap, bp, c, ldc, acc);  // 24 zmm accumulators of 32
+}
+#endif
+
+struct Isa {
+  int mr, nr;
+  MacroFn macro;
+};
+constexpr Isa kIsas[] = {
+    {6, 8, macro_generic},
+#if defined(LC_GEMM_MULTI_ISA)
+    {6, 16, macro_avx2},
+    {12, 32, macro_avx512},
+#endif
+};
+
+int detect_isa() {
+#if defined(LC_GEMM_MULTI_ISA)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return 2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+  return 0;
+}
+
+int best_isa() {
+  static const int isa = detect_isa();
+  return isa;
+}
+
+// B(p, j) for p in [p0, p0+kc), j in [j0, j0+nc) into NR-wide panels [kc][NR], zero padded.
+void pack_b(const float* b, i64 ldb, bool trans_b, i64 p0, i64 kc, i64 j0, i64 nc, int nr,
+            float* dst) {
+  for (i64 jp = 0; jp < nc; jp += nr) {
+    const i64 w = std::min<i64>(nr, nc - jp);
+    float* d = dst + jp * kc;
+    if (!trans_b) {
+      for (i64 p = 0; p < kc; ++p) {
+        const float* src = b + (p0 + p) * ldb + j0 + jp;
+        for (i64 j = 0; j < w; ++j) d[p * nr + j] = src[j];
+        for (i64 j = w; j < nr; ++j) d[p * nr + j] = 0.0f;
+      }
+    } else {
+      // Rows of a transposed B are contiguous along p: read them sequentially.
+      for (i64 j = 0; j < nr; ++j) {
+        if (j < w) {
+          const float* src = b + (j0 + jp + j) * ldb + p0;
+          for (i64 p = 0; p < kc; ++p) d[p * nr + j] = src[p];
+        } else {
+          for (i64 p = 0; p < kc; ++p) d[p * nr + j] = 0.0f;
+        }
+      }
+    }
+  }
+}
+
+// A(i, p) for i in [i0, i0+mc), p in [p0, p0+kc) into MR-tall panels [kc][MR], zero padded.
+void pack_a(const float* a, i64 lda, i64 i0, i64 mc, i64 p0, i64 kc, int mr, float* dst) {
+  for (i64 ip = 0; ip < mc; ip += mr) {
+    const i64 h = std::min<i64>(mr, mc - ip);
+    float* d = dst + ip * kc;
+    for (i64 r = 0; r < mr; ++r) {
+      if (r < h) {
+        const float* src = a + (i0 + ip + r) * lda + p0;
+        for (i64 p = 0; p < kc; ++p) d[p * mr + r] = src[p];
+      } else {
+        for (i64 p = 0; p < kc; ++p) d[p * mr + r] = 0.0f;
+      }
+    }
+  }
+}
+
+// Grow-only per-thread scratch: after warm-up, a GEMM allocates nothing.
+float* scratch(std::vector<float>& v, i64 n) {
+  if (static_cast<i64>(v.size()) < n + 16) v.resize(static_cast<std::size_t>(n + 16));
+  auto addr = reinterpret_cast<std::uintptr_t>(v.data());
+  return v.data() + ((64 - addr % 64) % 64) / sizeof(float);  // 64-byte aligned start
+}
+
+void gemm_blocked_isa(int isa, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b,
+                      i64 ldb, bool trans_b, float* c, i64 ldc) {
+  const Isa& cfg = kIsas[isa];
+  thread_local std::vector<float> b_store;
+  const bool parallel = m * n * k >= kParallelWork;
+  for (i64 jc = 0; jc < n; jc += NC) {
+    const i64 nc = std::min(NC, n - jc);
+    const i64 nc_pad = (nc + cfg.nr - 1) / cfg.nr * cfg.nr;
+    for (i64 pc = 0; pc < k; pc += KC) {
+      const i64 kc = std::min(KC, k - pc);
+      float* bp = scratch(b_store, nc_pad * kc);
+      pack_b(b, ldb, trans_b, pc, kc, jc, nc, cfg.nr, bp);
+      const i64 mblocks = (m + MC - 1) / MC;
+      const i64 nblocks = (nc + NG - 1) / NG;
+      const bool accumulate = pc > 0;
+      auto task = [&](i64 lo, i64 hi) {
+        thread_local std::vector<float> a_store;
+        float* ap = scratch(a_store, MC * kc);
+        i64 packed_block = -1;
+        for (i64 t = lo; t < hi; ++t) {
+          const i64 ib = t / nblocks, jb = t % nblocks;
+          const i64 i0 = ib * MC, mc = std::min(MC, m - i0);
+          const i64 j0 = jb * NG, ng = std::min(NG, nc - j0);
+          if (ib != packed_block) {  // consecutive tasks of one row block share packed A
+            pack_a(a, lda, i0, mc, pc, kc, cfg.mr, ap);
+            packed_block = ib;
+          }
+          cfg.macro(mc, ng, kc, ap, bp + j0 * kc, c + i0 * ldc + jc + j0, ldc, accumulate);
+        }
+      };
+      const i64 tasks = mblocks * nblocks;
+      parallel_for(0, tasks, parallel ? 1 : tasks, task);
+    }
+  }
+  if (k == 0) {
+    for (i64 i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+  }
+}
+
+[[gnu::always_inline]] inline void gemm_tiny_body(i64 m, i64 n, i64 k, const float* a,
+                                                  i64 lda, const float* b, i64 ldb,
+                                                  bool trans_b, float* c, i64 ldc) {
+  if (!trans_b) {
+    // Row of C as a sum of scaled rows of B: the inner loop is a contiguous axpy.
+    for (i64 i = 0; i < m; ++i) {
+      float* ci = c + i * ldc;
+      for (i64 j = 0; j < n; ++j) ci[j] = 0.0f;
+      for (i64 p = 0; p < k; ++p) {
+        const float av = a[i * lda + p];
+        const float* bp = b + p * ldb;
+        for (i64 j = 0; j < n; ++j) ci[j] += av * bp[j];
+      }
+    }
+    return;
+  }
+  // Dot products; 8 independent partial sums let the SLP vectoriser use one vector register
+  // (a plain float reduction is not vectorised without -ffast-math).
+  for (i64 i = 0; i < m; ++i) {
+    const float* ai = a + i * lda;
+    for (i64 j = 0; j < n; ++j) {
+      const float* bj = b + j * ldb;
+      float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      i64 p = 0;
+      for (; p + 8 <= k; p += 8)
+        for (int u = 0; u < 8; ++u) s[u] += ai[p + u] * bj[p + u];
+      float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+      for (; p < k; ++p) t += ai[p] * bj[p];
+      c[i * ldc + j] = t;
+    }
+  }
+}
+
+void gemm_tiny_generic(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb,
+                       bool trans_b, float* c, i64 ldc) {
+  gemm_tiny_body(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+}
+#if defined(LC_GEMM_MULTI_ISA)
+__attribute__((target("avx2,fma"))) void gemm_tiny_avx2(i64 m, i64 n, i64 k, const float* a,
+                                                        i64 lda, const float* b, i64 ldb,
+                                                        bool trans_b, float* c, i64 ldc) {
+  gemm_tiny_body(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+}
+#endif
+
+void gemm_tiny(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb,
+               bool trans_b, float* c, i64 ldc) {
+#if defined(LC_GEMM_MULTI_ISA)
+  if (best_isa() >= 1) return gemm_tiny_avx2(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+#endif
+  gemm_tiny_generic(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+}
+
+#if defined(LC_HAVE_BLAS)
+void gemm_blas(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb,
+               bool trans_b, float* c, i64 ldc) {
+  // Match OpenBLAS's own thread count to ours, once, so LC_NUM_THREADS governs both.
+  static const bool configured = [] {
+    openblas_set_num_threads(num_threads());
+    return true;
+  }();
+  (void)configured;
+  if (k == 0) {  // BLAS with k=0 is allowed but some builds scale C by beta and read it
+    for (i64 i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a,
+              static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
+}
+#endif
+
+}  // namespace
+
+bool have_blas() {
+#if defined(LC_HAVE_BLAS)
+  return true;
+#else
+  return false;
+#endif
+}
+
+const char* gemm_engine() { return have_blas() ? "OpenBLAS" : "built-in"; }
+
+int gemm_isa_count() { return best_isa() + 1; }
+
+void gemm_blocked_with_isa(int isa, i64 m, i64 n, i64 k, const float* a, i64 lda,
+                           const float* b, i64 ldb, bool trans_b, float* c, i64 ldc) {
+  gemm_blocked_isa(std::clamp(isa, 0, best_isa()), m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+}
+
+void gemm_with(GemmPath path, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b,
+               i64 ldb, bool trans_b, float* c, i64 ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (path == GemmPath::automatic) {
+    if (have_blas()) {
+      path = GemmPath::blas;
+    } else {
+      path = m * n * k <= kTinyWork ? GemmPath::tiny : GemmPath::blocked;
+    }
+  }
+  switch (path) {
+    case GemmPath::tiny: gemm_tiny(m, n, k, a, lda, b, ldb, trans_b, c, ldc); return;
+#if defined(LC_HAVE_BLAS)
+    case GemmPath::blas: gemm_blas(m, n, k, a, lda, b, ldb, trans_b, c, ldc); return;
+#else
+    case GemmPath::blas:
+#endif
+    case GemmPath::blocked:
+    case GemmPath::automatic:
+      gemm_blocked_isa(best_isa(), m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+      return;
+  }
+}
+
+void gemm(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool trans_b,
+          float* c, i64 ldc) {
+  gemm_with(GemmPath::automatic, m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+}
+
+void bias_act_rows(float* out, i64 rows, i64 cols, i64 ld, const float* bias, Activation act) {
+  if (!bias && act == Activation::none) return;
+  auto body = [&](i64 lo, i64 hi) {
+    for (i64 r = lo; r < hi; ++r) {
+      float* o = out + r * ld;
+      if (bias)
+        for (i64 j = 0; j < cols; ++j) o[j] += bias[j];
+      if (act == Activation::relu)
+        for (i64 j = 0; j < cols; ++j) o[j] = relu(o[j]);
+      else if (act == Activation::gelu)
+        for (i64 j = 0; j < cols; ++j) o[j] = gelu(o[j]);
+    }
+  };
+  // ~64K elements per task: below that the epilogue is cheaper than a wake-up.
+  const i64 grain = std::max<i64>(1, (i64{1} << 16) / std::max<i64>(cols, 1));
+  parallel_for(0, rows, grain, body);
+}
+
+void matmul(const MatmulArgs& p) {
+  if (p.m <= 0 || p.n <= 0) return;
+  const i64 ldb = p.trans_b ? p.k : p.n;
+  gemm(p.m, p.n, p.k, p.a, p.k, p.b, ldb, p.trans_b, p.out, p.n);
+  bias_act_rows(p.out, p.m, p.n, p.n, p.bias, p.act);
+}
+
+}  // namespace lc::cpu

@@ -1,0 +1,420 @@
+// CPU kernels vs the float64 reference (reference.h) on fresh random inputs.
+//
+// Every case poisons the output with NaN first, so a kernel that skips an element fails the
+// count_nan check, and covers the size classes that switch code paths: 1, primes and other
+// non-multiples of the vector/tile widths, and sizes big enough for the threaded / BLAS /
+// im2col / blocked paths. Forced-path entry points (gemm_with, attention_with, conv2d_with,
+// gemm_blocked_with_isa) make each path run regardless of the automatic thresholds.
+//
+// Tolerance: relative Frobenius error <= 1e-5 for fp32 (inputs in [-1, 1]; dot products up
+// to k ~ 1000 accumulate ~sqrt(k) * 6e-8 relative error, well inside it).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backends/backend.h"
+#include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/thread_pool.h"
+#include "lightning_core/errors.h"
+#include "reference.h"
+
+namespace lc {
+Backend& cpu_backend_instance();
+}
+
+namespace {
+
+using lc::ref::Rng;
+using i64 = std::int64_t;
+constexpr double kTol = 1e-5;
+
+#define EXPECT_MATCHES(out, expect)                                            \
+  do {                                                                         \
+    EXPECT_EQ(lc::ref::count_nan(out), 0u) << "output not fully written";      \
+    EXPECT_LE(lc::ref::rel_error(out, expect), kTol)                           \
+        << "max abs diff " << lc::ref::max_abs_diff(out, expect);              \
+  } while (0)
+
+// ---- matmul ------------------------------------------------------------------------------
+
+void check_matmul(Rng& rng, i64 m, i64 k, i64 n, bool trans_b, bool bias, lc::Activation act,
+                  lc::cpu::GemmPath path, int isa = -1) {
+  SCOPED_TRACE(rng.describe() + " m=" + std::to_string(m) + " k=" + std::to_string(k) +
+               " n=" + std::to_string(n) + " trans_b=" + std::to_string(trans_b) +
+               " bias=" + std::to_string(bias) + " act=" + std::to_string(int(act)) +
+               " path=" + std::to_string(int(path)) + " isa=" + std::to_string(isa));
+  auto a = rng.vec(m * k), b = rng.vec(k * n), bv = rng.vec(n);
+  std::vector<float> out(m * n);
+  lc::ref::poison(out);
+  lc::MatmulArgs p;
+  p.a = a.data();
+  p.b = b.data();
+  p.bias = bias ? bv.data() : nullptr;
+  p.out = out.data();
+  p.m = m;
+  p.k = k;
+  p.n = n;
+  p.trans_b = trans_b;
+  p.act = act;
+  const i64 ldb = trans_b ? k : n;
+  if (isa >= 0) {
+    lc::cpu::gemm_blocked_with_isa(isa, m, n, k, p.a, k, p.b, ldb, trans_b, p.out, n);
+    lc::cpu::bias_act_rows(p.out, m, n, n, p.bias, act);
+  } else if (path == lc::cpu::GemmPath::automatic) {
+    lc::cpu::matmul(p);
+  } else {
+    lc::cpu::gemm_with(path, m, n, k, p.a, k, p.b, ldb, trans_b, p.out, n);
+    lc::cpu::bias_act_rows(p.out, m, n, n, p.bias, act);
+  }
+  EXPECT_MATCHES(out, lc::ref::matmul(p));
+}
+
+TEST(CpuMatmul, SmallAndOddShapesEveryPath) {
+  Rng rng;
+  const i64 sizes[][3] = {{1, 1, 1}, {1, 7, 1}, {7, 13, 31}, {13, 1, 5}, {31, 61, 17},
+                          {5, 127, 3}, {61, 33, 65}, {2, 300, 9}};
+  for (auto path : {lc::cpu::GemmPath::automatic, lc::cpu::GemmPath::tiny,
+                    lc::cpu::GemmPath::blocked, lc::cpu::GemmPath::blas}) {
+    for (auto& s : sizes)
+      for (bool tb : {false, true})
+        check_matmul(rng, s[0], s[1], s[2], tb, tb, lc::Activation::none, path);
+  }
+}
+
+TEST(CpuMatmul, BiasAndActivations) {
+  Rng rng;
+  for (auto act : {lc::Activation::none, lc::Activation::relu, lc::Activation::gelu})
+    for (bool bias : {false, true})
+      for (bool tb : {false, true}) {
+        check_matmul(rng, 9, 23, 37, tb, bias, act, lc::cpu::GemmPath::automatic);
+        check_matmul(rng, 130, 70, 257, tb, bias, act, lc::cpu::GemmPath::automatic);
+      }
+}
+
+TEST(CpuMatmul, LargeThreadedEveryIsaAndBlas) {
+  Rng rng;
+  // > KC deep (two packed depth blocks, accumulate path), > MC rows, non-multiple widths.
+  for (int isa = 0; isa < lc::cpu::gemm_isa_count(); ++isa)
+    for (bool tb : {false, true})
+      check_matmul(rng, 257, 300, 131, tb, true, lc::Activation::none,
+                   lc::cpu::GemmPath::automatic, isa);
+  check_matmul(rng, 200, 513, 127, false, true, lc::Activation::relu, lc::cpu::GemmPath::blas);
+  check_matmul(rng, 256, 256, 256, true, true, lc::Activation::gelu,
+               lc::cpu::GemmPath::automatic);
+  // Wider than one NC block of the built-in kernel.
+  check_matmul(rng, 7, 19, 2100, false, false, lc::Activation::none, lc::cpu::GemmPath::blocked);
+}
+
+TEST(CpuMatmul, ZeroDepthWritesZeros) {
+  std::vector<float> out(6);
+  lc::ref::poison(out);
+  for (auto path : {lc::cpu::GemmPath::tiny, lc::cpu::GemmPath::blocked, lc::cpu::GemmPath::blas}) {
+    lc::ref::poison(out);
+    lc::cpu::gemm_with(path, 2, 3, 0, nullptr, 0, nullptr, 3, false, out.data(), 3);
+    for (float v : out) EXPECT_EQ(v, 0.0f);
+  }
+}
+
+// ---- attention ---------------------------------------------------------------------------
+
+void check_attention(Rng& rng, i64 sq, i64 sk, i64 d, i64 dv, bool causal,
+                     lc::cpu::AttentionPath path, float amp = 1.0f) {
+  SCOPED_TRACE(rng.describe() + " sq=" + std::to_string(sq) + " sk=" + std::to_string(sk) +
+               " d=" + std::to_string(d) + " dv=" + std::to_string(dv) +
+               " causal=" + std::to_string(causal) + " path=" + std::to_string(int(path)));
+  auto q = rng.vec(sq * d, -amp, amp), k = rng.vec(sk * d, -amp, amp), v = rng.vec(sk * dv);
+  std::vector<float> out(sq * dv);
+  lc::ref::poison(out);
+  lc::AttentionArgs p;
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.out = out.data();
+  p.sq = sq;
+  p.sk = sk;
+  p.d = d;
+  p.dv = dv;
+  p.causal = causal;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  lc::cpu::attention_with(path, p);
+  EXPECT_MATCHES(out, lc::ref::attention(p));
+}
+
+TEST(CpuAttention, ShapesBothPathsCausalAndNot) {
+  Rng rng;
+  const i64 shapes[][4] = {{1, 1, 1, 1},  {8, 8, 16, 16},  {7, 13, 5, 3},  {13, 7, 16, 31},
+                           {31, 61, 8, 9}, {5, 127, 33, 17}, {64, 64, 64, 64}, {2, 257, 7, 8},
+                           {33, 1, 4, 4}};
+  for (auto path : {lc::cpu::AttentionPath::automatic, lc::cpu::AttentionPath::small,
+                    lc::cpu::AttentionPath::blocked})
+    for (auto& s : shapes)
+      for (bool causal : {false, true}) check_attention(rng, s[0], s[1], s[2], s[3], causal, path);
+}
+
+TEST(CpuAttention, LargeThreadedAndLongKeys) {
+  Rng rng;
+  for (bool causal : {false, true}) {
+    check_attention(rng, 300, 300, 64, 64, causal, lc::cpu::AttentionPath::automatic);
+    check_attention(rng, 45, 1031, 32, 40, causal, lc::cpu::AttentionPath::automatic);
+  }
+}
+
+TEST(CpuAttention, LargeLogitsStayFinite) {
+  // |q.k| * scale up to ~40: a naive exp would overflow without the max subtraction.
+  Rng rng;
+  for (auto path : {lc::cpu::AttentionPath::small, lc::cpu::AttentionPath::blocked})
+    for (bool causal : {false, true}) check_attention(rng, 17, 300, 16, 16, causal, path, 10.0f);
+}
+
+TEST(CpuAttention, CausalFirstRowIsFirstValue) {
+  // Row 0 of a causal call sees only key 0, so its output is exactly v[0].
+  Rng rng;
+  for (auto path : {lc::cpu::AttentionPath::small, lc::cpu::AttentionPath::blocked}) {
+    auto q = rng.vec(4 * 8), k = rng.vec(6 * 8), v = rng.vec(6 * 5);
+    std::vector<float> out(4 * 5);
+    lc::ref::poison(out);
+    lc::AttentionArgs p;
+    p.q = q.data(); p.k = k.data(); p.v = v.data(); p.out = out.data();
+    p.sq = 4; p.sk = 6; p.d = 8; p.dv = 5; p.causal = true; p.scale = 0.3f;
+    lc::cpu::attention_with(path, p);
+    for (int c = 0; c < 5; ++c) EXPECT_FLOAT_EQ(out[c], v[c]) << rng.describe();
+  }
+}
+
+// ---- conv2d ------------------------------------------------------------------------------
+
+struct ConvCase {
+  i64 n, c, h, w, oc, kh, kw, sh, sw, ph, pw;
+};
+
+void check_conv(Rng& rng, const ConvCase& s, bool bias, lc::Activation act,
+                lc::cpu::ConvPath path) {
+  lc::Conv2dArgs p;
+  p.n = s.n; p.c = s.c; p.h = s.h; p.w_in = s.w; p.oc = s.oc; p.kh = s.kh; p.kw = s.kw;
+  p.stride_h = s.sh; p.stride_w = s.sw; p.pad_h = s.ph; p.pad_w = s.pw;
+  p.oh = (s.h + 2 * s.ph - s.kh) / s.sh + 1;
+  p.ow = (s.w + 2 * s.pw - s.kw) / s.sw + 1;
+  p.act = act;
+  SCOPED_TRACE(rng.describe() + " conv n=" + std::to_string(s.n) + " c=" + std::to_string(s.c) +
+               " hw=" + std::to_string(s.h) + "x" + std::to_string(s.w) +
+               " oc=" + std::to_string(s.oc) + " k=" + std::to_string(s.kh) + "x" +
+               std::to_string(s.kw) + " s=" + std::to_string(s.sh) + "," + std::to_string(s.sw) +
+               " p=" + std::to_string(s.ph) + "," + std::to_string(s.pw) +
+               " bias=" + std::to_string(bias) + " act=" + std::to_string(int(act)) +
+               " path=" + std::to_string(int(path)));
+  auto x = rng.vec(s.n * s.c * s.h * s.w), w = rng.vec(s.oc * s.c * s.kh * s.kw),
+       b = rng.vec(s.oc);
+  std::vector<float> out(p.n * p.oc * p.oh * p.ow);
+  lc::ref::poison(out);
+  p.x = x.data(); p.w = w.data(); p.bias = bias ? b.data() : nullptr; p.out = out.data();
+  lc::cpu::conv2d_with(path, p);
+  EXPECT_MATCHES(out, lc::ref::conv2d(p));
+}
+
+TEST(CpuConv2d, StridePaddingKernelVariantsBothPaths) {
+  Rng rng;
+  const ConvCase cases[] = {
+      {1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0},   {1, 3, 7, 7, 5, 3, 3, 1, 1, 1, 1},
+      {2, 3, 13, 11, 4, 3, 3, 2, 2, 1, 1}, {1, 2, 9, 13, 3, 5, 3, 1, 2, 2, 0},
+      {2, 5, 8, 8, 7, 1, 1, 1, 1, 0, 0},   {1, 4, 10, 10, 2, 4, 4, 3, 3, 2, 2},
+      {1, 1, 5, 5, 1, 7, 7, 1, 1, 3, 3},   {3, 2, 6, 9, 3, 2, 3, 2, 1, 0, 2},
+      {1, 3, 4, 4, 2, 3, 3, 1, 1, 4, 4},  // padding wider than the kernel: zero border rows
+  };
+  for (auto path : {lc::cpu::ConvPath::automatic, lc::cpu::ConvPath::direct,
+                    lc::cpu::ConvPath::im2col})
+    for (auto& c : cases) check_conv(rng, c, true, lc::Activation::none, path);
+}
+
+TEST(CpuConv2d, BiasAndActivations) {
+  Rng rng;
+  for (auto act : {lc::Activation::none, lc::Activation::relu, lc::Activation::gelu})
+    for (bool bias : {false, true})
+      for (auto path : {lc::cpu::ConvPath::direct, lc::cpu::ConvPath::im2col})
+        check_conv(rng, {2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1}, bias, act, path);
+}
+
+TEST(CpuConv2d, LargeIm2colAndThreadedDirect) {
+  Rng rng;
+  // ~15M MACs: automatic picks im2col + threaded GEMM.
+  check_conv(rng, {2, 16, 31, 33, 32, 3, 3, 1, 1, 1, 1}, true, lc::Activation::relu,
+             lc::cpu::ConvPath::automatic);
+  check_conv(rng, {1, 32, 28, 28, 64, 1, 1, 1, 1, 0, 0}, true, lc::Activation::gelu,
+             lc::cpu::ConvPath::automatic);
+  check_conv(rng, {2, 8, 30, 30, 16, 3, 3, 2, 2, 1, 1}, false, lc::Activation::none,
+             lc::cpu::ConvPath::direct);
+}
+
+// ---- layernorm / softmax -----------------------------------------------------------------
+
+TEST(CpuLayerNorm, ShapesAndOptionalAffine) {
+  Rng rng;
+  const i64 shapes[][2] = {{1, 1}, {1, 7}, {13, 31}, {3, 127}, {61, 257}, {1024, 300}, {2, 4099}};
+  for (auto& s : shapes)
+    for (int affine = 0; affine < 4; ++affine) {
+      const i64 rows = s[0], cols = s[1];
+      SCOPED_TRACE(rng.describe() + " rows=" + std::to_string(rows) +
+                   " cols=" + std::to_string(cols) + " affine=" + std::to_string(affine));
+      // Offset inputs: a one-pass E[x^2]-E[x]^2 variance would lose digits here.
+      auto x = rng.vec(rows * cols, 99.0f, 101.0f), g = rng.vec(cols), b = rng.vec(cols);
+      std::vector<float> out(rows * cols);
+      lc::ref::poison(out);
+      lc::LayerNormArgs p;
+      p.x = x.data(); p.out = out.data(); p.rows = rows; p.cols = cols; p.eps = 1e-5f;
+      p.gamma = (affine & 1) ? g.data() : nullptr;
+      p.beta = (affine & 2) ? b.data() : nullptr;
+      lc::cpu::layernorm(p);
+      if (cols == 1) {
+        // Variance 0: out = beta (or 0). Relative error vs ~0 values is meaningless here.
+        EXPECT_LE(lc::ref::max_abs_diff(out, lc::ref::layernorm(p)), 1e-6);
+      } else {
+        // x in [99, 101] stored in fp32 has ~6e-6 absolute rounding per element, i.e. ~1e-5
+        // of the unit-variance output; the kernel and reference see the same rounded x, so
+        // the remaining error is the kernel's own arithmetic.
+        EXPECT_MATCHES(out, lc::ref::layernorm(p));
+      }
+    }
+}
+
+TEST(CpuSoftmax, ShapesLargeLogitsAndAliasing) {
+  Rng rng;
+  const i64 shapes[][2] = {{1, 1}, {1, 7}, {13, 31}, {3, 127}, {61, 257}, {1024, 300}, {2, 5000}};
+  for (auto& s : shapes)
+    for (float amp : {1.0f, 50.0f}) {
+      const i64 rows = s[0], cols = s[1];
+      SCOPED_TRACE(rng.describe() + " rows=" + std::to_string(rows) +
+                   " cols=" + std::to_string(cols) + " amp=" + std::to_string(amp));
+      auto x = rng.vec(rows * cols, -amp, amp);
+      std::vector<float> out(rows * cols);
+      lc::ref::poison(out);
+      lc::SoftmaxArgs p;
+      p.x = x.data(); p.out = out.data(); p.rows = rows; p.cols = cols;
+      const auto expect = lc::ref::softmax(p);
+      lc::cpu::softmax(p);
+      EXPECT_MATCHES(out, expect);
+      p.out = x.data();  // in place
+      lc::cpu::softmax(p);
+      EXPECT_MATCHES(x, expect);
+    }
+}
+
+// ---- elementwise -------------------------------------------------------------------------
+
+TEST(CpuElementwise, EveryKindSizesAndAliasing) {
+  Rng rng;
+  using lc::EwKind;
+  for (i64 n : {i64{1}, i64{7}, i64{13}, i64{31}, i64{61}, i64{127}, i64{1000},
+                i64{300001}, i64{(1 << 20) + 3}}) {
+    for (EwKind kind : {EwKind::add, EwKind::sub, EwKind::mul, EwKind::scale, EwKind::relu,
+                        EwKind::gelu}) {
+      const bool binary = kind == EwKind::add || kind == EwKind::sub || kind == EwKind::mul;
+      SCOPED_TRACE(rng.describe() + " n=" + std::to_string(n) + " kind=" +
+                   std::to_string(int(kind)));
+      auto a = rng.vec(n, -6.0f, 6.0f), b = rng.vec(n, -6.0f, 6.0f);
+      const float alpha = -1.75f;
+      const auto expect = lc::ref::elementwise(kind, a.data(), binary ? b.data() : nullptr, n, alpha);
+      std::vector<float> out(n);
+      lc::ref::poison(out);
+      lc::ElementwiseArgs p;
+      p.kind = kind; p.a = a.data(); p.b = binary ? b.data() : nullptr; p.out = out.data();
+      p.n = n; p.alpha = alpha;
+      lc::cpu::elementwise(p);
+      EXPECT_MATCHES(out, expect);
+      if (binary) {  // out aliases b
+        auto b2 = b;
+        p.out = b2.data(); p.b = b2.data();
+        lc::cpu::elementwise(p);
+        EXPECT_MATCHES(b2, expect);
+        p.b = b.data();
+      }
+      p.out = a.data();  // out aliases a
+      lc::cpu::elementwise(p);
+      EXPECT_MATCHES(a, expect);
+    }
+  }
+}
+
+TEST(CpuElementwise, GeluIsTheTanhFormAtKnownPoints) {
+  // Values of 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))); the erf form differs at 1e-4 level.
+  const float xs[] = {-3.0f, -1.0f, -0.5f, 0.0f, 0.5f, 1.0f, 3.0f};
+  std::vector<float> out(7);
+  lc::ElementwiseArgs p;
+  p.kind = lc::EwKind::gelu; p.a = xs; p.out = out.data(); p.n = 7;
+  lc::cpu::elementwise(p);
+  for (int i = 0; i < 7; ++i)
+    EXPECT_NEAR(out[i], lc::ref::gelu(xs[i]), 1e-6 * (1.0 + std::fabs(xs[i]))) << xs[i];
+  EXPECT_NEAR(out[5], 0.8411920071f, 1e-6);  // tanh-GELU(1); erf-GELU(1) = 0.8413447
+  EXPECT_EQ(out[3], 0.0f);
+}
+
+// ---- thread pool and backend object --------------------------------------------------------
+
+TEST(CpuThreadPool, CoversRangeOnceNestedAndConcurrent) {
+  std::vector<std::atomic<int>> hits(100000);
+  auto run = [&] {
+    lc::cpu::parallel_for(0, 100000, 1000, [&](i64 lo, i64 hi) {
+      for (i64 i = lo; i < hi; ++i) hits[i].fetch_add(1);
+      // Nested call: must run inline, not deadlock.
+      lc::cpu::parallel_for(0, 4, 1, [&](i64, i64) {});
+    });
+  };
+  run();
+  for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+  std::vector<std::thread> users;
+  for (int t = 0; t < 4; ++t) users.emplace_back(run);
+  for (auto& u : users) u.join();
+  for (auto& h : hits) ASSERT_EQ(h.load(), 5);
+  EXPECT_GE(lc::cpu::num_threads(), 1);
+}
+
+TEST(CpuThreadPool, TaskExceptionReachesCaller) {
+  EXPECT_THROW(lc::cpu::parallel_for(0, 1 << 20, 1, [](i64 lo, i64) {
+                 if (lo == 0) throw lc::BackendError("boom");
+               }),
+               lc::BackendError);
+}
+
+TEST(CpuBackend, AllocAlignmentCopiesAndDescription) {
+  lc::Backend& be = lc::cpu_backend_instance();
+  EXPECT_TRUE(be.available());
+  EXPECT_EQ(be.kind(), lc::DeviceKind::cpu);
+  void* z = be.alloc(0);
+  EXPECT_NE(z, nullptr);
+  be.free(z);
+  float src[5] = {1, 2, 3, 4, 5};
+  auto* p = static_cast<float*>(be.alloc(sizeof(src)));
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % 64, 0u);
+  be.copy_from_host(p, src, sizeof(src));
+  be.copy_within(p + 1, p, 3 * sizeof(float));  // overlapping
+  float back[5];
+  be.copy_to_host(back, p, sizeof(back));
+  be.synchronize();
+  EXPECT_EQ(back[0], 1.0f);
+  EXPECT_EQ(back[1], 1.0f);
+  EXPECT_EQ(back[3], 3.0f);
+  EXPECT_EQ(back[4], 5.0f);
+  be.free(p);
+  EXPECT_THROW(be.alloc(static_cast<std::size_t>(1) << 62), lc::OutOfMemory);
+  const std::string desc = be.device_description();
+  EXPECT_NE(desc.find("threads"), std::string::npos) << desc;
+  EXPECT_NE(desc.find(lc::cpu::gemm_engine()), std::string::npos) << desc;
+}
+
+TEST(CpuBackend, MatmulThroughBackendObject) {
+  Rng rng;
+  SCOPED_TRACE(rng.describe());
+  auto a = rng.vec(3 * 4), b = rng.vec(5 * 4), bias = rng.vec(5);
+  std::vector<float> out(15);
+  lc::ref::poison(out);
+  lc::MatmulArgs p;
+  p.a = a.data(); p.b = b.data(); p.bias = bias.data(); p.out = out.data();
+  p.m = 3; p.k = 4; p.n = 5; p.trans_b = true; p.act = lc::Activation::gelu;
+  lc::cpu_backend_instance().matmul(p);
+  EXPECT_MATCHES(out, lc::ref::matmul(p));
+}
+
+}  // namespace
