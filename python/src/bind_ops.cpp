@@ -11,6 +11,8 @@
 #include "convert.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
+#include "numpy_api.h"
+#include "ops/checks.h"
 
 namespace lcpy {
 
@@ -47,10 +49,31 @@ nb::object run_returning(std::initializer_list<const Arg*> args, const lc::Execu
   return wrap_tensor(std::move(result));
 }
 
+// `out` must be written in place: an ndarray of another dtype is an out-dtype error, and an
+// object that would have to be converted (byte-swapped or misaligned arrays, lists, buffers
+// numpy copies) is rejected, since the result would land in a temporary copy and be lost.
+void check_out_object(nb::handle out_obj, const char* op, const Arg& out) {
+  if (out.hold)  // to_arg had to convert or copy it
+    lc::throw_value(op, std::string("'out' (") + Py_TYPE(out_obj.ptr())->tp_name +
+                            ") cannot be written in place (not an aligned, native-byte-order "
+                            "float32 array); pass np.empty(shape, dtype=np.float32) or an lc.Tensor");
+}
+
 template <class IntoFn>
 nb::object run_into(nb::handle out_obj, const char* op, double flops, IntoFn&& into_fn) {
   Arg out;
+  PyObject* o = out_obj.ptr();
+  if (PyArray_Check(o)) {
+    const int type = PyArray_TYPE(reinterpret_cast<PyArrayObject*>(o));
+    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
+      nb::str tn = nb::steal<nb::str>(PyObject_Str(
+          reinterpret_cast<PyObject*>(PyArray_DESCR(reinterpret_cast<PyArrayObject*>(o)))));
+      throw lc::OutDTypeError(std::string("[") + op + "] 'out' must be float32, got " +
+                              tn.c_str() + "; allocate it with np.empty(shape, dtype=np.float32)");
+    }
+  }
   to_arg(out_obj, op, "out", out);
+  check_out_object(out_obj, op, out);
   call_maybe_nogil(flops, [&] { into_fn(out.t); });
   return nb::borrow(out_obj);
 }
@@ -116,7 +139,9 @@ nb::object py_linear_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handl
 // ---- attention -------------------------------------------------------------------------------
 float scale_arg(nb::handle scale, const char* op) {
   if (scale.is_none()) return 0.0f;
-  const float s = nb::cast<float>(scale);
+  float s = 0.0f;
+  if (!nb::try_cast<float>(scale, s))
+    lc::throw_type(op, "scale must be a number (or None for 1/sqrt(head_dim))");
   if (!(s > 0.0f)) lc::throw_value(op, "scale must be > 0 (or None for 1/sqrt(head_dim))");
   return s;
 }
@@ -270,63 +295,63 @@ nb::object ew_into(const char* op, nb::handle a_, nb::handle b_, float alpha, nb
 #define LC_BINARY(NAME)                                                                         \
   m.def(#NAME, [](nb::handle a, nb::handle b, nb::handle device, nb::handle policy) {           \
     return ew(#NAME, a, b, 1.0f, device, policy);                                               \
-  }, nb::arg("a"), nb::arg("b"), nb::arg("device") = nb::none(), nb::kw_only(),                 \
+  }, nb::arg("a").none(), nb::arg("b").none(), nb::arg("device") = nb::none(), nb::kw_only(),                 \
      nb::arg("policy") = nb::none());                                                           \
   m.def(#NAME "_into", [](nb::handle a, nb::handle b, nb::handle out, nb::handle device,        \
                           nb::handle policy) {                                                  \
     return ew_into(#NAME, a, b, 1.0f, out, device, policy);                                     \
-  }, nb::arg("a"), nb::arg("b"), nb::arg("out"), nb::arg("device") = nb::none(), nb::kw_only(), \
+  }, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none(), nb::arg("device") = nb::none(), nb::kw_only(), \
      nb::arg("policy") = nb::none());
 
 #define LC_UNARY(NAME)                                                                          \
   m.def(#NAME, [](nb::handle a, nb::handle device, nb::handle policy) {                         \
     return ew(#NAME, a, nb::handle(), 1.0f, device, policy);                                    \
-  }, nb::arg("a"), nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("policy") = nb::none()); \
+  }, nb::arg("a").none(), nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("policy") = nb::none()); \
   m.def(#NAME "_into", [](nb::handle a, nb::handle out, nb::handle device, nb::handle policy) {  \
     return ew_into(#NAME, a, nb::handle(), 1.0f, out, device, policy);                          \
-  }, nb::arg("a"), nb::arg("out"), nb::arg("device") = nb::none(), nb::kw_only(),               \
+  }, nb::arg("a").none(), nb::arg("out").none(), nb::arg("device") = nb::none(), nb::kw_only(),               \
      nb::arg("policy") = nb::none());
 
 }  // namespace
 
 void register_ops(nb::module_& m) {
   const auto none = nb::none();
-  m.def("matmul2d", &py_matmul2d, nb::arg("a"), nb::arg("b"), nb::arg("device") = none,
+  m.def("matmul2d", &py_matmul2d, nb::arg("a").none(), nb::arg("b").none(), nb::arg("device") = none,
         nb::kw_only(), nb::arg("policy") = none, "a[m,k] @ b[k,n] in float32.");
-  m.def("matmul2d_into", &py_matmul2d_into, nb::arg("a"), nb::arg("b"), nb::arg("out"),
+  m.def("matmul2d_into", &py_matmul2d_into, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none(),
         nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
-  m.def("linear", &py_linear, nb::arg("x"), nb::arg("weight"), nb::arg("bias") = none,
+  m.def("linear", &py_linear, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none() = none,
         nb::arg("activation") = "none", nb::arg("device") = none, nb::kw_only(),
         nb::arg("policy") = none,
         "x[m,in] @ weight[out,in]^T + bias, then activation (\"none\", \"relu\", \"gelu\").");
-  m.def("linear_into", &py_linear_into, nb::arg("x"), nb::arg("weight"), nb::arg("bias"),
-        nb::arg("out"), nb::arg("activation") = "none", nb::arg("device") = none, nb::kw_only(),
+  m.def("linear_into", &py_linear_into, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none(),
+        nb::arg("out").none(), nb::arg("activation") = "none", nb::arg("device") = none, nb::kw_only(),
         nb::arg("policy") = none);
-  m.def("attention2d", &py_attention2d, nb::arg("q"), nb::arg("k"), nb::arg("v"),
+  m.def("attention2d", &py_attention2d, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(),
         nb::arg("causal") = false, nb::arg("device") = none, nb::kw_only(),
         nb::arg("scale") = none, nb::arg("policy") = none,
         "softmax(q k^T * scale [causal]) v for one head; scale defaults to 1/sqrt(head_dim).");
-  m.def("attention2d_into", &py_attention2d_into, nb::arg("q"), nb::arg("k"), nb::arg("v"),
-        nb::arg("out"), nb::arg("causal") = false, nb::arg("device") = none, nb::kw_only(),
+  m.def("attention2d_into", &py_attention2d_into, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(),
+        nb::arg("out").none(), nb::arg("causal") = false, nb::arg("device") = none, nb::kw_only(),
         nb::arg("scale") = none, nb::arg("policy") = none);
-  m.def("conv2d_nchw", &py_conv2d, nb::arg("x"), nb::arg("weight"), nb::arg("bias") = none,
+  m.def("conv2d_nchw", &py_conv2d, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none() = none,
         nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
         nb::arg("pad_w") = 0, nb::arg("device") = none, nb::kw_only(),
         nb::arg("activation") = "none", nb::arg("policy") = none,
         "NCHW 2-D convolution x[n,c,h,w] * weight[oc,c,kh,kw] + bias[oc], optional fused activation.");
-  m.def("conv2d_nchw_into", &py_conv2d_into, nb::arg("x"), nb::arg("weight"), nb::arg("bias"),
-        nb::arg("out"), nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
+  m.def("conv2d_nchw_into", &py_conv2d_into, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none(),
+        nb::arg("out").none(), nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
         nb::arg("pad_w") = 0, nb::arg("device") = none, nb::kw_only(),
         nb::arg("activation") = "none", nb::arg("policy") = none);
-  m.def("layernorm", &py_layernorm, nb::arg("x"), nb::arg("gamma") = none, nb::arg("beta") = none,
+  m.def("layernorm", &py_layernorm, nb::arg("x").none(), nb::arg("gamma").none() = none, nb::arg("beta").none() = none,
         nb::arg("eps") = 1e-5f, nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none,
         "Layer normalisation over the last dimension.");
-  m.def("layernorm_into", &py_layernorm_into, nb::arg("x"), nb::arg("gamma"), nb::arg("beta"),
-        nb::arg("out"), nb::arg("eps") = 1e-5f, nb::arg("device") = none, nb::kw_only(),
+  m.def("layernorm_into", &py_layernorm_into, nb::arg("x").none(), nb::arg("gamma").none(), nb::arg("beta").none(),
+        nb::arg("out").none(), nb::arg("eps") = 1e-5f, nb::arg("device") = none, nb::kw_only(),
         nb::arg("policy") = none);
-  m.def("softmax", &py_softmax, nb::arg("x"), nb::arg("device") = none, nb::kw_only(),
+  m.def("softmax", &py_softmax, nb::arg("x").none(), nb::arg("device") = none, nb::kw_only(),
         nb::arg("policy") = none, "Softmax over the last dimension.");
-  m.def("softmax_into", &py_softmax_into, nb::arg("x"), nb::arg("out"), nb::arg("device") = none,
+  m.def("softmax_into", &py_softmax_into, nb::arg("x").none(), nb::arg("out").none(), nb::arg("device") = none,
         nb::kw_only(), nb::arg("policy") = none);
   LC_BINARY(vector_add)
   LC_BINARY(vector_sub)
@@ -336,11 +361,11 @@ void register_ops(nb::module_& m) {
   LC_UNARY(gelu)
   m.def("vector_scale", [](nb::handle a, float alpha, nb::handle device, nb::handle policy) {
     return ew("vector_scale", a, nb::handle(), alpha, device, policy);
-  }, nb::arg("a"), nb::arg("alpha"), nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
+  }, nb::arg("a").none(), nb::arg("alpha"), nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
   m.def("vector_scale_into", [](nb::handle a, float alpha, nb::handle out, nb::handle device,
                                 nb::handle policy) {
     return ew_into("vector_scale", a, nb::handle(), alpha, out, device, policy);
-  }, nb::arg("a"), nb::arg("alpha"), nb::arg("out"), nb::arg("device") = none, nb::kw_only(),
+  }, nb::arg("a").none(), nb::arg("alpha"), nb::arg("out").none(), nb::arg("device") = none, nb::kw_only(),
      nb::arg("policy") = none);
 }
 

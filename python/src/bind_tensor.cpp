@@ -44,7 +44,10 @@ void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, c
     if (src_lc->dtype() != dt)
       lc::throw_type("Tensor", std::string("source tensor is ") + lc::to_string(src_lc->dtype()) +
                                    "; convert via .numpy().astype(...)");
-    new (self) lc::Tensor(src_lc->to(dev).contiguous());
+    // Always a copy (as for numpy data): to()/contiguous() would alias a same-device source.
+    lc::Tensor t = lc::Tensor::empty(src_lc->shape(), dt, dev);
+    src_lc->copy_to(t);
+    new (self) lc::Tensor(std::move(t));
     return;
   }
   const int type = dt == lc::DType::f32 ? NPY_FLOAT32 : NPY_FLOAT64;

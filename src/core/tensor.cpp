@@ -17,6 +17,7 @@ std::int64_t Tensor::numel() const {
 }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // no elements: strides are meaningless (numpy gives 0 here)
   std::int64_t expected = 1;
   for (int i = ndim_ - 1; i >= 0; --i) {
     if (shape_[i] != 1 && strides_[i] != expected) return false;
@@ -169,13 +170,14 @@ Tensor Tensor::view(const std::vector<std::int64_t>& shape, const std::vector<st
     base_lo = (static_cast<char*>(base_) - static_cast<char*>(data_)) / esz;
     base_hi = base_lo + static_cast<std::int64_t>(base_bytes_) / esz - 1;
   } else {
+    // Element indices [base_lo, base_hi] this tensor itself covers (none when it is empty).
     base_lo = 0;
-    base_hi = -1;
-    for (int i = 0; i < ndim_; ++i) {
-      const std::int64_t ext = (shape_[i] - 1) * strides_[i];
-      if (ext < 0) base_lo += ext; else base_hi += ext;
-    }
-    base_hi += 1;
+    base_hi = numel() == 0 ? -1 : 0;
+    if (numel() > 0)
+      for (int i = 0; i < ndim_; ++i) {
+        const std::int64_t ext = (shape_[i] - 1) * strides_[i];
+        if (ext < 0) base_lo += ext; else base_hi += ext;
+      }
   }
   if (!empty_view && (lo < base_lo || hi > base_hi))
     throw_value("TensorView", "view (offset " + std::to_string(offset_elems) +

@@ -1,0 +1,79 @@
+"""Shared fixtures for the Python test suite.
+
+* ``backends``: every device the op tests run on -- ``["cpu"]`` plus ``"cuda"`` when a usable
+  GPU is present -- so the CUDA backend plugs into the same tests (see parity.py).
+* ``gpu`` marker: ``@pytest.mark.gpu`` tests are skipped automatically when no GPU is usable.
+* ``rng`` fixture: a numpy Generator with a *fresh* random seed per test (new inputs every run).
+  The seed is printed (it shows up under "Captured stdout setup" and in a "random seed" report
+  section when the test fails); ``LC_TEST_SEED=<n>`` replays a failing run.
+
+Run with the fresh build on the path:
+    PYTHONPATH=build-tests/python python3 -m pytest tests/python -q
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import numpy as np
+import pytest
+
+import lightning_core as lc
+
+CUDA = bool(lc.cuda_available())
+
+# Every backend the op tests run on. Order matters only for test ids.
+backends = ["cpu"] + (["cuda"] if CUDA else [])
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "gpu: needs a usable CUDA device (skipped automatically when there is none)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if CUDA:
+        return
+    skip = pytest.mark.skip(reason="no usable CUDA device (lc.cuda_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _new_seed() -> int:
+    env = os.environ.get("LC_TEST_SEED")
+    if env:
+        return int(env)
+    return secrets.randbits(32)
+
+
+@pytest.fixture
+def rng(request):
+    seed = _new_seed()
+    request.node._lc_seed = seed
+    print(f"random seed {seed} (replay with LC_TEST_SEED={seed})")
+    return np.random.default_rng(seed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    seed = getattr(item, "_lc_seed", None)
+    if seed is not None and report.failed:
+        report.sections.append(
+            ("random seed", f"seed {seed}: replay with LC_TEST_SEED={seed} pytest {item.nodeid}")
+        )
+
+
+@pytest.fixture(params=backends)
+def backend(request):
+    """Each available backend in turn ("cpu", and "cuda" when present)."""
+    return request.param
+
+
+@pytest.fixture
+def lc_mod():
+    return lc
