@@ -35,7 +35,9 @@ void OpRunner::place(WorkEstimate w, std::initializer_list<const Tensor*> inputs
   }
   w.host_bytes_in = host_in;
   w.inputs_on_gpu = on_gpu;
-  const bool explain = t_explain || trace_enabled();
+  // Only explain mode builds the placement reason: the trace does not record it, and building
+  // it (an ostringstream for device="auto") would double the enabled cost of tracing.
+  const bool explain = t_explain;
   Placement pl = choose_device(op_, w, policy_, gpu_can_run, explain);
   device_ = pl.device;
   fallback_ = pl.fallback;
@@ -84,7 +86,8 @@ Tensor OpRunner::result(const std::vector<std::int64_t>& shape) {
 
 void OpRunner::finish() {
   if (pending_out_) {
-    const bool tracing = trace_enabled();
+    // A copy between devices is a transfer event; a same-device strided copy is not.
+    const bool tracing = trace_enabled() && pending_out_->device() != device_;
     const std::int64_t t0 = tracing ? trace_now_ns() : 0;
     pending_scratch_.copy_to(*pending_out_);
     if (tracing)
@@ -102,7 +105,10 @@ void OpRunner::finish() {
       TraceEvent e;
       e.kind = TraceKind::sync;
       e.op = "sync";
+      e.for_op = op_;
       e.device = device_;
+      e.path = fallback_ ? "fallback" : "direct";
+      trace_set_policy(e, policy_);
       e.host_begin_ns = t0;
       e.host_end_ns = trace_now_ns();
       e.thread_id = trace_thread_index();
@@ -133,21 +139,18 @@ void OpRunner::rethrow_with_context(const Error& e) const {
   throw BackendError(msg);
 }
 
-void OpRunner::record_op(std::int64_t t0, std::int64_t m0) {
+void OpRunner::record_op(std::int64_t t0, std::int64_t m0, std::int64_t m1) {
   TraceEvent e;
   e.kind = TraceKind::op;
   e.op = op_;
+  e.for_op = op_;
   e.device = device_;
   e.path = fallback_ ? "fallback" : "direct";
-  e.shapes = shapes_string();
-  std::string pol = "upload=";
-  pol += to_string(policy_.upload);
-  pol += policy_.download ? " download=yes sync=" : " download=no sync=";
-  pol += to_string(policy_.sync);
-  e.policy = std::move(pol);
+  trace_set_shapes(e, inputs_.data(), n_inputs_);
+  trace_set_policy(e, policy_);
   e.host_begin_ns = t0;
   e.device_begin_mark = m0;
-  e.device_end_mark = m0 >= 0 ? backend_->mark() : -1;
+  e.device_end_mark = m1;
   e.host_end_ns = trace_now_ns();
   e.thread_id = trace_thread_index();
   e.stream = device_ == DeviceKind::cpu ? -1 : 0;
@@ -158,7 +161,10 @@ void OpRunner::record_transfer(TraceKind kind, std::int64_t t0, std::uint64_t by
   TraceEvent e;
   e.kind = kind;
   e.op = kind == TraceKind::upload ? "upload" : "download";
+  e.for_op = op_;
   e.device = device_ == DeviceKind::cpu ? DeviceKind::cuda : device_;
+  e.path = fallback_ ? "fallback" : "direct";
+  trace_set_policy(e, policy_);
   e.host_begin_ns = t0;
   e.host_end_ns = trace_now_ns();
   e.thread_id = trace_thread_index();

@@ -55,9 +55,10 @@ class OpRunner {
   void launch(F&& fn) {
     const bool tracing = trace_enabled();
     std::int64_t t0 = 0, m0 = -1;
+    TraceMarks marks;  // device marks (CUDA events) of this launch; inert when not tracing
     if (tracing) {
       t0 = trace_now_ns();
-      m0 = backend_->mark();
+      m0 = marks.begin(*backend_);
     }
     backend_->range_push(op_);
     try {
@@ -67,7 +68,7 @@ class OpRunner {
       rethrow_with_context(e);
     }
     backend_->range_pop();
-    if (tracing) record_op(t0, m0);
+    if (tracing) record_op(t0, m0, marks.end(*backend_));
   }
 
   // Moves scratch results into the caller's tensor and synchronises per policy.
@@ -75,7 +76,7 @@ class OpRunner {
 
  private:
   [[noreturn]] void rethrow_with_context(const Error& e) const;
-  void record_op(std::int64_t t0, std::int64_t m0);
+  void record_op(std::int64_t t0, std::int64_t m0, std::int64_t m1);
   void record_transfer(TraceKind kind, std::int64_t t0, std::uint64_t bytes);
   std::string shapes_string() const;
 
