@@ -1,0 +1,32 @@
+# Benchmark binaries of the C++ API (included at the end of benchmarks/cpp/CMakeLists.txt).
+#
+# bench_api_overhead: a plain C++ timer (no Google Benchmark) that the Python api_overhead suite
+# runs to time an op through the C++ API; built whenever benchmarks are enabled.
+# bench_matmul, bench_attention, bench_vector_add, bench_matrix_ops, bench_cnn_dnn,
+# bench_transformer: Google Benchmark binaries (manual time: op + lc::synchronize() per
+# iteration; CUDA rows skip themselves without a GPU). Run with --benchmark_format=json or
+# --benchmark_out=FILE --benchmark_out_format=json.
+# A target that benchmarks/cpp/CMakeLists.txt already created (its bench_*.cpp glob) is reused.
+set(LC_GBENCH_NAMES bench_matmul bench_attention bench_vector_add bench_matrix_ops bench_cnn_dnn
+                    bench_transformer)
+
+if(NOT TARGET bench_api_overhead)
+  add_executable(bench_api_overhead ${CMAKE_CURRENT_LIST_DIR}/bench_api_overhead.cpp)
+  target_link_libraries(bench_api_overhead PRIVATE lightning_core_lib)
+endif()
+
+find_package(benchmark QUIET)
+if(NOT benchmark_FOUND)
+  string(REPLACE ";" ", " _lc_gb_list "${LC_GBENCH_NAMES}")
+  message(STATUS "lightning_core: Google Benchmark not found; ${_lc_gb_list} are not built "
+                 "(install libbenchmark-dev); bench_api_overhead is")
+  return()
+endif()
+
+foreach(name ${LC_GBENCH_NAMES})
+  if(NOT TARGET ${name})
+    add_executable(${name} ${CMAKE_CURRENT_LIST_DIR}/${name}.cpp)
+    target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src)
+    target_link_libraries(${name} PRIVATE lightning_core_lib benchmark::benchmark)
+  endif()
+endforeach()

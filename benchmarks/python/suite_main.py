@@ -1,0 +1,89 @@
+"""Command line shared by the suite scripts and run_all.py."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from common import MODES, REPO_ROOT, TimingConfig, context_block, detect_env, write_results
+
+DEFAULT_OUT = REPO_ROOT / "benchmark_results"
+
+# --quick: enough calls for a stable median on the GPU, short on slow CPU peers.
+QUICK = dict(warmup=5, iters=30, budget_s=0.3, min_iters=3)
+FULL = dict(warmup=20, iters=200, budget_s=3.0, min_iters=5)
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="short run (fewer calls, smaller time budget)")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help="where CSV/JSON go (default: %(default)s)")
+    p.add_argument("--modes", default=",".join(MODES), help="oneshot,resident (default: both)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up calls per system and case")
+    p.add_argument("--iters", type=int, default=None, help="timed calls per system and case (at most)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="stop timing a system after this many seconds (but not before --min-iters calls)")
+    p.add_argument("--min-iters", type=int, default=None)
+    p.add_argument("--filter", default="", help="only cases whose 'family case' contains this text")
+    p.add_argument("--no-check", action="store_true", help="skip the correctness check against numpy")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def timing_config(args: argparse.Namespace) -> TimingConfig:
+    base = dict(QUICK if args.quick else FULL)
+    for k in ("warmup", "iters", "budget_s", "min_iters"):
+        v = getattr(args, k, None)
+        if v is not None:
+            base[k] = v
+    return TimingConfig(check=not args.no_check, **base)
+
+
+def parse_modes(s: str) -> List[str]:
+    modes = [m.strip() for m in s.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise SystemExit(f"unknown mode(s) {bad}; choose from {list(MODES)}")
+    return modes
+
+
+def settings_of(args: argparse.Namespace, cfg: TimingConfig) -> Dict[str, Any]:
+    return {"quick": bool(args.quick), "warmup": cfg.warmup, "iters": cfg.iters,
+            "budget_s": cfg.budget_s, "min_iters": cfg.min_iters, "modes": parse_modes(args.modes),
+            "timing": "synchronised wall clock (perf_counter_ns around call + device sync), median of timed calls",
+            "filter": args.filter or None, "argv": sys.argv[1:]}
+
+
+def run_suite(name: str, build_cases: Callable[..., Sequence[Any]], args: argparse.Namespace,
+              runner: Optional[Callable[..., List[Dict[str, Any]]]] = None) -> Dict[str, Path]:
+    """Runs one suite with the parsed arguments; writes <out-dir>/<name>.{json,csv}."""
+    from harness import run_cases
+
+    env = detect_env()
+    cfg = timing_config(args)
+    modes = parse_modes(args.modes)
+    t0 = time.perf_counter()
+    if runner is not None:
+        rows = runner(args=args, env=env, cfg=cfg, modes=modes)
+    else:
+        cases = [c for c in build_cases(quick=args.quick)
+                 if args.filter.lower() in f"{c.family} {c.name}".lower()]
+        rows = run_cases(cases, modes, env, cfg, desc=name, progress=not args.no_progress)
+    ctx = context_block(settings_of(args, cfg))
+    ctx["suite_seconds"] = round(time.perf_counter() - t0, 2)
+    paths = write_results(Path(args.out_dir), name, rows, ctx)
+    print(f"{name}: {len(rows)} rows in {ctx['suite_seconds']}s -> {paths['csv']}", file=sys.stderr)
+    if ctx.get("cuda_skipped"):
+        print(f"{name}: CUDA skipped (no usable GPU): CPU peers only", file=sys.stderr)
+    return paths
+
+
+def suite_main(name: str, build_cases: Callable[..., Sequence[Any]], runner=None,
+               extra_args: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> None:
+    p = argparse.ArgumentParser(description=f"Lightning Core {name} benchmark suite")
+    add_common_args(p)
+    if extra_args:
+        extra_args(p)
+    args = p.parse_args()
+    run_suite(name, build_cases, args, runner=runner)
