@@ -1,0 +1,35 @@
+// Internal state shared by the files of the CUDA backend: the device, the stream, the library
+// handles and device properties, created lazily on first use (never at static-init time).
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <string>
+
+namespace lc::cuda {
+
+struct DeviceInfo {
+  int device = 0;
+  int sm_count = 0;
+  int cc_major = 0, cc_minor = 0;
+  std::size_t total_mem = 0;
+  std::size_t smem_optin = 0;  // max dynamic shared memory per block after opt-in
+  std::string name;
+};
+
+struct Context {
+  DeviceInfo info;
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* lt_workspace = nullptr;
+  std::size_t lt_workspace_bytes = 0;
+};
+
+// Probes the driver once (cached): true when a device is present and our kernels can run on it.
+bool probe_available(std::string* reason);
+// The context; initialises it on first use. Throws lc::Unavailable when there is no device.
+Context& ctx();
+
+}  // namespace lc::cuda

@@ -1,0 +1,29 @@
+// Device math shared by the kernels: the activations (gelu is the tanh approximation, lc's one
+// definition of gelu, the same function cuBLASLt's GELU epilogue computes).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "lightning_core/types.h"
+
+namespace lc::cuda {
+
+// 0.5 x (1 + tanh(u)) == x / (1 + exp(-2u)): the same function, written without the
+// cancellation of 1 + tanh(u) for negative u (that form lost ~20 ulp near gelu's small negative
+// outputs; this one stays within a few ulp of float64). Saturates correctly: exp overflow -> -0.
+__device__ __forceinline__ float gelu_tanh(float x) {
+  constexpr float kTwoAlpha = 1.5957691216057308f;  // 2 sqrt(2/pi)
+  const float two_u = kTwoAlpha * fmaf(0.044715f * x, x * x, x);
+  return x / (1.0f + expf(-two_u));
+}
+
+__device__ __forceinline__ float relu_f(float x) { return x > 0.0f ? x : 0.0f; }
+
+template <Activation A>
+__device__ __forceinline__ float activate(float x) {
+  if constexpr (A == Activation::relu) return relu_f(x);
+  else if constexpr (A == Activation::gelu) return gelu_tanh(x);
+  else return x;
+}
+
+}  // namespace lc::cuda

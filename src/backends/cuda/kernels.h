@@ -1,0 +1,34 @@
+// Host-side launchers of the backend's own kernels (defined in the .cu files). Each queues its
+// work on the given stream and checks the launch; none synchronizes.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "backends/backend.h"
+
+namespace lc::cuda {
+
+// elementwise.cu
+void launch_elementwise(const ElementwiseArgs& a, int sm_count, cudaStream_t s);
+// out[m,n] = act(bias[n] or 0): the matmul k == 0 case.
+void launch_fill_bias_act(float* out, const float* bias, std::int64_t m, std::int64_t n,
+                          Activation act, cudaStream_t s);
+
+// norm.cu
+void launch_layernorm(const LayerNormArgs& a, cudaStream_t s);
+void launch_softmax(const SoftmaxArgs& a, cudaStream_t s);
+
+// attention.cu (may allocate split-K scratch through the caching allocator)
+void launch_attention(const AttentionArgs& a, int sm_count, cudaStream_t s);
+
+// conv2d.cu
+void launch_conv2d(const Conv2dArgs& a, cudaStream_t s);
+// True when this op shape goes to cuDNN (for tests/benchmarks to report the path taken).
+bool conv2d_uses_cudnn(const Conv2dArgs& a);
+
+// A trivial kernel used by available() to prove that this build's machine code runs here.
+cudaError_t probe_kernel_image();
+
+}  // namespace lc::cuda

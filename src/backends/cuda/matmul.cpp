@@ -1,0 +1,239 @@
+// cuBLASLt matmul / linear (see matmul.h).
+#include "backends/cuda/matmul.h"
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "backends/cuda/check.h"
+#include "backends/cuda/context.h"
+#include "backends/cuda/kernels.h"
+#include "lightning_core/errors.h"
+
+namespace lc::cuda {
+
+namespace {
+
+// (m, k, n, trans_b, epilogue, precision, pointer alignment class)
+using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, int, int, std::uint32_t>;
+
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc_ = nullptr;
+  std::vector<cublasLtMatmulHeuristicResult_t> algos;  // grows on demand (tuner asks for more)
+  int requested = 0;                                   // how many we asked cuBLASLt for
+  int chosen = 0;
+  std::uint32_t align = 256;  // bytes every operand pointer is aligned to (cuBLASLt preference)
+  ~Plan() {
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (lc_) cublasLtMatrixLayoutDestroy(lc_);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+cublasLtEpilogue_t epilogue_of(const MatmulArgs& a) {
+  const bool bias = a.bias != nullptr;
+  switch (a.act) {
+    case Activation::relu: return bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+    case Activation::gelu: return bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+    case Activation::none: break;
+  }
+  return bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+cublasComputeType_t compute_of(Precision p) {
+  switch (p) {
+    case Precision::tf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case Precision::bf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case Precision::fp32: break;
+  }
+  return CUBLAS_COMPUTE_32F;
+}
+
+// cuBLASLt assumes 256-byte aligned operands unless told otherwise; views with offsets are
+// legal here, so the real alignment is part of the key and of the heuristic query.
+std::uint32_t alignment_of(const MatmulArgs& a) {
+  std::uintptr_t bits = 256;
+  for (const void* p : {static_cast<const void*>(a.a), static_cast<const void*>(a.b),
+                        static_cast<const void*>(a.out), static_cast<const void*>(a.bias)}) {
+    if (p) bits |= reinterpret_cast<std::uintptr_t>(p);
+  }
+  return static_cast<std::uint32_t>(bits & (~bits + 1));  // lowest set bit, <= 256
+}
+
+Key key_of(const MatmulArgs& a) {
+  return {a.m, a.k, a.n, a.trans_b, static_cast<int>(epilogue_of(a)),
+          static_cast<int>(a.precision), alignment_of(a)};
+}
+
+struct Cache {
+  std::mutex mu;
+  std::map<Key, std::unique_ptr<Plan>> plans;
+};
+Cache& cache() {
+  static Cache* c = new Cache();  // leaked: handles must not be destroyed after the driver
+  return *c;
+}
+
+// Makes sure plan has at least `want` heuristic results (if cuBLASLt has that many).
+void fetch_algos(Context& c, Plan& p, int want) {
+  if (p.requested >= want) return;
+  cublasLtMatmulPreference_t pref = nullptr;
+  LC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  std::size_t ws = c.lt_workspace_bytes;
+  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+    if (st == CUBLAS_STATUS_SUCCESS)
+      st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &p.align, sizeof(p.align));
+  }
+  std::vector<cublasLtMatmulHeuristicResult_t> res(static_cast<std::size_t>(want));
+  int found = 0;
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    st = cublasLtMatmulAlgoGetHeuristic(c.lt, p.op, p.la, p.lb, p.lc_, p.lc_, pref, want,
+                                        res.data(), &found);
+  }
+  cublasLtMatmulPreferenceDestroy(pref);
+  LC_CUBLAS_CHECK(st);
+  res.resize(static_cast<std::size_t>(found));
+  p.algos = std::move(res);
+  p.requested = want;
+  if (p.algos.empty()) {
+    throw BackendError("[matmul] cuBLASLt found no algorithm for this product and epilogue; "
+                       "try another precision or pass 16-byte aligned tensors");
+  }
+}
+
+// Creates (or finds) the plan for a's key; caller holds cache().mu.
+Plan& plan_for(Context& c, const MatmulArgs& a) {
+  auto& slot = cache().plans[key_of(a)];
+  if (slot) return *slot;
+  auto p = std::make_unique<Plan>();
+  p->align = alignment_of(a);
+  LC_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, compute_of(a.precision), CUDA_R_32F));
+  // Column-major view: D^T[n,m] = opA(Bbuf) [n,k] * Abuf^T [k,m]
+  const cublasOperation_t ta = a.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t tb = CUBLAS_OP_N;
+  LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  const cublasLtEpilogue_t epi = epilogue_of(a);
+  LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+  if (a.bias) {
+    const cudaDataType_t bt = CUDA_R_32F;
+    LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+    const void* bias = a.bias;  // any non-null value for the heuristic; set per call
+    LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  const auto u = [](std::int64_t v) { return static_cast<std::uint64_t>(v); };
+  // Bbuf: [k,n] row-major = col-major n x k (ld n); trans_b: [n,k] row-major = col-major k x n (ld k)
+  if (a.trans_b) {
+    LC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, u(a.k), u(a.n), a.k));
+  } else {
+    LC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, u(a.n), u(a.k), a.n));
+  }
+  // Abuf: [m,k] row-major = col-major k x m (ld k)
+  LC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_32F, u(a.k), u(a.m), a.k));
+  // out: [m,n] row-major = col-major n x m (ld n)
+  LC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lc_, CUDA_R_32F, u(a.n), u(a.m), a.n));
+  fetch_algos(c, *p, 1);
+  slot = std::move(p);
+  return *slot;
+}
+
+void run_plan(Context& c, Plan& p, const MatmulArgs& a, int index) {
+  if (a.bias) {
+    const void* bias = a.bias;
+    LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  const float one = 1.0f, zero = 0.0f;
+  const auto& h = p.algos[static_cast<std::size_t>(index)];
+  LC_CUBLAS_CHECK(cublasLtMatmul(c.lt, p.op, &one, a.b, p.la, a.a, p.lb, &zero, a.out, p.lc_,
+                                 a.out, p.lc_, &h.algo, c.lt_workspace, c.lt_workspace_bytes,
+                                 c.stream));
+}
+
+bool degenerate(const MatmulArgs& a, Context& c) {
+  if (a.m <= 0 || a.n <= 0) return true;
+  if (a.k <= 0) {  // empty sum: out = act(bias or 0)
+    launch_fill_bias_act(a.out, a.bias, a.m, a.n, a.act, c.stream);
+    return true;
+  }
+  return false;
+}
+
+int config_attr(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attr) {
+  std::uint32_t v = 0;
+  std::size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &v, sizeof(v), &written) !=
+      CUBLAS_STATUS_SUCCESS)
+    return -1;
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+void matmul(const MatmulArgs& a) {
+  Context& c = ctx();
+  if (degenerate(a, c)) return;
+  std::lock_guard<std::mutex> lock(cache().mu);
+  Plan& p = plan_for(c, a);
+  run_plan(c, p, a, p.chosen);
+}
+
+std::vector<MatmulAlgoInfo> matmul_list_algos(const MatmulArgs& a, int max_algos) {
+  Context& c = ctx();
+  std::vector<MatmulAlgoInfo> out;
+  if (a.m <= 0 || a.n <= 0 || a.k <= 0 || max_algos <= 0) return out;
+  std::lock_guard<std::mutex> lock(cache().mu);
+  Plan& p = plan_for(c, a);
+  fetch_algos(c, p, max_algos);
+  for (std::size_t i = 0; i < p.algos.size() && static_cast<int>(i) < max_algos; ++i) {
+    const auto& h = p.algos[i];
+    MatmulAlgoInfo info;
+    info.index = static_cast<int>(i);
+    info.algo_id = config_attr(h.algo, CUBLASLT_ALGO_CONFIG_ID);
+    info.tile = config_attr(h.algo, CUBLASLT_ALGO_CONFIG_TILE_ID);
+    info.stages = config_attr(h.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID);
+    info.splitk = config_attr(h.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM);
+    info.workspace_bytes = h.workspaceSize;
+    info.waves = h.wavesCount;
+    out.push_back(info);
+  }
+  return out;
+}
+
+void matmul_with_algo(const MatmulArgs& a, int index) {
+  Context& c = ctx();
+  if (degenerate(a, c)) return;
+  std::lock_guard<std::mutex> lock(cache().mu);
+  Plan& p = plan_for(c, a);
+  fetch_algos(c, p, index + 1);
+  if (index < 0 || index >= static_cast<int>(p.algos.size())) {
+    throw_value("matmul", "algorithm index " + std::to_string(index) + " out of range: cuBLASLt "
+                "offers " + std::to_string(p.algos.size()) + " for this shape "
+                "(see matmul_list_algos)");
+  }
+  run_plan(c, p, a, index);
+}
+
+void matmul_set_algo(const MatmulArgs& a, int index) {
+  Context& c = ctx();
+  if (a.m <= 0 || a.n <= 0 || a.k <= 0) return;
+  std::lock_guard<std::mutex> lock(cache().mu);
+  Plan& p = plan_for(c, a);
+  fetch_algos(c, p, index + 1);
+  if (index < 0 || index >= static_cast<int>(p.algos.size())) {
+    throw_value("matmul", "algorithm index " + std::to_string(index) + " out of range (" +
+                std::to_string(p.algos.size()) + " candidates)");
+  }
+  p.chosen = index;
+}
+
+}  // namespace lc::cuda
