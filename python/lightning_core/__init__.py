@@ -19,3 +19,4 @@ from ._tensor import Tensor64, TensorView  # noqa: E402,F401
 from . import api  # noqa: E402,F401
 from .api import conv_relu_nchw, conv_attention_torchstrong_nchw  # noqa: E402,F401
 from .trace import *  # noqa: F401,F403,E402
+from .policy import *  # noqa: F401,F403,E402

@@ -1,7 +1,11 @@
 // lc.ExecutionPolicy and the process-default / scoped policy.
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
+#include "backends/backend.h"
 #include "bindings.h"
+#include "core/op_runner.h"
+#include "core/placement.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/policy.h"
 
@@ -35,6 +39,94 @@ void init_policy(lc::ExecutionPolicy* self, const std::string& device, const std
   new (self) lc::ExecutionPolicy(p);
 }
 
+const char* kFamilies[] = {"matmul", "attention", "conv2d", "norm", "elementwise"};
+
+nb::dict model_to_dict(const lc::CostModel& m) {
+  nb::dict d, cpu, gpu;
+  for (int i = 0; i < static_cast<int>(lc::OpFamily::count); ++i) {
+    cpu[kFamilies[i]] = m.cpu_gflops[i];
+    gpu[kFamilies[i]] = m.gpu_gflops[i];
+  }
+  d["cpu_gflops"] = cpu;
+  d["gpu_gflops"] = gpu;
+  d["cpu_overhead_us"] = m.cpu_overhead_us;
+  d["gpu_launch_us"] = m.gpu_launch_us;
+  d["h2d_gbps"] = m.h2d_gbps;
+  d["d2h_gbps"] = m.d2h_gbps;
+  d["conv_cpu_crossover_macs"] = m.conv_cpu_crossover_macs;
+  d["calibrated"] = m.calibrated;
+  return d;
+}
+
+// Starts from the model in force and overrides the given fields (a fake model for tests).
+lc::CostModel model_from_dict(const nb::dict& d) {
+  static constexpr const char* op = "set_cost_model";
+  lc::CostModel m = lc::cost_model();
+  for (auto [k_, v] : d) {
+    const std::string k = nb::cast<std::string>(k_);
+    if (k == "cpu_gflops" || k == "gpu_gflops") {
+      double* dst = k == "cpu_gflops" ? m.cpu_gflops : m.gpu_gflops;
+      for (auto [fk_, fv] : nb::cast<nb::dict>(v)) {
+        const std::string fk = nb::cast<std::string>(fk_);
+        int idx = -1;
+        for (int i = 0; i < static_cast<int>(lc::OpFamily::count); ++i)
+          if (fk == kFamilies[i]) idx = i;
+        if (idx < 0) lc::throw_value(op, "unknown op family '" + fk + "'");
+        dst[idx] = nb::cast<double>(fv);
+        if (!(dst[idx] > 0)) lc::throw_value(op, k + "[" + fk + "] must be > 0");
+      }
+    } else if (k == "cpu_overhead_us") {
+      m.cpu_overhead_us = nb::cast<double>(v);
+    } else if (k == "gpu_launch_us") {
+      m.gpu_launch_us = nb::cast<double>(v);
+    } else if (k == "h2d_gbps") {
+      m.h2d_gbps = nb::cast<double>(v);
+    } else if (k == "d2h_gbps") {
+      m.d2h_gbps = nb::cast<double>(v);
+    } else if (k == "conv_cpu_crossover_macs") {
+      m.conv_cpu_crossover_macs = nb::cast<double>(v);
+    } else if (k == "calibrated") {
+      m.calibrated = nb::cast<bool>(v);
+    } else {
+      lc::throw_value(op, "unknown cost-model field '" + k + "'");
+    }
+  }
+  if (!(m.h2d_gbps > 0) || !(m.d2h_gbps > 0) || m.gpu_launch_us < 0 || m.cpu_overhead_us < 0)
+    lc::throw_value(op, "bandwidths must be > 0 and overheads >= 0");
+  return m;
+}
+
+// lc._placement(op, shapes, policy, inputs_on_gpu, gpu_available, stride/pad) -> dict.
+nb::dict placement_query(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,
+                         const lc::ExecutionPolicy& p, bool inputs_on_gpu, nb::handle gpu_available,
+                         int sh, int sw, int ph, int pw) {
+  lc::WorkEstimate w = lc::estimate_work(op, shapes, sh, sw, ph, pw);
+  if (inputs_on_gpu) {
+    w.inputs_on_gpu = true;
+    w.host_bytes_in = 0;
+  }
+  const lc::CostModel m = lc::cost_model();
+  lc::Placement pl;
+  if (gpu_available.is_none()) {
+    pl = lc::choose_device(op.c_str(), w, p, true, true);
+  } else {
+    const bool present = nb::cast<bool>(gpu_available);
+    pl = lc::choose_device_with(op.c_str(), w, p, present, true, true, m,
+                                present ? std::string() : "assumed absent (gpu_available=False)");
+  }
+  const lc::CostModel m2 = lc::cost_model();  // choose_device may have calibrated
+  nb::dict d;
+  d["op"] = op;
+  d["device"] = lc::to_string(pl.device);
+  d["fallback"] = pl.fallback;
+  d["reason"] = pl.reason;
+  d["cpu_us"] = m2.cpu_us(w);
+  d["gpu_us"] = m2.gpu_us(w);
+  d["flops"] = w.flops;
+  d["family"] = lc::to_string(w.family);
+  return d;
+}
+
 }  // namespace
 
 void register_policy(nb::module_& m) {
@@ -60,6 +152,32 @@ void register_policy(nb::module_& m) {
         "The policy ops use when given none: the innermost `with lc.policy(...)`, else the default.");
   m.def("_push_policy", &lc::push_policy);
   m.def("_pop_policy", &lc::pop_policy);
+  m.def("_explain_enabled", &lc::explain_enabled);
+
+  m.def("_placement", &placement_query, nb::arg("op"), nb::arg("shapes"), nb::arg("policy"),
+        nb::arg("inputs_on_gpu") = false, nb::arg("gpu_available") = nb::none(),
+        nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
+        nb::arg("pad_w") = 0);
+  m.def("cost_model", [] { return model_to_dict(lc::cost_model()); },
+        "The CPU/GPU cost model placement uses now (defaults, calibration, then env knobs).");
+  m.def("set_cost_model", [](const nb::dict& d) { lc::set_cost_model(model_from_dict(d)); },
+        nb::arg("fields"),
+        "Fixes the cost model (fields not given keep their current values); calibration will "
+        "not replace it until reset_cost_model(). Meant for tests and experiments.");
+  m.def("reset_cost_model", &lc::reset_cost_model,
+        "Back to defaults + calibration + environment knobs.");
+  m.def("cost_model_fixed", &lc::cost_model_fixed);
+  m.def("calibrate", [](bool force) {
+    lc::CostModel r;
+    {
+      nb::gil_scoped_release nogil;
+      r = lc::calibrate(force);
+    }
+    return model_to_dict(r);
+  }, nb::arg("force") = false,
+  "Measures (or with force=False loads from the auto-tune cache) the machine's CPU/GPU rates, "
+  "launch latency and bandwidth and installs them in the cost model.");
+  m.def("calibration_enabled", &lc::calibration_enabled);
 }
 
 }  // namespace lcpy

@@ -13,4 +13,5 @@ void register_policy(nb::module_& m);
 void register_ops(nb::module_& m);
 void register_trace(nb::module_& m);
 void register_sessions(nb::module_& m);
+void register_autotune(nb::module_& m);
 }  // namespace lcpy

@@ -16,4 +16,5 @@ NB_MODULE(_lightning_core, m) {
   lcpy::register_ops(m);
   lcpy::register_trace(m);
   lcpy::register_sessions(m);
+  lcpy::register_autotune(m);
 }

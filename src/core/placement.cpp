@@ -1,7 +1,10 @@
 // choose_device: policy + data location + cost model -> device. See placement.h.
 #include "core/placement.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -44,8 +47,9 @@ double env_double(const char* name, double fallback) {
   return (end && *end == '\0') ? d : fallback;
 }
 
-CostModel model_from_env() {
-  CostModel m;
+}  // namespace
+
+CostModel apply_env_knobs(CostModel m) {
   m.conv_cpu_crossover_macs = env_double("CJ_CONV2D_CPU_CROSSOVER_MACS", m.conv_cpu_crossover_macs);
   m.conv_cpu_crossover_macs = env_double("LC_CONV2D_CPU_CROSSOVER_MACS", m.conv_cpu_crossover_macs);
   m.gpu_launch_us = env_double("LC_GPU_LAUNCH_US", m.gpu_launch_us);
@@ -65,17 +69,25 @@ CostModel model_from_env() {
   return m;
 }
 
+namespace {
+
 std::mutex g_model_mu;
 std::shared_ptr<const CostModel> g_model;
+std::shared_ptr<const CostModel> g_calibrated;  // last calibration (before knobs)
+bool g_fixed = false;
+
+std::shared_ptr<const CostModel> base_model_locked() {
+  return std::make_shared<CostModel>(apply_env_knobs(g_calibrated ? *g_calibrated : CostModel{}));
+}
 
 }  // namespace
 
 const CostModel& cost_model() {
-  // The shared_ptr keeps a replaced model alive for readers on other threads; models are
-  // replaced rarely (tests, calibration), so a leaked old copy per replacement is acceptable.
+  // The shared_ptr keeps a replaced model alive for readers on this thread until its next call;
+  // models are replaced rarely (tests, calibration).
   static thread_local std::shared_ptr<const CostModel> t_hold;
   std::lock_guard<std::mutex> lk(g_model_mu);
-  if (!g_model) g_model = std::make_shared<CostModel>(model_from_env());
+  if (!g_model) g_model = base_model_locked();
   t_hold = g_model;
   return *t_hold;
 }
@@ -83,15 +95,40 @@ const CostModel& cost_model() {
 void set_cost_model(const CostModel& m) {
   std::lock_guard<std::mutex> lk(g_model_mu);
   g_model = std::make_shared<CostModel>(m);
+  g_fixed = true;
 }
 
 void reset_cost_model() {
   std::lock_guard<std::mutex> lk(g_model_mu);
-  g_model = std::make_shared<CostModel>(model_from_env());
+  g_fixed = false;
+  g_model = base_model_locked();
 }
 
-Placement choose_device(const char* op, const WorkEstimate& w, const ExecutionPolicy& p,
-                        bool gpu_can_run, bool explain) {
+bool cost_model_fixed() {
+  std::lock_guard<std::mutex> lk(g_model_mu);
+  return g_fixed;
+}
+
+void install_calibrated_model(const CostModel& m) {
+  std::lock_guard<std::mutex> lk(g_model_mu);
+  auto c = std::make_shared<CostModel>(m);
+  c->calibrated = true;
+  g_calibrated = c;
+  if (!g_fixed) g_model = base_model_locked();
+}
+
+namespace {
+// snprintf rather than iostreams for the explanation numbers (%g: "0.317067", "2.6e+05").
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+}  // namespace
+
+Placement choose_device_with(const char* op, const WorkEstimate& w, const ExecutionPolicy& p,
+                             bool gpu_present, bool gpu_can_run, bool explain, const CostModel& m,
+                             const std::string& no_gpu_reason) {
   Placement pl;
   switch (p.device) {
     case DeviceRequest::cpu:
@@ -99,10 +136,12 @@ Placement choose_device(const char* op, const WorkEstimate& w, const ExecutionPo
       if (explain) pl.reason = "policy requests device=\"cpu\"";
       return pl;
     case DeviceRequest::metal:
-      pl.device = require_device(p.device, op);  // throws: no Metal backend on this platform
-      return pl;
+      throw Unavailable(std::string("[") + op + "] device \"metal\" is not available on this "
+                        "platform; use \"cpu\", \"cuda\" or \"auto\"");
     case DeviceRequest::cuda:
-      require_device(p.device, op);  // throws lc::Unavailable when absent
+      if (!gpu_present)
+        throw Unavailable(std::string("[") + op + "] device \"cuda\" is not available: " +
+                          no_gpu_reason + " (use device=\"cpu\" or \"auto\")");
       if (!gpu_can_run) {
         pl.device = DeviceKind::cpu;
         pl.fallback = true;
@@ -116,7 +155,7 @@ Placement choose_device(const char* op, const WorkEstimate& w, const ExecutionPo
     case DeviceRequest::automatic:
       break;
   }
-  const bool gpu = gpu_can_run && get_backend(DeviceKind::cuda).available();
+  const bool gpu = gpu_can_run && gpu_present;
   if (w.inputs_on_gpu && gpu) {
     pl.device = DeviceKind::cuda;
     if (explain) pl.reason = "auto: inputs already live on the GPU, so the op stays there";
@@ -125,34 +164,116 @@ Placement choose_device(const char* op, const WorkEstimate& w, const ExecutionPo
   if (!gpu) {
     pl.device = DeviceKind::cpu;
     if (explain)
-      pl.reason = get_backend(DeviceKind::cuda).available()
-                      ? "auto: the CUDA backend does not support this op at these sizes"
-                      : "auto: no usable GPU (" + get_backend(DeviceKind::cuda).unavailable_reason() + ")";
+      pl.reason = gpu_present ? "auto: the CUDA backend does not support this op at these sizes"
+                              : "auto: no usable GPU (" + no_gpu_reason + ")";
     return pl;
   }
-  const CostModel& m = cost_model();
+  if (p.upload == UploadMode::never && w.host_bytes_in > 0) {
+    pl.device = DeviceKind::cpu;
+    if (explain)
+      pl.reason = "auto: policy upload=\"never\" and the inputs are in host memory, so the op "
+                  "runs where the data is (cpu)";
+    return pl;
+  }
   if (w.family == OpFamily::conv2d && !w.inputs_on_gpu && w.conv_macs < m.conv_cpu_crossover_macs) {
     pl.device = DeviceKind::cpu;
     if (explain) {
-      std::ostringstream os;
-      os << "auto: conv2d with " << w.conv_macs << " MACs is below the CPU crossover ("
-         << m.conv_cpu_crossover_macs << " MACs, CJ_CONV2D_CPU_CROSSOVER_MACS)";
-      pl.reason = os.str();
+      pl.reason = "auto: conv2d with " + num(w.conv_macs) + " MACs is below the CPU crossover (" +
+                  num(m.conv_cpu_crossover_macs) + " MACs, CJ_CONV2D_CPU_CROSSOVER_MACS)";
     }
     return pl;
   }
   const double cpu = m.cpu_us(w), gpu_t = m.gpu_us(w);
   pl.device = gpu_t < cpu ? DeviceKind::cuda : DeviceKind::cpu;
   if (explain) {
-    std::ostringstream os;
-    os << "auto: estimated CPU " << cpu << " us vs GPU " << gpu_t << " us (launch "
-       << m.gpu_launch_us << " us + transfers " << (w.host_bytes_in + w.host_bytes_out) / 1e6
-       << " MB) for " << w.flops / 1e6 << " MFLOP of " << to_string(w.family)
-       << (m.calibrated ? " [calibrated]" : " [default model]") << " -> "
-       << (pl.device == DeviceKind::cuda ? "cuda" : "cpu");
-    pl.reason = os.str();
+    pl.reason = "auto: estimated CPU " + num(cpu) + " us vs GPU " + num(gpu_t) + " us (launch " +
+                num(m.gpu_launch_us) + " us + transfers " +
+                num((w.host_bytes_in + w.host_bytes_out) / 1e6) + " MB) for " + num(w.flops / 1e6) +
+                " MFLOP of " + to_string(w.family) +
+                (m.calibrated ? " [calibrated]" : " [default model]") + " -> " +
+                (pl.device == DeviceKind::cuda ? "cuda" : "cpu");
   }
   return pl;
+}
+
+Placement choose_device(const char* op, const WorkEstimate& w, const ExecutionPolicy& p,
+                        bool gpu_can_run, bool explain) {
+  if (p.device == DeviceRequest::cuda || p.device == DeviceRequest::metal)
+    require_device(p.device, op);  // the runtime's message lists the available devices
+  if (p.device == DeviceRequest::cpu)
+    return choose_device_with(op, w, p, false, gpu_can_run, explain, cost_model());
+  Backend& cuda = get_backend(DeviceKind::cuda);
+  const bool present = cuda.available();
+  if (p.device == DeviceRequest::automatic && present && gpu_can_run && !w.inputs_on_gpu)
+    ensure_calibrated();
+  return choose_device_with(op, w, p, present, gpu_can_run, explain, cost_model(),
+                            present ? std::string() : cuda.unavailable_reason());
+}
+
+namespace {
+const std::vector<std::int64_t>& shape_at(const std::string& op,
+                                          const std::vector<std::vector<std::int64_t>>& s,
+                                          std::size_t i, std::size_t rank) {
+  if (s.size() <= i || s[i].size() != rank)
+    throw_value(op.c_str(), "explain_placement: argument " + std::to_string(i) + " must be a " +
+                                std::to_string(rank) + "-D shape");
+  return s[i];
+}
+double numel(const std::vector<std::int64_t>& s) {
+  double n = 1;
+  for (auto d : s) n *= static_cast<double>(d);
+  return n;
+}
+}  // namespace
+
+WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<std::int64_t>>& s,
+                           int sh, int sw, int ph, int pw) {
+  WorkEstimate w;
+  double in_elems = 0;
+  for (const auto& x : s) in_elems += numel(x);
+  w.host_bytes_in = 4.0 * in_elems;
+  if (op == "matmul2d" || op == "linear") {
+    const auto& a = shape_at(op, s, 0, 2);
+    const auto& b = shape_at(op, s, 1, 2);
+    const double n = op == "linear" ? static_cast<double>(b[0]) : static_cast<double>(b[1]);
+    w.family = OpFamily::matmul;
+    w.flops = 2.0 * a[0] * a[1] * n;
+    w.host_bytes_out = 4.0 * a[0] * n;
+  } else if (op == "attention2d") {
+    const auto& q = shape_at(op, s, 0, 2);
+    const auto& k = s.size() > 1 ? shape_at(op, s, 1, 2) : q;
+    const auto& v = s.size() > 2 ? shape_at(op, s, 2, 2) : k;
+    w.family = OpFamily::attention;
+    w.flops = 2.0 * q[0] * k[0] * (q[1] + v[1]);
+    w.host_bytes_out = 4.0 * q[0] * v[1];
+  } else if (op == "conv2d_nchw" || op == "conv_attention_nchw") {
+    const auto& x = shape_at(op, s, 0, 4);
+    const auto& k = shape_at(op, s, 1, 4);
+    const double oh = static_cast<double>((x[2] + 2 * ph - k[2]) / std::max(sh, 1) + 1);
+    const double ow = static_cast<double>((x[3] + 2 * pw - k[3]) / std::max(sw, 1) + 1);
+    w.family = OpFamily::conv2d;
+    w.conv_macs = static_cast<double>(x[0]) * k[0] * oh * ow * k[1] * k[2] * k[3];
+    w.flops = 2.0 * w.conv_macs;
+    const double conv_out = static_cast<double>(x[0]) * k[0] * oh * ow;
+    if (op == "conv_attention_nchw") w.flops += 4.0 * conv_out * std::sqrt(conv_out);  // ~seq*seq*d
+    w.host_bytes_out = 4.0 * conv_out;
+  } else if (op == "layernorm" || op == "softmax") {
+    w.family = OpFamily::norm;
+    const double n = numel(shape_at(op, s, 0, s.empty() ? 0 : s[0].size()));
+    w.flops = 8.0 * n;
+    w.host_bytes_out = 4.0 * n;
+  } else if (op == "vector_add" || op == "vector_sub" || op == "vector_mul" ||
+             op == "matrix_sub" || op == "vector_scale" || op == "relu" || op == "gelu") {
+    w.family = OpFamily::elementwise;
+    const double n = numel(shape_at(op, s, 0, s.empty() ? 0 : s[0].size()));
+    w.flops = n;
+    w.host_bytes_out = 4.0 * n;
+  } else {
+    throw_value("explain_placement", "unknown op '" + op + "'; use matmul2d, linear, "
+                "attention2d, conv2d_nchw, conv_attention_nchw, layernorm, softmax or an "
+                "elementwise op name");
+  }
+  return w;
 }
 
 }  // namespace lc

@@ -1,0 +1,166 @@
+// Resident sessions: upload the inputs once, then launch only; synchronise and download when
+// asked. The original's API (matmul2d_resident_session & co.) on top of lc::Tensor and the op
+// API. A session on the CPU (no GPU, or device="cpu") has the same API and semantics, with
+// "upload" meaning a copy into session-owned buffers.
+//
+//   start_into(inputs, out)                 upload all inputs, run once, sync, download to out
+//   run_into(inputs, out)                   run once on the resident inputs (re-uploaded first
+//                                           when policy.upload == always), sync, download
+//   run_batch_sync_no_download_into(inputs, out, n)
+//                                           n launches, one sync at the end, no download
+//                                           (out is shape-checked; download_into fills it)
+//   sync()                                  waits for queued launches
+//   download_into(out)                      syncs and copies the last result into out
+//   close()                                 frees the device memory (also on destruction)
+//
+// Inputs passed to later calls must have the shapes the session was created with (ValueError
+// otherwise; create a new session for new shapes). policy.upload: "once" (the default for
+// sessions) uploads at creation and start_into only; "always" also before each run_into /
+// batch; "never" binds the given device tensors without copying (they must already live on the
+// session's device). Large host<->device copies go through the CUDA backend's pinned,
+// double-buffered staging, so the host-side copy of one chunk overlaps the DMA of the previous
+// one and the launches queue behind the uploads on the same stream.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lightning_core/fused.h"
+#include "lightning_core/policy.h"
+#include "lightning_core/tensor.h"
+
+namespace lc {
+
+struct SessionStats {
+  std::uint64_t uploads = 0;        // input copies into resident buffers
+  std::uint64_t launches = 0;       // op launches (graph replays included)
+  std::uint64_t syncs = 0;          // explicit or implicit synchronisations
+  std::uint64_t downloads = 0;      // result copies into a caller's out
+  std::uint64_t graph_replays = 0;  // launches served by a captured CUDA graph
+};
+
+class ResidentSession {
+ public:
+  virtual ~ResidentSession();
+  ResidentSession(const ResidentSession&) = delete;
+  ResidentSession& operator=(const ResidentSession&) = delete;
+
+  const char* op() const { return op_; }
+  DeviceKind device() const { return device_; }
+  const std::string& placement_reason() const { return reason_; }
+  const ExecutionPolicy& policy() const { return policy_; }
+  const std::vector<std::int64_t>& out_shape() const { return out_shape_; }
+  // Names and creation shapes of the per-call inputs.
+  const std::vector<std::string>& input_names() const { return names_; }
+  const std::vector<std::vector<std::int64_t>>& input_shapes() const { return shapes_; }
+
+  void start_into(const std::vector<const Tensor*>& inputs, Tensor& out);
+  void run_into(const std::vector<const Tensor*>& inputs, Tensor& out);
+  void run_batch_sync_no_download_into(const std::vector<const Tensor*>& inputs, Tensor& out,
+                                       std::int64_t n);
+  void sync();
+  void download_into(Tensor& out);
+  void close() noexcept;
+  bool closed() const { return closed_; }
+
+  // Device (or session-owned host) bytes held now; 0 after close().
+  std::size_t resident_bytes() const;
+  SessionStats stats() const { return stats_; }
+  bool uses_graph() const { return use_graph_; }
+
+ protected:
+  ResidentSession(const char* op, const ExecutionPolicy& p, std::vector<std::string> names,
+                  const std::vector<const Tensor*>& inputs, std::vector<std::int64_t> out_shape,
+                  double flops, bool gpu_can_run, bool use_graph);
+  // Runs the op once on the resident buffers into out_ (no sync, no download).
+  virtual void launch() = 0;
+  // Frees buffers a subclass holds besides the inputs and the result (called by close()).
+  virtual void release_extra() noexcept {}
+
+  const Tensor& resident(std::size_t i) const { return inputs_[i]; }
+  Tensor& result_buffer() { return out_; }
+  // The policy launch() passes to the ops: explicit device, nothing implicit.
+  const ExecutionPolicy& launch_policy() const { return launch_policy_; }
+  // Session-owned buffers that are not per-call inputs (weights, scratch): counted in
+  // resident_bytes() and released by close().
+  Tensor make_owned_copy(const Tensor& src);
+  Tensor make_scratch(const std::vector<std::int64_t>& shape);
+
+ private:
+  void check_open(const char* what) const;
+  void check_inputs(const char* what, const std::vector<const Tensor*>& in) const;
+  void check_out(const char* what, const Tensor& out) const;
+  void upload(const std::vector<const Tensor*>& in);
+  void launch_counted();
+  void release_graph() noexcept;
+
+  const char* op_;
+  ExecutionPolicy policy_;
+  ExecutionPolicy launch_policy_;
+  DeviceKind device_ = DeviceKind::cpu;
+  std::string reason_;
+  std::vector<std::string> names_;
+  std::vector<std::vector<std::int64_t>> shapes_;
+  std::vector<Tensor> inputs_;
+  std::vector<std::int64_t> out_shape_;
+  Tensor out_;
+  std::size_t accounted_bytes_ = 0;
+  bool closed_ = false;
+  bool have_result_ = false;
+  bool use_graph_ = false;
+  void* graph_ = nullptr;
+  SessionStats stats_;
+};
+
+// C = A @ B with A [m,k] and B [k,n] resident.
+class Matmul2dSession final : public ResidentSession {
+ public:
+  Matmul2dSession(const Tensor& a, const Tensor& b, const ExecutionPolicy& p = current_policy(),
+                  bool use_graph = false);
+  ~Matmul2dSession() override { close(); }
+  // The GEMM mode prepared for this shape on CUDA ("" on the CPU or without autotune).
+  const std::string& gemm_mode() const { return gemm_mode_; }
+
+ private:
+  void launch() override;
+  std::string gemm_mode_;
+};
+
+// out = attention(q, k, v) with q [sq,d], k [sk,d], v [sk,dv] resident.
+class Attention2dSession final : public ResidentSession {
+ public:
+  Attention2dSession(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
+                     float scale = 0.0f, const ExecutionPolicy& p = current_policy(),
+                     bool use_graph = false);
+  ~Attention2dSession() override { close(); }
+
+ private:
+  void launch() override;
+  bool causal_;
+  float scale_;
+};
+
+// The integrated conv -> attention path (fused.h) with x as the per-call input and the weight
+// and bias resident from creation.
+class ConvAttentionSession final : public ResidentSession {
+ public:
+  ConvAttentionSession(const Tensor& x, const Tensor& w, const Tensor* bias,
+                       const ConvAttentionParams& prm, const ExecutionPolicy& p = current_policy(),
+                       bool use_graph = false);
+  // Derived destructors close first, so the device is synchronised before any buffer goes.
+  ~ConvAttentionSession() override { close(); }
+
+ private:
+  void launch() override;
+  void release_extra() noexcept override;
+  Tensor w_, b_, conv_, qkv_;
+  bool has_bias_;
+  ConvAttentionParams prm_;
+};
+
+// Bytes held by all open sessions of the process (tests check sessions free their memory).
+std::size_t session_live_bytes();
+
+}  // namespace lc

@@ -1,0 +1,356 @@
+// Resident sessions (session.h): resident buffers + launches through the op API.
+#include "lightning_core/session.h"
+
+#include <atomic>
+#include <cmath>
+#include <iostream>
+
+#include "backends/backend.h"
+#include "core/placement.h"
+#include "lightning_core/autotune.h"
+#include "lightning_core/errors.h"
+#include "lightning_core/ops.h"
+#include "ops/checks.h"
+
+#ifdef LC_HAVE_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
+
+namespace lc {
+
+namespace {
+
+std::atomic<std::size_t> g_live_bytes{0};
+
+std::string method(const char* op, const char* what) { return std::string(op) + "." + what; }
+
+OpFamily family_of(const std::string& op) {
+  if (op.rfind("matmul", 0) == 0) return OpFamily::matmul;
+  if (op.rfind("attention", 0) == 0) return OpFamily::attention;
+  return OpFamily::conv2d;
+}
+
+}  // namespace
+
+std::size_t session_live_bytes() { return g_live_bytes.load(); }
+
+ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
+                                 std::vector<std::string> names,
+                                 const std::vector<const Tensor*>& inputs,
+                                 std::vector<std::int64_t> out_shape, double flops,
+                                 bool gpu_can_run, bool use_graph)
+    : op_(op), policy_(p), names_(std::move(names)), out_shape_(std::move(out_shape)) {
+  policy_.validate(op_);
+  for (const Tensor* t : inputs) shapes_.push_back(t->shape());
+
+  // Placement: the transfers are paid once per session, so they are left out of the estimate
+  // unless uploads are impossible (upload="never" with host inputs keeps the session on the CPU).
+  WorkEstimate w;
+  w.family = family_of(op_);
+  w.flops = flops;
+  for (const Tensor* t : inputs) {
+    if (t->device() != DeviceKind::cpu) w.inputs_on_gpu = true;
+    else if (policy_.upload == UploadMode::never) w.host_bytes_in += static_cast<double>(t->nbytes());
+  }
+  if (w.family == OpFamily::conv2d) w.conv_macs = flops / 2;
+  Placement pl = choose_device(op_, w, policy_, gpu_can_run, /*explain=*/true);
+  device_ = pl.device;
+  reason_ = std::move(pl.reason);
+
+  launch_policy_ = policy_;
+  if (device_ == DeviceKind::cpu) {
+    launch_policy_.device = DeviceRequest::cpu;
+    launch_policy_.upload = UploadMode::always;
+    launch_policy_.download = true;
+    launch_policy_.sync = SyncMode::per_call;
+    if (launch_policy_.precision == Precision::bf16) launch_policy_.precision = Precision::fp32;
+  } else {
+    launch_policy_.device = DeviceRequest::cuda;
+    launch_policy_.upload = UploadMode::never;
+    launch_policy_.download = false;
+    launch_policy_.sync = SyncMode::none;
+  }
+  use_graph_ = use_graph && device_ == DeviceKind::cuda;
+
+  inputs_.resize(inputs.size());
+  upload(inputs);
+  out_ = make_scratch(out_shape_);
+}
+
+ResidentSession::~ResidentSession() { close(); }
+
+Tensor ResidentSession::make_scratch(const std::vector<std::int64_t>& shape) {
+  Tensor t = Tensor::empty(shape, DType::f32, device_);
+  accounted_bytes_ += t.nbytes();
+  g_live_bytes.fetch_add(t.nbytes());
+  return t;
+}
+
+Tensor ResidentSession::make_owned_copy(const Tensor& src) {
+  Tensor t = make_scratch(src.shape());
+  src.copy_to(t);
+  ++stats_.uploads;
+  return t;
+}
+
+void ResidentSession::check_open(const char* what) const {
+  if (closed_)
+    throw_value(method(op_, what).c_str(), "the session is closed; create a new one");
+}
+
+void ResidentSession::check_inputs(const char* what, const std::vector<const Tensor*>& in) const {
+  const std::string m = method(op_, what);
+  if (in.size() != shapes_.size())
+    throw_value(m.c_str(), "expected " + std::to_string(shapes_.size()) + " inputs, got " +
+                               std::to_string(in.size()));
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (!in[i]) throw_value(m.c_str(), "input '" + names_[i] + "' is missing");
+    if (in[i]->shape() != shapes_[i])
+      throw_value(m.c_str(), "'" + names_[i] + "' has shape " + in[i]->shape_str() +
+                                 " but the session was created for " + shape_str(shapes_[i]) +
+                                 "; create a new session for new shapes");
+    if (in[i]->dtype() != DType::f32)
+      throw_type(m.c_str(), "'" + names_[i] + "' must be float32");
+  }
+}
+
+void ResidentSession::check_out(const char* what, const Tensor& out) const {
+  lc::check_out(method(op_, what).c_str(), out, out_shape_);
+}
+
+void ResidentSession::upload(const std::vector<const Tensor*>& in) {
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const Tensor& src = *in[i];
+    if (policy_.upload == UploadMode::never) {
+      // Bind without copying: the data must already be where the session runs.
+      if (src.device() != device_ || !src.is_contiguous())
+        throw_value(op_, "policy upload=\"never\" binds the inputs without copying, but '" +
+                             names_[i] + "' is " + (src.is_contiguous() ? "" : "non-contiguous ") +
+                             "in " + to_string(src.device()) + " memory and the session runs on " +
+                             to_string(device_) + "; make it resident first (lc.Tensor(x, device="
+                             "\"" + to_string(device_) + "\")) or allow uploads");
+      if (src.device() == DeviceKind::cpu && !src.owner())
+        throw_value(op_, "policy upload=\"never\" binds '" + names_[i] + "' without copying, "
+                         "which needs an lc.Tensor (a borrowed numpy buffer may go away); pass "
+                         "lc.Tensor(x) or allow uploads");
+      inputs_[i] = src;
+      continue;
+    }
+    if (!inputs_[i].defined()) {
+      inputs_[i] = make_scratch(src.shape());
+    }
+    src.copy_to(inputs_[i]);
+    ++stats_.uploads;
+  }
+}
+
+void ResidentSession::launch_counted() {
+  launch();
+  ++stats_.launches;
+  have_result_ = true;
+}
+
+void ResidentSession::start_into(const std::vector<const Tensor*>& in, Tensor& out) {
+  check_open("start_into");
+  check_inputs("start_into", in);
+  check_out("start_into", out);
+  upload(in);
+  launch_counted();
+  download_into(out);
+}
+
+void ResidentSession::run_into(const std::vector<const Tensor*>& in, Tensor& out) {
+  check_open("run_into");
+  check_inputs("run_into", in);
+  check_out("run_into", out);
+  if (policy_.upload != UploadMode::once) upload(in);
+  launch_counted();
+  download_into(out);
+}
+
+void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Tensor*>& in,
+                                                      Tensor& out, std::int64_t n) {
+  static constexpr const char* what = "run_batch_sync_no_download_into";
+  check_open(what);
+  check_inputs(what, in);
+  check_out(what, out);
+  if (n < 1) throw_value(method(op_, what).c_str(), "n must be >= 1, got " + std::to_string(n));
+  if (policy_.upload != UploadMode::once) {
+    std::vector<const void*> before;
+    for (const Tensor& t : inputs_) before.push_back(t.data());
+    upload(in);
+    for (std::size_t i = 0; i < inputs_.size(); ++i)
+      if (inputs_[i].data() != before[i]) release_graph();  // rebound: the graph is stale
+  }
+#ifdef LC_HAVE_CUDA
+  if (use_graph_) {
+    if (!graph_) {
+      // Run once outside the capture (first-use set-up such as algorithm searches may sync).
+      if (!have_result_) launch_counted();
+      sync();
+      cuda::capture_begin();
+      try {
+        launch();
+      } catch (...) {
+        try {
+          cuda::graph_destroy(cuda::capture_end());
+        } catch (...) {
+        }
+        throw;
+      }
+      graph_ = cuda::capture_end();
+    }
+    for (std::int64_t i = 0; i < n; ++i) {
+      cuda::graph_launch(graph_);
+      ++stats_.launches;
+      ++stats_.graph_replays;
+    }
+    have_result_ = true;
+    sync();
+    return;
+  }
+#endif
+  for (std::int64_t i = 0; i < n; ++i) launch_counted();
+  sync();
+}
+
+void ResidentSession::sync() {
+  check_open("sync");
+  if (device_ != DeviceKind::cpu) get_backend(device_).synchronize();
+  ++stats_.syncs;
+}
+
+void ResidentSession::download_into(Tensor& out) {
+  check_open("download_into");
+  check_out("download_into", out);
+  if (!have_result_)
+    throw_value(method(op_, "download_into").c_str(),
+                "there is no result yet; call start_into, run_into or "
+                "run_batch_sync_no_download_into first");
+  sync();
+  out_.copy_to(out);
+  ++stats_.downloads;
+}
+
+void ResidentSession::release_graph() noexcept {
+#ifdef LC_HAVE_CUDA
+  if (graph_) cuda::graph_destroy(graph_);
+#endif
+  graph_ = nullptr;
+}
+
+void ResidentSession::close() noexcept {
+  if (closed_) return;
+  closed_ = true;
+  if (device_ != DeviceKind::cpu) {
+    try {
+      get_backend(device_).synchronize();  // queued launches may still read the buffers
+    } catch (const std::exception& e) {
+      std::cerr << "lightning_core: warning: " << op_ << ".close: " << e.what() << std::endl;
+    }
+  }
+  release_graph();
+  release_extra();
+  inputs_.clear();
+  out_ = Tensor();
+  g_live_bytes.fetch_sub(accounted_bytes_);
+  accounted_bytes_ = 0;
+}
+
+std::size_t ResidentSession::resident_bytes() const { return closed_ ? 0 : accounted_bytes_; }
+
+// ---- matmul ------------------------------------------------------------------------------------
+
+Matmul2dSession::Matmul2dSession(const Tensor& a, const Tensor& b, const ExecutionPolicy& p,
+                                 bool use_graph)
+    : ResidentSession("matmul2d_resident_session", p, {"a", "b"}, {&a, &b},
+                      matmul2d_out_shape(a, b), 2.0 * a.size(0) * a.size(1) * b.size(1), true,
+                      use_graph) {
+  const std::int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  if (device() != DeviceKind::cuda || !policy().autotune || !autotune::enabled()) return;
+  if (2.0 * m * k * n < 2.0 * 256 * 256 * 256) return;  // tuning tiny GEMMs is not worth it
+  // The mode large_gemm_auto_sweep recorded for this shape, else "autotuned" (fp32) /
+  // "tf32_fast" (tf32). A recorded tf32 winner is never used under an fp32 policy.
+  const Precision prec = policy().precision;
+  if (prec == Precision::bf16) return;
+  std::string mode = prec == Precision::tf32 ? "tf32_fast" : "autotuned";
+  if (auto rec = autotune::recorded_gemm_mode(m, k, n, prec)) {
+    if (*rec == "heuristic" || *rec == "autotuned" || (*rec == "tf32_fast" && prec == Precision::tf32))
+      mode = *rec;
+  }
+  try {
+    autotune::prepare_gemm(m, k, n, autotune::parse_gemm_mode(mode, op()));
+    gemm_mode_ = mode;
+  } catch (const Error& e) {
+    gemm_mode_ = "heuristic";
+    std::cerr << "lightning_core: warning: GEMM tuning failed for " << m << "x" << k << "x" << n
+              << " (" << e.what() << "); using cuBLASLt's heuristic choice" << std::endl;
+  }
+}
+
+void Matmul2dSession::launch() {
+  Tensor& out = result_buffer();
+  matmul2d_into(resident(0), resident(1), out, launch_policy());
+}
+
+// ---- attention ---------------------------------------------------------------------------------
+
+Attention2dSession::Attention2dSession(const Tensor& q, const Tensor& k, const Tensor& v,
+                                       bool causal, float scale, const ExecutionPolicy& p,
+                                       bool use_graph)
+    : ResidentSession("attention2d_resident_session", p, {"q", "k", "v"}, {&q, &k, &v},
+                      attention2d_out_shape(q, k, v),
+                      2.0 * q.size(0) * k.size(0) * (q.size(1) + v.size(1)),
+                      q.size(1) <= 256 && v.size(1) <= 256, use_graph),
+      causal_(causal),
+      scale_(scale) {
+  if (!(scale >= 0.0f) || std::isinf(scale))
+    throw_value(op(), "scale must be > 0 (or 0 for 1/sqrt(head_dim))");
+}
+
+void Attention2dSession::launch() {
+  Tensor& out = result_buffer();
+  attention2d_into(resident(0), resident(1), resident(2), out, causal_, launch_policy(), scale_);
+}
+
+// ---- conv -> attention -------------------------------------------------------------------------
+
+namespace {
+double conv_attention_flops(const Tensor& x, const Tensor& w, const ConvAttentionParams& prm) {
+  const auto cs = conv2d_nchw_out_shape(x, w, nullptr, prm.stride_h, prm.stride_w, prm.pad_h,
+                                        prm.pad_w);
+  const double macs = static_cast<double>(cs[1]) * cs[2] * cs[3] * w.size(1) * w.size(2) * w.size(3);
+  return 2.0 * macs + 4.0 * static_cast<double>(prm.seq_len) * prm.seq_len * prm.head_dim;
+}
+}  // namespace
+
+ConvAttentionSession::ConvAttentionSession(const Tensor& x, const Tensor& w, const Tensor* bias,
+                                           const ConvAttentionParams& prm,
+                                           const ExecutionPolicy& p, bool use_graph)
+    : ResidentSession("conv_attention_resident_session", p, {"x"}, {&x},
+                      conv_attention_nchw_out_shape(x, w, bias, prm),
+                      conv_attention_flops(x, w, prm), prm.head_dim <= 256, use_graph),
+      has_bias_(bias != nullptr),
+      prm_(prm) {
+  w_ = make_owned_copy(w);
+  if (bias) b_ = make_owned_copy(*bias);
+  prm_.graph = false;  // sessions capture with use_graph instead
+  conv_ = make_scratch(conv2d_nchw_out_shape(x, w, bias, prm.stride_h, prm.stride_w, prm.pad_h,
+                                             prm.pad_w));
+  if (conv_.numel() != prm.seq_len * prm.head_dim) qkv_ = make_scratch({prm.seq_len, prm.head_dim});
+}
+
+void ConvAttentionSession::launch() {
+  Tensor& out = result_buffer();
+  conv_attention_nchw_into(resident(0), w_, has_bias_ ? &b_ : nullptr, prm_, out, launch_policy(),
+                           &conv_, &qkv_);
+}
+
+void ConvAttentionSession::release_extra() noexcept {
+  w_ = Tensor();
+  b_ = Tensor();
+  conv_ = Tensor();
+  qkv_ = Tensor();
+}
+
+}  // namespace lc

@@ -1,0 +1,268 @@
+// conv_attention_nchw: conv2d_nchw (+act) -> reshape to [seq_len, head_dim] -> self-attention,
+// on one device with the intermediate kept there (fused.h).
+#include "lightning_core/fused.h"
+
+#include <deque>
+#include <memory>
+
+#include "core/op_runner.h"
+#include "core/tuners.h"
+#include "lightning_core/ops.h"
+#include "ops/checks.h"
+
+#ifdef LC_HAVE_CUDA
+#include "backends/cuda/cuda_backend.h"
+#endif
+
+namespace lc {
+
+namespace {
+
+constexpr const char* kOp = "conv_attention_nchw";
+
+std::vector<std::int64_t> check_all(const Tensor& x, const Tensor& w, const Tensor* bias,
+                                    const ConvAttentionParams& prm) {
+  const auto cs = conv2d_nchw_out_shape(x, w, bias, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
+  if (cs[0] != 1)
+    throw_value(kOp, "x must hold one image (N=1), got shape " + x.shape_str() +
+                         "; run one call per image");
+  if (prm.seq_len <= 0 || prm.head_dim <= 0)
+    throw_value(kOp, "seq_len and head_dim must be >= 1, got seq_len=" +
+                         std::to_string(prm.seq_len) + " head_dim=" + std::to_string(prm.head_dim));
+  return cs;
+}
+
+DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
+                     const ConvAttentionParams& prm, const ExecutionPolicy& p) {
+  std::vector<std::vector<std::int64_t>> shapes{x.shape(), w.shape()};
+  WorkEstimate est = estimate_work(kOp, shapes, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
+  est.host_bytes_in = 0;
+  est.inputs_on_gpu = false;
+  for (const Tensor* t : {&x, &w, bias}) {
+    if (!t) continue;
+    if (t->device() == DeviceKind::cpu) est.host_bytes_in += static_cast<double>(t->nbytes());
+    else est.inputs_on_gpu = true;
+  }
+  return choose_device(kOp, est, p, /*gpu_can_run=*/prm.head_dim <= 256, explain_enabled()).device;
+}
+
+// The policy of the intermediate steps: explicit device, results left where they are.
+ExecutionPolicy step_policy(const ExecutionPolicy& p, DeviceKind dev) {
+  ExecutionPolicy q = p;
+  if (dev == DeviceKind::cpu) {
+    q.device = DeviceRequest::cpu;
+    q.upload = UploadMode::always;
+    q.download = true;
+    if (q.sync == SyncMode::none) q.sync = SyncMode::per_call;
+    if (q.precision == Precision::bf16) q.precision = Precision::fp32;
+  } else {
+    q.device = DeviceRequest::cuda;
+    q.download = false;
+    q.sync = SyncMode::none;
+  }
+  return q;
+}
+
+void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
+                   const ConvAttentionParams& prm, const std::vector<std::int64_t>& cs,
+                   const ExecutionPolicy& pc, Tensor& conv) {
+  OpRunner r("conv_attention_nchw.conv", pc);
+  WorkEstimate est;
+  est.family = OpFamily::conv2d;
+  est.conv_macs = static_cast<double>(cs[1]) * cs[2] * cs[3] * w.size(1) * w.size(2) * w.size(3);
+  est.flops = 2.0 * est.conv_macs;
+  r.place(est, {&x, &w, bias});
+  Conv2dArgs a;
+  a.x = r.in(x);
+  a.w = r.in(w);
+  a.bias = r.in_opt(bias);
+  a.n = x.size(0);
+  a.c = x.size(1);
+  a.h = x.size(2);
+  a.w_in = x.size(3);
+  a.oc = w.size(0);
+  a.kh = w.size(2);
+  a.kw = w.size(3);
+  a.stride_h = prm.stride_h;
+  a.stride_w = prm.stride_w;
+  a.pad_h = prm.pad_h;
+  a.pad_w = prm.pad_w;
+  a.oh = cs[2];
+  a.ow = cs[3];
+  a.act = prm.act;
+  a.out = r.out(conv);
+  std::string choice = "auto";
+  if (r.device() == DeviceKind::cpu) choice = autotune::cpu_conv2d_choice(a, pc.autotune);
+  r.launch([&](Backend& be) {
+    if (be.kind() == DeviceKind::cpu) autotune::run_cpu_conv2d(a, choice);
+    else be.conv2d(a);
+  });
+  r.finish();
+}
+
+// The [seq_len, head_dim] attention input: a view of the conv output when the sizes agree, else
+// the flattened output read cyclically (copies on the device, doubling the filled prefix).
+Tensor arrange_qkv(const Tensor& conv, const ConvAttentionParams& prm, Tensor* scratch) {
+  const std::int64_t have = conv.numel(), need = prm.seq_len * prm.head_dim;
+  if (have == need) return conv.view({prm.seq_len, prm.head_dim}, {prm.head_dim, 1}, 0);
+  Tensor q;
+  if (scratch && scratch->defined() && scratch->device() == conv.device() &&
+      scratch->shape() == std::vector<std::int64_t>{prm.seq_len, prm.head_dim} &&
+      scratch->is_contiguous()) {
+    q = *scratch;
+  } else {
+    q = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, conv.device());
+  }
+  const Tensor flat = conv.view({have}, {1}, 0);
+  const Tensor qflat = q.view({need}, {1}, 0);
+  std::int64_t filled = std::min(have, need);
+  {
+    Tensor dst = qflat.view({filled}, {1}, 0);
+    flat.view({filled}, {1}, 0).copy_to(dst);
+  }
+  while (filled < need) {
+    const std::int64_t n = std::min(filled, need - filled);
+    Tensor dst = qflat.view({n}, {1}, filled);
+    qflat.view({n}, {1}, 0).copy_to(dst);
+    filled += n;
+  }
+  return q;
+}
+
+#ifdef LC_HAVE_CUDA
+// Graph mode: per (shapes, params) a set of fixed device buffers and one captured CUDA graph of
+// the whole chain (conv, arrangement copies, attention). Each call copies the inputs into the
+// buffers (queued on the stream), replays the graph and copies the result out. Per thread, at
+// most kMaxGraphs shapes (oldest evicted).
+struct GraphEntry {
+  std::string key;
+  Tensor x, w, b, conv, qkv, out;
+  bool has_b = false;
+  cuda::GraphHandle graph = nullptr;
+  ~GraphEntry() {
+    if (graph) cuda::graph_destroy(graph);
+  }
+};
+constexpr std::size_t kMaxGraphs = 8;
+
+void run_graph(const Tensor& x, const Tensor& w, const Tensor* bias,
+               const ConvAttentionParams& prm, const std::vector<std::int64_t>& cs, Tensor& out,
+               const ExecutionPolicy& p) {
+  thread_local std::deque<std::unique_ptr<GraphEntry>> cache;
+  using std::to_string;
+  const std::string key = x.shape_str() + w.shape_str() + (bias ? "b" : "-") +
+                          to_string(prm.seq_len) + "," + to_string(prm.head_dim) + "," +
+                          to_string(prm.stride_h) + "," + to_string(prm.stride_w) + "," +
+                          to_string(prm.pad_h) + "," + to_string(prm.pad_w) + "," +
+                          to_string(static_cast<int>(prm.act)) + "," + to_string(prm.causal) +
+                          "," + to_string(prm.scale) + "," +
+                          to_string(static_cast<int>(p.precision)) + to_string(p.autotune);
+  GraphEntry* e = nullptr;
+  for (auto& c : cache)
+    if (c->key == key) e = c.get();
+  if (!e) {
+    if (cache.size() >= kMaxGraphs) cache.pop_front();
+    auto ne = std::make_unique<GraphEntry>();
+    ne->key = key;
+    ne->x = Tensor::empty(x.shape(), DType::f32, DeviceKind::cuda);
+    ne->w = Tensor::empty(w.shape(), DType::f32, DeviceKind::cuda);
+    ne->has_b = bias != nullptr;
+    if (bias) ne->b = Tensor::empty(bias->shape(), DType::f32, DeviceKind::cuda);
+    ne->conv = Tensor::empty(cs, DType::f32, DeviceKind::cuda);
+    ne->qkv = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, DeviceKind::cuda);
+    ne->out = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, DeviceKind::cuda);
+    cache.push_back(std::move(ne));
+    e = cache.back().get();
+  }
+  x.copy_to(e->x);
+  w.copy_to(e->w);
+  if (bias) bias->copy_to(e->b);
+  ConvAttentionParams eager = prm;
+  eager.graph = false;
+  ExecutionPolicy pd = step_policy(p, DeviceKind::cuda);
+  pd.upload = UploadMode::never;
+  auto chain = [&] {
+    conv_attention_nchw_into(e->x, e->w, e->has_b ? &e->b : nullptr, eager, e->out, pd, &e->conv,
+                             &e->qkv);
+  };
+  Backend& be = get_backend(DeviceKind::cuda);
+  if (!e->graph) {
+    chain();  // first use outside the capture: one-time set-up may synchronise
+    be.synchronize();
+    cuda::capture_begin();
+    try {
+      chain();
+    } catch (...) {
+      try {
+        cuda::graph_destroy(cuda::capture_end());
+      } catch (...) {
+      }
+      throw;
+    }
+    e->graph = cuda::capture_end();
+  }
+  cuda::graph_launch(e->graph);
+  e->out.copy_to(out);
+  if (out.device() != DeviceKind::cpu && p.sync == SyncMode::per_call) be.synchronize();
+}
+#endif
+
+}  // namespace
+
+std::vector<std::int64_t> conv_attention_nchw_out_shape(const Tensor& x, const Tensor& w,
+                                                        const Tensor* bias,
+                                                        const ConvAttentionParams& prm) {
+  check_all(x, w, bias, prm);
+  return {prm.seq_len, prm.head_dim};
+}
+
+void conv_attention_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bias,
+                              const ConvAttentionParams& prm, Tensor& out,
+                              const ExecutionPolicy& p, Tensor* conv_scratch,
+                              Tensor* qkv_scratch) {
+  p.validate(kOp);
+  const auto cs = check_all(x, w, bias, prm);
+  check_out(kOp, out, {prm.seq_len, prm.head_dim});
+  const DeviceKind dev = place_all(x, w, bias, prm, p);
+#ifdef LC_HAVE_CUDA
+  if (prm.graph && dev == DeviceKind::cuda) {
+    run_graph(x, w, bias, prm, cs, out, p);
+    return;
+  }
+#endif
+  const ExecutionPolicy pc = step_policy(p, dev);
+  Tensor conv;
+  if (conv_scratch && conv_scratch->defined() && conv_scratch->device() == dev &&
+      conv_scratch->shape() == cs && conv_scratch->is_contiguous()) {
+    conv = *conv_scratch;
+  } else {
+    conv = Tensor::empty(cs, DType::f32, dev);
+  }
+  run_conv_step(x, w, bias, prm, cs, pc, conv);
+  const Tensor s = arrange_qkv(conv, prm, qkv_scratch);
+  ExecutionPolicy pa = p;
+  pa.device = dev == DeviceKind::cpu ? DeviceRequest::cpu : DeviceRequest::cuda;
+  if (dev == DeviceKind::cpu) pa = step_policy(p, dev);
+  attention2d_into(s, s, s, out, prm.causal, pa, prm.scale);
+}
+
+Tensor conv_attention_nchw(const Tensor& x, const Tensor& w, const Tensor* bias,
+                           const ConvAttentionParams& prm, const ExecutionPolicy& p) {
+  p.validate(kOp);
+  check_all(x, w, bias, prm);
+  const DeviceKind dev = place_all(x, w, bias, prm, p);
+  // Result placement as for the single ops: stays on the device when download is off or every
+  // input already lives there.
+  bool stay = dev != DeviceKind::cpu && !p.download;
+  if (dev != DeviceKind::cpu && p.download)
+    stay = x.device() != DeviceKind::cpu && w.device() != DeviceKind::cpu &&
+           (!bias || bias->device() != DeviceKind::cpu);
+  Tensor out = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, stay ? dev : DeviceKind::cpu);
+  ExecutionPolicy pe = p;
+  pe.device = dev == DeviceKind::cpu ? DeviceRequest::cpu : DeviceRequest::cuda;
+  if (dev == DeviceKind::cpu) pe = step_policy(p, dev);
+  conv_attention_nchw_into(x, w, bias, prm, out, pe);
+  return out;
+}
+
+}  // namespace lc

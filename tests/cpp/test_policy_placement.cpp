@@ -1,0 +1,375 @@
+// Policy validation and scoping, deterministic placement (fake cost model + injected GPU
+// presence), the auto-tune cache (round trip, corruption, invalidation), sessions on the CPU and
+// conv_attention_nchw. GPU parts GTEST_SKIP without a usable CUDA device.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "core/placement.h"
+#include "lightning_core/autotune.h"
+#include "lightning_core/errors.h"
+#include "lightning_core/fused.h"
+#include "lightning_core/ops.h"
+#include "lightning_core/policy.h"
+#include "lightning_core/runtime.h"
+#include "lightning_core/session.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+lc::Tensor host(std::vector<float>& v, std::vector<std::int64_t> shape) {
+  std::vector<std::int64_t> strides(shape.size());
+  std::int64_t s = 1;
+  for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  return lc::Tensor::wrap(v.data(), static_cast<int>(shape.size()), shape.data(), strides.data(),
+                          lc::DType::f32, lc::DeviceKind::cpu);
+}
+
+std::vector<float> randv(std::size_t n, unsigned seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+lc::CostModel fake_model() {
+  lc::CostModel m;
+  for (int i = 0; i < static_cast<int>(lc::OpFamily::count); ++i) {
+    m.cpu_gflops[i] = 100;
+    m.gpu_gflops[i] = 10000;
+  }
+  m.cpu_overhead_us = 1;
+  m.gpu_launch_us = 12;
+  m.h2d_gbps = m.d2h_gbps = 10;
+  m.conv_cpu_crossover_macs = 260000;
+  return m;
+}
+
+lc::WorkEstimate mm(std::int64_t m, std::int64_t k, std::int64_t n) {
+  return lc::estimate_work("matmul2d", {{m, k}, {k, n}});
+}
+
+// ---- policy --------------------------------------------------------------------------------
+
+TEST(Policy, ValidateRejectsContradictions) {
+  lc::ExecutionPolicy p;
+  EXPECT_NO_THROW(p.validate("t"));
+  p.device = lc::DeviceRequest::cpu;
+  p.download = false;
+  EXPECT_THROW(p.validate("t"), lc::ValueError);
+  p = {};
+  p.sync = lc::SyncMode::none;
+  EXPECT_THROW(p.validate("t"), lc::ValueError);
+  p.download = false;
+  EXPECT_NO_THROW(p.validate("t"));
+  p = {};
+  p.device = lc::DeviceRequest::cpu;
+  p.upload = lc::UploadMode::never;
+  EXPECT_THROW(p.validate("t"), lc::ValueError);
+  EXPECT_THROW(lc::parse_sync("sometimes", "t"), lc::ValueError);
+  EXPECT_EQ(lc::parse_upload("once", "t"), lc::UploadMode::once);
+}
+
+TEST(Policy, ScopesNestAndRestore) {
+  const lc::ExecutionPolicy before = lc::current_policy();
+  lc::ExecutionPolicy a;
+  a.device = lc::DeviceRequest::cpu;
+  {
+    lc::PolicyScope s1(a);
+    EXPECT_EQ(lc::current_policy().device, lc::DeviceRequest::cpu);
+    lc::ExecutionPolicy b = a;
+    b.precision = lc::Precision::tf32;
+    {
+      lc::PolicyScope s2(b);
+      EXPECT_EQ(lc::current_policy().precision, lc::Precision::tf32);
+    }
+    EXPECT_EQ(lc::current_policy().precision, lc::Precision::fp32);
+  }
+  EXPECT_EQ(lc::current_policy(), before);
+}
+
+// ---- placement -----------------------------------------------------------------------------
+
+class PlacementFake : public ::testing::Test {
+ protected:
+  void SetUp() override { lc::set_cost_model(fake_model()); }
+  void TearDown() override { lc::reset_cost_model(); }
+  lc::Placement decide(const lc::WorkEstimate& w, const lc::ExecutionPolicy& p, bool gpu) {
+    return lc::choose_device_with("test", w, p, gpu, true, true, lc::cost_model());
+  }
+};
+
+TEST_F(PlacementFake, TinyOnHostStaysOnCpuLargeGoesToGpu) {
+  lc::ExecutionPolicy p;
+  auto small = decide(mm(8, 8, 8), p, true);
+  EXPECT_EQ(small.device, lc::DeviceKind::cpu);
+  EXPECT_NE(small.reason.find("-> cpu"), std::string::npos);
+  auto large = decide(mm(2048, 2048, 2048), p, true);
+  EXPECT_EQ(large.device, lc::DeviceKind::cuda);
+  EXPECT_NE(large.reason.find("-> cuda"), std::string::npos);
+}
+
+TEST_F(PlacementFake, ResidentDataStaysOnGpu) {
+  lc::WorkEstimate w = mm(2, 2, 2);
+  w.inputs_on_gpu = true;
+  w.host_bytes_in = 0;
+  auto pl = decide(w, lc::ExecutionPolicy{}, true);
+  EXPECT_EQ(pl.device, lc::DeviceKind::cuda);
+  EXPECT_NE(pl.reason.find("already live on the GPU"), std::string::npos);
+}
+
+TEST_F(PlacementFake, NoGpuMeansCpuAndExplicitCudaThrows) {
+  EXPECT_EQ(decide(mm(4096, 4096, 4096), lc::ExecutionPolicy{}, false).device, lc::DeviceKind::cpu);
+  lc::ExecutionPolicy p;
+  p.device = lc::DeviceRequest::cuda;
+  EXPECT_THROW(decide(mm(4, 4, 4), p, false), lc::Unavailable);
+  EXPECT_EQ(decide(mm(4, 4, 4), p, true).device, lc::DeviceKind::cuda);
+}
+
+TEST_F(PlacementFake, UnsupportedOnGpuFallsBack) {
+  lc::ExecutionPolicy p;
+  p.device = lc::DeviceRequest::cuda;
+  auto pl = lc::choose_device_with("t", mm(64, 64, 64), p, true, /*gpu_can_run=*/false, true,
+                                   lc::cost_model());
+  EXPECT_EQ(pl.device, lc::DeviceKind::cpu);
+  EXPECT_TRUE(pl.fallback);
+}
+
+TEST_F(PlacementFake, ConvCrossover) {
+  auto w = lc::estimate_work("conv2d_nchw", {{1, 8, 16, 16}, {8, 8, 3, 3}}, 1, 1, 1, 1);
+  EXPECT_DOUBLE_EQ(w.conv_macs, 8.0 * 8 * 9 * 16 * 16);
+  auto pl = decide(w, lc::ExecutionPolicy{}, true);
+  EXPECT_EQ(pl.device, lc::DeviceKind::cpu);
+  EXPECT_NE(pl.reason.find("CJ_CONV2D_CPU_CROSSOVER_MACS"), std::string::npos);
+  lc::CostModel m = fake_model();
+  m.conv_cpu_crossover_macs = 1000;
+  m.gpu_launch_us = 0;
+  lc::set_cost_model(m);
+  EXPECT_EQ(decide(w, lc::ExecutionPolicy{}, true).device, lc::DeviceKind::cuda);
+}
+
+TEST_F(PlacementFake, UploadNeverWithHostDataStaysOnCpu) {
+  lc::ExecutionPolicy p;
+  p.upload = lc::UploadMode::never;
+  EXPECT_EQ(decide(mm(4096, 4096, 4096), p, true).device, lc::DeviceKind::cpu);
+}
+
+TEST_F(PlacementFake, CostModelArithmetic) {
+  const lc::CostModel m = fake_model();
+  lc::WorkEstimate w = mm(100, 100, 100);  // 2e6 flops, 80 KB in, 40 KB out
+  EXPECT_NEAR(m.cpu_us(w), 1 + 2e6 / 1e5, 1e-9);
+  EXPECT_NEAR(m.gpu_us(w), 12 + 120000.0 / 1e4 + 2e6 / 1e7, 1e-9);
+}
+
+TEST(Placement, EnvKnobsApply) {
+  ::setenv("CJ_CONV2D_CPU_CROSSOVER_MACS", "777", 1);
+  ::setenv("LC_GPU_LAUNCH_US", "3.5", 1);
+  const lc::CostModel m = lc::apply_env_knobs(lc::CostModel{});
+  ::unsetenv("CJ_CONV2D_CPU_CROSSOVER_MACS");
+  ::unsetenv("LC_GPU_LAUNCH_US");
+  EXPECT_EQ(m.conv_cpu_crossover_macs, 777);
+  EXPECT_EQ(m.gpu_launch_us, 3.5);
+  EXPECT_EQ(lc::apply_env_knobs(lc::CostModel{}).conv_cpu_crossover_macs, 260000);
+}
+
+TEST(Placement, EstimateWorkRejectsBadShapes) {
+  EXPECT_THROW(lc::estimate_work("matmul2d", {{4}, {4, 4}}), lc::ValueError);
+  EXPECT_THROW(lc::estimate_work("nope", {{4}}), lc::ValueError);
+}
+
+// ---- auto-tune cache -----------------------------------------------------------------------
+
+class AutotuneCache : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("lc-autotune-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    ::setenv("LIGHTNING_CORE_CACHE_DIR", dir_.c_str(), 1);
+    ::unsetenv("LC_AUTOTUNE");
+    lc::autotune::reload();
+    lc::autotune::set_warning_handler([this](const std::string& w) { warnings_.push_back(w); });
+  }
+  void TearDown() override {
+    lc::autotune::set_warning_handler(nullptr);
+    ::unsetenv("LIGHTNING_CORE_CACHE_DIR");
+    lc::autotune::reload();
+    fs::remove_all(dir_);
+  }
+  std::string slurp() {
+    std::ifstream f(lc::autotune::cache_path());
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+  fs::path dir_;
+  std::vector<std::string> warnings_;
+};
+
+TEST_F(AutotuneCache, RoundTripThroughTheFile) {
+  EXPECT_EQ(lc::autotune::cache_path(), (dir_ / "autotune.json").string());
+  lc::autotune::store("opx", "[2,3]", "float32", lc::DeviceKind::cpu, {{"choice", "c1"}, {"us", "4"}});
+  const std::string text = slurp();
+  EXPECT_NE(text.find("\"schema_version\": 1"), std::string::npos);
+  lc::autotune::reload();
+  auto f = lc::autotune::lookup("opx", "[2,3]", "float32", lc::DeviceKind::cpu);
+  ASSERT_TRUE(f.has_value());
+  EXPECT_EQ(f->at("choice"), "c1");
+  EXPECT_EQ(f->at("device"), lc::device_fingerprint(lc::DeviceKind::cpu));
+  EXPECT_EQ(f->at("library_version"), LC_VERSION);
+  EXPECT_TRUE(warnings_.empty());
+  int files = 0;
+  for (auto& e : fs::directory_iterator(dir_)) files += e.is_regular_file();
+  EXPECT_EQ(files, 1);  // the temp file was renamed into place
+}
+
+TEST_F(AutotuneCache, CorruptFileWarnsAndIsRebuilt) {
+  fs::create_directories(dir_);
+  std::ofstream(dir_ / "autotune.json") << "{\"format\": \"lightning-core-autotune\", \"schema_";
+  EXPECT_FALSE(lc::autotune::lookup("a", "b", "float32", lc::DeviceKind::cpu).has_value());
+  ASSERT_EQ(warnings_.size(), 1u);
+  EXPECT_NE(warnings_[0].find("corrupt"), std::string::npos);
+  lc::autotune::store("a", "b", "float32", lc::DeviceKind::cpu, {{"choice", "z"}});
+  lc::autotune::reload();
+  EXPECT_EQ(lc::autotune::lookup("a", "b", "float32", lc::DeviceKind::cpu)->at("choice"), "z");
+}
+
+TEST_F(AutotuneCache, KeyIncludesEveryField) {
+  const std::string fp = lc::device_fingerprint(lc::DeviceKind::cpu);
+  const std::string k = lc::autotune::make_key("op", "s", "float32", fp);
+  EXPECT_NE(k, lc::autotune::make_key("op2", "s", "float32", fp));
+  EXPECT_NE(k, lc::autotune::make_key("op", "s2", "float32", fp));
+  EXPECT_NE(k, lc::autotune::make_key("op", "s", "float64", fp));
+  EXPECT_NE(k, lc::autotune::make_key("op", "s", "float32", fp + "x"));
+  EXPECT_NE(k.find(LC_VERSION), std::string::npos);
+  lc::autotune::store(k, "op", "s", "float32", fp, {{"choice", "1"}});
+  EXPECT_FALSE(lc::autotune::lookup(lc::autotune::make_key("op", "s", "float32", "cuda:other")).has_value());
+  EXPECT_TRUE(lc::autotune::lookup(k).has_value());
+}
+
+TEST_F(AutotuneCache, DisabledByEnv) {
+  ::setenv("LC_AUTOTUNE", "0", 1);
+  lc::autotune::store("a", "b", "float32", lc::DeviceKind::cpu, {{"choice", "z"}});
+  EXPECT_FALSE(lc::autotune::lookup("a", "b", "float32", lc::DeviceKind::cpu).has_value());
+  EXPECT_FALSE(fs::exists(dir_ / "autotune.json"));
+  ::unsetenv("LC_AUTOTUNE");
+}
+
+TEST_F(AutotuneCache, CalibrationCachedByFingerprint) {
+  const auto n0 = lc::autotune::measurement_count();
+  const lc::CostModel m = lc::calibrate(true);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 1);
+  for (double g : m.cpu_gflops) EXPECT_GT(g, 0);
+  const lc::CostModel m2 = lc::calibrate(false);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 1);
+  EXPECT_NEAR(m2.cpu_gflops[0], m.cpu_gflops[0], 1e-6 * m.cpu_gflops[0]);
+  EXPECT_TRUE(lc::cost_model().calibrated);
+  lc::reset_cost_model();
+}
+
+// ---- sessions (CPU) ------------------------------------------------------------------------
+
+TEST(Session, MatmulCpuLifecycleAndShapeChecks) {
+  auto av = randv(6 * 5, 1), bv = randv(5 * 4, 2);
+  std::vector<float> ov(24, 0.0f), bad(30, 0.0f);
+  lc::Tensor a = host(av, {6, 5}), b = host(bv, {5, 4}), out = host(ov, {6, 4});
+  lc::ExecutionPolicy p;
+  p.device = lc::DeviceRequest::cpu;
+  p.upload = lc::UploadMode::once;
+  const std::size_t base = lc::session_live_bytes();
+  {
+    lc::Matmul2dSession s(a, b, p);
+    EXPECT_EQ(s.device(), lc::DeviceKind::cpu);
+    EXPECT_EQ(s.resident_bytes(), (30u + 20u + 24u) * 4u);
+    EXPECT_EQ(lc::session_live_bytes(), base + s.resident_bytes());
+    s.start_into({&a, &b}, out);
+    for (int i = 0; i < 6; ++i)
+      for (int j = 0; j < 4; ++j) {
+        double ref = 0;
+        for (int k = 0; k < 5; ++k) ref += double(av[i * 5 + k]) * bv[k * 4 + j];
+        EXPECT_NEAR(ov[i * 4 + j], ref, 1e-4);
+      }
+    s.run_batch_sync_no_download_into({&a, &b}, out, 7);
+    EXPECT_EQ(s.stats().launches, 8u);
+    EXPECT_EQ(s.stats().downloads, 1u);
+    lc::Tensor wrong = host(bad, {5, 6});
+    EXPECT_THROW(s.run_into({&wrong, &b}, out), lc::ValueError);
+    EXPECT_THROW(s.run_into({&a}, out), lc::ValueError);
+    lc::Tensor bad_out = host(bad, {5, 6});
+    EXPECT_THROW(s.download_into(bad_out), lc::ValueError);
+    s.close();
+    EXPECT_TRUE(s.closed());
+    EXPECT_EQ(lc::session_live_bytes(), base);
+    EXPECT_THROW(s.sync(), lc::ValueError);
+  }
+  EXPECT_EQ(lc::session_live_bytes(), base);
+}
+
+TEST(Session, DestructionFreesMemory) {
+  auto av = randv(16, 3);
+  lc::Tensor a = host(av, {4, 4});
+  const std::size_t base = lc::session_live_bytes();
+  {
+    lc::Attention2dSession s(a, a, a, true, 0.0f);
+    EXPECT_GT(lc::session_live_bytes(), base);
+  }
+  EXPECT_EQ(lc::session_live_bytes(), base);
+}
+
+TEST(Session, ConvAttentionMatchesUnfusedOps) {
+  auto xv = randv(1 * 3 * 6 * 6, 4), wv = randv(4 * 3 * 3 * 3, 5);
+  lc::Tensor x = host(xv, {1, 3, 6, 6}), w = host(wv, {4, 3, 3, 3});
+  lc::ExecutionPolicy p;
+  p.device = lc::DeviceRequest::cpu;
+  lc::ConvAttentionParams prm;
+  prm.seq_len = 12;
+  prm.head_dim = 12;  // 4*6*6 = 144: an exact view
+  prm.pad_h = prm.pad_w = 1;
+  lc::Tensor fused = lc::conv_attention_nchw(x, w, nullptr, prm, p);
+  lc::Tensor conv = lc::conv2d_nchw(x, w, nullptr, 1, 1, 1, 1, lc::Activation::relu, p);
+  lc::Tensor s = conv.view({12, 12}, {12, 1}, 0);
+  lc::Tensor ref = lc::attention2d(s, s, s, false, p);
+  for (int i = 0; i < 144; ++i)
+    EXPECT_NEAR(fused.data_as<float>()[i], ref.data_as<float>()[i], 1e-5);
+  std::vector<float> ov(144);
+  lc::Tensor out = host(ov, {12, 12});
+  lc::ConvAttentionSession sess(x, w, nullptr, prm, p);
+  sess.start_into({&x}, out);
+  for (int i = 0; i < 144; ++i) EXPECT_NEAR(ov[i], ref.data_as<float>()[i], 1e-5);
+}
+
+TEST(Session, GpuMatmulGraphReplay) {
+  if (!lc::cuda_available()) GTEST_SKIP() << "no usable CUDA device";
+  auto av = randv(256 * 128, 6), bv = randv(128 * 64, 7);
+  std::vector<float> ov(256 * 64);
+  lc::Tensor a = host(av, {256, 128}), b = host(bv, {128, 64}), out = host(ov, {256, 64});
+  lc::ExecutionPolicy p;
+  p.device = lc::DeviceRequest::cuda;
+  p.upload = lc::UploadMode::once;
+  lc::Matmul2dSession s(a, b, p, /*use_graph=*/true);
+  s.start_into({&a, &b}, out);
+  std::fill(ov.begin(), ov.end(), 0.0f);
+  s.run_batch_sync_no_download_into({&a, &b}, out, 5);
+  s.download_into(out);
+  EXPECT_EQ(s.stats().graph_replays, 5u);
+  double ref = 0;
+  for (int k = 0; k < 128; ++k) ref += double(av[k]) * bv[k * 64];
+  EXPECT_NEAR(ov[0], ref, 1e-3);
+}
+
+}  // namespace

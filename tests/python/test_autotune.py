@@ -1,0 +1,299 @@
+"""The auto-tune cache: location, round trip, corruption, invalidation by key, LC_AUTOTUNE=0, and
+the users of it (calibration, the CPU conv tuner, GEMM modes, the large-GEMM sweep script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lightning_core as lc
+
+_C = lc._lightning_core
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "lc-cache"
+    monkeypatch.setenv("LIGHTNING_CORE_CACHE_DIR", str(d))
+    monkeypatch.delenv("LC_AUTOTUNE", raising=False)
+    _C._autotune_reload()
+    yield d
+    _C._autotune_reload()
+
+
+def _read(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+# ---- location ----------------------------------------------------------------------------------
+
+def test_cache_location_env_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTNING_CORE_CACHE_DIR", str(tmp_path / "a"))
+    assert lc.autotune_cache_path() == str(tmp_path / "a" / "autotune.json")
+    monkeypatch.delenv("LIGHTNING_CORE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert lc.autotune_cache_path() == str(tmp_path / "xdg" / "lightning-core" / "autotune.json")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert lc.autotune_cache_path() == str(tmp_path / "home" / ".cache" / "lightning-core" / "autotune.json")
+
+
+# ---- round trip ----------------------------------------------------------------------------------
+
+def test_round_trip_and_schema(cache_dir):
+    assert lc.autotune_lookup("myop", "[4,4]") is None
+    lc.autotune_record("myop", "[4,4]", "fast_path", us=12.5)
+    path = Path(lc.autotune_cache_path())
+    doc = _read(path)
+    assert doc["format"] == "lightning-core-autotune" and doc["schema_version"] == 1
+    assert doc["library_version"] == lc.__version__
+    (key, entry), = doc["entries"].items()
+    assert entry["choice"] == "fast_path" and entry["us"] == "12.5"
+    for field in ("op", "shapes", "dtype", "device", "library_version"):
+        assert field in entry
+    assert entry["device"] == lc.device_fingerprint("cpu") and key.startswith("myop|[4,4]|float32|")
+    # A fresh process view (reload) reads it back from the file.
+    _C._autotune_reload()
+    got = lc.autotune_lookup("myop", "[4,4]")
+    assert got["choice"] == "fast_path"
+    assert [e["key"] for e in lc.autotune_cache_entries()] == [key]
+    # Atomic write: no temp files are left behind.
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["autotune.json"]
+
+
+def test_clear(cache_dir):
+    lc.autotune_record("a", "s", "x")
+    lc.autotune_record("b", "s", "y")
+    assert len(lc.autotune_cache_entries()) == 2
+    lc.autotune_cache_clear()
+    assert lc.autotune_cache_entries() == []
+    assert not Path(lc.autotune_cache_path()).exists()
+    lc.autotune_cache_clear()  # clearing an absent cache is fine
+
+
+def test_special_characters_survive(cache_dir):
+    shapes = 'x="[1, 2]"\\t\n\u00e9'
+    lc.autotune_record("op", shapes, "c\"hoice")
+    _C._autotune_reload()
+    assert lc.autotune_lookup("op", shapes)["choice"] == "c\"hoice"
+
+
+# ---- corruption and unwritable files ------------------------------------------------------------
+
+@pytest.mark.parametrize("content", [
+    "{not json", "", "[1, 2, 3]",
+    json.dumps({"format": "lightning-core-autotune", "schema_version": 999, "entries": {}}),
+    json.dumps({"format": "something-else", "schema_version": 1, "entries": {}}),
+    json.dumps({"format": "lightning-core-autotune", "schema_version": 1, "entries": []}),
+])
+def test_corrupt_file_warns_and_is_rebuilt(cache_dir, content):
+    cache_dir.mkdir(parents=True)
+    Path(lc.autotune_cache_path()).write_text(content)
+    with pytest.warns(RuntimeWarning, match="auto-tune cache"):
+        assert lc.autotune_lookup("op", "s") is None
+    lc.autotune_record("op", "s", "rebuilt")
+    doc = _read(lc.autotune_cache_path())
+    assert doc["schema_version"] == 1
+    assert [e["choice"] for e in doc["entries"].values()] == ["rebuilt"]
+
+
+def test_unwritable_location_warns_and_keeps_memory(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("LIGHTNING_CORE_CACHE_DIR", str(blocker / "sub"))
+    _C._autotune_reload()
+    with pytest.warns(RuntimeWarning, match="cannot"):
+        lc.autotune_record("op", "s", "kept")
+    assert lc.autotune_lookup("op", "s")["choice"] == "kept"  # in memory for this process
+    _C._autotune_reload()
+
+
+# ---- invalidation by key -----------------------------------------------------------------------
+
+def test_other_library_version_is_dropped(cache_dir):
+    lc.autotune_record("op", "s", "old")
+    path = lc.autotune_cache_path()
+    doc = _read(path)
+    for e in doc["entries"].values():
+        e["library_version"] = "0.0.1"
+    Path(path).write_text(json.dumps(doc))
+    _C._autotune_reload()
+    assert lc.autotune_lookup("op", "s") is None
+    assert lc.autotune_cache_entries() == []
+
+
+def test_other_device_fingerprint_misses(cache_dir):
+    lc.autotune_record("op", "s", "mine")
+    path = lc.autotune_cache_path()
+    doc = _read(path)
+    # The same entry measured on another machine: its key names another fingerprint.
+    key, entry = next(iter(doc["entries"].items()))
+    fp = lc.device_fingerprint("cpu")
+    other = key.replace(fp, "cpu:Some Other CPU;threads=3;gemm=x;isa=0")
+    doc["entries"] = {other: dict(entry, device="cpu:Some Other CPU;threads=3;gemm=x;isa=0")}
+    Path(path).write_text(json.dumps(doc))
+    _C._autotune_reload()
+    assert lc.autotune_lookup("op", "s") is None
+    assert len(lc.autotune_cache_entries()) == 1  # kept in the file, just not ours
+    # Other keys: dtype, shapes and the device kind are part of the key too.
+    lc.autotune_record("op", "s", "mine")
+    assert lc.autotune_lookup("op", "s", dtype="float64") is None
+    assert lc.autotune_lookup("op", "t") is None
+    assert lc.autotune_lookup("op", "s", device="cuda") is None
+
+
+def test_fingerprints_describe_the_device():
+    cpu = lc.device_fingerprint("cpu")
+    assert cpu.startswith("cpu:") and "threads=" in cpu and "gemm=" in cpu
+    cuda = lc.device_fingerprint("cuda")
+    if lc.cuda_available():
+        for part in ("cc=", "sms=", "driver=", "runtime=", "cublasLt="):
+            assert part in cuda
+    else:
+        assert cuda.startswith("cuda:unavailable")
+    with pytest.raises(ValueError):
+        lc.device_fingerprint("tpu")
+
+
+# ---- LC_AUTOTUNE=0 -----------------------------------------------------------------------------
+
+def test_disabled_by_env(cache_dir, monkeypatch):
+    monkeypatch.setenv("LC_AUTOTUNE", "0")
+    assert not lc.autotune_enabled()
+    lc.autotune_record("op", "s", "x")
+    assert lc.autotune_lookup("op", "s") is None
+    assert not Path(lc.autotune_cache_path()).exists()
+    # The CPU conv tuner does not measure either.
+    before = lc.autotune_measurement_count()
+    x = np.ones((1, 2, 8, 8), np.float32)
+    w = np.ones((2, 2, 3, 3), np.float32)
+    lc.conv_attention_nchw(x, w, None, 8, 16, 1, 1, 1, 1, "cpu")
+    assert lc.autotune_measurement_count() == before
+
+
+# ---- users: CPU conv tuner, calibration, GEMM modes ---------------------------------------------
+
+def _conv_entries():
+    return [e for e in lc.autotune_cache_entries() if e["op"] == "conv2d_nchw.cpu_path"]
+
+
+def test_cpu_conv_path_is_tuned_once_and_persisted(cache_dir):
+    x = np.random.default_rng(0).standard_normal((1, 4, 12, 12)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((6, 4, 3, 3)).astype(np.float32)
+    before = lc.autotune_measurement_count()
+    r1 = lc.conv_attention_nchw(x, w, None, 36, 24, 1, 1, 1, 1, "cpu")
+    assert lc.autotune_measurement_count() == before + 1
+    (entry,) = _conv_entries()
+    assert entry["choice"] in ("direct", "im2col")
+    assert float(entry["direct_us"]) > 0 and float(entry["im2col_us"]) > 0
+    r2 = lc.conv_attention_nchw(x, w, None, 36, 24, 1, 1, 1, 1, "cpu")
+    assert lc.autotune_measurement_count() == before + 1  # cache hit
+    np.testing.assert_allclose(r1, r2, rtol=1e-5, atol=1e-5)
+    # Policy autotune=False: no tuning for a new shape.
+    x2 = np.ones((1, 4, 10, 10), np.float32)
+    lc.conv_attention_nchw(x2, w, None, 25, 24, 1, 1, 1, 1, policy=lc.ExecutionPolicy(device="cpu", autotune=False))
+    assert len(_conv_entries()) == 1
+
+
+def test_calibration_is_measured_then_cached(cache_dir):
+    before = lc.autotune_measurement_count()
+    m = lc.calibrate(force=True)
+    assert lc.autotune_measurement_count() == before + 1
+    assert m["calibrated"] and all(v > 0 for v in m["cpu_gflops"].values())
+    assert m["cpu_overhead_us"] > 0
+    (entry,) = [e for e in lc.autotune_cache_entries() if e["op"] == "calibration"]
+    assert float(entry["cpu_gflops_matmul"]) == pytest.approx(m["cpu_gflops"]["matmul"], rel=1e-6)
+    m2 = lc.calibrate()
+    assert lc.autotune_measurement_count() == before + 1  # served from the cache
+    assert m2["cpu_gflops"] == pytest.approx(m["cpu_gflops"], rel=1e-6)
+    lc.reset_cost_model()
+
+
+def test_env_knobs_override_calibration(cache_dir, monkeypatch):
+    monkeypatch.setenv("LC_CPU_GFLOPS_MATMUL", "4321")
+    monkeypatch.setenv("CJ_CONV2D_CPU_CROSSOVER_MACS", "12345")
+    lc.calibrate(force=True)
+    m = lc.cost_model()
+    assert m["cpu_gflops"]["matmul"] == 4321 and m["conv_cpu_crossover_macs"] == 12345
+    assert m["calibrated"]
+    monkeypatch.delenv("LC_CPU_GFLOPS_MATMUL")
+    monkeypatch.delenv("CJ_CONV2D_CPU_CROSSOVER_MACS")
+    lc.reset_cost_model()
+
+
+def test_fixed_model_is_not_replaced_by_calibration(cache_dir):
+    lc.set_cost_model(dict(gpu_launch_us=99.0))
+    lc.calibrate(force=True)
+    assert lc.cost_model()["gpu_launch_us"] == 99.0
+    lc.reset_cost_model()
+
+
+def test_gemm_modes_listed_and_validated():
+    assert lc.gemm_modes() == ["heuristic", "autotuned", "tf32_fast"]
+    assert lc.gemm_mode_precision("tf32_fast") == "tf32"
+    assert lc.gemm_mode_precision("autotuned") == "fp32"
+    with pytest.raises(ValueError):
+        lc.gemm_mode_precision("aggressive_mps_no_bucket")
+
+
+@pytest.mark.skipif(lc.cuda_available(), reason="checks the no-GPU error")
+def test_gemm_prepare_without_gpu_raises():
+    with pytest.raises(ValueError, match="CUDA"):
+        lc.gemm_prepare(256, 256, 256, "autotuned")
+
+
+def test_recorded_gemm_mode_round_trip(cache_dir):
+    assert lc.gemm_recorded_mode(1024, 1024, 1024) is None
+    lc.autotune_record("large_gemm_mode.fp32", "1024x1024x1024", "autotuned", device="cuda")
+    assert lc.gemm_recorded_mode(1024, 1024, 1024, "fp32") == "autotuned"
+    assert lc.gemm_recorded_mode(1024, 1024, 1024, "tf32") is None
+
+
+def test_sweep_script_without_gpu_exits_zero(tmp_path):
+    if lc.cuda_available():
+        pytest.skip("runs the real sweep on a GPU machine (see test below)")
+    env = dict(os.environ, LIGHTNING_CORE_CACHE_DIR=str(tmp_path / "c"))
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/python/large_gemm_auto_sweep.py"),
+                        "--out-dir", str(tmp_path)], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "CUDA" in r.stdout and "skipped" in r.stdout
+
+
+@pytest.mark.gpu
+def test_gpu_gemm_autotuned_is_cached(cache_dir):
+    first = lc.gemm_prepare(1024, 512, 768, "autotuned")
+    assert first["candidates"] >= 1 and not first["from_cache"] and first["best_us"] > 0
+    second = lc.gemm_prepare(1024, 512, 768, "autotuned")
+    assert second["from_cache"] and second["algo_index"] == first["algo_index"]
+    h = lc.gemm_prepare(1024, 512, 768, "heuristic")
+    assert h["algo_index"] == 0
+    a = np.ones((1024, 512), np.float32)
+    b = np.ones((512, 768), np.float32)
+    np.testing.assert_allclose(lc.matmul2d(a, b, "cuda"), a @ b, rtol=1e-4)
+
+
+@pytest.mark.gpu
+def test_gpu_calibration_measures_gpu(cache_dir):
+    m = lc.calibrate(force=True)
+    assert m["gpu_launch_us"] > 0 and m["h2d_gbps"] > 0 and m["d2h_gbps"] > 0
+    lc.reset_cost_model()
+
+
+@pytest.mark.gpu
+def test_gpu_sweep_script_small(tmp_path):
+    env = dict(os.environ, LIGHTNING_CORE_CACHE_DIR=str(tmp_path / "c"))
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/python/large_gemm_auto_sweep.py"),
+                        "--shapes", "512x512x512", "--iters", "3", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((tmp_path / "large_gemm_auto_sweep.json").read_text())
+    assert doc["results"] and doc["winners"]

@@ -1,0 +1,264 @@
+"""ExecutionPolicy parsing/validation, scoping, the process default and placement decisions.
+
+Placement decisions use a fake cost model (lc.set_cost_model) and an injected GPU presence
+(gpu_available=True/False), so they are deterministic on any machine.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import lightning_core as lc
+
+
+@pytest.fixture(autouse=True)
+def _restore_policy_and_model():
+    default = lc.get_default_policy()
+    yield
+    lc.set_default_policy(default)
+    lc.reset_cost_model()
+
+
+# ---- parsing and validation ------------------------------------------------------------------
+
+def test_defaults():
+    p = lc.ExecutionPolicy()
+    assert lc.policy_fields(p) == dict(device="auto", upload="always", download=True,
+                                       sync="per_call", precision="fp32", fusion=True,
+                                       autotune=True)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(device="tpu"), dict(upload="sometimes"), dict(sync="later"), dict(precision="fp16"),
+    dict(download="maybe"),
+])
+def test_unknown_values_raise_value_error(kw):
+    with pytest.raises(ValueError):
+        lc.ExecutionPolicy(**kw)
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(device="cpu", upload="never"), "upload"),
+    (dict(device="cpu", download=False), "download"),
+    (dict(download=True, sync="none"), "sync"),
+    (dict(device="cpu", precision="bf16"), "bf16"),
+])
+def test_invalid_combinations_raise_value_error(kw, words):
+    with pytest.raises(ValueError, match=words):
+        lc.ExecutionPolicy(**kw)
+
+
+def test_aliases_and_string_download():
+    p = lc.ExecutionPolicy(sync="batch_end", download="no", precision="float32")
+    assert p.sync == "batch" and p.download is False and p.precision == "fp32"
+
+
+def test_equality_and_repr():
+    a = lc.ExecutionPolicy(device="cpu", precision="tf32")
+    assert a == lc.ExecutionPolicy(device="cpu", precision="tf32")
+    assert not (a == lc.ExecutionPolicy(device="cpu"))
+    assert "precision=tf32" in repr(a)
+
+
+# ---- scoping -----------------------------------------------------------------------------------
+
+def test_context_manager_scopes_and_restores():
+    before = lc.current_policy()
+    with lc.policy(device="cpu", autotune=False) as p:
+        assert p.device == "cpu" and p.autotune is False
+        assert lc.current_policy() == p
+    assert lc.current_policy() == before
+
+
+def test_nested_scopes_inherit_from_enclosing():
+    with lc.policy(device="cpu"):
+        with lc.policy(precision="tf32") as inner:
+            assert inner.device == "cpu" and inner.precision == "tf32"
+        assert lc.current_policy().precision == "fp32"
+    assert lc.current_policy().device == lc.get_default_policy().device
+
+
+def test_invalid_scope_raises_before_entering():
+    with pytest.raises(ValueError):
+        lc.policy(device="cpu", download=False)
+    with pytest.raises(TypeError):
+        lc.policy(devcie="cpu")
+
+
+def test_scope_is_popped_on_exception():
+    before = lc.current_policy()
+    with pytest.raises(RuntimeError):
+        with lc.policy(device="cpu", fusion=False):
+            raise RuntimeError("boom")
+    assert lc.current_policy() == before
+
+
+def test_policy_as_decorator():
+    @lc.policy(device="cpu", precision="tf32")
+    def inside():
+        return lc.current_policy()
+
+    p = inside()
+    assert p.device == "cpu" and p.precision == "tf32"
+    assert lc.current_policy().precision == "fp32"
+
+
+def test_policy_object_argument():
+    given = lc.ExecutionPolicy(device="cpu", sync="batch")
+    with lc.policy(given) as p:
+        assert p == given
+
+
+def test_scopes_are_per_thread():
+    seen = {}
+
+    def worker():
+        seen["device"] = lc.current_policy().device
+
+    with lc.policy(device="cpu"):
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+    assert seen["device"] == lc.get_default_policy().device
+
+
+def test_set_default_policy_by_fields_and_object():
+    p = lc.set_default_policy(device="cpu", autotune=False)
+    assert lc.get_default_policy() == p and p.autotune is False
+    lc.set_default_policy(lc.ExecutionPolicy(precision="tf32"))
+    assert lc.get_default_policy().precision == "tf32"
+    with pytest.raises(ValueError):
+        lc.set_default_policy(device="cpu", upload="never")
+    with pytest.raises(TypeError):
+        lc.set_default_policy(lc.ExecutionPolicy(), device="cpu")
+
+
+def test_scoped_policy_reaches_ops():
+    a = np.ones((4, 4), np.float32)
+    with lc.policy(device="cpu"):
+        lc.matmul2d(a, a)
+        assert lc.last_op_report()["device"] == "cpu"
+        reason = lc.explain(lc.matmul2d, a, a)
+    assert "device=\"cpu\"" in reason
+
+
+def test_explain_restores_switch():
+    a = np.ones((2, 2), np.float32)
+    lc.explain(lc.matmul2d, a, a, device="cpu")
+    assert lc._lightning_core._explain_enabled() is False
+
+
+# ---- placement (fake cost model, injected GPU presence) ------------------------------------
+
+FAKE = dict(
+    cpu_gflops=dict(matmul=100.0, attention=50.0, conv2d=50.0, norm=10.0, elementwise=10.0),
+    gpu_gflops=dict(matmul=10000.0, attention=5000.0, conv2d=5000.0, norm=500.0, elementwise=500.0),
+    cpu_overhead_us=1.0, gpu_launch_us=12.0, h2d_gbps=10.0, d2h_gbps=10.0,
+    conv_cpu_crossover_macs=260000.0,
+)
+
+
+@pytest.fixture
+def fake_model():
+    lc.set_cost_model(FAKE)
+    assert lc.cost_model_fixed()
+    yield
+    lc.reset_cost_model()
+
+
+def test_tiny_matmul_stays_on_cpu(fake_model):
+    r = lc.placement("matmul2d", (8, 8), (8, 8), gpu_available=True)
+    assert r["device"] == "cpu"
+    assert r["cpu_us"] < r["gpu_us"]
+    assert "auto: estimated CPU" in r["reason"] and "-> cpu" in r["reason"]
+
+
+def test_large_matmul_goes_to_gpu(fake_model):
+    r = lc.placement("matmul2d", (2048, 2048), (2048, 2048), gpu_available=True)
+    assert r["device"] == "cuda" and "-> cuda" in r["reason"]
+
+
+def test_data_on_gpu_stays_there(fake_model):
+    r = lc.placement("matmul2d", (4, 4), (4, 4), gpu_available=True, inputs_on_gpu=True)
+    assert r["device"] == "cuda" and "already live on the GPU" in r["reason"]
+
+
+def test_no_gpu_means_cpu(fake_model):
+    r = lc.placement("matmul2d", (4096, 4096), (4096, 4096), gpu_available=False)
+    assert r["device"] == "cpu" and "no usable GPU" in r["reason"]
+
+
+def test_explicit_devices(fake_model):
+    assert lc.placement("matmul2d", (4, 4), (4, 4), device="cuda", gpu_available=True)["device"] == "cuda"
+    assert lc.placement("matmul2d", (4096, 4096), (4096, 4096), device="cpu",
+                        gpu_available=True)["device"] == "cpu"
+    with pytest.raises(ValueError, match="cuda"):
+        lc.placement("matmul2d", (4, 4), (4, 4), device="cuda", gpu_available=False)
+
+
+def test_conv_crossover_knob_decides(fake_model):
+    # 1x8x16x16 input, 8x8x3x3 weight, pad 1: 8*8*9*256 = 147456 MACs < 260000 -> CPU.
+    small = lc.placement("conv2d_nchw", (1, 8, 16, 16), (8, 8, 3, 3), padding=1, gpu_available=True)
+    assert small["device"] == "cpu" and "CJ_CONV2D_CPU_CROSSOVER_MACS" in small["reason"]
+    lc.set_cost_model(dict(conv_cpu_crossover_macs=1000.0, gpu_launch_us=0.0))
+    big = lc.placement("conv2d_nchw", (1, 64, 64, 64), (64, 64, 3, 3), padding=1, gpu_available=True)
+    assert big["device"] == "cuda"
+
+
+def test_upload_never_with_host_data_runs_on_cpu(fake_model):
+    p = lc.ExecutionPolicy(upload="never")
+    r = lc.placement("matmul2d", (4096, 4096), (4096, 4096), policy=p, gpu_available=True)
+    assert r["device"] == "cpu" and "upload" in r["reason"]
+
+
+def test_changing_the_model_moves_the_crossover(fake_model):
+    shapes = ((256, 256), (256, 256))
+    assert lc.placement("matmul2d", *shapes, gpu_available=True)["device"] == "cuda"
+    lc.set_cost_model(dict(gpu_launch_us=1e6))  # a very slow GPU round trip
+    assert lc.placement("matmul2d", *shapes, gpu_available=True)["device"] == "cpu"
+
+
+def test_placement_accepts_arrays_and_all_families(fake_model):
+    a = np.zeros((16, 32), np.float32)
+    assert lc.placement("linear", a, np.zeros((8, 32), np.float32), gpu_available=False)["family"] == "matmul"
+    assert lc.placement("attention2d", (128, 64), (128, 64), (128, 64), gpu_available=True)["family"] == "attention"
+    assert lc.placement("layernorm", (64, 64), gpu_available=True)["family"] == "norm"
+    assert lc.placement("vector_add", (1024,), (1024,), gpu_available=True)["family"] == "elementwise"
+    assert isinstance(lc.explain_placement("softmax", (4, 4), gpu_available=True), str)
+    with pytest.raises(ValueError):
+        lc.placement("no_such_op", (1,), gpu_available=True)
+    with pytest.raises(ValueError):
+        lc.placement("matmul2d", (4,), (4, 4), gpu_available=True)
+
+
+def test_cost_model_roundtrip_and_validation():
+    lc.set_cost_model(dict(gpu_launch_us=7.5, cpu_gflops=dict(matmul=123.0)))
+    m = lc.cost_model()
+    assert m["gpu_launch_us"] == 7.5 and m["cpu_gflops"]["matmul"] == 123.0
+    with pytest.raises(ValueError):
+        lc.set_cost_model(dict(nonsense=1.0))
+    with pytest.raises(ValueError):
+        lc.set_cost_model(dict(cpu_gflops=dict(matmul=-1.0)))
+    lc.reset_cost_model()
+    assert not lc.cost_model_fixed()
+
+
+def test_auto_on_this_machine_is_consistent():
+    # Whatever the machine, a tiny op on numpy data with device="auto" runs on the CPU.
+    a = np.ones((4, 4), np.float32)
+    reason = lc.explain(lc.matmul2d, a, a, device="auto")
+    assert lc.last_op_report()["device"] == "cpu"
+    assert reason.startswith("auto:")
+
+
+@pytest.mark.gpu
+def test_gpu_auto_large_goes_to_gpu_and_resident_stays():
+    a = np.ones((2048, 2048), np.float32)
+    lc.matmul2d(a, a, device="auto")
+    assert lc.last_op_report()["device"] == "cuda"
+    t = lc.Tensor(np.ones((4, 4), np.float32), device="cuda")
+    lc.matmul2d(t, t, device="auto")
+    assert lc.last_op_report()["device"] == "cuda"
