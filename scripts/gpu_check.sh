@@ -5,6 +5,11 @@
 #   LC_SANITIZE=1  also runs compute-sanitizer memcheck on lc_tests --gtest_filter='Cuda*' (minus
 #                  the OOM test, whose deliberate cudaMalloc failure memcheck counts as an error).
 #   LC_SKIP_TESTS=1 / LC_SKIP_BENCH=1 skip those steps. LC_GTEST_FILTER narrows the tests.
+#   LC_PYBENCH=1   also runs the Python benchmark suites (benchmarks/python/run_all.py --quick)
+#                  side by side with torch; LC_PYBENCH_SUITES picks suites (default: all).
+#   LC_PYTEST_ARGS extra pytest arguments (e.g. "-k sessions").
+# Everything under $OUT/logs and $OUT/benchmark_results is packed into $OUT/results.tgz at the
+# end (the device tool returns at most 8 files).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-$PWD/gpu_out}
@@ -21,13 +26,6 @@ python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", 
 
 echo "=== configure ==="
 EXTRA=()
-# CMake < 3.26 does not know nvcc's C++20 flag (CUDA_STANDARD 20): teach it, outside the repo.
-CMV=$(cmake --version | head -1 | awk '{print $3}')
-if [ "$(printf '%s\n3.26\n' "$CMV" | sort -V | head -1)" != "3.26" ]; then
-  mkdir -p "$BUILD"
-  printf 'set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")\nset(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")\n' > "$BUILD/cuda20.cmake"
-  EXTRA+=("-DCMAKE_USER_MAKE_RULES_OVERRIDE_CUDA=$BUILD/cuda20.cmake")
-fi
 # cuDNN: the system's if CMake finds it, else the one inside the nvidia-cudnn pip wheel.
 if ! ls /usr/include/cudnn.h /usr/local/cuda/include/cudnn.h >/dev/null 2>&1; then
   CUDNN_DIR=$(python3 -c 'import nvidia.cudnn, os; print(os.path.dirname(nvidia.cudnn.__file__) if nvidia.cudnn.__file__ else list(nvidia.cudnn.__path__)[0])' 2>/dev/null)
@@ -76,15 +74,32 @@ fi
 if [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
   echo "=== python tests ==="
   export PYTHONPATH="$BUILD/python:$ROOT/python:${PYTHONPATH:-}"
-  if timeout 300 python3 -m pytest tests/python -q > "$OUT/pytest.log" 2>&1; then STATUS[pytest]=ok; else STATUS[pytest]=FAIL; fi
-  tail -15 "$OUT/pytest.log"
+  # faulthandler: a crash in native code prints the Python stack of every thread.
+  if timeout 400 python3 -X faulthandler -m pytest tests/python -q -p no:cacheprovider ${LC_PYTEST_ARGS:-} \
+       > "$OUT/pytest.log" 2>&1; then STATUS[pytest]=ok; else STATUS[pytest]=FAIL; fi
+  grep -E "FAILED|Error|Fatal|File \"|Segmentation" "$OUT/pytest.log" | head -40
+  tail -5 "$OUT/pytest.log"
+fi
+
+if [ "${LC_PYBENCH:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
+  echo "=== python benchmark suites (quick) ==="
+  mkdir -p "$OUT/benchmark_results"
+  if timeout ${LC_PYBENCH_TIMEOUT:-420} python3 benchmarks/python/run_all.py --quick \
+       --suites "${LC_PYBENCH_SUITES:-kernel,pipeline,ml,dl,api_overhead}" \
+       --out-dir "$OUT/benchmark_results" --deadline-s ${LC_PYBENCH_DEADLINE:-360} > "$OUT/pybench.log" 2>&1
+  then STATUS[pybench]=ok; else STATUS[pybench]=FAIL; fi
+  tail -30 "$OUT/pybench.log"
 fi
 
 echo
 echo "=== summary ==="
-for k in configure build tests bench memcheck pytest; do
+for k in configure build tests bench memcheck pytest pybench; do
   [ -n "${STATUS[$k]:-}" ] && printf '%-10s %s\n' "$k" "${STATUS[$k]}"
 done
 [ -f "$OUT/ctest.log" ] && grep -E "^\[  (PASSED|FAILED) |tests? from .* ran" "$OUT/ctest.log" | tail -3
 [ -f "$OUT/cuda_micro.txt" ] && cat "$OUT/cuda_micro.txt"
+# Pack logs and results into one archive (the tool returns few files); keep the summary files.
+TMP_TGZ=$(mktemp /tmp/results.XXXXXX.tgz)
+(cd "$OUT" && tar czf "$TMP_TGZ" . 2>/dev/null; mv "$TMP_TGZ" results.tgz && \
+  find . -mindepth 1 -maxdepth 1 ! -name results.tgz ! -name cuda_micro.txt ! -name pytest.log -exec rm -rf {} +)
 exit 0

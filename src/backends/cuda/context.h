@@ -32,4 +32,18 @@ bool probe_available(std::string* reason);
 // The context; initialises it on first use. Throws lc::Unavailable when there is no device.
 Context& ctx();
 
+// Enqueue bookkeeping that lets synchronize() skip a stream sync when nothing was enqueued since
+// the last one (an op with sync="per_call" followed by lc.synchronize() pays one sync, not two).
+// Every function that enqueues work on the stream calls note_enqueued() AFTER enqueueing; the
+// counter is read before the sync starts, so work enqueued concurrently is never skipped.
+void note_enqueued();
+void synchronize_stream();
+// Calls note_enqueued() when the enqueuing scope ends, on return or exception alike.
+struct EnqueueScope {
+  EnqueueScope() = default;
+  EnqueueScope(const EnqueueScope&) = delete;
+  EnqueueScope& operator=(const EnqueueScope&) = delete;
+  ~EnqueueScope() { note_enqueued(); }
+};
+
 }  // namespace lc::cuda

@@ -10,6 +10,8 @@
 #include <cuda_runtime_api.h>
 #include <nvtx3/nvToolsExt.h>
 
+#include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -133,6 +135,22 @@ Context& ctx() {
 
 CUstream_st* stream() { return ctx().stream; }
 
+namespace {
+std::atomic<std::uint64_t> g_enqueued{1};  // starts ahead of g_synced: the first sync is real
+std::atomic<std::uint64_t> g_synced{0};
+}  // namespace
+
+void note_enqueued() { g_enqueued.fetch_add(1, std::memory_order_release); }
+
+void synchronize_stream() {
+  const std::uint64_t target = g_enqueued.load(std::memory_order_acquire);
+  if (g_synced.load(std::memory_order_acquire) >= target) return;
+  LC_CUDA_CHECK(cudaStreamSynchronize(ctx().stream));
+  std::uint64_t cur = g_synced.load(std::memory_order_relaxed);
+  while (cur < target && !g_synced.compare_exchange_weak(cur, target, std::memory_order_release)) {
+  }
+}
+
 void mem_info(std::size_t* free_bytes, std::size_t* total_bytes) {
   (void)ctx();
   std::size_t f = 0, t = 0;
@@ -172,6 +190,7 @@ GraphHandle capture_end() {
 void graph_launch(GraphHandle h) {
   if (!h) throw_value("graph_launch", "null graph handle");
   Context& c = ctx();
+  EnqueueScope enq;
   LC_CUDA_CHECK(cudaGraphLaunch(static_cast<Graph*>(h)->exec, c.stream));
 }
 
@@ -213,16 +232,19 @@ class CudaBackend final : public Backend {
   void* alloc(std::size_t bytes) override { return cuda::CachingAllocator::instance().alloc(bytes); }
   void free(void* p) noexcept override { cuda::CachingAllocator::instance().free(p); }
   void copy_from_host(void* dst, const void* src, std::size_t bytes) override {
+    cuda::EnqueueScope enq;
     cuda::staged_copy_to_device(dst, src, bytes);
   }
   void copy_to_host(void* dst, const void* src, std::size_t bytes) override {
+    cuda::EnqueueScope enq;
     cuda::staged_copy_to_host(dst, src, bytes);
   }
   void copy_within(void* dst, const void* src, std::size_t bytes) override {
     if (bytes == 0 || dst == src) return;
+    cuda::EnqueueScope enq;
     LC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda::ctx().stream));
   }
-  void synchronize() override { LC_CUDA_CHECK(cudaStreamSynchronize(cuda::ctx().stream)); }
+  void synchronize() override { cuda::synchronize_stream(); }
 
   void range_push(const char* name) override { nvtxRangePushA(name ? name : "lc"); }
   void range_pop() override { nvtxRangePop(); }
@@ -237,6 +259,7 @@ class CudaBackend final : public Backend {
       pool.events.push_back(e);
     }
     const std::size_t id = pool.used++;
+    cuda::EnqueueScope enq;
     LC_CUDA_CHECK(cudaEventRecord(pool.events[id], c.stream));
     return static_cast<std::int64_t>(id);
   }
@@ -262,16 +285,30 @@ class CudaBackend final : public Backend {
     pool.used = 0;  // events are kept for reuse
   }
 
-  void matmul(const MatmulArgs& a) override { cuda::matmul(a); }
+  void matmul(const MatmulArgs& a) override {
+    cuda::EnqueueScope enq;
+    cuda::matmul(a);
+  }
   void attention(const AttentionArgs& a) override {
     cuda::Context& c = cuda::ctx();
+    cuda::EnqueueScope enq;
     cuda::launch_attention(a, c.info.sm_count, c.stream);
   }
-  void conv2d(const Conv2dArgs& a) override { cuda::launch_conv2d(a, cuda::ctx().stream); }
-  void layernorm(const LayerNormArgs& a) override { cuda::launch_layernorm(a, cuda::ctx().stream); }
-  void softmax(const SoftmaxArgs& a) override { cuda::launch_softmax(a, cuda::ctx().stream); }
+  void conv2d(const Conv2dArgs& a) override {
+    cuda::EnqueueScope enq;
+    cuda::launch_conv2d(a, cuda::ctx().stream);
+  }
+  void layernorm(const LayerNormArgs& a) override {
+    cuda::EnqueueScope enq;
+    cuda::launch_layernorm(a, cuda::ctx().stream);
+  }
+  void softmax(const SoftmaxArgs& a) override {
+    cuda::EnqueueScope enq;
+    cuda::launch_softmax(a, cuda::ctx().stream);
+  }
   void elementwise(const ElementwiseArgs& a) override {
     cuda::Context& c = cuda::ctx();
+    cuda::EnqueueScope enq;
     cuda::launch_elementwise(a, c.info.sm_count, c.stream);
   }
 };

@@ -213,6 +213,7 @@ void matmul_with_algo(const MatmulArgs& a, int index) {
   Context& c = ctx();
   if (degenerate(a, c)) return;
   std::lock_guard<std::mutex> lock(cache().mu);
+  EnqueueScope enq;
   Plan& p = plan_for(c, a);
   fetch_algos(c, p, index + 1);
   if (index < 0 || index >= static_cast<int>(p.algos.size())) {
@@ -227,6 +228,7 @@ void matmul_set_algo(const MatmulArgs& a, int index) {
   Context& c = ctx();
   if (a.m <= 0 || a.n <= 0 || a.k <= 0) return;
   std::lock_guard<std::mutex> lock(cache().mu);
+  EnqueueScope enq;
   Plan& p = plan_for(c, a);
   fetch_algos(c, p, index + 1);
   if (index < 0 || index >= static_cast<int>(p.algos.size())) {
