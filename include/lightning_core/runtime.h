@@ -22,5 +22,7 @@ std::vector<std::pair<std::string, std::string>> build_info();
 DeviceKind require_device(DeviceRequest r, const char* op);
 // Waits for all queued device work (every backend).
 void synchronize();
+// Returns the caching allocators' unused blocks to the devices (after a MemoryError, say).
+void empty_cache();
 
 }  // namespace lc

@@ -5,6 +5,7 @@
 #include <nanobind/stl/vector.h>
 
 #include "bindings.h"
+#include "backends/backend.h"
 #include "core/op_runner.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/runtime.h"
@@ -27,6 +28,23 @@ void register_runtime(nb::module_& m) {
     nb::gil_scoped_release nogil;
     lc::synchronize();
   }, "Waits for all queued device work.");
+  m.def("empty_cache", [] {
+    nb::gil_scoped_release nogil;
+    lc::empty_cache();
+  }, "Returns cached, unused device memory to the driver.");
+  m.def("memory_info", [](const std::string& device) {
+    const lc::DeviceKind kind = lc::require_device(lc::parse_device(device, "memory_info"), "memory_info");
+    const lc::MemoryInfo mi = lc::get_backend(kind).memory_info();
+    nb::dict d;
+    d["device"] = lc::to_string(kind);
+    d["known"] = mi.known;
+    d["free_bytes"] = mi.free;
+    d["total_bytes"] = mi.total;
+    d["in_use_bytes"] = mi.in_use;
+    d["cached_bytes"] = mi.cached;
+    return d;
+  }, nb::arg("device") = "cuda",
+     "Device memory: free/total, bytes in live tensors and in the allocator's cache.");
   m.def("_set_explain", &lc::set_explain);
   m.def("last_op_report", [] {
     const lc::OpReport& r = lc::last_op_report();

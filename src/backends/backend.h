@@ -87,6 +87,14 @@ struct ElementwiseArgs {
   float alpha = 1.0f;
 };
 
+// Device memory as the backend sees it (known=false where the backend has no such notion).
+struct MemoryInfo {
+  bool known = false;
+  std::size_t free = 0, total = 0;   // the device's free/total memory
+  std::size_t in_use = 0;            // held by live tensors of this process
+  std::size_t cached = 0;            // kept by the caching allocator for reuse
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -108,6 +116,9 @@ class Backend {
   virtual void copy_to_host(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void copy_within(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void synchronize() = 0;
+  // Memory statistics and returning cached blocks to the device (no-ops on the CPU).
+  virtual MemoryInfo memory_info() { return {}; }
+  virtual void empty_cache() {}
 
   // Hooks for the core's single launch path (src/core/launch.h); defaults do nothing.
   // range_push/pop: named ranges a profiler shows (NVTX on CUDA).

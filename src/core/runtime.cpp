@@ -65,6 +65,13 @@ DeviceKind require_device(DeviceRequest r, const char* op) {
                     avail + " (or \"auto\").");
 }
 
+void empty_cache() {
+  for (DeviceKind d : {DeviceKind::cuda, DeviceKind::metal}) {
+    Backend& be = get_backend(d);
+    if (be.available()) be.empty_cache();
+  }
+}
+
 void synchronize() {
   for (DeviceKind d : {DeviceKind::cuda, DeviceKind::metal}) {
     Backend& be = get_backend(d);

@@ -79,3 +79,28 @@ def test_per_call_policy_and_default_policy():
     finally:
         lc.set_default_policy(before)
     assert lc.get_default_policy() == before
+
+
+@pytest.mark.gpu
+def test_cuda_out_of_memory_raises_memoryerror_and_runtime_recovers():
+    """Allocating beyond the card raises MemoryError naming the fix; ops keep working after."""
+    before = lc.memory_info("cuda")
+    assert before["known"] and before["total_bytes"] > 0
+    too_big = before["total_bytes"] * 2 // 4 + (1 << 30)  # float32 elements: 2x the card
+    with pytest.raises(MemoryError) as err:
+        lc.Tensor.empty((too_big,), device="cuda")
+    msg = str(err.value)
+    assert "out of device memory" in msg and "device=\"cpu\"" in msg
+    lc.empty_cache()
+    x = lc.Tensor(np.arange(1000, dtype=np.float32), device="cuda")
+    y = lc.vector_add(x, x)
+    lc.synchronize()
+    np.testing.assert_array_equal(y.numpy(), 2 * np.arange(1000, dtype=np.float32))
+    after = lc.memory_info("cuda")
+    assert after["free_bytes"] > 0
+
+
+def test_memory_info_and_empty_cache_on_cpu_are_harmless():
+    info = lc.memory_info("cpu")
+    assert info["device"] == "cpu" and info["known"] is False
+    lc.empty_cache()  # no device: nothing to return, no error

@@ -245,6 +245,19 @@ class CudaBackend final : public Backend {
     LC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda::ctx().stream));
   }
   void synchronize() override { cuda::synchronize_stream(); }
+  MemoryInfo memory_info() override {
+    MemoryInfo m;
+    if (!cuda::probe_available(nullptr)) return m;
+    cuda::mem_info(&m.free, &m.total);
+    const cuda::AllocatorStats st = cuda::allocator_stats();
+    m.in_use = st.in_use_bytes;
+    m.cached = st.cached_bytes;
+    m.known = true;
+    return m;
+  }
+  void empty_cache() override {
+    if (cuda::probe_available(nullptr)) cuda::empty_cache();
+  }
 
   void range_push(const char* name) override { nvtxRangePushA(name ? name : "lc"); }
   void range_pop() override { nvtxRangePop(); }
