@@ -1,6 +1,7 @@
 // conv2d_nchw (+ fused activation): validation, placement and dispatch to Backend::conv2d.
 #include "core/op_runner.h"
 #include "ops/checks.h"
+#include "ops/conv2d.h"
 
 namespace lc {
 
@@ -56,10 +57,20 @@ WorkEstimate conv_work(const Tensor& x, const Tensor& w, const ConvGeom& g) {
 
 void run_conv(OpRunner& r, const Tensor& x, const Tensor& w, const Tensor* bias, int sh, int sw,
               int ph, int pw, Activation act, const ConvGeom& g, Tensor& out) {
-  Conv2dArgs a;
+  Conv2dArgs a = conv2d_geometry(x, w, sh, sw, ph, pw, g.oh, g.ow, act);
   a.x = r.in(x);
   a.w = r.in(w);
   a.bias = r.in_opt(bias);
+  a.out = r.out(out);
+  r.launch([&](Backend& be) { be.conv2d(a); });
+  r.finish();
+}
+
+}  // namespace
+
+Conv2dArgs conv2d_geometry(const Tensor& x, const Tensor& w, int sh, int sw, int ph, int pw,
+                           std::int64_t oh, std::int64_t ow, Activation act) {
+  Conv2dArgs a;
   a.n = x.size(0);
   a.c = x.size(1);
   a.h = x.size(2);
@@ -71,15 +82,11 @@ void run_conv(OpRunner& r, const Tensor& x, const Tensor& w, const Tensor* bias,
   a.stride_w = sw;
   a.pad_h = ph;
   a.pad_w = pw;
-  a.oh = g.oh;
-  a.ow = g.ow;
+  a.oh = oh;
+  a.ow = ow;
   a.act = act;
-  a.out = r.out(out);
-  r.launch([&](Backend& be) { be.conv2d(a); });
-  r.finish();
+  return a;
 }
-
-}  // namespace
 
 std::vector<std::int64_t> conv2d_nchw_out_shape(const Tensor& x, const Tensor& w, const Tensor* bias,
                                                 int sh, int sw, int ph, int pw) {

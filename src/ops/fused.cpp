@@ -9,6 +9,7 @@
 #include "core/tuners.h"
 #include "lightning_core/ops.h"
 #include "ops/checks.h"
+#include "ops/conv2d.h"
 
 #ifdef LC_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
@@ -72,24 +73,11 @@ void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
   est.conv_macs = static_cast<double>(cs[1]) * cs[2] * cs[3] * w.size(1) * w.size(2) * w.size(3);
   est.flops = 2.0 * est.conv_macs;
   r.place(est, {&x, &w, bias});
-  Conv2dArgs a;
+  Conv2dArgs a = conv2d_geometry(x, w, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w, cs[2],
+                                 cs[3], prm.act);
   a.x = r.in(x);
   a.w = r.in(w);
   a.bias = r.in_opt(bias);
-  a.n = x.size(0);
-  a.c = x.size(1);
-  a.h = x.size(2);
-  a.w_in = x.size(3);
-  a.oc = w.size(0);
-  a.kh = w.size(2);
-  a.kw = w.size(3);
-  a.stride_h = prm.stride_h;
-  a.stride_w = prm.stride_w;
-  a.pad_h = prm.pad_h;
-  a.pad_w = prm.pad_w;
-  a.oh = cs[2];
-  a.ow = cs[3];
-  a.act = prm.act;
   a.out = r.out(conv);
   std::string choice = "auto";
   if (r.device() == DeviceKind::cpu) choice = autotune::cpu_conv2d_choice(a, pc.autotune);
