@@ -155,8 +155,8 @@ def placement(
 ) -> dict:
     """Where ``op`` with these argument shapes (or arrays) would run, without running it.
 
-    Returns a dict: device, reason, cpu_us / gpu_us (the cost model's estimates), flops, family,
-    fallback. ``gpu_available`` (True/False) replaces the real device query, so decisions can
+    Returns a dict: device, reason, cpu_us / gpu_us (the cost model's estimates; gpu_us
+    includes transfer_us, the upload + download part), flops, family, fallback. ``gpu_available`` (True/False) replaces the real device query, so decisions can
     be explored (and tested) on any machine; None asks the runtime. ``stride`` / ``padding``
     (int or (h, w)) apply to conv ops.
     """

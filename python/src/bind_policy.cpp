@@ -42,38 +42,54 @@ void init_policy(lc::ExecutionPolicy* self, const std::string& device, const std
 const char* kFamilies[] = {"matmul", "attention", "conv2d", "norm", "elementwise"};
 
 nb::dict model_to_dict(const lc::CostModel& m) {
-  nb::dict d, cpu, gpu;
-  for (int i = 0; i < static_cast<int>(lc::OpFamily::count); ++i) {
+  nb::dict d, cpu, gpu, cpu_oh, gpu_oh;
+  for (int i = 0; i < lc::CostModel::kFamilies; ++i) {
     cpu[kFamilies[i]] = m.cpu_gflops[i];
     gpu[kFamilies[i]] = m.gpu_gflops[i];
+    cpu_oh[kFamilies[i]] = m.cpu_family_overhead_us[i];
+    gpu_oh[kFamilies[i]] = m.gpu_family_overhead_us[i];
   }
   d["cpu_gflops"] = cpu;
   d["gpu_gflops"] = gpu;
+  d["cpu_family_overhead_us"] = cpu_oh;
+  d["gpu_family_overhead_us"] = gpu_oh;
   d["cpu_overhead_us"] = m.cpu_overhead_us;
   d["gpu_launch_us"] = m.gpu_launch_us;
   d["h2d_gbps"] = m.h2d_gbps;
   d["d2h_gbps"] = m.d2h_gbps;
+  d["h2d_latency_us"] = m.h2d_latency_us;
+  d["d2h_latency_us"] = m.d2h_latency_us;
   d["conv_cpu_crossover_macs"] = m.conv_cpu_crossover_macs;
+  d["conv_crossover_explicit"] = m.conv_crossover_explicit;
   d["calibrated"] = m.calibrated;
+  d["gpu_calibrated"] = m.gpu_calibrated;
   return d;
 }
 
 // Starts from the model in force and overrides the given fields (a fake model for tests).
+// Giving conv_cpu_crossover_macs makes the crossover explicit (it then decides conv2d even with
+// a fitted model) unless conv_crossover_explicit is given too.
 lc::CostModel model_from_dict(const nb::dict& d) {
   static constexpr const char* op = "set_cost_model";
   lc::CostModel m = lc::cost_model();
+  bool explicit_given = false;
   for (auto [k_, v] : d) {
     const std::string k = nb::cast<std::string>(k_);
-    if (k == "cpu_gflops" || k == "gpu_gflops") {
-      double* dst = k == "cpu_gflops" ? m.cpu_gflops : m.gpu_gflops;
+    const bool rates = k == "cpu_gflops" || k == "gpu_gflops";
+    if (rates || k == "cpu_family_overhead_us" || k == "gpu_family_overhead_us") {
+      double* dst = k == "cpu_gflops"               ? m.cpu_gflops
+                    : k == "gpu_gflops"             ? m.gpu_gflops
+                    : k == "cpu_family_overhead_us" ? m.cpu_family_overhead_us
+                                                    : m.gpu_family_overhead_us;
       for (auto [fk_, fv] : nb::cast<nb::dict>(v)) {
         const std::string fk = nb::cast<std::string>(fk_);
         int idx = -1;
-        for (int i = 0; i < static_cast<int>(lc::OpFamily::count); ++i)
+        for (int i = 0; i < lc::CostModel::kFamilies; ++i)
           if (fk == kFamilies[i]) idx = i;
         if (idx < 0) lc::throw_value(op, "unknown op family '" + fk + "'");
         dst[idx] = nb::cast<double>(fv);
-        if (!(dst[idx] > 0)) lc::throw_value(op, k + "[" + fk + "] must be > 0");
+        if (rates && !(dst[idx] > 0)) lc::throw_value(op, k + "[" + fk + "] must be > 0");
+        if (!rates && !(dst[idx] >= 0)) lc::throw_value(op, k + "[" + fk + "] must be >= 0");
       }
     } else if (k == "cpu_overhead_us") {
       m.cpu_overhead_us = nb::cast<double>(v);
@@ -83,16 +99,27 @@ lc::CostModel model_from_dict(const nb::dict& d) {
       m.h2d_gbps = nb::cast<double>(v);
     } else if (k == "d2h_gbps") {
       m.d2h_gbps = nb::cast<double>(v);
+    } else if (k == "h2d_latency_us") {
+      m.h2d_latency_us = nb::cast<double>(v);
+    } else if (k == "d2h_latency_us") {
+      m.d2h_latency_us = nb::cast<double>(v);
     } else if (k == "conv_cpu_crossover_macs") {
       m.conv_cpu_crossover_macs = nb::cast<double>(v);
+      if (!explicit_given) m.conv_crossover_explicit = true;
+    } else if (k == "conv_crossover_explicit") {
+      m.conv_crossover_explicit = nb::cast<bool>(v);
+      explicit_given = true;
     } else if (k == "calibrated") {
       m.calibrated = nb::cast<bool>(v);
+    } else if (k == "gpu_calibrated") {
+      m.gpu_calibrated = nb::cast<bool>(v);
     } else {
       lc::throw_value(op, "unknown cost-model field '" + k + "'");
     }
   }
-  if (!(m.h2d_gbps > 0) || !(m.d2h_gbps > 0) || m.gpu_launch_us < 0 || m.cpu_overhead_us < 0)
-    lc::throw_value(op, "bandwidths must be > 0 and overheads >= 0");
+  if (!(m.h2d_gbps > 0) || !(m.d2h_gbps > 0) || m.gpu_launch_us < 0 || m.cpu_overhead_us < 0 ||
+      m.h2d_latency_us < 0 || m.d2h_latency_us < 0)
+    lc::throw_value(op, "bandwidths must be > 0 and overheads / latencies >= 0");
   return m;
 }
 
@@ -122,6 +149,7 @@ nb::dict placement_query(const std::string& op, const std::vector<std::vector<st
   d["reason"] = pl.reason;
   d["cpu_us"] = m2.cpu_us(w);
   d["gpu_us"] = m2.gpu_us(w);
+  d["transfer_us"] = m2.transfer_us(w);
   d["flops"] = w.flops;
   d["family"] = lc::to_string(w.family);
   return d;

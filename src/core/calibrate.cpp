@@ -1,13 +1,20 @@
 // Cost-model calibration (placement.h): a short measurement of this machine, cached in the
 // auto-tune cache keyed by the CPU and GPU fingerprints, so later processes reuse it.
 //
-// CPU: the CPU backend's kernels on tiny problems (one per op family), best of a few runs.
-// GPU: launch + sync round trip of a 1-element op, H2D / D2H bandwidth of a 16 MB copy, and
-// rates of medium problems per family. With CJ_CONV2D_CPU_CROSSOVER_DYNAMIC=1 the conv
-// crossover is re-measured (never taken from the cache): a ladder of conv sizes is run on both
-// sides (GPU including upload and download) and the first size where the GPU wins becomes the
-// crossover. Everything here calls backends directly (not the op API), so it never recurses
-// into placement.
+// Per op family and per side the model is t(flops) = a + flops / r. Both parameters come from
+// two probe sizes (small and medium, e.g. GEMM 64^3 and 384^3 on the CPU, 64^3 and 1024^3 on
+// the GPU): each point is the MEDIAN of >= 7 runs after warm-up runs (the medium size first, so
+// the CPU thread pool, first-touch pages, cuBLASLt/cuDNN handles are up before anything is
+// timed); a >= 0 and r > 0 are enforced (fit_two_points). A single size extrapolated badly: a
+// small-size CPU rate misses the multi-threaded rate of medium sizes, one cold sample made the
+// CPU look slow. Shared fixed costs: the CPU call overhead (a 1-element op) and the GPU launch +
+// sync round trip of a 1-element kernel; the per-family intercepts are stored as the excess over
+// them. Transfers: per direction a small (4 KB) and a large (8 MB) copy from pageable host memory
+// (what one-shot numpy calls do), appended to a tiny kernel + sync, give latency and bandwidth.
+// With CJ_CONV2D_CPU_CROSSOVER_DYNAMIC=1 the conv crossover is re-measured (never taken from
+// the cache): a ladder of conv sizes is run on both sides (GPU including upload and download)
+// and the first size where the GPU wins becomes the crossover. Everything here calls backends
+// directly (not the op API), so it never recurses into placement.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -15,6 +22,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -31,7 +39,9 @@ namespace lc {
 namespace {
 
 constexpr const char* kCalibOp = "calibration";
-constexpr const char* kCalibShapes = "cost-model-v1";
+// v2: two-point fits per family and side, per-family overheads, transfer latencies. The key
+// changes with the schema, so models cached by older versions are never reused.
+constexpr const char* kCalibShapes = "cost-model-v2";
 
 bool env_flag(const char* name) {
   const char* v = std::getenv(name);
@@ -40,15 +50,16 @@ bool env_flag(const char* name) {
   return s == "1" || s == "on" || s == "true" || s == "yes";
 }
 
-double best_us(const std::function<void()>& f, int reps) {
-  double best = 1e300;
-  for (int r = 0; r < reps; ++r) {
+// Median wall time (µs) of `reps` runs of f.
+double median_us(const std::function<void()>& f, int reps) {
+  std::vector<double> t(static_cast<std::size_t>(std::max(reps, 1)));
+  for (auto& x : t) {
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    best = std::min(best, std::chrono::duration<double, std::micro>(
-                              std::chrono::steady_clock::now() - t0).count());
+    x = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
   }
-  return std::max(best, 1e-3);
+  std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+  return std::max(t[t.size() / 2], 1e-3);
 }
 
 // A buffer of `n` floats on `be` filled with a small constant (defined contents).
@@ -57,7 +68,12 @@ struct DevBuf {
   void* p = nullptr;
   DevBuf(Backend& b, std::size_t n) : be(&b), p(b.alloc(n * sizeof(float))) {
     std::vector<float> h(n, 0.01f);
-    b.copy_from_host(p, h.data(), n * sizeof(float));
+    try {
+      b.copy_from_host(p, h.data(), n * sizeof(float));
+    } catch (...) {
+      b.free(p);
+      throw;
+    }
   }
   ~DevBuf() { be->free(p); }
   DevBuf(const DevBuf&) = delete;
@@ -65,84 +81,184 @@ struct DevBuf {
   float* f() const { return static_cast<float*>(p); }
 };
 
-// Rate (GFLOP/s) of each family's probe on `be`; `sync` after each run for device backends.
-void measure_rates(Backend& be, bool device, bool big, double out_gflops[]) {
-  const auto sync = [&] {
-    if (device) be.synchronize();
+// One probe: an op of a family at one size, with its buffers, and its flops counted exactly as
+// estimate_work() counts them.
+struct Probe {
+  double flops = 0;
+  std::vector<std::unique_ptr<DevBuf>> bufs;
+  std::function<void()> run;
+  float* buf(Backend& be, std::size_t n) {
+    bufs.push_back(std::make_unique<DevBuf>(be, n));
+    return bufs.back()->f();
+  }
+};
+
+// Size parameters of the two probes per family: {small, medium} for each side.
+struct Sizes {
+  std::int64_t mm[2];         // n of an n^3 GEMM
+  std::int64_t att[2][2];     // seq, head dim
+  std::int64_t conv[2][3];    // c (= in channels), oc, h = w (3x3, pad 1)
+  std::int64_t norm[2][2];    // rows, cols
+  std::int64_t ew[2];         // elements
+};
+constexpr Sizes kCpuSizes{{64, 384},
+                          {{16, 32}, {256, 64}},
+                          {{3, 16, 16}, {32, 32, 32}},
+                          {{16, 256}, {512, 1024}},
+                          {4096, 1 << 20}};
+constexpr Sizes kGpuSizes{{64, 1024},
+                          {{16, 32}, {1024, 64}},
+                          {{3, 16, 16}, {64, 64, 64}},
+                          {{16, 256}, {4096, 1024}},
+                          {4096, 1 << 22}};
+
+std::unique_ptr<Probe> make_probe(Backend& be, OpFamily fam, const Sizes& sz, int which) {
+  auto p = std::make_unique<Probe>();
+  switch (fam) {
+    case OpFamily::matmul: {
+      const std::int64_t n = sz.mm[which];
+      MatmulArgs m;
+      m.a = p->buf(be, n * n);
+      m.b = p->buf(be, n * n);
+      m.out = p->buf(be, n * n);
+      m.m = m.k = m.n = n;
+      p->flops = 2.0 * n * n * n;
+      p->run = [&be, m] { be.matmul(m); };
+      break;
+    }
+    case OpFamily::attention: {
+      const std::int64_t s = sz.att[which][0], d = sz.att[which][1];
+      AttentionArgs a;
+      a.q = a.k = a.v = p->buf(be, s * d);
+      a.out = p->buf(be, s * d);
+      a.sq = a.sk = s;
+      a.d = a.dv = d;
+      a.scale = 1.0f / std::sqrt(static_cast<float>(d));
+      p->flops = 2.0 * s * s * (d + d);
+      p->run = [&be, a] { be.attention(a); };
+      break;
+    }
+    case OpFamily::conv2d: {
+      const std::int64_t c = sz.conv[which][0], oc = sz.conv[which][1], hw = sz.conv[which][2];
+      Conv2dArgs a;
+      a.x = p->buf(be, c * hw * hw);
+      a.w = p->buf(be, oc * c * 9);
+      a.out = p->buf(be, oc * hw * hw);
+      a.n = 1;
+      a.c = c;
+      a.oc = oc;
+      a.h = a.w_in = hw;
+      a.kh = a.kw = 3;
+      a.pad_h = a.pad_w = 1;
+      a.oh = a.ow = hw;
+      p->flops = 2.0 * oc * c * 9 * hw * hw;
+      p->run = [&be, a] { be.conv2d(a); };
+      break;
+    }
+    case OpFamily::norm: {
+      const std::int64_t rows = sz.norm[which][0], cols = sz.norm[which][1];
+      LayerNormArgs a;
+      a.x = p->buf(be, rows * cols);
+      a.out = p->buf(be, rows * cols);
+      a.rows = rows;
+      a.cols = cols;
+      p->flops = 8.0 * rows * cols;
+      p->run = [&be, a] { be.layernorm(a); };
+      break;
+    }
+    case OpFamily::elementwise:
+    case OpFamily::count: {
+      const std::int64_t n = sz.ew[which];
+      ElementwiseArgs e;
+      e.kind = EwKind::add;
+      e.a = p->buf(be, n);
+      e.b = p->buf(be, n);
+      e.out = p->buf(be, n);
+      e.n = n;
+      p->flops = static_cast<double>(n);
+      p->run = [&be, e] { be.elementwise(e); };
+      break;
+    }
+  }
+  return p;
+}
+
+// One measured point of the fit (kept in the cache entry for diagnosis).
+struct Point {
+  double flops = 0, us = 0;
+};
+
+// Fits t = a + flops / r for every family on `be` (`device`: synchronise after each run).
+// Writes the rates and intercepts, and the raw points.
+void fit_families(Backend& be, bool device, const Sizes& sz, double gflops[], double a_us[],
+                  Point points[][2]) {
+  for (int i = 0; i < CostModel::kFamilies; ++i) {
+    const auto fam = static_cast<OpFamily>(i);
+    auto small = make_probe(be, fam, sz, 0);
+    auto medium = make_probe(be, fam, sz, 1);
+    auto timed = [&](Probe& p) {
+      return [&be, &p, device] {
+        p.run();
+        if (device) be.synchronize();
+      };
+    };
+    const auto run_s = timed(*small), run_m = timed(*medium);
+    // Warm-up: the medium size first (starts the thread pool / library handles, touches every
+    // page), then the small one.
+    run_m();
+    run_m();
+    run_s();
+    run_s();
+    const double ts = median_us(run_s, 11);
+    const double tm = median_us(run_m, 7);
+    const LinearFit f = fit_two_points(small->flops, ts, medium->flops, tm);
+    gflops[i] = f.gflops;
+    a_us[i] = f.a_us;
+    points[i][0] = {small->flops, ts};
+    points[i][1] = {medium->flops, tm};
+  }
+}
+
+// Transfer latency and bandwidth of one direction: a tiny kernel + sync with a small and a large
+// copy appended, minus the kernel + sync alone. `to_device`: H2D, else D2H.
+void fit_transfer(Backend& gpu, bool to_device, double launch_us, double& latency_us,
+                  double& gbps) {
+  const std::size_t small = 4u << 10, large = 8u << 20;
+  std::vector<char> host(large, 1);
+  DevBuf one(gpu, 1);
+  void* d = gpu.alloc(large);
+  ElementwiseArgs e;
+  e.kind = EwKind::relu;
+  e.a = one.f();
+  e.out = one.f();
+  e.n = 1;
+  auto run = [&](std::size_t bytes) {
+    return [&gpu, &host, d, e, bytes, to_device] {
+      if (to_device) {
+        gpu.copy_from_host(d, host.data(), bytes);
+        gpu.elementwise(e);
+      } else {
+        gpu.elementwise(e);
+        gpu.copy_to_host(host.data(), d, bytes);
+      }
+      gpu.synchronize();
+    };
   };
-  const int reps = 3;
-  {  // matmul
-    const std::int64_t n = big ? 1024 : 96;
-    DevBuf a(be, n * n), b(be, n * n), c(be, n * n);
-    MatmulArgs m;
-    m.a = a.f();
-    m.b = b.f();
-    m.out = c.f();
-    m.m = m.k = m.n = n;
-    be.matmul(m);
-    sync();
-    const double us = best_us([&] { be.matmul(m); sync(); }, reps);
-    out_gflops[static_cast<int>(OpFamily::matmul)] = 2.0 * n * n * n / (us * 1e3);
+  double ts = 0, tl = 0;
+  try {
+    const auto rs = run(small), rl = run(large);
+    rl();
+    rs();
+    ts = median_us(rs, 11);
+    tl = median_us(rl, 7);
+  } catch (...) {
+    gpu.free(d);
+    throw;
   }
-  {  // attention
-    const std::int64_t s = big ? 1024 : 64, d = 64;
-    DevBuf q(be, s * d), o(be, s * d);
-    AttentionArgs a;
-    a.q = a.k = a.v = q.f();
-    a.out = o.f();
-    a.sq = a.sk = s;
-    a.d = a.dv = d;
-    a.scale = 0.125f;
-    be.attention(a);
-    sync();
-    const double us = best_us([&] { be.attention(a); sync(); }, reps);
-    out_gflops[static_cast<int>(OpFamily::attention)] = 4.0 * s * s * d / (us * 1e3);
-  }
-  {  // conv2d
-    const std::int64_t c = big ? 64 : 8, hw = big ? 64 : 16;
-    DevBuf x(be, c * hw * hw), w(be, c * c * 9), o(be, c * hw * hw);
-    Conv2dArgs a;
-    a.x = x.f();
-    a.w = w.f();
-    a.out = o.f();
-    a.n = 1;
-    a.c = a.oc = c;
-    a.h = a.w_in = hw;
-    a.kh = a.kw = 3;
-    a.pad_h = a.pad_w = 1;
-    a.oh = a.ow = hw;
-    be.conv2d(a);
-    sync();
-    const double us = best_us([&] { be.conv2d(a); sync(); }, reps);
-    out_gflops[static_cast<int>(OpFamily::conv2d)] = 2.0 * c * c * 9 * hw * hw / (us * 1e3);
-  }
-  {  // norm
-    const std::int64_t rows = big ? 4096 : 64, cols = 1024;
-    DevBuf x(be, rows * cols), o(be, rows * cols);
-    LayerNormArgs a;
-    a.x = x.f();
-    a.out = o.f();
-    a.rows = rows;
-    a.cols = cols;
-    be.layernorm(a);
-    sync();
-    const double us = best_us([&] { be.layernorm(a); sync(); }, reps);
-    out_gflops[static_cast<int>(OpFamily::norm)] = 8.0 * rows * cols / (us * 1e3);
-  }
-  {  // elementwise
-    const std::int64_t n = big ? (1 << 22) : (1 << 15);
-    DevBuf a(be, n), b(be, n), o(be, n);
-    ElementwiseArgs e;
-    e.kind = EwKind::add;
-    e.a = a.f();
-    e.b = b.f();
-    e.out = o.f();
-    e.n = n;
-    be.elementwise(e);
-    sync();
-    const double us = best_us([&] { be.elementwise(e); sync(); }, reps);
-    out_gflops[static_cast<int>(OpFamily::elementwise)] = static_cast<double>(n) / (us * 1e3);
-  }
+  gpu.free(d);
+  const double slope = (tl - ts) / static_cast<double>(large - small);  // µs per byte
+  gbps = slope > 0 ? 1.0 / (slope * 1e3) : static_cast<double>(large) / (tl * 1e3);
+  latency_us = std::max(0.0, ts - launch_us - small / (gbps * 1e3));
 }
 
 // The smallest conv (MACs) of a ladder where the GPU, uploads and downloads included, beats the
@@ -165,7 +281,7 @@ double measure_conv_crossover(Backend& cpu, Backend& gpu) {
     a.w = hw_.data();
     a.out = hout.data();
     cpu.conv2d(a);
-    const double t_cpu = best_us([&] { cpu.conv2d(a); }, 5);
+    const double t_cpu = median_us([&] { cpu.conv2d(a); }, 7);
     void* dx = gpu.alloc(xs * 4);
     void* dw = gpu.alloc(ws * 4);
     void* dout = gpu.alloc(xs * 4);
@@ -183,7 +299,7 @@ double measure_conv_crossover(Backend& cpu, Backend& gpu) {
     double t_gpu = 0;
     try {
       gpu_call();
-      t_gpu = best_us(gpu_call, 5);
+      t_gpu = median_us(gpu_call, 7);
     } catch (...) {
       gpu.free(dx);
       gpu.free(dw);
@@ -201,46 +317,69 @@ double measure_conv_crossover(Backend& cpu, Backend& gpu) {
 
 const char* kFamilyNames[] = {"matmul", "attention", "conv2d", "norm", "elementwise"};
 
-autotune::Fields to_fields(const CostModel& m, bool gpu) {
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+autotune::Fields to_fields(const CostModel& m, bool gpu, const Point cpu_pts[][2],
+                           const Point gpu_pts[][2]) {
   autotune::Fields f;
-  auto num = [](double v) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.9g", v);
-    return std::string(buf);
+  auto pts = [](const Point p[2]) {
+    return num(p[0].flops) + "flop:" + num(p[0].us) + "us," + num(p[1].flops) + "flop:" +
+           num(p[1].us) + "us";
   };
-  for (int i = 0; i < static_cast<int>(OpFamily::count); ++i) {
-    f[std::string("cpu_gflops_") + kFamilyNames[i]] = num(m.cpu_gflops[i]);
-    if (gpu) f[std::string("gpu_gflops_") + kFamilyNames[i]] = num(m.gpu_gflops[i]);
+  for (int i = 0; i < CostModel::kFamilies; ++i) {
+    const std::string fam = kFamilyNames[i];
+    f["cpu_gflops_" + fam] = num(m.cpu_gflops[i]);
+    f["cpu_overhead_us_" + fam] = num(m.cpu_family_overhead_us[i]);
+    if (cpu_pts) f["cpu_points_" + fam] = pts(cpu_pts[i]);  // informational
+    if (gpu) {
+      f["gpu_gflops_" + fam] = num(m.gpu_gflops[i]);
+      f["gpu_overhead_us_" + fam] = num(m.gpu_family_overhead_us[i]);
+      if (gpu_pts) f["gpu_points_" + fam] = pts(gpu_pts[i]);
+    }
   }
   f["cpu_overhead_us"] = num(m.cpu_overhead_us);
   if (gpu) {
     f["gpu_launch_us"] = num(m.gpu_launch_us);
     f["h2d_gbps"] = num(m.h2d_gbps);
     f["d2h_gbps"] = num(m.d2h_gbps);
+    f["h2d_latency_us"] = num(m.h2d_latency_us);
+    f["d2h_latency_us"] = num(m.d2h_latency_us);
   }
   f["choice"] = gpu ? "cpu+gpu" : "cpu";
   return f;
 }
 
 bool from_fields(const autotune::Fields& f, CostModel& m) {
-  auto get = [&](const std::string& k, double& v) {
+  // positive: rates and bandwidths (> 0); otherwise a time (>= 0).
+  auto get = [&](const std::string& k, double& v, bool positive) {
     auto it = f.find(k);
     if (it == f.end()) return false;
     char* end = nullptr;
     const double d = std::strtod(it->second.c_str(), &end);
-    if (!end || *end != '\0' || !(d > 0) || !std::isfinite(d)) return false;
+    if (!end || *end != '\0' || !std::isfinite(d) || d < 0 || (positive && !(d > 0))) return false;
     v = d;
     return true;
   };
   const bool gpu = f.count("gpu_launch_us") > 0;
   bool ok = true;
-  for (int i = 0; i < static_cast<int>(OpFamily::count); ++i) {
-    ok = ok && get(std::string("cpu_gflops_") + kFamilyNames[i], m.cpu_gflops[i]);
-    if (gpu) ok = ok && get(std::string("gpu_gflops_") + kFamilyNames[i], m.gpu_gflops[i]);
+  for (int i = 0; i < CostModel::kFamilies; ++i) {
+    const std::string fam = kFamilyNames[i];
+    ok = ok && get("cpu_gflops_" + fam, m.cpu_gflops[i], true) &&
+         get("cpu_overhead_us_" + fam, m.cpu_family_overhead_us[i], false);
+    if (gpu)
+      ok = ok && get("gpu_gflops_" + fam, m.gpu_gflops[i], true) &&
+           get("gpu_overhead_us_" + fam, m.gpu_family_overhead_us[i], false);
   }
-  ok = ok && get("cpu_overhead_us", m.cpu_overhead_us);
-  if (gpu) ok = ok && get("gpu_launch_us", m.gpu_launch_us) && get("h2d_gbps", m.h2d_gbps) &&
-                get("d2h_gbps", m.d2h_gbps);
+  ok = ok && get("cpu_overhead_us", m.cpu_overhead_us, false);
+  if (gpu)
+    ok = ok && get("gpu_launch_us", m.gpu_launch_us, false) && get("h2d_gbps", m.h2d_gbps, true) &&
+         get("d2h_gbps", m.d2h_gbps, true) && get("h2d_latency_us", m.h2d_latency_us, false) &&
+         get("d2h_latency_us", m.d2h_latency_us, false);
+  m.gpu_calibrated = gpu;
   return ok;
 }
 
@@ -269,8 +408,9 @@ CostModel calibrate(bool force) {
     if (auto f = autotune::lookup(key)) have = from_fields(*f, m);
   }
   if (!have) {
+    m = CostModel{};
     autotune::note_measurement();
-    measure_rates(cpu, false, false, m.cpu_gflops);
+    Point cpu_pts[CostModel::kFamilies][2], gpu_pts[CostModel::kFamilies][2];
     // Fixed per-call cost of the CPU path: a 1-element op.
     {
       float a = 1, b = 2, o = 0;
@@ -279,41 +419,42 @@ CostModel calibrate(bool force) {
       e.b = &b;
       e.out = &o;
       e.n = 1;
-      m.cpu_overhead_us = best_us([&] { cpu.elementwise(e); }, 20);
+      cpu.elementwise(e);
+      m.cpu_overhead_us = median_us([&] { cpu.elementwise(e); }, 21);
     }
+    double a_us[CostModel::kFamilies];
+    fit_families(cpu, false, kCpuSizes, m.cpu_gflops, a_us, cpu_pts);
+    for (int i = 0; i < CostModel::kFamilies; ++i)
+      m.cpu_family_overhead_us[i] = std::max(0.0, a_us[i] - m.cpu_overhead_us);
     if (have_gpu) {
-      measure_rates(gpu, true, true, m.gpu_gflops);
-      DevBuf one(gpu, 1);
-      ElementwiseArgs e;
-      e.kind = EwKind::relu;
-      e.a = one.f();
-      e.out = one.f();
-      e.n = 1;
-      gpu.elementwise(e);
-      gpu.synchronize();
-      m.gpu_launch_us = best_us([&] { gpu.elementwise(e); gpu.synchronize(); }, 20);
-      const std::size_t bytes = 16u << 20;
-      std::vector<char> host(bytes, 1);
-      void* d = gpu.alloc(bytes);
-      try {
-        gpu.copy_from_host(d, host.data(), bytes);
-        gpu.synchronize();
-        const double up = best_us([&] { gpu.copy_from_host(d, host.data(), bytes); gpu.synchronize(); }, 3);
-        const double down = best_us([&] { gpu.copy_to_host(host.data(), d, bytes); gpu.synchronize(); }, 3);
-        m.h2d_gbps = bytes / (up * 1e3);
-        m.d2h_gbps = bytes / (down * 1e3);
-      } catch (...) {
-        gpu.free(d);
-        throw;
+      {  // launch + sync round trip of a 1-element kernel
+        DevBuf one(gpu, 1);
+        ElementwiseArgs e;
+        e.kind = EwKind::relu;
+        e.a = one.f();
+        e.out = one.f();
+        e.n = 1;
+        for (int w = 0; w < 3; ++w) {
+          gpu.elementwise(e);
+          gpu.synchronize();
+        }
+        m.gpu_launch_us = median_us([&] { gpu.elementwise(e); gpu.synchronize(); }, 21);
       }
-      gpu.free(d);
+      fit_families(gpu, true, kGpuSizes, m.gpu_gflops, a_us, gpu_pts);
+      for (int i = 0; i < CostModel::kFamilies; ++i)
+        m.gpu_family_overhead_us[i] = std::max(0.0, a_us[i] - m.gpu_launch_us);
+      fit_transfer(gpu, true, m.gpu_launch_us, m.h2d_latency_us, m.h2d_gbps);
+      fit_transfer(gpu, false, m.gpu_launch_us, m.d2h_latency_us, m.d2h_gbps);
+      m.gpu_calibrated = true;
     }
-    autotune::store(key, kCalibOp, kCalibShapes, "float32", fp, to_fields(m, have_gpu));
+    autotune::store(key, kCalibOp, kCalibShapes, "float32", fp,
+                    to_fields(m, have_gpu, cpu_pts, have_gpu ? gpu_pts : nullptr));
   }
   if (have_gpu && env_flag("CJ_CONV2D_CPU_CROSSOVER_DYNAMIC")) {
     const double x = measure_conv_crossover(cpu, gpu);
     // CPU won every size of the ladder: keep the crossover above the largest measured size.
     m.conv_cpu_crossover_macs = x > 0 ? x : 64.0 * 64 * 9 * 256 * 2;
+    m.conv_crossover_explicit = true;  // measured on purpose: it decides conv placement
   }
   m.calibrated = true;
   install_calibrated_model(m);

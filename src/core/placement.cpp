@@ -28,43 +28,99 @@ const char* to_string(OpFamily f) {
   return "?";
 }
 
+int typical_host_inputs(OpFamily f) {
+  switch (f) {
+    case OpFamily::matmul: return 2;
+    case OpFamily::attention: return 3;
+    case OpFamily::conv2d: return 2;
+    case OpFamily::norm: return 1;
+    case OpFamily::elementwise: return 2;
+    case OpFamily::count: break;
+  }
+  return 1;
+}
+
 double CostModel::cpu_us(const WorkEstimate& w) const {
-  return cpu_overhead_us + w.flops / (cpu_gflops[static_cast<int>(w.family)] * 1e3);
+  const int f = static_cast<int>(w.family);
+  return cpu_overhead_us + cpu_family_overhead_us[f] + w.flops / (cpu_gflops[f] * 1e3);
+}
+
+double CostModel::transfer_us(const WorkEstimate& w) const {
+  double t = 0;
+  if (w.host_bytes_in > 0)
+    t += typical_host_inputs(w.family) * h2d_latency_us + w.host_bytes_in / (h2d_gbps * 1e3);
+  if (w.host_bytes_out > 0) t += d2h_latency_us + w.host_bytes_out / (d2h_gbps * 1e3);
+  return t;
 }
 
 double CostModel::gpu_us(const WorkEstimate& w) const {
-  const double transfer = w.host_bytes_in / (h2d_gbps * 1e3) + w.host_bytes_out / (d2h_gbps * 1e3);
-  return gpu_launch_us + transfer + w.flops / (gpu_gflops[static_cast<int>(w.family)] * 1e3);
+  const int f = static_cast<int>(w.family);
+  return gpu_launch_us + gpu_family_overhead_us[f] + transfer_us(w) +
+         w.flops / (gpu_gflops[f] * 1e3);
+}
+
+LinearFit fit_two_points(double f1, double t1, double f2, double t2) {
+  LinearFit r;
+  if (!(f2 > f1) || !(f1 >= 0) || !(t2 > 0) || !std::isfinite(t1) || !std::isfinite(t2)) {
+    // Degenerate input: everything is compute at the larger point.
+    r.a_us = 0;
+    r.gflops = (f2 > 0 && t2 > 0) ? f2 / (t2 * 1e3) : 1;
+    return r;
+  }
+  const double slope = (t2 - t1) / (f2 - f1);  // µs per flop
+  // The compute part of t2: the fitted one, clamped to [t2 / 4, t2] (a >= 0; a probe whose
+  // medium size is still overhead-bound yields at most 4x the through-origin rate).
+  const double compute2 = std::clamp(std::isfinite(slope) ? slope * f2 : t2, 0.25 * t2, t2);
+  r.gflops = f2 / (compute2 * 1e3);
+  r.a_us = std::max(0.0, t2 - compute2);
+  return r;
 }
 
 namespace {
 
-double env_double(const char* name, double fallback) {
+const char* kFamilyEnv[] = {"MATMUL", "ATTENTION", "CONV2D", "NORM", "ELEMENTWISE"};
+
+bool env_number(const char* name, double& out) {
   const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
+  if (!v || !*v) return false;
   char* end = nullptr;
   const double d = std::strtod(v, &end);
-  return (end && *end == '\0') ? d : fallback;
+  if (!end || *end != '\0' || !std::isfinite(d)) return false;
+  out = d;
+  return true;
+}
+
+double env_double(const char* name, double fallback) {
+  double d = fallback;
+  return env_number(name, d) ? d : fallback;
 }
 
 }  // namespace
 
 CostModel apply_env_knobs(CostModel m) {
-  m.conv_cpu_crossover_macs = env_double("CJ_CONV2D_CPU_CROSSOVER_MACS", m.conv_cpu_crossover_macs);
-  m.conv_cpu_crossover_macs = env_double("LC_CONV2D_CPU_CROSSOVER_MACS", m.conv_cpu_crossover_macs);
+  double x = 0;
+  if (env_number("CJ_CONV2D_CPU_CROSSOVER_MACS", x)) {
+    m.conv_cpu_crossover_macs = x;
+    m.conv_crossover_explicit = true;
+  }
+  if (env_number("LC_CONV2D_CPU_CROSSOVER_MACS", x)) {
+    m.conv_cpu_crossover_macs = x;
+    m.conv_crossover_explicit = true;
+  }
   m.gpu_launch_us = env_double("LC_GPU_LAUNCH_US", m.gpu_launch_us);
   m.h2d_gbps = env_double("LC_H2D_GBPS", m.h2d_gbps);
   m.d2h_gbps = env_double("LC_D2H_GBPS", m.d2h_gbps);
+  m.h2d_latency_us = env_double("LC_H2D_LATENCY_US", m.h2d_latency_us);
+  m.d2h_latency_us = env_double("LC_D2H_LATENCY_US", m.d2h_latency_us);
   m.cpu_overhead_us = env_double("LC_CPU_OVERHEAD_US", m.cpu_overhead_us);
-  static const char* cpu_knobs[] = {"LC_CPU_GFLOPS_MATMUL", "LC_CPU_GFLOPS_ATTENTION",
-                                    "LC_CPU_GFLOPS_CONV2D", "LC_CPU_GFLOPS_NORM",
-                                    "LC_CPU_GFLOPS_ELEMENTWISE"};
-  static const char* gpu_knobs[] = {"LC_GPU_GFLOPS_MATMUL", "LC_GPU_GFLOPS_ATTENTION",
-                                    "LC_GPU_GFLOPS_CONV2D", "LC_GPU_GFLOPS_NORM",
-                                    "LC_GPU_GFLOPS_ELEMENTWISE"};
-  for (int i = 0; i < static_cast<int>(OpFamily::count); ++i) {
-    m.cpu_gflops[i] = env_double(cpu_knobs[i], m.cpu_gflops[i]);
-    m.gpu_gflops[i] = env_double(gpu_knobs[i], m.gpu_gflops[i]);
+  for (int i = 0; i < CostModel::kFamilies; ++i) {
+    const std::string fam = kFamilyEnv[i];
+    m.cpu_gflops[i] = env_double(("LC_CPU_GFLOPS_" + fam).c_str(), m.cpu_gflops[i]);
+    m.gpu_gflops[i] = env_double(("LC_GPU_GFLOPS_" + fam).c_str(), m.gpu_gflops[i]);
+    m.cpu_family_overhead_us[i] =
+        env_double(("LC_CPU_OVERHEAD_US_" + fam).c_str(), m.cpu_family_overhead_us[i]);
+    m.gpu_family_overhead_us[i] =
+        env_double(("LC_GPU_OVERHEAD_US_" + fam).c_str(), m.gpu_family_overhead_us[i]);
   }
   return m;
 }
@@ -175,23 +231,35 @@ Placement choose_device_with(const char* op, const WorkEstimate& w, const Execut
                   "runs where the data is (cpu)";
     return pl;
   }
-  if (w.family == OpFamily::conv2d && !w.inputs_on_gpu && w.conv_macs < m.conv_cpu_crossover_macs) {
-    pl.device = DeviceKind::cpu;
-    if (explain) {
-      pl.reason = "auto: conv2d with " + num(w.conv_macs) + " MACs is below the CPU crossover (" +
-                  num(m.conv_cpu_crossover_macs) + " MACs, CJ_CONV2D_CPU_CROSSOVER_MACS)";
+  if (w.family == OpFamily::conv2d && m.conv_uses_crossover()) {
+    // The original's rule: below the MAC crossover a conv with host data runs on the CPU; at or
+    // above it, the model decides (as for every other op).
+    if (w.conv_macs < m.conv_cpu_crossover_macs) {
+      pl.device = DeviceKind::cpu;
+      if (explain) {
+        pl.reason = "auto: conv2d with " + num(w.conv_macs) + " MACs is below the CPU crossover (" +
+                    num(m.conv_cpu_crossover_macs) + " MACs, CJ_CONV2D_CPU_CROSSOVER_MACS" +
+                    (m.conv_crossover_explicit ? ", set explicitly" : ", no fitted CPU+GPU model") +
+                    ")";
+      }
+      return pl;
     }
-    return pl;
   }
   const double cpu = m.cpu_us(w), gpu_t = m.gpu_us(w);
   pl.device = gpu_t < cpu ? DeviceKind::cuda : DeviceKind::cpu;
   if (explain) {
-    pl.reason = "auto: estimated CPU " + num(cpu) + " us vs GPU " + num(gpu_t) + " us (launch " +
-                num(m.gpu_launch_us) + " us + transfers " +
-                num((w.host_bytes_in + w.host_bytes_out) / 1e6) + " MB) for " + num(w.flops / 1e6) +
-                " MFLOP of " + to_string(w.family) +
-                (m.calibrated ? " [calibrated]" : " [default model]") + " -> " +
-                (pl.device == DeviceKind::cuda ? "cuda" : "cpu");
+    const int f = static_cast<int>(w.family);
+    pl.reason = "auto: estimated CPU " + num(cpu) + " us (overhead " +
+                num(m.cpu_overhead_us + m.cpu_family_overhead_us[f]) + " us + " +
+                num(m.cpu_gflops[f]) + " GFLOP/s) vs GPU " + num(gpu_t) + " us (launch " +
+                num(m.gpu_launch_us + m.gpu_family_overhead_us[f]) + " us + transfers " +
+                num(m.transfer_us(w)) + " us for " +
+                num((w.host_bytes_in + w.host_bytes_out) / 1e6) + " MB + " +
+                num(m.gpu_gflops[f]) + " GFLOP/s) for " + num(w.flops / 1e6) + " MFLOP of " +
+                to_string(w.family) +
+                (m.gpu_calibrated ? " [calibrated]"
+                                  : m.calibrated ? " [CPU calibrated, GPU default]" : " [default model]") +
+                " -> " + (pl.device == DeviceKind::cuda ? "cuda" : "cpu");
   }
   return pl;
 }

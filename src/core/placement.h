@@ -4,10 +4,17 @@
 // explicit request the answer is that device (or an lc::Unavailable error). For "auto":
 //   1. data already on the GPU stays there (no transfers);
 //   2. no usable GPU -> CPU;
-//   3. otherwise the cheaper side by the cost model: CPU time = overhead + flops / cpu rate;
-//      GPU time = launch + upload + flops / gpu rate + download + sync.
-// The cost model's constants come from defaults, LC_* / CJ_* environment knobs
-// (docs/environment.md) and an optional calibration; tests install a fake one.
+//   3. upload="never" with host data -> CPU;
+//   4. conv2d: the original's MAC crossover (CJ_CONV2D_CPU_CROSSOVER_MACS) while no fitted
+//      CPU+GPU model exists or when the crossover was set explicitly; else rule 5;
+//   5. otherwise the cheaper side by the cost model (per family f):
+//        CPU time = cpu_overhead + cpu_family_overhead[f] + flops / cpu_rate[f]
+//        GPU time = gpu_launch + gpu_family_overhead[f] + flops / gpu_rate[f]
+//                 + uploads(f) * h2d_latency + bytes_in / h2d_bw     (only with host inputs)
+//                 + d2h_latency + bytes_out / d2h_bw                 (only with host results)
+// The cost model's constants come from defaults, a calibration (a two-point fit per family and
+// side, calibrate.cpp) and LC_* / CJ_* environment knobs (docs/environment.md); tests install a
+// fake one.
 #pragma once
 
 #include <string>
@@ -30,20 +37,49 @@ struct WorkEstimate {
   double conv_macs = 0;       // conv2d only: multiply-accumulates (the original's crossover unit)
 };
 
+// Upload copies a one-shot op of this family makes (matmul a,b; attention q,k,v; conv x,w;
+// norm x; elementwise a,b): each pays the H2D latency once.
+int typical_host_inputs(OpFamily f);
+
 struct CostModel {
-  // Per-family sustained rates (GFLOP/s) and fixed overheads (µs).
-  double cpu_gflops[static_cast<int>(OpFamily::count)] = {60, 20, 30, 4, 4};
-  double gpu_gflops[static_cast<int>(OpFamily::count)] = {40000, 12000, 15000, 1000, 500};
-  double cpu_overhead_us = 0.3;
-  double gpu_launch_us = 8.0;   // launch + sync round trip
-  double h2d_gbps = 12.0;       // pageable/pinned upload
+  static constexpr int kFamilies = static_cast<int>(OpFamily::count);
+  // Per-family sustained rates (GFLOP/s): the slope of t(flops) = a + flops / r.
+  double cpu_gflops[kFamilies] = {60, 20, 30, 4, 4};
+  double gpu_gflops[kFamilies] = {40000, 12000, 15000, 1000, 500};
+  // Per-family fixed costs (µs) on top of the shared ones below: the fitted intercept a minus
+  // cpu_overhead_us (thread-pool dispatch, packing, ...) / minus gpu_launch_us (cuBLASLt or
+  // cuDNN setup, several kernels, ...). Never negative.
+  double cpu_family_overhead_us[kFamilies] = {0, 0, 0, 0, 0};
+  double gpu_family_overhead_us[kFamilies] = {0, 0, 0, 0, 0};
+  double cpu_overhead_us = 0.3;  // any CPU call (a 1-element op)
+  double gpu_launch_us = 8.0;    // any GPU placement: launch + sync round trip of a tiny kernel
+  // One-shot transfers: latency per copy + bytes / bandwidth (pageable host memory, staged).
+  double h2d_gbps = 12.0;
   double d2h_gbps = 12.0;
+  double h2d_latency_us = 2.0;
+  double d2h_latency_us = 2.0;
   double conv_cpu_crossover_macs = 260000;  // CJ_CONV2D_CPU_CROSSOVER_MACS
-  bool calibrated = false;
+  // The crossover was given explicitly (env knob, set_cost_model, or measured with
+  // CJ_CONV2D_CPU_CROSSOVER_DYNAMIC=1): it decides conv2d even with a fitted model.
+  bool conv_crossover_explicit = false;
+  bool calibrated = false;      // CPU side measured (calibration ran or came from the cache)
+  bool gpu_calibrated = false;  // GPU side measured too
 
   double cpu_us(const WorkEstimate& w) const;
   double gpu_us(const WorkEstimate& w) const;
+  double transfer_us(const WorkEstimate& w) const;  // the transfer part of gpu_us
+  // conv2d placement uses the MAC crossover (rule 4) rather than the model.
+  bool conv_uses_crossover() const { return conv_crossover_explicit || !calibrated || !gpu_calibrated; }
 };
+
+// t(flops) = a_us + flops / (gflops * 1e3) through two measured points (f1, t1) and (f2, t2)
+// (flops, µs; f2 > f1), clamped: a_us >= 0, gflops > 0, and the compute part at f2 is at least
+// a quarter of t2 (a noisy, overhead-bound probe cannot produce an absurd rate).
+struct LinearFit {
+  double a_us = 0;
+  double gflops = 1;
+};
+LinearFit fit_two_points(double f1, double t1_us, double f2, double t2_us);
 
 // The model in force: defaults, then calibration (when it ran), then environment knobs (an
 // explicitly set knob always wins over a measured value).
@@ -61,8 +97,9 @@ void install_calibrated_model(const CostModel& m);
 // ---- calibration (src/core/calibrate.cpp) -------------------------------------------------
 // LC_CALIBRATE=0 turns calibration off (the defaults and knobs are used).
 bool calibration_enabled();
-// Measures the machine now (CPU rates per family from tiny runs; with a usable GPU also the
-// launch+sync round trip, H2D/D2H bandwidth and GPU rates; with
+// Measures the machine now (per family and side a two-point fit of overhead + rate, each point
+// the median of >= 7 runs after a warm-up; the CPU call overhead; with a usable GPU also the
+// launch+sync round trip and H2D/D2H latency and bandwidth; with
 // CJ_CONV2D_CPU_CROSSOVER_DYNAMIC=1 also the conv crossover), stores the result in the
 // auto-tune cache keyed by the device fingerprints and installs it. Unless `force`, a cached
 // result is reused without measuring. Returns the measured (or cached) values before knobs.

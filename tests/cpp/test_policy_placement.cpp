@@ -55,7 +55,32 @@ lc::CostModel fake_model() {
   m.cpu_overhead_us = 1;
   m.gpu_launch_us = 12;
   m.h2d_gbps = m.d2h_gbps = 10;
+  m.h2d_latency_us = m.d2h_latency_us = 0;
   m.conv_cpu_crossover_macs = 260000;
+  return m;
+}
+
+// A fitted model shaped like the H100 machine of the benchmark report (16-core Xeon host,
+// pageable one-shot transfers): multi-threaded CPU GEMM ~500 GFLOP/s with a thread-pool
+// intercept, a slow CPU conv at small sizes, cuBLASLt with a few µs more than a plain kernel.
+lc::CostModel h100_like() {
+  lc::CostModel m;
+  const double cpu[] = {500, 40, 3, 10, 30};
+  const double gpu[] = {30000, 8000, 10000, 800, 600};
+  const double cpu_oh[] = {8, 1, 10, 2, 3};
+  const double gpu_oh[] = {6, 2, 2, 0, 0};
+  for (int i = 0; i < lc::CostModel::kFamilies; ++i) {
+    m.cpu_gflops[i] = cpu[i];
+    m.gpu_gflops[i] = gpu[i];
+    m.cpu_family_overhead_us[i] = cpu_oh[i];
+    m.gpu_family_overhead_us[i] = gpu_oh[i];
+  }
+  m.cpu_overhead_us = 0.5;
+  m.gpu_launch_us = 8;
+  m.h2d_gbps = m.d2h_gbps = 10;
+  m.h2d_latency_us = 3;
+  m.d2h_latency_us = 4;
+  m.calibrated = m.gpu_calibrated = true;
   return m;
 }
 
@@ -175,6 +200,159 @@ TEST_F(PlacementFake, CostModelArithmetic) {
   EXPECT_NEAR(m.gpu_us(w), 12 + 120000.0 / 1e4 + 2e6 / 1e7, 1e-9);
 }
 
+// ---- fitted models (two-point calibration) ---------------------------------------------------
+
+TEST(Placement, FitTwoPointsRecoversALine) {
+  // t = 5 us + flops / (200 GFLOP/s): 1e6 flops -> 10 us, 1e8 flops -> 505 us.
+  const lc::LinearFit f = lc::fit_two_points(1e6, 10, 1e8, 505);
+  EXPECT_NEAR(f.a_us, 5, 1e-9);
+  EXPECT_NEAR(f.gflops, 200, 1e-9);
+}
+
+TEST(Placement, FitTwoPointsClamps) {
+  // A negative intercept (the small size is relatively slow): a = 0, the rate of the big point.
+  lc::LinearFit f = lc::fit_two_points(1e6, 1, 1e8, 100);
+  EXPECT_EQ(f.a_us, 0);
+  EXPECT_NEAR(f.gflops, 1e8 / (100 * 1e3), 1e-9);
+  // Noise: the medium size measured faster than the small one. r stays finite and > 0, the
+  // compute part of the medium point is at least a quarter of it.
+  f = lc::fit_two_points(1e6, 50, 1e8, 40);
+  EXPECT_GT(f.gflops, 0);
+  EXPECT_NEAR(f.a_us + 1e8 / (f.gflops * 1e3), 40, 1e-9);
+  EXPECT_NEAR(f.gflops, 1e8 / (10 * 1e3), 1e-9);
+  EXPECT_GE(f.a_us, 0);
+  // Degenerate sizes.
+  f = lc::fit_two_points(1e6, 10, 1e6, 10);
+  EXPECT_GT(f.gflops, 0);
+  EXPECT_EQ(f.a_us, 0);
+}
+
+TEST(Placement, CostModelUsesFamilyOverheadsAndLatencies) {
+  const lc::CostModel m = h100_like();
+  lc::WorkEstimate w = mm(100, 100, 100);  // 2e6 flops, 80 KB in (2 uploads), 40 KB out
+  w.host_bytes_in = 80000;
+  EXPECT_NEAR(m.cpu_us(w), 0.5 + 8 + 2e6 / 5e5, 1e-9);
+  const double transfers = 2 * 3 + 80000 / 1e4 + 4 + 40000 / 1e4;
+  EXPECT_NEAR(m.transfer_us(w), transfers, 1e-9);
+  EXPECT_NEAR(m.gpu_us(w), 8 + 6 + transfers + 2e6 / 3e7, 1e-9);
+  w.host_bytes_in = w.host_bytes_out = 0;  // resident, result stays: no transfer terms at all
+  EXPECT_EQ(m.transfer_us(w), 0);
+}
+
+class PlacementFitted : public ::testing::Test {
+ protected:
+  lc::Placement decide(const lc::WorkEstimate& w, const lc::CostModel& m = h100_like(),
+                       lc::ExecutionPolicy p = {}) {
+    return lc::choose_device_with("test", w, p, /*gpu_present=*/true, true, true, m);
+  }
+  // One-shot numpy call: the inputs come from host memory (estimate_work counts them all).
+  static lc::WorkEstimate work(const std::string& op, std::vector<std::vector<std::int64_t>> s,
+                               int pad = 0) {
+    return lc::estimate_work(op, s, 1, 1, pad, pad);
+  }
+};
+
+TEST_F(PlacementFitted, Gemm256StaysOnCpuWhenTheCpuIsFast) {
+  const auto pl = decide(mm(256, 256, 256));
+  EXPECT_EQ(pl.device, lc::DeviceKind::cpu) << pl.reason;
+  EXPECT_NE(pl.reason.find("[calibrated]"), std::string::npos);
+}
+
+TEST_F(PlacementFitted, Gemm896GoesToGpu) {
+  EXPECT_EQ(decide(mm(896, 896, 896)).device, lc::DeviceKind::cuda);
+}
+
+TEST_F(PlacementFitted, TinyAttentionAndVectorAddStayOnCpu) {
+  EXPECT_EQ(decide(work("attention2d", {{8, 32}, {8, 32}, {8, 32}})).device, lc::DeviceKind::cpu);
+  EXPECT_EQ(decide(work("attention2d", {{12, 12}, {12, 12}, {12, 12}})).device, lc::DeviceKind::cpu);
+  EXPECT_EQ(decide(work("vector_add", {{1 << 16}, {1 << 16}})).device, lc::DeviceKind::cpu);
+  EXPECT_EQ(decide(work("vector_add", {{1 << 20}, {1 << 20}})).device, lc::DeviceKind::cpu);
+}
+
+TEST_F(PlacementFitted, TransferBoundLinearStillGoesToGpu) {
+  // 4096x1024 @ (1024x1024)^T: 8.6 GFLOP, 20 MB up, 16 MB down.
+  EXPECT_EQ(decide(work("linear", {{4096, 1024}, {1024, 1024}})).device, lc::DeviceKind::cuda);
+}
+
+TEST_F(PlacementFitted, TransfersDominateOnASlowLink) {
+  lc::CostModel m = h100_like();
+  m.gpu_gflops[0] = 1e9;          // free GPU compute ...
+  m.h2d_gbps = m.d2h_gbps = 0.5;  // ... behind a very slow link
+  const auto pl = decide(mm(1024, 1024, 1024), m);
+  EXPECT_EQ(pl.device, lc::DeviceKind::cpu) << pl.reason;
+  // The same op with its data already on the GPU stays there.
+  lc::WorkEstimate w = mm(1024, 1024, 1024);
+  w.inputs_on_gpu = true;
+  w.host_bytes_in = 0;
+  EXPECT_EQ(decide(w, m).device, lc::DeviceKind::cuda);
+}
+
+TEST_F(PlacementFitted, ResidentDataStaysOnGpuEvenWhenTheCpuWouldWin) {
+  lc::WorkEstimate w = work("attention2d", {{8, 32}, {8, 32}, {8, 32}});
+  EXPECT_EQ(decide(w).device, lc::DeviceKind::cpu);
+  w.inputs_on_gpu = true;
+  w.host_bytes_in = 0;
+  const auto pl = decide(w);
+  EXPECT_EQ(pl.device, lc::DeviceKind::cuda);
+  EXPECT_NE(pl.reason.find("already live on the GPU"), std::string::npos);
+}
+
+TEST_F(PlacementFitted, SmallConvUsesTheModelUnlessTheCrossoverIsExplicit) {
+  // 2x3x16x16 * 16x3x3x3, pad 1: 221184 MACs, below the original's 260000 crossover; the CPU
+  // conv is slow at this size, so the fitted model sends it to the GPU.
+  const lc::WorkEstimate w = work("conv2d_nchw", {{2, 3, 16, 16}, {16, 3, 3, 3}}, 1);
+  ASSERT_LT(w.conv_macs, 260000);
+  auto pl = decide(w);
+  EXPECT_EQ(pl.device, lc::DeviceKind::cuda) << pl.reason;
+  EXPECT_NE(pl.reason.find("auto: estimated CPU"), std::string::npos);
+  // An explicit crossover (env knob / set_cost_model) decides as in the original.
+  lc::CostModel m = h100_like();
+  m.conv_crossover_explicit = true;
+  pl = decide(w, m);
+  EXPECT_EQ(pl.device, lc::DeviceKind::cpu);
+  EXPECT_NE(pl.reason.find("CJ_CONV2D_CPU_CROSSOVER_MACS"), std::string::npos);
+  EXPECT_NE(pl.reason.find("set explicitly"), std::string::npos);
+  // Without a fitted GPU side the crossover applies too.
+  m = h100_like();
+  m.gpu_calibrated = false;
+  EXPECT_TRUE(m.conv_uses_crossover());
+  EXPECT_EQ(decide(w, m).device, lc::DeviceKind::cpu);
+  // Through the knob: CJ_CONV2D_CPU_CROSSOVER_MACS set -> explicit.
+  ::setenv("CJ_CONV2D_CPU_CROSSOVER_MACS", "260000", 1);
+  m = lc::apply_env_knobs(h100_like());
+  ::unsetenv("CJ_CONV2D_CPU_CROSSOVER_MACS");
+  EXPECT_TRUE(m.conv_crossover_explicit);
+  EXPECT_EQ(decide(w, m).device, lc::DeviceKind::cpu);
+  EXPECT_FALSE(lc::apply_env_knobs(h100_like()).conv_crossover_explicit);
+}
+
+TEST_F(PlacementFitted, LargeConvAboveTheCrossoverStillUsesTheModel) {
+  lc::CostModel m = h100_like();
+  m.conv_crossover_explicit = true;
+  m.h2d_gbps = m.d2h_gbps = 0.01;  // transfers cost far more than the CPU conv
+  const lc::WorkEstimate w = work("conv2d_nchw", {{1, 16, 32, 32}, {16, 16, 3, 3}}, 1);
+  ASSERT_GT(w.conv_macs, 260000);
+  EXPECT_EQ(decide(w, m).device, lc::DeviceKind::cpu);
+}
+
+TEST(Placement, EnvKnobsForFamilyOverheadsAndLatencies) {
+  ::setenv("LC_CPU_OVERHEAD_US_MATMUL", "11", 1);
+  ::setenv("LC_GPU_OVERHEAD_US_CONV2D", "7", 1);
+  ::setenv("LC_H2D_LATENCY_US", "4.5", 1);
+  ::setenv("LC_D2H_LATENCY_US", "6", 1);
+  ::setenv("LC_CPU_GFLOPS_NORM", "17", 1);
+  const lc::CostModel m = lc::apply_env_knobs(h100_like());
+  for (const char* n : {"LC_CPU_OVERHEAD_US_MATMUL", "LC_GPU_OVERHEAD_US_CONV2D",
+                        "LC_H2D_LATENCY_US", "LC_D2H_LATENCY_US", "LC_CPU_GFLOPS_NORM"})
+    ::unsetenv(n);
+  EXPECT_EQ(m.cpu_family_overhead_us[0], 11);
+  EXPECT_EQ(m.gpu_family_overhead_us[2], 7);
+  EXPECT_EQ(m.h2d_latency_us, 4.5);
+  EXPECT_EQ(m.d2h_latency_us, 6);
+  EXPECT_EQ(m.cpu_gflops[3], 17);
+  EXPECT_EQ(m.cpu_gflops[0], 500);  // untouched
+}
+
 TEST(Placement, EnvKnobsApply) {
   ::setenv("CJ_CONV2D_CPU_CROSSOVER_MACS", "777", 1);
   ::setenv("LC_GPU_LAUNCH_US", "3.5", 1);
@@ -279,6 +457,41 @@ TEST_F(AutotuneCache, CalibrationCachedByFingerprint) {
   EXPECT_EQ(lc::autotune::measurement_count(), n0 + 1);
   EXPECT_NEAR(m2.cpu_gflops[0], m.cpu_gflops[0], 1e-6 * m.cpu_gflops[0]);
   EXPECT_TRUE(lc::cost_model().calibrated);
+  EXPECT_EQ(m.gpu_calibrated, lc::cuda_available());
+  for (int i = 0; i < lc::CostModel::kFamilies; ++i) {
+    EXPECT_GE(m.cpu_family_overhead_us[i], 0);
+    EXPECT_NEAR(m2.cpu_family_overhead_us[i], m.cpu_family_overhead_us[i],
+                1e-6 * (1 + m.cpu_family_overhead_us[i]));
+  }
+  EXPECT_GT(m.cpu_overhead_us, 0);
+  lc::reset_cost_model();
+}
+
+TEST_F(AutotuneCache, CalibrationEntryIsVersionedAndKeepsItsPoints) {
+  lc::calibrate(true);
+  bool found = false;
+  for (const auto& e : lc::autotune::entries()) {
+    if (e.fields.at("op") != "calibration") continue;
+    found = true;
+    EXPECT_EQ(e.fields.at("shapes"), "cost-model-v2");
+    EXPECT_TRUE(e.fields.count("cpu_points_matmul"));
+    EXPECT_TRUE(e.fields.count("cpu_overhead_us_attention"));
+  }
+  EXPECT_TRUE(found);
+  lc::reset_cost_model();
+}
+
+TEST_F(AutotuneCache, OldCalibrationEntriesAreNotReused) {
+  // A v1 entry (single-size rates) for this very machine must not satisfy a v2 lookup.
+  const std::string fp = lc::cpu_fingerprint() + " / " +
+                         (lc::cuda_available() ? lc::cuda_fingerprint() : "no-gpu");
+  lc::autotune::store(lc::autotune::make_key("calibration", "cost-model-v1", "float32", fp),
+                      "calibration", "cost-model-v1", "float32", fp,
+                      {{"choice", "cpu"}, {"cpu_gflops_matmul", "0.001"}});
+  const auto n0 = lc::autotune::measurement_count();
+  const lc::CostModel m = lc::calibrate(false);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 1);  // measured, not loaded
+  EXPECT_GT(m.cpu_gflops[0], 0.001);
   lc::reset_cost_model();
 }
 
