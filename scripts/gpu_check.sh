@@ -8,6 +8,7 @@
 #   LC_PYBENCH=1   also runs the Python benchmark suites (benchmarks/python/run_all.py --quick)
 #                  side by side with torch; LC_PYBENCH_SUITES picks suites (default: all).
 #   LC_PYTEST_ARGS extra pytest arguments (e.g. "-k sessions").
+#   LC_PLACEMENT=1 also runs benchmarks/python/placement_check.py (is "auto" the faster side?).
 # Everything under $OUT/logs and $OUT/benchmark_results is packed into $OUT/results.tgz at the
 # end (the device tool returns at most 8 files).
 set -o pipefail
@@ -81,6 +82,14 @@ if [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
   tail -5 "$OUT/pytest.log"
 fi
 
+if [ "${LC_PLACEMENT:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
+  echo "=== placement check (auto vs cpu vs cuda, one-shot) ==="
+  if timeout 240 python3 benchmarks/python/placement_check.py --force-calibrate \
+       --json "$OUT/placement_check.json" > "$OUT/placement_check.log" 2>&1
+  then STATUS[placement]=ok; else STATUS[placement]=FAIL; fi
+  tail -45 "$OUT/placement_check.log"
+fi
+
 if [ "${LC_PYBENCH:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
   echo "=== python benchmark suites (quick) ==="
   mkdir -p "$OUT/benchmark_results"
@@ -93,7 +102,7 @@ fi
 
 echo
 echo "=== summary ==="
-for k in configure build tests bench memcheck pytest pybench; do
+for k in configure build tests bench memcheck pytest placement pybench; do
   [ -n "${STATUS[$k]:-}" ] && printf '%-10s %s\n' "$k" "${STATUS[$k]}"
 done
 [ -f "$OUT/ctest.log" ] && grep -E "^\[  (PASSED|FAILED) |tests? from .* ran" "$OUT/ctest.log" | tail -3
