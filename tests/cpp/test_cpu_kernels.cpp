@@ -149,7 +149,10 @@ TEST(CpuAttention, ShapesBothPathsCausalAndNot) {
   Rng rng;
   const i64 shapes[][4] = {{1, 1, 1, 1},  {8, 8, 16, 16},  {7, 13, 5, 3},  {13, 7, 16, 31},
                            {31, 61, 8, 9}, {5, 127, 33, 17}, {64, 64, 64, 64}, {2, 257, 7, 8},
-                           {33, 1, 4, 4}};
+                           {33, 1, 4, 4},  {64, 64, 32, 64}, {48, 60, 64, 40},
+                           // K^T row padding: d * round_up(sk, 8) > 8192 must not take the
+                           // stack path (d * sk alone fits).
+                           {3, 1, 4000, 4}, {2, 9, 900, 5}};
   for (auto path : {lc::cpu::AttentionPath::automatic, lc::cpu::AttentionPath::small,
                     lc::cpu::AttentionPath::blocked})
     for (auto& s : shapes)
@@ -193,7 +196,7 @@ struct ConvCase {
 };
 
 void check_conv(Rng& rng, const ConvCase& s, bool bias, lc::Activation act,
-                lc::cpu::ConvPath path) {
+                lc::cpu::ConvPath path, int isa = -1) {
   lc::Conv2dArgs p;
   p.n = s.n; p.c = s.c; p.h = s.h; p.w_in = s.w; p.oc = s.oc; p.kh = s.kh; p.kw = s.kw;
   p.stride_h = s.sh; p.stride_w = s.sw; p.pad_h = s.ph; p.pad_w = s.pw;
@@ -206,13 +209,17 @@ void check_conv(Rng& rng, const ConvCase& s, bool bias, lc::Activation act,
                std::to_string(s.kw) + " s=" + std::to_string(s.sh) + "," + std::to_string(s.sw) +
                " p=" + std::to_string(s.ph) + "," + std::to_string(s.pw) +
                " bias=" + std::to_string(bias) + " act=" + std::to_string(int(act)) +
-               " path=" + std::to_string(int(path)));
+               " path=" + std::to_string(int(path)) + " isa=" + std::to_string(isa));
   auto x = rng.vec(s.n * s.c * s.h * s.w), w = rng.vec(s.oc * s.c * s.kh * s.kw),
        b = rng.vec(s.oc);
   std::vector<float> out(p.n * p.oc * p.oh * p.ow);
   lc::ref::poison(out);
   p.x = x.data(); p.w = w.data(); p.bias = bias ? b.data() : nullptr; p.out = out.data();
-  lc::cpu::conv2d_with(path, p);
+  if (isa >= 0) {
+    lc::cpu::conv2d_direct_with_isa(isa, p);
+  } else {
+    lc::cpu::conv2d_with(path, p);
+  }
   EXPECT_MATCHES(out, lc::ref::conv2d(p));
 }
 
@@ -249,16 +256,40 @@ TEST(CpuConv2d, LargeIm2colAndThreadedDirect) {
              lc::cpu::ConvPath::direct);
 }
 
+// The direct micro-kernel at every instruction set: widths that are not a multiple of any
+// vector (tail strips), one-column outputs, stride 2/3 (phase-split input), padding 0/2,
+// kernels 1/5/7, channel counts that leave a partial output-channel block and row counts
+// that leave a partial row group.
+TEST(CpuConv2d, DirectMicroKernelEveryIsa) {
+  Rng rng;
+  const ConvCase cases[] = {
+      {1, 3, 16, 16, 16, 3, 3, 1, 1, 1, 1},  {2, 3, 24, 24, 16, 3, 3, 1, 1, 1, 1},
+      {1, 3, 28, 28, 16, 3, 3, 1, 1, 1, 1},  {1, 3, 17, 19, 5, 3, 3, 1, 1, 1, 1},
+      {1, 2, 15, 33, 9, 3, 3, 2, 2, 1, 1},   {2, 3, 21, 23, 7, 5, 5, 2, 2, 2, 2},
+      {1, 4, 13, 13, 3, 1, 1, 1, 1, 0, 0},   {1, 2, 11, 29, 13, 7, 7, 1, 1, 0, 0},
+      {1, 3, 19, 18, 6, 7, 7, 2, 1, 3, 3},   {1, 1, 9, 9, 17, 5, 5, 1, 1, 2, 2},
+      {1, 2, 12, 40, 4, 3, 5, 1, 3, 0, 2},   {1, 3, 8, 1, 2, 3, 1, 1, 1, 1, 0},
+      {2, 5, 7, 7, 11, 1, 1, 2, 2, 0, 0},    {1, 2, 5, 5, 3, 3, 3, 1, 1, 4, 4},
+  };
+  for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa)
+    for (auto& c : cases)
+      for (auto act : {lc::Activation::none, lc::Activation::relu, lc::Activation::gelu})
+        check_conv(rng, c, act != lc::Activation::relu, act, lc::cpu::ConvPath::direct, isa);
+}
+
 // ---- layernorm / softmax -----------------------------------------------------------------
 
 TEST(CpuLayerNorm, ShapesAndOptionalAffine) {
   Rng rng;
-  const i64 shapes[][2] = {{1, 1}, {1, 7}, {13, 31}, {3, 127}, {61, 257}, {1024, 300}, {2, 4099}};
+  const i64 shapes[][2] = {{1, 1}, {1, 7}, {13, 31}, {3, 127}, {61, 257}, {1024, 300}, {2, 4099},
+                           {5, 16}, {4, 48}, {3, 768}};
+  for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa)
   for (auto& s : shapes)
     for (int affine = 0; affine < 4; ++affine) {
       const i64 rows = s[0], cols = s[1];
       SCOPED_TRACE(rng.describe() + " rows=" + std::to_string(rows) +
-                   " cols=" + std::to_string(cols) + " affine=" + std::to_string(affine));
+                   " cols=" + std::to_string(cols) + " affine=" + std::to_string(affine) +
+                   " isa=" + std::to_string(isa));
       // Offset inputs: a one-pass E[x^2]-E[x]^2 variance would lose digits here.
       auto x = rng.vec(rows * cols, 99.0f, 101.0f), g = rng.vec(cols), b = rng.vec(cols);
       std::vector<float> out(rows * cols);
@@ -267,7 +298,8 @@ TEST(CpuLayerNorm, ShapesAndOptionalAffine) {
       p.x = x.data(); p.out = out.data(); p.rows = rows; p.cols = cols; p.eps = 1e-5f;
       p.gamma = (affine & 1) ? g.data() : nullptr;
       p.beta = (affine & 2) ? b.data() : nullptr;
-      lc::cpu::layernorm(p);
+      if (isa == 0 && affine == 0) lc::cpu::layernorm(p);  // the dispatching entry point too
+      lc::cpu::layernorm_with_isa(isa, p);
       if (cols == 1) {
         // Variance 0: out = beta (or 0). Relative error vs ~0 values is meaningless here.
         EXPECT_LE(lc::ref::max_abs_diff(out, lc::ref::layernorm(p)), 1e-6);
@@ -282,22 +314,29 @@ TEST(CpuLayerNorm, ShapesAndOptionalAffine) {
 
 TEST(CpuSoftmax, ShapesLargeLogitsAndAliasing) {
   Rng rng;
-  const i64 shapes[][2] = {{1, 1}, {1, 7}, {13, 31}, {3, 127}, {61, 257}, {1024, 300}, {2, 5000}};
+  const i64 shapes[][2] = {{1, 1}, {1, 7}, {13, 31}, {3, 127}, {61, 257}, {1024, 300}, {2, 5000},
+                           {5, 16}, {4, 48}, {3, 768}};
+  for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa)
   for (auto& s : shapes)
     for (float amp : {1.0f, 50.0f}) {
       const i64 rows = s[0], cols = s[1];
       SCOPED_TRACE(rng.describe() + " rows=" + std::to_string(rows) +
-                   " cols=" + std::to_string(cols) + " amp=" + std::to_string(amp));
+                   " cols=" + std::to_string(cols) + " amp=" + std::to_string(amp) +
+                   " isa=" + std::to_string(isa));
       auto x = rng.vec(rows * cols, -amp, amp);
       std::vector<float> out(rows * cols);
       lc::ref::poison(out);
       lc::SoftmaxArgs p;
       p.x = x.data(); p.out = out.data(); p.rows = rows; p.cols = cols;
       const auto expect = lc::ref::softmax(p);
-      lc::cpu::softmax(p);
+      lc::cpu::softmax_with_isa(isa, p);
       EXPECT_MATCHES(out, expect);
       p.out = x.data();  // in place
-      lc::cpu::softmax(p);
+      if (isa == 0) {
+        lc::cpu::softmax(p);  // the dispatching entry point
+      } else {
+        lc::cpu::softmax_with_isa(isa, p);
+      }
       EXPECT_MATCHES(x, expect);
     }
 }

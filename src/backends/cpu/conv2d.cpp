@@ -1,9 +1,14 @@
 // 2-D convolution (NCHW, weights [oc, c, kh, kw]) on the CPU.
 //
-//   direct  for small work (< kDirectMaxMacs multiply-adds): loops over (batch, out channel,
-//           in channel, ky, kx) with the output row as the inner, vectorisable loop; the valid
-//           x range of each kernel tap is computed up front so the inner loop has no padding
-//           branches. No allocation.
+//   direct  for small work (< kDirectMaxMacs multiply-adds): a register-tiled micro-kernel.
+//           The input is first copied into a zero-padded buffer (split into stride_w "phases",
+//           so every kernel tap reads a contiguous run of columns) and the weights are packed
+//           as [oc block][c][ky][kx][OCB]. A tile is OCB output channels x RY output rows x one
+//           vector of output columns, kept in registers over all c*kh*kw taps: per tap, RY
+//           vector loads and OCB broadcasts feed OCB*RY FMAs. Bias and activation are applied
+//           in registers before the single store. Compiled for SSE2 / AVX2+FMA / AVX-512 and
+//           picked at run time (simd.h). Buffers are thread-local and only grow, so a
+//           repeated call allocates nothing.
 //   im2col  for large work: per image, the receptive fields are unrolled into
 //           col[c*kh*kw][rows*ow] (in chunks of output rows so the buffer stays <= 16 MB) and
 //           out[oc][pixels] = W[oc][c*kh*kw] @ col goes through the shared GEMM (OpenBLAS or
@@ -11,10 +16,12 @@
 //           the input image already is that matrix.
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
+#include "backends/cpu/simd.h"
 #include "backends/cpu/vec_math.h"
 
 namespace lc::cpu {
@@ -35,51 +42,130 @@ inline void valid_range(i64 k, i64 stride, i64 pad, i64 w, i64 out, i64& lo, i64
   if (hi < lo) hi = lo;
 }
 
-// One output plane (image b, channel o), bias and activation included.
-void direct_plane(const Conv2dArgs& p, i64 b, i64 o) {
-  float* out = p.out + (b * p.oc + o) * p.oh * p.ow;
-  const float bias = p.bias ? p.bias[o] : 0.0f;
-  for (i64 i = 0; i < p.oh * p.ow; ++i) out[i] = bias;
-  for (i64 c = 0; c < p.c; ++c) {
-    const float* xin = p.x + (b * p.c + c) * p.h * p.w_in;
-    const float* wk = p.w + (o * p.c + c) * p.kh * p.kw;
-    for (i64 ky = 0; ky < p.kh; ++ky) {
-      for (i64 kx = 0; kx < p.kw; ++kx) {
-        const float wv = wk[ky * p.kw + kx];
-        i64 x0, x1;
-        valid_range(kx, p.stride_w, p.pad_w, p.w_in, p.ow, x0, x1);
-        for (i64 y = 0; y < p.oh; ++y) {
-          const i64 iy = y * p.stride_h - p.pad_h + ky;
-          if (iy < 0 || iy >= p.h) continue;
-          // Indexing from the row start with a (possibly negative) offset, never forming a
-          // pointer before the row: x*stride + off >= 0 holds for x in [x0, x1).
-          const float* row = xin + iy * p.w_in;
-          const i64 off = kx - p.pad_w;
-          float* orow = out + y * p.ow;
-          if (p.stride_w == 1) {
-            for (i64 x = x0; x < x1; ++x) orow[x] += wv * row[x + off];
-          } else {
-            for (i64 x = x0; x < x1; ++x) orow[x] += wv * row[x * p.stride_w + off];
+// ---- direct path -------------------------------------------------------------------------
+
+struct DirectCtx {
+  const Conv2dArgs* p;
+  const float* xp;  // [n][c][hr][sw][L]: padded row r, phase f, column j = x_in[r - ph][j*sw + f - pw]
+  const float* wp;  // [oc blocks][c][kh][kw][OCB], zero for channels past oc
+  const i64* tap_off;  // per (c, ky, kx): offset of its first input column in one image's xp
+  i64 hr, L, ob_count, ry_count;
+};
+
+using TilesFn = void (*)(const DirectCtx&, i64, i64);
+
+namespace isa_sse {
+using V = vf4;
+constexpr int OCB = 4, RY = 2;  // 8 xmm accumulators of 16
+#include "backends/cpu/conv2d_direct.inc"
+}  // namespace isa_sse
+#if defined(LC_CPU_MULTI_ISA)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace isa_avx2 {
+using V = vf8;
+constexpr int OCB = 4, RY = 3;  // 12 ymm accumulators of 16
+#include "backends/cpu/conv2d_direct.inc"
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+namespace isa_avx512 {
+using V = vf16;
+constexpr int OCB = 8, RY = 2;  // 16 zmm accumulators of 32
+#include "backends/cpu/conv2d_direct.inc"
+}  // namespace isa_avx512
+#pragma GCC pop_options
+#endif
+
+struct DirectKernel {
+  TilesFn fn;
+  int lanes, ocb, ry;
+};
+
+DirectKernel direct_kernel(int isa) {
+#if defined(LC_CPU_MULTI_ISA)
+  isa = std::min(isa, simd_level());
+  if (isa >= 2) return {isa_avx512::direct_tiles, 16, isa_avx512::OCB, isa_avx512::RY};
+  if (isa == 1) return {isa_avx2::direct_tiles, 8, isa_avx2::OCB, isa_avx2::RY};
+#endif
+  (void)isa;
+  return {isa_sse::direct_tiles, 4, isa_sse::OCB, isa_sse::RY};
+}
+
+void conv_direct(const Conv2dArgs& p, int isa) {
+  const DirectKernel kern = direct_kernel(isa);
+  const i64 sw = p.stride_w, W = kern.lanes, OCB = kern.ocb;
+  const i64 nstrips = (p.ow + W - 1) / W;
+  const i64 hr = (p.oh - 1) * p.stride_h + p.kh;  // padded rows any tap reads
+  const i64 L = nstrips * W + (p.kw - 1) / sw;      // columns per phase row, incl. vector slack
+  const i64 ob_count = (p.oc + OCB - 1) / OCB;
+  const i64 taps = p.kh * p.kw;
+
+  thread_local std::vector<float> xbuf, wbuf;
+  thread_local std::vector<i64> obuf;
+  if (obuf.size() < static_cast<std::size_t>(p.c * taps))
+    obuf.resize(static_cast<std::size_t>(p.c * taps));
+  for (i64 c = 0; c < p.c; ++c)
+    for (i64 ky = 0; ky < p.kh; ++ky)
+      for (i64 kx = 0; kx < p.kw; ++kx)
+        obuf[static_cast<std::size_t>((c * p.kh + ky) * p.kw + kx)] =
+            ((c * hr + ky) * sw + kx % sw) * L + kx / sw;
+  const std::size_t xsize = static_cast<std::size_t>(p.n * p.c * hr * sw * L);
+  const std::size_t wsize = static_cast<std::size_t>(ob_count * p.c * taps * OCB);
+  if (xbuf.size() < xsize) xbuf.resize(xsize);
+  if (wbuf.size() < wsize) wbuf.resize(wsize);
+  float* xp = xbuf.data();
+  float* wp = wbuf.data();
+
+  // Padded, phase-split input. For stride 1 a row is zeros | a copy of the input row | zeros.
+  for (i64 bc = 0; bc < p.n * p.c; ++bc) {
+    const float* src_plane = p.x + bc * p.h * p.w_in;
+    for (i64 r = 0; r < hr; ++r) {
+      const i64 iy = r - p.pad_h;
+      float* dst_row = xp + (bc * hr + r) * sw * L;
+      if (iy < 0 || iy >= p.h) {
+        std::fill(dst_row, dst_row + sw * L, 0.0f);
+        continue;
+      }
+      const float* src = src_plane + iy * p.w_in;
+      if (sw == 1) {
+        // j <-> ix = j - pw: valid j in [pw, pw + w) clipped to [0, L).
+        const i64 j0 = std::min<i64>(std::max<i64>(p.pad_w, 0), L);
+        const i64 j1 = std::min<i64>(p.pad_w + p.w_in, L);
+        std::fill(dst_row, dst_row + j0, 0.0f);
+        if (j1 > j0) std::memcpy(dst_row + j0, src + (j0 - p.pad_w),
+                                 static_cast<std::size_t>(j1 - j0) * sizeof(float));
+        std::fill(dst_row + std::max(j0, j1), dst_row + L, 0.0f);
+      } else {
+        for (i64 f = 0; f < sw; ++f) {
+          float* d = dst_row + f * L;
+          for (i64 j = 0; j < L; ++j) {
+            const i64 ix = j * sw + f - p.pad_w;
+            d[j] = (ix >= 0 && ix < p.w_in) ? src[ix] : 0.0f;
           }
         }
       }
     }
   }
-  if (p.act == Activation::relu) {
-    for (i64 i = 0; i < p.oh * p.ow; ++i) out[i] = relu(out[i]);
-  } else if (p.act == Activation::gelu) {
-    for (i64 i = 0; i < p.oh * p.ow; ++i) out[i] = gelu(out[i]);
-  }
-}
+  // Packed weights.
+  for (i64 ob = 0; ob < ob_count; ++ob)
+    for (i64 c = 0; c < p.c; ++c)
+      for (i64 tap = 0; tap < taps; ++tap) {
+        float* d = wp + ((ob * p.c + c) * taps + tap) * OCB;
+        for (i64 o = 0; o < OCB; ++o) {
+          const i64 oc = ob * OCB + o;
+          d[o] = oc < p.oc ? p.w[(oc * p.c + c) * taps + tap] : 0.0f;
+        }
+      }
 
-void conv_direct(const Conv2dArgs& p) {
-  const i64 planes = p.n * p.oc;
-  const i64 macs_per_plane = p.c * p.kh * p.kw * p.oh * p.ow;
+  const DirectCtx ctx{&p, xp, wp, obuf.data(), hr, L, ob_count, (p.oh + kern.ry - 1) / kern.ry};
+  const i64 tasks = p.n * ob_count * ctx.ry_count;
   // Called directly by tests on big shapes too, so still thread when the work is large.
-  const i64 grain = std::max<i64>(1, kDirectMaxMacs / std::max<i64>(macs_per_plane, 1));
-  parallel_for(0, planes, grain, [&](i64 lo, i64 hi) {
-    for (i64 t = lo; t < hi; ++t) direct_plane(p, t / p.oc, t % p.oc);
-  });
+  const i64 macs_per_task = OCB * kern.ry * nstrips * W * p.c * taps;
+  const i64 grain = std::max<i64>(1, kDirectMaxMacs / std::max<i64>(macs_per_task, 1));
+  const TilesFn fn = kern.fn;
+  parallel_for(0, tasks, grain, [&](i64 lo, i64 hi) { fn(ctx, lo, hi); });
 }
 
 // col[(c*kh + ky)*kw + kx][(y - y0)*ow + x] = x_in[c][y*sh - ph + ky][x*sw - pw + kx] (0 outside).
@@ -163,12 +249,19 @@ void conv2d_with(ConvPath path, const Conv2dArgs& p) {
     path = macs < kDirectMaxMacs ? ConvPath::direct : ConvPath::im2col;
   }
   if (path == ConvPath::direct) {
-    conv_direct(p);
+    conv_direct(p, simd_level());
   } else {
     conv_im2col(p);
   }
 }
 
 void conv2d(const Conv2dArgs& p) { conv2d_with(ConvPath::automatic, p); }
+
+int simd_isa_count() { return simd_level() + 1; }
+
+void conv2d_direct_with_isa(int isa, const Conv2dArgs& p) {
+  if (p.n <= 0 || p.oc <= 0 || p.oh <= 0 || p.ow <= 0) return;
+  conv_direct(p, std::max(isa, 0));
+}
 
 }  // namespace lc::cpu

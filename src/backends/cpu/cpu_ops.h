@@ -50,5 +50,13 @@ void attention_with(AttentionPath path, const AttentionArgs& a);
 
 enum class ConvPath : std::uint8_t { automatic, direct, im2col };
 void conv2d_with(ConvPath path, const Conv2dArgs& a);
+// The direct conv micro-kernel for one instruction set (0 SSE2, 1 AVX2+FMA, 2 AVX-512F;
+// clamped to what this CPU runs, like gemm_blocked_with_isa).
+void conv2d_direct_with_isa(int isa, const Conv2dArgs& a);
+// layernorm / softmax row kernels for one instruction set (same numbering, clamped).
+void layernorm_with_isa(int isa, const LayerNormArgs& a);
+void softmax_with_isa(int isa, const SoftmaxArgs& a);
+// simd_level() + 1: how many instruction-set levels the non-GEMM kernels can be forced to.
+int simd_isa_count();
 
 }  // namespace lc::cpu
