@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
@@ -52,9 +53,41 @@ struct Job {
   }
 };
 
+// Workers that just finished a job spin for a short while (LC_SPIN_US, default 50 µs on
+// machines with >= 4 hardware threads, 0 otherwise) before sleeping on the condition variable,
+// so back-to-back parallel ops skip the futex wake-up of every worker (several µs each on a
+// 16-thread host: the difference between a 1M-element add at 30 µs and at 70 µs). The caller
+// likewise spins briefly while the last chunks finish. Sleepers are counted under the mutex,
+// so a dispatch never misses one.
+int spin_budget_us() {
+  if (const char* s = std::getenv("LC_SPIN_US")) {
+    char* end = nullptr;
+    const long v = std::strtol(s, &end, 10);
+    if (end != s && v >= 0) return static_cast<int>(std::min<long>(v, 10000));
+  }
+  return std::thread::hardware_concurrency() >= 4 ? 50 : 0;
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+template <class Pred>
+bool spin_until(Pred&& done, int budget_us) {
+  if (budget_us <= 0) return done();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(budget_us);
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) return false;
+    cpu_relax();
+  }
+}
+
 class Pool {
  public:
-  explicit Pool(int threads) {
+  explicit Pool(int threads) : spin_us_(spin_budget_us()) {
     workers_.reserve(static_cast<std::size_t>(threads - 1));
     for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this] { worker_loop(); });
   }
@@ -62,6 +95,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> g(mu_);
       stop_ = true;
+      published_.store(~std::uint64_t{0}, std::memory_order_release);
     }
     work_cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -89,22 +123,28 @@ class Pool {
     const std::int64_t nchunks = (range + job.chunk - 1) / job.chunk;
     const int helpers = static_cast<int>(std::min<std::int64_t>(nchunks - 1, workers_.size()));
 
+    bool wake = false;
     {
       std::lock_guard<std::mutex> g(mu_);
       job_ = &job;
       wanted_ = helpers;
-      active_ = helpers;
+      active_.store(helpers, std::memory_order_relaxed);
       ++generation_;
+      published_.store(generation_, std::memory_order_release);
+      wake = helpers > 0 && sleepers_ > 0;
     }
-    if (helpers > 0) work_cv_.notify_all();
+    if (wake) work_cv_.notify_all();
 
     t_in_parallel = true;
     job.run_chunks();
     t_in_parallel = false;
 
-    {
+    if (!spin_until([&] { return active_.load(std::memory_order_acquire) == 0; }, spin_us_)) {
       std::unique_lock<std::mutex> g(mu_);
-      done_cv_.wait(g, [&] { return active_ == 0; });
+      done_cv_.wait(g, [&] { return active_.load(std::memory_order_acquire) == 0; });
+    }
+    {
+      std::lock_guard<std::mutex> g(mu_);
       job_ = nullptr;
     }
     if (job.error) std::rethrow_exception(job.error);
@@ -116,31 +156,45 @@ class Pool {
     t_in_parallel = true;
     std::uint64_t seen = 0;
     for (;;) {
+      const bool fresh =
+          spin_until([&] { return published_.load(std::memory_order_acquire) != seen; }, spin_us_);
       Job* job = nullptr;
       {
         std::unique_lock<std::mutex> g(mu_);
-        work_cv_.wait(g, [&] { return stop_ || (generation_ != seen && wanted_ > 0); });
+        const auto ready = [&] { return stop_ || (generation_ != seen && wanted_ > 0); };
+        if (!ready()) {
+          // This generation needs no more helpers: skip it. Spin again if we only just saw it,
+          // sleep once the spin budget ran out with nothing new.
+          seen = generation_;
+          if (fresh && spin_us_ > 0) continue;
+          ++sleepers_;
+          work_cv_.wait(g, ready);
+          --sleepers_;
+        }
         if (stop_) return;
         seen = generation_;
         --wanted_;
         job = job_;
       }
       job->run_chunks();
-      {
+      if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> g(mu_);
-        if (--active_ == 0) done_cv_.notify_one();
+        done_cv_.notify_one();
       }
     }
   }
 
+  const int spin_us_;
   std::vector<std::thread> workers_;
   std::mutex dispatch_mu_;
   std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;
   Job* job_ = nullptr;
-  std::uint64_t generation_ = 0;
-  int wanted_ = 0;  // workers still to pick up the current job
-  int active_ = 0;  // workers that picked it up (or will) and have not finished
+  std::uint64_t generation_ = 0;               // guarded by mu_
+  std::atomic<std::uint64_t> published_{0};    // generation_, readable while spinning
+  int wanted_ = 0;                             // workers still to pick up the current job
+  std::atomic<int> active_{0};                 // helpers that have not finished the job
+  int sleepers_ = 0;                           // workers waiting on work_cv_ (guarded by mu_)
   bool stop_ = false;
 };
 
