@@ -2,11 +2,13 @@
 // warm-up), on random data. Usage: cuda_micro [output.txt]. Prints a table and writes the same
 // lines to the file. torch comparisons live in the Python benchmark suite.
 #include <cuda_runtime_api.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -15,6 +17,7 @@
 #include "backends/backend.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/staging.h"
 
 namespace {
 
@@ -66,6 +69,128 @@ void report(const std::string& name, double value, const char* unit, const std::
   lines.emplace_back(buf);
   std::printf("%s\n", buf);
   std::fflush(stdout);
+}
+
+// Median host wall time (us) of fn over `reps` runs after `warmup` runs.
+double median_host_us(const std::function<void()>& fn, int reps, int warmup = 2) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+std::string size_name(std::size_t b) {
+  return b >= (1u << 20) ? std::to_string(b >> 20) + "MB" : std::to_string(b >> 10) + "KB";
+}
+
+// Host<->device transfers through the backend's copy_from_host / copy_to_host (pageable host
+// buffers, synchronize included), GB/s = 1e9 bytes/s, median host time. Also: the same with one
+// copy thread (the pre-pool behaviour), a D2H into fresh (never touched) pages as a one-shot
+// numpy result is, the pinned DMA ceiling, and cudaHostRegister of the caller's buffer counted
+// with its registration cost.
+void transfer_benchmarks() {
+  auto& b = gpu();
+  const std::size_t max_bytes = 256u << 20;
+  std::vector<char> host(max_bytes, 1);
+  for (std::size_t i = 0; i < max_bytes; i += 4096) host[i] = static_cast<char>(i >> 12);
+  char* dev = static_cast<char*>(b.alloc(max_bytes));
+  b.copy_from_host(dev, host.data(), max_bytes);
+  b.synchronize();
+  auto reps_for = [](std::size_t n) { return n <= (1u << 20) ? 200 : n <= (16u << 20) ? 30 : 7; };
+  auto gbps = [](std::size_t n, double us) { return static_cast<double>(n) / (us * 1e-6) / 1e9; };
+  auto line = [&](const std::string& name, std::size_t n, double us, const std::string& note) {
+    report(name, gbps(n, us), "GB/s", std::to_string(us) + " us" + note);
+  };
+  const int dflt = lc::cuda::copy_threads();
+  const std::string thr = ", copy threads " + std::to_string(dflt);
+  for (std::size_t n : {64u << 10, 1u << 20, 16u << 20, 256u << 20}) {
+    const double us = median_host_us([&] { b.copy_from_host(dev, host.data(), n); b.synchronize(); }, reps_for(n));
+    line("h2d " + size_name(n) + " pageable", n, us, thr);
+  }
+  for (std::size_t n : {64u << 10, 1u << 20, 16u << 20, 256u << 20}) {
+    const double us = median_host_us([&] { b.copy_to_host(host.data(), dev, n); b.synchronize(); }, reps_for(n));
+    line("d2h " + size_name(n) + " pageable", n, us, thr);
+  }
+  // One-shot D2H destination: fresh anonymous pages, faulted in by the copy itself.
+  auto fresh_d2h = [&](std::size_t n) {
+    void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { std::perror("mmap"); std::exit(1); }
+    b.copy_to_host(p, dev, n);
+    b.synchronize();
+    munmap(p, n);
+  };
+  for (std::size_t n : {16u << 20, 256u << 20}) {
+    const double us = median_host_us([&] { fresh_d2h(n); }, reps_for(n));
+    line("d2h " + size_name(n) + " fresh pages", n, us, thr + ", incl. mmap/munmap");
+  }
+  // The same with one copy thread (memcpy on the caller only).
+  lc::cuda::set_copy_threads(1);
+  for (std::size_t n : {1u << 20, 16u << 20, 256u << 20}) {
+    const double us = median_host_us([&] { b.copy_from_host(dev, host.data(), n); b.synchronize(); }, reps_for(n));
+    line("h2d " + size_name(n) + " pageable 1 thread", n, us, "");
+  }
+  for (std::size_t n : {1u << 20, 16u << 20, 256u << 20}) {
+    const double us = median_host_us([&] { b.copy_to_host(host.data(), dev, n); b.synchronize(); }, reps_for(n));
+    line("d2h " + size_name(n) + " pageable 1 thread", n, us, "");
+  }
+  {
+    const std::size_t n = 16u << 20;
+    const double us = median_host_us([&] { fresh_d2h(n); }, reps_for(n));
+    line("d2h 16MB fresh pages 1 thread", n, us, ", incl. mmap/munmap");
+  }
+  lc::cuda::set_copy_threads(0);
+  // Plain host memcpy (one thread), and the DMA ceiling from pinned memory.
+  {
+    const std::size_t n = 256u << 20;
+    std::vector<char> dst(n, 2);
+    const double us = median_host_us([&] { std::memcpy(dst.data(), host.data(), n); }, 5);
+    line("host memcpy 256MB 1 thread", n, us, "");
+    void* pinned = nullptr;
+    check(cudaMallocHost(&pinned, n), "cudaMallocHost");
+    std::memset(pinned, 3, n);
+    cudaStream_t s = lc::cuda::stream();
+    double t = median_host_us([&] {
+      check(cudaMemcpyAsync(dev, pinned, n, cudaMemcpyHostToDevice, s), "h2d");
+      check(cudaStreamSynchronize(s), "sync");
+    }, 5);
+    line("h2d 256MB pinned (DMA ceiling)", n, t, "");
+    t = median_host_us([&] {
+      check(cudaMemcpyAsync(pinned, dev, n, cudaMemcpyDeviceToHost, s), "d2h");
+      check(cudaStreamSynchronize(s), "sync");
+    }, 5);
+    line("d2h 256MB pinned (DMA ceiling)", n, t, "");
+    check(cudaFreeHost(pinned), "cudaFreeHost");
+    // cudaHostRegister of a caller's (page-aligned, already touched) buffer, counted per call.
+    // A failure is reported, not fatal: the table must still be written.
+    void* reg = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (reg != MAP_FAILED) {
+      std::memset(reg, 4, n);
+      for (std::size_t m : {16u << 20, 256u << 20}) {
+        bool ok = true;
+        t = median_host_us([&] {
+          if (!ok) return;
+          ok = cudaHostRegister(reg, m, cudaHostRegisterDefault) == cudaSuccess &&
+               cudaMemcpyAsync(dev, reg, m, cudaMemcpyHostToDevice, s) == cudaSuccess &&
+               cudaStreamSynchronize(s) == cudaSuccess && cudaHostUnregister(reg) == cudaSuccess;
+        }, 5, 1);
+        if (ok) {
+          line("h2d " + size_name(m) + " hostRegister+copy", m, t, ", register+unregister counted");
+        } else {
+          report("h2d " + size_name(m) + " hostRegister+copy", 0.0, "GB/s",
+                 std::string("failed: ") + cudaGetErrorString(cudaGetLastError()));
+          (void)cudaHostUnregister(reg);
+          (void)cudaGetLastError();
+        }
+      }
+      munmap(reg, n);
+    }
+  }
+  b.free(dev);
 }
 
 }  // namespace
@@ -171,6 +296,7 @@ int main(int argc, char** argv) {
     report("tiny add launch+sync", t[t.size() / 2], "us", "median of 1000");
     gpu().free(a); gpu().free(b); gpu().free(c);
   }
+  transfer_benchmarks();
   if (argc > 1) {
     if (FILE* f = std::fopen(argv[1], "w")) {
       std::fprintf(f, "device: %s\n", gpu().device_description().c_str());

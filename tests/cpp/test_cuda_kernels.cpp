@@ -29,6 +29,7 @@
 #ifdef LC_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/matmul.h"
+#include "backends/cuda/staging.h"
 #endif
 
 namespace {
@@ -487,6 +488,57 @@ TEST(CudaMemory, CopyRoundTripsOfOddSizes) {
     gpu().free(d1);
     gpu().free(d2);
   }
+}
+
+// Staged copies (src/backends/cuda/staging.cpp): sizes around the direct-path limit, the chunk
+// sizes it picks (256 KiB .. 4 MiB, ~bytes/8) and the slot count, odd sizes and offsets, with one,
+// three and the default number of copy threads. Two uploads back to back from one host buffer
+// that is overwritten at once check that the second upload waits for the first one's DMAs before
+// reusing the pinned buffers, and that the source may be reused as soon as the call returns.
+TEST(CudaMemory, StagedCopiesAtChunkBoundariesAndThreadCounts) {
+  LC_REQUIRE_CUDA();
+  const std::size_t dir = lc::cuda::kDirectBytes, slot = lc::cuda::kSlotBytes;
+  const std::size_t sizes[] = {dir - 1, dir, dir + 1, 300000, (1u << 20) - 1, (1u << 20) + 1,
+                               (2u << 20) + 64, slot - 1, slot, slot + 1,
+                               slot * lc::cuda::kSlots + 1, (4u << 20) * 8 + 3,
+                               (4u << 20) * 17 + 4093};
+  std::uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto fill = [&](std::vector<unsigned char>& v) {  // fast pseudo-random bytes (splitmix64)
+    for (std::size_t i = 0; i < v.size(); i += 8) {
+      std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      std::memcpy(v.data() + i, &z, std::min<std::size_t>(8, v.size() - i));
+    }
+  };
+  for (int threads : {1, 3, 0}) {  // 0: LC_COPY_THREADS / hardware default
+    lc::cuda::set_copy_threads(threads);
+    for (std::size_t bytes : sizes) {
+      SCOPED_TRACE("bytes " + std::to_string(bytes) + ", copy threads " +
+                   std::to_string(lc::cuda::copy_threads()));
+      std::vector<unsigned char> host(bytes + 1), first(bytes), second(bytes), back(bytes + 1, 0xEE);
+      fill(host);
+      std::memcpy(first.data(), host.data() + 1, bytes);
+      auto* d1 = static_cast<unsigned char*>(gpu().alloc(bytes + 5));
+      auto* d2 = static_cast<unsigned char*>(gpu().alloc(bytes + 5));
+      gpu().copy_from_host(d1 + 5, host.data() + 1, bytes);  // odd host and device offsets
+      fill(host);                                            // reuse the source at once
+      std::memcpy(second.data(), host.data(), bytes);
+      gpu().copy_from_host(d2, host.data(), bytes);          // no sync in between
+      std::fill(host.begin(), host.end(), 0);
+      gpu().copy_to_host(back.data() + 1, d1 + 5, bytes);
+      EXPECT_TRUE(std::equal(first.begin(), first.end(), back.begin() + 1));
+      EXPECT_EQ(back[0], 0xEE);  // nothing written before the destination
+      back[bytes] = 0xEE;  // (the first download wrote it)
+      gpu().copy_to_host(back.data(), d2, bytes);
+      EXPECT_TRUE(std::equal(second.begin(), second.end(), back.begin()));
+      EXPECT_EQ(back[bytes], 0xEE);  // nor after it
+      gpu().free(d1);
+      gpu().free(d2);
+    }
+  }
+  lc::cuda::set_copy_threads(0);
 }
 
 TEST(CudaGraph, CaptureAndReplay) {
