@@ -35,6 +35,10 @@ struct WorkEstimate {
   double host_bytes_out = 0;  // bytes that would have to be downloaded for a GPU placement
   bool inputs_on_gpu = false; // some input already lives on the GPU
   double conv_macs = 0;       // conv2d only: multiply-accumulates (the original's crossover unit)
+  // A pipeline's second stage (conv -> attention): its flops run at that family's rates and pay
+  // its per-family overhead on either side; transfers stay those of the whole pipeline.
+  OpFamily family2 = OpFamily::elementwise;
+  double flops2 = 0;
 };
 
 // Upload copies a one-shot op of this family makes (matmul a,b; attention q,k,v; conv x,w;

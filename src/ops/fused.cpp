@@ -37,6 +37,11 @@ DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
                      const ConvAttentionParams& prm, const ExecutionPolicy& p) {
   std::vector<std::vector<std::int64_t>> shapes{x.shape(), w.shape()};
   WorkEstimate est = estimate_work(kOp, shapes, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
+  // The attention stage at its real size: [seq_len, head_dim] self-attention.
+  const double seq = static_cast<double>(prm.seq_len), hd = static_cast<double>(prm.head_dim);
+  est.family2 = OpFamily::attention;
+  est.flops2 = 4.0 * seq * seq * hd;
+  est.host_bytes_out = 4.0 * seq * hd;
   est.host_bytes_in = 0;
   est.inputs_on_gpu = false;
   for (const Tensor* t : {&x, &w, bias}) {
