@@ -240,6 +240,10 @@ class TimingConfig:
     budget_s: float = 2.0    # per system and case: stop timing once this much wall time is spent
     min_iters: int = 3       # ... but never before this many timed calls
     check: bool = True       # compare each system's output with the numpy reference
+    # Idle gap before each system is measured: the previous system's CPU threads (OpenMP/MKL
+    # workers of torch CPU, OpenBLAS, our pool) spin for a while after their last call and would
+    # otherwise steal cores from whichever system runs next (its host copies, its Python thread).
+    settle_s: float = 0.03
 
 
 def _noop() -> None:
@@ -249,6 +253,8 @@ def _noop() -> None:
 def measure(fn: Callable[[], Any], sync: Callable[[], None], cfg: TimingConfig) -> Dict[str, Any]:
     """Warm-up, then timed calls (each followed by `sync`). Returns ms statistics and the first
     warm-up result (for the correctness check)."""
+    if cfg.settle_s > 0:
+        time.sleep(cfg.settle_s)
     t_start = time.perf_counter()
     first = fn()
     sync()
