@@ -244,6 +244,7 @@ class TimingConfig:
     # workers of torch CPU, OpenBLAS, our pool) spin for a while after their last call and would
     # otherwise steal cores from whichever system runs next (its host copies, its Python thread).
     settle_s: float = 0.03
+    warm_min_s: float = 0.05  # warm-up lasts at least this long (GPU clock / PCIe link ramp-up)
 
 
 def _noop() -> None:
@@ -261,11 +262,19 @@ def measure(fn: Callable[[], Any], sync: Callable[[], None], cfg: TimingConfig) 
     # At least 3 warm-up calls whatever the budget: the first call of a shape pays one-time costs
     # (plan/algorithm selection, allocator growth, first touch of buffers) that must not leak
     # into the timed calls of whichever system happens to run first for a case.
-    for i in range(max(cfg.warmup - 1, 2)):
+    # ... and at least warm_min_s of them: after a stretch of CPU-only systems the GPU's clocks
+    # and the PCIe link have powered down, and the first GPU system measured would otherwise pay
+    # their ramp-up (seen: the first LC GPU column of a case 1.5x slower than the next one).
+    i = 0
+    while True:
+        elapsed = time.perf_counter() - t_start
+        if i >= max(cfg.warmup - 1, 2) and elapsed >= cfg.warm_min_s:
+            break
+        if i >= 2 and elapsed > max(cfg.budget_s * 0.25, cfg.warm_min_s):
+            break
         fn()
         sync()
-        if i >= 1 and time.perf_counter() - t_start > cfg.budget_s * 0.25:
-            break
+        i += 1
     samples: List[int] = []
     t_loop = time.perf_counter()
     pc = time.perf_counter_ns
