@@ -220,11 +220,90 @@ def make_plots(data, plot_dir: Path) -> List[Path]:
     return made
 
 
+def _row(data, suite: str, mode: str, case_prefix: str) -> Optional[Dict[str, Any]]:
+    for r in data.get(suite, {}).get("rows", []):
+        if r.get("mode") == mode and r.get("case", "").startswith(case_prefix):
+            return r
+    return None
+
+
+def _ms(row: Optional[Dict[str, Any]], system: str) -> Optional[float]:
+    if not row:
+        return None
+    cell = row.get("systems", {}).get(system, {})
+    return cell.get("ms") if cell.get("status") == "ok" else None
+
+
+def load_micro(results: Path) -> Dict[str, float]:
+    """cuda_micro.txt (benchmarks/cpp/cuda_micro.cpp): 'name  value unit  extra' per line."""
+    out: Dict[str, float] = {}
+    p = results / "cuda_micro.txt"
+    if not p.is_file():
+        return out
+    for line in p.read_text().splitlines():
+        parts = line.split()
+        for i, tok in enumerate(parts):
+            try:
+                val = float(tok)
+            except ValueError:
+                continue
+            if i > 0:
+                out[" ".join(parts[:i])] = val
+            break
+    return out
+
+
+def target_lines(data, results: Path) -> List[str]:
+    """The CUDA backend's speed targets (issue: 'CUDA backend on Hopper'), checked against this
+    run: ratios come from the Python suites (same process as torch), rates from cuda_micro."""
+    micro = load_micro(results)
+    rows: List[List[str]] = []
+
+    def add(what: str, target: str, measured: Optional[str], ok: Optional[bool]) -> None:
+        verdict = "n/a" if ok is None else ("met" if ok else "**not met**")
+        rows.append([what, target, measured or "n/a", verdict])
+
+    for n in (1024, 2048, 4096):
+        r = _row(data, "dl", "resident", f"m={n},k={n},n={n} / heuristic")
+        lc_ms, t_ms = _ms(r, "lc_cuda"), _ms(r, "torch_cuda")
+        ratio = t_ms / lc_ms if lc_ms and t_ms else None
+        add(f"GEMM fp32 {n}^3 resident, vs torch CUDA", ">= 0.95x",
+            f"{ratio:.2f}x ({lc_ms:.3f} vs {t_ms:.3f} ms)" if ratio else None,
+            None if ratio is None else ratio >= 0.95)
+    tf = micro.get("gemm 8192^3 tf32")
+    add("GEMM tf32 8192^3 (cuda_micro)", ">= 380 TFLOP/s", f"{tf:.0f} TFLOP/s" if tf else None,
+        None if tf is None else tf >= 380)
+    va = micro.get("vector add 64M")
+    add("vector add 64M floats resident (cuda_micro)", ">= 2.8 TB/s", f"{va:.2f} TB/s" if va else None,
+        None if va is None else va >= 2.8)
+    r = _row(data, "kernel", "resident", "seq=4096,head_dim=64")
+    lc_ms, t_ms = _ms(r, "lc_cuda"), _ms(r, "torch_cuda")
+    ratio = t_ms / lc_ms if lc_ms and t_ms else None
+    add("attention fp32 seq=4096 d=64 resident, vs torch SDPA", ">= 1.5x",
+        f"{ratio:.2f}x ({lc_ms:.3f} vs {t_ms:.3f} ms)" if ratio else None,
+        None if ratio is None else ratio >= 1.5)
+    r = _row(data, "ml", "resident", "n=65536")
+    lc_ms, t_ms = _ms(r, "lc_cuda"), _ms(r, "torch_cuda")
+    ratio = lc_ms / t_ms if lc_ms and t_ms else None
+    add("resident vector add n=65536 + sync per call, latency vs torch", "<= 0.6x",
+        f"{ratio:.2f}x ({lc_ms * 1e3:.1f} vs {t_ms * 1e3:.1f} us)" if ratio else None,
+        None if ratio is None else ratio <= 0.6)
+    lines = ["**CUDA backend targets in this run**", "",
+             "| Target | Goal | Measured | Verdict |", "| --- | --- | --- | --- |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if micro:
+        lines += ["", "<details>", "<summary>cuda_micro (CUDA events / synchronized host clock, "
+                  "median)</summary>", "", "```text",
+                  (results / "cuda_micro.txt").read_text().rstrip(), "```", "", "</details>"]
+    return lines
+
+
 def render(data, results: Path, link_base: Path) -> str:
     if not data:
         return "No benchmark results found."
     plots = make_plots(data, results / "plots")
-    lines = context_lines(data) + [""] + suite_summary(data) + [""] + family_summary(data) + [""]
+    lines = context_lines(data) + [""] + target_lines(data, results) + [""]
+    lines += suite_summary(data) + [""] + family_summary(data) + [""]
     if plots:
         lines += ["**Speedup per case** (log scale)", ""]
         for p in plots:
