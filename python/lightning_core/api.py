@@ -73,37 +73,20 @@ def qkv_arrange(features, seq_len: int, head_dim: int):
     return np.tile(flat, reps)[:need].reshape(seq_len, head_dim)
 
 
-def _check_seq(seq_len: int, head_dim: int) -> None:
-    if int(seq_len) < 1 or int(head_dim) < 1:
-        raise ValueError(f"[conv_attention_torchstrong_nchw] seq_len and head_dim must be >= 1, "
-                         f"got seq_len={seq_len}, head_dim={head_dim}")
-
-
 def conv_attention_torchstrong_nchw(x, w, b, seq_len: int, head_dim: int, stride_h: int = 1, stride_w: int = 1,
                                     pad_h: int = 1, pad_w: int = 1, device: str | None = None, *,
                                     causal: bool = False, execution_mode: str = "eager", policy=None):
     """conv2d(+ReLU) -> QKV arrange (see qkv_arrange) -> single-head attention (q = k = v).
 
-    execution_mode: "eager" runs the blocks one by one; "graph" replays them as one captured
-    CUDA graph on the GPU (the native fused op, when this build has it) and is identical to
-    eager on the CPU.
+    Runs as one native op (lc.conv_attention_nchw): the intermediate stays on the device it was
+    computed on. execution_mode: "eager" launches the blocks one by one; "graph" replays them as
+    one captured CUDA graph on the GPU (identical to eager on the CPU).
     """
-    _check_seq(seq_len, head_dim)
     if execution_mode not in ("eager", "graph"):
         raise ValueError(f"[conv_attention_torchstrong_nchw] execution_mode must be \"eager\" or \"graph\", "
                          f"got {execution_mode!r}")
-    native = getattr(_lc, "conv_attention_nchw", None)
-    if native is not None:
-        return native(x, w, b, int(seq_len), int(head_dim), stride_h, stride_w, pad_h, pad_w, device,
-                      causal=causal, graph=(execution_mode == "graph"), policy=policy)
-    inner, last = _chain_policy(device, policy)
-    feats = _lc.conv2d_nchw(x, w, b, stride_h, stride_w, pad_h, pad_w, None, activation="relu", policy=inner)
-    host = feats.numpy() if isinstance(feats, _lc.Tensor) else feats
-    qkv = qkv_arrange(host, int(seq_len), int(head_dim))
-    if isinstance(feats, _lc.Tensor) and feats.device != "cpu":
-        qkv = _lc.Tensor(qkv, device=feats.device)
-    out = _lc.attention2d(qkv, qkv, qkv, causal, None, policy=last)
-    return _host_result(out, (x, w, b))
+    return _lc.conv_attention_nchw(x, w, b, int(seq_len), int(head_dim), stride_h, stride_w, pad_h, pad_w,
+                                   device, causal=causal, graph=(execution_mode == "graph"), policy=policy)
 
 
 def conv_attention_torchstrong_nchw_ab_report(x, w, b, seq_len: int, head_dim: int, stride_h: int = 1,
