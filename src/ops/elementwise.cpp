@@ -71,7 +71,7 @@ void elementwise_into(const char* op, const Tensor& a, const Tensor* b, float al
                       const ExecutionPolicy& p) {
   const EwSpec& s = find_spec(op);
   check_ew(s, a, b);
-  check_out(s.name, out, a.shape());
+  check_out_like(s.name, out, a);
   OpRunner r(s.name, p);
   r.place(ew_work(a), {&a, s.binary ? b : nullptr});
   run_ew(r, s, a, b, alpha, out);

@@ -83,7 +83,7 @@ void layernorm_into(const Tensor& x, const Tensor* gamma, const Tensor* beta, fl
   check_affine(op, "gamma", gamma, last_dim(x));
   check_affine(op, "beta", beta, last_dim(x));
   check_eps(op, eps);
-  check_out(op, out, x.shape());
+  check_out_like(op, out, x);
   OpRunner r(op, p);
   r.place(norm_work(x), {&x, gamma, beta});
   run_layernorm(r, x, gamma, beta, eps, out);
@@ -106,7 +106,7 @@ Tensor layernorm(const Tensor& x, const Tensor* gamma, const Tensor* beta, float
 void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p) {
   static constexpr const char* op = "softmax";
   check_rows(op, x);
-  check_out(op, out, x.shape());
+  check_out_like(op, out, x);
   OpRunner r(op, p);
   r.place(norm_work(x), {&x});
   run_softmax(r, x, out);
