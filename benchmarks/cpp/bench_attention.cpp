@@ -9,7 +9,7 @@ void attention(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::
   lc::Tensor q = lcbench::randn({seq, d}, dev, 1), k = lcbench::randn({seq, d}, dev, 2),
              v = lcbench::randn({seq, d}, dev, 3), out = lcbench::empty({seq, d}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] { lc::attention2d_into(q, k, v, out, causal, p); },
+  lcbench::timed_loop(st, dev, [&] { lc::attention2d_into(q, k, v, out, causal, p); },
                       4.0 * seq * seq * d);
 }
 

@@ -13,7 +13,7 @@ void conv(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::int64
   lc::Tensor x = randn({n, c, h, w}, dev, 1), wt = randn({oc, c, 3, 3}, dev, 2, 0.2f),
              b = randn({oc}, dev, 3), out = empty({n, oc, h, w}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] { lc::conv2d_nchw_into(x, wt, &b, 1, 1, 1, 1, act, out, p); },
+  lcbench::timed_loop(st, dev, [&] { lc::conv2d_nchw_into(x, wt, &b, 1, 1, 1, 1, act, out, p); },
                       2.0 * n * oc * h * w * c * 9);
 }
 
@@ -22,7 +22,7 @@ void dense_relu(benchmark::State& st, lc::DeviceKind dev, const std::vector<std:
   lc::Tensor x = randn({m, in}, dev, 1), w = randn({o, in}, dev, 2, 0.03f), b = randn({o}, dev, 3),
              out = empty({m, o}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] { lc::linear_into(x, w, &b, lc::Activation::relu, out, p); }, 2.0 * m * in * o);
+  lcbench::timed_loop(st, dev, [&] { lc::linear_into(x, w, &b, lc::Activation::relu, out, p); }, 2.0 * m * in * o);
 }
 
 [[maybe_unused]] const bool registered = [] {

@@ -1,11 +1,11 @@
 // Shared helpers of the Google Benchmark binaries (bench_*.cpp): random tensors on a device, the
 // policy that pins an op to that device, and the timed loop.
 //
-// Timing: every benchmark uses manual time. One iteration is the op (on resident tensors, output
-// preallocated, `_into` form) followed by lc::synchronize(), measured with steady_clock: the same
-// "call + sync" the Python suites time in resident mode, so the numbers compare directly. (The
-// runtime's CUDA stream is internal, so CUDA events recorded from here would not be ordered with
-// its work; synchronising wall clock is exact for "call returns with its work done".)
+// Timing: every benchmark uses manual time. One iteration is the op on resident tensors (output
+// preallocated, `_into` form). CPU rows: steady_clock around op + lc::synchronize(). CUDA rows:
+// the device time between two CUDA events recorded on the runtime's own stream around the op
+// (Backend::mark / elapsed_ns, the trace's device clock), and the "call + sync" wall time the
+// Python suites report in resident mode as the counter wall_us, so both compare directly.
 // CUDA rows skip themselves (SkipWithError) when no CUDA device is usable.
 #pragma once
 
@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/policy.h"
 #include "lightning_core/runtime.h"
@@ -61,9 +62,10 @@ inline bool device_ready(benchmark::State& st, lc::DeviceKind dev) {
   return true;
 }
 
-// The timed loop: warm-up calls, then per iteration op + lc::synchronize() by steady_clock.
+// The timed loop: warm-up calls, then per iteration op (+ sync); manual time as described above.
 template <class F>
-void timed_loop(benchmark::State& st, F&& op, double flops = 0.0, double bytes = 0.0) {
+void timed_loop(benchmark::State& st, lc::DeviceKind dev, F&& op, double flops = 0.0,
+                double bytes = 0.0) {
   try {
     for (int i = 0; i < 3; ++i) op();
     lc::synchronize();
@@ -71,13 +73,23 @@ void timed_loop(benchmark::State& st, F&& op, double flops = 0.0, double bytes =
     st.SkipWithError(e.what());
     return;
   }
+  lc::Backend& be = lc::get_backend(dev);
+  double wall_s = 0.0;
   for (auto _ : st) {
     const auto t0 = std::chrono::steady_clock::now();
+    const std::int64_t m0 = be.mark();
     op();
+    const std::int64_t m1 = be.mark();
     lc::synchronize();
     const auto t1 = std::chrono::steady_clock::now();
-    st.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    const double wall = std::chrono::duration<double>(t1 - t0).count();
+    wall_s += wall;
+    const double dev_ns = (m0 >= 0 && m1 >= 0) ? be.elapsed_ns(m0, m1) : -1.0;
+    if (m0 >= 0) be.release_marks();
+    st.SetIterationTime(dev_ns > 0 ? dev_ns * 1e-9 : wall);
   }
+  if (dev == lc::DeviceKind::cuda && st.iterations() > 0)
+    st.counters["wall_us"] = benchmark::Counter(wall_s * 1e6 / static_cast<double>(st.iterations()));
   if (flops > 0) st.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
   if (bytes > 0) st.counters["bytes/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
 }

@@ -11,7 +11,7 @@ void matmul(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::int
   const std::int64_t m = a[0], k = a[1], n = a[2];
   lc::Tensor x = randn({m, k}, dev, 1), w = randn({k, n}, dev, 2), out = empty({m, n}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev, a[3] ? lc::Precision::tf32 : lc::Precision::fp32);
-  lcbench::timed_loop(st, [&] { lc::matmul2d_into(x, w, out, p); }, 2.0 * m * k * n);
+  lcbench::timed_loop(st, dev, [&] { lc::matmul2d_into(x, w, out, p); }, 2.0 * m * k * n);
 }
 
 void linear(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::int64_t>& a) {
@@ -19,7 +19,7 @@ void linear(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::int
   lc::Tensor x = randn({m, in}, dev, 1), w = randn({o, in}, dev, 2, 0.03f), b = randn({o}, dev, 3),
              out = empty({m, o}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] { lc::linear_into(x, w, &b, lc::Activation::none, out, p); }, 2.0 * m * in * o);
+  lcbench::timed_loop(st, dev, [&] { lc::linear_into(x, w, &b, lc::Activation::none, out, p); }, 2.0 * m * in * o);
 }
 
 [[maybe_unused]] const bool registered = [] {

@@ -10,26 +10,26 @@ using lcbench::randn;
 void binary(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::int64_t>& a, const char* op) {
   lc::Tensor x = randn({a[0], a[1]}, dev, 1), y = randn({a[0], a[1]}, dev, 2), out = empty({a[0], a[1]}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] { lc::elementwise_into(op, x, &y, 1.0f, out, p); }, 0.0, 12.0 * a[0] * a[1]);
+  lcbench::timed_loop(st, dev, [&] { lc::elementwise_into(op, x, &y, 1.0f, out, p); }, 0.0, 12.0 * a[0] * a[1]);
 }
 
 void unary(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::int64_t>& a, const char* op) {
   lc::Tensor x = randn({a[0], a[1]}, dev, 1), out = empty({a[0], a[1]}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] { lc::elementwise_into(op, x, nullptr, 0.5f, out, p); }, 0.0, 8.0 * a[0] * a[1]);
+  lcbench::timed_loop(st, dev, [&] { lc::elementwise_into(op, x, nullptr, 0.5f, out, p); }, 0.0, 8.0 * a[0] * a[1]);
 }
 
 void softmax(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::int64_t>& a) {
   lc::Tensor x = randn({a[0], a[1]}, dev, 1), out = empty({a[0], a[1]}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] { lc::softmax_into(x, out, p); }, 0.0, 8.0 * a[0] * a[1]);
+  lcbench::timed_loop(st, dev, [&] { lc::softmax_into(x, out, p); }, 0.0, 8.0 * a[0] * a[1]);
 }
 
 void layernorm(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::int64_t>& a) {
   lc::Tensor x = randn({a[0], a[1]}, dev, 1), g = randn({a[1]}, dev, 2), b = randn({a[1]}, dev, 3),
              out = empty({a[0], a[1]}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] { lc::layernorm_into(x, &g, &b, 1e-5f, out, p); }, 0.0, 8.0 * a[0] * a[1]);
+  lcbench::timed_loop(st, dev, [&] { lc::layernorm_into(x, &g, &b, 1e-5f, out, p); }, 0.0, 8.0 * a[0] * a[1]);
 }
 
 const std::vector<std::vector<std::int64_t>> kShapes = {{512, 512}, {1024, 1024}, {2048, 1024}};

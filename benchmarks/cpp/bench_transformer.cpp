@@ -14,7 +14,7 @@ void ffn(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::int64_
              w2 = randn({d, f}, dev, 4, 0.018f), b2 = randn({d}, dev, 5, 0.1f), h = empty({m, f}, dev),
              out = empty({m, d}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] {
+  lcbench::timed_loop(st, dev, [&] {
     lc::linear_into(x, w1, &b1, lc::Activation::gelu, h, p);
     lc::linear_into(h, w2, &b2, lc::Activation::none, out, p);
   }, 4.0 * m * d * f);
@@ -26,7 +26,7 @@ void ln_proj(benchmark::State& st, lc::DeviceKind dev, const std::vector<std::in
              w = randn({o, d}, dev, 4, 0.03f), b = randn({o}, dev, 5), h = empty({m, d}, dev),
              out = empty({m, o}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] {
+  lcbench::timed_loop(st, dev, [&] {
     lc::layernorm_into(x, &g, &be, 1e-5f, h, p);
     lc::linear_into(h, w, &b, lc::Activation::none, out, p);
   }, 2.0 * m * d * o);
@@ -41,7 +41,7 @@ void attention_block(benchmark::State& st, lc::DeviceKind dev, const std::vector
              k = empty({seq, d}, dev), v = empty({seq, d}, dev), att = empty({seq, d}, dev),
              out = empty({seq, d}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] {
+  lcbench::timed_loop(st, dev, [&] {
     lc::layernorm_into(x, &g, &be, 1e-5f, h, p);
     lc::linear_into(h, wq, nullptr, lc::Activation::none, q, p);
     lc::linear_into(h, wk, nullptr, lc::Activation::none, k, p);

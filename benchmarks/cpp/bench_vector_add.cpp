@@ -7,7 +7,7 @@ void vector_add(benchmark::State& st, lc::DeviceKind dev, const std::vector<std:
   const std::int64_t n = a[0];
   lc::Tensor x = lcbench::randn({n}, dev, 1), y = lcbench::randn({n}, dev, 2), out = lcbench::empty({n}, dev);
   const lc::ExecutionPolicy p = lcbench::policy_on(dev);
-  lcbench::timed_loop(st, [&] { lc::elementwise_into("vector_add", x, &y, 1.0f, out, p); }, 0.0,
+  lcbench::timed_loop(st, dev, [&] { lc::elementwise_into("vector_add", x, &y, 1.0f, out, p); }, 0.0,
                       3.0 * 4.0 * n);
 }
 

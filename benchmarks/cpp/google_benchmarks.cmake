@@ -3,8 +3,9 @@
 # bench_api_overhead: a plain C++ timer (no Google Benchmark) that the Python api_overhead suite
 # runs to time an op through the C++ API; built whenever benchmarks are enabled.
 # bench_matmul, bench_attention, bench_vector_add, bench_matrix_ops, bench_cnn_dnn,
-# bench_transformer: Google Benchmark binaries (manual time: op + lc::synchronize() per
-# iteration; CUDA rows skip themselves without a GPU). Run with --benchmark_format=json or
+# bench_transformer: Google Benchmark binaries (manual time: CUDA events around the op on the
+# runtime's stream for CUDA rows, op + lc::synchronize() by steady_clock for CPU rows; CUDA rows
+# skip themselves without a GPU). Run with --benchmark_format=json or
 # --benchmark_out=FILE --benchmark_out_format=json.
 # A target that benchmarks/cpp/CMakeLists.txt already created (its bench_*.cpp glob) is reused.
 set(LC_GBENCH_NAMES bench_matmul bench_attention bench_vector_add bench_matrix_ops bench_cnn_dnn
