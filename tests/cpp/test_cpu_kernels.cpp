@@ -154,7 +154,7 @@ TEST(CpuAttention, ShapesBothPathsCausalAndNot) {
                            // stack path (d * sk alone fits).
                            {3, 1, 4000, 4}, {2, 9, 900, 5}};
   for (auto path : {lc::cpu::AttentionPath::automatic, lc::cpu::AttentionPath::small,
-                    lc::cpu::AttentionPath::blocked})
+                    lc::cpu::AttentionPath::blocked, lc::cpu::AttentionPath::gemm})
     for (auto& s : shapes)
       for (bool causal : {false, true}) check_attention(rng, s[0], s[1], s[2], s[3], causal, path);
 }
@@ -167,6 +167,21 @@ TEST(CpuAttention, LargeThreadedAndLongKeys) {
   }
 }
 
+TEST(CpuAttention, GemmPathOddShapes) {
+  // The BLAS-tiled path (128 query rows x 256-key tiles) forced at sizes that are not
+  // multiples of either tile, sq != sk both ways, d != dv, causal and not; without BLAS the
+  // forced path runs the blocked one. 300 x 700 causal has rows that see none of a later
+  // tile's keys, and 1 x 513 / 700 x 3 hit the one-row and one-tile extremes.
+  Rng rng;
+  const i64 shapes[][4] = {{300, 700, 48, 40}, {700, 300, 64, 72}, {129, 257, 33, 17},
+                           {1, 513, 16, 8},    {700, 3, 8, 24},    {257, 256, 64, 64}};
+  for (auto& s : shapes)
+    for (bool causal : {false, true})
+      check_attention(rng, s[0], s[1], s[2], s[3], causal, lc::cpu::AttentionPath::gemm);
+  for (bool causal : {false, true})
+    check_attention(rng, 200, 600, 16, 16, causal, lc::cpu::AttentionPath::gemm, 10.0f);
+}
+
 TEST(CpuAttention, LargeLogitsStayFinite) {
   // |q.k| * scale up to ~40: a naive exp would overflow without the max subtraction.
   Rng rng;
@@ -177,7 +192,8 @@ TEST(CpuAttention, LargeLogitsStayFinite) {
 TEST(CpuAttention, CausalFirstRowIsFirstValue) {
   // Row 0 of a causal call sees only key 0, so its output is exactly v[0].
   Rng rng;
-  for (auto path : {lc::cpu::AttentionPath::small, lc::cpu::AttentionPath::blocked}) {
+  for (auto path : {lc::cpu::AttentionPath::small, lc::cpu::AttentionPath::blocked,
+                    lc::cpu::AttentionPath::gemm}) {
     auto q = rng.vec(4 * 8), k = rng.vec(6 * 8), v = rng.vec(6 * 5);
     std::vector<float> out(4 * 5);
     lc::ref::poison(out);

@@ -45,7 +45,8 @@ void gemm_blocked_with_isa(int isa, std::int64_t m, std::int64_t n, std::int64_t
 void bias_act_rows(float* out, std::int64_t rows, std::int64_t cols, std::int64_t ld,
                    const float* bias, Activation act);
 
-enum class AttentionPath : std::uint8_t { automatic, small, blocked };
+// gemm: the BLAS-tiled path (only with LC_HAVE_BLAS; without BLAS it runs `blocked`).
+enum class AttentionPath : std::uint8_t { automatic, small, blocked, gemm };
 void attention_with(AttentionPath path, const AttentionArgs& a);
 
 enum class ConvPath : std::uint8_t { automatic, direct, im2col };
