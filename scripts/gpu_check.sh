@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: versions, configure + build (build-gpu), C++ tests, the CUDA
 # micro-benchmark, optional compute-sanitizer, and a short summary table at the end.
-#   run tool: command "bash scripts/gpu_check.sh", carry [".deps"] (GoogleTest source tree).
+#   run tool: command "bash scripts/gpu_check.sh", carry [".deps"]: make .deps here first with
+#   scripts/prepare_gpu_deps.sh (GoogleTest's source tree, Google Benchmark's headers + library).
 #   LC_SANITIZE=1  also runs compute-sanitizer memcheck on lc_tests --gtest_filter='Cuda*' (minus
 #                  the OOM test, whose deliberate cudaMalloc failure memcheck counts as an error).
 #   LC_SKIP_TESTS=1 / LC_SKIP_BENCH=1 skip those steps. LC_GTEST_FILTER narrows the tests.
 #   LC_PYBENCH=1   also runs the Python benchmark suites (benchmarks/python/run_all.py --quick)
 #                  side by side with torch; LC_PYBENCH_SUITES picks suites (default: all).
 #   LC_PYTEST_ARGS extra pytest arguments (e.g. "-k sessions").
+#   LC_NATIVE=1   with LC_PYBENCH=1: also the Google Benchmark binaries (JSON in the results).
+#   LC_GIT_COMMIT  the commit the copied tree holds (it has no .git), for the results' context:
+#                  run as `LC_GIT_COMMIT=<hash> bash scripts/gpu_check.sh`.
 #   LC_PLACEMENT=1 also runs benchmarks/python/placement_check.py (is "auto" the faster side?).
 # Everything under $OUT/logs and $OUT/benchmark_results is packed into $OUT/results.tgz at the
 # end (the device tool returns at most 8 files).
@@ -41,7 +45,8 @@ PY=OFF
 # --- Python module: built and tested here once python/CMakeLists.txt exists -----------------
 if [ -f python/CMakeLists.txt ]; then PY=ON; fi
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLC_ENABLE_CUDA=ON -DLC_BUILD_TESTS=ON \
-  -DLC_GTEST_SOURCE_DIR="$ROOT/.deps/googletest" -DLC_BUILD_PYTHON=$PY -DLC_BUILD_BENCHMARKS=ON \
+  -DLC_GTEST_SOURCE_DIR="$ROOT/.deps/googletest" -DLC_BENCHMARK_ROOT="$ROOT/.deps/benchmark" \
+  -DLC_BUILD_PYTHON=$PY -DLC_BUILD_BENCHMARKS=ON \
   "${EXTRA[@]}" > "$OUT/configure.log" 2>&1 && STATUS[configure]=ok || STATUS[configure]=FAIL
 grep -E "lightning_core|Error|error|Warning" "$OUT/configure.log"
 
@@ -93,7 +98,9 @@ fi
 if [ "${LC_PYBENCH:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
   echo "=== python benchmark suites (quick) ==="
   mkdir -p "$OUT/benchmark_results"
-  if timeout ${LC_PYBENCH_TIMEOUT:-420} python3 benchmarks/python/run_all.py --quick \
+  NATIVE=()
+  [ "${LC_NATIVE:-0}" = 1 ] && NATIVE=(--native --build-dir "$BUILD")
+  if timeout ${LC_PYBENCH_TIMEOUT:-420} python3 benchmarks/python/run_all.py --quick "${NATIVE[@]}" \
        --suites "${LC_PYBENCH_SUITES:-kernel,pipeline,ml,dl,api_overhead}" \
        --out-dir "$OUT/benchmark_results" --deadline-s ${LC_PYBENCH_DEADLINE:-360} > "$OUT/pybench.log" 2>&1
   then STATUS[pybench]=ok; else STATUS[pybench]=FAIL; fi

@@ -17,6 +17,18 @@ if(NOT TARGET bench_api_overhead)
 endif()
 
 find_package(benchmark QUIET)
+# A carried copy (scripts/prepare_gpu_deps.sh -> .deps/benchmark: headers + shared library) for
+# machines without a Google Benchmark package, such as the GPU machine.
+set(LC_BENCHMARK_ROOT "" CACHE PATH "Google Benchmark headers+library tree used when find_package fails")
+if(NOT benchmark_FOUND AND LC_BENCHMARK_ROOT AND EXISTS "${LC_BENCHMARK_ROOT}/lib/libbenchmark.so")
+  add_library(benchmark::benchmark SHARED IMPORTED)
+  set_target_properties(benchmark::benchmark PROPERTIES
+    IMPORTED_LOCATION "${LC_BENCHMARK_ROOT}/lib/libbenchmark.so"
+    INTERFACE_INCLUDE_DIRECTORIES "${LC_BENCHMARK_ROOT}/include"
+    INTERFACE_LINK_LIBRARIES Threads::Threads)
+  set(benchmark_FOUND ON)
+  message(STATUS "lightning_core: Google Benchmark from ${LC_BENCHMARK_ROOT}")
+endif()
 if(NOT benchmark_FOUND)
   string(REPLACE ";" ", " _lc_gb_list "${LC_GBENCH_NAMES}")
   message(STATUS "lightning_core: Google Benchmark not found; ${_lc_gb_list} are not built "

@@ -173,7 +173,9 @@ def context_block(settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
     }
-    ctx["git_commit"] = _run(["git", "rev-parse", "HEAD"]) or "unknown"
+    # A copied tree without .git (the GPU machine) names its commit through LC_GIT_COMMIT.
+    ctx["git_commit"] = (_run(["git", "rev-parse", "HEAD"]) or os.environ.get("LC_GIT_COMMIT")
+                         or "unknown")
     ctx["git_dirty"] = bool(_run(["git", "status", "--porcelain", "--untracked-files=no"]))
     if env.lc is not None:
         info = {}

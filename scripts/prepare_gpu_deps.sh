@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Fills .deps/ (git-ignored) with what the GPU machine lacks and scripts/gpu_check.sh needs:
+#   .deps/googletest  GoogleTest's source tree (built there with the project's tests)
+#   .deps/benchmark   Google Benchmark's headers and shared library (for the native bench_* binaries)
+# Run it here once; then every device `run` of gpu_check.sh passes carry [".deps"].
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh >/dev/null
+mkdir -p .deps
+if [ ! -f .deps/googletest/CMakeLists.txt ]; then
+  [ -f /usr/src/googletest/CMakeLists.txt ] || { echo "no /usr/src/googletest (apt-get install googletest)" >&2; exit 1; }
+  cp -r /usr/src/googletest .deps/googletest
+fi
+if [ ! -f .deps/benchmark/include/benchmark/benchmark.h ]; then
+  lib=$(ls /usr/lib/x86_64-linux-gnu/libbenchmark.so.*.* 2>/dev/null | head -1 || true)
+  if [ -n "$lib" ] && [ -d /usr/include/benchmark ]; then
+    mkdir -p .deps/benchmark/include .deps/benchmark/lib
+    cp -r /usr/include/benchmark .deps/benchmark/include/
+    # Plain copies under the link name and the SONAME the binaries will ask for (links may not
+    # travel with the device tool).
+    soname=$(objdump -p "$lib" | awk '/SONAME/ {print $2}')
+    cp "$lib" .deps/benchmark/lib/libbenchmark.so
+    if [ -n "$soname" ]; then cp "$lib" ".deps/benchmark/lib/$soname"; fi
+  else
+    echo "Google Benchmark not installed here (apt-get install libbenchmark-dev); native bench skipped" >&2
+  fi
+fi
+du -sh .deps/* 
