@@ -1,0 +1,207 @@
+// The tuners that persist their choices in the auto-tune cache (autotune.h, tuners.h): the CPU
+// conv2d path (direct vs im2col) and the GEMM modes (cuBLASLt heuristic / autotuned algorithm /
+// TF32).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backends/backend.h"
+#include "backends/cpu/cpu_ops.h"
+#include "core/tuners.h"
+#include "lightning_core/autotune.h"
+#include "lightning_core/errors.h"
+#include "lightning_core/tensor.h"
+
+#ifdef LC_HAVE_CUDA
+#include "backends/cuda/matmul.h"
+#endif
+
+namespace lc {
+namespace autotune {
+
+// ---- CPU conv2d tuner -------------------------------------------------------------------------
+
+namespace {
+double time_us(const std::function<void()>& f, int reps) {
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    const auto t1 = std::chrono::steady_clock::now();
+    best = std::min(best, std::chrono::duration<double, std::micro>(t1 - t0).count());
+  }
+  return best;
+}
+}  // namespace
+
+std::string cpu_conv2d_choice(const Conv2dArgs& a, bool tune) {
+  if (!tune || !enabled()) return "auto";
+  using std::to_string;
+  const std::string shapes = "x=[" + to_string(a.n) + "," + to_string(a.c) + "," + to_string(a.h) +
+                             "," + to_string(a.w_in) + "] w=[" + to_string(a.oc) + "," +
+                             to_string(a.c) + "," + to_string(a.kh) + "," + to_string(a.kw) +
+                             "] s=" + to_string(a.stride_h) + "," + to_string(a.stride_w) +
+                             " p=" + to_string(a.pad_h) + "," + to_string(a.pad_w);
+  if (auto f = lookup("conv2d_nchw.cpu_path", shapes, "float32", DeviceKind::cpu)) {
+    const std::string& ch = (*f)["choice"];
+    if (ch == "direct" || ch == "im2col") return ch;
+  }
+  note_measurement();
+  // One warm-up each (page faults, thread-pool start), then the best of two.
+  const double macs = static_cast<double>(a.n) * a.oc * a.oh * a.ow * a.c * a.kh * a.kw;
+  const int reps = macs > 5e8 ? 1 : 2;
+  cpu::conv2d_with(cpu::ConvPath::direct, a);
+  const double t_direct = time_us([&] { cpu::conv2d_with(cpu::ConvPath::direct, a); }, reps);
+  cpu::conv2d_with(cpu::ConvPath::im2col, a);
+  const double t_gemm = time_us([&] { cpu::conv2d_with(cpu::ConvPath::im2col, a); }, reps);
+  const std::string choice = t_direct <= t_gemm ? "direct" : "im2col";
+  store("conv2d_nchw.cpu_path", shapes, "float32", DeviceKind::cpu,
+        {{"choice", choice},
+         {"direct_us", std::to_string(t_direct)},
+         {"im2col_us", std::to_string(t_gemm)}});
+  return choice;
+}
+
+void run_cpu_conv2d(const Conv2dArgs& a, const std::string& choice) {
+  if (choice == "direct") cpu::conv2d_with(cpu::ConvPath::direct, a);
+  else if (choice == "im2col") cpu::conv2d_with(cpu::ConvPath::im2col, a);
+  else cpu::conv2d(a);
+}
+
+// ---- GEMM modes --------------------------------------------------------------------------------
+
+const char* to_string(GemmMode m) {
+  switch (m) {
+    case GemmMode::heuristic: return "heuristic";
+    case GemmMode::autotuned: return "autotuned";
+    case GemmMode::tf32_fast: return "tf32_fast";
+  }
+  return "?";
+}
+
+GemmMode parse_gemm_mode(const std::string& s, const char* op) {
+  if (s == "heuristic") return GemmMode::heuristic;
+  if (s == "autotuned") return GemmMode::autotuned;
+  if (s == "tf32_fast") return GemmMode::tf32_fast;
+  throw_value(op, "unknown GEMM mode '" + s + "'; use \"heuristic\", \"autotuned\" or \"tf32_fast\"");
+}
+
+Precision gemm_mode_precision(GemmMode m) {
+  return m == GemmMode::tf32_fast ? Precision::tf32 : Precision::fp32;
+}
+
+std::optional<std::string> recorded_gemm_mode(std::int64_t m, std::int64_t k, std::int64_t n,
+                                              Precision p) {
+  const std::string shapes = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n);
+  auto f = lookup(std::string("large_gemm_mode.") + lc::to_string(p), shapes, "float32",
+                  DeviceKind::cuda);
+  if (!f) return std::nullopt;
+  return (*f)["choice"];
+}
+
+GemmTuneResult prepare_gemm(std::int64_t m, std::int64_t k, std::int64_t n, GemmMode mode,
+                            bool trans_b) {
+  static constexpr const char* op = "gemm_prepare";
+  if (m <= 0 || k <= 0 || n <= 0)
+    throw_value(op, "m, k and n must be positive, got " + std::to_string(m) + ", " +
+                        std::to_string(k) + ", " + std::to_string(n));
+  Backend& be = get_backend(DeviceKind::cuda);
+  if (!be.available())
+    throw Unavailable(std::string("[") + op + "] GEMM modes are cuBLASLt modes and need the CUDA "
+                      "backend: " + be.unavailable_reason());
+#ifndef LC_HAVE_CUDA
+  (void)mode;
+  (void)trans_b;
+  throw Unavailable(std::string("[") + op + "] this build has no CUDA backend");
+#else
+  GemmTuneResult res;
+  res.mode = to_string(mode);
+  MatmulArgs args;
+  args.m = m;
+  args.k = k;
+  args.n = n;
+  args.trans_b = trans_b;
+  args.precision = gemm_mode_precision(mode);
+  const auto algos = cuda::matmul_list_algos(args, 8);
+  res.candidates = static_cast<int>(algos.size());
+  if (algos.empty()) throw_backend(op, "cuBLASLt returned no algorithm for this shape");
+  auto describe = [&](int idx) {
+    const auto& a = algos[static_cast<std::size_t>(idx)];
+    return "algo=" + std::to_string(a.algo_id) + " tile=" + std::to_string(a.tile) +
+           " stages=" + std::to_string(a.stages) + " splitk=" + std::to_string(a.splitk) +
+           " workspace=" + std::to_string(a.workspace_bytes);
+  };
+  if (mode == GemmMode::heuristic) {
+    cuda::matmul_set_algo(args, 0);
+    res.algo_index = 0;
+    res.detail = describe(0);
+    return res;
+  }
+  const std::string shapes = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n) +
+                             (trans_b ? " trans_b" : "") + " " + lc::to_string(args.precision);
+  if (auto f = lookup("matmul2d.cublaslt_algo", shapes, "float32", DeviceKind::cuda)) {
+    const int idx = std::atoi((*f)["choice"].c_str());
+    if (idx >= 0 && idx < res.candidates) {
+      cuda::matmul_set_algo(args, idx);
+      res.algo_index = idx;
+      res.from_cache = true;
+      res.detail = describe(idx);
+      return res;
+    }
+  }
+  // Measure: device buffers of the real sizes, each candidate warmed once then timed.
+  note_measurement();
+  Tensor A = Tensor::empty({m, k}, DType::f32, DeviceKind::cuda);
+  Tensor B = Tensor::empty(trans_b ? std::vector<std::int64_t>{n, k} : std::vector<std::int64_t>{k, n},
+                           DType::f32, DeviceKind::cuda);
+  Tensor C = Tensor::empty({m, n}, DType::f32, DeviceKind::cuda);
+  {
+    // Defined contents (timings of NaN-free data): zero via a host buffer of the largest size.
+    std::vector<float> host(static_cast<std::size_t>(std::max({m * k, k * n, m * n})), 0.01f);
+    be.copy_from_host(A.data(), host.data(), A.nbytes());
+    be.copy_from_host(B.data(), host.data(), B.nbytes());
+  }
+  args.a = A.data_as<const float>();
+  args.b = B.data_as<const float>();
+  args.out = C.data_as<float>();
+  const double flops = 2.0 * m * k * n;
+  const int reps = flops > 1e11 ? 3 : 10;
+  double best = 1e300;
+  int best_idx = 0;
+  for (int i = 0; i < res.candidates; ++i) {
+    try {
+      cuda::matmul_with_algo(args, i);
+      be.synchronize();
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int r = 0; r < reps; ++r) cuda::matmul_with_algo(args, i);
+      be.synchronize();
+      const double us =
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+          reps;
+      if (us < best) {
+        best = us;
+        best_idx = i;
+      }
+    } catch (const BackendError&) {
+      // A candidate that fails to run (workspace, unsupported config) is skipped.
+    }
+  }
+  cuda::matmul_set_algo(args, best_idx);
+  res.algo_index = best_idx;
+  res.best_us = best;
+  res.detail = describe(best_idx);
+  store("matmul2d.cublaslt_algo", shapes, "float32", DeviceKind::cuda,
+        {{"choice", std::to_string(best_idx)},
+         {"us", std::to_string(best)},
+         {"detail", res.detail},
+         {"candidates", std::to_string(res.candidates)}});
+  return res;
+#endif
+}
+
+}  // namespace autotune
+}  // namespace lc
