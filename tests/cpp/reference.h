@@ -142,6 +142,36 @@ inline std::vector<double> matmul(const MatmulArgs& p) {
   return out;
 }
 
+// Error of a matmul result scaled by the magnitude of its terms: ||out - ref|| / || |A||B| + |bias| ||.
+// A product whose dot products cancel (a 1x7 @ 7x1 of random signs, say) has a tiny ||ref||, and
+// plain relative error would then measure float32 rounding of the *terms* against that tiny sum;
+// this is the standard forward-error scale of a dot product, equal to ||ref|| for positive data.
+inline double matmul_error(const std::vector<float>& out, const MatmulArgs& p) {
+  const std::vector<double> ref = matmul(p);
+  std::vector<float> aa(p.a, p.a + p.m * p.k), bb(p.b, p.b + p.k * p.n), cc;
+  for (float& x : aa) x = std::fabs(x);
+  for (float& x : bb) x = std::fabs(x);
+  MatmulArgs q = p;
+  q.a = aa.data();
+  q.b = bb.data();
+  q.act = Activation::none;
+  if (p.bias) {
+    cc.assign(p.bias, p.bias + p.n);
+    for (float& x : cc) x = std::fabs(x);
+    q.bias = cc.data();
+  }
+  const std::vector<double> scale = matmul(q);
+  if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
+  double num = 0.0, den = 0.0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
+    const double d = static_cast<double>(out[i]) - ref[i];
+    num += d * d;
+    den += scale[i] * scale[i];
+  }
+  return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
 inline std::vector<double> attention(const AttentionArgs& p) {
   std::vector<double> out(static_cast<std::size_t>(p.sq * p.dv), 0.0);
   std::vector<double> s(static_cast<std::size_t>(p.sk));

@@ -71,7 +71,9 @@ void check_matmul(Rng& rng, i64 m, i64 k, i64 n, bool trans_b, bool bias, lc::Ac
     lc::cpu::gemm_with(path, m, n, k, p.a, k, p.b, ldb, trans_b, p.out, n);
     lc::cpu::bias_act_rows(p.out, m, n, n, p.bias, act);
   }
-  EXPECT_MATCHES(out, lc::ref::matmul(p));
+  EXPECT_EQ(lc::ref::count_nan(out), 0u) << "output not fully written";
+  EXPECT_LE(lc::ref::matmul_error(out, p), kTol)
+      << "max abs diff " << lc::ref::max_abs_diff(out, lc::ref::matmul(p));
 }
 
 TEST(CpuMatmul, SmallAndOddShapesEveryPath) {
