@@ -2,14 +2,13 @@
 #include <cmath>
 
 #include "core/op_runner.h"
+#include "ops/attention.h"
 #include "ops/checks.h"
 
 namespace lc {
 
 namespace {
 
-// The CUDA kernel's head-dimension limit; larger heads fall back to the CPU.
-constexpr std::int64_t kCudaMaxHeadDim = 256;
 
 void check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
   check_f32(op, "q", q);

@@ -8,6 +8,7 @@
 #include "core/op_runner.h"
 #include "core/tuners.h"
 #include "lightning_core/ops.h"
+#include "ops/attention.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
 
@@ -49,7 +50,7 @@ DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
     if (t->device() == DeviceKind::cpu) est.host_bytes_in += static_cast<double>(t->nbytes());
     else est.inputs_on_gpu = true;
   }
-  return choose_device(kOp, est, p, /*gpu_can_run=*/prm.head_dim <= 256, explain_enabled()).device;
+  return choose_device(kOp, est, p, /*gpu_can_run=*/prm.head_dim <= kCudaMaxHeadDim, explain_enabled()).device;
 }
 
 // The policy of the intermediate steps: explicit device, results left where they are.
