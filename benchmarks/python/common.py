@@ -287,15 +287,91 @@ def measure(fn: Callable[[], Any], sync: Callable[[], None], cfg: TimingConfig) 
         samples.append(pc() - t0)
         if len(samples) >= cfg.min_iters and time.perf_counter() - t_loop > cfg.budget_s:
             break
-    ms = np.asarray(samples, dtype=np.float64) / 1e6
+    out = _stats(samples)
+    out["first"] = first
+    return out
+
+
+def _stats(samples_ns: Sequence[int]) -> Dict[str, Any]:
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
     return {
         "ms": float(np.median(ms)),
         "p10_ms": float(np.percentile(ms, 10)),
         "p90_ms": float(np.percentile(ms, 90)),
         "min_ms": float(ms.min()),
         "n": int(ms.size),
-        "first": first,
     }
+
+
+def warm_up(fn: Callable[[], Any], sync: Callable[[], None], cfg: TimingConfig) -> Any:
+    """measure()'s warm-up alone (same rules); returns the first result."""
+    t_start = time.perf_counter()
+    first = fn()
+    sync()
+    i = 0
+    while True:
+        elapsed = time.perf_counter() - t_start
+        if i >= max(cfg.warmup - 1, 2) and elapsed >= cfg.warm_min_s:
+            break
+        if i >= 2 and elapsed > max(cfg.budget_s * 0.25, cfg.warm_min_s):
+            break
+        fn()
+        sync()
+        i += 1
+    return first
+
+
+@dataclass
+class Contender:
+    """One system of an interleaved measurement: its call, its sync and the context it must run
+    in (torch systems set inference mode and their TF32 switches), entered per block of calls."""
+    name: str
+    fn: Callable[[], Any]
+    sync: Callable[[], None]
+    scope: Callable[[], Any]
+    samples: List[int] = field(default_factory=list)
+    spent_s: float = 0.0
+
+
+def measure_interleaved(contenders: Sequence[Contender], cfg: TimingConfig,
+                        rounds: int = 6) -> Dict[str, Dict[str, Any]]:
+    """Times already warmed-up systems round-robin: `rounds` rounds, each a short block of calls
+    per system, the order rotated every round. Whatever drifts during a case (GPU clocks and PCIe
+    link power states, other processes, the CPU threads a previous system left spinning) then
+    lands on every system alike instead of on whichever one happened to be timed first.
+    Each block starts with one untimed call (the switch from the previous system: its spinning
+    worker threads, cold caches) unless a call takes long enough (> 5 ms) for that not to matter.
+    Per system: at most cfg.iters timed calls and about cfg.budget_s of timed wall time, never
+    fewer than cfg.min_iters."""
+    rounds = max(1, min(rounds, cfg.iters))
+    per_block = max(1, -(-cfg.iters // rounds))
+    pc = time.perf_counter_ns
+    for r in range(rounds * 4):  # extra rounds only for systems still short of min_iters
+        live = [c for c in contenders
+                if len(c.samples) < cfg.iters
+                and (r < rounds or len(c.samples) < cfg.min_iters)
+                and not (len(c.samples) >= cfg.min_iters and c.spent_s > cfg.budget_s)]
+        if not live:
+            break
+        k = r % len(live)
+        for c in live[k:] + live[:k]:
+            with c.scope():
+                slow = bool(c.samples) and np.median(c.samples) > 5e6
+                if not slow:
+                    c.fn()
+                    c.sync()
+                t_block = time.perf_counter()
+                for _ in range(per_block):
+                    t0 = pc()
+                    c.fn()
+                    c.sync()
+                    c.samples.append(pc() - t0)
+                    if len(c.samples) >= cfg.iters:
+                        break
+                    if c.spent_s + (time.perf_counter() - t_block) > cfg.budget_s / rounds * (r + 1):
+                        break
+                c.spent_s += time.perf_counter() - t_block
+    return {c.name: _stats(c.samples) for c in contenders}
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -349,7 +425,7 @@ def fmt_ratio(v: Optional[float]) -> str:
 CSV_FIXED = ["suite", "mode", "family", "case", "impl", "precision"]
 CSV_TAIL = ["best_lc", "best_lc_ms", "best_peer", "best_peer_ms", "ours_vs_best_peer", "winner",
             "notes"]
-CSV_OPTIONAL = ["device", "py_into_over_cpp"]  # written when some row has them
+CSV_OPTIONAL = ["device", "py_into_over_cpp", "lc_auto_placed"]  # written when some row has them
 
 
 def write_results(out_dir: Path, suite: str, rows: List[Dict[str, Any]], ctx: Dict[str, Any]) -> Dict[str, Path]:

@@ -12,13 +12,18 @@ run here, times each with common.measure and checks its first result against the
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from common import (ONESHOT, SYSTEMS, Env, Progress, Skip, TimingConfig, _noop, free_memory, measure,
-                    rel_error, restore_torch_tf32, set_torch_tf32, summarize_row, torch_tf32_state)
+from common import (ONESHOT, SYSTEMS, Contender, Env, Progress, Skip, TimingConfig, _noop, free_memory,
+                    measure, measure_interleaved, rel_error, restore_torch_tf32, set_torch_tf32,
+                    summarize_row, torch_tf32_state, warm_up)
+
+# Systems timed alone after the interleaved group (see run_case).
+SOLO_SYSTEMS = ("torch_cpu",)
 
 Inputs = Dict[str, np.ndarray]
 
@@ -173,35 +178,80 @@ def run_case(case: Case, mode: str, env: Env, cfg: TimingConfig,
     systems = list(systems or SYSTEMS[mode])
     cells: Dict[str, Dict[str, Any]] = {}
     notes: List[str] = list(case.notes)
+
+    def scope_of(s: str):
+        return ((lambda: torch_scope(env, case.torch_precision)) if s.startswith("torch")
+                else contextlib.nullcontext)
+
+    def check(s: str, cell: Dict[str, Any], first: Any) -> None:
+        if ref is None:
+            return
+        err = rel_error(first, ref)
+        cell["rel_err"] = err
+        if not err <= case.tol:
+            cell["check"] = "MISMATCH"
+            notes.append(f"{s}: result differs from the numpy reference (rel err {err:.2e})")
+        else:
+            cell["check"] = "ok"
+
+    def failed(e: Exception) -> Dict[str, Any]:
+        if isinstance(e, Skip):
+            return {"status": f"skipped: {e}", "ms": None}
+        msg = str(e).splitlines()[0][:160] if str(e) else ""
+        return {"status": f"error: {type(e).__name__}: {msg}", "ms": None}
+
+    # Build and warm up every system (one at a time, with an idle gap before each: see
+    # TimingConfig.settle_s), then time them round-robin (common.measure_interleaved), so no
+    # system is favoured by its place in the order. torch CPU is timed on its own afterwards:
+    # its OpenMP workers spin long after each call and would tax every system timed next.
+    contenders: List[Contender] = []
+    solo: List[str] = []
     for s in systems:
         if cached is not None and s in cached:
             cells[s] = cached[s]
             continue
-        cell: Dict[str, Any] = {"status": "ok", "ms": None}
+        if s in SOLO_SYSTEMS:
+            solo.append(s)
+            continue
         try:
-            scope = (torch_scope(env, case.torch_precision) if s.startswith("torch")
-                     else contextlib.nullcontext())
-            with scope:
+            if cfg.settle_s > 0:
+                time.sleep(cfg.settle_s)
+            with scope_of(s)():
+                fn, sync = build_system(s, mode, case, env, ins)
+                first = warm_up(fn, sync, cfg)
+            cell: Dict[str, Any] = {"status": "ok", "ms": None}
+            check(s, cell, first)
+            del first
+            if s == "lc_auto":
+                cell["placed"] = _placement_of(env, fn)
+            cells[s] = cell
+            contenders.append(Contender(s, fn, sync, scope_of(s)))
+        except Exception as e:  # a failing system is reported, never fatal
+            cells[s] = failed(e)
+    if contenders:
+        try:
+            for name, r in measure_interleaved(contenders, cfg).items():
+                cells[name].update(r)
+        except Exception as e:
+            for c in contenders:
+                cells[c.name] = failed(e)
+    contenders.clear()
+    free_memory(env)
+    for s in solo:
+        try:
+            with scope_of(s)():
                 fn, sync = build_system(s, mode, case, env, ins)
                 r = measure(fn, sync, cfg)
             first = r.pop("first")
+            cell = {"status": "ok", "ms": None}
             cell.update(r)
-            if ref is not None:
-                err = rel_error(first, ref)
-                cell["rel_err"] = err
-                if not err <= case.tol:
-                    cell["check"] = "MISMATCH"
-                    notes.append(f"{s}: result differs from the numpy reference (rel err {err:.2e})")
-                else:
-                    cell["check"] = "ok"
+            check(s, cell, first)
             del first, fn
-        except Skip as e:
-            cell = {"status": f"skipped: {e}", "ms": None}
-        except Exception as e:  # a failing system is reported, never fatal
-            msg = str(e).splitlines()[0][:160] if str(e) else ""
-            cell = {"status": f"error: {type(e).__name__}: {msg}", "ms": None}
+        except Exception as e:
+            cell = failed(e)
         cells[s] = cell
         free_memory(env)
+    cells = {s: cells[s] for s in systems if s in cells}
     # one note per distinct skip reason, so a reader sees why a column is n/a
     reasons: Dict[str, List[str]] = {}
     for s, c in cells.items():
@@ -214,8 +264,37 @@ def run_case(case: Case, mode: str, env: Env, cfg: TimingConfig,
         "impl": case.impl, "precision": case.precision, "params": case.params,
         "systems": cells, "notes": notes,
     }
+    placed = (cells.get("lc_auto") or {}).get("placed")
+    if placed:
+        row["lc_auto_placed"] = placed
     summarize_row(row, systems)
     return row
+
+
+def _placement_of(env: Env, fn: Callable[[], Any]) -> str:
+    """Where LC's "auto" ran each op of one call, from the runtime trace: "matmul2d:cuda" or
+    "conv2d_nchw:cpu+attention2d:cpu". Empty when the trace is unavailable."""
+    lc = env.lc
+    try:
+        was = lc.runtime_trace_enabled()
+        lc.runtime_trace_clear()
+        lc.runtime_trace_enable(True)
+        try:
+            fn()
+            env.lc_sync()
+        finally:
+            lc.runtime_trace_enable(was)
+        seen: List[str] = []
+        for e in lc.runtime_trace_events():
+            if e.get("kind") != "op":
+                continue
+            tag = f"{e['op']}:{e['device']}"
+            if tag not in seen:
+                seen.append(tag)
+        lc.runtime_trace_clear()
+        return "+".join(seen)
+    except Exception:
+        return ""
 
 
 def run_cases(cases: Sequence[Case], modes: Sequence[str], env: Env, cfg: TimingConfig,
