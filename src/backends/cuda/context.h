@@ -1,8 +1,9 @@
-// Internal state shared by the files of the CUDA backend: the device, the stream, the library
-// handles and device properties, created lazily on first use (never at static-init time).
+// Internal state shared by the files of the CUDA backend: the device, the stream and device
+// properties, created lazily on first use (never at static-init time). The vendor libraries'
+// handles live with their users (matmul.cpp: cuBLASLt, conv2d.cu: cuDNN) and are created on the
+// first op that needs them (vendor_libs.h).
 #pragma once
 
-#include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
@@ -22,9 +23,6 @@ struct DeviceInfo {
 struct Context {
   DeviceInfo info;
   cudaStream_t stream = nullptr;
-  cublasLtHandle_t lt = nullptr;
-  void* lt_workspace = nullptr;
-  std::size_t lt_workspace_bytes = 0;
 };
 
 // Probes the driver once (cached): true when a device is present and our kernels can run on it.

@@ -5,8 +5,9 @@
 // activation fused; it needs no workspace and no library set-up. Larger ones go to cuDNN
 // (cudnnConvolutionForward with CUDNN_FMA_MATH: exact fp32, never TF32) followed by one fused
 // bias+activation pass; the algorithm is chosen once per shape by cudnnFindConvolutionForward-
-// AlgorithmEx on the real buffers and cached. Without cuDNN in the build (or if cudnnCreate
-// fails at run time) everything takes the direct kernel.
+// AlgorithmEx on the real buffers and cached. cuDNN is loaded on the first convolution that
+// needs it (vendor_libs.h). Without cuDNN in the build, or if libcudnn cannot be loaded or
+// cudnnCreate fails at run time, everything takes the direct kernel.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,7 +24,8 @@
 #include "lightning_core/errors.h"
 
 #ifdef LC_HAVE_CUDNN
-#include <cudnn.h>
+#include "backends/cuda/vendor_libs.h"
+// Every cudnn* call goes through the lazily loaded table `api` (a vendor::CudnnApi&) in scope.
 #define LC_CUDNN_CHECK(expr)                                                                      \
   do {                                                                                            \
     const cudnnStatus_t lc_st_ = (expr);                                                          \
@@ -32,7 +34,8 @@
           "cuDNN",                                                                                \
           lc_st_ == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||                       \
               lc_st_ == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED,                       \
-          static_cast<int>(lc_st_), cudnnGetErrorString(lc_st_), #expr, __FILE__, __LINE__);      \
+          static_cast<int>(lc_st_), api.cudnnGetErrorString(lc_st_), #expr, __FILE__,             \
+          __LINE__);                                                                              \
   } while (0)
 #endif
 
@@ -138,6 +141,7 @@ struct ConvPlan {
 struct Cudnn {
   std::mutex mu;
   bool tried = false;
+  const vendor::CudnnApi* api = nullptr;  // set together with h
   cudnnHandle_t h = nullptr;
   std::map<ConvKey, ConvPlan> plans;
 };
@@ -146,18 +150,29 @@ Cudnn& cudnn() {
   return *c;
 }
 
+// Caller holds cudnn().mu. The first call loads libcudnn and creates the handle; false (then and
+// on every later call) when either fails: the direct kernel runs.
+bool cudnn_handle(Cudnn& c) {
+  if (!c.tried) {
+    c.tried = true;
+    const vendor::CudnnApi* api = vendor::try_cudnn();
+    cudnnHandle_t h = nullptr;
+    if (api && api->cudnnCreate(&h) == CUDNN_STATUS_SUCCESS) {
+      c.api = api;
+      c.h = h;
+    } else {
+      (void)cudaGetLastError();
+    }
+  }
+  return c.h != nullptr;
+}
+
 // Caller holds cudnn().mu. Returns false when cuDNN cannot be used (the direct kernel runs).
 bool cudnn_ready(cudaStream_t s) {
   Cudnn& c = cudnn();
-  if (!c.tried) {
-    c.tried = true;
-    if (cudnnCreate(&c.h) != CUDNN_STATUS_SUCCESS) {
-      (void)cudaGetLastError();
-      c.h = nullptr;
-    }
-  }
-  if (!c.h) return false;
-  LC_CUDNN_CHECK(cudnnSetStream(c.h, s));
+  if (!cudnn_handle(c)) return false;
+  const vendor::CudnnApi& api = *c.api;
+  LC_CUDNN_CHECK(api.cudnnSetStream(c.h, s));
   return true;
 }
 
@@ -166,18 +181,19 @@ ConvPlan& plan_for(const Conv2dArgs& a) {
   const ConvKey key{a.n, a.c, a.h, a.w_in, a.oc, a.kh, a.kw, a.stride_h, a.stride_w, a.pad_h, a.pad_w};
   auto it = c.plans.find(key);
   if (it != c.plans.end()) return it->second;
+  const vendor::CudnnApi& api = *c.api;
   ConvPlan p;
   const auto I = [](std::int64_t v) { return static_cast<int>(v); };
-  LC_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.xd));
-  LC_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.yd));
-  LC_CUDNN_CHECK(cudnnCreateFilterDescriptor(&p.wd));
-  LC_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p.cd));
-  LC_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p.xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, I(a.n), I(a.c), I(a.h), I(a.w_in)));
-  LC_CUDNN_CHECK(cudnnSetFilter4dDescriptor(p.wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, I(a.oc), I(a.c), I(a.kh), I(a.kw)));
-  LC_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p.cd, I(a.pad_h), I(a.pad_w), I(a.stride_h), I(a.stride_w), 1, 1,
-                                                 CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  LC_CUDNN_CHECK(cudnnSetConvolutionMathType(p.cd, CUDNN_FMA_MATH));  // exact fp32: no TF32
-  LC_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p.yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, I(a.n), I(a.oc), I(a.oh), I(a.ow)));
+  LC_CUDNN_CHECK(api.cudnnCreateTensorDescriptor(&p.xd));
+  LC_CUDNN_CHECK(api.cudnnCreateTensorDescriptor(&p.yd));
+  LC_CUDNN_CHECK(api.cudnnCreateFilterDescriptor(&p.wd));
+  LC_CUDNN_CHECK(api.cudnnCreateConvolutionDescriptor(&p.cd));
+  LC_CUDNN_CHECK(api.cudnnSetTensor4dDescriptor(p.xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, I(a.n), I(a.c), I(a.h), I(a.w_in)));
+  LC_CUDNN_CHECK(api.cudnnSetFilter4dDescriptor(p.wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, I(a.oc), I(a.c), I(a.kh), I(a.kw)));
+  LC_CUDNN_CHECK(api.cudnnSetConvolution2dDescriptor(p.cd, I(a.pad_h), I(a.pad_w), I(a.stride_h), I(a.stride_w), 1, 1,
+                                                     CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  LC_CUDNN_CHECK(api.cudnnSetConvolutionMathType(p.cd, CUDNN_FMA_MATH));  // exact fp32: no TF32
+  LC_CUDNN_CHECK(api.cudnnSetTensor4dDescriptor(p.yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, I(a.n), I(a.oc), I(a.oh), I(a.ow)));
 
   // Time the candidates once on the real buffers (this writes a.out, which we overwrite next).
   std::size_t free_b = 0, total_b = 0;
@@ -187,7 +203,7 @@ ConvPlan& plan_for(const Conv2dArgs& a) {
   void* ws = ws_limit ? alloc.alloc(ws_limit) : nullptr;
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int found = 0;
-  const cudnnStatus_t st = cudnnFindConvolutionForwardAlgorithmEx(
+  const cudnnStatus_t st = api.cudnnFindConvolutionForwardAlgorithmEx(
       c.h, p.xd, a.x, p.wd, a.w, p.cd, p.yd, a.out, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf,
       ws, ws_limit);
   alloc.free(ws);
@@ -212,11 +228,12 @@ void launch_cudnn(const Conv2dArgs& a, cudaStream_t s) {
   Cudnn& c = cudnn();
   std::lock_guard<std::mutex> lock(c.mu);
   ConvPlan& p = plan_for(a);
+  const vendor::CudnnApi& api = *c.api;
   auto& alloc = CachingAllocator::instance();
   void* ws = p.ws_bytes ? alloc.alloc(p.ws_bytes) : nullptr;
   const float one = 1.0f, zero = 0.0f;
-  const cudnnStatus_t st = cudnnConvolutionForward(c.h, &one, p.xd, a.x, p.wd, a.w, p.cd, p.algo,
-                                                   ws, p.ws_bytes, &zero, p.yd, a.out);
+  const cudnnStatus_t st = api.cudnnConvolutionForward(c.h, &one, p.xd, a.x, p.wd, a.w, p.cd,
+                                                       p.algo, ws, p.ws_bytes, &zero, p.yd, a.out);
   alloc.free(ws);  // stream-ordered reuse is safe (single stream)
   LC_CUDNN_CHECK(st);
   launch_bias_act(a, s);
@@ -231,14 +248,7 @@ bool conv2d_uses_cudnn(const Conv2dArgs& a) {
   if (macs_of(a) <= kDirectMacs) return false;
   Cudnn& c = cudnn();
   std::lock_guard<std::mutex> lock(c.mu);
-  if (!c.tried) {
-    c.tried = true;
-    if (cudnnCreate(&c.h) != CUDNN_STATUS_SUCCESS) {
-      (void)cudaGetLastError();
-      c.h = nullptr;
-    }
-  }
-  return c.h != nullptr;
+  return cudnn_handle(c);
 #else
   (void)a;
   return false;

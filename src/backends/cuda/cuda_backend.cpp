@@ -3,8 +3,9 @@
 //
 // Nothing here touches CUDA at static-init or import time. available() asks the driver once
 // (cudaGetDeviceCount, then whether this build's sm_90a machine code loads on device 0) and
-// caches the answer; the context (stream, cuBLASLt handle + workspace) is created on the first
-// op. cudart is linked statically, so a machine without a driver just reports "unavailable".
+// caches the answer; the context (stream) is created on the first op, cuBLASLt / cuDNN on the
+// first op that needs them (vendor_libs.h). cudart is linked statically, so a machine without a
+// driver just reports "unavailable".
 #include "backends/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
@@ -93,9 +94,6 @@ void init_context(Context& c) {
   c.info.total_mem = prop.totalGlobalMem;
   c.info.smem_optin = prop.sharedMemPerBlockOptin;
   LC_CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
-  LC_CUBLAS_CHECK(cublasLtCreate(&c.lt));
-  c.lt_workspace_bytes = std::size_t{32} << 20;
-  LC_CUDA_CHECK(cudaMalloc(&c.lt_workspace, c.lt_workspace_bytes));
 }
 
 // cudaEvents for the trace clock: a growable pool, reused after release_marks().

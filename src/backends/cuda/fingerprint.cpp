@@ -1,15 +1,15 @@
 // Device fingerprint of the CUDA device for auto-tune cache keys (autotune.h): device name,
 // compute capability, SM count, driver and runtime versions, cuBLASLt and cuDNN versions.
 // Any of these changing invalidates every cached choice measured on the old combination.
-#include <cublasLt.h>
+// Asking for the library versions loads cuBLASLt and cuDNN (vendor_libs.h); that happens only
+// when a cache key is computed with a usable GPU, never at import. A library that cannot be
+// loaded reads "unavailable".
 #include <cuda_runtime_api.h>
-#ifdef LC_HAVE_CUDNN
-#include <cudnn.h>
-#endif
 
 #include <string>
 
 #include "backends/backend.h"
+#include "backends/cuda/vendor_libs.h"
 #include "lightning_core/autotune.h"
 
 namespace lc {
@@ -28,10 +28,12 @@ std::string cuda_fingerprint() {
   using std::to_string;
   std::string s = std::string("cuda:") + prop.name + ";cc=" + to_string(prop.major) + "." +
                   to_string(prop.minor) + ";sms=" + to_string(prop.multiProcessorCount) +
-                  ";driver=" + to_string(driver) + ";runtime=" + to_string(runtime) +
-                  ";cublasLt=" + to_string(cublasLtGetVersion());
+                  ";driver=" + to_string(driver) + ";runtime=" + to_string(runtime);
+  const cuda::vendor::CublasLtApi* lt = cuda::vendor::try_cublaslt();
+  s += ";cublasLt=" + (lt ? to_string(lt->cublasLtGetVersion()) : std::string("unavailable"));
 #ifdef LC_HAVE_CUDNN
-  s += ";cudnn=" + to_string(cudnnGetVersion());
+  const cuda::vendor::CudnnApi* dnn = cuda::vendor::try_cudnn();
+  s += ";cudnn=" + (dnn ? to_string(dnn->cudnnGetVersion()) : std::string("unavailable"));
 #endif
   return s;
 }

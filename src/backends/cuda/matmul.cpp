@@ -1,4 +1,5 @@
-// cuBLASLt matmul / linear (see matmul.h).
+// cuBLASLt matmul / linear (see matmul.h). cuBLASLt is loaded on the first GEMM
+// (vendor_libs.h): the handle and its 32 MiB workspace are created then, not with the context.
 #include "backends/cuda/matmul.h"
 
 #include <cublasLt.h>
@@ -13,16 +14,52 @@
 #include "backends/cuda/check.h"
 #include "backends/cuda/context.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/vendor_libs.h"
 #include "lightning_core/errors.h"
 
 namespace lc::cuda {
 
 namespace {
 
+// The cuBLASLt side of the context: the library's table, the handle, the workspace.
+struct Lt {
+  const vendor::CublasLtApi* api = nullptr;
+  cublasLtHandle_t h = nullptr;
+  void* workspace = nullptr;
+  std::size_t workspace_bytes = 0;
+};
+
+struct LtHolder {
+  std::once_flag once;
+  Lt lt;
+};
+
+// Loads cuBLASLt and creates the handle + workspace on the first GEMM (call after ctx(), which
+// made device 0 current). Throws lc::BackendError when the library cannot be loaded; a failed
+// attempt is retried by the next call (the library's own load is attempted once).
+Lt& lt() {
+  static auto* h = new LtHolder();  // leaked: the handle must outlive static destructors
+  std::call_once(h->once, [&] {
+    const vendor::CublasLtApi& api = vendor::cublaslt("matmul");
+    cublasLtHandle_t handle = nullptr;
+    LC_CUBLAS_CHECK(api.cublasLtCreate(&handle));
+    const std::size_t bytes = std::size_t{32} << 20;
+    void* ws = nullptr;
+    const cudaError_t e = cudaMalloc(&ws, bytes);
+    if (e != cudaSuccess) {
+      api.cublasLtDestroy(handle);
+      LC_CUDA_CHECK(e);
+    }
+    h->lt = Lt{&api, handle, ws, bytes};
+  });
+  return h->lt;
+}
+
 // (m, k, n, trans_b, epilogue, precision, pointer alignment class)
 using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, int, int, std::uint32_t>;
 
 struct Plan {
+  const vendor::CublasLtApi* api = nullptr;  // set before any descriptor is created
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc_ = nullptr;
   std::vector<cublasLtMatmulHeuristicResult_t> algos;  // grows on demand (tuner asks for more)
@@ -30,10 +67,10 @@ struct Plan {
   int chosen = 0;
   std::uint32_t align = 256;  // bytes every operand pointer is aligned to (cuBLASLt preference)
   ~Plan() {
-    if (la) cublasLtMatrixLayoutDestroy(la);
-    if (lb) cublasLtMatrixLayoutDestroy(lb);
-    if (lc_) cublasLtMatrixLayoutDestroy(lc_);
-    if (op) cublasLtMatmulDescDestroy(op);
+    if (la) api->cublasLtMatrixLayoutDestroy(la);
+    if (lb) api->cublasLtMatrixLayoutDestroy(lb);
+    if (lc_) api->cublasLtMatrixLayoutDestroy(lc_);
+    if (op) api->cublasLtMatmulDescDestroy(op);
   }
 };
 
@@ -82,25 +119,26 @@ Cache& cache() {
 }
 
 // Makes sure plan has at least `want` heuristic results (if cuBLASLt has that many).
-void fetch_algos(Context& c, Plan& p, int want) {
+void fetch_algos(Lt& l, Plan& p, int want) {
   if (p.requested >= want) return;
+  const vendor::CublasLtApi& api = *l.api;
   cublasLtMatmulPreference_t pref = nullptr;
-  LC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  std::size_t ws = c.lt_workspace_bytes;
-  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
+  LC_CUBLAS_CHECK(api.cublasLtMatmulPreferenceCreate(&pref));
+  std::size_t ws = l.workspace_bytes;
+  cublasStatus_t st = api.cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
   for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
     if (st == CUBLAS_STATUS_SUCCESS)
-      st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &p.align, sizeof(p.align));
+      st = api.cublasLtMatmulPreferenceSetAttribute(pref, attr, &p.align, sizeof(p.align));
   }
   std::vector<cublasLtMatmulHeuristicResult_t> res(static_cast<std::size_t>(want));
   int found = 0;
   if (st == CUBLAS_STATUS_SUCCESS) {
-    st = cublasLtMatmulAlgoGetHeuristic(c.lt, p.op, p.la, p.lb, p.lc_, p.lc_, pref, want,
-                                        res.data(), &found);
+    st = api.cublasLtMatmulAlgoGetHeuristic(l.h, p.op, p.la, p.lb, p.lc_, p.lc_, pref, want,
+                                            res.data(), &found);
   }
-  cublasLtMatmulPreferenceDestroy(pref);
+  api.cublasLtMatmulPreferenceDestroy(pref);
   LC_CUBLAS_CHECK(st);
   res.resize(static_cast<std::size_t>(found));
   p.algos = std::move(res);
@@ -112,51 +150,54 @@ void fetch_algos(Context& c, Plan& p, int want) {
 }
 
 // Creates (or finds) the plan for a's key; caller holds cache().mu.
-Plan& plan_for(Context& c, const MatmulArgs& a) {
+Plan& plan_for(Lt& l, const MatmulArgs& a) {
   auto& slot = cache().plans[key_of(a)];
   if (slot) return *slot;
+  const vendor::CublasLtApi& api = *l.api;
   auto p = std::make_unique<Plan>();
+  p->api = &api;
   p->align = alignment_of(a);
-  LC_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, compute_of(a.precision), CUDA_R_32F));
+  LC_CUBLAS_CHECK(api.cublasLtMatmulDescCreate(&p->op, compute_of(a.precision), CUDA_R_32F));
   // Column-major view: D^T[n,m] = opA(Bbuf) [n,k] * Abuf^T [k,m]
   const cublasOperation_t ta = a.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t tb = CUBLAS_OP_N;
-  LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
-  LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
   const cublasLtEpilogue_t epi = epilogue_of(a);
-  LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+  LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
   if (a.bias) {
     const cudaDataType_t bt = CUDA_R_32F;
-    LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+    LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
     const void* bias = a.bias;  // any non-null value for the heuristic; set per call
-    LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   const auto u = [](std::int64_t v) { return static_cast<std::uint64_t>(v); };
   // Bbuf: [k,n] row-major = col-major n x k (ld n); trans_b: [n,k] row-major = col-major k x n (ld k)
   if (a.trans_b) {
-    LC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, u(a.k), u(a.n), a.k));
+    LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, u(a.k), u(a.n), a.k));
   } else {
-    LC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, u(a.n), u(a.k), a.n));
+    LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, u(a.n), u(a.k), a.n));
   }
   // Abuf: [m,k] row-major = col-major k x m (ld k)
-  LC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_32F, u(a.k), u(a.m), a.k));
+  LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_32F, u(a.k), u(a.m), a.k));
   // out: [m,n] row-major = col-major n x m (ld n)
-  LC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lc_, CUDA_R_32F, u(a.n), u(a.m), a.n));
-  fetch_algos(c, *p, 1);
+  LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->lc_, CUDA_R_32F, u(a.n), u(a.m), a.n));
+  fetch_algos(l, *p, 1);
   slot = std::move(p);
   return *slot;
 }
 
-void run_plan(Context& c, Plan& p, const MatmulArgs& a, int index) {
+void run_plan(Context& c, Lt& l, Plan& p, const MatmulArgs& a, int index) {
+  const vendor::CublasLtApi& api = *l.api;
   if (a.bias) {
     const void* bias = a.bias;
-    LC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   const float one = 1.0f, zero = 0.0f;
   const auto& h = p.algos[static_cast<std::size_t>(index)];
-  LC_CUBLAS_CHECK(cublasLtMatmul(c.lt, p.op, &one, a.b, p.la, a.a, p.lb, &zero, a.out, p.lc_,
-                                 a.out, p.lc_, &h.algo, c.lt_workspace, c.lt_workspace_bytes,
-                                 c.stream));
+  LC_CUBLAS_CHECK(api.cublasLtMatmul(l.h, p.op, &one, a.b, p.la, a.a, p.lb, &zero, a.out,
+                                     p.lc_, a.out, p.lc_, &h.algo, l.workspace,
+                                     l.workspace_bytes, c.stream));
 }
 
 bool degenerate(const MatmulArgs& a, Context& c) {
@@ -168,10 +209,11 @@ bool degenerate(const MatmulArgs& a, Context& c) {
   return false;
 }
 
-int config_attr(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attr) {
+int config_attr(const Lt& l, const cublasLtMatmulAlgo_t& algo,
+                cublasLtMatmulAlgoConfigAttributes_t attr) {
   std::uint32_t v = 0;
   std::size_t written = 0;
-  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &v, sizeof(v), &written) !=
+  if (l.api->cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &v, sizeof(v), &written) !=
       CUBLAS_STATUS_SUCCESS)
     return -1;
   return static_cast<int>(v);
@@ -182,26 +224,28 @@ int config_attr(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttrib
 void matmul(const MatmulArgs& a) {
   Context& c = ctx();
   if (degenerate(a, c)) return;
+  Lt& l = lt();
   std::lock_guard<std::mutex> lock(cache().mu);
-  Plan& p = plan_for(c, a);
-  run_plan(c, p, a, p.chosen);
+  Plan& p = plan_for(l, a);
+  run_plan(c, l, p, a, p.chosen);
 }
 
 std::vector<MatmulAlgoInfo> matmul_list_algos(const MatmulArgs& a, int max_algos) {
-  Context& c = ctx();
+  (void)ctx();  // device check + current device before cuBLASLt
   std::vector<MatmulAlgoInfo> out;
   if (a.m <= 0 || a.n <= 0 || a.k <= 0 || max_algos <= 0) return out;
+  Lt& l = lt();
   std::lock_guard<std::mutex> lock(cache().mu);
-  Plan& p = plan_for(c, a);
-  fetch_algos(c, p, max_algos);
+  Plan& p = plan_for(l, a);
+  fetch_algos(l, p, max_algos);
   for (std::size_t i = 0; i < p.algos.size() && static_cast<int>(i) < max_algos; ++i) {
     const auto& h = p.algos[i];
     MatmulAlgoInfo info;
     info.index = static_cast<int>(i);
-    info.algo_id = config_attr(h.algo, CUBLASLT_ALGO_CONFIG_ID);
-    info.tile = config_attr(h.algo, CUBLASLT_ALGO_CONFIG_TILE_ID);
-    info.stages = config_attr(h.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID);
-    info.splitk = config_attr(h.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM);
+    info.algo_id = config_attr(l, h.algo, CUBLASLT_ALGO_CONFIG_ID);
+    info.tile = config_attr(l, h.algo, CUBLASLT_ALGO_CONFIG_TILE_ID);
+    info.stages = config_attr(l, h.algo, CUBLASLT_ALGO_CONFIG_STAGES_ID);
+    info.splitk = config_attr(l, h.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM);
     info.workspace_bytes = h.workspaceSize;
     info.waves = h.wavesCount;
     out.push_back(info);
@@ -212,25 +256,27 @@ std::vector<MatmulAlgoInfo> matmul_list_algos(const MatmulArgs& a, int max_algos
 void matmul_with_algo(const MatmulArgs& a, int index) {
   Context& c = ctx();
   if (degenerate(a, c)) return;
+  Lt& l = lt();
   std::lock_guard<std::mutex> lock(cache().mu);
   EnqueueScope enq;
-  Plan& p = plan_for(c, a);
-  fetch_algos(c, p, index + 1);
+  Plan& p = plan_for(l, a);
+  fetch_algos(l, p, index + 1);
   if (index < 0 || index >= static_cast<int>(p.algos.size())) {
     throw_value("matmul", "algorithm index " + std::to_string(index) + " out of range: cuBLASLt "
                 "offers " + std::to_string(p.algos.size()) + " for this shape "
                 "(see matmul_list_algos)");
   }
-  run_plan(c, p, a, index);
+  run_plan(c, l, p, a, index);
 }
 
 void matmul_set_algo(const MatmulArgs& a, int index) {
-  Context& c = ctx();
+  (void)ctx();
   if (a.m <= 0 || a.n <= 0 || a.k <= 0) return;
+  Lt& l = lt();
   std::lock_guard<std::mutex> lock(cache().mu);
   EnqueueScope enq;
-  Plan& p = plan_for(c, a);
-  fetch_algos(c, p, index + 1);
+  Plan& p = plan_for(l, a);
+  fetch_algos(l, p, index + 1);
   if (index < 0 || index >= static_cast<int>(p.algos.size())) {
     throw_value("matmul", "algorithm index " + std::to_string(index) + " out of range (" +
                 std::to_string(p.algos.size()) + " candidates)");
