@@ -67,6 +67,13 @@ fi
 if [ "${LC_SKIP_BENCH:-0}" != 1 ] && [ -x "$BUILD/benchmarks/cpp/cuda_micro" ]; then
   echo "=== cuda_micro ==="
   if timeout 240 "$BUILD/benchmarks/cpp/cuda_micro" "$OUT/cuda_micro.txt" > "$OUT/cuda_micro.log" 2>&1; then STATUS[bench]=ok; else STATUS[bench]=FAIL; tail -20 "$OUT/cuda_micro.log"; fi
+  if [ -x "$BUILD/benchmarks/cpp/sync_latency" ]; then
+    # The raw launch + wait floor under each scheduling mode (one process per mode).
+    for m in auto spin blocking; do
+      timeout 60 "$BUILD/benchmarks/cpp/sync_latency" $m "$OUT/sync_latency.txt" >> "$OUT/sync_latency.log" 2>&1 \
+        || echo "sync_latency $m failed (rc $?)" >> "$OUT/sync_latency.log"
+    done
+  fi
 fi
 
 if [ "${LC_SANITIZE:-0}" = 1 ] && [ -x "$BUILD/tests/cpp/lc_tests" ]; then
@@ -114,6 +121,7 @@ for k in configure build tests bench memcheck pytest placement pybench; do
 done
 [ -f "$OUT/ctest.log" ] && grep -E "^\[  (PASSED|FAILED) |tests? from .* ran" "$OUT/ctest.log" | tail -3
 [ -f "$OUT/cuda_micro.txt" ] && cat "$OUT/cuda_micro.txt"
+[ -f "$OUT/sync_latency.txt" ] && cat "$OUT/sync_latency.txt"
 # Pack logs and results into one archive (the tool returns few files); keep the summary files.
 TMP_TGZ=$(mktemp /tmp/results.XXXXXX.tgz)
 (cd "$OUT" && tar czf "$TMP_TGZ" . 2>/dev/null; mv "$TMP_TGZ" results.tgz && \
