@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/simd.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
 
@@ -20,33 +21,33 @@ constexpr i64 kParallelElems = i64{1} << 18;
 constexpr i64 kParallelElemsGelu = i64{1} << 15;
 constexpr i64 kGrain = i64{1} << 15;
 
-void run_range(const ElementwiseArgs& p, i64 lo, i64 hi) {
-  const float* a = p.a + lo;
-  const float* b = p.b ? p.b + lo : nullptr;
-  float* o = p.out + lo;
-  const i64 n = hi - lo;
-  switch (p.kind) {
-    case EwKind::add:
-      for (i64 i = 0; i < n; ++i) o[i] = a[i] + b[i];
-      break;
-    case EwKind::sub:
-      for (i64 i = 0; i < n; ++i) o[i] = a[i] - b[i];
-      break;
-    case EwKind::mul:
-      for (i64 i = 0; i < n; ++i) o[i] = a[i] * b[i];
-      break;
-    case EwKind::scale: {
-      const float s = p.alpha;
-      for (i64 i = 0; i < n; ++i) o[i] = a[i] * s;
-      break;
-    }
-    case EwKind::relu:
-      for (i64 i = 0; i < n; ++i) o[i] = relu(a[i]);
-      break;
-    case EwKind::gelu:
-      for (i64 i = 0; i < n; ++i) o[i] = gelu(a[i]);
-      break;
-  }
+namespace isa_sse {
+#include "backends/cpu/elementwise_loops.inc"
+}  // namespace isa_sse
+#if defined(LC_CPU_MULTI_ISA)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace isa_avx2 {
+#include "backends/cpu/elementwise_loops.inc"
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+namespace isa_avx512 {
+#include "backends/cpu/elementwise_loops.inc"
+}  // namespace isa_avx512
+#pragma GCC pop_options
+#endif
+
+using RangeFn = void (*)(const ElementwiseArgs&, i64, i64);
+
+RangeFn range_kernel() {
+#if defined(LC_CPU_MULTI_ISA)
+  const int isa = simd_level();
+  if (isa >= 2) return isa_avx512::run_range;
+  if (isa == 1) return isa_avx2::run_range;
+#endif
+  return isa_sse::run_range;
 }
 
 }  // namespace
@@ -54,6 +55,7 @@ void run_range(const ElementwiseArgs& p, i64 lo, i64 hi) {
 void elementwise(const ElementwiseArgs& p) {
   if (p.n <= 0) return;
   const i64 threshold = p.kind == EwKind::gelu ? kParallelElemsGelu : kParallelElems;
+  const RangeFn run_range = range_kernel();
   if (p.n < threshold) {
     run_range(p, 0, p.n);
     return;
