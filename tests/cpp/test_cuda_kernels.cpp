@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -28,6 +29,7 @@
 
 #ifdef LC_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/launch.h"
 #include "backends/cuda/matmul.h"
 #include "backends/cuda/staging.h"
 #endif
@@ -576,6 +578,74 @@ TEST(CudaGraph, CaptureAndReplay) {
     EXPECT_LE(lc::ref::rel_error(ao.download(), lc::ref::attention(h)), 2e-5);
   }
   lc::cuda::graph_destroy(g);
+}
+
+// cuda::launch replays repeated identical launches from cached one-node graphs (launch.h): the
+// replays must read the buffers' current contents, and a stream capture must still record a
+// kernel node (not a replay) even for a launch whose graph is cached.
+TEST(CudaLaunchCache, RepeatedLaunchesReplayWithFreshDataAndCaptureStillWorks) {
+  LC_REQUIRE_CUDA();
+  lc::ref::Rng rng;
+  SCOPED_TRACE(rng.describe());
+  const char* env = std::getenv("LC_CUDA_GRAPH_LAUNCH");
+  const bool default_threshold = env == nullptr || *env == '\0';
+  const std::int64_t n = 65536 + 3, rows = 37, cols = 211, sq = 300, d = 64;
+  DevBuf a(sz(n)), b(sz(n)), o(sz(n)), x(sz(rows * cols)), g(sz(cols)), be(sz(cols)),
+      y(sz(rows * cols)), q(sz(sq * d)), k(sz(sq * d)), v(sz(sq * d)), ao(sz(sq * d));
+  lc::ElementwiseArgs ew{lc::EwKind::add, a.get(), b.get(), o.get(), n, 1.0f};
+  lc::LayerNormArgs ln{x.get(), g.get(), be.get(), y.get(), rows, cols, 1e-5f};
+  lc::AttentionArgs at{q.get(), k.get(), v.get(), ao.get(), sq, sq, d, d, false, 0.125f};
+  const auto before = lc::cuda::launch_cache_stats();
+  for (int rep = 0; rep < 6; ++rep) {
+    auto ha = rng.vec(sz(n)), hb = rng.vec(sz(n)), hx = rng.vec(sz(rows * cols)),
+         hg = rng.vec(sz(cols)), hbe = rng.vec(sz(cols)), hq = rng.vec(sz(sq * d)),
+         hk = rng.vec(sz(sq * d)), hv = rng.vec(sz(sq * d));
+    a.upload(ha); b.upload(hb); x.upload(hx); g.upload(hg); be.upload(hbe);
+    q.upload(hq); k.upload(hk); v.upload(hv);
+    o.poison(); y.poison(); ao.poison();
+    gpu().elementwise(ew);
+    gpu().layernorm(ln);
+    gpu().attention(at);
+    ASSERT_LE(lc::ref::rel_error(o.download(),
+                                 lc::ref::elementwise(lc::EwKind::add, ha.data(), hb.data(), n)),
+              1e-7) << "rep " << rep;
+    lc::LayerNormArgs hln{hx.data(), hg.data(), hbe.data(), nullptr, rows, cols, 1e-5f};
+    ASSERT_LE(lc::ref::rel_error(y.download(), lc::ref::layernorm(hln)), 2e-5) << "rep " << rep;
+    lc::AttentionArgs hat = at;
+    hat.q = hq.data(); hat.k = hk.data(); hat.v = hv.data();
+    ASSERT_LE(lc::ref::rel_error(ao.download(), lc::ref::attention(hat)), 2e-5) << "rep " << rep;
+  }
+  const auto after = lc::cuda::launch_cache_stats();
+  if (default_threshold) {
+    // Threshold 3: calls 3..6 of each of the three ops (at least 3 kernels) replay.
+    EXPECT_GE(after.replays - before.replays, 3u * 4u);
+    EXPECT_GE(after.graphs, 3u);
+  }
+  // Capture after the graphs exist: the captured graph must hold the kernels themselves.
+  lc::cuda::capture_begin();
+  gpu().elementwise(ew);
+  auto cap = lc::cuda::capture_end();
+  for (int rep = 0; rep < 2; ++rep) {
+    auto ha = rng.vec(sz(n)), hb = rng.vec(sz(n));
+    a.upload(ha);
+    b.upload(hb);
+    o.poison();
+    lc::cuda::graph_launch(cap);
+    EXPECT_LE(lc::ref::rel_error(o.download(),
+                                 lc::ref::elementwise(lc::EwKind::add, ha.data(), hb.data(), n)),
+              1e-7);
+  }
+  lc::cuda::graph_destroy(cap);
+  lc::cuda::launch_cache_clear();
+  EXPECT_EQ(lc::cuda::launch_cache_stats().graphs, 0u);
+  // Still correct after the cache was dropped.
+  auto ha = rng.vec(sz(n)), hb = rng.vec(sz(n));
+  a.upload(ha);
+  b.upload(hb);
+  gpu().elementwise(ew);
+  EXPECT_LE(lc::ref::rel_error(o.download(),
+                               lc::ref::elementwise(lc::EwKind::add, ha.data(), hb.data(), n)),
+            1e-7);
 }
 
 TEST(CudaTrace, MarksMeasureDeviceTime) {

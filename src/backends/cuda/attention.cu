@@ -27,6 +27,7 @@
 
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/check.h"
+#include "backends/cuda/launch.h"
 #include "backends/cuda/kernels.h"
 
 namespace lc::cuda {
@@ -352,19 +353,21 @@ void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {
     opart = static_cast<float*>(scratch);
     ml = reinterpret_cast<float2*>(static_cast<char*>(scratch) + ((obytes + 15) & ~std::size_t{15}));
   }
-  kernel<<<nblocks, kThreads, C::kSmemBytes, s>>>(a.q, a.k, a.v, a.out, opart, ml, sq, sk, d, dv,
-                                                  a.scale * kLog2e, a.causal, chunk, vec_qk, vec_v);
-  cudaError_t e = cudaGetLastError();
-  if (e == cudaSuccess && splits > 1) {
+  // Stream order makes it safe to recycle the scratch as soon as the launches are queued (later
+  // users queue after us); a failing launch throws, and the scratch goes back all the same.
+  struct ScratchBack {
+    CachingAllocator& alloc;
+    void* p;
+    ~ScratchBack() { if (p) alloc.free(p); }
+  } back{alloc, scratch};
+  launch(kernel, nblocks, kThreads, C::kSmemBytes, s, "attention kernel", a.q, a.k, a.v, a.out,
+         opart, ml, sq, sk, d, dv, a.scale * kLog2e, a.causal, chunk, vec_qk, vec_v);
+  if (splits > 1) {
     const std::int64_t total = static_cast<std::int64_t>(sq) * dv;
     const int blocks = static_cast<int>(std::min<std::int64_t>((total + 255) / 256, 8192));
-    attn_combine_kernel<<<blocks, 256, 0, s>>>(opart, ml, a.out, sq, sk, dv, BQ, BK, a.causal,
-                                               chunk);
-    e = cudaGetLastError();
+    launch(attn_combine_kernel, blocks, 256, 0, s, "attn_combine_kernel", opart, ml, a.out, sq,
+           sk, dv, BQ, BK, a.causal, chunk);
   }
-  // Stream order makes it safe to recycle the scratch now: later users queue after us.
-  if (scratch) alloc.free(scratch);
-  LC_CUDA_CHECK(e);
 }
 
 }  // namespace
@@ -372,8 +375,7 @@ void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {
 void launch_attention(const AttentionArgs& a, int sm_count, cudaStream_t s) {
   if (a.sq <= 0 || a.dv <= 0) return;
   if (a.sk <= 0) {  // no keys: the reference defines the output as 0
-    zero_kernel<<<256, 256, 0, s>>>(a.out, a.sq * a.dv);
-    LC_CUDA_CHECK_LAUNCH("zero_kernel");
+    launch(zero_kernel, 256, 256, 0, s, "zero_kernel", a.out, a.sq * a.dv);
     return;
   }
   const std::int64_t dmax = std::max(a.d, a.dv);

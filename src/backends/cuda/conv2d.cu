@@ -19,6 +19,7 @@
 
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/check.h"
+#include "backends/cuda/launch.h"
 #include "backends/cuda/device_math.cuh"
 #include "backends/cuda/kernels.h"
 #include "lightning_core/errors.h"
@@ -98,7 +99,7 @@ void launch_direct(const Conv2dArgs& a, cudaStream_t s) {
   const int blocks = static_cast<int>(std::min<std::int64_t>((total + 255) / 256, 65535));
   const auto I = [](std::int64_t v) { return static_cast<int>(v); };
 #define LC_CONV_DIRECT(ACT)                                                                      \
-  conv_direct_kernel<ACT><<<blocks, 256, 0, s>>>(a.x, a.w, a.bias, a.out, I(a.n), I(a.c), I(a.h), \
+  launch(conv_direct_kernel<ACT>, blocks, 256, 0, s, "conv_direct_kernel", a.x, a.w, a.bias, a.out, I(a.n), I(a.c), I(a.h), \
                                                  I(a.w_in), I(a.oc), I(a.kh), I(a.kw),             \
                                                  I(a.stride_h), I(a.stride_w), I(a.pad_h),         \
                                                  I(a.pad_w), I(a.oh), I(a.ow))
@@ -108,7 +109,6 @@ void launch_direct(const Conv2dArgs& a, cudaStream_t s) {
     case Activation::gelu: LC_CONV_DIRECT(Activation::gelu); break;
   }
 #undef LC_CONV_DIRECT
-  LC_CUDA_CHECK_LAUNCH("conv_direct_kernel");
 }
 
 void launch_bias_act(const Conv2dArgs& a, cudaStream_t s) {
@@ -117,11 +117,10 @@ void launch_bias_act(const Conv2dArgs& a, cudaStream_t s) {
   const int hw = static_cast<int>(a.oh * a.ow), oc = static_cast<int>(a.oc);
   const int blocks = static_cast<int>(std::min<std::int64_t>((total + 255) / 256, 8192));
   switch (a.act) {
-    case Activation::none: bias_act_kernel<Activation::none><<<blocks, 256, 0, s>>>(a.out, a.bias, total, hw, oc); break;
-    case Activation::relu: bias_act_kernel<Activation::relu><<<blocks, 256, 0, s>>>(a.out, a.bias, total, hw, oc); break;
-    case Activation::gelu: bias_act_kernel<Activation::gelu><<<blocks, 256, 0, s>>>(a.out, a.bias, total, hw, oc); break;
+    case Activation::none: launch(bias_act_kernel<Activation::none>, blocks, 256, 0, s, "bias_act_kernel", a.out, a.bias, total, hw, oc); break;
+    case Activation::relu: launch(bias_act_kernel<Activation::relu>, blocks, 256, 0, s, "bias_act_kernel", a.out, a.bias, total, hw, oc); break;
+    case Activation::gelu: launch(bias_act_kernel<Activation::gelu>, blocks, 256, 0, s, "bias_act_kernel", a.out, a.bias, total, hw, oc); break;
   }
-  LC_CUDA_CHECK_LAUNCH("bias_act_kernel");
 }
 
 #ifdef LC_HAVE_CUDNN

@@ -20,6 +20,7 @@
 #include "backends/backend.h"
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/check.h"
+#include "backends/cuda/launch.h"
 #include "backends/cuda/context.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.h"
@@ -160,8 +161,10 @@ void mem_info(std::size_t* free_bytes, std::size_t* total_bytes) {
 void capture_begin() {
   Context& c = ctx();
   CachingAllocator::instance().begin_hold();
+  launch_set_capturing(true);  // captured launches must become kernel nodes, not graph replays
   const cudaError_t e = cudaStreamBeginCapture(c.stream, cudaStreamCaptureModeRelaxed);
   if (e != cudaSuccess) {
+    launch_set_capturing(false);
     (void)CachingAllocator::instance().end_hold();
     LC_CUDA_CHECK(e);
   }
@@ -171,6 +174,7 @@ GraphHandle capture_end() {
   Context& c = ctx();
   auto* g = new Graph();
   const cudaError_t e = cudaStreamEndCapture(c.stream, &g->graph);
+  launch_set_capturing(false);
   g->held = CachingAllocator::instance().end_hold();
   if (e != cudaSuccess) {
     CachingAllocator::instance().release_held(g->held);

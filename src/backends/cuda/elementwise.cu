@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "backends/cuda/check.h"
+#include "backends/cuda/launch.h"
 #include "backends/cuda/device_math.cuh"
 #include "backends/cuda/kernels.h"
 
@@ -106,9 +107,8 @@ void launch_kind(const ElementwiseArgs& p, int sm_count, cudaStream_t s) {
   const std::int64_t want = (work + kThreads - 1) / kThreads;
   const int blocks = static_cast<int>(std::max<std::int64_t>(
       1, std::min<std::int64_t>(want, static_cast<std::int64_t>(sm_count) * 8)));
-  ew_kernel<K><<<blocks, kThreads, 0, s>>>(p.a, kBinary<K> ? p.b : nullptr, p.out, p.n, head, n4,
+  launch(ew_kernel<K>, blocks, kThreads, 0, s, "elementwise kernel", p.a, kBinary<K> ? p.b : nullptr, p.out, p.n, head, n4,
                                           p.alpha);
-  LC_CUDA_CHECK_LAUNCH("ew_kernel");
 }
 
 }  // namespace
@@ -130,11 +130,10 @@ void launch_fill_bias_act(float* out, const float* bias, std::int64_t m, std::in
   if (m <= 0 || n <= 0) return;
   const int blocks = static_cast<int>(std::min<std::int64_t>((m * n + 255) / 256, 4096));
   switch (act) {
-    case Activation::none: fill_bias_act_kernel<Activation::none><<<blocks, 256, 0, s>>>(out, bias, m, n); break;
-    case Activation::relu: fill_bias_act_kernel<Activation::relu><<<blocks, 256, 0, s>>>(out, bias, m, n); break;
-    case Activation::gelu: fill_bias_act_kernel<Activation::gelu><<<blocks, 256, 0, s>>>(out, bias, m, n); break;
+    case Activation::none: launch(fill_bias_act_kernel<Activation::none>, blocks, 256, 0, s, "fill_bias_act_kernel", out, bias, m, n); break;
+    case Activation::relu: launch(fill_bias_act_kernel<Activation::relu>, blocks, 256, 0, s, "fill_bias_act_kernel", out, bias, m, n); break;
+    case Activation::gelu: launch(fill_bias_act_kernel<Activation::gelu>, blocks, 256, 0, s, "fill_bias_act_kernel", out, bias, m, n); break;
   }
-  LC_CUDA_CHECK_LAUNCH("fill_bias_act_kernel");
 }
 
 namespace {

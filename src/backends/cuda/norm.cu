@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "backends/cuda/check.h"
+#include "backends/cuda/launch.h"
 #include "backends/cuda/kernels.h"
 
 namespace lc::cuda {
@@ -243,9 +244,9 @@ void launch_layernorm(const LayerNormArgs& p, cudaStream_t s) {
   const int cols = static_cast<int>(p.cols);
   const std::int64_t C = p.cols;
 #define LC_LN_WARP(V) \
-  ln_warp_kernel<V><<<warp_grid(p.rows), 256, 0, s>>>(p.x, p.gamma, p.beta, p.out, p.rows, cols, p.eps)
+  launch(ln_warp_kernel<V>, warp_grid(p.rows), 256, 0, s, "layernorm kernel", p.x, p.gamma, p.beta, p.out, p.rows, cols, p.eps)
 #define LC_LN_BLOCK(V) \
-  ln_block_kernel<V><<<static_cast<unsigned>(p.rows), 512, 0, s>>>(p.x, p.gamma, p.beta, p.out, cols, p.eps)
+  launch(ln_block_kernel<V>, static_cast<unsigned>(p.rows), 512, 0, s, "layernorm kernel", p.x, p.gamma, p.beta, p.out, cols, p.eps)
   if (C <= 32) LC_LN_WARP(1);
   else if (C <= 64) LC_LN_WARP(2);
   else if (C <= 128) LC_LN_WARP(4);
@@ -256,18 +257,17 @@ void launch_layernorm(const LayerNormArgs& p, cudaStream_t s) {
   else if (C <= 4096) LC_LN_BLOCK(8);
   else if (C <= 8192) LC_LN_BLOCK(16);
   else if (C <= 16384) LC_LN_BLOCK(32);
-  else ln_big_kernel<<<static_cast<unsigned>(p.rows), 1024, 0, s>>>(p.x, p.gamma, p.beta, p.out, C, p.eps);
+  else launch(ln_big_kernel, static_cast<unsigned>(p.rows), 1024, 0, s, "layernorm kernel", p.x, p.gamma, p.beta, p.out, C, p.eps);
 #undef LC_LN_WARP
 #undef LC_LN_BLOCK
-  LC_CUDA_CHECK_LAUNCH("layernorm kernel");
 }
 
 void launch_softmax(const SoftmaxArgs& p, cudaStream_t s) {
   if (p.rows <= 0 || p.cols <= 0) return;
   const int cols = static_cast<int>(p.cols);
   const std::int64_t C = p.cols;
-#define LC_SM_WARP(V) sm_warp_kernel<V><<<warp_grid(p.rows), 256, 0, s>>>(p.x, p.out, p.rows, cols)
-#define LC_SM_BLOCK(V) sm_block_kernel<V><<<static_cast<unsigned>(p.rows), 512, 0, s>>>(p.x, p.out, cols)
+#define LC_SM_WARP(V) launch(sm_warp_kernel<V>, warp_grid(p.rows), 256, 0, s, "softmax kernel", p.x, p.out, p.rows, cols)
+#define LC_SM_BLOCK(V) launch(sm_block_kernel<V>, static_cast<unsigned>(p.rows), 512, 0, s, "softmax kernel", p.x, p.out, cols)
   if (C <= 32) LC_SM_WARP(1);
   else if (C <= 64) LC_SM_WARP(2);
   else if (C <= 128) LC_SM_WARP(4);
@@ -278,10 +278,9 @@ void launch_softmax(const SoftmaxArgs& p, cudaStream_t s) {
   else if (C <= 4096) LC_SM_BLOCK(8);
   else if (C <= 8192) LC_SM_BLOCK(16);
   else if (C <= 16384) LC_SM_BLOCK(32);
-  else sm_big_kernel<<<static_cast<unsigned>(p.rows), 1024, 0, s>>>(p.x, p.out, C);
+  else launch(sm_big_kernel, static_cast<unsigned>(p.rows), 1024, 0, s, "softmax kernel", p.x, p.out, C);
 #undef LC_SM_WARP
 #undef LC_SM_BLOCK
-  LC_CUDA_CHECK_LAUNCH("softmax kernel");
 }
 
 }  // namespace lc::cuda
