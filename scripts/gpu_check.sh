@@ -94,6 +94,13 @@ if [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
   tail -5 "$OUT/pytest.log"
 fi
 
+if [ "${LC_SKIP_BENCH:-0}" != 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
+  echo "=== resident tiny op latency from Python (LC vs torch) ==="
+  timeout 120 python3 benchmarks/python/tiny_op_latency.py > "$OUT/tiny_op_latency.txt" 2>&1 \
+    || echo "tiny_op_latency failed (rc $?)"
+  cat "$OUT/tiny_op_latency.txt"
+fi
+
 if [ "${LC_PLACEMENT:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
   echo "=== placement check (auto vs cpu vs cuda, one-shot) ==="
   if timeout 240 python3 benchmarks/python/placement_check.py --force-calibrate \
