@@ -338,7 +338,9 @@ def measure_interleaved(contenders: Sequence[Contender], cfg: TimingConfig,
     """Times already warmed-up systems round-robin: `rounds` rounds, each a short block of calls
     per system, the order rotated every round. Whatever drifts during a case (GPU clocks and PCIe
     link power states, other processes, the CPU threads a previous system left spinning) then
-    lands on every system alike instead of on whichever one happened to be timed first.
+    lands on every system alike instead of on whichever one happened to be timed first. Meant for
+    GPU-side systems: CPU-heavy ones leave worker threads spinning that would tax the next block
+    (harness.run_case times those one at a time instead).
     Each block starts with one untimed call (the switch from the previous system: its spinning
     worker threads, cold caches) unless a call takes long enough (> 5 ms) for that not to matter.
     Per system: at most cfg.iters timed calls and about cfg.budget_s of timed wall time, never

@@ -45,7 +45,7 @@ def main() -> int:
         a = lc.Tensor(a_np, device="cuda")
         b = lc.Tensor(b_np, device="cuda")
         out = lc.Tensor.empty([args.n], device="cuda")
-        nosync = lc.ExecutionPolicy(device="cuda", sync="none")
+        nosync = lc.ExecutionPolicy(device="cuda", sync="none", download=False)
         rows["lc into + sync"] = lambda: lc.vector_add_into(a, b, out, "cuda")
         rows["lc returning + sync"] = lambda: lc.vector_add(a, b, "cuda")
         rows["lc into, sync=none (host)"] = lambda: lc.vector_add_into(a, b, out, policy=nosync)

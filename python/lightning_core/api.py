@@ -30,14 +30,54 @@ __all__ = [
 ]
 
 
-def _chain_policy(device, policy) -> tuple[Any, Any]:
+_placement_query = _lc._placement  # the op-level decision (tests replace it to fake a GPU)
+
+
+def _on_gpu(x) -> bool:
+    return isinstance(x, _lc.Tensor) and x.device != "cpu"
+
+
+def _rows_by(x, w):
+    """Shape of linear(x, w)'s result (for placement queries), or None when x/w are odd."""
+    try:
+        return (int(x.shape[0]), int(w.shape[0]))
+    except Exception:
+        return None
+
+
+def _chain_device(blocks, base) -> str:
+    """Where an "auto" chain runs: all of it on the GPU when any block would go there, else all
+    of it on the CPU. Placing block by block would put a light first block (a layernorm on host
+    data) on the CPU and then upload its result for the heavy block: the same bytes as
+    uploading the input, plus a CPU pass and a host round trip. blocks: (op, shapes) pairs; the
+    data's location counts as the op-level placement does (data on the GPU stays there)."""
+    on_gpu = any(_on_gpu(t) for _, ts in blocks for t in ts)
+    query = _lc.ExecutionPolicy(device="auto", upload=base.upload, download=base.download,
+                                sync=base.sync, precision=base.precision, fusion=base.fusion,
+                                autotune=base.autotune)
+    for op, ts in blocks:
+        try:
+            shapes = [t.shape if hasattr(t, "shape") else tuple(t) for t in ts if t is not None]
+            d = _placement_query(op, [[int(v) for v in s] for s in shapes], query, on_gpu, None,
+                                 1, 1, 0, 0)["device"]
+        except Exception:  # shape errors surface from the op itself, with its own message
+            return "auto"
+        if d != "cpu":
+            return d
+    return "cpu"
+
+
+def _chain_policy(device, policy, blocks=None) -> tuple[Any, Any]:
     """(policy for intermediate blocks, policy for the last block).
 
     Intermediates keep results where they were computed (download=False), so a GPU chain never
-    round-trips through the host; the last block follows the caller's policy.
+    round-trips through the host; the last block follows the caller's policy. With
+    device="auto" the whole chain gets one device (see _chain_device).
     """
     base = policy if policy is not None else _lc.current_policy()
     dev = device if device is not None else base.device
+    if dev == "auto" and blocks:
+        dev = _chain_device(blocks, base)
     common = dict(device=dev, upload=base.upload, precision=base.precision, fusion=base.fusion,
                   autotune=base.autotune)
     last = _lc.ExecutionPolicy(download=base.download, sync=base.sync, **common)
@@ -128,7 +168,8 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
     Weights use the torch nn.Linear layout ([out_features, in_features]); the activation runs in
     the first GEMM's epilogue.
     """
-    inner, last = _chain_policy(device, policy)
+    inner, last = _chain_policy(device, policy, [
+        ("linear", (x, w1)), ("linear", (_rows_by(x, w1), w2))])
     h = _lc.linear(x, w1, b1, activation, None, policy=inner)
     out = _lc.linear(h, w2, b2, "none", None, policy=last)
     return _host_result(out, (x, w1, b1, w2, b2))
@@ -137,7 +178,7 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
 def layernorm_linear(x, gamma, beta, w, b=None, eps: float = 1e-5, activation: str = "none",
                      device: str | None = None, *, policy=None):
     """LayerNorm over the last dimension, then a projection linear(., w, b)."""
-    inner, last = _chain_policy(device, policy)
+    inner, last = _chain_policy(device, policy, [("layernorm", (x,)), ("linear", (x, w))])
     h = _lc.layernorm(x, gamma, beta, eps, None, policy=inner)
     out = _lc.linear(h, w, b, activation, None, policy=last)
     return _host_result(out, (x, gamma, beta, w, b))

@@ -361,3 +361,32 @@ def test_gpu_auto_large_goes_to_gpu_and_resident_stays():
     t = lc.Tensor(np.ones((4, 4), np.float32), device="cuda")
     lc.matmul2d(t, t, device="auto")
     assert lc.last_op_report()["device"] == "cuda"
+
+
+# ---- pipelines under "auto": one device for the whole chain (lc.api._chain_device) ----------
+def test_auto_chain_follows_its_heaviest_block(h100_like, monkeypatch):
+    calls = []
+
+    def fake_gpu(op, shapes, policy, on_gpu, _gpu_available, *rest):
+        calls.append(op)
+        return lc._lightning_core._placement(op, shapes, policy, on_gpu, True, *rest)
+
+    monkeypatch.setattr(lc.api, "_placement_query", fake_gpu)
+    base = lc.current_policy()
+    x = np.zeros((1024, 1024), np.float32)
+    w = np.zeros((1024, 1024), np.float32)
+    # On its own the layernorm of host data stays on the CPU ...
+    assert lc.placement("layernorm", x.shape, gpu_available=True)["device"] == "cpu"
+    # ... but in LN -> projection the projection goes to the GPU, so the chain does.
+    assert lc.api._chain_device([("layernorm", (x,)), ("linear", (x, w))], base) == "cuda"
+    assert calls == ["layernorm", "linear"]
+    # A tiny chain stays on the CPU; shapes given as tuples work too.
+    t = np.zeros((4, 8), np.float32)
+    assert lc.api._chain_device([("layernorm", (t,)), ("linear", ((4, 8), (8, 8)))], base) == "cpu"
+    # An odd shape leaves the decision to the ops (which raise with their own message).
+    assert lc.api._chain_device([("linear", (None, w)), ("linear", ((1,), w))], base) in ("auto", "cpu")
+    inner, last = lc.api._chain_policy("auto", None, [("layernorm", (x,)), ("linear", (x, w))])
+    assert inner.device == "cuda" and last.device == "cuda" and inner.download is False
+    # Explicit devices are never second-guessed.
+    inner, last = lc.api._chain_policy("cpu", None, [("linear", (x, w))])
+    assert inner.device == "cpu" and last.device == "cpu"
