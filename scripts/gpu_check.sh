@@ -12,6 +12,7 @@
 #   LC_NATIVE=1   with LC_PYBENCH=1: also the Google Benchmark binaries (JSON in the results).
 #   LC_GIT_COMMIT  the commit the copied tree holds (it has no .git), for the results' context:
 #                  run as `LC_GIT_COMMIT=<hash> bash scripts/gpu_check.sh`.
+#   LC_CPU_CHECK=1 also runs benchmarks/python/cpu_pool_check.py under several pool settings.
 #   LC_PLACEMENT=1 also runs benchmarks/python/placement_check.py (is "auto" the faster side?).
 # Everything under $OUT/logs and $OUT/benchmark_results is packed into $OUT/results.tgz at the
 # end (the device tool returns at most 8 files).
@@ -99,6 +100,15 @@ if [ "${LC_SKIP_BENCH:-0}" != 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok
   timeout 120 python3 benchmarks/python/tiny_op_latency.py > "$OUT/tiny_op_latency.txt" 2>&1 \
     || echo "tiny_op_latency failed (rc $?)"
   cat "$OUT/tiny_op_latency.txt"
+fi
+
+if [ "${LC_CPU_CHECK:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
+  echo "=== CPU paths vs numpy / torch CPU under the pool's knobs ==="
+  for knobs in "" "LC_NUM_THREADS=8" "LC_NUM_THREADS=4" "LC_SPIN_US=500" "LC_SPIN_US=0"; do
+    env $knobs timeout 120 python3 benchmarks/python/cpu_pool_check.py >> "$OUT/cpu_pool_check.txt" 2>&1 \
+      || echo "cpu_pool_check $knobs failed (rc $?)" >> "$OUT/cpu_pool_check.txt"
+  done
+  cat "$OUT/cpu_pool_check.txt"
 fi
 
 if [ "${LC_PLACEMENT:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
