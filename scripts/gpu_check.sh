@@ -122,6 +122,10 @@ fi
 if [ "${LC_PYBENCH:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
   echo "=== python benchmark suites (quick) ==="
   mkdir -p "$OUT/benchmark_results"
+  # The native micro-benchmarks of this run go next to the suites' results: the summary reads them.
+  for f in cuda_micro.txt sync_latency.txt tiny_op_latency.txt placement_check.json; do
+    [ -f "$OUT/$f" ] && cp "$OUT/$f" "$OUT/benchmark_results/"
+  done
   NATIVE=()
   [ "${LC_NATIVE:-0}" = 1 ] && NATIVE=(--native --build-dir "$BUILD")
   if timeout ${LC_PYBENCH_TIMEOUT:-420} python3 benchmarks/python/run_all.py --quick "${NATIVE[@]}" \

@@ -288,14 +288,98 @@ def target_lines(data, results: Path) -> List[str]:
     add("resident vector add n=65536 + sync per call, latency vs torch", "<= 0.6x",
         f"{ratio:.2f}x ({lc_ms * 1e3:.1f} vs {t_ms * 1e3:.1f} us)" if ratio else None,
         None if ratio is None else ratio <= 0.6)
+    tiny = load_tiny_op(results)
+    if tiny:
+        lc_us, t_us, t_p10 = tiny
+        add("same, from tiny_op_latency.py (interleaved rounds, 3000 calls)", "<= 0.6x",
+            f"{lc_us / t_us:.2f}x ({lc_us:.1f} vs {t_us:.1f} us; vs torch's p10 {t_p10:.1f} us: "
+            f"{lc_us / t_p10:.2f}x)", lc_us / t_us <= 0.6)
     lines = ["**CUDA backend targets in this run**", "",
              "| Target | Goal | Measured | Verdict |", "| --- | --- | --- | --- |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    if micro:
-        lines += ["", "<details>", "<summary>cuda_micro (CUDA events / synchronized host clock, "
-                  "median)</summary>", "", "```text",
-                  (results / "cuda_micro.txt").read_text().rstrip(), "```", "", "</details>"]
+    for name, title in (("cuda_micro.txt", "cuda_micro (CUDA events / synchronized host clock, median)"),
+                        ("sync_latency.txt", "sync_latency (raw CUDA launch + wait floor, no LC code)"),
+                        ("tiny_op_latency.txt", "tiny_op_latency (resident tiny op from Python, piece by piece)")):
+        p = results / name
+        if p.is_file():
+            lines += ["", "<details>", f"<summary>{title}</summary>", "", "```text",
+                      p.read_text().rstrip(), "```", "", "</details>"]
     return lines
+
+
+def load_tiny_op(results: Path) -> Optional[tuple]:
+    """(LC into + sync, torch add out= + sync medians, torch p10) in us from tiny_op_latency.txt."""
+    p = results / "tiny_op_latency.txt"
+    if not p.is_file():
+        return None
+    vals: Dict[str, List[float]] = {}
+    for line in p.read_text().splitlines():
+        for key in ("lc into + sync", "torch add out= + sync"):
+            if line.strip().startswith(key) and key not in vals:
+                nums = [float(t) for t in line.replace(key, "").split() if _is_float(t)]
+                if len(nums) >= 2:
+                    vals[key] = nums
+    if "lc into + sync" not in vals or "torch add out= + sync" not in vals:
+        return None
+    lc, t = vals["lc into + sync"], vals["torch add out= + sync"]
+    return lc[0], t[0], t[1]
+
+
+def _is_float(t: str) -> bool:
+    try:
+        float(t)
+        return True
+    except ValueError:
+        return False
+
+
+def placement_goal_lines(data) -> List[str]:
+    """The policy issue's goal: LC with device="auto" on numpy inputs at least as fast as the
+    faster of numpy and torch-CUDA one-shot, for every case of the kernel and ML suites."""
+    rows = []
+    for suite in ("kernel", "ml"):
+        for r in data.get(suite, {}).get("rows", []):
+            if r.get("mode") != "oneshot":
+                continue
+            auto = _ms(r, "lc_auto")
+            peers = [v for v in (_ms(r, "numpy"), _ms(r, "torch_cuda")) if v]
+            if auto is None or not peers:
+                continue
+            rows.append((suite, r.get("family", ""), r.get("case", ""), auto, min(peers),
+                         r.get("lc_auto_placed", "")))
+    if not rows:
+        return []
+    losses = [x for x in rows if x[3] > x[4]]
+    out = [f"**device=\"auto\" vs the faster of numpy and torch-CUDA one-shot** (kernel + ML suites): "
+           f"auto at least as fast in {len(rows) - len(losses)} of {len(rows)} cases."]
+    if losses:
+        out += ["", "| Suite | Family | Case | LC auto ms | best of numpy / torch CUDA ms | auto ran |",
+                "| --- | --- | --- | ---: | ---: | --- |"]
+        out += [f"| {s} | {f} | {c} | {a:.4f} | {b:.4f} | {pl} |" for s, f, c, a, b, pl in losses]
+    return out
+
+
+def native_lines(results: Path) -> List[str]:
+    """Google Benchmark JSON of the native bench_* binaries (results/native/*.json)."""
+    files = sorted((results / "native").glob("bench_*.json")) if (results / "native").is_dir() else []
+    out: List[str] = []
+    for f in files:
+        try:
+            d = json.loads(f.read_text())
+        except Exception:
+            continue
+        bms = [b for b in d.get("benchmarks", []) if b.get("run_type", "iteration") == "iteration"]
+        if not bms:
+            continue
+        out += [f"`{f.stem}` ({d.get('context', {}).get('date', '')})", "",
+                "| Benchmark | Time | Unit |", "| --- | ---: | --- |"]
+        out += [f"| {b['name']} | {b.get('real_time', float('nan')):.3f} | {b.get('time_unit', '')} |"
+                for b in bms]
+        out.append("")
+    if not out:
+        return []
+    return (["<details>", "<summary>D. Native Google Benchmark binaries (C++ API; CUDA rows timed "
+             "with CUDA events, manual time)</summary>", ""] + out + ["</details>"])
 
 
 def render(data, results: Path, link_base: Path) -> str:
@@ -303,6 +387,9 @@ def render(data, results: Path, link_base: Path) -> str:
         return "No benchmark results found."
     plots = make_plots(data, results / "plots")
     lines = context_lines(data) + [""] + target_lines(data, results) + [""]
+    goal = placement_goal_lines(data)
+    if goal:
+        lines += goal + [""]
     lines += suite_summary(data) + [""] + family_summary(data) + [""]
     if plots:
         lines += ["**Speedup per case** (log scale)", ""]
@@ -313,6 +400,9 @@ def render(data, results: Path, link_base: Path) -> str:
     else:
         lines += ["(plots skipped: matplotlib not installed)", ""]
     lines += case_tables(data)
+    nat = native_lines(results)
+    if nat:
+        lines += [""] + nat
     lines += ["", "Generated by `benchmarks/python/generate_summary.py` from the result files in "
               f"`{os.path.relpath(results, link_base)}/`; see docs/benchmarks.md for the method."]
     return "\n".join(lines) + "\n"
