@@ -67,13 +67,23 @@ void reload();                 // forgets the in-memory copy; the next access re
 // Handlers are called without any cache lock held.
 void set_warning_handler(std::function<void(const std::string&)> h);
 
+// Changes whenever the in-memory cache may answer differently: store(), clear(), reload(), or a
+// different file loaded (the cache directory changed). Tuners that keep a faster in-process
+// memo of their choices (the CPU GEMM tuner) drop it when this moves.
+std::uint64_t generation();
+
 // Counters for tests: how many measurements (tuning runs) this process has performed.
 std::uint64_t measurement_count();
 void note_measurement();
 
 // ---- tuners --------------------------------------------------------------------------------
 
-// The CPU conv2d tuner (direct vs im2col) lives in src/core/tuners.h (it takes backend args).
+// The CPU conv2d tuner (direct vs im2col) and the CPU GEMM tuner (op "cpu_gemm": one
+// OpenBLAS-threaded sgemm vs single-threaded sgemm tiles in our pool) live in
+// src/core/tuners.h (they take backend args).
+// True when matmul2d / linear of this shape on the CPU is tuned (measured once, persisted):
+// BLAS present, >= 2 threads and 2^19 <= m*k*n <= 2^31 (docs/autotune.md).
+bool cpu_gemm_tunable(std::int64_t m, std::int64_t k, std::int64_t n);
 
 // GEMM modes for large matrix products on CUDA (docs/autotune.md):
 //   heuristic  cuBLASLt's top heuristic candidate, fp32 exact

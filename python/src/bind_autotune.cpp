@@ -67,6 +67,9 @@ void register_autotune(nb::module_& m) {
   }, "The valid entries of the cache file (this library version), each a dict with its key.");
   m.def("_autotune_reload", &lc::autotune::reload,
         "Forgets the in-memory copy of the cache; the next access re-reads the file.");
+  m.def("_cpu_gemm_tunable", &lc::autotune::cpu_gemm_tunable, nb::arg("m"), nb::arg("k"),
+        nb::arg("n"),
+        "True when a CPU matmul of [m,k]x[k,n] is auto-tuned (op \"cpu_gemm\": blas vs pooled).");
   m.def("autotune_measurement_count", &lc::autotune::measurement_count,
         "How many tuning / calibration measurements this process has run (not cache hits).");
   m.def("device_fingerprint", [](const std::string& device) {

@@ -84,6 +84,7 @@ struct Cache {
   std::map<std::string, Fields> entries;
   std::function<void(const std::string&)> warn;
   std::atomic<std::uint64_t> measurements{0};
+  std::atomic<std::uint64_t> generation{0};  // bumped on every change of `entries`
 };
 
 Cache& cache() {
@@ -116,6 +117,7 @@ void ensure_loaded(Cache& c, const std::string& path, std::vector<std::string>& 
   if (c.loaded_path == path) return;
   c.loaded_path = path;
   c.entries.clear();
+  c.generation.fetch_add(1);
   std::ifstream f(path, std::ios::binary);
   if (!f) return;  // no file yet: an empty cache
   std::stringstream ss;
@@ -296,6 +298,7 @@ void store(const std::string& key, const std::string& op, const std::string& sha
         std::chrono::duration_cast<std::chrono::seconds>(
             std::chrono::system_clock::now().time_since_epoch()).count());
     c.entries[key] = std::move(fl);
+    c.generation.fetch_add(1);
     write_file(c, path, warnings);
   }
   emit(warnings);
@@ -335,6 +338,7 @@ void clear() {
     const std::string path = cache_path();
     c.entries.clear();
     c.loaded_path = path;
+    c.generation.fetch_add(1);
     if (std::remove(path.c_str()) != 0 && errno != ENOENT)
       warnings.push_back("cannot delete the auto-tune cache " + path + " (" +
                          std::strerror(errno) + ")");
@@ -347,6 +351,7 @@ void reload() {
   std::lock_guard<std::mutex> lk(c.mu);
   c.loaded_path.clear();
   c.entries.clear();
+  c.generation.fetch_add(1);
 }
 
 void set_warning_handler(std::function<void(const std::string&)> h) {
@@ -354,6 +359,8 @@ void set_warning_handler(std::function<void(const std::string&)> h) {
   std::lock_guard<std::mutex> lk(c.mu);
   c.warn = std::move(h);
 }
+
+std::uint64_t generation() { return cache().generation.load(std::memory_order_acquire); }
 
 std::uint64_t measurement_count() { return cache().measurements.load(); }
 void note_measurement() { cache().measurements.fetch_add(1); }

@@ -1,16 +1,21 @@
 // The tuners that persist their choices in the auto-tune cache (autotune.h, tuners.h): the CPU
-// conv2d path (direct vs im2col) and the GEMM modes (cuBLASLt heuristic / autotuned algorithm /
-// TF32).
+// conv2d path (direct vs im2col), the CPU GEMM path (OpenBLAS-threaded vs pooled tiles) and the
+// GEMM modes (cuBLASLt heuristic / autotuned algorithm / TF32).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cpu/blas_threads.h"
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/thread_pool.h"
 #include "core/tuners.h"
 #include "lightning_core/autotune.h"
 #include "lightning_core/errors.h"
@@ -71,6 +76,150 @@ void run_cpu_conv2d(const Conv2dArgs& a, const std::string& choice) {
   else if (choice == "im2col") cpu::conv2d_with(cpu::ConvPath::im2col, a);
   else cpu::conv2d(a);
 }
+
+// ---- CPU GEMM tuner ----------------------------------------------------------------------------
+
+namespace {
+
+const char* gemm_path_name(cpu::GemmPath p) {
+  switch (p) {
+    case cpu::GemmPath::blas: return "blas";
+    case cpu::GemmPath::pooled: return "pooled";
+    default: return "auto";
+  }
+}
+
+// In-process memo of the cpu_gemm choices, in front of the cache: a hit costs one uncontended
+// mutex and a hash lookup. Dropped whenever the cache's generation moves (store, clear,
+// reload, another cache file), so it never outlives what it mirrors.
+struct GemmMemoKey {
+  std::int64_t m, k, n;
+  bool trans_b;
+  bool operator==(const GemmMemoKey&) const = default;
+};
+struct GemmMemoHash {
+  std::size_t operator()(const GemmMemoKey& x) const {
+    std::uint64_t h = static_cast<std::uint64_t>(x.m) * 0x9E3779B97F4A7C15ull;
+    h ^= static_cast<std::uint64_t>(x.k) + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
+    h ^= static_cast<std::uint64_t>(x.n) + 0x94D049BB133111EBull + (h << 6) + (h >> 2);
+    return static_cast<std::size_t>(h ^ static_cast<std::uint64_t>(x.trans_b));
+  }
+};
+struct GemmMemo {
+  std::mutex mu;
+  std::uint64_t generation = ~std::uint64_t{0};
+  std::unordered_map<GemmMemoKey, cpu::GemmPath, GemmMemoHash> map;
+};
+GemmMemo& gemm_memo() {
+  static GemmMemo* m = new GemmMemo();  // never destroyed: usable during static destruction
+  return *m;
+}
+constexpr std::size_t kGemmMemoMax = 4096;  // distinct shapes kept; beyond that it restarts
+
+bool memo_get(const GemmMemoKey& key, cpu::GemmPath& out) {
+  GemmMemo& memo = gemm_memo();
+  const std::uint64_t gen = generation();
+  std::lock_guard<std::mutex> g(memo.mu);
+  if (memo.generation != gen) {
+    memo.map.clear();
+    memo.generation = gen;
+    return false;
+  }
+  auto it = memo.map.find(key);
+  if (it == memo.map.end()) return false;
+  out = it->second;
+  return true;
+}
+
+void memo_put(const GemmMemoKey& key, cpu::GemmPath path) {
+  GemmMemo& memo = gemm_memo();
+  const std::uint64_t gen = generation();
+  std::lock_guard<std::mutex> g(memo.mu);
+  if (memo.generation != gen || memo.map.size() >= kGemmMemoMax) {
+    memo.map.clear();
+    memo.generation = gen;
+  }
+  memo.map[key] = path;
+}
+
+}  // namespace
+
+cpu::GemmPath cpu_gemm_choice(const MatmulArgs& a, bool tune) {
+  // Cheapest tests first: tiny and huge GEMMs leave after a multiply and a compare.
+  if (!tune || !cpu::gemm_tunable(a.m, a.n, a.k) || !enabled())
+    return cpu::GemmPath::automatic;
+  const GemmMemoKey key{a.m, a.k, a.n, a.trans_b};
+  cpu::GemmPath path;
+  if (memo_get(key, path)) return path;
+
+  using std::to_string;
+  const int threads = cpu::num_threads();
+  const std::string shapes = to_string(a.m) + "x" + to_string(a.k) + "x" + to_string(a.n) +
+                             " trans_b=" + (a.trans_b ? "1" : "0") +
+                             " threads=" + to_string(threads);
+  if (auto f = lookup("cpu_gemm", shapes, "float32", DeviceKind::cpu)) {
+    const std::string& ch = (*f)["choice"];
+    if (ch == "blas" || ch == "pooled") {
+      path = ch == "blas" ? cpu::GemmPath::blas : cpu::GemmPath::pooled;
+      memo_put(key, path);
+      return path;
+    }
+  }
+  note_measurement();
+  // Each path: a warm-up call, then timings of `batch` back-to-back calls (>= ~2^24
+  // multiply-adds each, so small shapes are not timed at clock resolution) until there are
+  // >= 3 of them and >= 20 ms went by; the best timing counts.
+  // Pooled goes first, on free cores: after an OpenBLAS-threaded call OpenBLAS's workers
+  // busy-wait ~0.1 s (blas_threads.h), so if this library made one within that window (say the
+  // previous shape's tuning) the tuner sleeps out the rest of it first; a pooled loop in steady
+  // state does not run next to spinning OpenBLAS workers either. Switching between OpenBLAS's
+  // threads and ours also costs a few ms of slow calls while the scheduler re-places them
+  // (measured on the 2-core VM), hence the minimum time per path. Cost per shape: ~45 ms of
+  // calls (~8 calls at 2^31), plus up to ~135 ms asleep when a threaded sgemm just ran.
+  const std::int64_t ldb = a.trans_b ? a.k : a.n;
+  auto gemm = [&](cpu::GemmPath p) {
+    cpu::gemm_with(p, a.m, a.n, a.k, a.a, a.k, a.b, ldb, a.trans_b, a.out, a.n);
+  };
+  const std::int64_t work = a.m * a.n * a.k;
+  const int batch = static_cast<int>(std::max<std::int64_t>(1, (std::int64_t{1} << 24) / work));
+  auto best_us = [&](cpu::GemmPath p, double min_ms) {
+    gemm(p);
+    double best = 1e300;
+    const auto start = std::chrono::steady_clock::now();
+    for (int r = 0; r < 1000; ++r) {
+      best = std::min(best, time_us([&] { for (int i = 0; i < batch; ++i) gemm(p); }, 1) / batch);
+      const double spent = std::chrono::duration<double, std::milli>(
+                               std::chrono::steady_clock::now() - start).count();
+      if (r >= 2 && spent >= min_ms) break;
+    }
+    return best;
+  };
+#if defined(LC_HAVE_BLAS)
+  if (const double ms = cpu::blas_spin_remaining_ms(); ms > 0)
+    std::this_thread::sleep_for(std::chrono::microseconds(static_cast<std::int64_t>(ms * 1e3)));
+#endif
+  const double t_pooled = best_us(cpu::GemmPath::pooled, 20.0);
+  const double t_blas = best_us(cpu::GemmPath::blas, 20.0);
+  // Within 5% the built-in rule's path stays: where the paths tie (large shapes) measurement
+  // noise must not flip the default; where pooled matters it wins by far more (docs).
+  const cpu::GemmPath def = cpu::gemm_default_path(a.m, a.n, a.k);
+  const cpu::GemmPath other = def == cpu::GemmPath::pooled ? cpu::GemmPath::blas : cpu::GemmPath::pooled;
+  const double t_def = def == cpu::GemmPath::pooled ? t_pooled : t_blas;
+  const double t_other = def == cpu::GemmPath::pooled ? t_blas : t_pooled;
+  path = t_other < 0.95 * t_def ? other : def;
+  const cpu::GemmGrid grid = cpu::gemm_pooled_grid(a.m, a.n, a.k, threads);
+  store("cpu_gemm", shapes, "float32", DeviceKind::cpu,
+        {{"choice", gemm_path_name(path)},
+         {"blas_us", std::to_string(t_blas)},
+         {"pooled_us", std::to_string(t_pooled)},
+         {"pooled_grid", to_string(grid.grid_m) + "x" + to_string(grid.grid_n) + " tiles of " +
+                             to_string(grid.tile_m) + "x" + to_string(grid.tile_n)},
+         {"default", gemm_path_name(def)}});
+  memo_put(key, path);
+  return path;
+}
+
+void run_cpu_matmul(const MatmulArgs& a, cpu::GemmPath choice) { cpu::matmul_with(choice, a); }
 
 // ---- GEMM modes --------------------------------------------------------------------------------
 
@@ -204,4 +353,9 @@ GemmTuneResult prepare_gemm(std::int64_t m, std::int64_t k, std::int64_t n, Gemm
 }
 
 }  // namespace autotune
+
+bool autotune::cpu_gemm_tunable(std::int64_t m, std::int64_t k, std::int64_t n) {
+  return cpu::gemm_tunable(m, n, k);
+}
+
 }  // namespace lc

@@ -1,5 +1,6 @@
 // matmul2d and linear: validation, placement and dispatch to Backend::matmul.
 #include "core/op_runner.h"
+#include "core/tuners.h"
 #include "ops/checks.h"
 
 namespace lc {
@@ -58,7 +59,16 @@ void run_matmul(OpRunner& r, const Tensor& a, const Tensor& b, const Tensor* bia
   args.act = act;
   args.precision = r.policy().precision;
   args.out = r.out(out);
-  r.launch([&](Backend& be) { be.matmul(args); });
+  // On the CPU, mid-size GEMMs choose between OpenBLAS's threading and pooled sgemm tiles per
+  // shape (measured once, cached; tiny shapes skip this after one compare).
+  cpu::GemmPath path = cpu::GemmPath::automatic;
+  if (r.device() == DeviceKind::cpu) path = autotune::cpu_gemm_choice(args, r.policy().autotune);
+  r.launch([&](Backend& be) {
+    if (be.kind() == DeviceKind::cpu && path != cpu::GemmPath::automatic)
+      autotune::run_cpu_matmul(args, path);
+    else
+      be.matmul(args);
+  });
   r.finish();
 }
 

@@ -10,6 +10,7 @@
 // to k ~ 1000 accumulate ~sqrt(k) * 6e-8 relative error, well inside it).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -81,7 +82,8 @@ TEST(CpuMatmul, SmallAndOddShapesEveryPath) {
   const i64 sizes[][3] = {{1, 1, 1}, {1, 7, 1}, {7, 13, 31}, {13, 1, 5}, {31, 61, 17},
                           {5, 127, 3}, {61, 33, 65}, {2, 300, 9}};
   for (auto path : {lc::cpu::GemmPath::automatic, lc::cpu::GemmPath::tiny,
-                    lc::cpu::GemmPath::blocked, lc::cpu::GemmPath::blas}) {
+                    lc::cpu::GemmPath::blocked, lc::cpu::GemmPath::blas,
+                    lc::cpu::GemmPath::pooled}) {
     for (auto& s : sizes)
       for (bool tb : {false, true})
         check_matmul(rng, s[0], s[1], s[2], tb, tb, lc::Activation::none, path);
@@ -115,10 +117,218 @@ TEST(CpuMatmul, LargeThreadedEveryIsaAndBlas) {
 TEST(CpuMatmul, ZeroDepthWritesZeros) {
   std::vector<float> out(6);
   lc::ref::poison(out);
-  for (auto path : {lc::cpu::GemmPath::tiny, lc::cpu::GemmPath::blocked, lc::cpu::GemmPath::blas}) {
+  for (auto path : {lc::cpu::GemmPath::tiny, lc::cpu::GemmPath::blocked, lc::cpu::GemmPath::blas,
+                    lc::cpu::GemmPath::pooled}) {
     lc::ref::poison(out);
     lc::cpu::gemm_with(path, 2, 3, 0, nullptr, 0, nullptr, 3, false, out.data(), 3);
     for (float v : out) EXPECT_EQ(v, 0.0f);
+  }
+  lc::ref::poison(out);
+  lc::cpu::gemm_pooled_with_tiles(1, 1, 2, 3, 0, nullptr, 0, nullptr, 3, false, out.data(), 3);
+  for (float v : out) EXPECT_EQ(v, 0.0f);
+}
+
+// ---- pooled GEMM (single-threaded sgemm tiles in our pool) --------------------------------
+
+// C = A @ B with padded leading dimensions: A is m x lda (lda >= k), B is k x ldb (ldb >= n) or,
+// with trans_b, n x ldb (ldb >= k), C is m x ldc (ldc >= n). The padding of A and B is NaN
+// (a kernel that reads it produces NaN), C is NaN everywhere; afterwards C's padding must still
+// be NaN (not written) and its m x n block must match the float64 reference. `run` does the
+// GEMM: run(a, lda, b, ldb, c, ldc).
+template <class Run>
+void check_gemm_strided(Rng& rng, i64 m, i64 k, i64 n, bool trans_b, i64 pad_a, i64 pad_b,
+                        i64 pad_c, const std::string& what, Run&& run) {
+  SCOPED_TRACE(rng.describe() + " " + what + " m=" + std::to_string(m) + " k=" +
+               std::to_string(k) + " n=" + std::to_string(n) + " trans_b=" +
+               std::to_string(trans_b) + " pads=" + std::to_string(pad_a) + "," +
+               std::to_string(pad_b) + "," + std::to_string(pad_c));
+  const i64 lda = k + pad_a, ldc = n + pad_c;
+  const i64 brows = trans_b ? n : k, bcols = trans_b ? k : n, ldb = bcols + pad_b;
+  auto a = rng.vec(m * k), b = rng.vec(k * n);
+  std::vector<float> ap(static_cast<std::size_t>(m * lda)), bp(static_cast<std::size_t>(brows * ldb)),
+      cp(static_cast<std::size_t>(m * ldc));
+  lc::ref::poison(ap);
+  lc::ref::poison(bp);
+  lc::ref::poison(cp);
+  for (i64 i = 0; i < m; ++i)
+    for (i64 t = 0; t < k; ++t) ap[i * lda + t] = a[i * k + t];
+  for (i64 r = 0; r < brows; ++r)
+    for (i64 t = 0; t < bcols; ++t) bp[r * ldb + t] = b[r * bcols + t];
+  run(ap.data(), lda, bp.data(), ldb, cp.data(), ldc);
+  std::vector<float> out(static_cast<std::size_t>(m * n));
+  std::size_t pad_nan = 0;
+  for (i64 i = 0; i < m; ++i) {
+    for (i64 j = 0; j < n; ++j) out[i * n + j] = cp[i * ldc + j];
+    for (i64 j = n; j < ldc; ++j) pad_nan += std::isnan(cp[i * ldc + j]) ? 1 : 0;
+  }
+  EXPECT_EQ(pad_nan, static_cast<std::size_t>(m * pad_c)) << "C's padding was written";
+  EXPECT_EQ(lc::ref::count_nan(out), 0u) << "output not fully written (or padding read)";
+  lc::MatmulArgs p;
+  p.a = a.data();
+  p.b = b.data();
+  p.m = m;
+  p.k = k;
+  p.n = n;
+  p.trans_b = trans_b;
+  EXPECT_LE(lc::ref::matmul_error(out, p), kTol)
+      << "max abs diff " << lc::ref::max_abs_diff(out, lc::ref::matmul(p));
+}
+
+// Primes, size-1 dimensions, shapes whose tiles do not divide evenly, and shapes above the
+// default pooled rule's lower end (2^21 multiply-adds), with bias / activation epilogues.
+TEST(CpuMatmul, PooledOddShapes) {
+  Rng rng;
+  const i64 sizes[][3] = {{1, 1, 1},     {1, 300, 257}, {257, 300, 1},  {1, 1, 1031},
+                          {1031, 1, 1},  {97, 31, 211}, {211, 13, 127}, {127, 257, 61},
+                          {131, 97, 103}, {160, 160, 160}, {173, 131, 157}, {2, 3001, 2},
+                          {509, 17, 5},  {3, 2048, 257}};
+  for (auto& s : sizes)
+    for (bool tb : {false, true})
+      check_matmul(rng, s[0], s[1], s[2], tb, tb, tb ? lc::Activation::gelu : lc::Activation::none,
+                   lc::cpu::GemmPath::pooled);
+}
+
+// Forced tile sizes: many tiles (more than threads, so the pool's dynamic claiming runs too),
+// tiles that are not multiples of anything, 1x1 tiles, tiles larger than the matrix.
+TEST(CpuMatmul, PooledForcedTilesUnevenEdges) {
+  Rng rng;
+  const i64 tiles[][2] = {{16, 32}, {8, 16}, {7, 5}, {1, 1}, {1, 1000}, {1000, 3}, {64, 64}, {5000, 5000}};
+  const i64 sizes[][3] = {{37, 53, 41}, {100, 7, 130}, {1, 29, 67}, {61, 1, 1}, {33, 300, 17}};
+  for (auto& t : tiles)
+    for (auto& s : sizes)
+      for (bool tb : {false, true})
+        check_gemm_strided(rng, s[0], s[1], s[2], tb, 0, 0, 0,
+                           "tiles " + std::to_string(t[0]) + "x" + std::to_string(t[1]),
+                           [&](const float* a, i64 lda, const float* b, i64 ldb, float* c, i64 ldc) {
+                             lc::cpu::gemm_pooled_with_tiles(t[0], t[1], s[0], s[2], s[1], a, lda,
+                                                             b, ldb, tb, c, ldc);
+                           });
+}
+
+// Leading dimensions larger than the rows (sub-matrices of bigger buffers), for every path.
+TEST(CpuMatmul, StridedLeadingDimensionsEveryPath) {
+  Rng rng;
+  const i64 sizes[][3] = {{1, 1, 1}, {7, 13, 31}, {61, 33, 65}, {131, 97, 103}, {160, 160, 160}};
+  for (auto path : {lc::cpu::GemmPath::tiny, lc::cpu::GemmPath::blocked, lc::cpu::GemmPath::blas,
+                    lc::cpu::GemmPath::pooled})
+    for (auto& s : sizes)
+      for (bool tb : {false, true})
+        check_gemm_strided(rng, s[0], s[1], s[2], tb, 3, 5, 7,
+                           "path " + std::to_string(int(path)),
+                           [&](const float* a, i64 lda, const float* b, i64 ldb, float* c, i64 ldc) {
+                             lc::cpu::gemm_with(path, s[0], s[2], s[1], a, lda, b, ldb, tb, c, ldc);
+                           });
+  for (bool tb : {false, true})
+    check_gemm_strided(rng, 45, 77, 91, tb, 16, 1, 33, "pooled tiles 16x32",
+                       [&](const float* a, i64 lda, const float* b, i64 ldb, float* c, i64 ldc) {
+                         lc::cpu::gemm_pooled_with_tiles(16, 32, 45, 91, 77, a, lda, b, ldb, tb, c,
+                                                         ldc);
+                       });
+}
+
+TEST(CpuMatmul, PooledGridShape) {
+  // Exact grids for square shapes: square tiles, as many as threads.
+  auto g = lc::cpu::gemm_pooled_grid(256, 256, 256, 16);
+  EXPECT_EQ(g.grid_m * g.grid_n, 16);
+  EXPECT_EQ(g.tile_m, 64);
+  EXPECT_EQ(g.tile_n, 64);
+  g = lc::cpu::gemm_pooled_grid(1024, 1024, 1024, 4);
+  EXPECT_EQ(g.tile_m, 512);
+  EXPECT_EQ(g.tile_n, 512);
+  // Small work: fewer tiles than threads (>= 2^17 multiply-adds each); tiny: one tile.
+  g = lc::cpu::gemm_pooled_grid(64, 64, 64, 16);
+  EXPECT_EQ(g.grid_m * g.grid_n, 2);
+  g = lc::cpu::gemm_pooled_grid(16, 16, 16, 16);
+  EXPECT_EQ(g.grid_m * g.grid_n, 1);
+  EXPECT_EQ(g.tile_m, 16);
+  EXPECT_EQ(g.tile_n, 16);
+  // Properties over many shapes and thread counts: never more tiles than threads or than
+  // useful, the grid covers C exactly once, tiles are multiples of 8 rows / 16 columns unless
+  // they span the whole dimension.
+  Rng rng;
+  for (int threads : {1, 2, 3, 4, 7, 8, 16, 32, 64}) {
+    for (int it = 0; it < 60; ++it) {
+      const i64 m = it % 5 == 0 ? 1 : rng.uniform_int(1, 3000);
+      const i64 n = it % 7 == 0 ? 1 : rng.uniform_int(1, 3000);
+      const i64 k = rng.uniform_int(1, 2000);
+      SCOPED_TRACE(rng.describe() + " threads=" + std::to_string(threads) + " m=" +
+                   std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
+      g = lc::cpu::gemm_pooled_grid(m, n, k, threads);
+      const i64 tiles = g.grid_m * g.grid_n;
+      EXPECT_GE(tiles, 1);
+      EXPECT_LE(tiles, threads);
+      EXPECT_LE(tiles, std::max<i64>(1, m * n * k / (i64{1} << 17)));
+      EXPECT_GE(g.tile_m * g.grid_m, m);
+      EXPECT_LT(g.tile_m * (g.grid_m - 1), m);
+      EXPECT_GE(g.tile_n * g.grid_n, n);
+      EXPECT_LT(g.tile_n * (g.grid_n - 1), n);
+      EXPECT_TRUE(g.tile_m == m || g.tile_m % 8 == 0) << g.tile_m;
+      EXPECT_TRUE(g.tile_n == n || g.tile_n % 16 == 0) << g.tile_n;
+    }
+  }
+}
+
+// OpenBLAS's process-global thread count is 1 only while a pooled / attention-gemm call is in
+// flight; concurrent callers (each its own user thread: one gets the pool, the others run
+// inline) compute correct results and leave it restored.
+TEST(CpuMatmul, PooledRestoresBlasThreadsUnderConcurrency) {
+  if (!lc::cpu::have_blas()) GTEST_SKIP() << "no BLAS";
+  const int threads = lc::cpu::num_threads();
+  EXPECT_EQ(lc::cpu::blas_num_threads_now(), threads);
+  const i64 m = 150, k = 140, n = 130;
+  Rng seed_rng;
+  const std::uint32_t base = seed_rng.seed();
+  std::atomic<int> failures{0};
+  auto worker = [&](int id) {
+    Rng rng(base + static_cast<std::uint32_t>(id));
+    for (int it = 0; it < 6; ++it) {
+      auto a = rng.vec(m * k), b = rng.vec(k * n);
+      std::vector<float> out(m * n);
+      lc::ref::poison(out);
+      const auto path = (id + it) % 3 == 0 ? lc::cpu::GemmPath::blas : lc::cpu::GemmPath::pooled;
+      lc::cpu::gemm_with(path, m, n, k, a.data(), k, b.data(), n, false, out.data(), n);
+      if (it % 2 == 1) {
+        lc::AttentionArgs p;
+        auto q = rng.vec(64 * 16), kk = rng.vec(300 * 16), v = rng.vec(300 * 16);
+        std::vector<float> o(64 * 16);
+        p.q = q.data(); p.k = kk.data(); p.v = v.data(); p.out = o.data();
+        p.sq = 64; p.sk = 300; p.d = 16; p.dv = 16; p.scale = 0.25f;
+        lc::cpu::attention_with(lc::cpu::AttentionPath::gemm, p);
+        if (lc::ref::rel_error(o, lc::ref::attention(p)) > kTol) failures.fetch_add(1);
+      }
+      lc::MatmulArgs p;
+      p.a = a.data(); p.b = b.data(); p.m = m; p.k = k; p.n = n;
+      if (lc::ref::count_nan(out) != 0 || lc::ref::matmul_error(out, p) > kTol) failures.fetch_add(1);
+    }
+  };
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 4; ++i) ts.emplace_back(worker, i);
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(failures.load(), 0) << "seed base " << base;
+  EXPECT_EQ(lc::cpu::blas_num_threads_now(), threads);
+}
+
+TEST(CpuMatmul, DefaultPathRule) {
+  using lc::cpu::GemmPath;
+  // Tiny shapes never take the pooled path (nor get tuned).
+  EXPECT_FALSE(lc::cpu::gemm_tunable(8, 8, 8));
+  EXPECT_FALSE(lc::cpu::gemm_tunable(64, 64, 64));        // 2^18 < 2^19
+  EXPECT_FALSE(lc::cpu::gemm_tunable(2048, 2048, 1024));  // 2^32 > 2^31
+  const bool tunable = lc::cpu::have_blas() && lc::cpu::num_threads() >= 2;
+  EXPECT_EQ(lc::cpu::gemm_tunable(100, 100, 100), tunable);  // 2^19.9
+  EXPECT_EQ(lc::cpu::gemm_tunable(1024, 1024, 2048), tunable);  // 2^31
+  const GemmPath tiny = lc::cpu::gemm_default_path(4, 4, 4);
+  EXPECT_EQ(tiny, lc::cpu::have_blas() ? GemmPath::blas : GemmPath::tiny);
+  const bool pooled_default = lc::cpu::have_blas() && lc::cpu::num_threads() >= 4;
+  for (auto s : {std::array<i64, 3>{256, 256, 256}, {128, 128, 128}, {1024, 1024, 2048}}) {
+    const GemmPath mid = lc::cpu::gemm_default_path(s[0], s[1], s[2]);
+    if (!lc::cpu::have_blas()) EXPECT_EQ(mid, GemmPath::blocked);
+    else EXPECT_EQ(mid, pooled_default ? GemmPath::pooled : GemmPath::blas);
+  }
+  // Below 2^21 (tuned, but not pooled by default) and above 2^31: blas.
+  if (lc::cpu::have_blas()) {
+    EXPECT_EQ(lc::cpu::gemm_default_path(100, 100, 100), GemmPath::blas);
+    EXPECT_EQ(lc::cpu::gemm_default_path(2048, 2048, 1024), GemmPath::blas);
   }
 }
 

@@ -3,6 +3,7 @@
 // conv_attention_nchw. GPU parts GTEST_SKIP without a usable CUDA device.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cpu/thread_pool.h"
 #include "core/placement.h"
 #include "lightning_core/autotune.h"
 #include "lightning_core/errors.h"
@@ -493,6 +495,107 @@ TEST_F(AutotuneCache, OldCalibrationEntriesAreNotReused) {
   EXPECT_EQ(lc::autotune::measurement_count(), n0 + 1);  // measured, not loaded
   EXPECT_GT(m.cpu_gflops[0], 0.001);
   lc::reset_cost_model();
+}
+
+// The CPU GEMM choice (op "cpu_gemm": blas vs pooled) of matmul2d / linear: measured on the
+// first call of a shape inside the window, stored, served from the in-process memo and after a
+// reload from the file, re-measured when the entry is invalid, of another library version or
+// cleared; never measured for tiny shapes, with policy autotune=false or LC_AUTOTUNE=0.
+TEST_F(AutotuneCache, CpuGemmChoiceStoredReloadedInvalidated) {
+  const std::int64_t m = 160, k = 150, n = 140;  // 3.4M multiply-adds: inside 2^19..2^31
+  if (!lc::autotune::cpu_gemm_tunable(m, k, n))
+    GTEST_SKIP() << "CPU GEMM is not tuned here (no BLAS or a single thread)";
+  auto av = randv(m * k, 11), bv = randv(k * n, 12);
+  std::vector<float> ov(m * n);
+  lc::Tensor a = host(av, {m, k}), b = host(bv, {k, n}), out = host(ov, {m, n});
+  lc::ExecutionPolicy p;
+  p.device = lc::DeviceRequest::cpu;
+  auto check = [&] {
+    double worst = 0;
+    for (std::int64_t i = 0; i < m; i += 7)
+      for (std::int64_t j = 0; j < n; ++j) {
+        double ref = 0;
+        for (std::int64_t t = 0; t < k; ++t) ref += double(av[i * k + t]) * bv[t * n + j];
+        worst = std::max(worst, std::fabs(ov[i * n + j] - ref));
+      }
+    EXPECT_LT(worst, 1e-3);
+  };
+  auto gemm_entries = [] {
+    std::vector<lc::autotune::Entry> r;
+    for (auto& e : lc::autotune::entries())
+      if (e.fields.at("op") == "cpu_gemm") r.push_back(e);
+    return r;
+  };
+  const std::string shapes =
+      "160x150x140 trans_b=0 threads=" + std::to_string(lc::cpu::num_threads());
+  const auto n0 = lc::autotune::measurement_count();
+  lc::matmul2d_into(a, b, out, p);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 1);
+  check();
+  auto es = gemm_entries();
+  ASSERT_EQ(es.size(), 1u);
+  EXPECT_EQ(es[0].fields.at("shapes"), shapes);
+  const std::string choice = es[0].fields.at("choice");
+  EXPECT_TRUE(choice == "blas" || choice == "pooled") << choice;
+  EXPECT_GT(std::stod(es[0].fields.at("blas_us")), 0);
+  EXPECT_GT(std::stod(es[0].fields.at("pooled_us")), 0);
+  EXPECT_FALSE(es[0].fields.at("pooled_grid").empty());
+  // Memo hit, then (after reload) file hit: no new measurement.
+  lc::matmul2d_into(a, b, out, p);
+  lc::autotune::reload();
+  lc::matmul2d_into(a, b, out, p);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 1);
+  check();
+  // A stored choice is what runs (the memo follows the store): the other path, no measurement.
+  const std::string other = choice == "blas" ? "pooled" : "blas";
+  lc::autotune::store("cpu_gemm", shapes, "float32", lc::DeviceKind::cpu, {{"choice", other}});
+  std::fill(ov.begin(), ov.end(), std::nanf(""));
+  lc::matmul2d_into(a, b, out, p);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 1);
+  check();
+  // An unknown choice is measured again and replaced.
+  lc::autotune::store("cpu_gemm", shapes, "float32", lc::DeviceKind::cpu, {{"choice", "bogus"}});
+  lc::matmul2d_into(a, b, out, p);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 2);
+  es = gemm_entries();
+  ASSERT_EQ(es.size(), 1u);
+  EXPECT_NE(es[0].fields.at("choice"), "bogus");
+  // Entries of another library version are dropped on reload: measured again.
+  {
+    std::string text = slurp();
+    const std::string ver = std::string("\"") + LC_VERSION + "\"";
+    for (std::size_t at; (at = text.find(ver)) != std::string::npos;)
+      text.replace(at, ver.size(), "\"0.0.1\"");
+    std::ofstream(lc::autotune::cache_path(), std::ios::trunc) << text;
+  }
+  lc::autotune::reload();
+  lc::matmul2d_into(a, b, out, p);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 3);
+  check();
+  // linear ([n, k] weight: trans_b) is its own entry.
+  std::vector<float> wv = randv(n * k, 13), lo(m * n);
+  lc::Tensor w = host(wv, {n, k}), lout = host(lo, {m, n});
+  lc::linear_into(a, w, nullptr, lc::Activation::none, lout, p);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 4);
+  EXPECT_EQ(gemm_entries().size(), 2u);
+  // clear() drops the memo too.
+  lc::autotune::clear();
+  lc::matmul2d_into(a, b, out, p);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 5);
+  // Never measured: policy autotune=false, LC_AUTOTUNE=0, tiny shapes.
+  std::vector<float> av2 = randv(150 * k, 14), ov2(150 * n);
+  lc::Tensor a2 = host(av2, {150, k}), out2 = host(ov2, {150, n});
+  lc::ExecutionPolicy off = p;
+  off.autotune = false;
+  lc::matmul2d_into(a2, b, out2, off);
+  ::setenv("LC_AUTOTUNE", "0", 1);
+  lc::matmul2d_into(a2, b, out2, p);
+  ::unsetenv("LC_AUTOTUNE");
+  std::vector<float> t1 = randv(8 * 8, 15), t2(8 * 8);
+  lc::Tensor tiny = host(t1, {8, 8}), tiny_out = host(t2, {8, 8});
+  lc::matmul2d_into(tiny, tiny, tiny_out, p);
+  EXPECT_EQ(lc::autotune::measurement_count(), n0 + 5);
+  EXPECT_EQ(gemm_entries().size(), 1u);
 }
 
 // ---- sessions (CPU) ------------------------------------------------------------------------

@@ -49,6 +49,21 @@ def _new_seed() -> int:
     return secrets.randbits(32)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _suite_autotune_cache(tmp_path_factory):
+    """Ops tune themselves on first use (the CPU GEMM choice of mid-size matmuls, the CPU conv
+    path): keep the suite's choices out of the user's cache unless LIGHTNING_CORE_CACHE_DIR is
+    set explicitly. Tests that need their own cache (test_autotune.py) override it per test."""
+    if os.environ.get("LIGHTNING_CORE_CACHE_DIR"):
+        yield
+        return
+    os.environ["LIGHTNING_CORE_CACHE_DIR"] = str(tmp_path_factory.mktemp("lc-autotune"))
+    lc._lightning_core._autotune_reload()
+    yield
+    os.environ.pop("LIGHTNING_CORE_CACHE_DIR", None)
+    lc._lightning_core._autotune_reload()
+
+
 @pytest.fixture
 def rng(request):
     seed = _new_seed()

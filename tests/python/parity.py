@@ -19,8 +19,9 @@ Tolerance: relative Frobenius error ||y - ref|| / ||ref|| against float64 numpy,
 the same float32 inputs. fp32 default 1e-5 (about 100 ulp); exceptions are commented.
 
 Sizes: 1, primes, non-multiples of 4/8/16, and at least one case per op above the CPU backend's
-threading threshold (src/backends/cpu: matmul m*n*k >= 96^3, attention work >= 2^20 on the
-blocked path, conv >= 2^20 MACs im2col path, elementwise >= 2^18 (gelu 2^15), norm >= 2^18).
+threading threshold (src/backends/cpu: matmul m*n*k >= 96^3, and 2^19..2^31 for the auto-tuned
+blas / pooled GEMM choice; attention work >= 2^20 on the blocked path, conv >= 2^20 MACs im2col
+path, elementwise >= 2^18 (gelu 2^15), norm >= 2^18).
 """
 
 from __future__ import annotations
@@ -235,7 +236,10 @@ def _matmul_cases():
         (7, 13, 5, False),
         (17, 33, 65, False),  # non-multiples of 4/8/16 around the vector widths
         (31, 67, 29, False),
-        (131, 97, 103, True),  # 1.31M MACs >= 96^3: threaded / blocked or BLAS
+        (131, 97, 103, True),  # 1.31M MACs >= 96^3: threaded / blocked or BLAS (or pooled)
+        # 3.56M MACs, inside the CPU GEMM tuning window (2^19..2^31): blas or pooled sgemm tiles,
+        # chosen by the auto-tuner (tiles that do not divide 173 / 157 evenly)
+        (173, 131, 157, True),
     ]:
         out.append(
             OpCase(
@@ -262,6 +266,7 @@ def _linear_cases():
         (2, 5, 3, False, "gelu", False),
         (129, 97, 101, True, "gelu", True),  # 1.26M MACs: threaded + fused epilogue
         (113, 101, 89, False, "relu", True),
+        (150, 129, 139, True, "gelu", True),  # 2.7M MACs: CPU GEMM window, trans_b tiles
     ]:
 
         def inputs(r, m=m, i=i, o=o, bias=bias, g=_gen_for(m * o)):

@@ -1,5 +1,6 @@
 """The auto-tune cache: location, round trip, corruption, invalidation by key, LC_AUTOTUNE=0, and
-the users of it (calibration, the CPU conv tuner, GEMM modes, the large-GEMM sweep script)."""
+the users of it (calibration, the CPU conv tuner, the CPU GEMM tuner, GEMM modes, the large-GEMM
+sweep script)."""
 
 from __future__ import annotations
 
@@ -201,6 +202,116 @@ def test_cpu_conv_path_is_tuned_once_and_persisted(cache_dir):
     x2 = np.ones((1, 4, 10, 10), np.float32)
     lc.conv_attention_nchw(x2, w, None, 25, 24, 1, 1, 1, 1, policy=lc.ExecutionPolicy(device="cpu", autotune=False))
     assert len(_conv_entries()) == 1
+
+
+def _gemm_entries():
+    return [e for e in lc.autotune_cache_entries() if e["op"] == "cpu_gemm"]
+
+
+def _threads():
+    fp = lc.device_fingerprint("cpu")
+    return int(fp.split("threads=")[1].split(";")[0])
+
+
+needs_gemm_tuning = pytest.mark.skipif(
+    not (_C._cpu_gemm_tunable(160, 150, 140) and _C._cpu_gemm_tunable(96, 150, 320)),
+    reason="CPU GEMM is not tuned in this build / machine (no BLAS or a single thread)")
+
+
+@needs_gemm_tuning
+def test_cpu_gemm_choice_is_tuned_once_and_persisted(cache_dir, rng):
+    # [96, 150] x [150, 320]: wider than tall, so pooled tiles split columns (and rows from
+    # 4 threads up); 4.6M multiply-adds, inside the tuner's window.
+    a = rng.standard_normal((96, 150)).astype(np.float32)
+    b = rng.standard_normal((150, 320)).astype(np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    before = lc.autotune_measurement_count()
+    r1 = lc.matmul2d(a, b, "cpu")
+    assert lc.autotune_measurement_count() == before + 1
+    (entry,) = _gemm_entries()
+    assert entry["shapes"] == f"96x150x320 trans_b=0 threads={_threads()}"
+    assert entry["choice"] in ("blas", "pooled")
+    assert float(entry["blas_us"]) > 0 and float(entry["pooled_us"]) > 0
+    assert entry["device"] == lc.device_fingerprint("cpu")
+    # In-process memo, then the file after a reload: no new measurement.
+    r2 = lc.matmul2d(a, b, "cpu")
+    _C._autotune_reload()
+    r3 = lc.matmul2d(a, b, "cpu")
+    assert lc.autotune_measurement_count() == before + 1
+    for r in (r1, r2, r3):
+        assert np.linalg.norm(r - ref) / np.linalg.norm(ref) <= 1e-5
+    # A recorded choice is what runs (both paths give the reference result), no measurement.
+    for choice in ("pooled", "blas"):
+        lc.autotune_record("cpu_gemm", entry["shapes"], choice)
+        out = np.full((96, 320), np.nan, np.float32)
+        lc.matmul2d_into(a, b, out, "cpu")
+        assert np.linalg.norm(out - ref) / np.linalg.norm(ref) <= 1e-5
+    assert lc.autotune_measurement_count() == before + 1
+    # linear (trans_b) has its own entry; a new shape with policy autotune=False has none.
+    w = rng.standard_normal((320, 150)).astype(np.float32)
+    bias = rng.standard_normal(320).astype(np.float32)
+    lc.linear(a, w, bias, "relu", "cpu")
+    assert lc.autotune_measurement_count() == before + 2
+    assert sorted(e["shapes"].split()[1] for e in _gemm_entries()) == ["trans_b=0", "trans_b=1"]
+    lref = np.maximum(a.astype(np.float64) @ w.T.astype(np.float64) + bias, 0)
+    for choice in ("pooled", "blas"):
+        lc.autotune_record("cpu_gemm", f"96x150x320 trans_b=1 threads={_threads()}", choice)
+        y = lc.linear(a, w, bias, "relu", "cpu")
+        assert np.linalg.norm(y - lref) / np.linalg.norm(lref) <= 1e-5
+    assert lc.autotune_measurement_count() == before + 2
+    a2 = rng.standard_normal((100, 150)).astype(np.float32)
+    lc.matmul2d(a2, b, policy=lc.ExecutionPolicy(device="cpu", autotune=False))
+    assert len(_gemm_entries()) == 2
+    # Tiny shapes are never tuned (nor looked up).
+    lc.matmul2d(np.ones((8, 8), np.float32), np.ones((8, 8), np.float32), "cpu")
+    assert lc.autotune_measurement_count() == before + 2 and len(_gemm_entries()) == 2
+
+
+@needs_gemm_tuning
+def test_cpu_gemm_choice_invalidated(cache_dir, rng):
+    a = rng.standard_normal((160, 150)).astype(np.float32)
+    b = rng.standard_normal((150, 140)).astype(np.float32)
+    before = lc.autotune_measurement_count()
+    lc.matmul2d(a, b, "cpu")
+    assert lc.autotune_measurement_count() == before + 1
+    path = lc.autotune_cache_path()
+    # Another library version: dropped on reload, measured again.
+    doc = _read(path)
+    for e in doc["entries"].values():
+        e["library_version"] = "0.0.1"
+    Path(path).write_text(json.dumps(doc))
+    _C._autotune_reload()
+    lc.matmul2d(a, b, "cpu")
+    assert lc.autotune_measurement_count() == before + 2
+    # Another machine (fingerprint, which includes the thread count): not ours, measured again.
+    doc = _read(path)
+    fp = lc.device_fingerprint("cpu")
+    other = "cpu:Some Other CPU;threads=3;gemm=OpenBLAS;isa=3"
+    doc["entries"] = {k.replace(fp, other): dict(e, device=other) for k, e in doc["entries"].items()}
+    Path(path).write_text(json.dumps(doc))
+    _C._autotune_reload()
+    lc.matmul2d(a, b, "cpu")
+    assert lc.autotune_measurement_count() == before + 3
+    assert len(_gemm_entries()) == 2  # the other machine's entry stays in the file
+    # An unknown choice: measured again and replaced. clear(): measured again.
+    lc.autotune_record("cpu_gemm", f"160x150x140 trans_b=0 threads={_threads()}", "bogus")
+    lc.matmul2d(a, b, "cpu")
+    assert lc.autotune_measurement_count() == before + 4
+    assert {e["choice"] for e in _gemm_entries() if e["device"] == fp} <= {"blas", "pooled"}
+    lc.autotune_cache_clear()
+    lc.matmul2d(a, b, "cpu")
+    assert lc.autotune_measurement_count() == before + 5
+
+
+def test_cpu_gemm_not_tuned_when_disabled(cache_dir, monkeypatch):
+    monkeypatch.setenv("LC_AUTOTUNE", "0")
+    before = lc.autotune_measurement_count()
+    a = np.ones((160, 150), np.float32)
+    b = np.ones((150, 140), np.float32)
+    np.testing.assert_allclose(lc.matmul2d(a, b, "cpu"), np.full((160, 140), 150.0), rtol=1e-6)
+    assert lc.autotune_measurement_count() == before
+    assert not Path(lc.autotune_cache_path()).exists()
+    assert not _C._cpu_gemm_tunable(8, 8, 8)
 
 
 def test_calibration_is_measured_then_cached(cache_dir):

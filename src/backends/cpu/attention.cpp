@@ -22,9 +22,9 @@
 // set to -inf and exponentiated), so they contribute exactly zero.
 #include <algorithm>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
+#include "backends/cpu/blas_threads.h"
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
@@ -354,35 +354,8 @@ void attention_gemm_block(const AttentionArgs& p, i64 q0, i64 bq, float* scratch
   }
 }
 
-// OpenBLAS (pthread build) thread count is process-global. Our pool already runs one task per
-// core, so every sgemm inside it must run single-threaded: the first gemm-path call in flight
-// sets OpenBLAS to 1 thread before starting the pool job, the last one to finish restores
-// num_threads() (what matmul.cpp configures). Nothing is changed while tasks run. A matmul
-// from another user thread that overlaps an attention call runs single-threaded meanwhile.
-std::mutex g_blas_mu;
-int g_blas_users = 0;
-
-struct BlasOneThread {
-  BlasOneThread() {
-    // Let matmul.cpp apply its one-time openblas_set_num_threads(num_threads()) now, so it
-    // cannot fire later, while our tasks run.
-    static const bool configured = [] {
-      float a = 0.0f, b = 0.0f, c = 0.0f;
-      gemm_with(GemmPath::blas, 1, 1, 1, &a, 1, &b, 1, false, &c, 1);
-      return true;
-    }();
-    (void)configured;
-    std::lock_guard<std::mutex> g(g_blas_mu);
-    if (g_blas_users++ == 0) openblas_set_num_threads(1);
-  }
-  ~BlasOneThread() {
-    std::lock_guard<std::mutex> g(g_blas_mu);
-    if (--g_blas_users == 0) openblas_set_num_threads(num_threads());
-  }
-  BlasOneThread(const BlasOneThread&) = delete;
-  BlasOneThread& operator=(const BlasOneThread&) = delete;
-};
-
+// sgemm inside pool tasks must run single-threaded: BlasOneThread (blas_threads.h) sets
+// OpenBLAS to 1 thread around the pool job and restores it afterwards.
 void attention_gemm(const AttentionArgs& p) {
   static const RowFn row = pick_row();
   const i64 blocks = (p.sq + GQ - 1) / GQ;

@@ -23,16 +23,43 @@ const char* gemm_engine();
 // ---- pieces shared between the kernels (and forced paths for tests/benchmarks) ------------
 
 // C[m,n] = A[m,k] @ B (B [k,n], or [n,k] when trans_b), with explicit leading dimensions,
-// no epilogue, C overwritten (never read). Picks tiny / BLAS / built-in by size.
+// no epilogue, C overwritten (never read). Picks tiny / BLAS / pooled BLAS / built-in by size
+// (gemm_default_path; never consults the auto-tune cache).
 void gemm(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
           const float* b, std::int64_t ldb, bool trans_b, float* c, std::int64_t ldc);
 
 // Forced paths, so tests can cover each regardless of the size thresholds.
-enum class GemmPath : std::uint8_t { automatic, tiny, blocked, blas };
+// pooled: C in a 2D grid of <= num_threads() tiles, one single-threaded cblas_sgemm per tile
+// inside our pool (LC_HAVE_BLAS only; without BLAS it runs `blocked`, and `blas` does too).
+enum class GemmPath : std::uint8_t { automatic, tiny, blocked, blas, pooled };
 void gemm_with(GemmPath path, std::int64_t m, std::int64_t n, std::int64_t k, const float* a,
                std::int64_t lda, const float* b, std::int64_t ldb, bool trans_b, float* c,
                std::int64_t ldc);
+// matmul() with a forced GEMM path (the epilogue as usual): what the auto-tuner runs.
+void matmul_with(GemmPath path, const MatmulArgs& a);
 bool have_blas();
+// OpenBLAS's current (process-global) thread count, 0 without BLAS. Outside any guarded call
+// (blas_threads.h) it equals num_threads(); tests check it is restored.
+int blas_num_threads_now();
+
+// The path `automatic` takes without a tuned choice: tiny / blocked without BLAS; with BLAS
+// pooled for 2^21 <= m*n*k <= 2^31 when num_threads() >= 4, else blas.
+GemmPath gemm_default_path(std::int64_t m, std::int64_t n, std::int64_t k);
+// True where pooled and blas are both worth measuring (BLAS present, >= 2 threads,
+// 2^19 <= m*n*k <= 2^31): the auto-tuner's window.
+bool gemm_tunable(std::int64_t m, std::int64_t n, std::int64_t k);
+// The pooled path's tiling of an [m, n] C for `threads` threads (tile_m x tile_n tiles,
+// grid_m x grid_n of them; the last row / column of tiles may be smaller).
+struct GemmGrid {
+  std::int64_t tile_m, tile_n, grid_m, grid_n;
+};
+GemmGrid gemm_pooled_grid(std::int64_t m, std::int64_t n, std::int64_t k, int threads);
+// The pooled path with a forced tile size (tests: many uneven tiles on any machine);
+// tile_m or tile_n <= 0 picks the grid as usual.
+void gemm_pooled_with_tiles(std::int64_t tile_m, std::int64_t tile_n, std::int64_t m,
+                            std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+                            const float* b, std::int64_t ldb, bool trans_b, float* c,
+                            std::int64_t ldc);
 // The built-in blocked GEMM compiled for one instruction set: 0 = baseline SSE2, 1 = AVX2+FMA,
 // 2 = AVX-512F. gemm_isa_count() says how many this CPU runs (levels above it are clamped).
 int gemm_isa_count();

@@ -1,9 +1,15 @@
 // GEMM for the CPU backend: C = A @ B (+bias)(+act).
 //
-// Three engines (thresholds measured on x86-64 with AVX-512, see docs/cpu_backend.md):
-//   blas    OpenBLAS cblas_sgemm when compiled with LC_HAVE_BLAS, for every shape: its
-//           small-matrix kernels beat both built-in paths from 2x2x2 up (e.g. 16^3: ~0.1 us
-//           vs ~0.7 us blocked / ~0.9-1.2 us tiny).
+// Four engines (thresholds measured on x86-64 with AVX-512, see docs/cpu_backend.md):
+//   blas    OpenBLAS cblas_sgemm when compiled with LC_HAVE_BLAS: one call, OpenBLAS's own
+//           threading. Its small-matrix kernels beat both built-in paths from 2x2x2 up (e.g.
+//           16^3: ~0.1 us vs ~0.7 us blocked / ~0.9-1.2 us tiny).
+//   pooled  (LC_HAVE_BLAS only) C cut into a 2D grid of at most num_threads() tiles, each tile
+//           one single-threaded cblas_sgemm inside our thread pool (BlasOneThread). At mid
+//           sizes OpenBLAS's own threading synchronises its threads on one shared packed B;
+//           independent tiles need no synchronisation at all (each packs its own A rows and B
+//           columns, which at these sizes is a few % of the multiply-adds). Chosen per shape
+//           by the auto-tune cache (core/tuners.cpp, "cpu_gemm") or by gemm_default_path().
 //   tiny    without BLAS, m*n*k <= kTinyWork: plain loops, no packing, one thread; it only
 //           beats the blocked kernel below ~6^3, where packing and call overhead dominate.
 //   blocked the built-in Goto-style kernel: B packed in KC x NC blocks into NR-wide panels,
@@ -17,6 +23,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backends/cpu/blas_threads.h"
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
@@ -35,6 +42,32 @@ using i64 = std::int64_t;
 constexpr i64 kTinyWork = 6 * 6 * 6;
 // Below this the blocked kernel runs on one thread: waking workers costs ~10-20 us.
 constexpr i64 kParallelWork = 96 * 96 * 96;
+
+// Pooled path (see gemm_pooled_grid): a tile below this many multiply-adds is not worth a
+// task (per sgemm call ~1 us of OpenBLAS setup + packing), so small GEMMs get fewer tiles
+// than threads. Columns of a tile are a multiple of kPooledColQuantum floats (one 64-byte
+// cache line, the AVX-512 width: neighbouring tiles never share a line of B or C when the
+// leading dimensions are multiples of 16), rows a multiple of kPooledRowQuantum (OpenBLAS's
+// sgemm kernels work on 4/8/16-wide panels), except where the whole dimension is smaller.
+constexpr i64 kPooledMinTileWork = i64{1} << 17;
+constexpr i64 kPooledColQuantum = 16;
+constexpr i64 kPooledRowQuantum = 8;
+// Cost of packing one element of a tile's A rows / B columns, in multiply-adds (a packed
+// element is a load + store, a multiply-add 1/32 of a cycle at AVX-512 FMA throughput);
+// only steers the grid's aspect ratio towards square tiles.
+constexpr i64 kPooledPackCost = 8;
+// Where pooled competes with OpenBLAS's own threading, so the auto-tuner (core/tuners.cpp)
+// measures both: kTuneMinWork <= m*n*k <= kTuneMaxWork with >= 2 threads. Below 2^18
+// OpenBLAS runs one thread itself (its SMP threshold, 65536 * GEMM_MULTITHREAD_THRESHOLD 4),
+// so pooled has little to win there; above 2^31 (~1290^3; ~20 ms a call on the 2-core VM)
+// OpenBLAS's threading amortises its synchronisation, and measuring both gets expensive.
+constexpr i64 kTuneMinWork = i64{1} << 19;
+constexpr i64 kTuneMaxWork = i64{1} << 31;
+// Default (untuned) rule: pooled for kPooledMinWork <= m*n*k <= kTuneMaxWork with at least
+// kPooledMinThreads threads, OpenBLAS's own threading otherwise. On 2 threads pooled only
+// ties or loses without pool spinning (measured, docs/cpu_backend.md), hence blas there.
+constexpr i64 kPooledMinWork = i64{1} << 21;
+constexpr int kPooledMinThreads = 4;
 
 constexpr i64 KC = 256;   // depth of one packed block: A panel + B panel stay in L1/L2
 constexpr i64 MC = 96;    // rows of A per task (multiple of every MR below)
@@ -295,28 +328,117 @@ void gemm_tiny(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64
 void gemm_blas(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb,
                bool trans_b, float* c, i64 ldc) {
   // Match OpenBLAS's own thread count to ours, once, so LC_NUM_THREADS governs both.
-  static const bool configured = [] {
-    openblas_set_num_threads(num_threads());
-    return true;
-  }();
-  (void)configured;
+  blas_configure_once();
   if (k == 0) {  // BLAS with k=0 is allowed but some builds scale C by beta and read it
     for (i64 i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
     return;
   }
+  // OpenBLAS threads calls above its SMP threshold (65536 * GEMM_MULTITHREAD_THRESHOLD 4).
+  if (m * n * k > (i64{1} << 18) && num_threads() > 1) note_threaded_blas_call();
   cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a,
               static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
 }
+
+// One single-threaded sgemm per tile of C, tiles spread over our pool.
+void gemm_pooled(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb,
+                 bool trans_b, float* c, i64 ldc, i64 tile_m, i64 tile_n) {
+  if (k == 0) return gemm_blas(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+  GemmGrid g;
+  if (tile_m > 0 && tile_n > 0) {
+    g.tile_m = std::min(tile_m, m);
+    g.tile_n = std::min(tile_n, n);
+    g.grid_m = (m + g.tile_m - 1) / g.tile_m;
+    g.grid_n = (n + g.tile_n - 1) / g.tile_n;
+  } else {
+    g = gemm_pooled_grid(m, n, k, num_threads());
+  }
+  const i64 tiles = g.grid_m * g.grid_n;
+  // One tile, or already inside a pool task (a nested parallel_for would run the tiles one
+  // after another on this thread): one plain call does the same work with less overhead.
+  if (tiles <= 1 || detail::in_parallel_region())
+    return gemm_blas(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+  auto task = [&](i64 lo, i64 hi) {
+    for (i64 t = lo; t < hi; ++t) {
+      const i64 i0 = (t / g.grid_n) * g.tile_m, j0 = (t % g.grid_n) * g.tile_n;
+      const i64 mt = std::min(g.tile_m, m - i0), nt = std::min(g.tile_n, n - j0);
+      // B's columns j0.. are columns of [k, n] B, or rows of [n, k] B when transposed.
+      const float* bt = trans_b ? b + j0 * ldb : b + j0;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, static_cast<int>(mt), static_cast<int>(nt),
+                  static_cast<int>(k), 1.0f, a + i0 * lda, static_cast<int>(lda), bt,
+                  static_cast<int>(ldb), 0.0f, c + i0 * ldc + j0, static_cast<int>(ldc));
+    }
+  };
+  BlasOneThread one;
+  parallel_for(0, tiles, 1, task);
+}
 #endif
 
 }  // namespace
+
+GemmGrid gemm_pooled_grid(i64 m, i64 n, i64 k, int threads) {
+  GemmGrid best{m, n, 1, 1};
+  if (m <= 0 || n <= 0) return best;
+  const i64 work = m * n * std::max<i64>(k, 1);
+  const i64 max_tiles =
+      std::min<i64>(std::max(threads, 1), std::max<i64>(1, work / kPooledMinTileWork));
+  if (max_tiles <= 1) return best;
+  // Tile extent for `parts` pieces of `len`, rounded up to the quantum (whole len if smaller).
+  auto extent = [](i64 len, i64 parts, i64 quantum) {
+    const i64 e = (len + parts - 1) / parts;
+    const i64 r = (e + quantum - 1) / quantum * quantum;
+    return r >= len ? len : (r <= 0 ? 1 : r);
+  };
+  // The tiles run concurrently (never more tiles than threads), so the time is set by the
+  // largest tile: k * (tm * tn multiply-adds + packing of its tm + tn rows / columns). Ties go
+  // to fewer tiles (less packing in total, fewer sgemm calls).
+  i64 best_cost = -1, best_tiles = 0;
+  for (i64 gm = 1; gm <= std::min(max_tiles, m); ++gm) {
+    const i64 tm = extent(m, gm, kPooledRowQuantum);
+    const i64 real_gm = (m + tm - 1) / tm;
+    for (i64 gn = 1; gn * real_gm <= max_tiles && gn <= n; ++gn) {
+      const i64 tn = extent(n, gn, kPooledColQuantum);
+      const i64 real_gn = (n + tn - 1) / tn;
+      const i64 tiles = real_gm * real_gn;
+      const i64 cost = tm * tn + kPooledPackCost * (tm + tn);
+      if (best_cost < 0 || cost < best_cost || (cost == best_cost && tiles < best_tiles)) {
+        best_cost = cost;
+        best_tiles = tiles;
+        best = GemmGrid{tm, tn, real_gm, real_gn};
+      }
+    }
+  }
+  return best;
+}
+
+bool gemm_tunable(i64 m, i64 n, i64 k) {
+  const i64 work = m * n * k;
+  return have_blas() && work >= kTuneMinWork && work <= kTuneMaxWork && num_threads() >= 2;
+}
+
+GemmPath gemm_default_path(i64 m, i64 n, i64 k) {
+  const i64 work = m * n * k;
+  if (!have_blas()) return work <= kTinyWork ? GemmPath::tiny : GemmPath::blocked;
+  if (work >= kPooledMinWork && work <= kTuneMaxWork && num_threads() >= kPooledMinThreads)
+    return GemmPath::pooled;
+  return GemmPath::blas;
+}
 
 bool have_blas() {
 #if defined(LC_HAVE_BLAS)
   return true;
 #else
   return false;
+#endif
+}
+
+int blas_num_threads_now() {
+#if defined(LC_HAVE_BLAS)
+  blas_configure_once();
+  return openblas_get_num_threads();
+#else
+  return 0;
 #endif
 }
 
@@ -332,25 +454,35 @@ void gemm_blocked_with_isa(int isa, i64 m, i64 n, i64 k, const float* a, i64 lda
 void gemm_with(GemmPath path, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b,
                i64 ldb, bool trans_b, float* c, i64 ldc) {
   if (m <= 0 || n <= 0) return;
-  if (path == GemmPath::automatic) {
-    if (have_blas()) {
-      path = GemmPath::blas;
-    } else {
-      path = m * n * k <= kTinyWork ? GemmPath::tiny : GemmPath::blocked;
-    }
-  }
+  if (path == GemmPath::automatic) path = gemm_default_path(m, n, k);
   switch (path) {
     case GemmPath::tiny: gemm_tiny(m, n, k, a, lda, b, ldb, trans_b, c, ldc); return;
 #if defined(LC_HAVE_BLAS)
     case GemmPath::blas: gemm_blas(m, n, k, a, lda, b, ldb, trans_b, c, ldc); return;
+    case GemmPath::pooled:
+      gemm_pooled(m, n, k, a, lda, b, ldb, trans_b, c, ldc, 0, 0);
+      return;
 #else
     case GemmPath::blas:
+    case GemmPath::pooled:
 #endif
     case GemmPath::blocked:
     case GemmPath::automatic:
       gemm_blocked_isa(best_isa(), m, n, k, a, lda, b, ldb, trans_b, c, ldc);
       return;
   }
+}
+
+void gemm_pooled_with_tiles(i64 tile_m, i64 tile_n, i64 m, i64 n, i64 k, const float* a,
+                            i64 lda, const float* b, i64 ldb, bool trans_b, float* c, i64 ldc) {
+  if (m <= 0 || n <= 0) return;
+#if defined(LC_HAVE_BLAS)
+  gemm_pooled(m, n, k, a, lda, b, ldb, trans_b, c, ldc, tile_m, tile_n);
+#else
+  (void)tile_m;
+  (void)tile_n;
+  gemm_blocked_isa(best_isa(), m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+#endif
 }
 
 void gemm(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb, bool trans_b,
@@ -376,11 +508,13 @@ void bias_act_rows(float* out, i64 rows, i64 cols, i64 ld, const float* bias, Ac
   parallel_for(0, rows, grain, body);
 }
 
-void matmul(const MatmulArgs& p) {
+void matmul_with(GemmPath path, const MatmulArgs& p) {
   if (p.m <= 0 || p.n <= 0) return;
   const i64 ldb = p.trans_b ? p.k : p.n;
-  gemm(p.m, p.n, p.k, p.a, p.k, p.b, ldb, p.trans_b, p.out, p.n);
+  gemm_with(path, p.m, p.n, p.k, p.a, p.k, p.b, ldb, p.trans_b, p.out, p.n);
   bias_act_rows(p.out, p.m, p.n, p.n, p.bias, p.act);
 }
+
+void matmul(const MatmulArgs& p) { matmul_with(GemmPath::automatic, p); }
 
 }  // namespace lc::cpu
