@@ -75,6 +75,13 @@ if [ "${LC_SKIP_BENCH:-0}" != 1 ] && [ -x "$BUILD/benchmarks/cpp/cuda_micro" ]; 
         || echo "sync_latency $m failed (rc $?)" >> "$OUT/sync_latency.log"
     done
   fi
+  if [ -x "$BUILD/benchmarks/cpp/gemm_paths" ]; then
+    # CPU GEMM paths, each in its own process (OpenBLAS workers spin ~0.1 s after a call).
+    for p in blas pooled; do
+      timeout 120 "$BUILD/benchmarks/cpp/gemm_paths" --only $p >> "$OUT/gemm_paths.txt" 2>&1 \
+        || echo "gemm_paths $p failed (rc $?)" >> "$OUT/gemm_paths.txt"
+    done
+  fi
 fi
 
 if [ "${LC_SANITIZE:-0}" = 1 ] && [ -x "$BUILD/tests/cpp/lc_tests" ]; then
@@ -123,7 +130,7 @@ if [ "${LC_PYBENCH:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; 
   echo "=== python benchmark suites (quick) ==="
   mkdir -p "$OUT/benchmark_results"
   # The native micro-benchmarks of this run go next to the suites' results: the summary reads them.
-  for f in cuda_micro.txt sync_latency.txt tiny_op_latency.txt placement_check.json; do
+  for f in cuda_micro.txt sync_latency.txt tiny_op_latency.txt gemm_paths.txt placement_check.json; do
     [ -f "$OUT/$f" ] && cp "$OUT/$f" "$OUT/benchmark_results/"
   done
   NATIVE=()
@@ -143,6 +150,7 @@ done
 [ -f "$OUT/ctest.log" ] && grep -E "^\[  (PASSED|FAILED) |tests? from .* ran" "$OUT/ctest.log" | tail -3
 [ -f "$OUT/cuda_micro.txt" ] && cat "$OUT/cuda_micro.txt"
 [ -f "$OUT/sync_latency.txt" ] && cat "$OUT/sync_latency.txt"
+[ -f "$OUT/gemm_paths.txt" ] && cat "$OUT/gemm_paths.txt"
 # Pack logs and results into one archive (the tool returns few files); keep the summary files.
 TMP_TGZ=$(mktemp /tmp/results.XXXXXX.tgz)
 (cd "$OUT" && tar czf "$TMP_TGZ" . 2>/dev/null; mv "$TMP_TGZ" results.tgz && \

@@ -246,6 +246,9 @@ class TimingConfig:
     # workers of torch CPU, OpenBLAS, our pool) spin for a while after their last call and would
     # otherwise steal cores from whichever system runs next (its host copies, its Python thread).
     settle_s: float = 0.03
+    # ... and before each CPU-side system (numpy, LC cpu, torch CPU): OpenBLAS workers busy-wait
+    # ~0.1 s after a threaded call (2^28 cycles), which 30 ms did not cover.
+    cpu_settle_s: float = 0.12
     warm_min_s: float = 0.05  # warm-up lasts at least this long (GPU clock / PCIe link ramp-up)
 
 

@@ -12,6 +12,7 @@ run here, times each with common.measure and checks its first result against the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -205,7 +206,7 @@ def run_case(case: Case, mode: str, env: Env, cfg: TimingConfig,
     # by its place in the order (the first GPU system timed after a stretch of CPU work used to
     # pay the GPU's clock / PCIe ramp-up). CPU-side systems (numpy, LC cpu, LC auto when it placed
     # every op on the CPU, torch CPU) are timed after them one at a time, each after an idle gap
-    # (TimingConfig.settle_s): their worker threads (OpenBLAS, OpenMP, LC's pool) keep spinning
+    # (TimingConfig.cpu_settle_s): their worker threads (OpenBLAS, OpenMP, LC's pool) keep spinning
     # after the last call and would tax whichever system ran next in a round-robin.
     contenders: List[Contender] = []
     cpu_side: List[Tuple[str, Any]] = []  # (system, prebuilt (fn, sync) or None)
@@ -243,11 +244,12 @@ def run_case(case: Case, mode: str, env: Env, cfg: TimingConfig,
                 cells[c.name] = failed(e)
     contenders.clear()
     free_memory(env)
+    cpu_cfg = dataclasses.replace(cfg, settle_s=max(cfg.settle_s, cfg.cpu_settle_s))
     for s, built in cpu_side:
         try:
             with scope_of(s)():
                 fn, sync = built if built is not None else build_system(s, mode, case, env, ins)
-                r = measure(fn, sync, cfg)
+                r = measure(fn, sync, cpu_cfg)
             first = r.pop("first")
             cell = cells.get(s) or {"status": "ok", "ms": None}
             cell.update(r)
