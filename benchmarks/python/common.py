@@ -173,10 +173,12 @@ def context_block(settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
     }
-    # A copied tree without .git (the GPU machine) names its commit through LC_GIT_COMMIT.
-    ctx["git_commit"] = (_run(["git", "rev-parse", "HEAD"]) or os.environ.get("LC_GIT_COMMIT")
-                         or "unknown")
-    ctx["git_dirty"] = bool(_run(["git", "status", "--porcelain", "--untracked-files=no"]))
+    # The GPU machine runs a copy of the working tree whose .git (if any) is stale: the caller
+    # names the commit through LC_GIT_COMMIT, which wins over git.
+    given = os.environ.get("LC_GIT_COMMIT")
+    ctx["git_commit"] = given or _run(["git", "rev-parse", "HEAD"]) or "unknown"
+    ctx["git_dirty"] = (False if given else
+                        bool(_run(["git", "status", "--porcelain", "--untracked-files=no"])))
     if env.lc is not None:
         info = {}
         try:
