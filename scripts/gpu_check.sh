@@ -77,7 +77,7 @@ if [ "${LC_SKIP_BENCH:-0}" != 1 ] && [ -x "$BUILD/benchmarks/cpp/cuda_micro" ]; 
   fi
   if [ -x "$BUILD/benchmarks/cpp/gemm_paths" ]; then
     # CPU GEMM paths, each in its own process (OpenBLAS workers spin ~0.1 s after a call).
-    for p in blas pooled; do
+    for p in "blas" "pooled" "pooled --hold-one-thread"; do
       timeout 120 "$BUILD/benchmarks/cpp/gemm_paths" --only $p >> "$OUT/gemm_paths.txt" 2>&1 \
         || echo "gemm_paths $p failed (rc $?)" >> "$OUT/gemm_paths.txt"
     done

@@ -2,7 +2,8 @@
 // per tile inside our pool) vs the default path, kernel level (lc::cpu::gemm_with on
 // preallocated buffers; no Python, no auto-tune cache).
 //
-// Usage: gemm_paths [--samples N] [--min-ms T] [--block] [--only blas|pooled] [MxKxN ...]
+// Usage: gemm_paths [--samples N] [--min-ms T] [--block] [--only blas|pooled] [--hold-one-thread]
+//                   [MxKxN ...]
 //   Each sample times back-to-back calls for >= T ms (default 2) and reports the per-call time;
 //   the median and p10/p90 of N samples (default 41) are printed. Paths are interleaved per
 //   sample (blas, pooled, blas, ...) unless --block (all pooled samples, then all blas ones) or
@@ -16,10 +17,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "backends/cpu/blas_threads.h"
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
 
@@ -49,11 +52,13 @@ int main(int argc, char** argv) {
   double min_ms = 2.0;
   bool block = false;
   int only = -1;  // -1: both paths; 0: blas only; 1: pooled only
+  bool hold = false;  // keep OpenBLAS at 1 thread for the whole run: no per-call toggling
   std::vector<Shape> shapes;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--samples") && i + 1 < argc) samples = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--min-ms") && i + 1 < argc) min_ms = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--block")) block = true;
+    else if (!std::strcmp(argv[i], "--hold-one-thread")) hold = true;
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = std::strcmp(argv[++i], "blas") ? 1 : 0;
     else {
       Shape s{};
@@ -70,8 +75,15 @@ int main(int argc, char** argv) {
     std::printf("built without BLAS: no blas / pooled paths to compare\n");
     return 0;
   }
-  std::printf("threads=%d samples=%d min_ms=%.1f mode=%s\n", lc::cpu::num_threads(), samples,
-              min_ms, block ? "block" : "interleaved");
+  // --hold-one-thread: one BlasOneThread guard for the whole run, so the pooled path's own
+  // guard never toggles OpenBLAS's thread count (1 <-> num_threads) per call. What that
+  // toggling costs is the difference to a run without the flag.
+#if defined(LC_HAVE_BLAS)
+  std::optional<lc::cpu::BlasOneThread> held;
+  if (hold) held.emplace();
+#endif
+  std::printf("threads=%d samples=%d min_ms=%.1f mode=%s%s\n", lc::cpu::num_threads(), samples,
+              min_ms, block ? "block" : "interleaved", hold ? " hold-one-thread" : "");
   std::printf("%-16s %-6s %-12s %10s %10s %10s %8s\n", "shape", "path", "grid", "p10_us",
               "median_us", "p90_us", "GFLOP/s");
   std::mt19937 gen(1);
