@@ -3,7 +3,7 @@
 // preallocated buffers; no Python, no auto-tune cache).
 //
 // Usage: gemm_paths [--samples N] [--min-ms T] [--block] [--only blas|pooled] [--hold-one-thread]
-//                   [MxKxN ...]
+//                   [--tile TMxTN] [MxKxN ...]
 //   Each sample times back-to-back calls for >= T ms (default 2) and reports the per-call time;
 //   the median and p10/p90 of N samples (default 41) are printed. Paths are interleaved per
 //   sample (blas, pooled, blas, ...) unless --block (all pooled samples, then all blas ones) or
@@ -53,12 +53,15 @@ int main(int argc, char** argv) {
   bool block = false;
   int only = -1;  // -1: both paths; 0: blas only; 1: pooled only
   bool hold = false;  // keep OpenBLAS at 1 thread for the whole run: no per-call toggling
+  i64 tile_m = 0, tile_n = 0;  // --tile TMxTN: pooled with this tile size instead of its grid
   std::vector<Shape> shapes;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--samples") && i + 1 < argc) samples = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--min-ms") && i + 1 < argc) min_ms = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--block")) block = true;
     else if (!std::strcmp(argv[i], "--hold-one-thread")) hold = true;
+    else if (!std::strcmp(argv[i], "--tile") && i + 1 < argc)
+      std::sscanf(argv[++i], "%ldx%ld", &tile_m, &tile_n);
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = std::strcmp(argv[++i], "blas") ? 1 : 0;
     else {
       Shape s{};
@@ -95,7 +98,11 @@ int main(int argc, char** argv) {
     const lc::cpu::GemmPath paths[] = {lc::cpu::GemmPath::blas, lc::cpu::GemmPath::pooled};
     const char* names[] = {"blas", "pooled"};
     auto call = [&](lc::cpu::GemmPath p) {
-      lc::cpu::gemm_with(p, s.m, s.n, s.k, a.data(), s.k, b.data(), s.n, false, c.data(), s.n);
+      if (p == lc::cpu::GemmPath::pooled && tile_m > 0 && tile_n > 0)
+        lc::cpu::gemm_pooled_with_tiles(tile_m, tile_n, s.m, s.n, s.k, a.data(), s.k, b.data(),
+                                        s.n, false, c.data(), s.n);
+      else
+        lc::cpu::gemm_with(p, s.m, s.n, s.k, a.data(), s.k, b.data(), s.n, false, c.data(), s.n);
     };
     // Calls per sample: enough for min_ms, from one warm timing (of the slower path when
     // interleaved). Block / only: each path warmed and sized right before its own samples.
@@ -123,7 +130,13 @@ int main(int argc, char** argv) {
       for (int i = 0; i < samples; ++i)
         for (int j = 0; j < 2; ++j) sample((i + j) % 2, reps);  // alternate which goes first
     }
-    const auto g = lc::cpu::gemm_pooled_grid(s.m, s.n, s.k, lc::cpu::num_threads());
+    auto g = lc::cpu::gemm_pooled_grid(s.m, s.n, s.k, lc::cpu::num_threads());
+    if (tile_m > 0 && tile_n > 0) {
+      g.tile_m = std::min(tile_m, s.m);
+      g.tile_n = std::min(tile_n, s.n);
+      g.grid_m = (s.m + g.tile_m - 1) / g.tile_m;
+      g.grid_n = (s.n + g.tile_n - 1) / g.tile_n;
+    }
     const double flops = 2.0 * s.m * s.n * s.k;
     char shape[64], grid[64];
     std::snprintf(shape, sizeof shape, "%ldx%ldx%ld", s.m, s.k, s.n);
