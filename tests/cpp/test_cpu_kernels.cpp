@@ -227,11 +227,17 @@ TEST(CpuMatmul, StridedLeadingDimensionsEveryPath) {
 }
 
 TEST(CpuMatmul, PooledGridShape) {
-  // Exact grids for square shapes: square tiles, as many as threads.
-  auto g = lc::cpu::gemm_pooled_grid(256, 256, 256, 16);
+  // Exact grids for square shapes: square tiles, as many as threads ...
+  auto g = lc::cpu::gemm_pooled_grid(512, 512, 512, 16);
   EXPECT_EQ(g.grid_m * g.grid_n, 16);
-  EXPECT_EQ(g.tile_m, 64);
-  EXPECT_EQ(g.tile_n, 64);
+  EXPECT_EQ(g.tile_m, 128);
+  EXPECT_EQ(g.tile_n, 128);
+  // ... except small GEMMs (<= 4 waves of <= 2^18-multiply-add tiles): 256^3 on 16 threads
+  // runs as 64 tiles of 32x32.
+  g = lc::cpu::gemm_pooled_grid(256, 256, 256, 16);
+  EXPECT_EQ(g.grid_m * g.grid_n, 64);
+  EXPECT_EQ(g.tile_m, 32);
+  EXPECT_EQ(g.tile_n, 32);
   g = lc::cpu::gemm_pooled_grid(1024, 1024, 1024, 4);
   EXPECT_EQ(g.tile_m, 512);
   EXPECT_EQ(g.tile_n, 512);
@@ -256,8 +262,16 @@ TEST(CpuMatmul, PooledGridShape) {
       g = lc::cpu::gemm_pooled_grid(m, n, k, threads);
       const i64 tiles = g.grid_m * g.grid_n;
       EXPECT_GE(tiles, 1);
-      EXPECT_LE(tiles, threads);
-      EXPECT_LE(tiles, std::max<i64>(1, m * n * k / (i64{1} << 17)));
+      const i64 work = m * n * k;
+      if (threads > 1 && work > threads * (i64{1} << 18) && work <= 4 * threads * (i64{1} << 18)) {
+        // small-tile grids: up to 4 waves of tiles <= 2^18 multiply-adds; where no such grid
+        // exists (a thin C), the usual grid (<= threads tiles)
+        EXPECT_LE(tiles, 4 * threads);
+        if (tiles > threads) EXPECT_LE(g.tile_m * g.tile_n * k, i64{1} << 18);
+      } else {
+        EXPECT_LE(tiles, threads);
+        EXPECT_LE(tiles, std::max<i64>(1, work / (i64{1} << 17)));
+      }
       EXPECT_GE(g.tile_m * g.grid_m, m);
       EXPECT_LT(g.tile_m * (g.grid_m - 1), m);
       EXPECT_GE(g.tile_n * g.grid_n, n);

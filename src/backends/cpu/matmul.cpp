@@ -50,6 +50,14 @@ constexpr i64 kParallelWork = 96 * 96 * 96;
 // leading dimensions are multiples of 16), rows a multiple of kPooledRowQuantum (OpenBLAS's
 // sgemm kernels work on 4/8/16-wide panels), except where the whole dimension is smaller.
 constexpr i64 kPooledMinTileWork = i64{1} << 17;
+// Small GEMMs (threads * 2^18 < m*n*k <= 4 * threads * 2^18, i.e. up to ~256^3 on 16 threads)
+// get more tiles than threads, each <= 2^18 multiply-adds, in up to kPooledMaxWaves waves: a
+// single-threaded OpenBLAS sgemm runs such tiles far faster per flop than larger ones. Measured
+// on the 16-thread GPU host (gemm_paths --tile, 2026-11-22): 256^3 in 64 tiles of 32x32 42 us
+// vs 16 tiles of 64x64 68 us (numpy 63 us, torch CPU 44 us); 192^3 a tie (21.5 vs 21.8 us);
+// from 384^3 on, bigger tiles win (512^3: 32x32 tiles 378 us vs 128x128 312-335 us).
+constexpr i64 kPooledSmallTileWork = i64{1} << 18;
+constexpr i64 kPooledMaxWaves = 4;
 constexpr i64 kPooledColQuantum = 16;
 constexpr i64 kPooledRowQuantum = 8;
 // Cost of packing one element of a tile's A rows / B columns, in multiply-adds (a packed
@@ -375,12 +383,46 @@ void gemm_pooled(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i
 }
 #endif
 
+// Tiles of <= kPooledSmallTileWork multiply-adds, at most kPooledMaxWaves per thread: the grid
+// with the least time per thread, waves x (tile multiply-adds + packing of its rows and
+// columns) per k, as in gemm_pooled_grid; ties go to fewer tiles. For each tile height the
+// widest tile within the cap is tried. {m, n, 1, 1} when no grid qualifies (a thin C).
+GemmGrid small_tile_grid(i64 m, i64 n, i64 k, int threads) {
+  GemmGrid best{m, n, 1, 1};
+  const i64 max_tiles = kPooledMaxWaves * threads;
+  i64 best_cost = -1, best_tiles = 0;
+  for (i64 tm = kPooledRowQuantum; tm < m + kPooledRowQuantum; tm += kPooledRowQuantum) {
+    const i64 em = std::min(tm, m), gm = (m + em - 1) / em;
+    const i64 cap = kPooledSmallTileWork / std::max<i64>(k, 1) / em;  // widest tile, columns
+    const i64 tn = cap >= n ? n : cap / kPooledColQuantum * kPooledColQuantum;
+    if (tn > 0 && gm <= max_tiles) {
+      const i64 gn = (n + tn - 1) / tn;
+      const i64 tiles = gm * gn;
+      const i64 waves = (tiles + threads - 1) / threads;
+      const i64 cost = waves * (em * tn + kPooledPackCost * (em + tn));
+      if (tiles <= max_tiles &&
+          (best_cost < 0 || cost < best_cost || (cost == best_cost && tiles < best_tiles))) {
+        best_cost = cost;
+        best_tiles = tiles;
+        best = GemmGrid{em, tn, gm, gn};
+      }
+    }
+    if (em == m) break;
+  }
+  return best;
+}
+
 }  // namespace
 
 GemmGrid gemm_pooled_grid(i64 m, i64 n, i64 k, int threads) {
   GemmGrid best{m, n, 1, 1};
   if (m <= 0 || n <= 0) return best;
   const i64 work = m * n * std::max<i64>(k, 1);
+  if (threads > 1 && work > threads * kPooledSmallTileWork &&
+      work <= kPooledMaxWaves * threads * kPooledSmallTileWork) {
+    const GemmGrid g = small_tile_grid(m, n, k, threads);
+    if (g.grid_m * g.grid_n > 1) return g;
+  }
   const i64 max_tiles =
       std::min<i64>(std::max(threads, 1), std::max<i64>(1, work / kPooledMinTileWork));
   if (max_tiles <= 1) return best;
