@@ -137,7 +137,7 @@ def time_case(case: Case, devices: Sequence[str], warmup: int, iters: int,
 
 def calibration_points() -> Dict[str, str]:
     for e in lc.autotune_cache_entries():
-        if e.get("op") == "calibration" and e.get("shapes") == "cost-model-v2":
+        if e.get("op") == "calibration" and e.get("shapes") == "cost-model-v3":
             return {k: v for k, v in e.items() if "_points_" in k}
     return {}
 

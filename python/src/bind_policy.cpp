@@ -56,6 +56,9 @@ nb::dict model_to_dict(const lc::CostModel& m) {
   d["cpu_overhead_us"] = m.cpu_overhead_us;
   d["gpu_launch_us"] = m.gpu_launch_us;
   d["h2d_gbps"] = m.h2d_gbps;
+  d["h2d_small_gbps"] = m.h2d_small_gbps;
+  d["d2h_small_gbps"] = m.d2h_small_gbps;
+  d["small_copy_bytes"] = m.small_copy_bytes;
   d["d2h_gbps"] = m.d2h_gbps;
   d["h2d_latency_us"] = m.h2d_latency_us;
   d["d2h_latency_us"] = m.d2h_latency_us;
@@ -99,6 +102,12 @@ lc::CostModel model_from_dict(const nb::dict& d) {
       m.h2d_gbps = nb::cast<double>(v);
     } else if (k == "d2h_gbps") {
       m.d2h_gbps = nb::cast<double>(v);
+    } else if (k == "h2d_small_gbps") {
+      m.h2d_small_gbps = nb::cast<double>(v);
+    } else if (k == "d2h_small_gbps") {
+      m.d2h_small_gbps = nb::cast<double>(v);
+    } else if (k == "small_copy_bytes") {
+      m.small_copy_bytes = nb::cast<double>(v);
     } else if (k == "h2d_latency_us") {
       m.h2d_latency_us = nb::cast<double>(v);
     } else if (k == "d2h_latency_us") {
@@ -118,8 +127,10 @@ lc::CostModel model_from_dict(const nb::dict& d) {
     }
   }
   if (!(m.h2d_gbps > 0) || !(m.d2h_gbps > 0) || m.gpu_launch_us < 0 || m.cpu_overhead_us < 0 ||
-      m.h2d_latency_us < 0 || m.d2h_latency_us < 0)
-    lc::throw_value(op, "bandwidths must be > 0 and overheads / latencies >= 0");
+      m.h2d_latency_us < 0 || m.d2h_latency_us < 0 || m.h2d_small_gbps < 0 ||
+      m.d2h_small_gbps < 0 || m.small_copy_bytes < 0)
+    lc::throw_value(op, "bandwidths must be > 0 (small-copy ones >= 0, 0 = same as large) and "
+                        "overheads / latencies / small_copy_bytes >= 0");
   return m;
 }
 

@@ -41,7 +41,7 @@ namespace {
 constexpr const char* kCalibOp = "calibration";
 // v2: two-point fits per family and side, per-family overheads, transfer latencies. The key
 // changes with the schema, so models cached by older versions are never reused.
-constexpr const char* kCalibShapes = "cost-model-v2";
+constexpr const char* kCalibShapes = "cost-model-v3";  // v3: small-copy bandwidths, pooled CPU GEMM
 
 bool env_flag(const char* name) {
   const char* v = std::getenv(name);
@@ -221,8 +221,8 @@ void fit_families(Backend& be, bool device, const Sizes& sz, double gflops[], do
 
 // Transfer latency and bandwidth of one direction: a tiny kernel + sync with a small and a large
 // copy appended, minus the kernel + sync alone. `to_device`: H2D, else D2H.
-void fit_transfer(Backend& gpu, bool to_device, double launch_us, double& latency_us,
-                  double& gbps) {
+void fit_transfer(Backend& gpu, bool to_device, double launch_us, std::size_t mid,
+                  double& latency_us, double& gbps, double& small_gbps) {
   const std::size_t small = 4u << 10, large = 8u << 20;
   std::vector<char> host(large, 1);
   DevBuf one(gpu, 1);
@@ -244,13 +244,15 @@ void fit_transfer(Backend& gpu, bool to_device, double launch_us, double& latenc
       gpu.synchronize();
     };
   };
-  double ts = 0, tl = 0;
+  double ts = 0, tl = 0, tm = 0;
   try {
-    const auto rs = run(small), rl = run(large);
+    const auto rs = run(small), rl = run(large), rm = run(mid);
     rl();
     rs();
+    rm();
     ts = median_us(rs, 11);
     tl = median_us(rl, 7);
+    tm = median_us(rm, 9);
   } catch (...) {
     gpu.free(d);
     throw;
@@ -259,6 +261,10 @@ void fit_transfer(Backend& gpu, bool to_device, double launch_us, double& latenc
   const double slope = (tl - ts) / static_cast<double>(large - small);  // µs per byte
   gbps = slope > 0 ? 1.0 / (slope * 1e3) : static_cast<double>(large) / (tl * 1e3);
   latency_us = std::max(0.0, ts - launch_us - small / (gbps * 1e3));
+  // The small-copy regime (direct, unstaged copies up to `mid` bytes): its own slope between the
+  // 4 KiB and the `mid` point, never faster than the large-copy fit (0 = no separate regime).
+  const double slope_small = (tm - ts) / static_cast<double>(mid - small);
+  small_gbps = slope_small > 0 ? std::min(gbps, 1.0 / (slope_small * 1e3)) : 0.0;
 }
 
 // The smallest conv (MACs) of a ladder where the GPU, uploads and downloads included, beats the
@@ -348,6 +354,8 @@ autotune::Fields to_fields(const CostModel& m, bool gpu, const Point cpu_pts[][2
     f["d2h_gbps"] = num(m.d2h_gbps);
     f["h2d_latency_us"] = num(m.h2d_latency_us);
     f["d2h_latency_us"] = num(m.d2h_latency_us);
+    f["h2d_small_gbps"] = num(m.h2d_small_gbps);
+    f["d2h_small_gbps"] = num(m.d2h_small_gbps);
   }
   f["choice"] = gpu ? "cpu+gpu" : "cpu";
   return f;
@@ -378,7 +386,9 @@ bool from_fields(const autotune::Fields& f, CostModel& m) {
   if (gpu)
     ok = ok && get("gpu_launch_us", m.gpu_launch_us, false) && get("h2d_gbps", m.h2d_gbps, true) &&
          get("d2h_gbps", m.d2h_gbps, true) && get("h2d_latency_us", m.h2d_latency_us, false) &&
-         get("d2h_latency_us", m.d2h_latency_us, false);
+         get("d2h_latency_us", m.d2h_latency_us, false) &&
+         get("h2d_small_gbps", m.h2d_small_gbps, false) &&
+         get("d2h_small_gbps", m.d2h_small_gbps, false);
   m.gpu_calibrated = gpu;
   return ok;
 }
@@ -443,8 +453,9 @@ CostModel calibrate(bool force) {
       fit_families(gpu, true, kGpuSizes, m.gpu_gflops, a_us, gpu_pts);
       for (int i = 0; i < CostModel::kFamilies; ++i)
         m.gpu_family_overhead_us[i] = std::max(0.0, a_us[i] - m.gpu_launch_us);
-      fit_transfer(gpu, true, m.gpu_launch_us, m.h2d_latency_us, m.h2d_gbps);
-      fit_transfer(gpu, false, m.gpu_launch_us, m.d2h_latency_us, m.d2h_gbps);
+      const auto mid = static_cast<std::size_t>(m.small_copy_bytes);
+      fit_transfer(gpu, true, m.gpu_launch_us, mid, m.h2d_latency_us, m.h2d_gbps, m.h2d_small_gbps);
+      fit_transfer(gpu, false, m.gpu_launch_us, mid, m.d2h_latency_us, m.d2h_gbps, m.d2h_small_gbps);
       m.gpu_calibrated = true;
     }
     autotune::store(key, kCalibOp, kCalibShapes, "float32", fp,

@@ -51,10 +51,18 @@ double CostModel::cpu_us(const WorkEstimate& w) const {
 }
 
 double CostModel::transfer_us(const WorkEstimate& w) const {
+  // The bandwidth of one copy of `per_copy` bytes: small copies take the direct path.
+  auto bw = [this](double per_copy, double large, double small) {
+    return per_copy <= small_copy_bytes && small > 0 ? small : large;
+  };
   double t = 0;
-  if (w.host_bytes_in > 0)
-    t += typical_host_inputs(w.family) * h2d_latency_us + w.host_bytes_in / (h2d_gbps * 1e3);
-  if (w.host_bytes_out > 0) t += d2h_latency_us + w.host_bytes_out / (d2h_gbps * 1e3);
+  if (w.host_bytes_in > 0) {
+    const int uploads = typical_host_inputs(w.family);
+    const double g = bw(w.host_bytes_in / uploads, h2d_gbps, h2d_small_gbps);
+    t += uploads * h2d_latency_us + w.host_bytes_in / (g * 1e3);
+  }
+  if (w.host_bytes_out > 0)
+    t += d2h_latency_us + w.host_bytes_out / (bw(w.host_bytes_out, d2h_gbps, d2h_small_gbps) * 1e3);
   return t;
 }
 
@@ -119,6 +127,8 @@ CostModel apply_env_knobs(CostModel m) {
   }
   m.gpu_launch_us = env_double("LC_GPU_LAUNCH_US", m.gpu_launch_us);
   m.h2d_gbps = env_double("LC_H2D_GBPS", m.h2d_gbps);
+  m.h2d_small_gbps = env_double("LC_H2D_SMALL_GBPS", m.h2d_small_gbps);
+  m.d2h_small_gbps = env_double("LC_D2H_SMALL_GBPS", m.d2h_small_gbps);
   m.d2h_gbps = env_double("LC_D2H_GBPS", m.d2h_gbps);
   m.h2d_latency_us = env_double("LC_H2D_LATENCY_US", m.h2d_latency_us);
   m.d2h_latency_us = env_double("LC_D2H_LATENCY_US", m.d2h_latency_us);

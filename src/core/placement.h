@@ -12,6 +12,8 @@
 //        GPU time = gpu_launch + gpu_family_overhead[f] + flops / gpu_rate[f]
 //                 + uploads(f) * h2d_latency + bytes_in / h2d_bw     (only with host inputs)
 //                 + d2h_latency + bytes_out / d2h_bw                 (only with host results)
+//      where a copy of <= small_copy_bytes (per input: bytes_in / uploads) uses the small-copy
+//      bandwidth (the direct, unstaged path) when one was measured.
 // The cost model's constants come from defaults, a calibration (a two-point fit per family and
 // side, calibrate.cpp) and LC_* / CJ_* environment knobs (docs/environment.md); tests install a
 // fake one.
@@ -62,6 +64,13 @@ struct CostModel {
   double d2h_gbps = 12.0;
   double h2d_latency_us = 2.0;
   double d2h_latency_us = 2.0;
+  // Copies of at most small_copy_bytes (the CUDA backend's direct pageable cudaMemcpyAsync, no
+  // pinned staging: staging.h kDirectBytes) run at their own, slower bandwidth. 0 = the same
+  // as the large-copy bandwidth above. Measured on the H100 host: a 256 KiB one-shot copy took
+  // ~35 us where latency + bytes / (8 MB bandwidth) predicted ~20 us.
+  double h2d_small_gbps = 0;
+  double d2h_small_gbps = 0;
+  double small_copy_bytes = 256 * 1024;
   double conv_cpu_crossover_macs = 260000;  // CJ_CONV2D_CPU_CROSSOVER_MACS
   // The crossover was given explicitly (env knob, set_cost_model, or measured with
   // CJ_CONV2D_CPU_CROSSOVER_DYNAMIC=1): it decides conv2d even with a fitted model.

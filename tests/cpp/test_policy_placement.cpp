@@ -241,6 +241,25 @@ TEST(Placement, CostModelUsesFamilyOverheadsAndLatencies) {
   EXPECT_EQ(m.transfer_us(w), 0);
 }
 
+// Small copies (<= small_copy_bytes per copy: the unstaged direct path) use their own bandwidth
+// when one was measured; larger ones and models without it use the large-copy bandwidth.
+TEST(Placement, SmallCopiesUseTheirOwnBandwidth) {
+  lc::CostModel m = h100_like();  // h2d / d2h 10 GB/s, latencies 3 / 4 us
+  lc::WorkEstimate w = mm(100, 100, 100);
+  w.host_bytes_in = 80000;  // two uploads of 40 KB
+  const double large_bw = 2 * 3 + 80000 / 1e4 + 4 + 40000 / 1e4;
+  EXPECT_NEAR(m.transfer_us(w), large_bw, 1e-9);  // no small-copy bandwidth: unchanged
+  m.h2d_small_gbps = 4.0;
+  m.d2h_small_gbps = 5.0;
+  EXPECT_NEAR(m.transfer_us(w), 2 * 3 + 80000 / 4e3 + 4 + 40000 / 5e3, 1e-9);
+  // Per copy above the limit: the staged (large-copy) bandwidth again.
+  m.small_copy_bytes = 30000;
+  EXPECT_NEAR(m.transfer_us(w), large_bw, 1e-9);
+  // The input total is split per upload: 2 x 40 KB with a 50 KB limit are small copies.
+  m.small_copy_bytes = 50000;
+  EXPECT_NEAR(m.transfer_us(w), 2 * 3 + 80000 / 4e3 + 4 + 40000 / 5e3, 1e-9);
+}
+
 class PlacementFitted : public ::testing::Test {
  protected:
   lc::Placement decide(const lc::WorkEstimate& w, const lc::CostModel& m = h100_like(),
@@ -475,7 +494,7 @@ TEST_F(AutotuneCache, CalibrationEntryIsVersionedAndKeepsItsPoints) {
   for (const auto& e : lc::autotune::entries()) {
     if (e.fields.at("op") != "calibration") continue;
     found = true;
-    EXPECT_EQ(e.fields.at("shapes"), "cost-model-v2");
+    EXPECT_EQ(e.fields.at("shapes"), "cost-model-v3");
     EXPECT_TRUE(e.fields.count("cpu_points_matmul"));
     EXPECT_TRUE(e.fields.count("cpu_overhead_us_attention"));
   }

@@ -258,8 +258,24 @@ def test_cost_model_roundtrip_and_validation():
         lc.set_cost_model(dict(nonsense=1.0))
     with pytest.raises(ValueError):
         lc.set_cost_model(dict(cpu_gflops=dict(matmul=-1.0)))
+    with pytest.raises(ValueError):
+        lc.set_cost_model(dict(h2d_small_gbps=-1.0))
     lc.reset_cost_model()
     assert not lc.cost_model_fixed()
+
+
+def test_small_copies_cost_more_with_a_small_copy_bandwidth(h100_like):
+    # 256^3 GEMM one-shot: three 256 KiB copies, each on the direct (unstaged) path.
+    base = lc.placement("matmul2d", (256, 256), (256, 256), gpu_available=True)
+    lc.set_cost_model(dict(H100_LIKE, h2d_small_gbps=2.0, d2h_small_gbps=2.0,
+                           small_copy_bytes=256 * 1024))
+    m = lc.cost_model()
+    assert m["h2d_small_gbps"] == 2.0 and m["small_copy_bytes"] == 256 * 1024
+    slow = lc.placement("matmul2d", (256, 256), (256, 256), gpu_available=True)
+    # 768 KiB at 2 GB/s instead of 10 GB/s: ~315 us more on the GPU side, CPU side unchanged
+    assert slow["transfer_us"] > base["transfer_us"] + 250
+    assert slow["cpu_us"] == pytest.approx(base["cpu_us"])
+    assert slow["device"] == "cpu"
 
 
 @pytest.fixture
