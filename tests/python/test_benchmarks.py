@@ -1,0 +1,137 @@
+"""The benchmark tooling the README's numbers come from: the round-robin timer, a short real run
+of the case runner on this machine (CUDA skipped without a GPU), and the summary generator on
+the result files it writes. No timing assertions: only structure and bookkeeping."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lightning_core as lc
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "benchmarks" / "python"
+sys.path.insert(0, str(BENCH))
+
+common = pytest.importorskip("common")
+harness = pytest.importorskip("harness")
+summary = pytest.importorskip("generate_summary")
+
+
+def test_measure_interleaved_rotates_and_respects_limits():
+    order = []
+
+    def make(name):
+        return lambda: order.append(name)
+
+    cfg = common.TimingConfig(warmup=1, iters=12, budget_s=10.0, min_iters=3, settle_s=0.0)
+    cs = [common.Contender(n, make(n), lambda: None, contextlib.nullcontext) for n in "abc"]
+    res = common.measure_interleaved(cs, cfg, rounds=4)
+    assert set(res) == {"a", "b", "c"}
+    for name, r in res.items():
+        assert r["n"] == 12, name  # iters reached, never exceeded
+        assert r["ms"] >= 0 and r["p10_ms"] <= r["p90_ms"]
+    # Blocks: one untimed call + 3 timed per round; the first system of a round rotates.
+    firsts = [order[i * 12] for i in range(4)]
+    assert firsts == ["a", "b", "c", "a"]
+
+
+def test_measure_interleaved_budget_stops_slow_system_after_min_iters():
+    import time
+
+    cfg = common.TimingConfig(warmup=1, iters=50, budget_s=0.02, min_iters=3, settle_s=0.0)
+    slow = common.Contender("slow", lambda: time.sleep(0.01), lambda: None, contextlib.nullcontext)
+    fast = common.Contender("fast", lambda: None, lambda: None, contextlib.nullcontext)
+    res = common.measure_interleaved([slow, fast], cfg, rounds=5)
+    assert 3 <= res["slow"]["n"] < 50
+    assert res["fast"]["n"] == 50
+
+
+def _tiny_case():
+    rng_shape = (64, 64)
+    return harness.Case(
+        suite="test", family="gemm", name="m=64,k=64,n=64",
+        make_inputs=lambda rng: {"a": harness.randn(rng, *rng_shape), "b": harness.randn(rng, *rng_shape)},
+        numpy_fn=lambda i: i["a"] @ i["b"],
+        lc_fn=lambda lc_, i, dev: lc_.matmul2d(i["a"], i["b"], dev),
+        torch_fn=lambda torch, i: torch.matmul(i["a"], i["b"]),
+        lc_into=lambda lc_, i, out, dev: lc_.matmul2d_into(i["a"], i["b"], out, dev),
+        out_shape=(64, 64),
+    )
+
+
+@pytest.mark.parametrize("mode", ["oneshot", "resident"])
+def test_run_case_rows_are_complete_and_checked(mode):
+    env = common.detect_env()
+    cfg = common.TimingConfig(warmup=1, iters=4, budget_s=0.05, min_iters=2, settle_s=0.0,
+                              cpu_settle_s=0.0, warm_min_s=0.0)
+    row = harness.run_case(_tiny_case(), mode, env, cfg)
+    assert list(row["systems"]) == list(common.SYSTEMS[mode])  # every system, in order
+    for s, cell in row["systems"].items():
+        if cell["status"] == "ok":
+            assert cell["ms"] > 0 and cell["n"] >= 2, s
+            assert cell.get("check") == "ok", (s, cell)
+        else:
+            assert cell["status"].startswith(("skipped", "error")), (s, cell)
+    lc_cells = [c for s, c in row["systems"].items() if s.startswith("lc_")]
+    assert any(c["status"] == "ok" for c in lc_cells)
+    assert row["systems"]["numpy"]["status"] == "ok"
+    if not lc.cuda_available():
+        assert "CUDA skipped" in row["systems"]["lc_cuda"]["status"]
+    if mode == "oneshot":
+        # Where auto ran, from the trace: matmul2d on some device.
+        assert row.get("lc_auto_placed", "").startswith("matmul2d:")
+
+
+def test_quick_bench_and_summary_end_to_end(tmp_path):
+    out = tmp_path / "quick.csv"
+    r = subprocess.run([sys.executable, str(BENCH / "quick_bench.py"), "--iters", "2", "--warmup", "1",
+                        "--budget-s", "0.02", "--modes", "oneshot", "--out", str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    header = out.read_text().splitlines()[0].split(",")
+    assert "lc_auto_ms" in header and "numpy_ms" in header and "lc_auto_placed" in header
+    data = json.loads((tmp_path / "quick.json").read_text())
+    ctx = data["context"]
+    for key in ("date_utc", "numpy", "lightning_core", "git_commit", "device", "settings"):
+        assert key in ctx, key
+    if not lc.cuda_available():
+        assert ctx["cuda_skipped"]
+    assert len(data["rows"]) >= 5
+
+
+def test_summary_sections_from_synthetic_results(tmp_path):
+    ctx = {"date_utc": "2026-01-01T00:00:00Z", "settings": {}, "lightning_core": "0", "device": {}}
+
+    def row(suite, case, auto, np_ms, tc_ms, placed):
+        cells = {"lc_auto": {"status": "ok", "ms": auto}, "numpy": {"status": "ok", "ms": np_ms},
+                 "torch_cuda": {"status": "ok", "ms": tc_ms}}
+        r = {"suite": suite, "mode": "oneshot", "family": "f", "case": case, "impl": "op",
+             "precision": "fp32", "systems": cells, "notes": [], "lc_auto_placed": placed}
+        common.summarize_row(r, list(cells))
+        return r
+
+    kernel = [row("kernel", "win", 1.0, 2.0, 3.0, "matmul2d:cpu"),
+              row("kernel", "loss", 2.0, 1.0, 3.0, "matmul2d:cuda")]
+    (tmp_path / "kernel.json").write_text(json.dumps({"suite": "kernel", "context": ctx, "rows": kernel}))
+    (tmp_path / "tiny_op_latency.txt").write_text(
+        "resident tiny op latency, n=65536, median of 3000 calls (us)\n"
+        "  lc into + sync                         8.00   p10     7.80   p90     9.10\n"
+        "  torch add out= + sync                 16.00   p10    15.00   p90    20.00\n"
+        "lc into + sync / torch add out= + sync: 0.50x (target <= 0.6x)\n")
+    (tmp_path / "native").mkdir()
+    (tmp_path / "native" / "bench_x.json").write_text(json.dumps(
+        {"context": {"date": "d"}, "benchmarks": [{"name": "x/cpu/n:1", "real_time": 1.5, "time_unit": "us"}]}))
+    text = summary.generate(tmp_path, None).read_text()
+    assert "auto at least as fast in 1 of 2 cases" in text
+    assert "| kernel | f | loss | 2.0000 | 1.0000 | matmul2d:cuda |" in text
+    assert "0.50x (8.0 vs 16.0 us; vs torch's p10 15.0 us: 0.53x) | met" in text
+    assert "D. Native Google Benchmark binaries" in text and "x/cpu/n:1" in text
+    assert summary.load_tiny_op(tmp_path) == (8.0, 16.0, 15.0)
+    assert np.isfinite(summary.load_tiny_op(tmp_path)[0])
