@@ -263,25 +263,7 @@ def measure(fn: Callable[[], Any], sync: Callable[[], None], cfg: TimingConfig) 
     warm-up result (for the correctness check)."""
     if cfg.settle_s > 0:
         time.sleep(cfg.settle_s)
-    t_start = time.perf_counter()
-    first = fn()
-    sync()
-    # At least 3 warm-up calls whatever the budget: the first call of a shape pays one-time costs
-    # (plan/algorithm selection, allocator growth, first touch of buffers) that must not leak
-    # into the timed calls of whichever system happens to run first for a case.
-    # ... and at least warm_min_s of them: after a stretch of CPU-only systems the GPU's clocks
-    # and the PCIe link have powered down, and the first GPU system measured would otherwise pay
-    # their ramp-up (seen: the first LC GPU column of a case 1.5x slower than the next one).
-    i = 0
-    while True:
-        elapsed = time.perf_counter() - t_start
-        if i >= max(cfg.warmup - 1, 2) and elapsed >= cfg.warm_min_s:
-            break
-        if i >= 2 and elapsed > max(cfg.budget_s * 0.25, cfg.warm_min_s):
-            break
-        fn()
-        sync()
-        i += 1
+    first = warm_up(fn, sync, cfg)
     samples: List[int] = []
     t_loop = time.perf_counter()
     pc = time.perf_counter_ns
@@ -309,7 +291,13 @@ def _stats(samples_ns: Sequence[int]) -> Dict[str, Any]:
 
 
 def warm_up(fn: Callable[[], Any], sync: Callable[[], None], cfg: TimingConfig) -> Any:
-    """measure()'s warm-up alone (same rules); returns the first result."""
+    """Warm-up calls; returns the first result (for the correctness check).
+    At least 3 calls whatever the budget: the first call of a shape pays one-time costs
+    (plan/algorithm selection, allocator growth, first touch of buffers) that must not leak into
+    the timed calls of whichever system happens to run first for a case. And at least
+    warm_min_s of them: after a stretch of CPU-only systems the GPU's clocks and the PCIe link
+    have powered down, and the first GPU system measured would otherwise pay their ramp-up
+    (seen: the first LC GPU column of a case 1.5x slower than the next one)."""
     t_start = time.perf_counter()
     first = fn()
     sync()
