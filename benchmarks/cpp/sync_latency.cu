@@ -38,7 +38,7 @@ constexpr int kN = 65536;
 constexpr int kThreads = 256;
 constexpr int kBlocks = kN / 4 / kThreads;  // 64 blocks of float4 work
 
-__global__ void add4(const float4* a, const float4* b, float4* c, int n4) {
+__device__ void add_block(const float4* a, const float4* b, float4* c, int n4) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n4) {
     float4 x = a[i], y = b[i];
@@ -46,15 +46,9 @@ __global__ void add4(const float4* a, const float4* b, float4* c, int n4) {
   }
 }
 
-// Same work; the last block to finish publishes `seq` to a host-mapped word after a system fence,
-// so the host can wait by reading its own memory instead of calling into the driver.
-__global__ void add4_signal(const float4* a, const float4* b, float4* c, int n4, unsigned* counter,
-                            volatile unsigned* host_flag, unsigned seq) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n4) {
-    float4 x = a[i], y = b[i];
-    c[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
-  }
+// After every block's writes: the last block to finish resets the counter and publishes `seq`
+// to a host-mapped word after a system fence.
+__device__ void last_block_signals(unsigned* counter, volatile unsigned* flag, unsigned seq) {
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -62,9 +56,19 @@ __global__ void add4_signal(const float4* a, const float4* b, float4* c, int n4,
     if (prev == gridDim.x - 1) {
       *counter = 0;
       __threadfence_system();
-      *host_flag = seq;
+      *flag = seq;
     }
   }
+}
+
+__global__ void add4(const float4* a, const float4* b, float4* c, int n4) { add_block(a, b, c, n4); }
+
+// Same work; the last block to finish publishes `seq` to a host-mapped word after a system fence,
+// so the host can wait by reading its own memory instead of calling into the driver.
+__global__ void add4_signal(const float4* a, const float4* b, float4* c, int n4, unsigned* counter,
+                            volatile unsigned* host_flag, unsigned seq) {
+  add_block(a, b, c, n4);
+  last_block_signals(counter, host_flag, seq);
 }
 
 __global__ void empty_kernel() {}
@@ -89,21 +93,8 @@ __global__ void persistent_add(Mailbox* mb, const float4* a, const float4* b, fl
     const unsigned v = s_cmd;
     if (v == ~0u) return;
     seen = v;
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n4) {
-      float4 x = a[i], y = b[i];
-      c[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
-    }
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      unsigned prev = atomicAdd(counter, 1u);
-      if (prev == gridDim.x - 1) {
-        *counter = 0;
-        __threadfence_system();
-        mb->done = v;
-      }
-    }
+    add_block(a, b, c, n4);
+    last_block_signals(counter, &mb->done, v);
     __syncthreads();
   }
 }
