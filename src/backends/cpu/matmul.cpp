@@ -383,6 +383,13 @@ void gemm_pooled(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i
 }
 #endif
 
+// Tile extent for `parts` pieces of `len`, rounded up to the quantum (whole len if smaller).
+i64 tile_extent(i64 len, i64 parts, i64 quantum) {
+  const i64 e = (len + parts - 1) / parts;
+  const i64 r = (e + quantum - 1) / quantum * quantum;
+  return r >= len ? len : (r <= 0 ? 1 : r);
+}
+
 // Tiles of <= kPooledSmallTileWork multiply-adds, at most kPooledMaxWaves per thread: the grid
 // with the least time per thread, waves x (tile multiply-adds + packing of its rows and
 // columns) per k, as in gemm_pooled_grid; ties go to fewer tiles. For each tile height the
@@ -391,23 +398,23 @@ GemmGrid small_tile_grid(i64 m, i64 n, i64 k, int threads) {
   GemmGrid best{m, n, 1, 1};
   const i64 max_tiles = kPooledMaxWaves * threads;
   i64 best_cost = -1, best_tiles = 0;
-  for (i64 tm = kPooledRowQuantum; tm < m + kPooledRowQuantum; tm += kPooledRowQuantum) {
-    const i64 em = std::min(tm, m), gm = (m + em - 1) / em;
+  // Tile heights from splitting m into 1..max_tiles parts: at most max_tiles candidates, so a
+  // thin C (m in the millions, n = 1) costs no more to plan than a square one.
+  for (i64 parts = 1; parts <= std::min(max_tiles, m); ++parts) {
+    const i64 em = tile_extent(m, parts, kPooledRowQuantum), gm = (m + em - 1) / em;
     const i64 cap = kPooledSmallTileWork / std::max<i64>(k, 1) / em;  // widest tile, columns
     const i64 tn = cap >= n ? n : cap / kPooledColQuantum * kPooledColQuantum;
-    if (tn > 0 && gm <= max_tiles) {
-      const i64 gn = (n + tn - 1) / tn;
-      const i64 tiles = gm * gn;
-      const i64 waves = (tiles + threads - 1) / threads;
-      const i64 cost = waves * (em * tn + kPooledPackCost * (em + tn));
-      if (tiles <= max_tiles &&
-          (best_cost < 0 || cost < best_cost || (cost == best_cost && tiles < best_tiles))) {
-        best_cost = cost;
-        best_tiles = tiles;
-        best = GemmGrid{em, tn, gm, gn};
-      }
+    if (tn <= 0) continue;
+    const i64 gn = (n + tn - 1) / tn;
+    const i64 tiles = gm * gn;
+    const i64 waves = (tiles + threads - 1) / threads;
+    const i64 cost = waves * (em * tn + kPooledPackCost * (em + tn));
+    if (tiles <= max_tiles &&
+        (best_cost < 0 || cost < best_cost || (cost == best_cost && tiles < best_tiles))) {
+      best_cost = cost;
+      best_tiles = tiles;
+      best = GemmGrid{em, tn, gm, gn};
     }
-    if (em == m) break;
   }
   return best;
 }
@@ -426,21 +433,15 @@ GemmGrid gemm_pooled_grid(i64 m, i64 n, i64 k, int threads) {
   const i64 max_tiles =
       std::min<i64>(std::max(threads, 1), std::max<i64>(1, work / kPooledMinTileWork));
   if (max_tiles <= 1) return best;
-  // Tile extent for `parts` pieces of `len`, rounded up to the quantum (whole len if smaller).
-  auto extent = [](i64 len, i64 parts, i64 quantum) {
-    const i64 e = (len + parts - 1) / parts;
-    const i64 r = (e + quantum - 1) / quantum * quantum;
-    return r >= len ? len : (r <= 0 ? 1 : r);
-  };
   // The tiles run concurrently (never more tiles than threads), so the time is set by the
   // largest tile: k * (tm * tn multiply-adds + packing of its tm + tn rows / columns). Ties go
   // to fewer tiles (less packing in total, fewer sgemm calls).
   i64 best_cost = -1, best_tiles = 0;
   for (i64 gm = 1; gm <= std::min(max_tiles, m); ++gm) {
-    const i64 tm = extent(m, gm, kPooledRowQuantum);
+    const i64 tm = tile_extent(m, gm, kPooledRowQuantum);
     const i64 real_gm = (m + tm - 1) / tm;
     for (i64 gn = 1; gn * real_gm <= max_tiles && gn <= n; ++gn) {
-      const i64 tn = extent(n, gn, kPooledColQuantum);
+      const i64 tn = tile_extent(n, gn, kPooledColQuantum);
       const i64 real_gn = (n + tn - 1) / tn;
       const i64 tiles = real_gm * real_gn;
       const i64 cost = tm * tn + kPooledPackCost * (tm + tn);
