@@ -173,6 +173,9 @@ H100_LIKE = dict(
     gpu_family_overhead_us=dict(matmul=6.0, attention=2.0, conv2d=2.0, norm=0.0, elementwise=0.0),
     cpu_overhead_us=0.5, gpu_launch_us=8.0, h2d_gbps=10.0, d2h_gbps=10.0,
     h2d_latency_us=3.0, d2h_latency_us=4.0,
+    # One bandwidth for every copy size: set, so a model calibrated on a GPU machine (which
+    # measures a separate small-copy bandwidth) does not leak into these fixed numbers.
+    h2d_small_gbps=0.0, d2h_small_gbps=0.0,
     conv_crossover_explicit=False, calibrated=True, gpu_calibrated=True,
 )
 
