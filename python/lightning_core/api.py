@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 
-_placement_query = _lc._placement  # the op-level decision (tests replace it to fake a GPU)
+_chain_query = _lc._chain_device  # the native chain decision (tests replace it to fake a GPU)
 
 
 def _on_gpu(x) -> bool:
@@ -49,22 +49,31 @@ def _chain_device(blocks, base) -> str:
     """Where an "auto" chain runs: all of it on the GPU when any block would go there, else all
     of it on the CPU. Placing block by block would put a light first block (a layernorm on host
     data) on the CPU and then upload its result for the heavy block: the same bytes as
-    uploading the input, plus a CPU pass and a host round trip. blocks: (op, shapes) pairs; the
-    data's location counts as the op-level placement does (data on the GPU stays there)."""
-    on_gpu = any(_on_gpu(t) for _, ts in blocks for t in ts)
-    query = _lc.ExecutionPolicy(device="auto", upload=base.upload, download=base.download,
-                                sync=base.sync, precision=base.precision, fusion=base.fusion,
-                                autotune=base.autotune)
-    for op, ts in blocks:
-        try:
-            shapes = [t.shape if hasattr(t, "shape") else tuple(t) for t in ts if t is not None]
-            d = _placement_query(op, [[int(v) for v in s] for s in shapes], query, on_gpu, None,
-                                 1, 1, 0, 0)["device"]
-        except Exception:  # shape errors surface from the op itself, with its own message
-            return "auto"
-        if d != "cpu":
-            return d
-    return "cpu"
+    uploading the input, plus a CPU pass and a host round trip. blocks: (op, tensors or shapes)
+    pairs; the data's location counts as the op-level placement does (data on the GPU stays
+    there). The decision itself is one native call (lc._chain_device): pipelines pay it on every
+    call."""
+    on_gpu = False
+    ops, shapes = [], []
+    for op, ts in blocks:  # plain loops: this runs on every pipeline call
+        ops.append(op)
+        s = []
+        for t in ts:
+            if t is None:
+                continue
+            if isinstance(t, _lc.Tensor):
+                on_gpu = on_gpu or t.device != "cpu"
+            s.append(t.shape if hasattr(t, "shape") else t)
+        shapes.append(s)
+    try:
+        return _chain_query(ops, shapes, base, on_gpu, None)
+    except TypeError:  # odd shapes surface from the op itself, with its own message
+        return "auto"
+
+
+# (device, upload, download, sync, precision, fusion, autotune) -> (inner, last) policies.
+# ExecutionPolicy is immutable from Python, so the pair can be shared between calls.
+_chain_policies: dict = {}
 
 
 def _chain_policy(device, policy, blocks=None) -> tuple[Any, Any]:
@@ -78,13 +87,15 @@ def _chain_policy(device, policy, blocks=None) -> tuple[Any, Any]:
     dev = device if device is not None else base.device
     if dev == "auto" and blocks:
         dev = _chain_device(blocks, base)
-    common = dict(device=dev, upload=base.upload, precision=base.precision, fusion=base.fusion,
-                  autotune=base.autotune)
-    last = _lc.ExecutionPolicy(download=base.download, sync=base.sync, **common)
-    if dev == "cpu":
-        return last, last
-    inner = _lc.ExecutionPolicy(download=False, sync="batch", **common)
-    return inner, last
+    key = (dev, base.upload, base.download, base.sync, base.precision, base.fusion, base.autotune)
+    pair = _chain_policies.get(key)
+    if pair is None:
+        common = dict(device=dev, upload=base.upload, precision=base.precision,
+                      fusion=base.fusion, autotune=base.autotune)
+        last = _lc.ExecutionPolicy(download=base.download, sync=base.sync, **common)
+        inner = last if dev == "cpu" else _lc.ExecutionPolicy(download=False, sync="batch", **common)
+        pair = _chain_policies.setdefault(key, (inner, last))
+    return pair
 
 
 def _host_result(out, inputs) -> Any:

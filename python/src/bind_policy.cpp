@@ -166,6 +166,41 @@ nb::dict placement_query(const std::string& op, const std::vector<std::vector<st
   return d;
 }
 
+// lc._chain_device(ops, shapes, policy, inputs_on_gpu, gpu_available) -> "cpu" / "cuda" / "auto".
+// Where an "auto" chain of blocks runs (python/lightning_core/api.py _chain_device): the first
+// block the op-level rule would send off the CPU decides for the whole chain. One native call
+// with no reason strings: pipelines ask it on every call, so it must cost well under a
+// microsecond, not one explained lc.placement() query per block. A block whose shapes the cost
+// model cannot read gives "auto" (the ops themselves then raise with their own message).
+std::string chain_device(const std::vector<std::string>& ops,
+                         const std::vector<std::vector<std::vector<std::int64_t>>>& shapes,
+                         const lc::ExecutionPolicy& base, bool inputs_on_gpu,
+                         nb::handle gpu_available) {
+  if (ops.size() != shapes.size()) lc::throw_value("_chain_device", "one shape list per op");
+  lc::ExecutionPolicy p = base;
+  p.device = lc::DeviceRequest::automatic;
+  const bool assumed = !gpu_available.is_none();
+  const bool present = assumed && nb::cast<bool>(gpu_available);
+  if (assumed && !present) return "cpu";
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    lc::WorkEstimate w;
+    try {
+      w = lc::estimate_work(ops[i], shapes[i], 1, 1, 0, 0);
+    } catch (const std::exception&) {
+      return "auto";
+    }
+    if (inputs_on_gpu) {
+      w.inputs_on_gpu = true;
+      w.host_bytes_in = 0;
+    }
+    const lc::Placement pl =
+        assumed ? lc::choose_device_with(ops[i].c_str(), w, p, true, true, false, lc::cost_model(), {})
+                : lc::choose_device(ops[i].c_str(), w, p, true, false);
+    if (pl.device != lc::DeviceKind::cpu) return lc::to_string(pl.device);
+  }
+  return "cpu";
+}
+
 }  // namespace
 
 void register_policy(nb::module_& m) {
@@ -197,6 +232,8 @@ void register_policy(nb::module_& m) {
         nb::arg("inputs_on_gpu") = false, nb::arg("gpu_available") = nb::none(),
         nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
         nb::arg("pad_w") = 0);
+  m.def("_chain_device", &chain_device, nb::arg("ops"), nb::arg("shapes"), nb::arg("policy"),
+        nb::arg("inputs_on_gpu") = false, nb::arg("gpu_available") = nb::none());
   m.def("cost_model", [] { return model_to_dict(lc::cost_model()); },
         "The CPU/GPU cost model placement uses now (defaults, calibration, then env knobs).");
   m.def("set_cost_model", [](const nb::dict& d) { lc::set_cost_model(model_from_dict(d)); },

@@ -386,11 +386,11 @@ def test_gpu_auto_large_goes_to_gpu_and_resident_stays():
 def test_auto_chain_follows_its_heaviest_block(h100_like, monkeypatch):
     calls = []
 
-    def fake_gpu(op, shapes, policy, on_gpu, _gpu_available, *rest):
-        calls.append(op)
-        return lc._lightning_core._placement(op, shapes, policy, on_gpu, True, *rest)
+    def fake_gpu(ops, shapes, policy, on_gpu, _gpu_available):
+        calls.extend(ops)
+        return lc._lightning_core._chain_device(ops, shapes, policy, on_gpu, True)
 
-    monkeypatch.setattr(lc.api, "_placement_query", fake_gpu)
+    monkeypatch.setattr(lc.api, "_chain_query", fake_gpu)
     base = lc.current_policy()
     x = np.zeros((1024, 1024), np.float32)
     w = np.zeros((1024, 1024), np.float32)
@@ -399,6 +399,17 @@ def test_auto_chain_follows_its_heaviest_block(h100_like, monkeypatch):
     # ... but in LN -> projection the projection goes to the GPU, so the chain does.
     assert lc.api._chain_device([("layernorm", (x,)), ("linear", (x, w))], base) == "cuda"
     assert calls == ["layernorm", "linear"]
+    # The native query agrees with the op-level rule block by block.
+    for op, shapes in (("layernorm", [[1024, 1024]]), ("linear", [[1024, 1024], [1024, 1024]]),
+                       ("layernorm", [[4, 8]])):
+        one = lc._lightning_core._chain_device([op], [shapes], base, False, True)
+        assert one == lc.placement(op, *shapes, gpu_available=True)["device"]
+    # No GPU: always the CPU; data already on the GPU: the GPU.
+    assert lc._lightning_core._chain_device(["linear"], [[[1024, 1024], [1024, 1024]]], base,
+                                            False, False) == "cpu"
+    assert lc._lightning_core._chain_device(["layernorm"], [[[4, 8]]], base, True, True) == "cuda"
+    with pytest.raises(ValueError):
+        lc._lightning_core._chain_device(["linear"], [], base, False, True)
     # A tiny chain stays on the CPU; shapes given as tuples work too.
     t = np.zeros((4, 8), np.float32)
     assert lc.api._chain_device([("layernorm", (t,)), ("linear", ((4, 8), (8, 8)))], base) == "cpu"
