@@ -12,14 +12,20 @@ not flagged). Without a GPU it only checks that auto ran on the CPU. The model i
 calibration's measured points are printed first. Exit status 0 unless --strict and a case was
 flagged.
 
-Timing: per case, the three systems are called round-robin (one call each per iteration, after
-warm-up calls) and the median per system is reported; auto's first call (which calibrates, or
-loads the calibration from the cache) happens before any timing.
+Timing: per case, the systems are timed round-robin in short blocks, the order rotated every
+round, each block opened by one untimed call (common.measure_interleaved, as in the suites);
+the median per system is reported. auto's first call (which calibrates, or loads the
+calibration from the cache) happens before any timing. Blocks, not single calls: timed call by
+call (cpu, cuda, auto, cpu, ...), whatever ran right after a one-shot GPU call paid for that
+call's aftermath (the staging copies' evicted caches, the driver's threads): in the 2026-11-22
+H100 run a CPU-placed auto looked 1.2-3.5x slower than the identical forced-cpu call, while in
+blocks the two were within 0.1 us.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from common import Contender, TimingConfig, _noop, measure_interleaved
 
 try:
     import lightning_core as lc
@@ -119,20 +127,16 @@ def build_cases(quick: bool) -> List[Case]:
 
 def time_case(case: Case, devices: Sequence[str], warmup: int, iters: int,
               budget_s: float) -> Dict[str, float]:
-    """Median wall time (ms) per device, the devices interleaved call by call."""
+    """Median wall time (ms) per device: warm-up calls, then rotated blocks of calls."""
     for _ in range(warmup):
         for d in devices:
             case.call(d)
-    samples: Dict[str, List[float]] = {d: [] for d in devices}
-    start = time.perf_counter()
-    for i in range(iters):
-        for d in devices:
-            t0 = time.perf_counter_ns()
-            case.call(d)
-            samples[d].append((time.perf_counter_ns() - t0) / 1e6)
-        if i >= 4 and time.perf_counter() - start > budget_s:
-            break
-    return {d: statistics.median(v) for d, v in samples.items()}
+    contenders = [Contender(d, (lambda d=d: case.call(d)), _noop, contextlib.nullcontext)
+                  for d in devices]
+    cfg = TimingConfig(warmup=0, iters=iters, budget_s=budget_s / max(1, len(devices)),
+                       min_iters=min(5, iters))
+    measure_interleaved(contenders, cfg)
+    return {c.name: statistics.median(c.samples) / 1e6 for c in contenders}
 
 
 def calibration_points() -> Dict[str, str]:
