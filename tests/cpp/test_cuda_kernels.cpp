@@ -29,6 +29,7 @@
 
 #ifdef LC_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/matmul.h"
 #include "backends/cuda/staging.h"
@@ -578,6 +579,114 @@ TEST(CudaGraph, CaptureAndReplay) {
     EXPECT_LE(lc::ref::rel_error(ao.download(), lc::ref::attention(h)), 2e-5);
   }
   lc::cuda::graph_destroy(g);
+}
+
+// cuBLASLt products go through cuda::run_captured (launch.h): from the third identical call a
+// captured graph replays them. Replays must read the operands' current contents, a different
+// bias pointer must be a different graph, and a user's capture must still record the product.
+TEST(CudaLaunchCache, RepeatedMatmulsReplayCapturedGraphsWithFreshData) {
+  LC_REQUIRE_CUDA();
+  lc::ref::Rng rng;
+  SCOPED_TRACE(rng.describe());
+  const char* env = std::getenv("LC_CUDA_GRAPH_LAUNCH");
+  const bool default_threshold = env == nullptr || *env == '\0';
+  const std::int64_t m = 67, k = 131, n = 53;  // primes: no tile divides them
+  DevBuf a(sz(m * k)), b(sz(n * k)), bias1(sz(n)), bias2(sz(n)), o(sz(m * n));
+  lc::MatmulArgs args;
+  args.a = a.get();
+  args.b = b.get();
+  args.out = o.get();
+  args.m = m;
+  args.k = k;
+  args.n = n;
+  args.trans_b = true;  // nn.Linear's weight layout
+  args.act = lc::Activation::gelu;
+  const auto before = lc::cuda::launch_cache_stats();
+  auto check = [&](const std::vector<float>& ha, const std::vector<float>& hb,
+                   const std::vector<float>* hbias, const char* what, int rep) {
+    lc::MatmulArgs h = args;
+    h.a = ha.data();
+    h.b = hb.data();
+    h.bias = hbias ? hbias->data() : nullptr;
+    const auto out = o.download();
+    ASSERT_EQ(lc::ref::count_nan(out), 0u) << what << " rep " << rep;
+    ASSERT_LE(lc::ref::matmul_error(out, h), 1e-5) << what << " rep " << rep;
+  };
+  for (int rep = 0; rep < 6; ++rep) {
+    auto ha = rng.vec(sz(m * k)), hb = rng.vec(sz(n * k)), hb1 = rng.vec(sz(n)),
+         hb2 = rng.vec(sz(n));
+    a.upload(ha); b.upload(hb); bias1.upload(hb1); bias2.upload(hb2);
+    // Alternate two bias buffers every call: two keys, each repeated.
+    for (int which = 0; which < 2; ++which) {
+      args.bias = which == 0 ? bias1.get() : bias2.get();
+      o.poison();
+      gpu().matmul(args);
+      check(ha, hb, which == 0 ? &hb1 : &hb2, which == 0 ? "bias1" : "bias2", rep);
+    }
+  }
+  const auto after = lc::cuda::launch_cache_stats();
+  if (default_threshold) {
+    // Threshold 3: calls 3..6 of each of the two products replay a captured graph.
+    EXPECT_GE(after.replays - before.replays, 2u * 4u);
+    EXPECT_GE(after.captured, 2u);
+  }
+  // A user's capture after the graphs exist records the product itself.
+  args.bias = bias1.get();
+  lc::cuda::capture_begin();
+  gpu().matmul(args);
+  auto cap = lc::cuda::capture_end();
+  for (int rep = 0; rep < 2; ++rep) {
+    auto ha = rng.vec(sz(m * k)), hb = rng.vec(sz(n * k)), hb1 = rng.vec(sz(n));
+    a.upload(ha); b.upload(hb); bias1.upload(hb1);
+    o.poison();
+    lc::cuda::graph_launch(cap);
+    check(ha, hb, &hb1, "user capture", rep);
+  }
+  lc::cuda::graph_destroy(cap);
+  lc::cuda::launch_cache_clear();
+  EXPECT_EQ(lc::cuda::launch_cache_stats().captured, 0u);
+}
+
+// The same for cuDNN convolutions (conv2d.cu launch_cudnn): repeated calls with fresh data replay
+// a captured graph of cudnnConvolutionForward, followed by the bias + activation kernel.
+TEST(CudaLaunchCache, RepeatedCudnnConvsReplayCapturedGraphsWithFreshData) {
+  LC_REQUIRE_CUDA();
+  lc::ref::Rng rng;
+  SCOPED_TRACE(rng.describe());
+  const char* env = std::getenv("LC_CUDA_GRAPH_LAUNCH");
+  const bool default_threshold = env == nullptr || *env == '\0';
+  lc::Conv2dArgs args;
+  args.n = 2; args.c = 32; args.h = 41; args.w_in = 37;  // 47 M MACs: above the direct limit
+  args.oc = 48; args.kh = 3; args.kw = 3;
+  args.pad_h = 1; args.pad_w = 1;
+  args.oh = 41; args.ow = 37;
+  args.act = lc::Activation::relu;
+  DevBuf x(sz(2 * 32 * 41 * 37)), w(sz(48 * 32 * 9)), b(sz(48)), o(sz(2 * 48 * 41 * 37));
+  args.x = x.get();
+  args.w = w.get();
+  args.bias = b.get();
+  args.out = o.get();
+  const bool cudnn = lc::cuda::conv2d_uses_cudnn(args);
+  const auto before = lc::cuda::launch_cache_stats();
+  for (int rep = 0; rep < 6; ++rep) {
+    auto hx = rng.vec(x.n_), hw = rng.vec(w.n_), hb = rng.vec(b.n_);
+    x.upload(hx); w.upload(hw); b.upload(hb);
+    o.poison();
+    gpu().conv2d(args);
+    const auto out = o.download();
+    lc::Conv2dArgs h = args;
+    h.x = hx.data();
+    h.w = hw.data();
+    h.bias = hb.data();
+    ASSERT_EQ(lc::ref::count_nan(out), 0u) << "rep " << rep;
+    ASSERT_LE(lc::ref::rel_error(out, lc::ref::conv2d(h)), 1e-5) << "rep " << rep;
+  }
+  const auto after = lc::cuda::launch_cache_stats();
+  if (cudnn && default_threshold) {
+    EXPECT_GE(after.captured, 1u);
+    EXPECT_GE(after.replays - before.replays, 4u);  // calls 3..6: the conv (+ the bias kernel)
+  }
+  lc::cuda::launch_cache_clear();
 }
 
 // cuda::launch replays repeated identical launches from cached one-node graphs (launch.h): the

@@ -1,4 +1,5 @@
-// cuda::launch's cache of one-node graphs (see launch.h for why and when).
+// cuda::launch's cache of one-node graphs, and run_captured's captured graphs of vendor-library
+// calls, in one bounded map (see launch.h for why and when).
 #include "backends/cuda/launch.h"
 
 #include <atomic>
@@ -31,6 +32,8 @@ struct KeyHash {
 struct Entry {
   int seen = 0;
   bool no_graph = false;  // building one failed: always launch plainly
+  bool building = false;  // run_captured: a thread is capturing this key's graph right now
+  bool captured = false;  // built by stream capture (run_captured), not as one kernel node
   cudaGraphExec_t exec = nullptr;
 };
 
@@ -43,6 +46,10 @@ struct Cache {
   std::mutex mu;
   std::unordered_map<Key, Entry, KeyHash> map;
   std::atomic<std::size_t> replays{0}, plain{0};
+  // run_captured's private capture stream (created on first use) and the lock that serializes
+  // captures on it.
+  std::mutex capture_mu;
+  cudaStream_t capture_stream = nullptr;
 };
 Cache& cache() {
   static Cache* c = new Cache();  // never destroyed: graphs outlive static destruction order
@@ -157,6 +164,112 @@ void launch_raw(const void* func, dim3 grid, dim3 block, std::size_t smem, cudaS
   if (r != cudaSuccess) detail::check_cuda(r, name, __FILE__, __LINE__);
 }
 
+
+namespace {
+
+// Captures one enqueue(ctx, stream) call into an executable graph on the private stream;
+// nullptr when CUDA or the library refuses (the capture is ended and its error cleared).
+// Caller holds c.capture_mu.
+cudaGraphExec_t capture_graph(Cache& c, EnqueueFn fn, void* ctx) {
+  if (!c.capture_stream &&
+      cudaStreamCreateWithFlags(&c.capture_stream, cudaStreamNonBlocking) != cudaSuccess) {
+    c.capture_stream = nullptr;
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  cudaStream_t cs = c.capture_stream;
+  if (cudaStreamBeginCapture(cs, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  bool ok = true;
+  try {
+    fn(ctx, cs);
+  } catch (...) {
+    ok = false;  // the plain call that follows reports the library's error, if it persists
+  }
+  cudaGraph_t g = nullptr;
+  const cudaError_t end = cudaStreamEndCapture(cs, &g);
+  cudaGraphExec_t exec = nullptr;
+  if (ok && end == cudaSuccess && g && cudaGraphInstantiate(&exec, g, 0) != cudaSuccess)
+    exec = nullptr;
+  if (g) (void)cudaGraphDestroy(g);
+  (void)cudaGetLastError();
+  return exec;
+}
+
+}  // namespace
+
+void run_captured_raw(const void* tag, const void* key, std::size_t key_len, cudaStream_t s,
+                      const char* name, EnqueueFn fn, void* ctx) {
+  (void)name;  // the enqueued work reports its own errors (it throws lc::BackendError)
+  const int thr = threshold();
+  Cache& c = cache();
+  if (thr > 0 && key_len <= detail::kMaxKeyArgBytes && !g_capturing.load(std::memory_order_acquire)) {
+    Key k;
+    put(k, tag);
+    put(k, s);
+    std::memcpy(k.bytes + k.len, key, key_len);
+    k.len += key_len;
+    k.hash = fnv1a(k.bytes, k.len);
+    bool build = false;
+    {
+      std::lock_guard<std::mutex> lock(c.mu);
+      auto it = c.map.find(k);
+      if (it == c.map.end()) {
+        if (c.map.size() >= kMaxEntries) destroy_all(c);
+        it = c.map.emplace(k, Entry{}).first;
+      }
+      Entry& e = it->second;
+      if (e.exec) {
+        if (cudaGraphLaunch(e.exec, s) == cudaSuccess) {
+          c.replays.fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+        (void)cudaGetLastError();  // drop the graph; the plain call below reports any real error
+        (void)cudaGraphExecDestroy(e.exec);
+        e.exec = nullptr;
+        e.no_graph = true;
+      } else if (!e.no_graph && !e.building && ++e.seen >= thr) {
+        e.building = build = true;
+      }
+    }
+    if (build) {
+      cudaGraphExec_t exec = nullptr;
+      {
+        std::lock_guard<std::mutex> cap(c.capture_mu);
+        exec = capture_graph(c, fn, ctx);
+      }
+      std::lock_guard<std::mutex> lock(c.mu);
+      auto it = c.map.find(k);  // destroy_all() may have dropped the entry meanwhile
+      if (it == c.map.end()) it = c.map.emplace(k, Entry{}).first;
+      Entry& e = it->second;
+      e.building = false;
+      if (exec && !e.exec) {
+        e.exec = exec;
+        e.captured = true;
+      } else if (exec) {
+        (void)cudaGraphExecDestroy(exec);
+      } else {
+        e.no_graph = true;
+      }
+      // The captured call did not run: this call's work is the graph's first replay.
+      if (e.exec) {
+        if (cudaGraphLaunch(e.exec, s) == cudaSuccess) {
+          c.replays.fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+        (void)cudaGetLastError();
+        (void)cudaGraphExecDestroy(e.exec);
+        e.exec = nullptr;
+        e.no_graph = true;
+      }
+    }
+  }
+  c.plain.fetch_add(1, std::memory_order_relaxed);
+  fn(ctx, s);
+}
+
 }  // namespace detail
 
 void launch_set_capturing(bool capturing) noexcept {
@@ -176,8 +289,10 @@ LaunchCacheStats launch_cache_stats() noexcept {
   std::lock_guard<std::mutex> lock(c.mu);
   LaunchCacheStats st;
   st.entries = c.map.size();
-  for (auto& [k, e] : c.map)
+  for (auto& [k, e] : c.map) {
     if (e.exec) ++st.graphs;
+    if (e.exec && e.captured) ++st.captured;
+  }
   st.replays = c.replays.load(std::memory_order_relaxed);
   st.plain = c.plain.load(std::memory_order_relaxed);
   return st;

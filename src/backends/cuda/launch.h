@@ -1,6 +1,6 @@
 // The CUDA backend's one kernel-launch function. Every own kernel (elementwise, norms, softmax,
-// attention, direct convolution) is launched through cuda::launch(); vendor libraries (cuBLASLt,
-// cuDNN) launch their own.
+// attention, direct convolution) is launched through cuda::launch(); cuBLASLt matmuls go through
+// its sibling run_captured() (below); cuDNN launches its own.
 //
 // What it adds over `kernel<<<grid, block, smem, stream>>>(args...)`: a launch with exactly the
 // same kernel, launch configuration and argument bytes as earlier ones (a resident op called in
@@ -63,6 +63,31 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem, 
                        std::index_sequence_for<Params...>{});
 }
 
+// Work a vendor library enqueues (a cuBLASLt matmul) cannot go through launch(), but it can be
+// captured: run_captured(tag, key, s, name, enqueue) calls enqueue(s) plainly until the same
+// (tag, key bytes, stream) has been seen LC_CUDA_GRAPH_LAUNCH times (3), then captures one call
+// into a CUDA graph on a private stream (so another thread's work on `s` can never leak into
+// it) and from then on replays that graph on `s`. The key must hold everything the enqueued
+// work depends on (pointers, sizes, the algorithm); the work must read only device memory and
+// values fixed at capture. A capture the library refuses (enqueue throws or records an illegal
+// call) falls back to plain calls for that key; under a user's stream capture it always calls
+// enqueue(s) plainly.
+namespace detail {
+using EnqueueFn = void (*)(void* ctx, cudaStream_t s);
+void run_captured_raw(const void* tag, const void* key, std::size_t key_len, cudaStream_t s,
+                      const char* name, EnqueueFn fn, void* ctx);
+}  // namespace detail
+
+template <typename F>
+void run_captured(const void* tag, const void* key, std::size_t key_len, cudaStream_t s,
+                  const char* name, F&& enqueue) {
+  using Fn = std::remove_reference_t<F>;
+  detail::run_captured_raw(
+      tag, key, key_len, s, name,
+      [](void* ctx, cudaStream_t st) { (*static_cast<Fn*>(ctx))(st); },
+      const_cast<void*>(static_cast<const void*>(&enqueue)));
+}
+
 // Stream capture brackets (cuda_backend.cpp's capture_begin/capture_end): no graph replay while
 // the stream is being captured, the launch must land in the captured graph as a kernel node.
 void launch_set_capturing(bool capturing) noexcept;
@@ -71,8 +96,9 @@ void launch_cache_clear() noexcept;
 struct LaunchCacheStats {
   std::size_t entries = 0;       // distinct launches seen
   std::size_t graphs = 0;        // of which replay from a graph
-  std::size_t replays = 0;       // graph launches so far
-  std::size_t plain = 0;         // plain kernel launches so far
+  std::size_t replays = 0;       // graph launches so far (run_captured's included)
+  std::size_t plain = 0;         // plain kernel launches / enqueue calls so far
+  std::size_t captured = 0;      // run_captured graphs built by stream capture
 };
 LaunchCacheStats launch_cache_stats() noexcept;
 
