@@ -115,6 +115,19 @@ class Backend {
   virtual void copy_from_host(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void copy_to_host(void* dst, const void* src, std::size_t bytes) = 0;
   virtual void copy_within(void* dst, const void* src, std::size_t bytes) = 0;
+  // dst[i] = src[i % have] for 0 <= i < need: a flat buffer repeated cyclically (conv ->
+  // attention's QKV arrangement). Default: copy_within calls that double the filled prefix
+  // (log2(need / have) + 1 copies); a backend with kernels does it in one launch.
+  virtual void tile_cyclic(float* dst, const float* src, std::int64_t have, std::int64_t need) {
+    if (have <= 0 || need <= 0) return;
+    std::int64_t filled = have < need ? have : need;
+    copy_within(dst, src, static_cast<std::size_t>(filled) * sizeof(float));
+    while (filled < need) {
+      const std::int64_t n = filled < need - filled ? filled : need - filled;
+      copy_within(dst + filled, dst, static_cast<std::size_t>(n) * sizeof(float));
+      filled += n;
+    }
+  }
   virtual void synchronize() = 0;
   // Memory statistics and returning cached blocks to the device (no-ops on the CPU).
   virtual MemoryInfo memory_info() { return {}; }

@@ -95,7 +95,7 @@ void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
 }
 
 // The [seq_len, head_dim] attention input: a view of the conv output when the sizes agree, else
-// the flattened output read cyclically (copies on the device, doubling the filled prefix).
+// the flattened output read cyclically (Backend::tile_cyclic: one kernel on the GPU).
 Tensor arrange_qkv(const Tensor& conv, const ConvAttentionParams& prm, Tensor* scratch) {
   const std::int64_t have = conv.numel(), need = prm.seq_len * prm.head_dim;
   if (have == need) return conv.view({prm.seq_len, prm.head_dim}, {prm.head_dim, 1}, 0);
@@ -107,19 +107,9 @@ Tensor arrange_qkv(const Tensor& conv, const ConvAttentionParams& prm, Tensor* s
   } else {
     q = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, conv.device());
   }
-  const Tensor flat = conv.view({have}, {1}, 0);
-  const Tensor qflat = q.view({need}, {1}, 0);
-  std::int64_t filled = std::min(have, need);
-  {
-    Tensor dst = qflat.view({filled}, {1}, 0);
-    flat.view({filled}, {1}, 0).copy_to(dst);
-  }
-  while (filled < need) {
-    const std::int64_t n = std::min(filled, need - filled);
-    Tensor dst = qflat.view({n}, {1}, filled);
-    qflat.view({n}, {1}, 0).copy_to(dst);
-    filled += n;
-  }
+  // conv is the step's own contiguous output, q a contiguous buffer on the same device.
+  get_backend(conv.device())
+      .tile_cyclic(q.data_as<float>(), conv.data_as<const float>(), have, need);
   return q;
 }
 

@@ -581,6 +581,37 @@ TEST(CudaGraph, CaptureAndReplay) {
   lc::cuda::graph_destroy(g);
 }
 
+// Backend::tile_cyclic (conv -> attention's QKV arrangement): one kernel on the GPU, checked
+// against the index rule for sizes around the wrap-around, and against the default
+// implementation (doubling device copies) that other backends inherit.
+TEST(CudaTileCyclic, MatchesIndexRuleForAllRatios) {
+  LC_REQUIRE_CUDA();
+  lc::ref::Rng rng;
+  SCOPED_TRACE(rng.describe());
+  const std::int64_t cases[][2] = {{1, 1}, {1, 97}, {7, 3}, {1024, 9216}, {1024, 4608},
+                                   {4096, 960}, {4096, 4096}, {13, 1000003}, {257, 257 * 3}};
+  for (const auto& c : cases) {
+    const std::int64_t have = c[0], need = c[1];
+    auto h = rng.vec(sz(have));
+    DevBuf src(sz(have)), dst(sz(need));
+    src.upload(h);
+    for (int rep = 0; rep < 4; ++rep) {  // calls 3+ replay the launch's graph
+      dst.poison();
+      gpu().tile_cyclic(dst.get(), src.get(), have, need);
+      const auto out = dst.download();
+      std::int64_t bad = 0;
+      for (std::int64_t i = 0; i < need; ++i) bad += out[sz(i)] != h[sz(i % have)];
+      ASSERT_EQ(bad, 0) << have << " -> " << need << " rep " << rep;
+    }
+    dst.poison();
+    gpu().Backend::tile_cyclic(dst.get(), src.get(), have, need);  // the base class's copies
+    const auto out = dst.download();
+    std::int64_t bad = 0;
+    for (std::int64_t i = 0; i < need; ++i) bad += out[sz(i)] != h[sz(i % have)];
+    ASSERT_EQ(bad, 0) << "default implementation, " << have << " -> " << need;
+  }
+}
+
 // cuBLASLt products go through cuda::run_captured (launch.h): from the third identical call a
 // captured graph replays them. Replays must read the operands' current contents, a different
 // bias pointer must be a different graph, and a user's capture must still record the product.

@@ -314,13 +314,19 @@ def test_gpu_sessions_free_device_memory(rng):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("graph", [False, True])
-def test_gpu_conv_attention(rng, graph):
-    x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
+# conv output 16x16x16 = 4096 values: tiled just past 1x, past 2x (the cyclic-tile kernel's
+# wrap-around), truncated, and an exact view.
+@pytest.mark.parametrize("seq_len, head_dim", [(96, 48), (192, 48), (40, 24), (64, 64)])
+def test_gpu_conv_attention(rng, graph, seq_len, head_dim):
     w = (rng.standard_normal((16, 8, 3, 3)) * 0.2).astype(np.float32)
     b = rng.standard_normal(16).astype(np.float32) * 0.1
-    for _ in range(2):  # the second graph call replays the cached graph
-        got = lc.conv_attention_nchw(x, w, b, 96, 48, 1, 1, 1, 1, "cuda", graph=graph)
-        np.testing.assert_allclose(got, _conv_attention_ref(x, w, b, 96, 48, 1), rtol=1e-3, atol=1e-3)
+    # Fresh inputs every call: calls 3+ replay cached graphs (the eager kernels' one-node graphs,
+    # or graph mode's captured chain), which must read the new data.
+    for _ in range(4):
+        x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
+        got = lc.conv_attention_nchw(x, w, b, seq_len, head_dim, 1, 1, 1, 1, "cuda", graph=graph)
+        np.testing.assert_allclose(got, _conv_attention_ref(x, w, b, seq_len, head_dim, 1),
+                                   rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.gpu

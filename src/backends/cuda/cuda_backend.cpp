@@ -246,6 +246,12 @@ class CudaBackend final : public Backend {
     cuda::EnqueueScope enq;
     LC_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda::ctx().stream));
   }
+  void tile_cyclic(float* dst, const float* src, std::int64_t have, std::int64_t need) override {
+    if (have <= 0 || need <= 0) return;
+    cuda::Context& c = cuda::ctx();
+    cuda::EnqueueScope enq;
+    cuda::launch_tile_cyclic(dst, src, have, need, c.info.sm_count, c.stream);
+  }
   void synchronize() override { cuda::synchronize_stream(); }
   MemoryInfo memory_info() override {
     MemoryInfo m;

@@ -88,6 +88,20 @@ __global__ void fill_bias_act_kernel(float* out, const float* bias, std::int64_t
   }
 }
 
+__global__ void tile_cyclic_kernel(float* dst, const float* src, std::int64_t have,
+                                   std::int64_t need) {
+  // Each thread walks its grid-stride positions; the source index follows with one modulo.
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  std::int64_t j = i % have;
+  const std::int64_t step = stride % have;
+  for (; i < need; i += stride) {
+    dst[i] = __ldg(src + j);
+    j += step;
+    if (j >= have) j -= have;
+  }
+}
+
 template <EwKind K>
 void launch_kind(const ElementwiseArgs& p, int sm_count, cudaStream_t s) {
   const auto pa = reinterpret_cast<std::uintptr_t>(p.a);
@@ -123,6 +137,16 @@ void launch_elementwise(const ElementwiseArgs& p, int sm_count, cudaStream_t s) 
     case EwKind::relu: return launch_kind<EwKind::relu>(p, sm_count, s);
     case EwKind::gelu: return launch_kind<EwKind::gelu>(p, sm_count, s);
   }
+}
+
+void launch_tile_cyclic(float* dst, const float* src, std::int64_t have, std::int64_t need,
+                        int sm_count, cudaStream_t s) {
+  if (have <= 0 || need <= 0) return;
+  constexpr int kThreads = 256;
+  const int blocks = static_cast<int>(std::max<std::int64_t>(
+      1, std::min<std::int64_t>((need + kThreads - 1) / kThreads,
+                                static_cast<std::int64_t>(sm_count) * 8)));
+  launch(tile_cyclic_kernel, blocks, kThreads, 0, s, "tile_cyclic_kernel", dst, src, have, need);
 }
 
 void launch_fill_bias_act(float* out, const float* bias, std::int64_t m, std::int64_t n,
