@@ -652,6 +652,31 @@ TEST(CpuThreadPool, CoversRangeOnceNestedAndConcurrent) {
   EXPECT_GE(lc::cpu::num_threads(), 1);
 }
 
+// Chunks are split into per-thread home ranges, each claimed by its thread first and stolen by
+// the others after (thread_pool.cpp Job): every element exactly once, for any begin / length /
+// grain, and only the very last sub-range may be shorter than the grain.
+TEST(CpuThreadPool, HomeRangesCoverEveryElementOnceWithGrainSizedPieces) {
+  const i64 begins[] = {0, 7, -13};
+  const i64 lengths[] = {2, 3, 17, 64, 97, 1000, 4099, 65537, 1 << 20};
+  const i64 grains[] = {1, 2, 5, 16, 1000, 32768};
+  for (i64 b : begins) {
+    for (i64 len : lengths) {
+      for (i64 g : grains) {
+        std::vector<std::atomic<int>> hits(static_cast<std::size_t>(len));
+        std::atomic<int> short_pieces{0};
+        lc::cpu::parallel_for(b, b + len, g, [&](i64 lo, i64 hi) {
+          if (hi - lo < g) short_pieces.fetch_add(1);
+          for (i64 i = lo; i < hi; ++i) hits[static_cast<std::size_t>(i - b)].fetch_add(1);
+        });
+        for (i64 i = 0; i < len; ++i)
+          ASSERT_EQ(hits[static_cast<std::size_t>(i)].load(), 1)
+              << "begin " << b << " len " << len << " grain " << g << " at " << i;
+        ASSERT_LE(short_pieces.load(), 1) << "begin " << b << " len " << len << " grain " << g;
+      }
+    }
+  }
+}
+
 TEST(CpuThreadPool, TaskExceptionReachesCaller) {
   EXPECT_THROW(lc::cpu::parallel_for(0, 1 << 20, 1, [](i64 lo, i64) {
                  if (lo == 0) throw lc::BackendError("boom");

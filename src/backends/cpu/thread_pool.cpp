@@ -28,26 +28,55 @@ int configured_threads() {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
+// A job's chunks are split into `groups` contiguous home ranges, one per pool thread (the
+// caller is thread 0, worker i is thread i + 1; thread t's home is range t % groups). Each thread
+// first claims the chunks of its own range, in order, then steals from the other ranges. With
+// every worker joining (back-to-back calls: they are still spinning), a thread works on the
+// same slice of the data call after call, so an op repeated on the same arrays finds its slice
+// in that core's L2: a 1M-float add on the 16-thread GPU host took ~50 us with chunks handed out
+// first come, first served (every call moved the data between cores) against torch CPU's ~25
+// us, whose OpenMP static schedule keeps the slices in place. Stealing keeps uneven work
+// (causal attention rows, edge tiles) balanced as before.
 struct Job {
+  static constexpr int kMaxGroups = 64;
+  struct alignas(64) Range {
+    std::atomic<std::int64_t> next{0};
+    std::int64_t end = 0;
+  };
+
   detail::RangeFn fn = nullptr;
   void* ctx = nullptr;
-  std::int64_t begin = 0, end = 0, chunk = 1;
-  std::atomic<std::int64_t> next{0};
+  std::int64_t chunk = 1;
+  int groups = 1;
+  Range home[kMaxGroups];
   std::exception_ptr error;
   std::mutex error_mu;
 
-  // Chunks are claimed dynamically so uneven work (causal attention rows, edge tiles)
-  // balances itself; returns when no chunk is left.
-  void run_chunks() {
-    for (;;) {
-      const std::int64_t lo = next.fetch_add(chunk, std::memory_order_relaxed);
-      if (lo >= end) return;
-      const std::int64_t hi = std::min(end, lo + chunk);
-      try {
-        fn(ctx, lo, hi);
-      } catch (...) {
-        std::lock_guard<std::mutex> g(error_mu);
-        if (!error) error = std::current_exception();
+  // Splits [begin, end) into nchunks chunks of `chunk` elements and those into `groups` ranges.
+  void plan(std::int64_t begin, std::int64_t end, std::int64_t nchunks, int threads) {
+    groups = static_cast<int>(std::max<std::int64_t>(
+        1, std::min<std::int64_t>({nchunks, static_cast<std::int64_t>(threads), kMaxGroups})));
+    for (int g = 0; g < groups; ++g) {
+      const std::int64_t c0 = nchunks * g / groups, c1 = nchunks * (g + 1) / groups;
+      home[g].next.store(begin + c0 * chunk, std::memory_order_relaxed);
+      home[g].end = std::min(end, begin + c1 * chunk);
+    }
+  }
+
+  // Runs chunks until none is left anywhere: the own range first, then the others in turn.
+  void run_chunks(int thread) {
+    for (int k = 0; k < groups; ++k) {
+      Range& r = home[(thread + k) % groups];
+      for (;;) {
+        const std::int64_t lo = r.next.fetch_add(chunk, std::memory_order_relaxed);
+        if (lo >= r.end) break;
+        const std::int64_t hi = std::min(r.end, lo + chunk);
+        try {
+          fn(ctx, lo, hi);
+        } catch (...) {
+          std::lock_guard<std::mutex> g(error_mu);
+          if (!error) error = std::current_exception();
+        }
       }
     }
   }
@@ -99,7 +128,7 @@ class Pool {
  public:
   explicit Pool(int threads) : spin_us_(spin_budget_us()) {
     workers_.reserve(static_cast<std::size_t>(threads - 1));
-    for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this] { worker_loop(); });
+    for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this, i] { worker_loop(i + 1); });
   }
   ~Pool() {
     stop_.store(true);
@@ -122,15 +151,13 @@ class Pool {
     Job job;
     job.fn = fn;
     job.ctx = ctx;
-    job.begin = begin;
-    job.end = end;
-    job.next.store(begin, std::memory_order_relaxed);
     // ~4 chunks per thread: enough slack to balance uneven rows without paying an atomic
     // per grain on long, even ranges.
     const std::int64_t range = end - begin;
     const std::int64_t per = (range + 4 * threads() - 1) / (4 * threads());
     job.chunk = std::max(grain, per);
     const std::int64_t nchunks = (range + job.chunk - 1) / job.chunk;
+    job.plan(begin, end, nchunks, threads());
     const int helpers = static_cast<int>(std::min<std::int64_t>(
         {nchunks - 1, static_cast<std::int64_t>(workers_.size()), kSlotMask}));
 
@@ -147,7 +174,7 @@ class Pool {
     }
 
     t_in_parallel = true;
-    job.run_chunks();
+    job.run_chunks(0);
     t_in_parallel = false;
 
     // No chunk is left: close the slots nobody claimed (those helpers are not needed).
@@ -176,7 +203,7 @@ class Pool {
 
   std::uint64_t generation() const { return slots_.load(std::memory_order_acquire) >> kGenShift; }
 
-  void worker_loop() {
+  void worker_loop(int index) {
     t_in_parallel = true;
     std::uint64_t seen = 0;
     for (;;) {
@@ -197,7 +224,7 @@ class Pool {
         }
       }
       if (!claimed) continue;  // every slot taken (or closed): wait for the next job
-      job_.load(std::memory_order_relaxed)->run_chunks();  // ordered by the CAS's acquire
+      job_.load(std::memory_order_relaxed)->run_chunks(index);  // ordered by the CAS's acquire
       if (active_.fetch_sub(1) == 1 && caller_waiting_.load()) {
         {
           std::lock_guard<std::mutex> g(mu_);
