@@ -279,6 +279,58 @@ def measure(fn: Callable[[], Any], sync: Callable[[], None], cfg: TimingConfig) 
     return out
 
 
+def measure_cpu_rounds(contenders: Sequence["Contender"], cfg: TimingConfig,
+                       rounds: int = 3) -> Dict[str, Dict[str, Any]]:
+    """CPU-side systems: each warmed up after an idle gap, then timed in `rounds` blocks, the
+    systems taking turns (order rotated every round), every block after an idle gap of
+    cfg.settle_s (the previous system's worker threads stop spinning) and one untimed call.
+    Reported: the median of all of a system's samples. Why blocks: this host has short spells
+    (milliseconds) in which every CPU thread runs several times slower; timed in one block, a
+    system whose block fell into one reported a median 3-10x its usual (2026-11-22: a 1x3x16x16
+    conv at 0.13 ms instead of 0.01 ms, a 256^3 GEMM at 0.19 ms instead of 0.04 ms, torch CPU's
+    256K add at 6 ms). Split over three blocks, one bad block moves the median by a few percent
+    at most. Returns per system the _stats of its samples plus "first" (its first result)."""
+    firsts: Dict[str, Any] = {}
+    for c in contenders:
+        if cfg.settle_s > 0:
+            time.sleep(cfg.settle_s)
+        with c.scope():
+            firsts[c.name] = warm_up(c.fn, c.sync, cfg)
+    rounds = max(1, min(rounds, cfg.iters))
+    per_block = max(1, -(-cfg.iters // rounds))
+    pc = time.perf_counter_ns
+    order = list(contenders)
+    for r in range(rounds):
+        k = r % max(1, len(order))
+        for c in order[k:] + order[:k]:
+            if len(c.samples) >= cfg.iters or (len(c.samples) >= cfg.min_iters
+                                               and c.spent_s > cfg.budget_s):
+                continue
+            if cfg.settle_s > 0:
+                time.sleep(cfg.settle_s)
+            with c.scope():
+                c.fn()
+                c.sync()
+                t_block = time.perf_counter()
+                for _ in range(per_block):
+                    t0 = pc()
+                    c.fn()
+                    c.sync()
+                    c.samples.append(pc() - t0)
+                    if len(c.samples) >= cfg.iters:
+                        break
+                    if (len(c.samples) >= cfg.min_iters and
+                            c.spent_s + time.perf_counter() - t_block > cfg.budget_s * (r + 1) / rounds):
+                        break
+                c.spent_s += time.perf_counter() - t_block
+    out: Dict[str, Dict[str, Any]] = {}
+    for c in contenders:
+        st = _stats(c.samples)
+        st["first"] = firsts[c.name]
+        out[c.name] = st
+    return out
+
+
 def _stats(samples_ns: Sequence[int]) -> Dict[str, Any]:
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
     return {

@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from common import (ONESHOT, SYSTEMS, Contender, Env, Progress, Skip, TimingConfig, _noop, free_memory,
-                    measure, measure_interleaved, rel_error, restore_torch_tf32, set_torch_tf32,
+                    measure, measure_cpu_rounds, measure_interleaved, rel_error, restore_torch_tf32,
+                    set_torch_tf32,
                     summarize_row, torch_tf32_state, warm_up)
 
 # CPU-side systems: timed one at a time after the interleaved GPU-side group (see run_case).
@@ -205,9 +206,10 @@ def run_case(case: Case, mode: str, env: Env, cfg: TimingConfig,
     # warmed up one by one, then timed round-robin (common.measure_interleaved): none is favoured
     # by its place in the order (the first GPU system timed after a stretch of CPU work used to
     # pay the GPU's clock / PCIe ramp-up). CPU-side systems (numpy, LC cpu, LC auto when it placed
-    # every op on the CPU, torch CPU) are timed after them one at a time, each after an idle gap
-    # (TimingConfig.cpu_settle_s): their worker threads (OpenBLAS, OpenMP, LC's pool) keep spinning
-    # after the last call and would tax whichever system ran next in a round-robin.
+    # every op on the CPU, torch CPU) are timed after them (common.measure_cpu_rounds): three
+    # blocks each, taking turns, every block after an idle gap (TimingConfig.cpu_settle_s): their
+    # worker threads (OpenBLAS, OpenMP, LC's pool) keep spinning after the last call and would
+    # tax whichever system ran next in a round-robin without one.
     contenders: List[Contender] = []
     cpu_side: List[Tuple[str, Any]] = []  # (system, prebuilt (fn, sync) or None)
     for s in systems:
@@ -245,21 +247,40 @@ def run_case(case: Case, mode: str, env: Env, cfg: TimingConfig,
     contenders.clear()
     free_memory(env)
     cpu_cfg = dataclasses.replace(cfg, settle_s=max(cfg.settle_s, cfg.cpu_settle_s))
+    cpu_contenders: List[Contender] = []
+    prebuilt: Dict[str, bool] = {}
     for s, built in cpu_side:
         try:
             with scope_of(s)():
                 fn, sync = built if built is not None else build_system(s, mode, case, env, ins)
-                r = measure(fn, sync, cpu_cfg)
-            first = r.pop("first")
-            cell = cells.get(s) or {"status": "ok", "ms": None}
-            cell.update(r)
-            if built is None:
-                check(s, cell, first)
-            del first, fn
+            cpu_contenders.append(Contender(s, fn, sync, scope_of(s)))
+            prebuilt[s] = built is not None
         except Exception as e:
-            cell = failed(e)
-        cells[s] = cell
-        free_memory(env)
+            cells[s] = failed(e)
+    results: Dict[str, Dict[str, Any]] = {}
+    try:
+        results = measure_cpu_rounds(cpu_contenders, cpu_cfg)
+    except Exception:  # one failing system must not cost the others their numbers
+        for c in cpu_contenders:
+            try:
+                with c.scope():
+                    results[c.name] = measure(c.fn, c.sync, cpu_cfg)
+            except Exception as e:
+                cells[c.name] = failed(e)
+    for c in cpu_contenders:
+        if c.name not in results:
+            continue
+        r = results[c.name]
+        first = r.pop("first")
+        cell = cells.get(c.name) or {"status": "ok", "ms": None}
+        cell.update(r)
+        if not prebuilt[c.name]:
+            check(c.name, cell, first)
+        cells[c.name] = cell
+        del first
+    del results
+    cpu_contenders.clear()
+    free_memory(env)
     cells = {s: cells[s] for s in systems if s in cells}
     # one note per distinct skip reason, so a reader sees why a column is n/a
     reasons: Dict[str, List[str]] = {}

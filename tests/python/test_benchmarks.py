@@ -53,6 +53,50 @@ def test_measure_interleaved_budget_stops_slow_system_after_min_iters():
     assert res["fast"]["n"] == 50
 
 
+def test_measure_cpu_rounds_takes_turns_and_pools_samples():
+    order = []
+    entered = []
+
+    def make(name):
+        def fn():
+            order.append(name)
+            return name + "!"
+        return fn
+
+    @contextlib.contextmanager
+    def scope():
+        entered.append(1)
+        yield
+
+    cfg = common.TimingConfig(warmup=1, iters=9, budget_s=10.0, min_iters=3, settle_s=0.0,
+                              warm_min_s=0.0)
+    cs = [common.Contender(n, make(n), lambda: None, scope) for n in "xyz"]
+    res = common.measure_cpu_rounds(cs, cfg, rounds=3)
+    assert set(res) == {"x", "y", "z"}
+    for name, r in res.items():
+        assert r["n"] == 9, name          # 3 blocks of 3 timed calls
+        assert r["first"] == name + "!"   # the first warm-up result, for the correctness check
+    # After the warm-ups (3 calls each, one system after another), the rounds: one untimed and
+    # three timed calls per block, the first system of a round rotating.
+    rounds = order[9:]
+    assert len(rounds) == 3 * 3 * 4
+    assert [rounds[i * 12] for i in range(3)] == ["x", "y", "z"]
+    assert all(rounds[i * 4:(i + 1) * 4] == [rounds[i * 4]] * 4 for i in range(9))
+    assert len(entered) == 3 + 9          # a scope per warm-up and per block, not per call
+
+
+def test_measure_cpu_rounds_budget_stops_slow_system_after_min_iters():
+    import time
+
+    cfg = common.TimingConfig(warmup=1, iters=30, budget_s=0.02, min_iters=3, settle_s=0.0,
+                              warm_min_s=0.0)
+    slow = common.Contender("slow", lambda: time.sleep(0.01), lambda: None, contextlib.nullcontext)
+    fast = common.Contender("fast", lambda: None, lambda: None, contextlib.nullcontext)
+    res = common.measure_cpu_rounds([slow, fast], cfg, rounds=3)
+    assert 3 <= res["slow"]["n"] < 30
+    assert res["fast"]["n"] == 30
+
+
 def _tiny_case():
     rng_shape = (64, 64)
     return harness.Case(

@@ -35,8 +35,9 @@ int configured_threads() {
 // same slice of the data call after call, so an op repeated on the same arrays finds its slice
 // in that core's L2: a 1M-float add on the 16-thread GPU host took ~50 us with chunks handed out
 // first come, first served (every call moved the data between cores) against torch CPU's ~25
-// us, whose OpenMP static schedule keeps the slices in place. Stealing keeps uneven work
-// (causal attention rows, edge tiles) balanced as before.
+// us, whose OpenMP static schedule keeps the slices in place; with home ranges 25-27 us
+// (2026-11-22). Stealing keeps uneven work (causal attention rows, edge tiles) balanced as
+// before. Jobs with fewer chunks than threads keep one shared range (see plan()).
 struct Job {
   static constexpr int kMaxGroups = 64;
   struct alignas(64) Range {
@@ -52,10 +53,13 @@ struct Job {
   std::exception_ptr error;
   std::mutex error_mu;
 
-  // Splits [begin, end) into nchunks chunks of `chunk` elements and those into `groups` ranges.
+  // Splits [begin, end) into nchunks chunks of `chunk` elements and those into `groups` ranges:
+  // one per thread when every thread gets a chunk, else one shared range (first come, first
+  // served). With fewer chunks than threads only some workers join, a different set each call,
+  // so home ranges buy no affinity; on the GPU host a 256K add (8 chunks) measured 20 us first
+  // come, first served and 40-55 us with home ranges (2026-11-22, cpu_pool_check.py).
   void plan(std::int64_t begin, std::int64_t end, std::int64_t nchunks, int threads) {
-    groups = static_cast<int>(std::max<std::int64_t>(
-        1, std::min<std::int64_t>({nchunks, static_cast<std::int64_t>(threads), kMaxGroups})));
+    groups = nchunks >= threads ? std::min(threads, kMaxGroups) : 1;
     for (int g = 0; g < groups; ++g) {
       const std::int64_t c0 = nchunks * g / groups, c1 = nchunks * (g + 1) / groups;
       home[g].next.store(begin + c0 * chunk, std::memory_order_relaxed);
