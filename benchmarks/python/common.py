@@ -298,7 +298,6 @@ def measure_cpu_rounds(contenders: Sequence["Contender"], cfg: TimingConfig,
             firsts[c.name] = warm_up(c.fn, c.sync, cfg)
     rounds = max(1, min(rounds, cfg.iters))
     per_block = max(1, -(-cfg.iters // rounds))
-    pc = time.perf_counter_ns
     order = list(contenders)
     for r in range(rounds):
         k = r % max(1, len(order))
@@ -308,21 +307,7 @@ def measure_cpu_rounds(contenders: Sequence["Contender"], cfg: TimingConfig,
                 continue
             if cfg.settle_s > 0:
                 time.sleep(cfg.settle_s)
-            with c.scope():
-                c.fn()
-                c.sync()
-                t_block = time.perf_counter()
-                for _ in range(per_block):
-                    t0 = pc()
-                    c.fn()
-                    c.sync()
-                    c.samples.append(pc() - t0)
-                    if len(c.samples) >= cfg.iters:
-                        break
-                    if (len(c.samples) >= cfg.min_iters and
-                            c.spent_s + time.perf_counter() - t_block > cfg.budget_s * (r + 1) / rounds):
-                        break
-                c.spent_s += time.perf_counter() - t_block
+            _time_block(c, cfg, per_block, cfg.budget_s * (r + 1) / rounds, switch_call=True)
     out: Dict[str, Dict[str, Any]] = {}
     for c in contenders:
         st = _stats(c.samples)
@@ -385,14 +370,13 @@ def measure_interleaved(contenders: Sequence[Contender], cfg: TimingConfig,
     link power states, other processes, the CPU threads a previous system left spinning) then
     lands on every system alike instead of on whichever one happened to be timed first. Meant for
     GPU-side systems: CPU-heavy ones leave worker threads spinning that would tax the next block
-    (harness.run_case times those one at a time instead).
+    (harness.run_case times those with measure_cpu_rounds instead).
     Each block starts with one untimed call (the switch from the previous system: its spinning
     worker threads, cold caches) unless a call takes long enough (> 5 ms) for that not to matter.
     Per system: at most cfg.iters timed calls and about cfg.budget_s of timed wall time, never
     fewer than cfg.min_iters."""
     rounds = max(1, min(rounds, cfg.iters))
     per_block = max(1, -(-cfg.iters // rounds))
-    pc = time.perf_counter_ns
     for r in range(rounds * 4):  # extra rounds only for systems still short of min_iters
         live = [c for c in contenders
                 if len(c.samples) < cfg.iters
@@ -402,23 +386,34 @@ def measure_interleaved(contenders: Sequence[Contender], cfg: TimingConfig,
             break
         k = r % len(live)
         for c in live[k:] + live[:k]:
-            with c.scope():
-                slow = bool(c.samples) and np.median(c.samples) > 5e6
-                if not slow:
-                    c.fn()
-                    c.sync()
-                t_block = time.perf_counter()
-                for _ in range(per_block):
-                    t0 = pc()
-                    c.fn()
-                    c.sync()
-                    c.samples.append(pc() - t0)
-                    if len(c.samples) >= cfg.iters:
-                        break
-                    if c.spent_s + (time.perf_counter() - t_block) > cfg.budget_s / rounds * (r + 1):
-                        break
-                c.spent_s += time.perf_counter() - t_block
+            slow = bool(c.samples) and np.median(c.samples) > 5e6
+            _time_block(c, cfg, per_block, cfg.budget_s / rounds * (r + 1), switch_call=not slow)
     return {c.name: _stats(c.samples) for c in contenders}
+
+
+def _time_block(c: Contender, cfg: TimingConfig, per_block: int, spend_until_s: float,
+                switch_call: bool) -> None:
+    """One block of a contender's calls, inside its scope: an untimed call first when
+    switch_call (the switch from the previous system: its spinning threads, cold caches), then
+    up to per_block timed calls. Stops at cfg.iters samples, or once the contender's timed wall
+    time in all blocks passes spend_until_s and it has cfg.min_iters samples."""
+    pc = time.perf_counter_ns
+    with c.scope():
+        if switch_call:
+            c.fn()
+            c.sync()
+        t_block = time.perf_counter()
+        for _ in range(per_block):
+            t0 = pc()
+            c.fn()
+            c.sync()
+            c.samples.append(pc() - t0)
+            if len(c.samples) >= cfg.iters:
+                break
+            if (len(c.samples) >= cfg.min_iters
+                    and c.spent_s + time.perf_counter() - t_block > spend_until_s):
+                break
+        c.spent_s += time.perf_counter() - t_block
 
 
 def to_numpy(x: Any) -> np.ndarray:
