@@ -164,7 +164,6 @@ void launch_raw(const void* func, dim3 grid, dim3 block, std::size_t smem, cudaS
   if (r != cudaSuccess) detail::check_cuda(r, name, __FILE__, __LINE__);
 }
 
-
 namespace {
 
 // Captures one enqueue(ctx, stream) call into an executable graph on the private stream;
