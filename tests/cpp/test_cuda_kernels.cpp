@@ -595,20 +595,20 @@ TEST(CudaTileCyclic, MatchesIndexRuleForAllRatios) {
     auto h = rng.vec(sz(have));
     DevBuf src(sz(have)), dst(sz(need));
     src.upload(h);
-    for (int rep = 0; rep < 4; ++rep) {  // calls 3+ replay the launch's graph
-      dst.poison();
-      gpu().tile_cyclic(dst.get(), src.get(), have, need);
+    auto mismatches = [&] {  // elements of dst that break dst[i] == src[i % have]
       const auto out = dst.download();
       std::int64_t bad = 0;
       for (std::int64_t i = 0; i < need; ++i) bad += out[sz(i)] != h[sz(i % have)];
-      ASSERT_EQ(bad, 0) << have << " -> " << need << " rep " << rep;
+      return bad;
+    };
+    for (int rep = 0; rep < 4; ++rep) {  // calls 3+ replay the launch's graph
+      dst.poison();
+      gpu().tile_cyclic(dst.get(), src.get(), have, need);
+      ASSERT_EQ(mismatches(), 0) << have << " -> " << need << " rep " << rep;
     }
     dst.poison();
     gpu().Backend::tile_cyclic(dst.get(), src.get(), have, need);  // the base class's copies
-    const auto out = dst.download();
-    std::int64_t bad = 0;
-    for (std::int64_t i = 0; i < need; ++i) bad += out[sz(i)] != h[sz(i % have)];
-    ASSERT_EQ(bad, 0) << "default implementation, " << have << " -> " << need;
+    ASSERT_EQ(mismatches(), 0) << "default implementation, " << have << " -> " << need;
   }
 }
 
