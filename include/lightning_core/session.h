@@ -17,13 +17,22 @@
 // otherwise; create a new session for new shapes). policy.upload: "once" (the default for
 // sessions) uploads at creation and start_into only; "always" also before each run_into /
 // batch; "never" binds the given device tensors without copying (they must already live on the
-// session's device). Large host<->device copies go through the CUDA backend's pinned,
+// session's device). Under "once" and "never" an input that is not the bound one (other memory,
+// or flagged in `stale_mask`, bit i for input i: the Python bindings flag every argument that
+// is not the very object last bound) is uploaded or rebound first, so a result is never
+// computed from data the caller did not pass; the bound object's own contents are trusted
+// (change them in place and call start_into, or use upload="always").
+//
+// Thread safety: every method takes the session's lock, so threads may share a session; their
+// calls run one after another (close() waits for a call in flight and later calls raise). Large host<->device copies go through the CUDA backend's pinned,
 // double-buffered staging, so the host-side copy of one chunk overlaps the DMA of the previous
 // one and the launches queue behind the uploads on the same stream.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -57,17 +66,18 @@ class ResidentSession {
   const std::vector<std::vector<std::int64_t>>& input_shapes() const { return shapes_; }
 
   void start_into(const std::vector<const Tensor*>& inputs, Tensor& out);
-  void run_into(const std::vector<const Tensor*>& inputs, Tensor& out);
+  void run_into(const std::vector<const Tensor*>& inputs, Tensor& out,
+                std::uint32_t stale_mask = 0);
   void run_batch_sync_no_download_into(const std::vector<const Tensor*>& inputs, Tensor& out,
-                                       std::int64_t n);
+                                       std::int64_t n, std::uint32_t stale_mask = 0);
   void sync();
   void download_into(Tensor& out);
   void close() noexcept;
-  bool closed() const { return closed_; }
+  bool closed() const { return closed_.load(); }
 
   // Device (or session-owned host) bytes held now; 0 after close().
   std::size_t resident_bytes() const;
-  SessionStats stats() const { return stats_; }
+  SessionStats stats() const;
   bool uses_graph() const { return use_graph_; }
 
  protected:
@@ -92,8 +102,14 @@ class ResidentSession {
   void check_open(const char* what) const;
   void check_inputs(const char* what, const std::vector<const Tensor*>& in) const;
   void check_out(const char* what, const Tensor& out) const;
-  void upload(const std::vector<const Tensor*>& in);
+  // Uploads (or, under upload="never", rebinds) the inputs whose bit is set in `mask`.
+  void upload(const std::vector<const Tensor*>& in, std::uint32_t mask = ~0u);
+  // The inputs a run must upload first: all under "always"; under "once"/"never" those flagged
+  // stale or living in other memory than the one bound last.
+  std::uint32_t inputs_to_upload(const std::vector<const Tensor*>& in, std::uint32_t stale) const;
   void launch_counted();
+  void sync_locked();
+  void download_locked(Tensor& out);
   void release_graph() noexcept;
 
   const char* op_;
@@ -104,10 +120,14 @@ class ResidentSession {
   std::vector<std::string> names_;
   std::vector<std::vector<std::int64_t>> shapes_;
   std::vector<Tensor> inputs_;
+  // Identity of the source each input was last uploaded from (data pointer and strides).
+  std::vector<const void*> bound_data_;
+  std::vector<std::vector<std::int64_t>> bound_strides_;
   std::vector<std::int64_t> out_shape_;
+  mutable std::recursive_mutex mu_;
   Tensor out_;
   std::size_t accounted_bytes_ = 0;
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};
   bool have_result_ = false;
   bool use_graph_ = false;
   void* graph_ = nullptr;

@@ -58,6 +58,10 @@ class Tensor {
               std::int64_t offset_elems = 0) const;
   // Transpose of a 2-D tensor (a view).
   Tensor t() const;
+  // True when the memory spans of the two tensors intersect (same device, both non-empty):
+  // numpy's may_share_memory rule, by bounds, so it may say yes for interleaved views that
+  // share no element. Ops use it to detect an `out` that aliases an input.
+  bool may_overlap(const Tensor& other) const;
 
   std::string shape_str() const;  // "[128, 64]"
 

@@ -45,6 +45,14 @@ def _rows_by(x, w):
         return None
 
 
+def _host_data(data) -> bool:
+    """True when any of the chain's inputs lives in host memory (numpy or a CPU lc.Tensor)."""
+    for t in data:
+        if t is not None and not (isinstance(t, _lc.Tensor) and t.device != "cpu"):
+            return True
+    return False
+
+
 def _chain_device(blocks, base) -> str:
     """Where an "auto" chain runs: all of it on the GPU when any block would go there, else all
     of it on the CPU. Placing block by block would put a light first block (a layernorm on host
@@ -76,21 +84,33 @@ def _chain_device(blocks, base) -> str:
 _chain_policies: dict = {}
 
 
-def _chain_policy(device, policy, blocks=None) -> tuple[Any, Any]:
+def _chain_policy(op, device, policy, blocks=None, data=()) -> tuple[Any, Any]:
     """(policy for intermediate blocks, policy for the last block).
 
     Intermediates keep results where they were computed (download=False), so a GPU chain never
     round-trips through the host; the last block follows the caller's policy. With
-    device="auto" the whole chain gets one device (see _chain_device).
+    device="auto" the whole chain gets one device (see _chain_device). The op rules hold for
+    the chain as a whole: under upload="never", "auto" keeps a chain with host data on the CPU
+    (as a single op would), and an explicit "cuda" raises from the first block.
     """
+    if policy is not None and not isinstance(policy, _lc.ExecutionPolicy):
+        raise TypeError(f"[{op}] policy must be an lc.ExecutionPolicy (or None for the current "
+                        f"policy), got {type(policy).__name__}")
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"[{op}] device must be a string: \"auto\", \"cpu\", \"cuda\" or "
+                        f"\"metal\", got {type(device).__name__}")
     base = policy if policy is not None else _lc.current_policy()
     dev = device if device is not None else base.device
-    if dev == "auto" and blocks:
+    if dev == "auto" and base.upload == "never" and _host_data(data):
+        dev = "cpu"
+    elif dev == "auto" and blocks:
         dev = _chain_device(blocks, base)
     key = (dev, base.upload, base.download, base.sync, base.precision, base.fusion, base.autotune)
     pair = _chain_policies.get(key)
     if pair is None:
-        common = dict(device=dev, upload=base.upload, precision=base.precision,
+        # On the CPU nothing moves: "never" (a GPU-only promise) becomes the CPU default.
+        upload = "always" if dev == "cpu" else base.upload
+        common = dict(device=dev, upload=upload, precision=base.precision,
                       fusion=base.fusion, autotune=base.autotune)
         last = _lc.ExecutionPolicy(download=base.download, sync=base.sync, **common)
         inner = last if dev == "cpu" else _lc.ExecutionPolicy(download=False, sync="batch", **common)
@@ -179,8 +199,8 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
     Weights use the torch nn.Linear layout ([out_features, in_features]); the activation runs in
     the first GEMM's epilogue.
     """
-    inner, last = _chain_policy(device, policy, [
-        ("linear", (x, w1)), ("linear", (_rows_by(x, w1), w2))])
+    inner, last = _chain_policy("ffn", device, policy, [
+        ("linear", (x, w1)), ("linear", (_rows_by(x, w1), w2))], (x, w1, b1, w2, b2))
     h = _lc.linear(x, w1, b1, activation, None, policy=inner)
     out = _lc.linear(h, w2, b2, "none", None, policy=last)
     return _host_result(out, (x, w1, b1, w2, b2))
@@ -189,7 +209,8 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
 def layernorm_linear(x, gamma, beta, w, b=None, eps: float = 1e-5, activation: str = "none",
                      device: str | None = None, *, policy=None):
     """LayerNorm over the last dimension, then a projection linear(., w, b)."""
-    inner, last = _chain_policy(device, policy, [("layernorm", (x,)), ("linear", (x, w))])
+    inner, last = _chain_policy("layernorm_linear", device, policy,
+                                [("layernorm", (x,)), ("linear", (x, w))], (x, gamma, beta, w, b))
     h = _lc.layernorm(x, gamma, beta, eps, None, policy=inner)
     out = _lc.linear(h, w, b, activation, None, policy=last)
     return _host_result(out, (x, gamma, beta, w, b))

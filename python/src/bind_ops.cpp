@@ -49,36 +49,30 @@ nb::object run_returning(std::initializer_list<const Arg*> args, const lc::Execu
   return wrap_tensor(std::move(result));
 }
 
-// `out` must be written in place: an ndarray of another dtype is an out-dtype error, and an
-// object that would have to be converted (byte-swapped or misaligned arrays, lists, buffers
-// numpy copies) is rejected, since the result would land in a temporary copy and be lost.
-void check_out_object(nb::handle out_obj, const char* op, const Arg& out) {
-  if (out.hold)  // to_arg had to convert or copy it
-    lc::throw_value(op, std::string("'out' (") + Py_TYPE(out_obj.ptr())->tp_name +
-                            ") cannot be written in place (not an aligned, native-byte-order "
-                            "float32 array); pass np.empty(shape, dtype=np.float32) or an lc.Tensor");
-}
-
 template <class IntoFn>
 nb::object run_into(nb::handle out_obj, const char* op, double flops, IntoFn&& into_fn) {
   Arg out;
-  PyObject* o = out_obj.ptr();
-  if (PyArray_Check(o)) {
-    const int type = PyArray_TYPE(reinterpret_cast<PyArrayObject*>(o));
-    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
-      nb::str tn = nb::steal<nb::str>(PyObject_Str(
-          reinterpret_cast<PyObject*>(PyArray_DESCR(reinterpret_cast<PyArrayObject*>(o)))));
-      throw lc::OutDTypeError(std::string("[") + op + "] 'out' must be float32, got " +
-                              tn.c_str() + "; allocate it with np.empty(shape, dtype=np.float32)");
-    }
-  }
-  to_arg(out_obj, op, "out", out);
-  check_out_object(out_obj, op, out);
+  to_out_arg(out_obj, op, out);
   call_maybe_nogil(flops, [&] { into_fn(out.t); });
   return nb::borrow(out_obj);
 }
 
-lc::Activation act_arg(const std::string& s, const char* op) { return lc::parse_activation(s, op); }
+lc::Activation act_arg(nb::handle s, const char* op) {
+  return lc::parse_activation(str_param(s, op, "activation"), op);
+}
+
+// Conv strides and paddings: ints the core takes as `int` (checked here, so 2**40 is a
+// ValueError naming the argument rather than an overflow).
+struct ConvInts {
+  int sh, sw, ph, pw;
+};
+ConvInts conv_ints(nb::handle sh, nb::handle sw, nb::handle ph, nb::handle pw, const char* op) {
+  constexpr std::int64_t kMax = 2147483647;
+  return {static_cast<int>(int_param(sh, op, "stride_h", 1, kMax)),
+          static_cast<int>(int_param(sw, op, "stride_w", 1, kMax)),
+          static_cast<int>(int_param(ph, op, "pad_h", 0, kMax)),
+          static_cast<int>(int_param(pw, op, "pad_w", 0, kMax))};
+}
 
 // ---- matmul / linear -------------------------------------------------------------------------
 nb::object py_matmul2d(nb::handle a_, nb::handle b_, nb::handle device, nb::handle policy) {
@@ -105,7 +99,7 @@ nb::object py_matmul2d_into(nb::handle a_, nb::handle b_, nb::handle out, nb::ha
   return run_into(out, op, flops, [&](lc::Tensor& o) { lc::matmul2d_into(a.t, b.t, o, p); });
 }
 
-nb::object py_linear(nb::handle x_, nb::handle w_, nb::handle b_, const std::string& activation,
+nb::object py_linear(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle activation,
                      nb::handle device, nb::handle policy) {
   static constexpr const char* op = "linear";
   Arg x, w, b;
@@ -123,7 +117,7 @@ nb::object py_linear(nb::handle x_, nb::handle w_, nb::handle b_, const std::str
 }
 
 nb::object py_linear_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out,
-                          const std::string& activation, nb::handle device, nb::handle policy) {
+                          nb::handle activation, nb::handle device, nb::handle policy) {
   static constexpr const char* op = "linear";
   Arg x, w, b;
   to_arg(x_, op, "x", x);
@@ -137,28 +131,20 @@ nb::object py_linear_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handl
 }
 
 // ---- attention -------------------------------------------------------------------------------
-float scale_arg(nb::handle scale, const char* op) {
-  if (scale.is_none()) return 0.0f;
-  float s = 0.0f;
-  if (!nb::try_cast<float>(scale, s))
-    lc::throw_type(op, "scale must be a number (or None for 1/sqrt(head_dim))");
-  if (!(s > 0.0f)) lc::throw_value(op, "scale must be > 0 (or None for 1/sqrt(head_dim))");
-  return s;
-}
-
 double attention_flops(const Arg& q, const Arg& k) {
   return 4.0 * q.t.numel() * (k.t.ndim() >= 1 ? k.t.size(0) : 1);
 }
 
-nb::object py_attention2d(nb::handle q_, nb::handle k_, nb::handle v_, bool causal, nb::handle device,
-                          nb::handle scale, nb::handle policy) {
+nb::object py_attention2d(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle causal_,
+                          nb::handle device, nb::handle scale, nb::handle policy) {
   static constexpr const char* op = "attention2d";
   Arg q, k, v;
   to_arg(q_, op, "q", q);
   to_arg(k_, op, "k", k);
   to_arg(v_, op, "v", v);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const float sc = scale_arg(scale, op);
+  const float sc = scale_param(scale, op);
+  const bool causal = bool_param(causal_, op, "causal");
   return run_returning(
       {&q, &k, &v}, p, attention_flops(q, k), [&] { return lc::attention2d_out_shape(q.t, k.t, v.t); },
       [&](lc::Tensor& out) { lc::attention2d_into(q.t, k.t, v.t, out, causal, p, sc); },
@@ -166,14 +152,16 @@ nb::object py_attention2d(nb::handle q_, nb::handle k_, nb::handle v_, bool caus
 }
 
 nb::object py_attention2d_into(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle out,
-                               bool causal, nb::handle device, nb::handle scale, nb::handle policy) {
+                               nb::handle causal_, nb::handle device, nb::handle scale,
+                               nb::handle policy) {
   static constexpr const char* op = "attention2d";
   Arg q, k, v;
   to_arg(q_, op, "q", q);
   to_arg(k_, op, "k", k);
   to_arg(v_, op, "v", v);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const float sc = scale_arg(scale, op);
+  const float sc = scale_param(scale, op);
+  const bool causal = bool_param(causal_, op, "causal");
   return run_into(out, op, attention_flops(q, k),
                   [&](lc::Tensor& o) { lc::attention2d_into(q.t, k.t, v.t, o, causal, p, sc); });
 }
@@ -183,14 +171,16 @@ double conv_flops(const Arg& x, const Arg& w) {
   return 2.0 * x.t.numel() * (w.t.ndim() == 4 ? w.t.size(0) * w.t.size(2) * w.t.size(3) : 1);
 }
 
-nb::object py_conv2d(nb::handle x_, nb::handle w_, nb::handle b_, int sh, int sw, int ph, int pw,
-                     nb::handle device, const std::string& activation, nb::handle policy) {
+nb::object py_conv2d(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle sh_, nb::handle sw_,
+                     nb::handle ph_, nb::handle pw_, nb::handle device, nb::handle activation,
+                     nb::handle policy) {
   static constexpr const char* op = "conv2d_nchw";
   Arg x, w, b;
   to_arg(x_, op, "x", x);
   to_arg(w_, op, "weight", w);
   const bool has_b = to_opt_arg(b_, op, "bias", b);
   const lc::Activation act = act_arg(activation, op);
+  const auto [sh, sw, ph, pw] = conv_ints(sh_, sw_, ph_, pw_, op);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
   return run_returning(
@@ -200,15 +190,16 @@ nb::object py_conv2d(nb::handle x_, nb::handle w_, nb::handle b_, int sh, int sw
       [&] { return lc::conv2d_nchw(x.t, w.t, bias, sh, sw, ph, pw, act, p); });
 }
 
-nb::object py_conv2d_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out, int sh,
-                          int sw, int ph, int pw, nb::handle device, const std::string& activation,
-                          nb::handle policy) {
+nb::object py_conv2d_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out,
+                          nb::handle sh_, nb::handle sw_, nb::handle ph_, nb::handle pw_,
+                          nb::handle device, nb::handle activation, nb::handle policy) {
   static constexpr const char* op = "conv2d_nchw";
   Arg x, w, b;
   to_arg(x_, op, "x", x);
   to_arg(w_, op, "weight", w);
   const bool has_b = to_opt_arg(b_, op, "bias", b);
   const lc::Activation act = act_arg(activation, op);
+  const auto [sh, sw, ph, pw] = conv_ints(sh_, sw_, ph_, pw_, op);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
   return run_into(out, op, conv_flops(x, w), [&](lc::Tensor& o) {
@@ -217,13 +208,14 @@ nb::object py_conv2d_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handl
 }
 
 // ---- layernorm / softmax ---------------------------------------------------------------------
-nb::object py_layernorm(nb::handle x_, nb::handle g_, nb::handle b_, float eps, nb::handle device,
-                        nb::handle policy) {
+nb::object py_layernorm(nb::handle x_, nb::handle g_, nb::handle b_, nb::handle eps_,
+                        nb::handle device, nb::handle policy) {
   static constexpr const char* op = "layernorm";
   Arg x, g, b;
   to_arg(x_, op, "x", x);
   const bool has_g = to_opt_arg(g_, op, "gamma", g);
   const bool has_b = to_opt_arg(b_, op, "beta", b);
+  const float eps = static_cast<float>(float_param(eps_, op, "eps"));
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* gp = has_g ? &g.t : nullptr;
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
@@ -234,13 +226,14 @@ nb::object py_layernorm(nb::handle x_, nb::handle g_, nb::handle b_, float eps, 
       [&] { return lc::layernorm(x.t, gp, bp, eps, p); });
 }
 
-nb::object py_layernorm_into(nb::handle x_, nb::handle g_, nb::handle b_, nb::handle out, float eps,
-                             nb::handle device, nb::handle policy) {
+nb::object py_layernorm_into(nb::handle x_, nb::handle g_, nb::handle b_, nb::handle out,
+                             nb::handle eps_, nb::handle device, nb::handle policy) {
   static constexpr const char* op = "layernorm";
   Arg x, g, b;
   to_arg(x_, op, "x", x);
   const bool has_g = to_opt_arg(g_, op, "gamma", g);
   const bool has_b = to_opt_arg(b_, op, "beta", b);
+  const float eps = static_cast<float>(float_param(eps_, op, "eps"));
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* gp = has_g ? &g.t : nullptr;
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
@@ -271,7 +264,10 @@ nb::object ew(const char* op, nb::handle a_, nb::handle b_, float alpha, nb::han
               nb::handle policy) {
   Arg a, b;
   to_arg(a_, op, "a", a);
-  const bool has_b = b_.is_valid() && to_opt_arg(b_, op, "b", b);
+  // Binary ops get a valid handle for b (None included: a TypeError like any other input);
+  // unary ops pass an invalid one.
+  const bool has_b = b_.is_valid();
+  if (has_b) to_arg(b_, op, "b", b);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
   return run_returning(
@@ -285,7 +281,10 @@ nb::object ew_into(const char* op, nb::handle a_, nb::handle b_, float alpha, nb
                    nb::handle device, nb::handle policy) {
   Arg a, b;
   to_arg(a_, op, "a", a);
-  const bool has_b = b_.is_valid() && to_opt_arg(b_, op, "b", b);
+  // Binary ops get a valid handle for b (None included: a TypeError like any other input);
+  // unary ops pass an invalid one.
+  const bool has_b = b_.is_valid();
+  if (has_b) to_arg(b_, op, "b", b);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
   return run_into(out, op, 1.0 * a.t.numel(),
@@ -321,33 +320,33 @@ void register_ops(nb::module_& m) {
   m.def("matmul2d_into", &py_matmul2d_into, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none(),
         nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
   m.def("linear", &py_linear, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none() = none,
-        nb::arg("activation") = "none", nb::arg("device") = none, nb::kw_only(),
+        nb::arg("activation").none() = "none", nb::arg("device") = none, nb::kw_only(),
         nb::arg("policy") = none,
         "x[m,in] @ weight[out,in]^T + bias, then activation (\"none\", \"relu\", \"gelu\").");
   m.def("linear_into", &py_linear_into, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none(),
-        nb::arg("out").none(), nb::arg("activation") = "none", nb::arg("device") = none, nb::kw_only(),
+        nb::arg("out").none(), nb::arg("activation").none() = "none", nb::arg("device") = none, nb::kw_only(),
         nb::arg("policy") = none);
   m.def("attention2d", &py_attention2d, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(),
-        nb::arg("causal") = false, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("causal").none() = false, nb::arg("device") = none, nb::kw_only(),
         nb::arg("scale") = none, nb::arg("policy") = none,
         "softmax(q k^T * scale [causal]) v for one head; scale defaults to 1/sqrt(head_dim).");
   m.def("attention2d_into", &py_attention2d_into, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(),
-        nb::arg("out").none(), nb::arg("causal") = false, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("out").none(), nb::arg("causal").none() = false, nb::arg("device") = none, nb::kw_only(),
         nb::arg("scale") = none, nb::arg("policy") = none);
   m.def("conv2d_nchw", &py_conv2d, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none() = none,
-        nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
-        nb::arg("pad_w") = 0, nb::arg("device") = none, nb::kw_only(),
-        nb::arg("activation") = "none", nb::arg("policy") = none,
+        nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1, nb::arg("pad_h").none() = 0,
+        nb::arg("pad_w").none() = 0, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("activation").none() = "none", nb::arg("policy") = none,
         "NCHW 2-D convolution x[n,c,h,w] * weight[oc,c,kh,kw] + bias[oc], optional fused activation.");
   m.def("conv2d_nchw_into", &py_conv2d_into, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none(),
-        nb::arg("out").none(), nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
-        nb::arg("pad_w") = 0, nb::arg("device") = none, nb::kw_only(),
-        nb::arg("activation") = "none", nb::arg("policy") = none);
+        nb::arg("out").none(), nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1, nb::arg("pad_h").none() = 0,
+        nb::arg("pad_w").none() = 0, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("activation").none() = "none", nb::arg("policy") = none);
   m.def("layernorm", &py_layernorm, nb::arg("x").none(), nb::arg("gamma").none() = none, nb::arg("beta").none() = none,
-        nb::arg("eps") = 1e-5f, nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none,
+        nb::arg("eps").none() = 1e-5f, nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none,
         "Layer normalisation over the last dimension.");
   m.def("layernorm_into", &py_layernorm_into, nb::arg("x").none(), nb::arg("gamma").none(), nb::arg("beta").none(),
-        nb::arg("out").none(), nb::arg("eps") = 1e-5f, nb::arg("device") = none, nb::kw_only(),
+        nb::arg("out").none(), nb::arg("eps").none() = 1e-5f, nb::arg("device") = none, nb::kw_only(),
         nb::arg("policy") = none);
   m.def("softmax", &py_softmax, nb::arg("x").none(), nb::arg("device") = none, nb::kw_only(),
         nb::arg("policy") = none, "Softmax over the last dimension.");
@@ -359,13 +358,15 @@ void register_ops(nb::module_& m) {
   LC_BINARY(matrix_sub)
   LC_UNARY(relu)
   LC_UNARY(gelu)
-  m.def("vector_scale", [](nb::handle a, float alpha, nb::handle device, nb::handle policy) {
-    return ew("vector_scale", a, nb::handle(), alpha, device, policy);
-  }, nb::arg("a").none(), nb::arg("alpha"), nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
-  m.def("vector_scale_into", [](nb::handle a, float alpha, nb::handle out, nb::handle device,
+  m.def("vector_scale", [](nb::handle a, nb::handle alpha, nb::handle device, nb::handle policy) {
+    const float al = static_cast<float>(float_param(alpha, "vector_scale", "alpha"));
+    return ew("vector_scale", a, nb::handle(), al, device, policy);
+  }, nb::arg("a").none(), nb::arg("alpha").none(), nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
+  m.def("vector_scale_into", [](nb::handle a, nb::handle alpha, nb::handle out, nb::handle device,
                                 nb::handle policy) {
-    return ew_into("vector_scale", a, nb::handle(), alpha, out, device, policy);
-  }, nb::arg("a").none(), nb::arg("alpha"), nb::arg("out").none(), nb::arg("device") = none, nb::kw_only(),
+    const float al = static_cast<float>(float_param(alpha, "vector_scale", "alpha"));
+    return ew_into("vector_scale", a, nb::handle(), al, out, device, policy);
+  }, nb::arg("a").none(), nb::arg("alpha").none(), nb::arg("out").none(), nb::arg("device") = none, nb::kw_only(),
      nb::arg("policy") = none);
 }
 

@@ -4,6 +4,7 @@
 
 #include "backends/backend.h"
 #include "bindings.h"
+#include "convert.h"
 #include "core/op_runner.h"
 #include "core/placement.h"
 #include "lightning_core/errors.h"
@@ -23,18 +24,18 @@ bool parse_download(nb::handle v, const char* op) {
   lc::throw_value(op, "download must be True/False (or \"yes\"/\"no\")");
 }
 
-void init_policy(lc::ExecutionPolicy* self, const std::string& device, const std::string& upload,
-                 nb::handle download, const std::string& sync, const std::string& precision,
-                 bool fusion, bool autotune) {
+void init_policy(lc::ExecutionPolicy* self, nb::handle device, nb::handle upload,
+                 nb::handle download, nb::handle sync, nb::handle precision, nb::handle fusion,
+                 nb::handle autotune) {
   static constexpr const char* op = "ExecutionPolicy";
   lc::ExecutionPolicy p;
-  p.device = lc::parse_device(device, op);
-  p.upload = lc::parse_upload(upload, op);
+  p.device = lc::parse_device(str_param(device, op, "device"), op);
+  p.upload = lc::parse_upload(str_param(upload, op, "upload"), op);
   p.download = parse_download(download, op);
-  p.sync = lc::parse_sync(sync, op);
-  p.precision = lc::parse_precision(precision, op);
-  p.fusion = fusion;
-  p.autotune = autotune;
+  p.sync = lc::parse_sync(str_param(sync, op, "sync"), op);
+  p.precision = lc::parse_precision(str_param(precision, op, "precision"), op);
+  p.fusion = bool_param(fusion, op, "fusion");
+  p.autotune = bool_param(autotune, op, "autotune");
   p.validate(op);
   new (self) lc::ExecutionPolicy(p);
 }
@@ -74,54 +75,58 @@ nb::dict model_to_dict(const lc::CostModel& m) {
 // a fitted model) unless conv_crossover_explicit is given too.
 lc::CostModel model_from_dict(const nb::dict& d) {
   static constexpr const char* op = "set_cost_model";
+  auto num = [](nb::handle v, const std::string& k) { return float_param(v, op, k.c_str()); };
+  auto flag = [](nb::handle v, const std::string& k) { return bool_param(v, op, k.c_str()); };
   lc::CostModel m = lc::cost_model();
   bool explicit_given = false;
   for (auto [k_, v] : d) {
-    const std::string k = nb::cast<std::string>(k_);
+    const std::string k = str_param(k_, op, "field name");
     const bool rates = k == "cpu_gflops" || k == "gpu_gflops";
     if (rates || k == "cpu_family_overhead_us" || k == "gpu_family_overhead_us") {
       double* dst = k == "cpu_gflops"               ? m.cpu_gflops
                     : k == "gpu_gflops"             ? m.gpu_gflops
                     : k == "cpu_family_overhead_us" ? m.cpu_family_overhead_us
                                                     : m.gpu_family_overhead_us;
-      for (auto [fk_, fv] : nb::cast<nb::dict>(v)) {
-        const std::string fk = nb::cast<std::string>(fk_);
+      if (!PyDict_Check(v.ptr()))
+        lc::throw_type(op, k + " must be a dict {op family: number}");
+      for (auto [fk_, fv] : nb::borrow<nb::dict>(v)) {
+        const std::string fk = str_param(fk_, op, "op family");
         int idx = -1;
         for (int i = 0; i < lc::CostModel::kFamilies; ++i)
           if (fk == kFamilies[i]) idx = i;
         if (idx < 0) lc::throw_value(op, "unknown op family '" + fk + "'");
-        dst[idx] = nb::cast<double>(fv);
+        dst[idx] = num(fv, k + "[" + fk + "]");
         if (rates && !(dst[idx] > 0)) lc::throw_value(op, k + "[" + fk + "] must be > 0");
         if (!rates && !(dst[idx] >= 0)) lc::throw_value(op, k + "[" + fk + "] must be >= 0");
       }
     } else if (k == "cpu_overhead_us") {
-      m.cpu_overhead_us = nb::cast<double>(v);
+      m.cpu_overhead_us = num(v, k);
     } else if (k == "gpu_launch_us") {
-      m.gpu_launch_us = nb::cast<double>(v);
+      m.gpu_launch_us = num(v, k);
     } else if (k == "h2d_gbps") {
-      m.h2d_gbps = nb::cast<double>(v);
+      m.h2d_gbps = num(v, k);
     } else if (k == "d2h_gbps") {
-      m.d2h_gbps = nb::cast<double>(v);
+      m.d2h_gbps = num(v, k);
     } else if (k == "h2d_small_gbps") {
-      m.h2d_small_gbps = nb::cast<double>(v);
+      m.h2d_small_gbps = num(v, k);
     } else if (k == "d2h_small_gbps") {
-      m.d2h_small_gbps = nb::cast<double>(v);
+      m.d2h_small_gbps = num(v, k);
     } else if (k == "small_copy_bytes") {
-      m.small_copy_bytes = nb::cast<double>(v);
+      m.small_copy_bytes = num(v, k);
     } else if (k == "h2d_latency_us") {
-      m.h2d_latency_us = nb::cast<double>(v);
+      m.h2d_latency_us = num(v, k);
     } else if (k == "d2h_latency_us") {
-      m.d2h_latency_us = nb::cast<double>(v);
+      m.d2h_latency_us = num(v, k);
     } else if (k == "conv_cpu_crossover_macs") {
-      m.conv_cpu_crossover_macs = nb::cast<double>(v);
+      m.conv_cpu_crossover_macs = num(v, k);
       if (!explicit_given) m.conv_crossover_explicit = true;
     } else if (k == "conv_crossover_explicit") {
-      m.conv_crossover_explicit = nb::cast<bool>(v);
+      m.conv_crossover_explicit = flag(v, k);
       explicit_given = true;
     } else if (k == "calibrated") {
-      m.calibrated = nb::cast<bool>(v);
+      m.calibrated = flag(v, k);
     } else if (k == "gpu_calibrated") {
-      m.gpu_calibrated = nb::cast<bool>(v);
+      m.gpu_calibrated = flag(v, k);
     } else {
       lc::throw_value(op, "unknown cost-model field '" + k + "'");
     }
@@ -148,7 +153,7 @@ nb::dict placement_query(const std::string& op, const std::vector<std::vector<st
   if (gpu_available.is_none()) {
     pl = lc::choose_device(op.c_str(), w, p, true, true);
   } else {
-    const bool present = nb::cast<bool>(gpu_available);
+    const bool present = bool_param(gpu_available, "placement", "gpu_available");
     pl = lc::choose_device_with(op.c_str(), w, p, present, true, true, m,
                                 present ? std::string() : "assumed absent (gpu_available=False)");
   }
@@ -180,7 +185,7 @@ std::string chain_device(const std::vector<std::string>& ops,
   lc::ExecutionPolicy p = base;
   p.device = lc::DeviceRequest::automatic;
   const bool assumed = !gpu_available.is_none();
-  const bool present = assumed && nb::cast<bool>(gpu_available);
+  const bool present = assumed && bool_param(gpu_available, "placement", "gpu_available");
   if (assumed && !present) return "cpu";
   for (std::size_t i = 0; i < ops.size(); ++i) {
     lc::WorkEstimate w;
@@ -208,9 +213,10 @@ void register_policy(nb::module_& m) {
       "Where an op runs and what it may cost: device (auto/cpu/cuda), upload (always/once/never), "
       "download (True/False), sync (per_call/batch/none), precision (fp32/tf32/bf16), fusion, "
       "autotune. Invalid combinations raise ValueError.")
-      .def("__init__", &init_policy, nb::arg("device") = "auto", nb::arg("upload") = "always",
-           nb::arg("download") = true, nb::arg("sync") = "per_call", nb::arg("precision") = "fp32",
-           nb::arg("fusion") = true, nb::arg("autotune") = true)
+      .def("__init__", &init_policy, nb::arg("device").none() = "auto",
+           nb::arg("upload").none() = "always", nb::arg("download").none() = true,
+           nb::arg("sync").none() = "per_call", nb::arg("precision").none() = "fp32",
+           nb::arg("fusion").none() = true, nb::arg("autotune").none() = true)
       .def_prop_ro("device", [](const lc::ExecutionPolicy& p) { return std::string(lc::to_string(p.device)); })
       .def_prop_ro("upload", [](const lc::ExecutionPolicy& p) { return std::string(lc::to_string(p.upload)); })
       .def_prop_ro("download", [](const lc::ExecutionPolicy& p) { return p.download; })
@@ -218,7 +224,13 @@ void register_policy(nb::module_& m) {
       .def_prop_ro("precision", [](const lc::ExecutionPolicy& p) { return std::string(lc::to_string(p.precision)); })
       .def_prop_ro("fusion", [](const lc::ExecutionPolicy& p) { return p.fusion; })
       .def_prop_ro("autotune", [](const lc::ExecutionPolicy& p) { return p.autotune; })
-      .def("__eq__", [](const lc::ExecutionPolicy& a, const lc::ExecutionPolicy& b) { return a == b; })
+      .def("__eq__", [](const lc::ExecutionPolicy& a, nb::handle b) -> nb::object {
+        lc::ExecutionPolicy* other = nullptr;
+        if (!nb::try_cast<lc::ExecutionPolicy*>(b, other) || !other)
+          return nb::borrow(Py_NotImplemented);  // == None / other types: False, no error
+        return nb::bool_(a == *other);
+      }, nb::arg("other").none())
+      .def("__hash__", [](const lc::ExecutionPolicy& p) { return std::hash<std::string>{}(p.to_string()); })
       .def("__repr__", [](const lc::ExecutionPolicy& p) { return "ExecutionPolicy(" + p.to_string() + ")"; });
   m.def("get_default_policy", &lc::default_policy);
   m.def("set_default_policy", &lc::set_default_policy, nb::arg("policy"));

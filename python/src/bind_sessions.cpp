@@ -23,23 +23,43 @@ namespace {
 lc::ExecutionPolicy session_policy(nb::handle device, nb::handle policy, nb::handle upload,
                                    const char* op) {
   lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  if (!upload.is_none()) p.upload = lc::parse_upload(nb::cast<std::string>(upload), op);
+  if (!upload.is_none()) p.upload = lc::parse_upload(str_param(upload, op, "upload"), op);
   else if (policy.is_none() && p.upload == lc::UploadMode::always) p.upload = lc::UploadMode::once;
   p.validate(op);
   return p;
 }
 
-float scale_value(nb::handle scale, const char* op) {
-  if (scale.is_none()) return 0.0f;
-  const float s = nb::cast<float>(scale);
-  if (!(s > 0.0f)) lc::throw_value(op, "scale must be > 0 (or None for 1/sqrt(head_dim))");
-  return s;
+// The Python objects a session's inputs were last uploaded from live in the session's
+// `_lc_bound` attribute (a tuple, which also keeps them alive so their identity cannot be
+// reused). An argument that is not that very object is flagged stale, and the session uploads
+// it again instead of computing with the old data (upload="once"/"never").
+constexpr const char* kBound = "_lc_bound";
+
+std::uint32_t stale_mask(nb::handle self, std::initializer_list<std::pair<nb::handle, const char*>> in) {
+  nb::object bound = nb::getattr(self, kBound, nb::none());
+  const bool have = PyTuple_Check(bound.ptr());
+  std::uint32_t mask = 0;
+  std::size_t i = 0;
+  for (const auto& entry : in) {
+    if (!have || i >= static_cast<std::size_t>(PyTuple_GET_SIZE(bound.ptr())) ||
+        PyTuple_GET_ITEM(bound.ptr(), i) != entry.first.ptr())
+      mask |= 1u << i;
+    ++i;
+  }
+  return mask;
 }
 
-// Converts the per-call inputs and `out`, then runs `f(inputs, out)` without the GIL.
+void set_bound(nb::handle self, std::initializer_list<std::pair<nb::handle, const char*>> in) {
+  nb::list l;
+  for (const auto& entry : in) l.append(entry.first);
+  nb::setattr(self, kBound, nb::tuple(l));
+}
+
+// Converts the per-call inputs and `out`, then runs `f(inputs, out, stale)` without the GIL;
+// afterwards the arguments are the session's bound objects.
 template <class F>
-void with_args(std::initializer_list<std::pair<nb::handle, const char*>> in, nb::handle out_obj,
-               const char* op, F&& f) {
+void with_args(nb::handle self, std::initializer_list<std::pair<nb::handle, const char*>> in,
+               nb::handle out_obj, const char* op, F&& f) {
   Arg args[4];
   std::vector<const lc::Tensor*> ptrs;
   int i = 0;
@@ -49,9 +69,22 @@ void with_args(std::initializer_list<std::pair<nb::handle, const char*>> in, nb:
     ++i;
   }
   Arg out;
-  to_arg(out_obj, op, "out", out);
-  nb::gil_scoped_release nogil;
-  f(ptrs, out.t);
+  to_out_arg(out_obj, op, out);
+  const std::uint32_t stale = stale_mask(self, in);
+  {
+    nb::gil_scoped_release nogil;
+    f(ptrs, out.t, stale);
+  }
+  set_bound(self, in);
+}
+
+// Wraps a new session and records its creation inputs as the bound objects.
+template <class S>
+nb::object new_session(std::unique_ptr<S> s,
+                       std::initializer_list<std::pair<nb::handle, const char*>> in) {
+  nb::object o = nb::cast(std::move(s));
+  set_bound(o, in);
+  return o;
 }
 
 nb::dict stats_dict(const lc::ResidentSession& s) {
@@ -65,26 +98,30 @@ nb::dict stats_dict(const lc::ResidentSession& s) {
   return d;
 }
 
-lc::ConvAttentionParams conv_attn_params(std::int64_t seq_len, std::int64_t head_dim, int sh,
-                                         int sw, int ph, int pw, const std::string& activation,
-                                         bool causal, nb::handle scale, const char* op) {
+// The conv -> attention parameters, each checked with a message naming it.
+lc::ConvAttentionParams conv_attn_params(nb::handle seq_len, nb::handle head_dim, nb::handle sh,
+                                         nb::handle sw, nb::handle ph, nb::handle pw,
+                                         nb::handle activation, nb::handle causal,
+                                         nb::handle scale, const char* op) {
+  constexpr std::int64_t kIntMax = 2147483647, kI64Max = INT64_MAX;
   lc::ConvAttentionParams prm;
-  prm.seq_len = seq_len;
-  prm.head_dim = head_dim;
-  prm.stride_h = sh;
-  prm.stride_w = sw;
-  prm.pad_h = ph;
-  prm.pad_w = pw;
-  prm.act = lc::parse_activation(activation, op);
-  prm.causal = causal;
-  prm.scale = scale_value(scale, op);
+  prm.seq_len = int_param(seq_len, op, "seq_len", 1, kI64Max);
+  prm.head_dim = int_param(head_dim, op, "head_dim", 1, kI64Max);
+  prm.stride_h = static_cast<int>(int_param(sh, op, "stride_h", 1, kIntMax));
+  prm.stride_w = static_cast<int>(int_param(sw, op, "stride_w", 1, kIntMax));
+  prm.pad_h = static_cast<int>(int_param(ph, op, "pad_h", 0, kIntMax));
+  prm.pad_w = static_cast<int>(int_param(pw, op, "pad_w", 0, kIntMax));
+  prm.act = lc::parse_activation(str_param(activation, op, "activation"), op);
+  prm.causal = bool_param(causal, op, "causal");
+  prm.scale = scale_param(scale, op);
   return prm;
 }
 
-nb::object py_conv_attention(nb::handle x_, nb::handle w_, nb::handle b_, std::int64_t seq_len,
-                             std::int64_t head_dim, int sh, int sw, int ph, int pw,
-                             nb::handle device, const std::string& activation, bool causal,
-                             nb::handle scale, bool graph, nb::handle policy) {
+nb::object py_conv_attention(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle seq_len,
+                             nb::handle head_dim, nb::handle sh, nb::handle sw, nb::handle ph,
+                             nb::handle pw, nb::handle device, nb::handle activation,
+                             nb::handle causal, nb::handle scale, nb::handle graph,
+                             nb::handle policy) {
   static constexpr const char* op = "conv_attention_nchw";
   Arg x, w, b;
   to_arg(x_, op, "x", x);
@@ -93,7 +130,7 @@ nb::object py_conv_attention(nb::handle x_, nb::handle w_, nb::handle b_, std::i
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   lc::ConvAttentionParams prm =
       conv_attn_params(seq_len, head_dim, sh, sw, ph, pw, activation, causal, scale, op);
-  prm.graph = graph;
+  prm.graph = bool_param(graph, op, "graph");
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
   if (!x.from_lc && !w.from_lc && !(has_b && b.from_lc) && p.download) {
     lc::Tensor view;
@@ -111,19 +148,20 @@ nb::object py_conv_attention(nb::handle x_, nb::handle w_, nb::handle b_, std::i
 }
 
 nb::object py_conv_attention_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out_,
-                                  std::int64_t seq_len, std::int64_t head_dim, int sh, int sw,
-                                  int ph, int pw, nb::handle device, const std::string& activation,
-                                  bool causal, nb::handle scale, bool graph, nb::handle policy) {
+                                  nb::handle seq_len, nb::handle head_dim, nb::handle sh,
+                                  nb::handle sw, nb::handle ph, nb::handle pw, nb::handle device,
+                                  nb::handle activation, nb::handle causal, nb::handle scale,
+                                  nb::handle graph, nb::handle policy) {
   static constexpr const char* op = "conv_attention_nchw";
   Arg x, w, b, out;
   to_arg(x_, op, "x", x);
   to_arg(w_, op, "weight", w);
   const bool has_b = to_opt_arg(b_, op, "bias", b);
-  to_arg(out_, op, "out", out);
+  to_out_arg(out_, op, out);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   lc::ConvAttentionParams prm =
       conv_attn_params(seq_len, head_dim, sh, sw, ph, pw, activation, causal, scale, op);
-  prm.graph = graph;
+  prm.graph = bool_param(graph, op, "graph");
   {
     nb::gil_scoped_release nogil;
     lc::conv_attention_nchw_into(x.t, w.t, has_b ? &b.t : nullptr, prm, out.t, p);
@@ -135,7 +173,7 @@ nb::object py_conv_attention_into(nb::handle x_, nb::handle w_, nb::handle b_, n
 
 void register_sessions(nb::module_& m) {
   using lc::ResidentSession;
-  nb::class_<ResidentSession>(m, "ResidentSession",
+  nb::class_<ResidentSession>(m, "ResidentSession", nb::dynamic_attr(),
       "A resident session: inputs uploaded once, launches only, sync/download on request. "
       "Use as a context manager or call close().")
       .def("sync", [](ResidentSession& s) {
@@ -144,17 +182,21 @@ void register_sessions(nb::module_& m) {
       }, "Waits for the queued launches.")
       .def("download_into", [](ResidentSession& s, nb::handle out_obj) {
         Arg out;
-        to_arg(out_obj, s.op(), "out", out);
+        to_out_arg(out_obj, s.op(), out);
         {
           nb::gil_scoped_release nogil;
           s.download_into(out.t);
         }
         return nb::borrow(out_obj);
       }, nb::arg("out"), "Synchronises and copies the last result into out.")
-      .def("close", [](ResidentSession& s) { s.close(); },
+      .def("close", [](ResidentSession& s) {
+        nb::gil_scoped_release nogil;  // waits for a call in flight on another thread
+        s.close();
+      },
            "Frees the session's device memory; later calls raise ValueError.")
       .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
       .def("__exit__", [](ResidentSession& s, nb::handle, nb::handle, nb::handle) {
+        nb::gil_scoped_release nogil;
         s.close();
         return false;
       }, nb::arg("exc_type").none(), nb::arg("exc").none(), nb::arg("tb").none())
@@ -187,106 +229,133 @@ void register_sessions(nb::module_& m) {
 
   // ---- matmul ----
   nb::class_<lc::Matmul2dSession, ResidentSession>(m, "Matmul2dResidentSession")
-      .def("start_into", [](lc::Matmul2dSession& s, nb::handle a, nb::handle b, nb::handle out) {
-        with_args({{a, "a"}, {b, "b"}}, out, s.op(),
-                  [&](const auto& in, lc::Tensor& o) { s.start_into(in, o); });
+      .def("start_into", [](nb::handle self, nb::handle a, nb::handle b, nb::handle out) {
+        auto& s = nb::cast<lc::Matmul2dSession&>(self);
+        with_args(self, {{a, "a"}, {b, "b"}}, out, s.op(),
+                  [&](const auto& in, lc::Tensor& o, std::uint32_t) { s.start_into(in, o); });
         return nb::borrow(out);
       }, nb::arg("a"), nb::arg("b"), nb::arg("out"))
-      .def("run_into", [](lc::Matmul2dSession& s, nb::handle a, nb::handle b, nb::handle out) {
-        with_args({{a, "a"}, {b, "b"}}, out, s.op(),
-                  [&](const auto& in, lc::Tensor& o) { s.run_into(in, o); });
+      .def("run_into", [](nb::handle self, nb::handle a, nb::handle b, nb::handle out) {
+        auto& s = nb::cast<lc::Matmul2dSession&>(self);
+        with_args(self, {{a, "a"}, {b, "b"}}, out, s.op(),
+                  [&](const auto& in, lc::Tensor& o, std::uint32_t st) { s.run_into(in, o, st); });
         return nb::borrow(out);
       }, nb::arg("a"), nb::arg("b"), nb::arg("out"))
       .def("run_batch_sync_no_download_into",
-           [](lc::Matmul2dSession& s, nb::handle a, nb::handle b, nb::handle out, std::int64_t n) {
-             with_args({{a, "a"}, {b, "b"}}, out, s.op(), [&](const auto& in, lc::Tensor& o) {
-               s.run_batch_sync_no_download_into(in, o, n);
-             });
+           [](nb::handle self, nb::handle a, nb::handle b, nb::handle out, nb::handle n_) {
+             auto& s = nb::cast<lc::Matmul2dSession&>(self);
+             const std::int64_t n = int_param(n_, s.op(), "n", 1, INT64_MAX);
+             with_args(self, {{a, "a"}, {b, "b"}}, out, s.op(),
+                       [&](const auto& in, lc::Tensor& o, std::uint32_t st) {
+                         s.run_batch_sync_no_download_into(in, o, n, st);
+                       });
            }, nb::arg("a"), nb::arg("b"), nb::arg("out"), nb::arg("n"))
       .def_prop_ro("gemm_mode", &lc::Matmul2dSession::gemm_mode);
 
   m.def("matmul2d_resident_session",
         [](nb::handle a_, nb::handle b_, nb::handle device, nb::handle policy, nb::handle upload,
-           bool use_graph) {
+           nb::handle use_graph_) {
           static constexpr const char* op = "matmul2d_resident_session";
+          const bool use_graph = bool_param(use_graph_, op, "use_graph");
           Arg a, b;
           to_arg(a_, op, "a", a);
           to_arg(b_, op, "b", b);
           const lc::ExecutionPolicy p = session_policy(device, policy, upload, op);
-          nb::gil_scoped_release nogil;
-          return std::make_unique<lc::Matmul2dSession>(a.t, b.t, p, use_graph);
+          std::unique_ptr<lc::Matmul2dSession> s;
+          {
+            nb::gil_scoped_release nogil;
+            s = std::make_unique<lc::Matmul2dSession>(a.t, b.t, p, use_graph);
+          }
+          return new_session(std::move(s), {{a_, "a"}, {b_, "b"}});
         },
         nb::arg("a"), nb::arg("b"), nb::arg("device") = nb::none(), nb::kw_only(),
         nb::arg("policy") = nb::none(), nb::arg("upload") = nb::none(),
-        nb::arg("use_graph") = false,
+        nb::arg("use_graph").none() = false,
         "A resident matmul2d session for a[m,k] @ b[k,n] (see ResidentSession).");
 
   // ---- attention ----
   nb::class_<lc::Attention2dSession, ResidentSession>(m, "Attention2dResidentSession")
-      .def("start_into", [](lc::Attention2dSession& s, nb::handle q, nb::handle k, nb::handle v,
+      .def("start_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
                             nb::handle out) {
-        with_args({{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
-                  [&](const auto& in, lc::Tensor& o) { s.start_into(in, o); });
+        auto& s = nb::cast<lc::Attention2dSession&>(self);
+        with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
+                  [&](const auto& in, lc::Tensor& o, std::uint32_t) { s.start_into(in, o); });
         return nb::borrow(out);
       }, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"))
-      .def("run_into", [](lc::Attention2dSession& s, nb::handle q, nb::handle k, nb::handle v,
+      .def("run_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
                           nb::handle out) {
-        with_args({{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
-                  [&](const auto& in, lc::Tensor& o) { s.run_into(in, o); });
+        auto& s = nb::cast<lc::Attention2dSession&>(self);
+        with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
+                  [&](const auto& in, lc::Tensor& o, std::uint32_t st) { s.run_into(in, o, st); });
         return nb::borrow(out);
       }, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"))
       .def("run_batch_sync_no_download_into",
-           [](lc::Attention2dSession& s, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
-              std::int64_t n) {
-             with_args({{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
-                       [&](const auto& in, lc::Tensor& o) {
-                         s.run_batch_sync_no_download_into(in, o, n);
+           [](nb::handle self, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
+              nb::handle n_) {
+             auto& s = nb::cast<lc::Attention2dSession&>(self);
+             const std::int64_t n = int_param(n_, s.op(), "n", 1, INT64_MAX);
+             with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
+                       [&](const auto& in, lc::Tensor& o, std::uint32_t st) {
+                         s.run_batch_sync_no_download_into(in, o, n, st);
                        });
            }, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("n"));
 
   m.def("attention2d_resident_session",
-        [](nb::handle q_, nb::handle k_, nb::handle v_, bool causal, nb::handle device,
-           nb::handle scale, nb::handle policy, nb::handle upload, bool use_graph) {
+        [](nb::handle q_, nb::handle k_, nb::handle v_, nb::handle causal_, nb::handle device,
+           nb::handle scale, nb::handle policy, nb::handle upload, nb::handle use_graph_) {
           static constexpr const char* op = "attention2d_resident_session";
+          const bool causal = bool_param(causal_, op, "causal");
+          const bool use_graph = bool_param(use_graph_, op, "use_graph");
           Arg q, k, v;
           to_arg(q_, op, "q", q);
           to_arg(k_, op, "k", k);
           to_arg(v_, op, "v", v);
-          const float sc = scale_value(scale, op);
+          const float sc = scale_param(scale, op);
           const lc::ExecutionPolicy p = session_policy(device, policy, upload, op);
-          nb::gil_scoped_release nogil;
-          return std::make_unique<lc::Attention2dSession>(q.t, k.t, v.t, causal, sc, p, use_graph);
+          std::unique_ptr<lc::Attention2dSession> s;
+          {
+            nb::gil_scoped_release nogil;
+            s = std::make_unique<lc::Attention2dSession>(q.t, k.t, v.t, causal, sc, p, use_graph);
+          }
+          return new_session(std::move(s), {{q_, "q"}, {k_, "k"}, {v_, "v"}});
         },
-        nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("causal") = false,
+        nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("causal").none() = false,
         nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("scale") = nb::none(),
         nb::arg("policy") = nb::none(), nb::arg("upload") = nb::none(),
-        nb::arg("use_graph") = false,
+        nb::arg("use_graph").none() = false,
         "A resident attention2d session for q[sq,d], k[sk,d], v[sk,dv].");
 
   // ---- conv -> attention ----
   nb::class_<lc::ConvAttentionSession, ResidentSession>(m, "ConvAttentionResidentSession")
-      .def("start_into", [](lc::ConvAttentionSession& s, nb::handle x, nb::handle out) {
-        with_args({{x, "x"}}, out, s.op(),
-                  [&](const auto& in, lc::Tensor& o) { s.start_into(in, o); });
+      .def("start_into", [](nb::handle self, nb::handle x, nb::handle out) {
+        auto& s = nb::cast<lc::ConvAttentionSession&>(self);
+        with_args(self, {{x, "x"}}, out, s.op(),
+                  [&](const auto& in, lc::Tensor& o, std::uint32_t) { s.start_into(in, o); });
         return nb::borrow(out);
       }, nb::arg("x"), nb::arg("out"))
-      .def("run_into", [](lc::ConvAttentionSession& s, nb::handle x, nb::handle out) {
-        with_args({{x, "x"}}, out, s.op(),
-                  [&](const auto& in, lc::Tensor& o) { s.run_into(in, o); });
+      .def("run_into", [](nb::handle self, nb::handle x, nb::handle out) {
+        auto& s = nb::cast<lc::ConvAttentionSession&>(self);
+        with_args(self, {{x, "x"}}, out, s.op(),
+                  [&](const auto& in, lc::Tensor& o, std::uint32_t st) { s.run_into(in, o, st); });
         return nb::borrow(out);
       }, nb::arg("x"), nb::arg("out"))
       .def("run_batch_sync_no_download_into",
-           [](lc::ConvAttentionSession& s, nb::handle x, nb::handle out, std::int64_t n) {
-             with_args({{x, "x"}}, out, s.op(), [&](const auto& in, lc::Tensor& o) {
-               s.run_batch_sync_no_download_into(in, o, n);
-             });
+           [](nb::handle self, nb::handle x, nb::handle out, nb::handle n_) {
+             auto& s = nb::cast<lc::ConvAttentionSession&>(self);
+             const std::int64_t n = int_param(n_, s.op(), "n", 1, INT64_MAX);
+             with_args(self, {{x, "x"}}, out, s.op(),
+                       [&](const auto& in, lc::Tensor& o, std::uint32_t st) {
+                         s.run_batch_sync_no_download_into(in, o, n, st);
+                       });
            }, nb::arg("x"), nb::arg("out"), nb::arg("n"));
 
   m.def("conv_attention_resident_session",
-        [](nb::handle x_, nb::handle w_, nb::handle b_, std::int64_t seq_len, std::int64_t head_dim,
-           int sh, int sw, int ph, int pw, nb::handle device, const std::string& activation,
-           bool causal, nb::handle scale, nb::handle policy, nb::handle upload, bool use_graph) {
+        [](nb::handle x_, nb::handle w_, nb::handle b_, nb::handle seq_len, nb::handle head_dim,
+           nb::handle sh, nb::handle sw, nb::handle ph, nb::handle pw, nb::handle device,
+           nb::handle activation, nb::handle causal, nb::handle scale, nb::handle policy,
+           nb::handle upload, nb::handle use_graph_) {
           static constexpr const char* op = "conv_attention_resident_session";
+          const bool use_graph = bool_param(use_graph_, op, "use_graph");
           Arg x, w, b;
           to_arg(x_, op, "x", x);
           to_arg(w_, op, "weight", w);
@@ -294,33 +363,37 @@ void register_sessions(nb::module_& m) {
           const lc::ConvAttentionParams prm =
               conv_attn_params(seq_len, head_dim, sh, sw, ph, pw, activation, causal, scale, op);
           const lc::ExecutionPolicy p = session_policy(device, policy, upload, op);
-          nb::gil_scoped_release nogil;
-          return std::make_unique<lc::ConvAttentionSession>(x.t, w.t, has_b ? &b.t : nullptr, prm,
-                                                            p, use_graph);
+          std::unique_ptr<lc::ConvAttentionSession> s;
+          {
+            nb::gil_scoped_release nogil;
+            s = std::make_unique<lc::ConvAttentionSession>(x.t, w.t, has_b ? &b.t : nullptr, prm,
+                                                           p, use_graph);
+          }
+          return new_session(std::move(s), {{x_, "x"}});
         },
-        nb::arg("x"), nb::arg("w"), nb::arg("b").none(), nb::arg("seq_len"), nb::arg("head_dim"),
-        nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
-        nb::arg("pad_w") = 0, nb::arg("device") = nb::none(), nb::kw_only(),
-        nb::arg("activation") = "relu", nb::arg("causal") = false, nb::arg("scale") = nb::none(),
+        nb::arg("x"), nb::arg("w"), nb::arg("b").none(), nb::arg("seq_len").none(), nb::arg("head_dim").none(),
+        nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1, nb::arg("pad_h").none() = 0,
+        nb::arg("pad_w").none() = 0, nb::arg("device") = nb::none(), nb::kw_only(),
+        nb::arg("activation").none() = "relu", nb::arg("causal").none() = false, nb::arg("scale") = nb::none(),
         nb::arg("policy") = nb::none(), nb::arg("upload") = nb::none(),
-        nb::arg("use_graph") = false,
+        nb::arg("use_graph").none() = false,
         "A resident conv->attention session: weight and bias resident, x per call; methods "
         "take (x, out).");
 
   m.def("conv_attention_nchw", &py_conv_attention, nb::arg("x"), nb::arg("w"), nb::arg("b").none(),
-        nb::arg("seq_len"), nb::arg("head_dim"), nb::arg("stride_h") = 1, nb::arg("stride_w") = 1,
-        nb::arg("pad_h") = 0, nb::arg("pad_w") = 0, nb::arg("device") = nb::none(), nb::kw_only(),
-        nb::arg("activation") = "relu", nb::arg("causal") = false, nb::arg("scale") = nb::none(),
-        nb::arg("graph") = false, nb::arg("policy") = nb::none(),
+        nb::arg("seq_len").none(), nb::arg("head_dim").none(), nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1,
+        nb::arg("pad_h").none() = 0, nb::arg("pad_w").none() = 0, nb::arg("device") = nb::none(), nb::kw_only(),
+        nb::arg("activation").none() = "relu", nb::arg("causal").none() = false, nb::arg("scale") = nb::none(),
+        nb::arg("graph").none() = false, nb::arg("policy") = nb::none(),
         "conv2d_nchw(+activation) -> the flattened output read cyclically into [seq_len, "
         "head_dim] (api.qkv_arrange) -> self-attention (q=k=v), on one device; x must be one "
         "image. graph=True replays the chain as one cached CUDA graph (CUDA only).");
   m.def("conv_attention_nchw_into", &py_conv_attention_into, nb::arg("x"), nb::arg("w"),
-        nb::arg("b").none(), nb::arg("out"), nb::arg("seq_len"), nb::arg("head_dim"),
-        nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
-        nb::arg("pad_w") = 0, nb::arg("device") = nb::none(), nb::kw_only(),
-        nb::arg("activation") = "relu", nb::arg("causal") = false, nb::arg("scale") = nb::none(),
-        nb::arg("graph") = false, nb::arg("policy") = nb::none());
+        nb::arg("b").none(), nb::arg("out"), nb::arg("seq_len").none(), nb::arg("head_dim").none(),
+        nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1, nb::arg("pad_h").none() = 0,
+        nb::arg("pad_w").none() = 0, nb::arg("device") = nb::none(), nb::kw_only(),
+        nb::arg("activation").none() = "relu", nb::arg("causal").none() = false, nb::arg("scale") = nb::none(),
+        nb::arg("graph").none() = false, nb::arg("policy") = nb::none());
   m.def("_session_live_bytes", &lc::session_live_bytes,
         "Bytes held by all open resident sessions of the process.");
 }

@@ -2,8 +2,11 @@
 
 #include <nanobind/stl/string.h>
 
+#include <cmath>
+
 #include "lightning_core/errors.h"
 #include "numpy_api.h"
+#include "ops/checks.h"
 
 namespace lcpy {
 
@@ -78,6 +81,24 @@ void to_arg(nb::handle obj, const char* op, const char* name, Arg& out) {
   fill_from_ndarray(reinterpret_cast<PyArrayObject*>(arr), op, name, out);
 }
 
+void to_out_arg(nb::handle obj, const char* op, Arg& out) {
+  PyObject* o = obj.ptr();
+  if (PyArray_Check(o)) {
+    const int type = PyArray_TYPE(reinterpret_cast<PyArrayObject*>(o));
+    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
+      nb::str tn = nb::steal<nb::str>(PyObject_Str(
+          reinterpret_cast<PyObject*>(PyArray_DESCR(reinterpret_cast<PyArrayObject*>(o)))));
+      throw lc::OutDTypeError(std::string("[") + op + "] 'out' must be float32, got " +
+                              tn.c_str() + "; allocate it with np.empty(shape, dtype=np.float32)");
+    }
+  }
+  to_arg(obj, op, "out", out);
+  if (out.hold)  // to_arg had to convert or copy it
+    lc::throw_value(op, std::string("'out' (") + Py_TYPE(o)->tp_name +
+                            ") cannot be written in place (not an aligned, native-byte-order "
+                            "float32 array); pass np.empty(shape, dtype=np.float32) or an lc.Tensor");
+}
+
 bool to_opt_arg(nb::handle obj, const char* op, const char* name, Arg& out) {
   if (obj.is_none()) return false;
   to_arg(obj, op, name, out);
@@ -140,6 +161,64 @@ lc::ExecutionPolicy resolve_policy(nb::handle device, nb::handle policy, const c
     p.device = lc::parse_device(std::string(s, static_cast<std::size_t>(len)), op);
   }
   return p;
+}
+
+std::string str_param(nb::handle h, const char* op, const char* name) {
+  if (!PyUnicode_Check(h.ptr()))
+    lc::throw_type(op, std::string("'") + name + "' must be a string, got " +
+                           Py_TYPE(h.ptr())->tp_name);
+  Py_ssize_t len = 0;
+  const char* s = PyUnicode_AsUTF8AndSize(h.ptr(), &len);
+  if (!s) throw nb::python_error();
+  return std::string(s, static_cast<std::size_t>(len));
+}
+
+double float_param(nb::handle h, const char* op, const char* name) {
+  PyObject* o = h.ptr();
+  if (PyBool_Check(o) || !(PyFloat_Check(o) || PyLong_Check(o) || PyArray_IsScalar(o, Number)))
+    lc::throw_type(op, std::string("'") + name + "' must be a number, got " + Py_TYPE(o)->tp_name);
+  const double v = PyFloat_AsDouble(o);
+  if (v == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    lc::throw_value(op, std::string("'") + name + "' is out of the range of a float");
+  }
+  return v;
+}
+
+bool bool_param(nb::handle h, const char* op, const char* name) {
+  PyObject* o = h.ptr();
+  if (PyBool_Check(o)) return o == Py_True;
+  if (PyArray_IsScalar(o, Bool)) return PyObject_IsTrue(o) == 1;
+  lc::throw_type(op, std::string("'") + name + "' must be True or False, got " +
+                         Py_TYPE(o)->tp_name);
+}
+
+std::int64_t int_param(nb::handle h, const char* op, const char* name, std::int64_t lo,
+                       std::int64_t hi) {
+  PyObject* o = h.ptr();
+  if (PyBool_Check(o) || !(PyLong_Check(o) || PyArray_IsScalar(o, Integer)))
+    lc::throw_type(op, std::string("'") + name + "' must be an int, got " + Py_TYPE(o)->tp_name);
+  int overflow = 0;
+  PyObject* as_long = PyNumber_Index(o);
+  if (!as_long) throw nb::python_error();
+  const long long v = PyLong_AsLongLongAndOverflow(as_long, &overflow);
+  Py_DECREF(as_long);
+  if (overflow < 0 || (overflow == 0 && v < lo))
+    lc::throw_value(op, std::string(name) + " must be >= " + std::to_string(lo) + ", got " +
+                            name + "=" + nb::cast<std::string>(nb::str(h)));
+  if (overflow > 0 || v > hi)
+    lc::throw_value(op, std::string(name) + " must be <= " + std::to_string(hi) + ", got " +
+                            name + "=" + nb::cast<std::string>(nb::str(h)));
+  return static_cast<std::int64_t>(v);
+}
+
+float scale_param(nb::handle h, const char* op) {
+  if (h.is_none()) return 0.0f;
+  const double s = float_param(h, op, "scale");
+  if (!(s > 0.0) || !std::isfinite(static_cast<float>(s)))
+    lc::throw_value(op, "scale must be a finite number > 0 (or None for 1/sqrt(head_dim)), got " +
+                            std::to_string(s));
+  return static_cast<float>(s);
 }
 
 bool worth_releasing_gil(double flops) { return flops > 2e5; }

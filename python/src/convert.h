@@ -29,6 +29,11 @@ struct Arg {
 
 // Fills `out` from `obj`; raises TypeError naming op/name for objects that are not arrays.
 void to_arg(nb::handle obj, const char* op, const char* name, Arg& out);
+// `out` of an _into call or a session method: it must be written in place, so an ndarray of
+// another dtype is an out-dtype error (TypeError) and an object that would have to be
+// converted (byte-swapped or misaligned arrays, lists, buffers numpy copies) is a ValueError,
+// since the result would land in a temporary copy and be lost.
+void to_out_arg(nb::handle obj, const char* op, Arg& out);
 // Same, for an optional argument: returns false (and leaves `out` empty) for None.
 bool to_opt_arg(nb::handle obj, const char* op, const char* name, Arg& out);
 
@@ -43,6 +48,18 @@ nb::object numpy_view(const lc::Tensor& t, nb::handle owner);
 // The policy for one call: `policy` (an lc.ExecutionPolicy or None -> the current one),
 // with `device` (None or a device string) overriding its device.
 lc::ExecutionPolicy resolve_policy(nb::handle device, nb::handle policy, const char* op);
+
+// Scalar arguments, converted with errors that name the op and the argument (TypeError for a
+// wrong type, ValueError for a value out of range) instead of nanobind's generic messages.
+std::string str_param(nb::handle h, const char* op, const char* name);
+double float_param(nb::handle h, const char* op, const char* name);
+bool bool_param(nb::handle h, const char* op, const char* name);
+// An integer in [lo, hi] (Python int or numpy integer; bool is refused).
+std::int64_t int_param(nb::handle h, const char* op, const char* name, std::int64_t lo,
+                       std::int64_t hi);
+// The attention scale: None -> 0 (meaning 1/sqrt(head_dim)); else a finite number > 0. The one
+// rule for every attention entry point (ops, sessions, conv -> attention).
+float scale_param(nb::handle h, const char* op);
 
 // Release the GIL for calls whose work is large enough that other threads should run.
 bool worth_releasing_gil(double flops);

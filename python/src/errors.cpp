@@ -1,7 +1,8 @@
 // Maps the C++ exception types (include/lightning_core/errors.h) to Python exceptions:
 //   lc::TypeError -> TypeError, lc::ValueError / lc::Unavailable -> ValueError,
 //   lc::OutOfMemory -> MemoryError, lc::BackendError -> lightning_core.BackendError(RuntimeError),
-//   lc::OutDTypeError (wrong `out` dtype) -> lightning_core.OutDTypeError(TypeError, ValueError).
+//   lc::OutDTypeError (wrong `out` dtype) -> lightning_core.OutDTypeError(TypeError, ValueError),
+//   nanobind's cast_error (an argument of the wrong type) -> TypeError.
 #include "bindings.h"
 #include "lightning_core/errors.h"
 #include "ops/checks.h"
@@ -44,6 +45,12 @@ void register_errors(nb::module_& m) {
       PyErr_SetString(g_backend_error, e.what());
     } catch (const std::bad_alloc&) {
       PyErr_SetString(PyExc_MemoryError, "[lightning_core] host memory allocation failed");
+    } catch (const nb::cast_error&) {
+      // A conversion the bindings left to nanobind failed: an argument of the wrong type
+      // (every op argument is converted with a message naming it; this is the backstop).
+      PyErr_SetString(PyExc_TypeError,
+                      "[lightning_core] an argument has the wrong type (nanobind could not "
+                      "convert it); see the function's signature");
     }
   });
 }

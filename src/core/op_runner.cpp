@@ -67,7 +67,12 @@ const float* OpRunner::in(const Tensor& t) {
 }
 
 float* OpRunner::out(Tensor& out) {
-  if (out.device() == device_ && out.is_contiguous()) return out.data_as<float>();
+  // An `out` that shares memory with an input (matmul2d_into(a, b, b), a partially overlapping
+  // vector_add_into) is written through scratch and copied at finish(), so the kernel never
+  // reads what it already overwrote: the result is as if out were a fresh array.
+  bool aliased = false;
+  for (int i = 0; i < n_inputs_ && !aliased; ++i) aliased = inputs_[i]->may_overlap(out);
+  if (!aliased && out.device() == device_ && out.is_contiguous()) return out.data_as<float>();
   pending_out_ = &out;
   pending_scratch_ = Tensor::empty(out.shape(), DType::f32, device_);
   return pending_scratch_.data_as<float>();

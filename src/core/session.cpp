@@ -72,7 +72,10 @@ ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
   }
   use_graph_ = use_graph && device_ == DeviceKind::cuda;
 
+  if (inputs.size() > 32) throw_value(op_, "a session takes at most 32 inputs");
   inputs_.resize(inputs.size());
+  bound_data_.resize(inputs.size(), nullptr);
+  bound_strides_.resize(inputs.size());
   upload(inputs);
   out_ = make_scratch(out_shape_);
 }
@@ -118,8 +121,9 @@ void ResidentSession::check_out(const char* what, const Tensor& out) const {
   lc::check_out(method(op_, what).c_str(), out, out_shape_);
 }
 
-void ResidentSession::upload(const std::vector<const Tensor*>& in) {
+void ResidentSession::upload(const std::vector<const Tensor*>& in, std::uint32_t mask) {
   for (std::size_t i = 0; i < in.size(); ++i) {
+    if (!(mask >> i & 1u)) continue;
     const Tensor& src = *in[i];
     if (policy_.upload == UploadMode::never) {
       // Bind without copying: the data must already be where the session runs.
@@ -133,15 +137,25 @@ void ResidentSession::upload(const std::vector<const Tensor*>& in) {
         throw_value(op_, "policy upload=\"never\" binds '" + names_[i] + "' without copying, "
                          "which needs an lc.Tensor (a borrowed numpy buffer may go away); pass "
                          "lc.Tensor(x) or allow uploads");
+      if (inputs_[i].data() != src.data()) release_graph();  // rebound: a captured graph is stale
       inputs_[i] = src;
-      continue;
+    } else {
+      if (!inputs_[i].defined()) inputs_[i] = make_scratch(src.shape());
+      src.copy_to(inputs_[i]);
+      ++stats_.uploads;
     }
-    if (!inputs_[i].defined()) {
-      inputs_[i] = make_scratch(src.shape());
-    }
-    src.copy_to(inputs_[i]);
-    ++stats_.uploads;
+    bound_data_[i] = src.data();
+    bound_strides_[i] = src.strides();
   }
+}
+
+std::uint32_t ResidentSession::inputs_to_upload(const std::vector<const Tensor*>& in,
+                                                std::uint32_t stale) const {
+  if (policy_.upload == UploadMode::always) return ~0u;
+  std::uint32_t mask = stale;
+  for (std::size_t i = 0; i < in.size(); ++i)
+    if (in[i]->data() != bound_data_[i] || in[i]->strides() != bound_strides_[i]) mask |= 1u << i;
+  return mask;
 }
 
 void ResidentSession::launch_counted() {
@@ -151,34 +165,39 @@ void ResidentSession::launch_counted() {
 }
 
 void ResidentSession::start_into(const std::vector<const Tensor*>& in, Tensor& out) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
   check_open("start_into");
   check_inputs("start_into", in);
   check_out("start_into", out);
   upload(in);
   launch_counted();
-  download_into(out);
+  download_locked(out);
 }
 
-void ResidentSession::run_into(const std::vector<const Tensor*>& in, Tensor& out) {
+void ResidentSession::run_into(const std::vector<const Tensor*>& in, Tensor& out,
+                               std::uint32_t stale_mask) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
   check_open("run_into");
   check_inputs("run_into", in);
   check_out("run_into", out);
-  if (policy_.upload != UploadMode::once) upload(in);
+  upload(in, inputs_to_upload(in, stale_mask));
   launch_counted();
-  download_into(out);
+  download_locked(out);
 }
 
 void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Tensor*>& in,
-                                                      Tensor& out, std::int64_t n) {
+                                                      Tensor& out, std::int64_t n,
+                                                      std::uint32_t stale_mask) {
   static constexpr const char* what = "run_batch_sync_no_download_into";
+  std::lock_guard<std::recursive_mutex> lock(mu_);
   check_open(what);
   check_inputs(what, in);
   check_out(what, out);
   if (n < 1) throw_value(method(op_, what).c_str(), "n must be >= 1, got " + std::to_string(n));
-  if (policy_.upload != UploadMode::once) {
+  {
     std::vector<const void*> before;
     for (const Tensor& t : inputs_) before.push_back(t.data());
-    upload(in);
+    upload(in, inputs_to_upload(in, stale_mask));
     for (std::size_t i = 0; i < inputs_.size(); ++i)
       if (inputs_[i].data() != before[i]) release_graph();  // rebound: the graph is stale
   }
@@ -187,7 +206,7 @@ void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Te
     if (!graph_) {
       // Run once outside the capture (first-use set-up such as algorithm searches may sync).
       if (!have_result_) launch_counted();
-      sync();
+      sync_locked();
       cuda::capture_begin();
       try {
         launch();
@@ -206,30 +225,45 @@ void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Te
       ++stats_.graph_replays;
     }
     have_result_ = true;
-    sync();
+    sync_locked();
     return;
   }
 #endif
   for (std::int64_t i = 0; i < n; ++i) launch_counted();
-  sync();
+  sync_locked();
 }
 
 void ResidentSession::sync() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
   check_open("sync");
+  sync_locked();
+}
+
+void ResidentSession::sync_locked() {
   if (device_ != DeviceKind::cpu) get_backend(device_).synchronize();
   ++stats_.syncs;
 }
 
 void ResidentSession::download_into(Tensor& out) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
   check_open("download_into");
   check_out("download_into", out);
+  download_locked(out);
+}
+
+void ResidentSession::download_locked(Tensor& out) {
   if (!have_result_)
     throw_value(method(op_, "download_into").c_str(),
                 "there is no result yet; call start_into, run_into or "
                 "run_batch_sync_no_download_into first");
-  sync();
+  sync_locked();
   out_.copy_to(out);
   ++stats_.downloads;
+}
+
+SessionStats ResidentSession::stats() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return stats_;
 }
 
 void ResidentSession::release_graph() noexcept {
@@ -240,6 +274,7 @@ void ResidentSession::release_graph() noexcept {
 }
 
 void ResidentSession::close() noexcept {
+  std::lock_guard<std::recursive_mutex> lock(mu_);  // waits for a call in flight
   if (closed_) return;
   closed_ = true;
   if (device_ != DeviceKind::cpu) {
@@ -257,7 +292,10 @@ void ResidentSession::close() noexcept {
   accounted_bytes_ = 0;
 }
 
-std::size_t ResidentSession::resident_bytes() const { return closed_ ? 0 : accounted_bytes_; }
+std::size_t ResidentSession::resident_bytes() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return closed_ ? 0 : accounted_bytes_;
+}
 
 // ---- matmul ------------------------------------------------------------------------------------
 

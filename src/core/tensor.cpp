@@ -7,6 +7,7 @@
 #include "backends/backend.h"
 #include "core/strided_copy.h"
 #include "lightning_core/errors.h"
+#include "lightning_core/sizes.h"
 
 namespace lc {
 
@@ -37,13 +38,14 @@ std::string Tensor::shape_str() const {
 Tensor Tensor::empty(const std::vector<std::int64_t>& shape, DType dtype, DeviceKind device) {
   if (shape.size() > static_cast<std::size_t>(kMaxDims))
     throw_value("Tensor", "at most " + std::to_string(kMaxDims) + " dimensions are supported");
+  // Validates every dimension and that the byte count fits (no wrap-around to a tiny size).
+  checked_numel("Tensor", shape.data(), static_cast<int>(shape.size()), dtype_size(dtype));
   Tensor t;
   t.ndim_ = static_cast<int>(shape.size());
   t.dtype_ = dtype;
   t.device_ = device;
   std::int64_t stride = 1;
   for (int i = t.ndim_ - 1; i >= 0; --i) {
-    if (shape[i] < 0) throw_value("Tensor", "negative dimension in shape");
     t.shape_[i] = shape[i];
     t.strides_[i] = stride;
     stride *= shape[i];
@@ -61,8 +63,9 @@ Tensor Tensor::empty(const std::vector<std::int64_t>& shape, DType dtype, Device
 
 Tensor Tensor::wrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
                     DType dtype, DeviceKind device, std::shared_ptr<void> owner, bool writable) {
-  if (ndim > kMaxDims)
+  if (ndim > kMaxDims || ndim < 0)
     throw_value("Tensor", "at most " + std::to_string(kMaxDims) + " dimensions are supported");
+  checked_numel("Tensor", shape, ndim, dtype_size(dtype));
   Tensor t;
   t.data_ = data;
   t.owner_ = std::move(owner);
@@ -98,6 +101,16 @@ void Tensor::copy_to(Tensor& dst) const {
   if (!dst.writable_) throw_value("Tensor.copy_to", "destination is read-only");
   const std::size_t bytes = nbytes();
   if (bytes == 0) return;
+  if (may_overlap(dst) && !(data_ == dst.data_ && strides() == dst.strides())) {
+    // Source and destination share memory (overlapping views of one buffer): read everything
+    // first, then write, so no element is overwritten before it is read.
+    Tensor tmp = Tensor::empty(shape(), dtype_, device_);
+    copy_to(tmp);
+    tmp.copy_to(dst);
+    return;
+  }
+  if (device_ == dst.device_ && data_ == dst.data_ && strides() == dst.strides())
+    return;  // the very same elements
   const std::size_t esz = dtype_size(dtype_);
   if (is_contiguous() && dst.is_contiguous()) {
     if (device_ == DeviceKind::cpu && dst.device_ == DeviceKind::cpu) {
@@ -156,14 +169,17 @@ Tensor Tensor::view(const std::vector<std::int64_t>& shape, const std::vector<st
   if (shape.size() != strides.size() || shape.size() > static_cast<std::size_t>(kMaxDims))
     throw_value("TensorView", "shape and strides must have the same length (<= 8)");
   const std::int64_t esz = static_cast<std::int64_t>(dtype_size(dtype_));
+  // The view's element count and the extent of its span must be representable (a huge
+  // stride-0 view would otherwise report a wrapped-around size).
+  const bool empty_view =
+      checked_numel("TensorView", shape.data(), static_cast<int>(shape.size()), esz) == 0;
   std::int64_t lo = offset_elems, hi = offset_elems;
-  bool empty_view = false;
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] < 0) throw_value("TensorView", "negative dimension");
-    if (shape[i] == 0) empty_view = true;
-    const std::int64_t ext = (shape[i] - 1) * strides[i];
-    if (ext < 0) lo += ext; else hi += ext;
-  }
+  if (!empty_view)
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+      const std::int64_t ext = checked_mul("TensorView", shape[i] - 1, strides[i], "view extent");
+      if (ext < 0) lo = checked_add("TensorView", lo, ext, "view extent");
+      else hi = checked_add("TensorView", hi, ext, "view extent");
+    }
   // Bounds: against the owned allocation when known, else against this tensor's own span.
   std::int64_t base_lo, base_hi;
   if (base_) {
@@ -190,6 +206,31 @@ Tensor Tensor::view(const std::vector<std::int64_t>& shape, const std::vector<st
   }
   v.data_ = static_cast<char*>(data_) + offset_elems * esz;
   return v;
+}
+
+namespace {
+// [lo, hi) byte addresses a non-empty tensor's elements cover.
+void byte_span(const Tensor& t, std::uintptr_t& lo, std::uintptr_t& hi) {
+  std::int64_t neg = 0, pos = 0;
+  for (int i = 0; i < t.ndim(); ++i) {
+    const std::int64_t ext = (t.size(i) - 1) * t.stride(i);
+    if (ext < 0) neg += ext; else pos += ext;
+  }
+  const std::int64_t esz = static_cast<std::int64_t>(dtype_size(t.dtype()));
+  const auto base = reinterpret_cast<std::uintptr_t>(t.data());
+  lo = base + static_cast<std::uintptr_t>(neg * esz);
+  hi = base + static_cast<std::uintptr_t>((pos + 1) * esz);
+}
+}  // namespace
+
+bool Tensor::may_overlap(const Tensor& other) const {
+  if (device_ != other.device_ || data_ == nullptr || other.data_ == nullptr) return false;
+  if (data_ == other.data_) return numel() != 0 && other.numel() != 0;
+  if (numel() == 0 || other.numel() == 0) return false;
+  std::uintptr_t a0, a1, b0, b1;
+  byte_span(*this, a0, a1);
+  byte_span(other, b0, b1);
+  return a0 < b1 && b0 < a1;
 }
 
 Tensor Tensor::t() const {

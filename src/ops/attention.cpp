@@ -9,6 +9,13 @@ namespace lc {
 
 namespace {
 
+// scale: 0 means 1/sqrt(head_dim); otherwise it must be finite and > 0 (one rule for the ops,
+// the sessions and conv -> attention).
+void check_scale(const char* op, float scale) {
+  if (!(scale >= 0.0f) || std::isinf(scale))
+    throw_value(op, "scale must be a finite number > 0 (or 0 / None for 1/sqrt(head_dim)), got " +
+                        std::to_string(scale));
+}
 
 void check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
   check_f32(op, "q", q);
@@ -68,6 +75,7 @@ void attention2d_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor&
                       const ExecutionPolicy& p, float scale) {
   static constexpr const char* op = "attention2d";
   check_attention(op, q, k, v);
+  check_scale(op, scale);
   check_out(op, out, {q.size(0), v.size(1)});
   OpRunner r(op, p);
   r.place(attention_work(q, k, v), {&q, &k, &v}, cuda_supports(q, v));
@@ -78,6 +86,7 @@ Tensor attention2d(const Tensor& q, const Tensor& k, const Tensor& v, bool causa
                    const ExecutionPolicy& p, float scale) {
   static constexpr const char* op = "attention2d";
   check_attention(op, q, k, v);
+  check_scale(op, scale);
   OpRunner r(op, p);
   r.place(attention_work(q, k, v), {&q, &k, &v}, cuda_supports(q, v));
   Tensor out = r.result({q.size(0), v.size(1)});

@@ -1,5 +1,6 @@
 // conv2d_nchw (+ fused activation): validation, placement and dispatch to Backend::conv2d.
 #include "core/op_runner.h"
+#include "lightning_core/sizes.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
 
@@ -35,13 +36,16 @@ ConvGeom check_conv(const char* op, const Tensor& x, const Tensor& w, const Tens
                           ", got shape " + bias->shape_str());
   }
   ConvGeom g;
-  const std::int64_t hp = x.size(2) + 2 * ph, wp = x.size(3) + 2 * pw;
+  // In 64 bits: 2 * pad overflows an int for paddings near 2^30.
+  const std::int64_t hp = x.size(2) + 2 * std::int64_t{ph}, wp = x.size(3) + 2 * std::int64_t{pw};
   if (hp < w.size(2) || wp < w.size(3))
     throw_value(op, "kernel " + std::to_string(w.size(2)) + "x" + std::to_string(w.size(3)) +
                         " is larger than the padded input " + std::to_string(hp) + "x" +
                         std::to_string(wp) + "; add padding or use a smaller kernel");
   g.oh = (hp - w.size(2)) / sh + 1;
   g.ow = (wp - w.size(3)) / sw + 1;
+  const std::int64_t out_dims[4] = {x.size(0), w.size(0), g.oh, g.ow};
+  checked_numel(op, out_dims, 4, sizeof(float));  // the result must be representable
   return g;
 }
 

@@ -8,6 +8,7 @@
 #include "core/op_runner.h"
 #include "core/tuners.h"
 #include "lightning_core/ops.h"
+#include "lightning_core/sizes.h"
 #include "ops/attention.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
@@ -31,6 +32,8 @@ std::vector<std::int64_t> check_all(const Tensor& x, const Tensor& w, const Tens
   if (prm.seq_len <= 0 || prm.head_dim <= 0)
     throw_value(kOp, "seq_len and head_dim must be >= 1, got seq_len=" +
                          std::to_string(prm.seq_len) + " head_dim=" + std::to_string(prm.head_dim));
+  const std::int64_t qkv_dims[2] = {prm.seq_len, prm.head_dim};
+  checked_numel(kOp, qkv_dims, 2, sizeof(float));  // [seq_len, head_dim] must be representable
   return cs;
 }
 

@@ -158,7 +158,7 @@ CASES = [
     Bad("conv-stride-negative", "conv2d_nchw", VE, lambda o: lc.conv2d_nchw_into(X4, W4, None, o, 1, -2),
         lambda: sentinel(2, 4, 6, 6), ("stride_w=-2",)),
     Bad("conv-padding-negative", "conv2d_nchw", VE, lambda o: lc.conv2d_nchw_into(X4, W4, None, o, 1, 1, -1, 0),
-        lambda: sentinel(2, 4, 6, 6), ("padding", "pad_h=-1"), lambda: lc.conv2d_nchw(X4, W4, None, 1, 1, -1, 0)),
+        lambda: sentinel(2, 4, 6, 6), ("pad_h must be >= 0", "pad_h=-1"), lambda: lc.conv2d_nchw(X4, W4, None, 1, 1, -1, 0)),
     Bad("conv-kernel-too-large", "conv2d_nchw", VE,
         lambda o: lc.conv2d_nchw_into(z(1, 3, 2, 2), W4, None, o),
         lambda: sentinel(1, 4, 1, 1), ("kernel 3x3", "2x2", "padding")),

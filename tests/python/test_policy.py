@@ -415,8 +415,8 @@ def test_auto_chain_follows_its_heaviest_block(h100_like, monkeypatch):
     assert lc.api._chain_device([("layernorm", (t,)), ("linear", ((4, 8), (8, 8)))], base) == "cpu"
     # An odd shape leaves the decision to the ops (which raise with their own message).
     assert lc.api._chain_device([("linear", (None, w)), ("linear", ((1,), w))], base) in ("auto", "cpu")
-    inner, last = lc.api._chain_policy("auto", None, [("layernorm", (x,)), ("linear", (x, w))])
+    inner, last = lc.api._chain_policy("layernorm_linear", "auto", None, [("layernorm", (x,)), ("linear", (x, w))])
     assert inner.device == "cuda" and last.device == "cuda" and inner.download is False
     # Explicit devices are never second-guessed.
-    inner, last = lc.api._chain_policy("cpu", None, [("linear", (x, w))])
+    inner, last = lc.api._chain_policy("ffn", "cpu", None, [("linear", (x, w))])
     assert inner.device == "cpu" and last.device == "cpu"

@@ -79,12 +79,40 @@ def test_matmul_session_once_keeps_resident_data(rng):
     b = rng.standard_normal((8, 8)).astype(np.float32)
     out = np.zeros((8, 8), np.float32)
     s = lc.matmul2d_resident_session(a, b)
-    a2 = a * 2
-    s.run_into(a2, b, out)  # upload="once": the resident a is used, a2 is only shape-checked
+    a_saved = a.copy()
+    a *= 2  # the bound object changed in place: upload="once" trusts it and uses the resident copy
+    s.run_into(a, b, out)
+    np.testing.assert_allclose(out, a_saved @ b, rtol=1e-4, atol=1e-4)
+    assert s.stats["uploads"] == 2
+    s.start_into(a, b, out)  # start_into always uploads
     np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=1e-4)
-    s.start_into(a2, b, out)  # start_into always uploads
-    np.testing.assert_allclose(out, a2 @ b, rtol=1e-4, atol=1e-4)
     s.close()
+
+
+def test_session_once_uploads_an_array_that_is_not_the_bound_one(rng):
+    # Never a result for data the caller did not pass: a fresh array (even one that may reuse
+    # the old one's address) is uploaded before the run; the bound objects are not re-uploaded.
+    a = rng.standard_normal((8, 8)).astype(np.float32)
+    b = rng.standard_normal((8, 8)).astype(np.float32)
+    out = np.zeros((8, 8), np.float32)
+    with lc.matmul2d_resident_session(a, b) as s:
+        up = s.stats["uploads"]
+        for i in range(5):
+            a2 = a * (i + 2)  # a new object every time
+            s.run_into(a2, b, out)
+            np.testing.assert_allclose(out, a2 @ b, rtol=1e-4, atol=1e-4)
+        assert s.stats["uploads"] == up + 5  # only a, never b
+        s.run_into(a2, b, out)  # now bound: no upload
+        assert s.stats["uploads"] == up + 5
+        s.run_batch_sync_no_download_into(a, b, out, 2)  # the first a again: uploaded
+        s.download_into(out)
+        np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=1e-4)
+    q = rng.standard_normal((5, 4)).astype(np.float32)
+    o = np.zeros((5, 4), np.float32)
+    with lc.attention2d_resident_session(q, q, q) as s:
+        q2 = q + 1
+        s.run_into(q2, q2, q2, o)
+        np.testing.assert_allclose(o, lc.attention2d(q2, q2, q2, False, "cpu"), rtol=1e-4, atol=1e-5)
 
 
 def test_matmul_session_upload_always_refreshes(rng):
@@ -158,10 +186,11 @@ def test_collected_session_frees_memory():
 def test_session_outlives_its_numpy_inputs(rng):
     a = rng.standard_normal((16, 16)).astype(np.float32)
     expect = a @ a
-    s = lc.matmul2d_resident_session(a.copy(), a.copy())  # the temporaries die right away
+    s = lc.matmul2d_resident_session(a.copy(), a.copy())  # the caller drops the temporaries
     gc.collect()
     out = np.zeros((16, 16), np.float32)
-    s.run_into(np.empty_like(a), np.empty_like(a), out)
+    s.run_batch_sync_no_download_into(*s._lc_bound, out, 1)  # the session kept what it bound
+    s.download_into(out)
     np.testing.assert_allclose(out, expect, rtol=1e-4, atol=1e-4)
     s.close()
 

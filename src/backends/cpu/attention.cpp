@@ -22,6 +22,7 @@
 // set to -inf and exponentiated), so they contribute exactly zero.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "backends/cpu/blas_threads.h"
@@ -61,6 +62,17 @@ inline float sum8(const float* x, i64 n) {
   float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
   for (; j < n; ++j) t += x[j];
   return t;
+}
+
+// True when no element of x[0..n) is inf or NaN (x - x is 0 for finite x, NaN otherwise).
+inline bool all_finite(const float* x, i64 n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  i64 j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int u = 0; u < 8; ++u) acc[u] += x[j + u] - x[j + u];
+  float t = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; j < n; ++j) t += x[j] - x[j];
+  return t == 0.0f;
 }
 
 inline float max_of(const float* x, i64 n) {
@@ -128,19 +140,32 @@ inline float max_of(const float* x, i64 n) {
       }
       inv[r] = 1.0f / v8_hsum(sum);
     }
+    // P @ V. A row never multiplies the values of keys it cannot see (a zero weight times an
+    // inf or NaN value would leak into it): keys [nv[r0-1], nv[r0]) go to rows r0.. only, and
+    // without causal masking there is a single run over every key for all rows.
+    // (Each run has a compile-time first row, so the accumulators stay in registers.)
     i64 c = 0;
     for (; c + 8 <= dv; c += 8) {
       v8f acc[R] = {};
-      for (i64 j = 0; j < nvmax; ++j) {
-        const v8f vj = v8_load(p.v + j * dv + c);
-        for (int r = 0; r < R; ++r) acc[r] += sc[r][j] * vj;
-      }
+      i64 j = 0;
+      auto run = [&](auto first_row) {
+        constexpr int r0 = decltype(first_row)::value;
+        for (; j < nv[r0]; ++j) {
+          const v8f vj = v8_load(p.v + j * dv + c);
+          for (int r = r0; r < R; ++r) acc[r] += sc[r][j] * vj;
+        }
+      };
+      static_assert(R == 4, "one run per row below");
+      run(std::integral_constant<int, 0>{});
+      run(std::integral_constant<int, 1>{});
+      run(std::integral_constant<int, 2>{});
+      run(std::integral_constant<int, 3>{});
       for (int r = 0; r < rows; ++r) v8_store(p.out + (i0 + r) * dv + c, acc[r] * inv[r]);
     }
     for (; c < dv; ++c) {
       for (int r = 0; r < rows; ++r) {
         float acc = 0.0f;
-        for (i64 j = 0; j < nvmax; ++j) acc += sc[r][j] * p.v[j * dv + c];
+        for (i64 j = 0; j < nv[r]; ++j) acc += sc[r][j] * p.v[j * dv + c];
         p.out[(i0 + r) * dv + c] = acc * inv[r];
       }
     }
@@ -343,10 +368,29 @@ void attention_gemm_block(const AttentionArgs& p, i64 q0, i64 bq, float* scratch
       const i64 nv = std::min(visible_keys(p, q0 + r) - k0, bk);  // >= 1 for r >= r0
       row(s + r * GK, nv, bk, mrow[r], lrow[r], o + r * dv, dv);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nr),
-                static_cast<int>(dv), static_cast<int>(bk), 1.0f, s + r0 * GK,
-                static_cast<int>(GK), p.v + k0 * dv, static_cast<int>(dv), k0 == 0 ? 0.0f : 1.0f,
-                o + r0 * dv, static_cast<int>(dv));
+    // Rows [r0, rf) see only part of this tile (causal diagonal): their P @ V runs over their
+    // visible keys alone, so an inf/NaN value of a key they cannot see never meets a zero
+    // weight. Rows [rf, bq) see the whole tile and go through the GEMM.
+    // With finite values a zero weight contributes exactly zero, so the check (bk * dv reads,
+    // cheap next to the GEMM) keeps the common case on the GEMM for every row.
+    i64 rf = r0;
+    if (p.causal && !all_finite(p.v + k0 * dv, bk * dv))
+      while (rf < bq && visible_keys(p, q0 + rf) - k0 < bk) ++rf;
+    for (i64 r = r0; r < rf; ++r) {
+      const i64 nv = visible_keys(p, q0 + r) - k0;
+      float* orow = o + r * dv;
+      if (k0 == 0) std::fill(orow, orow + dv, 0.0f);
+      for (i64 j = 0; j < nv; ++j) {
+        const float pj = s[r * GK + j];
+        const float* vj = p.v + (k0 + j) * dv;
+        for (i64 c = 0; c < dv; ++c) orow[c] += pj * vj[c];
+      }
+    }
+    if (bq > rf)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(bq - rf),
+                  static_cast<int>(dv), static_cast<int>(bk), 1.0f, s + rf * GK,
+                  static_cast<int>(GK), p.v + k0 * dv, static_cast<int>(dv),
+                  k0 == 0 ? 0.0f : 1.0f, o + rf * dv, static_cast<int>(dv));
   }
   for (i64 r = 0; r < bq; ++r) {
     const float inv = 1.0f / lrow[r];

@@ -32,11 +32,12 @@ using i64 = std::int64_t;
 constexpr i64 kDirectMaxMacs = i64{1} << 20;
 constexpr i64 kColMaxFloats = i64{1} << 22;  // 16 MB im2col chunk
 
-// Output columns x whose input column x*stride - pad + k lies inside [0, w).
+// Output columns x in [lo, hi) whose input column x*stride - pad + k lies inside [0, w);
+// 0 <= lo <= hi <= out also when the kernel is wider than the unpadded input (no column valid).
 inline void valid_range(i64 k, i64 stride, i64 pad, i64 w, i64 out, i64& lo, i64& hi) {
   // x >= ceil((pad - k) / stride) and x <= floor((w - 1 + pad - k) / stride)
   const i64 num_lo = pad - k;
-  lo = num_lo <= 0 ? 0 : (num_lo + stride - 1) / stride;
+  lo = num_lo <= 0 ? 0 : std::min(out, (num_lo + stride - 1) / stride);
   const i64 num_hi = w - 1 + pad - k;
   hi = num_hi < 0 ? 0 : std::min(out, num_hi / stride + 1);
   if (hi < lo) hi = lo;

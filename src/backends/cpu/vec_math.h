@@ -46,12 +46,16 @@ inline float fast_exp(float x) {
 // GELU, tanh approximation: 0.5*x*(1 + tanh(u)), u = sqrt(2/pi)*(x + 0.044715 x^3).
 // Uses the identity 0.5*(1 + tanh(u)) = 1/(1 + e^(-2u)), which has no cancellation near
 // u = 0 (unlike 1 - 2/(e^(2u)+1)) and needs a single exp.
+// Non-finite inputs follow torch: gelu(nan) = nan, gelu(+inf) = +inf, gelu(-inf) = nan
+// (torch computes -inf * 0 there; fast_exp's clamping alone would give -inf).
 inline float gelu(float x) {
   const float u2 = -1.5957691216057308f * (x + 0.044715f * x * x * x);  // -2*sqrt(2/pi)*(...)
-  return x / (1.0f + fast_exp(u2));
+  const float y = x / (1.0f + fast_exp(u2));
+  return x == -__builtin_inff() ? __builtin_nanf("") : y;
 }
 
-inline float relu(float x) { return x > 0.0f ? x : 0.0f; }
+// NaN propagates (relu(nan) = nan), as in torch.relu and np.maximum(x, 0).
+inline float relu(float x) { return x < 0.0f ? 0.0f : x; }
 
 inline float activate(float x, Activation act) {
   if (act == Activation::relu) return relu(x);

@@ -10,14 +10,16 @@ namespace lc::cuda {
 
 // 0.5 x (1 + tanh(u)) == x / (1 + exp(-2u)): the same function, written without the
 // cancellation of 1 + tanh(u) for negative u (that form lost ~20 ulp near gelu's small negative
-// outputs; this one stays within a few ulp of float64). Saturates correctly: exp overflow -> -0.
+// outputs; this one stays within a few ulp of float64). Saturates correctly: exp overflow -> -0;
+// gelu(-inf) = -inf / inf = NaN and gelu(nan) = nan, as in torch and the CPU backend.
 __device__ __forceinline__ float gelu_tanh(float x) {
   constexpr float kTwoAlpha = 1.5957691216057308f;  // 2 sqrt(2/pi)
   const float two_u = kTwoAlpha * fmaf(0.044715f * x, x * x, x);
   return x / (1.0f + expf(-two_u));
 }
 
-__device__ __forceinline__ float relu_f(float x) { return x > 0.0f ? x : 0.0f; }
+// NaN propagates (relu(nan) = nan), as in torch.relu and the CPU backend.
+__device__ __forceinline__ float relu_f(float x) { return x < 0.0f ? 0.0f : x; }
 
 template <Activation A>
 __device__ __forceinline__ float activate(float x) {

@@ -1,0 +1,35 @@
+// Size arithmetic. Every product of sizes that becomes an element count, a byte count or an
+// offset goes through these helpers, so a shape like [2**31, 2**31] or a padding near 2**31
+// is a ValueError naming the op instead of a count that wrapped around (and a later crash).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace lc {
+
+// The largest byte count a tensor may have (2^62): far above any memory, far below overflow,
+// so sums and products of a few such counts stay inside int64 too.
+constexpr std::int64_t kMaxTensorBytes = std::int64_t{1} << 62;
+
+// a * b, or false when the product leaves int64.
+inline bool mul_ok(std::int64_t a, std::int64_t b, std::int64_t* out) {
+  return !__builtin_mul_overflow(a, b, out);
+}
+inline bool add_ok(std::int64_t a, std::int64_t b, std::int64_t* out) {
+  return !__builtin_add_overflow(a, b, out);
+}
+
+// a * b; throws lc::ValueError "[op] <what> ... is too large" when it exceeds kMaxTensorBytes.
+std::int64_t checked_mul(const char* op, std::int64_t a, std::int64_t b, const char* what);
+// a + b with the same rule.
+std::int64_t checked_add(const char* op, std::int64_t a, std::int64_t b, const char* what);
+
+// The element count of `dims` (each must be >= 0) such that count * elem_size <=
+// kMaxTensorBytes; throws lc::ValueError naming `op` and the shape otherwise. A zero dimension
+// makes the count 0 (the other dimensions must still be representable).
+std::int64_t checked_numel(const char* op, const std::int64_t* dims, int ndim,
+                           std::size_t elem_size);
+
+}  // namespace lc
