@@ -5,6 +5,11 @@
 #   scripts/prepare_gpu_deps.sh (GoogleTest's source tree, Google Benchmark's headers + library).
 #   LC_SANITIZE=1  also runs compute-sanitizer memcheck on lc_tests --gtest_filter='Cuda*' (minus
 #                  the OOM test, whose deliberate cudaMalloc failure memcheck counts as an error).
+#   LC_SANITIZE=all  memcheck, racecheck and synccheck on those tests, then each tool on the
+#                  Python fuzz suite's device cases (LC_SANITIZE_FUZZ cases, default 150).
+#   LC_FUZZ=1      the fuzz suite on the device: LC_FUZZ_GPU_EXAMPLES cases (default 2000).
+#   LC_SOAK=1      benchmarks/python/soak_check.py: 100,000 mixed calls per device, RSS and
+#                  lc.memory_info() must stay flat.
 #   LC_SKIP_TESTS=1 / LC_SKIP_BENCH=1 skip those steps. LC_GTEST_FILTER narrows the tests.
 #   LC_PYBENCH=1   also runs the Python benchmark suites (benchmarks/python/run_all.py --quick)
 #                  side by side with torch; LC_PYBENCH_SUITES picks suites (default: all).
@@ -84,11 +89,18 @@ if [ "${LC_SKIP_BENCH:-0}" != 1 ] && [ -x "$BUILD/benchmarks/cpp/cuda_micro" ]; 
   fi
 fi
 
-if [ "${LC_SANITIZE:-0}" = 1 ] && [ -x "$BUILD/tests/cpp/lc_tests" ]; then
-  echo "=== compute-sanitizer memcheck ==="
-  if timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/tests/cpp/lc_tests" \
-       --gtest_filter="${LC_SANITIZE_FILTER:-Cuda*:-CudaMemory.OutOfMemory*}" > "$OUT/memcheck.log" 2>&1; then STATUS[memcheck]=ok; else STATUS[memcheck]=FAIL; fi
-  grep -E "ERROR SUMMARY|Invalid|FAILED" "$OUT/memcheck.log" | head -20
+if [ "${LC_SANITIZE:-0}" != 0 ] && [ -x "$BUILD/tests/cpp/lc_tests" ]; then
+  TOOLS=(memcheck)
+  [ "${LC_SANITIZE}" = all ] && TOOLS=(memcheck racecheck synccheck)
+  for tool in "${TOOLS[@]}"; do
+    echo "=== compute-sanitizer $tool (C++ CUDA tests) ==="
+    T0=$(date +%s)
+    if timeout ${LC_SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 "$BUILD/tests/cpp/lc_tests" \
+         --gtest_filter="${LC_SANITIZE_FILTER:-Cuda*:-CudaMemory.OutOfMemory*}" > "$OUT/$tool.log" 2>&1
+    then STATUS[$tool]=ok; else STATUS[$tool]="FAIL(rc $?)"; fi
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|hazard|FAILED|^\[  PASSED" "$OUT/$tool.log" | head -10
+    echo "$tool took $(( $(date +%s) - T0 )) s"
+  done
 fi
 
 # --- Python tests / benchmarks (added once the nanobind module exists) ---------------------
@@ -100,6 +112,31 @@ if [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
        > "$OUT/pytest.log" 2>&1; then STATUS[pytest]=ok; else STATUS[pytest]=FAIL; fi
   grep -E "FAILED|Error|Fatal|File \"|Segmentation" "$OUT/pytest.log" | head -40
   tail -5 "$OUT/pytest.log"
+fi
+
+if [ "${LC_FUZZ:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ] && [ -d tests/python/fuzz ]; then
+  echo "=== fuzz suite on the device (${LC_FUZZ_GPU_EXAMPLES:-2000} cases) ==="
+  if LC_FUZZ_EXAMPLES=${LC_FUZZ_GPU_EXAMPLES:-2000} LC_FUZZ_DEVICE=cuda LC_FUZZ_REPORT="$OUT/fuzz_gpu.json" \
+       timeout ${LC_FUZZ_TIMEOUT:-300} python3 -m pytest tests/python/fuzz -q -p no:cacheprovider > "$OUT/fuzz_gpu.log" 2>&1
+  then STATUS[fuzz]=ok; else STATUS[fuzz]="FAIL(rc $?)"; fi
+  tail -15 "$OUT/fuzz_gpu.log"
+  if [ "${LC_SANITIZE:-0}" = all ]; then
+    for tool in memcheck racecheck synccheck; do
+      echo "=== compute-sanitizer $tool (fuzz device cases) ==="
+      if LC_FUZZ_EXAMPLES=${LC_SANITIZE_FUZZ:-150} LC_FUZZ_DEVICE=cuda LC_FUZZ_INPROCESS=1 \
+           timeout ${LC_SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
+           --target-processes all python3 -m pytest tests/python/fuzz -q -p no:cacheprovider > "$OUT/fuzz_$tool.log" 2>&1
+      then STATUS[fuzz_$tool]=ok; else STATUS[fuzz_$tool]="FAIL(rc $?)"; fi
+      grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|hazard|passed|failed" "$OUT/fuzz_$tool.log" | head -8
+    done
+  fi
+fi
+
+if [ "${LC_SOAK:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
+  echo "=== soak: 100,000 mixed calls per device ==="
+  if timeout 400 python3 benchmarks/python/soak_check.py --calls ${LC_SOAK_CALLS:-100000} \
+       --json "$OUT/soak.json" > "$OUT/soak.log" 2>&1; then STATUS[soak]=ok; else STATUS[soak]="FAIL(rc $?)"; fi
+  cat "$OUT/soak.log" | tail -5
 fi
 
 if [ "${LC_SKIP_BENCH:-0}" != 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
@@ -144,7 +181,8 @@ fi
 
 echo
 echo "=== summary ==="
-for k in configure build tests bench memcheck pytest placement pybench; do
+for k in configure build tests bench memcheck racecheck synccheck pytest fuzz fuzz_memcheck \
+         fuzz_racecheck fuzz_synccheck soak placement pybench; do
   [ -n "${STATUS[$k]:-}" ] && printf '%-10s %s\n' "$k" "${STATUS[$k]}"
 done
 [ -f "$OUT/ctest.log" ] && grep -E "^\[  (PASSED|FAILED) |tests? from .* ran" "$OUT/ctest.log" | tail -3

@@ -14,4 +14,6 @@ void register_ops(nb::module_& m);
 void register_trace(nb::module_& m);
 void register_sessions(nb::module_& m);
 void register_autotune(nb::module_& m);
+// Last: an error overload for every public op (wrong arity or keyword -> TypeError "[op] ...").
+void register_argument_errors(nb::module_& m);
 }  // namespace lcpy

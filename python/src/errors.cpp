@@ -55,4 +55,38 @@ void register_errors(nb::module_& m) {
   });
 }
 
+namespace {
+
+// The functions whose every parameter is an nb::handle (their converters raise "[op] ..."
+// themselves): for them nanobind can only fail on arity or keywords, so an overload that takes
+// anything is reached only then (nanobind tries it after the real one) and reports it with the
+// op's name and signature.
+const char* kOpFunctions[] = {
+    "matmul2d", "matmul2d_into", "linear", "linear_into", "attention2d", "attention2d_into",
+    "conv2d_nchw", "conv2d_nchw_into", "layernorm", "layernorm_into", "softmax", "softmax_into",
+    "vector_add", "vector_add_into", "vector_sub", "vector_sub_into", "vector_mul",
+    "vector_mul_into", "matrix_sub", "matrix_sub_into", "relu", "relu_into", "gelu", "gelu_into",
+    "vector_scale", "vector_scale_into", "conv_attention_nchw", "conv_attention_nchw_into",
+    "matmul2d_resident_session", "attention2d_resident_session",
+    "conv_attention_resident_session"};
+
+}  // namespace
+
+void register_argument_errors(nb::module_& m) {
+  for (const char* name : kOpFunctions) {
+    // The real overload's signature, for the message (taken before the overload is added).
+    std::string sig = nb::cast<std::string>(nb::str(m.attr(name).attr("__doc__")));
+    sig = sig.substr(0, sig.find('\n'));
+    m.def(name, [name, sig](nb::args args, nb::kwargs kwargs) -> nb::object {
+      std::string got = std::to_string(args.size()) + " positional argument(s)";
+      if (kwargs.size() > 0) {
+        got += " and keyword(s)";
+        for (auto [k, v] : kwargs) got += " '" + nb::cast<std::string>(nb::str(k)) + "'";
+      }
+      lc::throw_type(name, "invalid arguments: got " + got + "; expected " + sig +
+                               " (check the keyword names and the number of arguments)");
+    });
+  }
+}
+
 }  // namespace lcpy

@@ -17,4 +17,5 @@ NB_MODULE(_lightning_core, m) {
   lcpy::register_trace(m);
   lcpy::register_sessions(m);
   lcpy::register_autotune(m);
+  lcpy::register_argument_errors(m);
 }

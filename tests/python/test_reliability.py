@@ -410,3 +410,25 @@ def test_session_shared_by_threads(upload, rng):
         t.join()
     s.close()
     assert not bad, f"{len(bad)} wrong results out of 480"
+
+
+def test_soak_keeps_memory_flat():
+    # The CPU half of benchmarks/python/soak_check.py (the GPU run does 100,000 calls per device).
+    import pathlib
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "python" / "soak_check.py"
+    r = subprocess.run([sys.executable, str(script), "--calls", "20000", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok" in r.stdout
+
+
+@pytest.mark.parametrize("call", [
+    lambda: lc.matmul2d(A, A, devcie="cpu"),
+    lambda: lc.vector_add(A),
+    lambda: lc.attention2d(A, A),
+    lambda: lc.conv2d_nchw(A),
+    lambda: lc.matmul2d_resident_session(A, A, uplaod="once"),
+])
+def test_arity_and_keyword_errors_name_the_op(call):
+    with pytest.raises(TypeError, match=r"^\[\w+\] invalid arguments: .*expected"):
+        call()

@@ -25,6 +25,8 @@
 #include <cstdint>
 #include <mutex>
 
+#include <type_traits>
+
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/check.h"
 #include "backends/cuda/launch.h"
@@ -208,7 +210,10 @@ __global__ void __launch_bounds__(kThreads, AttnCfg<BQ, BK, DMAX, DVMAX>::kMinBl
     }
     __syncthreads();
 
-    // O += P V: rows ty*TM+i, columns tx*4 + 64*qq + e
+    // O += P V: rows ty*TM+i, columns tx*4 + 64*qq + e. In a masked tile a masked key's weight
+    // is exactly 0 and its value is skipped, not multiplied (0 * inf would leak NaN into rows
+    // that cannot see that key); unmasked tiles keep the plain FMA chain.
+    auto pv_pass = [&](auto masked) {
 #pragma unroll 2
     for (int j = 0; j < BK; j += 4) {
       float4 pf[TM];
@@ -224,6 +229,9 @@ __global__ void __launch_bounds__(kThreads, AttnCfg<BQ, BK, DMAX, DVMAX>::kMinBl
 #pragma unroll
         for (int i = 0; i < TM; ++i) {
           const float pv = jj == 0 ? pf[i].x : jj == 1 ? pf[i].y : jj == 2 ? pf[i].z : pf[i].w;
+          if constexpr (decltype(masked)::value) {
+            if (pv == 0.0f) continue;
+          }
 #pragma unroll
           for (int qq = 0; qq < TNV / 4; ++qq) {
             o[i][qq * 4 + 0] = fmaf(pv, vf[qq].x, o[i][qq * 4 + 0]);
@@ -234,6 +242,9 @@ __global__ void __launch_bounds__(kThreads, AttnCfg<BQ, BK, DMAX, DVMAX>::kMinBl
         }
       }
     }
+    };
+    if (need_mask) pv_pass(std::true_type{});
+    else pv_pass(std::false_type{});
   }
 
   // finish: reduce l over the 16 threads of each row group
