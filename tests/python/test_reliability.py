@@ -432,3 +432,76 @@ def test_soak_keeps_memory_flat():
 def test_arity_and_keyword_errors_name_the_op(call):
     with pytest.raises(TypeError, match=r"^\[\w+\] invalid arguments: .*expected"):
         call()
+
+
+# ---- the same classes on the GPU ---------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sq,d", [(3, 2), (37, 16), (300, 64), (1000, 128)])
+def test_cuda_causal_attention_masked_values_never_leak(sq, d, rng):
+    q = rng.standard_normal((sq, d)).astype(f32)
+    k = rng.standard_normal((sq, d)).astype(f32)
+    v = rng.standard_normal((sq, d)).astype(f32)
+    v[-1, :] = np.inf
+    v[-2, 0] = np.nan
+    out = lc.attention2d(q, k, v, True, "cuda")
+    ref = attention_ref(q, k, v, causal=True)
+    assert np.isfinite(out[:-2]).all()
+    np.testing.assert_allclose(out[:-2], ref[:-2], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_out_aliasing_device_tensors(rng):
+    a = rng.standard_normal((64, 64)).astype(f32)
+    b = rng.standard_normal((64, 64)).astype(f32)
+    ta, tb = lc.Tensor(a, device="cuda"), lc.Tensor(b, device="cuda")
+    lc.matmul2d_into(ta, tb, tb)
+    lc.synchronize()
+    np.testing.assert_allclose(tb.numpy(), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    tq = lc.Tensor(a[:16, :32].copy(), device="cuda")
+    ref = attention_ref(a[:16, :32], a[:16, :32], a[:16, :32])
+    lc.attention2d_into(tq, tq, tq, tq, False)
+    lc.synchronize()
+    np.testing.assert_allclose(tq.numpy(), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_relu_gelu_nan_inf_semantics():
+    x = np.array([np.nan, -np.inf, np.inf, -2.0, 3.0], f32)
+    np.testing.assert_array_equal(lc.relu(x, "cuda"), [np.nan, 0, np.inf, 0, 3])
+    g = lc.gelu(x, "cuda")
+    assert np.isnan(g[0]) and np.isnan(g[1]) and g[2] == np.inf
+    xc = x.reshape(1, 1, 1, 5)
+    wc = np.ones((1, 1, 1, 1), f32)
+    rc = lc.conv2d_nchw(xc, wc, None, activation="relu", device="cuda").reshape(-1)
+    np.testing.assert_array_equal(rc, [np.nan, 0, np.inf, 0, 3])
+
+
+@pytest.mark.gpu
+def test_cuda_session_fresh_inputs_and_threads(rng):
+    a = rng.standard_normal((48, 48)).astype(f32)
+    b = rng.standard_normal((48, 48)).astype(f32)
+    out = np.empty((48, 48), f32)
+    with lc.matmul2d_resident_session(a, b, device="cuda") as s:
+        a2 = a * 3
+        s.run_into(a2, b, out)
+        np.testing.assert_allclose(out, a2 @ b, rtol=1e-4, atol=1e-4)
+    s = lc.matmul2d_resident_session(a, b, device="cuda", upload="always")
+    bad = []
+
+    def worker(seed):
+        r = np.random.default_rng(seed)
+        o = np.empty((48, 48), f32)
+        for _ in range(40):
+            x = r.standard_normal((48, 48)).astype(f32)
+            s.run_into(x, b, o)
+            if not np.allclose(o, x @ b, rtol=1e-4, atol=1e-4):
+                bad.append(seed)
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in ts:
+        t.start()
+    s.close()  # waits for a call in flight; the workers then see a closed session or finish
+    for t in ts:
+        t.join()
+    assert not bad
