@@ -263,7 +263,7 @@ class Op:
     empty_ok: bool = False
     star_min_ndim: int = 0
     has_into: bool = True
-    allow: Callable | None = None  # allow(X, P) -> mask of elements where any value is accepted
+    allow: Callable | None = None  # allow(X, P) -> mask of elements where 0 is accepted too
     tags: tuple = field(default=())
 
     @property
@@ -279,7 +279,7 @@ def _ew(name, fn, n_in=2, star_min_ndim=0, **kw):
 
 
 def _gelu_allow(X, P):
-    return X["a"] == -np.inf  # torch: gelu(-inf) is nan (0.5 * -inf * 0); 0 is the limit: both fine
+    return X["a"] == -np.inf  # gelu(-inf): NaN (torch: 0.5 * -inf * 0, the reference) or 0 (the limit)
 
 
 OPS: dict[str, Op] = {op.name: op for op in [

@@ -4,7 +4,7 @@
     LC_FUZZ_EXAMPLES=20000 python -m pytest tests/python/fuzz          # the same, through pytest
 
 Environment knobs (the command-line flags win):
-  LC_FUZZ_EXAMPLES      cases in total (default 2500 on the CPU: ~60-90 s on a 2-core machine)
+  LC_FUZZ_EXAMPLES      cases in total (default 3000 on the CPU: ~60-90 s on a 2-core machine)
   LC_FUZZ_GPU_EXAMPLES  cases of the GPU run (default 500; only when lc.cuda_available())
   LC_FUZZ_SECONDS       stop starting new cases after this many seconds (default: no limit)
   LC_FUZZ_WORKERS       worker processes (default: CPU count, at most 4)
@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
 CORPUS = os.path.join(HERE, "crash-corpus.json")
-DEFAULT_EXAMPLES = 2500
+DEFAULT_EXAMPLES = 3000
 DEFAULT_GPU_EXAMPLES = 500
 
 
@@ -231,7 +231,11 @@ def run(examples=None, seconds=None, gpu=False, workers=None, seed=None, report=
         while any(w.poll(deadline, known) for w in ws):
             time.sleep(0.2)
     tried = r_tried + sum(w.tried for w in ws)
-    crashes = r_crashes + [c for w in ws for c in w.crashes]
+    crashes, seen = [], set()
+    for c in r_crashes + [c for w in ws for c in w.crashes]:  # each worker meets a crash once
+        if c["sig"] not in seen:
+            seen.add(c["sig"])
+            crashes.append(c)
     findings = r_findings + [f for w in ws for f in w.findings]
     _save_crashes(crashes)
     summary = {"device": "cuda" if gpu else "cpu", "seed": seed, "examples": examples, "tried": tried,
