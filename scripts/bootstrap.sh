@@ -2,7 +2,7 @@
 # Installs what building and testing need on a fresh Debian/Ubuntu machine (idempotent; quick
 # when everything is there). Used by scripts/demo.sh and scripts/test_all.sh.
 #   system: cmake, ninja, a C++20 compiler, GoogleTest, Google Benchmark, OpenBLAS (CPU GEMM)
-#   Python: numpy, nanobind, scikit-build-core, pytest
+#   Python: numpy, nanobind, scikit-build-core, pytest, hypothesis (the fuzz suite)
 # nvcc is optional: with it the CUDA backend is compiled (sm_90a), without it the build is CPU-only.
 set -euo pipefail
 PY=${PYTHON:-python3}
@@ -27,7 +27,7 @@ fi
 missing_py=$($PY - <<'PY'
 import importlib.util
 mods = {"numpy": "numpy", "nanobind": "nanobind", "scikit_build_core": "scikit-build-core",
-        "pytest": "pytest"}
+        "pytest": "pytest", "hypothesis": "hypothesis"}
 print(" ".join(pkg for mod, pkg in mods.items() if importlib.util.find_spec(mod) is None))
 PY
 )

@@ -1,0 +1,378 @@
+"""What every public op must do: one table entry per op, plus the error contract.
+
+OPS maps an op's Python name to an Op:
+  inputs   name -> dims pattern. Each letter is one size shared by every input using it; "*" is
+           a shape of any rank shared by all "*" inputs (rank >= star_min_ndim); "$" is the
+           last size of "*". A name ending in "?" is optional (None allowed).
+  out      the result's dims pattern, or a function (dims, star, params) -> shape.
+  call     positional template of the returning form: input names, param names, DEV (the
+           device argument); OUT marks where the `_into` form takes `out`. kw: keyword params.
+  params   hypothesis strategy of valid params (a dict).
+  ref      float64 reference: ref(X, P) with X the inputs as float64 (None when absent).
+  atol     absolute error floor of a float32 result: atol(X, P) (float or array), scaled by the
+           reduction length; the relative part is RTOL.
+  check    optional extra validity rule for sizes/params: check(dims, star, P) -> error text
+           or None (a ValueError is then expected).
+  finite   inputs that never get NaN/Inf injected (a padded conv weight would turn 0 * inf into
+           a NaN the math does not have).
+  empty_ok zero-size inputs may either work (empty result) or raise ValueError.
+
+Adding an op is one entry here (plus its strategy of params when it has any).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from hypothesis import strategies as st
+
+OUT, DEV = "@out", "@device"
+RTOL = 1e-4  # float32 result vs the float64 reference, relative part
+EPS = 2e-6  # per-term float32 error used by the absolute floors below
+
+
+# ---- float64 references ----------------------------------------------------------------------
+
+
+def amax(x) -> float:
+    if x is None or x.size == 0:
+        return 0.0
+    a = np.abs(x[np.isfinite(x)])
+    return float(a.max()) if a.size else 0.0
+
+
+def gelu64(x):
+    """tanh-approximation GELU as x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)."""
+    u = np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return x / (1.0 + np.exp(-2.0 * u))
+
+
+def act64(y, act):
+    if act == "relu":
+        return np.maximum(y, 0.0)  # np.maximum propagates NaN, as torch.relu does
+    if act == "gelu":
+        return gelu64(y)
+    return y
+
+
+def f32(v) -> float:
+    return float(np.float32(v))
+
+
+def ref_matmul(X, P):
+    return np.einsum("mk,kn->mn", X["a"], X["b"])  # plain loops: IEEE NaN/Inf, no BLAS shortcuts
+
+
+def ref_linear(X, P, x="x", w="weight", b="bias", act="activation"):
+    y = np.einsum("mi,oi->mo", X[x], X[w])
+    if X.get(b) is not None:
+        y = y + X[b]
+    return act64(y, P.get(act, "none"))
+
+
+def attention64(q, k, v, causal, scale):
+    sq, d = q.shape
+    sk = k.shape[0]
+    sc = 1.0 / np.sqrt(d) if scale is None else f32(scale)
+    s = np.einsum("qd,sd->qs", q, k) * sc
+    masked = (np.arange(sk)[None, :] > np.arange(sq)[:, None]) if causal else np.zeros((sq, sk), bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = np.where(masked, -np.inf, s).max(axis=1, keepdims=True)
+        p = np.where(masked, 0.0, np.exp(s - m))
+        # masked keys contribute nothing at all: not even 0 * inf
+        num = np.where(masked[:, :, None], 0.0, p[:, :, None] * v[None, :, :]).sum(axis=1)
+        return num / p.sum(axis=1, keepdims=True)
+
+
+def ref_attention(X, P):
+    return attention64(X["q"], X["k"], X["v"], P.get("causal", False), P.get("scale"))
+
+
+def conv64(x, w, b, sh, sw, ph, pw, act):
+    kh, kw = w.shape[2], w.shape[3]
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    y = np.einsum("nchwij,ocij->nohw", win, w)
+    if b is not None:
+        y = y + b[None, :, None, None]
+    return act64(y, act)
+
+
+def ref_conv(X, P, act=None):
+    return conv64(X["x"], X["weight"], X.get("bias"), P["stride_h"], P["stride_w"], P["pad_h"], P["pad_w"],
+                  act or P.get("activation", "none"))
+
+
+def layernorm64(x, g, b, eps):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    y = (x - mean) / np.sqrt(var + f32(eps))
+    if g is not None:
+        y = y * g
+    if b is not None:
+        y = y + b
+    return y
+
+
+def ref_softmax(X, P):
+    x = X["x"]
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def qkv_arrange64(feat, seq_len, head_dim):
+    flat = feat.reshape(-1)
+    need = seq_len * head_dim
+    return np.tile(flat, -(-need // flat.size))[:need].reshape(seq_len, head_dim)
+
+
+def ref_conv_attention(X, P, act=None, causal=None):
+    f = ref_conv(X, P, act=act or P.get("activation", "relu"))
+    q = qkv_arrange64(f, P["seq_len"], P["head_dim"])
+    return attention64(q, q, q, P.get("causal", False) if causal is None else causal, P.get("scale"))
+
+
+def ref_ffn(X, P):
+    h = ref_linear(X, P, "x", "w1", "b1")
+    return ref_linear({"h": h, "w2": X["w2"], "b2": X.get("b2")}, {}, "h", "w2", "b2")
+
+
+def ref_ln_linear(X, P):
+    h = layernorm64(X["x"], X.get("gamma"), X.get("beta"), P["eps"])
+    return ref_linear({"h": h, "w": X["w"], "b": X.get("b")}, P, "h", "w", "b")
+
+
+# ---- absolute error floors -------------------------------------------------------------------
+
+
+def atol_linear(x, w, b=None):
+    return EPS * (x.shape[-1] * amax(x) * amax(w) + amax(b)) + 1e-30
+
+
+def atol_attention(q, k, v, scale):
+    d = q.shape[1]
+    sc = 1.0 / np.sqrt(d) if scale is None else f32(scale)
+    score = d * amax(q) * amax(k) * sc  # bound on |score|: exp's relative error grows with it
+    return 1e-5 * amax(v) * (1.0 + score) * (1 + np.log2(k.shape[0])) + 1e-30
+
+
+def atol_conv(X, P):
+    w = X["weight"]
+    return EPS * (w.shape[1] * w.shape[2] * w.shape[3] * amax(X["x"]) * amax(w) + amax(X.get("bias"))) + 1e-30
+
+
+def atol_layernorm(x, g, b):
+    x = np.where(np.isfinite(x), x, 0.0)  # rows with NaN/Inf have a non-finite reference anyway
+    cols = x.shape[-1]
+    mean = x.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+    xm = np.abs(np.where(np.isfinite(x), x, 0)).max(axis=-1, keepdims=True)
+    return 4 * EPS * cols * xm * rstd * max(1.0, amax(g)) + EPS * amax(b) + 1e-30
+
+
+def atol_conv_attention(X, P):
+    f = ref_conv(X, P, act="none")
+    c_err = atol_conv(X, P)
+    hd = P["head_dim"]
+    sc = 1.0 / np.sqrt(hd) if P.get("scale") is None else f32(P["scale"])
+    m = amax(f)
+    q = np.zeros((1, hd)) + m
+    return 4 * atol_attention(q, q, q, P.get("scale")) + 4 * m * (2 * hd * m * c_err * sc * P["seq_len"]) + c_err
+
+
+def atol_ffn(X, P):
+    h = ref_linear(X, P, "x", "w1", "b1")
+    e1 = atol_linear(X["x"], X["w1"], X.get("b1"))
+    return e1 * X["w2"].shape[1] * amax(X["w2"]) * 2 + atol_linear(h, X["w2"], X.get("b2"))
+
+
+def atol_ln_linear(X, P):
+    h = layernorm64(X["x"], X.get("gamma"), X.get("beta"), P["eps"])
+    e = float(np.max(atol_layernorm(X["x"], X.get("gamma"), X.get("beta")))) if h.size else 0.0
+    return e * X["w"].shape[1] * amax(X["w"]) * 2 + atol_linear(h, X["w"], X.get("b"))
+
+
+def atol_elementwise(X, P):
+    return EPS * max(amax(v) for v in X.values() if v is not None) * max(1.0, abs(P.get("alpha", 1.0))) + 1e-30
+
+
+# ---- params ----------------------------------------------------------------------------------
+
+ACTS = st.sampled_from(["none", "relu", "gelu"])
+SCALES = st.one_of(st.none(), st.sampled_from([0.05, 0.37, 1.0, 3.0]))
+
+
+def conv_geometry(dims, star, P):
+    """Output (oh, ow), or an error text when the padded input is smaller than the kernel."""
+    H, W, kh, kw = dims["H"], dims["W"], dims["k"], dims["l"]
+    ph, pw, sh, sw = P["pad_h"], P["pad_w"], P["stride_h"], P["stride_w"]
+    if sh < 1 or sw < 1:
+        return "stride must be >= 1"
+    if ph < 0 or pw < 0:
+        return "padding must be >= 0"
+    if H + 2 * ph < kh or W + 2 * pw < kw:
+        return "kernel larger than the padded input"
+    return ((H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+
+
+def check_conv(dims, star, P):
+    g = conv_geometry(dims, star, P)
+    return g if isinstance(g, str) else None
+
+
+def out_conv(dims, star, P):
+    oh, ow = conv_geometry(dims, star, P)
+    return (dims["n"], dims["o"], oh, ow)
+
+
+def check_conv_attention(dims, star, P):
+    if dims["n"] != 1:
+        return "x must be one image"
+    if P["seq_len"] < 1 or P["head_dim"] < 1:
+        return "seq_len and head_dim must be >= 1"
+    return check_conv(dims, star, P)
+
+
+conv_params = st.fixed_dictionaries({
+    "stride_h": st.sampled_from([1, 1, 2, 3]), "stride_w": st.sampled_from([1, 1, 2, 3]),
+    "pad_h": st.sampled_from([0, 0, 1, 2, 3]), "pad_w": st.sampled_from([0, 0, 1, 2, 3]),
+})
+conv_attn_params = st.fixed_dictionaries({
+    "stride_h": st.sampled_from([1, 1, 2]), "stride_w": st.sampled_from([1, 1, 2]),
+    "pad_h": st.sampled_from([0, 1, 2]), "pad_w": st.sampled_from([0, 1, 2]),
+    "seq_len": st.sampled_from([1, 2, 3, 5, 7, 13]), "head_dim": st.sampled_from([1, 2, 3, 5, 8]),
+})
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str  # "matmul2d" (lc.matmul2d) or "api.ffn" (lc.api.ffn)
+    inputs: dict
+    out: object
+    call: tuple
+    ref: Callable
+    atol: Callable
+    kw: tuple = ()
+    params: object = st.just({})
+    check: Callable | None = None
+    finite: tuple = ()
+    empty_ok: bool = False
+    star_min_ndim: int = 0
+    has_into: bool = True
+    allow: Callable | None = None  # allow(X, P) -> mask of elements where 0 is accepted too
+    tags: tuple = field(default=())
+
+    @property
+    def msg_op(self) -> str:
+        """The name error messages start with: "[matmul2d] ..."."""
+        return self.name.split(".")[-1]
+
+
+def _ew(name, fn, n_in=2, star_min_ndim=0, **kw):
+    ins = {"a": "*", "b": "*"} if n_in == 2 else {"a": "*"}
+    call = ("a", "b", OUT, DEV) if n_in == 2 else ("a", OUT, DEV)
+    return Op(name, ins, "*", call, fn, atol_elementwise, empty_ok=True, star_min_ndim=star_min_ndim, **kw)
+
+
+def _gelu_allow(X, P):
+    return X["a"] == -np.inf  # gelu(-inf): NaN (torch: 0.5 * -inf * 0, the reference) or 0 (the limit)
+
+
+OPS: dict[str, Op] = {op.name: op for op in [
+    Op("matmul2d", {"a": "mk", "b": "kn"}, "mn", ("a", "b", OUT, DEV), ref_matmul,
+       lambda X, P: atol_linear(X["a"], X["b"].T)),
+    Op("linear", {"x": "mi", "weight": "oi", "bias?": "o"}, "mo",
+       ("x", "weight", "bias", OUT, "activation", DEV), ref_linear,
+       lambda X, P: atol_linear(X["x"], X["weight"], X.get("bias")),
+       params=st.fixed_dictionaries({"activation": ACTS})),
+    Op("attention2d", {"q": "qd", "k": "sd", "v": "se"}, "qe", ("q", "k", "v", OUT, "causal", DEV),
+       ref_attention, lambda X, P: atol_attention(X["q"], X["k"], X["v"], P.get("scale")), kw=("scale",),
+       params=st.fixed_dictionaries({"causal": st.booleans(), "scale": SCALES})),
+    Op("conv2d_nchw", {"x": "ncHW", "weight": "ockl", "bias?": "o"}, out_conv,
+       ("x", "weight", "bias", OUT, "stride_h", "stride_w", "pad_h", "pad_w", DEV), ref_conv, atol_conv,
+       kw=("activation",), params=conv_params.flatmap(lambda p: st.fixed_dictionaries(
+           {**{k: st.just(v) for k, v in p.items()}, "activation": ACTS})),
+       check=check_conv, finite=("weight", "bias")),
+    Op("layernorm", {"x": "*", "gamma?": "$", "beta?": "$"}, "*", ("x", "gamma", "beta", OUT, "eps", DEV),
+       lambda X, P: layernorm64(X["x"], X.get("gamma"), X.get("beta"), P["eps"]),
+       lambda X, P: atol_layernorm(X["x"], X.get("gamma"), X.get("beta")),
+       params=st.fixed_dictionaries({"eps": st.sampled_from([1e-5, 1e-3, 0.5])}), star_min_ndim=1),
+    Op("softmax", {"x": "*"}, "*", ("x", OUT, DEV), ref_softmax,
+       lambda X, P: EPS * (1.0 + amax(X["x"])) + 1e-30, star_min_ndim=1),
+    _ew("vector_add", lambda X, P: X["a"] + X["b"]),
+    _ew("vector_sub", lambda X, P: X["a"] - X["b"]),
+    _ew("vector_mul", lambda X, P: X["a"] * X["b"]),
+    Op("matrix_sub", {"a": "mn", "b": "mn"}, "mn", ("a", "b", OUT, DEV), lambda X, P: X["a"] - X["b"],
+       atol_elementwise, empty_ok=True),
+    Op("vector_scale", {"a": "*"}, "*", ("a", "alpha", OUT, DEV), lambda X, P: X["a"] * f32(P["alpha"]),
+       atol_elementwise, empty_ok=True,
+       params=st.fixed_dictionaries({"alpha": st.sampled_from([-2.5, 0.0, 1.0, 3.25, 1e-3])})),
+    _ew("relu", lambda X, P: np.maximum(X["a"], 0.0), n_in=1),
+    _ew("gelu", lambda X, P: gelu64(X["a"]), n_in=1, allow=_gelu_allow),
+    Op("conv_attention_nchw", {"x": "ncHW", "weight": "ockl", "bias?": "o"}, lambda d, s, P: (P["seq_len"], P["head_dim"]),
+       ("x", "weight", "bias", OUT, "seq_len", "head_dim", "stride_h", "stride_w", "pad_h", "pad_w", DEV),
+       ref_conv_attention, atol_conv_attention, kw=("activation", "causal", "scale"),
+       params=conv_attn_params.flatmap(lambda p: st.fixed_dictionaries(
+           {**{k: st.just(v) for k, v in p.items()}, "activation": ACTS, "causal": st.booleans(), "scale": SCALES})),
+       check=check_conv_attention, finite=("weight", "bias")),
+    Op("api.conv_relu_nchw", {"x": "ncHW", "weight": "ockl", "bias?": "o"}, out_conv,
+       ("x", "weight", "bias", "stride_h", "stride_w", "pad_h", "pad_w", DEV),
+       lambda X, P: ref_conv(X, P, act="relu"), atol_conv, params=conv_params, check=check_conv,
+       finite=("weight", "bias"), has_into=False),
+    Op("api.conv_attention_torchstrong_nchw", {"x": "ncHW", "weight": "ockl", "bias?": "o"},
+       lambda d, s, P: (P["seq_len"], P["head_dim"]),
+       ("x", "weight", "bias", "seq_len", "head_dim", "stride_h", "stride_w", "pad_h", "pad_w", DEV),
+       lambda X, P: ref_conv_attention(X, P, act="relu"), atol_conv_attention, kw=("causal",),
+       params=conv_attn_params.flatmap(lambda p: st.fixed_dictionaries(
+           {**{k: st.just(v) for k, v in p.items()}, "causal": st.booleans()})),
+       check=check_conv_attention, finite=("weight", "bias"), has_into=False),
+    Op("api.ffn", {"x": "mi", "w1": "hi", "b1?": "h", "w2": "oh", "b2?": "o"}, "mo",
+       ("x", "w1", "b1", "w2", "b2", "activation", DEV), ref_ffn, atol_ffn,
+       params=st.fixed_dictionaries({"activation": ACTS}), has_into=False),
+    Op("api.layernorm_linear", {"x": "mi", "gamma?": "i", "beta?": "i", "w": "oi", "b?": "o"}, "mo",
+       ("x", "gamma", "beta", "w", "b", "eps", "activation", DEV), ref_ln_linear, atol_ln_linear,
+       params=st.fixed_dictionaries({"eps": st.sampled_from([1e-5, 1e-3]), "activation": ACTS}),
+       has_into=False),
+]}
+
+# Bad values of params, per param name: (value, accepted exception types). "ok" in the types
+# means the call may also succeed (no value check then).
+BAD_PARAMS = {
+    "stride_h": [(0, (ValueError,)), (-1, (ValueError,)), (2**31, (ValueError, TypeError)),
+                 (2**62, (ValueError, TypeError))],
+    "stride_w": [(0, (ValueError,)), (-2, (ValueError,))],
+    "pad_h": [(-1, (ValueError,)), (2**30, (ValueError, MemoryError)), (2**31, (ValueError, TypeError, MemoryError)),
+              (2**62, (ValueError, TypeError, MemoryError))],
+    "pad_w": [(-1, (ValueError,)), (2**30 - 1, (ValueError, MemoryError)), (2**31, (ValueError, TypeError, MemoryError))],
+    "scale": [(0.0, (ValueError,)), (-1.0, (ValueError,)), (float("nan"), (ValueError,)), ("x", (TypeError,)),
+              ([1.0], (TypeError,)), (float("inf"), (ValueError, "ok"))],
+    "eps": [(0.0, (ValueError,)), (-1e-5, (ValueError,)), (float("nan"), (ValueError,)), ("x", (TypeError,))],
+    "activation": [("tanh", (ValueError,)), ("RELU", (ValueError, "ok")), (3, (TypeError,)), (None, (TypeError, ValueError))],
+    "causal": [("yes", (TypeError,)), (2, (TypeError, "ok"))],
+    "alpha": [("x", (TypeError,)), (None, (TypeError,))],
+    "seq_len": [(0, (ValueError,)), (-1, (ValueError,)), (2**31, (ValueError, MemoryError)),
+                (2**62, (ValueError, MemoryError)), (2**63, (ValueError, TypeError))],
+    "head_dim": [(0, (ValueError,)), (-1, (ValueError,)), (2**31, (ValueError, MemoryError)),
+                 (2**62, (ValueError, MemoryError))],
+}
+
+# Odd devices: value -> accepted outcome on a machine without / with a usable GPU.
+DEVICES = {
+    "cpu": ("ok", "ok"), "auto": ("ok", "ok"), None: ("ok", "ok"),
+    "cuda": (ValueError, "ok"), "gpu": (ValueError, "ok"),
+    "metal": (ValueError, ValueError), "": (ValueError, ValueError), 3: (TypeError, TypeError),
+}
+
+# Bad `out` objects for the `_into` forms: kind -> expected exception types.
+BAD_OUTS = {
+    "shape": (ValueError,), "float64": (TypeError,), "float16": (TypeError,), "int32": (TypeError,),
+    "noncontig": (ValueError,), "readonly": (ValueError,), "misaligned": (ValueError,),
+    "swapped": (ValueError,), "none": (TypeError,), "list": (TypeError, ValueError),
+}
+
+# Wrong dtypes of an input: all TypeError.
+BAD_DTYPES = ["float64", "float16", "int32", "bool", "complex64"]
