@@ -13,6 +13,7 @@ epilogue (cuBLASLt on CUDA), conv + ReLU in one kernel.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -31,6 +32,25 @@ __all__ = [
 
 
 _chain_query = _lc._chain_device  # the native chain decision (tests replace it to fake a GPU)
+
+
+def _named_errors(fn):
+    """Argument errors of a pipeline (a keyword typo, a missing argument) name it like the ops'
+    errors do: "[ffn] ffn() got an unexpected keyword argument ...". Only errors raised by the
+    call itself are renamed; errors from inside the pipeline pass through unchanged."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as e:
+            tb = e.__traceback__
+            if tb is not None and tb.tb_next is None and not str(e).startswith("["):
+                raise TypeError(f"[{name}] {e}") from None
+            raise
+
+    return wrapper
 
 
 def _on_gpu(x) -> bool:
@@ -112,7 +132,10 @@ def _chain_policy(op, device, policy, blocks=None, data=()) -> tuple[Any, Any]:
         upload = "always" if dev == "cpu" else base.upload
         common = dict(device=dev, upload=upload, precision=base.precision,
                       fusion=base.fusion, autotune=base.autotune)
-        last = _lc.ExecutionPolicy(download=base.download, sync=base.sync, **common)
+        # On the CPU results are in host memory already: download=False (a GPU-only promise)
+        # does not apply, as for a single op placed on the CPU.
+        last = _lc.ExecutionPolicy(download=base.download or dev == "cpu",
+                                   sync=base.sync if dev != "cpu" else "per_call", **common)
         inner = last if dev == "cpu" else _lc.ExecutionPolicy(download=False, sync="batch", **common)
         pair = _chain_policies.setdefault(key, (inner, last))
     return pair
@@ -125,6 +148,7 @@ def _host_result(out, inputs) -> Any:
     return out
 
 
+@_named_errors
 def conv_relu_nchw(x, w, b=None, stride_h: int = 1, stride_w: int = 1, pad_h: int = 0, pad_w: int = 0,
                    device: str | None = None, *, policy=None):
     """conv2d_nchw with the ReLU fused into the convolution kernel."""
@@ -144,6 +168,7 @@ def qkv_arrange(features, seq_len: int, head_dim: int):
     return np.tile(flat, reps)[:need].reshape(seq_len, head_dim)
 
 
+@_named_errors
 def conv_attention_torchstrong_nchw(x, w, b, seq_len: int, head_dim: int, stride_h: int = 1, stride_w: int = 1,
                                     pad_h: int = 1, pad_w: int = 1, device: str | None = None, *,
                                     causal: bool = False, execution_mode: str = "eager", policy=None):
@@ -160,6 +185,7 @@ def conv_attention_torchstrong_nchw(x, w, b, seq_len: int, head_dim: int, stride
                                    device, causal=causal, graph=(execution_mode == "graph"), policy=policy)
 
 
+@_named_errors
 def conv_attention_torchstrong_nchw_ab_report(x, w, b, seq_len: int, head_dim: int, stride_h: int = 1,
                                               stride_w: int = 1, pad_h: int = 1, pad_w: int = 1,
                                               device: str | None = None, *, iters: int = 20, warmup: int = 3,
@@ -193,6 +219,7 @@ def conv_attention_torchstrong_nchw_ab_report(x, w, b, seq_len: int, head_dim: i
     }
 
 
+@_named_errors
 def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, *, policy=None):
     """Transformer feed-forward block: linear(x, w1, b1) + activation -> linear(., w2, b2).
 
@@ -206,6 +233,7 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
     return _host_result(out, (x, w1, b1, w2, b2))
 
 
+@_named_errors
 def layernorm_linear(x, gamma, beta, w, b=None, eps: float = 1e-5, activation: str = "none",
                      device: str | None = None, *, policy=None):
     """LayerNorm over the last dimension, then a projection linear(., w, b)."""

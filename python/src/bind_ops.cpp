@@ -33,14 +33,14 @@ void call_maybe_nogil(double flops, F&& f) {
 // The returning form: a fresh numpy array when every input is numpy and the result lands on the
 // host (computed by the `_into` path, no extra copy); an lc.Tensor otherwise.
 template <class ShapeFn, class IntoFn, class RetFn>
-nb::object run_returning(std::initializer_list<const Arg*> args, const lc::ExecutionPolicy& p,
+nb::object run_returning(const char* op, std::initializer_list<const Arg*> args, const lc::ExecutionPolicy& p,
                          double flops, ShapeFn&& shape_fn, IntoFn&& into_fn, RetFn&& ret_fn) {
   bool any_lc = false;
   for (const Arg* a : args)
     if (a && a->from_lc) any_lc = true;
   if (!any_lc && p.download) {
     lc::Tensor view;
-    nb::object arr = new_numpy(shape_fn(), view);
+    nb::object arr = new_numpy(shape_fn(), view, op);
     call_maybe_nogil(flops, [&] { into_fn(view); });
     return arr;
   }
@@ -83,7 +83,7 @@ nb::object py_matmul2d(nb::handle a_, nb::handle b_, nb::handle device, nb::hand
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const double flops = 2.0 * a.t.numel() * (b.t.ndim() == 2 ? b.t.size(1) : 1);
   return run_returning(
-      {&a, &b}, p, flops, [&] { return lc::matmul2d_out_shape(a.t, b.t); },
+      op, {&a, &b}, p, flops, [&] { return lc::matmul2d_out_shape(a.t, b.t); },
       [&](lc::Tensor& out) { lc::matmul2d_into(a.t, b.t, out, p); },
       [&] { return lc::matmul2d(a.t, b.t, p); });
 }
@@ -111,7 +111,7 @@ nb::object py_linear(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle act
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
   const double flops = 2.0 * x.t.numel() * (w.t.ndim() == 2 ? w.t.size(0) : 1);
   return run_returning(
-      {&x, &w, has_b ? &b : nullptr}, p, flops, [&] { return lc::linear_out_shape(x.t, w.t, bias); },
+      op, {&x, &w, has_b ? &b : nullptr}, p, flops, [&] { return lc::linear_out_shape(x.t, w.t, bias); },
       [&](lc::Tensor& out) { lc::linear_into(x.t, w.t, bias, act, out, p); },
       [&] { return lc::linear(x.t, w.t, bias, act, p); });
 }
@@ -146,7 +146,7 @@ nb::object py_attention2d(nb::handle q_, nb::handle k_, nb::handle v_, nb::handl
   const float sc = scale_param(scale, op);
   const bool causal = bool_param(causal_, op, "causal");
   return run_returning(
-      {&q, &k, &v}, p, attention_flops(q, k), [&] { return lc::attention2d_out_shape(q.t, k.t, v.t); },
+      op, {&q, &k, &v}, p, attention_flops(q, k), [&] { return lc::attention2d_out_shape(q.t, k.t, v.t); },
       [&](lc::Tensor& out) { lc::attention2d_into(q.t, k.t, v.t, out, causal, p, sc); },
       [&] { return lc::attention2d(q.t, k.t, v.t, causal, p, sc); });
 }
@@ -184,7 +184,7 @@ nb::object py_conv2d(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle sh_
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
   return run_returning(
-      {&x, &w, has_b ? &b : nullptr}, p, conv_flops(x, w),
+      op, {&x, &w, has_b ? &b : nullptr}, p, conv_flops(x, w),
       [&] { return lc::conv2d_nchw_out_shape(x.t, w.t, bias, sh, sw, ph, pw); },
       [&](lc::Tensor& out) { lc::conv2d_nchw_into(x.t, w.t, bias, sh, sw, ph, pw, act, out, p); },
       [&] { return lc::conv2d_nchw(x.t, w.t, bias, sh, sw, ph, pw, act, p); });
@@ -220,7 +220,7 @@ nb::object py_layernorm(nb::handle x_, nb::handle g_, nb::handle b_, nb::handle 
   const lc::Tensor* gp = has_g ? &g.t : nullptr;
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
   return run_returning(
-      {&x, has_g ? &g : nullptr, has_b ? &b : nullptr}, p, 8.0 * x.t.numel(),
+      op, {&x, has_g ? &g : nullptr, has_b ? &b : nullptr}, p, 8.0 * x.t.numel(),
       [&] { return lc::layernorm_out_shape(x.t, gp, bp, eps); },
       [&](lc::Tensor& out) { lc::layernorm_into(x.t, gp, bp, eps, out, p); },
       [&] { return lc::layernorm(x.t, gp, bp, eps, p); });
@@ -247,7 +247,7 @@ nb::object py_softmax(nb::handle x_, nb::handle device, nb::handle policy) {
   to_arg(x_, op, "x", x);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   return run_returning(
-      {&x}, p, 8.0 * x.t.numel(), [&] { return lc::softmax_out_shape(x.t); },
+      op, {&x}, p, 8.0 * x.t.numel(), [&] { return lc::softmax_out_shape(x.t); },
       [&](lc::Tensor& out) { lc::softmax_into(x.t, out, p); }, [&] { return lc::softmax(x.t, p); });
 }
 
@@ -271,7 +271,7 @@ nb::object ew(const char* op, nb::handle a_, nb::handle b_, float alpha, nb::han
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
   return run_returning(
-      {&a, has_b ? &b : nullptr}, p, 1.0 * a.t.numel(),
+      op, {&a, has_b ? &b : nullptr}, p, 1.0 * a.t.numel(),
       [&] { return lc::elementwise_out_shape(op, a.t, bp); },
       [&](lc::Tensor& out) { lc::elementwise_into(op, a.t, bp, alpha, out, p); },
       [&] { return lc::elementwise(op, a.t, bp, alpha, p); });

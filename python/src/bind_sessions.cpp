@@ -134,7 +134,7 @@ nb::object py_conv_attention(nb::handle x_, nb::handle w_, nb::handle b_, nb::ha
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
   if (!x.from_lc && !w.from_lc && !(has_b && b.from_lc) && p.download) {
     lc::Tensor view;
-    nb::object arr = new_numpy(lc::conv_attention_nchw_out_shape(x.t, w.t, bias, prm), view);
+    nb::object arr = new_numpy(lc::conv_attention_nchw_out_shape(x.t, w.t, bias, prm), view, op);
     nb::gil_scoped_release nogil;
     lc::conv_attention_nchw_into(x.t, w.t, bias, prm, view, p);
     return arr;
@@ -188,7 +188,7 @@ void register_sessions(nb::module_& m) {
           s.download_into(out.t);
         }
         return nb::borrow(out_obj);
-      }, nb::arg("out"), "Synchronises and copies the last result into out.")
+      }, nb::arg("out").none(), "Synchronises and copies the last result into out.")
       .def("close", [](ResidentSession& s) {
         nb::gil_scoped_release nogil;  // waits for a call in flight on another thread
         s.close();
@@ -234,22 +234,22 @@ void register_sessions(nb::module_& m) {
         with_args(self, {{a, "a"}, {b, "b"}}, out, s.op(),
                   [&](const auto& in, lc::Tensor& o, std::uint32_t) { s.start_into(in, o); });
         return nb::borrow(out);
-      }, nb::arg("a"), nb::arg("b"), nb::arg("out"))
+      }, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none())
       .def("run_into", [](nb::handle self, nb::handle a, nb::handle b, nb::handle out) {
         auto& s = nb::cast<lc::Matmul2dSession&>(self);
         with_args(self, {{a, "a"}, {b, "b"}}, out, s.op(),
                   [&](const auto& in, lc::Tensor& o, std::uint32_t st) { s.run_into(in, o, st); });
         return nb::borrow(out);
-      }, nb::arg("a"), nb::arg("b"), nb::arg("out"))
+      }, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none())
       .def("run_batch_sync_no_download_into",
            [](nb::handle self, nb::handle a, nb::handle b, nb::handle out, nb::handle n_) {
              auto& s = nb::cast<lc::Matmul2dSession&>(self);
-             const std::int64_t n = int_param(n_, s.op(), "n", 1, INT64_MAX);
+             const std::int64_t n = int_param(n_, s.op(), "n", INT64_MIN, INT64_MAX);  // >= 1: checked after out
              with_args(self, {{a, "a"}, {b, "b"}}, out, s.op(),
                        [&](const auto& in, lc::Tensor& o, std::uint32_t st) {
                          s.run_batch_sync_no_download_into(in, o, n, st);
                        });
-           }, nb::arg("a"), nb::arg("b"), nb::arg("out"), nb::arg("n"))
+           }, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none(), nb::arg("n").none())
       .def_prop_ro("gemm_mode", &lc::Matmul2dSession::gemm_mode);
 
   m.def("matmul2d_resident_session",
@@ -268,7 +268,7 @@ void register_sessions(nb::module_& m) {
           }
           return new_session(std::move(s), {{a_, "a"}, {b_, "b"}});
         },
-        nb::arg("a"), nb::arg("b"), nb::arg("device") = nb::none(), nb::kw_only(),
+        nb::arg("a").none(), nb::arg("b").none(), nb::arg("device") = nb::none(), nb::kw_only(),
         nb::arg("policy") = nb::none(), nb::arg("upload") = nb::none(),
         nb::arg("use_graph").none() = false,
         "A resident matmul2d session for a[m,k] @ b[k,n] (see ResidentSession).");
@@ -281,24 +281,24 @@ void register_sessions(nb::module_& m) {
         with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
                   [&](const auto& in, lc::Tensor& o, std::uint32_t) { s.start_into(in, o); });
         return nb::borrow(out);
-      }, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"))
+      }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none())
       .def("run_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
                           nb::handle out) {
         auto& s = nb::cast<lc::Attention2dSession&>(self);
         with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
                   [&](const auto& in, lc::Tensor& o, std::uint32_t st) { s.run_into(in, o, st); });
         return nb::borrow(out);
-      }, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"))
+      }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none())
       .def("run_batch_sync_no_download_into",
            [](nb::handle self, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
               nb::handle n_) {
              auto& s = nb::cast<lc::Attention2dSession&>(self);
-             const std::int64_t n = int_param(n_, s.op(), "n", 1, INT64_MAX);
+             const std::int64_t n = int_param(n_, s.op(), "n", INT64_MIN, INT64_MAX);  // >= 1: checked after out
              with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
                        [&](const auto& in, lc::Tensor& o, std::uint32_t st) {
                          s.run_batch_sync_no_download_into(in, o, n, st);
                        });
-           }, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("n"));
+           }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none(), nb::arg("n").none());
 
   m.def("attention2d_resident_session",
         [](nb::handle q_, nb::handle k_, nb::handle v_, nb::handle causal_, nb::handle device,
@@ -319,7 +319,7 @@ void register_sessions(nb::module_& m) {
           }
           return new_session(std::move(s), {{q_, "q"}, {k_, "k"}, {v_, "v"}});
         },
-        nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("causal").none() = false,
+        nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("causal").none() = false,
         nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("scale") = nb::none(),
         nb::arg("policy") = nb::none(), nb::arg("upload") = nb::none(),
         nb::arg("use_graph").none() = false,
@@ -332,22 +332,22 @@ void register_sessions(nb::module_& m) {
         with_args(self, {{x, "x"}}, out, s.op(),
                   [&](const auto& in, lc::Tensor& o, std::uint32_t) { s.start_into(in, o); });
         return nb::borrow(out);
-      }, nb::arg("x"), nb::arg("out"))
+      }, nb::arg("x").none(), nb::arg("out").none())
       .def("run_into", [](nb::handle self, nb::handle x, nb::handle out) {
         auto& s = nb::cast<lc::ConvAttentionSession&>(self);
         with_args(self, {{x, "x"}}, out, s.op(),
                   [&](const auto& in, lc::Tensor& o, std::uint32_t st) { s.run_into(in, o, st); });
         return nb::borrow(out);
-      }, nb::arg("x"), nb::arg("out"))
+      }, nb::arg("x").none(), nb::arg("out").none())
       .def("run_batch_sync_no_download_into",
            [](nb::handle self, nb::handle x, nb::handle out, nb::handle n_) {
              auto& s = nb::cast<lc::ConvAttentionSession&>(self);
-             const std::int64_t n = int_param(n_, s.op(), "n", 1, INT64_MAX);
+             const std::int64_t n = int_param(n_, s.op(), "n", INT64_MIN, INT64_MAX);  // >= 1: checked after out
              with_args(self, {{x, "x"}}, out, s.op(),
                        [&](const auto& in, lc::Tensor& o, std::uint32_t st) {
                          s.run_batch_sync_no_download_into(in, o, n, st);
                        });
-           }, nb::arg("x"), nb::arg("out"), nb::arg("n"));
+           }, nb::arg("x").none(), nb::arg("out").none(), nb::arg("n").none());
 
   m.def("conv_attention_resident_session",
         [](nb::handle x_, nb::handle w_, nb::handle b_, nb::handle seq_len, nb::handle head_dim,
@@ -371,7 +371,7 @@ void register_sessions(nb::module_& m) {
           }
           return new_session(std::move(s), {{x_, "x"}});
         },
-        nb::arg("x"), nb::arg("w"), nb::arg("b").none(), nb::arg("seq_len").none(), nb::arg("head_dim").none(),
+        nb::arg("x").none(), nb::arg("w").none(), nb::arg("b").none(), nb::arg("seq_len").none(), nb::arg("head_dim").none(),
         nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1, nb::arg("pad_h").none() = 0,
         nb::arg("pad_w").none() = 0, nb::arg("device") = nb::none(), nb::kw_only(),
         nb::arg("activation").none() = "relu", nb::arg("causal").none() = false, nb::arg("scale") = nb::none(),
@@ -380,7 +380,7 @@ void register_sessions(nb::module_& m) {
         "A resident conv->attention session: weight and bias resident, x per call; methods "
         "take (x, out).");
 
-  m.def("conv_attention_nchw", &py_conv_attention, nb::arg("x"), nb::arg("w"), nb::arg("b").none(),
+  m.def("conv_attention_nchw", &py_conv_attention, nb::arg("x").none(), nb::arg("w").none(), nb::arg("b").none(),
         nb::arg("seq_len").none(), nb::arg("head_dim").none(), nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1,
         nb::arg("pad_h").none() = 0, nb::arg("pad_w").none() = 0, nb::arg("device") = nb::none(), nb::kw_only(),
         nb::arg("activation").none() = "relu", nb::arg("causal").none() = false, nb::arg("scale") = nb::none(),
@@ -388,8 +388,8 @@ void register_sessions(nb::module_& m) {
         "conv2d_nchw(+activation) -> the flattened output read cyclically into [seq_len, "
         "head_dim] (api.qkv_arrange) -> self-attention (q=k=v), on one device; x must be one "
         "image. graph=True replays the chain as one cached CUDA graph (CUDA only).");
-  m.def("conv_attention_nchw_into", &py_conv_attention_into, nb::arg("x"), nb::arg("w"),
-        nb::arg("b").none(), nb::arg("out"), nb::arg("seq_len").none(), nb::arg("head_dim").none(),
+  m.def("conv_attention_nchw_into", &py_conv_attention_into, nb::arg("x").none(), nb::arg("w").none(),
+        nb::arg("b").none(), nb::arg("out").none(), nb::arg("seq_len").none(), nb::arg("head_dim").none(),
         nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1, nb::arg("pad_h").none() = 0,
         nb::arg("pad_w").none() = 0, nb::arg("device") = nb::none(), nb::kw_only(),
         nb::arg("activation").none() = "relu", nb::arg("causal").none() = false, nb::arg("scale") = nb::none(),

@@ -105,12 +105,19 @@ bool to_opt_arg(nb::handle obj, const char* op, const char* name, Arg& out) {
   return true;
 }
 
-nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view) {
+nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, const char* op) {
   npy_intp dims[lc::kMaxDims];
   const int nd = static_cast<int>(shape.size());
   for (int i = 0; i < nd; ++i) dims[i] = static_cast<npy_intp>(shape[i]);
   PyObject* a = PyArray_SimpleNew(nd, dims, NPY_FLOAT32);
-  if (!a) throw nb::python_error();
+  if (!a) {
+    if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
+      PyErr_Clear();
+      lc::throw_oom(op, "could not allocate the result of shape " + lc::shape_str(shape) +
+                            " in host memory; use smaller shapes or keep the result on the device");
+    }
+    throw nb::python_error();
+  }
   std::int64_t strides[lc::kMaxDims];
   std::int64_t s = 1;
   for (int i = nd - 1; i >= 0; --i) {

@@ -38,7 +38,8 @@ void to_out_arg(nb::handle obj, const char* op, Arg& out);
 bool to_opt_arg(nb::handle obj, const char* op, const char* name, Arg& out);
 
 // A fresh C-contiguous float32 numpy array of `shape`, and an lc::Tensor over its memory.
-nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view);
+// Host memory exhaustion is a MemoryError naming `op`.
+nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, const char* op);
 
 // Wraps a result tensor: an lc.Tensor object (device or host).
 nb::object wrap_tensor(lc::Tensor&& t);

@@ -95,9 +95,12 @@ Tensor Tensor::contiguous() const {
 }
 
 void Tensor::copy_to(Tensor& dst) const {
-  if (dst.ndim_ != ndim_ || dst.shape() != shape() || dst.dtype_ != dtype_)
-    throw_value("Tensor.copy_to", "shape/dtype mismatch: " + shape_str() + " " + to_string(dtype_) +
-                                      " -> " + dst.shape_str() + " " + to_string(dst.dtype_));
+  if (dst.dtype_ != dtype_)
+    throw_type("Tensor.copy_to", "dtype mismatch: " + shape_str() + " " + to_string(dtype_) +
+                                     " -> " + dst.shape_str() + " " + to_string(dst.dtype_) +
+                                     "; convert the source to the destination's dtype first");
+  if (dst.ndim_ != ndim_ || dst.shape() != shape())
+    throw_value("Tensor.copy_to", "shape mismatch: " + shape_str() + " -> " + dst.shape_str());
   if (!dst.writable_) throw_value("Tensor.copy_to", "destination is read-only");
   const std::size_t bytes = nbytes();
   if (bytes == 0) return;
