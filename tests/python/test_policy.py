@@ -204,7 +204,7 @@ def test_asyncio_task_device_scope_decides_placement():
     a = np.ones(16, np.float32)
     out = {}
 
-    async def on(device, key, start, other):
+    async def on(device, key, start, other, done, other_done):
         with lc.policy(device=device):
             start.set()
             await other.wait()
@@ -213,10 +213,13 @@ def test_asyncio_task_device_scope_decides_placement():
                 out[key] = lc.last_op_report()["device"]
             except ValueError as e:
                 out[key] = "raised: " + str(e)
+            done.set()
+            await other_done.wait()  # both ops ran while both scopes were open
 
     async def main():
-        e1, e2 = asyncio.Event(), asyncio.Event()
-        await asyncio.gather(on("cuda", "gpu_task", e1, e2), on("cpu", "cpu_task", e2, e1))
+        e1, e2, d1, d2 = (asyncio.Event() for _ in range(4))
+        await asyncio.gather(on("cuda", "gpu_task", e1, e2, d1, d2),
+                             on("cpu", "cpu_task", e2, e1, d2, d1))
 
     _run(main())
     assert out["cpu_task"] == "cpu"
