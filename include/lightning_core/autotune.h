@@ -2,7 +2,9 @@
 // once and persisted as versioned JSON (docs/autotune.md).
 //
 // File: $LIGHTNING_CORE_CACHE_DIR/autotune.json, else $XDG_CACHE_HOME/lightning-core/autotune.json,
-// else ~/.cache/lightning-core/autotune.json. Written atomically (temp file + rename). A corrupt,
+// else ~/.cache/lightning-core/autotune.json. Every store is a read-merge-write under an
+// exclusive flock on autotune.json.lock (entries of other processes survive; the writer's own
+// key wins), written atomically (temp file + rename; readers take no lock). A corrupt,
 // unreadable, wrong-schema or unwritable file produces a warning (never an exception) and the
 // cache is rebuilt from scratch on the next store. LC_AUTOTUNE=0 disables lookups, stores and
 // measurements (defaults are used).
@@ -49,7 +51,8 @@ std::string cache_path();
 std::string make_key(const std::string& op, const std::string& shapes, const std::string& dtype,
                      const std::string& fingerprint);
 
-// Lookup / store under the full key. store() rewrites the file atomically; failures warn.
+// Lookup / store under the full key. store() merges with the file under the lock and rewrites
+// it atomically; failures warn.
 std::optional<Fields> lookup(const std::string& key);
 void store(const std::string& key, const std::string& op, const std::string& shapes,
            const std::string& dtype, const std::string& fingerprint, const Fields& extra);

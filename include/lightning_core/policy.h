@@ -40,7 +40,9 @@ Precision parse_precision(const std::string& s, const char* op);
 Activation parse_activation(const std::string& s, const char* op);
 
 // The policy an op uses when the caller passes none: the innermost PolicyScope of this thread,
-// else the process default.
+// else the process default. (Python's `with lc.policy(...)` does not use this stack: it lives in
+// a contextvars.ContextVar, per asyncio task, that the Python bindings read first; see
+// python/src/convert.cpp resolve_policy.)
 const ExecutionPolicy& current_policy();
 ExecutionPolicy default_policy();
 void set_default_policy(const ExecutionPolicy& p);
@@ -58,7 +60,7 @@ class PolicyScope {
   ExecutionPolicy p_;
 };
 
-// For bindings: push/pop without RAII (the Python context manager).
+// Push/pop without RAII (for callers that cannot scope a PolicyScope object).
 void push_policy(const ExecutionPolicy& p);
 void pop_policy();
 

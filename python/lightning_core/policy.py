@@ -1,9 +1,9 @@
 """Execution policy helpers: scoped policies, the process default and placement explanations.
 
-    with lc.policy(device="cuda", sync="batch"):      # scoped (nests, per thread)
+    with lc.policy(device="cuda", sync="batch"):      # scoped (nests; per thread / asyncio task)
         y = lc.matmul2d(a, b)
 
-    @lc.policy(device="cpu")                           # also a decorator
+    @lc.policy(device="cpu")                           # also a decorator (async functions too)
     def f(...): ...
 
     lc.set_default_policy(device="auto", precision="tf32")   # process default
@@ -18,7 +18,9 @@ docs/policy.md.
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import inspect
 from typing import Any, Callable, Optional
 
 from . import _lightning_core as _C
@@ -36,6 +38,14 @@ __all__ = [
 ]
 
 _FIELDS = ("device", "upload", "download", "sync", "precision", "fusion", "autotune")
+
+# The `with lc.policy` scope of the running context: None (no scope) or (policy, parent), the
+# innermost ExecutionPolicy and the enclosing scope's tuple. A ContextVar, so each asyncio task
+# (which runs in a copy of its creator's context) and each thread (which starts with an empty
+# context) sees only its own scopes. The op bindings read it natively (PyContextVar_Get) when a
+# call passes no policy; without a scope they use the process default.
+_scope: contextvars.ContextVar = contextvars.ContextVar("lightning_core.policy_scope", default=None)
+_C._set_policy_context_var(_scope)
 
 
 def policy_fields(p: ExecutionPolicy) -> dict:
@@ -55,7 +65,8 @@ def _make(base: Optional[ExecutionPolicy], kw: dict) -> ExecutionPolicy:
 
 
 class policy:
-    """Context manager (and decorator) making a policy current on this thread.
+    """Context manager (and decorator) making a policy current in this context: this thread, or
+    this asyncio task (tasks started inside the block inherit it; other tasks never see it).
 
     ``lc.policy(device="cuda", sync="batch")`` starts from the enclosing policy (the innermost
     ``with lc.policy`` or the process default) and overrides the given fields;
@@ -75,16 +86,26 @@ class policy:
     def __enter__(self) -> ExecutionPolicy:
         # Re-derive from the policy current at entry, so a reused object nests correctly.
         p = _make(self._base if self._base is not None else _C.current_policy(), self._fields)
-        _C._push_policy(p)
+        _scope.set((p, _scope.get()))
         self._depth += 1
         return p
 
     def __exit__(self, *exc) -> bool:
         self._depth -= 1
-        _C._pop_policy()
+        node = _scope.get()
+        _scope.set(node[1] if node is not None else None)
         return False
 
     def __call__(self, fn: Callable) -> Callable:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args, **kwargs):
+                with policy(self._base, **self._fields):
+                    return await fn(*args, **kwargs)
+
+            return async_wrapper
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             with policy(self._base, **self._fields):
@@ -118,7 +139,8 @@ def get_default_policy() -> ExecutionPolicy:
 
 
 def current_policy() -> ExecutionPolicy:
-    """The policy ops use when given none: the innermost ``with lc.policy``, else the default."""
+    """The policy ops use when given none: the innermost ``with lc.policy`` of this thread or
+    asyncio task, else the default."""
     return _C.current_policy()
 
 

@@ -234,10 +234,15 @@ void register_policy(nb::module_& m) {
       .def("__repr__", [](const lc::ExecutionPolicy& p) { return "ExecutionPolicy(" + p.to_string() + ")"; });
   m.def("get_default_policy", &lc::default_policy);
   m.def("set_default_policy", &lc::set_default_policy, nb::arg("policy"));
-  m.def("current_policy", [] { return lc::current_policy(); },
-        "The policy ops use when given none: the innermost `with lc.policy(...)`, else the default.");
-  m.def("_push_policy", &lc::push_policy);
-  m.def("_pop_policy", &lc::pop_policy);
+  m.def("current_policy", [] {
+    lc::ExecutionPolicy p;
+    if (!context_policy(p)) p = lc::current_policy();
+    return p;
+  }, "The policy ops use when given none: the innermost `with lc.policy(...)` of this context "
+     "(asyncio task / thread), else the default.");
+  m.def("_set_policy_context_var", &set_policy_context_var, nb::arg("var"),
+        "Installs the contextvars.ContextVar holding the `with lc.policy` scope (policy.py does "
+        "this at import); ops given no policy read it.");
   m.def("_explain_enabled", &lc::explain_enabled);
 
   m.def("_placement", &placement_query, nb::arg("op"), nb::arg("shapes"), nb::arg("policy"),

@@ -150,10 +150,56 @@ nb::object numpy_view(const lc::Tensor& t, nb::handle owner) {
   return nb::steal(a);
 }
 
+// ---- the Python policy scope (a contextvars.ContextVar) -------------------------------------
+// `with lc.policy(...)` (python/lightning_core/policy.py) keeps its scope in a ContextVar, so
+// asyncio tasks and threads each see their own. Its value is None or a tuple (policy, parent):
+// the innermost ExecutionPolicy and the enclosing scope's tuple. The variable and the
+// ExecutionPolicy type are looked up once (set_policy_context_var, at import) and held for the
+// life of the process.
+namespace {
+PyObject* g_policy_var = nullptr;      // the ContextVar (strong reference)
+PyTypeObject* g_policy_type = nullptr;  // lc.ExecutionPolicy
+}  // namespace
+
+void set_policy_context_var(nb::handle var) {
+  if (!PyContextVar_CheckExact(var.ptr()))
+    lc::throw_type("_set_policy_context_var", "expects a contextvars.ContextVar");
+  g_policy_type = reinterpret_cast<PyTypeObject*>(nb::type<lc::ExecutionPolicy>().ptr());
+  Py_INCREF(var.ptr());
+  PyObject* prev = g_policy_var;
+  g_policy_var = var.ptr();
+  Py_XDECREF(prev);
+}
+
+bool context_policy(lc::ExecutionPolicy& out) {
+  if (!g_policy_var) return false;
+  PyObject* v = nullptr;
+  if (PyContextVar_Get(g_policy_var, nullptr, &v) < 0) throw nb::python_error();
+  if (!v) return false;  // never set in this context
+  bool found = false;
+  if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 2) {
+    PyObject* pol = PyTuple_GET_ITEM(v, 0);
+    if (Py_TYPE(pol) == g_policy_type) {
+      out = *nb::inst_ptr<lc::ExecutionPolicy>(pol);
+      found = true;
+    } else {
+      lc::ExecutionPolicy* given = nullptr;
+      if (nb::try_cast<lc::ExecutionPolicy*>(nb::handle(pol), given) && given) {
+        out = *given;
+        found = true;
+      }
+    }
+  }
+  Py_DECREF(v);  // None (outside every scope) or an unexpected value: no scope
+  return found;
+}
+
 lc::ExecutionPolicy resolve_policy(nb::handle device, nb::handle policy, const char* op) {
   lc::ExecutionPolicy p;
   if (policy.is_none()) {
-    p = lc::current_policy();
+    // The innermost `with lc.policy` of this context, else C++'s (its thread's PolicyScope or
+    // the process default).
+    if (!context_policy(p)) p = lc::current_policy();
   } else {
     lc::ExecutionPolicy* given = nullptr;
     if (!nb::try_cast<lc::ExecutionPolicy*>(policy, given) || !given)

@@ -46,8 +46,9 @@ nb::object wrap_tensor(lc::Tensor&& t);
 // A numpy array over a host tensor's memory without a copy (keeps `owner` alive).
 nb::object numpy_view(const lc::Tensor& t, nb::handle owner);
 
-// The policy for one call: `policy` (an lc.ExecutionPolicy or None -> the current one),
-// with `device` (None or a device string) overriding its device.
+// The policy for one call: `policy` (an lc.ExecutionPolicy or None -> the current one: the
+// innermost `with lc.policy` of the calling context, else lc::current_policy()), with `device`
+// (None or a device string) overriding its device.
 lc::ExecutionPolicy resolve_policy(nb::handle device, nb::handle policy, const char* op);
 
 // Scalar arguments, converted with errors that name the op and the argument (TypeError for a
@@ -61,6 +62,12 @@ std::int64_t int_param(nb::handle h, const char* op, const char* name, std::int6
 // The attention scale: None -> 0 (meaning 1/sqrt(head_dim)); else a finite number > 0. The one
 // rule for every attention entry point (ops, sessions, conv -> attention).
 float scale_param(nb::handle h, const char* op);
+
+// The Python policy scope: `var` is the contextvars.ContextVar of python/lightning_core/policy.py
+// (value None or (policy, parent)). context_policy() copies the innermost scoped policy of the
+// current context into `out`; false when no scope is active (or before the variable is set).
+void set_policy_context_var(nb::handle var);
+bool context_policy(lc::ExecutionPolicy& out);
 
 // Release the GIL for calls whose work is large enough that other threads should run.
 bool worth_releasing_gil(double flops);

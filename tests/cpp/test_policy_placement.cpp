@@ -12,7 +12,11 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "backends/backend.h"
 #include "backends/cpu/thread_pool.h"
@@ -432,9 +436,91 @@ TEST_F(AutotuneCache, RoundTripThroughTheFile) {
   EXPECT_EQ(f->at("device"), lc::device_fingerprint(lc::DeviceKind::cpu));
   EXPECT_EQ(f->at("library_version"), LC_VERSION);
   EXPECT_TRUE(warnings_.empty());
-  int files = 0;
-  for (auto& e : fs::directory_iterator(dir_)) files += e.is_regular_file();
-  EXPECT_EQ(files, 1);  // the temp file was renamed into place
+  std::vector<std::string> files;
+  for (auto& e : fs::directory_iterator(dir_)) files.push_back(e.path().filename().string());
+  std::sort(files.begin(), files.end());
+  // The temp file was renamed into place; the lock file stays (it is never removed).
+  EXPECT_EQ(files, (std::vector<std::string>{"autotune.json", "autotune.json.lock"}));
+}
+
+// Several writers of one cache directory: every store re-reads the file under the lock and
+// merges, so entries written by other processes (or threads) survive, and the writer's own
+// entry wins for its key. Child processes are forked; they use only the cache (explicit keys,
+// no fingerprint query) and leave with _exit.
+std::string key_of(const std::string& op) {
+  return lc::autotune::make_key(op, "s", "float32", "cpu:test");
+}
+
+void store_choice(const std::string& op, const std::string& choice) {
+  lc::autotune::store(key_of(op), op, "s", "float32", "cpu:test", {{"choice", choice}});
+}
+
+std::string choice_of(const std::string& op) {
+  auto f = lc::autotune::lookup(key_of(op));
+  return f ? f->at("choice") : std::string("<missing>");
+}
+
+// Runs `body` in a forked child; returns its exit status (0 = fine).
+template <class F>
+int in_child(F&& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    body();
+    ::_exit(0);
+  }
+  int status = -1;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+TEST_F(AutotuneCache, StoreMergesEntriesOfOtherProcesses) {
+  store_choice("mine", "p1");
+  store_choice("stale", "old");
+  // Another process, which loaded the file before this one's next store, adds and updates.
+  ASSERT_EQ(in_child([] {
+    store_choice("theirs", "c");
+    store_choice("stale", "new");
+    store_choice("mine", "child");
+  }), 0);
+  // This process still has its old in-memory copy; its store must not drop "theirs" nor
+  // restore "stale"=old, and its own key wins.
+  store_choice("mine", "p2");
+  lc::autotune::reload();
+  EXPECT_EQ(choice_of("mine"), "p2");
+  EXPECT_EQ(choice_of("theirs"), "c");
+  EXPECT_EQ(choice_of("stale"), "new");
+  EXPECT_EQ(lc::autotune::entries().size(), 3u);
+  EXPECT_TRUE(warnings_.empty());
+}
+
+TEST_F(AutotuneCache, ConcurrentProcessesAndThreadsKeepEveryEntry) {
+  constexpr int kProcs = 4, kThreads = 3, kEach = 15;
+  std::vector<pid_t> kids;
+  for (int p = 0; p < kProcs; ++p) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      lc::autotune::reload();
+      std::vector<std::thread> ts;
+      for (int t = 0; t < kThreads; ++t)
+        ts.emplace_back([p, t] {
+          for (int i = 0; i < kEach; ++i)
+            store_choice("op" + std::to_string(p) + "_" + std::to_string(t) + "_" +
+                             std::to_string(i), std::to_string(i));
+        });
+      for (auto& th : ts) th.join();
+      ::_exit(0);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t pid : kids) {
+    int status = -1;
+    ::waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  lc::autotune::reload();
+  EXPECT_EQ(lc::autotune::entries().size(), static_cast<std::size_t>(kProcs * kThreads * kEach));
+  EXPECT_EQ(choice_of("op3_2_14"), "14");
+  EXPECT_TRUE(warnings_.empty());
 }
 
 TEST_F(AutotuneCache, CorruptFileWarnsAndIsRebuilt) {

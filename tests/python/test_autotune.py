@@ -66,8 +66,8 @@ def test_round_trip_and_schema(cache_dir):
     got = lc.autotune_lookup("myop", "[4,4]")
     assert got["choice"] == "fast_path"
     assert [e["key"] for e in lc.autotune_cache_entries()] == [key]
-    # Atomic write: no temp files are left behind.
-    assert sorted(p.name for p in cache_dir.iterdir()) == ["autotune.json"]
+    # Atomic write: no temp files are left behind (the lock file stays; it is never removed).
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["autotune.json", "autotune.json.lock"]
 
 
 def test_clear(cache_dir):
@@ -85,6 +85,94 @@ def test_special_characters_survive(cache_dir):
     lc.autotune_record("op", shapes, "c\"hoice")
     _C._autotune_reload()
     assert lc.autotune_lookup("op", shapes)["choice"] == "c\"hoice"
+
+
+# ---- several processes sharing one cache ----------------------------------------------------------
+
+# Each writer process waits for the go file (so all six write at once), then records its entries
+# one store at a time, each a read-merge-write of the whole file under the lock.
+_WRITER = r"""
+import os, sys, time
+import lightning_core as lc
+worker, n, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+deadline = time.time() + 60
+while not os.path.exists(go) and time.time() < deadline:
+    time.sleep(0.001)
+for i in range(n):
+    lc.autotune_record(f"proc{worker}", f"[{i}]", f"c{worker}.{i}", iteration=i)
+mine = [e for e in lc.autotune_cache_entries() if e["op"] == f"proc{worker}"]
+print(len(mine))
+"""
+
+
+def test_concurrent_processes_keep_every_entry(cache_dir, tmp_path):
+    """Six processes write 40 entries each into one LIGHTNING_CORE_CACHE_DIR at the same time:
+    all 240 survive (before the file lock, each writer replaced the file with its own stale copy
+    and 46-76 were left)."""
+    procs, each = 6, 40
+    # A prior entry (this process) must survive the others' writes, too.
+    lc.autotune_record("parent", "s", "kept")
+    go = tmp_path / "go"
+    env = dict(os.environ, LIGHTNING_CORE_CACHE_DIR=str(cache_dir))
+    env.pop("LC_AUTOTUNE", None)
+    ps = [subprocess.Popen([sys.executable, "-c", _WRITER, str(w), str(each), str(go)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for w in range(procs)]
+    go.touch()
+    for p in ps:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert "warning" not in err.lower(), err
+        assert int(out.split()[-1]) == each  # a writer sees all of its own entries
+    doc = _read(lc.autotune_cache_path())
+    ops = [e["op"] for e in doc["entries"].values()]
+    for w in range(procs):
+        assert ops.count(f"proc{w}") == each, f"process {w}: {ops.count(f'proc{w}')} of {each}"
+    assert ops.count("parent") == 1 and len(ops) == procs * each + 1
+    _C._autotune_reload()
+    assert lc.autotune_lookup("proc5", "[39]")["choice"] == "c5.39"
+    assert lc.autotune_lookup("parent", "s")["choice"] == "kept"
+    # No temp file is left behind; the lock file stays.
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["autotune.json", "autotune.json.lock"]
+
+
+def test_store_merges_and_own_key_wins(cache_dir):
+    """A store re-reads the file under the lock: entries another process wrote after this one
+    loaded the file survive, its updates of other keys are kept, and this process's own key
+    wins."""
+    lc.autotune_record("mine", "s", "v1")
+    lc.autotune_record("other", "s", "old")
+    path = Path(lc.autotune_cache_path())
+    doc = _read(path)
+    # What another process would have done meanwhile: a new entry and an update.
+    (k_other,) = [k for k, e in doc["entries"].items() if e["op"] == "other"]
+    doc["entries"][k_other]["choice"] = "new"
+    extra = dict(doc["entries"][k_other], op="theirs", choice="t")
+    doc["entries"][k_other.replace("other|", "theirs|", 1)] = extra
+    path.write_text(json.dumps(doc))
+    lc.autotune_record("mine", "s", "v2")  # this process's in-memory copy still says "old"
+    assert lc.autotune_lookup("mine", "s")["choice"] == "v2"
+    assert lc.autotune_lookup("other", "s")["choice"] == "new"
+    assert lc.autotune_lookup("theirs", "s")["choice"] == "t"
+    _C._autotune_reload()
+    assert {e["op"]: e["choice"] for e in lc.autotune_cache_entries()} == {
+        "mine": "v2", "other": "new", "theirs": "t"}
+
+
+def test_threads_storing_at_once_keep_every_entry(cache_dir):
+    import threading
+
+    def work(t):
+        for i in range(25):
+            lc.autotune_record(f"thread{t}", f"[{i}]", str(i))
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    _C._autotune_reload()
+    assert len(lc.autotune_cache_entries()) == 100
 
 
 # ---- corruption and unwritable files ------------------------------------------------------------

@@ -6,6 +6,7 @@ Placement decisions use a fake cost model (lc.set_cost_model) and an injected GP
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import numpy as np
@@ -123,6 +124,157 @@ def test_scopes_are_per_thread():
         t.start()
         t.join()
     assert seen["device"] == lc.get_default_policy().device
+
+
+def test_scopes_are_per_thread_while_both_are_open():
+    """Two threads inside different scopes at the same time each see (and run under) their own."""
+    a = np.ones(16, np.float32)
+    both_in = threading.Barrier(2)
+    seen = {}
+
+    def worker(name, device, precision):
+        with lc.policy(device=device, precision=precision):
+            both_in.wait()
+            seen[name] = (lc.current_policy().device, lc.current_policy().precision,
+                          lc.explain(lc.vector_add, a, a))
+            both_in.wait()
+        seen[name + "_after"] = lc.current_policy() == lc.get_default_policy()
+
+    ts = [threading.Thread(target=worker, args=("t1", "cpu", "tf32")),
+          threading.Thread(target=worker, args=("t2", "auto", "fp32"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert seen["t1"][:2] == ("cpu", "tf32") and 'device="cpu"' in seen["t1"][2]
+    assert seen["t2"][:2] == ("auto", "fp32") and seen["t2"][2].startswith("auto")
+    assert seen["t1_after"] and seen["t2_after"]
+
+
+# ---- asyncio: scopes live in a ContextVar, so tasks on one thread do not see each other's -------
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def test_scopes_do_not_leak_between_asyncio_tasks():
+    a = np.ones(16, np.float32)
+    log = []
+
+    async def task(name, fields, mine, other):
+        with lc.policy(**fields) as p:
+            mine.set()
+            await other.wait()  # the other task is inside its own scope now
+            for _ in range(3):
+                cur = lc.current_policy()
+                reason = lc.explain(lc.vector_add, a, a)  # the op's actual placement decision
+                log.append((name, cur == p, cur.device, cur.precision, reason))
+                await asyncio.sleep(0)  # let the other task run in between
+            with lc.policy(fusion=False) as inner:  # nesting inside a task
+                await asyncio.sleep(0)
+                assert lc.current_policy() == inner and inner.device == fields["device"]
+            assert lc.current_policy() == p
+        log.append((name, "after", lc.current_policy() == lc.get_default_policy()))
+
+    async def main():
+        ev = {"A": asyncio.Event(), "B": asyncio.Event()}
+        await asyncio.gather(
+            task("A", dict(device="cpu", precision="tf32"), ev["A"], ev["B"]),
+            task("B", dict(device="auto", precision="fp32"), ev["B"], ev["A"]),
+        )
+        # The event loop's own context never saw either scope.
+        assert lc.current_policy() == lc.get_default_policy()
+
+    _run(main())
+    rows = [r for r in log if r[1] != "after"]
+    names = [r[0] for r in rows]
+    assert len(rows) == 6 and all(x != y for x, y in zip(names, names[1:]))  # interleaved
+    for name, same, device, precision, reason in rows:
+        assert same, name
+        if name == "A":
+            assert (device, precision) == ("cpu", "tf32") and 'device="cpu"' in reason
+        else:
+            assert (device, precision) == ("auto", "fp32") and reason.startswith("auto")
+    assert sorted(r for r in log if r[1] == "after") == [("A", "after", True), ("B", "after", True)]
+
+
+def test_asyncio_task_device_scope_decides_placement():
+    """A device="cuda" scope in one task makes that task's ops go to CUDA (raising without a
+    GPU) while a device="cpu" task interleaved with it keeps running on the CPU."""
+    a = np.ones(16, np.float32)
+    out = {}
+
+    async def on(device, key, start, other, done, other_done):
+        with lc.policy(device=device):
+            start.set()
+            await other.wait()
+            try:
+                lc.vector_add(a, a)
+                out[key] = lc.last_op_report()["device"]
+            except ValueError as e:
+                out[key] = "raised: " + str(e)
+            done.set()
+            await other_done.wait()  # both ops ran while both scopes were open
+
+    async def main():
+        e1, e2, d1, d2 = (asyncio.Event() for _ in range(4))
+        await asyncio.gather(on("cuda", "gpu_task", e1, e2, d1, d2),
+                             on("cpu", "cpu_task", e2, e1, d2, d1))
+
+    _run(main())
+    assert out["cpu_task"] == "cpu"
+    if lc.cuda_available():
+        assert out["gpu_task"] == "cuda"
+    else:
+        assert out["gpu_task"].startswith("raised: [vector_add]") and "cuda" in out["gpu_task"]
+
+
+def test_asyncio_child_task_inherits_but_does_not_leak_back():
+    async def child():
+        inherited = lc.current_policy().device
+        with lc.policy(precision="tf32"):
+            await asyncio.sleep(0)
+            return inherited, lc.current_policy().precision
+
+    async def main():
+        with lc.policy(device="cpu"):
+            t = asyncio.create_task(child())  # copies this context: sees device="cpu"
+            await asyncio.sleep(0)
+            assert lc.current_policy().precision == "fp32"  # the child's scope stays in it
+            return await t
+
+    assert _run(main()) == ("cpu", "tf32")
+    assert lc.current_policy() == lc.get_default_policy()
+
+
+def test_policy_decorator_on_async_function():
+    @lc.policy(device="cpu", precision="tf32")
+    async def scoped():
+        await asyncio.sleep(0)
+        return lc.current_policy()
+
+    async def main():
+        other = asyncio.create_task(unscoped())
+        p = await scoped()
+        return p, await other
+
+    async def unscoped():
+        await asyncio.sleep(0)
+        return lc.current_policy()
+
+    p, q = _run(main())
+    assert (p.device, p.precision) == ("cpu", "tf32")
+    assert q == lc.get_default_policy()
+
+
+def test_default_policy_applies_outside_every_scope_in_tasks():
+    async def main():
+        with lc.policy(device="cpu"):
+            pass
+        return lc.current_policy()
+
+    lc.set_default_policy(precision="tf32")
+    assert _run(main()).precision == "tf32"
 
 
 def test_set_default_policy_by_fields_and_object():
