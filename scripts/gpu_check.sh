@@ -7,7 +7,8 @@
 #                  the OOM test, whose deliberate cudaMalloc failure memcheck counts as an error).
 #   LC_SANITIZE=all  memcheck, racecheck and synccheck on those tests, then each tool on the
 #                  Python fuzz suite's device cases (LC_SANITIZE_FUZZ cases, default 150).
-#   LC_FUZZ=1      the fuzz suite on the device: LC_FUZZ_GPU_EXAMPLES cases (default 2000).
+#   LC_FUZZ=1      the fuzz suite's device run (tests/python/fuzz/runner.py --gpu): LC_FUZZ_GPU_EXAMPLES
+#                  cases (default 2000).
 #   LC_SOAK=1      benchmarks/python/soak_check.py: 100,000 mixed calls per device, RSS and
 #                  lc.memory_info() must stay flat.
 #   LC_SKIP_TESTS=1 / LC_SKIP_BENCH=1 skip those steps. LC_GTEST_FILTER narrows the tests.
@@ -116,18 +117,19 @@ fi
 
 if [ "${LC_FUZZ:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ] && [ -d tests/python/fuzz ]; then
   echo "=== fuzz suite on the device (${LC_FUZZ_GPU_EXAMPLES:-2000} cases) ==="
-  if LC_FUZZ_EXAMPLES=${LC_FUZZ_GPU_EXAMPLES:-2000} LC_FUZZ_DEVICE=cuda LC_FUZZ_REPORT="$OUT/fuzz_gpu.json" \
-       timeout ${LC_FUZZ_TIMEOUT:-300} python3 -m pytest tests/python/fuzz -q -p no:cacheprovider > "$OUT/fuzz_gpu.log" 2>&1
+  if timeout ${LC_FUZZ_TIMEOUT:-300} python3 tests/python/fuzz/runner.py --gpu \
+       --examples ${LC_FUZZ_GPU_EXAMPLES:-2000} --report "$OUT/fuzz_gpu.json" > "$OUT/fuzz_gpu.log" 2>&1
   then STATUS[fuzz]=ok; else STATUS[fuzz]="FAIL(rc $?)"; fi
-  tail -15 "$OUT/fuzz_gpu.log"
+  tail -25 "$OUT/fuzz_gpu.log"
   if [ "${LC_SANITIZE:-0}" = all ]; then
+    # One worker, a generous hang limit: the tools slow every launch down by 10-100x.
     for tool in memcheck racecheck synccheck; do
       echo "=== compute-sanitizer $tool (fuzz device cases) ==="
-      if LC_FUZZ_EXAMPLES=${LC_SANITIZE_FUZZ:-150} LC_FUZZ_DEVICE=cuda LC_FUZZ_INPROCESS=1 \
-           timeout ${LC_SANITIZE_TIMEOUT:-300} compute-sanitizer --tool $tool --error-exitcode 9 \
-           --target-processes all python3 -m pytest tests/python/fuzz -q -p no:cacheprovider > "$OUT/fuzz_$tool.log" 2>&1
+      if LC_FUZZ_WORKERS=1 LC_FUZZ_HANG_S=250 timeout ${LC_SANITIZE_TIMEOUT:-300} \
+           compute-sanitizer --tool $tool --error-exitcode 9 --target-processes all \
+           python3 tests/python/fuzz/runner.py --gpu --examples ${LC_SANITIZE_FUZZ:-150} > "$OUT/fuzz_$tool.log" 2>&1
       then STATUS[fuzz_$tool]=ok; else STATUS[fuzz_$tool]="FAIL(rc $?)"; fi
-      grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|hazard|passed|failed" "$OUT/fuzz_$tool.log" | head -8
+      grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|hazard|cases tried" "$OUT/fuzz_$tool.log" | head -8
     done
   fi
 fi
