@@ -162,8 +162,23 @@ void Tensor::copy_to(Tensor& dst) const {
     get_backend(dst.device_).copy_from_host(dst.data_, c.data_, bytes);
     get_backend(dst.device_).synchronize();  // `c` dies at scope end
   } else {
-    throw_value("Tensor.copy_to", "writing into a non-contiguous device tensor is not supported; "
-                                  "copy into a contiguous tensor instead");
+    // A strided view of device memory: read the span it covers, scatter the values on the host,
+    // write the span back (elements of the span outside the view go back unchanged; the
+    // download waits for queued work, so none of them is stale).
+    std::int64_t lo = 0, hi = 0;
+    for (int i = 0; i < ndim_; ++i) {
+      const std::int64_t ext = (shape_[i] - 1) * dst.strides_[i];
+      if (ext < 0) lo += ext; else hi += ext;
+    }
+    const std::size_t span = static_cast<std::size_t>(hi - lo + 1) * esz;
+    std::vector<unsigned char> buf(span);
+    Backend& be = get_backend(dst.device_);
+    char* first = static_cast<char*>(dst.data_) + lo * std::int64_t(esz);
+    be.copy_to_host(buf.data(), first, span);
+    strided_copy(buf.data() - lo * std::int64_t(esz), dst.strides_.data(), src_host.data_,
+                 src_host.strides_.data(), shape_.data(), ndim_, esz);
+    be.copy_from_host(first, buf.data(), span);
+    be.synchronize();  // `buf` dies at scope end
   }
 }
 

@@ -505,3 +505,20 @@ def test_cuda_session_fresh_inputs_and_threads(rng):
     for t in ts:
         t.join()
     assert not bad
+
+
+def test_attention_zero_weight_times_inf_is_nan_like_float64():
+    # q = k = v = [inf, -2]: row 1 gives key 0 the score -inf, so weight exactly 0, and its
+    # value inf: 0 * inf = NaN in float64 and torch (a clamped exp gave ~1e-38 * inf = inf).
+    q = np.array([[np.inf], [-2.0]], f32)
+    assert np.isnan(lc.attention2d(q, q, q, False, "cpu")).all()
+
+
+def test_huge_broadcast_view_input_is_a_memory_error():
+    # Materialising a stride-0 view of 2**40 elements needs 4 TiB: refused before any page is
+    # touched (with memory overcommit on, the allocation itself would succeed and the process
+    # would be killed later).
+    v = lc.TensorView(lc.Tensor(np.ones(2, f32)), [2**40], [0], 0)
+    with pytest.raises(MemoryError, match=r"^\["):
+        lc.relu(v)
+    assert lc.relu(np.ones(2, f32)).sum() == 2

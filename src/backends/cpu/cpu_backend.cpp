@@ -1,4 +1,7 @@
 // The CPU backend object: host memory, memcpy transfers, and the kernels in this folder.
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -47,6 +50,21 @@ class CpuBackend final : public Backend {
     // posix_memalign accepts any size (aligned_alloc wants a multiple of the alignment) and
     // returns a unique, freeable pointer for 0 bytes too; rounding 0 up to one line keeps
     // the result non-null everywhere so callers can tell success from failure.
+    // More than the machine's RAM + swap can never be used: refuse it here. With memory
+    // overcommit on (containers, VMs) the allocation would succeed and the process would be
+    // killed when the pages are touched, instead of raising MemoryError.
+    static const std::size_t limit = [] {
+      const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+      struct sysinfo si {};
+      std::size_t swap = 0;
+      if (sysinfo(&si) == 0) swap = static_cast<std::size_t>(si.totalswap) * si.mem_unit;
+      if (pages <= 0 || page <= 0) return static_cast<std::size_t>(-1);
+      return static_cast<std::size_t>(pages) * static_cast<std::size_t>(page) + swap;
+    }();
+    if (bytes > limit)
+      throw_oom("cpu.alloc", "cannot allocate " + std::to_string(bytes) + " bytes of host memory: "
+                             "more than this machine has (" + std::to_string(limit) + " bytes "
+                             "of RAM + swap); use smaller shapes");
     void* p = nullptr;
     const std::size_t n = bytes == 0 ? kAlignment : bytes;
     if (posix_memalign(&p, kAlignment, n) != 0 || p == nullptr) {

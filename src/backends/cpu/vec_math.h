@@ -13,10 +13,11 @@
 
 namespace lc::cpu {
 
-// e^x with <= ~2 ulp relative error on [-87, 88]; inputs are clamped to that range, so
-// e^(very negative) returns ~1e-38 instead of 0 (harmless: every use adds it to a sum >= 1
-// or multiplies it by a finite value), and it never returns inf.
+// e^x with <= ~2 ulp relative error on [-87, 88]; below -87 it is exactly 0 (a masked or
+// -inf score gets weight 0, so 0 * inf gives NaN as in float64 and torch, where ~1e-38 * inf
+// gave inf), above 88 it saturates at e^88 (never inf); NaN stays NaN.
 inline float fast_exp(float x) {
+  const bool under = x < -87.0f;
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
@@ -40,7 +41,7 @@ inline float fast_exp(float x) {
   const std::int32_t bits = (ni + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, 4);
-  return p * scale;
+  return under ? 0.0f : p * scale;
 }
 
 // GELU, tanh approximation: 0.5*x*(1 + tanh(u)), u = sqrt(2/pi)*(x + 0.044715 x^3).
@@ -83,7 +84,7 @@ typedef std::int32_t v8i __attribute__((vector_size(32)));
 }
 [[gnu::always_inline]] inline void v8_store(float* p, const v8f& v) { std::memcpy(p, &v, sizeof(v)); }
 
-// fast_exp, lane-wise (same constants and error bound).
+// fast_exp, lane-wise (same constants, error bound and exact 0 below -87).
 [[gnu::always_inline]] inline v8f v8_exp(const v8f& xin) {
   v8f x = xin;
   const v8f lo = v8f{} - 87.0f, hi = v8f{} + 88.0f;
@@ -107,7 +108,7 @@ typedef std::int32_t v8i __attribute__((vector_size(32)));
   const v8i bits = (ni + 127) << 23;
   v8f scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
+  return xin < lo ? v8f{} : p * scale;  // exactly 0 below -87, as fast_exp
 }
 
 [[gnu::always_inline]] inline float v8_hmax(const v8f& v) {
