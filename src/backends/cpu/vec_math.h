@@ -13,11 +13,15 @@
 
 namespace lc::cpu {
 
-// e^x with <= ~2 ulp relative error on [-87, 88]; below -87 it is exactly 0 (a masked or
-// -inf score gets weight 0, so 0 * inf gives NaN as in float64 and torch, where ~1e-38 * inf
-// gave inf), above 88 it saturates at e^88 (never inf); NaN stays NaN.
+// Below this, float32's e^x underflows to exactly 0 (e^-103.28 is the smallest denormal).
+constexpr float kExpUnderflow = -103.28f;
+
+// e^x with <= ~2 ulp relative error on [-87, 88]; on [-103.28, -87) it returns e^-87 (tiny and
+// nonzero, like the denormal float32 would give), below -103.28 exactly 0 as float32's exp (so
+// a masked or -inf score has weight 0 and 0 * inf is NaN, as in torch); above 88 it saturates
+// at e^88 (never inf); NaN stays NaN.
 inline float fast_exp(float x) {
-  const bool under = x < -87.0f;
+  const bool under = x < kExpUnderflow;
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
@@ -84,7 +88,7 @@ typedef std::int32_t v8i __attribute__((vector_size(32)));
 }
 [[gnu::always_inline]] inline void v8_store(float* p, const v8f& v) { std::memcpy(p, &v, sizeof(v)); }
 
-// fast_exp, lane-wise (same constants, error bound and exact 0 below -87).
+// fast_exp, lane-wise (same constants, error bound and underflow to exact 0).
 [[gnu::always_inline]] inline v8f v8_exp(const v8f& xin) {
   v8f x = xin;
   const v8f lo = v8f{} - 87.0f, hi = v8f{} + 88.0f;
@@ -108,7 +112,7 @@ typedef std::int32_t v8i __attribute__((vector_size(32)));
   const v8i bits = (ni + 127) << 23;
   v8f scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return xin < lo ? v8f{} : p * scale;  // exactly 0 below -87, as fast_exp
+  return xin < kExpUnderflow ? v8f{} : p * scale;  // exactly 0 where float32's exp is, as fast_exp
 }
 
 [[gnu::always_inline]] inline float v8_hmax(const v8f& v) {

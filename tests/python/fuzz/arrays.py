@@ -143,7 +143,7 @@ def arr(shape, dtype="float32", layout="C", fill="normal", scale=1.0, special=No
     if wrap == "tensor":
         return lc.Tensor(np.array(v, order="C"), device=device, dtype=lcd)
     if wrap == "from_numpy":
-        return lc.Tensor.from_numpy(_layout(v, layout))
+        return lc.Tensor.from_numpy(np.asarray(_layout(v, layout)))  # (a 0-d bcast can be a scalar)
     if wrap == "view":
         shape = d["shape"]
         if len(shape) == 0:
