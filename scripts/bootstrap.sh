@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian/Ubuntu machine (idempotent; quick
 # when everything is there). Used by scripts/demo.sh and scripts/test_all.sh.
-#   system: cmake, ninja, a C++20 compiler, GoogleTest, Google Benchmark, OpenBLAS (CPU GEMM)
+#   system: cmake, ninja, a C++20 compiler, GoogleTest, Google Benchmark, OpenBLAS (CPU GEMM),
+#           ccache (rebuilds, e.g. test_all's second, sanitized build, are fast)
 #   Python: numpy, nanobind, scikit-build-core, pytest, hypothesis (the fuzz suite)
 # nvcc is optional: with it the CUDA backend is compiled (sm_90a), without it the build is CPU-only.
 set -euo pipefail
@@ -13,6 +14,7 @@ command -v ninja >/dev/null || need_apt+=(ninja-build)
 command -v g++ >/dev/null || need_apt+=(g++)
 [ -f /usr/include/gtest/gtest.h ] || need_apt+=(libgtest-dev)
 [ -f /usr/include/benchmark/benchmark.h ] || need_apt+=(libbenchmark-dev)
+command -v ccache >/dev/null || need_apt+=(ccache)
 compgen -G "/usr/include/*/cblas.h" >/dev/null || [ -f /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -20,7 +22,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
   else
-    echo "bootstrap: please install ${need_apt[*]} (OpenBLAS and Google Benchmark are optional)" >&2
+    echo "bootstrap: please install ${need_apt[*]} (OpenBLAS, Google Benchmark and ccache are optional)" >&2
   fi
 fi
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: builds and installs the package with scikit-build-core (the C++ tests built
 # in the same build tree; CUDA compiled when nvcc is present), then the C++ tests (ctest) and the
-# Python tests (pytest). GPU tests skip themselves where no GPU is present.
+# Python tests (pytest). GPU tests skip themselves where no GPU is present. Then the checked
+# build: scripts/sanitize.sh builds the C++ tests and the module once more with ASan+UBSan
+# (CPU-only, build/asan) and runs both test suites under them; LC_SKIP_SANITIZE=1 skips it.
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +33,9 @@ echo "== Python tests (pytest)"
 # Run from the repo root: python/lightning_core is not importable from here, so the tests use
 # the installed package.
 $PY -m pytest -q tests/python
+
+if [ "${LC_SKIP_SANITIZE:-0}" = 1 ]; then
+  echo "test_all: LC_SKIP_SANITIZE=1: the sanitizer stage (scripts/sanitize.sh) is skipped"
+else
+  LC_BOOTSTRAPPED=1 bash scripts/sanitize.sh
+fi

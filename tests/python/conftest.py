@@ -22,6 +22,8 @@ import pytest
 import lightning_core as lc
 
 CUDA = bool(lc.cuda_available())
+# Set by scripts/sanitize.sh: this run uses the ASan+UBSan build of the module.
+SANITIZED = os.environ.get("LC_SANITIZED") == "1"
 
 # Every backend the op tests run on. Order matters only for test ids.
 backends = ["cpu"] + (["cuda"] if CUDA else [])
@@ -31,9 +33,20 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "gpu: needs a usable CUDA device (skipped automatically when there is none)"
     )
+    config.addinivalue_line(
+        "markers",
+        "not_sanitized(reason): skipped in the ASan+UBSan run (scripts/sanitize.sh); the reason "
+        "must say why the sanitizer distorts the test (keep this list short)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
+    if SANITIZED:
+        for item in items:
+            mark = item.get_closest_marker("not_sanitized")
+            if mark is not None:
+                why = mark.args[0] if mark.args else mark.kwargs.get("reason", "")
+                item.add_marker(pytest.mark.skip(reason=f"not run under ASan+UBSan: {why}"))
     if CUDA:
         return
     skip = pytest.mark.skip(reason="no usable CUDA device (lc.cuda_available() is False)")

@@ -133,6 +133,9 @@ def test_run_case_rows_are_complete_and_checked(mode):
         assert row.get("lc_auto_placed", "").startswith("matmul2d:")
 
 
+@pytest.mark.not_sanitized("a timing harness: ~90 s under ASan (2 cores), most of the stage's "
+                           "pytest time, and it measures nothing the sanitizer checks that "
+                           "test_ops_parity.py does not run directly")
 def test_quick_bench_and_summary_end_to_end(tmp_path):
     out = tmp_path / "quick.csv"
     r = subprocess.run([sys.executable, str(BENCH / "quick_bench.py"), "--iters", "2", "--warmup", "1",
