@@ -213,10 +213,15 @@ def run(examples=None, seconds=None, gpu=False, workers=None, seed=None, report=
     base = []
     if db and db != "none":
         base += ["--db", db]
+    sanitized = os.environ.get("LC_SANITIZED") == "1"  # scripts/sanitize.sh
+    if sanitized and "LC_FUZZ_EXAMPLES" not in os.environ and not gpu:
+        examples = min(examples, 1000)  # every case is 2-10x slower under ASan
     if gpu:
         base += ["--gpu"]
     else:
-        base += ["--mem-gb", str(_env_float("LC_FUZZ_MEM_GB", 8))]
+        # ASan reserves terabytes of shadow address space: no address-space limit under it
+        # (impossible allocations fail through allocator_may_return_null instead).
+        base += ["--mem-gb", "0" if sanitized else str(_env_float("LC_FUZZ_MEM_GB", 8))]
     t0 = time.monotonic()
     deadline = t0 + seconds if seconds > 0 else None
     with tempfile.TemporaryDirectory(prefix="lc-fuzz-") as tmp:
