@@ -316,7 +316,10 @@ OPS: dict[str, Op] = {op.name: op for op in [
     Op("layernorm", {"x": "*", "gamma?": "$", "beta?": "$"}, "*", ("x", "gamma", "beta", OUT, "eps", DEV),
        lambda X, P: layernorm64(X["x"], X.get("gamma"), X.get("beta"), P["eps"]),
        lambda X, P: atol_layernorm(X["x"], X.get("gamma"), X.get("beta")),
-       params=st.fixed_dictionaries({"eps": st.sampled_from([1e-5, 1e-3, 0.5])}), star_min_ndim=1),
+       params=st.fixed_dictionaries({"eps": st.sampled_from([1e-5, 1e-3, 0.5])}), star_min_ndim=1,
+       # an inf gamma turns a normalised value that is exactly 0 in float64 but a rounding
+       # residue in float32 into NaN vs +-inf: ill-conditioned, not a contract question
+       finite=("gamma", "beta")),
     Op("softmax", {"x": "*"}, "*", ("x", OUT, DEV), ref_softmax,
        lambda X, P: EPS * (1.0 + amax(X["x"])) + 1e-30, star_min_ndim=1),
     _ew("vector_add", lambda X, P: X["a"] + X["b"]),
