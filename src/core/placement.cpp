@@ -232,6 +232,15 @@ Placement choose_device_with(const char* op, const WorkEstimate& w, const Execut
       break;
   }
   const bool gpu = gpu_can_run && gpu_present;
+  // Under upload="never" host data cannot move to the GPU, so any host input keeps the op on
+  // the CPU, also when other inputs live on the GPU (downloading those is allowed).
+  if (p.upload == UploadMode::never && w.host_bytes_in > 0) {
+    pl.device = DeviceKind::cpu;
+    if (explain)
+      pl.reason = "auto: policy upload=\"never\" and inputs are in host memory, so the op "
+                  "runs where the data is (cpu)";
+    return pl;
+  }
   if (w.inputs_on_gpu && gpu) {
     pl.device = DeviceKind::cuda;
     if (explain) pl.reason = "auto: inputs already live on the GPU, so the op stays there";
@@ -242,13 +251,6 @@ Placement choose_device_with(const char* op, const WorkEstimate& w, const Execut
     if (explain)
       pl.reason = gpu_present ? "auto: the CUDA backend does not support this op at these sizes"
                               : "auto: no usable GPU (" + no_gpu_reason + ")";
-    return pl;
-  }
-  if (p.upload == UploadMode::never && w.host_bytes_in > 0) {
-    pl.device = DeviceKind::cpu;
-    if (explain)
-      pl.reason = "auto: policy upload=\"never\" and the inputs are in host memory, so the op "
-                  "runs where the data is (cpu)";
     return pl;
   }
   if (w.family == OpFamily::conv2d && m.conv_uses_crossover()) {

@@ -197,6 +197,12 @@ TEST_F(PlacementFake, UploadNeverWithHostDataStaysOnCpu) {
   lc::ExecutionPolicy p;
   p.upload = lc::UploadMode::never;
   EXPECT_EQ(decide(mm(4096, 4096, 4096), p, true).device, lc::DeviceKind::cpu);
+  // Mixed: one input on the GPU, another in host memory that may not be uploaded -> the CPU.
+  lc::WorkEstimate w = mm(64, 64, 64);
+  w.inputs_on_gpu = true;
+  EXPECT_EQ(decide(w, p, true).device, lc::DeviceKind::cpu);
+  w.host_bytes_in = 0;  // everything resident: stays on the GPU
+  EXPECT_EQ(decide(w, p, true).device, lc::DeviceKind::cuda);
 }
 
 TEST_F(PlacementFake, CostModelArithmetic) {
