@@ -3,7 +3,8 @@
 # when everything is there). Used by scripts/demo.sh and scripts/test_all.sh.
 #   system: cmake, ninja, a C++20 compiler, GoogleTest, Google Benchmark, OpenBLAS (CPU GEMM),
 #           ccache (rebuilds, e.g. test_all's second, sanitized build, are fast)
-#   Python: numpy, nanobind, scikit-build-core, pytest, hypothesis (the fuzz suite)
+#   Python: numpy, nanobind, scikit-build-core, pytest, hypothesis (the fuzz suite), ml_dtypes
+#           (bfloat16 numpy arrays)
 # nvcc is optional: with it the CUDA backend is compiled (sm_90a), without it the build is CPU-only.
 set -euo pipefail
 PY=${PYTHON:-python3}
@@ -29,7 +30,7 @@ fi
 missing_py=$($PY - <<'PY'
 import importlib.util
 mods = {"numpy": "numpy", "nanobind": "nanobind", "scikit_build_core": "scikit-build-core",
-        "pytest": "pytest", "hypothesis": "hypothesis"}
+        "pytest": "pytest", "hypothesis": "hypothesis", "ml_dtypes": "ml_dtypes"}
 print(" ".join(pkg for mod, pkg in mods.items() if importlib.util.find_spec(mod) is None))
 PY
 )

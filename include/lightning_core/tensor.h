@@ -1,4 +1,4 @@
-// lc::Tensor: a strided float32/float64 array on one device. It either owns its memory
+// lc::Tensor: a strided array of any storage dtype (dtype.h) on one device. It either owns its memory
 // (allocated through the device's backend) or borrows it (a numpy buffer, a caller's pointer),
 // in which case an optional `owner` keeps the memory alive. A view (TensorView in Python) is a
 // Tensor sharing the owner with other shape/strides, so no copy is made.
@@ -58,6 +58,10 @@ class Tensor {
               std::int64_t offset_elems = 0) const;
   // Transpose of a 2-D tensor (a view).
   Tensor t() const;
+  // A new contiguous tensor holding the values converted to `dtype`, on the same device
+  // (numpy's astype: always a copy; float -> int truncates). Device tensors convert through host
+  // memory for now (one download and one upload).
+  Tensor astype(DType dtype) const;
   // True when the memory spans of the two tensors intersect (same device, both non-empty):
   // numpy's may_share_memory rule, by bounds, so it may say yes for interleaved views that
   // share no element. Ops use it to detect an `out` that aliases an input.

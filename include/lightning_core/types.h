@@ -4,13 +4,14 @@
 #include <cstdint>
 #include <string>
 
+#include "lightning_core/dtype.h"  // DType, dtype_size, the dtype table
+
 namespace lc {
 
 // Where data lives or an op runs. "auto" is a request (DeviceRequest), never a place.
 enum class DeviceKind : std::uint8_t { cpu = 0, cuda = 1, metal = 2 };
 enum class DeviceRequest : std::uint8_t { automatic = 0, cpu = 1, cuda = 2, metal = 3 };
 
-enum class DType : std::uint8_t { f32 = 0, f64 = 1 };
 
 // Arithmetic precision of matrix products. fp32 is exact IEEE float32 accumulation;
 // tf32 lets tensor cores round operands to 10 mantissa bits (CUDA only; the CPU computes fp32).
@@ -22,7 +23,7 @@ enum class Activation : std::uint8_t { none = 0, relu = 1, gelu = 2 };
 
 const char* to_string(DeviceKind d);
 const char* to_string(DeviceRequest d);
-const char* to_string(DType t);
+inline const char* to_string(DType t) { return dtype_info(t).name; }
 const char* to_string(Precision p);
 const char* to_string(Activation a);
 
@@ -30,6 +31,5 @@ const char* to_string(Activation a);
 // accepted ones. Availability is not checked here (see runtime.h: require_device).
 DeviceRequest parse_device(const std::string& s, const char* op);
 
-inline std::size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 8; }
 
 }  // namespace lc

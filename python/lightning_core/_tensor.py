@@ -35,9 +35,11 @@ class TensorView(Tensor):
     def __init__(self, base, shape: Sequence[int], strides: Sequence[int] | None = None, offset: int = 0):
         if not isinstance(base, Tensor):
             arr = np.asarray(base)
-            if arr.dtype not in (np.float32, np.float64):
-                raise TypeError(f"[TensorView] base must be float32 or float64, got {arr.dtype}")
-            base = Tensor.from_numpy(arr)  # shares the array's memory
+            try:
+                base = Tensor.from_numpy(arr)  # shares the array's memory
+            except TypeError:
+                raise TypeError(f"[TensorView] base must be float32, float64, float16, bfloat16, int32 "
+                                f"or int64, got {arr.dtype}") from None
         shape = [int(s) for s in shape]
         if strides is None:
             strides = [0] * len(shape)

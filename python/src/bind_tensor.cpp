@@ -1,4 +1,6 @@
-// lc.Tensor: a float32/float64 array on "cpu" or "cuda" with numpy interop both ways.
+// lc.Tensor: an array of any storage dtype (float32, float64, float16, bfloat16, int32, int64;
+// include/lightning_core/dtype.h) on "cpu" or "cuda" with numpy interop both ways (bfloat16 as
+// ml_dtypes.bfloat16).
 // CPU tensors expose __array_interface__, so np.asarray(t) is zero-copy; .numpy() copies a
 // device tensor to the host. lc.Tensor64 and lc.TensorView are thin Python subclasses
 // (python/lightning_core/_tensor.py).
@@ -21,16 +23,9 @@ lc::DeviceKind parse_place(const std::string& s, const char* op) {
   return lc::require_device(r, op);
 }
 
-lc::DType parse_dtype(const std::string& s) {
-  if (s == "float32" || s == "f32") return lc::DType::f32;
-  if (s == "float64" || s == "f64") return lc::DType::f64;
-  lc::throw_type("Tensor", "dtype must be \"float32\" or \"float64\", got \"" + s + "\"");
-}
-
 // Builds a tensor on `device` holding a copy of `data` (any array-like) converted to `dtype`.
-void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, const std::string& dtype,
+void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, nb::handle dtype_h,
                  bool share) {
-  const lc::DType dt = parse_dtype(dtype);
   lc::Tensor* src_lc = nullptr;
   if (share) {
     // Alias another tensor (TensorView's constructor): same memory, no copy.
@@ -39,25 +34,34 @@ void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, c
     new (self) lc::Tensor(*src_lc);
     return;
   }
+  const lc::DType dt = dtype_param(dtype_h, "Tensor");
   const lc::DeviceKind dev = parse_place(device, "Tensor");
   if (nb::try_cast<lc::Tensor*>(data, src_lc) && src_lc) {
-    if (src_lc->dtype() != dt)
-      lc::throw_type("Tensor", std::string("source tensor is ") + lc::to_string(src_lc->dtype()) +
-                                   "; convert via .numpy().astype(...)");
     // Always a copy (as for numpy data): to()/contiguous() would alias a same-device source.
-    lc::Tensor t = lc::Tensor::empty(src_lc->shape(), dt, dev);
-    src_lc->copy_to(t);
+    lc::Tensor src = src_lc->dtype() == dt ? *src_lc : src_lc->astype(dt);
+    lc::Tensor t = lc::Tensor::empty(src.shape(), dt, dev);
+    src.copy_to(t);
     new (self) lc::Tensor(std::move(t));
     return;
   }
-  const int type = dt == lc::DType::f32 ? NPY_FLOAT32 : NPY_FLOAT64;
+  // numpy converts to the target dtype; bfloat16 without ml_dtypes goes through float32 and
+  // our own rounding.
+  lc::DType via = dt;
+  int type = -1;
+  if (dt == lc::DType::bf16) {
+    try {
+      type = npy_type(dt, "Tensor");
+    } catch (const lc::TypeError&) {
+      via = lc::DType::f32;
+    }
+  }
+  if (type < 0) type = npy_type(via, "Tensor");
   PyObject* arr = PyArray_FromAny(data.ptr(), PyArray_DescrFromType(type), 0, lc::kMaxDims,
                                   NPY_ARRAY_CARRAY_RO | NPY_ARRAY_FORCECAST, nullptr);
   if (!arr) throw nb::python_error();
   nb::object hold = nb::steal(arr);
   PyArrayObject* a = reinterpret_cast<PyArrayObject*>(arr);
   std::vector<std::int64_t> shape(PyArray_DIMS(a), PyArray_DIMS(a) + PyArray_NDIM(a));
-  lc::Tensor t = lc::Tensor::empty(shape, dt, dev);
   std::vector<std::int64_t> strides(shape.size());
   std::int64_t s = 1;
   for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
@@ -65,7 +69,9 @@ void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, c
     s *= shape[i];
   }
   lc::Tensor src = lc::Tensor::wrap(PyArray_DATA(a), static_cast<int>(shape.size()), shape.data(),
-                                    strides.data(), dt, lc::DeviceKind::cpu);
+                                    strides.data(), via, lc::DeviceKind::cpu);
+  if (via != dt) src = src.astype(dt);
+  lc::Tensor t = lc::Tensor::empty(shape, dt, dev);
   src.copy_to(t);
   new (self) lc::Tensor(std::move(t));
 }
@@ -83,7 +89,10 @@ nb::dict array_interface(nb::handle self_h) {
   }
   d["shape"] = nb::tuple(shape);
   d["strides"] = nb::tuple(strides);
-  d["typestr"] = t.dtype() == lc::DType::f32 ? "<f4" : "<f8";
+  const char* typestr = lc::dtype_info(t.dtype()).typestr;
+  if (!*typestr)  // bfloat16: numpy has no typestr for it; np.asarray falls back to __array__
+    throw nb::attribute_error("__array_interface__ has no typestr for bfloat16; use .numpy()");
+  d["typestr"] = typestr;
   d["data"] = nb::make_tuple(reinterpret_cast<std::uintptr_t>(t.data()), !t.writable());
   d["version"] = 3;
   return d;
@@ -93,9 +102,10 @@ nb::dict array_interface(nb::handle self_h) {
 lc::Tensor from_numpy(nb::handle arr_h) {
   if (!PyArray_Check(arr_h.ptr())) lc::throw_type("Tensor.from_numpy", "expects a numpy.ndarray");
   PyArrayObject* a = reinterpret_cast<PyArrayObject*>(arr_h.ptr());
-  const int type = PyArray_TYPE(a);
-  if (type != NPY_FLOAT32 && type != NPY_FLOAT64)
-    lc::throw_type("Tensor.from_numpy", "expects a float32 or float64 array");
+  lc::DType dt;
+  if (!dtype_from_npy(PyArray_TYPE(a), &dt))
+    lc::throw_type("Tensor.from_numpy", "expects a float32, float64, float16, bfloat16, int32 or "
+                                        "int64 array");
   if (!PyArray_ISALIGNED(a) || PyArray_ISBYTESWAPPED(a))
     lc::throw_value("Tensor.from_numpy", "array is misaligned or byte-swapped; pass np.ascontiguousarray(arr)");
   const int nd = PyArray_NDIM(a);
@@ -114,8 +124,7 @@ lc::Tensor from_numpy(nb::handle arr_h) {
     nb::gil_scoped_acquire gil;
     Py_DECREF(static_cast<PyObject*>(o));
   });
-  return lc::Tensor::wrap(PyArray_DATA(a), nd, shape, strides,
-                          type == NPY_FLOAT32 ? lc::DType::f32 : lc::DType::f64, lc::DeviceKind::cpu,
+  return lc::Tensor::wrap(PyArray_DATA(a), nd, shape, strides, dt, lc::DeviceKind::cpu,
                           std::move(owner), PyArray_ISWRITEABLE(a));
 }
 
@@ -131,19 +140,20 @@ nb::object to_numpy(nb::handle self_h) {
 
 void register_tensor(nb::module_& m) {
   nb::class_<lc::Tensor>(m, "Tensor",
-                         "A strided float32 (or float64) array on \"cpu\" or \"cuda\".\n\n"
+                         "A strided array on \"cpu\" or \"cuda\": float32 (default), float64, float16, bfloat16, int32 or int64.\n\n"
                          "lc.Tensor(data, device=\"cpu\", dtype=\"float32\") copies any array-like "
                          "to the device. Ops given lc.Tensor inputs on \"cuda\" do no host transfers.")
       .def("__init__", &init_tensor, nb::arg("data"), nb::arg("device") = "cpu",
-           nb::arg("dtype") = "float32", nb::kw_only(), nb::arg("share") = false)
+           nb::arg("dtype").none() = "float32", nb::kw_only(), nb::arg("share") = false)
       .def_static("from_numpy", &from_numpy, nb::arg("array"),
                   "A CPU tensor over the array's memory (no copy); keeps the array alive.")
       .def_static(
           "empty",
-          [](const std::vector<std::int64_t>& shape, const std::string& device, const std::string& dtype) {
-            return lc::Tensor::empty(shape, parse_dtype(dtype), parse_place(device, "Tensor.empty"));
+          [](const std::vector<std::int64_t>& shape, const std::string& device, nb::handle dtype) {
+            return lc::Tensor::empty(shape, dtype_param(dtype, "Tensor.empty"),
+                                     parse_place(device, "Tensor.empty"));
           },
-          nb::arg("shape"), nb::arg("device") = "cpu", nb::arg("dtype") = "float32",
+          nb::arg("shape"), nb::arg("device") = "cpu", nb::arg("dtype").none() = "float32",
           "Uninitialised tensor of `shape` on `device`.")
       .def_prop_ro("shape", [](const lc::Tensor& t) { return nb::tuple(nb::cast(t.shape())); })
       .def_prop_ro("strides", [](const lc::Tensor& t) { return nb::tuple(nb::cast(t.strides())); },
@@ -169,6 +179,11 @@ void register_tensor(nb::module_& m) {
            }, nb::arg("device"), "A copy on `device` (this tensor if already there).")
       .def("cpu", [](const lc::Tensor& t) { return t.to(lc::DeviceKind::cpu); })
       .def("contiguous", &lc::Tensor::contiguous)
+      .def("astype", [](const lc::Tensor& t, nb::handle dtype) {
+             return t.astype(dtype_param(dtype, "Tensor.astype"));
+           }, nb::arg("dtype"),
+           "A copy converted to `dtype` (\"float32\", \"float16\", \"bfloat16\", \"float64\", "
+           "\"int32\", \"int64\" or a numpy dtype) on the same device; float -> int truncates.")
       .def("copy_", [](lc::Tensor& self, const lc::Tensor& src) { src.copy_to(self); },
            nb::arg("src"), "Copies `src` (same shape and dtype, any device) into this tensor.")
       .def("_view", &lc::Tensor::view, nb::arg("shape"), nb::arg("strides"), nb::arg("offset") = 0)

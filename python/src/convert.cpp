@@ -129,6 +129,90 @@ nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, c
   return nb::steal(a);
 }
 
+namespace {
+
+// numpy's type number of ml_dtypes.bfloat16, or -1 when ml_dtypes is not installed. Looked up
+// until found (a later import of ml_dtypes by the user is picked up).
+int bf16_type_num() {
+  static int cached = -1;
+  if (cached >= 0) return cached;
+  PyObject* mod = PyImport_ImportModule("ml_dtypes");
+  if (!mod) {
+    PyErr_Clear();
+    return -1;
+  }
+  PyObject* bf = PyObject_GetAttrString(mod, "bfloat16");
+  Py_DECREF(mod);
+  if (!bf) {
+    PyErr_Clear();
+    return -1;
+  }
+  PyArray_Descr* d = nullptr;
+  const int ok = PyArray_DescrConverter(bf, &d);
+  Py_DECREF(bf);
+  if (!ok || !d) {
+    PyErr_Clear();
+    return -1;
+  }
+  cached = d->type_num;
+  Py_DECREF(d);
+  return cached;
+}
+
+}  // namespace
+
+int npy_type(lc::DType t, const char* op) {
+  switch (t) {
+    case lc::DType::f32: return NPY_FLOAT32;
+    case lc::DType::f64: return NPY_FLOAT64;
+    case lc::DType::f16: return NPY_HALF;
+    case lc::DType::i32: return NPY_INT32;
+    case lc::DType::i64: return NPY_INT64;
+    case lc::DType::bf16: break;
+  }
+  const int bf = bf16_type_num();
+  if (bf < 0)
+    lc::throw_type(op, "bfloat16 numpy arrays need the ml_dtypes package (pip install ml_dtypes); "
+                       "or convert first with .astype(\"float32\")");
+  return bf;
+}
+
+bool dtype_from_npy(int type_num, lc::DType* out) {
+  switch (type_num) {
+    case NPY_FLOAT32: *out = lc::DType::f32; return true;
+    case NPY_FLOAT64: *out = lc::DType::f64; return true;
+    case NPY_HALF: *out = lc::DType::f16; return true;
+    default: break;
+  }
+  // int32 / int64 under whichever C type numpy uses for them on this platform.
+  if (type_num == NPY_INT || type_num == NPY_LONG || type_num == NPY_LONGLONG) {
+    const std::size_t size = type_num == NPY_INT    ? sizeof(int)
+                             : type_num == NPY_LONG ? sizeof(long)
+                                                    : sizeof(long long);
+    if (size == 4) { *out = lc::DType::i32; return true; }
+    if (size == 8) { *out = lc::DType::i64; return true; }
+  }
+  if (type_num >= NPY_USERDEF && type_num == bf16_type_num()) {
+    *out = lc::DType::bf16;
+    return true;
+  }
+  return false;
+}
+
+lc::DType dtype_param(nb::handle h, const char* op) {
+  if (PyUnicode_Check(h.ptr())) return lc::parse_dtype(str_param(h, op, "dtype"), op);
+  PyArray_Descr* d = nullptr;
+  if (!h.is_none() && PyArray_DescrConverter(h.ptr(), &d) && d) {
+    const int num = d->type_num;
+    Py_DECREF(d);
+    lc::DType t;
+    if (dtype_from_npy(num, &t)) return t;
+  }
+  PyErr_Clear();
+  lc::throw_type(op, "dtype must be float32, float64, float16, bfloat16, int32 or int64 (a string "
+                     "or a numpy dtype), got " + nb::cast<std::string>(nb::repr(h)));
+}
+
 nb::object wrap_tensor(lc::Tensor&& t) { return nb::cast(std::move(t), nb::rv_policy::move); }
 
 nb::object numpy_view(const lc::Tensor& t, nb::handle owner) {
@@ -138,7 +222,7 @@ nb::object numpy_view(const lc::Tensor& t, nb::handle owner) {
     dims[i] = static_cast<npy_intp>(t.size(i));
     strides[i] = static_cast<npy_intp>(t.stride(i)) * isz;
   }
-  const int type = t.dtype() == lc::DType::f32 ? NPY_FLOAT32 : NPY_FLOAT64;
+  const int type = npy_type(t.dtype(), "Tensor.numpy");
   PyObject* a = PyArray_New(&PyArray_Type, t.ndim(), dims, type, strides, t.data(), 0,
                             t.writable() ? NPY_ARRAY_WRITEABLE : 0, nullptr);
   if (!a) throw nb::python_error();

@@ -41,6 +41,15 @@ bool to_opt_arg(nb::handle obj, const char* op, const char* name, Arg& out);
 // Host memory exhaustion is a MemoryError naming `op`.
 nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, const char* op);
 
+// numpy <-> lc dtypes. bfloat16 is ml_dtypes.bfloat16 (imported on first use); npy_type
+// raises TypeError naming `op` when a dtype has no numpy counterpart here (bfloat16 without
+// ml_dtypes installed).
+int npy_type(lc::DType t, const char* op);
+bool dtype_from_npy(int type_num, lc::DType* out);
+// A dtype argument: a string ("float16", "bf16", ...), a numpy dtype or scalar type
+// (np.float16, ml_dtypes.bfloat16, np.dtype("int32")); anything else is a TypeError.
+lc::DType dtype_param(nb::handle h, const char* op);
+
 // Wraps a result tensor: an lc.Tensor object (device or host).
 nb::object wrap_tensor(lc::Tensor&& t);
 // A numpy array over a host tensor's memory without a copy (keeps `owner` alive).

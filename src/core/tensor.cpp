@@ -251,6 +251,14 @@ bool Tensor::may_overlap(const Tensor& other) const {
   return a0 < b1 && b0 < a1;
 }
 
+Tensor Tensor::astype(DType dtype) const {
+  if (device_ != DeviceKind::cpu) return to(DeviceKind::cpu).astype(dtype).to(device_);
+  const Tensor src = contiguous();
+  Tensor dst = Tensor::empty(shape(), dtype, DeviceKind::cpu);
+  convert_elements(dtype_, src.data_, dtype, dst.data_, numel());
+  return dst;
+}
+
 Tensor Tensor::t() const {
   if (ndim_ != 2) throw_value("Tensor.t", "needs a 2-D tensor, got " + shape_str());
   return view({shape_[1], shape_[0]}, {strides_[1], strides_[0]}, 0);

@@ -24,7 +24,6 @@ const char* to_string(DeviceRequest d) {
   return "?";
 }
 
-const char* to_string(DType t) { return t == DType::f32 ? "float32" : "float64"; }
 
 const char* to_string(Precision p) {
   switch (p) {
