@@ -58,6 +58,22 @@ class Tensor {
               std::int64_t offset_elems = 0) const;
   // Transpose of a 2-D tensor (a view).
   Tensor t() const;
+  // ---- views (no copy; device-agnostic: only shape, strides and offset change) ----
+  // `shape` with at most one -1 (inferred). A view when the elements are laid out as a
+  // contiguous block, else a contiguous copy first (numpy's reshape).
+  Tensor reshape(std::vector<std::int64_t> shape) const;
+  // Dimensions reordered: result dim i is this tensor's dim dims[i] (a permutation).
+  Tensor permute(const std::vector<int>& dims) const;
+  // Dimensions d0 and d1 swapped (negative indices count from the end).
+  Tensor transpose(int d0, int d1) const;
+  // Basic slicing of one dimension: elements start, start + step, ... before stop (Python
+  // semantics: negative start/stop count from the end and are clamped; step != 0, may be < 0).
+  Tensor slice(int dim, std::int64_t start, std::int64_t stop, std::int64_t step) const;
+  // Dimension `dim` removed at `index` (negative counts from the end).
+  Tensor select(int dim, std::int64_t index) const;
+  // A new dimension of size 1 at `dim` (0 <= dim <= ndim).
+  Tensor unsqueeze(int dim) const;
+
   // A new contiguous tensor holding the values converted to `dtype`, on the same device
   // (numpy's astype: always a copy; float -> int truncates). Device tensors convert through host
   // memory for now (one download and one upload).

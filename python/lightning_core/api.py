@@ -58,9 +58,13 @@ def _on_gpu(x) -> bool:
 
 
 def _rows_by(x, w):
-    """Shape of linear(x, w)'s result (for placement queries), or None when x/w are odd."""
+    """Shape of linear(x, w)'s result as a matrix (rows = x's leading dimensions; for placement
+    queries), or None when x/w are odd."""
     try:
-        return (int(x.shape[0]), int(w.shape[0]))
+        rows = 1
+        for d in x.shape[:-1]:
+            rows *= int(d)
+        return (rows, int(w.shape[0]))
     except Exception:
         return None
 

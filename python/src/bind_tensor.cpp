@@ -136,6 +136,72 @@ nb::object to_numpy(nb::handle self_h) {
   return numpy_view(nb::cast<lc::Tensor&>(owner), owner);
 }
 
+// A shape from Python: reshape(2, 3), reshape((2, 3)) and reshape([2, 3]) alike.
+std::vector<std::int64_t> shape_args(nb::args args, const char* op) {
+  nb::handle src = args;
+  if (args.size() == 1 && (PyTuple_Check(args[0].ptr()) || PyList_Check(args[0].ptr()))) src = args[0];
+  std::vector<std::int64_t> out;
+  for (nb::handle h : src) out.push_back(int_param(h, op, "shape", INT64_MIN, INT64_MAX));
+  return out;
+}
+
+// Basic indexing (ints, slices, None, ...): always a view, as numpy's basic indexing is.
+lc::Tensor getitem(const lc::Tensor& self, nb::handle key) {
+  static constexpr const char* op = "Tensor.__getitem__";
+  nb::tuple items = PyTuple_Check(key.ptr()) ? nb::borrow<nb::tuple>(key) : nb::make_tuple(key);
+  int consumed = 0, ellipses = 0;
+  for (nb::handle it : items) {
+    if (it.ptr() == Py_Ellipsis) ++ellipses;
+    else if (!it.is_none()) ++consumed;
+  }
+  if (ellipses > 1) lc::throw_value(op, "an index can only have a single ellipsis ('...')");
+  if (consumed > self.ndim())
+    lc::throw_value(op, "too many indices for a " + std::to_string(self.ndim()) + "-D tensor");
+  lc::Tensor t = self;
+  int d = 0;
+  for (nb::handle it : items) {
+    PyObject* o = it.ptr();
+    if (o == Py_Ellipsis) {
+      d += self.ndim() - consumed;
+    } else if (it.is_none()) {
+      t = t.unsqueeze(d++);
+    } else if (PySlice_Check(o)) {
+      Py_ssize_t start, stop, step;
+      if (PySlice_Unpack(o, &start, &stop, &step) < 0) {
+        const bool zero_step = PyErr_ExceptionMatches(PyExc_ValueError);
+        PyErr_Clear();
+        if (zero_step) lc::throw_value(op, "slice step cannot be zero");
+        lc::throw_type(op, "slice indices must be integers or None");
+      }
+      t = t.slice(d++, start, stop, step);
+    } else if (!PyBool_Check(o) && (PyLong_Check(o) || PyArray_IsScalar(o, Integer))) {
+      t = t.select(d, int_param(it, op, "index", INT64_MIN, INT64_MAX));
+    } else {
+      lc::throw_type(op, std::string("only basic indexing is supported (ints, slices, None, "
+                                     "...), got ") + Py_TYPE(o)->tp_name);
+    }
+  }
+  return t;
+}
+
+// The values of small tensors (numpy's formatting), else the shape alone.
+std::string tensor_repr(nb::handle self_h) {
+  const lc::Tensor& t = nb::cast<const lc::Tensor&>(self_h);
+  std::string tail = std::string(", dtype=") + lc::to_string(t.dtype()) + ", device=\"" +
+                     lc::to_string(t.device()) + "\"" + (t.is_contiguous() ? "" : ", strided") + ")";
+  if (t.numel() <= 64) {
+    try {
+      nb::object a = to_numpy(self_h);
+      nb::object txt = nb::module_::import_("numpy").attr("array2string")(
+          a, nb::arg("separator") = ", ", nb::arg("prefix") = "lightning_core.Tensor(");
+      return "lightning_core.Tensor(" + nb::cast<std::string>(txt) + tail;
+    } catch (const std::exception&) {  // e.g. bfloat16 without ml_dtypes
+      PyErr_Clear();
+    }
+  }
+  return "lightning_core.Tensor(shape=" + t.shape_str() + tail;
+}
+
 }  // namespace
 
 void register_tensor(nb::module_& m) {
@@ -193,10 +259,27 @@ void register_tensor(nb::module_& m) {
         if (t.ndim() == 0) throw nb::type_error("len() of a 0-d tensor");
         return t.size(0);
       })
-      .def("__repr__", [](const lc::Tensor& t) {
-        return "lightning_core.Tensor(shape=" + t.shape_str() + ", dtype=" + lc::to_string(t.dtype()) +
-               ", device=\"" + lc::to_string(t.device()) + "\"" + (t.is_contiguous() ? "" : ", strided") + ")";
-      });
+      .def("reshape", [](const lc::Tensor& t, nb::args shape) {
+             return t.reshape(shape_args(shape, "Tensor.reshape"));
+           }, "The same elements in another shape (one -1 is inferred): a view of a contiguous "
+              "tensor, else a contiguous copy (numpy's reshape).")
+      .def("view", [](const lc::Tensor& t, nb::args shape) {
+             if (!t.is_contiguous())
+               lc::throw_value("Tensor.view", "tensor of shape " + t.shape_str() + " is not "
+                               "contiguous, so no view of another shape exists; use .reshape() "
+                               "(copies) or .contiguous() first");
+             return t.reshape(shape_args(shape, "Tensor.view"));
+           }, "A view in another shape (contiguous tensors only; never copies).")
+      .def("permute", [](const lc::Tensor& t, nb::args dims) {
+             std::vector<int> d;
+             for (std::int64_t v : shape_args(dims, "Tensor.permute")) d.push_back(static_cast<int>(v));
+             return t.permute(d);
+           }, "A view with the dimensions reordered (torch's permute).")
+      .def("transpose", [](const lc::Tensor& t, int d0, int d1) { return t.transpose(d0, d1); },
+           nb::arg("dim0"), nb::arg("dim1"), "A view with two dimensions swapped.")
+      .def("__getitem__", &getitem, nb::arg("key").none(),
+           "Basic indexing (ints, slices with steps, None, ...): a view, no copy.")
+      .def("__repr__", &tensor_repr);
 }
 
 }  // namespace lcpy

@@ -1,6 +1,7 @@
 // lc::Tensor: construction, views, contiguity and copies across devices.
 #include "lightning_core/tensor.h"
 
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -257,6 +258,137 @@ Tensor Tensor::astype(DType dtype) const {
   Tensor dst = Tensor::empty(shape(), dtype, DeviceKind::cpu);
   convert_elements(dtype_, src.data_, dtype, dst.data_, numel());
   return dst;
+}
+
+namespace {
+std::string dims_str(const std::vector<std::int64_t>& d) {
+  std::string r = "[";
+  for (std::size_t i = 0; i < d.size(); ++i) r += (i ? ", " : "") + std::to_string(d[i]);
+  return r + "]";
+}
+
+int wrap_dim(int d, int ndim, const char* op) {
+  if (d < -ndim || d >= ndim)
+    throw_value(op, "dimension " + std::to_string(d) + " is out of range for a " +
+                        std::to_string(ndim) + "-D tensor");
+  return d < 0 ? d + ndim : d;
+}
+}  // namespace
+
+Tensor Tensor::reshape(std::vector<std::int64_t> new_shape) const {
+  static constexpr const char* op = "Tensor.reshape";
+  if (new_shape.size() > static_cast<std::size_t>(kMaxDims))
+    throw_value(op, "at most " + std::to_string(kMaxDims) + " dimensions are supported");
+  int infer = -1;
+  std::int64_t known = 1;
+  for (std::size_t i = 0; i < new_shape.size(); ++i) {
+    if (new_shape[i] == -1) {
+      if (infer >= 0) throw_value(op, "only one dimension can be -1");
+      infer = static_cast<int>(i);
+    } else if (new_shape[i] < 0) {
+      throw_value(op, "negative dimension " + std::to_string(new_shape[i]));
+    } else {
+      known = checked_mul(op, known, new_shape[i], "the new shape");
+    }
+  }
+  const std::int64_t n = numel();
+  if (infer >= 0) {
+    if (known == 0 || n % known != 0)
+      throw_value(op, "cannot infer the -1 dimension: " + std::to_string(n) +
+                          " elements do not divide into " + dims_str(new_shape));
+    new_shape[static_cast<std::size_t>(infer)] = n / known;
+    known = n;
+  }
+  if (known != n)
+    throw_value(op, "cannot reshape " + shape_str() + " (" + std::to_string(n) + " elements) to " +
+                        dims_str(new_shape));
+  const Tensor src = contiguous();
+  std::vector<std::int64_t> strides(new_shape.size());
+  std::int64_t st = 1;
+  for (int i = static_cast<int>(new_shape.size()) - 1; i >= 0; --i) {
+    strides[static_cast<std::size_t>(i)] = st;
+    st *= std::max<std::int64_t>(new_shape[static_cast<std::size_t>(i)], 1);
+  }
+  return src.view(new_shape, strides, 0);
+}
+
+Tensor Tensor::permute(const std::vector<int>& dims) const {
+  static constexpr const char* op = "Tensor.permute";
+  if (static_cast<int>(dims.size()) != ndim_)
+    throw_value(op, "needs " + std::to_string(ndim_) + " dimensions for a tensor of shape " +
+                        shape_str() + ", got " + std::to_string(dims.size()));
+  std::vector<bool> seen(static_cast<std::size_t>(ndim_), false);
+  std::vector<std::int64_t> shape(dims.size()), strides(dims.size());
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    const int d = wrap_dim(dims[i], ndim_, op);
+    if (seen[static_cast<std::size_t>(d)]) throw_value(op, "dimension " + std::to_string(d) + " is repeated");
+    seen[static_cast<std::size_t>(d)] = true;
+    shape[i] = shape_[d];
+    strides[i] = strides_[d];
+  }
+  return view(shape, strides, 0);
+}
+
+Tensor Tensor::transpose(int d0, int d1) const {
+  std::vector<int> dims(static_cast<std::size_t>(ndim_));
+  for (int i = 0; i < ndim_; ++i) dims[static_cast<std::size_t>(i)] = i;
+  std::swap(dims[static_cast<std::size_t>(wrap_dim(d0, ndim_, "Tensor.transpose"))],
+            dims[static_cast<std::size_t>(wrap_dim(d1, ndim_, "Tensor.transpose"))]);
+  return permute(dims);
+}
+
+Tensor Tensor::slice(int dim, std::int64_t start, std::int64_t stop, std::int64_t step) const {
+  static constexpr const char* op = "Tensor.__getitem__";
+  const int d = wrap_dim(dim, ndim_, op);
+  if (step == 0) throw_value(op, "slice step cannot be zero");
+  const std::int64_t n = shape_[d];
+  // Python's slice.indices(n), with start/stop already resolved to integers.
+  auto clamp = [&](std::int64_t v, std::int64_t lo, std::int64_t hi) {
+    if (v < 0) v += n;
+    return v < lo ? lo : (v > hi ? hi : v);
+  };
+  std::int64_t len;
+  if (step > 0) {
+    start = clamp(start, 0, n);
+    stop = clamp(stop, 0, n);
+    len = stop > start ? (stop - start + step - 1) / step : 0;
+  } else {
+    start = clamp(start, -1, n - 1);
+    stop = clamp(stop, -1, n - 1);
+    len = start > stop ? (start - stop - step - 1) / (-step) : 0;
+  }
+  std::vector<std::int64_t> shape = this->shape(), strides = this->strides();
+  shape[static_cast<std::size_t>(d)] = len;
+  strides[static_cast<std::size_t>(d)] = checked_mul(op, strides_[d], step, "slice stride");
+  const std::int64_t offset = len > 0 ? checked_mul(op, start, strides_[d], "slice offset") : 0;
+  return view(shape, strides, offset);
+}
+
+Tensor Tensor::select(int dim, std::int64_t index) const {
+  static constexpr const char* op = "Tensor.__getitem__";
+  const int d = wrap_dim(dim, ndim_, op);
+  const std::int64_t n = shape_[d];
+  if (index < -n || index >= n)
+    throw_value(op, "index " + std::to_string(index) + " is out of range for dimension " +
+                        std::to_string(d) + " of size " + std::to_string(n));
+  if (index < 0) index += n;
+  std::vector<std::int64_t> shape, strides;
+  for (int i = 0; i < ndim_; ++i)
+    if (i != d) {
+      shape.push_back(shape_[i]);
+      strides.push_back(strides_[i]);
+    }
+  return view(shape, strides, index * strides_[d]);
+}
+
+Tensor Tensor::unsqueeze(int dim) const {
+  if (dim < 0 || dim > ndim_)
+    throw_value("Tensor.unsqueeze", "dimension " + std::to_string(dim) + " is out of range");
+  std::vector<std::int64_t> shape = this->shape(), strides = this->strides();
+  const std::int64_t st = dim < ndim_ ? strides_[dim] * shape_[dim] : 1;
+  shape.insert(shape.begin() + dim, 1);
+  strides.insert(strides.begin() + dim, st == 0 ? 1 : st);
+  return view(shape, strides, 0);
 }
 
 Tensor Tensor::t() const {

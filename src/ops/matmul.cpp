@@ -19,17 +19,20 @@ void check_matmul(const char* op, const Tensor& a, const Tensor& b) {
                         "; a's columns must equal b's rows (a[m,k] @ b[k,n])");
 }
 
+// linear takes x of shape [..., in] (any leading dimensions, as torch's nn.Linear): the rows
+// are the product of the leading dimensions and the result is [..., out].
 void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor* bias) {
   check_f32(op, "x", x);
   check_f32(op, "weight", w);
-  check_ndim(op, "x", x, 2);
+  if (x.ndim() < 1)
+    throw_value(op, "'x' must have at least 1 dimension ([..., in_features]), got a 0-D tensor");
   check_ndim(op, "weight", w, 2);
   check_nonempty(op, "x", x);
   check_nonempty(op, "weight", w);
-  if (x.size(1) != w.size(1))
+  if (x.size(x.ndim() - 1) != w.size(1))
     throw_value(op, "x is " + x.shape_str() + " but weight is " + w.shape_str() +
                         "; weight must be [out_features, in_features] with in_features = x's "
-                        "columns (torch nn.Linear layout)");
+                        "last dimension (torch nn.Linear layout)");
   if (bias) {
     check_f32(op, "bias", *bias);
     if (bias->ndim() != 1 || bias->size(0) != w.size(0))
@@ -46,14 +49,16 @@ WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n) {
   return w;
 }
 
+// a is read as the row-major [m, k] matrix of its elements (a 2-D matrix, or linear's
+// [..., in] input with its leading dimensions as rows).
 void run_matmul(OpRunner& r, const Tensor& a, const Tensor& b, const Tensor* bias, bool trans_b,
                 Activation act, Tensor& out) {
   MatmulArgs args;
   args.a = r.in(a);
   args.b = r.in(b);
   args.bias = r.in_opt(bias);
-  args.m = a.size(0);
-  args.k = a.size(1);
+  args.k = a.size(a.ndim() - 1);
+  args.m = a.numel() / args.k;
   args.n = trans_b ? b.size(0) : b.size(1);
   args.trans_b = trans_b;
   args.act = act;
@@ -81,7 +86,9 @@ std::vector<std::int64_t> matmul2d_out_shape(const Tensor& a, const Tensor& b) {
 
 std::vector<std::int64_t> linear_out_shape(const Tensor& x, const Tensor& w, const Tensor* bias) {
   check_linear("linear", x, w, bias);
-  return {x.size(0), w.size(0)};
+  std::vector<std::int64_t> shape = x.shape();
+  shape.back() = w.size(0);
+  return shape;
 }
 
 void matmul2d_into(const Tensor& a, const Tensor& b, Tensor& out, const ExecutionPolicy& p) {
@@ -107,9 +114,10 @@ void linear_into(const Tensor& x, const Tensor& w, const Tensor* bias, Activatio
                  const ExecutionPolicy& p) {
   static constexpr const char* op = "linear";
   check_linear(op, x, w, bias);
-  check_out(op, out, {x.size(0), w.size(0)});
+  check_out(op, out, linear_out_shape(x, w, bias));
+  const std::int64_t k = x.size(x.ndim() - 1);
   OpRunner r(op, p);
-  r.place(matmul_work(x.size(0), x.size(1), w.size(0)), {&x, &w, bias});
+  r.place(matmul_work(x.numel() / k, k, w.size(0)), {&x, &w, bias});
   run_matmul(r, x, w, bias, true, act, out);
 }
 
@@ -117,9 +125,10 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, Activation a
               const ExecutionPolicy& p) {
   static constexpr const char* op = "linear";
   check_linear(op, x, w, bias);
+  const std::int64_t k = x.size(x.ndim() - 1);
   OpRunner r(op, p);
-  r.place(matmul_work(x.size(0), x.size(1), w.size(0)), {&x, &w, bias});
-  Tensor out = r.result({x.size(0), w.size(0)});
+  r.place(matmul_work(x.numel() / k, k, w.size(0)), {&x, &w, bias});
+  Tensor out = r.result(linear_out_shape(x, w, bias));
   run_matmul(r, x, w, bias, true, act, out);
   return out;
 }

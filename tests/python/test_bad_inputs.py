@@ -120,8 +120,8 @@ CASES = [
         lambda: sentinel(3, 6), ("tanh", "relu", "gelu"), lambda: lc.linear(z(3, 4), z(6, 4), None, "tanh")),
     Bad("linear-out-transposed-shape", "linear", VE, lambda o: lc.linear_into(z(3, 4), z(6, 4), None, o),
         lambda: sentinel(6, 3), ("[6, 3]", "[3, 6]")),
-    Bad("linear-x-3d", "linear", VE, lambda o: lc.linear_into(z(2, 3, 4), z(6, 4), None, o),
-        lambda: sentinel(3, 6), ("[2, 3, 4]",)),
+    Bad("linear-x-3d-out-shape", "linear", VE, lambda o: lc.linear_into(z(2, 3, 4), z(6, 4), None, o),
+        lambda: sentinel(3, 6), ("[2, 3, 6]",)),
     # ---- attention2d --------------------------------------------------------------------------
     Bad("attn-head-dim-mismatch", "attention2d", VE, lambda o: lc.attention2d_into(Q, z(7, 6), V, o),
         lambda: poisoned(5, 3), ("[5, 8]", "[7, 6]", "head dimension"),

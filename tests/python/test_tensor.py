@@ -23,7 +23,7 @@ def test_construct_from_numpy_copies():
     assert t.is_contiguous() and len(t) == 3
     a[0, 0] = 99  # the constructor copied: the tensor does not see later writes
     assert np.asarray(t)[0, 0] == 0
-    assert "shape=[3, 4]" in repr(t) and "float32" in repr(t)
+    assert "[[ 0.,  1.,  2.,  3.]," in repr(t) and "float32" in repr(t)  # small: the values
 
 
 @pytest.mark.parametrize(

@@ -267,6 +267,10 @@ class Op:
     has_into: bool = True
     allow: Callable | None = None  # allow(X, P) -> mask of elements where 0 is accepted too
     tags: tuple = field(default=())
+    # inputs whose leading dimensions are free ([..., in] for linear): the strategies draw them
+    # 2-D (the reference's form) and an "ndim" fault never targets them (any ndim >= 1 is fine;
+    # tests/python/test_views.py checks those shapes against numpy)
+    leading_free: tuple = ()
 
     @property
     def msg_op(self) -> str:
@@ -304,7 +308,7 @@ OPS: dict[str, Op] = {op.name: op for op in [
     Op("linear", {"x": "mi", "weight": "oi", "bias?": "o"}, "mo",
        ("x", "weight", "bias", OUT, "activation", DEV), ref_linear,
        lambda X, P: atol_linear(X["x"], X["weight"], X.get("bias")),
-       params=st.fixed_dictionaries({"activation": ACTS}), allow=_linear_allow),
+       params=st.fixed_dictionaries({"activation": ACTS}), allow=_linear_allow, leading_free=("x",)),
     Op("attention2d", {"q": "qd", "k": "sd", "v": "se"}, "qe", ("q", "k", "v", OUT, "causal", DEV),
        ref_attention, lambda X, P: atol_attention(X["q"], X["k"], X["v"], P.get("scale")), kw=("scale",),
        params=st.fixed_dictionaries({"causal": st.booleans(), "scale": SCALES})),
@@ -351,11 +355,11 @@ OPS: dict[str, Op] = {op.name: op for op in [
        check=check_conv_attention, finite=("weight", "bias"), has_into=False),
     Op("api.ffn", {"x": "mi", "w1": "hi", "b1?": "h", "w2": "oh", "b2?": "o"}, "mo",
        ("x", "w1", "b1", "w2", "b2", "activation", DEV), ref_ffn, atol_ffn,
-       params=st.fixed_dictionaries({"activation": ACTS}), has_into=False),
+       params=st.fixed_dictionaries({"activation": ACTS}), has_into=False, leading_free=("x",)),
     Op("api.layernorm_linear", {"x": "mi", "gamma?": "i", "beta?": "i", "w": "oi", "b?": "o"}, "mo",
        ("x", "gamma", "beta", "w", "b", "eps", "activation", DEV), ref_ln_linear, atol_ln_linear,
        params=st.fixed_dictionaries({"eps": st.sampled_from([1e-5, 1e-3]), "activation": ACTS}),
-       has_into=False),
+       has_into=False, leading_free=("x",)),
 ]}
 
 # Bad values of params, per param name: (value, accepted exception types). "ok" in the types
