@@ -25,8 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import os
+import sys
+
 import numpy as np
 from hypothesis import strategies as st
+
+# The float64 references shared with the parity harness (tests/python/parity.py): one copy.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from parity import act64, gelu64  # noqa: E402
+from parity import ref_conv2d as conv64  # noqa: E402
 
 OUT, DEV = "@out", "@device"
 RTOL = 1e-4  # float32 result vs the float64 reference, relative part
@@ -41,21 +49,6 @@ def amax(x) -> float:
         return 0.0
     a = np.abs(x[np.isfinite(x)])
     return float(a.max()) if a.size else 0.0
-
-
-def gelu64(x):
-    """tanh-approximation GELU as x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)."""
-    u = np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return x / (1.0 + np.exp(-2.0 * u))
-
-
-def act64(y, act):
-    if act == "relu":
-        return np.maximum(y, 0.0)  # np.maximum propagates NaN, as torch.relu does
-    if act == "gelu":
-        return gelu64(y)
-    return y
 
 
 def f32(v) -> float:
@@ -91,16 +84,6 @@ def attention64(q, k, v, causal, scale):
 
 def ref_attention(X, P):
     return attention64(X["q"], X["k"], X["v"], P.get("causal", False), P.get("scale"))
-
-
-def conv64(x, w, b, sh, sw, ph, pw, act):
-    kh, kw = w.shape[2], w.shape[3]
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    y = np.einsum("nchwij,ocij->nohw", win, w)
-    if b is not None:
-        y = y + b[None, :, None, None]
-    return act64(y, act)
 
 
 def ref_conv(X, P, act=None):
