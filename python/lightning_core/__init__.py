@@ -16,6 +16,8 @@ from ._lightning_core import (  # noqa: F401
 __version__ = build_info()["version"]  # noqa: F405
 
 from ._tensor import Tensor64, TensorView  # noqa: E402,F401
+
+from_dlpack = Tensor.from_dlpack  # lc.from_dlpack(obj): zero-copy from any DLPack producer
 from . import api  # noqa: E402,F401
 from .api import conv_relu_nchw, conv_attention_torchstrong_nchw  # noqa: E402,F401
 from .trace import *  # noqa: F401,F403,E402

@@ -231,7 +231,15 @@ void register_policy(nb::module_& m) {
         return nb::bool_(a == *other);
       }, nb::arg("other").none())
       .def("__hash__", [](const lc::ExecutionPolicy& p) { return std::hash<std::string>{}(p.to_string()); })
-      .def("__repr__", [](const lc::ExecutionPolicy& p) { return "ExecutionPolicy(" + p.to_string() + ")"; });
+      .def("__repr__", [](const lc::ExecutionPolicy& p) {
+        // Valid Python: eval(repr(p)) == p (with ExecutionPolicy in scope).
+        auto q = [](const char* s) { return std::string("'") + s + "'"; };
+        auto b = [](bool v) { return std::string(v ? "True" : "False"); };
+        return "ExecutionPolicy(device=" + q(lc::to_string(p.device)) + ", upload=" +
+               q(lc::to_string(p.upload)) + ", download=" + b(p.download) + ", sync=" +
+               q(lc::to_string(p.sync)) + ", precision=" + q(lc::to_string(p.precision)) +
+               ", fusion=" + b(p.fusion) + ", autotune=" + b(p.autotune) + ")";
+      });
   m.def("get_default_policy", &lc::default_policy);
   m.def("set_default_policy", &lc::set_default_policy, nb::arg("policy"));
   m.def("current_policy", [] {

@@ -4,12 +4,14 @@
 // CPU tensors expose __array_interface__, so np.asarray(t) is zero-copy; .numpy() copies a
 // device tensor to the host. lc.Tensor64 and lc.TensorView are thin Python subclasses
 // (python/lightning_core/_tensor.py).
+#include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include "bindings.h"
 #include "convert.h"
 #include "lightning_core/errors.h"
+#include "backends/backend.h"
 #include "lightning_core/runtime.h"
 #include "numpy_api.h"
 
@@ -202,6 +204,109 @@ std::string tensor_repr(nb::handle self_h) {
   return "lightning_core.Tensor(shape=" + t.shape_str() + tail;
 }
 
+// ---- DLPack (through nanobind's ndarray, which implements the protocol) --------------------
+constexpr int kDLCPU = 1, kDLCUDA = 2;
+
+nb::dlpack::dtype dl_dtype(lc::DType t) {
+  using C = nb::dlpack::dtype_code;
+  const auto bits = static_cast<std::uint8_t>(8 * lc::dtype_size(t));
+  switch (t) {
+    case lc::DType::bf16: return {static_cast<std::uint8_t>(C::Bfloat), bits, 1};
+    case lc::DType::i32:
+    case lc::DType::i64: return {static_cast<std::uint8_t>(C::Int), bits, 1};
+    default: return {static_cast<std::uint8_t>(C::Float), bits, 1};
+  }
+}
+
+bool dtype_from_dl(nb::dlpack::dtype d, lc::DType* out) {
+  using C = nb::dlpack::dtype_code;
+  if (d.lanes != 1) return false;
+  for (const lc::DTypeInfo& info : lc::kDTypes)
+    if (dl_dtype(info.dtype) == d) {
+      *out = info.dtype;
+      return true;
+    }
+  (void)C::Float;
+  return false;
+}
+
+// t.__dlpack__(stream=None, max_version=None, dl_device=None, copy=None): a capsule over the
+// tensor's memory (no copy); the capsule keeps the tensor alive. Device tensors: the queued work
+// is synchronised first, so a consumer on any stream reads finished data.
+nb::object dlpack_export(nb::handle self_h, nb::kwargs kwargs) {
+  const lc::Tensor& t = nb::cast<const lc::Tensor&>(self_h);
+  if (kwargs.contains("copy") && !kwargs["copy"].is_none() && PyObject_IsTrue(kwargs["copy"].ptr()) == 1)
+    lc::throw_value("Tensor.__dlpack__", "copy=True is not supported; export, then copy with the "
+                                         "consumer (or use .contiguous() / .to() first)");
+  if (t.device() != lc::DeviceKind::cpu) {
+    nb::gil_scoped_release nogil;
+    lc::get_backend(t.device()).synchronize();
+  }
+  std::size_t shape[lc::kMaxDims];
+  std::int64_t strides[lc::kMaxDims];
+  for (int i = 0; i < t.ndim(); ++i) {
+    shape[i] = static_cast<std::size_t>(t.size(i));
+    strides[i] = t.stride(i);
+  }
+  const int dev = t.device() == lc::DeviceKind::cpu ? kDLCPU : kDLCUDA;
+  nb::object nd;
+  if (t.writable())
+    nd = nb::cast(nb::ndarray<>(t.data(), static_cast<std::size_t>(t.ndim()), shape, self_h,
+                                strides, dl_dtype(t.dtype()), dev, 0));
+  else
+    nd = nb::cast(nb::ndarray<nb::ro>(t.data(), static_cast<std::size_t>(t.ndim()), shape, self_h,
+                                      strides, dl_dtype(t.dtype()), dev, 0));
+  // nanobind turns a framework-less ndarray into the "dltensor" capsule itself (the legacy,
+  // unversioned form, which every consumer accepts whatever max_version it asks for).
+  if (PyCapsule_CheckExact(nd.ptr())) return nd;
+  nb::dict kw;
+  for (auto [k, v] : kwargs)
+    if (nb::cast<std::string>(nb::str(k)) != "copy") kw[k] = v;
+  return nd.attr("__dlpack__")(**kw);
+}
+
+nb::tuple dlpack_device(const lc::Tensor& t) {
+  return nb::make_tuple(t.device() == lc::DeviceKind::cpu ? kDLCPU : kDLCUDA, 0);
+}
+
+// lc.from_dlpack(obj): an lc.Tensor over the memory of any DLPack producer (numpy, torch,
+// CuPy, JAX, ...) without a copy; it keeps the producer's buffer alive.
+lc::Tensor from_dlpack(nb::handle obj) {
+  static constexpr const char* op = "from_dlpack";
+  nb::ndarray<> nd;
+  if (!nb::try_cast<nb::ndarray<>>(obj, nd))
+    lc::throw_type(op, std::string("expects an object with __dlpack__ (numpy, torch, CuPy, JAX ...), "
+                                   "got ") + Py_TYPE(obj.ptr())->tp_name);
+  lc::DType dt;
+  if (!dtype_from_dl(nd.dtype(), &dt))
+    lc::throw_type(op, "unsupported dtype (code " + std::to_string(nd.dtype().code) + ", " +
+                           std::to_string(nd.dtype().bits) + " bits); lc tensors hold float32, "
+                           "float64, float16, bfloat16, int32 or int64");
+  lc::DeviceKind dev;
+  if (nd.device_type() == kDLCPU) {
+    dev = lc::DeviceKind::cpu;
+  } else if (nd.device_type() == kDLCUDA && nd.device_id() == 0) {
+    dev = lc::DeviceKind::cuda;
+  } else {
+    lc::throw_value(op, "memory on device type " + std::to_string(nd.device_type()) + " id " +
+                            std::to_string(nd.device_id()) + " is not supported (cpu and cuda:0)");
+  }
+  if (nd.ndim() > static_cast<std::size_t>(lc::kMaxDims))
+    lc::throw_value(op, "at most " + std::to_string(lc::kMaxDims) + " dimensions are supported");
+  std::int64_t shape[lc::kMaxDims], strides[lc::kMaxDims];
+  for (std::size_t i = 0; i < nd.ndim(); ++i) {
+    shape[i] = static_cast<std::int64_t>(nd.shape(i));
+    strides[i] = nd.stride(i);
+  }
+  auto* keep = new nb::ndarray<>(nd);  // holds the producer's buffer until the tensor dies
+  std::shared_ptr<void> owner(keep, [](void* p) {
+    nb::gil_scoped_acquire gil;
+    delete static_cast<nb::ndarray<>*>(p);
+  });
+  return lc::Tensor::wrap(nd.data(), static_cast<int>(nd.ndim()), shape, strides, dt, dev,
+                          std::move(owner), true);
+}
+
 }  // namespace
 
 void register_tensor(nb::module_& m) {
@@ -211,6 +316,8 @@ void register_tensor(nb::module_& m) {
                          "to the device. Ops given lc.Tensor inputs on \"cuda\" do no host transfers.")
       .def("__init__", &init_tensor, nb::arg("data"), nb::arg("device") = "cpu",
            nb::arg("dtype").none() = "float32", nb::kw_only(), nb::arg("share") = false)
+      .def_static("from_dlpack", &from_dlpack, nb::arg("obj"),
+                  "A tensor over any DLPack producer's memory (no copy).")
       .def_static("from_numpy", &from_numpy, nb::arg("array"),
                   "A CPU tensor over the array's memory (no copy); keeps the array alive.")
       .def_static(
@@ -233,12 +340,28 @@ void register_tensor(nb::module_& m) {
       .def("numpy", &to_numpy, "A numpy array: a zero-copy view for CPU tensors, a copy otherwise.")
       .def("__array__",
            [](nb::handle self, nb::handle dtype, nb::handle copy) {
+             // numpy 2's copy semantics: copy=False must not copy, so it refuses a device
+             // tensor (as torch and CuPy do) and a dtype conversion; None copies only if needed.
+             const lc::Tensor& t = nb::cast<const lc::Tensor&>(self);
+             const bool no_copy = copy.ptr() == Py_False;
+             if (no_copy && t.device() != lc::DeviceKind::cpu)
+               lc::throw_value("Tensor.__array__", "a tensor on \"" + std::string(lc::to_string(t.device())) +
+                               "\" cannot become a numpy array without a copy; call .numpy() or "
+                               "np.asarray(t, copy=True)");
              nb::object a = to_numpy(self);
-             if (!dtype.is_none()) a = a.attr("astype")(dtype);
-             if (!copy.is_none() && nb::cast<bool>(copy)) a = a.attr("copy")();
+             if (!dtype.is_none()) {
+               if (no_copy) a = a.attr("astype")(dtype, nb::arg("copy") = false);
+               else a = a.attr("astype")(dtype);
+               if (no_copy && !a.is(self) && PyArray_Check(a.ptr()) &&
+                   PyArray_DATA(reinterpret_cast<PyArrayObject*>(a.ptr())) != t.data())
+                 lc::throw_value("Tensor.__array__", "copy=False, but converting to that dtype copies");
+             }
+             if (!copy.is_none() && PyObject_IsTrue(copy.ptr()) == 1) a = a.attr("copy")();
              return a;
            },
            nb::arg("dtype") = nb::none(), nb::arg("copy") = nb::none())
+      .def("__dlpack__", &dlpack_export, "DLPack export (no copy; see lc.from_dlpack).")
+      .def("__dlpack_device__", &dlpack_device)
       .def_prop_ro("__array_interface__", &array_interface)
       .def("to", [](const lc::Tensor& t, const std::string& device) {
              return t.to(parse_place(device, "Tensor.to"));

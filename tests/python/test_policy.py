@@ -61,7 +61,7 @@ def test_equality_and_repr():
     a = lc.ExecutionPolicy(device="cpu", precision="tf32")
     assert a == lc.ExecutionPolicy(device="cpu", precision="tf32")
     assert not (a == lc.ExecutionPolicy(device="cpu"))
-    assert "precision=tf32" in repr(a)
+    assert "precision='tf32'" in repr(a)
 
 
 # ---- scoping -----------------------------------------------------------------------------------
