@@ -1,4 +1,4 @@
-// Fused / composed ops built from the op API (src/ops/fused.cpp).
+// Fused / composed ops built from the op API (src/pipelines/conv_attention.cpp).
 #pragma once
 
 #include <vector>

@@ -7,6 +7,7 @@
 #include "convert.h"
 #include "core/op_runner.h"
 #include "core/placement.h"
+#include "ops/work.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/policy.h"
 

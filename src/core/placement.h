@@ -139,12 +139,6 @@ Placement choose_device_with(const char* op, const WorkEstimate& w, const Execut
                              bool gpu_present, bool gpu_can_run, bool explain, const CostModel& m,
                              const std::string& no_gpu_reason = "no CUDA device");
 
-// Work estimate of an op from its argument shapes (what the op front-ends compute), for
-// lc.explain_placement(): "matmul2d" a[m,k] b[k,n]; "linear" x[m,in] w[out,in];
-// "attention2d" q k v; "conv2d_nchw" x w (stride / padding given); "conv_attention_nchw" x w;
-// "layernorm" / "softmax" / elementwise names: x. Throws lc::ValueError for unknown ops or
-// shapes of the wrong rank.
-WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,
-                           int stride_h = 1, int stride_w = 1, int pad_h = 0, int pad_w = 0);
+// Work estimates by op name and shapes: estimate_work() in src/ops/work.h (one formula per op).
 
 }  // namespace lc

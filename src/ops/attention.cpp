@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "core/op_runner.h"
-#include "ops/attention.h"
+#include "ops/work.h"
 #include "ops/checks.h"
 
 namespace lc {
@@ -53,15 +53,11 @@ void run_attention(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& 
 }
 
 WorkEstimate attention_work(const Tensor& q, const Tensor& k, const Tensor& v) {
-  WorkEstimate w;
-  w.family = OpFamily::attention;
-  w.flops = 2.0 * q.size(0) * k.size(0) * (q.size(1) + v.size(1));
-  w.host_bytes_out = 4.0 * q.size(0) * v.size(1);
-  return w;
+  return ::lc::attention_work(q.size(0), k.size(0), q.size(1), v.size(1));
 }
 
 bool cuda_supports(const Tensor& q, const Tensor& v) {
-  return q.size(1) <= kCudaMaxHeadDim && v.size(1) <= kCudaMaxHeadDim;
+  return cuda_supports_attention(q.size(1), v.size(1));
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include "lightning_core/sizes.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
+#include "ops/work.h"
 
 namespace lc {
 
@@ -42,21 +43,15 @@ ConvGeom check_conv(const char* op, const Tensor& x, const Tensor& w, const Tens
     throw_value(op, "kernel " + std::to_string(w.size(2)) + "x" + std::to_string(w.size(3)) +
                         " is larger than the padded input " + std::to_string(hp) + "x" +
                         std::to_string(wp) + "; add padding or use a smaller kernel");
-  g.oh = (hp - w.size(2)) / sh + 1;
-  g.ow = (wp - w.size(3)) / sw + 1;
+  g.oh = conv_out_size(x.size(2), w.size(2), sh, ph);
+  g.ow = conv_out_size(x.size(3), w.size(3), sw, pw);
   const std::int64_t out_dims[4] = {x.size(0), w.size(0), g.oh, g.ow};
   checked_numel(op, out_dims, 4, sizeof(float));  // the result must be representable
   return g;
 }
 
 WorkEstimate conv_work(const Tensor& x, const Tensor& w, const ConvGeom& g) {
-  WorkEstimate e;
-  e.family = OpFamily::conv2d;
-  e.conv_macs = static_cast<double>(x.size(0)) * w.size(0) * g.oh * g.ow * w.size(1) * w.size(2) *
-                w.size(3);
-  e.flops = 2.0 * e.conv_macs;
-  e.host_bytes_out = 4.0 * x.size(0) * w.size(0) * g.oh * g.ow;
-  return e;
+  return ::lc::conv_work(x.size(0), x.size(1), w.size(0), w.size(2), w.size(3), g.oh, g.ow);
 }
 
 void run_conv(OpRunner& r, const Tensor& x, const Tensor& w, const Tensor* bias, int sh, int sw,

@@ -1,5 +1,5 @@
 // Shared by the conv front-end (conv2d.cpp) and the pipelines that contain a convolution
-// (fused.cpp): the geometry part of Conv2dArgs (pointers are filled by the caller's OpRunner).
+// (src/pipelines/conv_attention.cpp): the geometry part of Conv2dArgs (pointers are filled by the caller's OpRunner).
 #pragma once
 
 #include "backends/backend.h"

@@ -3,6 +3,7 @@
 
 #include "core/op_runner.h"
 #include "ops/checks.h"
+#include "ops/work.h"
 
 namespace lc {
 
@@ -39,13 +40,7 @@ void check_ew(const EwSpec& s, const Tensor& a, const Tensor* b) {
   }
 }
 
-WorkEstimate ew_work(const Tensor& a) {
-  WorkEstimate w;
-  w.family = OpFamily::elementwise;
-  w.flops = static_cast<double>(a.numel());
-  w.host_bytes_out = 4.0 * static_cast<double>(a.numel());
-  return w;
-}
+WorkEstimate ew_work(const Tensor& a) { return elementwise_work(static_cast<double>(a.numel())); }
 
 void run_ew(OpRunner& r, const EwSpec& s, const Tensor& a, const Tensor* b, float alpha, Tensor& out) {
   ElementwiseArgs e;

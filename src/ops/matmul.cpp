@@ -2,6 +2,7 @@
 #include "core/op_runner.h"
 #include "core/tuners.h"
 #include "ops/checks.h"
+#include "ops/work.h"
 
 namespace lc {
 
@@ -39,14 +40,6 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor
       throw_value(op, "bias must be 1-D of length out_features=" + std::to_string(w.size(0)) +
                           ", got shape " + bias->shape_str());
   }
-}
-
-WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n) {
-  WorkEstimate w;
-  w.family = OpFamily::matmul;
-  w.flops = 2.0 * m * k * n;
-  w.host_bytes_out = 4.0 * m * n;
-  return w;
 }
 
 // a is read as the row-major [m, k] matrix of its elements (a 2-D matrix, or linear's

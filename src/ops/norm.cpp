@@ -1,6 +1,7 @@
 // layernorm and softmax over the last dimension: validation, placement, dispatch.
 #include "core/op_runner.h"
 #include "ops/checks.h"
+#include "ops/work.h"
 
 namespace lc {
 
@@ -15,13 +16,7 @@ void check_rows(const char* op, const Tensor& x) {
 
 std::int64_t last_dim(const Tensor& x) { return x.size(x.ndim() - 1); }
 
-WorkEstimate norm_work(const Tensor& x) {
-  WorkEstimate w;
-  w.family = OpFamily::norm;
-  w.flops = 8.0 * static_cast<double>(x.numel());
-  w.host_bytes_out = 4.0 * static_cast<double>(x.numel());
-  return w;
-}
+WorkEstimate norm_work(const Tensor& x) { return ::lc::norm_work(static_cast<double>(x.numel())); }
 
 void check_affine(const char* op, const char* name, const Tensor* t, std::int64_t cols) {
   if (!t) return;

@@ -1,4 +1,5 @@
-// Resident sessions (session.h): resident buffers + launches through the op API.
+// Resident sessions (session.h): resident buffers + launches through the op API. A composition
+// above the ops (src/pipelines/), like conv -> attention.
 #include "lightning_core/session.h"
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
 #include "ops/checks.h"
+#include "ops/work.h"
 
 #ifdef LC_HAVE_CUDA
 #include "backends/cuda/cuda_backend.h"
@@ -302,7 +304,7 @@ std::size_t ResidentSession::resident_bytes() const {
 Matmul2dSession::Matmul2dSession(const Tensor& a, const Tensor& b, const ExecutionPolicy& p,
                                  bool use_graph)
     : ResidentSession("matmul2d_resident_session", p, {"a", "b"}, {&a, &b},
-                      matmul2d_out_shape(a, b), 2.0 * a.size(0) * a.size(1) * b.size(1), true,
+                      matmul2d_out_shape(a, b), matmul_work(a.size(0), a.size(1), b.size(1)).flops, true,
                       use_graph) {
   const std::int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (device() != DeviceKind::cuda || !policy().autotune || !autotune::enabled()) return;
@@ -338,8 +340,8 @@ Attention2dSession::Attention2dSession(const Tensor& q, const Tensor& k, const T
                                        bool use_graph)
     : ResidentSession("attention2d_resident_session", p, {"q", "k", "v"}, {&q, &k, &v},
                       attention2d_out_shape(q, k, v),
-                      2.0 * q.size(0) * k.size(0) * (q.size(1) + v.size(1)),
-                      q.size(1) <= 256 && v.size(1) <= 256, use_graph),
+                      attention_work(q.size(0), k.size(0), q.size(1), v.size(1)).flops,
+                      cuda_supports_attention(q.size(1), v.size(1)), use_graph),
       causal_(causal),
       scale_(scale) {
   if (!(scale >= 0.0f) || std::isinf(scale))
@@ -357,8 +359,10 @@ namespace {
 double conv_attention_flops(const Tensor& x, const Tensor& w, const ConvAttentionParams& prm) {
   const auto cs = conv2d_nchw_out_shape(x, w, nullptr, prm.stride_h, prm.stride_w, prm.pad_h,
                                         prm.pad_w);
-  const double macs = static_cast<double>(cs[1]) * cs[2] * cs[3] * w.size(1) * w.size(2) * w.size(3);
-  return 2.0 * macs + 4.0 * static_cast<double>(prm.seq_len) * prm.seq_len * prm.head_dim;
+  const WorkEstimate e = conv_attention_work(
+      conv_work(cs[0], w.size(1), cs[1], w.size(2), w.size(3), cs[2], cs[3]), prm.seq_len,
+      prm.head_dim);
+  return e.flops + e.flops2;
 }
 }  // namespace
 
@@ -367,7 +371,8 @@ ConvAttentionSession::ConvAttentionSession(const Tensor& x, const Tensor& w, con
                                            const ExecutionPolicy& p, bool use_graph)
     : ResidentSession("conv_attention_resident_session", p, {"x"}, {&x},
                       conv_attention_nchw_out_shape(x, w, bias, prm),
-                      conv_attention_flops(x, w, prm), prm.head_dim <= 256, use_graph),
+                      conv_attention_flops(x, w, prm),
+                      cuda_supports_attention(prm.head_dim, prm.head_dim), use_graph),
       has_bias_(bias != nullptr),
       prm_(prm) {
   w_ = make_owned_copy(w);

@@ -1,5 +1,6 @@
 // conv_attention_nchw: conv2d_nchw (+act) -> reshape to [seq_len, head_dim] -> self-attention,
-// on one device with the intermediate kept there (fused.h).
+// on one device with the intermediate kept there (fused.h). A composition above the ops
+// (src/pipelines/).
 #include "lightning_core/fused.h"
 
 #include <deque>
@@ -9,7 +10,7 @@
 #include "core/tuners.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/sizes.h"
-#include "ops/attention.h"
+#include "ops/work.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
 
@@ -40,12 +41,10 @@ std::vector<std::int64_t> check_all(const Tensor& x, const Tensor& w, const Tens
 DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
                      const ConvAttentionParams& prm, const ExecutionPolicy& p) {
   std::vector<std::vector<std::int64_t>> shapes{x.shape(), w.shape()};
-  WorkEstimate est = estimate_work(kOp, shapes, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
-  // The attention stage at its real size: [seq_len, head_dim] self-attention.
-  const double seq = static_cast<double>(prm.seq_len), hd = static_cast<double>(prm.head_dim);
-  est.family2 = OpFamily::attention;
-  est.flops2 = 4.0 * seq * seq * hd;
-  est.host_bytes_out = 4.0 * seq * hd;
+  // The conv, then the attention stage at its real size: [seq_len, head_dim] self-attention.
+  WorkEstimate est = conv_attention_work(
+      estimate_work("conv2d_nchw", shapes, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w),
+      prm.seq_len, prm.head_dim);
   est.host_bytes_in = 0;
   est.inputs_on_gpu = false;
   for (const Tensor* t : {&x, &w, bias}) {
@@ -53,7 +52,8 @@ DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
     if (t->device() == DeviceKind::cpu) est.host_bytes_in += static_cast<double>(t->nbytes());
     else est.inputs_on_gpu = true;
   }
-  return choose_device(kOp, est, p, /*gpu_can_run=*/prm.head_dim <= kCudaMaxHeadDim, explain_enabled()).device;
+  return choose_device(kOp, est, p, cuda_supports_attention(prm.head_dim, prm.head_dim),
+                       explain_enabled()).device;
 }
 
 // The policy of the intermediate steps: explicit device, results left where they are.
@@ -77,11 +77,7 @@ void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
                    const ConvAttentionParams& prm, const std::vector<std::int64_t>& cs,
                    const ExecutionPolicy& pc, Tensor& conv) {
   OpRunner r("conv_attention_nchw.conv", pc);
-  WorkEstimate est;
-  est.family = OpFamily::conv2d;
-  est.conv_macs = static_cast<double>(cs[1]) * cs[2] * cs[3] * w.size(1) * w.size(2) * w.size(3);
-  est.flops = 2.0 * est.conv_macs;
-  r.place(est, {&x, &w, bias});
+  r.place(conv_work(cs[0], w.size(1), cs[1], w.size(2), w.size(3), cs[2], cs[3]), {&x, &w, bias});
   Conv2dArgs a = conv2d_geometry(x, w, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w, cs[2],
                                  cs[3], prm.act);
   a.x = r.in(x);

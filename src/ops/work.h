@@ -1,0 +1,45 @@
+// What each op costs: the one place for the work estimates (flops and bytes) that placement,
+// sessions, pipelines, the bindings (GIL release) and explain_placement use, and for what the
+// CUDA backend supports. Every formula is written once here; front-ends, sessions and
+// estimate_work() call these functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/placement.h"
+
+namespace lc {
+
+// The CUDA attention kernel's head-dimension limit (d and dv); larger heads run on the CPU.
+constexpr std::int64_t kCudaMaxHeadDim = 256;
+inline bool cuda_supports_attention(std::int64_t d, std::int64_t dv) {
+  return d <= kCudaMaxHeadDim && dv <= kCudaMaxHeadDim;
+}
+
+// [m, k] @ [k, n] (matmul2d; linear with m = rows of x, n = out_features).
+WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n);
+// softmax(q k^T) v with q [sq, d], k [sk, d], v [sk, dv].
+WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, std::int64_t dv);
+// conv2d_nchw: n images, c -> oc channels, kh x kw kernel, oh x ow output.
+WorkEstimate conv_work(std::int64_t n, std::int64_t c, std::int64_t oc, std::int64_t kh,
+                       std::int64_t kw, std::int64_t oh, std::int64_t ow);
+// conv2d_nchw's output size along one axis (64-bit: paddings near 2^30 do not overflow).
+std::int64_t conv_out_size(std::int64_t in, std::int64_t k, std::int64_t stride, std::int64_t pad);
+// conv -> [seq_len, head_dim] self-attention: the conv's work plus the attention stage.
+WorkEstimate conv_attention_work(const WorkEstimate& conv, std::int64_t seq_len,
+                                 std::int64_t head_dim);
+// layernorm / softmax over n elements (8 flops each).
+WorkEstimate norm_work(double n);
+// elementwise ops over n elements (1 flop each).
+WorkEstimate elementwise_work(double n);
+
+// By op name and shapes (explain_placement, lc.placement, the pipelines' chain decision):
+// "matmul2d" a b; "linear" x w (x [..., in]); "attention2d" q k v; "conv2d_nchw" x w (stride /
+// padding given); "conv_attention_nchw" x w; "layernorm" / "softmax" / elementwise names: x.
+// host_bytes_in counts every input. Throws lc::ValueError for unknown ops or wrong ranks.
+WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,
+                           int stride_h = 1, int stride_w = 1, int pad_h = 0, int pad_w = 0);
+
+}  // namespace lc
