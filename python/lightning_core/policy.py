@@ -46,6 +46,7 @@ _FIELDS = ("device", "upload", "download", "sync", "precision", "fusion", "autot
 # call passes no policy; without a scope they use the process default.
 _scope: contextvars.ContextVar = contextvars.ContextVar("lightning_core.policy_scope", default=None)
 _C._set_policy_context_var(_scope)
+_scopes_used = False  # the ops skip reading _scope until the first scope is entered
 
 
 def policy_fields(p: ExecutionPolicy) -> dict:
@@ -85,7 +86,11 @@ class policy:
 
     def __enter__(self) -> ExecutionPolicy:
         # Re-derive from the policy current at entry, so a reused object nests correctly.
+        global _scopes_used
         p = _make(self._base if self._base is not None else _C.current_policy(), self._fields)
+        if not _scopes_used:
+            _C._policy_scopes_used()
+            _scopes_used = True
         _scope.set((p, _scope.get()))
         self._depth += 1
         return p

@@ -249,6 +249,8 @@ void register_policy(nb::module_& m) {
     return p;
   }, "The policy ops use when given none: the innermost `with lc.policy(...)` of this context "
      "(asyncio task / thread), else the default.");
+  m.def("_policy_scopes_used", &mark_policy_scopes_used,
+        "Tells the ops that a policy scope exists somewhere (policy.py calls it once).");
   m.def("_set_policy_context_var", &set_policy_context_var, nb::arg("var"),
         "Installs the contextvars.ContextVar holding the `with lc.policy` scope (policy.py does "
         "this at import); ops given no policy read it.");

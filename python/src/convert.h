@@ -77,6 +77,8 @@ float scale_param(nb::handle h, const char* op);
 // current context into `out`; false when no scope is active (or before the variable is set).
 void set_policy_context_var(nb::handle var);
 bool context_policy(lc::ExecutionPolicy& out);
+// Called when the first scope is entered (policy.py); before that context_policy() is free.
+void mark_policy_scopes_used();
 
 // Release the GIL for calls whose work is large enough that other threads should run.
 bool worth_releasing_gil(double flops);

@@ -71,7 +71,8 @@ float* OpRunner::out(Tensor& out) {
   // vector_add_into) is written through scratch and copied at finish(), so the kernel never
   // reads what it already overwrote: the result is as if out were a fresh array.
   bool aliased = false;
-  for (int i = 0; i < n_inputs_ && !aliased; ++i) aliased = inputs_[i]->may_overlap(out);
+  for (int i = 0; i < n_inputs_ && !aliased; ++i)
+    aliased = inputs_[i]->data() == out.data() || inputs_[i]->may_overlap(out);
   if (!aliased && out.device() == device_ && out.is_contiguous()) return out.data_as<float>();
   pending_out_ = &out;
   pending_scratch_ = Tensor::empty(out.shape(), DType::f32, device_);
