@@ -27,6 +27,10 @@ class Tensor {
   static Tensor wrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
                      DType dtype, DeviceKind device, std::shared_ptr<void> owner = nullptr,
                      bool writable = true);
+  // The same as `*this = wrap(...)` without an owner, written in place: the bindings convert
+  // every numpy argument of every call this way (a temporary Tensor and its move cost ~20 ns).
+  void rewrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
+              DType dtype, DeviceKind device, bool writable);
 
   bool defined() const { return data_ != nullptr || (ndim_ > 0 && numel() == 0); }
   DType dtype() const { return dtype_; }
@@ -82,6 +86,22 @@ class Tensor {
   // numpy's may_share_memory rule, by bounds, so it may say yes for interleaved views that
   // share no element. Ops use it to detect an `out` that aliases an input.
   bool may_overlap(const Tensor& other) const;
+  // [lo, hi) byte addresses this tensor's elements cover; lo == hi when it has none.
+  void byte_range(std::uintptr_t& lo, std::uintptr_t& hi) const {
+    std::int64_t neg = 0, pos = 0;
+    for (int i = 0; i < ndim_; ++i) {
+      if (shape_[i] == 0) {
+        lo = hi = 0;
+        return;
+      }
+      const std::int64_t ext = (shape_[i] - 1) * strides_[i];
+      if (ext < 0) neg += ext; else pos += ext;
+    }
+    const auto esz = static_cast<std::int64_t>(dtype_size(dtype_));
+    const auto base = reinterpret_cast<std::uintptr_t>(data_);
+    lo = base + static_cast<std::uintptr_t>(neg * esz);
+    hi = base + static_cast<std::uintptr_t>((pos + 1) * esz);
+  }
 
   std::string shape_str() const;  // "[128, 64]"
 

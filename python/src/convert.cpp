@@ -49,7 +49,7 @@ void fill_from_ndarray(PyArrayObject* a, const char* op, const char* name, Arg& 
     fill_from_ndarray(reinterpret_cast<PyArrayObject*>(c), op, name, out);
     return;
   }
-  out.t = lc::Tensor::wrap(PyArray_DATA(a), nd, shape, strides, dt, lc::DeviceKind::cpu, nullptr,
+  out.t.rewrap(PyArray_DATA(a), nd, shape, strides, dt, lc::DeviceKind::cpu,
                            PyArray_ISWRITEABLE(a));
 }
 
@@ -124,8 +124,8 @@ nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, c
     strides[i] = s;
     s *= shape[i];
   }
-  view = lc::Tensor::wrap(PyArray_DATA(reinterpret_cast<PyArrayObject*>(a)), nd, shape.data(),
-                          strides, lc::DType::f32, lc::DeviceKind::cpu);
+  view.rewrap(PyArray_DATA(reinterpret_cast<PyArrayObject*>(a)), nd, shape.data(), strides,
+              lc::DType::f32, lc::DeviceKind::cpu, true);
   return nb::steal(a);
 }
 

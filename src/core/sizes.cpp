@@ -33,8 +33,8 @@ std::int64_t checked_add(const char* op, std::int64_t a, std::int64_t b, const c
   return r;
 }
 
-std::int64_t checked_numel(const char* op, const std::int64_t* dims, int ndim,
-                           std::size_t elem_size) {
+std::int64_t checked_numel_slow(const char* op, const std::int64_t* dims, int ndim,
+                                std::size_t elem_size) {
   const std::int64_t esz = static_cast<std::int64_t>(elem_size == 0 ? 1 : elem_size);
   const std::int64_t limit = kMaxTensorBytes / esz;
   std::int64_t n = 1;

@@ -81,6 +81,25 @@ Tensor Tensor::wrap(void* data, int ndim, const std::int64_t* shape, const std::
   return t;  // base_ unknown (borrowed): views of it are not bounds-checked against a base.
 }
 
+void Tensor::rewrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
+                    DType dtype, DeviceKind device, bool writable) {
+  if (ndim > kMaxDims || ndim < 0)
+    throw_value("Tensor", "at most " + std::to_string(kMaxDims) + " dimensions are supported");
+  checked_numel("Tensor", shape, ndim, dtype_size(dtype));
+  data_ = data;
+  owner_.reset();
+  base_ = nullptr;
+  base_bytes_ = 0;
+  ndim_ = ndim;
+  dtype_ = dtype;
+  device_ = device;
+  writable_ = writable;
+  for (int i = 0; i < ndim; ++i) {
+    shape_[i] = shape[i];
+    strides_[i] = strides[i];
+  }
+}
+
 Tensor Tensor::to(DeviceKind device) const {
   if (device == device_) return *this;
   Tensor dst = Tensor::empty(shape(), dtype_, device);
@@ -227,29 +246,12 @@ Tensor Tensor::view(const std::vector<std::int64_t>& shape, const std::vector<st
   return v;
 }
 
-namespace {
-// [lo, hi) byte addresses a non-empty tensor's elements cover.
-void byte_span(const Tensor& t, std::uintptr_t& lo, std::uintptr_t& hi) {
-  std::int64_t neg = 0, pos = 0;
-  for (int i = 0; i < t.ndim(); ++i) {
-    const std::int64_t ext = (t.size(i) - 1) * t.stride(i);
-    if (ext < 0) neg += ext; else pos += ext;
-  }
-  const std::int64_t esz = static_cast<std::int64_t>(dtype_size(t.dtype()));
-  const auto base = reinterpret_cast<std::uintptr_t>(t.data());
-  lo = base + static_cast<std::uintptr_t>(neg * esz);
-  hi = base + static_cast<std::uintptr_t>((pos + 1) * esz);
-}
-}  // namespace
-
 bool Tensor::may_overlap(const Tensor& other) const {
   if (device_ != other.device_ || data_ == nullptr || other.data_ == nullptr) return false;
-  if (data_ == other.data_) return numel() != 0 && other.numel() != 0;
-  if (numel() == 0 || other.numel() == 0) return false;
   std::uintptr_t a0, a1, b0, b1;
-  byte_span(*this, a0, a1);
-  byte_span(other, b0, b1);
-  return a0 < b1 && b0 < a1;
+  byte_range(a0, a1);
+  other.byte_range(b0, b1);
+  return a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1;
 }
 
 Tensor Tensor::astype(DType dtype) const {
