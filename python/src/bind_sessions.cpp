@@ -33,10 +33,18 @@ lc::ExecutionPolicy session_policy(nb::handle device, nb::handle policy, nb::han
 // `_lc_bound` attribute (a tuple, which also keeps them alive so their identity cannot be
 // reused). An argument that is not that very object is flagged stale, and the session uploads
 // it again instead of computing with the old data (upload="once"/"never").
-constexpr const char* kBound = "_lc_bound";
+// The attribute name, interned once (every session call reads it).
+nb::handle bound_key() {
+  static PyObject* key = PyUnicode_InternFromString("_lc_bound");
+  return key;
+}
 
 std::uint32_t stale_mask(nb::handle self, std::initializer_list<std::pair<nb::handle, const char*>> in) {
-  nb::object bound = nb::getattr(self, kBound, nb::none());
+  nb::object bound = nb::steal(PyObject_GetAttr(self.ptr(), bound_key().ptr()));
+  if (!bound.is_valid()) {
+    PyErr_Clear();
+    bound = nb::none();
+  }
   const bool have = PyTuple_Check(bound.ptr());
   std::uint32_t mask = 0;
   std::size_t i = 0;
@@ -52,7 +60,7 @@ std::uint32_t stale_mask(nb::handle self, std::initializer_list<std::pair<nb::ha
 void set_bound(nb::handle self, std::initializer_list<std::pair<nb::handle, const char*>> in) {
   nb::list l;
   for (const auto& entry : in) l.append(entry.first);
-  nb::setattr(self, kBound, nb::tuple(l));
+  if (PyObject_SetAttr(self.ptr(), bound_key().ptr(), nb::tuple(l).ptr()) != 0) throw nb::python_error();
 }
 
 // Converts the per-call inputs and `out`, then runs `f(inputs, out, stale)` without the GIL;
@@ -75,7 +83,7 @@ void with_args(nb::handle self, std::initializer_list<std::pair<nb::handle, cons
     nb::gil_scoped_release nogil;
     f(ptrs, out.t, stale);
   }
-  set_bound(self, in);
+  if (stale) set_bound(self, in);  // else the bound objects are these very ones already
 }
 
 // Wraps a new session and records its creation inputs as the bound objects.

@@ -155,8 +155,14 @@ std::uint32_t ResidentSession::inputs_to_upload(const std::vector<const Tensor*>
                                                 std::uint32_t stale) const {
   if (policy_.upload == UploadMode::always) return ~0u;
   std::uint32_t mask = stale;
-  for (std::size_t i = 0; i < in.size(); ++i)
-    if (in[i]->data() != bound_data_[i] || in[i]->strides() != bound_strides_[i]) mask |= 1u << i;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    // (No vector copies here: this runs on every call.)
+    const Tensor& t = *in[i];
+    const std::vector<std::int64_t>& bs = bound_strides_[i];
+    bool same = t.data() == bound_data_[i] && static_cast<std::size_t>(t.ndim()) == bs.size();
+    for (int d = 0; same && d < t.ndim(); ++d) same = t.stride(d) == bs[static_cast<std::size_t>(d)];
+    if (!same) mask |= 1u << i;
+  }
   return mask;
 }
 
