@@ -104,3 +104,20 @@ def test_memory_info_and_empty_cache_on_cpu_are_harmless():
     info = lc.memory_info("cpu")
     assert info["device"] == "cpu" and info["known"] is False
     lc.empty_cache()  # no device: nothing to return, no error
+
+
+def test_environment_report_runs_without_a_gpu():
+    # `python -m lightning_core`: versions, devices (and, without a GPU, why in a few words),
+    # cache path and the knobs that are set.
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, LC_REPORT_TEST_KNOB="7")
+    r = subprocess.run([sys.executable, "-m", "lightning_core"], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert out.startswith("lightning_core ") and "devices:" in out and "auto-tune cache:" in out
+    assert "LC_REPORT_TEST_KNOB=7" in out
+    cuda_line = next(line for line in out.splitlines() if line.strip().startswith("cuda "))
+    assert len(cuda_line) < 200  # a short reason, not the 250-character driver error
