@@ -33,12 +33,13 @@ def report() -> str:
     if lc.cuda_available():
         lines.append(f"  cuda  {info.get('cuda_device', '?')}")
     else:
-        # The runtime's own reason is long; the first sentence says what is missing.
-        reason = str(info.get("cuda_device", "")).split(". ")[0]
-        reason = reason.split("failed with ")[-1].replace("no usable CUDA driver/device: ", "")
-        compiled = info.get("cuda_compiled") == "yes"
-        lines.append("  cuda  not available: " + (reason or "no CUDA device") +
-                     ("" if compiled else " (this build has no CUDA backend)"))
+        if info.get("cuda_compiled") != "yes":
+            lines.append("  cuda  not available: this build has no CUDA backend (built without nvcc)")
+        else:
+            # The runtime's own reason is long: keep the driver's error and its explanation.
+            reason = str(info.get("cuda_device", "")).split(". ")[0]
+            reason = reason.split("failed with ")[-1].replace("no usable CUDA driver/device: ", "")
+            lines.append("  cuda  not available: " + (reason or "no CUDA device"))
     lines += [
         f"  build: CUDA backend {'compiled (toolkit ' + str(info.get('cuda_toolkit')) + ')' if info.get('cuda_compiled') == 'yes' else 'not compiled'}, "
         f"CPU GEMM {info.get('cpu_blas', '?')}",
