@@ -200,6 +200,15 @@ std::string num(double v) {
   std::snprintf(buf, sizeof buf, "%g", v);
   return buf;
 }
+// A few words for "auto" explanations without a GPU ("no CUDA device",
+// "cudaErrorInsufficientDriver", "this build has no CUDA backend"), instead of the backend's
+// whole message, whose advice (use "cpu" or "auto") makes no sense to a caller who used auto.
+std::string short_no_gpu_reason(const std::string& r) {
+  const auto e = r.find("cudaError");
+  if (e != std::string::npos) return r.substr(e, r.find_first_of(" ().,;", e) - e);
+  if (r.find("no CUDA backend") != std::string::npos) return "this build has no CUDA backend";
+  return "no CUDA device";
+}
 }  // namespace
 
 Placement choose_device_with(const char* op, const WorkEstimate& w, const ExecutionPolicy& p,
@@ -250,7 +259,7 @@ Placement choose_device_with(const char* op, const WorkEstimate& w, const Execut
     pl.device = DeviceKind::cpu;
     if (explain)
       pl.reason = gpu_present ? "auto: the CUDA backend does not support this op at these sizes"
-                              : "auto: no usable GPU (" + no_gpu_reason + ")";
+                              : "auto: no usable GPU (" + short_no_gpu_reason(no_gpu_reason) + ")";
     return pl;
   }
   if (w.family == OpFamily::conv2d && m.conv_uses_crossover()) {

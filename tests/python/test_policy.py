@@ -572,3 +572,14 @@ def test_auto_chain_follows_its_heaviest_block(h100_like, monkeypatch):
     # Explicit devices are never second-guessed.
     inner, last = lc.api._chain_policy("ffn", "cpu", None, [("linear", (x, w))])
     assert inner.device == "cpu" and last.device == "cpu"
+
+
+def test_auto_reason_without_a_gpu_is_a_few_words():
+    # explain() on a machine without a usable GPU: the cause in a few words, not the backend's
+    # whole message (which tells the caller to use "auto" when they did).
+    if lc.cuda_available():
+        pytest.skip("this machine has a GPU")
+    a = np.ones((4, 4), np.float32)
+    reason = lc.explain(lc.matmul2d, a, a)
+    assert reason.startswith("auto: no usable GPU (") and len(reason) < 80, reason
+    assert '"auto"' not in reason
