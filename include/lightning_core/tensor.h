@@ -85,7 +85,13 @@ class Tensor {
   // True when the memory spans of the two tensors intersect (same device, both non-empty):
   // numpy's may_share_memory rule, by bounds, so it may say yes for interleaved views that
   // share no element. Ops use it to detect an `out` that aliases an input.
-  bool may_overlap(const Tensor& other) const;
+  bool may_overlap(const Tensor& other) const {
+    if (device_ != other.device_) return false;
+    std::uintptr_t a0, a1, b0, b1;
+    byte_range(a0, a1);
+    other.byte_range(b0, b1);
+    return a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1;
+  }
   // [lo, hi) byte addresses this tensor's elements cover; lo == hi when it has none.
   void byte_range(std::uintptr_t& lo, std::uintptr_t& hi) const {
     std::int64_t neg = 0, pos = 0;

@@ -71,13 +71,7 @@ float* OpRunner::out(Tensor& out) {
   // vector_add_into) is written through scratch and copied at finish(), so the kernel never
   // reads what it already overwrote: the result is as if out were a fresh array.
   bool aliased = false;
-  std::uintptr_t o0, o1, i0, i1;
-  out.byte_range(o0, o1);
-  for (int i = 0; i < n_inputs_ && !aliased && o0 < o1; ++i) {
-    if (inputs_[i]->device() != out.device()) continue;
-    inputs_[i]->byte_range(i0, i1);
-    aliased = i0 < i1 && i0 < o1 && o0 < i1;
-  }
+  for (int i = 0; i < n_inputs_ && !aliased; ++i) aliased = inputs_[i]->may_overlap(out);
   if (!aliased && out.device() == device_ && out.is_contiguous()) return out.data_as<float>();
   pending_out_ = &out;
   pending_scratch_ = Tensor::empty(out.shape(), DType::f32, device_);

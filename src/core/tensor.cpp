@@ -64,20 +64,9 @@ Tensor Tensor::empty(const std::vector<std::int64_t>& shape, DType dtype, Device
 
 Tensor Tensor::wrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
                     DType dtype, DeviceKind device, std::shared_ptr<void> owner, bool writable) {
-  if (ndim > kMaxDims || ndim < 0)
-    throw_value("Tensor", "at most " + std::to_string(kMaxDims) + " dimensions are supported");
-  checked_numel("Tensor", shape, ndim, dtype_size(dtype));
   Tensor t;
-  t.data_ = data;
+  t.rewrap(data, ndim, shape, strides, dtype, device, writable);
   t.owner_ = std::move(owner);
-  t.ndim_ = ndim;
-  t.dtype_ = dtype;
-  t.device_ = device;
-  t.writable_ = writable;
-  for (int i = 0; i < ndim; ++i) {
-    t.shape_[i] = shape[i];
-    t.strides_[i] = strides[i];
-  }
   return t;  // base_ unknown (borrowed): views of it are not bounds-checked against a base.
 }
 
@@ -244,14 +233,6 @@ Tensor Tensor::view(const std::vector<std::int64_t>& shape, const std::vector<st
   }
   v.data_ = static_cast<char*>(data_) + offset_elems * esz;
   return v;
-}
-
-bool Tensor::may_overlap(const Tensor& other) const {
-  if (device_ != other.device_ || data_ == nullptr || other.data_ == nullptr) return false;
-  std::uintptr_t a0, a1, b0, b1;
-  byte_range(a0, a1);
-  other.byte_range(b0, b1);
-  return a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1;
 }
 
 Tensor Tensor::astype(DType dtype) const {

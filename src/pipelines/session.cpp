@@ -202,13 +202,9 @@ void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Te
   check_inputs(what, in);
   check_out(what, out);
   if (n < 1) throw_value(method(op_, what).c_str(), "n must be >= 1, got " + std::to_string(n));
-  {
-    std::vector<const void*> before;
-    for (const Tensor& t : inputs_) before.push_back(t.data());
-    upload(in, inputs_to_upload(in, stale_mask));
-    for (std::size_t i = 0; i < inputs_.size(); ++i)
-      if (inputs_[i].data() != before[i]) release_graph();  // rebound: the graph is stale
-  }
+  // Copies land in the same resident buffers; a rebind (upload="never") drops the captured
+  // graph inside upload().
+  upload(in, inputs_to_upload(in, stale_mask));
 #ifdef LC_HAVE_CUDA
   if (use_graph_) {
     if (!graph_) {
