@@ -31,7 +31,9 @@ void call_maybe_nogil(double flops, F&& f) {
 }
 
 // The returning form: a fresh numpy array when every input is numpy and the result lands on the
-// host (computed by the `_into` path, no extra copy); an lc.Tensor otherwise.
+// host (computed by the `_into` path, no extra copy); an lc.Tensor otherwise. The numpy result
+// has the dtype of the first argument in `args` (list the argument whose dtype the result takes
+// first: the weight of an embedding, not its int ids).
 template <class ShapeFn, class IntoFn, class RetFn>
 nb::object run_returning(const char* op, std::initializer_list<const Arg*> args, const lc::ExecutionPolicy& p,
                          double flops, ShapeFn&& shape_fn, IntoFn&& into_fn, RetFn&& ret_fn) {
@@ -40,7 +42,8 @@ nb::object run_returning(const char* op, std::initializer_list<const Arg*> args,
     if (a && a->from_lc) any_lc = true;
   if (!any_lc && p.download) {
     lc::Tensor view;
-    nb::object arr = new_numpy(shape_fn(), view, op);
+    const Arg* first = *args.begin();
+    nb::object arr = new_numpy(shape_fn(), view, op, first ? first->t.dtype() : lc::DType::f32);
     call_maybe_nogil(flops, [&] { into_fn(view); });
     return arr;
   }

@@ -14,16 +14,15 @@ namespace {
 
 void fill_from_ndarray(PyArrayObject* a, const char* op, const char* name, Arg& out) {
   const int type = PyArray_TYPE(a);
-  lc::DType dt;
-  if (type == NPY_FLOAT32) {
-    dt = lc::DType::f32;
-  } else if (type == NPY_FLOAT64) {
-    dt = lc::DType::f64;
-  } else {
+  lc::DType dt = lc::DType::f32;
+  // Every storage dtype passes here (float32 first: the hot path); the op front-end decides
+  // which dtypes it computes in and raises a TypeError naming the op for the others.
+  if (type != NPY_FLOAT32 && !dtype_from_npy(type, &dt)) {
     PyArray_Descr* d = PyArray_DESCR(a);
     nb::str tn = nb::steal<nb::str>(PyObject_Str(reinterpret_cast<PyObject*>(d)));
-    lc::throw_type(op, std::string("'") + name + "' must be a float32 array, got dtype " +
-                           tn.c_str() + "; convert it with np.asarray(" + name +
+    lc::throw_type(op, std::string("'") + name + "' has dtype " + tn.c_str() +
+                           ", which lightning_core does not store (float32, float16, bfloat16, "
+                           "float64, int32, int64); convert it with np.asarray(" + name +
                            ", dtype=np.float32)");
   }
   const int nd = PyArray_NDIM(a);
@@ -85,7 +84,8 @@ void to_out_arg(nb::handle obj, const char* op, Arg& out) {
   PyObject* o = obj.ptr();
   if (PyArray_Check(o)) {
     const int type = PyArray_TYPE(reinterpret_cast<PyArrayObject*>(o));
-    if (type != NPY_FLOAT32 && type != NPY_FLOAT64) {
+    lc::DType dt;
+    if (type != NPY_FLOAT32 && !dtype_from_npy(type, &dt)) {
       nb::str tn = nb::steal<nb::str>(PyObject_Str(
           reinterpret_cast<PyObject*>(PyArray_DESCR(reinterpret_cast<PyArrayObject*>(o)))));
       throw lc::OutDTypeError(std::string("[") + op + "] 'out' must be float32, got " +
@@ -105,11 +105,12 @@ bool to_opt_arg(nb::handle obj, const char* op, const char* name, Arg& out) {
   return true;
 }
 
-nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, const char* op) {
+nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, const char* op,
+                     lc::DType dtype) {
   npy_intp dims[lc::kMaxDims];
   const int nd = static_cast<int>(shape.size());
   for (int i = 0; i < nd; ++i) dims[i] = static_cast<npy_intp>(shape[i]);
-  PyObject* a = PyArray_SimpleNew(nd, dims, NPY_FLOAT32);
+  PyObject* a = PyArray_SimpleNew(nd, dims, dtype == lc::DType::f32 ? NPY_FLOAT32 : npy_type(dtype, op));
   if (!a) {
     if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
       PyErr_Clear();
@@ -125,7 +126,7 @@ nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, c
     s *= shape[i];
   }
   view.rewrap(PyArray_DATA(reinterpret_cast<PyArrayObject*>(a)), nd, shape.data(), strides,
-              lc::DType::f32, lc::DeviceKind::cpu, true);
+              dtype, lc::DeviceKind::cpu, true);
   return nb::steal(a);
 }
 

@@ -37,9 +37,10 @@ void to_out_arg(nb::handle obj, const char* op, Arg& out);
 // Same, for an optional argument: returns false (and leaves `out` empty) for None.
 bool to_opt_arg(nb::handle obj, const char* op, const char* name, Arg& out);
 
-// A fresh C-contiguous float32 numpy array of `shape`, and an lc::Tensor over its memory.
+// A fresh C-contiguous numpy array of `shape` and `dtype`, and an lc::Tensor over its memory.
 // Host memory exhaustion is a MemoryError naming `op`.
-nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, const char* op);
+nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, const char* op,
+                     lc::DType dtype = lc::DType::f32);
 
 // numpy <-> lc dtypes. bfloat16 is ml_dtypes.bfloat16 (imported on first use); npy_type
 // raises TypeError naming `op` when a dtype has no numpy counterpart here (bfloat16 without

@@ -48,8 +48,8 @@ void OpRunner::place(WorkEstimate w, std::initializer_list<const Tensor*> inputs
   if (explain) t_report.reason = std::move(pl.reason);
 }
 
-const float* OpRunner::in(const Tensor& t) {
-  if (t.device() == device_ && t.is_contiguous()) return t.data_as<const float>();
+const void* OpRunner::in_raw(const Tensor& t) {
+  if (t.device() == device_ && t.is_contiguous()) return t.data();
   if (t.device() == DeviceKind::cpu && device_ != DeviceKind::cpu &&
       policy_.upload == UploadMode::never)
     throw_value(op_, "policy upload=\"never\" but an input of shape " + t.shape_str() +
@@ -57,28 +57,28 @@ const float* OpRunner::in(const Tensor& t) {
                          "or allow uploads");
   const bool tracing = trace_enabled() && t.device() != device_;
   const std::int64_t t0 = tracing ? trace_now_ns() : 0;
-  Tensor staged = Tensor::empty(t.shape(), DType::f32, device_);
+  Tensor staged = Tensor::empty(t.shape(), t.dtype(), device_);
   t.copy_to(staged);
   if (tracing)
     record_transfer(device_ == DeviceKind::cpu ? TraceKind::download : TraceKind::upload, t0,
                     t.nbytes());
   scratch_.push_back(std::move(staged));
-  return scratch_.back().data_as<const float>();
+  return scratch_.back().data();
 }
 
-float* OpRunner::out(Tensor& out) {
+void* OpRunner::out_raw(Tensor& out) {
   // An `out` that shares memory with an input (matmul2d_into(a, b, b), a partially overlapping
   // vector_add_into) is written through scratch and copied at finish(), so the kernel never
   // reads what it already overwrote: the result is as if out were a fresh array.
   bool aliased = false;
   for (int i = 0; i < n_inputs_ && !aliased; ++i) aliased = inputs_[i]->may_overlap(out);
-  if (!aliased && out.device() == device_ && out.is_contiguous()) return out.data_as<float>();
+  if (!aliased && out.device() == device_ && out.is_contiguous()) return out.data();
   pending_out_ = &out;
-  pending_scratch_ = Tensor::empty(out.shape(), DType::f32, device_);
-  return pending_scratch_.data_as<float>();
+  pending_scratch_ = Tensor::empty(out.shape(), out.dtype(), device_);
+  return pending_scratch_.data();
 }
 
-Tensor OpRunner::result(const std::vector<std::int64_t>& shape) {
+Tensor OpRunner::result(const std::vector<std::int64_t>& shape, DType dtype) {
   bool stay = device_ != DeviceKind::cpu && !policy_.download;
   if (device_ != DeviceKind::cpu && policy_.download) {
     // Results follow the inputs: all inputs resident -> the result stays resident too.
@@ -86,7 +86,7 @@ Tensor OpRunner::result(const std::vector<std::int64_t>& shape) {
     for (int i = 0; i < n_inputs_; ++i)
       if (inputs_[i]->device() == DeviceKind::cpu) stay = false;
   }
-  return Tensor::empty(shape, DType::f32, stay ? device_ : DeviceKind::cpu);
+  return Tensor::empty(shape, dtype, stay ? device_ : DeviceKind::cpu);
 }
 
 void OpRunner::finish() {

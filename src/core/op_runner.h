@@ -43,13 +43,18 @@ class OpRunner {
   Backend& backend() const { return *backend_; }
   const ExecutionPolicy& policy() const { return policy_; }
 
-  // A contiguous float32 pointer to `t` on the chosen device (uploads or copies as needed).
-  const float* in(const Tensor& t);
+  // A contiguous pointer to `t`'s elements (its own dtype) on the chosen device (uploads or
+  // copies as needed). in() is the float32 form: the caller checked the dtype.
+  const void* in_raw(const Tensor& t);
+  const float* in(const Tensor& t) { return static_cast<const float*>(in_raw(t)); }
   const float* in_opt(const Tensor* t) { return t ? in(*t) : nullptr; }
-  // Where the kernel writes the result destined for `out` (contiguous, validated by caller).
-  float* out(Tensor& out);
+  const void* in_raw_opt(const Tensor* t) { return t ? in_raw(*t) : nullptr; }
+  // Where the kernel writes the result destined for `out` (contiguous, validated by caller;
+  // any dtype). out() is the float32 form.
+  void* out_raw(Tensor& out);
+  float* out(Tensor& o) { return static_cast<float*>(out_raw(o)); }
   // The tensor a returning-form op should write: on the device when results stay there.
-  Tensor result(const std::vector<std::int64_t>& shape);
+  Tensor result(const std::vector<std::int64_t>& shape, DType dtype = DType::f32);
 
   template <class F>
   void launch(F&& fn) {

@@ -14,6 +14,26 @@ void check_f32(const char* op, const char* name, const Tensor& t) {
                        " with shape " + t.shape_str() + "; convert it with .astype(np.float32)");
 }
 
+void check_float(const char* op, const char* name, const Tensor& t, bool allow_f64) {
+  const DType d = t.dtype();
+  if (d == DType::f32 || d == DType::f16 || d == DType::bf16 || (allow_f64 && d == DType::f64))
+    return;
+  throw_type(op, std::string("'") + name + "' must be float32, float16 or bfloat16" +
+                     (allow_f64 ? " (or float64)" : "") + ", got " + to_string(d) +
+                     " with shape " + t.shape_str() + "; convert it with .astype(np.float32)" +
+                     (d == DType::f64 && !allow_f64 ? " (float64 is computed on the CPU only by "
+                                                      "the ops that say so)"
+                                                    : ""));
+}
+
+void check_same_dtype(const char* op, const char* na, const Tensor& a, const char* nb,
+                      const Tensor& b) {
+  if (a.dtype() != b.dtype())
+    throw_type(op, std::string("'") + na + "' is " + to_string(a.dtype()) + " but '" + nb +
+                       "' is " + to_string(b.dtype()) + "; ops do not mix storage dtypes, convert "
+                       "one with .astype(...)");
+}
+
 void check_ndim(const char* op, const char* name, const Tensor& t, int ndim) {
   if (t.ndim() != ndim)
     throw_value(op, std::string("'") + name + "' must be " + std::to_string(ndim) + "-D, got " +
@@ -37,12 +57,14 @@ bool same_dims(const Tensor& t, const std::int64_t* dims, int ndim) {
   return true;
 }
 
-void check_out_dims(const char* op, const Tensor& out, const std::int64_t* dims, int ndim) {
+void check_out_dims(const char* op, const Tensor& out, const std::int64_t* dims, int ndim,
+                    DType dtype) {
   const std::vector<std::int64_t> shape(dims, dims + ndim);  // only for messages below
-  if (out.dtype() != DType::f32)
-    throw OutDTypeError(std::string("[") + op + "] 'out' must be float32, got " +
+  if (out.dtype() != dtype)
+    throw OutDTypeError(std::string("[") + op + "] 'out' must be " + to_string(dtype) + ", got " +
                         to_string(out.dtype()) + "; allocate it with np.empty(" + shape_str(shape) +
-                        ", dtype=np.float32)");
+                        ", dtype=" + (dtype == DType::bf16 ? "ml_dtypes." : "np.") +
+                        to_string(dtype) + ")");
   if (!same_dims(out, dims, ndim))
     throw_value(op, "'out' has shape " + out.shape_str() + " but the result has shape " +
                         shape_str(shape) + "; allocate out with exactly that shape");
@@ -52,8 +74,8 @@ void check_out_dims(const char* op, const Tensor& out, const std::int64_t* dims,
   if (!out.writable()) throw_value(op, "'out' is read-only; pass a writable array");
 }
 
-bool out_ok(const Tensor& out, const std::int64_t* dims, int ndim) {
-  return out.dtype() == DType::f32 && same_dims(out, dims, ndim) && out.is_contiguous() &&
+bool out_ok(const Tensor& out, const std::int64_t* dims, int ndim, DType dtype) {
+  return out.dtype() == dtype && same_dims(out, dims, ndim) && out.is_contiguous() &&
          out.writable();
 }
 
@@ -66,19 +88,21 @@ void check_same_shape(const char* op, const char* na, const Tensor& a, const cha
                         a.shape_str() + " and " + b.shape_str());
 }
 
-void check_out(const char* op, const Tensor& out, std::initializer_list<std::int64_t> shape) {
-  if (!out_ok(out, shape.begin(), static_cast<int>(shape.size())))
-    check_out_dims(op, out, shape.begin(), static_cast<int>(shape.size()));
+void check_out(const char* op, const Tensor& out, std::initializer_list<std::int64_t> shape,
+               DType dtype) {
+  if (!out_ok(out, shape.begin(), static_cast<int>(shape.size()), dtype))
+    check_out_dims(op, out, shape.begin(), static_cast<int>(shape.size()), dtype);
 }
 
-void check_out(const char* op, const Tensor& out, const std::vector<std::int64_t>& shape) {
-  if (!out_ok(out, shape.data(), static_cast<int>(shape.size())))
-    check_out_dims(op, out, shape.data(), static_cast<int>(shape.size()));
+void check_out(const char* op, const Tensor& out, const std::vector<std::int64_t>& shape,
+               DType dtype) {
+  if (!out_ok(out, shape.data(), static_cast<int>(shape.size()), dtype))
+    check_out_dims(op, out, shape.data(), static_cast<int>(shape.size()), dtype);
 }
 
 void check_out_like(const char* op, const Tensor& out, const Tensor& like) {
-  if (!out_ok(out, like.shape_data(), like.ndim()))
-    check_out_dims(op, out, like.shape_data(), like.ndim());
+  if (!out_ok(out, like.shape_data(), like.ndim(), like.dtype()))
+    check_out_dims(op, out, like.shape_data(), like.ndim(), like.dtype());
 }
 
 }  // namespace lc
