@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <string>
 
+#include "lightning_core/dtype.h"
 #include "lightning_core/types.h"
 
 namespace lc {
@@ -34,14 +35,17 @@ struct MatmulArgs {
 
 // out[sq,dv] = softmax(q[sq,d] k[sk,d]^T * scale (+ causal mask)) v[sk,dv].
 // causal masks key j > query i (top-left aligned, as torch SDPA is_causal).
+// q, k, v and out hold `dtype` elements (float32, float16 or bfloat16, all the same); the
+// arithmetic is float32 either way, rounded once when out is stored.
 struct AttentionArgs {
-  const float* q = nullptr;
-  const float* k = nullptr;
-  const float* v = nullptr;
-  float* out = nullptr;
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;
   std::int64_t sq = 0, sk = 0, d = 0, dv = 0;
   bool causal = false;
   float scale = 1.0f;  // the core passes 1/sqrt(d) unless the caller gave one
+  DType dtype = DType::f32;
 };
 
 // out[n,oc,oh,ow] = act(conv(x[n,c,h,w], w[oc,c,kh,kw]) + bias[oc]); oh = (h+2ph-kh)/sh+1.
@@ -58,20 +62,25 @@ struct Conv2dArgs {
 };
 
 // Row-wise over x[rows, cols]: out = (x - mean) / sqrt(var + eps) * gamma + beta.
+// x, gamma, beta and out hold `dtype` elements (all the same): float32, float16, bfloat16, or
+// float64 on the CPU only. 16-bit rows are computed in float32 and rounded once on store;
+// float64 rows are computed in float64. rows or cols may be 0 (nothing to do).
 struct LayerNormArgs {
-  const float* x = nullptr;
-  const float* gamma = nullptr;  // optional, length cols
-  const float* beta = nullptr;   // optional, length cols
-  float* out = nullptr;
+  const void* x = nullptr;
+  const void* gamma = nullptr;  // optional, length cols
+  const void* beta = nullptr;   // optional, length cols
+  void* out = nullptr;
   std::int64_t rows = 0, cols = 0;
   float eps = 1e-5f;
+  DType dtype = DType::f32;
 };
 
-// Row-wise softmax over the last dimension of x[rows, cols].
+// Row-wise softmax over the last dimension of x[rows, cols] (dtypes as LayerNormArgs).
 struct SoftmaxArgs {
-  const float* x = nullptr;
-  float* out = nullptr;
+  const void* x = nullptr;
+  void* out = nullptr;
   std::int64_t rows = 0, cols = 0;
+  DType dtype = DType::f32;
 };
 
 enum class EwKind : std::uint8_t { add, sub, mul, scale, relu, gelu };

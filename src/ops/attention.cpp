@@ -1,4 +1,7 @@
 // attention2d: validation, placement and dispatch to Backend::attention.
+// q, k, v: float32, float16 or bfloat16 (one dtype for all three); the result has that dtype.
+// The kernels compute in float32 (CPU: 16-bit inputs are widened into float32 scratch; CUDA:
+// the kernel loads 16-bit elements and widens them on the way into shared memory).
 #include <cmath>
 
 #include "core/op_runner.h"
@@ -18,9 +21,10 @@ void check_scale(const char* op, float scale) {
 }
 
 void check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
-  check_f32(op, "q", q);
-  check_f32(op, "k", k);
-  check_f32(op, "v", v);
+  // float32, float16 or bfloat16, the same for q, k and v; the result has that dtype.
+  check_float(op, "q", q);
+  check_same_dtype(op, "q", q, "k", k);
+  check_same_dtype(op, "q", q, "v", v);
   check_ndim(op, "q", q, 2);
   check_ndim(op, "k", k, 2);
   check_ndim(op, "v", v, 2);
@@ -38,22 +42,24 @@ void check_attention(const char* op, const Tensor& q, const Tensor& k, const Ten
 void run_attention(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
                    float scale, Tensor& out) {
   AttentionArgs a;
-  a.q = r.in(q);
-  a.k = r.in(k);
-  a.v = r.in(v);
+  a.q = r.in_raw(q);
+  a.k = r.in_raw(k);
+  a.v = r.in_raw(v);
   a.sq = q.size(0);
   a.sk = k.size(0);
   a.d = q.size(1);
   a.dv = v.size(1);
   a.causal = causal;
   a.scale = scale > 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(a.d));
-  a.out = r.out(out);
+  a.dtype = q.dtype();
+  a.out = r.out_raw(out);
   r.launch([&](Backend& be) { be.attention(a); });
   r.finish();
 }
 
 WorkEstimate attention_work(const Tensor& q, const Tensor& k, const Tensor& v) {
-  return ::lc::attention_work(q.size(0), k.size(0), q.size(1), v.size(1));
+  return ::lc::attention_work(q.size(0), k.size(0), q.size(1), v.size(1),
+                              static_cast<double>(dtype_size(q.dtype())));
 }
 
 bool cuda_supports(const Tensor& q, const Tensor& v) {
@@ -72,7 +78,7 @@ void attention2d_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor&
   static constexpr const char* op = "attention2d";
   check_attention(op, q, k, v);
   check_scale(op, scale);
-  check_out(op, out, {q.size(0), v.size(1)});
+  check_out(op, out, {q.size(0), v.size(1)}, q.dtype());
   OpRunner r(op, p);
   r.place(attention_work(q, k, v), {&q, &k, &v}, cuda_supports(q, v));
   run_attention(r, q, k, v, causal, scale, out);
@@ -85,7 +91,7 @@ Tensor attention2d(const Tensor& q, const Tensor& k, const Tensor& v, bool causa
   check_scale(op, scale);
   OpRunner r(op, p);
   r.place(attention_work(q, k, v), {&q, &k, &v}, cuda_supports(q, v));
-  Tensor out = r.result({q.size(0), v.size(1)});
+  Tensor out = r.result({q.size(0), v.size(1)}, q.dtype());
   run_attention(r, q, k, v, causal, scale, out);
   return out;
 }

@@ -1,4 +1,11 @@
 // layernorm and softmax over the last dimension: validation, placement, dispatch.
+//
+// x is [..., C] with any number of leading dimensions (rows = their product). Storage dtypes:
+// float32, float16, bfloat16 on every backend (computed in float32, rounded once on store) and
+// float64 on the CPU (computed in float64; device="cuda" runs it on the CPU as a fallback).
+// gamma / beta are [C] in x's dtype (as torch's layer_norm with bf16 weights); ops never mix
+// storage dtypes. Zero-size x (a zero leading dimension, or C == 0) gives an empty result of
+// x's shape, as numpy and torch do, and launches nothing.
 #include "core/op_runner.h"
 #include "ops/checks.h"
 #include "ops/work.h"
@@ -8,44 +15,61 @@ namespace lc {
 namespace {
 
 void check_rows(const char* op, const Tensor& x) {
-  check_f32(op, "x", x);
+  check_float(op, "x", x, /*allow_f64=*/true);
   if (x.ndim() < 1)
-    throw_value(op, "'x' must have at least 1 dimension (the normalised one is the last)");
-  check_nonempty(op, "x", x);
+    throw_value(op, "'x' must have at least 1 dimension (the normalised one is the last), got a "
+                    "0-d tensor; reshape it to [1]");
 }
 
 std::int64_t last_dim(const Tensor& x) { return x.size(x.ndim() - 1); }
 
-WorkEstimate norm_work(const Tensor& x) { return ::lc::norm_work(static_cast<double>(x.numel())); }
+WorkEstimate norm_work(const Tensor& x) {
+  return ::lc::norm_work(static_cast<double>(x.numel()), static_cast<double>(dtype_size(x.dtype())));
+}
 
-void check_affine(const char* op, const char* name, const Tensor* t, std::int64_t cols) {
+// The CUDA kernels compute float32 / float16 / bfloat16; float64 runs on the CPU.
+bool cuda_supports(const Tensor& x) { return x.dtype() != DType::f64; }
+
+void check_affine(const char* op, const char* name, const Tensor* t, const Tensor& x) {
   if (!t) return;
-  check_f32(op, name, *t);
+  check_same_dtype(op, "x", x, name, *t);
+  const std::int64_t cols = last_dim(x);
   if (t->ndim() != 1 || t->size(0) != cols)
     throw_value(op, std::string("'") + name + "' must be 1-D of length " + std::to_string(cols) +
-                        " (x's last dimension), got shape " + t->shape_str());
+                        " (the last dimension of x, whose shape is " + x.shape_str() +
+                        "), got shape " + t->shape_str());
 }
 
 void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps,
                    Tensor& out) {
+  if (x.numel() == 0) {  // an empty result: nothing to stage or launch
+    r.finish();
+    return;
+  }
   LayerNormArgs a;
-  a.x = r.in(x);
-  a.gamma = r.in_opt(gamma);
-  a.beta = r.in_opt(beta);
+  a.x = r.in_raw(x);
+  a.gamma = r.in_raw_opt(gamma);
+  a.beta = r.in_raw_opt(beta);
   a.cols = last_dim(x);
   a.rows = x.numel() / a.cols;
   a.eps = eps;
-  a.out = r.out(out);
+  a.dtype = x.dtype();
+  a.out = r.out_raw(out);
   r.launch([&](Backend& be) { be.layernorm(a); });
   r.finish();
 }
 
 void run_softmax(OpRunner& r, const Tensor& x, Tensor& out) {
+  if (x.numel() == 0) {
+    r.finish();
+    return;
+  }
   SoftmaxArgs a;
-  a.x = r.in(x);
+  a.x = r.in_raw(x);
   a.cols = last_dim(x);
   a.rows = x.numel() / a.cols;
-  a.out = r.out(out);
+  a.dtype = x.dtype();
+  a.out = r.out_raw(out);
   r.launch([&](Backend& be) { be.softmax(a); });
   r.finish();
 }
@@ -54,15 +78,19 @@ void check_eps(const char* op, float eps) {
   if (!(eps > 0.0f)) throw_value(op, "eps must be > 0, got " + std::to_string(eps));
 }
 
+void check_layernorm(const char* op, const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                     float eps) {
+  check_rows(op, x);
+  check_affine(op, "gamma", gamma, x);
+  check_affine(op, "beta", beta, x);
+  check_eps(op, eps);
+}
+
 }  // namespace
 
 std::vector<std::int64_t> layernorm_out_shape(const Tensor& x, const Tensor* gamma,
                                               const Tensor* beta, float eps) {
-  static constexpr const char* op = "layernorm";
-  check_rows(op, x);
-  check_affine(op, "gamma", gamma, last_dim(x));
-  check_affine(op, "beta", beta, last_dim(x));
-  check_eps(op, eps);
+  check_layernorm("layernorm", x, gamma, beta, eps);
   return x.shape();
 }
 
@@ -74,26 +102,20 @@ std::vector<std::int64_t> softmax_out_shape(const Tensor& x) {
 void layernorm_into(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps, Tensor& out,
                     const ExecutionPolicy& p) {
   static constexpr const char* op = "layernorm";
-  check_rows(op, x);
-  check_affine(op, "gamma", gamma, last_dim(x));
-  check_affine(op, "beta", beta, last_dim(x));
-  check_eps(op, eps);
+  check_layernorm(op, x, gamma, beta, eps);
   check_out_like(op, out, x);
   OpRunner r(op, p);
-  r.place(norm_work(x), {&x, gamma, beta});
+  r.place(norm_work(x), {&x, gamma, beta}, cuda_supports(x));
   run_layernorm(r, x, gamma, beta, eps, out);
 }
 
 Tensor layernorm(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps,
                  const ExecutionPolicy& p) {
   static constexpr const char* op = "layernorm";
-  check_rows(op, x);
-  check_affine(op, "gamma", gamma, last_dim(x));
-  check_affine(op, "beta", beta, last_dim(x));
-  check_eps(op, eps);
+  check_layernorm(op, x, gamma, beta, eps);
   OpRunner r(op, p);
-  r.place(norm_work(x), {&x, gamma, beta});
-  Tensor out = r.result(x.shape());
+  r.place(norm_work(x), {&x, gamma, beta}, cuda_supports(x));
+  Tensor out = r.result(x.shape(), x.dtype());
   run_layernorm(r, x, gamma, beta, eps, out);
   return out;
 }
@@ -103,7 +125,7 @@ void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p) {
   check_rows(op, x);
   check_out_like(op, out, x);
   OpRunner r(op, p);
-  r.place(norm_work(x), {&x});
+  r.place(norm_work(x), {&x}, cuda_supports(x));
   run_softmax(r, x, out);
 }
 
@@ -111,8 +133,8 @@ Tensor softmax(const Tensor& x, const ExecutionPolicy& p) {
   static constexpr const char* op = "softmax";
   check_rows(op, x);
   OpRunner r(op, p);
-  r.place(norm_work(x), {&x});
-  Tensor out = r.result(x.shape());
+  r.place(norm_work(x), {&x}, cuda_supports(x));
+  Tensor out = r.result(x.shape(), x.dtype());
   run_softmax(r, x, out);
   return out;
 }

@@ -16,11 +16,12 @@ WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n) {
   return w;
 }
 
-WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, std::int64_t dv) {
+WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, std::int64_t dv,
+                            double elem_bytes) {
   WorkEstimate w;
   w.family = OpFamily::attention;
   w.flops = 2.0 * static_cast<double>(sq) * static_cast<double>(sk) * static_cast<double>(d + dv);
-  w.host_bytes_out = 4.0 * static_cast<double>(sq) * static_cast<double>(dv);
+  w.host_bytes_out = elem_bytes * static_cast<double>(sq) * static_cast<double>(dv);
   return w;
 }
 
@@ -50,11 +51,11 @@ WorkEstimate conv_attention_work(const WorkEstimate& conv, std::int64_t seq_len,
   return w;
 }
 
-WorkEstimate norm_work(double n) {
+WorkEstimate norm_work(double n, double elem_bytes) {
   WorkEstimate w;
   w.family = OpFamily::norm;
   w.flops = 8.0 * n;
-  w.host_bytes_out = 4.0 * n;
+  w.host_bytes_out = elem_bytes * n;
   return w;
 }
 

@@ -20,8 +20,10 @@ inline bool cuda_supports_attention(std::int64_t d, std::int64_t dv) {
 
 // [m, k] @ [k, n] (matmul2d; linear with m = rows of x, n = out_features).
 WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n);
-// softmax(q k^T) v with q [sq, d], k [sk, d], v [sk, dv].
-WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, std::int64_t dv);
+// softmax(q k^T) v with q [sq, d], k [sk, d], v [sk, dv]; elem_bytes: the storage dtype's size
+// (the result is written in that dtype).
+WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, std::int64_t dv,
+                            double elem_bytes = 4.0);
 // conv2d_nchw: n images, c -> oc channels, kh x kw kernel, oh x ow output.
 WorkEstimate conv_work(std::int64_t n, std::int64_t c, std::int64_t oc, std::int64_t kh,
                        std::int64_t kw, std::int64_t oh, std::int64_t ow);
@@ -30,8 +32,9 @@ std::int64_t conv_out_size(std::int64_t in, std::int64_t k, std::int64_t stride,
 // conv -> [seq_len, head_dim] self-attention: the conv's work plus the attention stage.
 WorkEstimate conv_attention_work(const WorkEstimate& conv, std::int64_t seq_len,
                                  std::int64_t head_dim);
-// layernorm / softmax over n elements (8 flops each).
-WorkEstimate norm_work(double n);
+// layernorm / softmax over n elements (8 flops each) of elem_bytes each (the storage dtype's
+// size: the result is written in x's dtype).
+WorkEstimate norm_work(double n, double elem_bytes = 4.0);
 // elementwise ops over n elements (1 flop each).
 WorkEstimate elementwise_work(double n);
 

@@ -172,6 +172,16 @@ inline double matmul_error(const std::vector<float>& out, const MatmulArgs& p) {
   return den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+// Element i of a float32 / float64 / float16 / bfloat16 buffer, exactly, as a double.
+inline double elem(DType t, const void* p, std::int64_t i) {
+  switch (t) {
+    case DType::f64: return static_cast<const double*>(p)[i];
+    case DType::f16: return to_float(static_cast<const float16*>(p)[i]);
+    case DType::bf16: return to_float(static_cast<const bfloat16*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
 inline std::vector<double> attention(const AttentionArgs& p) {
   std::vector<double> out(static_cast<std::size_t>(p.sq * p.dv), 0.0);
   std::vector<double> s(static_cast<std::size_t>(p.sk));
@@ -181,7 +191,7 @@ inline std::vector<double> attention(const AttentionArgs& p) {
     for (std::int64_t j = 0; j < visible; ++j) {
       double dot = 0.0;
       for (std::int64_t t = 0; t < p.d; ++t) {
-        dot += static_cast<double>(p.q[i * p.d + t]) * p.k[j * p.d + t];
+        dot += elem(p.dtype, p.q, i * p.d + t) * elem(p.dtype, p.k, j * p.d + t);
       }
       s[j] = dot * static_cast<double>(p.scale);
       mx = std::fmax(mx, s[j]);
@@ -193,7 +203,7 @@ inline std::vector<double> attention(const AttentionArgs& p) {
     }
     for (std::int64_t c = 0; c < p.dv; ++c) {
       double acc = 0.0;
-      for (std::int64_t j = 0; j < visible; ++j) acc += s[j] * p.v[j * p.dv + c];
+      for (std::int64_t j = 0; j < visible; ++j) acc += s[j] * elem(p.dtype, p.v, j * p.dv + c);
       out[static_cast<std::size_t>(i * p.dv + c)] = visible > 0 ? acc / denom : 0.0;
     }
   }
@@ -227,18 +237,18 @@ inline std::vector<double> conv2d(const Conv2dArgs& p) {
 inline std::vector<double> layernorm(const LayerNormArgs& p) {
   std::vector<double> out(static_cast<std::size_t>(p.rows * p.cols));
   for (std::int64_t r = 0; r < p.rows; ++r) {
-    const float* x = p.x + r * p.cols;
+    const auto x = [&](std::int64_t c) { return elem(p.dtype, p.x, r * p.cols + c); };
     double mean = 0.0;
-    for (std::int64_t c = 0; c < p.cols; ++c) mean += x[c];
+    for (std::int64_t c = 0; c < p.cols; ++c) mean += x(c);
     mean /= static_cast<double>(p.cols);
     double var = 0.0;
-    for (std::int64_t c = 0; c < p.cols; ++c) var += (x[c] - mean) * (x[c] - mean);
+    for (std::int64_t c = 0; c < p.cols; ++c) var += (x(c) - mean) * (x(c) - mean);
     var /= static_cast<double>(p.cols);  // biased, as torch layer_norm
     const double inv = 1.0 / std::sqrt(var + static_cast<double>(p.eps));
     for (std::int64_t c = 0; c < p.cols; ++c) {
-      double y = (x[c] - mean) * inv;
-      if (p.gamma) y *= p.gamma[c];
-      if (p.beta) y += p.beta[c];
+      double y = (x(c) - mean) * inv;
+      if (p.gamma) y *= elem(p.dtype, p.gamma, c);
+      if (p.beta) y += elem(p.dtype, p.beta, c);
       out[static_cast<std::size_t>(r * p.cols + c)] = y;
     }
   }
@@ -248,13 +258,13 @@ inline std::vector<double> layernorm(const LayerNormArgs& p) {
 inline std::vector<double> softmax(const SoftmaxArgs& p) {
   std::vector<double> out(static_cast<std::size_t>(p.rows * p.cols));
   for (std::int64_t r = 0; r < p.rows; ++r) {
-    const float* x = p.x + r * p.cols;
+    const auto x = [&](std::int64_t c) { return elem(p.dtype, p.x, r * p.cols + c); };
     double mx = -std::numeric_limits<double>::infinity();
-    for (std::int64_t c = 0; c < p.cols; ++c) mx = std::fmax(mx, x[c]);
+    for (std::int64_t c = 0; c < p.cols; ++c) mx = std::fmax(mx, x(c));
     double sum = 0.0;
-    for (std::int64_t c = 0; c < p.cols; ++c) sum += std::exp(x[c] - mx);
+    for (std::int64_t c = 0; c < p.cols; ++c) sum += std::exp(x(c) - mx);
     for (std::int64_t c = 0; c < p.cols; ++c) {
-      out[static_cast<std::size_t>(r * p.cols + c)] = std::exp(x[c] - mx) / sum;
+      out[static_cast<std::size_t>(r * p.cols + c)] = std::exp(x(c) - mx) / sum;
     }
   }
   return out;

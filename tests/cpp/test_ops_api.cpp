@@ -319,7 +319,13 @@ TEST(OpsApi, ErrorsLeaveOutUntouched) {
                                "layernorm", "gamma");
   expect_error<lc::ValueError>([&] { lc::layernorm_into(filled({4, 6}, 1), nullptr, nullptr, 0.0f, lout); },
                                "layernorm", "eps");
-  expect_error<lc::ValueError>([&] { lc::softmax_into(filled({4, 0}, 1), lout); }, "softmax", "empty");
+  expect_error<lc::ValueError>([&] { lc::softmax_into(filled({4, 6}, 1, DType::f64), lout); },
+                               "softmax", "float64");  // out must have x's dtype
+  Tensor g6d = filled({6}, 1, DType::f64);
+  expect_error<lc::TypeError>([&] { lc::layernorm_into(filled({4, 6}, 1), &g6d, nullptr, 1e-5f, lout); },
+                              "layernorm", "gamma");
+  expect_error<lc::ValueError>([&] { lc::softmax_into(filled({4, 0}, 1), lout); }, "softmax",
+                               "[4, 0]");  // an empty x gives an empty result: out's shape differs
   EXPECT_EQ(bytes_of(lout), lbefore);
 
   Tensor eout = nan_tensor({5});
@@ -350,7 +356,10 @@ TEST(OpsApi, ShapeInferenceRunsTheSameChecks) {
             (std::vector<i64>{2, 3}));
   EXPECT_EQ(lc::softmax_out_shape(filled({2, 3, 4}, 1)), (std::vector<i64>{2, 3, 4}));
   EXPECT_EQ(lc::elementwise_out_shape("relu", filled({7}, 1), nullptr), (std::vector<i64>{7}));
-  expect_error<lc::TypeError>([&] { lc::softmax_out_shape(filled({2}, 1, DType::f64)); }, "softmax");
+  EXPECT_EQ(lc::softmax_out_shape(filled({2}, 1, DType::f64)), (std::vector<i64>{2}));
+  EXPECT_EQ(lc::layernorm_out_shape(filled({3, 0}, 1), nullptr, nullptr, 1e-5f),
+            (std::vector<i64>{3, 0}));
+  expect_error<lc::TypeError>([&] { lc::softmax_out_shape(filled({2}, 1, DType::i64)); }, "softmax");
 }
 
 // ---- Tensor semantics -------------------------------------------------------------------

@@ -48,10 +48,8 @@ EMPTY_REJECTED = [
     ("attention2d", lambda: lc.attention2d(np.zeros((2, 4), F32), np.zeros((3, 4), F32), np.zeros((3, 0), F32))),
     ("conv2d_nchw", lambda: lc.conv2d_nchw(np.zeros((0, 1, 4, 4), F32), np.zeros((2, 1, 3, 3), F32))),
     ("conv2d_nchw", lambda: lc.conv2d_nchw(np.zeros((1, 1, 4, 4), F32), np.zeros((0, 1, 3, 3), F32))),
-    ("layernorm", lambda: lc.layernorm(np.zeros((3, 0), F32))),
-    ("layernorm", lambda: lc.layernorm(np.zeros((0, 5), F32))),
-    ("softmax", lambda: lc.softmax(np.zeros((4, 0), F32))),
 ]
+# layernorm / softmax compute empty results (test_norm_dtypes.py: test_zero_size_gives_empty).
 
 
 @pytest.mark.parametrize("op,call", EMPTY_REJECTED, ids=[f"{o}-{i}" for i, (o, _) in enumerate(EMPTY_REJECTED)])

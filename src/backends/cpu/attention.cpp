@@ -27,6 +27,7 @@
 
 #include "backends/cpu/blas_threads.h"
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/half_convert.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
 
@@ -46,10 +47,24 @@ constexpr i64 kSmallMaxSk = 256;
 // takes ~26 us small vs ~78 us blocked on one AVX-512 core (measured, 2-core VM).
 constexpr i64 kSmallMaxWork = i64{1} << 19;
 
+// The float32 view of AttentionArgs that every path below computes on. float16 / bfloat16
+// calls are widened into float32 scratch first and the result rounded once into `out`
+// (attention_with): the simple correct route; it costs one pass over q, k, v and out, small
+// next to the sq*sk*(d+dv) multiply-adds except for tiny calls.
+struct Att {
+  const float* q;
+  const float* k;
+  const float* v;
+  float* out;
+  i64 sq, sk, d, dv;
+  bool causal;
+  float scale;
+};
+
 constexpr i64 BQ = 32;   // query rows per task
 constexpr i64 BK = 128;  // keys per block: scores BQ*BK = 16 KB, fits L1/L2 with K^T
 
-inline i64 visible_keys(const AttentionArgs& p, i64 i) {
+inline i64 visible_keys(const Att& p, i64 i) {
   return p.causal ? std::min(i + 1, p.sk) : p.sk;
 }
 
@@ -86,7 +101,7 @@ inline float max_of(const float* x, i64 n) {
 // FMA latency, not throughput, at d=16). Scores live in 8-lane vectors over keys; K^T is zero
 // padded to whole vectors so no loop has a tail; lanes past a row's visible keys are forced to
 // exactly 0 after the exp, so the P@V loop can run all four rows to the longest row's length.
-[[gnu::always_inline]] inline void attention_small_body(const AttentionArgs& p) {
+[[gnu::always_inline]] inline void attention_small_body(const Att& p) {
   constexpr int R = 4;
   const i64 sq = p.sq, sk = p.sk, d = p.d, dv = p.dv;
   const i64 nb = (sk + 7) / 8;
@@ -179,14 +194,14 @@ inline float max_of(const float* x, i64 n) {
   }
 }
 
-void attention_small_generic(const AttentionArgs& p) { attention_small_body(p); }
+void attention_small_generic(const Att& p) { attention_small_body(p); }
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) void attention_small_avx2(const AttentionArgs& p) {
+__attribute__((target("avx2,fma"))) void attention_small_avx2(const Att& p) {
   attention_small_body(p);
 }
 #endif
 
-using SmallFn = void (*)(const AttentionArgs&);
+using SmallFn = void (*)(const Att&);
 SmallFn pick_small() {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
@@ -195,7 +210,7 @@ SmallFn pick_small() {
   return attention_small_generic;
 }
 
-void attention_small(const AttentionArgs& p) {
+void attention_small(const Att& p) {
   static const SmallFn fn = pick_small();
   fn(p);
 }
@@ -209,7 +224,7 @@ struct Scratch {
 };
 
 // Rows [q0, q0+bq) with online softmax over key blocks.
-void attention_block(const AttentionArgs& p, i64 q0, i64 bq, float* scratch) {
+void attention_block(const Att& p, i64 q0, i64 bq, float* scratch) {
   const i64 d = p.d, dv = p.dv, sk = p.sk;
   float* kt = scratch;             // [d][BK]
   float* s = kt + d * BK;          // [BQ][BK]
@@ -264,7 +279,7 @@ void attention_block(const AttentionArgs& p, i64 q0, i64 bq, float* scratch) {
   }
 }
 
-void attention_blocked(const AttentionArgs& p) {
+void attention_blocked(const Att& p) {
   const i64 blocks = (p.sq + BQ - 1) / BQ;
   const i64 need = p.d * BK + BQ * BK + BQ * p.dv + 2 * BQ + BQ * p.d;
   const i64 work = p.sq * p.sk * (p.d + p.dv);
@@ -354,7 +369,7 @@ RowFn pick_row() {
 }
 
 // Rows [q0, q0+bq), bq <= GQ. scratch: GQ*GK scores + GQ running max + GQ running sum.
-void attention_gemm_block(const AttentionArgs& p, i64 q0, i64 bq, float* scratch, RowFn row) {
+void attention_gemm_block(const Att& p, i64 q0, i64 bq, float* scratch, RowFn row) {
   const i64 d = p.d, dv = p.dv, sk = p.sk;
   float* s = scratch;
   float* mrow = s + GQ * GK;
@@ -407,7 +422,7 @@ void attention_gemm_block(const AttentionArgs& p, i64 q0, i64 bq, float* scratch
 
 // sgemm inside pool tasks must run single-threaded: BlasOneThread (blas_threads.h) sets
 // OpenBLAS to 1 thread around the pool job and restores it afterwards.
-void attention_gemm(const AttentionArgs& p) {
+void attention_gemm(const Att& p) {
   static const RowFn row = pick_row();
   const i64 blocks = (p.sq + GQ - 1) / GQ;
   const i64 need = GQ * GK + 2 * GQ;
@@ -429,14 +444,12 @@ void attention_gemm(const AttentionArgs& p) {
 // K^T is stored with each row padded to whole 8-lane vectors: d * round_up(sk, 8) floats
 // must fit the stack buffer. (Bounding d * sk alone let e.g. sk = 1, d = 8192 through, which
 // needs 8x the buffer.)
-bool small_fits(const AttentionArgs& p) {
+bool small_fits(const Att& p) {
   return p.sk <= kSmallMaxSk && p.d * ((p.sk + 7) / 8 * 8) <= kSmallMaxKt;
 }
 
-}  // namespace
-
-void attention_with(AttentionPath path, const AttentionArgs& p) {
-  if (p.sq <= 0 || p.dv <= 0) return;
+// sq >= 1, dv >= 1.
+void run_paths(AttentionPath path, const Att& p) {
   if (p.sk <= 0) {  // no keys: define the empty weighted sum as zero rather than 0/0
     std::fill(p.out, p.out + p.sq * p.dv, 0.0f);
     return;
@@ -455,6 +468,30 @@ void attention_with(AttentionPath path, const AttentionArgs& p) {
   } else {
     attention_blocked(p);
   }
+}
+
+// float16 / bfloat16: q, k, v widened into one float32 block, the float32 paths, out rounded
+// once. The block is the calling thread's (grow-only); pool workers only read it.
+void run_16(AttentionPath path, const AttentionArgs& a) {
+  thread_local Scratch wide;
+  const i64 nq = a.sq * a.d, nk = a.sk * a.d, nv = a.sk * a.dv, no = a.sq * a.dv;
+  float* buf = wide.get(nq + nk + nv + no);
+  widen_to_f32(a.dtype, a.q, buf, nq);
+  widen_to_f32(a.dtype, a.k, buf + nq, nk);
+  widen_to_f32(a.dtype, a.v, buf + nq + nk, nv);
+  float* out = buf + nq + nk + nv;
+  run_paths(path, Att{buf, buf + nq, buf + nq + nk, out, a.sq, a.sk, a.d, a.dv, a.causal, a.scale});
+  narrow_from_f32(a.dtype, out, a.out, no);
+}
+
+}  // namespace
+
+void attention_with(AttentionPath path, const AttentionArgs& a) {
+  if (a.sq <= 0 || a.dv <= 0) return;
+  if (a.dtype != DType::f32) return run_16(path, a);
+  run_paths(path, Att{static_cast<const float*>(a.q), static_cast<const float*>(a.k),
+                      static_cast<const float*>(a.v), static_cast<float*>(a.out), a.sq, a.sk,
+                      a.d, a.dv, a.causal, a.scale});
 }
 
 void attention(const AttentionArgs& p) { attention_with(AttentionPath::automatic, p); }

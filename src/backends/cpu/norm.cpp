@@ -7,11 +7,19 @@
 // defeat g++'s vectoriser), e.g. softmax 64x768 took ~240 us.
 // Rows go to the pool only when the tensor is large (>= kParallelElems): below that a
 // worker wake-up (~10-20 us) costs more than the whole op.
+//
+// Storage dtypes: float32 rows go straight to the vector kernels. float16 / bfloat16 rows are
+// widened into a per-thread float32 scratch block (<= kChunkElems, or one row), computed there
+// by the same kernels in place, and rounded once into `out` (gamma / beta are widened once per
+// call). float64 rows are computed in float64 by the plain two-pass loops below.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+
 
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/half_convert.h"
 #include "backends/cpu/simd.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
@@ -23,6 +31,8 @@ using i64 = std::int64_t;
 
 constexpr i64 kParallelElems = i64{1} << 18;
 constexpr i64 kTaskElems = i64{1} << 15;  // elements per task once threaded
+// float32 scratch per thread for 16-bit rows: 32 KB (L1-sized) or one row when rows are longer.
+constexpr i64 kChunkElems = i64{1} << 13;
 
 namespace isa_sse {
 using V = vf4;
@@ -79,16 +89,123 @@ void run_rows(const Args& p, Fn fn) {
   }
 }
 
+// ---- float16 / bfloat16: widen into float32 scratch, compute, round once on store ---------
+
+// Grow-only per-thread buffer: no allocation once it has reached the largest size used.
+struct Scratch {
+  std::unique_ptr<float[]> p;
+  i64 n = 0;
+  float* get(i64 need) {
+    if (need > n) {
+      p.reset(new float[static_cast<std::size_t>(need)]);
+      n = need;
+    }
+    return p.get();
+  }
+};
+
+// p has a 16-bit dtype; f32 is p with float32 gamma / beta (LayerNormArgs) already set. Each
+// task widens blocks of its rows into its own scratch, runs the float32 row kernel in place
+// (the kernels allow out == x) and narrows the block into p.out.
+template <class Args, class Fn>
+void run_rows_16(const Args& p, const Args& f32, Fn fn) {
+  const i64 n = p.cols;
+  const std::size_t es = dtype_size(p.dtype);
+  const i64 chunk = std::max<i64>(1, kChunkElems / n);
+  run_rows(p, [&](const Args&, i64 lo, i64 hi) {
+    thread_local Scratch scratch;
+    float* buf = scratch.get(std::min(chunk, hi - lo) * n);
+    for (i64 r = lo; r < hi; r += chunk) {
+      const i64 nr = std::min(chunk, hi - r);
+      const std::size_t off = static_cast<std::size_t>(r * n) * es;
+      widen_to_f32(p.dtype, static_cast<const char*>(p.x) + off, buf, nr * n);
+      Args a = f32;
+      a.x = buf;
+      a.out = buf;
+      a.rows = nr;
+      a.dtype = DType::f32;
+      fn(a, 0, nr);
+      narrow_from_f32(p.dtype, buf, static_cast<char*>(p.out) + off, nr * n);
+    }
+  });
+}
+
+// ---- float64: computed in float64 ---------------------------------------------------------
+
+void layernorm_rows_f64(const LayerNormArgs& p, i64 lo, i64 hi) {
+  const i64 n = p.cols;
+  const auto* g = static_cast<const double*>(p.gamma);
+  const auto* b = static_cast<const double*>(p.beta);
+  for (i64 r = lo; r < hi; ++r) {
+    const double* x = static_cast<const double*>(p.x) + r * n;
+    double* y = static_cast<double*>(p.out) + r * n;
+    double mean = 0.0;
+    for (i64 j = 0; j < n; ++j) mean += x[j];
+    mean /= static_cast<double>(n);
+    double var = 0.0;
+    for (i64 j = 0; j < n; ++j) var += (x[j] - mean) * (x[j] - mean);
+    const double inv = 1.0 / std::sqrt(var / static_cast<double>(n) + static_cast<double>(p.eps));
+    for (i64 j = 0; j < n; ++j) {
+      double t = (x[j] - mean) * inv;
+      if (g) t *= g[j];
+      if (b) t += b[j];
+      y[j] = t;
+    }
+  }
+}
+
+// Rows of all -inf give NaN (inf - inf), as torch.softmax does.
+void softmax_rows_f64(const SoftmaxArgs& p, i64 lo, i64 hi) {
+  const i64 n = p.cols;
+  for (i64 r = lo; r < hi; ++r) {
+    const double* x = static_cast<const double*>(p.x) + r * n;
+    double* y = static_cast<double*>(p.out) + r * n;
+    double mx = x[0];
+    for (i64 j = 1; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
+    double sum = 0.0;
+    for (i64 j = 0; j < n; ++j) {
+      y[j] = std::exp(x[j] - mx);
+      sum += y[j];
+    }
+    const double inv = 1.0 / sum;
+    for (i64 j = 0; j < n; ++j) y[j] *= inv;
+  }
+}
+
 }  // namespace
 
 void layernorm_with_isa(int isa, const LayerNormArgs& p) {
   if (p.rows <= 0 || p.cols <= 0) return;
-  run_rows(p, layernorm_kernel(std::max(isa, 0)));
+  const LayerNormFn kernel = layernorm_kernel(std::max(isa, 0));
+  switch (p.dtype) {
+    case DType::f32: return run_rows(p, kernel);
+    case DType::f64: return run_rows(p, layernorm_rows_f64);
+    case DType::f16:
+    case DType::bf16: {
+      // gamma / beta widened once, read by every task (they outlive the pool job).
+      thread_local Scratch affine;
+      LayerNormArgs f32 = p;
+      float* gb = (p.gamma || p.beta) ? affine.get(2 * p.cols) : nullptr;
+      if (p.gamma) widen_to_f32(p.dtype, p.gamma, gb, p.cols);
+      if (p.beta) widen_to_f32(p.dtype, p.beta, gb + p.cols, p.cols);
+      f32.gamma = p.gamma ? gb : nullptr;
+      f32.beta = p.beta ? gb + p.cols : nullptr;
+      return run_rows_16(p, f32, kernel);
+    }
+    default: return;  // the core admits only floating dtypes
+  }
 }
 
 void softmax_with_isa(int isa, const SoftmaxArgs& p) {
   if (p.rows <= 0 || p.cols <= 0) return;
-  run_rows(p, softmax_kernel(std::max(isa, 0)));
+  const SoftmaxFn kernel = softmax_kernel(std::max(isa, 0));
+  switch (p.dtype) {
+    case DType::f32: return run_rows(p, kernel);
+    case DType::f64: return run_rows(p, softmax_rows_f64);
+    case DType::f16:
+    case DType::bf16: return run_rows_16(p, p, kernel);
+    default: return;
+  }
 }
 
 void layernorm(const LayerNormArgs& p) { layernorm_with_isa(simd_level(), p); }

@@ -18,6 +18,12 @@
 //
 // Masking: keys >= sk and, when causal, keys j > query i (top-left aligned) get -inf. Rows whose
 // visible keys all fall outside a split produce m = -inf, l = 0 and are weighted 0 when combined.
+//
+// Storage dtypes: the kernels are templated on the element type T of q, k, v and out (float,
+// __half, __nv_bfloat16). 16-bit tiles are widened to float32 on their way into shared memory
+// (8-byte loads of 4 elements), so everything after the loads -- shared-memory layout, FFMA
+// products, online softmax, split partials -- is the float32 kernel unchanged; the result is
+// rounded once when stored. T = float compiles to exactly the float32 kernel of before.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -29,6 +35,7 @@
 
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/check.h"
+#include "backends/cuda/half_io.cuh"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/kernels.h"
 
@@ -63,19 +70,34 @@ struct AttnCfg {
   static_assert(TNV % 4 == 0 && TM % 4 == 0 && BK % 16 == 0, "tile shape");
 };
 
+// Four consecutive elements of T widened to float4; p aligned to 4 elements (16 bytes for
+// float, 8 bytes for the 16-bit types).
+template <class T>
+__device__ __forceinline__ float4 load4(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return __ldg(reinterpret_cast<const float4*>(p));
+  } else {
+    const uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
+    float4 f;
+    unpack2<T>(u.x, f.x, f.y);
+    unpack2<T>(u.y, f.z, f.w);
+    return f;
+  }
+}
+
 // Loads rows [r0, r0+R) x cols [0, d) of a row-major [nrows, d] matrix into smem with row
 // stride `stride`, zero-filling rows >= nrows and cols in [d, d4). Optionally multiplies by mul.
-template <int R>
+template <int R, class T>
 __device__ __forceinline__ void load_tile(float* __restrict__ dst, int stride,
-                                          const float* __restrict__ src, std::int64_t r0,
+                                          const T* __restrict__ src, std::int64_t r0,
                                           std::int64_t nrows, int d, int d4, bool vec, float mul) {
-  if (vec) {  // d % 4 == 0 and src 16-byte aligned
+  if (vec) {  // d % 4 == 0 and src aligned to 4 elements
     const int c4n = d4 >> 2;
     for (int idx = threadIdx.x; idx < R * c4n; idx += kThreads) {
       const int r = idx / c4n, c4 = idx - r * c4n;
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (r0 + r < nrows) {
-        v = __ldg(reinterpret_cast<const float4*>(src + (r0 + r) * d) + c4);
+        v = load4(src + (r0 + r) * d + c4 * 4);
         v.x *= mul; v.y *= mul; v.z *= mul; v.w *= mul;
       }
       *reinterpret_cast<float4*>(dst + r * stride + c4 * 4) = v;
@@ -84,16 +106,16 @@ __device__ __forceinline__ void load_tile(float* __restrict__ dst, int stride,
     for (int idx = threadIdx.x; idx < R * d4; idx += kThreads) {
       const int r = idx / d4, c = idx - r * d4;
       float v = 0.0f;
-      if (r0 + r < nrows && c < d) v = __ldg(src + (r0 + r) * d + c) * mul;
+      if (r0 + r < nrows && c < d) v = load_f(src + (r0 + r) * d + c) * mul;
       dst[r * stride + c] = v;
     }
   }
 }
 
-template <int BQ, int BK, int DMAX, int DVMAX>
+template <class T, int BQ, int BK, int DMAX, int DVMAX>
 __global__ void __launch_bounds__(kThreads, AttnCfg<BQ, BK, DMAX, DVMAX>::kMinBlocks)
-    attn_fwd_kernel(const float* __restrict__ q, const float* __restrict__ k,
-                    const float* __restrict__ v, float* __restrict__ out,
+    attn_fwd_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                    const T* __restrict__ v, T* __restrict__ out,
                     float* __restrict__ opart, float2* __restrict__ ml, int sq, int sk, int d,
                     int dv, float scale_log2, bool causal, int chunk, bool vec_qk, bool vec_v) {
   using C = AttnCfg<BQ, BK, DMAX, DVMAX>;
@@ -255,35 +277,54 @@ __global__ void __launch_bounds__(kThreads, AttnCfg<BQ, BK, DMAX, DVMAX>::kMinBl
   }
 
   const bool direct = nchunks == 1;
-  float* dst = direct ? out : opart + static_cast<std::int64_t>(split) * sq * dv;
-  const bool vec_out = (dv % 4 == 0) && ((reinterpret_cast<std::uintptr_t>(dst) & 15u) == 0);
+  // Rows of the result (direct: out, in T) or of this split's partial O (float32).
+  auto store_rows = [&](auto* dst) {
+    using D = std::remove_pointer_t<decltype(dst)>;
+    // 4 elements at once: float4 for float32, 8 bytes for 16-bit, when dv % 4 == 0 and aligned.
+    constexpr unsigned kAlign = 4 * sizeof(D) - 1;
+    const bool vec_out = (dv % 4 == 0) && ((reinterpret_cast<std::uintptr_t>(dst) & kAlign) == 0);
 #pragma unroll
-  for (int i = 0; i < TM; ++i) {
-    const int qi = q0 + ty * TM + i;
-    if (qi >= sq) continue;
-    const float inv = direct ? (l[i] > 0.0f ? 1.0f / l[i] : 0.0f) : 1.0f;
-    float* row = dst + static_cast<std::int64_t>(qi) * dv;
+    for (int i = 0; i < TM; ++i) {
+      const int qi = q0 + ty * TM + i;
+      if (qi >= sq) continue;
+      const float inv = direct ? (l[i] > 0.0f ? 1.0f / l[i] : 0.0f) : 1.0f;
+      D* row = dst + static_cast<std::int64_t>(qi) * dv;
 #pragma unroll
-    for (int qq = 0; qq < TNV / 4; ++qq) {
-      const int c = tx * 4 + 64 * qq;
-      if (vec_out && c + 3 < dv) {
-        *reinterpret_cast<float4*>(row + c) =
-            make_float4(o[i][qq * 4] * inv, o[i][qq * 4 + 1] * inv, o[i][qq * 4 + 2] * inv,
-                        o[i][qq * 4 + 3] * inv);
-      } else {
+      for (int qq = 0; qq < TNV / 4; ++qq) {
+        const int c = tx * 4 + 64 * qq;
+        if (vec_out && c + 3 < dv) {
+          if constexpr (std::is_same_v<D, float>) {
+            *reinterpret_cast<float4*>(row + c) =
+                make_float4(o[i][qq * 4] * inv, o[i][qq * 4 + 1] * inv, o[i][qq * 4 + 2] * inv,
+                            o[i][qq * 4 + 3] * inv);
+          } else {
+            *reinterpret_cast<uint2*>(row + c) =
+                make_uint2(pack2<D>(o[i][qq * 4] * inv, o[i][qq * 4 + 1] * inv),
+                           pack2<D>(o[i][qq * 4 + 2] * inv, o[i][qq * 4 + 3] * inv));
+          }
+        } else {
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (c + e < dv) row[c + e] = o[i][qq * 4 + e] * inv;
+          for (int e = 0; e < 4; ++e)
+            if (c + e < dv) row[c + e] = from_f<D>(o[i][qq * 4 + e] * inv);
+        }
       }
+      if (!direct && tx == 0) ml[static_cast<std::int64_t>(split) * sq + qi] = make_float2(m[i], l[i]);
     }
-    if (!direct && tx == 0) ml[static_cast<std::int64_t>(split) * sq + qi] = make_float2(m[i], l[i]);
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    store_rows(direct ? out : opart + static_cast<std::int64_t>(split) * sq * dv);
+  } else if (direct) {
+    store_rows(out);
+  } else {
+    store_rows(opart + static_cast<std::int64_t>(split) * sq * dv);
   }
 }
 
 // out[r, c] = sum_s w_s O_s[r, c] / sum_s w_s l_s,  w_s = 2^(m_s - max_s m_s)
 // Rows whose query tile had a single chunk were written directly by the main kernel.
+template <class T>
 __global__ void attn_combine_kernel(const float* __restrict__ opart, const float2* __restrict__ ml,
-                                    float* __restrict__ out, int sq, int sk, int dv, int BQ,
+                                    T* __restrict__ out, int sq, int sk, int dv, int BQ,
                                     int BK, bool causal, int chunk) {
   const std::int64_t total = static_cast<std::int64_t>(sq) * dv;
   for (std::int64_t idx = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -302,22 +343,27 @@ __global__ void attn_combine_kernel(const float* __restrict__ opart, const float
         acc = fmaf(w, opart[static_cast<std::int64_t>(s) * total + idx], acc);
       }
     }
-    out[idx] = L > 0.0f ? acc / L : 0.0f;
+    out[idx] = from_f<T>(L > 0.0f ? acc / L : 0.0f);
   }
 }
 
-__global__ void zero_kernel(float* p, std::int64_t n) {
+template <class T>
+__global__ void zero_kernel(T* p, std::int64_t n) {
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    p[i] = 0.0f;
+    p[i] = from_f<T>(0.0f);
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+// p is aligned to 4 elements of T (the vector loads of load_tile).
+template <class T>
+bool aligned4(const void* p) {
+  return (reinterpret_cast<std::uintptr_t>(p) & (4 * sizeof(T) - 1)) == 0;
+}
 
-template <int BQ, int BK, int DMAX, int DVMAX>
-void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {
+template <class Elem, int BQ, int BK, int DMAX, int DVMAX>
+void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {  // Elem: q/k/v/out type
   using C = AttnCfg<BQ, BK, DMAX, DVMAX>;
-  auto kernel = attn_fwd_kernel<BQ, BK, DMAX, DVMAX>;
+  auto kernel = attn_fwd_kernel<Elem, BQ, BK, DMAX, DVMAX>;
   static std::once_flag once;
   static int blocks_per_sm = 1;
   std::call_once(once, [&] {
@@ -351,8 +397,8 @@ void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {
   }
   const int splits = (max_tiles + chunk - 1) / chunk;  // most chunks of any query tile
 
-  const bool vec_qk = (d % 4 == 0) && aligned16(a.q) && aligned16(a.k);
-  const bool vec_v = (dv % 4 == 0) && aligned16(a.v);
+  const bool vec_qk = (d % 4 == 0) && aligned4<Elem>(a.q) && aligned4<Elem>(a.k);
+  const bool vec_v = (dv % 4 == 0) && aligned4<Elem>(a.v);
   float* opart = nullptr;
   float2* ml = nullptr;
   void* scratch = nullptr;
@@ -371,13 +417,15 @@ void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {
     void* p;
     ~ScratchBack() { if (p) alloc.free(p); }
   } back{alloc, scratch};
-  launch(kernel, nblocks, kThreads, C::kSmemBytes, s, "attention kernel", a.q, a.k, a.v, a.out,
-         opart, ml, sq, sk, d, dv, a.scale * kLog2e, a.causal, chunk, vec_qk, vec_v);
+  launch(kernel, nblocks, kThreads, C::kSmemBytes, s, "attention kernel",
+         static_cast<const Elem*>(a.q), static_cast<const Elem*>(a.k), static_cast<const Elem*>(a.v),
+         static_cast<Elem*>(a.out), opart, ml, sq, sk, d, dv, a.scale * kLog2e, a.causal, chunk,
+         vec_qk, vec_v);
   if (splits > 1) {
     const std::int64_t total = static_cast<std::int64_t>(sq) * dv;
     const int blocks = static_cast<int>(std::min<std::int64_t>((total + 255) / 256, 8192));
-    launch(attn_combine_kernel, blocks, 256, 0, s, "attn_combine_kernel", opart, ml, a.out, sq,
-           sk, dv, BQ, BK, a.causal, chunk);
+    launch(attn_combine_kernel<Elem>, blocks, 256, 0, s, "attn_combine_kernel", opart, ml,
+           static_cast<Elem*>(a.out), sq, sk, dv, BQ, BK, a.causal, chunk);
   }
 }
 
@@ -385,14 +433,17 @@ void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {
 
 void launch_attention(const AttentionArgs& a, int sm_count, cudaStream_t s) {
   if (a.sq <= 0 || a.dv <= 0) return;
-  if (a.sk <= 0) {  // no keys: the reference defines the output as 0
-    launch(zero_kernel, 256, 256, 0, s, "zero_kernel", a.out, a.sq * a.dv);
-    return;
-  }
-  const std::int64_t dmax = std::max(a.d, a.dv);
-  if (dmax <= 64) run_cfg<64, 64, 64, 64>(a, sm_count, s);
-  else if (dmax <= 128) run_cfg<64, 32, 128, 128>(a, sm_count, s);
-  else run_cfg<64, 32, 256, 256>(a, sm_count, s);
+  dispatch_float(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if (a.sk <= 0) {  // no keys: the reference defines the output as 0
+      launch(zero_kernel<T>, 256, 256, 0, s, "zero_kernel", static_cast<T*>(a.out), a.sq * a.dv);
+      return;
+    }
+    const std::int64_t dmax = std::max(a.d, a.dv);
+    if (dmax <= 64) run_cfg<T, 64, 64, 64, 64>(a, sm_count, s);
+    else if (dmax <= 128) run_cfg<T, 64, 32, 128, 128>(a, sm_count, s);
+    else run_cfg<T, 64, 32, 256, 256>(a, sm_count, s);
+  });
 }
 
 }  // namespace lc::cuda

@@ -1,24 +1,38 @@
-// Row-wise layernorm and softmax over x[rows, cols].
+// Row-wise layernorm and softmax over x[rows, cols], for float32, float16 and bfloat16 storage
+// (computed in float32, rounded once on store; see half_io.cuh).
 //
-//  cols <= 1024     : a warp per row (8 rows per 256-thread block); each lane keeps its
-//                     ceil(cols/32) values in registers, so x is read once and out written once.
+//  cols <= 1024     : a warp per row (8 rows per 256-thread block); each lane keeps its share of
+//                     the row in registers, so x is read once and out written once.
 //  cols <= 16384    : a 512-thread block per row, values again in registers (one pass over x).
 //  larger           : a 1024-thread block per row that re-reads the row (it stays in L2).
+// When cols is a multiple of the 16-byte vector (4 floats / 8 16-bit values) and every pointer
+// is 16-byte aligned (fresh tensors are), the register-resident kernels move whole 16-byte
+// vectors (LDG.128 / STG.128: lane l holds vectors l, l+32, ... of its row); otherwise they
+// load element by element (lane l holds columns l, l+32, ...). Row loops are grid-strided, so
+// any number of rows fits the grid limits.
 // Numerics: layernorm takes the mean first and then the variance of (x - mean) (two-pass, no
-// E[x^2]-E[x]^2 cancellation); softmax subtracts the row max before exp. expf / sqrtf are the
-// accurate versions (no fast-math), so results are within a few ulp of float64.
+// E[x^2]-E[x]^2 cancellation); softmax subtracts the row max before exp, so a row of all -inf
+// gives NaN (-inf - -inf), as torch.softmax does. expf / sqrtf are the accurate versions (no
+// fast-math), so float32 results are within a few ulp of float64.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "backends/cuda/check.h"
+#include "backends/cuda/half_io.cuh"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/kernels.h"
 
 namespace lc::cuda {
 
 namespace {
+
+using i64 = std::int64_t;
+
+// Rows per grid-stride step stay below the grid's x limit (2^31 - 1) with room to spare.
+constexpr i64 kMaxGrid = i64{1} << 30;
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -43,244 +57,325 @@ __device__ __forceinline__ float block_reduce(float v, float* scratch) {
   return kMax ? warp_max(r) : warp_sum(r);
 }
 
-// ---- layernorm ---------------------------------------------------------------------------
+// ---- register-resident rows ----------------------------------------------------------------
+// TPR threads per row: 32 (a warp; 8 rows per 256-thread block) or 512 (a block per row).
+// Each thread holds NV groups of W = (VEC ? kVec<T> : 1) consecutive elements; group i of
+// thread t starts at column (t + TPR * i) * W. With VEC, cols % W == 0, so a group is either
+// entirely inside the row or entirely past its end.
+template <class T, int TPR, int NV, bool VEC>
+struct Rows {
+  static constexpr int W = VEC ? kVec<T> : 1;
+  static constexpr int N = NV * W;  // floats per thread
+  static constexpr int kThreads = TPR == 32 ? 256 : 512;
+  static constexpr int kRowsPerBlock = kThreads / TPR;
 
-template <int VPT>
-__global__ void __launch_bounds__(256) ln_warp_kernel(const float* __restrict__ x,
-                                                     const float* __restrict__ gamma,
-                                                     const float* __restrict__ beta,
-                                                     float* __restrict__ out, std::int64_t rows,
-                                                     int cols, float eps) {
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
-  if (row >= rows) return;
-  const int lane = threadIdx.x & 31;
-  const float* xr = x + row * cols;
-  float v[VPT];
-  float s = 0.0f;
+  __device__ static int col(int t, int i) { return (t + TPR * i) * W; }
+
+  __device__ static void load(const T* __restrict__ r, int cols, int t, float* v, float pad) {
 #pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = lane + 32 * i;
-    v[i] = c < cols ? xr[c] : 0.0f;
-    s += v[i];
-  }
-  const float mean = warp_sum(s) / static_cast<float>(cols);
-  float q = 0.0f;
+    for (int i = 0; i < NV; ++i) {
+      const int c = col(t, i);
+      if constexpr (VEC) {
+        if (c < cols) {
+          load16(r + c, v + i * W);
+        } else {
 #pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = lane + 32 * i;
-    const float d = v[i] - mean;
-    q += c < cols ? d * d : 0.0f;
-  }
-  const float rstd = 1.0f / sqrtf(warp_sum(q) / static_cast<float>(cols) + eps);
-  float* orow = out + row * cols;
-#pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = lane + 32 * i;
-    if (c < cols) {
-      float y = (v[i] - mean) * rstd;
-      if (gamma) y *= gamma[c];
-      if (beta) y += beta[c];
-      orow[c] = y;
+          for (int e = 0; e < W; ++e) v[i * W + e] = pad;
+        }
+      } else {
+        v[i] = c < cols ? load_f(r + c) : pad;
+      }
     }
   }
-}
 
-template <int VPT>
-__global__ void __launch_bounds__(512) ln_block_kernel(const float* __restrict__ x,
-                                                      const float* __restrict__ gamma,
-                                                      const float* __restrict__ beta,
-                                                      float* __restrict__ out, int cols, float eps) {
+  __device__ static float sum(float v, float* scratch) {
+    if constexpr (TPR == 32) return warp_sum(v);
+    else return block_reduce<false>(v, scratch);
+  }
+  __device__ static float max(float v, float* scratch) {
+    if constexpr (TPR == 32) return warp_max(v);
+    else return block_reduce<true>(v, scratch);
+  }
+};
+
+template <class T, int TPR, int NV, bool VEC>
+__global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
+    ln_rows_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
+                   const T* __restrict__ beta, T* __restrict__ out, i64 rows, int cols,
+                   float eps) {
+  using R = Rows<T, TPR, NV, VEC>;
+  constexpr int W = R::W, N = R::N;
   __shared__ float scratch[32];
-  const std::int64_t row = blockIdx.x;
-  const float* xr = x + row * cols;
-  float v[VPT];
-  float s = 0.0f;
+  const int t = TPR == 32 ? (threadIdx.x & 31) : threadIdx.x;
+  const int sub = TPR == 32 ? (threadIdx.x >> 5) : 0;
+  const float inv_cols = 1.0f / static_cast<float>(cols);
+  for (i64 row = static_cast<i64>(blockIdx.x) * R::kRowsPerBlock + sub; row < rows;
+       row += static_cast<i64>(gridDim.x) * R::kRowsPerBlock) {
+    float v[N];
+    R::load(x + row * cols, cols, t, v, 0.0f);
+    float s = 0.0f;
 #pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = threadIdx.x + 512 * i;
-    v[i] = c < cols ? xr[c] : 0.0f;
-    s += v[i];
-  }
-  const float mean = block_reduce<false>(s, scratch) / static_cast<float>(cols);
-  float q = 0.0f;
+    for (int i = 0; i < N; ++i) s += v[i];
+    const float mean = R::sum(s, scratch) * inv_cols;
+    float q = 0.0f;
 #pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = threadIdx.x + 512 * i;
-    const float d = v[i] - mean;
-    q += c < cols ? d * d : 0.0f;
-  }
-  const float rstd = 1.0f / sqrtf(block_reduce<false>(q, scratch) / static_cast<float>(cols) + eps);
-  float* orow = out + row * cols;
+    for (int i = 0; i < NV; ++i) {
+      const int c = R::col(t, i);
 #pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = threadIdx.x + 512 * i;
-    if (c < cols) {
-      float y = (v[i] - mean) * rstd;
-      if (gamma) y *= gamma[c];
-      if (beta) y += beta[c];
-      orow[c] = y;
+      for (int e = 0; e < W; ++e) {
+        const float d = v[i * W + e] - mean;
+        q += c < cols ? d * d : 0.0f;
+      }
+    }
+    const float rstd = 1.0f / sqrtf(R::sum(q, scratch) * inv_cols + eps);
+    T* orow = out + row * cols;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int c = R::col(t, i);
+      if (c >= cols) continue;
+      float y[W];
+#pragma unroll
+      for (int e = 0; e < W; ++e) y[e] = (v[i * W + e] - mean) * rstd;
+      if constexpr (VEC) {
+        if (gamma) {
+          float g[W];
+          load16(gamma + c, g);
+#pragma unroll
+          for (int e = 0; e < W; ++e) y[e] *= g[e];
+        }
+        if (beta) {
+          float b[W];
+          load16(beta + c, b);
+#pragma unroll
+          for (int e = 0; e < W; ++e) y[e] += b[e];
+        }
+        store16(orow + c, y);
+      } else {
+        if (gamma) y[0] *= load_f(gamma + c);
+        if (beta) y[0] += load_f(beta + c);
+        store_f(orow + c, y[0]);
+      }
     }
   }
 }
 
-__global__ void __launch_bounds__(1024) ln_big_kernel(const float* __restrict__ x,
-                                                     const float* __restrict__ gamma,
-                                                     const float* __restrict__ beta,
-                                                     float* __restrict__ out, std::int64_t cols,
+template <class T, int TPR, int NV, bool VEC>
+__global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
+    sm_rows_kernel(const T* __restrict__ x, T* __restrict__ out, i64 rows, int cols) {
+  using R = Rows<T, TPR, NV, VEC>;
+  constexpr int W = R::W, N = R::N;
+  __shared__ float scratch[32];
+  const int t = TPR == 32 ? (threadIdx.x & 31) : threadIdx.x;
+  const int sub = TPR == 32 ? (threadIdx.x >> 5) : 0;
+  for (i64 row = static_cast<i64>(blockIdx.x) * R::kRowsPerBlock + sub; row < rows;
+       row += static_cast<i64>(gridDim.x) * R::kRowsPerBlock) {
+    float v[N];
+    R::load(x + row * cols, cols, t, v, -INFINITY);
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < N; ++i) m = fmaxf(m, v[i]);
+    m = R::max(m, scratch);
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int c = R::col(t, i);
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        // Padding is skipped, not exponentiated: with m = -inf (a row of all -inf) it would
+        // be NaN too, but only real columns may decide the row's sum.
+        v[i * W + e] = c < cols ? expf(v[i * W + e] - m) : 0.0f;
+        s += v[i * W + e];
+      }
+    }
+    const float inv = 1.0f / R::sum(s, scratch);
+    T* orow = out + row * cols;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int c = R::col(t, i);
+      if (c >= cols) continue;
+      if constexpr (VEC) {
+        float y[W];
+#pragma unroll
+        for (int e = 0; e < W; ++e) y[e] = v[i * W + e] * inv;
+        store16(orow + c, y);
+      } else {
+        store_f(orow + c, v[i] * inv);
+      }
+    }
+  }
+}
+
+// ---- long rows: re-read from global memory (L2) -------------------------------------------
+
+template <class T>
+__global__ void __launch_bounds__(1024) ln_big_kernel(const T* __restrict__ x,
+                                                     const T* __restrict__ gamma,
+                                                     const T* __restrict__ beta,
+                                                     T* __restrict__ out, i64 rows, i64 cols,
                                                      float eps) {
   __shared__ float scratch[32];
-  const float* xr = x + static_cast<std::int64_t>(blockIdx.x) * cols;
-  float s = 0.0f;
-  for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) s += xr[c];
-  const float mean = block_reduce<false>(s, scratch) / static_cast<float>(cols);
-  float q = 0.0f;
-  for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float d = xr[c] - mean;
-    q += d * d;
-  }
-  const float rstd = 1.0f / sqrtf(block_reduce<false>(q, scratch) / static_cast<float>(cols) + eps);
-  float* orow = out + static_cast<std::int64_t>(blockIdx.x) * cols;
-  for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    float y = (xr[c] - mean) * rstd;
-    if (gamma) y *= gamma[c];
-    if (beta) y += beta[c];
-    orow[c] = y;
-  }
-}
-
-// ---- softmax -----------------------------------------------------------------------------
-
-template <int VPT>
-__global__ void __launch_bounds__(256) sm_warp_kernel(const float* __restrict__ x,
-                                                     float* __restrict__ out, std::int64_t rows,
-                                                     int cols) {
-  const std::int64_t row = static_cast<std::int64_t>(blockIdx.x) * 8 + (threadIdx.x >> 5);
-  if (row >= rows) return;
-  const int lane = threadIdx.x & 31;
-  const float* xr = x + row * cols;
-  float v[VPT];
-  float m = -INFINITY;
-#pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = lane + 32 * i;
-    v[i] = c < cols ? xr[c] : -INFINITY;
-    m = fmaxf(m, v[i]);
-  }
-  m = warp_max(m);
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = lane + 32 * i;
-    v[i] = c < cols ? expf(v[i] - m) : 0.0f;
-    s += v[i];
-  }
-  const float inv = 1.0f / warp_sum(s);
-  float* orow = out + row * cols;
-#pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = lane + 32 * i;
-    if (c < cols) orow[c] = v[i] * inv;
-  }
-}
-
-template <int VPT>
-__global__ void __launch_bounds__(512) sm_block_kernel(const float* __restrict__ x,
-                                                      float* __restrict__ out, int cols) {
-  __shared__ float scratch[32];
-  const float* xr = x + static_cast<std::int64_t>(blockIdx.x) * cols;
-  float v[VPT];
-  float m = -INFINITY;
-#pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = threadIdx.x + 512 * i;
-    v[i] = c < cols ? xr[c] : -INFINITY;
-    m = fmaxf(m, v[i]);
-  }
-  m = block_reduce<true>(m, scratch);
-  float s = 0.0f;
-#pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = threadIdx.x + 512 * i;
-    v[i] = c < cols ? expf(v[i] - m) : 0.0f;
-    s += v[i];
-  }
-  const float inv = 1.0f / block_reduce<false>(s, scratch);
-  float* orow = out + static_cast<std::int64_t>(blockIdx.x) * cols;
-#pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const int c = threadIdx.x + 512 * i;
-    if (c < cols) orow[c] = v[i] * inv;
-  }
-}
-
-__global__ void __launch_bounds__(1024) sm_big_kernel(const float* __restrict__ x,
-                                                     float* __restrict__ out, std::int64_t cols) {
-  __shared__ float scratch[32];
-  const float* xr = x + static_cast<std::int64_t>(blockIdx.x) * cols;
-  // Online max/sum per thread, then one block-wide merge.
-  float m = -INFINITY, s = 0.0f;
-  for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float xv = xr[c];
-    if (xv > m) {
-      s = s * expf(m - xv) + 1.0f;
-      m = xv;
-    } else {
-      s += expf(xv - m);
+  for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * cols;
+    float s = 0.0f;
+    for (i64 c = threadIdx.x; c < cols; c += blockDim.x) s += load_f(xr + c);
+    const float mean = block_reduce<false>(s, scratch) / static_cast<float>(cols);
+    float q = 0.0f;
+    for (i64 c = threadIdx.x; c < cols; c += blockDim.x) {
+      const float d = load_f(xr + c) - mean;
+      q += d * d;
+    }
+    const float rstd =
+        1.0f / sqrtf(block_reduce<false>(q, scratch) / static_cast<float>(cols) + eps);
+    T* orow = out + row * cols;
+    for (i64 c = threadIdx.x; c < cols; c += blockDim.x) {
+      float y = (load_f(xr + c) - mean) * rstd;
+      if (gamma) y *= load_f(gamma + c);
+      if (beta) y += load_f(beta + c);
+      store_f(orow + c, y);
     }
   }
-  const float gm = block_reduce<true>(m, scratch);
-  s = (m == -INFINITY) ? 0.0f : s * expf(m - gm);
-  const float inv = 1.0f / block_reduce<false>(s, scratch);
-  float* orow = out + static_cast<std::int64_t>(blockIdx.x) * cols;
-  for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) orow[c] = expf(xr[c] - gm) * inv;
 }
 
-unsigned warp_grid(std::int64_t rows) { return static_cast<unsigned>((rows + 7) / 8); }
+template <class T>
+__global__ void __launch_bounds__(1024) sm_big_kernel(const T* __restrict__ x,
+                                                     T* __restrict__ out, i64 rows, i64 cols) {
+  __shared__ float scratch[32];
+  for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* xr = x + row * cols;
+    // Online max/sum per thread, then one block-wide merge.
+    float m = -INFINITY, s = 0.0f;
+    for (i64 c = threadIdx.x; c < cols; c += blockDim.x) {
+      const float xv = load_f(xr + c);
+      if (xv > m) {
+        s = s * expf(m - xv) + 1.0f;
+        m = xv;
+      } else {
+        // -inf adds exactly 0 (and must not make -inf - -inf = NaN while m is still -inf).
+        s += xv == -INFINITY ? 0.0f : expf(xv - m);
+      }
+    }
+    const float gm = block_reduce<true>(m, scratch);
+    // A row of all -inf: gm = -inf, the sum is 0 and every output exp(NaN) * inf = NaN, as in
+    // the register-resident kernels and torch.softmax.
+    s = (m == -INFINITY) ? 0.0f : s * expf(m - gm);
+    const float inv = 1.0f / block_reduce<false>(s, scratch);
+    T* orow = out + row * cols;
+    for (i64 c = threadIdx.x; c < cols; c += blockDim.x)
+      store_f(orow + c, expf(load_f(xr + c) - gm) * inv);
+  }
+}
+
+// ---- dispatch --------------------------------------------------------------------------------
+
+bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
+unsigned grid_for(i64 rows, int rows_per_block) {
+  return static_cast<unsigned>(std::min<i64>((rows + rows_per_block - 1) / rows_per_block, kMaxGrid));
+}
+
+template <class T, int TPR, int NV, bool VEC>
+void ln_launch_rows(const LayerNormArgs& p, cudaStream_t s) {
+  using R = Rows<T, TPR, NV, VEC>;
+  launch(ln_rows_kernel<T, TPR, NV, VEC>, grid_for(p.rows, R::kRowsPerBlock), R::kThreads, 0, s,
+         "layernorm kernel", static_cast<const T*>(p.x), static_cast<const T*>(p.gamma),
+         static_cast<const T*>(p.beta), static_cast<T*>(p.out), p.rows, static_cast<int>(p.cols),
+         p.eps);
+}
+
+template <class T, int TPR, int NV, bool VEC>
+void sm_launch_rows(const SoftmaxArgs& p, cudaStream_t s) {
+  using R = Rows<T, TPR, NV, VEC>;
+  launch(sm_rows_kernel<T, TPR, NV, VEC>, grid_for(p.rows, R::kRowsPerBlock), R::kThreads, 0, s,
+         "softmax kernel", static_cast<const T*>(p.x), static_cast<T*>(p.out), p.rows,
+         static_cast<int>(p.cols));
+}
+
+// One size ladder for both ops: `Launch<TPR, NV, VEC>()` runs the register-resident kernel,
+// `big()` the long-row one.
+template <class T, class Launch, class Big>
+void dispatch_rows(std::int64_t C, bool vec, Launch&& run, Big&& big) {
+  constexpr int W = kVec<T>;
+  const auto groups = [](std::int64_t c, std::int64_t per) { return static_cast<int>((c + per - 1) / per); };
+  if (C <= 1024) {
+    if (vec) {
+      const int need = groups(C, 32 * W);
+      if constexpr (W == 4) {  // float32: up to 8 float4 per lane
+        if (need <= 1) run.template operator()<32, 1, true>();
+        else if (need <= 2) run.template operator()<32, 2, true>();
+        else if (need <= 3) run.template operator()<32, 3, true>();
+        else if (need <= 4) run.template operator()<32, 4, true>();
+        else if (need <= 6) run.template operator()<32, 6, true>();
+        else run.template operator()<32, 8, true>();
+      } else {  // 16-bit: up to 4 vectors of 8 per lane (768 columns: exactly 3)
+        if (need <= 1) run.template operator()<32, 1, true>();
+        else if (need <= 2) run.template operator()<32, 2, true>();
+        else if (need <= 3) run.template operator()<32, 3, true>();
+        else run.template operator()<32, 4, true>();
+      }
+    } else {
+      if (C <= 32) run.template operator()<32, 1, false>();
+      else if (C <= 64) run.template operator()<32, 2, false>();
+      else if (C <= 128) run.template operator()<32, 4, false>();
+      else if (C <= 256) run.template operator()<32, 8, false>();
+      else if (C <= 512) run.template operator()<32, 16, false>();
+      else run.template operator()<32, 32, false>();
+    }
+  } else if (C <= 16384) {
+    if (vec) {
+      const int need = groups(C, 512 * W);
+      if (need <= 1) run.template operator()<512, 1, true>();
+      else if (need <= 2) run.template operator()<512, 2, true>();
+      else if (need <= 4) run.template operator()<512, 4, true>();
+      else if constexpr (W == 4) run.template operator()<512, 8, true>();
+      else run.template operator()<512, 4, true>();  // unreachable: 16384 / (512 * 8) = 4
+    } else {
+      if (C <= 2048) run.template operator()<512, 4, false>();
+      else if (C <= 4096) run.template operator()<512, 8, false>();
+      else if (C <= 8192) run.template operator()<512, 16, false>();
+      else run.template operator()<512, 32, false>();
+    }
+  } else {
+    big();
+  }
+}
+
+template <class T>
+void layernorm_t(const LayerNormArgs& p, cudaStream_t s) {
+  const bool vec = p.cols % kVec<T> == 0 && aligned16(p.x) && aligned16(p.out) &&
+                   (!p.gamma || aligned16(p.gamma)) && (!p.beta || aligned16(p.beta));
+  dispatch_rows<T>(
+      p.cols, vec,
+      [&]<int TPR, int NV, bool VEC>() { ln_launch_rows<T, TPR, NV, VEC>(p, s); },
+      [&] {
+        launch(ln_big_kernel<T>, static_cast<unsigned>(std::min<i64>(p.rows, kMaxGrid)), 1024, 0,
+               s, "layernorm kernel", static_cast<const T*>(p.x), static_cast<const T*>(p.gamma),
+               static_cast<const T*>(p.beta), static_cast<T*>(p.out), p.rows, p.cols, p.eps);
+      });
+}
+
+template <class T>
+void softmax_t(const SoftmaxArgs& p, cudaStream_t s) {
+  const bool vec = p.cols % kVec<T> == 0 && aligned16(p.x) && aligned16(p.out);
+  dispatch_rows<T>(
+      p.cols, vec,
+      [&]<int TPR, int NV, bool VEC>() { sm_launch_rows<T, TPR, NV, VEC>(p, s); },
+      [&] {
+        launch(sm_big_kernel<T>, static_cast<unsigned>(std::min<i64>(p.rows, kMaxGrid)), 1024, 0,
+               s, "softmax kernel", static_cast<const T*>(p.x), static_cast<T*>(p.out), p.rows,
+               p.cols);
+      });
+}
 
 }  // namespace
 
 void launch_layernorm(const LayerNormArgs& p, cudaStream_t s) {
   if (p.rows <= 0 || p.cols <= 0) return;
-  const int cols = static_cast<int>(p.cols);
-  const std::int64_t C = p.cols;
-#define LC_LN_WARP(V) \
-  launch(ln_warp_kernel<V>, warp_grid(p.rows), 256, 0, s, "layernorm kernel", p.x, p.gamma, p.beta, p.out, p.rows, cols, p.eps)
-#define LC_LN_BLOCK(V) \
-  launch(ln_block_kernel<V>, static_cast<unsigned>(p.rows), 512, 0, s, "layernorm kernel", p.x, p.gamma, p.beta, p.out, cols, p.eps)
-  if (C <= 32) LC_LN_WARP(1);
-  else if (C <= 64) LC_LN_WARP(2);
-  else if (C <= 128) LC_LN_WARP(4);
-  else if (C <= 256) LC_LN_WARP(8);
-  else if (C <= 512) LC_LN_WARP(16);
-  else if (C <= 1024) LC_LN_WARP(32);
-  else if (C <= 2048) LC_LN_BLOCK(4);
-  else if (C <= 4096) LC_LN_BLOCK(8);
-  else if (C <= 8192) LC_LN_BLOCK(16);
-  else if (C <= 16384) LC_LN_BLOCK(32);
-  else launch(ln_big_kernel, static_cast<unsigned>(p.rows), 1024, 0, s, "layernorm kernel", p.x, p.gamma, p.beta, p.out, C, p.eps);
-#undef LC_LN_WARP
-#undef LC_LN_BLOCK
+  dispatch_float(p.dtype, [&](auto tag) { layernorm_t<decltype(tag)>(p, s); });
 }
 
 void launch_softmax(const SoftmaxArgs& p, cudaStream_t s) {
   if (p.rows <= 0 || p.cols <= 0) return;
-  const int cols = static_cast<int>(p.cols);
-  const std::int64_t C = p.cols;
-#define LC_SM_WARP(V) launch(sm_warp_kernel<V>, warp_grid(p.rows), 256, 0, s, "softmax kernel", p.x, p.out, p.rows, cols)
-#define LC_SM_BLOCK(V) launch(sm_block_kernel<V>, static_cast<unsigned>(p.rows), 512, 0, s, "softmax kernel", p.x, p.out, cols)
-  if (C <= 32) LC_SM_WARP(1);
-  else if (C <= 64) LC_SM_WARP(2);
-  else if (C <= 128) LC_SM_WARP(4);
-  else if (C <= 256) LC_SM_WARP(8);
-  else if (C <= 512) LC_SM_WARP(16);
-  else if (C <= 1024) LC_SM_WARP(32);
-  else if (C <= 2048) LC_SM_BLOCK(4);
-  else if (C <= 4096) LC_SM_BLOCK(8);
-  else if (C <= 8192) LC_SM_BLOCK(16);
-  else if (C <= 16384) LC_SM_BLOCK(32);
-  else launch(sm_big_kernel, static_cast<unsigned>(p.rows), 1024, 0, s, "softmax kernel", p.x, p.out, C);
-#undef LC_SM_WARP
-#undef LC_SM_BLOCK
+  dispatch_float(p.dtype, [&](auto tag) { softmax_t<decltype(tag)>(p, s); });
 }
 
 }  // namespace lc::cuda

@@ -1,0 +1,107 @@
+// Loads and stores of the storage dtypes the CUDA kernels compute in float32: float, __half
+// (float16) and __nv_bfloat16 (bfloat16). Loads widen exactly; stores round once to nearest
+// even (__float2half_rn / __float2bfloat16_rn; NaN stays NaN, overflow gives inf as numpy).
+// The 16-byte forms move kVec<T> elements (4 floats or 8 16-bit values) with one LDG.128/STG.128;
+// the caller guarantees 16-byte alignment.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "lightning_core/dtype.h"
+
+namespace lc::cuda {
+
+static_assert(sizeof(__half) == sizeof(lc::float16) && sizeof(__nv_bfloat16) == sizeof(lc::bfloat16),
+              "16-bit storage types must match lc::float16 / lc::bfloat16");
+
+// Elements per 16-byte vector.
+template <class T>
+inline constexpr int kVec = static_cast<int>(16 / sizeof(T));
+
+template <class T>
+__device__ __forceinline__ float load_f(const T* p) {
+  if constexpr (std::is_same_v<T, float>) return __ldg(p);
+  else if constexpr (std::is_same_v<T, __half>) return __half2float(__ldg(p));
+  else return __bfloat162float(__ldg(p));
+}
+
+template <class T>
+__device__ __forceinline__ T from_f(float v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
+  else return __float2bfloat16_rn(v);
+}
+
+template <class T>
+__device__ __forceinline__ void store_f(T* p, float v) { *p = from_f<T>(v); }
+
+// Two 16-bit values packed in one 32-bit word (element 0 in the low half).
+template <class T>
+__device__ __forceinline__ void unpack2(std::uint32_t w, float& lo, float& hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    lo = __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xffffu)));
+    hi = __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
+  } else {  // bfloat16: the upper half of a float32
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+  }
+}
+
+template <class T>
+__device__ __forceinline__ std::uint32_t pack2(float lo, float hi) {
+  std::uint32_t a, b;
+  if constexpr (std::is_same_v<T, __half>) {
+    a = __half_as_ushort(__float2half_rn(lo));
+    b = __half_as_ushort(__float2half_rn(hi));
+  } else {
+    a = __bfloat16_as_ushort(__float2bfloat16_rn(lo));
+    b = __bfloat16_as_ushort(__float2bfloat16_rn(hi));
+  }
+  return a | (b << 16);
+}
+
+// f[0..kVec<T>) = p[0..kVec<T>) widened; p 16-byte aligned.
+template <class T>
+__device__ __forceinline__ void load16(const T* p, float* f) {
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  if constexpr (std::is_same_v<T, float>) {
+    f[0] = __uint_as_float(u.x);
+    f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z);
+    f[3] = __uint_as_float(u.w);
+  } else {
+    unpack2<T>(u.x, f[0], f[1]);
+    unpack2<T>(u.y, f[2], f[3]);
+    unpack2<T>(u.z, f[4], f[5]);
+    unpack2<T>(u.w, f[6], f[7]);
+  }
+}
+
+// p[0..kVec<T>) = f[0..kVec<T>) rounded once; p 16-byte aligned.
+template <class T>
+__device__ __forceinline__ void store16(T* p, const float* f) {
+  uint4 u;
+  if constexpr (std::is_same_v<T, float>) {
+    u = make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]),
+                   __float_as_uint(f[3]));
+  } else {
+    u = make_uint4(pack2<T>(f[0], f[1]), pack2<T>(f[2], f[3]), pack2<T>(f[4], f[5]),
+                   pack2<T>(f[6], f[7]));
+  }
+  *reinterpret_cast<uint4*>(p) = u;
+}
+
+// Calls f(T{}) with the CUDA storage type of a float32 / float16 / bfloat16 dtype.
+template <class F>
+void dispatch_float(DType t, F&& f) {
+  if (t == DType::f16) f(__half{});
+  else if (t == DType::bf16) f(__nv_bfloat16{});
+  else f(float{});
+}
+
+}  // namespace lc::cuda
