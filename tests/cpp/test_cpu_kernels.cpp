@@ -583,6 +583,126 @@ TEST(CpuSoftmax, ShapesLargeLogitsAndAliasing) {
     }
 }
 
+// ---- storage dtypes ------------------------------------------------------------------------
+// float16 / bfloat16 rows are computed in float32 and rounded once; float64 rows in float64.
+// Inputs are rounded to the dtype first and the float64 reference reads the rounded values.
+
+struct HostTyped {
+  HostTyped(lc::DType t, const std::vector<float>& v) : t(t), bytes(v.size() * lc::dtype_size(t)) {
+    for (std::size_t i = 0; i < v.size(); ++i) set(i, v[i]);
+  }
+  void set(std::size_t i, float v) {
+    if (t == lc::DType::f16) reinterpret_cast<lc::float16*>(bytes.data())[i] = lc::to_f16(v);
+    else if (t == lc::DType::bf16) reinterpret_cast<lc::bfloat16*>(bytes.data())[i] = lc::to_bf16(v);
+    else if (t == lc::DType::f64) reinterpret_cast<double*>(bytes.data())[i] = v;
+    else reinterpret_cast<float*>(bytes.data())[i] = v;
+  }
+  std::vector<float> values() const {
+    std::vector<float> r(bytes.size() / lc::dtype_size(t));
+    for (std::size_t i = 0; i < r.size(); ++i)
+      r[i] = static_cast<float>(lc::ref::elem(t, bytes.data(), static_cast<i64>(i)));
+    return r;
+  }
+  std::vector<double> values64() const {
+    std::vector<double> r(bytes.size() / lc::dtype_size(t));
+    for (std::size_t i = 0; i < r.size(); ++i) r[i] = lc::ref::elem(t, bytes.data(), static_cast<i64>(i));
+    return r;
+  }
+  void* data() { return bytes.data(); }
+  lc::DType t;
+  std::vector<unsigned char> bytes;
+};
+
+double dtype_tol(lc::DType t) {
+  return t == lc::DType::bf16 ? 1e-2 : t == lc::DType::f16 ? 2e-3 : t == lc::DType::f64 ? 1e-12 : 1e-5;
+}
+
+double rel_error64(const std::vector<double>& out, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    num += (out[i] - ref[i]) * (out[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+TEST(CpuNorm, Float16Bfloat16Float64EveryIsaAndInPlace) {
+  Rng rng;
+  const i64 shapes[][2] = {{1, 1}, {5, 1}, {3, 7}, {13, 31}, {4, 768}, {3, 1031},
+                           {2, 9000}, {600, 450}};  // 9000 > one scratch block; 270k threaded
+  for (lc::DType dt : {lc::DType::f16, lc::DType::bf16, lc::DType::f64})
+    for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa)
+      for (auto& s : shapes) {
+        const i64 rows = s[0], cols = s[1];
+        SCOPED_TRACE(rng.describe() + " " + lc::to_string(dt) + " rows=" + std::to_string(rows) +
+                     " cols=" + std::to_string(cols) + " isa=" + std::to_string(isa));
+        HostTyped x(dt, rng.vec(rows * cols, 40.0f, 44.0f)), g(dt, rng.vec(cols, 0.5f, 1.5f)),
+            b(dt, rng.vec(cols)), out(dt, std::vector<float>(rows * cols, NAN));
+        lc::LayerNormArgs p{x.data(), g.data(), b.data(), out.data(), rows, cols, 1e-5f, dt};
+        lc::cpu::layernorm_with_isa(isa, p);
+        if (cols == 1) {  // variance 0: every row is beta
+          EXPECT_EQ(out.values(), std::vector<float>(rows, b.values()[0]));
+        } else {
+          EXPECT_LE(rel_error64(out.values64(), lc::ref::layernorm(p)), dtype_tol(dt));
+        }
+        HostTyped sx(dt, rng.vec(rows * cols, -8.0f, 8.0f)), sout(dt, std::vector<float>(rows * cols, NAN));
+        lc::SoftmaxArgs sp{sx.data(), sout.data(), rows, cols, dt};
+        const auto expect = lc::ref::softmax(sp);
+        lc::cpu::softmax_with_isa(isa, sp);
+        EXPECT_LE(rel_error64(sout.values64(), expect), dtype_tol(dt));
+        sp.out = sx.data();  // in place
+        if (isa == 0) lc::cpu::softmax(sp);
+        else lc::cpu::softmax_with_isa(isa, sp);
+        EXPECT_LE(rel_error64(sx.values64(), expect), dtype_tol(dt));
+      }
+}
+
+TEST(CpuSoftmax, MinusInfinityRowsEveryDtype) {
+  Rng rng;
+  for (lc::DType dt : {lc::DType::f32, lc::DType::f16, lc::DType::bf16, lc::DType::f64})
+    for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa)
+      for (i64 cols : {i64{1}, i64{7}, i64{33}, i64{768}}) {
+        SCOPED_TRACE(rng.describe() + " " + lc::to_string(dt) + " cols=" + std::to_string(cols) +
+                     " isa=" + std::to_string(isa));
+        auto v = rng.vec(3 * cols, -3.0f, 3.0f);
+        for (i64 c = 0; c < cols; ++c) v[c] = -INFINITY;           // row 0: all -inf
+        for (i64 c = 0; c < cols; c += 2) v[cols + c] = -INFINITY;  // row 1: even columns
+        HostTyped x(dt, v), out(dt, std::vector<float>(3 * cols, 0.0f));
+        lc::SoftmaxArgs p{x.data(), out.data(), 3, cols, dt};
+        lc::cpu::softmax_with_isa(isa, p);
+        const auto y = out.values();
+        for (i64 c = 0; c < cols; ++c) EXPECT_TRUE(std::isnan(y[c])) << c;  // as torch.softmax
+        if (cols == 1) continue;  // row 1 is a lone -inf as well
+        for (i64 c = 0; c < cols; c += 2) EXPECT_EQ(y[cols + c], 0.0f) << c;
+        double sum = 0;
+        for (i64 c = 0; c < cols; ++c) sum += y[cols + c];
+        EXPECT_NEAR(sum, 1.0, 1e-2);
+      }
+}
+
+TEST(CpuAttention, Float16Bfloat16EveryPath) {
+  Rng rng;
+  struct Case { i64 sq, sk, d, dv; };
+  const Case cases[] = {{1, 1, 1, 1}, {4, 9, 16, 8}, {37, 53, 64, 64}, {37, 300, 17, 23}, {150, 300, 67, 45}};
+  const lc::cpu::AttentionPath paths[] = {lc::cpu::AttentionPath::automatic, lc::cpu::AttentionPath::small,
+                                          lc::cpu::AttentionPath::blocked, lc::cpu::AttentionPath::gemm};
+  for (lc::DType dt : {lc::DType::f16, lc::DType::bf16})
+    for (const auto& c : cases)
+      for (auto path : paths)
+        for (bool causal : {false, true}) {
+          SCOPED_TRACE(rng.describe() + " " + lc::to_string(dt) + " sq=" + std::to_string(c.sq) +
+                       " sk=" + std::to_string(c.sk) + " path=" + std::to_string(int(path)));
+          HostTyped q(dt, rng.vec(c.sq * c.d)), k(dt, rng.vec(c.sk * c.d)), v(dt, rng.vec(c.sk * c.dv)),
+              out(dt, std::vector<float>(c.sq * c.dv, NAN));
+          lc::AttentionArgs a{q.data(), k.data(), v.data(), out.data(), c.sq, c.sk, c.d, c.dv,
+                              causal, 1.0f / std::sqrt(static_cast<float>(c.d)), dt};
+          lc::cpu::attention_with(path, a);
+          const auto y = out.values64();
+          for (double e : y) ASSERT_FALSE(std::isnan(e));
+          EXPECT_LE(rel_error64(y, lc::ref::attention(a)), dtype_tol(dt));
+        }
+}
+
 // ---- elementwise -------------------------------------------------------------------------
 
 TEST(CpuElementwise, EveryKindSizesAndAliasing) {

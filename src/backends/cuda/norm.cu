@@ -10,7 +10,8 @@
 // vectors (LDG.128 / STG.128: lane l holds vectors l, l+32, ... of its row); otherwise they
 // load element by element (lane l holds columns l, l+32, ...). Row loops are grid-strided, so
 // any number of rows fits the grid limits.
-// Numerics: layernorm takes the mean first and then the variance of (x - mean) (two-pass, no
+// Numerics: layernorm works relative to the row's first element (a large common offset costs no
+// precision), takes the mean first and then the variance of (x - mean) (two-pass, no
 // E[x^2]-E[x]^2 cancellation); softmax subtracts the row max before exp, so a row of all -inf
 // gives NaN (-inf - -inf), as torch.softmax does. expf / sqrtf are the accurate versions (no
 // fast-math), so float32 results are within a few ulp of float64.
@@ -111,11 +112,22 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
   const float inv_cols = 1.0f / static_cast<float>(cols);
   for (i64 row = static_cast<i64>(blockIdx.x) * R::kRowsPerBlock + sub; row < rows;
        row += static_cast<i64>(gridDim.x) * R::kRowsPerBlock) {
+    const T* xr = x + row * cols;
+    // Relative to the row's first element (as the CPU kernels): rows with a large common offset
+    // (1e4 + N(0, 1)) keep full precision in the mean. Padding stays exactly 0.
+    const float shift = load_f(xr);
     float v[N];
-    R::load(x + row * cols, cols, t, v, 0.0f);
+    R::load(xr, cols, t, v, 0.0f);
     float s = 0.0f;
 #pragma unroll
-    for (int i = 0; i < N; ++i) s += v[i];
+    for (int i = 0; i < NV; ++i) {
+      const int c = R::col(t, i);
+#pragma unroll
+      for (int e = 0; e < W; ++e) {
+        v[i * W + e] = c < cols ? v[i * W + e] - shift : 0.0f;
+        s += v[i * W + e];
+      }
+    }
     const float mean = R::sum(s, scratch) * inv_cols;
     float q = 0.0f;
 #pragma unroll
@@ -216,19 +228,20 @@ __global__ void __launch_bounds__(1024) ln_big_kernel(const T* __restrict__ x,
   __shared__ float scratch[32];
   for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * cols;
+    const float shift = load_f(xr);  // as in ln_rows_kernel
     float s = 0.0f;
-    for (i64 c = threadIdx.x; c < cols; c += blockDim.x) s += load_f(xr + c);
+    for (i64 c = threadIdx.x; c < cols; c += blockDim.x) s += load_f(xr + c) - shift;
     const float mean = block_reduce<false>(s, scratch) / static_cast<float>(cols);
     float q = 0.0f;
     for (i64 c = threadIdx.x; c < cols; c += blockDim.x) {
-      const float d = load_f(xr + c) - mean;
+      const float d = (load_f(xr + c) - shift) - mean;
       q += d * d;
     }
     const float rstd =
         1.0f / sqrtf(block_reduce<false>(q, scratch) / static_cast<float>(cols) + eps);
     T* orow = out + row * cols;
     for (i64 c = threadIdx.x; c < cols; c += blockDim.x) {
-      float y = (load_f(xr + c) - mean) * rstd;
+      float y = ((load_f(xr + c) - shift) - mean) * rstd;
       if (gamma) y *= load_f(gamma + c);
       if (beta) y += load_f(beta + c);
       store_f(orow + c, y);
