@@ -139,14 +139,15 @@ void layernorm_rows_f64(const LayerNormArgs& p, i64 lo, i64 hi) {
   for (i64 r = lo; r < hi; ++r) {
     const double* x = static_cast<const double*>(p.x) + r * n;
     double* y = static_cast<double*>(p.out) + r * n;
+    const double shift = x[0];  // relative to x[0], as the float32 kernels
     double mean = 0.0;
-    for (i64 j = 0; j < n; ++j) mean += x[j];
+    for (i64 j = 0; j < n; ++j) mean += x[j] - shift;
     mean /= static_cast<double>(n);
     double var = 0.0;
-    for (i64 j = 0; j < n; ++j) var += (x[j] - mean) * (x[j] - mean);
+    for (i64 j = 0; j < n; ++j) var += ((x[j] - shift) - mean) * ((x[j] - shift) - mean);
     const double inv = 1.0 / std::sqrt(var / static_cast<double>(n) + static_cast<double>(p.eps));
     for (i64 j = 0; j < n; ++j) {
-      double t = (x[j] - mean) * inv;
+      double t = ((x[j] - shift) - mean) * inv;
       if (g) t *= g[j];
       if (b) t += b[j];
       y[j] = t;
