@@ -265,6 +265,37 @@ int main(int argc, char** argv) {
     report("layernorm 16384x1024 (warp)", ms, "ms", std::to_string(8.0 * r * c / (ms * 1e-3) / 1e12) + " TB/s");
     gpu().free(x); gpu().free(o); gpu().free(gm); gpu().free(bt);
   }
+  // layernorm / softmax 8192 x 768 in bf16, fp16 and fp32 (issue #12's target shape; TB/s at
+  // 2 x the element size per element: one read, one write)
+  {
+    const std::int64_t r = 8192, c = 768;
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (lc::DType dt : {lc::DType::bf16, lc::DType::f16, lc::DType::f32}) {
+      const std::size_t es = lc::dtype_size(dt);
+      std::vector<unsigned char> h(static_cast<std::size_t>(r * c) * es);
+      for (std::int64_t i = 0; i < r * c; ++i) {
+        const float v = nd(g);
+        if (dt == lc::DType::bf16) reinterpret_cast<lc::bfloat16*>(h.data())[i] = lc::to_bf16(v);
+        else if (dt == lc::DType::f16) reinterpret_cast<lc::float16*>(h.data())[i] = lc::to_f16(v);
+        else reinterpret_cast<float*>(h.data())[i] = v;
+      }
+      void* x = gpu().alloc(h.size());
+      void* o = gpu().alloc(h.size());
+      void* gb = gpu().alloc(2 * static_cast<std::size_t>(c) * es);
+      gpu().copy_from_host(x, h.data(), h.size());
+      gpu().copy_from_host(gb, h.data(), 2 * static_cast<std::size_t>(c) * es);
+      const double gbytes = 2.0 * static_cast<double>(r * c * static_cast<std::int64_t>(es));
+      lc::LayerNormArgs ln{x, gb, static_cast<char*>(gb) + c * es, o, r, c, 1e-5f, dt};
+      double ms = median_ms([&] { gpu().layernorm(ln); });
+      report(std::string("layernorm 8192x768 ") + lc::to_string(dt), ms, "ms",
+             std::to_string(gbytes / (ms * 1e-3) / 1e12) + " TB/s");
+      lc::SoftmaxArgs sm{x, o, r, c, dt};
+      ms = median_ms([&] { gpu().softmax(sm); });
+      report(std::string("softmax 8192x768 ") + lc::to_string(dt), ms, "ms",
+             std::to_string(gbytes / (ms * 1e-3) / 1e12) + " TB/s");
+      gpu().free(x); gpu().free(o); gpu().free(gb);
+    }
+  }
   // conv 8x64x56x56 -> 64, k3, pad 1
   {
     lc::Conv2dArgs cv;

@@ -51,6 +51,31 @@ class Case:
     params: Dict[str, Any] = field(default_factory=dict)
     # torch peer precision: "fp32" (default) or "tf32" (allow_tf32 during the call)
     torch_precision: str = "fp32"
+    # storage dtype of the result (the lc `_into` output); inputs carry their own numpy dtypes
+    # (bfloat16 as ml_dtypes.bfloat16, handed to torch as torch.bfloat16)
+    dtype: str = "float32"
+
+
+def _lc_dtype(v: np.ndarray) -> str:
+    """lc's name for a numpy array's dtype (ml_dtypes.bfloat16 -> "bfloat16")."""
+    return "bfloat16" if v.dtype.name == "bfloat16" else v.dtype.name
+
+
+def _torch_in(torch, v: np.ndarray):
+    """torch.from_numpy, also for ml_dtypes.bfloat16 arrays (reinterpreted, no conversion)."""
+    if v.dtype.name == "bfloat16":
+        return torch.from_numpy(v.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(v)
+
+
+def _torch_host_np(torch, case: "Case"):
+    """t.numpy() for a host torch tensor; bfloat16 results come back as ml_dtypes.bfloat16 numpy
+    (the bits reinterpreted, as LC returns them), so both sides end in host memory alike."""
+    if case.dtype != "bfloat16":
+        return lambda t: t.numpy()
+    import ml_dtypes
+
+    return lambda t: t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
 
 
 @contextlib.contextmanager
@@ -86,19 +111,19 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
         if system == "lc_auto":
             return (lambda: _lc_host(case.lc_fn(lc, ins, "auto"))), env.lc_sync
         if system == "lc_cpu":
-            cpu = {k: lc.Tensor(v, device="cpu") for k, v in ins.items()}
+            cpu = {k: lc.Tensor(v, device="cpu", dtype=_lc_dtype(v)) for k, v in ins.items()}
             return (lambda: case.lc_fn(lc, cpu, "cpu")), _noop
         if not env.lc_cuda:
             raise Skip(env.reasons["lc_cuda"])
         if system == "lc_cuda" and mode == ONESHOT:
             return (lambda: _lc_host(case.lc_fn(lc, ins, "cuda"))), env.lc_sync
-        dev = {k: lc.Tensor(v, device="cuda") for k, v in ins.items()}
+        dev = {k: lc.Tensor(v, device="cuda", dtype=_lc_dtype(v)) for k, v in ins.items()}
         if system == "lc_cuda":
             return (lambda: case.lc_fn(lc, dev, "cuda")), env.lc_sync
         if system == "lc_cuda_into":
             if case.lc_into is None or case.out_shape is None:
                 raise Skip("no _into form for this case")
-            out = lc.Tensor.empty(list(case.out_shape), device="cuda")
+            out = lc.Tensor.empty(list(case.out_shape), device="cuda", dtype=case.dtype)
 
             def into():
                 case.lc_into(lc, dev, out, "cuda")
@@ -113,26 +138,28 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
     # torch systems
     if torch is None or case.torch_fn is None:
         raise Skip(env.reasons.get("torch", "no torch implementation for this case"))
+    to_np = _torch_host_np(torch, case)
     if system == "torch_cpu":
-        tin = {k: torch.from_numpy(v) for k, v in ins.items()}
-
+        tin = {k: _torch_in(torch, v) for k, v in ins.items()}
+        if case.dtype == "bfloat16":
+            return (lambda: to_np(case.torch_fn(torch, tin))), _noop
         return (lambda: case.torch_fn(torch, tin).numpy()), _noop
     if not env.torch_cuda:
         raise Skip(env.reasons["torch_cuda"])
     if system == "torch_cuda":
         if mode == ONESHOT:
             def t1():
-                tin = {k: torch.from_numpy(v).cuda() for k, v in ins.items()}
-                return case.torch_fn(torch, tin).cpu().numpy()
+                tin = {k: _torch_in(torch, v).cuda() for k, v in ins.items()}
+                return to_np(case.torch_fn(torch, tin).cpu())
 
             return t1, env.torch_sync
-        tin = {k: torch.from_numpy(v).cuda() for k, v in ins.items()}
+        tin = {k: _torch_in(torch, v).cuda() for k, v in ins.items()}
 
         return (lambda: case.torch_fn(torch, tin)), env.torch_sync
     if system == "torch_cuda_graph":
         if not case.graph_ok:
             raise Skip("op does not fit a CUDA graph")
-        static = {k: torch.from_numpy(v).cuda() for k, v in ins.items()}
+        static = {k: _torch_in(torch, v).cuda() for k, v in ins.items()}
         # Warm up on a side stream (as torch documents), then capture one call.
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
@@ -148,13 +175,13 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
         except Exception as e:  # capture-unsafe op: say so
             raise Skip(f"CUDA graph capture failed ({type(e).__name__}: {str(e)[:80]})")
         if mode == ONESHOT:
-            host = {k: torch.from_numpy(v) for k, v in ins.items()}
+            host = {k: _torch_in(torch, v) for k, v in ins.items()}
 
             def g1():
                 for k, v in host.items():
                     static[k].copy_(v)
                 g.replay()
-                return static_out.cpu().numpy()
+                return to_np(static_out.cpu())
 
             return g1, env.torch_sync
 

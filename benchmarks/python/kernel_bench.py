@@ -1,4 +1,5 @@
-"""Kernel suite: single ops. Attention (micro and larger), conv2d 3x3, GEMM.
+"""Kernel suite: single ops. Attention (micro and larger), conv2d 3x3, GEMM, layernorm and
+softmax over the last dim in float32 / float16 / bfloat16 (issue #12's bf16 8192x768 target).
 
     python benchmarks/python/kernel_bench.py [--quick] [--out-dir DIR] [--modes oneshot,resident]
 """
@@ -6,6 +7,8 @@
 from __future__ import annotations
 
 from typing import List
+
+import numpy as np
 
 from harness import Case, np_attention, np_conv2d_nchw, randn, torch_attention
 from suite_main import suite_main
@@ -15,6 +18,8 @@ ATTN_LARGE = [(256, 64), (512, 64), (4096, 64)]
 CONV = [(1, 3, 16, 16, 16), (1, 3, 24, 24, 16), (2, 3, 16, 16, 16), (1, 3, 28, 28, 16),
         (1, 3, 32, 32, 16), (8, 64, 56, 56, 64)]
 GEMM = [(256, 256, 256), (896, 896, 896), (1024, 1024, 1024)]
+# (rows, cols, dtype): a BERT-base-sized activation, every storage dtype
+NORM = [(8192, 768, "bfloat16"), (8192, 768, "float16"), (8192, 768, "float32")]
 
 
 def attention_case(suite: str, family: str, seq: int, d: int, causal: bool = False) -> Case:
@@ -73,12 +78,74 @@ def gemm_case(suite: str, family: str, m: int, k: int, n: int) -> Case:
     )
 
 
+def _np_dtype(name: str):
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(name)
+
+
+# numpy in float32 for float32 inputs (the peer), in float64 for the 16-bit ones (reference only)
+def _ref_layernorm(x, g, b, eps=1e-5):
+    t = np.float32 if x.dtype == np.float32 else np.float64
+    x, g, b = x.astype(t, copy=False), g.astype(t, copy=False), b.astype(t, copy=False)
+    mu = x.mean(axis=-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + t(eps)) * g + b
+
+
+def _ref_softmax(x):
+    x = x.astype(np.float32 if x.dtype == np.float32 else np.float64, copy=False)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def norm_case(suite: str, op: str, rows: int, cols: int, dtype: str) -> Case:
+    """layernorm (gamma, beta) or softmax over the last dim of x[rows, cols], stored in `dtype`
+    (computed in float32 by LC and torch alike). numpy is a peer only for float32 (it has no
+    bfloat16 arithmetic); for the 16-bit dtypes it is the float64 reference."""
+    dt = _np_dtype(dtype)
+    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[dtype]
+
+    def inputs(rng):
+        ins = {"x": randn(rng, rows, cols).astype(dt)}
+        if op == "layernorm":
+            ins["g"] = (randn(rng, cols) + np.float32(1)).astype(dt)
+            ins["b"] = randn(rng, cols).astype(dt)
+        return ins
+
+    if op == "layernorm":
+        ref = lambda i: _ref_layernorm(i["x"], i["g"], i["b"])  # noqa: E731
+        lc_fn = lambda lc, i, dev: lc.layernorm(i["x"], i["g"], i["b"], 1e-5, dev)  # noqa: E731
+        lc_into = lambda lc, i, out, dev: lc.layernorm_into(i["x"], i["g"], i["b"], out, 1e-5, dev)  # noqa: E731
+        torch_fn = lambda torch, i: torch.nn.functional.layer_norm(  # noqa: E731
+            i["x"], (cols,), i["g"], i["b"], 1e-5)
+    else:
+        ref = lambda i: _ref_softmax(i["x"])  # noqa: E731
+        lc_fn = lambda lc, i, dev: lc.softmax(i["x"], dev)  # noqa: E731
+        lc_into = lambda lc, i, out, dev: lc.softmax_into(i["x"], out, dev)  # noqa: E731
+        torch_fn = lambda torch, i: torch.softmax(i["x"], -1)  # noqa: E731
+    return Case(
+        suite=suite, family=op, name=f"rows={rows},cols={cols},dtype={short}",
+        params={"rows": rows, "cols": cols, "dtype": dtype},
+        make_inputs=inputs, numpy_fn=ref, lc_fn=lc_fn, lc_into=lc_into, out_shape=(rows, cols),
+        torch_fn=torch_fn, dtype=dtype, precision=short,
+        tol={"bfloat16": 1e-2, "float16": 2e-3, "float32": 1e-4}[dtype],
+        numpy_peer=dtype == "float32",
+        numpy_note="" if dtype == "float32" else "numpy has no bfloat16/float16 arithmetic worth timing",
+        notes=[f"torch: {'F.layer_norm with weight and bias' if op == 'layernorm' else 'torch.softmax(x, -1)'}"
+               f" on {dtype} tensors"],
+    )
+
+
 def build_cases(quick: bool = False) -> List[Case]:
     s = "kernel"
     cases = [attention_case(s, "attention micro", q, d) for q, d in ATTN_MICRO]
     cases += [attention_case(s, "attention", q, d) for q, d in ATTN_LARGE]
     cases += [conv_case(s, *shape) for shape in CONV]
     cases += [gemm_case(s, "gemm", *shape) for shape in GEMM]
+    cases += [norm_case(s, op, *shape) for op in ("layernorm", "softmax") for shape in NORM]
     return cases
 
 
