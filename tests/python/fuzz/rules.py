@@ -16,6 +16,9 @@ OPS maps an op's Python name to an Op:
   finite   inputs that never get NaN/Inf injected (a padded conv weight would turn 0 * inf into
            a NaN the math does not have).
   empty_ok zero-size inputs may either work (empty result) or raise ValueError.
+  dtypes   storage dtypes the op computes besides float32 (all inputs in one of them); the
+           "dtype" fault draws only dtypes the op refuses (tests/python/test_norm_dtypes.py
+           checks the accepted ones against float64 references).
 
 Adding an op is one entry here (plus its strategy of params when it has any).
 """
@@ -92,6 +95,8 @@ def ref_conv(X, P, act=None):
 
 
 def layernorm64(x, g, b, eps):
+    if x.size == 0:  # zero-size x: an empty result of x's shape
+        return np.zeros(x.shape)
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
     y = (x - mean) / np.sqrt(var + f32(eps))
@@ -104,6 +109,8 @@ def layernorm64(x, g, b, eps):
 
 def ref_softmax(X, P):
     x = X["x"]
+    if x.size == 0:  # zero-size x: an empty result of x's shape
+        return np.zeros(x.shape)
     with np.errstate(invalid="ignore"):
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
@@ -151,6 +158,8 @@ def atol_conv(X, P):
 
 
 def atol_layernorm(x, g, b):
+    if x.size == 0:
+        return 0.0
     x = np.where(np.isfinite(x), x, 0.0)  # rows with NaN/Inf have a non-finite reference anyway
     cols = x.shape[-1]
     mean = x.mean(axis=-1, keepdims=True)
@@ -246,6 +255,7 @@ class Op:
     check: Callable | None = None
     finite: tuple = ()
     empty_ok: bool = False
+    dtypes: tuple = ()
     star_min_ndim: int = 0
     has_into: bool = True
     allow: Callable | None = None  # allow(X, P) -> mask of elements where 0 is accepted too
@@ -294,7 +304,8 @@ OPS: dict[str, Op] = {op.name: op for op in [
        params=st.fixed_dictionaries({"activation": ACTS}), allow=_linear_allow, leading_free=("x",)),
     Op("attention2d", {"q": "qd", "k": "sd", "v": "se"}, "qe", ("q", "k", "v", OUT, "causal", DEV),
        ref_attention, lambda X, P: atol_attention(X["q"], X["k"], X["v"], P.get("scale")), kw=("scale",),
-       params=st.fixed_dictionaries({"causal": st.booleans(), "scale": SCALES})),
+       params=st.fixed_dictionaries({"causal": st.booleans(), "scale": SCALES}),
+       dtypes=("float16", "bfloat16")),
     Op("conv2d_nchw", {"x": "ncHW", "weight": "ockl", "bias?": "o"}, out_conv,
        ("x", "weight", "bias", OUT, "stride_h", "stride_w", "pad_h", "pad_w", DEV), ref_conv, atol_conv,
        kw=("activation",), params=conv_params.flatmap(lambda p: st.fixed_dictionaries(
@@ -306,9 +317,10 @@ OPS: dict[str, Op] = {op.name: op for op in [
        params=st.fixed_dictionaries({"eps": st.sampled_from([1e-5, 1e-3, 0.5])}), star_min_ndim=1,
        # an inf gamma turns a normalised value that is exactly 0 in float64 but a rounding
        # residue in float32 into NaN vs +-inf: ill-conditioned, not a contract question
-       finite=("gamma", "beta")),
+       finite=("gamma", "beta"), empty_ok=True, dtypes=("float64", "float16", "bfloat16")),
     Op("softmax", {"x": "*"}, "*", ("x", OUT, DEV), ref_softmax,
-       lambda X, P: EPS * (1.0 + amax(X["x"])) + 1e-30, star_min_ndim=1),
+       lambda X, P: EPS * (1.0 + amax(X["x"])) + 1e-30, star_min_ndim=1, empty_ok=True,
+       dtypes=("float64", "float16", "bfloat16")),
     _ew("vector_add", lambda X, P: X["a"] + X["b"]),
     _ew("vector_sub", lambda X, P: X["a"] - X["b"]),
     _ew("vector_mul", lambda X, P: X["a"] * X["b"]),
