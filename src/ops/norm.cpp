@@ -24,7 +24,8 @@ void check_rows(const char* op, const Tensor& x) {
 std::int64_t last_dim(const Tensor& x) { return x.size(x.ndim() - 1); }
 
 WorkEstimate norm_work(const Tensor& x) {
-  return ::lc::norm_work(static_cast<double>(x.numel()), static_cast<double>(dtype_size(x.dtype())));
+  return ::lc::norm_work(static_cast<double>(x.numel()),
+                         static_cast<double>(dtype_size(x.dtype())));
 }
 
 // The CUDA kernels compute float32 / float16 / bfloat16; float64 runs on the CPU.

@@ -308,7 +308,8 @@ __global__ void __launch_bounds__(kThreads, AttnCfg<BQ, BK, DMAX, DVMAX>::kMinBl
             if (c + e < dv) row[c + e] = from_f<D>(o[i][qq * 4 + e] * inv);
         }
       }
-      if (!direct && tx == 0) ml[static_cast<std::int64_t>(split) * sq + qi] = make_float2(m[i], l[i]);
+      if (!direct && tx == 0)
+        ml[static_cast<std::int64_t>(split) * sq + qi] = make_float2(m[i], l[i]);
     }
   };
   if constexpr (std::is_same_v<T, float>) {
@@ -360,8 +361,9 @@ bool aligned4(const void* p) {
   return (reinterpret_cast<std::uintptr_t>(p) & (4 * sizeof(T) - 1)) == 0;
 }
 
+// Elem: the element type of q, k, v and out.
 template <class Elem, int BQ, int BK, int DMAX, int DVMAX>
-void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {  // Elem: q/k/v/out type
+void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {
   using C = AttnCfg<BQ, BK, DMAX, DVMAX>;
   auto kernel = attn_fwd_kernel<Elem, BQ, BK, DMAX, DVMAX>;
   static std::once_flag once;
@@ -418,8 +420,8 @@ void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {  // Elem: q
     ~ScratchBack() { if (p) alloc.free(p); }
   } back{alloc, scratch};
   launch(kernel, nblocks, kThreads, C::kSmemBytes, s, "attention kernel",
-         static_cast<const Elem*>(a.q), static_cast<const Elem*>(a.k), static_cast<const Elem*>(a.v),
-         static_cast<Elem*>(a.out), opart, ml, sq, sk, d, dv, a.scale * kLog2e, a.causal, chunk,
+         static_cast<const Elem*>(a.q), static_cast<const Elem*>(a.k),
+         static_cast<const Elem*>(a.v), static_cast<Elem*>(a.out), opart, ml, sq, sk, d, dv, a.scale * kLog2e, a.causal, chunk,
          vec_qk, vec_v);
   if (splits > 1) {
     const std::int64_t total = static_cast<std::int64_t>(sq) * dv;

@@ -16,8 +16,8 @@
 
 namespace lc::cuda {
 
-static_assert(sizeof(__half) == sizeof(lc::float16) && sizeof(__nv_bfloat16) == sizeof(lc::bfloat16),
-              "16-bit storage types must match lc::float16 / lc::bfloat16");
+static_assert(sizeof(__half) == sizeof(lc::float16), "__half must match lc::float16");
+static_assert(sizeof(__nv_bfloat16) == sizeof(lc::bfloat16), "__nv_bfloat16 must match lc::bfloat16");
 
 // Elements per 16-byte vector.
 template <class T>

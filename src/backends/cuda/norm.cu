@@ -283,7 +283,8 @@ __global__ void __launch_bounds__(1024) sm_big_kernel(const T* __restrict__ x,
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
 unsigned grid_for(i64 rows, int rows_per_block) {
-  return static_cast<unsigned>(std::min<i64>((rows + rows_per_block - 1) / rows_per_block, kMaxGrid));
+  const i64 blocks = (rows + rows_per_block - 1) / rows_per_block;
+  return static_cast<unsigned>(std::min<i64>(blocks, kMaxGrid));
 }
 
 template <class T, int TPR, int NV, bool VEC>
@@ -308,7 +309,9 @@ void sm_launch_rows(const SoftmaxArgs& p, cudaStream_t s) {
 template <class T, class Launch, class Big>
 void dispatch_rows(std::int64_t C, bool vec, Launch&& run, Big&& big) {
   constexpr int W = kVec<T>;
-  const auto groups = [](std::int64_t c, std::int64_t per) { return static_cast<int>((c + per - 1) / per); };
+  const auto groups = [](std::int64_t c, std::int64_t per) {
+    return static_cast<int>((c + per - 1) / per);
+  };
   if (C <= 1024) {
     if (vec) {
       const int need = groups(C, 32 * W);
