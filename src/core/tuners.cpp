@@ -178,7 +178,8 @@ cpu::GemmPath cpu_gemm_choice(const MatmulArgs& a, bool tune) {
   // calls (~8 calls at 2^31), plus up to ~135 ms asleep when a threaded sgemm just ran.
   const std::int64_t ldb = a.trans_b ? a.k : a.n;
   auto gemm = [&](cpu::GemmPath p) {
-    cpu::gemm_with(p, a.m, a.n, a.k, a.a, a.k, a.b, ldb, a.trans_b, a.out, a.n);
+    cpu::gemm_with(p, a.m, a.n, a.k, static_cast<const float*>(a.a), a.k,
+                  static_cast<const float*>(a.b), ldb, a.trans_b, static_cast<float*>(a.out), a.n);
   };
   const std::int64_t work = a.m * a.n * a.k;
   const int batch = static_cast<int>(std::max<std::int64_t>(1, (std::int64_t{1} << 24) / work));
