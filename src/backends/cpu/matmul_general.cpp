@@ -8,7 +8,8 @@
 //   float64             cblas_dgemm with OpenBLAS, else a blocked i-p-j loop; the epilogue in
 //                       float64 too.
 //   batches             small products (< 96^3 multiply-adds, where one GEMM would not use the
-//                       pool) run one per pool task, each single-threaded (BlasOneThread keeps
+//                       pool; up to 256^3 when there are at least as many products as threads)
+//                       run one per pool task, each single-threaded (BlasOneThread keeps
 //                       OpenBLAS from fanning out under our tasks); larger ones run one after
 //                       another with the GEMM's own threading.
 #include <algorithm>
@@ -34,6 +35,16 @@ using i64 = std::int64_t;
 // Below this many multiply-adds per product, a batch is spread over the pool one product per
 // task (matches matmul.cpp's kParallelWork: above it one GEMM already uses every thread).
 constexpr i64 kBatchParallelWork = 96 * 96 * 96;
+// A batch of at least num_threads() products is spread up to this size too: independent
+// single-threaded products need no synchronisation, while one threaded GEMM per product pays
+// its fork/join (and OpenBLAS's packing of a shared B) per product; above it (256^3) a product
+// keeps every thread busy on its own.
+constexpr i64 kBatchSpreadMaxWork = i64{1} << 24;
+
+bool spread_batch(i64 batch, i64 work) {
+  if (batch <= 1 || num_threads() <= 1) return false;
+  return work < kBatchParallelWork || (batch >= num_threads() && work <= kBatchSpreadMaxWork);
+}
 // Elements per task of a conversion or epilogue loop: below that a wake-up costs more.
 constexpr i64 kElemGrain = i64{1} << 16;
 
@@ -164,7 +175,7 @@ void run_typed(GemmPath path, const MatmulArgs& p) {
       b_f32 = shared_b.data();
     }
   }
-  if (batch == 1 || work >= kBatchParallelWork || num_threads() <= 1) {
+  if (!spread_batch(batch, work)) {
     for (i64 i = 0; i < batch; ++i) product_lowp<T>(path, p, i, true, b_f32);
     return;
   }
@@ -244,8 +255,7 @@ void matmul_general(GemmPath path, const MatmulArgs& p) {
     case DType::bf16: return run_typed<bfloat16>(path, p);
     case DType::f64: {
       const i64 batch = std::max<i64>(p.batch, 1);
-      const bool spread = batch > 1 && p.m * p.n * std::max<i64>(p.k, 1) < kBatchParallelWork;
-      if (!spread) {
+      if (!spread_batch(batch, p.m * p.n * std::max<i64>(p.k, 1))) {
         for (i64 i = 0; i < batch; ++i) product_f64(p, i);
         return;
       }
