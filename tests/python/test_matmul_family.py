@@ -364,3 +364,21 @@ def test_gpu_linear_residual_epilogues(dt, rng):
     lc.linear_into(lc.Tensor(x, device="cuda"), lc.Tensor(w, device="cuda"), None, xr, "none",
                    "cuda", residual=xr)
     check(xr.numpy(), x, w.T, dt, residual=r)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dt", ["float16", "bfloat16"])
+def test_gpu_autotuned_gemm_per_dtype(dt, rng):
+    # The tuner times cuBLASLt's candidates in the storage dtype and the op then uses the winner
+    # (plans are keyed by dtype); the result is still right.
+    info = lc.gemm_prepare(192, 320, 256, "autotuned", dtype=dt)
+    assert info["candidates"] >= 1 and 0 <= info["algo_index"] < info["candidates"]
+    a, b = rand(rng, (192, 320), dt), rand(rng, (320, 256), dt)
+    check(lc.matmul2d(lc.Tensor(a, device="cuda"), lc.Tensor(b, device="cuda"), "cuda").numpy(), a, b, dt)
+    again = lc.gemm_prepare(192, 320, 256, "autotuned", dtype=dt)
+    assert again["from_cache"] and again["algo_index"] == info["algo_index"]
+
+
+def test_gemm_prepare_refuses_other_dtypes():
+    with pytest.raises(TypeError, match=r"^\[gemm_prepare\] dtype must be float32, float16 or bfloat16"):
+        lc.gemm_prepare(4, 4, 4, "autotuned", dtype="float64")
