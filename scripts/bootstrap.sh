@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian/Ubuntu machine (idempotent; quick
 # when everything is there). Used by scripts/demo.sh and scripts/test_all.sh.
-#   system: cmake, ninja, a C++20 compiler, GoogleTest, Google Benchmark, OpenBLAS (CPU GEMM),
+#   system: cmake, ninja, a C++20 compiler, GoogleTest, Google Benchmark,
 #           ccache (rebuilds, e.g. test_all's second, sanitized build, are fast)
 #   Python: numpy, nanobind, scikit-build-core, pytest, hypothesis (the fuzz suite), ml_dtypes
-#           (bfloat16 numpy arrays)
+#           (bfloat16 numpy arrays), scipy-openblas32 (the OpenBLAS numpy ships: the CPU GEMM)
 # nvcc is optional: with it the CUDA backend is compiled (sm_90a), without it the build is CPU-only.
 set -euo pipefail
-PY=${PYTHON:-python3}
+source "$(dirname "${BASH_SOURCE[0]}")/python_env.sh"
 
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
@@ -16,7 +16,6 @@ command -v g++ >/dev/null || need_apt+=(g++)
 [ -f /usr/include/gtest/gtest.h ] || need_apt+=(libgtest-dev)
 [ -f /usr/include/benchmark/benchmark.h ] || need_apt+=(libbenchmark-dev)
 command -v ccache >/dev/null || need_apt+=(ccache)
-compgen -G "/usr/include/*/cblas.h" >/dev/null || [ -f /usr/include/cblas.h ] || need_apt+=(libopenblas-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "bootstrap: apt-get install ${need_apt[*]}"
@@ -30,7 +29,8 @@ fi
 missing_py=$($PY - <<'PY'
 import importlib.util
 mods = {"numpy": "numpy", "nanobind": "nanobind", "scikit_build_core": "scikit-build-core",
-        "pytest": "pytest", "hypothesis": "hypothesis", "ml_dtypes": "ml_dtypes"}
+        "pytest": "pytest", "hypothesis": "hypothesis", "ml_dtypes": "ml_dtypes",
+        "scipy_openblas32": "scipy-openblas32"}
 print(" ".join(pkg for mod, pkg in mods.items() if importlib.util.find_spec(mod) is None))
 PY
 )

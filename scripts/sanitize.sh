@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PY=${PYTHON:-python3}
+source scripts/python_env.sh
 CXX_BIN=${CXX:-g++}
 BUILD_DIR=${LC_ASAN_BUILD_DIR:-build/asan}
 SITE_DIR=${LC_ASAN_SITE_DIR:-build/asan-site}

@@ -7,7 +7,7 @@
 # This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+source scripts/python_env.sh
 BUILD_DIR=${LC_BUILD_DIR:-build/test}
 
 bash scripts/bootstrap.sh

@@ -43,4 +43,20 @@ inline std::int64_t checked_numel(const char* op, const std::int64_t* dims, int 
   return checked_numel_slow(op, dims, ndim, elem_size);
 }
 
+// Host allocations that cannot be backed. Linux overcommits memory: a malloc (or numpy's
+// result array) far larger than what is free succeeds, and the process is killed later, when
+// the kernel touches the pages. Allocations of kHostCheckBytes or more are checked first
+// against what the machine can back now: MemAvailable + SwapFree (/proc/meminfo), and the
+// cgroup's memory.max - memory.current where a cgroup v2 limit is set, less one eighth kept in
+// reserve (the op's scratch, ASan's shadow memory). More than that throws
+// lc::OutOfMemory (a Python MemoryError) naming `op`, the size and what is available; smaller
+// requests return at once (no file reads on the hot path).
+constexpr std::size_t kHostCheckBytes = std::size_t{256} << 20;
+void check_host_alloc_slow(const char* op, std::size_t bytes);
+inline void check_host_alloc(const char* op, std::size_t bytes) {
+  if (bytes >= kHostCheckBytes) check_host_alloc_slow(op, bytes);
+}
+// Bytes the host can back right now by the rule above (SIZE_MAX when it cannot tell).
+std::size_t host_bytes_available();
+
 }  // namespace lc

@@ -4,8 +4,28 @@ Ops take float32 numpy arrays or lc.Tensor objects; `device` is "auto" (the runt
 "cpu", "cuda" or "metal" (macOS only; raises ValueError here). See README.md.
 """
 
-from ._lightning_core import *  # noqa: F401,F403
-from ._lightning_core import (  # noqa: F401
+def _preload_blas():
+    # A build against scipy-openblas32 (CMake LC_BLAS=auto|scipy) links libscipy_openblas.so;
+    # the module's RPATH points at it, and loading it here as well makes `import lightning_core`
+    # work wherever pip put that package (another site-packages, a venv layered on the system).
+    try:
+        import scipy_openblas32  # noqa: F401  (its import does not load the library)
+    except ImportError:
+        return
+    import ctypes
+    import os
+
+    lib = os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(True))
+    try:
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        pass  # the extension then reports the missing library itself
+
+
+_preload_blas()
+
+from ._lightning_core import *  # noqa: F401,F403,E402
+from ._lightning_core import (  # noqa: F401,E402
     BackendError,
     ExecutionPolicy,
     OutDTypeError,

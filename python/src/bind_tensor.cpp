@@ -100,6 +100,40 @@ nb::dict array_interface(nb::handle self_h) {
   return d;
 }
 
+// __cuda_array_interface__ (version 3) of a CUDA tensor: what CuPy, Numba and PyTorch read to
+// use the memory without a copy. Queued work is synchronised first, so "stream" is None (the
+// consumer needs no synchronisation). CPU tensors and bfloat16 (no typestr) raise AttributeError,
+// so hasattr() is False for them, as for torch's CPU tensors.
+nb::dict cuda_array_interface(nb::handle self_h) {
+  lc::Tensor& t = nb::cast<lc::Tensor&>(self_h);
+  if (t.device() != lc::DeviceKind::cuda)
+    throw nb::attribute_error("__cuda_array_interface__ is only defined for CUDA tensors; this one "
+                              "lives on the CPU (use __array_interface__ or .numpy())");
+  const char* typestr = lc::dtype_info(t.dtype()).typestr;
+  if (!*typestr)
+    throw nb::attribute_error("__cuda_array_interface__ has no typestr for bfloat16; use DLPack "
+                              "(torch.from_dlpack(t) / cupy.from_dlpack(t))");
+  {
+    nb::gil_scoped_release nogil;
+    lc::get_backend(t.device()).synchronize();
+  }
+  nb::dict d;
+  nb::list shape, strides;
+  const std::size_t isz = lc::dtype_size(t.dtype());
+  for (int i = 0; i < t.ndim(); ++i) {
+    shape.append(t.size(i));
+    strides.append(t.stride(i) * static_cast<std::int64_t>(isz));
+  }
+  d["shape"] = nb::tuple(shape);
+  d["strides"] = t.is_contiguous() ? nb::none() : nb::object(nb::tuple(strides));
+  d["typestr"] = typestr;
+  // A zero-size array may carry a null pointer (the protocol allows 0 for it).
+  d["data"] = nb::make_tuple(reinterpret_cast<std::uintptr_t>(t.data()), !t.writable());
+  d["version"] = 3;
+  d["stream"] = nb::none();
+  return d;
+}
+
 // Zero-copy: an lc.Tensor over a numpy array's memory that keeps the array alive.
 lc::Tensor from_numpy(nb::handle arr_h) {
   if (!PyArray_Check(arr_h.ptr())) lc::throw_type("Tensor.from_numpy", "expects a numpy.ndarray");
@@ -363,6 +397,7 @@ void register_tensor(nb::module_& m) {
       .def("__dlpack__", &dlpack_export, "DLPack export (no copy; see lc.from_dlpack).")
       .def("__dlpack_device__", &dlpack_device)
       .def_prop_ro("__array_interface__", &array_interface)
+      .def_prop_ro("__cuda_array_interface__", &cuda_array_interface)
       .def("to", [](const lc::Tensor& t, const std::string& device) {
              return t.to(parse_place(device, "Tensor.to"));
            }, nb::arg("device"), "A copy on `device` (this tensor if already there).")

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "lightning_core/errors.h"
+#include "lightning_core/sizes.h"
 #include "numpy_api.h"
 #include "ops/checks.h"
 
@@ -109,7 +110,14 @@ nb::object new_numpy(const std::vector<std::int64_t>& shape, lc::Tensor& view, c
                      lc::DType dtype) {
   npy_intp dims[lc::kMaxDims];
   const int nd = static_cast<int>(shape.size());
-  for (int i = 0; i < nd; ++i) dims[i] = static_cast<npy_intp>(shape[i]);
+  std::size_t bytes = lc::dtype_size(dtype);
+  for (int i = 0; i < nd; ++i) {
+    dims[i] = static_cast<npy_intp>(shape[i]);
+    bytes *= static_cast<std::size_t>(shape[i]);  // the op checked the count (sizes.h)
+  }
+  // numpy's allocation succeeds for any size under overcommit; the kernel would then be killed
+  // touching the pages. Large results are checked against what the host can back.
+  lc::check_host_alloc(op, bytes);
   PyObject* a = PyArray_SimpleNew(nd, dims, dtype == lc::DType::f32 ? NPY_FLOAT32 : npy_type(dtype, op));
   if (!a) {
     if (PyErr_ExceptionMatches(PyExc_MemoryError)) {

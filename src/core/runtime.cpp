@@ -35,7 +35,7 @@ std::vector<std::pair<std::string, std::string>> build_info() {
 #endif
   info.emplace_back("metal_compiled", "no");
 #ifdef LC_HAVE_BLAS
-  info.emplace_back("cpu_blas", "openblas");
+  info.emplace_back("cpu_blas", LC_BLAS_NAME);
 #else
   info.emplace_back("cpu_blas", "built-in");
 #endif

@@ -54,6 +54,11 @@ WorkEstimate conv_work(const Tensor& x, const Tensor& w, const ConvGeom& g) {
   return ::lc::conv_work(x.size(0), x.size(1), w.size(0), w.size(2), w.size(3), g.oh, g.ow);
 }
 
+bool cuda_supports(const Tensor& x, const Tensor& w, const ConvGeom& g, int ph, int pw) {
+  return cuda_supports_conv(x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2),
+                            w.size(3), g.oh, g.ow, ph, pw);
+}
+
 void run_conv(OpRunner& r, const Tensor& x, const Tensor& w, const Tensor* bias, int sh, int sw,
               int ph, int pw, Activation act, const ConvGeom& g, Tensor& out) {
   Conv2dArgs a = conv2d_geometry(x, w, sh, sw, ph, pw, g.oh, g.ow, act);
@@ -99,7 +104,7 @@ void conv2d_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bias, int 
   const ConvGeom g = check_conv(op, x, w, bias, sh, sw, ph, pw);
   check_out(op, out, {x.size(0), w.size(0), g.oh, g.ow});
   OpRunner r(op, p);
-  r.place(conv_work(x, w, g), {&x, &w, bias});
+  r.place(conv_work(x, w, g), {&x, &w, bias}, cuda_supports(x, w, g, ph, pw));
   run_conv(r, x, w, bias, sh, sw, ph, pw, act, g, out);
 }
 
@@ -108,7 +113,7 @@ Tensor conv2d_nchw(const Tensor& x, const Tensor& w, const Tensor* bias, int sh,
   static constexpr const char* op = "conv2d_nchw";
   const ConvGeom g = check_conv(op, x, w, bias, sh, sw, ph, pw);
   OpRunner r(op, p);
-  r.place(conv_work(x, w, g), {&x, &w, bias});
+  r.place(conv_work(x, w, g), {&x, &w, bias}, cuda_supports(x, w, g, ph, pw));
   Tensor out = r.result({x.size(0), w.size(0), g.oh, g.ow});
   run_conv(r, x, w, bias, sh, sw, ph, pw, act, g, out);
   return out;

@@ -18,6 +18,17 @@ inline bool cuda_supports_attention(std::int64_t d, std::int64_t dv) {
   return d <= kCudaMaxHeadDim && dv <= kCudaMaxHeadDim;
 }
 
+// The CUDA convolution paths (cuDNN descriptors and our direct kernel) index with 32-bit ints:
+// every size, padding and tensor element count must fit, else the op runs on the CPU.
+inline bool cuda_supports_conv(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w,
+                               std::int64_t oc, std::int64_t kh, std::int64_t kw, std::int64_t oh,
+                               std::int64_t ow, std::int64_t pad_h, std::int64_t pad_w) {
+  constexpr double kMax = 2147483647.0;
+  const double in = double(n) * c * h * w, wt = double(oc) * c * kh * kw, out = double(n) * oc * oh * ow;
+  return in <= kMax && wt <= kMax && out <= kMax && 2.0 * pad_h + h <= kMax &&
+         2.0 * pad_w + w <= kMax;
+}
+
 // `batch` products [m, k] @ [k, n] (matmul2d; linear with m = rows of x, n = out_features;
 // matmul with its broadcast batch count) in storage dtype `dtype` (result bytes).
 WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n, std::int64_t batch = 1,

@@ -77,7 +77,9 @@ void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
                    const ConvAttentionParams& prm, const std::vector<std::int64_t>& cs,
                    const ExecutionPolicy& pc, Tensor& conv) {
   OpRunner r("conv_attention_nchw.conv", pc);
-  r.place(conv_work(cs[0], w.size(1), cs[1], w.size(2), w.size(3), cs[2], cs[3]), {&x, &w, bias});
+  r.place(conv_work(cs[0], w.size(1), cs[1], w.size(2), w.size(3), cs[2], cs[3]), {&x, &w, bias},
+          cuda_supports_conv(x.size(0), x.size(1), x.size(2), x.size(3), cs[1], w.size(2),
+                             w.size(3), cs[2], cs[3], prm.pad_h, prm.pad_w));
   Conv2dArgs a = conv2d_geometry(x, w, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w, cs[2],
                                  cs[3], prm.act);
   a.x = r.in(x);

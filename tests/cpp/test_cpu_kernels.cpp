@@ -9,6 +9,7 @@
 // Tolerance: relative Frobenius error <= 1e-5 for fp32 (inputs in [-1, 1]; dot products up
 // to k ~ 1000 accumulate ~sqrt(k) * 6e-8 relative error, well inside it).
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <array>
 #include <atomic>
@@ -725,3 +726,32 @@ TEST(CpuBackend, MatmulThroughBackendObject) {
 }
 
 }  // namespace
+
+// CBLAS takes int sizes: a leading dimension past INT_MAX must not reach it (an LP64 OpenBLAS
+// prints "illegal value" and computes nothing, leaving C unwritten; CPU fuzz, 2026-12-01, via a
+// convolution with an output plane of 2.9e9 pixels). C here is two rows 2^31 + 8 floats apart in
+// a reserved, mostly untouched mapping, so only the pages the product writes are backed.
+TEST(CpuKernels, GemmWithLeadingDimensionBeyondIntMax) {
+  const std::int64_t ldc = (std::int64_t{1} << 31) + 8, m = 2, n = 5, k = 3;
+  const std::size_t bytes = static_cast<std::size_t>(ldc + n) * sizeof(float);
+  void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+  if (mem == MAP_FAILED) GTEST_SKIP() << "cannot reserve " << bytes << " bytes of address space";
+  float* c = static_cast<float*>(mem);
+  const std::vector<float> a = {1, 2, 3, -1, 0.5f, 2};                               // [2, 3]
+  const std::vector<float> b = {1, 0, 2, 1, -1, 0, 1, 1, 0, 2, 3, -2, 0.5f, 1, 1};  // [3, 5]
+  using lc::cpu::GemmPath;
+  for (GemmPath path : {GemmPath::automatic, GemmPath::blas, GemmPath::pooled, GemmPath::blocked}) {
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) c[i * ldc + j] = std::nanf("");
+    lc::cpu::gemm_with(path, m, n, k, a.data(), k, b.data(), n, false, c, ldc);
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < n; ++j) {
+        double ref = 0;
+        for (std::int64_t p = 0; p < k; ++p) ref += double(a[i * k + p]) * b[p * n + j];
+        EXPECT_NEAR(c[i * ldc + j], ref, 1e-5)
+            << "path " << static_cast<int>(path) << " i=" << i << " j=" << j;
+      }
+  }
+  munmap(mem, bytes);
+}

@@ -15,8 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
+#include "lightning_core/sizes.h"
 #include "lightning_core/policy.h"
 #include "lightning_core/runtime.h"
 #include "lightning_core/tensor.h"
@@ -540,3 +542,27 @@ TEST(Placement, ExplicitCudaWhenAvailable) {
 }
 
 }  // namespace
+
+// Host allocations the machine cannot back are a MemoryError before anything is touched (CPU
+// fuzz under ASan, 2026-12-01: a 23 GB conv result on a 24 GB machine was allocated by
+// overcommit and the process was killed writing it).
+TEST(OpsApi, HostAllocationsBeyondWhatIsAvailableAreOutOfMemory) {
+  const std::size_t avail = lc::host_bytes_available();
+  ASSERT_GT(avail, std::size_t{0});
+  EXPECT_NO_THROW(lc::check_host_alloc("test", 1024));  // small: never checked
+  if (avail < (std::size_t{1} << 60)) {
+    try {
+      lc::check_host_alloc("test", avail + (std::size_t{1} << 30));
+      FAIL() << "expected lc::OutOfMemory";
+    } catch (const lc::OutOfMemory& e) {
+      EXPECT_NE(std::string(e.what()).find("[test]"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("available"), std::string::npos) << e.what();
+    }
+    // One eighth of what is available stays in reserve.
+    EXPECT_THROW(lc::check_host_alloc("test", avail - avail / 16), lc::OutOfMemory);
+    // The CPU backend applies it: the allocation throws instead of overcommitting.
+    EXPECT_THROW(lc::get_backend(lc::DeviceKind::cpu).alloc(avail + (std::size_t{1} << 30)),
+                 lc::OutOfMemory);
+  }
+  EXPECT_NO_THROW(lc::check_host_alloc("test", lc::kHostCheckBytes));
+}

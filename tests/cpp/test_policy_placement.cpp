@@ -801,3 +801,17 @@ TEST(Session, GpuMatmulGraphReplay) {
 }
 
 }  // namespace
+
+// The CUDA convolution paths index with 32-bit ints (cuDNN descriptors): sizes that do not fit
+// run on the CPU instead of failing inside cuDNN (device fuzz, 2026-12-01: pad_h = 2^30).
+TEST(Placement, CudaConvSupportCoversThirtyTwoBitSizes) {
+  using lc::cuda_supports_conv;
+  EXPECT_TRUE(cuda_supports_conv(8, 64, 56, 56, 64, 3, 3, 56, 56, 1, 1));
+  // pad_h = 2^30 on a 1x1 input: padded height and output height 2^31 + 1.
+  const std::int64_t p = std::int64_t{1} << 30;
+  EXPECT_FALSE(cuda_supports_conv(1, 1, 1, 1, 1, 1, 1, lc::conv_out_size(1, 1, 1, p), 1, p, 0));
+  EXPECT_FALSE(cuda_supports_conv(1, 1, 1, 1, 1, 1, 1, 1, 1, 0, p));
+  // An output of 2^31 elements (each dimension small enough) does not fit either.
+  EXPECT_FALSE(cuda_supports_conv(2048, 1024, 1, 1, 1024, 1, 1, 1024, 1, 0, 0));
+  EXPECT_TRUE(cuda_supports_conv(2047, 1024, 1, 1, 1, 1, 1, 1, 1, 0, 0));
+}

@@ -85,3 +85,35 @@ def test_dlpack_with_torch_on_the_gpu_shares_memory():
     np.testing.assert_array_equal(t.numpy(), x.cpu().numpy())
     z = torch.from_dlpack(lc.Tensor(np.ones((2, 2), np.float32), device="cuda"))
     assert z.is_cuda and float(z.sum()) == 4.0
+
+
+def test_cuda_array_interface_absent_on_cpu_tensors():
+    t = lc.Tensor(np.ones((2, 3), np.float32))
+    assert not hasattr(t, "__cuda_array_interface__")
+    with pytest.raises(AttributeError, match="only defined for CUDA tensors"):
+        t.__cuda_array_interface__  # noqa: B018
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64, np.int32, np.int64])
+def test_cuda_array_interface_v3_with_cupy_and_torch(dtype):
+    a = (np.arange(24) % 7).astype(dtype).reshape(4, 6)
+    t = lc.Tensor(a, device="cuda")
+    cai = t.__cuda_array_interface__
+    assert cai["version"] == 3 and cai["shape"] == (4, 6) and cai["strides"] is None
+    assert cai["typestr"] == np.dtype(dtype).str and cai["stream"] is None
+    ptr = cai["data"][0]
+    cupy = pytest.importorskip("cupy")
+    c = cupy.asarray(t)  # reads __cuda_array_interface__: no copy
+    assert c.data.ptr == ptr
+    np.testing.assert_array_equal(cupy.asnumpy(c), a)
+    # A strided view exports its strides in bytes and still shares memory.
+    v = t.transpose(0, 1)
+    cv = cupy.asarray(v)
+    assert v.__cuda_array_interface__["strides"] == (a.itemsize, 6 * a.itemsize)
+    assert cv.data.ptr == ptr
+    np.testing.assert_array_equal(cupy.asnumpy(cv), a.T)
+    torch = pytest.importorskip("torch")
+    x = torch.as_tensor(t, device="cuda")  # torch reads the interface too
+    assert x.data_ptr() == ptr
+    np.testing.assert_array_equal(x.cpu().numpy(), a)

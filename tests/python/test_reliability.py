@@ -486,3 +486,28 @@ def test_cuda_session_fresh_inputs_and_threads(rng):
         np.testing.assert_allclose(out, a2 @ b, rtol=1e-4, atol=1e-4)
     s = lc.matmul2d_resident_session(a, b, device="cuda", upload="always")
     assert not hammer(s, b, 48, threads=6, iters=40, close_early=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("sq,sk", [(1, 1), (1, 97), (4, 5000), (70, 300)])
+def test_attention_non_finite_scores_give_nan_rows(device, sq, sk, rng):
+    # Found by the device fuzz run (2026-12-01): a query row whose scores are all NaN, or all
+    # -inf (q = inf against negative keys), gave 0 on CUDA; the softmax of such a row is NaN
+    # (torch gives NaN), and rows with finite scores are untouched. sk = 5000 exercises the
+    # split-keys path of the CUDA kernel (its combine step).
+    d = 8
+    q = rng.standard_normal((sq, d)).astype(f32)
+    k = rng.standard_normal((sk, d)).astype(f32)
+    v = rng.standard_normal((sk, d)).astype(f32)
+    q[0, 0] = np.nan
+    if sq > 1:
+        q[1, :] = 0
+        q[1, 0] = np.inf
+        k[:, 0] = -np.abs(k[:, 0]) - 0.5  # every score of row 1 is -inf
+    out = lc.attention2d(q, k, v, False, device)
+    assert np.isnan(out[0]).all()
+    if sq > 1:
+        assert np.isnan(out[1]).all()
+        ref = attention_ref(q[2:], k, v)
+        np.testing.assert_allclose(out[2:], ref, rtol=1e-4, atol=1e-5)
+

@@ -31,7 +31,7 @@
 #include "backends/cpu/vec_math.h"
 
 #if defined(LC_HAVE_BLAS)
-#include <cblas.h>
+#include "backends/cpu/blas.h"
 #endif
 
 namespace lc::cpu {
@@ -449,7 +449,7 @@ void attention_with(AttentionPath path, const AttentionArgs& p) {
   if (path == AttentionPath::small && small_fits(p)) {
     attention_small(p);
 #if defined(LC_HAVE_BLAS)
-  } else if (path == AttentionPath::gemm && p.d > 0) {
+  } else if (path == AttentionPath::gemm && p.d > 0 && blas_fits_int(p.d) && blas_fits_int(p.dv)) {
     attention_gemm(p);
 #endif
   } else {

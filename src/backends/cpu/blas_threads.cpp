@@ -3,7 +3,7 @@
 
 #if defined(LC_HAVE_BLAS)
 
-#include <cblas.h>
+#include "backends/cpu/blas.h"
 
 #include <cstdint>
 

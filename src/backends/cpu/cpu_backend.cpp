@@ -10,6 +10,7 @@
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "lightning_core/errors.h"
+#include "lightning_core/sizes.h"
 
 namespace lc {
 namespace {
@@ -65,6 +66,7 @@ class CpuBackend final : public Backend {
       throw_oom("cpu.alloc", "cannot allocate " + std::to_string(bytes) + " bytes of host memory: "
                              "more than this machine has (" + std::to_string(limit) + " bytes "
                              "of RAM + swap); use smaller shapes");
+    check_host_alloc("cpu.alloc", bytes);  // large requests: what can be backed now
     void* p = nullptr;
     const std::size_t n = bytes == 0 ? kAlignment : bytes;
     if (posix_memalign(&p, kAlignment, n) != 0 || p == nullptr) {

@@ -29,7 +29,7 @@
 #include "backends/cpu/vec_math.h"
 
 #if defined(LC_HAVE_BLAS)
-#include <cblas.h>
+#include "backends/cpu/blas.h"
 #endif
 
 namespace lc::cpu {
@@ -341,6 +341,10 @@ void gemm_blas(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64
     for (i64 i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
     return;
   }
+  // The CBLAS interface takes int sizes: larger ones run the built-in kernel (an OpenBLAS given
+  // a wrapped size prints "illegal value" and computes nothing).
+  if (!blas_fits_int(m, n, k, lda, ldb, ldc))
+    return gemm_blocked_isa(best_isa(), m, n, k, a, lda, b, ldb, trans_b, c, ldc);
   // OpenBLAS threads calls above its SMP threshold (65536 * GEMM_MULTITHREAD_THRESHOLD 4).
   if (m * n * k > (i64{1} << 18) && num_threads() > 1) note_threaded_blas_call();
   cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
@@ -351,7 +355,8 @@ void gemm_blas(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64
 // One single-threaded sgemm per tile of C, tiles spread over our pool.
 void gemm_pooled(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb,
                  bool trans_b, float* c, i64 ldc, i64 tile_m, i64 tile_n) {
-  if (k == 0) return gemm_blas(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+  if (k == 0 || !blas_fits_int(m, n, k, lda, ldb, ldc))
+    return gemm_blas(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
   GemmGrid g;
   if (tile_m > 0 && tile_n > 0) {
     g.tile_m = std::min(tile_m, m);

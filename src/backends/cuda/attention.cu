@@ -261,7 +261,9 @@ __global__ void __launch_bounds__(kThreads, AttnCfg<BQ, BK, DMAX, DVMAX>::kMinBl
   for (int i = 0; i < TM; ++i) {
     const int qi = q0 + ty * TM + i;
     if (qi >= sq) continue;
-    const float inv = direct ? (l[i] > 0.0f ? 1.0f / l[i] : 0.0f) : 1.0f;
+    // l == 0 only when every score of the row is -inf (the row always sees key 0, so masking
+    // alone never empties it): 0 * inf = NaN, as torch's softmax gives; a NaN l stays NaN.
+    const float inv = direct ? 1.0f / l[i] : 1.0f;
     float* row = dst + static_cast<std::int64_t>(qi) * dv;
 #pragma unroll
     for (int qq = 0; qq < TNV / 4; ++qq) {
@@ -302,7 +304,9 @@ __global__ void attn_combine_kernel(const float* __restrict__ opart, const float
         acc = fmaf(w, opart[static_cast<std::int64_t>(s) * total + idx], acc);
       }
     }
-    out[idx] = L > 0.0f ? acc / L : 0.0f;
+    // mx == -inf: every score of the row was -inf or NaN: 0 / 0 = NaN (torch gives NaN too);
+    // NaN scores reach here as a NaN l of some split and propagate through acc / L.
+    out[idx] = acc / L;
   }
 }
 
