@@ -24,7 +24,7 @@
 #include "backends/cpu/vec_math.h"
 
 #if defined(LC_HAVE_BLAS)
-#include <cblas.h>
+#include "backends/cpu/blas.h"
 #endif
 
 namespace lc::cpu {
@@ -197,12 +197,16 @@ void gemm_f64(i64 m, i64 n, i64 k, const double* a, const double* b, bool trans_
     return;
   }
 #if defined(LC_HAVE_BLAS)
-  blas_configure_once();
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0, a,
-              static_cast<int>(k), b, static_cast<int>(trans_b ? k : n), 0.0, c,
-              static_cast<int>(n));
-#else
+  // CBLAS takes int sizes: larger ones run the loop below.
+  if (blas_fits_int(m, n, k)) {
+    blas_configure_once();
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0, a,
+                static_cast<int>(k), b, static_cast<int>(trans_b ? k : n), 0.0, c,
+                static_cast<int>(n));
+    return;
+  }
+#endif
   // Blocked over k and rows (a KB x n panel of B stays in cache across KB rows of A), rows in
   // parallel. trans_b reads rows of [n,k] B as dot products.
   constexpr i64 KB = 128, RB = 32;
@@ -244,7 +248,6 @@ void gemm_f64(i64 m, i64 n, i64 k, const double* a, const double* b, bool trans_
   };
   const i64 blocks = (m + RB - 1) / RB;
   parallel_for(0, blocks, parallel ? 1 : blocks, rows);
-#endif
 }
 
 void matmul_general(GemmPath path, const MatmulArgs& p) {
