@@ -51,6 +51,12 @@ class Case:
     params: Dict[str, Any] = field(default_factory=dict)
     # torch peer precision: "fp32" (default) or "tf32" (allow_tf32 during the call)
     torch_precision: str = "fp32"
+    # storage dtype of the result (inputs come from make_inputs in their own dtype, e.g.
+    # ml_dtypes.bfloat16 arrays): sizes the preallocated `_into` output
+    dtype: str = "float32"
+    # False: the CPU systems (lc_cpu, numpy, torch_cpu) are skipped (a 4096^3 bfloat16 GEMM takes
+    # seconds per call there and says nothing about the GPU comparison the case is for)
+    cpu_peers: bool = True
 
 
 @contextlib.contextmanager
@@ -70,6 +76,20 @@ def torch_scope(env: Env, prec: str):
         restore_torch_tf32(env.torch, old)
 
 
+def _torch_in(torch: Any, v: np.ndarray) -> Any:
+    """numpy -> torch (host), bfloat16 included (ml_dtypes arrays, which torch cannot wrap:
+    the bits are reinterpreted)."""
+    if v.dtype.name == "bfloat16":
+        return torch.from_numpy(v.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(v)
+
+
+def _torch_host(t: Any) -> np.ndarray:
+    """torch -> numpy on the host (bfloat16 as float32: numpy has no native bfloat16)."""
+    t = t.cpu()
+    return (t.float() if "bfloat16" in str(t.dtype) else t).numpy()
+
+
 def _lc_host(x: Any) -> np.ndarray:
     """The oneshot contract: the result ends in host memory as numpy."""
     if isinstance(x, np.ndarray):
@@ -80,6 +100,8 @@ def _lc_host(x: Any) -> np.ndarray:
 # ---- system builders: each returns (fn, sync) or raises Skip ---------------------------------
 def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
     lc, torch = env.lc, env.torch
+    if not case.cpu_peers and (system in CPU_SYSTEMS or (system == "lc_auto" and not env.lc_cuda)):
+        raise Skip("GPU-only case: the CPU systems are not timed")
     if system.startswith("lc_"):
         if lc is None or case.lc_fn is None:
             raise Skip(env.reasons.get("lc", "no LC implementation for this case"))
@@ -98,7 +120,7 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
         if system == "lc_cuda_into":
             if case.lc_into is None or case.out_shape is None:
                 raise Skip("no _into form for this case")
-            out = lc.Tensor.empty(list(case.out_shape), device="cuda")
+            out = lc.Tensor.empty(list(case.out_shape), dtype=case.dtype, device="cuda")
 
             def into():
                 case.lc_into(lc, dev, out, "cuda")
@@ -114,25 +136,25 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
     if torch is None or case.torch_fn is None:
         raise Skip(env.reasons.get("torch", "no torch implementation for this case"))
     if system == "torch_cpu":
-        tin = {k: torch.from_numpy(v) for k, v in ins.items()}
+        tin = {k: _torch_in(torch, v) for k, v in ins.items()}
 
-        return (lambda: case.torch_fn(torch, tin).numpy()), _noop
+        return (lambda: _torch_host(case.torch_fn(torch, tin))), _noop
     if not env.torch_cuda:
         raise Skip(env.reasons["torch_cuda"])
     if system == "torch_cuda":
         if mode == ONESHOT:
             def t1():
-                tin = {k: torch.from_numpy(v).cuda() for k, v in ins.items()}
-                return case.torch_fn(torch, tin).cpu().numpy()
+                tin = {k: _torch_in(torch, v).cuda() for k, v in ins.items()}
+                return _torch_host(case.torch_fn(torch, tin))
 
             return t1, env.torch_sync
-        tin = {k: torch.from_numpy(v).cuda() for k, v in ins.items()}
+        tin = {k: _torch_in(torch, v).cuda() for k, v in ins.items()}
 
         return (lambda: case.torch_fn(torch, tin)), env.torch_sync
     if system == "torch_cuda_graph":
         if not case.graph_ok:
             raise Skip("op does not fit a CUDA graph")
-        static = {k: torch.from_numpy(v).cuda() for k, v in ins.items()}
+        static = {k: _torch_in(torch, v).cuda() for k, v in ins.items()}
         # Warm up on a side stream (as torch documents), then capture one call.
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
@@ -148,13 +170,13 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
         except Exception as e:  # capture-unsafe op: say so
             raise Skip(f"CUDA graph capture failed ({type(e).__name__}: {str(e)[:80]})")
         if mode == ONESHOT:
-            host = {k: torch.from_numpy(v) for k, v in ins.items()}
+            host = {k: _torch_in(torch, v) for k, v in ins.items()}
 
             def g1():
                 for k, v in host.items():
                     static[k].copy_(v)
                 g.replay()
-                return static_out.cpu().numpy()
+                return _torch_host(static_out)
 
             return g1, env.torch_sync
 

@@ -19,17 +19,34 @@
 
 namespace lc {
 
-// C = A[m,k] @ B  (+ bias[n]) then activation.  B is [k,n] row-major, or [n,k] when
+// C = act(A[m,k] @ B (+ bias[n]) (+ residual[m,n])).  B is [k,n] row-major, or [n,k] when
 // trans_b (the torch nn.Linear weight layout). out is [m,n].
+//
+// Storage: a, b, bias, residual and out all hold `dtype` elements (float32, float16, bfloat16;
+// float64 on the CPU only); products accumulate in float32 (float64 for float64) and round once
+// into out. `precision` is the compute mode of float32 storage only (fp32 exact, tf32, bf16
+// tensor-core inputs); 16-bit storage always multiplies in its own type with float32
+// accumulation and float64 is always exact, whatever `precision` says.
+//
+// Residual: added before the activation (cuBLASLt's D = epilogue(A@B + 1 * C) with C =
+// residual); out may not alias it (the core routes an aliased out through scratch).
+//
+// Batched: `batch` products; matrix i of a / b / out starts at element i * stride_a / stride_b
+// / stride_out (stride 0 repeats one matrix for every product: a broadcast operand). bias is
+// shared by every product, residual advances with stride_out.
 struct MatmulArgs {
-  const float* a = nullptr;
-  const float* b = nullptr;
-  const float* bias = nullptr;  // optional, length n
-  float* out = nullptr;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  const void* bias = nullptr;      // optional, length n
+  void* out = nullptr;
   std::int64_t m = 0, k = 0, n = 0;
   bool trans_b = false;
   Activation act = Activation::none;
   Precision precision = Precision::fp32;
+  DType dtype = DType::f32;
+  const void* residual = nullptr;  // optional, [m, n] per product
+  std::int64_t batch = 1;
+  std::int64_t stride_a = 0, stride_b = 0, stride_out = 0;  // elements; used when batch > 1
 };
 
 // out[sq,dv] = softmax(q[sq,d] k[sk,d]^T * scale (+ causal mask)) v[sk,dv].

@@ -1,5 +1,6 @@
 #include "core/strided_copy.h"
 
+#include <cstdint>
 #include <cstring>
 
 namespace lc {
@@ -31,7 +32,10 @@ void strided_copy(void* dst, const std::int64_t* dst_strides, const void* src,
     std::memcpy(dst, src, elem_size);
     return;
   }
-  if (elem_size == 4)
+  if (elem_size == 2)  // float16 / bfloat16: moved as raw 16-bit words
+    copy_rec(static_cast<std::uint16_t*>(dst), dst_strides, static_cast<const std::uint16_t*>(src),
+             src_strides, shape, ndim);
+  else if (elem_size == 4)
     copy_rec(static_cast<float*>(dst), dst_strides, static_cast<const float*>(src), src_strides,
              shape, ndim);
   else

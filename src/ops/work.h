@@ -29,8 +29,10 @@ inline bool cuda_supports_conv(std::int64_t n, std::int64_t c, std::int64_t h, s
          2.0 * pad_w + w <= kMax;
 }
 
-// [m, k] @ [k, n] (matmul2d; linear with m = rows of x, n = out_features).
-WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n);
+// `batch` products [m, k] @ [k, n] (matmul2d; linear with m = rows of x, n = out_features;
+// matmul with its broadcast batch count) in storage dtype `dtype` (result bytes).
+WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n, std::int64_t batch = 1,
+                         DType dtype = DType::f32);
 // softmax(q k^T) v with q [sq, d], k [sk, d], v [sk, dv].
 WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, std::int64_t dv);
 // conv2d_nchw: n images, c -> oc channels, kh x kw kernel, oh x ow output.
@@ -47,7 +49,8 @@ WorkEstimate norm_work(double n);
 WorkEstimate elementwise_work(double n);
 
 // By op name and shapes (explain_placement, lc.placement, the pipelines' chain decision):
-// "matmul2d" a b; "linear" x w (x [..., in]); "attention2d" q k v; "conv2d_nchw" x w (stride /
+// "matmul2d" a b; "matmul" a b (torch.matmul shapes: 1-D operands, broadcast batch
+// dimensions); "linear" x w (x [..., in]); "attention2d" q k v; "conv2d_nchw" x w (stride /
 // padding given); "conv_attention_nchw" x w; "layernorm" / "softmax" / elementwise names: x.
 // host_bytes_in counts every input. Throws lc::ValueError for unknown ops or wrong ranks.
 WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,

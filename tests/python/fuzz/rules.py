@@ -286,12 +286,14 @@ def _linear_allow(X, P):
 
 
 OPS: dict[str, Op] = {op.name: op for op in [
+    # Matrix products take empty sizes (k == 0 gives zeros like numpy; issue #12).
     Op("matmul2d", {"a": "mk", "b": "kn"}, "mn", ("a", "b", OUT, DEV), ref_matmul,
-       lambda X, P: atol_linear(X["a"], X["b"].T)),
+       lambda X, P: atol_linear(X["a"], X["b"].T), empty_ok=True),
     Op("linear", {"x": "mi", "weight": "oi", "bias?": "o"}, "mo",
        ("x", "weight", "bias", OUT, "activation", DEV), ref_linear,
        lambda X, P: atol_linear(X["x"], X["weight"], X.get("bias")),
-       params=st.fixed_dictionaries({"activation": ACTS}), allow=_linear_allow, leading_free=("x",)),
+       params=st.fixed_dictionaries({"activation": ACTS}), allow=_linear_allow, leading_free=("x",),
+       empty_ok=True),
     Op("attention2d", {"q": "qd", "k": "sd", "v": "se"}, "qe", ("q", "k", "v", OUT, "causal", DEV),
        ref_attention, lambda X, P: atol_attention(X["q"], X["k"], X["v"], P.get("scale")), kw=("scale",),
        params=st.fixed_dictionaries({"causal": st.booleans(), "scale": SCALES})),
@@ -338,11 +340,12 @@ OPS: dict[str, Op] = {op.name: op for op in [
        check=check_conv_attention, finite=("weight", "bias"), has_into=False),
     Op("api.ffn", {"x": "mi", "w1": "hi", "b1?": "h", "w2": "oh", "b2?": "o"}, "mo",
        ("x", "w1", "b1", "w2", "b2", "activation", DEV), ref_ffn, atol_ffn,
-       params=st.fixed_dictionaries({"activation": ACTS}), has_into=False, leading_free=("x",)),
+       params=st.fixed_dictionaries({"activation": ACTS}), has_into=False, leading_free=("x",),
+       empty_ok=True),
     Op("api.layernorm_linear", {"x": "mi", "gamma?": "i", "beta?": "i", "w": "oi", "b?": "o"}, "mo",
        ("x", "gamma", "beta", "w", "b", "eps", "activation", DEV), ref_ln_linear, atol_ln_linear,
        params=st.fixed_dictionaries({"eps": st.sampled_from([1e-5, 1e-3]), "activation": ACTS}),
-       has_into=False, leading_free=("x",)),
+       has_into=False, leading_free=("x",), empty_ok=True),
 ]}
 
 # Bad values of params, per param name: (value, accepted exception types). "ok" in the types
