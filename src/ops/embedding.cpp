@@ -1,0 +1,102 @@
+// embedding(ids, weight): out[..., :] = weight[ids[...], :], a row gather.
+//
+// ids: int32 or int64, any shape; weight [V, D] float32 / float16 / bfloat16; the result is
+// ids.shape + [D] in weight's dtype. An id outside [0, V) is a ValueError naming the op, the id,
+// its position and V, raised before anything is written. The check runs where the ids are read:
+// on the CPU a scan of the host ids; on the GPU one small kernel plus an 8-byte download and a
+// stream synchronisation per call (~10 us of latency; the gather kernel itself also never reads
+// out of bounds: a bad id would get a zero row, which the check keeps callers from seeing).
+#include "core/op_runner.h"
+#include "ops/checks.h"
+#include "ops/work.h"
+
+namespace lc {
+
+namespace {
+
+constexpr const char* kOp = "embedding";
+
+void check_embedding(const Tensor& ids, const Tensor& weight) {
+  if (ids.dtype() != DType::i32 && ids.dtype() != DType::i64)
+    throw_type(kOp, std::string("'ids' must be int32 or int64, got ") + to_string(ids.dtype()) +
+                        " with shape " + ids.shape_str() + "; convert it with .astype(np.int64)");
+  check_float(kOp, "weight", weight);
+  check_ndim(kOp, "weight", weight, 2);
+  if (ids.ndim() + 1 > kMaxDims)
+    throw_value(kOp, "'ids' has " + std::to_string(ids.ndim()) + " dimensions; at most " +
+                         std::to_string(kMaxDims - 1) + " are supported (the result adds one)");
+}
+
+std::vector<std::int64_t> out_shape(const Tensor& ids, const Tensor& weight) {
+  std::vector<std::int64_t> s = ids.shape();
+  s.push_back(weight.size(1));
+  return s;
+}
+
+WorkEstimate work(const Tensor& ids, const Tensor& weight) {
+  return embedding_work(static_cast<double>(ids.numel()), static_cast<double>(weight.size(1)),
+                        dtype_size(weight.dtype()));
+}
+
+void run(OpRunner& r, const Tensor& ids, const Tensor& weight, Tensor& out) {
+  EmbeddingArgs e;
+  e.n = ids.numel();
+  e.vocab = weight.size(0);
+  e.dim = weight.size(1);
+  e.dtype = weight.dtype();
+  e.ids_dtype = ids.dtype();
+  e.ids = r.in_raw(ids);
+  if (e.n > 0) {
+    // Every id is checked before anything is written (no partial write into `out`).
+    Backend& be = r.backend();
+    const std::int64_t pos = be.first_bad_index(e.ids, e.ids_dtype, e.n, e.vocab);
+    if (pos >= 0) {
+      const std::size_t isz = dtype_size(e.ids_dtype);
+      std::int64_t id = 0;
+      if (e.ids_dtype == DType::i32) {
+        std::int32_t v = 0;
+        be.copy_to_host(&v, static_cast<const char*>(e.ids) + pos * isz, isz);
+        be.synchronize();
+        id = v;
+      } else {
+        be.copy_to_host(&id, static_cast<const char*>(e.ids) + pos * isz, isz);
+        be.synchronize();
+      }
+      throw_value(kOp, "id " + std::to_string(id) + " (flat position " + std::to_string(pos) +
+                           " of ids with shape " + ids.shape_str() +
+                           ") is out of range for a weight with V = " +
+                           std::to_string(e.vocab) + " rows; every id must be in [0, " +
+                           std::to_string(e.vocab) + ")");
+    }
+  }
+  e.weight = r.in_raw(weight);
+  e.out = r.out_raw(out);
+  if (e.n > 0 && e.dim > 0) r.launch([&](Backend& b) { b.embedding(e); });
+  r.finish();
+}
+
+}  // namespace
+
+std::vector<std::int64_t> embedding_out_shape(const Tensor& ids, const Tensor& weight) {
+  check_embedding(ids, weight);
+  return out_shape(ids, weight);
+}
+
+Tensor embedding(const Tensor& ids, const Tensor& weight, const ExecutionPolicy& p) {
+  check_embedding(ids, weight);
+  OpRunner r(kOp, p);
+  r.place(work(ids, weight), {&weight, &ids});
+  Tensor out = r.result(out_shape(ids, weight), weight.dtype());
+  run(r, ids, weight, out);
+  return out;
+}
+
+void embedding_into(const Tensor& ids, const Tensor& weight, Tensor& out, const ExecutionPolicy& p) {
+  check_embedding(ids, weight);
+  check_out(kOp, out, out_shape(ids, weight), weight.dtype());
+  OpRunner r(kOp, p);
+  r.place(work(ids, weight), {&weight, &ids});
+  run(r, ids, weight, out);
+}
+
+}  // namespace lc
