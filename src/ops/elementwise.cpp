@@ -174,7 +174,10 @@ void ew_into(const EwSpec& s, const Tensor& a, const Tensor* b, float alpha, Ten
   std::int64_t dims[kEwMaxDims];
   int nd = 0;
   out_dims(s, a, b, dims, nd);
-  check_out(s.name, out, std::vector<std::int64_t>(dims, dims + nd), a.dtype());
+  // A valid out costs no allocation; check_out builds the message otherwise.
+  bool ok = out.dtype() == a.dtype() && out.ndim() == nd && out.is_contiguous() && out.writable();
+  for (int i = 0; ok && i < nd; ++i) ok = out.size(i) == dims[i];
+  if (!ok) check_out(s.name, out, std::vector<std::int64_t>(dims, dims + nd), a.dtype());
   OpRunner r(s.name, p);
   r.place(ew_work(a, count(dims, nd)), {&a, s.binary ? b : nullptr}, gpu_can_run(a));
   run_ew(r, s, a, b, alpha, out, dims, nd);

@@ -2,10 +2,12 @@
 //
 // ids: int32 or int64, any shape; weight [V, D] float32 / float16 / bfloat16; the result is
 // ids.shape + [D] in weight's dtype. An id outside [0, V) is a ValueError naming the op, the id,
-// its position and V, raised before anything is written. The check runs where the ids are read:
-// on the CPU a scan of the host ids; on the GPU one small kernel plus an 8-byte download and a
-// stream synchronisation per call (~10 us of latency; the gather kernel itself also never reads
-// out of bounds: a bad id would get a zero row, which the check keeps callers from seeing).
+// its position and V, raised before anything is written. The check runs where the ids live:
+// ids in host memory are scanned on the host (before any upload; ~n ns); ids already in device
+// memory are checked by the device: one small kernel that atomicMin's the first bad position
+// into an 8-byte flag, its download and a stream synchronisation per call (~10 us of latency on
+// a GPU op). The gather kernels never read out of bounds whatever the ids: a bad id gets a zero
+// row, which the check keeps callers from ever seeing.
 #include "core/op_runner.h"
 #include "ops/checks.h"
 #include "ops/work.h"
@@ -38,6 +40,30 @@ WorkEstimate work(const Tensor& ids, const Tensor& weight) {
                         dtype_size(weight.dtype()));
 }
 
+// Raises the op's ValueError for the first id of `ids` (contiguous at `p` in be's memory) that
+// is outside [0, vocab).
+void check_ids(Backend& be, const Tensor& ids, const void* p, std::int64_t vocab) {
+  const std::int64_t n = ids.numel();
+  if (n == 0) return;
+  const std::int64_t pos = be.first_bad_index(p, ids.dtype(), n, vocab);
+  if (pos < 0) return;
+  const std::size_t isz = dtype_size(ids.dtype());
+  std::int64_t id = 0;
+  if (ids.dtype() == DType::i32) {
+    std::int32_t v = 0;
+    be.copy_to_host(&v, static_cast<const char*>(p) + pos * static_cast<std::int64_t>(isz), isz);
+    be.synchronize();
+    id = v;
+  } else {
+    be.copy_to_host(&id, static_cast<const char*>(p) + pos * static_cast<std::int64_t>(isz), isz);
+    be.synchronize();
+  }
+  throw_value(kOp, "id " + std::to_string(id) + " (flat position " + std::to_string(pos) +
+                       " of ids with shape " + ids.shape_str() +
+                       ") is out of range for a weight with V = " + std::to_string(vocab) +
+                       " rows; every id must be in [0, " + std::to_string(vocab) + ")");
+}
+
 void run(OpRunner& r, const Tensor& ids, const Tensor& weight, Tensor& out) {
   EmbeddingArgs e;
   e.n = ids.numel();
@@ -45,30 +71,13 @@ void run(OpRunner& r, const Tensor& ids, const Tensor& weight, Tensor& out) {
   e.dim = weight.size(1);
   e.dtype = weight.dtype();
   e.ids_dtype = ids.dtype();
+  // Every id is checked before anything is written (no partial write into `out`): host ids by
+  // a scan on the host (before any upload), ids in device memory by the device (one small
+  // kernel and a synchronisation).
+  const bool host_ids = ids.device() == DeviceKind::cpu && ids.is_contiguous();
+  if (host_ids) check_ids(get_backend(DeviceKind::cpu), ids, ids.data(), e.vocab);
   e.ids = r.in_raw(ids);
-  if (e.n > 0) {
-    // Every id is checked before anything is written (no partial write into `out`).
-    Backend& be = r.backend();
-    const std::int64_t pos = be.first_bad_index(e.ids, e.ids_dtype, e.n, e.vocab);
-    if (pos >= 0) {
-      const std::size_t isz = dtype_size(e.ids_dtype);
-      std::int64_t id = 0;
-      if (e.ids_dtype == DType::i32) {
-        std::int32_t v = 0;
-        be.copy_to_host(&v, static_cast<const char*>(e.ids) + pos * isz, isz);
-        be.synchronize();
-        id = v;
-      } else {
-        be.copy_to_host(&id, static_cast<const char*>(e.ids) + pos * isz, isz);
-        be.synchronize();
-      }
-      throw_value(kOp, "id " + std::to_string(id) + " (flat position " + std::to_string(pos) +
-                           " of ids with shape " + ids.shape_str() +
-                           ") is out of range for a weight with V = " +
-                           std::to_string(e.vocab) + " rows; every id must be in [0, " +
-                           std::to_string(e.vocab) + ")");
-    }
-  }
+  if (!host_ids) check_ids(r.backend(), ids, e.ids, e.vocab);
   e.weight = r.in_raw(weight);
   e.out = r.out_raw(out);
   if (e.n > 0 && e.dim > 0) r.launch([&](Backend& b) { b.embedding(e); });
