@@ -1,4 +1,4 @@
-"""Kernel suite: single ops. Attention (micro and larger), conv2d 3x3, GEMM.
+"""Kernel suite: single ops. Attention (micro and larger), conv2d 3x3, GEMM, broadcast add.
 
     python benchmarks/python/kernel_bench.py [--quick] [--out-dir DIR] [--modes oneshot,resident]
 """
@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 from typing import List
+
+import numpy as np
 
 from harness import Case, np_attention, np_conv2d_nchw, randn, torch_attention
 from suite_main import suite_main
@@ -15,6 +17,9 @@ ATTN_LARGE = [(256, 64), (512, 64), (4096, 64)]
 CONV = [(1, 3, 16, 16, 16), (1, 3, 24, 24, 16), (2, 3, 16, 16, 16), (1, 3, 28, 28, 16),
         (1, 3, 32, 32, 16), (8, 64, 56, 56, 64)]
 GEMM = [(256, 256, 256), (896, 896, 896), (1024, 1024, 1024)]
+# float32 add with numpy broadcasting: a row, a column, and both operands broadcast
+BCAST = [((4096, 4096), (4096,)), ((4096, 4096), (4096, 1)), ((64, 1, 1024), (1, 256, 1024)),
+         ((257, 129), (1, 129))]
 
 
 def attention_case(suite: str, family: str, seq: int, d: int, causal: bool = False) -> Case:
@@ -73,12 +78,29 @@ def gemm_case(suite: str, family: str, m: int, k: int, n: int) -> Case:
     )
 
 
+def broadcast_add_case(suite: str, sa, sb) -> Case:
+    out = tuple(np.broadcast_shapes(sa, sb))
+    return Case(
+        suite=suite, family="broadcast add", name=f"{list(sa)}+{list(sb)}",
+        params={"a": list(sa), "b": list(sb)},
+        make_inputs=lambda rng: {"a": randn(rng, *sa), "b": randn(rng, *sb)},
+        numpy_fn=lambda i: i["a"] + i["b"],
+        lc_fn=lambda lc, i, dev: lc.add(i["a"], i["b"], dev),
+        lc_into=lambda lc, i, out_, dev: lc.add_into(i["a"], i["b"], out_, dev),
+        out_shape=out,
+        torch_fn=lambda torch, i: torch.add(i["a"], i["b"]),
+        tol=1e-6,
+        notes=["float32, numpy broadcasting (the bfloat16 and bandwidth cases are in the elementwise suite)"],
+    )
+
+
 def build_cases(quick: bool = False) -> List[Case]:
     s = "kernel"
     cases = [attention_case(s, "attention micro", q, d) for q, d in ATTN_MICRO]
     cases += [attention_case(s, "attention", q, d) for q, d in ATTN_LARGE]
     cases += [conv_case(s, *shape) for shape in CONV]
     cases += [gemm_case(s, "gemm", *shape) for shape in GEMM]
+    cases += [broadcast_add_case(s, sa, sb) for sa, sb in BCAST]
     return cases
 
 

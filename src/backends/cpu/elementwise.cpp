@@ -62,7 +62,8 @@ namespace {
 // The output range [lo, hi) is walked in row pieces of at most kChunk elements: each piece's
 // operands are converted into float (double for float64) buffers, computed by the float32 SIMD
 // loops above (or a double loop), and stored back converted. Reads of a piece happen before
-// its writes, so an out that is exactly a or b (ndim == 0) is fine.
+// its writes, so an out that is exactly a or b (ndim == 0) is fine. float32 pieces use unit-stride
+// operands and out in place (only ndim > 0 reaches here with float32: out overlaps no operand).
 constexpr i64 kChunk = 512;
 
 template <class T>
@@ -125,22 +126,44 @@ void generic_range(const ElementwiseArgs& p, i64 lo, i64 hi, RangeFn f32_loop) {
   i64 i = lo;
   while (i < hi) {
     const i64 cnt = std::min<i64>({hi - i, inner - idx[nd - 1], kChunk});
-    for (i64 j = 0; j < cnt; ++j) abuf[j] = static_cast<C>(to_c_any(a[ao + j * ias]));
-    if (binary)
-      for (i64 j = 0; j < cnt; ++j) bbuf[j] = static_cast<C>(to_c_any(b[bo + j * ibs]));
-    if constexpr (std::is_same_v<C, double>) {
-      for (i64 j = 0; j < cnt; ++j) obuf[j] = op_f64(p.kind, abuf[j], binary ? bbuf[j] : 0.0, p.alpha);
-      for (i64 j = 0; j < cnt; ++j) out[i + j] = obuf[j];
-    } else {
+    if constexpr (std::is_same_v<T, float>) {
+      // float32: unit-stride operands and out are used in place, only the others buffered.
+      const float* ap = a + ao;
+      const float* bp = binary ? b + bo : nullptr;
+      if (ias != 1) {
+        for (i64 j = 0; j < cnt; ++j) abuf[j] = a[ao + j * ias];
+        ap = abuf;
+      }
+      if (binary && ibs != 1) {
+        for (i64 j = 0; j < cnt; ++j) bbuf[j] = b[bo + j * ibs];
+        bp = bbuf;
+      }
       ElementwiseArgs q;
       q.kind = p.kind;
-      q.a = abuf;
-      q.b = binary ? bbuf : nullptr;
-      q.out = obuf;
+      q.a = ap;
+      q.b = bp;
+      q.out = out + i;
       q.n = cnt;
       q.alpha = p.alpha;
       f32_loop(q, 0, cnt);
-      for (i64 j = 0; j < cnt; ++j) out[i + j] = from_c<T>(obuf[j]);
+    } else {
+      for (i64 j = 0; j < cnt; ++j) abuf[j] = static_cast<C>(to_c_any(a[ao + j * ias]));
+      if (binary)
+        for (i64 j = 0; j < cnt; ++j) bbuf[j] = static_cast<C>(to_c_any(b[bo + j * ibs]));
+      if constexpr (std::is_same_v<C, double>) {
+        for (i64 j = 0; j < cnt; ++j) obuf[j] = op_f64(p.kind, abuf[j], binary ? bbuf[j] : 0.0, p.alpha);
+        for (i64 j = 0; j < cnt; ++j) out[i + j] = obuf[j];
+      } else {
+        ElementwiseArgs q;
+        q.kind = p.kind;
+        q.a = abuf;
+        q.b = binary ? bbuf : nullptr;
+        q.out = obuf;
+        q.n = cnt;
+        q.alpha = p.alpha;
+        f32_loop(q, 0, cnt);
+        for (i64 j = 0; j < cnt; ++j) out[i + j] = from_c<T>(obuf[j]);
+      }
     }
     i += cnt;
     idx[nd - 1] += cnt;
