@@ -190,6 +190,12 @@ inline void check_strided(Backend& be, const std::vector<DType>& dtypes) {
       {{100, 3}, {3, 1}, {0, 1}, 300, 3, 0, 0},
       // [9, 2500] (rows of more than one tile): b a column, negative strides on a
       {{9, 2500}, {-2500, -1}, {1, 0}, 9 * 2500, 9, 9 * 2500 - 1, 0},
+      // Rows of a multiple of 16 bytes (CUDA's packed row kernels): b a row, b a column; and the
+      // same with a misaligned by one element (the scalar row kernel).
+      {{6, 512}, {512, 1}, {0, 1}, 6 * 512, 512, 0, 0},
+      {{7, 64}, {64, 1}, {1, 0}, 7 * 64, 7, 0, 0},
+      {{5, 256}, {256, 1}, {0, 1}, 5 * 256 + 1, 256, 1, 0},
+      {{3, 4, 128}, {128, 0, 1}, {0, 128, 1}, 3 * 128, 4 * 128, 0, 0},
       // [3, 2, 2, 5, 3, 2, 2, 3]: eight dims, a with gaps (strides doubled), b broadcast scalars
       {{3, 2, 2, 5, 3, 2, 2, 3}, {2880, 1440, 720, 144, 48, 24, 12, 2}, {0, 0, 0, 0, 0, 0, 0, 0},
        3 * 2880, 1, 0, 0},

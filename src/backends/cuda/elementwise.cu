@@ -12,8 +12,10 @@
 // Broadcast / strided operands (ndim > 0): out is contiguous, so writes stay coalesced; each
 // operand is read through its own strides (0 on broadcast dimensions). With an inner dimension
 // of >= 32 elements the work is cut into tiles of one row piece (kTile elements): the outer
-// coordinates are decomposed once per tile and the threads stride along the row. Otherwise every
-// element decomposes its own index (int64 throughout).
+// coordinates are decomposed once per tile and the threads stride along the row, in 16-byte
+// packs when a's rows are contiguous and aligned and b is an aligned row or one value per row
+// ([M, N] + [N], [M, N] + [M, 1], [B, 1, N] + [1, S, N]). Otherwise every element decomposes
+// its own index (int64 throughout).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -177,6 +179,52 @@ __global__ void __launch_bounds__(256) ew_rows_kernel(const T* a, const T* b, T*
   }
 }
 
+// The same tiles with 16-byte packs, when a's row is contiguous and 16-byte aligned (a's base
+// and every outer stride a multiple of a pack, inner a multiple of a pack). BM: 0 = b's row is
+// contiguous and aligned the same way, 1 = b holds one value per row (a column broadcast along
+// the row), 2 = unary.
+template <EwKind K, class T, int BM>
+__global__ void __launch_bounds__(256) ew_rows_vec_kernel(const T* a, const T* b, T* out,
+                                                          std::int64_t tiles,
+                                                          std::int64_t tiles_per_row, EwDesc d,
+                                                          float alpha) {
+  constexpr int kN = Pack<T>::kN;
+  const std::int64_t inner = d.shape[d.ndim - 1];
+  for (std::int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const std::int64_t row = t / tiles_per_row;
+    const std::int64_t c0 = (t - row * tiles_per_row) * kTile;
+    const std::int64_t c1 = c0 + kTile < inner ? c0 + kTile : inner;
+    std::int64_t ao, bo;
+    ew_offsets(d, row * inner, ao, bo);
+    const Pack<T>* ap = reinterpret_cast<const Pack<T>*>(a + ao);
+    const Pack<T>* bp = reinterpret_cast<const Pack<T>*>(b + bo);  // BM == 0 only
+    Pack<T>* op = reinterpret_cast<Pack<T>*>(out + row * inner);
+    Pack<T> bcol;
+    if constexpr (BM == 1) {
+      const T v = b[bo];
+#pragma unroll
+      for (int j = 0; j < kN; ++j) bcol.v[j] = v;
+    }
+    for (std::int64_t v = c0 / kN + threadIdx.x; v < c1 / kN; v += blockDim.x) {
+      const Pack<T> x = ap[v];
+      if constexpr (BM == 0) op[v] = ew_pack<K, T>(x, bp[v], alpha);
+      else if constexpr (BM == 1) op[v] = ew_pack<K, T>(x, bcol, alpha);
+      else op[v] = ew_pack<K, T>(x, x, alpha);
+    }
+  }
+}
+
+// True when operand `p` with outer strides st[0..last) (elements) keeps every row start of a
+// packed row on a 16-byte boundary.
+template <class T>
+bool rows_aligned(const void* p, const std::int64_t* st, int last) {
+  constexpr std::int64_t kN = Pack<T>::kN;
+  if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
+  for (int k = 0; k < last; ++k)
+    if (st[k] % kN != 0) return false;
+  return true;
+}
+
 int grid_for(std::int64_t work, int sm_count) {
   constexpr int kThreads = 256;
   const std::int64_t want = (work + kThreads - 1) / kThreads;
@@ -199,14 +247,41 @@ void launch_kind(const ElementwiseArgs& p, int sm_count, cudaStream_t s) {
       d.as[k] = p.a_strides[k];
       d.bs[k] = kBinary<K> ? p.b_strides[k] : 0;
     }
-    const std::int64_t inner = p.shape[p.ndim - 1];
+    const int last = p.ndim - 1;
+    const std::int64_t inner = p.shape[last];
     if (inner >= 32) {
       const std::int64_t tiles_per_row = (inner + kTile - 1) / kTile;
       const std::int64_t tiles = (p.n / inner) * tiles_per_row;
       const int blocks = static_cast<int>(std::max<std::int64_t>(
           1, std::min<std::int64_t>(tiles, static_cast<std::int64_t>(sm_count) * 8)));
-      launch(ew_rows_kernel<K, T>, blocks, kThreads, 0, s, "elementwise rows kernel", a,
-             b ? b : a, out, tiles, tiles_per_row, d, p.alpha);
+      // Packed rows: a's row contiguous and aligned, out aligned, b a contiguous aligned row,
+      // one value per row, or absent.
+      const bool vec = inner % kN == 0 && d.as[last] == 1 && rows_aligned<T>(p.out, nullptr, 0) &&
+                       rows_aligned<T>(a, d.as, last);
+      int bm = -1;
+      if (vec) {
+        if (!kBinary<K>) bm = 2;
+        else if (d.bs[last] == 1 && rows_aligned<T>(b, d.bs, last)) bm = 0;
+        else if (d.bs[last] == 0) bm = 1;
+      }
+      const T* bb = b ? b : a;
+      switch (bm) {
+        case 0:
+          launch(ew_rows_vec_kernel<K, T, 0>, blocks, kThreads, 0, s, "elementwise rows kernel (16B)",
+                 a, bb, out, tiles, tiles_per_row, d, p.alpha);
+          break;
+        case 1:
+          launch(ew_rows_vec_kernel<K, T, 1>, blocks, kThreads, 0, s, "elementwise rows kernel (16B)",
+                 a, bb, out, tiles, tiles_per_row, d, p.alpha);
+          break;
+        case 2:
+          launch(ew_rows_vec_kernel<K, T, 2>, blocks, kThreads, 0, s, "elementwise rows kernel (16B)",
+                 a, bb, out, tiles, tiles_per_row, d, p.alpha);
+          break;
+        default:
+          launch(ew_rows_kernel<K, T>, blocks, kThreads, 0, s, "elementwise rows kernel", a, bb,
+                 out, tiles, tiles_per_row, d, p.alpha);
+      }
     } else {
       launch(ew_strided_kernel<K, T>, grid_for(p.n, sm_count), kThreads, 0, s,
              "elementwise strided kernel", a, b ? b : a, out, p.n, d, p.alpha);
