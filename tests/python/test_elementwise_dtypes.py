@@ -225,6 +225,12 @@ def test_bad_inputs():
     with pytest.raises(ValueError):
         lc.add_into(a, np.ones(5, np.float32), bad)
     assert np.all(bad == 7.0)  # nothing written on error
+    with pytest.raises(TypeError, match=r"\[add\] invalid arguments"):
+        lc.add(a, a, "cpu", "x")
+    with pytest.raises(TypeError, match=r"\[embedding\] invalid arguments"):
+        lc.embedding(np.zeros(2, np.int64), a, bogus=1)
+    with pytest.raises(TypeError, match=r"\[gelu\]"):
+        lc.gelu(a, approximate=3)
 
 
 @pytest.mark.gpu
