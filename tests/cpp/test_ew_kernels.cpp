@@ -3,6 +3,7 @@
 // CUDA tests in test_cuda_ew_kernels.cpp).
 #include <algorithm>
 
+#include "backends/cpu/half.h"
 #include "ew_cases.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/tensor.h"
@@ -14,6 +15,27 @@ Backend& cpu_backend_instance();
 namespace {
 
 lc::Backend& cpu() { return lc::cpu_backend_instance(); }
+
+TEST(CpuHalf, InlineConversionsMatchDtypeH) {
+  for (std::uint32_t h = 0; h < 65536; ++h) {
+    const float a = lc::cpu::half_to_float(static_cast<std::uint16_t>(h));
+    const float b = lc::to_float(lc::float16{static_cast<std::uint16_t>(h)});
+    ASSERT_EQ(lc::float_bits(a), lc::float_bits(b)) << "half bits " << h;
+  }
+  // Every float near the interesting boundaries, then a sweep of all bit patterns.
+  auto same = [](std::uint32_t u) {
+    const float f = lc::bits_float(u);
+    return lc::cpu::float_to_half(f) == lc::to_f16(f).bits;
+  };
+  for (std::uint32_t base : {0x00000000u, 0x33000000u, 0x38800000u, 0x477ff000u, 0x47800000u,
+                             0x7f800000u, 0x7fc00000u})
+    for (std::uint32_t d = 0; d < (1u << 16); ++d) {
+      ASSERT_TRUE(same(base + d)) << std::hex << base + d;
+      ASSERT_TRUE(same((base - d) & 0x7fffffffu)) << std::hex << base - d;
+      ASSERT_TRUE(same((base + d) | 0x80000000u)) << std::hex << base + d;
+    }
+  for (std::uint64_t u = 0; u < (1ull << 32); u += 4099) ASSERT_TRUE(same(static_cast<std::uint32_t>(u))) << u;
+}
 
 TEST(CpuEwDtypes, ContiguousEveryKindAndDtype) {
   lc::ewtest::check_contiguous_kinds(cpu(), {lc::DType::f32, lc::DType::f16, lc::DType::bf16,

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/half.h"
 #include "backends/cpu/simd.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
@@ -69,12 +70,13 @@ constexpr i64 kChunk = 512;
 template <class T>
 inline auto to_c_any(T v) {
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) return v;
+  else if constexpr (std::is_same_v<T, float16>) return half_to_float(v.bits);
   else return to_float(v);
 }
 template <class T>
 inline T from_c(float v) {
   if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, float16>) return to_f16(v);
+  else if constexpr (std::is_same_v<T, float16>) return float16{float_to_half(v)};
   else return to_bf16(v);
 }
 
@@ -147,9 +149,19 @@ void generic_range(const ElementwiseArgs& p, i64 lo, i64 hi, RangeFn f32_loop) {
       q.alpha = p.alpha;
       f32_loop(q, 0, cnt);
     } else {
-      for (i64 j = 0; j < cnt; ++j) abuf[j] = static_cast<C>(to_c_any(a[ao + j * ias]));
-      if (binary)
+      // Unit strides get their own loops (vectorised conversions).
+      if (ias == 1) {
+        const T* ap = a + ao;
+        for (i64 j = 0; j < cnt; ++j) abuf[j] = static_cast<C>(to_c_any(ap[j]));
+      } else {
+        for (i64 j = 0; j < cnt; ++j) abuf[j] = static_cast<C>(to_c_any(a[ao + j * ias]));
+      }
+      if (binary && ibs == 1) {
+        const T* bp = b + bo;
+        for (i64 j = 0; j < cnt; ++j) bbuf[j] = static_cast<C>(to_c_any(bp[j]));
+      } else if (binary) {
         for (i64 j = 0; j < cnt; ++j) bbuf[j] = static_cast<C>(to_c_any(b[bo + j * ibs]));
+      }
       if constexpr (std::is_same_v<C, double>) {
         for (i64 j = 0; j < cnt; ++j) obuf[j] = op_f64(p.kind, abuf[j], binary ? bbuf[j] : 0.0, p.alpha);
         for (i64 j = 0; j < cnt; ++j) out[i + j] = obuf[j];
