@@ -100,9 +100,11 @@ struct ElementwiseArgs {
   float alpha = 1.0f;
   DType dtype = DType::f32;
   int ndim = 0;
-  std::int64_t shape[kEwMaxDims] = {};
-  std::int64_t a_strides[kEwMaxDims] = {};
-  std::int64_t b_strides[kEwMaxDims] = {};
+  // Read only for ndim > 0 (left uninitialised otherwise: the contiguous hot path does not pay
+  // for zeroing them).
+  std::int64_t shape[kEwMaxDims];
+  std::int64_t a_strides[kEwMaxDims];
+  std::int64_t b_strides[kEwMaxDims];
 };
 
 // dst[idx] = convert(src[idx]) for every index of `shape`, each side through its own element

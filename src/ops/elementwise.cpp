@@ -66,13 +66,18 @@ void broadcast_into(const char* op, const Tensor& a, const Tensor& b, std::int64
   }
 }
 
-// Dtypes first (TypeError), then shapes (ValueError).
+bool is_float_dtype(DType d) {
+  return d == DType::f32 || d == DType::f16 || d == DType::bf16 || d == DType::f64;
+}
+
+// Dtypes first (TypeError), then shapes (ValueError). The checks' functions run (and build
+// messages) only on failure: the tiny-op path stays a few compares.
 void check_ew(const EwSpec& s, const Tensor& a, const Tensor* b) {
-  check_float(s.name, "a", a, /*allow_f64=*/true);
+  if (!is_float_dtype(a.dtype())) check_float(s.name, "a", a, /*allow_f64=*/true);
   if (s.binary) {
     if (!b) throw_value(s.name, "needs two inputs (a, b)");
-    check_float(s.name, "b", *b, /*allow_f64=*/true);
-    check_same_dtype(s.name, "a", a, "b", *b);
+    if (!is_float_dtype(b->dtype())) check_float(s.name, "b", *b, /*allow_f64=*/true);
+    if (a.dtype() != b->dtype()) check_same_dtype(s.name, "a", a, "b", *b);
   }
   if (s.ndim) check_ndim(s.name, "a", a, s.ndim);
   if (s.binary) {
@@ -123,16 +128,18 @@ void run_ew(OpRunner& r, const EwSpec& s, const Tensor& a, const Tensor* b, floa
   e.dtype = a.dtype();
   e.alpha = alpha;
   e.n = count(dims, nd);
-  const bool same_shape = !s.binary || (b->ndim() == a.ndim() &&
-                                        std::equal(a.shape_data(), a.shape_data() + a.ndim(),
-                                                   b->shape_data()));
+  // (the same-shape ops' operands were checked to have equal shapes)
+  const bool same_shape = !s.binary || !s.broadcast ||
+                          (b->ndim() == a.ndim() &&
+                           std::equal(a.shape_data(), a.shape_data() + a.ndim(), b->shape_data()));
   const bool here_a = a.device() == r.device();
   const bool here_b = !s.binary || b->device() == r.device();
-  if (same_shape && (!here_a || a.is_contiguous()) &&
-      (!s.binary || !here_b || b->is_contiguous())) {
+  const bool direct_a = here_a && a.is_contiguous();
+  const bool direct_b = s.binary && here_b && b->is_contiguous();
+  if (same_shape && (!here_a || direct_a) && (!s.binary || !here_b || direct_b)) {
     // Contiguous, same shape: the fast path (operands on another device arrive contiguous).
-    e.a = r.in_raw(a);
-    e.b = s.binary ? r.in_raw(*b) : nullptr;
+    e.a = direct_a ? a.data() : r.in_raw(a);
+    e.b = !s.binary ? nullptr : direct_b ? b->data() : r.in_raw(*b);
   } else {
     // Broadcasting or a strided operand: read each operand through its strides.
     e.a = here_a ? a.data() : r.in_raw(a);
