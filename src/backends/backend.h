@@ -2,8 +2,9 @@
 //
 // The core (src/core/) validates arguments, decides placement, makes inputs contiguous,
 // moves data and records the trace; a backend only computes. So every argument struct here
-// holds raw, contiguous, row-major pointers that already live in the backend's own memory,
-// plus plain sizes. Backends never throw for bad shapes (the core checked them) and only
+// holds raw pointers that already live in the backend's own memory, plus plain sizes: contiguous
+// and row-major, except where a struct says otherwise (ElementwiseArgs with ndim > 0 and
+// StridedCopyArgs carry element strides). Backends never throw for bad shapes (the core checked them) and only
 // throw lc::BackendError / lc::OutOfMemory for failures of their own.
 //
 // Adding a backend = implementing this class in src/backends/<name>/ and returning it from
