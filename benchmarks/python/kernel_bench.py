@@ -1,6 +1,6 @@
 """Kernel suite: single ops. Attention (micro and larger), conv2d 3x3, GEMM (float32; bfloat16 and
 float16 at 4096^3), batched matmul (64 x (128x64 @ 64x128) vs torch.bmm, float32 and bfloat16),
-linear with a fused residual (vs torch.addmm + add).
+linear with a fused residual (vs torch.addmm + add), broadcast add.
 
     python benchmarks/python/kernel_bench.py [--quick] [--out-dir DIR] [--modes oneshot,resident]
 """
@@ -22,6 +22,9 @@ GEMM = [(256, 256, 256), (896, 896, 896), (1024, 1024, 1024)]
 GEMM16 = [(4096, 4096, 4096)]                    # goal: >= 0.95x torch (bf16 / fp16 storage)
 BMM = [(64, 128, 64, 128)]                       # batch, m, k, n; goal: >= 1.0x torch.bmm
 LINEAR_RESIDUAL = [(4096, 1024, 1024)]           # tokens, in, out: y = x @ w^T + b + r
+# float32 add with numpy broadcasting: a row, a column, and both operands broadcast
+BCAST = [((4096, 4096), (4096,)), ((4096, 4096), (4096, 1)), ((64, 1, 1024), (1, 256, 1024)),
+         ((257, 129), (1, 129))]
 
 
 def attention_case(suite: str, family: str, seq: int, d: int, causal: bool = False) -> Case:
@@ -150,6 +153,22 @@ def linear_residual_case(suite: str, dtype: str, m: int, i_: int, o: int) -> Cas
     )
 
 
+def broadcast_add_case(suite: str, sa, sb) -> Case:
+    out = tuple(np.broadcast_shapes(sa, sb))
+    return Case(
+        suite=suite, family="broadcast add", name=f"{list(sa)}+{list(sb)}",
+        params={"a": list(sa), "b": list(sb)},
+        make_inputs=lambda rng: {"a": randn(rng, *sa), "b": randn(rng, *sb)},
+        numpy_fn=lambda i: i["a"] + i["b"],
+        lc_fn=lambda lc, i, dev: lc.add(i["a"], i["b"], dev),
+        lc_into=lambda lc, i, out_, dev: lc.add_into(i["a"], i["b"], out_, dev),
+        out_shape=out,
+        torch_fn=lambda torch, i: torch.add(i["a"], i["b"]),
+        tol=1e-6,
+        notes=["float32, numpy broadcasting (the bfloat16 and bandwidth cases are in the elementwise suite)"],
+    )
+
+
 def build_cases(quick: bool = False) -> List[Case]:
     s = "kernel"
     cases = [attention_case(s, "attention micro", q, d) for q, d in ATTN_MICRO]
@@ -160,6 +179,7 @@ def build_cases(quick: bool = False) -> List[Case]:
     cases += [bmm_case(s, dt, *shape) for dt in ("float32", "bfloat16") for shape in BMM]
     cases += [linear_residual_case(s, dt, *shape) for dt in ("float32", "bfloat16")
               for shape in LINEAR_RESIDUAL]
+    cases += [broadcast_add_case(s, sa, sb) for sa, sb in BCAST]
     return cases
 
 

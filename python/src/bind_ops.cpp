@@ -4,7 +4,10 @@
 //   conv2d_nchw(x, w, b, stride_h=1, stride_w=1, pad_h=0, pad_w=0, device=None, *, activation="none")
 //   matmul(a, b, device=None, *, policy=None)          torch.matmul semantics (+ matmul_into)
 //   linear(x, weight, bias=None, activation="none", device=None, *, residual=None, policy=None)
-//   layernorm, softmax, vector_add/sub/mul/scale, matrix_sub, relu, gelu (+ _into)
+//   layernorm, softmax, vector_add/sub/mul/scale, matrix_sub, relu (+ _into)
+//   add/sub/mul/div(a, b, device=None, *, policy=None): numpy broadcasting (+ _into)
+//   gelu(a, device=None, *, approximate="tanh", policy=None) (+ _into)
+//   embedding(ids, weight, device=None, *, policy=None) (+ _into)
 // `device=None` means "the policy's device" (default "auto").
 #include <algorithm>
 
@@ -335,6 +338,56 @@ nb::object ew_into(const char* op, nb::handle a_, nb::handle b_, float alpha, nb
                   [&](lc::Tensor& o) { lc::elementwise_into(op, a.t, bp, alpha, o, p); });
 }
 
+// gelu(x, device=None, *, approximate="tanh", policy=None): "tanh" (default) or "none" (erf).
+nb::object py_gelu(nb::handle x_, nb::handle device, nb::handle approx_, nb::handle policy) {
+  static constexpr const char* op = "gelu";
+  Arg x;
+  to_arg(x_, op, "a", x);
+  const std::string approx = approx_.is_none() ? std::string("tanh") : str_param(approx_, op, "approximate");
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  return run_returning(
+      op, {&x}, p, 1.0 * x.t.numel(), [&] { return lc::elementwise_out_shape(op, x.t, nullptr); },
+      [&](lc::Tensor& out) { lc::gelu_into(x.t, out, approx.c_str(), p); },
+      [&] { return lc::gelu(x.t, approx.c_str(), p); });
+}
+
+nb::object py_gelu_into(nb::handle x_, nb::handle out, nb::handle device, nb::handle approx_,
+                        nb::handle policy) {
+  static constexpr const char* op = "gelu";
+  Arg x;
+  to_arg(x_, op, "a", x);
+  const std::string approx = approx_.is_none() ? std::string("tanh") : str_param(approx_, op, "approximate");
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  return run_into(out, op, 1.0 * x.t.numel(),
+                  [&](lc::Tensor& o) { lc::gelu_into(x.t, o, approx.c_str(), p); });
+}
+
+// ---- embedding -------------------------------------------------------------------------------
+nb::object py_embedding(nb::handle ids_, nb::handle w_, nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "embedding";
+  Arg ids, w;
+  to_arg(ids_, op, "ids", ids);
+  to_arg(w_, op, "weight", w);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const double moved = static_cast<double>(ids.t.numel()) * (w.t.ndim() == 2 ? w.t.size(1) : 1);
+  // The weight is listed first: the numpy result takes its dtype (not the ids').
+  return run_returning(
+      op, {&w, &ids}, p, moved, [&] { return lc::embedding_out_shape(ids.t, w.t); },
+      [&](lc::Tensor& out) { lc::embedding_into(ids.t, w.t, out, p); },
+      [&] { return lc::embedding(ids.t, w.t, p); });
+}
+
+nb::object py_embedding_into(nb::handle ids_, nb::handle w_, nb::handle out, nb::handle device,
+                             nb::handle policy) {
+  static constexpr const char* op = "embedding";
+  Arg ids, w;
+  to_arg(ids_, op, "ids", ids);
+  to_arg(w_, op, "weight", w);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const double moved = static_cast<double>(ids.t.numel()) * (w.t.ndim() == 2 ? w.t.size(1) : 1);
+  return run_into(out, op, moved, [&](lc::Tensor& o) { lc::embedding_into(ids.t, w.t, o, p); });
+}
+
 #define LC_BINARY(NAME)                                                                         \
   m.def(#NAME, [](nb::handle a, nb::handle b, nb::handle device, nb::handle policy) {           \
     return ew(#NAME, a, b, 1.0f, device, policy);                                               \
@@ -408,8 +461,21 @@ void register_ops(nb::module_& m) {
   LC_BINARY(vector_sub)
   LC_BINARY(vector_mul)
   LC_BINARY(matrix_sub)
+  LC_BINARY(add)
+  LC_BINARY(sub)
+  LC_BINARY(mul)
+  LC_BINARY(div)
   LC_UNARY(relu)
-  LC_UNARY(gelu)
+  m.def("gelu", &py_gelu, nb::arg("a").none(), nb::arg("device") = none, nb::kw_only(),
+        nb::arg("approximate").none() = "tanh", nb::arg("policy") = none,
+        "GELU: approximate=\"tanh\" (default) or \"none\" (exact erf form).");
+  m.def("gelu_into", &py_gelu_into, nb::arg("a").none(), nb::arg("out").none(), nb::arg("device") = none,
+        nb::kw_only(), nb::arg("approximate").none() = "tanh", nb::arg("policy") = none);
+  m.def("embedding", &py_embedding, nb::arg("ids").none(), nb::arg("weight").none(),
+        nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none,
+        "weight[ids]: ids int32/int64 of any shape, weight [V, D] float; result ids.shape + [D].");
+  m.def("embedding_into", &py_embedding_into, nb::arg("ids").none(), nb::arg("weight").none(),
+        nb::arg("out").none(), nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
   m.def("vector_scale", [](nb::handle a, nb::handle alpha, nb::handle device, nb::handle policy) {
     const float al = static_cast<float>(float_param(alpha, "vector_scale", "alpha"));
     return ew("vector_scale", a, nb::handle(), al, device, policy);

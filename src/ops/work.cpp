@@ -61,12 +61,16 @@ WorkEstimate norm_work(double n) {
   return w;
 }
 
-WorkEstimate elementwise_work(double n) {
+WorkEstimate elementwise_work(double n, std::size_t elem_size) {
   WorkEstimate w;
   w.family = OpFamily::elementwise;
   w.flops = n;
-  w.host_bytes_out = 4.0 * n;
+  w.host_bytes_out = static_cast<double>(elem_size) * n;
   return w;
+}
+
+WorkEstimate embedding_work(double n, double dim, std::size_t elem_size) {
+  return elementwise_work(n * dim, elem_size);
 }
 
 namespace {
@@ -146,10 +150,26 @@ WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<
     w = norm_work(numel(shape_at(op, s, 0, s.empty() ? 0 : s[0].size())));
   } else if (is_elementwise(op)) {
     w = elementwise_work(numel(shape_at(op, s, 0, s.empty() ? 0 : s[0].size())));
+  } else if (op == "add" || op == "sub" || op == "mul" || op == "div") {
+    if (s.size() != 2)
+      throw_value(op.c_str(), "explain_placement: needs the shapes of a and b");
+    // The broadcast result's element count: per right-aligned dimension the larger size.
+    const std::size_t nd = std::max(s[0].size(), s[1].size());
+    double n = 1;
+    for (std::size_t i = 0; i < nd; ++i) {
+      const std::int64_t da = i < nd - s[0].size() ? 1 : s[0][i - (nd - s[0].size())];
+      const std::int64_t db = i < nd - s[1].size() ? 1 : s[1][i - (nd - s[1].size())];
+      n *= static_cast<double>(da == 1 ? db : da);
+    }
+    w = elementwise_work(n);
+  } else if (op == "embedding") {
+    if (s.size() != 2) throw_value(op.c_str(), "explain_placement: needs the shapes of ids and weight");
+    const auto& wt = shape_at(op, s, 1, 2);
+    w = embedding_work(numel(s[0]), static_cast<double>(wt[1]), 4);
   } else {
     throw_value("explain_placement", "unknown op '" + op + "'; use matmul2d, matmul, linear, "
-                "attention2d, conv2d_nchw, conv_attention_nchw, layernorm, softmax or an "
-                "elementwise op name");
+                "attention2d, conv2d_nchw, conv_attention_nchw, layernorm, softmax, embedding or an "
+                "elementwise op name (vector_add, add, div, relu, ...)");
   }
   double in_elems = 0;
   for (const auto& x : s) in_elems += numel(x);

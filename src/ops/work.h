@@ -45,13 +45,17 @@ WorkEstimate conv_attention_work(const WorkEstimate& conv, std::int64_t seq_len,
                                  std::int64_t head_dim);
 // layernorm / softmax over n elements (8 flops each).
 WorkEstimate norm_work(double n);
-// elementwise ops over n elements (1 flop each).
-WorkEstimate elementwise_work(double n);
+// elementwise ops over n result elements (1 flop each) of elem_size bytes.
+WorkEstimate elementwise_work(double n, std::size_t elem_size = 4);
+// embedding: n ids gathering rows of dim elements of elem_size bytes (elementwise family: a
+// memory-bound copy; 1 "flop" per element moved).
+WorkEstimate embedding_work(double n, double dim, std::size_t elem_size);
 
 // By op name and shapes (explain_placement, lc.placement, the pipelines' chain decision):
 // "matmul2d" a b; "matmul" a b (torch.matmul shapes: 1-D operands, broadcast batch
 // dimensions); "linear" x w (x [..., in]); "attention2d" q k v; "conv2d_nchw" x w (stride /
-// padding given); "conv_attention_nchw" x w; "layernorm" / "softmax" / elementwise names: x.
+// padding given); "conv_attention_nchw" x w; "layernorm" / "softmax" / elementwise names: x;
+// "add" / "sub" / "mul" / "div": a b (broadcast); "embedding": ids weight.
 // host_bytes_in counts every input. Throws lc::ValueError for unknown ops or wrong ranks.
 WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,
                            int stride_h = 1, int stride_w = 1, int pad_h = 0, int pad_w = 0);

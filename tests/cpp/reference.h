@@ -290,13 +290,16 @@ inline std::vector<double> elementwise(EwKind kind, const float* a, const float*
       case EwKind::scale: y = x * static_cast<double>(alpha); break;
       case EwKind::relu: y = relu(x); break;
       case EwKind::gelu: y = gelu(x); break;
+      case EwKind::div: y = x / static_cast<double>(b[i]); break;
+      case EwKind::gelu_erf: y = 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); break;
     }
     out[static_cast<std::size_t>(i)] = y;
   }
   return out;
 }
 inline std::vector<double> elementwise(const ElementwiseArgs& p) {
-  return elementwise(p.kind, p.a, p.b, p.n, p.alpha);
+  return elementwise(p.kind, static_cast<const float*>(p.a), static_cast<const float*>(p.b), p.n,
+                     p.alpha);
 }
 
 }  // namespace lc::ref

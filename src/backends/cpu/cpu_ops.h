@@ -16,6 +16,9 @@ void conv2d(const Conv2dArgs& a);
 void layernorm(const LayerNormArgs& a);
 void softmax(const SoftmaxArgs& a);
 void elementwise(const ElementwiseArgs& a);
+void copy_strided(const StridedCopyArgs& a);
+void embedding(const EmbeddingArgs& a);
+std::int64_t first_bad_index(const void* ids, DType ids_dtype, std::int64_t n, std::int64_t vocab);
 
 // Which GEMM matmul() uses for non-tiny shapes: "OpenBLAS" or "built-in".
 const char* gemm_engine();

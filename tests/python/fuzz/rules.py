@@ -254,6 +254,10 @@ class Op:
     # 2-D (the reference's form) and an "ndim" fault never targets them (any ndim >= 1 is fine;
     # tests/python/test_views.py checks those shapes against numpy)
     leading_free: tuple = ()
+    # storage dtypes the op computes in besides float32 (all inputs alike): a "dtype" fault draws
+    # only dtypes outside this set, and a Python list or float (which convert to float64) is no
+    # junk input for an op that takes float64
+    dtypes: tuple = ()
 
     @property
     def msg_op(self) -> str:
@@ -261,10 +265,15 @@ class Op:
         return self.name.split(".")[-1]
 
 
+# The elementwise ops compute in float32, float16, bfloat16 and (on the CPU) float64.
+EW_DTYPES = ("float64", "float16")
+
+
 def _ew(name, fn, n_in=2, star_min_ndim=0, **kw):
     ins = {"a": "*", "b": "*"} if n_in == 2 else {"a": "*"}
     call = ("a", "b", OUT, DEV) if n_in == 2 else ("a", OUT, DEV)
-    return Op(name, ins, "*", call, fn, atol_elementwise, empty_ok=True, star_min_ndim=star_min_ndim, **kw)
+    return Op(name, ins, "*", call, fn, atol_elementwise, empty_ok=True, star_min_ndim=star_min_ndim,
+              dtypes=EW_DTYPES, **kw)
 
 
 def _gelu_allow(X, P):
@@ -315,9 +324,9 @@ OPS: dict[str, Op] = {op.name: op for op in [
     _ew("vector_sub", lambda X, P: X["a"] - X["b"]),
     _ew("vector_mul", lambda X, P: X["a"] * X["b"]),
     Op("matrix_sub", {"a": "mn", "b": "mn"}, "mn", ("a", "b", OUT, DEV), lambda X, P: X["a"] - X["b"],
-       atol_elementwise, empty_ok=True),
+       atol_elementwise, empty_ok=True, dtypes=EW_DTYPES),
     Op("vector_scale", {"a": "*"}, "*", ("a", "alpha", OUT, DEV), lambda X, P: X["a"] * f32(P["alpha"]),
-       atol_elementwise, empty_ok=True,
+       atol_elementwise, empty_ok=True, dtypes=EW_DTYPES,
        params=st.fixed_dictionaries({"alpha": st.sampled_from([-2.5, 0.0, 1.0, 3.25, 1e-3])})),
     _ew("relu", lambda X, P: np.maximum(X["a"], 0.0), n_in=1),
     _ew("gelu", lambda X, P: gelu64(X["a"]), n_in=1, allow=_gelu_allow),
