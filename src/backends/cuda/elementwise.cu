@@ -319,15 +319,6 @@ void launch_typed(const ElementwiseArgs& p, int sm_count, cudaStream_t s) {
   }
 }
 
-template <Activation A>
-__global__ void fill_bias_act_kernel(float* out, const float* bias, std::int64_t m, std::int64_t n) {
-  const std::int64_t total = m * n;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       i < total; i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = activate<A>(bias ? bias[i % n] : 0.0f);
-  }
-}
-
 __global__ void tile_cyclic_kernel(float* dst, const float* src, std::int64_t have,
                                    std::int64_t need) {
   // Each thread walks its grid-stride positions; the source index follows with one modulo.
@@ -364,17 +355,6 @@ void launch_tile_cyclic(float* dst, const float* src, std::int64_t have, std::in
       1, std::min<std::int64_t>((need + kThreads - 1) / kThreads,
                                 static_cast<std::int64_t>(sm_count) * 8)));
   launch(tile_cyclic_kernel, blocks, kThreads, 0, s, "tile_cyclic_kernel", dst, src, have, need);
-}
-
-void launch_fill_bias_act(float* out, const float* bias, std::int64_t m, std::int64_t n,
-                          Activation act, cudaStream_t s) {
-  if (m <= 0 || n <= 0) return;
-  const int blocks = static_cast<int>(std::min<std::int64_t>((m * n + 255) / 256, 4096));
-  switch (act) {
-    case Activation::none: launch(fill_bias_act_kernel<Activation::none>, blocks, 256, 0, s, "fill_bias_act_kernel", out, bias, m, n); break;
-    case Activation::relu: launch(fill_bias_act_kernel<Activation::relu>, blocks, 256, 0, s, "fill_bias_act_kernel", out, bias, m, n); break;
-    case Activation::gelu: launch(fill_bias_act_kernel<Activation::gelu>, blocks, 256, 0, s, "fill_bias_act_kernel", out, bias, m, n); break;
-  }
 }
 
 namespace {

@@ -15,9 +15,6 @@ void launch_elementwise(const ElementwiseArgs& a, int sm_count, cudaStream_t s);
 // dst[i] = src[i % have] for i < need, one launch (Backend::tile_cyclic).
 void launch_tile_cyclic(float* dst, const float* src, std::int64_t have, std::int64_t need,
                         int sm_count, cudaStream_t s);
-// out[m,n] = act(bias[n] or 0): the matmul k == 0 case.
-void launch_fill_bias_act(float* out, const float* bias, std::int64_t m, std::int64_t n,
-                          Activation act, cudaStream_t s);
 
 // copy.cu
 // Backend::copy_strided (any dtype pair; a contiguous same-dtype copy is a cudaMemcpyAsync).
