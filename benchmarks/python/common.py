@@ -420,9 +420,9 @@ def to_numpy(x: Any) -> np.ndarray:
     """Host copy of an LC tensor, torch tensor or numpy array (for the correctness check)."""
     if isinstance(x, np.ndarray):
         return x
-    if hasattr(x, "detach"):  # torch (numpy has no bfloat16: widen it, exactly, to float32)
-        x = x.detach().cpu()
-        return (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
+    if hasattr(x, "detach"):  # torch (bfloat16 as float32: numpy has no native bfloat16)
+        t = x.detach().cpu()
+        return (t.float() if "bfloat16" in str(t.dtype) else t).numpy()
     if hasattr(x, "numpy"):  # lc.Tensor
         return np.asarray(x.numpy())
     return np.asarray(x)

@@ -382,6 +382,32 @@ def native_lines(results: Path) -> List[str]:
              "with CUDA events, manual time)</summary>", ""] + out + ["</details>"])
 
 
+def elementwise_lines(results: Path) -> List[str]:
+    """The elementwise suite (elementwise_bench.py): achieved GB/s next to a D2D copy's."""
+    p = results / "elementwise.json"
+    if not p.is_file():
+        return []
+    rows = json.loads(p.read_text()).get("rows", [])
+    if not rows:
+        return []
+
+    def gb(r, s):
+        v = r.get("gbps", {}).get(s)
+        return f"{v:.0f}" if v else "n/a"
+
+    def ratio(v):
+        return f"{v:.2f}" if v else "n/a"
+
+    lines = ["### Elementwise bandwidth (resident CUDA, GB/s; goal: lc add >= 0.9x a D2D copy)", "",
+             "| case | lc add | lc copy | lc/copy | torch add | torch copy | torch/copy | torch ms / lc ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['family']}: {r['case']} | {gb(r, 'lc_cuda_into')} | {gb(r, 'lc_d2d_copy')} | "
+                     f"{ratio(r.get('lc_vs_copy'))} | {gb(r, 'torch_cuda')} | {gb(r, 'torch_d2d_copy')} | "
+                     f"{ratio(r.get('torch_vs_copy'))} | {ratio(r.get('ours_vs_best_peer'))} |")
+    return lines
+
+
 def render(data, results: Path, link_base: Path) -> str:
     if not data:
         return "No benchmark results found."
@@ -400,6 +426,9 @@ def render(data, results: Path, link_base: Path) -> str:
     else:
         lines += ["(plots skipped: matplotlib not installed)", ""]
     lines += case_tables(data)
+    ew = elementwise_lines(results)
+    if ew:
+        lines += [""] + ew
     nat = native_lines(results)
     if nat:
         lines += [""] + nat

@@ -51,31 +51,12 @@ class Case:
     params: Dict[str, Any] = field(default_factory=dict)
     # torch peer precision: "fp32" (default) or "tf32" (allow_tf32 during the call)
     torch_precision: str = "fp32"
-    # storage dtype of the result (the lc `_into` output); inputs carry their own numpy dtypes
-    # (bfloat16 as ml_dtypes.bfloat16, handed to torch as torch.bfloat16)
+    # storage dtype of the result (inputs come from make_inputs in their own dtype, e.g.
+    # ml_dtypes.bfloat16 arrays): sizes the preallocated `_into` output
     dtype: str = "float32"
-
-
-def _lc_dtype(v: np.ndarray) -> str:
-    """lc's name for a numpy array's dtype (ml_dtypes.bfloat16 -> "bfloat16")."""
-    return "bfloat16" if v.dtype.name == "bfloat16" else v.dtype.name
-
-
-def _torch_in(torch, v: np.ndarray):
-    """torch.from_numpy, also for ml_dtypes.bfloat16 arrays (reinterpreted, no conversion)."""
-    if v.dtype.name == "bfloat16":
-        return torch.from_numpy(v.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(v)
-
-
-def _torch_host_np(torch, case: "Case"):
-    """t.numpy() for a host torch tensor; bfloat16 results come back as ml_dtypes.bfloat16 numpy
-    (the bits reinterpreted, as LC returns them), so both sides end in host memory alike."""
-    if case.dtype != "bfloat16":
-        return lambda t: t.numpy()
-    import ml_dtypes
-
-    return lambda t: t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    # False: the CPU systems (lc_cpu, numpy, torch_cpu) are skipped (a 4096^3 bfloat16 GEMM takes
+    # seconds per call there and says nothing about the GPU comparison the case is for)
+    cpu_peers: bool = True
 
 
 @contextlib.contextmanager
@@ -95,6 +76,26 @@ def torch_scope(env: Env, prec: str):
         restore_torch_tf32(env.torch, old)
 
 
+def _lc_dtype(v: np.ndarray) -> str:
+    """lc's name for a numpy array's dtype (ml_dtypes.bfloat16 -> "bfloat16"): lc.Tensor(v)
+    alone stores float32, so resident inputs name their dtype."""
+    return "bfloat16" if v.dtype.name == "bfloat16" else v.dtype.name
+
+
+def _torch_in(torch: Any, v: np.ndarray) -> Any:
+    """numpy -> torch (host), bfloat16 included (ml_dtypes arrays, which torch cannot wrap:
+    the bits are reinterpreted)."""
+    if v.dtype.name == "bfloat16":
+        return torch.from_numpy(v.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(v)
+
+
+def _torch_host(t: Any) -> np.ndarray:
+    """torch -> numpy on the host (bfloat16 as float32: numpy has no native bfloat16)."""
+    t = t.cpu()
+    return (t.float() if "bfloat16" in str(t.dtype) else t).numpy()
+
+
 def _lc_host(x: Any) -> np.ndarray:
     """The oneshot contract: the result ends in host memory as numpy."""
     if isinstance(x, np.ndarray):
@@ -105,6 +106,8 @@ def _lc_host(x: Any) -> np.ndarray:
 # ---- system builders: each returns (fn, sync) or raises Skip ---------------------------------
 def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
     lc, torch = env.lc, env.torch
+    if not case.cpu_peers and (system in CPU_SYSTEMS or (system == "lc_auto" and not env.lc_cuda)):
+        raise Skip("GPU-only case: the CPU systems are not timed")
     if system.startswith("lc_"):
         if lc is None or case.lc_fn is None:
             raise Skip(env.reasons.get("lc", "no LC implementation for this case"))
@@ -123,7 +126,7 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
         if system == "lc_cuda_into":
             if case.lc_into is None or case.out_shape is None:
                 raise Skip("no _into form for this case")
-            out = lc.Tensor.empty(list(case.out_shape), device="cuda", dtype=case.dtype)
+            out = lc.Tensor.empty(list(case.out_shape), dtype=case.dtype, device="cuda")
 
             def into():
                 case.lc_into(lc, dev, out, "cuda")
@@ -141,16 +144,15 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
     to_np = _torch_host_np(torch, case)
     if system == "torch_cpu":
         tin = {k: _torch_in(torch, v) for k, v in ins.items()}
-        if case.dtype == "bfloat16":
-            return (lambda: to_np(case.torch_fn(torch, tin))), _noop
-        return (lambda: case.torch_fn(torch, tin).numpy()), _noop
+
+        return (lambda: _torch_host(case.torch_fn(torch, tin))), _noop
     if not env.torch_cuda:
         raise Skip(env.reasons["torch_cuda"])
     if system == "torch_cuda":
         if mode == ONESHOT:
             def t1():
                 tin = {k: _torch_in(torch, v).cuda() for k, v in ins.items()}
-                return to_np(case.torch_fn(torch, tin).cpu())
+                return _torch_host(case.torch_fn(torch, tin))
 
             return t1, env.torch_sync
         tin = {k: _torch_in(torch, v).cuda() for k, v in ins.items()}
@@ -181,7 +183,7 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
                 for k, v in host.items():
                     static[k].copy_(v)
                 g.replay()
-                return to_np(static_out.cpu())
+                return _torch_host(static_out)
 
             return g1, env.torch_sync
 

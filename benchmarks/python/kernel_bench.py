@@ -1,5 +1,7 @@
-"""Kernel suite: single ops. Attention (micro and larger), conv2d 3x3, GEMM, layernorm and
-softmax over the last dim in float32 / float16 / bfloat16 (issue #12's bf16 8192x768 target).
+"""Kernel suite: single ops. Attention (micro and larger), conv2d 3x3, GEMM (float32; bfloat16 and
+float16 at 4096^3), batched matmul (64 x (128x64 @ 64x128) vs torch.bmm, float32 and bfloat16),
+linear with a fused residual (vs torch.addmm + add), broadcast add, layernorm and softmax over the
+last dim in float32 / float16 / bfloat16 (issue #12's bf16 8192x768 target).
 
     python benchmarks/python/kernel_bench.py [--quick] [--out-dir DIR] [--modes oneshot,resident]
 """
@@ -18,6 +20,12 @@ ATTN_LARGE = [(256, 64), (512, 64), (4096, 64)]
 CONV = [(1, 3, 16, 16, 16), (1, 3, 24, 24, 16), (2, 3, 16, 16, 16), (1, 3, 28, 28, 16),
         (1, 3, 32, 32, 16), (8, 64, 56, 56, 64)]
 GEMM = [(256, 256, 256), (896, 896, 896), (1024, 1024, 1024)]
+GEMM16 = [(4096, 4096, 4096)]                    # goal: >= 0.95x torch (bf16 / fp16 storage)
+BMM = [(64, 128, 64, 128)]                       # batch, m, k, n; goal: >= 1.0x torch.bmm
+LINEAR_RESIDUAL = [(4096, 1024, 1024)]           # tokens, in, out: y = x @ w^T + b + r
+# float32 add with numpy broadcasting: a row, a column, and both operands broadcast
+BCAST = [((4096, 4096), (4096,)), ((4096, 4096), (4096, 1)), ((64, 1, 1024), (1, 256, 1024)),
+         ((257, 129), (1, 129))]
 # (rows, cols, dtype): a BERT-base-sized activation, every storage dtype
 NORM = [(8192, 768, "bfloat16"), (8192, 768, "float16"), (8192, 768, "float32")]
 
@@ -78,12 +86,90 @@ def gemm_case(suite: str, family: str, m: int, k: int, n: int) -> Case:
     )
 
 
-def _np_dtype(name: str):
-    if name == "bfloat16":
-        import ml_dtypes
-
+def _np_dtype(dtype: str):
+    if dtype == "bfloat16":
+        import ml_dtypes  # numpy's bfloat16 (a dependency of the test suite)
         return ml_dtypes.bfloat16
-    return np.dtype(name)
+    return np.dtype(dtype)
+
+
+def _rand(rng, dtype: str, *shape: int, scale: float = 1.0) -> np.ndarray:
+    return randn(rng, *shape, scale=scale).astype(_np_dtype(dtype))
+
+
+def _f32(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32)
+
+
+# Storage-dtype tolerances against the float32 numpy reference (relative to max |ref|).
+TOL = {"float32": 1e-3, "float16": 1e-2, "bfloat16": 3e-2}
+SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def gemm16_case(suite: str, dtype: str, m: int, k: int, n: int) -> Case:
+    return Case(
+        suite=suite, family=f"gemm {SHORT[dtype]}", name=f"m={m},k={k},n={n}",
+        params={"m": m, "k": k, "n": n, "dtype": dtype},
+        make_inputs=lambda rng: {"a": _rand(rng, dtype, m, k), "b": _rand(rng, dtype, k, n)},
+        numpy_fn=lambda i: _f32(i["a"]) @ _f32(i["b"]),
+        lc_fn=lambda lc, i, dev: lc.matmul2d(i["a"], i["b"], dev),
+        lc_into=lambda lc, i, out, dev: lc.matmul2d_into(i["a"], i["b"], out, dev),
+        out_shape=(m, n), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: torch.mm(i["a"], i["b"]),
+        tol=TOL[dtype], numpy_peer=False, numpy_note="numpy has no 16-bit GEMM (reference only)",
+        cpu_peers=False,
+        notes=[f"{dtype} storage, float32 accumulation (cuBLASLt COMPUTE_32F); torch.mm on {dtype} tensors"],
+    )
+
+
+def bmm_case(suite: str, dtype: str, b: int, m: int, k: int, n: int) -> Case:
+    return Case(
+        suite=suite, family=f"bmm {SHORT[dtype]}", name=f"batch={b},m={m},k={k},n={n}",
+        params={"batch": b, "m": m, "k": k, "n": n, "dtype": dtype},
+        make_inputs=lambda rng: {"a": _rand(rng, dtype, b, m, k), "b": _rand(rng, dtype, b, k, n)},
+        numpy_fn=lambda i: np.matmul(_f32(i["a"]), _f32(i["b"])),
+        lc_fn=lambda lc, i, dev: lc.matmul(i["a"], i["b"], dev),
+        lc_into=lambda lc, i, out, dev: lc.matmul_into(i["a"], i["b"], out, dev),
+        out_shape=(b, m, n), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: torch.bmm(i["a"], i["b"]),
+        tol=TOL[dtype], numpy_peer=dtype == "float32",
+        numpy_note="numpy has no 16-bit GEMM (reference only)",
+        notes=["lc.matmul: one strided-batched cuBLASLt call; torch.bmm"],
+    )
+
+
+def linear_residual_case(suite: str, dtype: str, m: int, i_: int, o: int) -> Case:
+    return Case(
+        suite=suite, family=f"linear+residual {SHORT[dtype]}", name=f"tokens={m},in={i_},out={o}",
+        params={"m": m, "in": i_, "out": o, "dtype": dtype},
+        make_inputs=lambda rng: {"x": _rand(rng, dtype, m, i_), "w": _rand(rng, dtype, o, i_, scale=0.05),
+                                 "b": _rand(rng, dtype, o), "r": _rand(rng, dtype, m, o)},
+        numpy_fn=lambda i: _f32(i["x"]) @ _f32(i["w"]).T + _f32(i["b"]) + _f32(i["r"]),
+        lc_fn=lambda lc, i, dev: lc.linear(i["x"], i["w"], i["b"], "none", dev, residual=i["r"]),
+        lc_into=lambda lc, i, out, dev: lc.linear_into(i["x"], i["w"], i["b"], out, "none", dev,
+                                                       residual=i["r"]),
+        out_shape=(m, o), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: torch.addmm(i["b"], i["x"], i["w"].t()) + i["r"],
+        tol=TOL[dtype], numpy_peer=dtype == "float32",
+        numpy_note="numpy has no 16-bit GEMM (reference only)", cpu_peers=dtype == "float32",
+        notes=["LC: residual as cuBLASLt's C (beta = 1), one call; torch: addmm + add (two kernels)"],
+    )
+
+
+def broadcast_add_case(suite: str, sa, sb) -> Case:
+    out = tuple(np.broadcast_shapes(sa, sb))
+    return Case(
+        suite=suite, family="broadcast add", name=f"{list(sa)}+{list(sb)}",
+        params={"a": list(sa), "b": list(sb)},
+        make_inputs=lambda rng: {"a": randn(rng, *sa), "b": randn(rng, *sb)},
+        numpy_fn=lambda i: i["a"] + i["b"],
+        lc_fn=lambda lc, i, dev: lc.add(i["a"], i["b"], dev),
+        lc_into=lambda lc, i, out_, dev: lc.add_into(i["a"], i["b"], out_, dev),
+        out_shape=out,
+        torch_fn=lambda torch, i: torch.add(i["a"], i["b"]),
+        tol=1e-6,
+        notes=["float32, numpy broadcasting (the bfloat16 and bandwidth cases are in the elementwise suite)"],
+    )
 
 
 # numpy in float32 for float32 inputs (the peer), in float64 for the 16-bit ones (reference only)
@@ -145,6 +231,11 @@ def build_cases(quick: bool = False) -> List[Case]:
     cases += [attention_case(s, "attention", q, d) for q, d in ATTN_LARGE]
     cases += [conv_case(s, *shape) for shape in CONV]
     cases += [gemm_case(s, "gemm", *shape) for shape in GEMM]
+    cases += [gemm16_case(s, dt, *shape) for dt in ("bfloat16", "float16") for shape in GEMM16]
+    cases += [bmm_case(s, dt, *shape) for dt in ("float32", "bfloat16") for shape in BMM]
+    cases += [linear_residual_case(s, dt, *shape) for dt in ("float32", "bfloat16")
+              for shape in LINEAR_RESIDUAL]
+    cases += [broadcast_add_case(s, sa, sb) for sa, sb in BCAST]
     cases += [norm_case(s, op, *shape) for op in ("layernorm", "softmax") for shape in NORM]
     return cases
 

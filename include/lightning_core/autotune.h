@@ -106,9 +106,11 @@ struct GemmTuneResult {
   std::string detail;       // algo id / tile / stages / split-K of the winner
 };
 // Prepares the CUDA backend so that later matmul2d calls of [m,k]x[k,n] (trans_b for linear's
-// layout) at the mode's precision use the mode's algorithm. Throws lc::Unavailable without CUDA.
+// layout) at the mode's precision and in storage `dtype` (float32, float16, bfloat16; the
+// cuBLASLt plans and the cache entries are per dtype) use the mode's algorithm. Throws
+// lc::Unavailable without CUDA, lc::TypeError for another dtype.
 GemmTuneResult prepare_gemm(std::int64_t m, std::int64_t k, std::int64_t n, GemmMode mode,
-                            bool trans_b = false);
+                            bool trans_b = false, DType dtype = DType::f32);
 // The mode recorded by large_gemm_auto_sweep.py for this shape and precision, if any.
 std::optional<std::string> recorded_gemm_mode(std::int64_t m, std::int64_t k, std::int64_t n,
                                               Precision p);

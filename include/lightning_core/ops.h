@@ -23,7 +23,9 @@ const OpReport& last_op_report();
 // Shape inference: runs the op's argument checks (same exceptions as the op) and returns the
 // result's shape, so a caller (the Python bindings) can allocate `out` before calling `_into`.
 std::vector<std::int64_t> matmul2d_out_shape(const Tensor& a, const Tensor& b);
-std::vector<std::int64_t> linear_out_shape(const Tensor& x, const Tensor& w, const Tensor* bias);
+std::vector<std::int64_t> linear_out_shape(const Tensor& x, const Tensor& w, const Tensor* bias,
+                                           const Tensor* residual = nullptr);
+std::vector<std::int64_t> matmul_out_shape(const Tensor& a, const Tensor& b);
 std::vector<std::int64_t> attention2d_out_shape(const Tensor& q, const Tensor& k, const Tensor& v);
 std::vector<std::int64_t> conv2d_nchw_out_shape(const Tensor& x, const Tensor& w, const Tensor* bias,
                                                 int stride_h, int stride_w, int pad_h, int pad_w);
@@ -31,15 +33,37 @@ std::vector<std::int64_t> layernorm_out_shape(const Tensor& x, const Tensor* gam
                                               const Tensor* beta, float eps);
 std::vector<std::int64_t> softmax_out_shape(const Tensor& x);
 std::vector<std::int64_t> elementwise_out_shape(const char* op_name, const Tensor& a, const Tensor* b);
+// numpy's broadcast of a's and b's shapes (ValueError naming `op` and both shapes if they do not
+// broadcast).
+std::vector<std::int64_t> broadcast_shapes(const char* op, const Tensor& a, const Tensor& b);
+std::vector<std::int64_t> embedding_out_shape(const Tensor& ids, const Tensor& weight);
 
 // ---- matrix products ------------------------------------------------------------------------
+// Storage dtypes: float32, float16, bfloat16 (any device), float64 (computed on the CPU
+// whatever the policy asks); every tensor argument has the same dtype, and so does the result.
+// Products accumulate in float32 (float64 for float64). policy.precision (fp32 / tf32 / bf16)
+// is the compute mode of float32 storage only: 16-bit storage always multiplies in its own type
+// with float32 accumulation, float64 is always exact. Empty sizes are legal: k == 0 gives
+// act(bias + residual) (zeros without them), as numpy's empty sum.
+//
+// a[m,k] @ b[k,n], both 2-D.
 Tensor matmul2d(const Tensor& a, const Tensor& b, const ExecutionPolicy& p = current_policy());
 void matmul2d_into(const Tensor& a, const Tensor& b, Tensor& out,
                    const ExecutionPolicy& p = current_policy());
-// y = x[m,in] @ w[out,in]^T + bias[out], then act (torch nn.Linear layout).
+// y = act(x[..., in] @ w[out,in]^T + bias[out] + residual[..., out]) (torch nn.Linear layout).
+// The residual (optional, exactly the result's shape) is added before the activation, as
+// cuBLASLt's C operand (beta = 1) is; with act = none (the transformer's x + proj(h)) the order
+// does not matter.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, Activation act,
-              const ExecutionPolicy& p = current_policy());
+              const ExecutionPolicy& p = current_policy(), const Tensor* residual = nullptr);
 void linear_into(const Tensor& x, const Tensor& w, const Tensor* bias, Activation act, Tensor& out,
+                 const ExecutionPolicy& p = current_policy(), const Tensor* residual = nullptr);
+// torch.matmul / numpy.matmul semantics: a 1-D a is [1, k] and a 1-D b is [k, 1] (that
+// dimension is removed from the result); leading batch dimensions of >= 3-D operands broadcast
+// numpy-style ([2, 1, m, k] @ [3, k, n] -> [2, 3, m, n]). One strided-batched GEMM where the
+// batch layout allows (a broadcast operand repeats with stride 0), a few otherwise.
+Tensor matmul(const Tensor& a, const Tensor& b, const ExecutionPolicy& p = current_policy());
+void matmul_into(const Tensor& a, const Tensor& b, Tensor& out,
                  const ExecutionPolicy& p = current_policy());
 
 // ---- attention (single head) --------------------------------------------------------------
@@ -66,11 +90,43 @@ Tensor softmax(const Tensor& x, const ExecutionPolicy& p = current_policy());
 void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p = current_policy());
 
 // ---- elementwise --------------------------------------------------------------------------
+// Storage dtypes: float32, float16, bfloat16 (computed in float32), and float64 on the CPU only
+// (float64 ops are placed on the CPU; device="cuda" runs them there as a fallback). The result
+// has the inputs' dtype; a and b of different dtypes are a TypeError. Zero-size inputs give
+// empty results.
 // op_name: "vector_add" | "vector_sub" | "vector_mul" | "matrix_sub" (binary, same shapes),
-// "vector_scale" (alpha), "relu" | "gelu" (unary). Shapes: any; binary ops need equal shapes.
+// "vector_scale" (alpha), "relu" | "gelu" (unary; gelu is the tanh approximation),
+// "add" | "sub" | "mul" | "div" (binary with numpy broadcasting).
 Tensor elementwise(const char* op_name, const Tensor& a, const Tensor* b, float alpha = 1.0f,
                    const ExecutionPolicy& p = current_policy());
 void elementwise_into(const char* op_name, const Tensor& a, const Tensor* b, float alpha,
                       Tensor& out, const ExecutionPolicy& p = current_policy());
+
+// a (op) b with numpy broadcasting (the result has the broadcast shape; operands may be views
+// with any strides, read in place on their device).
+Tensor add(const Tensor& a, const Tensor& b, const ExecutionPolicy& p = current_policy());
+Tensor sub(const Tensor& a, const Tensor& b, const ExecutionPolicy& p = current_policy());
+Tensor mul(const Tensor& a, const Tensor& b, const ExecutionPolicy& p = current_policy());
+Tensor div(const Tensor& a, const Tensor& b, const ExecutionPolicy& p = current_policy());
+void add_into(const Tensor& a, const Tensor& b, Tensor& out, const ExecutionPolicy& p = current_policy());
+void sub_into(const Tensor& a, const Tensor& b, Tensor& out, const ExecutionPolicy& p = current_policy());
+void mul_into(const Tensor& a, const Tensor& b, Tensor& out, const ExecutionPolicy& p = current_policy());
+void div_into(const Tensor& a, const Tensor& b, Tensor& out, const ExecutionPolicy& p = current_policy());
+// GELU. approximate = "tanh" (the default, what gelu has always computed:
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))) or "none" (exact: 0.5 x (1 + erf(x/sqrt 2)),
+// torch's default). Anything else is a ValueError.
+Tensor gelu(const Tensor& x, const char* approximate = "tanh",
+            const ExecutionPolicy& p = current_policy());
+void gelu_into(const Tensor& x, Tensor& out, const char* approximate = "tanh",
+               const ExecutionPolicy& p = current_policy());
+
+// ---- embedding ----------------------------------------------------------------------------
+// out[..., :] = weight[ids[...], :]: ids int32/int64 of any shape, weight [V, D] float32 /
+// float16 / bfloat16; the result is ids.shape + [D] in weight's dtype. An id outside [0, V) is
+// a ValueError (naming the id and V) raised before anything is written; for ids on the GPU the
+// check costs one small kernel and a synchronisation per call.
+Tensor embedding(const Tensor& ids, const Tensor& weight, const ExecutionPolicy& p = current_policy());
+void embedding_into(const Tensor& ids, const Tensor& weight, Tensor& out,
+                    const ExecutionPolicy& p = current_policy());
 
 }  // namespace lc

@@ -55,7 +55,8 @@ class Tensor {
   Tensor to(DeviceKind device) const;
   // A contiguous tensor on the same device (this one if already contiguous).
   Tensor contiguous() const;
-  // Deep copy into `dst` (same shape and dtype; any devices; any strides).
+  // Deep copy into `dst` (same shape and dtype; any devices; any strides). Within one GPU a
+  // strided copy is a kernel (Backend::copy_strided), never a trip through host memory.
   void copy_to(Tensor& dst) const;
   // A view with other shape/strides/offset over the same memory (no copy). Bounds-checked.
   Tensor view(const std::vector<std::int64_t>& shape, const std::vector<std::int64_t>& strides,
@@ -79,8 +80,8 @@ class Tensor {
   Tensor unsqueeze(int dim) const;
 
   // A new contiguous tensor holding the values converted to `dtype`, on the same device
-  // (numpy's astype: always a copy; float -> int truncates). Device tensors convert through host
-  // memory for now (one download and one upload).
+  // (numpy's astype: always a copy; float -> int truncates). Device tensors convert on the
+  // device (one strided-copy kernel, no host round trip).
   Tensor astype(DType dtype) const;
   // True when the memory spans of the two tensors intersect (same device, both non-empty):
   // numpy's may_share_memory rule, by bounds, so it may say yes for interleaved views that

@@ -1,6 +1,7 @@
 """Lightning Core: a low-latency tensor runtime with CUDA fast paths and CPU crossover.
 
-Ops take float32 numpy arrays or lc.Tensor objects; `device` is "auto" (the runtime decides),
+Ops take numpy arrays or lc.Tensor objects (float32; the elementwise ops and embedding also
+float16 / bfloat16, the elementwise ops float64 on the CPU); `device` is "auto" (the runtime decides),
 "cpu", "cuda" or "metal" (macOS only; raises ValueError here). See README.md.
 """
 

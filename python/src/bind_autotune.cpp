@@ -101,12 +101,13 @@ void register_autotune(nb::module_& m) {
         lc::autotune::gemm_mode_precision(lc::autotune::parse_gemm_mode(mode, "gemm_mode_precision"))));
   }, nb::arg("mode"));
   m.def("gemm_prepare", [](std::int64_t mm, std::int64_t k, std::int64_t n, const std::string& mode,
-                           bool trans_b) {
+                           bool trans_b, const std::string& dtype) {
     const auto md = lc::autotune::parse_gemm_mode(mode, "gemm_prepare");
+    const lc::DType dt = lc::parse_dtype(dtype, "gemm_prepare");
     lc::autotune::GemmTuneResult r;
     {
       nb::gil_scoped_release nogil;
-      r = lc::autotune::prepare_gemm(mm, k, n, md, trans_b);
+      r = lc::autotune::prepare_gemm(mm, k, n, md, trans_b, dt);
     }
     nb::dict d;
     d["mode"] = r.mode;
@@ -118,9 +119,10 @@ void register_autotune(nb::module_& m) {
     d["detail"] = r.detail;
     return d;
   }, nb::arg("m"), nb::arg("k"), nb::arg("n"), nb::arg("mode") = "autotuned",
-  nb::arg("trans_b") = false,
-  "Makes later CUDA matmuls of this shape use the mode's cuBLASLt algorithm (autotuned: timed "
-  "once per shape and cached). Use the mode's precision (gemm_mode_precision) in the policy.");
+  nb::arg("trans_b") = false, nb::arg("dtype") = "float32",
+  "Makes later CUDA matmuls of this shape and storage dtype (float32, float16, bfloat16) use the "
+  "mode's cuBLASLt algorithm (autotuned: timed once per shape and dtype, cached). Use the mode's "
+  "precision (gemm_mode_precision) in the policy; 16-bit storage computes the same whatever it is.");
   m.def("gemm_recorded_mode", [](std::int64_t mm, std::int64_t k, std::int64_t n,
                                  const std::string& precision) -> nb::object {
     auto r = lc::autotune::recorded_gemm_mode(mm, k, n, lc::parse_precision(precision, "gemm_recorded_mode"));

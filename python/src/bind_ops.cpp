@@ -2,8 +2,15 @@
 //   matmul2d(a, b, device=None, *, policy=None)        matmul2d_into(a, b, out, device=None, ...)
 //   attention2d(q, k, v, causal=False, device=None, *, scale=None, policy=None)   (+ _into)
 //   conv2d_nchw(x, w, b, stride_h=1, stride_w=1, pad_h=0, pad_w=0, device=None, *, activation="none")
-//   linear, layernorm, softmax, vector_add/sub/mul/scale, matrix_sub, relu, gelu (+ _into)
+//   matmul(a, b, device=None, *, policy=None)          torch.matmul semantics (+ matmul_into)
+//   linear(x, weight, bias=None, activation="none", device=None, *, residual=None, policy=None)
+//   layernorm, softmax, vector_add/sub/mul/scale, matrix_sub, relu (+ _into)
+//   add/sub/mul/div(a, b, device=None, *, policy=None): numpy broadcasting (+ _into)
+//   gelu(a, device=None, *, approximate="tanh", policy=None) (+ _into)
+//   embedding(ids, weight, device=None, *, policy=None) (+ _into)
 // `device=None` means "the policy's device" (default "auto").
+#include <algorithm>
+
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -103,34 +110,71 @@ nb::object py_matmul2d_into(nb::handle a_, nb::handle b_, nb::handle out, nb::ha
 }
 
 nb::object py_linear(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle activation,
-                     nb::handle device, nb::handle policy) {
+                     nb::handle device, nb::handle residual_, nb::handle policy) {
   static constexpr const char* op = "linear";
-  Arg x, w, b;
+  Arg x, w, b, r;
   to_arg(x_, op, "x", x);
   to_arg(w_, op, "weight", w);
   const bool has_b = to_opt_arg(b_, op, "bias", b);
+  const bool has_r = to_opt_arg(residual_, op, "residual", r);
   const lc::Activation act = act_arg(activation, op);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
+  const lc::Tensor* res = has_r ? &r.t : nullptr;
   const double flops = 2.0 * x.t.numel() * (w.t.ndim() == 2 ? w.t.size(0) : 1);
   return run_returning(
-      op, {&x, &w, has_b ? &b : nullptr}, p, flops, [&] { return lc::linear_out_shape(x.t, w.t, bias); },
-      [&](lc::Tensor& out) { lc::linear_into(x.t, w.t, bias, act, out, p); },
-      [&] { return lc::linear(x.t, w.t, bias, act, p); });
+      op, {&x, &w, has_b ? &b : nullptr, has_r ? &r : nullptr}, p, flops,
+      [&] { return lc::linear_out_shape(x.t, w.t, bias, res); },
+      [&](lc::Tensor& out) { lc::linear_into(x.t, w.t, bias, act, out, p, res); },
+      [&] { return lc::linear(x.t, w.t, bias, act, p, res); });
 }
 
 nb::object py_linear_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out,
-                          nb::handle activation, nb::handle device, nb::handle policy) {
+                          nb::handle activation, nb::handle device, nb::handle residual_,
+                          nb::handle policy) {
   static constexpr const char* op = "linear";
-  Arg x, w, b;
+  Arg x, w, b, r;
   to_arg(x_, op, "x", x);
   to_arg(w_, op, "weight", w);
   const bool has_b = to_opt_arg(b_, op, "bias", b);
+  const bool has_r = to_opt_arg(residual_, op, "residual", r);
   const lc::Activation act = act_arg(activation, op);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
+  const lc::Tensor* res = has_r ? &r.t : nullptr;
   const double flops = 2.0 * x.t.numel() * (w.t.ndim() == 2 ? w.t.size(0) : 1);
-  return run_into(out, op, flops, [&](lc::Tensor& o) { lc::linear_into(x.t, w.t, bias, act, o, p); });
+  return run_into(out, op, flops,
+                  [&](lc::Tensor& o) { lc::linear_into(x.t, w.t, bias, act, o, p, res); });
+}
+
+// torch.matmul semantics (1-D operands, broadcast batch dimensions).
+double matmul_flops(const Arg& a, const Arg& b) {
+  const double n = b.t.ndim() >= 2 ? static_cast<double>(b.t.size(b.t.ndim() - 1)) : 1.0;
+  const double m = a.t.ndim() >= 2 ? static_cast<double>(a.t.size(a.t.ndim() - 2)) : 1.0;
+  return 2.0 * std::max(static_cast<double>(a.t.numel()) * n, static_cast<double>(b.t.numel()) * m);
+}
+
+nb::object py_matmul(nb::handle a_, nb::handle b_, nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "matmul";
+  Arg a, b;
+  to_arg(a_, op, "a", a);
+  to_arg(b_, op, "b", b);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  return run_returning(
+      op, {&a, &b}, p, matmul_flops(a, b), [&] { return lc::matmul_out_shape(a.t, b.t); },
+      [&](lc::Tensor& out) { lc::matmul_into(a.t, b.t, out, p); },
+      [&] { return lc::matmul(a.t, b.t, p); });
+}
+
+nb::object py_matmul_into(nb::handle a_, nb::handle b_, nb::handle out, nb::handle device,
+                          nb::handle policy) {
+  static constexpr const char* op = "matmul";
+  Arg a, b;
+  to_arg(a_, op, "a", a);
+  to_arg(b_, op, "b", b);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  return run_into(out, op, matmul_flops(a, b),
+                  [&](lc::Tensor& o) { lc::matmul_into(a.t, b.t, o, p); });
 }
 
 // ---- attention -------------------------------------------------------------------------------
@@ -294,6 +338,56 @@ nb::object ew_into(const char* op, nb::handle a_, nb::handle b_, float alpha, nb
                   [&](lc::Tensor& o) { lc::elementwise_into(op, a.t, bp, alpha, o, p); });
 }
 
+// gelu(x, device=None, *, approximate="tanh", policy=None): "tanh" (default) or "none" (erf).
+nb::object py_gelu(nb::handle x_, nb::handle device, nb::handle approx_, nb::handle policy) {
+  static constexpr const char* op = "gelu";
+  Arg x;
+  to_arg(x_, op, "a", x);
+  const std::string approx = approx_.is_none() ? std::string("tanh") : str_param(approx_, op, "approximate");
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  return run_returning(
+      op, {&x}, p, 1.0 * x.t.numel(), [&] { return lc::elementwise_out_shape(op, x.t, nullptr); },
+      [&](lc::Tensor& out) { lc::gelu_into(x.t, out, approx.c_str(), p); },
+      [&] { return lc::gelu(x.t, approx.c_str(), p); });
+}
+
+nb::object py_gelu_into(nb::handle x_, nb::handle out, nb::handle device, nb::handle approx_,
+                        nb::handle policy) {
+  static constexpr const char* op = "gelu";
+  Arg x;
+  to_arg(x_, op, "a", x);
+  const std::string approx = approx_.is_none() ? std::string("tanh") : str_param(approx_, op, "approximate");
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  return run_into(out, op, 1.0 * x.t.numel(),
+                  [&](lc::Tensor& o) { lc::gelu_into(x.t, o, approx.c_str(), p); });
+}
+
+// ---- embedding -------------------------------------------------------------------------------
+nb::object py_embedding(nb::handle ids_, nb::handle w_, nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "embedding";
+  Arg ids, w;
+  to_arg(ids_, op, "ids", ids);
+  to_arg(w_, op, "weight", w);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const double moved = static_cast<double>(ids.t.numel()) * (w.t.ndim() == 2 ? w.t.size(1) : 1);
+  // The weight is listed first: the numpy result takes its dtype (not the ids').
+  return run_returning(
+      op, {&w, &ids}, p, moved, [&] { return lc::embedding_out_shape(ids.t, w.t); },
+      [&](lc::Tensor& out) { lc::embedding_into(ids.t, w.t, out, p); },
+      [&] { return lc::embedding(ids.t, w.t, p); });
+}
+
+nb::object py_embedding_into(nb::handle ids_, nb::handle w_, nb::handle out, nb::handle device,
+                             nb::handle policy) {
+  static constexpr const char* op = "embedding";
+  Arg ids, w;
+  to_arg(ids_, op, "ids", ids);
+  to_arg(w_, op, "weight", w);
+  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  const double moved = static_cast<double>(ids.t.numel()) * (w.t.ndim() == 2 ? w.t.size(1) : 1);
+  return run_into(out, op, moved, [&](lc::Tensor& o) { lc::embedding_into(ids.t, w.t, o, p); });
+}
+
 #define LC_BINARY(NAME)                                                                         \
   m.def(#NAME, [](nb::handle a, nb::handle b, nb::handle device, nb::handle policy) {           \
     return ew(#NAME, a, b, 1.0f, device, policy);                                               \
@@ -319,16 +413,24 @@ nb::object ew_into(const char* op, nb::handle a_, nb::handle b_, float alpha, nb
 void register_ops(nb::module_& m) {
   const auto none = nb::none();
   m.def("matmul2d", &py_matmul2d, nb::arg("a").none(), nb::arg("b").none(), nb::arg("device") = none,
-        nb::kw_only(), nb::arg("policy") = none, "a[m,k] @ b[k,n] in float32.");
+        nb::kw_only(), nb::arg("policy") = none,
+        "a[m,k] @ b[k,n] (float32, float16, bfloat16; float64 on the CPU).");
+  m.def("matmul", &py_matmul, nb::arg("a").none(), nb::arg("b").none(), nb::arg("device") = none,
+        nb::kw_only(), nb::arg("policy") = none,
+        "torch.matmul semantics: 1-D operands promoted (and the dimension removed), leading batch "
+        "dimensions broadcast numpy-style.");
+  m.def("matmul_into", &py_matmul_into, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none(),
+        nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
   m.def("matmul2d_into", &py_matmul2d_into, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none(),
         nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
   m.def("linear", &py_linear, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none() = none,
         nb::arg("activation").none() = "none", nb::arg("device") = none, nb::kw_only(),
-        nb::arg("policy") = none,
-        "x[m,in] @ weight[out,in]^T + bias, then activation (\"none\", \"relu\", \"gelu\").");
+        nb::arg("residual").none() = none, nb::arg("policy") = none,
+        "activation(x[..., in] @ weight[out,in]^T + bias + residual); activation \"none\", "
+        "\"relu\" or \"gelu\"; the residual (the result's shape) is added before it.");
   m.def("linear_into", &py_linear_into, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none(),
         nb::arg("out").none(), nb::arg("activation").none() = "none", nb::arg("device") = none, nb::kw_only(),
-        nb::arg("policy") = none);
+        nb::arg("residual").none() = none, nb::arg("policy") = none);
   m.def("attention2d", &py_attention2d, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(),
         nb::arg("causal").none() = false, nb::arg("device") = none, nb::kw_only(),
         nb::arg("scale") = none, nb::arg("policy") = none,
@@ -359,8 +461,21 @@ void register_ops(nb::module_& m) {
   LC_BINARY(vector_sub)
   LC_BINARY(vector_mul)
   LC_BINARY(matrix_sub)
+  LC_BINARY(add)
+  LC_BINARY(sub)
+  LC_BINARY(mul)
+  LC_BINARY(div)
   LC_UNARY(relu)
-  LC_UNARY(gelu)
+  m.def("gelu", &py_gelu, nb::arg("a").none(), nb::arg("device") = none, nb::kw_only(),
+        nb::arg("approximate").none() = "tanh", nb::arg("policy") = none,
+        "GELU: approximate=\"tanh\" (default) or \"none\" (exact erf form).");
+  m.def("gelu_into", &py_gelu_into, nb::arg("a").none(), nb::arg("out").none(), nb::arg("device") = none,
+        nb::kw_only(), nb::arg("approximate").none() = "tanh", nb::arg("policy") = none);
+  m.def("embedding", &py_embedding, nb::arg("ids").none(), nb::arg("weight").none(),
+        nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none,
+        "weight[ids]: ids int32/int64 of any shape, weight [V, D] float; result ids.shape + [D].");
+  m.def("embedding_into", &py_embedding_into, nb::arg("ids").none(), nb::arg("weight").none(),
+        nb::arg("out").none(), nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
   m.def("vector_scale", [](nb::handle a, nb::handle alpha, nb::handle device, nb::handle policy) {
     const float al = static_cast<float>(float_param(alpha, "vector_scale", "alpha"));
     return ew("vector_scale", a, nb::handle(), al, device, policy);

@@ -62,11 +62,14 @@ namespace {
 // anything is reached only then (nanobind tries it after the real one) and reports it with the
 // op's name and signature.
 const char* kOpFunctions[] = {
-    "matmul2d", "matmul2d_into", "linear", "linear_into", "attention2d", "attention2d_into",
+    "matmul2d", "matmul2d_into", "matmul", "matmul_into", "linear", "linear_into", "attention2d",
+    "attention2d_into",
     "conv2d_nchw", "conv2d_nchw_into", "layernorm", "layernorm_into", "softmax", "softmax_into",
     "vector_add", "vector_add_into", "vector_sub", "vector_sub_into", "vector_mul",
     "vector_mul_into", "matrix_sub", "matrix_sub_into", "relu", "relu_into", "gelu", "gelu_into",
-    "vector_scale", "vector_scale_into", "conv_attention_nchw", "conv_attention_nchw_into",
+    "vector_scale", "vector_scale_into", "add", "add_into", "sub", "sub_into", "mul", "mul_into",
+    "div", "div_into", "embedding", "embedding_into",
+    "conv_attention_nchw", "conv_attention_nchw_into",
     "matmul2d_resident_session", "attention2d_resident_session",
     "conv_attention_resident_session"};
 

@@ -2,8 +2,9 @@
 //
 // The core (src/core/) validates arguments, decides placement, makes inputs contiguous,
 // moves data and records the trace; a backend only computes. So every argument struct here
-// holds raw, contiguous, row-major pointers that already live in the backend's own memory,
-// plus plain sizes. Backends never throw for bad shapes (the core checked them) and only
+// holds raw pointers that already live in the backend's own memory, plus plain sizes: contiguous
+// and row-major, except where a struct says otherwise (ElementwiseArgs with ndim > 0 and
+// StridedCopyArgs carry element strides). Backends never throw for bad shapes (the core checked them) and only
 // throw lc::BackendError / lc::OutOfMemory for failures of their own.
 //
 // Adding a backend = implementing this class in src/backends/<name>/ and returning it from
@@ -20,17 +21,34 @@
 
 namespace lc {
 
-// C = A[m,k] @ B  (+ bias[n]) then activation.  B is [k,n] row-major, or [n,k] when
+// C = act(A[m,k] @ B (+ bias[n]) (+ residual[m,n])).  B is [k,n] row-major, or [n,k] when
 // trans_b (the torch nn.Linear weight layout). out is [m,n].
+//
+// Storage: a, b, bias, residual and out all hold `dtype` elements (float32, float16, bfloat16;
+// float64 on the CPU only); products accumulate in float32 (float64 for float64) and round once
+// into out. `precision` is the compute mode of float32 storage only (fp32 exact, tf32, bf16
+// tensor-core inputs); 16-bit storage always multiplies in its own type with float32
+// accumulation and float64 is always exact, whatever `precision` says.
+//
+// Residual: added before the activation (cuBLASLt's D = epilogue(A@B + 1 * C) with C =
+// residual); out may not alias it (the core routes an aliased out through scratch).
+//
+// Batched: `batch` products; matrix i of a / b / out starts at element i * stride_a / stride_b
+// / stride_out (stride 0 repeats one matrix for every product: a broadcast operand). bias is
+// shared by every product, residual advances with stride_out.
 struct MatmulArgs {
-  const float* a = nullptr;
-  const float* b = nullptr;
-  const float* bias = nullptr;  // optional, length n
-  float* out = nullptr;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  const void* bias = nullptr;      // optional, length n
+  void* out = nullptr;
   std::int64_t m = 0, k = 0, n = 0;
   bool trans_b = false;
   Activation act = Activation::none;
   Precision precision = Precision::fp32;
+  DType dtype = DType::f32;
+  const void* residual = nullptr;  // optional, [m, n] per product
+  std::int64_t batch = 1;
+  std::int64_t stride_a = 0, stride_b = 0, stride_out = 0;  // elements; used when batch > 1
 };
 
 // out[sq,dv] = softmax(q[sq,d] k[sk,d]^T * scale (+ causal mask)) v[sk,dv].
@@ -83,17 +101,66 @@ struct SoftmaxArgs {
   DType dtype = DType::f32;
 };
 
-enum class EwKind : std::uint8_t { add, sub, mul, scale, relu, gelu };
+// gelu is the tanh approximation (what gelu computed before approximate= existed); gelu_erf is
+// the exact 0.5 x (1 + erf(x / sqrt 2)). div is a / b.
+enum class EwKind : std::uint8_t { add, sub, mul, scale, relu, gelu, div, gelu_erf };
+
+// The elementwise operand layout's dimension limit (Tensor's kMaxDims).
+constexpr int kEwMaxDims = 8;
 
 // out[i] = a[i] (op) b[i]  |  a[i] * alpha (scale)  |  act(a[i]).  b is null for unary kinds.
-// Any n, any alignment; out may alias a or b.
+// Every pointer holds `dtype` elements (float32, float16, bfloat16; float64 on the CPU only);
+// kernels compute in float32 (float64 in float64).
+//   ndim == 0: a, b and out are contiguous with n elements (the fast path). Any alignment; out
+//              may alias a or b.
+//   ndim  > 0: out is contiguous with `shape` (n = its element count); a and b are read
+//              through their own element strides over that shape (0 on broadcast dimensions,
+//              any sign): numpy broadcasting and non-contiguous inputs without staging. out
+//              must not overlap a or b here (the core routes such an out through scratch).
 struct ElementwiseArgs {
   EwKind kind = EwKind::add;
-  const float* a = nullptr;
-  const float* b = nullptr;
-  float* out = nullptr;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  void* out = nullptr;
   std::int64_t n = 0;
   float alpha = 1.0f;
+  DType dtype = DType::f32;
+  int ndim = 0;
+  // Read only for ndim > 0 (left uninitialised otherwise: the contiguous hot path does not pay
+  // for zeroing them).
+  std::int64_t shape[kEwMaxDims];
+  std::int64_t a_strides[kEwMaxDims];
+  std::int64_t b_strides[kEwMaxDims];
+};
+
+// dst[idx] = convert(src[idx]) for every index of `shape`, each side through its own element
+// strides (any sign, 0 allowed on the source): a gather/scatter with dtype conversion between
+// any two storage dtypes (floats round to nearest even, float -> int truncates toward zero,
+// NaN / out-of-range give the integer minimum, as convert_elements). Source and destination
+// must not overlap unless they are the very same elements with the same dtype (the core
+// copies through a temporary otherwise). ndim 0 copies one element.
+struct StridedCopyArgs {
+  const void* src = nullptr;
+  void* dst = nullptr;
+  DType src_dtype = DType::f32;
+  DType dst_dtype = DType::f32;
+  int ndim = 0;
+  std::int64_t shape[kEwMaxDims] = {};
+  std::int64_t src_strides[kEwMaxDims] = {};
+  std::int64_t dst_strides[kEwMaxDims] = {};
+};
+
+// out[i, :] = weight[ids[i], :] for n ids (int32 or int64) into a [V, D] weight of `dtype`
+// (float32 / float16 / bfloat16). All contiguous. An id outside [0, V) never reads out of
+// bounds: its row of out is written with zeros (the core checks ids first with
+// first_bad_index and raises, so callers never see those zeros).
+struct EmbeddingArgs {
+  const void* ids = nullptr;
+  DType ids_dtype = DType::i64;
+  const void* weight = nullptr;
+  void* out = nullptr;
+  DType dtype = DType::f32;
+  std::int64_t n = 0, vocab = 0, dim = 0;
 };
 
 // Device memory as the backend sees it (known=false where the backend has no such notion).
@@ -161,6 +228,14 @@ class Backend {
   virtual void layernorm(const LayerNormArgs& a) = 0;
   virtual void softmax(const SoftmaxArgs& a) = 0;
   virtual void elementwise(const ElementwiseArgs& a) = 0;
+  // Strided copy with dtype conversion within this backend's memory (StridedCopyArgs).
+  virtual void copy_strided(const StridedCopyArgs& a) = 0;
+  virtual void embedding(const EmbeddingArgs& a) = 0;
+  // The flat position of the first id outside [0, vocab) among n contiguous int32/int64 ids in
+  // this backend's memory, or -1. Waits for the answer (on CUDA: one small kernel, an 8-byte
+  // download and a stream synchronisation).
+  virtual std::int64_t first_bad_index(const void* ids, DType ids_dtype, std::int64_t n,
+                                       std::int64_t vocab) = 0;
 };
 
 // The registry (src/core/backend_registry.cpp). Always returns an object; check available().

@@ -34,6 +34,9 @@ class UnavailableBackend final : public Backend {
   void layernorm(const LayerNormArgs&) override { fail(); }
   void softmax(const SoftmaxArgs&) override { fail(); }
   void elementwise(const ElementwiseArgs&) override { fail(); }
+  void copy_strided(const StridedCopyArgs&) override { fail(); }
+  void embedding(const EmbeddingArgs&) override { fail(); }
+  std::int64_t first_bad_index(const void*, DType, std::int64_t, std::int64_t) override { fail(); }
 
  private:
   [[noreturn]] void fail() const { throw Unavailable(std::string("[") + name_ + "] " + reason_); }

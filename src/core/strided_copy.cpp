@@ -32,15 +32,26 @@ void strided_copy(void* dst, const std::int64_t* dst_strides, const void* src,
     std::memcpy(dst, src, elem_size);
     return;
   }
-  if (elem_size == 2)  // float16 / bfloat16 (copied as 8-byte elements before: a heap overrun)
-    copy_rec(static_cast<std::uint16_t*>(dst), dst_strides, static_cast<const std::uint16_t*>(src),
-             src_strides, shape, ndim);
-  else if (elem_size == 4)
-    copy_rec(static_cast<float*>(dst), dst_strides, static_cast<const float*>(src), src_strides,
-             shape, ndim);
-  else
-    copy_rec(static_cast<double*>(dst), dst_strides, static_cast<const double*>(src), src_strides,
-             shape, ndim);
+  // By element size (bit patterns are copied, never converted): 2 = float16 / bfloat16,
+  // 4 = float32 / int32, 8 = float64 / int64.
+  switch (elem_size) {
+    case 1:
+      copy_rec(static_cast<std::uint8_t*>(dst), dst_strides, static_cast<const std::uint8_t*>(src),
+               src_strides, shape, ndim);
+      break;
+    case 2:
+      copy_rec(static_cast<std::uint16_t*>(dst), dst_strides,
+               static_cast<const std::uint16_t*>(src), src_strides, shape, ndim);
+      break;
+    case 4:
+      copy_rec(static_cast<std::uint32_t*>(dst), dst_strides,
+               static_cast<const std::uint32_t*>(src), src_strides, shape, ndim);
+      break;
+    default:
+      copy_rec(static_cast<std::uint64_t*>(dst), dst_strides,
+               static_cast<const std::uint64_t*>(src), src_strides, shape, ndim);
+      break;
+  }
 }
 
 }  // namespace lc

@@ -12,6 +12,24 @@
 
 namespace lc {
 
+namespace {
+// The backend's description of copying every element of `src` into `dst` (same shape).
+StridedCopyArgs strided_copy_args(const Tensor& src, const Tensor& dst) {
+  StridedCopyArgs a;
+  a.src = src.data();
+  a.dst = dst.data();
+  a.src_dtype = src.dtype();
+  a.dst_dtype = dst.dtype();
+  a.ndim = src.ndim();
+  for (int i = 0; i < a.ndim; ++i) {
+    a.shape[i] = src.size(i);
+    a.src_strides[i] = src.stride(i);
+    a.dst_strides[i] = dst.stride(i);
+  }
+  return a;
+}
+}  // namespace
+
 std::int64_t Tensor::numel() const {
   std::int64_t n = 1;
   for (int i = 0; i < ndim_; ++i) n *= shape_[i];
@@ -139,8 +157,13 @@ void Tensor::copy_to(Tensor& dst) const {
     }
     return;
   }
-  // Strided on either side: gather/scatter through host memory. Device strided copies take the
-  // same route (one download + one upload); they are rare (views of device tensors).
+  // Strided on either side, one device: the backend's strided copy (a kernel on the GPU; no
+  // host round trip).
+  if (device_ == dst.device_) {
+    get_backend(device_).copy_strided(strided_copy_args(*this, dst));
+    return;
+  }
+  // Strided, between host and device: gather/scatter on the host around one transfer.
   if (device_ == DeviceKind::cpu && dst.device_ == DeviceKind::cpu) {
     strided_copy(dst.data_, dst.strides_.data(), data_, strides_.data(), shape_.data(), ndim_, esz);
     return;
@@ -236,10 +259,9 @@ Tensor Tensor::view(const std::vector<std::int64_t>& shape, const std::vector<st
 }
 
 Tensor Tensor::astype(DType dtype) const {
-  if (device_ != DeviceKind::cpu) return to(DeviceKind::cpu).astype(dtype).to(device_);
-  const Tensor src = contiguous();
-  Tensor dst = Tensor::empty(shape(), dtype, DeviceKind::cpu);
-  convert_elements(dtype_, src.data_, dtype, dst.data_, numel());
+  // One strided, converting copy on this tensor's device (a kernel on the GPU).
+  Tensor dst = Tensor::empty(shape(), dtype, device_);
+  if (numel() > 0) get_backend(device_).copy_strided(strided_copy_args(*this, dst));
   return dst;
 }
 

@@ -178,7 +178,8 @@ cpu::GemmPath cpu_gemm_choice(const MatmulArgs& a, bool tune) {
   // calls (~8 calls at 2^31), plus up to ~135 ms asleep when a threaded sgemm just ran.
   const std::int64_t ldb = a.trans_b ? a.k : a.n;
   auto gemm = [&](cpu::GemmPath p) {
-    cpu::gemm_with(p, a.m, a.n, a.k, a.a, a.k, a.b, ldb, a.trans_b, a.out, a.n);
+    cpu::gemm_with(p, a.m, a.n, a.k, static_cast<const float*>(a.a), a.k,
+                  static_cast<const float*>(a.b), ldb, a.trans_b, static_cast<float*>(a.out), a.n);
   };
   const std::int64_t work = a.m * a.n * a.k;
   const int batch = static_cast<int>(std::max<std::int64_t>(1, (std::int64_t{1} << 24) / work));
@@ -264,8 +265,11 @@ std::optional<std::string> recorded_gemm_mode(std::int64_t m, std::int64_t k, st
 }
 
 GemmTuneResult prepare_gemm(std::int64_t m, std::int64_t k, std::int64_t n, GemmMode mode,
-                            bool trans_b) {
+                            bool trans_b, DType dtype) {
   static constexpr const char* op = "gemm_prepare";
+  if (dtype != DType::f32 && dtype != DType::f16 && dtype != DType::bf16)
+    throw_type(op, std::string("dtype must be float32, float16 or bfloat16 (the CUDA GEMM's "
+                               "storage dtypes), got ") + lc::to_string(dtype));
   if (m <= 0 || k <= 0 || n <= 0)
     throw_value(op, "m, k and n must be positive, got " + std::to_string(m) + ", " +
                         std::to_string(k) + ", " + std::to_string(n));
@@ -276,6 +280,7 @@ GemmTuneResult prepare_gemm(std::int64_t m, std::int64_t k, std::int64_t n, Gemm
 #ifndef LC_HAVE_CUDA
   (void)mode;
   (void)trans_b;
+  (void)dtype;
   throw Unavailable(std::string("[") + op + "] this build has no CUDA backend");
 #else
   GemmTuneResult res;
@@ -286,6 +291,8 @@ GemmTuneResult prepare_gemm(std::int64_t m, std::int64_t k, std::int64_t n, Gemm
   args.n = n;
   args.trans_b = trans_b;
   args.precision = gemm_mode_precision(mode);
+  args.dtype = dtype;
+  const char* dt = lc::to_string(dtype);  // the cache entries are per storage dtype
   const auto algos = cuda::matmul_list_algos(args, 8);
   res.candidates = static_cast<int>(algos.size());
   if (algos.empty()) throw_backend(op, "cuBLASLt returned no algorithm for this shape");
@@ -303,7 +310,7 @@ GemmTuneResult prepare_gemm(std::int64_t m, std::int64_t k, std::int64_t n, Gemm
   }
   const std::string shapes = std::to_string(m) + "x" + std::to_string(k) + "x" + std::to_string(n) +
                              (trans_b ? " trans_b" : "") + " " + lc::to_string(args.precision);
-  if (auto f = lookup("matmul2d.cublaslt_algo", shapes, "float32", DeviceKind::cuda)) {
+  if (auto f = lookup("matmul2d.cublaslt_algo", shapes, dt, DeviceKind::cuda)) {
     const int idx = std::atoi((*f)["choice"].c_str());
     if (idx >= 0 && idx < res.candidates) {
       cuda::matmul_set_algo(args, idx);
@@ -315,19 +322,23 @@ GemmTuneResult prepare_gemm(std::int64_t m, std::int64_t k, std::int64_t n, Gemm
   }
   // Measure: device buffers of the real sizes, each candidate warmed once then timed.
   note_measurement();
-  Tensor A = Tensor::empty({m, k}, DType::f32, DeviceKind::cuda);
+  Tensor A = Tensor::empty({m, k}, dtype, DeviceKind::cuda);
   Tensor B = Tensor::empty(trans_b ? std::vector<std::int64_t>{n, k} : std::vector<std::int64_t>{k, n},
-                           DType::f32, DeviceKind::cuda);
-  Tensor C = Tensor::empty({m, n}, DType::f32, DeviceKind::cuda);
+                           dtype, DeviceKind::cuda);
+  Tensor C = Tensor::empty({m, n}, dtype, DeviceKind::cuda);
   {
-    // Defined contents (timings of NaN-free data): zero via a host buffer of the largest size.
-    std::vector<float> host(static_cast<std::size_t>(std::max({m * k, k * n, m * n})), 0.01f);
-    be.copy_from_host(A.data(), host.data(), A.nbytes());
-    be.copy_from_host(B.data(), host.data(), B.nbytes());
+    // Defined contents (timings of NaN-free data): 0.01 in the storage dtype, via a host buffer
+    // of the largest size.
+    const std::int64_t most = std::max({m * k, k * n, m * n});
+    std::vector<float> host(static_cast<std::size_t>(most), 0.01f);
+    std::vector<unsigned char> stored(static_cast<std::size_t>(most) * dtype_size(dtype));
+    convert_elements(DType::f32, host.data(), dtype, stored.data(), most);
+    be.copy_from_host(A.data(), stored.data(), A.nbytes());
+    be.copy_from_host(B.data(), stored.data(), B.nbytes());
   }
-  args.a = A.data_as<const float>();
-  args.b = B.data_as<const float>();
-  args.out = C.data_as<float>();
+  args.a = A.data();
+  args.b = B.data();
+  args.out = C.data();
   const double flops = 2.0 * m * k * n;
   const int reps = flops > 1e11 ? 3 : 10;
   double best = 1e300;
@@ -354,7 +365,7 @@ GemmTuneResult prepare_gemm(std::int64_t m, std::int64_t k, std::int64_t n, Gemm
   res.algo_index = best_idx;
   res.best_us = best;
   res.detail = describe(best_idx);
-  store("matmul2d.cublaslt_algo", shapes, "float32", DeviceKind::cuda,
+  store("matmul2d.cublaslt_algo", shapes, dt, DeviceKind::cuda,
         {{"choice", std::to_string(best_idx)},
          {"us", std::to_string(best)},
          {"detail", res.detail},

@@ -8,11 +8,14 @@
 
 namespace lc {
 
-WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n) {
+WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n, std::int64_t batch,
+                         DType dtype) {
   WorkEstimate w;
   w.family = OpFamily::matmul;
-  w.flops = 2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n);
-  w.host_bytes_out = 4.0 * static_cast<double>(m) * static_cast<double>(n);
+  const double b = static_cast<double>(batch);
+  w.flops = 2.0 * b * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n);
+  w.host_bytes_out = static_cast<double>(dtype_size(dtype)) * b * static_cast<double>(m) *
+                     static_cast<double>(n);
   return w;
 }
 
@@ -59,12 +62,16 @@ WorkEstimate norm_work(double n, double elem_bytes) {
   return w;
 }
 
-WorkEstimate elementwise_work(double n) {
+WorkEstimate elementwise_work(double n, std::size_t elem_size) {
   WorkEstimate w;
   w.family = OpFamily::elementwise;
   w.flops = n;
-  w.host_bytes_out = 4.0 * n;
+  w.host_bytes_out = static_cast<double>(elem_size) * n;
   return w;
+}
+
+WorkEstimate embedding_work(double n, double dim, std::size_t elem_size) {
+  return elementwise_work(n * dim, elem_size);
 }
 
 namespace {
@@ -98,6 +105,24 @@ WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<
     const auto& a = shape_at(op, s, 0, 2);
     const auto& b = shape_at(op, s, 1, 2);
     w = matmul_work(a[0], a[1], b[1]);
+  } else if (op == "matmul") {
+    if (s.size() < 2 || s[0].empty() || s[1].empty())
+      throw_value(op.c_str(), "explain_placement: matmul takes two shapes of at least 1-D");
+    const auto& a = s[0];
+    const auto& b = s[1];
+    const std::int64_t m = a.size() >= 2 ? a[a.size() - 2] : 1;
+    const std::int64_t k = a.back();
+    const std::int64_t n = b.size() >= 2 ? b.back() : 1;
+    // Broadcast batch count: per batch dimension the larger size (a mismatch the op would
+    // reject counts as the larger too; this is an estimate).
+    const std::size_t ab = a.size() > 2 ? a.size() - 2 : 0, bb = b.size() > 2 ? b.size() - 2 : 0;
+    std::int64_t batch = 1;
+    for (std::size_t i = 0; i < std::max(ab, bb); ++i) {
+      const std::int64_t da = i + ab >= std::max(ab, bb) ? a[i + ab - std::max(ab, bb)] : 1;
+      const std::int64_t db = i + bb >= std::max(ab, bb) ? b[i + bb - std::max(ab, bb)] : 1;
+      batch *= std::max(da, db);
+    }
+    w = matmul_work(m, k, n, batch);
   } else if (op == "linear") {
     if (s.empty() || s[0].empty())
       throw_value(op.c_str(), "explain_placement: argument 0 must be a shape [..., in]");
@@ -126,10 +151,26 @@ WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<
     w = norm_work(numel(shape_at(op, s, 0, s.empty() ? 0 : s[0].size())));
   } else if (is_elementwise(op)) {
     w = elementwise_work(numel(shape_at(op, s, 0, s.empty() ? 0 : s[0].size())));
+  } else if (op == "add" || op == "sub" || op == "mul" || op == "div") {
+    if (s.size() != 2)
+      throw_value(op.c_str(), "explain_placement: needs the shapes of a and b");
+    // The broadcast result's element count: per right-aligned dimension the larger size.
+    const std::size_t nd = std::max(s[0].size(), s[1].size());
+    double n = 1;
+    for (std::size_t i = 0; i < nd; ++i) {
+      const std::int64_t da = i < nd - s[0].size() ? 1 : s[0][i - (nd - s[0].size())];
+      const std::int64_t db = i < nd - s[1].size() ? 1 : s[1][i - (nd - s[1].size())];
+      n *= static_cast<double>(da == 1 ? db : da);
+    }
+    w = elementwise_work(n);
+  } else if (op == "embedding") {
+    if (s.size() != 2) throw_value(op.c_str(), "explain_placement: needs the shapes of ids and weight");
+    const auto& wt = shape_at(op, s, 1, 2);
+    w = embedding_work(numel(s[0]), static_cast<double>(wt[1]), 4);
   } else {
-    throw_value("explain_placement", "unknown op '" + op + "'; use matmul2d, linear, "
-                "attention2d, conv2d_nchw, conv_attention_nchw, layernorm, softmax or an "
-                "elementwise op name");
+    throw_value("explain_placement", "unknown op '" + op + "'; use matmul2d, matmul, linear, "
+                "attention2d, conv2d_nchw, conv_attention_nchw, layernorm, softmax, embedding or an "
+                "elementwise op name (vector_add, add, div, relu, ...)");
   }
   double in_elems = 0;
   for (const auto& x : s) in_elems += numel(x);

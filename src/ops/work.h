@@ -29,8 +29,10 @@ inline bool cuda_supports_conv(std::int64_t n, std::int64_t c, std::int64_t h, s
          2.0 * pad_w + w <= kMax;
 }
 
-// [m, k] @ [k, n] (matmul2d; linear with m = rows of x, n = out_features).
-WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n);
+// `batch` products [m, k] @ [k, n] (matmul2d; linear with m = rows of x, n = out_features;
+// matmul with its broadcast batch count) in storage dtype `dtype` (result bytes).
+WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n, std::int64_t batch = 1,
+                         DType dtype = DType::f32);
 // softmax(q k^T) v with q [sq, d], k [sk, d], v [sk, dv]; elem_bytes: the storage dtype's size
 // (the result is written in that dtype).
 WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, std::int64_t dv,
@@ -46,12 +48,17 @@ WorkEstimate conv_attention_work(const WorkEstimate& conv, std::int64_t seq_len,
 // layernorm / softmax over n elements (8 flops each) of elem_bytes each (the storage dtype's
 // size: the result is written in x's dtype).
 WorkEstimate norm_work(double n, double elem_bytes = 4.0);
-// elementwise ops over n elements (1 flop each).
-WorkEstimate elementwise_work(double n);
+// elementwise ops over n result elements (1 flop each) of elem_size bytes.
+WorkEstimate elementwise_work(double n, std::size_t elem_size = 4);
+// embedding: n ids gathering rows of dim elements of elem_size bytes (elementwise family: a
+// memory-bound copy; 1 "flop" per element moved).
+WorkEstimate embedding_work(double n, double dim, std::size_t elem_size);
 
 // By op name and shapes (explain_placement, lc.placement, the pipelines' chain decision):
-// "matmul2d" a b; "linear" x w (x [..., in]); "attention2d" q k v; "conv2d_nchw" x w (stride /
-// padding given); "conv_attention_nchw" x w; "layernorm" / "softmax" / elementwise names: x.
+// "matmul2d" a b; "matmul" a b (torch.matmul shapes: 1-D operands, broadcast batch
+// dimensions); "linear" x w (x [..., in]); "attention2d" q k v; "conv2d_nchw" x w (stride /
+// padding given); "conv_attention_nchw" x w; "layernorm" / "softmax" / elementwise names: x;
+// "add" / "sub" / "mul" / "div": a b (broadcast); "embedding": ids weight.
 // host_bytes_in counts every input. Throws lc::ValueError for unknown ops or wrong ranks.
 WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,
                            int stride_h = 1, int stride_w = 1, int pad_h = 0, int pad_w = 0);

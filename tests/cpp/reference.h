@@ -127,14 +127,20 @@ inline double activate(double x, Activation act) {
 
 // ---- ops (the Arg structs' pointers must be host pointers) --------------------------------
 
+// float32 MatmulArgs (one product; the residual is added when given).
 inline std::vector<double> matmul(const MatmulArgs& p) {
+  const auto* A = static_cast<const float*>(p.a);
+  const auto* B = static_cast<const float*>(p.b);
+  const auto* bias = static_cast<const float*>(p.bias);
+  const auto* res = static_cast<const float*>(p.residual);
   std::vector<double> out(static_cast<std::size_t>(p.m * p.n));
   for (std::int64_t i = 0; i < p.m; ++i) {
     for (std::int64_t j = 0; j < p.n; ++j) {
-      double s = p.bias ? static_cast<double>(p.bias[j]) : 0.0;
+      double s = bias ? static_cast<double>(bias[j]) : 0.0;
+      if (res) s += static_cast<double>(res[i * p.n + j]);
       for (std::int64_t t = 0; t < p.k; ++t) {
-        const double bv = p.trans_b ? p.b[j * p.k + t] : p.b[t * p.n + j];
-        s += static_cast<double>(p.a[i * p.k + t]) * bv;
+        const double bv = p.trans_b ? B[j * p.k + t] : B[t * p.n + j];
+        s += static_cast<double>(A[i * p.k + t]) * bv;
       }
       out[static_cast<std::size_t>(i * p.n + j)] = activate(s, p.act);
     }
@@ -148,7 +154,9 @@ inline std::vector<double> matmul(const MatmulArgs& p) {
 // this is the standard forward-error scale of a dot product, equal to ||ref|| for positive data.
 inline double matmul_error(const std::vector<float>& out, const MatmulArgs& p) {
   const std::vector<double> ref = matmul(p);
-  std::vector<float> aa(p.a, p.a + p.m * p.k), bb(p.b, p.b + p.k * p.n), cc;
+  const auto* A = static_cast<const float*>(p.a);
+  const auto* B = static_cast<const float*>(p.b);
+  std::vector<float> aa(A, A + p.m * p.k), bb(B, B + p.k * p.n), cc, rr;
   for (float& x : aa) x = std::fabs(x);
   for (float& x : bb) x = std::fabs(x);
   MatmulArgs q = p;
@@ -156,9 +164,16 @@ inline double matmul_error(const std::vector<float>& out, const MatmulArgs& p) {
   q.b = bb.data();
   q.act = Activation::none;
   if (p.bias) {
-    cc.assign(p.bias, p.bias + p.n);
+    const auto* bias = static_cast<const float*>(p.bias);
+    cc.assign(bias, bias + p.n);
     for (float& x : cc) x = std::fabs(x);
     q.bias = cc.data();
+  }
+  if (p.residual) {
+    const auto* res = static_cast<const float*>(p.residual);
+    rr.assign(res, res + p.m * p.n);
+    for (float& x : rr) x = std::fabs(x);
+    q.residual = rr.data();
   }
   const std::vector<double> scale = matmul(q);
   if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
@@ -285,13 +300,16 @@ inline std::vector<double> elementwise(EwKind kind, const float* a, const float*
       case EwKind::scale: y = x * static_cast<double>(alpha); break;
       case EwKind::relu: y = relu(x); break;
       case EwKind::gelu: y = gelu(x); break;
+      case EwKind::div: y = x / static_cast<double>(b[i]); break;
+      case EwKind::gelu_erf: y = 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); break;
     }
     out[static_cast<std::size_t>(i)] = y;
   }
   return out;
 }
 inline std::vector<double> elementwise(const ElementwiseArgs& p) {
-  return elementwise(p.kind, p.a, p.b, p.n, p.alpha);
+  return elementwise(p.kind, static_cast<const float*>(p.a), static_cast<const float*>(p.b), p.n,
+                     p.alpha);
 }
 
 }  // namespace lc::ref

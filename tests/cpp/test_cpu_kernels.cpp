@@ -64,14 +64,15 @@ void check_matmul(Rng& rng, i64 m, i64 k, i64 n, bool trans_b, bool bias, lc::Ac
   p.trans_b = trans_b;
   p.act = act;
   const i64 ldb = trans_b ? k : n;
+  const float* bias_p = bias ? bv.data() : nullptr;
   if (isa >= 0) {
-    lc::cpu::gemm_blocked_with_isa(isa, m, n, k, p.a, k, p.b, ldb, trans_b, p.out, n);
-    lc::cpu::bias_act_rows(p.out, m, n, n, p.bias, act);
+    lc::cpu::gemm_blocked_with_isa(isa, m, n, k, a.data(), k, b.data(), ldb, trans_b, out.data(), n);
+    lc::cpu::bias_act_rows(out.data(), m, n, n, bias_p, act);
   } else if (path == lc::cpu::GemmPath::automatic) {
     lc::cpu::matmul(p);
   } else {
-    lc::cpu::gemm_with(path, m, n, k, p.a, k, p.b, ldb, trans_b, p.out, n);
-    lc::cpu::bias_act_rows(p.out, m, n, n, p.bias, act);
+    lc::cpu::gemm_with(path, m, n, k, a.data(), k, b.data(), ldb, trans_b, out.data(), n);
+    lc::cpu::bias_act_rows(out.data(), m, n, n, bias_p, act);
   }
   EXPECT_EQ(lc::ref::count_nan(out), 0u) << "output not fully written";
   EXPECT_LE(lc::ref::matmul_error(out, p), kTol)

@@ -65,7 +65,7 @@ TE, VE, ODE = TypeError, ValueError, lc.OutDTypeError
 CASES = [
     # ---- matmul2d -----------------------------------------------------------------------------
     Bad("mm-a-float64", "matmul2d", TE, lambda o: lc.matmul2d_into(z(3, 4, dtype=np.float64), B45, o, "cpu"),
-        lambda: poisoned(3, 5), ("float64", "float32", "[3, 4]"),
+        lambda: poisoned(3, 5), ("float64", "float32", "[3, 4]", "[4, 5]", "astype"),
         lambda: lc.matmul2d(z(3, 4, dtype=np.float64), B45, "cpu")),
     Bad("mm-b-int32", "matmul2d", TE, lambda o: lc.matmul2d_into(A34, z(4, 5, dtype=np.int32), o, "cpu"),
         lambda: sentinel(3, 5), ("int32",), lambda: lc.matmul2d(A34, z(4, 5, dtype=np.int32))),
@@ -84,8 +84,7 @@ CASES = [
         lambda: noncontig(3, 5), ("contiguous", "[3, 5]")),
     Bad("mm-out-readonly", "matmul2d", VE, lambda o: lc.matmul2d_into(A34, B45, o, "cpu"),
         lambda: readonly(3, 5), ("read-only",)),
-    Bad("mm-a-empty", "matmul2d", VE, lambda o: lc.matmul2d_into(z(0, 4), B45, o, "cpu"),
-        lambda: sentinel(0, 5), ("empty", "[0, 4]"), lambda: lc.matmul2d(z(0, 4), B45)),
+    # (empty sizes are computed, not refused: tests/python/test_matmul_family.py)
     Bad("mm-a-none", "matmul2d", TE, lambda o: lc.matmul2d_into(None, B45, o, "cpu"),
         lambda: sentinel(3, 5), ("None",), lambda: lc.matmul2d(None, B45)),
     Bad("mm-a-string", "matmul2d", TE, lambda o: lc.matmul2d_into("abc", B45, o, "cpu"),
@@ -344,5 +343,5 @@ def test_many_errors_in_a_row_leave_the_runtime_usable():
         with pytest.raises(ValueError):
             lc.matmul2d(A34, z(5, 5))
         with pytest.raises(TypeError):
-            lc.relu(z(3, dtype=np.float64))
+            lc.relu(z(3, dtype=np.int32))
     assert_runtime_alive()

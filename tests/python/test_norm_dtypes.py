@@ -230,7 +230,9 @@ def test_extreme_magnitudes(dtype, device, rng):
     if dtype in ("float32", "float64"):
         x = cast(1e4 + rng.standard_normal((4, 768)), dtype)
         ref = ref_layernorm(f64(x), None, None, 1e-5)
-        assert rel_error(f64(lc.layernorm(x, None, None, 1e-5, device)), ref) <= TOL[dtype]
+        # float64: the numpy reference itself loses ~1e4 * 2^-52 * sqrt(768) to the offset
+        tol = 1e-10 if dtype == "float64" else TOL[dtype]
+        assert rel_error(f64(lc.layernorm(x, None, None, 1e-5, device)), ref) <= tol
 
 
 def test_dtype_mixes_and_bad_shapes_are_clear():

@@ -95,6 +95,11 @@ class CpuBackend final : public Backend {
   void layernorm(const LayerNormArgs& a) override { cpu::layernorm(a); }
   void softmax(const SoftmaxArgs& a) override { cpu::softmax(a); }
   void elementwise(const ElementwiseArgs& a) override { cpu::elementwise(a); }
+  void copy_strided(const StridedCopyArgs& a) override { cpu::copy_strided(a); }
+  void embedding(const EmbeddingArgs& a) override { cpu::embedding(a); }
+  std::int64_t first_bad_index(const void* ids, DType t, std::int64_t n, std::int64_t v) override {
+    return cpu::first_bad_index(ids, t, n, v);
+  }
 
  private:
   static void copy(void* dst, const void* src, std::size_t bytes) {

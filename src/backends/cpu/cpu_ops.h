@@ -16,6 +16,9 @@ void conv2d(const Conv2dArgs& a);
 void layernorm(const LayerNormArgs& a);
 void softmax(const SoftmaxArgs& a);
 void elementwise(const ElementwiseArgs& a);
+void copy_strided(const StridedCopyArgs& a);
+void embedding(const EmbeddingArgs& a);
+std::int64_t first_bad_index(const void* ids, DType ids_dtype, std::int64_t n, std::int64_t vocab);
 
 // Which GEMM matmul() uses for non-tiny shapes: "OpenBLAS" or "built-in".
 const char* gemm_engine();
@@ -37,6 +40,15 @@ void gemm_with(GemmPath path, std::int64_t m, std::int64_t n, std::int64_t k, co
                std::int64_t ldc);
 // matmul() with a forced GEMM path (the epilogue as usual): what the auto-tuner runs.
 void matmul_with(GemmPath path, const MatmulArgs& a);
+// matmul_with for every form other than one float32 product without a residual (matmul.cpp
+// routes them here; matmul_general.cpp): float16 / bfloat16 (operands converted to float32,
+// the float32 GEMM, bias + residual + activation in float32, one rounding into out), float64
+// (cblas_dgemm with BLAS, else a blocked loop; float64 throughout), batches (small products
+// spread over the pool, large ones one after another with a threaded GEMM each), residuals.
+void matmul_general(GemmPath path, const MatmulArgs& a);
+// C[m,n] = A[m,k] @ B in float64 (B [k,n], or [n,k] when trans_b), contiguous, C overwritten.
+void gemm_f64(std::int64_t m, std::int64_t n, std::int64_t k, const double* a, const double* b,
+              bool trans_b, double* c);
 bool have_blas();
 // OpenBLAS's current (process-global) thread count, 0 without BLAS. Outside any guarded call
 // (blas_threads.h) it equals num_threads(); tests check it is restored.

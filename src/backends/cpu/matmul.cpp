@@ -558,9 +558,14 @@ void bias_act_rows(float* out, i64 rows, i64 cols, i64 ld, const float* bias, Ac
 
 void matmul_with(GemmPath path, const MatmulArgs& p) {
   if (p.m <= 0 || p.n <= 0) return;
+  // One float32 product without a residual: the original path, untouched (tiny shapes pay one
+  // compare for the other forms). Other dtypes, batches and residuals: matmul_general.cpp.
+  if (p.dtype != DType::f32 || p.batch != 1 || p.residual) return matmul_general(path, p);
   const i64 ldb = p.trans_b ? p.k : p.n;
-  gemm_with(path, p.m, p.n, p.k, p.a, p.k, p.b, ldb, p.trans_b, p.out, p.n);
-  bias_act_rows(p.out, p.m, p.n, p.n, p.bias, p.act);
+  auto* out = static_cast<float*>(p.out);
+  gemm_with(path, p.m, p.n, p.k, static_cast<const float*>(p.a), p.k,
+            static_cast<const float*>(p.b), ldb, p.trans_b, out, p.n);
+  bias_act_rows(out, p.m, p.n, p.n, static_cast<const float*>(p.bias), p.act);
 }
 
 void matmul(const MatmulArgs& p) { matmul_with(GemmPath::automatic, p); }

@@ -6,6 +6,7 @@
 // handles: round-to-nearest via the 1.5*2^23 magic constant, 2^n built in the exponent field.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -57,6 +58,12 @@ inline float gelu(float x) {
   const float u2 = -1.5957691216057308f * (x + 0.044715f * x * x * x);  // -2*sqrt(2/pi)*(...)
   const float y = x / (1.0f + fast_exp(u2));
   return x == -__builtin_inff() ? __builtin_nanf("") : y;
+}
+
+// Exact GELU: 0.5 x (1 + erf(x / sqrt 2)) (torch's approximate="none"). gelu_erf(-inf) = NaN
+// (-inf * 0, as the tanh form), gelu_erf(+inf) = inf, NaN stays NaN. std::erf is a library call (not vectorised).
+inline float gelu_erf(float x) {
+  return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
 }
 
 // NaN propagates (relu(nan) = nan), as in torch.relu and np.maximum(x, 0).

@@ -332,6 +332,35 @@ class CudaBackend final : public Backend {
     cuda::EnqueueScope enq;
     cuda::launch_elementwise(a, c.info.sm_count, c.stream);
   }
+  void copy_strided(const StridedCopyArgs& a) override {
+    cuda::Context& c = cuda::ctx();
+    cuda::EnqueueScope enq;
+    cuda::launch_copy_strided(a, c.info.sm_count, c.stream);
+  }
+  void embedding(const EmbeddingArgs& a) override {
+    cuda::Context& c = cuda::ctx();
+    cuda::EnqueueScope enq;
+    cuda::launch_embedding(a, c.info.sm_count, c.stream);
+  }
+  std::int64_t first_bad_index(const void* ids, DType t, std::int64_t n, std::int64_t vocab) override {
+    if (n <= 0) return -1;
+    cuda::Context& c = cuda::ctx();
+    void* flag = cuda::CachingAllocator::instance().alloc(sizeof(unsigned long long));
+    unsigned long long host = ~0ull;
+    try {
+      cuda::EnqueueScope enq;
+      LC_CUDA_CHECK(cudaMemsetAsync(flag, 0xff, sizeof(unsigned long long), c.stream));
+      cuda::launch_bad_id_check(ids, t, n, vocab, static_cast<unsigned long long*>(flag),
+                                c.info.sm_count, c.stream);
+      LC_CUDA_CHECK(cudaMemcpyAsync(&host, flag, sizeof(host), cudaMemcpyDeviceToHost, c.stream));
+      cuda::synchronize_stream();
+    } catch (...) {
+      cuda::CachingAllocator::instance().free(flag);
+      throw;
+    }
+    cuda::CachingAllocator::instance().free(flag);
+    return host == ~0ull ? -1 : static_cast<std::int64_t>(host);
+  }
 };
 
 }  // namespace

@@ -18,6 +18,12 @@ __device__ __forceinline__ float gelu_tanh(float x) {
   return x / (1.0f + expf(-two_u));
 }
 
+// Exact GELU 0.5 x (1 + erf(x / sqrt 2)) (approximate="none"); gelu_erf(-inf) = NaN as the
+// CPU backend.
+__device__ __forceinline__ float gelu_erf(float x) {
+  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
 // NaN propagates (relu(nan) = nan), as in torch.relu and the CPU backend.
 __device__ __forceinline__ float relu_f(float x) { return x < 0.0f ? 0.0f : x; }
 

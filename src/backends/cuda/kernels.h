@@ -15,9 +15,16 @@ void launch_elementwise(const ElementwiseArgs& a, int sm_count, cudaStream_t s);
 // dst[i] = src[i % have] for i < need, one launch (Backend::tile_cyclic).
 void launch_tile_cyclic(float* dst, const float* src, std::int64_t have, std::int64_t need,
                         int sm_count, cudaStream_t s);
-// out[m,n] = act(bias[n] or 0): the matmul k == 0 case.
-void launch_fill_bias_act(float* out, const float* bias, std::int64_t m, std::int64_t n,
-                          Activation act, cudaStream_t s);
+
+// copy.cu
+// Backend::copy_strided (any dtype pair; a contiguous same-dtype copy is a cudaMemcpyAsync).
+void launch_copy_strided(const StridedCopyArgs& a, int sm_count, cudaStream_t s);
+// Backend::embedding (ids outside [0, vocab) write zero rows, never read out of bounds).
+void launch_embedding(const EmbeddingArgs& a, int sm_count, cudaStream_t s);
+// *first = min(*first, position) over ids outside [0, vocab); the caller initialises *first
+// (device memory) to ~0ull and reads it back.
+void launch_bad_id_check(const void* ids, DType ids_dtype, std::int64_t n, std::int64_t vocab,
+                         unsigned long long* first, int sm_count, cudaStream_t s);
 
 // norm.cu
 void launch_layernorm(const LayerNormArgs& a, cudaStream_t s);

@@ -16,7 +16,6 @@
 
 #include "backends/cuda/check.h"
 #include "backends/cuda/context.h"
-#include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/vendor_libs.h"
 #include "lightning_core/errors.h"
@@ -59,8 +58,11 @@ Lt& lt() {
   return h->lt;
 }
 
-// (m, k, n, trans_b, epilogue, precision, pointer alignment class)
-using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, int, int, std::uint32_t>;
+// Everything a plan's descriptors depend on: (m, k, n, trans_b, epilogue, compute type,
+// dtype, residual (beta = 1), pointer alignment class) and the batch layout (count, strides of
+// a, b, out; all 0 for one product).
+using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, int, int, int, bool,
+                       std::uint32_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
 
 struct Plan {
   const vendor::CublasLtApi* api = nullptr;  // set before any descriptor is created
@@ -88,7 +90,10 @@ cublasLtEpilogue_t epilogue_of(const MatmulArgs& a) {
   return bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
 }
 
-cublasComputeType_t compute_of(Precision p) {
+// The precision modes are compute modes of float32 storage; 16-bit storage always runs
+// COMPUTE_32F (its own tensor-core inputs, float32 accumulation).
+cublasComputeType_t compute_of(Precision p, DType dt) {
+  if (dt != DType::f32) return CUBLAS_COMPUTE_32F;
   switch (p) {
     case Precision::tf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
     case Precision::bf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
@@ -97,20 +102,51 @@ cublasComputeType_t compute_of(Precision p) {
   return CUBLAS_COMPUTE_32F;
 }
 
+cudaDataType_t data_type_of(DType dt) {
+  switch (dt) {
+    case DType::f32: return CUDA_R_32F;
+    case DType::f16: return CUDA_R_16F;
+    case DType::bf16: return CUDA_R_16BF;
+    default: break;
+  }
+  throw BackendError(std::string("[matmul] the CUDA backend computes float32, float16 and "
+                                 "bfloat16 only, got ") + to_string(dt));
+}
+
+bool batched(const MatmulArgs& a) { return a.batch > 1; }
+
 // cuBLASLt assumes 256-byte aligned operands unless told otherwise; views with offsets are
-// legal here, so the real alignment is part of the key and of the heuristic query.
+// legal here, so the real alignment is part of the key and of the heuristic query. In a batch
+// every product's matrices must be aligned too, so the strides (in bytes) count as well.
 std::uint32_t alignment_of(const MatmulArgs& a) {
   std::uintptr_t bits = 256;
-  for (const void* p : {static_cast<const void*>(a.a), static_cast<const void*>(a.b),
-                        static_cast<const void*>(a.out), static_cast<const void*>(a.bias)}) {
+  for (const void* p : {a.a, a.b, static_cast<const void*>(a.out), a.bias, a.residual}) {
     if (p) bits |= reinterpret_cast<std::uintptr_t>(p);
+  }
+  if (batched(a)) {
+    const auto esz = static_cast<std::uintptr_t>(dtype_size(a.dtype));
+    for (std::int64_t st : {a.stride_a, a.stride_b, a.stride_out})
+      bits |= static_cast<std::uintptr_t>(st) * esz;
   }
   return static_cast<std::uint32_t>(bits & (~bits + 1));  // lowest set bit, <= 256
 }
 
 Key key_of(const MatmulArgs& a) {
+  const bool b = batched(a);
   return {a.m, a.k, a.n, a.trans_b, static_cast<int>(epilogue_of(a)),
-          static_cast<int>(a.precision), alignment_of(a)};
+          static_cast<int>(compute_of(a.precision, a.dtype)), static_cast<int>(a.dtype),
+          a.residual != nullptr, alignment_of(a), b ? a.batch : 0, b ? a.stride_a : 0,
+          b ? a.stride_b : 0, b ? a.stride_out : 0};
+}
+
+// Batch count and stride (elements) of one layout; a no-op for a single product.
+void set_batch(const vendor::CublasLtApi& api, cublasLtMatrixLayout_t l, std::int64_t count,
+               std::int64_t stride) {
+  const std::int32_t c = static_cast<std::int32_t>(count);
+  LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &c,
+                                                       sizeof(c)));
+  LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutSetAttribute(
+      l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
 }
 
 struct Cache {
@@ -161,7 +197,8 @@ Plan& plan_for(Lt& l, const MatmulArgs& a) {
   auto p = std::make_unique<Plan>();
   p->api = &api;
   p->align = alignment_of(a);
-  LC_CUBLAS_CHECK(api.cublasLtMatmulDescCreate(&p->op, compute_of(a.precision), CUDA_R_32F));
+  const cudaDataType_t dt = data_type_of(a.dtype);
+  LC_CUBLAS_CHECK(api.cublasLtMatmulDescCreate(&p->op, compute_of(a.precision, a.dtype), CUDA_R_32F));
   // Column-major view: D^T[n,m] = opA(Bbuf) [n,k] * Abuf^T [k,m]
   const cublasOperation_t ta = a.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t tb = CUBLAS_OP_N;
@@ -170,7 +207,7 @@ Plan& plan_for(Lt& l, const MatmulArgs& a) {
   const cublasLtEpilogue_t epi = epilogue_of(a);
   LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
   if (a.bias) {
-    const cudaDataType_t bt = CUDA_R_32F;
+    const cudaDataType_t bt = dt;  // the bias is stored like the output
     LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
     const void* bias = a.bias;  // any non-null value for the heuristic; set per call
     LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
@@ -178,14 +215,20 @@ Plan& plan_for(Lt& l, const MatmulArgs& a) {
   const auto u = [](std::int64_t v) { return static_cast<std::uint64_t>(v); };
   // Bbuf: [k,n] row-major = col-major n x k (ld n); trans_b: [n,k] row-major = col-major k x n (ld k)
   if (a.trans_b) {
-    LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, u(a.k), u(a.n), a.k));
+    LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->la, dt, u(a.k), u(a.n), a.k));
   } else {
-    LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, u(a.n), u(a.k), a.n));
+    LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->la, dt, u(a.n), u(a.k), a.n));
   }
   // Abuf: [m,k] row-major = col-major k x m (ld k)
-  LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_32F, u(a.k), u(a.m), a.k));
-  // out: [m,n] row-major = col-major n x m (ld n)
-  LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->lc_, CUDA_R_32F, u(a.n), u(a.m), a.n));
+  LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->lb, dt, u(a.k), u(a.m), a.k));
+  // out (and the residual, read as C): [m,n] row-major = col-major n x m (ld n)
+  LC_CUBLAS_CHECK(api.cublasLtMatrixLayoutCreate(&p->lc_, dt, u(a.n), u(a.m), a.n));
+  if (batched(a)) {
+    // Swapped operands: la is b's buffer, lb is a's. A broadcast operand has stride 0.
+    set_batch(api, p->la, a.batch, a.stride_b);
+    set_batch(api, p->lb, a.batch, a.stride_a);
+    set_batch(api, p->lc_, a.batch, a.stride_out);
+  }
   fetch_algos(l, *p, 1);
   slot = std::move(p);
   return *slot;
@@ -197,17 +240,20 @@ void run_plan(cudaStream_t stream, Lt& l, Plan& p, const MatmulArgs& a, int inde
     const void* bias = a.bias;
     LC_CUBLAS_CHECK(api.cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
+  // The residual is C with beta = 1: D = epilogue(A B + C), so it is added before the
+  // activation (cuBLASLt applies bias and activation to alpha A B + beta C).
   const float one = 1.0f, zero = 0.0f;
+  const void* c = a.residual ? a.residual : a.out;
   const auto& h = p.algos[static_cast<std::size_t>(index)];
-  LC_CUBLAS_CHECK(api.cublasLtMatmul(l.h, p.op, &one, a.b, p.la, a.a, p.lb, &zero, a.out,
-                                     p.lc_, a.out, p.lc_, &h.algo, l.workspace,
-                                     l.workspace_bytes, stream));
+  LC_CUBLAS_CHECK(api.cublasLtMatmul(l.h, p.op, &one, a.b, p.la, a.a, p.lb,
+                                     a.residual ? &one : &zero, c, p.lc_, a.out, p.lc_, &h.algo,
+                                     l.workspace, l.workspace_bytes, stream));
 }
 
 bool degenerate(const MatmulArgs& a, Context& c) {
-  if (a.m <= 0 || a.n <= 0) return true;
-  if (a.k <= 0) {  // empty sum: out = act(bias or 0)
-    launch_fill_bias_act(a.out, a.bias, a.m, a.n, a.act, c.stream);
+  if (a.m <= 0 || a.n <= 0 || a.batch <= 0) return true;
+  if (a.k <= 0) {  // empty sum: out = act(bias + residual, or 0)
+    launch_matmul_fill(a, c.stream);
     return true;
   }
   return false;
@@ -238,7 +284,7 @@ void matmul(const MatmulArgs& a) {
       reinterpret_cast<std::uintptr_t>(&p),      static_cast<std::uintptr_t>(p.chosen),
       reinterpret_cast<std::uintptr_t>(a.a),     reinterpret_cast<std::uintptr_t>(a.b),
       reinterpret_cast<std::uintptr_t>(a.out),   reinterpret_cast<std::uintptr_t>(a.bias),
-      reinterpret_cast<std::uintptr_t>(l.workspace)};
+      reinterpret_cast<std::uintptr_t>(a.residual), reinterpret_cast<std::uintptr_t>(l.workspace)};
   static const char tag = 0;
   run_captured(&tag, key, sizeof key, c.stream, "matmul",
                [&](cudaStream_t s) { run_plan(s, l, p, a, p.chosen); });
@@ -247,7 +293,7 @@ void matmul(const MatmulArgs& a) {
 std::vector<MatmulAlgoInfo> matmul_list_algos(const MatmulArgs& a, int max_algos) {
   (void)ctx();  // device check + current device before cuBLASLt
   std::vector<MatmulAlgoInfo> out;
-  if (a.m <= 0 || a.n <= 0 || a.k <= 0 || max_algos <= 0) return out;
+  if (a.m <= 0 || a.n <= 0 || a.k <= 0 || a.batch <= 0 || max_algos <= 0) return out;
   Lt& l = lt();
   std::lock_guard<std::mutex> lock(cache().mu);
   Plan& p = plan_for(l, a);
@@ -285,7 +331,7 @@ void matmul_with_algo(const MatmulArgs& a, int index) {
 
 void matmul_set_algo(const MatmulArgs& a, int index) {
   (void)ctx();
-  if (a.m <= 0 || a.n <= 0 || a.k <= 0) return;
+  if (a.m <= 0 || a.n <= 0 || a.k <= 0 || a.batch <= 0) return;
   Lt& l = lt();
   std::lock_guard<std::mutex> lock(cache().mu);
   EnqueueScope enq;

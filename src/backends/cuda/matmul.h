@@ -4,9 +4,16 @@
 // operands are swapped (no copies). trans_b (B given as [n,k], nn.Linear's weight) becomes
 // CUBLAS_OP_T on that operand. bias + relu/gelu are fused as cuBLASLt epilogues.
 // Precision: fp32 -> CUBLAS_COMPUTE_32F (exact fp32, no TF32), tf32 -> COMPUTE_32F_FAST_TF32,
-// bf16 -> COMPUTE_32F_FAST_16BF. Descriptors and heuristic results are cached per
-// (m, k, n, trans_b, epilogue, precision).
+// bf16 -> COMPUTE_32F_FAST_16BF; those modes apply to float32 storage only. float16 / bfloat16
+// storage: CUDA_R_16F / CUDA_R_16BF operands, bias and output with CUBLAS_COMPUTE_32F (tensor
+// cores, float32 accumulation, float32 alpha/beta), whatever the policy's precision.
+// Residual (MatmulArgs::residual): cuBLASLt's C operand with beta = 1, so D = act(A B + C + bias)
+// in one call. Batches: one strided-batched call (BATCH_COUNT, STRIDED_BATCH_OFFSET per layout;
+// stride 0 for a broadcast operand). Descriptors and heuristic results are cached per
+// (m, k, n, trans_b, epilogue, precision, dtype, residual, batch, strides, alignment).
 #pragma once
+
+#include <cuda_runtime_api.h>
 
 #include <cstddef>
 #include <vector>
@@ -34,6 +41,8 @@ std::vector<MatmulAlgoInfo> matmul_list_algos(const MatmulArgs& a, int max_algos
 // Runs the product with candidate `index` of matmul_list_algos(a, >index). Throws
 // lc::ValueError if the index is out of range.
 void matmul_with_algo(const MatmulArgs& a, int index);
+// out = act(bias + residual) for k == 0 (an empty sum), any dtype and batch (matmul_fill.cu).
+void launch_matmul_fill(const MatmulArgs& a, cudaStream_t s);
 // Remembers candidate `index` as the one matmul() uses for this key from now on.
 void matmul_set_algo(const MatmulArgs& a, int index);
 

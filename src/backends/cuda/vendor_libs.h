@@ -41,7 +41,8 @@ namespace lc::cuda::vendor {
   X(cublasLtMatmulPreferenceDestroy)      \
   X(cublasLtMatmulPreferenceSetAttribute) \
   X(cublasLtMatrixLayoutCreate)           \
-  X(cublasLtMatrixLayoutDestroy)
+  X(cublasLtMatrixLayoutDestroy)          \
+  X(cublasLtMatrixLayoutSetAttribute)
 
 #define LC_CUDNN_FUNCTIONS(X)                \
   X(cudnnGetVersion)                         \

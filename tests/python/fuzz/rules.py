@@ -16,9 +16,6 @@ OPS maps an op's Python name to an Op:
   finite   inputs that never get NaN/Inf injected (a padded conv weight would turn 0 * inf into
            a NaN the math does not have).
   empty_ok zero-size inputs may either work (empty result) or raise ValueError.
-  dtypes   storage dtypes the op computes besides float32 (all inputs in one of them); the
-           "dtype" fault draws only dtypes the op refuses (tests/python/test_norm_dtypes.py
-           checks the accepted ones against float64 references).
 
 Adding an op is one entry here (plus its strategy of params when it has any).
 """
@@ -255,7 +252,6 @@ class Op:
     check: Callable | None = None
     finite: tuple = ()
     empty_ok: bool = False
-    dtypes: tuple = ()
     star_min_ndim: int = 0
     has_into: bool = True
     allow: Callable | None = None  # allow(X, P) -> mask of elements where 0 is accepted too
@@ -264,6 +260,10 @@ class Op:
     # 2-D (the reference's form) and an "ndim" fault never targets them (any ndim >= 1 is fine;
     # tests/python/test_views.py checks those shapes against numpy)
     leading_free: tuple = ()
+    # storage dtypes the op computes in besides float32 (all inputs alike): a "dtype" fault draws
+    # only dtypes outside this set, and a Python list or float (which convert to float64) is no
+    # junk input for an op that takes float64
+    dtypes: tuple = ()
 
     @property
     def msg_op(self) -> str:
@@ -271,10 +271,15 @@ class Op:
         return self.name.split(".")[-1]
 
 
+# The elementwise ops compute in float32, float16, bfloat16 and (on the CPU) float64.
+EW_DTYPES = ("float64", "float16")
+
+
 def _ew(name, fn, n_in=2, star_min_ndim=0, **kw):
     ins = {"a": "*", "b": "*"} if n_in == 2 else {"a": "*"}
     call = ("a", "b", OUT, DEV) if n_in == 2 else ("a", OUT, DEV)
-    return Op(name, ins, "*", call, fn, atol_elementwise, empty_ok=True, star_min_ndim=star_min_ndim, **kw)
+    return Op(name, ins, "*", call, fn, atol_elementwise, empty_ok=True, star_min_ndim=star_min_ndim,
+              dtypes=EW_DTYPES, **kw)
 
 
 def _gelu_allow(X, P):
@@ -296,12 +301,14 @@ def _linear_allow(X, P):
 
 
 OPS: dict[str, Op] = {op.name: op for op in [
+    # Matrix products take empty sizes (k == 0 gives zeros like numpy; issue #12).
     Op("matmul2d", {"a": "mk", "b": "kn"}, "mn", ("a", "b", OUT, DEV), ref_matmul,
-       lambda X, P: atol_linear(X["a"], X["b"].T)),
+       lambda X, P: atol_linear(X["a"], X["b"].T), empty_ok=True),
     Op("linear", {"x": "mi", "weight": "oi", "bias?": "o"}, "mo",
        ("x", "weight", "bias", OUT, "activation", DEV), ref_linear,
        lambda X, P: atol_linear(X["x"], X["weight"], X.get("bias")),
-       params=st.fixed_dictionaries({"activation": ACTS}), allow=_linear_allow, leading_free=("x",)),
+       params=st.fixed_dictionaries({"activation": ACTS}), allow=_linear_allow, leading_free=("x",),
+       empty_ok=True),
     Op("attention2d", {"q": "qd", "k": "sd", "v": "se"}, "qe", ("q", "k", "v", OUT, "causal", DEV),
        ref_attention, lambda X, P: atol_attention(X["q"], X["k"], X["v"], P.get("scale")), kw=("scale",),
        params=st.fixed_dictionaries({"causal": st.booleans(), "scale": SCALES}),
@@ -325,9 +332,9 @@ OPS: dict[str, Op] = {op.name: op for op in [
     _ew("vector_sub", lambda X, P: X["a"] - X["b"]),
     _ew("vector_mul", lambda X, P: X["a"] * X["b"]),
     Op("matrix_sub", {"a": "mn", "b": "mn"}, "mn", ("a", "b", OUT, DEV), lambda X, P: X["a"] - X["b"],
-       atol_elementwise, empty_ok=True),
+       atol_elementwise, empty_ok=True, dtypes=EW_DTYPES),
     Op("vector_scale", {"a": "*"}, "*", ("a", "alpha", OUT, DEV), lambda X, P: X["a"] * f32(P["alpha"]),
-       atol_elementwise, empty_ok=True,
+       atol_elementwise, empty_ok=True, dtypes=EW_DTYPES,
        params=st.fixed_dictionaries({"alpha": st.sampled_from([-2.5, 0.0, 1.0, 3.25, 1e-3])})),
     _ew("relu", lambda X, P: np.maximum(X["a"], 0.0), n_in=1),
     _ew("gelu", lambda X, P: gelu64(X["a"]), n_in=1, allow=_gelu_allow),
@@ -350,11 +357,13 @@ OPS: dict[str, Op] = {op.name: op for op in [
        check=check_conv_attention, finite=("weight", "bias"), has_into=False),
     Op("api.ffn", {"x": "mi", "w1": "hi", "b1?": "h", "w2": "oh", "b2?": "o"}, "mo",
        ("x", "w1", "b1", "w2", "b2", "activation", DEV), ref_ffn, atol_ffn,
-       params=st.fixed_dictionaries({"activation": ACTS}), has_into=False, leading_free=("x",)),
+       params=st.fixed_dictionaries({"activation": ACTS}), has_into=False, leading_free=("x",),
+       empty_ok=True),
     Op("api.layernorm_linear", {"x": "mi", "gamma?": "i", "beta?": "i", "w": "oi", "b?": "o"}, "mo",
        ("x", "gamma", "beta", "w", "b", "eps", "activation", DEV), ref_ln_linear, atol_ln_linear,
        params=st.fixed_dictionaries({"eps": st.sampled_from([1e-5, 1e-3]), "activation": ACTS}),
-       has_into=False, leading_free=("x",)),
+       has_into=False, leading_free=("x",), empty_ok=True,
+       dtypes=("float64", "float16", "bfloat16")),  # layernorm and linear both compute these
 ]}
 
 # Bad values of params, per param name: (value, accepted exception types). "ok" in the types
