@@ -80,9 +80,13 @@ TOL = {"float32": 2e-4, "bfloat16": 6e-2}
 def test_encoder_layer_on_the_cpu(dtype, rng):
     p = make_params(rng)
     x = rng.standard_normal((B, S, E)).astype(np.float32)
+    # lc.Tensor inputs (host memory): results are lc.Tensors, so the views (reshape, permute,
+    # indexing) apply between the ops as they do on the GPU.
     with lc.policy(device="cpu"):
-        y = layer_lc(_cast(x, dtype), {k: _cast(v, dtype) for k, v in p.items()})
-    y = np.asarray(y.numpy() if isinstance(y, lc.Tensor) else y).astype(np.float64)
+        y = layer_lc(lc.Tensor(_cast(x, dtype), dtype=dtype),
+                     {k: lc.Tensor(_cast(v, dtype), dtype=dtype) for k, v in p.items()})
+    assert isinstance(y, lc.Tensor) and y.device == "cpu" and y.dtype == dtype
+    y = y.numpy().astype(np.float64)
     ref = layer_ref(_cast(x, dtype).astype(np.float32), {k: _cast(v, dtype).astype(np.float32) for k, v in p.items()})
     assert y.shape == (B, S, E)
     np.testing.assert_allclose(y, ref, rtol=TOL[dtype], atol=TOL[dtype])
@@ -93,15 +97,15 @@ def test_encoder_layer_on_the_cpu(dtype, rng):
 def test_encoder_layer_stays_on_the_gpu(dtype, rng):
     p = make_params(rng)
     x = rng.standard_normal((B, S, E)).astype(np.float32)
-    dx = lc.Tensor(_cast(x, dtype), device="cuda")
-    dp = {k: lc.Tensor(_cast(v, dtype), device="cuda") for k, v in p.items()}
+    dx = lc.Tensor(_cast(x, dtype), device="cuda", dtype=dtype)
+    dp = {k: lc.Tensor(_cast(v, dtype), device="cuda", dtype=dtype) for k, v in p.items()}
     layer_lc(dx, dp)  # first call: plans, tuning
     lc.synchronize()
     with lc.runtime_trace():
         y = layer_lc(dx, dp)
         lc.synchronize()
     ev = lc.runtime_trace_events()
-    assert isinstance(y, lc.Tensor) and y.device == "cuda"
+    assert isinstance(y, lc.Tensor) and y.device == "cuda" and y.dtype == dtype
     moves = [e for e in ev if e["kind"] in ("upload", "download")]
     assert moves == [], f"host round trips inside the layer: {moves}"
     ops = [e for e in ev if e["kind"] == "op"]

@@ -263,6 +263,8 @@ def op_case(draw, gpu=False):
             k = draw(st.sampled_from(cands))
             v, types = draw(st.sampled_from(BAD_PARAMS[k]))
             P[k] = v
+            if err and err != "empty" and shape_error(op, present, P) is None:
+                expect = ["ok"]  # the new value made the sizes valid (a padding near 2^30)
             expect = both(expect, [t if isinstance(t, str) else t.__name__ for t in types])
             case["novalues"] = True
         else:
