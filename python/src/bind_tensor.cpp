@@ -36,7 +36,21 @@ void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, n
     new (self) lc::Tensor(*src_lc);
     return;
   }
-  const lc::DType dt = dtype_param(dtype_h, "Tensor");
+  // dtype=None: an lc.Tensor source keeps its dtype; numpy data keeps float16, bfloat16, int32
+  // and int64; anything else (float32, float64, lists) is float32, the original Tensor's dtype
+  // (float64 data stays float64 with dtype="float64" or lc.Tensor64).
+  lc::DType dt = lc::DType::f32;
+  if (!dtype_h.is_none()) {
+    dt = dtype_param(dtype_h, "Tensor");
+  } else if (nb::try_cast<lc::Tensor*>(data, src_lc) && src_lc) {
+    dt = src_lc->dtype();
+  } else if (PyArray_Check(data.ptr())) {
+    lc::DType d;
+    if (dtype_from_npy(PyArray_TYPE(reinterpret_cast<PyArrayObject*>(data.ptr())), &d) &&
+        d != lc::DType::f64)
+      dt = d;
+  }
+  src_lc = nullptr;
   const lc::DeviceKind dev = parse_place(device, "Tensor");
   if (nb::try_cast<lc::Tensor*>(data, src_lc) && src_lc) {
     // Always a copy (as for numpy data): to()/contiguous() would alias a same-device source.
@@ -346,10 +360,13 @@ lc::Tensor from_dlpack(nb::handle obj) {
 void register_tensor(nb::module_& m) {
   nb::class_<lc::Tensor>(m, "Tensor",
                          "A strided array on \"cpu\" or \"cuda\": float32 (default), float64, float16, bfloat16, int32 or int64.\n\n"
-                         "lc.Tensor(data, device=\"cpu\", dtype=\"float32\") copies any array-like "
-                         "to the device. Ops given lc.Tensor inputs on \"cuda\" do no host transfers.")
+                         "lc.Tensor(data, device=\"cpu\", dtype=None) copies any array-like "
+                         "to the device. dtype=None keeps the dtype of float16, bfloat16, int32 and "
+                         "int64 arrays and of lc.Tensor data, and makes float32 of anything else "
+                         "(float64 included: pass dtype=\"float64\" to keep it). Ops given lc.Tensor "
+                         "inputs on \"cuda\" do no host transfers.")
       .def("__init__", &init_tensor, nb::arg("data"), nb::arg("device") = "cpu",
-           nb::arg("dtype").none() = "float32", nb::kw_only(), nb::arg("share") = false)
+           nb::arg("dtype").none() = nb::none(), nb::kw_only(), nb::arg("share") = false)
       .def_static("from_dlpack", &from_dlpack, nb::arg("obj"),
                   "A tensor over any DLPack producer's memory (no copy).")
       .def_static("from_numpy", &from_numpy, nb::arg("array"),
