@@ -98,7 +98,7 @@ def test_cuda_array_interface_absent_on_cpu_tensors():
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64, np.int32, np.int64])
 def test_cuda_array_interface_v3_with_cupy_and_torch(dtype):
     a = (np.arange(24) % 7).astype(dtype).reshape(4, 6)
-    t = lc.Tensor(a, device="cuda")
+    t = lc.Tensor(a, device="cuda", dtype=np.dtype(dtype).name)
     cai = t.__cuda_array_interface__
     assert cai["version"] == 3 and cai["shape"] == (4, 6) and cai["strides"] is None
     assert cai["typestr"] == np.dtype(dtype).str and cai["stream"] is None
