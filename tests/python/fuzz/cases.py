@@ -476,8 +476,11 @@ def run_tensor(case, trace):
             trace.append(f"t = lc.Tensor({render_arr(d)}, device={dev!r}); t.numpy()")
             t = lc.Tensor(arr(**d), device=dev)
             y = host(t)
+            # dtype=None keeps float16 / bfloat16 / int32 / int64 data, makes float32 of the rest
+            src = str(arr(**d).dtype)
+            want = src if src in ("float16", "bfloat16", "int32", "int64") else "float32"
             ref = logical(d).astype(np.float32).astype(np.float64)
-            if t.dtype != "float32" or list(t.shape) != list(d["shape"]):
+            if t.dtype != want or list(t.shape) != list(d["shape"]):
                 raise Finding("wrong-result", f"Tensor has dtype {t.dtype} shape {t.shape}")
             compare(y, ref, 0.0)
         elif a == "empty":
