@@ -141,7 +141,6 @@ def build_system(system: str, mode: str, case: Case, env: Env, ins: Inputs):
     # torch systems
     if torch is None or case.torch_fn is None:
         raise Skip(env.reasons.get("torch", "no torch implementation for this case"))
-    to_np = _torch_host_np(torch, case)
     if system == "torch_cpu":
         tin = {k: _torch_in(torch, v) for k, v in ins.items()}
 
