@@ -477,7 +477,7 @@ def run_tensor(case, trace):
             t = lc.Tensor(arr(**d), device=dev)
             y = host(t)
             # dtype=None keeps float16 / bfloat16 / int32 / int64 data, makes float32 of the rest
-            src = str(arr(**d).dtype)
+            src = arr(**d).dtype.name
             want = src if src in ("float16", "bfloat16", "int32", "int64") else "float32"
             ref = logical(d).astype(np.float32).astype(np.float64)
             if t.dtype != want or list(t.shape) != list(d["shape"]):

@@ -264,6 +264,8 @@ class Op:
     # only dtypes outside this set, and a Python list or float (which convert to float64) is no
     # junk input for an op that takes float64
     dtypes: tuple = ()
+    # "*" inputs broadcast against each other (numpy rules) instead of having to be equal
+    broadcast: bool = False
 
     @property
     def msg_op(self) -> str:
@@ -284,6 +286,13 @@ def _ew(name, fn, n_in=2, star_min_ndim=0, **kw):
 
 def _gelu_allow(X, P):
     return X["a"] == -np.inf  # gelu(-inf): NaN (torch: 0.5 * -inf * 0, the reference) or 0 (the limit)
+
+
+def _div32(a, b):
+    # The reference of a float32 division is the float32 division itself (IEEE, correctly rounded):
+    # a quotient past float32's range is inf there, where a float64 reference would be finite.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return (a.astype(np.float32) / b.astype(np.float32)).astype(np.float64)
 
 
 def _cuda() -> bool:
@@ -336,6 +345,11 @@ OPS: dict[str, Op] = {op.name: op for op in [
     Op("vector_scale", {"a": "*"}, "*", ("a", "alpha", OUT, DEV), lambda X, P: X["a"] * f32(P["alpha"]),
        atol_elementwise, empty_ok=True, dtypes=EW_DTYPES,
        params=st.fixed_dictionaries({"alpha": st.sampled_from([-2.5, 0.0, 1.0, 3.25, 1e-3])})),
+    # The broadcasting family (issue #12): shape faults that still broadcast must succeed.
+    _ew("add", lambda X, P: X["a"] + X["b"], broadcast=True),
+    _ew("sub", lambda X, P: X["a"] - X["b"], broadcast=True),
+    _ew("mul", lambda X, P: X["a"] * X["b"], broadcast=True),
+    _ew("div", lambda X, P: _div32(X["a"], X["b"]), broadcast=True),
     _ew("relu", lambda X, P: np.maximum(X["a"], 0.0), n_in=1),
     _ew("gelu", lambda X, P: gelu64(X["a"]), n_in=1, allow=_gelu_allow),
     Op("conv_attention_nchw", {"x": "ncHW", "weight": "ockl", "bias?": "o"}, lambda d, s, P: (P["seq_len"], P["head_dim"]),

@@ -55,7 +55,12 @@ def shape_error(op, shapes, P):
             if star is None:
                 star = list(s)
             elif list(s) != star:
-                return f"'{nm}' shape {s} != {star}"
+                if not op.broadcast:
+                    return f"'{nm}' shape {s} != {star}"
+                try:
+                    star = list(np.broadcast_shapes(tuple(star), tuple(s)))
+                except ValueError:
+                    return f"'{nm}' shape {s} does not broadcast with {star}"
             if len(s) < op.star_min_ndim:
                 return f"'{nm}' needs >= {op.star_min_ndim} dims"
             continue
@@ -84,7 +89,8 @@ def out_shape(op, shapes, P):
         if s is None:
             continue
         if pat == "*":
-            star = list(s)
+            star = list(np.broadcast_shapes(tuple(star), tuple(s))) if op.broadcast and star is not None \
+                else list(s)
         elif pat != "$":
             dims.update(zip(pat, s))
     if callable(op.out):
