@@ -92,10 +92,9 @@ void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, n
   new (self) lc::Tensor(std::move(t));
 }
 
-nb::dict array_interface(nb::handle self_h) {
-  lc::Tensor& t = nb::cast<lc::Tensor&>(self_h);
-  if (t.device() != lc::DeviceKind::cpu)
-    throw nb::attribute_error("__array_interface__ is only defined for CPU tensors; call .numpy()");
+// The fields the array interface protocols (numpy's and CUDA's, both version 3) share: shape,
+// strides in bytes (None when C-contiguous and `none_if_contiguous`), typestr, data, version.
+nb::dict interface_dict(const lc::Tensor& t, const char* typestr, bool none_if_contiguous) {
   nb::dict d;
   nb::list shape, strides;
   const std::size_t isz = lc::dtype_size(t.dtype());
@@ -104,14 +103,22 @@ nb::dict array_interface(nb::handle self_h) {
     strides.append(t.stride(i) * static_cast<std::int64_t>(isz));
   }
   d["shape"] = nb::tuple(shape);
-  d["strides"] = nb::tuple(strides);
-  const char* typestr = lc::dtype_info(t.dtype()).typestr;
-  if (!*typestr)  // bfloat16: numpy has no typestr for it; np.asarray falls back to __array__
-    throw nb::attribute_error("__array_interface__ has no typestr for bfloat16; use .numpy()");
+  d["strides"] = none_if_contiguous && t.is_contiguous() ? nb::none() : nb::object(nb::tuple(strides));
   d["typestr"] = typestr;
+  // A zero-size array may carry a null pointer (both protocols allow 0 for it).
   d["data"] = nb::make_tuple(reinterpret_cast<std::uintptr_t>(t.data()), !t.writable());
   d["version"] = 3;
   return d;
+}
+
+nb::dict array_interface(nb::handle self_h) {
+  lc::Tensor& t = nb::cast<lc::Tensor&>(self_h);
+  if (t.device() != lc::DeviceKind::cpu)
+    throw nb::attribute_error("__array_interface__ is only defined for CPU tensors; call .numpy()");
+  const char* typestr = lc::dtype_info(t.dtype()).typestr;
+  if (!*typestr)  // bfloat16: numpy has no typestr for it; np.asarray falls back to __array__
+    throw nb::attribute_error("__array_interface__ has no typestr for bfloat16; use .numpy()");
+  return interface_dict(t, typestr, false);
 }
 
 // __cuda_array_interface__ (version 3) of a CUDA tensor: what CuPy, Numba and PyTorch read to
@@ -131,19 +138,7 @@ nb::dict cuda_array_interface(nb::handle self_h) {
     nb::gil_scoped_release nogil;
     lc::get_backend(t.device()).synchronize();
   }
-  nb::dict d;
-  nb::list shape, strides;
-  const std::size_t isz = lc::dtype_size(t.dtype());
-  for (int i = 0; i < t.ndim(); ++i) {
-    shape.append(t.size(i));
-    strides.append(t.stride(i) * static_cast<std::int64_t>(isz));
-  }
-  d["shape"] = nb::tuple(shape);
-  d["strides"] = t.is_contiguous() ? nb::none() : nb::object(nb::tuple(strides));
-  d["typestr"] = typestr;
-  // A zero-size array may carry a null pointer (the protocol allows 0 for it).
-  d["data"] = nb::make_tuple(reinterpret_cast<std::uintptr_t>(t.data()), !t.writable());
-  d["version"] = 3;
+  nb::dict d = interface_dict(t, typestr, true);
   d["stream"] = nb::none();
   return d;
 }
