@@ -1,6 +1,7 @@
 """Tensor64 and TensorView: thin Python subclasses of the native lc.Tensor.
 
-lc.Tensor holds float32 by default; Tensor64 is the float64 flavour (for references and
+lc.Tensor holds float32 unless its data is float16 / bfloat16 / int32 / int64 (kept) or a dtype is
+given; Tensor64 is the float64 flavour (for references and
 accumulation on the host); TensorView is a strided view of a tensor (or of a numpy array) that
 shares its memory, so slicing costs no copy. Ops accept views directly: a non-contiguous view is
 copied once when an op stages it.
