@@ -875,3 +875,16 @@ TEST(CpuKernels, GemmWithLeadingDimensionBeyondIntMax) {
   }
   munmap(mem, bytes);
 }
+
+// A row whose receptive fields alone pass the 16 MB im2col chunk (kk * ow > 2^22) is unrolled in
+// column spans, so the scratch stays bounded whatever the width (device fuzz, 2026-12-01: a
+// padding near 2^30 asked for 24 GiB of im2col scratch in one piece). Here kk = 576, ow = 7501:
+// several spans per row, with padding and stride on both axes, odd sizes.
+TEST(CpuConv2d, Im2colColumnSpansForVeryWideRows) {
+  Rng rng;
+  for (const ConvCase& s : {ConvCase{1, 64, 3, 7499, 3, 3, 3, 1, 1, 1, 2},
+                            ConvCase{2, 64, 2, 15003, 2, 3, 3, 1, 2, 1, 1}}) {
+    check_conv(rng, s, true, lc::Activation::relu, lc::cpu::ConvPath::im2col);
+    check_conv(rng, s, false, lc::Activation::none, lc::cpu::ConvPath::im2col);
+  }
+}

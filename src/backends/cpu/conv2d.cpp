@@ -198,6 +198,33 @@ void im2col(const Conv2dArgs& p, const float* xin, i64 y0, i64 rows, float* col)
   parallel_for(0, kk, std::max<i64>(1, (i64{1} << 15) / std::max<i64>(cols, 1)), body);
 }
 
+// The columns [xs, xe) of output row y only: col[r][x - xs], r as above. For rows so wide that one
+// row's receptive fields exceed the im2col chunk (ow * c * kh * kw > kColMaxFloats).
+void im2col_span(const Conv2dArgs& p, const float* xin, i64 y, i64 xs, i64 xe, float* col) {
+  const i64 kk = p.c * p.kh * p.kw, w = xe - xs;
+  auto body = [&](i64 lo, i64 hi) {
+    for (i64 r = lo; r < hi; ++r) {
+      const i64 c = r / (p.kh * p.kw), ky = (r / p.kw) % p.kh, kx = r % p.kw;
+      float* d = col + r * w;
+      const i64 iy = y * p.stride_h - p.pad_h + ky;
+      if (iy < 0 || iy >= p.h) {
+        std::fill(d, d + w, 0.0f);
+        continue;
+      }
+      i64 x0, x1;
+      valid_range(kx, p.stride_w, p.pad_w, p.w_in, p.ow, x0, x1);
+      x0 = std::clamp(x0, xs, xe);
+      x1 = std::clamp(x1, x0, xe);
+      const float* src = xin + c * p.h * p.w_in + iy * p.w_in;
+      const i64 off = kx - p.pad_w;
+      std::fill(d, d + (x0 - xs), 0.0f);
+      for (i64 x = x0; x < x1; ++x) d[x - xs] = src[x * p.stride_w + off];
+      std::fill(d + (x1 - xs), d + w, 0.0f);
+    }
+  };
+  parallel_for(0, kk, std::max<i64>(1, (i64{1} << 15) / std::max<i64>(w, 1)), body);
+}
+
 void conv_im2col(const Conv2dArgs& p) {
   const i64 kk = p.c * p.kh * p.kw;
   const i64 pixels = p.oh * p.ow;
@@ -211,6 +238,19 @@ void conv_im2col(const Conv2dArgs& p) {
     float* out = p.out + b * p.oc * pixels;
     if (pointwise) {
       gemm(p.oc, pixels, kk, p.w, kk, xin, pixels, false, out, pixels);
+    } else if (kk * p.ow > kColMaxFloats) {
+      // One output row's receptive fields exceed the chunk (a very wide row, e.g. a padding near
+      // 2^30): column spans of a row, so the scratch stays at kColMaxFloats whatever the width.
+      const i64 span = std::max<i64>(kColMaxFloats / std::max<i64>(kk, 1), 1);
+      if (static_cast<i64>(col_store.size()) < kk * span)
+        col_store.resize(static_cast<std::size_t>(kk * span));
+      for (i64 y = 0; y < p.oh; ++y)
+        for (i64 xs = 0; xs < p.ow; xs += span) {
+          const i64 xe = std::min(p.ow, xs + span);
+          im2col_span(p, xin, y, xs, xe, col_store.data());
+          gemm(p.oc, xe - xs, kk, p.w, kk, col_store.data(), xe - xs, false, out + y * p.ow + xs,
+               pixels);
+        }
     } else {
       for (i64 y0 = 0; y0 < p.oh; y0 += rows_per_chunk) {
         const i64 rows = std::min(rows_per_chunk, p.oh - y0);
