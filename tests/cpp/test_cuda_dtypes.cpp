@@ -10,22 +10,17 @@
 
 #include "backends/backend.h"
 #include "lightning_core/dtype.h"
+#include "cuda_test.h"
 #include "reference.h"
 
 namespace {
 
-lc::Backend& gpu() { return lc::get_backend(lc::DeviceKind::cuda); }
+using lc::test::gpu;
 std::size_t sz(std::int64_t v) { return static_cast<std::size_t>(v); }
 
 struct AttnCase {
   std::int64_t sq, sk, d, dv;
 };
-
-#define LC_REQUIRE_CUDA()                                                       \
-  do {                                                                          \
-    if (!lc::get_backend(lc::DeviceKind::cuda).available())                     \
-      GTEST_SKIP() << lc::get_backend(lc::DeviceKind::cuda).unavailable_reason(); \
-  } while (0)
 
 // ---- storage dtypes: float16 / bfloat16 (and float32 through the same code) ---------------
 //

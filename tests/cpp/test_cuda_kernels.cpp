@@ -26,6 +26,7 @@
 
 #include "backends/backend.h"
 #include "lightning_core/errors.h"
+#include "cuda_test.h"
 #include "reference.h"
 
 #ifdef LC_HAVE_CUDA
@@ -41,13 +42,7 @@ namespace {
 using lc::Backend;
 using lc::DeviceKind;
 
-Backend& gpu() { return lc::get_backend(DeviceKind::cuda); }
-
-#define LC_REQUIRE_CUDA()                                                       \
-  do {                                                                          \
-    if (!lc::get_backend(lc::DeviceKind::cuda).available())                     \
-      GTEST_SKIP() << lc::get_backend(lc::DeviceKind::cuda).unavailable_reason(); \
-  } while (0)
+using lc::test::gpu;
 
 // A device buffer of `n` floats plus `offset` leading floats (for misaligned views).
 struct DevBuf {

@@ -15,6 +15,7 @@
 
 #include "backends/backend.h"
 #include "lightning_core/dtype.h"
+#include "cuda_test.h"
 #include "reference.h"
 
 namespace {
@@ -24,13 +25,7 @@ using lc::DeviceKind;
 using lc::DType;
 using i64 = std::int64_t;
 
-Backend& gpu() { return lc::get_backend(DeviceKind::cuda); }
-
-#define LC_REQUIRE_CUDA()                                                         \
-  do {                                                                            \
-    if (!lc::get_backend(lc::DeviceKind::cuda).available())                       \
-      GTEST_SKIP() << lc::get_backend(lc::DeviceKind::cuda).unavailable_reason(); \
-  } while (0)
+using lc::test::gpu;
 
 // Host values rounded to `dt` (kept as float) and their storage bits.
 struct Host {
