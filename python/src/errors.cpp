@@ -70,6 +70,7 @@ const char* kOpFunctions[] = {
     "vector_scale", "vector_scale_into", "add", "add_into", "sub", "sub_into", "mul", "mul_into",
     "div", "div_into", "embedding", "embedding_into",
     "conv_attention_nchw", "conv_attention_nchw_into",
+    "attention", "attention_into",
     "matmul2d_resident_session", "attention2d_resident_session",
     "conv_attention_resident_session"};
 

@@ -28,6 +28,16 @@ WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, st
   return w;
 }
 
+WorkEstimate attention_mha_work(std::int64_t batch, std::int64_t heads, std::int64_t sq,
+                                std::int64_t sk, std::int64_t d, std::int64_t dv,
+                                double elem_bytes) {
+  WorkEstimate w = attention_work(sq, sk, d, dv, elem_bytes);
+  const double pairs = static_cast<double>(batch) * static_cast<double>(heads);
+  w.flops *= pairs;
+  w.host_bytes_out *= pairs;
+  return w;
+}
+
 std::int64_t conv_out_size(std::int64_t in, std::int64_t k, std::int64_t stride, std::int64_t pad) {
   return (in + 2 * pad - k) / std::max<std::int64_t>(stride, 1) + 1;
 }

@@ -37,6 +37,11 @@ WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n, std::in
 // (the result is written in that dtype).
 WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, std::int64_t dv,
                             double elem_bytes = 4.0);
+// Batched multi-head attention (lc.attention): attention_work per (batch, head) pair, times
+// batch * heads; the output is [batch, heads, sq, dv] plus, with lse, [batch, heads, sq] float32.
+WorkEstimate attention_mha_work(std::int64_t batch, std::int64_t heads, std::int64_t sq,
+                                std::int64_t sk, std::int64_t d, std::int64_t dv,
+                                double elem_bytes = 4.0);
 // conv2d_nchw: n images, c -> oc channels, kh x kw kernel, oh x ow output.
 WorkEstimate conv_work(std::int64_t n, std::int64_t c, std::int64_t oc, std::int64_t kh,
                        std::int64_t kw, std::int64_t oh, std::int64_t ow);

@@ -91,6 +91,7 @@ class CpuBackend final : public Backend {
 
   void matmul(const MatmulArgs& a) override { cpu::matmul(a); }
   void attention(const AttentionArgs& a) override { cpu::attention(a); }
+  void attention_mha(const MhaArgs& a) override { cpu::attention_mha(a); }
   void conv2d(const Conv2dArgs& a) override { cpu::conv2d(a); }
   void layernorm(const LayerNormArgs& a) override { cpu::layernorm(a); }
   void softmax(const SoftmaxArgs& a) override { cpu::softmax(a); }
