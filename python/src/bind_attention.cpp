@@ -38,6 +38,12 @@ double attention_mha_flops(const Arg& q, const Arg& k) {
 // array (converted to int32 here; `hold` keeps the converted array alive).
 bool mask_arg(nb::handle obj, const char* op, Arg& out, nb::object& hold) {
   if (obj.is_none()) return false;
+  if (PyList_Check(obj.ptr()) || PyTuple_Check(obj.ptr())) {  // nested lists of bools / numbers
+    PyObject* arr = PyArray_FROM_O(obj.ptr());
+    if (!arr) throw nb::python_error();
+    nb::object a = nb::steal(arr);
+    return mask_arg(a, op, out, hold = a);
+  }
   if (PyArray_Check(obj.ptr()) &&
       PyArray_TYPE(reinterpret_cast<PyArrayObject*>(obj.ptr())) == NPY_BOOL) {
     PyObject* conv = PyArray_Cast(reinterpret_cast<PyArrayObject*>(obj.ptr()), NPY_INT32);

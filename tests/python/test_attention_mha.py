@@ -216,7 +216,8 @@ def test_key_padding_mask_with_fully_masked_rows(device, dtype, rng):
     assert np.all(np.isneginf(f64(lse)[1]))
     check_lse(lse, ref_lse, "key padding lse", tol=1e-4)
     # the same mask as int32 / int64, and as an lc.Tensor
-    for m in (mask.astype(np.int32), mask.astype(np.int64), lc.Tensor(mask.astype(np.int32), device=device)):
+    for m in (mask.astype(np.int32), mask.astype(np.int64), mask.tolist(),
+              lc.Tensor(mask.astype(np.int32), device=device)):
         check(lc.attention(q, k, v, mask=m, device=device), ref, dtype, f"mask {type(m).__name__}")
 
 
