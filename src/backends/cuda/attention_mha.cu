@@ -90,7 +90,10 @@ __device__ __forceinline__ float4 load4(const T* p) {
 }
 
 // Rows [r0, r0+R) x cols [0, d) of a matrix whose row i starts at src + i * rstride, into smem
-// (row stride `stride`), zero-filling rows >= nrows and cols in [d, d4); times mul.
+// (row stride `stride`), zero-filling rows >= nrows and cols in [d, d4); times mul. nrows >= 1.
+// Addresses are clamped in bounds although every read sits behind its bounds check: nvcc may
+// hoist a read-only load above the branch (compute-sanitizer caught that in norm.cu), and a
+// clamped address cannot fault; the value read for a clamped position is never used.
 template <int R, class T>
 __device__ __forceinline__ void load_rows(float* __restrict__ dst, int stride,
                                           const T* __restrict__ src, i64 rstride, i64 r0,
@@ -101,7 +104,7 @@ __device__ __forceinline__ void load_rows(float* __restrict__ dst, int stride,
       const int r = idx / c4n, c4 = idx - r * c4n;
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
       if (r0 + r < nrows) {
-        v = load4(src + (r0 + r) * rstride + c4 * 4);
+        v = load4(src + min(r0 + r, nrows - 1) * rstride + c4 * 4);
         v.x *= mul; v.y *= mul; v.z *= mul; v.w *= mul;
       }
       *reinterpret_cast<float4*>(dst + r * stride + c4 * 4) = v;
@@ -110,7 +113,7 @@ __device__ __forceinline__ void load_rows(float* __restrict__ dst, int stride,
     for (int idx = threadIdx.x; idx < R * d4; idx += kThreads) {
       const int r = idx / d4, c = idx - r * d4;
       float v = 0.0f;
-      if (r0 + r < nrows && c < d) v = load_f(src + (r0 + r) * rstride + c) * mul;
+      if (r0 + r < nrows && c < d) v = load_f(src + min(r0 + r, nrows - 1) * rstride + min(c, d - 1)) * mul;
       dst[r * stride + c] = v;
     }
   }
@@ -201,7 +204,8 @@ __global__ void __launch_bounds__(kThreads, MhaCfg<BQ, BK, DMAX, DVMAX>::kMinBlo
             if (kj >= p.sk || (p.causal && kj > qi + p.off)) {
               s[i][j] = -INFINITY;
             } else if (p.mask_kind != 0 && qi < p.sq) {
-              const i64 mi = mbase + qi * p.ms[2] + kj * p.ms[3];
+              // clamped like load_rows' addresses (equal to qi, kj here)
+              const i64 mi = mbase + min(qi, p.sq - 1) * p.ms[2] + min(kj, p.sk - 1) * p.ms[3];
               if (p.mask_kind == 1) {
                 s[i][j] = fmaf(load_f(static_cast<const T*>(p.mask) + mi), kLog2e, s[i][j]);
               } else if (p.mask_kind == 2) {
