@@ -73,12 +73,6 @@ struct Rows {
   static constexpr int kRowsPerBlock = kThreads / TPR;
 
   __device__ static int col(int t, int i) { return (t + TPR * i) * W; }
-  // An in-bounds column for an address: c itself when c < cols, else the last group. Every
-  // read past the row sits behind a `c < cols` branch, yet nvcc may hoist a read-only
-  // (__restrict__ const) load above that branch: compute-sanitizer caught the float16 kernel
-  // reading beta[895] of a 768-column row on the H200. Clamped addresses cannot fault, whatever
-  // the compiler schedules; the value read for c >= cols is never used.
-  __device__ static int at(int c, int cols) { return c < cols ? c : cols - W; }
 
   __device__ static void load(const T* __restrict__ r, int cols, int t, float* v, float pad) {
 #pragma unroll
@@ -86,13 +80,13 @@ struct Rows {
       const int c = col(t, i);
       if constexpr (VEC) {
         if (c < cols) {
-          load16(r + at(c, cols), v + i * W);
+          load16(r + c, v + i * W);
         } else {
 #pragma unroll
           for (int e = 0; e < W; ++e) v[i * W + e] = pad;
         }
       } else {
-        v[i] = c < cols ? load_f(r + at(c, cols)) : pad;
+        v[i] = c < cols ? load_f(r + c) : pad;
       }
     }
   }
@@ -153,27 +147,26 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
     for (int i = 0; i < NV; ++i) {
       const int c = R::col(t, i);
       if (c >= cols) continue;
-      const int ca = R::at(c, cols);  // == c here; an address that is in bounds even if hoisted
       float y[W];
 #pragma unroll
       for (int e = 0; e < W; ++e) y[e] = (v[i * W + e] - mean) * rstd;
       if constexpr (VEC) {
         if (affine & 1) {
           float g[W];
-          load16(gamma + ca, g);
+          load16(gamma + c, g);
 #pragma unroll
           for (int e = 0; e < W; ++e) y[e] *= g[e];
         }
         if (affine & 2) {
           float b[W];
-          load16(beta + ca, b);
+          load16(beta + c, b);
 #pragma unroll
           for (int e = 0; e < W; ++e) y[e] += b[e];
         }
         store16(orow + c, y);
       } else {
-        if (affine & 1) y[0] *= load_f(gamma + ca);
-        if (affine & 2) y[0] += load_f(beta + ca);
+        if (affine & 1) y[0] *= load_f(gamma + c);
+        if (affine & 2) y[0] += load_f(beta + c);
         store_f(orow + c, y[0]);
       }
     }
