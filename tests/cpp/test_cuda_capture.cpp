@@ -51,10 +51,11 @@ struct Dev {
   lc::Tensor t;
 };
 
-// Two kernels of this backend and a cuBLASLt product, on one binding {a, b, sum, prod}:
-// sum = a + b (elementwise), prod[m, n] = sum[m, k] @ b[k, n] with m*k == n_el.
+// A kernel of this backend and a cuBLASLt product, on one binding {a, b, sum, prod}:
+// sum = a + b (elementwise over n_el = m*k), prod[m, n] = sum[m, k] @ b[k, n]; n == m, so the
+// n_el elements of b are also a [k, n] matrix.
 struct Chain {
-  static constexpr std::int64_t m = 37, k = 41, n = 41;  // sum is [m, k]; b doubles as [k, n]
+  static constexpr std::int64_t m = 37, k = 41, n = 37;
   static constexpr std::size_t n_el = std::size_t(m * k);
   const float* a = nullptr;
   const float* b = nullptr;
@@ -203,6 +204,27 @@ TEST(CudaCapture, CacheHandsGraphsToTheNextOwnerOfTheKey) {
   gpu().graph_cache_clear();
   EXPECT_EQ(gpu().graph_cache_stats().idle, 0u);
   // Buffers handed to graphs went back to the allocator: the backend still works.
+  c();
+  expect_chain(ha, hb, s.download(), p.download());
+}
+
+// Backend::empty_cache frees the idle graphs (a closed session's) with the memory they hold.
+TEST(CudaCapture, EmptyCacheFreesIdleGraphs) {
+  LC_REQUIRE_CUDA();
+  Dev a(Chain::n_el), b(Chain::n_el), s(Chain::n_el), p(std::size_t(Chain::m * Chain::n));
+  Chain c{a.ptr(), b.ptr(), s.ptr(), p.ptr()};
+  c();
+  gpu().synchronize();
+  {
+    auto g = gpu().capture_graph({"test.capture.empty_cache", {}});
+    g->replay(c, c.binding());
+  }
+  EXPECT_GE(gpu().graph_cache_stats().idle, 1u);
+  gpu().empty_cache();
+  EXPECT_EQ(gpu().graph_cache_stats().idle, 0u);
+  auto ha = randn(Chain::n_el, 15), hb = randn(Chain::n_el, 16);
+  a.upload(ha);
+  b.upload(hb);
   c();
   expect_chain(ha, hb, s.download(), p.download());
 }
