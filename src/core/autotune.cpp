@@ -1,5 +1,7 @@
-// The auto-tune cache (autotune.h): device fingerprints and the atomic, versioned JSON file store.
-// The JSON reader/writer is src/core/json_lite.h; the tuners that use the cache are tuners.cpp.
+// The auto-tune cache (autotune.h): device fingerprints (each backend's Backend::fingerprint) and
+// the atomic, versioned JSON file store.
+// The JSON reader/writer is src/core/json_lite.h; the tuners that use the cache are tuners.cpp
+// (GEMM modes) and the backends' own (src/backends/cpu/tune.cpp).
 #include "lightning_core/autotune.h"
 
 #include <fcntl.h>
