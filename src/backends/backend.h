@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lightning_core/dtype.h"
@@ -241,9 +242,10 @@ struct CapturedGraphStats {
 };
 
 // A recording checked out of the backend's cache by one owner (a session, one entry of
-// conv -> attention's graph cache). Destroying it waits for its replays in flight and gives
-// the instantiated graph back to the cache, where the next owner with the same key picks it
-// up (and records its own work into it). Not thread-safe: its owner serialises the calls.
+// conv -> attention's graph cache). Destroying it gives the instantiated graph back to the
+// cache, where the next owner with the same key picks it up and records its own work into it
+// (replays still in flight are safe: the cache waits for the queue before a graph records again
+// or is freed). Not thread-safe: its owner serialises the calls.
 class CapturedGraph {
  public:
   virtual ~CapturedGraph() = default;
