@@ -9,7 +9,6 @@
 #include <array>
 
 #include "core/op_runner.h"
-#include "core/tuners.h"
 #include "ops/checks.h"
 #include "ops/work.h"
 
@@ -103,14 +102,13 @@ void run_matmul(OpRunner& r, const Tensor& a, const Tensor& b, const Tensor* bia
   args.out = r.out_raw(out);
   // On the CPU, mid-size float32 GEMMs choose between OpenBLAS's threading and pooled sgemm
   // tiles per shape (measured once, cached; tiny shapes skip this after one compare).
-  cpu::GemmPath path = cpu::GemmPath::automatic;
+  // (Backend::tune_matmul: the CPU backend's tuner; 0 = the built-in rule, what matmul() does.)
+  int choice = 0;
   if (r.device() == DeviceKind::cpu && args.dtype == DType::f32)
-    path = autotune::cpu_gemm_choice(args, r.policy().autotune);
+    choice = get_backend(DeviceKind::cpu).tune_matmul(args, r.policy().autotune);
   r.launch([&](Backend& be) {
-    if (be.kind() == DeviceKind::cpu && path != cpu::GemmPath::automatic)
-      autotune::run_cpu_matmul(args, path);
-    else
-      be.matmul(args);
+    if (choice != 0) be.matmul_tuned(args, choice);
+    else be.matmul(args);
   });
   r.finish();
 }

@@ -14,10 +14,6 @@
 #include "ops/checks.h"
 #include "ops/work.h"
 
-#ifdef LC_HAVE_CUDA
-#include "backends/cuda/cuda_backend.h"
-#endif
-
 namespace lc {
 
 namespace {
@@ -72,7 +68,7 @@ ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
     launch_policy_.download = false;
     launch_policy_.sync = SyncMode::none;
   }
-  use_graph_ = use_graph && device_ == DeviceKind::cuda;
+  use_graph_ = use_graph && device_ != DeviceKind::cpu && get_backend(device_).graphs_supported();
 
   if (inputs.size() > 32) throw_value(op_, "a session takes at most 32 inputs");
   inputs_.resize(inputs.size());
@@ -139,7 +135,6 @@ void ResidentSession::upload(const std::vector<const Tensor*>& in, std::uint32_t
         throw_value(op_, "policy upload=\"never\" binds '" + names_[i] + "' without copying, "
                          "which needs an lc.Tensor (a borrowed numpy buffer may go away); pass "
                          "lc.Tensor(x) or allow uploads");
-      if (inputs_[i].data() != src.data()) release_graph();  // rebound: a captured graph is stale
       inputs_[i] = src;
     } else {
       if (!inputs_[i].defined()) inputs_[i] = make_scratch(src.shape());
@@ -202,37 +197,40 @@ void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Te
   check_inputs(what, in);
   check_out(what, out);
   if (n < 1) throw_value(method(op_, what).c_str(), "n must be >= 1, got " + std::to_string(n));
-  // Copies land in the same resident buffers; a rebind (upload="never") drops the captured
-  // graph inside upload().
+  // Copies land in the same resident buffers; a rebind (upload="never") changes the binding,
+  // which the captured graph notices by a pointer comparison and re-records in place.
   upload(in, inputs_to_upload(in, stale_mask));
-#ifdef LC_HAVE_CUDA
-  if (use_graph_) {
+  GraphBinding binding;  // the buffers the launch uses: what a replay compares
+  bool bound = use_graph_;
+  for (std::size_t i = 0; bound && i < inputs_.size(); ++i) bound = binding.add(inputs_[i].data());
+  if (bound) bound = binding.add(out_.data());
+  if (bound) {
     if (!graph_) {
       // Run once outside the capture (first-use set-up such as algorithm searches may sync).
       if (!have_result_) launch_counted();
       sync_locked();
-      cuda::capture_begin();
-      try {
-        launch();
-      } catch (...) {
-        try {
-          cuda::graph_destroy(cuda::capture_end());
-        } catch (...) {
-        }
-        throw;
+      CaptureKey key;
+      key.topology = op_;
+      for (const auto& s : shapes_) {
+        key.dims.push_back(static_cast<std::int64_t>(s.size()));
+        key.dims.insert(key.dims.end(), s.begin(), s.end());
       }
-      graph_ = cuda::capture_end();
+      key.dims.push_back(static_cast<std::int64_t>(launch_policy_.precision));
+      key.dims.push_back(launch_policy_.autotune ? 1 : 0);
+      graph_ = get_backend(device_).capture_graph(key);
     }
+    auto work = [this] { launch(); };
+    const std::uint64_t records = graph_->stats().records;
     for (std::int64_t i = 0; i < n; ++i) {
-      cuda::graph_launch(graph_);
+      graph_->replay(work, binding);
       ++stats_.launches;
       ++stats_.graph_replays;
     }
+    stats_.graph_records += graph_->stats().records - records;
     have_result_ = true;
     sync_locked();
     return;
   }
-#endif
   for (std::int64_t i = 0; i < n; ++i) launch_counted();
   sync_locked();
 }
@@ -271,10 +269,7 @@ SessionStats ResidentSession::stats() const {
 }
 
 void ResidentSession::release_graph() noexcept {
-#ifdef LC_HAVE_CUDA
-  if (graph_) cuda::graph_destroy(graph_);
-#endif
-  graph_ = nullptr;
+  graph_.reset();  // back to the backend's graph cache (after its replays in flight)
 }
 
 void ResidentSession::close() noexcept {
