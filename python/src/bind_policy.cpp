@@ -7,6 +7,7 @@
 #include "convert.h"
 #include "core/op_runner.h"
 #include "core/placement.h"
+#include "ops/registry.h"
 #include "ops/work.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/policy.h"
@@ -144,7 +145,16 @@ lc::CostModel model_from_dict(const nb::dict& d) {
 nb::dict placement_query(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,
                          const lc::ExecutionPolicy& p, bool inputs_on_gpu, nb::handle gpu_available,
                          int sh, int sw, int ph, int pw) {
-  lc::WorkEstimate w = lc::estimate_work(op, shapes, sh, sw, ph, pw);
+  // The op's OpDef: its estimate (estimate_work) and what the CUDA backend supports at these
+  // shapes (float32 storage).
+  const lc::OpDef& def = lc::get_op(op, "explain_placement");
+  lc::OpArgs args = lc::OpArgs::of_shapes(shapes);
+  args.stride_h = sh;
+  args.stride_w = sw;
+  args.pad_h = ph;
+  args.pad_w = pw;
+  lc::WorkEstimate w = def.estimate(args);
+  const bool gpu_can_run = def.supports(lc::DeviceKind::cuda, args);
   if (inputs_on_gpu) {
     w.inputs_on_gpu = true;
     w.host_bytes_in = 0;
@@ -152,10 +162,10 @@ nb::dict placement_query(const std::string& op, const std::vector<std::vector<st
   const lc::CostModel m = lc::cost_model();
   lc::Placement pl;
   if (gpu_available.is_none()) {
-    pl = lc::choose_device(op.c_str(), w, p, true, true);
+    pl = lc::choose_device(op.c_str(), w, p, gpu_can_run, true);
   } else {
     const bool present = bool_param(gpu_available, "placement", "gpu_available");
-    pl = lc::choose_device_with(op.c_str(), w, p, present, true, true, m,
+    pl = lc::choose_device_with(op.c_str(), w, p, present, gpu_can_run, true, m,
                                 present ? std::string() : "assumed absent (gpu_available=False)");
   }
   const lc::CostModel m2 = lc::cost_model();  // choose_device may have calibrated
@@ -190,8 +200,12 @@ std::string chain_device(const std::vector<std::string>& ops,
   if (assumed && !present) return "cpu";
   for (std::size_t i = 0; i < ops.size(); ++i) {
     lc::WorkEstimate w;
+    bool gpu_can_run = true;
     try {
-      w = lc::estimate_work(ops[i], shapes[i], 1, 1, 0, 0);
+      const lc::OpDef& def = lc::get_op(ops[i], "explain_placement");
+      const lc::OpArgs args = lc::OpArgs::of_shapes(shapes[i]);
+      w = def.estimate(args);  // estimate_work(ops[i], shapes[i])
+      gpu_can_run = def.supports(lc::DeviceKind::cuda, args);
     } catch (const std::exception&) {
       return "auto";
     }
@@ -200,8 +214,9 @@ std::string chain_device(const std::vector<std::string>& ops,
       w.host_bytes_in = 0;
     }
     const lc::Placement pl =
-        assumed ? lc::choose_device_with(ops[i].c_str(), w, p, true, true, false, lc::cost_model(), {})
-                : lc::choose_device(ops[i].c_str(), w, p, true, false);
+        assumed ? lc::choose_device_with(ops[i].c_str(), w, p, true, gpu_can_run, false,
+                                         lc::cost_model(), {})
+                : lc::choose_device(ops[i].c_str(), w, p, gpu_can_run, false);
     if (pl.device != lc::DeviceKind::cpu) return lc::to_string(pl.device);
   }
   return "cpu";

@@ -1,7 +1,7 @@
-// What each op costs: the one place for the work estimates (flops and bytes) that placement,
-// sessions, pipelines, the bindings (GIL release) and explain_placement use, and for what the
-// CUDA backend supports. Every formula is written once here; front-ends, sessions and
-// estimate_work() call these functions.
+// What each op costs: the one place for the work formulas (flops and bytes) that placement,
+// sessions, pipelines, calibration and explain_placement use, and for the CUDA backend's size
+// predicates. Every formula is written once here; the op registry (registry.h: one OpDef per
+// op) says which formula applies to which op's arguments, and estimate_work() goes through it.
 #pragma once
 
 #include <cstdint>
@@ -9,17 +9,19 @@
 #include <vector>
 
 #include "core/placement.h"
+#include "ops/registry.h"
 
 namespace lc {
 
-// The CUDA attention kernel's head-dimension limit (d and dv); larger heads run on the CPU.
-constexpr std::int64_t kCudaMaxHeadDim = 256;
+// The CUDA attention kernel's head-dimension limit (d and dv, kCudaMaxHeadDim in registry.h);
+// larger heads run on the CPU. OpDef attention2d / conv_attention_nchw's size limits.
 inline bool cuda_supports_attention(std::int64_t d, std::int64_t dv) {
   return d <= kCudaMaxHeadDim && dv <= kCudaMaxHeadDim;
 }
 
 // The CUDA convolution paths (cuDNN descriptors and our direct kernel) index with 32-bit ints:
-// every size, padding and tensor element count must fit, else the op runs on the CPU.
+// every size, padding and tensor element count must fit, else the op runs on the CPU. OpDef
+// conv2d_nchw's size limits.
 inline bool cuda_supports_conv(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w,
                                std::int64_t oc, std::int64_t kh, std::int64_t kw, std::int64_t oh,
                                std::int64_t ow, std::int64_t pad_h, std::int64_t pad_w) {
@@ -54,12 +56,11 @@ WorkEstimate elementwise_work(double n, std::size_t elem_size = 4);
 // memory-bound copy; 1 "flop" per element moved).
 WorkEstimate embedding_work(double n, double dim, std::size_t elem_size);
 
-// By op name and shapes (explain_placement, lc.placement, the pipelines' chain decision):
-// "matmul2d" a b; "matmul" a b (torch.matmul shapes: 1-D operands, broadcast batch
-// dimensions); "linear" x w (x [..., in]); "attention2d" q k v; "conv2d_nchw" x w (stride /
-// padding given); "conv_attention_nchw" x w; "layernorm" / "softmax" / elementwise names: x;
-// "add" / "sub" / "mul" / "div": a b (broadcast); "embedding": ids weight.
-// host_bytes_in counts every input. Throws lc::ValueError for unknown ops or wrong ranks.
+// By op name and shapes (explain_placement, lc.placement, the pipelines' chain decision): the
+// registered op's OpDef::estimate, with the shapes of its inputs in OpDef::inputs order
+// (optional trailing inputs may be left out; stride / padding apply to the conv ops). float32
+// storage: host_bytes_in counts every input at 4 bytes. Throws lc::ValueError for unknown ops
+// (listing the registered ones), missing shapes or wrong ranks.
 WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,
                            int stride_h = 1, int stride_w = 1, int pad_h = 0, int pad_w = 0);
 
