@@ -407,13 +407,17 @@ const OpDef conv_attention_nchw{
     "conv_attention_nchw", OpFamily::conv2d,
     
     "conv2d_nchw (+activation) -> reshape to [seq_len, head_dim] -> self-attention, on one device.",
-    {{in("x", 4), in("weight", 4), opt("bias", 1)}}, {kOut},
-    {{{"seq_len", AttrType::integer, nullptr, nullptr},
-      {"head_dim", AttrType::integer, nullptr, nullptr},
+    {{in("x", 4), in("w", 4), opt("b", 1)}}, {kOut},
+    {{{"seq_len", AttrType::integer, nullptr, "rows of the attention input"},
+      {"head_dim", AttrType::integer, nullptr, "columns of the attention input"},
       {"stride_h", AttrType::integer, "1", nullptr},
       {"stride_w", AttrType::integer, "1", nullptr},
       {"pad_h", AttrType::integer, "0", nullptr},
-      {"pad_w", AttrType::integer, "0", nullptr}}},
+      {"pad_w", AttrType::integer, "0", nullptr},
+      {"activation", AttrType::string, "'relu'", "the conv's fused activation"},
+      {"causal", AttrType::boolean, "False", nullptr},
+      {"scale", AttrType::real, "None", "None: 1/sqrt(head_dim)"},
+      {"graph", AttrType::boolean, "False", "replay the chain as one CUDA graph"}}},
     kF32Only, kF32Only, &infer_conv_attention, &work_conv_attention, &limits_conv_attention};
 
 const OpDef layernorm{
@@ -462,13 +466,9 @@ const OpDef embedding{
 }  // namespace opdefs
 
 namespace {
-const OpDef* const kAllOps[] = {
-    &opdefs::matmul2d,    &opdefs::matmul,     &opdefs::linear,     &opdefs::attention2d,
-    &opdefs::conv2d_nchw, &opdefs::conv_attention_nchw, &opdefs::layernorm, &opdefs::softmax,
-    &opdefs::vector_add,  &opdefs::vector_sub, &opdefs::vector_mul, &opdefs::matrix_sub,
-    &opdefs::vector_scale, &opdefs::relu,      &opdefs::gelu,       &opdefs::add,
-    &opdefs::sub,         &opdefs::mul,        &opdefs::div,        &opdefs::embedding,
-};
+#define LC_OPDEF_POINTER(NAME) &opdefs::NAME,
+const OpDef* const kAllOps[] = {LC_REGISTERED_OPS(LC_OPDEF_POINTER)};
+#undef LC_OPDEF_POINTER
 }  // namespace
 
 std::span<const OpDef* const> all_ops() { return kAllOps; }

@@ -13,8 +13,8 @@
 //   - the Python bindings list the registry as lc.ops() / lc.op_info(name) (the Graph IR's op
 //     list).
 //
-// Adding an op: one OpDef in registry.cpp (and its pointer in kAllOps there), its front-end in
-// src/ops/, one kernel file per backend, its test cases. docs/architecture.md, "Adding an op".
+// Adding an op: its name in LC_REGISTERED_OPS below and its OpDef, its front-end in src/ops/,
+// one kernel file per backend, its test cases (docs/architecture.md, "Adding an op").
 #pragma once
 
 #include <array>
@@ -123,7 +123,7 @@ struct OpResult {
 
 struct OpDef {
   static constexpr int kMaxIo = 6;
-  static constexpr int kMaxAttrs = 6;
+  static constexpr int kMaxAttrs = 10;
   const char* name = nullptr;
   OpFamily family = OpFamily::elementwise;  // placement / cost-model family
   const char* summary = nullptr;  // the Python function's docstring
@@ -162,11 +162,20 @@ struct OpDef {
   WorkEstimate estimate(const OpArgs& a) const;
 };
 
-// Every op, one definition each (registry.cpp). The front-ends use these directly.
+// The registered ops, in registration order: X(name) per op. Registering an op is its name
+// here plus its definition `const OpDef opdefs::name{...}`, either in registry.cpp or in the
+// op's own front-end file (src/ops/<op>.cpp, beside its infer/work functions); registry.cpp's
+// table references every entry, so the linker keeps each definition's object file.
+#define LC_REGISTERED_OPS(X)                                                                   \
+  X(matmul2d) X(matmul) X(linear) X(attention2d) X(conv2d_nchw) X(conv_attention_nchw)          \
+  X(layernorm) X(softmax) X(vector_add) X(vector_sub) X(vector_mul) X(matrix_sub)               \
+  X(vector_scale) X(relu) X(gelu) X(add) X(sub) X(mul) X(div) X(embedding)
+
+// Every op's definition. The front-ends use these directly (resolved at link time).
 namespace opdefs {
-extern const OpDef matmul2d, matmul, linear, attention2d, conv2d_nchw, conv_attention_nchw,
-    layernorm, softmax, vector_add, vector_sub, vector_mul, matrix_sub, vector_scale, relu, gelu,
-    add, sub, mul, div, embedding;
+#define LC_DECLARE_OPDEF(NAME) extern const OpDef NAME;
+LC_REGISTERED_OPS(LC_DECLARE_OPDEF)
+#undef LC_DECLARE_OPDEF
 }  // namespace opdefs
 
 // Every registered op, in registration order.
