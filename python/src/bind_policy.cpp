@@ -42,29 +42,17 @@ void init_policy(lc::ExecutionPolicy* self, nb::handle device, nb::handle upload
   new (self) lc::ExecutionPolicy(p);
 }
 
-const char* kFamilies[] = {"matmul", "attention", "conv2d", "norm", "elementwise"};
+const char* family_name(int i) { return lc::to_string(static_cast<lc::OpFamily>(i)); }
 
+// The fields come from placement.h's tables (kCostFamilyFields, kCostScalarFields).
 nb::dict model_to_dict(const lc::CostModel& m) {
-  nb::dict d, cpu, gpu, cpu_oh, gpu_oh;
-  for (int i = 0; i < lc::CostModel::kFamilies; ++i) {
-    cpu[kFamilies[i]] = m.cpu_gflops[i];
-    gpu[kFamilies[i]] = m.gpu_gflops[i];
-    cpu_oh[kFamilies[i]] = m.cpu_family_overhead_us[i];
-    gpu_oh[kFamilies[i]] = m.gpu_family_overhead_us[i];
+  nb::dict d;
+  for (const lc::CostFamilyField& f : lc::kCostFamilyFields) {
+    nb::dict per;
+    for (int i = 0; i < lc::CostModel::kFamilies; ++i) per[family_name(i)] = (m.*f.field)[i];
+    d[f.name] = per;
   }
-  d["cpu_gflops"] = cpu;
-  d["gpu_gflops"] = gpu;
-  d["cpu_family_overhead_us"] = cpu_oh;
-  d["gpu_family_overhead_us"] = gpu_oh;
-  d["cpu_overhead_us"] = m.cpu_overhead_us;
-  d["gpu_launch_us"] = m.gpu_launch_us;
-  d["h2d_gbps"] = m.h2d_gbps;
-  d["h2d_small_gbps"] = m.h2d_small_gbps;
-  d["d2h_small_gbps"] = m.d2h_small_gbps;
-  d["small_copy_bytes"] = m.small_copy_bytes;
-  d["d2h_gbps"] = m.d2h_gbps;
-  d["h2d_latency_us"] = m.h2d_latency_us;
-  d["d2h_latency_us"] = m.d2h_latency_us;
+  for (const lc::CostScalarField& f : lc::kCostScalarFields) d[f.name] = m.*f.field;
   d["conv_cpu_crossover_macs"] = m.conv_cpu_crossover_macs;
   d["conv_crossover_explicit"] = m.conv_crossover_explicit;
   d["calibrated"] = m.calibrated;
@@ -83,42 +71,29 @@ lc::CostModel model_from_dict(const nb::dict& d) {
   bool explicit_given = false;
   for (auto [k_, v] : d) {
     const std::string k = str_param(k_, op, "field name");
-    const bool rates = k == "cpu_gflops" || k == "gpu_gflops";
-    if (rates || k == "cpu_family_overhead_us" || k == "gpu_family_overhead_us") {
-      double* dst = k == "cpu_gflops"               ? m.cpu_gflops
-                    : k == "gpu_gflops"             ? m.gpu_gflops
-                    : k == "cpu_family_overhead_us" ? m.cpu_family_overhead_us
-                                                    : m.gpu_family_overhead_us;
+    const lc::CostFamilyField* fam_field = nullptr;
+    for (const lc::CostFamilyField& f : lc::kCostFamilyFields)
+      if (k == f.name) fam_field = &f;
+    const lc::CostScalarField* scalar = nullptr;
+    for (const lc::CostScalarField& f : lc::kCostScalarFields)
+      if (k == f.name) scalar = &f;
+    if (fam_field) {
+      const bool rates = fam_field->positive;
+      double* dst = m.*fam_field->field;
       if (!PyDict_Check(v.ptr()))
         lc::throw_type(op, k + " must be a dict {op family: number}");
       for (auto [fk_, fv] : nb::borrow<nb::dict>(v)) {
         const std::string fk = str_param(fk_, op, "op family");
         int idx = -1;
         for (int i = 0; i < lc::CostModel::kFamilies; ++i)
-          if (fk == kFamilies[i]) idx = i;
+          if (fk == family_name(i)) idx = i;
         if (idx < 0) lc::throw_value(op, "unknown op family '" + fk + "'");
         dst[idx] = num(fv, k + "[" + fk + "]");
         if (rates && !(dst[idx] > 0)) lc::throw_value(op, k + "[" + fk + "] must be > 0");
         if (!rates && !(dst[idx] >= 0)) lc::throw_value(op, k + "[" + fk + "] must be >= 0");
       }
-    } else if (k == "cpu_overhead_us") {
-      m.cpu_overhead_us = num(v, k);
-    } else if (k == "gpu_launch_us") {
-      m.gpu_launch_us = num(v, k);
-    } else if (k == "h2d_gbps") {
-      m.h2d_gbps = num(v, k);
-    } else if (k == "d2h_gbps") {
-      m.d2h_gbps = num(v, k);
-    } else if (k == "h2d_small_gbps") {
-      m.h2d_small_gbps = num(v, k);
-    } else if (k == "d2h_small_gbps") {
-      m.d2h_small_gbps = num(v, k);
-    } else if (k == "small_copy_bytes") {
-      m.small_copy_bytes = num(v, k);
-    } else if (k == "h2d_latency_us") {
-      m.h2d_latency_us = num(v, k);
-    } else if (k == "d2h_latency_us") {
-      m.d2h_latency_us = num(v, k);
+    } else if (scalar) {
+      m.*scalar->field = num(v, k);
     } else if (k == "conv_cpu_crossover_macs") {
       m.conv_cpu_crossover_macs = num(v, k);
       if (!explicit_given) m.conv_crossover_explicit = true;
@@ -133,9 +108,10 @@ lc::CostModel model_from_dict(const nb::dict& d) {
       lc::throw_value(op, "unknown cost-model field '" + k + "'");
     }
   }
-  if (!(m.h2d_gbps > 0) || !(m.d2h_gbps > 0) || m.gpu_launch_us < 0 || m.cpu_overhead_us < 0 ||
-      m.h2d_latency_us < 0 || m.d2h_latency_us < 0 || m.h2d_small_gbps < 0 ||
-      m.d2h_small_gbps < 0 || m.small_copy_bytes < 0)
+  bool valid = true;
+  for (const lc::CostScalarField& f : lc::kCostScalarFields)
+    valid = valid && (f.positive ? m.*f.field > 0 : m.*f.field >= 0);
+  if (!valid)
     lc::throw_value(op, "bandwidths must be > 0 (small-copy ones >= 0, 0 = same as large) and "
                         "overheads / latencies / small_copy_bytes >= 0");
   return m;
