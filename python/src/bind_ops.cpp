@@ -106,7 +106,7 @@ nb::object matmul2d_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out
   to_arg(h[0], op, "a", a);
   to_arg(h[1], op, "b", b);
   const lc::ExecutionPolicy p = resolve_policy(h[2], h[3], op);
-  const double flops = 2.0 * a.t.numel() * (b.t.ndim() == 2 ? b.t.size(1) : 1);
+  const double flops = d.flops_hint(lc::OpArgs{&a.t, &b.t});
   return run_op(
       out, op, {&a, &b}, p, flops, [&] { return lc::matmul2d_out_shape(a.t, b.t); },
       [&](lc::Tensor& o) { lc::matmul2d_into(a.t, b.t, o, p); },
@@ -125,7 +125,7 @@ nb::object linear_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle out) 
   const lc::ExecutionPolicy p = resolve_policy(h[4], h[6], op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
   const lc::Tensor* res = has_r ? &r.t : nullptr;
-  const double flops = 2.0 * x.t.numel() * (w.t.ndim() == 2 ? w.t.size(0) : 1);
+  const double flops = d.flops_hint(lc::OpArgs{&x.t, &w.t, bias, res});
   return run_op(
       out, op, {&x, &w, has_b ? &b : nullptr, has_r ? &r : nullptr}, p, flops,
       [&] { return lc::linear_out_shape(x.t, w.t, bias, res); },
@@ -134,12 +134,6 @@ nb::object linear_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle out) 
 }
 
 // torch.matmul semantics (1-D operands, broadcast batch dimensions).
-double matmul_flops(const Arg& a, const Arg& b) {
-  const double n = b.t.ndim() >= 2 ? static_cast<double>(b.t.size(b.t.ndim() - 1)) : 1.0;
-  const double m = a.t.ndim() >= 2 ? static_cast<double>(a.t.size(a.t.ndim() - 2)) : 1.0;
-  return 2.0 * std::max(static_cast<double>(a.t.numel()) * n, static_cast<double>(b.t.numel()) * m);
-}
-
 nb::object matmul_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
   const char* op = d.name;
   Arg a, b;
@@ -147,16 +141,13 @@ nb::object matmul_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) 
   to_arg(h[1], op, "b", b);
   const lc::ExecutionPolicy p = resolve_policy(h[2], h[3], op);
   return run_op(
-      out, op, {&a, &b}, p, matmul_flops(a, b), [&] { return lc::matmul_out_shape(a.t, b.t); },
+      out, op, {&a, &b}, p, d.flops_hint(lc::OpArgs{&a.t, &b.t}),
+      [&] { return lc::matmul_out_shape(a.t, b.t); },
       [&](lc::Tensor& o) { lc::matmul_into(a.t, b.t, o, p); },
       [&] { return lc::matmul(a.t, b.t, p); });
 }
 
 // ---- attention -------------------------------------------------------------------------------
-double attention_flops(const Arg& q, const Arg& k) {
-  return 4.0 * q.t.numel() * (k.t.ndim() >= 1 ? k.t.size(0) : 1);
-}
-
 // attention2d(q, k, v, causal, device, *, scale, policy)
 nb::object attention2d_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle out) {
   const char* op = d.name;
@@ -168,17 +159,13 @@ nb::object attention2d_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle 
   const float sc = scale_param(h[5], op);
   const bool causal = bool_param(h[3], op, "causal");
   return run_op(
-      out, op, {&q, &k, &v}, p, attention_flops(q, k),
+      out, op, {&q, &k, &v}, p, d.flops_hint(lc::OpArgs{&q.t, &k.t, &v.t}),
       [&] { return lc::attention2d_out_shape(q.t, k.t, v.t); },
       [&](lc::Tensor& o) { lc::attention2d_into(q.t, k.t, v.t, o, causal, p, sc); },
       [&] { return lc::attention2d(q.t, k.t, v.t, causal, p, sc); });
 }
 
 // ---- conv2d ----------------------------------------------------------------------------------
-double conv_flops(const Arg& x, const Arg& w) {
-  return 2.0 * x.t.numel() * (w.t.ndim() == 4 ? w.t.size(0) * w.t.size(2) * w.t.size(3) : 1);
-}
-
 // conv2d_nchw(x, weight, bias, stride_h, stride_w, pad_h, pad_w, device, *, activation, policy)
 nb::object conv2d_impl(const lc::OpDef& d, const Handles<10>& h, nb::handle out) {
   const char* op = d.name;
@@ -190,8 +177,13 @@ nb::object conv2d_impl(const lc::OpDef& d, const Handles<10>& h, nb::handle out)
   const auto [sh, sw, ph, pw] = conv_ints(h[3], h[4], h[5], h[6], op);
   const lc::ExecutionPolicy p = resolve_policy(h[7], h[9], op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
+  lc::OpArgs args{&x.t, &w.t, bias};
+  args.stride_h = sh;
+  args.stride_w = sw;
+  args.pad_h = ph;
+  args.pad_w = pw;
   return run_op(
-      out, op, {&x, &w, has_b ? &b : nullptr}, p, conv_flops(x, w),
+      out, op, {&x, &w, has_b ? &b : nullptr}, p, d.flops_hint(args),
       [&] { return lc::conv2d_nchw_out_shape(x.t, w.t, bias, sh, sw, ph, pw); },
       [&](lc::Tensor& o) { lc::conv2d_nchw_into(x.t, w.t, bias, sh, sw, ph, pw, act, o, p); },
       [&] { return lc::conv2d_nchw(x.t, w.t, bias, sh, sw, ph, pw, act, p); });
@@ -210,7 +202,7 @@ nb::object layernorm_impl(const lc::OpDef& d, const Handles<6>& h, nb::handle ou
   const lc::Tensor* gp = has_g ? &g.t : nullptr;
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
   return run_op(
-      out, op, {&x, has_g ? &g : nullptr, has_b ? &b : nullptr}, p, 8.0 * x.t.numel(),
+      out, op, {&x, has_g ? &g : nullptr, has_b ? &b : nullptr}, p, d.flops_hint(lc::OpArgs{&x.t}),
       [&] { return lc::layernorm_out_shape(x.t, gp, bp, eps); },
       [&](lc::Tensor& o) { lc::layernorm_into(x.t, gp, bp, eps, o, p); },
       [&] { return lc::layernorm(x.t, gp, bp, eps, p); });
@@ -222,15 +214,16 @@ nb::object softmax_impl(const lc::OpDef& d, const Handles<3>& h, nb::handle out)
   to_arg(h[0], op, "x", x);
   const lc::ExecutionPolicy p = resolve_policy(h[1], h[2], op);
   return run_op(
-      out, op, {&x}, p, 8.0 * x.t.numel(), [&] { return lc::softmax_out_shape(x.t); },
+      out, op, {&x}, p, d.flops_hint(lc::OpArgs{&x.t}), [&] { return lc::softmax_out_shape(x.t); },
       [&](lc::Tensor& o) { lc::softmax_into(x.t, o, p); }, [&] { return lc::softmax(x.t, p); });
 }
 
 // ---- elementwise -----------------------------------------------------------------------------
 // b_: a valid handle for binary ops (None included: a TypeError like any other input), an
 // invalid one for unary ops.
-nb::object ew(const char* op, nb::handle a_, nb::handle b_, float alpha, nb::handle device,
+nb::object ew(const lc::OpDef& d, nb::handle a_, nb::handle b_, float alpha, nb::handle device,
               nb::handle policy, nb::handle out) {
+  const char* op = d.name;
   Arg a, b;
   to_arg(a_, op, "a", a);
   const bool has_b = b_.is_valid();
@@ -238,7 +231,7 @@ nb::object ew(const char* op, nb::handle a_, nb::handle b_, float alpha, nb::han
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
   return run_op(
-      out, op, {&a, has_b ? &b : nullptr}, p, 1.0 * a.t.numel(),
+      out, op, {&a, has_b ? &b : nullptr}, p, d.flops_hint(lc::OpArgs{&a.t, bp}),
       [&] { return lc::elementwise_out_shape(op, a.t, bp); },
       [&](lc::Tensor& o) { lc::elementwise_into(op, a.t, bp, alpha, o, p); },
       [&] { return lc::elementwise(op, a.t, bp, alpha, p); });
@@ -246,18 +239,18 @@ nb::object ew(const char* op, nb::handle a_, nb::handle b_, float alpha, nb::han
 
 // (a, b, device, *, policy)
 nb::object binary_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
-  return ew(d.name, h[0], h[1], 1.0f, h[2], h[3], out);
+  return ew(d, h[0], h[1], 1.0f, h[2], h[3], out);
 }
 
 // (a, device, *, policy)
 nb::object unary_impl(const lc::OpDef& d, const Handles<3>& h, nb::handle out) {
-  return ew(d.name, h[0], nb::handle(), 1.0f, h[1], h[2], out);
+  return ew(d, h[0], nb::handle(), 1.0f, h[1], h[2], out);
 }
 
 // vector_scale(a, alpha, device, *, policy)
 nb::object vector_scale_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
   const float al = static_cast<float>(float_param(h[1], d.name, "alpha"));
-  return ew(d.name, h[0], nb::handle(), al, h[2], h[3], out);
+  return ew(d, h[0], nb::handle(), al, h[2], h[3], out);
 }
 
 // gelu(a, device, *, approximate, policy): "tanh" (default) or "none" (erf).
@@ -268,7 +261,8 @@ nb::object gelu_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
   const std::string approx = h[2].is_none() ? std::string("tanh") : str_param(h[2], op, "approximate");
   const lc::ExecutionPolicy p = resolve_policy(h[1], h[3], op);
   return run_op(
-      out, op, {&x}, p, 1.0 * x.t.numel(), [&] { return lc::elementwise_out_shape(op, x.t, nullptr); },
+      out, op, {&x}, p, d.flops_hint(lc::OpArgs{&x.t}),
+      [&] { return lc::elementwise_out_shape(op, x.t, nullptr); },
       [&](lc::Tensor& o) { lc::gelu_into(x.t, o, approx.c_str(), p); },
       [&] { return lc::gelu(x.t, approx.c_str(), p); });
 }
@@ -280,7 +274,7 @@ nb::object embedding_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle ou
   to_arg(h[0], op, "ids", ids);
   to_arg(h[1], op, "weight", w);
   const lc::ExecutionPolicy p = resolve_policy(h[2], h[3], op);
-  const double moved = static_cast<double>(ids.t.numel()) * (w.t.ndim() == 2 ? w.t.size(1) : 1);
+  const double moved = d.flops_hint(lc::OpArgs({&ids.t, &w.t}, w.t.dtype()));
   // The weight is listed first: the numpy result takes its dtype (not the ids').
   return run_op(
       out, op, {&w, &ids}, p, moved, [&] { return lc::embedding_out_shape(ids.t, w.t); },

@@ -81,6 +81,20 @@ void OpDef::check_ranks(const OpArgs& a) const {
   }
 }
 
+bool OpDef::ranks_ok(const OpArgs& a) const noexcept {
+  const int ni = num_inputs();
+  for (int i = 0; i < ni; ++i) {
+    const OpInput& in = inputs[static_cast<std::size_t>(i)];
+    if (!a.has(i)) {
+      if (in.optional) continue;
+      return false;
+    }
+    const int nd = a[i].ndim;
+    if ((in.rank >= 0 && nd != in.rank) || nd < in.min_rank) return false;
+  }
+  return true;
+}
+
 OpResult OpDef::infer_result(const OpArgs& a) const {
   check_ranks(a);
   return infer(*this, a);

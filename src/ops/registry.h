@@ -155,6 +155,14 @@ struct OpDef {
   // Checks that every required input's shape is given and every given shape has its input's
   // rank (ValueError naming the op, the input and `who`'s context).
   void check_ranks(const OpArgs& a) const;
+  bool ranks_ok(const OpArgs& a) const noexcept;  // check_ranks without throwing
+  // flops (+ a second stage's) when the shapes have the op's ranks, else 0: the bindings' GIL
+  // decision, taken before the op validates its arguments.
+  double flops_hint(const OpArgs& a) const noexcept {
+    if (!ranks_ok(a)) return 0;
+    const WorkEstimate w = work(a);
+    return w.flops + w.flops2;
+  }
   // check_ranks, then `infer`.
   OpResult infer_result(const OpArgs& a) const;
   // The by-shape estimate (estimate_work): check_ranks, then `work`, with host_bytes_in the

@@ -182,6 +182,21 @@ TEST(OpRegistry, EstimateWorkRejectsUnknownOpsAndWrongRanks) {
   EXPECT_NO_THROW(lc::estimate_work("conv2d_nchw", {{1, 3, 8, 8}, {2, 3, 3, 3}}));
 }
 
+TEST(OpRegistry, FlopsHintIsZeroForShapesOfTheWrongRank) {
+  // The bindings' GIL decision runs before validation: wrong ranks give 0, never a throw.
+  const Shapes ok{{64, 32}, {32, 16}}, bad{{64}, {32, 16}}, missing{{64, 32}};
+  EXPECT_DOUBLE_EQ(lc::opdefs::matmul2d.flops_hint(args_of(ok)), 2.0 * 64 * 32 * 16);
+  EXPECT_EQ(lc::opdefs::matmul2d.flops_hint(args_of(bad)), 0.0);
+  EXPECT_EQ(lc::opdefs::matmul2d.flops_hint(args_of(missing)), 0.0);
+  EXPECT_FALSE(lc::opdefs::matmul2d.ranks_ok(args_of(bad)));
+  const Shapes conv{{1, 4, 8, 8}, {4, 4, 3, 3}};
+  OpArgs c = args_of(conv);
+  c.seq_len = 16;
+  c.head_dim = 16;
+  const auto w = lc::opdefs::conv_attention_nchw.work(c);
+  EXPECT_DOUBLE_EQ(lc::opdefs::conv_attention_nchw.flops_hint(c), w.flops + w.flops2);
+}
+
 // ---- shape and dtype inference --------------------------------------------------------------
 
 std::vector<std::int64_t> infer(const char* op, const Shapes& s, DType dt = DType::f32) {
