@@ -12,22 +12,6 @@
 
 namespace lc {
 
-OpArgs::OpArgs(std::initializer_list<const Tensor*> ts) {
-  bool first = true;
-  for (const Tensor* t : ts) {
-    if (n == kMaxInputs) break;
-    ShapeRef& s = shapes[static_cast<std::size_t>(n++)];
-    if (!t) {
-      s.ndim = -1;
-      continue;
-    }
-    s.dims = t->shape_data();
-    s.ndim = t->ndim();
-    if (first) dtype = t->dtype();
-    first = false;
-  }
-}
-
 OpArgs OpArgs::of_shapes(const std::vector<std::vector<std::int64_t>>& v, DType dtype) {
   OpArgs a;
   a.dtype = dtype;
@@ -79,20 +63,6 @@ void OpDef::check_ranks(const OpArgs& a) const {
                                                 " dimension(s)") +
                             ", got " + std::to_string(nd) + "-D");
   }
-}
-
-bool OpDef::ranks_ok(const OpArgs& a) const noexcept {
-  const int ni = num_inputs();
-  for (int i = 0; i < ni; ++i) {
-    const OpInput& in = inputs[static_cast<std::size_t>(i)];
-    if (!a.has(i)) {
-      if (in.optional) continue;
-      return false;
-    }
-    const int nd = a[i].ndim;
-    if ((in.rank >= 0 && nd != in.rank) || nd < in.min_rank) return false;
-  }
-  return true;
 }
 
 OpResult OpDef::infer_result(const OpArgs& a) const {

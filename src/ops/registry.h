@@ -49,10 +49,11 @@ inline constexpr DTypeSet kFloatAll = kFloat16x | dtype_set({DType::f64});
 inline constexpr DTypeSet kF32Only = dtype_set({DType::f32});
 inline constexpr DTypeSet kIndexDTypes = dtype_set({DType::i32, DType::i64});
 
-// A borrowed shape (no allocation): a tensor's dims or a std::vector's.
+// A borrowed shape (no allocation): a tensor's dims or a std::vector's. Trivial (no member
+// initialisers): OpArgs leaves the entries past n unset, which keeps building one a few stores.
 struct ShapeRef {
-  const std::int64_t* dims = nullptr;
-  int ndim = 0;
+  const std::int64_t* dims;
+  int ndim;
   std::int64_t operator[](int i) const { return dims[i]; }
   std::int64_t back() const { return dims[ndim - 1]; }
   double numel() const {
@@ -67,7 +68,7 @@ struct ShapeRef {
 // attributes that change sizes. Built from tensors on the hot path without allocating.
 struct OpArgs {
   static constexpr int kMaxInputs = 6;
-  std::array<ShapeRef, kMaxInputs> shapes{};
+  std::array<ShapeRef, kMaxInputs> shapes;  // [0, n) are set
   int n = 0;
   DType dtype = DType::f32;
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;  // conv ops
@@ -76,7 +77,20 @@ struct OpArgs {
   OpArgs() = default;
   // From tensors (nullptr: an absent optional input); dtype = the first tensor's, or `dtype`
   // (embedding: the weight's, not the ids').
-  OpArgs(std::initializer_list<const Tensor*> ts);
+  OpArgs(std::initializer_list<const Tensor*> ts) {
+    bool first = true;
+    for (const Tensor* t : ts) {
+      if (n == kMaxInputs) break;
+      ShapeRef& s = shapes[static_cast<std::size_t>(n++)];
+      if (!t) {
+        s = {nullptr, -1};
+        continue;
+      }
+      s = {t->shape_data(), t->ndim()};
+      if (first) dtype = t->dtype();
+      first = false;
+    }
+  }
   OpArgs(std::initializer_list<const Tensor*> ts, DType dtype) : OpArgs(ts) { this->dtype = dtype; }
   // From shape vectors (the by-name queries); they must outlive the OpArgs.
   static OpArgs of_shapes(const std::vector<std::vector<std::int64_t>>& shapes,
@@ -155,7 +169,19 @@ struct OpDef {
   // Checks that every required input's shape is given and every given shape has its input's
   // rank (ValueError naming the op, the input and `who`'s context).
   void check_ranks(const OpArgs& a) const;
-  bool ranks_ok(const OpArgs& a) const noexcept;  // check_ranks without throwing
+  // check_ranks without throwing (inline: the bindings ask it per call, for flops_hint).
+  bool ranks_ok(const OpArgs& a) const noexcept {
+    for (int i = 0; i < kMaxIo && inputs[static_cast<std::size_t>(i)].name; ++i) {
+      const OpInput& in = inputs[static_cast<std::size_t>(i)];
+      if (!a.has(i)) {
+        if (in.optional) continue;
+        return false;
+      }
+      const int nd = a[i].ndim;
+      if ((in.rank >= 0 && nd != in.rank) || nd < in.min_rank) return false;
+    }
+    return true;
+  }
   // flops (+ a second stage's) when the shapes have the op's ranks, else 0: the bindings' GIL
   // decision, taken before the op validates its arguments.
   double flops_hint(const OpArgs& a) const noexcept {
