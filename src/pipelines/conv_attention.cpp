@@ -11,7 +11,7 @@
 #include "core/op_runner.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/sizes.h"
-#include "ops/work.h"
+#include "ops/registry.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
 
@@ -37,11 +37,13 @@ std::vector<std::int64_t> check_all(const Tensor& x, const Tensor& w, const Tens
 
 DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
                      const ConvAttentionParams& prm, const ExecutionPolicy& p) {
-  std::vector<std::vector<std::int64_t>> shapes{x.shape(), w.shape()};
-  // The conv, then the attention stage at its real size: [seq_len, head_dim] self-attention.
-  WorkEstimate est = conv_attention_work(
-      estimate_work("conv2d_nchw", shapes, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w),
-      prm.seq_len, prm.head_dim);
+  // The op's OpDef: the conv, then the attention stage at its real size ([seq_len, head_dim]
+  // self-attention); what CUDA supports (the attention head-dimension limit).
+  const OpDef& def = opdefs::conv_attention_nchw;
+  OpArgs args = conv_args(x, w, bias, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
+  args.seq_len = prm.seq_len;
+  args.head_dim = prm.head_dim;
+  WorkEstimate est = def.work(args);
   est.host_bytes_in = 0;
   est.inputs_on_gpu = false;
   for (const Tensor* t : {&x, &w, bias}) {
@@ -49,8 +51,7 @@ DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
     if (t->device() == DeviceKind::cpu) est.host_bytes_in += static_cast<double>(t->nbytes());
     else est.inputs_on_gpu = true;
   }
-  return choose_device(kOp, est, p, cuda_supports_attention(prm.head_dim, prm.head_dim),
-                       explain_enabled()).device;
+  return choose_device(kOp, est, p, def.supports(DeviceKind::cuda, args), explain_enabled()).device;
 }
 
 // The policy of the intermediate steps: explicit device, results left where they are.
@@ -74,9 +75,10 @@ void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
                    const ConvAttentionParams& prm, const std::vector<std::int64_t>& cs,
                    const ExecutionPolicy& pc, Tensor& conv) {
   OpRunner r("conv_attention_nchw.conv", pc);
-  r.place(conv_work(cs[0], w.size(1), cs[1], w.size(2), w.size(3), cs[2], cs[3]), {&x, &w, bias},
-          cuda_supports_conv(x.size(0), x.size(1), x.size(2), x.size(3), cs[1], w.size(2),
-                             w.size(3), cs[2], cs[3], prm.pad_h, prm.pad_w));
+  // The conv step is conv2d_nchw: its OpDef's estimate and CUDA limits.
+  const OpArgs args = conv_args(x, w, bias, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
+  r.place(opdefs::conv2d_nchw.work(args), {&x, &w, bias},
+          opdefs::conv2d_nchw.supports(DeviceKind::cuda, args));
   Conv2dArgs a = conv2d_geometry(x, w, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w, cs[2],
                                  cs[3], prm.act);
   a.x = r.in(x);

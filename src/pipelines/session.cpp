@@ -12,7 +12,8 @@
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
 #include "ops/checks.h"
-#include "ops/work.h"
+#include "ops/conv2d.h"
+#include "ops/registry.h"
 
 namespace lc {
 
@@ -301,8 +302,8 @@ std::size_t ResidentSession::resident_bytes() const {
 Matmul2dSession::Matmul2dSession(const Tensor& a, const Tensor& b, const ExecutionPolicy& p,
                                  bool use_graph)
     : ResidentSession("matmul2d_resident_session", p, {"a", "b"}, {&a, &b},
-                      matmul2d_out_shape(a, b), matmul_work(a.size(0), a.size(1), b.size(1)).flops, true,
-                      use_graph) {
+                      matmul2d_out_shape(a, b), opdefs::matmul2d.work(OpArgs{&a, &b}).flops,
+                      opdefs::matmul2d.supports(DeviceKind::cuda, OpArgs{&a, &b}), use_graph) {
   const std::int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (device() != DeviceKind::cuda || !policy().autotune || !autotune::enabled()) return;
   if (2.0 * m * k * n < 2.0 * 256 * 256 * 256) return;  // tuning tiny GEMMs is not worth it
@@ -337,8 +338,9 @@ Attention2dSession::Attention2dSession(const Tensor& q, const Tensor& k, const T
                                        bool use_graph)
     : ResidentSession("attention2d_resident_session", p, {"q", "k", "v"}, {&q, &k, &v},
                       attention2d_out_shape(q, k, v),
-                      attention_work(q.size(0), k.size(0), q.size(1), v.size(1)).flops,
-                      cuda_supports_attention(q.size(1), v.size(1)), use_graph),
+                      opdefs::attention2d.work(OpArgs{&q, &k, &v}).flops,
+                      opdefs::attention2d.supports(DeviceKind::cuda, OpArgs{&q, &k, &v}),
+                      use_graph),
       causal_(causal),
       scale_(scale) {
   if (!(scale >= 0.0f) || std::isinf(scale))
@@ -353,12 +355,16 @@ void Attention2dSession::launch() {
 // ---- conv -> attention -------------------------------------------------------------------------
 
 namespace {
+// The session's op as the registry sees it (OpDef conv_attention_nchw).
+OpArgs conv_attention_args(const Tensor& x, const Tensor& w, const ConvAttentionParams& prm) {
+  conv2d_nchw_out_shape(x, w, nullptr, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);  // checks
+  OpArgs a = conv_args(x, w, nullptr, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
+  a.seq_len = prm.seq_len;
+  a.head_dim = prm.head_dim;
+  return a;
+}
 double conv_attention_flops(const Tensor& x, const Tensor& w, const ConvAttentionParams& prm) {
-  const auto cs = conv2d_nchw_out_shape(x, w, nullptr, prm.stride_h, prm.stride_w, prm.pad_h,
-                                        prm.pad_w);
-  const WorkEstimate e = conv_attention_work(
-      conv_work(cs[0], w.size(1), cs[1], w.size(2), w.size(3), cs[2], cs[3]), prm.seq_len,
-      prm.head_dim);
+  const WorkEstimate e = opdefs::conv_attention_nchw.work(conv_attention_args(x, w, prm));
   return e.flops + e.flops2;
 }
 }  // namespace
@@ -369,7 +375,9 @@ ConvAttentionSession::ConvAttentionSession(const Tensor& x, const Tensor& w, con
     : ResidentSession("conv_attention_resident_session", p, {"x"}, {&x},
                       conv_attention_nchw_out_shape(x, w, bias, prm),
                       conv_attention_flops(x, w, prm),
-                      cuda_supports_attention(prm.head_dim, prm.head_dim), use_graph),
+                      opdefs::conv_attention_nchw.supports(DeviceKind::cuda,
+                                                           conv_attention_args(x, w, prm)),
+                      use_graph),
       has_bias_(bias != nullptr),
       prm_(prm) {
   w_ = make_owned_copy(w);
