@@ -11,6 +11,7 @@
 
 #include "core/op_runner.h"
 #include "ops/checks.h"
+#include "ops/registry.h"
 #include "ops/work.h"
 
 namespace lc {
@@ -179,7 +180,7 @@ Prepared prepare(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
 void place(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask,
            const Prepared& pr) {
   const Shapes& s = pr.s;
-  const bool gpu_ok = q.dtype() != DType::f64 && cuda_supports_attention(s.d, s.dv);
+  const bool gpu_ok = opdefs::attention.supports(DeviceKind::cuda, OpArgs{&q, &k, &v});
   r.place(attention_mha_work(s.b, s.h, s.sq, s.sk, s.d, s.dv,
                              static_cast<double>(dtype_size(q.dtype()))),
           {&q, &k, &v, mask}, gpu_ok);
@@ -242,7 +243,55 @@ struct LseTarget {
   }
 };
 
+// ---- the op's registry facts (src/ops/registry.h) ----------------------------------------------
+
+std::vector<std::int64_t> shape_vec(const ShapeRef& s) { return {s.dims, s.dims + s.ndim}; }
+
+OpResult infer_attention(const OpDef& d, const OpArgs& a) {
+  const ShapeRef& q = a[0];
+  const ShapeRef& k = a[1];
+  const ShapeRef& v = a[2];
+  const int n = q.ndim;
+  const std::int64_t hq = n >= 3 ? q[n - 3] : 1, hk = n >= 3 ? k[n - 3] : 1;
+  if (n > 4 || k.ndim != n || v.ndim != n || (n == 4 && (k[0] != q[0] || v[0] != q[0])) ||
+      (n >= 3 && v[n - 3] != hk) || hk < 1 || hq % hk != 0 || k.back() != q.back() ||
+      k[n - 2] != v[n - 2])
+    throw_value(d.name, "q " + shape_str(shape_vec(q)) + ", k " + shape_str(shape_vec(k)) +
+                            ", v " + shape_str(shape_vec(v)) +
+                            ": want q [B, H, Sq, D], k [B, Hk, Sk, D], v [B, Hk, Sk, Dv] (or "
+                            "[H, S, D] / [S, D]) with Hk dividing H");
+  std::vector<std::int64_t> out = shape_vec(q);
+  out.back() = v.back();
+  return {out, a.dtype};
+}
+// k and v default to q and k (the by-name query may pass q alone for self-attention).
+WorkEstimate work_attention(const OpArgs& a) {
+  const ShapeRef& q = a[0];
+  const ShapeRef& k = a.has(1) ? a[1] : q;
+  const ShapeRef& v = a.has(2) ? a[2] : k;
+  const int n = q.ndim;
+  return attention_mha_work(n == 4 ? q[0] : 1, n >= 3 ? q[n - 3] : 1, q[n - 2], k[k.ndim - 2],
+                            q.back(), v.back(), static_cast<double>(dtype_size(a.dtype)));
+}
+bool limits_attention(DeviceKind be, const OpArgs& a) {
+  if (be != DeviceKind::cuda) return true;
+  const ShapeRef& q = a[0];
+  const ShapeRef& v = a.has(2) ? a[2] : a.has(1) ? a[1] : q;
+  return cuda_supports_attention(q.back(), v.back());
+}
+
 }  // namespace
+
+const OpDef opdefs::attention{
+    "attention", OpFamily::attention,
+    "Batched multi-head / grouped-query attention softmax(q k^T * scale + mask) v: q [B, H, Sq, "
+    "D], k [B, Hk, Sk, D], v [B, Hk, Sk, Dv] with Hk dividing H; bottom-right causal; boolean "
+    "key-padding or additive mask; fully masked rows give zeros (docs/attention.md).",
+    {{in("q", -1, 2), in("k", -1, 2), in("v", -1, 2), opt("mask")}}, {"out"},
+    {{{"causal", AttrType::boolean, "False", "query i sees keys j <= i + Sk - Sq"},
+      {"scale", AttrType::real, "None", "None: 1/sqrt(head_dim)"},
+      {"return_lse", AttrType::boolean, "False", "also return the float32 log-sum-exp [B, H, Sq]"}}},
+    kFloatAll, kFloat16x, &infer_attention, &work_attention, &limits_attention};
 
 std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, const Tensor& v) {
   check_attention_mha(q, k, v);

@@ -18,6 +18,7 @@
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/tensor.h"
+#include "ops/registry.h"
 #include "reference.h"
 
 namespace {
@@ -334,6 +335,23 @@ TEST(OpsApi, AttentionBatchedGqaAndErrors) {
   lc::attention_into(q, k, v, o, true, nullptr, 0.0f, p);
   EXPECT_TRUE(std::equal(static_cast<float*>(o.data()), static_cast<float*>(o.data()) + o.numel(),
                          static_cast<const float*>(out.data())));
+}
+
+// The registry entry: shape inference, work per head x B*H, CUDA head-dim limit, float64 CPU-only.
+TEST(OpRegistry, AttentionMhaDefinition) {
+  const lc::OpDef* d = lc::find_op("attention");
+  ASSERT_NE(d, nullptr);
+  const std::vector<std::vector<i64>> shapes = {{2, 8, 5, 16}, {2, 2, 7, 16}, {2, 2, 7, 4}};
+  lc::OpArgs a = lc::OpArgs::of_shapes(shapes);
+  EXPECT_EQ(d->infer_result(a).shape, (std::vector<i64>{2, 8, 5, 4}));
+  EXPECT_DOUBLE_EQ(d->work(a).flops, 2.0 * 2 * 8 * 5 * 7 * (16 + 4));
+  EXPECT_TRUE(d->supports(lc::DeviceKind::cuda, a));
+  const std::vector<std::vector<i64>> big = {{1, 2, 5, 300}, {1, 1, 7, 300}, {1, 1, 7, 4}};
+  EXPECT_FALSE(d->supports(lc::DeviceKind::cuda, lc::OpArgs::of_shapes(big)));
+  EXPECT_FALSE(d->supports(lc::DeviceKind::cuda, lc::OpArgs::of_shapes(shapes, lc::DType::f64)));
+  EXPECT_TRUE(d->supports(lc::DeviceKind::cpu, lc::OpArgs::of_shapes(shapes, lc::DType::f64)));
+  const std::vector<std::vector<i64>> bad = {{2, 6, 5, 16}, {2, 4, 7, 16}, {2, 4, 7, 4}};
+  EXPECT_THROW(d->infer_result(lc::OpArgs::of_shapes(bad)), lc::ValueError);
 }
 
 }  // namespace

@@ -458,3 +458,15 @@ def test_cuda_matches_cpu_on_a_transformer_shape(rng):
     a = lc.attention(q, k, v, mask=mask, device="cuda")
     c = lc.attention(q, k, v, mask=mask, device="cpu")
     assert rel_error(f64(a), f64(c)) < 1e-5
+
+
+def test_registry_entry():
+    """lc.op_info / lc.op_infer know the op (src/ops/registry.h)."""
+    assert "attention" in lc.ops()
+    info = lc.op_info("attention")
+    assert [i["name"] for i in info["inputs"]] == ["q", "k", "v", "mask"]
+    assert set(info["attributes"]) == {"causal", "scale", "return_lse"}
+    assert "float64" in info["dtypes"]["cpu"] and "float64" not in info["dtypes"]["cuda"]
+    assert lc.op_infer("attention", [(2, 8, 5, 16), (2, 2, 7, 16), (2, 2, 7, 4)], "bfloat16") == ((2, 8, 5, 4), "bfloat16")
+    with pytest.raises(ValueError, match=r"\[attention\]"):
+        lc.op_infer("attention", [(2, 6, 5, 16), (2, 4, 7, 16), (2, 4, 7, 4)], "float32")
