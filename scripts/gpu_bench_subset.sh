@@ -25,4 +25,10 @@ for it in "${ITEMS[@]}"; do
   timeout ${LC_BENCH_ITEM_S:-60} python3 benchmarks/python/run_all.py $Q --suites "$suite" --filter "$filt" \
     --modes resident --out-dir "$OUT/r$i" > "$OUT/r$i.log" 2>&1 || echo "item $it: rc $?"
   grep -E "best LC|ours/peer" "$OUT/r$i.log" | head -20
+  # The numbers themselves, in the call's output (the device tool returns few files).
+  [ -f "$OUT/r$i/$suite.csv" ] && cat "$OUT/r$i/$suite.csv"
 done
+# One archive of everything (the tool returns at most a few files); keep only it and the logs.
+TMP_TGZ=$(mktemp /tmp/bench.XXXXXX.tgz)
+(cd "$OUT" && tar czf "$TMP_TGZ" . 2>/dev/null && mv "$TMP_TGZ" bench_results.tgz && \
+  find . -mindepth 1 -maxdepth 1 ! -name bench_results.tgz -exec rm -rf {} +)
