@@ -134,8 +134,8 @@ def _chain_policy(op, device, policy, blocks=None, data=()) -> tuple[Any, Any]:
     if pair is None:
         # On the CPU nothing moves: "never" (a GPU-only promise) becomes the CPU default.
         upload = "always" if dev == "cpu" else base.upload
-        common = dict(device=dev, upload=upload, precision=base.precision,
-                      fusion=base.fusion, autotune=base.autotune)
+        common: dict[str, Any] = dict(device=dev, upload=upload, precision=base.precision,
+                                      fusion=base.fusion, autotune=base.autotune)
         # On the CPU results are in host memory already: download=False (a GPU-only promise)
         # does not apply, as for a single op placed on the CPU.
         last = _lc.ExecutionPolicy(download=base.download or dev == "cpu",

@@ -49,12 +49,12 @@ _C._set_policy_context_var(_scope)
 _scopes_used = False  # the ops skip reading _scope until the first scope is entered
 
 
-def policy_fields(p: ExecutionPolicy) -> dict:
+def policy_fields(p: ExecutionPolicy) -> dict[str, Any]:
     """The policy as a plain dict of its seven fields."""
     return {f: getattr(p, f) for f in _FIELDS}
 
 
-def _make(base: Optional[ExecutionPolicy], kw: dict) -> ExecutionPolicy:
+def _make(base: Optional[ExecutionPolicy], kw: dict[str, Any]) -> ExecutionPolicy:
     unknown = set(kw) - set(_FIELDS)
     if unknown:
         raise TypeError(
@@ -95,11 +95,10 @@ class policy:
         self._depth += 1
         return p
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         node = _scope.get()
         _scope.set(node[1] if node is not None else None)
-        return False
 
     def __call__(self, fn: Callable) -> Callable:
         if inspect.iscoroutinefunction(fn):
