@@ -45,6 +45,7 @@ from .api import conv_relu_nchw, conv_attention_torchstrong_nchw  # noqa: E402,F
 from .trace import *  # noqa: F401,F403,E402
 # policy's set_default_policy / get_default_policy / current_policy replace the native ones.
 from .policy import *  # type: ignore[assignment]  # noqa: F401,F403,E402
+from ._logging import set_log_level  # noqa: E402,F401  (LC_LOG_LEVEL, the "lightning_core" logger)
 
 # numpydoc docstrings for the native functions and classes (python/lightning_core/_docs.py).
 from ._docs import apply as _apply_docs  # noqa: E402

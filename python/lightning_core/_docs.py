@@ -237,6 +237,7 @@ def _signature(fn: Any) -> tuple[list[tuple[str, bool]], str | None]:
             continue
         tree = ast.parse(re.sub(r"\\\d+", "...", sig) + ": ...")
         f = tree.body[0]
+        assert isinstance(f, ast.FunctionDef)
         a = f.args
         pos = a.posonlyargs + a.args
         out = [(p.arg, i >= len(pos) - len(a.defaults)) for i, p in enumerate(pos)]
