@@ -15,6 +15,7 @@
 #include <nanobind/stl/string.h>
 
 #include "bindings.h"
+#include "convert.h"
 #include "nb_internals.h"  // nanobind/src (include path set for this file only)
 
 namespace lcpy {
@@ -22,8 +23,8 @@ namespace lcpy {
 namespace {
 
 bool is_nb_function(PyObject* o) {
-  const char* name = Py_TYPE(o)->tp_name;
-  return std::strcmp(name, "nanobind.nb_func") == 0 || std::strcmp(name, "nanobind.nb_method") == 0;
+  const std::string name = py_type_name(o);
+  return name == "nanobind.nb_func" || name == "nanobind.nb_method";
 }
 
 void set_doc(nb::handle fn, const std::string& doc) {
