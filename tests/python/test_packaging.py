@@ -77,3 +77,29 @@ def test_sdist_leaves_out_benchmark_results_and_build_trees(tmp_path):
     assert not any("__pycache__" in n for n in names)
     assert f"Version: {_project_version()}" in pkg_info
     assert "License-Expression: LicenseRef-KWU-1.0" in pkg_info
+
+
+@pytest.mark.parametrize("archs,codes", [
+    ("hopper", ["sm_90a"]),
+    ("all", ["sm_80", "sm_86", "sm_89", "sm_90a", "sm_100", "compute_100"]),
+])
+def test_cuda_arch_lists(tmp_path, archs, codes):
+    """LC_CUDA_ARCHS gives the -gencode list nvcc compiles and the targets build_info names."""
+    import shutil
+
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+    if nvcc is None or shutil.which("cmake") is None:
+        pytest.skip("needs nvcc and cmake")
+    import subprocess
+
+    r = subprocess.run(["cmake", "-S", str(ROOT), "-B", str(tmp_path), f"-DLC_CUDA_ARCHS={archs}",
+                        f"-DCMAKE_CUDA_COMPILER={nvcc}", "-DLC_BUILD_PYTHON=OFF",
+                        "-DLC_BUILD_TESTS=OFF", "-DLC_BLAS=none"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    flags = " ".join(p.read_text() for p in tmp_path.rglob("*.ninja")) or \
+        " ".join(p.read_text() for p in tmp_path.rglob("flags.make"))
+    got = sorted(set(re.findall(r"-gencode=arch=compute_\w+,code=(\w+)", flags)))
+    assert got == sorted(codes)
+    assert f'LC_CUDA_TARGETS=\\"{",".join(codes)}\\"' in flags or \
+        f'LC_CUDA_TARGETS="{",".join(codes)}"' in flags
