@@ -104,5 +104,5 @@ print("build_wheel: imported", lc.__version__, "from", pkg, "| BLAS:", lc.build_
       "| devices:", lc.available_devices())
 PY
   )
-  "$venv/bin/python" -m lightning_core | head -3
+  "$venv/bin/python" -m lightning_core
 fi
