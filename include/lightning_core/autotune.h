@@ -82,8 +82,8 @@ void note_measurement();
 // ---- tuners --------------------------------------------------------------------------------
 
 // The CPU conv2d tuner (direct vs im2col) and the CPU GEMM tuner (op "cpu_gemm": one
-// OpenBLAS-threaded sgemm vs single-threaded sgemm tiles in our pool) live in
-// src/core/tuners.h (they take backend args).
+// OpenBLAS-threaded sgemm vs single-threaded sgemm tiles in our pool) are the CPU backend's
+// (src/backends/cpu/tune.cpp, reached through Backend::tune_conv2d / tune_matmul).
 // True when matmul2d / linear of this shape on the CPU is tuned (measured once, persisted):
 // BLAS present, >= 2 threads and 2^19 <= m*k*n <= 2^31 (docs/autotune.md).
 bool cpu_gemm_tunable(std::int64_t m, std::int64_t k, std::int64_t n);

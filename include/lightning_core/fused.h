@@ -23,8 +23,9 @@ struct ConvAttentionParams {
   Activation act = Activation::relu;
   bool causal = false;
   float scale = 0.0f;  // <= 0: 1/sqrt(head_dim)
-  // CUDA only: run the whole chain as one captured CUDA graph, cached per shape (inputs are
-  // copied into the graph's fixed buffers each call). Same results as eager; ignored on the CPU.
+  // CUDA only: run the whole chain as one captured CUDA graph (the backend's capture seam,
+  // Backend::capture_graph), cached per shape (inputs are copied into the graph's fixed
+  // buffers each call). Same results as eager; ignored on the CPU.
   bool graph = false;
 };
 

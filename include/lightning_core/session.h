@@ -42,12 +42,17 @@
 
 namespace lc {
 
+class CapturedGraph;  // the backend's capture seam (src/backends/backend.h)
+
 struct SessionStats {
   std::uint64_t uploads = 0;        // input copies into resident buffers
   std::uint64_t launches = 0;       // op launches (graph replays included)
   std::uint64_t syncs = 0;          // explicit or implicit synchronisations
   std::uint64_t downloads = 0;      // result copies into a caller's out
   std::uint64_t graph_replays = 0;  // launches served by a captured CUDA graph
+  std::uint64_t graph_records = 0;  // captures of the launch: the first, and one per rebind
+                                    // (upload="never" with other buffers), each applied to the
+                                    // instantiated graph in place where the backend can
 };
 
 class ResidentSession {
@@ -130,7 +135,9 @@ class ResidentSession {
   std::atomic<bool> closed_{false};
   bool have_result_ = false;
   bool use_graph_ = false;
-  void* graph_ = nullptr;
+  // Checked out of the backend's graph cache on the first batch; replays compare the bound
+  // buffers (a pointer check) and re-record + update in place only when they changed.
+  std::unique_ptr<CapturedGraph> graph_;
   SessionStats stats_;
 };
 

@@ -9,6 +9,10 @@
 //   gelu(a, device=None, *, approximate="tanh", policy=None) (+ _into)
 //   embedding(ids, weight, device=None, *, policy=None) (+ _into)
 // `device=None` means "the policy's device" (default "auto").
+//
+// Each op is one implementation `X_impl(def, handles, out)` and one def_op<...>(...) line with its
+// argument list (op_binding.h): def_op registers both `X` and `X_into` from them. The name and
+// docstring are the op's OpDef (src/ops/registry.h); lc.ops() / lc.op_info() list the registry.
 #include <algorithm>
 
 #include <nanobind/stl/string.h>
@@ -16,6 +20,7 @@
 
 #include "bindings.h"
 #include "convert.h"
+#include "op_binding.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
 #include "numpy_api.h"
@@ -67,6 +72,16 @@ nb::object run_into(nb::handle out_obj, const char* op, double flops, IntoFn&& i
   return nb::borrow(out_obj);
 }
 
+// The end of every op implementation: the `_into` form (a valid `out`) writes the caller's
+// buffer and returns it; the returning form allocates (run_returning).
+template <class ShapeFn, class IntoFn, class RetFn>
+nb::object run_op(nb::handle out, const char* op, std::initializer_list<const Arg*> args,
+                  const lc::ExecutionPolicy& p, double flops, ShapeFn&& shape_fn, IntoFn&& into_fn,
+                  RetFn&& ret_fn) {
+  if (out.is_valid()) return run_into(out, op, flops, into_fn);
+  return run_returning(op, args, p, flops, shape_fn, into_fn, ret_fn);
+}
+
 lc::Activation act_arg(nb::handle s, const char* op) {
   return lc::parse_activation(str_param(s, op, "activation"), op);
 }
@@ -85,378 +100,320 @@ ConvInts conv_ints(nb::handle sh, nb::handle sw, nb::handle ph, nb::handle pw, c
 }
 
 // ---- matmul / linear -------------------------------------------------------------------------
-nb::object py_matmul2d(nb::handle a_, nb::handle b_, nb::handle device, nb::handle policy) {
-  static constexpr const char* op = "matmul2d";
+nb::object matmul2d_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
+  const char* op = d.name;
   Arg a, b;
-  to_arg(a_, op, "a", a);
-  to_arg(b_, op, "b", b);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const double flops = 2.0 * a.t.numel() * (b.t.ndim() == 2 ? b.t.size(1) : 1);
-  return run_returning(
-      op, {&a, &b}, p, flops, [&] { return lc::matmul2d_out_shape(a.t, b.t); },
-      [&](lc::Tensor& out) { lc::matmul2d_into(a.t, b.t, out, p); },
+  to_arg(h[0], op, "a", a);
+  to_arg(h[1], op, "b", b);
+  const lc::ExecutionPolicy p = resolve_policy(h[2], h[3], op);
+  const double flops = d.flops_hint(lc::OpArgs{&a.t, &b.t});
+  return run_op(
+      out, op, {&a, &b}, p, flops, [&] { return lc::matmul2d_out_shape(a.t, b.t); },
+      [&](lc::Tensor& o) { lc::matmul2d_into(a.t, b.t, o, p); },
       [&] { return lc::matmul2d(a.t, b.t, p); });
 }
 
-nb::object py_matmul2d_into(nb::handle a_, nb::handle b_, nb::handle out, nb::handle device,
-                            nb::handle policy) {
-  static constexpr const char* op = "matmul2d";
-  Arg a, b;
-  to_arg(a_, op, "a", a);
-  to_arg(b_, op, "b", b);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const double flops = 2.0 * a.t.numel() * (b.t.ndim() == 2 ? b.t.size(1) : 1);
-  return run_into(out, op, flops, [&](lc::Tensor& o) { lc::matmul2d_into(a.t, b.t, o, p); });
-}
-
-nb::object py_linear(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle activation,
-                     nb::handle device, nb::handle residual_, nb::handle policy) {
-  static constexpr const char* op = "linear";
+// linear(x, weight, bias, activation, device, *, residual, policy)
+nb::object linear_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle out) {
+  const char* op = d.name;
   Arg x, w, b, r;
-  to_arg(x_, op, "x", x);
-  to_arg(w_, op, "weight", w);
-  const bool has_b = to_opt_arg(b_, op, "bias", b);
-  const bool has_r = to_opt_arg(residual_, op, "residual", r);
-  const lc::Activation act = act_arg(activation, op);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  to_arg(h[0], op, "x", x);
+  to_arg(h[1], op, "weight", w);
+  const bool has_b = to_opt_arg(h[2], op, "bias", b);
+  const bool has_r = to_opt_arg(h[5], op, "residual", r);
+  const lc::Activation act = act_arg(h[3], op);
+  const lc::ExecutionPolicy p = resolve_policy(h[4], h[6], op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
   const lc::Tensor* res = has_r ? &r.t : nullptr;
-  const double flops = 2.0 * x.t.numel() * (w.t.ndim() == 2 ? w.t.size(0) : 1);
-  return run_returning(
-      op, {&x, &w, has_b ? &b : nullptr, has_r ? &r : nullptr}, p, flops,
+  const double flops = d.flops_hint(lc::OpArgs{&x.t, &w.t, bias, res});
+  return run_op(
+      out, op, {&x, &w, has_b ? &b : nullptr, has_r ? &r : nullptr}, p, flops,
       [&] { return lc::linear_out_shape(x.t, w.t, bias, res); },
-      [&](lc::Tensor& out) { lc::linear_into(x.t, w.t, bias, act, out, p, res); },
+      [&](lc::Tensor& o) { lc::linear_into(x.t, w.t, bias, act, o, p, res); },
       [&] { return lc::linear(x.t, w.t, bias, act, p, res); });
 }
 
-nb::object py_linear_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out,
-                          nb::handle activation, nb::handle device, nb::handle residual_,
-                          nb::handle policy) {
-  static constexpr const char* op = "linear";
-  Arg x, w, b, r;
-  to_arg(x_, op, "x", x);
-  to_arg(w_, op, "weight", w);
-  const bool has_b = to_opt_arg(b_, op, "bias", b);
-  const bool has_r = to_opt_arg(residual_, op, "residual", r);
-  const lc::Activation act = act_arg(activation, op);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const lc::Tensor* bias = has_b ? &b.t : nullptr;
-  const lc::Tensor* res = has_r ? &r.t : nullptr;
-  const double flops = 2.0 * x.t.numel() * (w.t.ndim() == 2 ? w.t.size(0) : 1);
-  return run_into(out, op, flops,
-                  [&](lc::Tensor& o) { lc::linear_into(x.t, w.t, bias, act, o, p, res); });
-}
-
 // torch.matmul semantics (1-D operands, broadcast batch dimensions).
-double matmul_flops(const Arg& a, const Arg& b) {
-  const double n = b.t.ndim() >= 2 ? static_cast<double>(b.t.size(b.t.ndim() - 1)) : 1.0;
-  const double m = a.t.ndim() >= 2 ? static_cast<double>(a.t.size(a.t.ndim() - 2)) : 1.0;
-  return 2.0 * std::max(static_cast<double>(a.t.numel()) * n, static_cast<double>(b.t.numel()) * m);
-}
-
-nb::object py_matmul(nb::handle a_, nb::handle b_, nb::handle device, nb::handle policy) {
-  static constexpr const char* op = "matmul";
+nb::object matmul_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
+  const char* op = d.name;
   Arg a, b;
-  to_arg(a_, op, "a", a);
-  to_arg(b_, op, "b", b);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  return run_returning(
-      op, {&a, &b}, p, matmul_flops(a, b), [&] { return lc::matmul_out_shape(a.t, b.t); },
-      [&](lc::Tensor& out) { lc::matmul_into(a.t, b.t, out, p); },
+  to_arg(h[0], op, "a", a);
+  to_arg(h[1], op, "b", b);
+  const lc::ExecutionPolicy p = resolve_policy(h[2], h[3], op);
+  return run_op(
+      out, op, {&a, &b}, p, d.flops_hint(lc::OpArgs{&a.t, &b.t}),
+      [&] { return lc::matmul_out_shape(a.t, b.t); },
+      [&](lc::Tensor& o) { lc::matmul_into(a.t, b.t, o, p); },
       [&] { return lc::matmul(a.t, b.t, p); });
 }
 
-nb::object py_matmul_into(nb::handle a_, nb::handle b_, nb::handle out, nb::handle device,
-                          nb::handle policy) {
-  static constexpr const char* op = "matmul";
-  Arg a, b;
-  to_arg(a_, op, "a", a);
-  to_arg(b_, op, "b", b);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  return run_into(out, op, matmul_flops(a, b),
-                  [&](lc::Tensor& o) { lc::matmul_into(a.t, b.t, o, p); });
-}
-
 // ---- attention -------------------------------------------------------------------------------
-double attention_flops(const Arg& q, const Arg& k) {
-  return 4.0 * q.t.numel() * (k.t.ndim() >= 1 ? k.t.size(0) : 1);
-}
-
-nb::object py_attention2d(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle causal_,
-                          nb::handle device, nb::handle scale, nb::handle policy) {
-  static constexpr const char* op = "attention2d";
+// attention2d(q, k, v, causal, device, *, scale, policy)
+nb::object attention2d_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle out) {
+  const char* op = d.name;
   Arg q, k, v;
-  to_arg(q_, op, "q", q);
-  to_arg(k_, op, "k", k);
-  to_arg(v_, op, "v", v);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const float sc = scale_param(scale, op);
-  const bool causal = bool_param(causal_, op, "causal");
-  return run_returning(
-      op, {&q, &k, &v}, p, attention_flops(q, k), [&] { return lc::attention2d_out_shape(q.t, k.t, v.t); },
-      [&](lc::Tensor& out) { lc::attention2d_into(q.t, k.t, v.t, out, causal, p, sc); },
+  to_arg(h[0], op, "q", q);
+  to_arg(h[1], op, "k", k);
+  to_arg(h[2], op, "v", v);
+  const lc::ExecutionPolicy p = resolve_policy(h[4], h[6], op);
+  const float sc = scale_param(h[5], op);
+  const bool causal = bool_param(h[3], op, "causal");
+  return run_op(
+      out, op, {&q, &k, &v}, p, d.flops_hint(lc::OpArgs{&q.t, &k.t, &v.t}),
+      [&] { return lc::attention2d_out_shape(q.t, k.t, v.t); },
+      [&](lc::Tensor& o) { lc::attention2d_into(q.t, k.t, v.t, o, causal, p, sc); },
       [&] { return lc::attention2d(q.t, k.t, v.t, causal, p, sc); });
 }
 
-nb::object py_attention2d_into(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle out,
-                               nb::handle causal_, nb::handle device, nb::handle scale,
-                               nb::handle policy) {
-  static constexpr const char* op = "attention2d";
-  Arg q, k, v;
-  to_arg(q_, op, "q", q);
-  to_arg(k_, op, "k", k);
-  to_arg(v_, op, "v", v);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const float sc = scale_param(scale, op);
-  const bool causal = bool_param(causal_, op, "causal");
-  return run_into(out, op, attention_flops(q, k),
-                  [&](lc::Tensor& o) { lc::attention2d_into(q.t, k.t, v.t, o, causal, p, sc); });
-}
-
 // ---- conv2d ----------------------------------------------------------------------------------
-double conv_flops(const Arg& x, const Arg& w) {
-  return 2.0 * x.t.numel() * (w.t.ndim() == 4 ? w.t.size(0) * w.t.size(2) * w.t.size(3) : 1);
-}
-
-nb::object py_conv2d(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle sh_, nb::handle sw_,
-                     nb::handle ph_, nb::handle pw_, nb::handle device, nb::handle activation,
-                     nb::handle policy) {
-  static constexpr const char* op = "conv2d_nchw";
+// conv2d_nchw(x, weight, bias, stride_h, stride_w, pad_h, pad_w, device, *, activation, policy)
+nb::object conv2d_impl(const lc::OpDef& d, const Handles<10>& h, nb::handle out) {
+  const char* op = d.name;
   Arg x, w, b;
-  to_arg(x_, op, "x", x);
-  to_arg(w_, op, "weight", w);
-  const bool has_b = to_opt_arg(b_, op, "bias", b);
-  const lc::Activation act = act_arg(activation, op);
-  const auto [sh, sw, ph, pw] = conv_ints(sh_, sw_, ph_, pw_, op);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  to_arg(h[0], op, "x", x);
+  to_arg(h[1], op, "weight", w);
+  const bool has_b = to_opt_arg(h[2], op, "bias", b);
+  const lc::Activation act = act_arg(h[8], op);
+  const auto [sh, sw, ph, pw] = conv_ints(h[3], h[4], h[5], h[6], op);
+  const lc::ExecutionPolicy p = resolve_policy(h[7], h[9], op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
-  return run_returning(
-      op, {&x, &w, has_b ? &b : nullptr}, p, conv_flops(x, w),
+  lc::OpArgs args{&x.t, &w.t, bias};
+  args.stride_h = sh;
+  args.stride_w = sw;
+  args.pad_h = ph;
+  args.pad_w = pw;
+  return run_op(
+      out, op, {&x, &w, has_b ? &b : nullptr}, p, d.flops_hint(args),
       [&] { return lc::conv2d_nchw_out_shape(x.t, w.t, bias, sh, sw, ph, pw); },
-      [&](lc::Tensor& out) { lc::conv2d_nchw_into(x.t, w.t, bias, sh, sw, ph, pw, act, out, p); },
+      [&](lc::Tensor& o) { lc::conv2d_nchw_into(x.t, w.t, bias, sh, sw, ph, pw, act, o, p); },
       [&] { return lc::conv2d_nchw(x.t, w.t, bias, sh, sw, ph, pw, act, p); });
 }
 
-nb::object py_conv2d_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out,
-                          nb::handle sh_, nb::handle sw_, nb::handle ph_, nb::handle pw_,
-                          nb::handle device, nb::handle activation, nb::handle policy) {
-  static constexpr const char* op = "conv2d_nchw";
-  Arg x, w, b;
-  to_arg(x_, op, "x", x);
-  to_arg(w_, op, "weight", w);
-  const bool has_b = to_opt_arg(b_, op, "bias", b);
-  const lc::Activation act = act_arg(activation, op);
-  const auto [sh, sw, ph, pw] = conv_ints(sh_, sw_, ph_, pw_, op);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const lc::Tensor* bias = has_b ? &b.t : nullptr;
-  return run_into(out, op, conv_flops(x, w), [&](lc::Tensor& o) {
-    lc::conv2d_nchw_into(x.t, w.t, bias, sh, sw, ph, pw, act, o, p);
-  });
-}
-
 // ---- layernorm / softmax ---------------------------------------------------------------------
-nb::object py_layernorm(nb::handle x_, nb::handle g_, nb::handle b_, nb::handle eps_,
-                        nb::handle device, nb::handle policy) {
-  static constexpr const char* op = "layernorm";
+// layernorm(x, gamma, beta, eps, device, *, policy)
+nb::object layernorm_impl(const lc::OpDef& d, const Handles<6>& h, nb::handle out) {
+  const char* op = d.name;
   Arg x, g, b;
-  to_arg(x_, op, "x", x);
-  const bool has_g = to_opt_arg(g_, op, "gamma", g);
-  const bool has_b = to_opt_arg(b_, op, "beta", b);
-  const float eps = static_cast<float>(float_param(eps_, op, "eps"));
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  to_arg(h[0], op, "x", x);
+  const bool has_g = to_opt_arg(h[1], op, "gamma", g);
+  const bool has_b = to_opt_arg(h[2], op, "beta", b);
+  const float eps = static_cast<float>(float_param(h[3], op, "eps"));
+  const lc::ExecutionPolicy p = resolve_policy(h[4], h[5], op);
   const lc::Tensor* gp = has_g ? &g.t : nullptr;
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
-  return run_returning(
-      op, {&x, has_g ? &g : nullptr, has_b ? &b : nullptr}, p, 8.0 * x.t.numel(),
+  return run_op(
+      out, op, {&x, has_g ? &g : nullptr, has_b ? &b : nullptr}, p, d.flops_hint(lc::OpArgs{&x.t}),
       [&] { return lc::layernorm_out_shape(x.t, gp, bp, eps); },
-      [&](lc::Tensor& out) { lc::layernorm_into(x.t, gp, bp, eps, out, p); },
+      [&](lc::Tensor& o) { lc::layernorm_into(x.t, gp, bp, eps, o, p); },
       [&] { return lc::layernorm(x.t, gp, bp, eps, p); });
 }
 
-nb::object py_layernorm_into(nb::handle x_, nb::handle g_, nb::handle b_, nb::handle out,
-                             nb::handle eps_, nb::handle device, nb::handle policy) {
-  static constexpr const char* op = "layernorm";
-  Arg x, g, b;
-  to_arg(x_, op, "x", x);
-  const bool has_g = to_opt_arg(g_, op, "gamma", g);
-  const bool has_b = to_opt_arg(b_, op, "beta", b);
-  const float eps = static_cast<float>(float_param(eps_, op, "eps"));
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const lc::Tensor* gp = has_g ? &g.t : nullptr;
-  const lc::Tensor* bp = has_b ? &b.t : nullptr;
-  return run_into(out, op, 8.0 * x.t.numel(),
-                  [&](lc::Tensor& o) { lc::layernorm_into(x.t, gp, bp, eps, o, p); });
-}
-
-nb::object py_softmax(nb::handle x_, nb::handle device, nb::handle policy) {
-  static constexpr const char* op = "softmax";
+nb::object softmax_impl(const lc::OpDef& d, const Handles<3>& h, nb::handle out) {
+  const char* op = d.name;
   Arg x;
-  to_arg(x_, op, "x", x);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  return run_returning(
-      op, {&x}, p, 8.0 * x.t.numel(), [&] { return lc::softmax_out_shape(x.t); },
-      [&](lc::Tensor& out) { lc::softmax_into(x.t, out, p); }, [&] { return lc::softmax(x.t, p); });
-}
-
-nb::object py_softmax_into(nb::handle x_, nb::handle out, nb::handle device, nb::handle policy) {
-  static constexpr const char* op = "softmax";
-  Arg x;
-  to_arg(x_, op, "x", x);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  return run_into(out, op, 8.0 * x.t.numel(), [&](lc::Tensor& o) { lc::softmax_into(x.t, o, p); });
+  to_arg(h[0], op, "x", x);
+  const lc::ExecutionPolicy p = resolve_policy(h[1], h[2], op);
+  return run_op(
+      out, op, {&x}, p, d.flops_hint(lc::OpArgs{&x.t}), [&] { return lc::softmax_out_shape(x.t); },
+      [&](lc::Tensor& o) { lc::softmax_into(x.t, o, p); }, [&] { return lc::softmax(x.t, p); });
 }
 
 // ---- elementwise -----------------------------------------------------------------------------
-nb::object ew(const char* op, nb::handle a_, nb::handle b_, float alpha, nb::handle device,
-              nb::handle policy) {
+// b_: a valid handle for binary ops (None included: a TypeError like any other input), an
+// invalid one for unary ops.
+nb::object ew(const lc::OpDef& d, nb::handle a_, nb::handle b_, float alpha, nb::handle device,
+              nb::handle policy, nb::handle out) {
+  const char* op = d.name;
   Arg a, b;
   to_arg(a_, op, "a", a);
-  // Binary ops get a valid handle for b (None included: a TypeError like any other input);
-  // unary ops pass an invalid one.
   const bool has_b = b_.is_valid();
   if (has_b) to_arg(b_, op, "b", b);
   const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
-  return run_returning(
-      op, {&a, has_b ? &b : nullptr}, p, 1.0 * a.t.numel(),
+  return run_op(
+      out, op, {&a, has_b ? &b : nullptr}, p, d.flops_hint(lc::OpArgs{&a.t, bp}),
       [&] { return lc::elementwise_out_shape(op, a.t, bp); },
-      [&](lc::Tensor& out) { lc::elementwise_into(op, a.t, bp, alpha, out, p); },
+      [&](lc::Tensor& o) { lc::elementwise_into(op, a.t, bp, alpha, o, p); },
       [&] { return lc::elementwise(op, a.t, bp, alpha, p); });
 }
 
-nb::object ew_into(const char* op, nb::handle a_, nb::handle b_, float alpha, nb::handle out,
-                   nb::handle device, nb::handle policy) {
-  Arg a, b;
-  to_arg(a_, op, "a", a);
-  // Binary ops get a valid handle for b (None included: a TypeError like any other input);
-  // unary ops pass an invalid one.
-  const bool has_b = b_.is_valid();
-  if (has_b) to_arg(b_, op, "b", b);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const lc::Tensor* bp = has_b ? &b.t : nullptr;
-  return run_into(out, op, 1.0 * a.t.numel(),
-                  [&](lc::Tensor& o) { lc::elementwise_into(op, a.t, bp, alpha, o, p); });
+// (a, b, device, *, policy)
+nb::object binary_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
+  return ew(d, h[0], h[1], 1.0f, h[2], h[3], out);
 }
 
-// gelu(x, device=None, *, approximate="tanh", policy=None): "tanh" (default) or "none" (erf).
-nb::object py_gelu(nb::handle x_, nb::handle device, nb::handle approx_, nb::handle policy) {
-  static constexpr const char* op = "gelu";
+// (a, device, *, policy)
+nb::object unary_impl(const lc::OpDef& d, const Handles<3>& h, nb::handle out) {
+  return ew(d, h[0], nb::handle(), 1.0f, h[1], h[2], out);
+}
+
+// vector_scale(a, alpha, device, *, policy)
+nb::object vector_scale_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
+  const float al = static_cast<float>(float_param(h[1], d.name, "alpha"));
+  return ew(d, h[0], nb::handle(), al, h[2], h[3], out);
+}
+
+// gelu(a, device, *, approximate, policy): "tanh" (default) or "none" (erf).
+nb::object gelu_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
+  const char* op = d.name;
   Arg x;
-  to_arg(x_, op, "a", x);
-  const std::string approx = approx_.is_none() ? std::string("tanh") : str_param(approx_, op, "approximate");
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  return run_returning(
-      op, {&x}, p, 1.0 * x.t.numel(), [&] { return lc::elementwise_out_shape(op, x.t, nullptr); },
-      [&](lc::Tensor& out) { lc::gelu_into(x.t, out, approx.c_str(), p); },
+  to_arg(h[0], op, "a", x);
+  const std::string approx = h[2].is_none() ? std::string("tanh") : str_param(h[2], op, "approximate");
+  const lc::ExecutionPolicy p = resolve_policy(h[1], h[3], op);
+  return run_op(
+      out, op, {&x}, p, d.flops_hint(lc::OpArgs{&x.t}),
+      [&] { return lc::elementwise_out_shape(op, x.t, nullptr); },
+      [&](lc::Tensor& o) { lc::gelu_into(x.t, o, approx.c_str(), p); },
       [&] { return lc::gelu(x.t, approx.c_str(), p); });
 }
 
-nb::object py_gelu_into(nb::handle x_, nb::handle out, nb::handle device, nb::handle approx_,
-                        nb::handle policy) {
-  static constexpr const char* op = "gelu";
-  Arg x;
-  to_arg(x_, op, "a", x);
-  const std::string approx = approx_.is_none() ? std::string("tanh") : str_param(approx_, op, "approximate");
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  return run_into(out, op, 1.0 * x.t.numel(),
-                  [&](lc::Tensor& o) { lc::gelu_into(x.t, o, approx.c_str(), p); });
-}
-
 // ---- embedding -------------------------------------------------------------------------------
-nb::object py_embedding(nb::handle ids_, nb::handle w_, nb::handle device, nb::handle policy) {
-  static constexpr const char* op = "embedding";
+nb::object embedding_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
+  const char* op = d.name;
   Arg ids, w;
-  to_arg(ids_, op, "ids", ids);
-  to_arg(w_, op, "weight", w);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const double moved = static_cast<double>(ids.t.numel()) * (w.t.ndim() == 2 ? w.t.size(1) : 1);
+  to_arg(h[0], op, "ids", ids);
+  to_arg(h[1], op, "weight", w);
+  const lc::ExecutionPolicy p = resolve_policy(h[2], h[3], op);
+  const double moved = d.flops_hint(lc::OpArgs({&ids.t, &w.t}, w.t.dtype()));
   // The weight is listed first: the numpy result takes its dtype (not the ids').
-  return run_returning(
-      op, {&w, &ids}, p, moved, [&] { return lc::embedding_out_shape(ids.t, w.t); },
-      [&](lc::Tensor& out) { lc::embedding_into(ids.t, w.t, out, p); },
+  return run_op(
+      out, op, {&w, &ids}, p, moved, [&] { return lc::embedding_out_shape(ids.t, w.t); },
+      [&](lc::Tensor& o) { lc::embedding_into(ids.t, w.t, o, p); },
       [&] { return lc::embedding(ids.t, w.t, p); });
 }
 
-nb::object py_embedding_into(nb::handle ids_, nb::handle w_, nb::handle out, nb::handle device,
-                             nb::handle policy) {
-  static constexpr const char* op = "embedding";
-  Arg ids, w;
-  to_arg(ids_, op, "ids", ids);
-  to_arg(w_, op, "weight", w);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  const double moved = static_cast<double>(ids.t.numel()) * (w.t.ndim() == 2 ? w.t.size(1) : 1);
-  return run_into(out, op, moved, [&](lc::Tensor& o) { lc::embedding_into(ids.t, w.t, o, p); });
+// ---- the registry: lc.ops(), lc.op_info(name) --------------------------------------------------
+nb::object py_default(const lc::OpAttr& a) {
+  if (!a.default_value) return nb::none();
+  const std::string v = a.default_value;
+  if (v == "None") return nb::none();
+  switch (a.type) {
+    case lc::AttrType::boolean: return nb::bool_(v == "True");
+    case lc::AttrType::integer: return nb::int_(std::stoll(v));
+    case lc::AttrType::real: return nb::float_(std::stod(v));
+    case lc::AttrType::string: return nb::str(v.substr(1, v.size() - 2).c_str());  // 'tanh'
+  }
+  return nb::none();
 }
 
-#define LC_BINARY(NAME)                                                                         \
-  m.def(#NAME, [](nb::handle a, nb::handle b, nb::handle device, nb::handle policy) {           \
-    return ew(#NAME, a, b, 1.0f, device, policy);                                               \
-  }, nb::arg("a").none(), nb::arg("b").none(), nb::arg("device") = nb::none(), nb::kw_only(),                 \
-     nb::arg("policy") = nb::none());                                                           \
-  m.def(#NAME "_into", [](nb::handle a, nb::handle b, nb::handle out, nb::handle device,        \
-                          nb::handle policy) {                                                  \
-    return ew_into(#NAME, a, b, 1.0f, out, device, policy);                                     \
-  }, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none(), nb::arg("device") = nb::none(), nb::kw_only(), \
-     nb::arg("policy") = nb::none());
+nb::list dtype_names(lc::DTypeSet s) {
+  nb::list l;
+  for (const lc::DTypeInfo& i : lc::kDTypes)
+    if (s.has(i.dtype)) l.append(nb::str(i.name));
+  return l;
+}
 
-#define LC_UNARY(NAME)                                                                          \
-  m.def(#NAME, [](nb::handle a, nb::handle device, nb::handle policy) {                         \
-    return ew(#NAME, a, nb::handle(), 1.0f, device, policy);                                    \
-  }, nb::arg("a").none(), nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("policy") = nb::none()); \
-  m.def(#NAME "_into", [](nb::handle a, nb::handle out, nb::handle device, nb::handle policy) {  \
-    return ew_into(#NAME, a, nb::handle(), 1.0f, out, device, policy);                          \
-  }, nb::arg("a").none(), nb::arg("out").none(), nb::arg("device") = nb::none(), nb::kw_only(),               \
-     nb::arg("policy") = nb::none());
+nb::dict op_info(const std::string& name) {
+  const lc::OpDef& d = lc::get_op(name, "op_info");
+  nb::dict r;
+  r["name"] = d.name;
+  r["family"] = lc::to_string(d.family);
+  r["doc"] = d.summary ? d.summary : "";
+  nb::list inputs;
+  for (int i = 0; i < d.num_inputs(); ++i) {
+    const lc::OpInput& in = d.inputs[static_cast<std::size_t>(i)];
+    nb::dict e;
+    e["name"] = in.name;
+    e["optional"] = in.optional;
+    e["kind"] = in.index ? "index" : "float";
+    e["rank"] = in.rank >= 0 ? nb::object(nb::int_(in.rank)) : nb::object(nb::none());
+    e["min_rank"] = static_cast<int>(in.min_rank);
+    inputs.append(e);
+  }
+  r["inputs"] = inputs;
+  nb::list outputs;
+  for (const char* o : d.outputs)
+    if (o) outputs.append(nb::str(o));
+  r["outputs"] = outputs;
+  nb::dict attrs;  // in call order (dicts keep insertion order)
+  for (int i = 0; i < d.num_attrs(); ++i) {
+    const lc::OpAttr& a = d.attrs[static_cast<std::size_t>(i)];
+    nb::dict e;
+    e["type"] = lc::to_string(a.type);
+    e["required"] = a.default_value == nullptr;
+    e["default"] = py_default(a);
+    e["doc"] = a.doc ? a.doc : "";
+    attrs[a.name] = e;
+  }
+  r["attributes"] = attrs;
+  nb::dict dt;
+  dt["cpu"] = dtype_names(d.cpu_dtypes);
+  dt["cuda"] = dtype_names(d.cuda_dtypes);
+  r["dtypes"] = dt;
+  nb::list index;
+  for (int i = 0; i < d.num_inputs(); ++i)
+    if (d.inputs[static_cast<std::size_t>(i)].index) index = dtype_names(lc::kIndexDTypes);
+  r["index_dtypes"] = index;
+  return r;
+}
+
+// lc.op_infer(name, shapes, dtype="float32", *, size attributes) -> (shape, dtype name): the
+// registry's shape and dtype inference, without running anything (the Graph IR's question).
+nb::tuple op_infer(const std::string& name, const std::vector<std::vector<std::int64_t>>& shapes,
+                   const std::string& dtype, int sh, int sw, int ph, int pw, std::int64_t seq_len,
+                   std::int64_t head_dim) {
+  const lc::OpDef& d = lc::get_op(name, "op_infer");
+  lc::OpArgs a = lc::OpArgs::of_shapes(shapes, lc::parse_dtype(dtype, "op_infer"));
+  a.stride_h = sh;
+  a.stride_w = sw;
+  a.pad_h = ph;
+  a.pad_w = pw;
+  a.seq_len = seq_len;
+  a.head_dim = head_dim;
+  const lc::OpResult res = d.infer_result(a);
+  nb::list shape;
+  for (auto v : res.shape) shape.append(v);
+  return nb::make_tuple(nb::tuple(shape), lc::to_string(res.dtype));
+}
 
 }  // namespace
 
+std::vector<std::string>& op_function_names() {
+  static std::vector<std::string> names;
+  return names;
+}
+
 void register_ops(nb::module_& m) {
+  using lc::opdefs::matmul2d, lc::opdefs::matmul, lc::opdefs::linear, lc::opdefs::attention2d,
+      lc::opdefs::conv2d_nchw, lc::opdefs::layernorm, lc::opdefs::softmax, lc::opdefs::gelu,
+      lc::opdefs::embedding, lc::opdefs::vector_scale;
+  namespace od = lc::opdefs;
   const auto none = nb::none();
-  m.def("matmul2d", &py_matmul2d, nb::arg("a").none(), nb::arg("b").none(), nb::arg("device") = none,
-        nb::kw_only(), nb::arg("policy") = none,
-        "a[m,k] @ b[k,n] (float32, float16, bfloat16; float64 on the CPU).");
-  m.def("matmul", &py_matmul, nb::arg("a").none(), nb::arg("b").none(), nb::arg("device") = none,
-        nb::kw_only(), nb::arg("policy") = none,
-        "torch.matmul semantics: 1-D operands promoted (and the dimension removed), leading batch "
-        "dimensions broadcast numpy-style.");
-  m.def("matmul_into", &py_matmul_into, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none(),
-        nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
-  m.def("matmul2d_into", &py_matmul2d_into, nb::arg("a").none(), nb::arg("b").none(), nb::arg("out").none(),
-        nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
-  m.def("linear", &py_linear, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none() = none,
-        nb::arg("activation").none() = "none", nb::arg("device") = none, nb::kw_only(),
-        nb::arg("residual").none() = none, nb::arg("policy") = none,
-        "activation(x[..., in] @ weight[out,in]^T + bias + residual); activation \"none\", "
-        "\"relu\" or \"gelu\"; the residual (the result's shape) is added before it.");
-  m.def("linear_into", &py_linear_into, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none(),
-        nb::arg("out").none(), nb::arg("activation").none() = "none", nb::arg("device") = none, nb::kw_only(),
-        nb::arg("residual").none() = none, nb::arg("policy") = none);
-  m.def("attention2d", &py_attention2d, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(),
-        nb::arg("causal").none() = false, nb::arg("device") = none, nb::kw_only(),
-        nb::arg("scale") = none, nb::arg("policy") = none,
-        "softmax(q k^T * scale [causal]) v for one head; scale defaults to 1/sqrt(head_dim).");
-  m.def("attention2d_into", &py_attention2d_into, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(),
-        nb::arg("out").none(), nb::arg("causal").none() = false, nb::arg("device") = none, nb::kw_only(),
-        nb::arg("scale") = none, nb::arg("policy") = none);
-  m.def("conv2d_nchw", &py_conv2d, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none() = none,
-        nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1, nb::arg("pad_h").none() = 0,
-        nb::arg("pad_w").none() = 0, nb::arg("device") = none, nb::kw_only(),
-        nb::arg("activation").none() = "none", nb::arg("policy") = none,
-        "NCHW 2-D convolution x[n,c,h,w] * weight[oc,c,kh,kw] + bias[oc], optional fused activation.");
-  m.def("conv2d_nchw_into", &py_conv2d_into, nb::arg("x").none(), nb::arg("weight").none(), nb::arg("bias").none(),
-        nb::arg("out").none(), nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1, nb::arg("pad_h").none() = 0,
-        nb::arg("pad_w").none() = 0, nb::arg("device") = none, nb::kw_only(),
-        nb::arg("activation").none() = "none", nb::arg("policy") = none);
-  m.def("layernorm", &py_layernorm, nb::arg("x").none(), nb::arg("gamma").none() = none, nb::arg("beta").none() = none,
-        nb::arg("eps").none() = 1e-5f, nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none,
-        "Layer normalisation over the last dimension.");
-  m.def("layernorm_into", &py_layernorm_into, nb::arg("x").none(), nb::arg("gamma").none(), nb::arg("beta").none(),
-        nb::arg("out").none(), nb::arg("eps").none() = 1e-5f, nb::arg("device") = none, nb::kw_only(),
-        nb::arg("policy") = none);
-  m.def("softmax", &py_softmax, nb::arg("x").none(), nb::arg("device") = none, nb::kw_only(),
-        nb::arg("policy") = none, "Softmax over the last dimension.");
-  m.def("softmax_into", &py_softmax_into, nb::arg("x").none(), nb::arg("out").none(), nb::arg("device") = none,
-        nb::kw_only(), nb::arg("policy") = none);
+  // def_op<OpDef, position of `out` in the _into form, implementation>(m, the returning form's
+  // arguments). Names, argument names, order and defaults are the original's.
+  def_op<&matmul2d, 2, &matmul2d_impl>(m, nb::arg("a").none(), nb::arg("b").none(),
+                                       nb::arg("device") = none, nb::kw_only(),
+                                       nb::arg("policy") = none);
+  def_op<&matmul, 2, &matmul_impl>(m, nb::arg("a").none(), nb::arg("b").none(),
+                                   nb::arg("device") = none, nb::kw_only(),
+                                   nb::arg("policy") = none);
+  def_op<&linear, 3, &linear_impl>(m, nb::arg("x").none(), nb::arg("weight").none(),
+                                   nb::arg("bias").none() = none,
+                                   nb::arg("activation").none() = "none",
+                                   nb::arg("device") = none, nb::kw_only(),
+                                   nb::arg("residual").none() = none, nb::arg("policy") = none);
+  def_op<&attention2d, 3, &attention2d_impl>(m, nb::arg("q").none(), nb::arg("k").none(),
+                                             nb::arg("v").none(), nb::arg("causal").none() = false,
+                                             nb::arg("device") = none, nb::kw_only(),
+                                             nb::arg("scale") = none, nb::arg("policy") = none);
+  def_op<&conv2d_nchw, 3, &conv2d_impl>(m, nb::arg("x").none(), nb::arg("weight").none(),
+                                        nb::arg("bias").none() = none,
+                                        nb::arg("stride_h").none() = 1,
+                                        nb::arg("stride_w").none() = 1,
+                                        nb::arg("pad_h").none() = 0, nb::arg("pad_w").none() = 0,
+                                        nb::arg("device") = none, nb::kw_only(),
+                                        nb::arg("activation").none() = "none",
+                                        nb::arg("policy") = none);
+  def_op<&layernorm, 3, &layernorm_impl>(m, nb::arg("x").none(), nb::arg("gamma").none() = none,
+                                         nb::arg("beta").none() = none,
+                                         nb::arg("eps").none() = 1e-5f, nb::arg("device") = none,
+                                         nb::kw_only(), nb::arg("policy") = none);
+  def_op<&softmax, 1, &softmax_impl>(m, nb::arg("x").none(), nb::arg("device") = none,
+                                     nb::kw_only(), nb::arg("policy") = none);
+#define LC_BINARY(NAME)                                                                         \
+  def_op<&od::NAME, 2, &binary_impl>(m, nb::arg("a").none(), nb::arg("b").none(),               \
+                                     nb::arg("device") = none, nb::kw_only(),                   \
+                                     nb::arg("policy") = none);
   LC_BINARY(vector_add)
   LC_BINARY(vector_sub)
   LC_BINARY(vector_mul)
@@ -465,27 +422,32 @@ void register_ops(nb::module_& m) {
   LC_BINARY(sub)
   LC_BINARY(mul)
   LC_BINARY(div)
-  LC_UNARY(relu)
-  m.def("gelu", &py_gelu, nb::arg("a").none(), nb::arg("device") = none, nb::kw_only(),
-        nb::arg("approximate").none() = "tanh", nb::arg("policy") = none,
-        "GELU: approximate=\"tanh\" (default) or \"none\" (exact erf form).");
-  m.def("gelu_into", &py_gelu_into, nb::arg("a").none(), nb::arg("out").none(), nb::arg("device") = none,
-        nb::kw_only(), nb::arg("approximate").none() = "tanh", nb::arg("policy") = none);
-  m.def("embedding", &py_embedding, nb::arg("ids").none(), nb::arg("weight").none(),
-        nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none,
-        "weight[ids]: ids int32/int64 of any shape, weight [V, D] float; result ids.shape + [D].");
-  m.def("embedding_into", &py_embedding_into, nb::arg("ids").none(), nb::arg("weight").none(),
-        nb::arg("out").none(), nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
-  m.def("vector_scale", [](nb::handle a, nb::handle alpha, nb::handle device, nb::handle policy) {
-    const float al = static_cast<float>(float_param(alpha, "vector_scale", "alpha"));
-    return ew("vector_scale", a, nb::handle(), al, device, policy);
-  }, nb::arg("a").none(), nb::arg("alpha").none(), nb::arg("device") = none, nb::kw_only(), nb::arg("policy") = none);
-  m.def("vector_scale_into", [](nb::handle a, nb::handle alpha, nb::handle out, nb::handle device,
-                                nb::handle policy) {
-    const float al = static_cast<float>(float_param(alpha, "vector_scale", "alpha"));
-    return ew_into("vector_scale", a, nb::handle(), al, out, device, policy);
-  }, nb::arg("a").none(), nb::arg("alpha").none(), nb::arg("out").none(), nb::arg("device") = none, nb::kw_only(),
-     nb::arg("policy") = none);
+#undef LC_BINARY
+  def_op<&od::relu, 1, &unary_impl>(m, nb::arg("a").none(), nb::arg("device") = none,
+                                    nb::kw_only(), nb::arg("policy") = none);
+  def_op<&gelu, 1, &gelu_impl>(m, nb::arg("a").none(), nb::arg("device") = none, nb::kw_only(),
+                               nb::arg("approximate").none() = "tanh", nb::arg("policy") = none);
+  def_op<&embedding, 2, &embedding_impl>(m, nb::arg("ids").none(), nb::arg("weight").none(),
+                                         nb::arg("device") = none, nb::kw_only(),
+                                         nb::arg("policy") = none);
+  def_op<&vector_scale, 2, &vector_scale_impl>(m, nb::arg("a").none(), nb::arg("alpha").none(),
+                                               nb::arg("device") = none, nb::kw_only(),
+                                               nb::arg("policy") = none);
+
+  m.def("ops", [] {
+    std::vector<std::string> names;
+    for (const lc::OpDef* d : lc::all_ops()) names.push_back(d->name);
+    return names;
+  }, "The names of every registered op (the op registry, src/ops/registry.h).");
+  m.def("op_info", &op_info, nb::arg("name"),
+        "What the registry knows about an op: family, inputs, outputs, attributes with defaults, "
+        "storage dtypes per backend.");
+  m.def("op_infer", &op_infer, nb::arg("name"), nb::arg("shapes"), nb::arg("dtype") = "float32",
+        nb::kw_only(), nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
+        nb::arg("pad_w") = 0, nb::arg("seq_len") = 0, nb::arg("head_dim") = 0,
+        "The registry's shape and dtype inference for op `name` on inputs of these shapes (in "
+        "op_info(name)['inputs'] order; optional trailing inputs may be left out) and storage "
+        "dtype: (result shape, dtype name). Raises ValueError for shapes the op rejects.");
 }
 
 }  // namespace lcpy

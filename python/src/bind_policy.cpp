@@ -7,6 +7,7 @@
 #include "convert.h"
 #include "core/op_runner.h"
 #include "core/placement.h"
+#include "ops/registry.h"
 #include "ops/work.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/policy.h"
@@ -41,29 +42,17 @@ void init_policy(lc::ExecutionPolicy* self, nb::handle device, nb::handle upload
   new (self) lc::ExecutionPolicy(p);
 }
 
-const char* kFamilies[] = {"matmul", "attention", "conv2d", "norm", "elementwise"};
+const char* family_name(int i) { return lc::to_string(static_cast<lc::OpFamily>(i)); }
 
+// The fields come from placement.h's tables (kCostFamilyFields, kCostScalarFields).
 nb::dict model_to_dict(const lc::CostModel& m) {
-  nb::dict d, cpu, gpu, cpu_oh, gpu_oh;
-  for (int i = 0; i < lc::CostModel::kFamilies; ++i) {
-    cpu[kFamilies[i]] = m.cpu_gflops[i];
-    gpu[kFamilies[i]] = m.gpu_gflops[i];
-    cpu_oh[kFamilies[i]] = m.cpu_family_overhead_us[i];
-    gpu_oh[kFamilies[i]] = m.gpu_family_overhead_us[i];
+  nb::dict d;
+  for (const lc::CostFamilyField& f : lc::kCostFamilyFields) {
+    nb::dict per;
+    for (int i = 0; i < lc::CostModel::kFamilies; ++i) per[family_name(i)] = (m.*f.field)[i];
+    d[f.name] = per;
   }
-  d["cpu_gflops"] = cpu;
-  d["gpu_gflops"] = gpu;
-  d["cpu_family_overhead_us"] = cpu_oh;
-  d["gpu_family_overhead_us"] = gpu_oh;
-  d["cpu_overhead_us"] = m.cpu_overhead_us;
-  d["gpu_launch_us"] = m.gpu_launch_us;
-  d["h2d_gbps"] = m.h2d_gbps;
-  d["h2d_small_gbps"] = m.h2d_small_gbps;
-  d["d2h_small_gbps"] = m.d2h_small_gbps;
-  d["small_copy_bytes"] = m.small_copy_bytes;
-  d["d2h_gbps"] = m.d2h_gbps;
-  d["h2d_latency_us"] = m.h2d_latency_us;
-  d["d2h_latency_us"] = m.d2h_latency_us;
+  for (const lc::CostScalarField& f : lc::kCostScalarFields) d[f.name] = m.*f.field;
   d["conv_cpu_crossover_macs"] = m.conv_cpu_crossover_macs;
   d["conv_crossover_explicit"] = m.conv_crossover_explicit;
   d["calibrated"] = m.calibrated;
@@ -82,42 +71,29 @@ lc::CostModel model_from_dict(const nb::dict& d) {
   bool explicit_given = false;
   for (auto [k_, v] : d) {
     const std::string k = str_param(k_, op, "field name");
-    const bool rates = k == "cpu_gflops" || k == "gpu_gflops";
-    if (rates || k == "cpu_family_overhead_us" || k == "gpu_family_overhead_us") {
-      double* dst = k == "cpu_gflops"               ? m.cpu_gflops
-                    : k == "gpu_gflops"             ? m.gpu_gflops
-                    : k == "cpu_family_overhead_us" ? m.cpu_family_overhead_us
-                                                    : m.gpu_family_overhead_us;
+    const lc::CostFamilyField* fam_field = nullptr;
+    for (const lc::CostFamilyField& f : lc::kCostFamilyFields)
+      if (k == f.name) fam_field = &f;
+    const lc::CostScalarField* scalar = nullptr;
+    for (const lc::CostScalarField& f : lc::kCostScalarFields)
+      if (k == f.name) scalar = &f;
+    if (fam_field) {
+      const bool rates = fam_field->positive;
+      double* dst = m.*fam_field->field;
       if (!PyDict_Check(v.ptr()))
         lc::throw_type(op, k + " must be a dict {op family: number}");
       for (auto [fk_, fv] : nb::borrow<nb::dict>(v)) {
         const std::string fk = str_param(fk_, op, "op family");
         int idx = -1;
         for (int i = 0; i < lc::CostModel::kFamilies; ++i)
-          if (fk == kFamilies[i]) idx = i;
+          if (fk == family_name(i)) idx = i;
         if (idx < 0) lc::throw_value(op, "unknown op family '" + fk + "'");
         dst[idx] = num(fv, k + "[" + fk + "]");
         if (rates && !(dst[idx] > 0)) lc::throw_value(op, k + "[" + fk + "] must be > 0");
         if (!rates && !(dst[idx] >= 0)) lc::throw_value(op, k + "[" + fk + "] must be >= 0");
       }
-    } else if (k == "cpu_overhead_us") {
-      m.cpu_overhead_us = num(v, k);
-    } else if (k == "gpu_launch_us") {
-      m.gpu_launch_us = num(v, k);
-    } else if (k == "h2d_gbps") {
-      m.h2d_gbps = num(v, k);
-    } else if (k == "d2h_gbps") {
-      m.d2h_gbps = num(v, k);
-    } else if (k == "h2d_small_gbps") {
-      m.h2d_small_gbps = num(v, k);
-    } else if (k == "d2h_small_gbps") {
-      m.d2h_small_gbps = num(v, k);
-    } else if (k == "small_copy_bytes") {
-      m.small_copy_bytes = num(v, k);
-    } else if (k == "h2d_latency_us") {
-      m.h2d_latency_us = num(v, k);
-    } else if (k == "d2h_latency_us") {
-      m.d2h_latency_us = num(v, k);
+    } else if (scalar) {
+      m.*scalar->field = num(v, k);
     } else if (k == "conv_cpu_crossover_macs") {
       m.conv_cpu_crossover_macs = num(v, k);
       if (!explicit_given) m.conv_crossover_explicit = true;
@@ -132,9 +108,10 @@ lc::CostModel model_from_dict(const nb::dict& d) {
       lc::throw_value(op, "unknown cost-model field '" + k + "'");
     }
   }
-  if (!(m.h2d_gbps > 0) || !(m.d2h_gbps > 0) || m.gpu_launch_us < 0 || m.cpu_overhead_us < 0 ||
-      m.h2d_latency_us < 0 || m.d2h_latency_us < 0 || m.h2d_small_gbps < 0 ||
-      m.d2h_small_gbps < 0 || m.small_copy_bytes < 0)
+  bool valid = true;
+  for (const lc::CostScalarField& f : lc::kCostScalarFields)
+    valid = valid && (f.positive ? m.*f.field > 0 : m.*f.field >= 0);
+  if (!valid)
     lc::throw_value(op, "bandwidths must be > 0 (small-copy ones >= 0, 0 = same as large) and "
                         "overheads / latencies / small_copy_bytes >= 0");
   return m;
@@ -144,7 +121,16 @@ lc::CostModel model_from_dict(const nb::dict& d) {
 nb::dict placement_query(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,
                          const lc::ExecutionPolicy& p, bool inputs_on_gpu, nb::handle gpu_available,
                          int sh, int sw, int ph, int pw) {
-  lc::WorkEstimate w = lc::estimate_work(op, shapes, sh, sw, ph, pw);
+  // The op's OpDef: its estimate (estimate_work) and what the CUDA backend supports at these
+  // shapes (float32 storage).
+  const lc::OpDef& def = lc::get_op(op, "explain_placement");
+  lc::OpArgs args = lc::OpArgs::of_shapes(shapes);
+  args.stride_h = sh;
+  args.stride_w = sw;
+  args.pad_h = ph;
+  args.pad_w = pw;
+  lc::WorkEstimate w = def.estimate(args);
+  const bool gpu_can_run = def.supports(lc::DeviceKind::cuda, args);
   if (inputs_on_gpu) {
     w.inputs_on_gpu = true;
     w.host_bytes_in = 0;
@@ -152,10 +138,10 @@ nb::dict placement_query(const std::string& op, const std::vector<std::vector<st
   const lc::CostModel m = lc::cost_model();
   lc::Placement pl;
   if (gpu_available.is_none()) {
-    pl = lc::choose_device(op.c_str(), w, p, true, true);
+    pl = lc::choose_device(op.c_str(), w, p, gpu_can_run, true);
   } else {
     const bool present = bool_param(gpu_available, "placement", "gpu_available");
-    pl = lc::choose_device_with(op.c_str(), w, p, present, true, true, m,
+    pl = lc::choose_device_with(op.c_str(), w, p, present, gpu_can_run, true, m,
                                 present ? std::string() : "assumed absent (gpu_available=False)");
   }
   const lc::CostModel m2 = lc::cost_model();  // choose_device may have calibrated
@@ -190,8 +176,12 @@ std::string chain_device(const std::vector<std::string>& ops,
   if (assumed && !present) return "cpu";
   for (std::size_t i = 0; i < ops.size(); ++i) {
     lc::WorkEstimate w;
+    bool gpu_can_run = true;
     try {
-      w = lc::estimate_work(ops[i], shapes[i], 1, 1, 0, 0);
+      const lc::OpDef& def = lc::get_op(ops[i], "explain_placement");
+      const lc::OpArgs args = lc::OpArgs::of_shapes(shapes[i]);
+      w = def.estimate(args);  // estimate_work(ops[i], shapes[i])
+      gpu_can_run = def.supports(lc::DeviceKind::cuda, args);
     } catch (const std::exception&) {
       return "auto";
     }
@@ -200,8 +190,9 @@ std::string chain_device(const std::vector<std::string>& ops,
       w.host_bytes_in = 0;
     }
     const lc::Placement pl =
-        assumed ? lc::choose_device_with(ops[i].c_str(), w, p, true, true, false, lc::cost_model(), {})
-                : lc::choose_device(ops[i].c_str(), w, p, true, false);
+        assumed ? lc::choose_device_with(ops[i].c_str(), w, p, true, gpu_can_run, false,
+                                         lc::cost_model(), {})
+                : lc::choose_device(ops[i].c_str(), w, p, gpu_can_run, false);
     if (pl.device != lc::DeviceKind::cpu) return lc::to_string(pl.device);
   }
   return "cpu";

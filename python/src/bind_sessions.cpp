@@ -103,6 +103,7 @@ nb::dict stats_dict(const lc::ResidentSession& s) {
   d["syncs"] = st.syncs;
   d["downloads"] = st.downloads;
   d["graph_replays"] = st.graph_replays;
+  d["graph_records"] = st.graph_records;
   return d;
 }
 

@@ -49,6 +49,16 @@ void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, n
     if (dtype_from_npy(PyArray_TYPE(reinterpret_cast<PyArrayObject*>(data.ptr())), &d) &&
         d != lc::DType::f64)
       dt = d;
+  } else if (PyArray_IsScalar(data.ptr(), Generic)) {
+    // numpy scalars (np.float16(1.5), a 0-d array's [()]) keep their dtype as 0-d arrays do.
+    lc::DType d;
+    PyArray_Descr* descr = PyArray_DescrFromScalar(data.ptr());
+    if (descr) {
+      if (dtype_from_npy(descr->type_num, &d) && d != lc::DType::f64) dt = d;
+      Py_DECREF(descr);
+    } else {
+      PyErr_Clear();
+    }
   }
   src_lc = nullptr;
   const lc::DeviceKind dev = parse_place(device, "Tensor");

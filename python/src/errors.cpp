@@ -4,6 +4,7 @@
 //   lc::OutDTypeError (wrong `out` dtype) -> lightning_core.OutDTypeError(TypeError, ValueError),
 //   nanobind's cast_error (an argument of the wrong type) -> TypeError.
 #include "bindings.h"
+#include "op_binding.h"
 #include "lightning_core/errors.h"
 #include "ops/checks.h"
 
@@ -61,14 +62,9 @@ namespace {
 // themselves): for them nanobind can only fail on arity or keywords, so an overload that takes
 // anything is reached only then (nanobind tries it after the real one) and reports it with the
 // op's name and signature.
-const char* kOpFunctions[] = {
-    "matmul2d", "matmul2d_into", "matmul", "matmul_into", "linear", "linear_into", "attention2d",
-    "attention2d_into",
-    "conv2d_nchw", "conv2d_nchw_into", "layernorm", "layernorm_into", "softmax", "softmax_into",
-    "vector_add", "vector_add_into", "vector_sub", "vector_sub_into", "vector_mul",
-    "vector_mul_into", "matrix_sub", "matrix_sub_into", "relu", "relu_into", "gelu", "gelu_into",
-    "vector_scale", "vector_scale_into", "add", "add_into", "sub", "sub_into", "mul", "mul_into",
-    "div", "div_into", "embedding", "embedding_into",
+// The op functions def_op registered (op_binding.h: every op of bind_ops.cpp, both forms), and
+// these, bound elsewhere:
+const char* kOtherFunctions[] = {
     "conv_attention_nchw", "conv_attention_nchw_into",
     "matmul2d_resident_session", "attention2d_resident_session",
     "conv_attention_resident_session"};
@@ -76,17 +72,19 @@ const char* kOpFunctions[] = {
 }  // namespace
 
 void register_argument_errors(nb::module_& m) {
-  for (const char* name : kOpFunctions) {
+  std::vector<std::string> names = op_function_names();
+  names.insert(names.end(), std::begin(kOtherFunctions), std::end(kOtherFunctions));
+  for (const std::string& name : names) {
     // The real overload's signature, for the message (taken before the overload is added).
-    std::string sig = nb::cast<std::string>(nb::str(m.attr(name).attr("__doc__")));
+    std::string sig = nb::cast<std::string>(nb::str(m.attr(name.c_str()).attr("__doc__")));
     sig = sig.substr(0, sig.find('\n'));
-    m.def(name, [name, sig](nb::args args, nb::kwargs kwargs) -> nb::object {
+    m.def(name.c_str(), [name, sig](nb::args args, nb::kwargs kwargs) -> nb::object {
       std::string got = std::to_string(args.size()) + " positional argument(s)";
       if (kwargs.size() > 0) {
         got += " and keyword(s)";
         for (auto [k, v] : kwargs) got += " '" + nb::cast<std::string>(nb::str(k)) + "'";
       }
-      lc::throw_type(name, "invalid arguments: got " + got + "; expected " + sig +
+      lc::throw_type(name.c_str(), "invalid arguments: got " + got + "; expected " + sig +
                                " (check the keyword names and the number of arguments)");
     });
   }

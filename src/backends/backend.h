@@ -14,9 +14,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "lightning_core/dtype.h"
+#include "lightning_core/errors.h"
 #include "lightning_core/types.h"
 
 namespace lc {
@@ -171,6 +175,122 @@ struct MemoryInfo {
   std::size_t cached = 0;            // kept by the caching allocator for reuse
 };
 
+// ---- The seam: what only a backend knows: graph capture, tuning, fingerprints -----------------
+// (These structs and the block at the end of class Backend. The core, the ops, the sessions and
+// the bindings reach them through get_backend(kind) and never include a backend's own headers
+// or test LC_HAVE_CUDA.)
+
+// Graph capture and replay: the ONE mechanism for replaying a recorded op sequence (resident
+// sessions' use_graph, conv_attention_nchw's graph mode). A caller records a fixed sequence of
+// ops and replays it many times. The backend keeps instantiated graphs in a cache keyed by
+// what does not change between replays: the topology (which ops in which order, with which
+// attributes), the shapes and the dtypes, never the buffer addresses. The addresses are the
+// graph's binding: a replay whose binding differs from the recorded one records the work again
+// and updates the instantiated graph in place (CUDA: cudaGraphExecUpdate; a fresh instantiation
+// only when the update is refused), so new buffers cost a re-record, not a new graph.
+// (cuda::launch's replay of repeated single launches, src/backends/cuda/launch.h, is the CUDA
+// backend's own launch-level optimisation underneath, invisible through this seam.)
+
+// What identifies a recording apart from its buffers. `topology` names the op sequence and its
+// attributes; `dims` holds the shapes, dtypes and any further numbers, flattened by the caller.
+struct CaptureKey {
+  std::string topology;
+  std::vector<std::int64_t> dims;
+  bool operator==(const CaptureKey& o) const { return topology == o.topology && dims == o.dims; }
+};
+
+// The buffers a recording reads and writes (device addresses), compared pointer by pointer on
+// every replay: the fast path is this comparison, no lookup and no hashing.
+constexpr int kMaxGraphBinding = 16;
+struct GraphBinding {
+  const void* ptrs[kMaxGraphBinding] = {};
+  int n = 0;
+  // Returns false (and adds nothing) when the binding is full.
+  bool add(const void* p) {
+    if (n >= kMaxGraphBinding) return false;
+    ptrs[n++] = p;
+    return true;
+  }
+  bool operator==(const GraphBinding& o) const {
+    if (n != o.n) return false;
+    for (int i = 0; i < n; ++i)
+      if (ptrs[i] != o.ptrs[i]) return false;
+    return true;
+  }
+  bool operator!=(const GraphBinding& o) const { return !(*this == o); }
+};
+
+// The work a graph records: a non-owning reference to a callable (no allocation), valid for the
+// call it is passed to. It must only enqueue work on the backend (no synchronize(), no copy to
+// the host) and must use exactly the buffers of the binding it comes with.
+class WorkRef {
+ public:
+  template <typename F>
+  WorkRef(F& f) : ctx_(&f), fn_([](void* c) { (*static_cast<F*>(c))(); }) {}  // NOLINT
+  void operator()() const { fn_(ctx_); }
+
+ private:
+  void* ctx_;
+  void (*fn_)(void*);
+};
+
+struct CapturedGraphStats {
+  std::uint64_t replays = 0;         // replay() calls
+  std::uint64_t records = 0;         // recordings (the first, and one per binding change)
+  std::uint64_t updates = 0;         // recordings applied to the instantiated graph in place
+  std::uint64_t instantiations = 0;  // graphs instantiated (first use, or an update refused)
+};
+
+// A recording checked out of the backend's cache by one owner (a session, one entry of
+// conv -> attention's graph cache). Destroying it gives the instantiated graph back to the
+// cache, where the next owner with the same key picks it up and records its own work into it
+// (replays still in flight are safe: the cache waits for the queue before a graph records again
+// or is freed). Not thread-safe: its owner serialises the calls.
+class CapturedGraph {
+ public:
+  virtual ~CapturedGraph() = default;
+  // Runs the recorded work on the backend's queue (asynchronously, like an op). When nothing is
+  // recorded yet or `binding` differs from the recorded one, `work` is recorded first. The
+  // first recording of a key must follow one eager run of the same work (the caller's job:
+  // first-use set-up such as an algorithm search may synchronise, which a capture forbids).
+  virtual void replay(WorkRef work, const GraphBinding& binding) = 0;
+  // True when replays run a recorded graph; false for direct execution (work() per replay).
+  virtual bool is_graph() const = 0;
+  const CaptureKey& key() const { return key_; }
+  const CapturedGraphStats& stats() const { return stats_; }
+
+ protected:
+  explicit CapturedGraph(CaptureKey key) : key_(std::move(key)) {}
+  CaptureKey key_;
+  CapturedGraphStats stats_;
+};
+
+// Direct execution: what a backend without graphs gives out (the CPU): replay() runs the work.
+class DirectGraph final : public CapturedGraph {
+ public:
+  explicit DirectGraph(CaptureKey key) : CapturedGraph(std::move(key)) {}
+  void replay(WorkRef work, const GraphBinding&) override {
+    ++stats_.replays;
+    work();
+  }
+  bool is_graph() const override { return false; }
+};
+
+// The graph cache as a whole (for tests and diagnostics).
+struct GraphCacheStats {
+  std::size_t checked_out = 0;       // graphs owned right now
+  std::size_t idle = 0;              // instantiated graphs waiting for an owner
+  std::uint64_t reused = 0;          // check-outs served by an idle graph of the same key
+  std::uint64_t instantiations = 0;  // graphs instantiated, all owners together
+  std::uint64_t updates = 0;         // in-place updates, all owners together
+};
+
+// Tuning: a choice among a backend's own algorithms for one GEMM (autotune::prepare_gemm).
+struct GemmAlgorithm {
+  int index = 0;       // pass to matmul_with_algorithm / set_gemm_algorithm
+  std::string detail;  // "algo=.. tile=.. stages=.. splitk=.. workspace=.."
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -236,6 +356,52 @@ class Backend {
   // download and a stream synchronisation).
   virtual std::int64_t first_bad_index(const void* ids, DType ids_dtype, std::int64_t n,
                                        std::int64_t vocab) = 0;
+
+  // ---- The seam: what only a backend knows (structs above class Backend) ----
+  // -- graph capture --
+  // Whether capture_graph() gives out real graphs (false: DirectGraph, direct execution).
+  virtual bool graphs_supported() const { return false; }
+  // A graph for `key`, checked out of the cache (an idle one of the same key when there is one).
+  virtual std::unique_ptr<CapturedGraph> capture_graph(const CaptureKey& key) {
+    return std::make_unique<DirectGraph>(key);
+  }
+  virtual GraphCacheStats graph_cache_stats() { return {}; }
+  // Frees every idle graph of the cache (checked-out graphs are untouched).
+  virtual void graph_cache_clear() {}
+
+  // -- tuning and fingerprints --
+  // Whether this build compiled the backend in (false for the stubs of src/backends/no_*).
+  virtual bool compiled() const { return true; }
+  // What identifies the device and its libraries for auto-tune cache keys (autotune.h's
+  // device_fingerprint): any change invalidates the choices measured on the old combination.
+  virtual std::string fingerprint() = 0;
+  // The backend's candidate GEMM algorithms for this product (sizes, flags, precision and dtype
+  // read from `a`; pointers may be null), best guess first; empty when it has no choice to make.
+  virtual std::vector<GemmAlgorithm> gemm_algorithms(const MatmulArgs& /*a*/, int /*max*/) {
+    return {};
+  }
+  // Runs the product with candidate `index` (throws lc::ValueError when out of range).
+  virtual void matmul_with_algorithm(const MatmulArgs& /*a*/, int index) {
+    throw_value("matmul_with_algorithm", "this backend has no GEMM algorithm " +
+                                             std::to_string(index) + " to choose");
+  }
+  // Makes candidate `index` the one matmul() uses for this product's key from now on.
+  virtual void set_gemm_algorithm(const MatmulArgs& /*a*/, int index) {
+    throw_value("set_gemm_algorithm", "this backend has no GEMM algorithm " +
+                                          std::to_string(index) + " to choose");
+  }
+
+  // -- tuned execution --
+  // Choices a backend measures for itself (the CPU: the GEMM path, OpenBLAS's threads vs pooled
+  // tiles; the conv path, direct vs im2col), persisted in the auto-tune cache when `tune` (the
+  // policy's autotune) and LC_AUTOTUNE allow. tune_*() returns the choice for these arguments,
+  // measuring it the first time by running the op (it writes a.out; the caller runs the op
+  // afterwards anyway); *_tuned() runs the op with a choice. Choice 0 is the backend's built-in
+  // rule, what matmul() / conv2d() do; the defaults know no other.
+  virtual int tune_matmul(const MatmulArgs& /*a*/, bool /*tune*/) { return 0; }
+  virtual void matmul_tuned(const MatmulArgs& a, int /*choice*/) { matmul(a); }
+  virtual int tune_conv2d(const Conv2dArgs& /*a*/, bool /*tune*/) { return 0; }
+  virtual void conv2d_tuned(const Conv2dArgs& a, int /*choice*/) { conv2d(a); }
 };
 
 // The registry (src/core/backend_registry.cpp). Always returns an object; check available().

@@ -13,14 +13,24 @@ namespace lc {
 
 class UnavailableBackend final : public Backend {
  public:
-  UnavailableBackend(DeviceKind kind, const char* name, std::string reason)
-      : kind_(kind), name_(name), reason_(std::move(reason)) {}
+  // `fingerprint`: the auto-tune fingerprint (default "<name>:unavailable").
+  UnavailableBackend(DeviceKind kind, const char* name, std::string reason,
+                     std::string fingerprint = {})
+      : kind_(kind),
+        name_(name),
+        reason_(std::move(reason)),
+        fingerprint_(fingerprint.empty() ? std::string(name) + ":unavailable"
+                                         : std::move(fingerprint)) {}
 
   DeviceKind kind() const override { return kind_; }
   const char* name() const override { return name_; }
   bool available() const override { return false; }
   std::string unavailable_reason() const override { return reason_; }
   std::string device_description() const override { return std::string(name_) + " (unavailable)"; }
+
+  bool compiled() const override { return false; }
+  std::string fingerprint() override { return fingerprint_; }
+  // Graph capture: the default DirectGraph, whose replays fail like every op here.
 
   void* alloc(std::size_t) override { fail(); }
   void free(void*) noexcept override {}
@@ -43,6 +53,7 @@ class UnavailableBackend final : public Backend {
   DeviceKind kind_;
   const char* name_;
   std::string reason_;
+  std::string fingerprint_;
 };
 
 }  // namespace lc

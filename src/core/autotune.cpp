@@ -1,5 +1,7 @@
-// The auto-tune cache (autotune.h): device fingerprints and the atomic, versioned JSON file store.
-// The JSON reader/writer is src/core/json_lite.h; the tuners that use the cache are tuners.cpp.
+// The auto-tune cache (autotune.h): device fingerprints (each backend's Backend::fingerprint) and
+// the atomic, versioned JSON file store.
+// The JSON reader/writer is src/core/json_lite.h; the tuners that use the cache are tuners.cpp
+// (GEMM modes) and the backends' own (src/backends/cpu/tune.cpp).
 #include "lightning_core/autotune.h"
 
 #include <fcntl.h>
@@ -22,56 +24,19 @@
 #include <thread>
 
 #include "backends/backend.h"
-#include "backends/cpu/cpu_ops.h"
-#include "backends/cpu/thread_pool.h"
 #include "core/json_lite.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/log.h"
 #include "lightning_core/tensor.h"
 
-#ifdef LC_HAVE_CUDA
-#include "backends/cuda/matmul.h"
-#endif
-
 namespace lc {
 
 // ---- fingerprints ------------------------------------------------------------------------------
 
-std::string cpu_fingerprint() {
-  // C stdio rather than iostreams: this runs inside processes that also load other C++
-  // runtimes (torch), where as little shared C++ library state as possible is touched.
-  static const std::string fp = [] {
-    std::string model = "unknown-cpu";
-    if (std::FILE* f = std::fopen("/proc/cpuinfo", "r")) {
-      char buf[512];
-      while (std::fgets(buf, sizeof buf, f)) {
-        if (std::strncmp(buf, "model name", 10) != 0) continue;
-        const char* c = std::strchr(buf, ':');
-        if (c) {
-          ++c;
-          while (*c == ' ' || *c == '\t') ++c;
-          std::size_t n = std::strlen(c);
-          while (n > 0 && (c[n - 1] == '\n' || c[n - 1] == '\r' || c[n - 1] == ' ')) --n;
-          if (n > 0) model.assign(c, n);
-        }
-        break;
-      }
-      std::fclose(f);
-    }
-    return "cpu:" + model + ";threads=" + std::to_string(cpu::num_threads()) +
-           ";gemm=" + cpu::gemm_engine() + ";isa=" + std::to_string(cpu::gemm_isa_count());
-  }();
-  return fp;
-}
-
-std::string device_fingerprint(DeviceKind d) {
-  switch (d) {
-    case DeviceKind::cpu: return cpu_fingerprint();
-    case DeviceKind::cuda: return cuda_fingerprint();
-    case DeviceKind::metal: return "metal:unavailable";
-  }
-  return "?";
-}
+// Each backend knows its own device (Backend::fingerprint: src/backends/<name>/fingerprint.cpp).
+std::string cpu_fingerprint() { return get_backend(DeviceKind::cpu).fingerprint(); }
+std::string cuda_fingerprint() { return get_backend(DeviceKind::cuda).fingerprint(); }
+std::string device_fingerprint(DeviceKind d) { return get_backend(d).fingerprint(); }
 
 namespace autotune {
 

@@ -322,7 +322,6 @@ double measure_conv_crossover(Backend& cpu, Backend& gpu) {
   return -1;
 }
 
-const char* kFamilyNames[] = {"matmul", "attention", "conv2d", "norm", "elementwise"};
 
 std::string num(double v) {
   char buf[64];
@@ -337,27 +336,17 @@ autotune::Fields to_fields(const CostModel& m, bool gpu, const Point cpu_pts[][2
     return num(p[0].flops) + "flop:" + num(p[0].us) + "us," + num(p[1].flops) + "flop:" +
            num(p[1].us) + "us";
   };
+  // The measured fields (placement.h's tables): the CPU side's always, the GPU side's with one.
+  auto stored = [gpu](CostSide s) { return s == CostSide::cpu || (gpu && s == CostSide::gpu); };
   for (int i = 0; i < CostModel::kFamilies; ++i) {
-    const std::string fam = kFamilyNames[i];
-    f["cpu_gflops_" + fam] = num(m.cpu_gflops[i]);
-    f["cpu_overhead_us_" + fam] = num(m.cpu_family_overhead_us[i]);
+    const std::string fam = to_string(static_cast<OpFamily>(i));
+    for (const CostFamilyField& c : kCostFamilyFields)
+      if (stored(c.measured)) f[c.cache_prefix + fam] = num((m.*c.field)[i]);
     if (cpu_pts) f["cpu_points_" + fam] = pts(cpu_pts[i]);  // informational
-    if (gpu) {
-      f["gpu_gflops_" + fam] = num(m.gpu_gflops[i]);
-      f["gpu_overhead_us_" + fam] = num(m.gpu_family_overhead_us[i]);
-      if (gpu_pts) f["gpu_points_" + fam] = pts(gpu_pts[i]);
-    }
+    if (gpu && gpu_pts) f["gpu_points_" + fam] = pts(gpu_pts[i]);
   }
-  f["cpu_overhead_us"] = num(m.cpu_overhead_us);
-  if (gpu) {
-    f["gpu_launch_us"] = num(m.gpu_launch_us);
-    f["h2d_gbps"] = num(m.h2d_gbps);
-    f["d2h_gbps"] = num(m.d2h_gbps);
-    f["h2d_latency_us"] = num(m.h2d_latency_us);
-    f["d2h_latency_us"] = num(m.d2h_latency_us);
-    f["h2d_small_gbps"] = num(m.h2d_small_gbps);
-    f["d2h_small_gbps"] = num(m.d2h_small_gbps);
-  }
+  for (const CostScalarField& c : kCostScalarFields)
+    if (stored(c.measured)) f[c.name] = num(m.*c.field);
   f["choice"] = gpu ? "cpu+gpu" : "cpu";
   return f;
 }
@@ -375,21 +364,14 @@ bool from_fields(const autotune::Fields& f, CostModel& m) {
   };
   const bool gpu = f.count("gpu_launch_us") > 0;
   bool ok = true;
+  auto stored = [gpu](CostSide s) { return s == CostSide::cpu || (gpu && s == CostSide::gpu); };
   for (int i = 0; i < CostModel::kFamilies; ++i) {
-    const std::string fam = kFamilyNames[i];
-    ok = ok && get("cpu_gflops_" + fam, m.cpu_gflops[i], true) &&
-         get("cpu_overhead_us_" + fam, m.cpu_family_overhead_us[i], false);
-    if (gpu)
-      ok = ok && get("gpu_gflops_" + fam, m.gpu_gflops[i], true) &&
-           get("gpu_overhead_us_" + fam, m.gpu_family_overhead_us[i], false);
+    const std::string fam = to_string(static_cast<OpFamily>(i));
+    for (const CostFamilyField& c : kCostFamilyFields)
+      if (stored(c.measured)) ok = ok && get(c.cache_prefix + fam, (m.*c.field)[i], c.positive);
   }
-  ok = ok && get("cpu_overhead_us", m.cpu_overhead_us, false);
-  if (gpu)
-    ok = ok && get("gpu_launch_us", m.gpu_launch_us, false) && get("h2d_gbps", m.h2d_gbps, true) &&
-         get("d2h_gbps", m.d2h_gbps, true) && get("h2d_latency_us", m.h2d_latency_us, false) &&
-         get("d2h_latency_us", m.d2h_latency_us, false) &&
-         get("h2d_small_gbps", m.h2d_small_gbps, false) &&
-         get("d2h_small_gbps", m.d2h_small_gbps, false);
+  for (const CostScalarField& c : kCostScalarFields)
+    if (stored(c.measured)) ok = ok && get(c.name, m.*c.field, c.positive);
   m.gpu_calibrated = gpu;
   return ok;
 }

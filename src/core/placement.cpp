@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -96,8 +97,6 @@ LinearFit fit_two_points(double f1, double t1, double f2, double t2) {
 
 namespace {
 
-const char* kFamilyEnv[] = {"MATMUL", "ATTENTION", "CONV2D", "NORM", "ELEMENTWISE"};
-
 bool env_number(const char* name, double& out) {
   const char* v = std::getenv(name);
   if (!v || !*v) return false;
@@ -125,22 +124,13 @@ CostModel apply_env_knobs(CostModel m) {
     m.conv_cpu_crossover_macs = x;
     m.conv_crossover_explicit = true;
   }
-  m.gpu_launch_us = env_double("LC_GPU_LAUNCH_US", m.gpu_launch_us);
-  m.h2d_gbps = env_double("LC_H2D_GBPS", m.h2d_gbps);
-  m.h2d_small_gbps = env_double("LC_H2D_SMALL_GBPS", m.h2d_small_gbps);
-  m.d2h_small_gbps = env_double("LC_D2H_SMALL_GBPS", m.d2h_small_gbps);
-  m.d2h_gbps = env_double("LC_D2H_GBPS", m.d2h_gbps);
-  m.h2d_latency_us = env_double("LC_H2D_LATENCY_US", m.h2d_latency_us);
-  m.d2h_latency_us = env_double("LC_D2H_LATENCY_US", m.d2h_latency_us);
-  m.cpu_overhead_us = env_double("LC_CPU_OVERHEAD_US", m.cpu_overhead_us);
+  for (const CostScalarField& f : kCostScalarFields)
+    if (f.env) m.*f.field = env_double(f.env, m.*f.field);
   for (int i = 0; i < CostModel::kFamilies; ++i) {
-    const std::string fam = kFamilyEnv[i];
-    m.cpu_gflops[i] = env_double(("LC_CPU_GFLOPS_" + fam).c_str(), m.cpu_gflops[i]);
-    m.gpu_gflops[i] = env_double(("LC_GPU_GFLOPS_" + fam).c_str(), m.gpu_gflops[i]);
-    m.cpu_family_overhead_us[i] =
-        env_double(("LC_CPU_OVERHEAD_US_" + fam).c_str(), m.cpu_family_overhead_us[i]);
-    m.gpu_family_overhead_us[i] =
-        env_double(("LC_GPU_OVERHEAD_US_" + fam).c_str(), m.gpu_family_overhead_us[i]);
+    std::string fam = to_string(static_cast<OpFamily>(i));  // MATMUL, ATTENTION, ...
+    for (char& c : fam) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    for (const CostFamilyField& f : kCostFamilyFields)
+      (m.*f.field)[i] = env_double((f.env_prefix + fam).c_str(), (m.*f.field)[i]);
   }
   return m;
 }

@@ -85,6 +85,47 @@ struct CostModel {
   bool conv_uses_crossover() const { return conv_crossover_explicit || !calibrated || !gpu_calibrated; }
 };
 
+// ---- the CostModel's fields, written once -----------------------------------------------------
+// lc.cost_model() / set_cost_model (bind_policy.cpp), the calibration cache (calibrate.cpp) and
+// the LC_* knobs (apply_env_knobs) walk these tables instead of listing the fields. The family
+// names are to_string(OpFamily) (upper case in the knobs). Not here: conv_cpu_crossover_macs
+// (its knobs and set_cost_model make the crossover explicit) and the flags.
+enum class CostSide : std::uint8_t { none, cpu, gpu };  // which calibration measures (and caches) it
+struct CostScalarField {
+  const char* name;  // lc.cost_model() key and calibration-cache key
+  double CostModel::*field;
+  const char* env;   // the LC_* knob that overrides it (nullptr: none)
+  bool positive;     // > 0 (rates, bandwidths); else >= 0 (times, sizes; small-copy 0 = unset)
+  CostSide measured;
+};
+struct CostFamilyField {
+  const char* name;          // lc.cost_model() key ({family: value})
+  double (CostModel::*field)[CostModel::kFamilies];
+  const char* env_prefix;    // + the upper-case family: LC_CPU_GFLOPS_MATMUL
+  const char* cache_prefix;  // + the family: cpu_gflops_matmul
+  bool positive;
+  CostSide measured;
+};
+inline constexpr CostScalarField kCostScalarFields[] = {
+    {"cpu_overhead_us", &CostModel::cpu_overhead_us, "LC_CPU_OVERHEAD_US", false, CostSide::cpu},
+    {"gpu_launch_us", &CostModel::gpu_launch_us, "LC_GPU_LAUNCH_US", false, CostSide::gpu},
+    {"h2d_gbps", &CostModel::h2d_gbps, "LC_H2D_GBPS", true, CostSide::gpu},
+    {"d2h_gbps", &CostModel::d2h_gbps, "LC_D2H_GBPS", true, CostSide::gpu},
+    {"h2d_latency_us", &CostModel::h2d_latency_us, "LC_H2D_LATENCY_US", false, CostSide::gpu},
+    {"d2h_latency_us", &CostModel::d2h_latency_us, "LC_D2H_LATENCY_US", false, CostSide::gpu},
+    {"h2d_small_gbps", &CostModel::h2d_small_gbps, "LC_H2D_SMALL_GBPS", false, CostSide::gpu},
+    {"d2h_small_gbps", &CostModel::d2h_small_gbps, "LC_D2H_SMALL_GBPS", false, CostSide::gpu},
+    {"small_copy_bytes", &CostModel::small_copy_bytes, nullptr, false, CostSide::none},
+};
+inline constexpr CostFamilyField kCostFamilyFields[] = {
+    {"cpu_gflops", &CostModel::cpu_gflops, "LC_CPU_GFLOPS_", "cpu_gflops_", true, CostSide::cpu},
+    {"gpu_gflops", &CostModel::gpu_gflops, "LC_GPU_GFLOPS_", "gpu_gflops_", true, CostSide::gpu},
+    {"cpu_family_overhead_us", &CostModel::cpu_family_overhead_us, "LC_CPU_OVERHEAD_US_",
+     "cpu_overhead_us_", false, CostSide::cpu},
+    {"gpu_family_overhead_us", &CostModel::gpu_family_overhead_us, "LC_GPU_OVERHEAD_US_",
+     "gpu_overhead_us_", false, CostSide::gpu},
+};
+
 // t(flops) = a_us + flops / (gflops * 1e3) through two measured points (f1, t1) and (f2, t2)
 // (flops, µs; f2 > f1), clamped: a_us >= 0, gflops > 0, and the compute part at f2 is at least
 // a quarter of t2 (a noisy, overhead-bound probe cannot produce an absurd rate).

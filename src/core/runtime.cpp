@@ -9,13 +9,7 @@ namespace lc {
 bool cuda_available() { return get_backend(DeviceKind::cuda).available(); }
 bool metal_available() { return get_backend(DeviceKind::metal).available(); }
 
-bool cuda_compiled() {
-#ifdef LC_HAVE_CUDA
-  return true;
-#else
-  return false;
-#endif
-}
+bool cuda_compiled() { return get_backend(DeviceKind::cuda).compiled(); }
 
 std::string backend_name() { return cuda_available() ? "cuda" : "cpu"; }
 

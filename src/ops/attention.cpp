@@ -5,8 +5,8 @@
 #include <cmath>
 
 #include "core/op_runner.h"
-#include "ops/work.h"
 #include "ops/checks.h"
+#include "ops/registry.h"
 
 namespace lc {
 
@@ -57,13 +57,11 @@ void run_attention(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& 
   r.finish();
 }
 
-WorkEstimate attention_work(const Tensor& q, const Tensor& k, const Tensor& v) {
-  return ::lc::attention_work(q.size(0), k.size(0), q.size(1), v.size(1),
-                              static_cast<double>(dtype_size(q.dtype())));
-}
-
-bool cuda_supports(const Tensor& q, const Tensor& v) {
-  return cuda_supports_attention(q.size(1), v.size(1));
+// The op's facts (work estimate, what CUDA supports) come from its OpDef (registry.h).
+void place(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v) {
+  const OpDef& def = opdefs::attention2d;
+  const OpArgs args{&q, &k, &v};
+  r.place(def.work(args), {&q, &k, &v}, def.supports(DeviceKind::cuda, args));
 }
 
 }  // namespace
@@ -80,7 +78,7 @@ void attention2d_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor&
   check_scale(op, scale);
   check_out(op, out, {q.size(0), v.size(1)}, q.dtype());
   OpRunner r(op, p);
-  r.place(attention_work(q, k, v), {&q, &k, &v}, cuda_supports(q, v));
+  place(r, q, k, v);
   run_attention(r, q, k, v, causal, scale, out);
 }
 
@@ -90,7 +88,7 @@ Tensor attention2d(const Tensor& q, const Tensor& k, const Tensor& v, bool causa
   check_attention(op, q, k, v);
   check_scale(op, scale);
   OpRunner r(op, p);
-  r.place(attention_work(q, k, v), {&q, &k, &v}, cuda_supports(q, v));
+  place(r, q, k, v);
   Tensor out = r.result({q.size(0), v.size(1)}, q.dtype());
   run_attention(r, q, k, v, causal, scale, out);
   return out;

@@ -50,13 +50,12 @@ ConvGeom check_conv(const char* op, const Tensor& x, const Tensor& w, const Tens
   return g;
 }
 
-WorkEstimate conv_work(const Tensor& x, const Tensor& w, const ConvGeom& g) {
-  return ::lc::conv_work(x.size(0), x.size(1), w.size(0), w.size(2), w.size(3), g.oh, g.ow);
-}
-
-bool cuda_supports(const Tensor& x, const Tensor& w, const ConvGeom& g, int ph, int pw) {
-  return cuda_supports_conv(x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2),
-                            w.size(3), g.oh, g.ow, ph, pw);
+// The op's facts (work estimate, the CUDA paths' 32-bit limits) come from its OpDef.
+void place(OpRunner& r, const Tensor& x, const Tensor& w, const Tensor* bias, int sh, int sw,
+           int ph, int pw) {
+  const OpDef& def = opdefs::conv2d_nchw;
+  const OpArgs args = conv_args(x, w, bias, sh, sw, ph, pw);
+  r.place(def.work(args), {&x, &w, bias}, def.supports(DeviceKind::cuda, args));
 }
 
 void run_conv(OpRunner& r, const Tensor& x, const Tensor& w, const Tensor* bias, int sh, int sw,
@@ -71,6 +70,16 @@ void run_conv(OpRunner& r, const Tensor& x, const Tensor& w, const Tensor* bias,
 }
 
 }  // namespace
+
+OpArgs conv_args(const Tensor& x, const Tensor& w, const Tensor* bias, int sh, int sw, int ph,
+                 int pw) {
+  OpArgs a{&x, &w, bias};
+  a.stride_h = sh;
+  a.stride_w = sw;
+  a.pad_h = ph;
+  a.pad_w = pw;
+  return a;
+}
 
 Conv2dArgs conv2d_geometry(const Tensor& x, const Tensor& w, int sh, int sw, int ph, int pw,
                            std::int64_t oh, std::int64_t ow, Activation act) {
@@ -104,7 +113,7 @@ void conv2d_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bias, int 
   const ConvGeom g = check_conv(op, x, w, bias, sh, sw, ph, pw);
   check_out(op, out, {x.size(0), w.size(0), g.oh, g.ow});
   OpRunner r(op, p);
-  r.place(conv_work(x, w, g), {&x, &w, bias}, cuda_supports(x, w, g, ph, pw));
+  place(r, x, w, bias, sh, sw, ph, pw);
   run_conv(r, x, w, bias, sh, sw, ph, pw, act, g, out);
 }
 
@@ -113,7 +122,7 @@ Tensor conv2d_nchw(const Tensor& x, const Tensor& w, const Tensor* bias, int sh,
   static constexpr const char* op = "conv2d_nchw";
   const ConvGeom g = check_conv(op, x, w, bias, sh, sw, ph, pw);
   OpRunner r(op, p);
-  r.place(conv_work(x, w, g), {&x, &w, bias}, cuda_supports(x, w, g, ph, pw));
+  place(r, x, w, bias, sh, sw, ph, pw);
   Tensor out = r.result({x.size(0), w.size(0), g.oh, g.ow});
   run_conv(r, x, w, bias, sh, sw, ph, pw, act, g, out);
   return out;

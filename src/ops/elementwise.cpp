@@ -14,6 +14,7 @@
 #include "core/op_runner.h"
 #include "ops/checks.h"
 #include "ops/work.h"
+#include "ops/registry.h"
 
 namespace lc {
 
@@ -21,22 +22,30 @@ namespace {
 
 struct EwSpec {
   const char* name;
+  const OpDef* def;  // the op's registry entry (dtypes per backend, work estimate)
   EwKind kind;
   bool binary;
   int ndim;        // required ndim, 0 = any
   bool broadcast;  // numpy broadcasting (else binary operands need equal shapes)
 };
 
-constexpr EwSpec kSpecs[] = {
-    {"vector_add", EwKind::add, true, 0, false},   {"vector_sub", EwKind::sub, true, 0, false},
-    {"vector_mul", EwKind::mul, true, 0, false},   {"matrix_sub", EwKind::sub, true, 2, false},
-    {"vector_scale", EwKind::scale, false, 0, false}, {"relu", EwKind::relu, false, 0, false},
-    {"gelu", EwKind::gelu, false, 0, false},       {"add", EwKind::add, true, 0, true},
-    {"sub", EwKind::sub, true, 0, true},           {"mul", EwKind::mul, true, 0, true},
-    {"div", EwKind::div, true, 0, true},
+// The kernel-side facts (which EwKind, how operands are checked); everything else about the op
+// is its OpDef.
+const EwSpec kSpecs[] = {
+    {"vector_add", &opdefs::vector_add, EwKind::add, true, 0, false},
+    {"vector_sub", &opdefs::vector_sub, EwKind::sub, true, 0, false},
+    {"vector_mul", &opdefs::vector_mul, EwKind::mul, true, 0, false},
+    {"matrix_sub", &opdefs::matrix_sub, EwKind::sub, true, 2, false},
+    {"vector_scale", &opdefs::vector_scale, EwKind::scale, false, 0, false},
+    {"relu", &opdefs::relu, EwKind::relu, false, 0, false},
+    {"gelu", &opdefs::gelu, EwKind::gelu, false, 0, false},
+    {"add", &opdefs::add, EwKind::add, true, 0, true},
+    {"sub", &opdefs::sub, EwKind::sub, true, 0, true},
+    {"mul", &opdefs::mul, EwKind::mul, true, 0, true},
+    {"div", &opdefs::div, EwKind::div, true, 0, true},
 };
 // gelu(x, approximate="none"): reported as "gelu" like the tanh form.
-constexpr EwSpec kGeluErf = {"gelu", EwKind::gelu_erf, false, 0, false};
+const EwSpec kGeluErf = {"gelu", &opdefs::gelu, EwKind::gelu_erf, false, 0, false};
 
 const EwSpec& find_spec(const char* op) {
   for (const EwSpec& s : kSpecs)
@@ -106,8 +115,11 @@ WorkEstimate ew_work(const Tensor& a, std::int64_t n) {
   return elementwise_work(static_cast<double>(n), dtype_size(a.dtype()));
 }
 
-// float64 has no CUDA kernels: such ops are placed on the CPU.
-bool gpu_can_run(const Tensor& a) { return a.dtype() != DType::f64; }
+// The op's CUDA dtypes (registry.h: float64 has no CUDA kernels, such ops run on the CPU).
+// The elementwise OpDefs have no size limits, so the dtype decides (no OpArgs on this path).
+bool gpu_can_run(const EwSpec& s, const Tensor& a) {
+  return s.def->cuda_dtypes.has(a.dtype());
+}
 
 // Operand strides over the result's dims (right-aligned, 0 where the operand has size 1).
 void operand_strides(const Tensor& t, bool staged, int nd, std::int64_t* st) {
@@ -186,7 +198,7 @@ void ew_into(const EwSpec& s, const Tensor& a, const Tensor* b, float alpha, Ten
   for (int i = 0; ok && i < nd; ++i) ok = out.size(i) == dims[i];
   if (!ok) check_out(s.name, out, std::vector<std::int64_t>(dims, dims + nd), a.dtype());
   OpRunner r(s.name, p);
-  r.place(ew_work(a, count(dims, nd)), {&a, s.binary ? b : nullptr}, gpu_can_run(a));
+  r.place(ew_work(a, count(dims, nd)), {&a, s.binary ? b : nullptr}, gpu_can_run(s, a));
   run_ew(r, s, a, b, alpha, out, dims, nd);
 }
 
@@ -197,7 +209,7 @@ Tensor ew_ret(const EwSpec& s, const Tensor& a, const Tensor* b, float alpha,
   int nd = 0;
   out_dims(s, a, b, dims, nd);
   OpRunner r(s.name, p);
-  r.place(ew_work(a, count(dims, nd)), {&a, s.binary ? b : nullptr}, gpu_can_run(a));
+  r.place(ew_work(a, count(dims, nd)), {&a, s.binary ? b : nullptr}, gpu_can_run(s, a));
   Tensor out = r.result(std::vector<std::int64_t>(dims, dims + nd), a.dtype());
   run_ew(r, s, a, b, alpha, out, dims, nd);
   return out;
@@ -229,7 +241,7 @@ void elementwise_into(const char* op, const Tensor& a, const Tensor* b, float al
     check_ew(s, a, b);
     check_out_like(s.name, out, a);
     OpRunner r(s.name, p);
-    r.place(ew_work(a, a.numel()), {&a, s.binary ? b : nullptr}, gpu_can_run(a));
+    r.place(ew_work(a, a.numel()), {&a, s.binary ? b : nullptr}, gpu_can_run(s, a));
     run_ew(r, s, a, b, alpha, out, a.shape_data(), a.ndim());
     return;
   }

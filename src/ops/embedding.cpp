@@ -10,7 +10,7 @@
 // row, which the check keeps callers from ever seeing.
 #include "core/op_runner.h"
 #include "ops/checks.h"
-#include "ops/work.h"
+#include "ops/registry.h"
 
 namespace lc {
 
@@ -35,9 +35,11 @@ std::vector<std::int64_t> out_shape(const Tensor& ids, const Tensor& weight) {
   return s;
 }
 
-WorkEstimate work(const Tensor& ids, const Tensor& weight) {
-  return embedding_work(static_cast<double>(ids.numel()), static_cast<double>(weight.size(1)),
-                        dtype_size(weight.dtype()));
+// The op's facts come from its OpDef (registry.h); the storage dtype is the weight's.
+void place(OpRunner& r, const Tensor& ids, const Tensor& weight) {
+  const OpDef& def = opdefs::embedding;
+  const OpArgs args({&ids, &weight}, weight.dtype());
+  r.place(def.work(args), {&weight, &ids}, def.supports(DeviceKind::cuda, args));
 }
 
 // Raises the op's ValueError for the first id of `ids` (contiguous at `p` in be's memory) that
@@ -94,7 +96,7 @@ std::vector<std::int64_t> embedding_out_shape(const Tensor& ids, const Tensor& w
 Tensor embedding(const Tensor& ids, const Tensor& weight, const ExecutionPolicy& p) {
   check_embedding(ids, weight);
   OpRunner r(kOp, p);
-  r.place(work(ids, weight), {&weight, &ids});
+  place(r, ids, weight);
   Tensor out = r.result(out_shape(ids, weight), weight.dtype());
   run(r, ids, weight, out);
   return out;
@@ -104,7 +106,7 @@ void embedding_into(const Tensor& ids, const Tensor& weight, Tensor& out, const 
   check_embedding(ids, weight);
   check_out(kOp, out, out_shape(ids, weight), weight.dtype());
   OpRunner r(kOp, p);
-  r.place(work(ids, weight), {&weight, &ids});
+  place(r, ids, weight);
   run(r, ids, weight, out);
 }
 

@@ -9,9 +9,8 @@
 #include <array>
 
 #include "core/op_runner.h"
-#include "core/tuners.h"
 #include "ops/checks.h"
-#include "ops/work.h"
+#include "ops/registry.h"
 
 namespace lc {
 
@@ -103,14 +102,13 @@ void run_matmul(OpRunner& r, const Tensor& a, const Tensor& b, const Tensor* bia
   args.out = r.out_raw(out);
   // On the CPU, mid-size float32 GEMMs choose between OpenBLAS's threading and pooled sgemm
   // tiles per shape (measured once, cached; tiny shapes skip this after one compare).
-  cpu::GemmPath path = cpu::GemmPath::automatic;
+  // (Backend::tune_matmul: the CPU backend's tuner; 0 = the built-in rule, what matmul() does.)
+  int choice = 0;
   if (r.device() == DeviceKind::cpu && args.dtype == DType::f32)
-    path = autotune::cpu_gemm_choice(args, r.policy().autotune);
+    choice = get_backend(DeviceKind::cpu).tune_matmul(args, r.policy().autotune);
   r.launch([&](Backend& be) {
-    if (be.kind() == DeviceKind::cpu && path != cpu::GemmPath::automatic)
-      autotune::run_cpu_matmul(args, path);
-    else
-      be.matmul(args);
+    if (choice != 0) be.matmul_tuned(args, choice);
+    else be.matmul(args);
   });
   r.finish();
 }
@@ -274,8 +272,11 @@ void run_batched(OpRunner& r, const MatmulShape& s, const Tensor& a, const Tenso
   r.finish();
 }
 
-WorkEstimate matmul_shape_work(const MatmulShape& s, DType dt) {
-  return matmul_work(s.m, s.k, s.n, s.batch_count(), dt);
+// The op's facts come from its OpDef (registry.h): the work estimate and the CUDA dtypes
+// (float64 runs on the CPU).
+void place(OpRunner& r, const OpDef& def, std::initializer_list<const Tensor*> inputs) {
+  const OpArgs args(inputs);
+  r.place(def.work(args), inputs, def.supports(DeviceKind::cuda, args));
 }
 
 }  // namespace
@@ -302,8 +303,7 @@ void matmul2d_into(const Tensor& a, const Tensor& b, Tensor& out, const Executio
   check_matmul(op, a, b);
   check_out(op, out, {a.size(0), b.size(1)}, a.dtype());
   OpRunner r(op, p);
-  r.place(matmul_work(a.size(0), a.size(1), b.size(1), 1, a.dtype()), {&a, &b},
-          a.dtype() != DType::f64);
+  place(r, opdefs::matmul2d, {&a, &b});
   run_matmul(r, a, b, nullptr, false, Activation::none, out);
 }
 
@@ -311,8 +311,7 @@ Tensor matmul2d(const Tensor& a, const Tensor& b, const ExecutionPolicy& p) {
   static constexpr const char* op = "matmul2d";
   check_matmul(op, a, b);
   OpRunner r(op, p);
-  r.place(matmul_work(a.size(0), a.size(1), b.size(1), 1, a.dtype()), {&a, &b},
-          a.dtype() != DType::f64);
+  place(r, opdefs::matmul2d, {&a, &b});
   Tensor out = r.result({a.size(0), b.size(1)}, a.dtype());
   run_matmul(r, a, b, nullptr, false, Activation::none, out);
   return out;
@@ -324,8 +323,7 @@ void linear_into(const Tensor& x, const Tensor& w, const Tensor* bias, Activatio
   check_linear(op, x, w, bias, residual);
   check_out(op, out, linear_out_shape(x, w, bias, residual), x.dtype());
   OpRunner r(op, p);
-  r.place(matmul_work(leading_rows(x), x.size(x.ndim() - 1), w.size(0), 1, x.dtype()),
-          {&x, &w, bias, residual}, x.dtype() != DType::f64);
+  place(r, opdefs::linear, {&x, &w, bias, residual});
   run_matmul(r, x, w, bias, true, act, out, residual);
 }
 
@@ -334,8 +332,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, Activation a
   static constexpr const char* op = "linear";
   check_linear(op, x, w, bias, residual);
   OpRunner r(op, p);
-  r.place(matmul_work(leading_rows(x), x.size(x.ndim() - 1), w.size(0), 1, x.dtype()),
-          {&x, &w, bias, residual}, x.dtype() != DType::f64);
+  place(r, opdefs::linear, {&x, &w, bias, residual});
   Tensor out = r.result(linear_out_shape(x, w, bias, residual), x.dtype());
   run_matmul(r, x, w, bias, true, act, out, residual);
   return out;
@@ -346,7 +343,7 @@ void matmul_into(const Tensor& a, const Tensor& b, Tensor& out, const ExecutionP
   const MatmulShape s = matmul_shape(op, a, b);
   check_out(op, out, s.out_shape(), a.dtype());
   OpRunner r(op, p);
-  r.place(matmul_shape_work(s, a.dtype()), {&a, &b}, a.dtype() != DType::f64);
+  place(r, opdefs::matmul, {&a, &b});
   run_batched(r, s, a, b, out);
 }
 
@@ -354,7 +351,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, const ExecutionPolicy& p) {
   static constexpr const char* op = "matmul";
   const MatmulShape s = matmul_shape(op, a, b);
   OpRunner r(op, p);
-  r.place(matmul_shape_work(s, a.dtype()), {&a, &b}, a.dtype() != DType::f64);
+  place(r, opdefs::matmul, {&a, &b});
   Tensor out = r.result(s.out_shape(), a.dtype());
   run_batched(r, s, a, b, out);
   return out;

@@ -8,7 +8,7 @@
 // x's shape, as numpy and torch do, and launches nothing.
 #include "core/op_runner.h"
 #include "ops/checks.h"
-#include "ops/work.h"
+#include "ops/registry.h"
 
 namespace lc {
 
@@ -23,13 +23,13 @@ void check_rows(const char* op, const Tensor& x) {
 
 std::int64_t last_dim(const Tensor& x) { return x.size(x.ndim() - 1); }
 
-WorkEstimate norm_work(const Tensor& x) {
-  return ::lc::norm_work(static_cast<double>(x.numel()),
-                         static_cast<double>(dtype_size(x.dtype())));
+// The op's facts come from its OpDef (registry.h): the work estimate, and the CUDA kernels'
+// dtypes (float32 / float16 / bfloat16; float64 runs on the CPU).
+void place(OpRunner& r, const OpDef& def, const Tensor& x, const Tensor* gamma = nullptr,
+           const Tensor* beta = nullptr) {
+  const OpArgs args{&x};
+  r.place(def.work(args), {&x, gamma, beta}, def.supports(DeviceKind::cuda, args));
 }
-
-// The CUDA kernels compute float32 / float16 / bfloat16; float64 runs on the CPU.
-bool cuda_supports(const Tensor& x) { return x.dtype() != DType::f64; }
 
 void check_affine(const char* op, const char* name, const Tensor* t, const Tensor& x) {
   if (!t) return;
@@ -106,7 +106,7 @@ void layernorm_into(const Tensor& x, const Tensor* gamma, const Tensor* beta, fl
   check_layernorm(op, x, gamma, beta, eps);
   check_out_like(op, out, x);
   OpRunner r(op, p);
-  r.place(norm_work(x), {&x, gamma, beta}, cuda_supports(x));
+  place(r, opdefs::layernorm, x, gamma, beta);
   run_layernorm(r, x, gamma, beta, eps, out);
 }
 
@@ -115,7 +115,7 @@ Tensor layernorm(const Tensor& x, const Tensor* gamma, const Tensor* beta, float
   static constexpr const char* op = "layernorm";
   check_layernorm(op, x, gamma, beta, eps);
   OpRunner r(op, p);
-  r.place(norm_work(x), {&x, gamma, beta}, cuda_supports(x));
+  place(r, opdefs::layernorm, x, gamma, beta);
   Tensor out = r.result(x.shape(), x.dtype());
   run_layernorm(r, x, gamma, beta, eps, out);
   return out;
@@ -126,7 +126,7 @@ void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p) {
   check_rows(op, x);
   check_out_like(op, out, x);
   OpRunner r(op, p);
-  r.place(norm_work(x), {&x}, cuda_supports(x));
+  place(r, opdefs::softmax, x);
   run_softmax(r, x, out);
 }
 
@@ -134,7 +134,7 @@ Tensor softmax(const Tensor& x, const ExecutionPolicy& p) {
   static constexpr const char* op = "softmax";
   check_rows(op, x);
   OpRunner r(op, p);
-  r.place(norm_work(x), {&x}, cuda_supports(x));
+  place(r, opdefs::softmax, x);
   Tensor out = r.result(x.shape(), x.dtype());
   run_softmax(r, x, out);
   return out;

@@ -3,20 +3,17 @@
 // (src/pipelines/).
 #include "lightning_core/fused.h"
 
+#include <cstring>
 #include <deque>
 #include <memory>
 
+#include "backends/backend.h"
 #include "core/op_runner.h"
-#include "core/tuners.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/sizes.h"
-#include "ops/work.h"
+#include "ops/registry.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
-
-#ifdef LC_HAVE_CUDA
-#include "backends/cuda/cuda_backend.h"
-#endif
 
 namespace lc {
 
@@ -40,11 +37,13 @@ std::vector<std::int64_t> check_all(const Tensor& x, const Tensor& w, const Tens
 
 DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
                      const ConvAttentionParams& prm, const ExecutionPolicy& p) {
-  std::vector<std::vector<std::int64_t>> shapes{x.shape(), w.shape()};
-  // The conv, then the attention stage at its real size: [seq_len, head_dim] self-attention.
-  WorkEstimate est = conv_attention_work(
-      estimate_work("conv2d_nchw", shapes, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w),
-      prm.seq_len, prm.head_dim);
+  // The op's OpDef: the conv, then the attention stage at its real size ([seq_len, head_dim]
+  // self-attention); what CUDA supports (the attention head-dimension limit).
+  const OpDef& def = opdefs::conv_attention_nchw;
+  OpArgs args = conv_args(x, w, bias, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
+  args.seq_len = prm.seq_len;
+  args.head_dim = prm.head_dim;
+  WorkEstimate est = def.work(args);
   est.host_bytes_in = 0;
   est.inputs_on_gpu = false;
   for (const Tensor* t : {&x, &w, bias}) {
@@ -52,8 +51,7 @@ DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
     if (t->device() == DeviceKind::cpu) est.host_bytes_in += static_cast<double>(t->nbytes());
     else est.inputs_on_gpu = true;
   }
-  return choose_device(kOp, est, p, cuda_supports_attention(prm.head_dim, prm.head_dim),
-                       explain_enabled()).device;
+  return choose_device(kOp, est, p, def.supports(DeviceKind::cuda, args), explain_enabled()).device;
 }
 
 // The policy of the intermediate steps: explicit device, results left where they are.
@@ -77,19 +75,20 @@ void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
                    const ConvAttentionParams& prm, const std::vector<std::int64_t>& cs,
                    const ExecutionPolicy& pc, Tensor& conv) {
   OpRunner r("conv_attention_nchw.conv", pc);
-  r.place(conv_work(cs[0], w.size(1), cs[1], w.size(2), w.size(3), cs[2], cs[3]), {&x, &w, bias},
-          cuda_supports_conv(x.size(0), x.size(1), x.size(2), x.size(3), cs[1], w.size(2),
-                             w.size(3), cs[2], cs[3], prm.pad_h, prm.pad_w));
+  // The conv step is conv2d_nchw: its OpDef's estimate and CUDA limits.
+  const OpArgs args = conv_args(x, w, bias, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
+  r.place(opdefs::conv2d_nchw.work(args), {&x, &w, bias},
+          opdefs::conv2d_nchw.supports(DeviceKind::cuda, args));
   Conv2dArgs a = conv2d_geometry(x, w, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w, cs[2],
                                  cs[3], prm.act);
   a.x = r.in(x);
   a.w = r.in(w);
   a.bias = r.in_opt(bias);
   a.out = r.out(conv);
-  std::string choice = "auto";
-  if (r.device() == DeviceKind::cpu) choice = autotune::cpu_conv2d_choice(a, pc.autotune);
+  // The backend's tuned conv path (the CPU's direct vs im2col; 0 = its built-in rule).
+  const int choice = get_backend(r.device()).tune_conv2d(a, pc.autotune);
   r.launch([&](Backend& be) {
-    if (be.kind() == DeviceKind::cpu) autotune::run_cpu_conv2d(a, choice);
+    if (choice != 0) be.conv2d_tuned(a, choice);
     else be.conv2d(a);
   });
   r.finish();
@@ -114,48 +113,63 @@ Tensor arrange_qkv(const Tensor& conv, const ConvAttentionParams& prm, Tensor* s
   return q;
 }
 
-#ifdef LC_HAVE_CUDA
-// Graph mode: per (shapes, params) a set of fixed device buffers and one captured CUDA graph of
-// the whole chain (conv, arrangement copies, attention). Each call copies the inputs into the
-// buffers (queued on the stream), replays the graph and copies the result out. Per thread, at
-// most kMaxGraphs shapes (oldest evicted).
+// Graph mode: per (shapes, params) a set of fixed device buffers and one recording of the whole
+// chain (conv, arrangement copies, attention) through the backend's capture seam
+// (Backend::capture_graph: a CUDA graph on CUDA). Each call copies the inputs into the buffers
+// (queued on the stream), replays the recording and copies the result out. Per thread, at most
+// kMaxGraphs shapes (the oldest goes back to the backend's graph cache).
 struct GraphEntry {
-  std::string key;
+  CaptureKey key;
   Tensor x, w, b, conv, qkv, out;
   bool has_b = false;
-  cuda::GraphHandle graph = nullptr;
-  ~GraphEntry() {
-    if (graph) cuda::graph_destroy(graph);
-  }
+  std::unique_ptr<CapturedGraph> graph;
 };
 constexpr std::size_t kMaxGraphs = 8;
 
+CaptureKey graph_key(const Tensor& x, const Tensor& w, const Tensor* bias,
+                     const ConvAttentionParams& prm, const ExecutionPolicy& p) {
+  CaptureKey k;
+  k.topology = kOp;
+  std::vector<std::int64_t>& d = k.dims;
+  d.reserve(32);
+  d.push_back(static_cast<std::int64_t>(DType::f32));
+  for (const Tensor* t : {&x, &w, bias}) {
+    if (!t) {
+      d.push_back(-1);
+      continue;
+    }
+    d.push_back(t->ndim());
+    for (int i = 0; i < t->ndim(); ++i) d.push_back(t->size(i));
+  }
+  std::uint32_t scale_bits = 0;
+  static_assert(sizeof scale_bits == sizeof prm.scale, "scale is a 32-bit float");
+  std::memcpy(&scale_bits, &prm.scale, sizeof scale_bits);
+  d.insert(d.end(), {prm.seq_len, prm.head_dim, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w,
+                     static_cast<std::int64_t>(prm.act), prm.causal ? 1 : 0,
+                     static_cast<std::int64_t>(scale_bits),
+                     static_cast<std::int64_t>(p.precision), p.autotune ? 1 : 0});
+  return k;
+}
+
 void run_graph(const Tensor& x, const Tensor& w, const Tensor* bias,
                const ConvAttentionParams& prm, const std::vector<std::int64_t>& cs, Tensor& out,
-               const ExecutionPolicy& p) {
+               const ExecutionPolicy& p, DeviceKind dev) {
   thread_local std::deque<std::unique_ptr<GraphEntry>> cache;
-  using std::to_string;
-  const std::string key = x.shape_str() + w.shape_str() + (bias ? "b" : "-") +
-                          to_string(prm.seq_len) + "," + to_string(prm.head_dim) + "," +
-                          to_string(prm.stride_h) + "," + to_string(prm.stride_w) + "," +
-                          to_string(prm.pad_h) + "," + to_string(prm.pad_w) + "," +
-                          to_string(static_cast<int>(prm.act)) + "," + to_string(prm.causal) +
-                          "," + to_string(prm.scale) + "," +
-                          to_string(static_cast<int>(p.precision)) + to_string(p.autotune);
+  CaptureKey key = graph_key(x, w, bias, prm, p);
   GraphEntry* e = nullptr;
   for (auto& c : cache)
     if (c->key == key) e = c.get();
   if (!e) {
     if (cache.size() >= kMaxGraphs) cache.pop_front();
     auto ne = std::make_unique<GraphEntry>();
-    ne->key = key;
-    ne->x = Tensor::empty(x.shape(), DType::f32, DeviceKind::cuda);
-    ne->w = Tensor::empty(w.shape(), DType::f32, DeviceKind::cuda);
+    ne->key = std::move(key);
+    ne->x = Tensor::empty(x.shape(), DType::f32, dev);
+    ne->w = Tensor::empty(w.shape(), DType::f32, dev);
     ne->has_b = bias != nullptr;
-    if (bias) ne->b = Tensor::empty(bias->shape(), DType::f32, DeviceKind::cuda);
-    ne->conv = Tensor::empty(cs, DType::f32, DeviceKind::cuda);
-    ne->qkv = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, DeviceKind::cuda);
-    ne->out = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, DeviceKind::cuda);
+    if (bias) ne->b = Tensor::empty(bias->shape(), DType::f32, dev);
+    ne->conv = Tensor::empty(cs, DType::f32, dev);
+    ne->qkv = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, dev);
+    ne->out = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, dev);
     cache.push_back(std::move(ne));
     e = cache.back().get();
   }
@@ -164,33 +178,24 @@ void run_graph(const Tensor& x, const Tensor& w, const Tensor* bias,
   if (bias) bias->copy_to(e->b);
   ConvAttentionParams eager = prm;
   eager.graph = false;
-  ExecutionPolicy pd = step_policy(p, DeviceKind::cuda);
+  ExecutionPolicy pd = step_policy(p, dev);
   pd.upload = UploadMode::never;
   auto chain = [&] {
     conv_attention_nchw_into(e->x, e->w, e->has_b ? &e->b : nullptr, eager, e->out, pd, &e->conv,
                              &e->qkv);
   };
-  Backend& be = get_backend(DeviceKind::cuda);
+  Backend& be = get_backend(dev);
   if (!e->graph) {
     chain();  // first use outside the capture: one-time set-up may synchronise
     be.synchronize();
-    cuda::capture_begin();
-    try {
-      chain();
-    } catch (...) {
-      try {
-        cuda::graph_destroy(cuda::capture_end());
-      } catch (...) {
-      }
-      throw;
-    }
-    e->graph = cuda::capture_end();
+    e->graph = be.capture_graph(e->key);
   }
-  cuda::graph_launch(e->graph);
+  GraphBinding binding;  // the entry's own buffers: fixed, so the recording is made once
+  for (const Tensor* t : {&e->x, &e->w, &e->b, &e->conv, &e->qkv, &e->out}) binding.add(t->data());
+  e->graph->replay(chain, binding);
   e->out.copy_to(out);
   if (out.device() != DeviceKind::cpu && p.sync == SyncMode::per_call) be.synchronize();
 }
-#endif
 
 }  // namespace
 
@@ -209,12 +214,10 @@ void conv_attention_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bi
   const auto cs = check_all(x, w, bias, prm);
   check_out(kOp, out, {prm.seq_len, prm.head_dim});
   const DeviceKind dev = place_all(x, w, bias, prm, p);
-#ifdef LC_HAVE_CUDA
-  if (prm.graph && dev == DeviceKind::cuda) {
-    run_graph(x, w, bias, prm, cs, out, p);
+  if (prm.graph && dev != DeviceKind::cpu && get_backend(dev).graphs_supported()) {
+    run_graph(x, w, bias, prm, cs, out, p, dev);
     return;
   }
-#endif
   const ExecutionPolicy pc = step_policy(p, dev);
   Tensor conv;
   if (conv_scratch && conv_scratch->defined() && conv_scratch->device() == dev &&

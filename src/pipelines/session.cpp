@@ -13,11 +13,8 @@
 #include "lightning_core/log.h"
 #include "lightning_core/ops.h"
 #include "ops/checks.h"
-#include "ops/work.h"
-
-#ifdef LC_HAVE_CUDA
-#include "backends/cuda/cuda_backend.h"
-#endif
+#include "ops/conv2d.h"
+#include "ops/registry.h"
 
 namespace lc {
 
@@ -73,7 +70,7 @@ ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
     launch_policy_.download = false;
     launch_policy_.sync = SyncMode::none;
   }
-  use_graph_ = use_graph && device_ == DeviceKind::cuda;
+  use_graph_ = use_graph && device_ != DeviceKind::cpu && get_backend(device_).graphs_supported();
 
   if (inputs.size() > 32) throw_value(op_, "a session takes at most 32 inputs");
   inputs_.resize(inputs.size());
@@ -140,7 +137,6 @@ void ResidentSession::upload(const std::vector<const Tensor*>& in, std::uint32_t
         throw_value(op_, "policy upload=\"never\" binds '" + names_[i] + "' without copying, "
                          "which needs an lc.Tensor (a borrowed numpy buffer may go away); pass "
                          "lc.Tensor(x) or allow uploads");
-      if (inputs_[i].data() != src.data()) release_graph();  // rebound: a captured graph is stale
       inputs_[i] = src;
     } else {
       if (!inputs_[i].defined()) inputs_[i] = make_scratch(src.shape());
@@ -203,37 +199,40 @@ void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Te
   check_inputs(what, in);
   check_out(what, out);
   if (n < 1) throw_value(method(op_, what).c_str(), "n must be >= 1, got " + std::to_string(n));
-  // Copies land in the same resident buffers; a rebind (upload="never") drops the captured
-  // graph inside upload().
+  // Copies land in the same resident buffers; a rebind (upload="never") changes the binding,
+  // which the captured graph notices by a pointer comparison and re-records in place.
   upload(in, inputs_to_upload(in, stale_mask));
-#ifdef LC_HAVE_CUDA
-  if (use_graph_) {
+  GraphBinding binding;  // the buffers the launch uses: what a replay compares
+  bool bound = use_graph_;
+  for (std::size_t i = 0; bound && i < inputs_.size(); ++i) bound = binding.add(inputs_[i].data());
+  if (bound) bound = binding.add(out_.data());
+  if (bound) {
     if (!graph_) {
       // Run once outside the capture (first-use set-up such as algorithm searches may sync).
       if (!have_result_) launch_counted();
       sync_locked();
-      cuda::capture_begin();
-      try {
-        launch();
-      } catch (...) {
-        try {
-          cuda::graph_destroy(cuda::capture_end());
-        } catch (...) {
-        }
-        throw;
+      CaptureKey key;
+      key.topology = op_;
+      for (const auto& s : shapes_) {
+        key.dims.push_back(static_cast<std::int64_t>(s.size()));
+        key.dims.insert(key.dims.end(), s.begin(), s.end());
       }
-      graph_ = cuda::capture_end();
+      key.dims.push_back(static_cast<std::int64_t>(launch_policy_.precision));
+      key.dims.push_back(launch_policy_.autotune ? 1 : 0);
+      graph_ = get_backend(device_).capture_graph(key);
     }
+    auto work = [this] { launch(); };
+    const std::uint64_t records = graph_->stats().records;
     for (std::int64_t i = 0; i < n; ++i) {
-      cuda::graph_launch(graph_);
+      graph_->replay(work, binding);
       ++stats_.launches;
       ++stats_.graph_replays;
     }
+    stats_.graph_records += graph_->stats().records - records;
     have_result_ = true;
     sync_locked();
     return;
   }
-#endif
   for (std::int64_t i = 0; i < n; ++i) launch_counted();
   sync_locked();
 }
@@ -272,10 +271,7 @@ SessionStats ResidentSession::stats() const {
 }
 
 void ResidentSession::release_graph() noexcept {
-#ifdef LC_HAVE_CUDA
-  if (graph_) cuda::graph_destroy(graph_);
-#endif
-  graph_ = nullptr;
+  graph_.reset();  // back to the backend's graph cache (after its replays in flight)
 }
 
 void ResidentSession::close() noexcept {
@@ -307,8 +303,8 @@ std::size_t ResidentSession::resident_bytes() const {
 Matmul2dSession::Matmul2dSession(const Tensor& a, const Tensor& b, const ExecutionPolicy& p,
                                  bool use_graph)
     : ResidentSession("matmul2d_resident_session", p, {"a", "b"}, {&a, &b},
-                      matmul2d_out_shape(a, b), matmul_work(a.size(0), a.size(1), b.size(1)).flops, true,
-                      use_graph) {
+                      matmul2d_out_shape(a, b), opdefs::matmul2d.work(OpArgs{&a, &b}).flops,
+                      opdefs::matmul2d.supports(DeviceKind::cuda, OpArgs{&a, &b}), use_graph) {
   const std::int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (device() != DeviceKind::cuda || !policy().autotune || !autotune::enabled()) return;
   if (2.0 * m * k * n < 2.0 * 256 * 256 * 256) return;  // tuning tiny GEMMs is not worth it
@@ -343,8 +339,9 @@ Attention2dSession::Attention2dSession(const Tensor& q, const Tensor& k, const T
                                        bool use_graph)
     : ResidentSession("attention2d_resident_session", p, {"q", "k", "v"}, {&q, &k, &v},
                       attention2d_out_shape(q, k, v),
-                      attention_work(q.size(0), k.size(0), q.size(1), v.size(1)).flops,
-                      cuda_supports_attention(q.size(1), v.size(1)), use_graph),
+                      opdefs::attention2d.work(OpArgs{&q, &k, &v}).flops,
+                      opdefs::attention2d.supports(DeviceKind::cuda, OpArgs{&q, &k, &v}),
+                      use_graph),
       causal_(causal),
       scale_(scale) {
   if (!(scale >= 0.0f) || std::isinf(scale))
@@ -359,12 +356,16 @@ void Attention2dSession::launch() {
 // ---- conv -> attention -------------------------------------------------------------------------
 
 namespace {
+// The session's op as the registry sees it (OpDef conv_attention_nchw).
+OpArgs conv_attention_args(const Tensor& x, const Tensor& w, const ConvAttentionParams& prm) {
+  conv2d_nchw_out_shape(x, w, nullptr, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);  // checks
+  OpArgs a = conv_args(x, w, nullptr, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
+  a.seq_len = prm.seq_len;
+  a.head_dim = prm.head_dim;
+  return a;
+}
 double conv_attention_flops(const Tensor& x, const Tensor& w, const ConvAttentionParams& prm) {
-  const auto cs = conv2d_nchw_out_shape(x, w, nullptr, prm.stride_h, prm.stride_w, prm.pad_h,
-                                        prm.pad_w);
-  const WorkEstimate e = conv_attention_work(
-      conv_work(cs[0], w.size(1), cs[1], w.size(2), w.size(3), cs[2], cs[3]), prm.seq_len,
-      prm.head_dim);
+  const WorkEstimate e = opdefs::conv_attention_nchw.work(conv_attention_args(x, w, prm));
   return e.flops + e.flops2;
 }
 }  // namespace
@@ -375,7 +376,9 @@ ConvAttentionSession::ConvAttentionSession(const Tensor& x, const Tensor& w, con
     : ResidentSession("conv_attention_resident_session", p, {"x"}, {&x},
                       conv_attention_nchw_out_shape(x, w, bias, prm),
                       conv_attention_flops(x, w, prm),
-                      cuda_supports_attention(prm.head_dim, prm.head_dim), use_graph),
+                      opdefs::conv_attention_nchw.supports(DeviceKind::cuda,
+                                                           conv_attention_args(x, w, prm)),
+                      use_graph),
       has_bias_(bias != nullptr),
       prm_(prm) {
   w_ = make_owned_copy(w);

@@ -190,3 +190,20 @@ def test_device_round_trip_and_astype(dt, rng):
         f = t.astype("float32")
         assert f.device == "cuda"
         same_values(f.numpy(), a.astype(np.float32))
+
+
+def test_numpy_scalars_keep_their_dtype_as_zero_d_arrays_do():
+    # The device fuzz found lc.Tensor(np.float16(1.5)) stored as float32 while
+    # lc.Tensor(np.array(1.5, np.float16)) kept float16: a numpy scalar is a 0-d array's value.
+    import ml_dtypes
+
+    cases = [(np.float16(1.5), "float16"), (ml_dtypes.bfloat16(1.5), "bfloat16"),
+             (np.int32(7), "int32"), (np.int64(-7), "int64"), (np.float32(1.5), "float32"),
+             (np.float64(1.5), "float32"), (1.5, "float32"),
+             (np.broadcast_to(np.array(2.5, np.float16), ())[()], "float16")]
+    for value, want in cases:
+        t = lc.Tensor(value)
+        assert t.dtype == want and t.shape == (), (type(value), t.dtype)
+        assert t.numpy().dtype == np.dtype(want if want != "bfloat16" else ml_dtypes.bfloat16)
+        assert float(t.numpy()) == float(value)
+        assert lc.Tensor(np.asarray(value)).dtype == want

@@ -376,3 +376,74 @@ def test_gpu_attention_and_conv_attention_sessions(rng):
         s.run_batch_sync_no_download_into(x, o2, 3)
         s.download_into(o2)
         np.testing.assert_allclose(o2, _conv_attention_ref(x, w, None, 64, 64, 1), rtol=1e-3, atol=1e-3)
+
+
+# ---- the capture seam (one graph mechanism: re-record + update in place on rebind) -------------
+
+def test_cpu_session_use_graph_runs_directly(rng):
+    # The CPU backend has no graphs: use_graph is accepted and the batch runs the op directly.
+    a = rng.standard_normal((33, 17)).astype(np.float32)
+    b = rng.standard_normal((17, 29)).astype(np.float32)
+    out = np.full((33, 29), np.nan, np.float32)
+    with lc.matmul2d_resident_session(a, b, "cpu", use_graph=True) as s:
+        assert not s.uses_graph
+        s.start_into(a, b, out)
+        s.run_batch_sync_no_download_into(a, b, out, 3)
+        s.download_into(out)
+        np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=1e-4)
+        assert s.stats["launches"] == 4
+        assert s.stats["graph_replays"] == 0 and s.stats["graph_records"] == 0
+
+
+@pytest.mark.gpu
+def test_gpu_graph_session_rebind_updates_in_place(rng):
+    # upload="never" binds device tensors; a batch on other tensors re-records the launch and
+    # updates the captured graph in place (graph_records counts recordings), and the replays
+    # read the new buffers.
+    pol = lc.ExecutionPolicy(device="cuda", upload="never")
+    a1 = rng.standard_normal((257, 131)).astype(np.float32)
+    b1 = rng.standard_normal((131, 67)).astype(np.float32)
+    a2 = rng.standard_normal((257, 131)).astype(np.float32)
+    b2 = rng.standard_normal((131, 67)).astype(np.float32)
+    ta1, tb1 = lc.Tensor(a1, device="cuda"), lc.Tensor(b1, device="cuda")
+    ta2, tb2 = lc.Tensor(a2, device="cuda"), lc.Tensor(b2, device="cuda")
+    out = np.full((257, 67), np.nan, np.float32)
+    with lc.matmul2d_resident_session(ta1, tb1, policy=pol, use_graph=True) as s:
+        assert s.uses_graph
+        s.start_into(ta1, tb1, out)
+        np.testing.assert_allclose(out, a1 @ b1, rtol=1e-3, atol=1e-3)
+        s.run_batch_sync_no_download_into(ta1, tb1, out, 5)
+        assert s.stats["graph_records"] == 1
+        out.fill(np.nan)
+        s.download_into(out)
+        np.testing.assert_allclose(out, a1 @ b1, rtol=1e-3, atol=1e-3)
+        s.run_batch_sync_no_download_into(ta2, tb2, out, 5)  # rebound: re-recorded once
+        assert s.stats["graph_records"] == 2
+        out.fill(np.nan)
+        s.download_into(out)
+        np.testing.assert_allclose(out, a2 @ b2, rtol=1e-3, atol=1e-3)
+        s.run_batch_sync_no_download_into(ta2, tb2, out, 3)  # same buffers: replays only
+        assert s.stats["graph_records"] == 2
+        s.run_batch_sync_no_download_into(ta1, tb2, out, 2)  # one input back
+        assert s.stats["graph_records"] == 3
+        out.fill(np.nan)
+        s.download_into(out)
+        np.testing.assert_allclose(out, a1 @ b2, rtol=1e-3, atol=1e-3)
+        assert s.stats["graph_replays"] == 15
+
+
+@pytest.mark.gpu
+def test_gpu_graph_sessions_of_one_shape_share_the_cache(rng):
+    # A second session of the same shapes picks up the first one's graph from the backend's
+    # cache (keyed by topology, shapes and dtypes) and records its own buffers into it.
+    q = rng.standard_normal((96, 32)).astype(np.float32)
+    out = np.full((96, 32), np.nan, np.float32)
+    for _ in range(3):
+        q = rng.standard_normal((96, 32)).astype(np.float32)
+        with lc.attention2d_resident_session(q, q, q, device="cuda", use_graph=True) as s:
+            s.start_into(q, q, q, out)
+            s.run_batch_sync_no_download_into(q, q, q, out, 2)
+            out.fill(np.nan)
+            s.download_into(out)
+            np.testing.assert_allclose(out, _attention_ref(q, q, q), rtol=1e-3, atol=1e-3)
+            assert s.stats["graph_records"] == 1

@@ -47,6 +47,9 @@ class CpuBackend final : public Backend {
            std::to_string(cpu::num_threads()) + " threads, GEMM: " + cpu::gemm_engine();
   }
 
+  std::string fingerprint() override { return cpu::fingerprint(); }
+  // Graph capture: the default DirectGraph (replays run the work; nothing to record on a CPU).
+
   void* alloc(std::size_t bytes) override {
     // posix_memalign accepts any size (aligned_alloc wants a multiple of the alignment) and
     // returns a unique, freeable pointer for 0 bytes too; rounding 0 up to one line keeps
@@ -92,6 +95,19 @@ class CpuBackend final : public Backend {
   void matmul(const MatmulArgs& a) override { cpu::matmul(a); }
   void attention(const AttentionArgs& a) override { cpu::attention(a); }
   void conv2d(const Conv2dArgs& a) override { cpu::conv2d(a); }
+  // Tuned execution (tune.cpp): choice = the cpu::GemmPath / cpu::ConvPath value, 0 = automatic.
+  int tune_matmul(const MatmulArgs& a, bool tune) override {
+    return static_cast<int>(cpu::tuned_gemm_path(a, tune));
+  }
+  void matmul_tuned(const MatmulArgs& a, int choice) override {
+    cpu::matmul_with(static_cast<cpu::GemmPath>(choice), a);
+  }
+  int tune_conv2d(const Conv2dArgs& a, bool tune) override {
+    return static_cast<int>(cpu::tuned_conv_path(a, tune));
+  }
+  void conv2d_tuned(const Conv2dArgs& a, int choice) override {
+    cpu::conv2d_with(static_cast<cpu::ConvPath>(choice), a);
+  }
   void layernorm(const LayerNormArgs& a) override { cpu::layernorm(a); }
   void softmax(const SoftmaxArgs& a) override { cpu::softmax(a); }
   void elementwise(const ElementwiseArgs& a) override { cpu::elementwise(a); }

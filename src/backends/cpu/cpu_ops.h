@@ -21,6 +21,8 @@ void embedding(const EmbeddingArgs& a);
 std::int64_t first_bad_index(const void* ids, DType ids_dtype, std::int64_t n, std::int64_t vocab);
 
 // Which GEMM matmul() uses for non-tiny shapes: "OpenBLAS" or "built-in".
+// The CPU's auto-tune fingerprint (fingerprint.cpp; Backend::fingerprint).
+std::string fingerprint();
 const char* gemm_engine();
 
 // ---- pieces shared between the kernels (and forced paths for tests/benchmarks) ------------
@@ -90,6 +92,19 @@ void attention_with(AttentionPath path, const AttentionArgs& a);
 
 enum class ConvPath : std::uint8_t { automatic, direct, im2col };
 void conv2d_with(ConvPath path, const Conv2dArgs& a);
+
+// The tuners (tune.cpp; Backend::tune_matmul / tune_conv2d). With `tune` true and LC_AUTOTUNE
+// not 0, the first call of a shape times the paths on the real arguments (they write a.out;
+// the caller runs the op afterwards anyway) and persists the winner; later calls read it back.
+// tuned_conv_path: direct vs im2col (automatic = the size rule when tuning is off).
+// tuned_gemm_path: for float32 shapes in gemm_tunable() (BLAS, >= 2 threads,
+// 2^19 <= m*n*k <= 2^31), blas (one cblas_sgemm with OpenBLAS's own threads) vs pooled
+// (single-threaded sgemm tiles in our pool), persisted as op "cpu_gemm" and answered from an
+// in-process memo after the first call (no string building, no file access); automatic
+// (gemm_default_path) when not tuned: outside the window (tiny shapes cost one multiply and
+// compare here), tuning off, or policy autotune=false.
+ConvPath tuned_conv_path(const Conv2dArgs& a, bool tune);
+GemmPath tuned_gemm_path(const MatmulArgs& a, bool tune);
 // The direct conv micro-kernel for one instruction set (0 SSE2, 1 AVX2+FMA, 2 AVX-512F;
 // clamped to what this CPU runs, like gemm_blocked_with_isa).
 void conv2d_direct_with_isa(int isa, const Conv2dArgs& a);

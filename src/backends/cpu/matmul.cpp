@@ -9,7 +9,7 @@
 //           sizes OpenBLAS's own threading synchronises its threads on one shared packed B;
 //           independent tiles need no synchronisation at all (each packs its own A rows and B
 //           columns, which at these sizes is a few % of the multiply-adds). Chosen per shape
-//           by the auto-tune cache (core/tuners.cpp, "cpu_gemm") or by gemm_default_path().
+//           by the auto-tune cache (tune.cpp, "cpu_gemm") or by gemm_default_path().
 //   tiny    without BLAS, m*n*k <= kTinyWork: plain loops, no packing, one thread; it only
 //           beats the blocked kernel below ~6^3, where packing and call overhead dominate.
 //   blocked the built-in Goto-style kernel: B packed in KC x NC blocks into NR-wide panels,
@@ -64,7 +64,7 @@ constexpr i64 kPooledRowQuantum = 8;
 // element is a load + store, a multiply-add 1/32 of a cycle at AVX-512 FMA throughput);
 // only steers the grid's aspect ratio towards square tiles.
 constexpr i64 kPooledPackCost = 8;
-// Where pooled competes with OpenBLAS's own threading, so the auto-tuner (core/tuners.cpp)
+// Where pooled competes with OpenBLAS's own threading, so the auto-tuner (tune.cpp)
 // measures both: kTuneMinWork <= m*n*k <= kTuneMaxWork with >= 2 threads. Below 2^18
 // OpenBLAS runs one thread itself (its SMP threshold, 65536 * GEMM_MULTITHREAD_THRESHOLD 4),
 // so pooled has little to win there; above 2^31 (~1290^3; ~20 ms a call on the 2-core VM)

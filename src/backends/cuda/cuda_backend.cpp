@@ -23,6 +23,7 @@
 
 #include "backends/backend.h"
 #include "backends/cuda/allocator.h"
+#include "backends/cuda/capture.h"
 #include "backends/cuda/check.h"
 #include "backends/cuda/launch.h"
 #include "backends/cuda/context.h"
@@ -175,16 +176,28 @@ void capture_begin() {
   }
 }
 
-GraphHandle capture_end() {
+cudaGraph_t capture_end_graph(std::vector<void*>& held) {
   Context& c = ctx();
-  auto* g = new Graph();
-  const cudaError_t e = cudaStreamEndCapture(c.stream, &g->graph);
+  cudaGraph_t g = nullptr;
+  const cudaError_t e = cudaStreamEndCapture(c.stream, &g);
   launch_set_capturing(false);
-  g->held = CachingAllocator::instance().end_hold();
+  held = CachingAllocator::instance().end_hold();
   if (e != cudaSuccess) {
-    CachingAllocator::instance().release_held(g->held);
-    delete g;
+    if (g) (void)cudaGraphDestroy(g);
+    CachingAllocator::instance().release_held(held);
+    held.clear();
     LC_CUDA_CHECK(e);
+  }
+  return g;
+}
+
+GraphHandle capture_end() {
+  auto* g = new Graph();
+  try {
+    g->graph = capture_end_graph(g->held);
+  } catch (...) {
+    delete g;
+    throw;
   }
   const cudaError_t ie = cudaGraphInstantiate(&g->exec, g->graph, 0);
   if (ie != cudaSuccess) {
@@ -269,7 +282,9 @@ class CudaBackend final : public Backend {
     return m;
   }
   void empty_cache() override {
-    if (cuda::probe_available(nullptr)) cuda::empty_cache();
+    if (!cuda::probe_available(nullptr)) return;
+    cuda::graph_cache_clear();  // idle graphs hand their held blocks back first
+    cuda::empty_cache();
   }
 
   void range_push(const char* name) override { nvtxRangePushA(name ? name : "lc"); }
@@ -347,6 +362,34 @@ class CudaBackend final : public Backend {
     cuda::EnqueueScope enq;
     cuda::launch_embedding(a, c.info.sm_count, c.stream);
   }
+  // The seam (backend.h): capture (capture.cpp), tuning (matmul.cpp), fingerprint.
+  bool graphs_supported() const override { return true; }
+  std::unique_ptr<CapturedGraph> capture_graph(const CaptureKey& key) override {
+    return cuda::capture_graph(key);
+  }
+  GraphCacheStats graph_cache_stats() override { return cuda::graph_cache_stats(); }
+  void graph_cache_clear() override { cuda::graph_cache_clear(); }
+  std::string fingerprint() override { return cuda::fingerprint(); }
+  std::vector<GemmAlgorithm> gemm_algorithms(const MatmulArgs& a, int max) override {
+    std::vector<GemmAlgorithm> out;
+    for (const cuda::MatmulAlgoInfo& i : cuda::matmul_list_algos(a, max)) {
+      GemmAlgorithm g;
+      g.index = i.index;
+      g.detail = "algo=" + std::to_string(i.algo_id) + " tile=" + std::to_string(i.tile) +
+                 " stages=" + std::to_string(i.stages) + " splitk=" + std::to_string(i.splitk) +
+                 " workspace=" + std::to_string(i.workspace_bytes);
+      out.push_back(std::move(g));
+    }
+    return out;
+  }
+  void matmul_with_algorithm(const MatmulArgs& a, int index) override {
+    cuda::EnqueueScope enq;
+    cuda::matmul_with_algo(a, index);
+  }
+  void set_gemm_algorithm(const MatmulArgs& a, int index) override {
+    cuda::matmul_set_algo(a, index);
+  }
+
   std::int64_t first_bad_index(const void* ids, DType t, std::int64_t n, std::int64_t vocab) override {
     if (n <= 0) return -1;
     cuda::Context& c = cuda::ctx();

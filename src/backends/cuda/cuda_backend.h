@@ -1,5 +1,6 @@
-// What the rest of lightning_core (resident sessions, the auto-tuner, the bindings) may use of
-// the CUDA backend beyond the lc::Backend interface. Every function here initialises CUDA
+// The CUDA backend's internal interface between its own files (and its own tests,
+// tests/cpp/test_cuda_*.cpp): the rest of lightning_core goes through lc::Backend (backend.h),
+// whose capture seam (capture.h) is built on the stream-capture brackets below. Every function here initialises CUDA
 // lazily on first use and throws lc::Unavailable when there is no usable device, so callers
 // should check lc::get_backend(DeviceKind::cuda).available() first.
 //
@@ -8,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 struct CUstream_st;
 
@@ -39,7 +41,12 @@ AllocatorStats allocator_stats();
 // Returns every cached (free) block to the driver. Synchronizes the stream first.
 void empty_cache();
 
-// ---- CUDA graphs -------------------------------------------------------------------------
+// The CUDA device fingerprint for auto-tune cache keys (fingerprint.cpp; Backend::fingerprint).
+std::string fingerprint();
+
+// ---- CUDA graphs (low level) ---------------------------------------------------------------
+// The brackets the capture seam (capture.cpp: CapturedGraph, the graph cache) is built on; the
+// tests use them directly. Nothing outside src/backends/cuda/ calls them.
 // capture_begin() starts capturing the backend's stream (relaxed mode, so the allocator may
 // still grow); every op queued until capture_end() is recorded, not run. capture_end()
 // instantiates the graph and returns an opaque handle; graph_launch() replays it on the stream;

@@ -1,4 +1,5 @@
-// Device fingerprint of the CUDA device for auto-tune cache keys (autotune.h): device name,
+// Device fingerprint of the CUDA device for auto-tune cache keys (Backend::fingerprint, behind
+// autotune.h's cuda_fingerprint / device_fingerprint): device name,
 // compute capability, SM count, driver and runtime versions, cuBLASLt and cuDNN versions.
 // Any of these changing invalidates every cached choice measured on the old combination.
 // Asking for the library versions loads cuBLASLt and cuDNN (vendor_libs.h); that happens only
@@ -10,11 +11,11 @@
 
 #include "backends/backend.h"
 #include "backends/cuda/vendor_libs.h"
-#include "lightning_core/autotune.h"
+#include "backends/cuda/cuda_backend.h"
 
-namespace lc {
+namespace lc::cuda {
 
-std::string cuda_fingerprint() {
+std::string fingerprint() {
   Backend& be = get_backend(DeviceKind::cuda);
   if (!be.available()) return "cuda:unavailable (" + be.unavailable_reason() + ")";
   int dev = 0;
@@ -29,13 +30,13 @@ std::string cuda_fingerprint() {
   std::string s = std::string("cuda:") + prop.name + ";cc=" + to_string(prop.major) + "." +
                   to_string(prop.minor) + ";sms=" + to_string(prop.multiProcessorCount) +
                   ";driver=" + to_string(driver) + ";runtime=" + to_string(runtime);
-  const cuda::vendor::CublasLtApi* lt = cuda::vendor::try_cublaslt();
+  const vendor::CublasLtApi* lt = vendor::try_cublaslt();
   s += ";cublasLt=" + (lt ? to_string(lt->cublasLtGetVersion()) : std::string("unavailable"));
 #ifdef LC_HAVE_CUDNN
-  const cuda::vendor::CudnnApi* dnn = cuda::vendor::try_cudnn();
+  const vendor::CudnnApi* dnn = vendor::try_cudnn();
   s += ";cudnn=" + (dnn ? to_string(dnn->cudnnGetVersion()) : std::string("unavailable"));
 #endif
   return s;
 }
 
-}  // namespace lc
+}  // namespace lc::cuda

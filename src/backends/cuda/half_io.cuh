@@ -23,11 +23,24 @@ static_assert(sizeof(__nv_bfloat16) == sizeof(lc::bfloat16), "__nv_bfloat16 must
 template <class T>
 inline constexpr int kVec = static_cast<int>(16 / sizeof(T));
 
+// The 16 bits at p through the read-only (non-coherent) cache. Not cuda_fp16.h's __ldg(__half*)
+// nor its bfloat16 twin: those are non-volatile inline asm, which the compiler treats as free of
+// side effects and may execute speculatively above the branch that guards them. On the H200,
+// compute-sanitizer caught the float16 layernorm kernel reading beta[895] of a 768-column row
+// (the read sat behind `if (c >= cols) continue;`), and before that, reading address 0 + c for
+// an absent gamma. Past the end of a mapping such a read faults. The float and vector __ldg
+// overloads are asm volatile and stay in place.
+__device__ __forceinline__ unsigned short ldg_u16(const void* p) {
+  unsigned short v;
+  asm volatile("ld.global.nc.b16 %0, [%1];" : "=h"(v) : "l"(p));
+  return v;
+}
+
 template <class T>
 __device__ __forceinline__ float load_f(const T* p) {
   if constexpr (std::is_same_v<T, float>) return __ldg(p);
-  else if constexpr (std::is_same_v<T, __half>) return __half2float(__ldg(p));
-  else return __bfloat162float(__ldg(p));
+  else if constexpr (std::is_same_v<T, __half>) return __half2float(__ushort_as_half(ldg_u16(p)));
+  else return __bfloat162float(__ushort_as_bfloat16(ldg_u16(p)));
 }
 
 template <class T>

@@ -7,7 +7,8 @@ Backend& cuda_backend_instance() {
   static UnavailableBackend b(DeviceKind::cuda, "cuda",
                               "this build of lightning_core has no CUDA backend (nvcc was not found "
                               "at build time); rebuild with the CUDA toolkit on PATH, or use "
-                              "device=\"cpu\" / \"auto\"");
+                              "device=\"cpu\" / \"auto\"",
+                              "cuda:unavailable (not compiled)");
   return b;
 }
 
