@@ -197,6 +197,19 @@ DOCS: dict[str, dict[str, Any]] = {
     "runtime_trace_export_chrome": {"returns": ("int", "The number of events written.")},
     "runtime_trace_chrome_json": {"returns": ("str", "")},
     "runtime_trace_group_fields": {"returns": ("list of str", "")},
+    "ops": {"returns": ("list of str", "Op names, e.g. \"matmul2d\".")},
+    "op_info": {"params": {"name": ("str", 'An op name of ``ops()``, e.g. "matmul2d".')},
+                "returns": ("dict", "family, inputs, outputs, attributes (with defaults), "
+                                    "dtypes per backend."),
+                "raises": [("ValueError", "An unknown op name.")]},
+    "op_infer": {"params": {
+        "name": ("str", 'An op name of ``ops()``, e.g. "matmul2d".'),
+        "shapes": ("sequence of sequence of int", "The input shapes, in "
+                   "``op_info(name)['inputs']`` order (optional trailing inputs may be left "
+                   "out)."),
+        "dtype": ("str", 'Storage dtype, e.g. "float32".')},
+        "returns": ("tuple", "(result shape, dtype name)."),
+        "raises": [("ValueError", "An unknown op, or shapes the op rejects.")]},
     "from_dlpack": {"summary": "A tensor over any DLPack producer's memory, no copy (numpy, "
                                "torch, CuPy, JAX; ``lc.from_dlpack(obj)``).",
                     "params": {"obj": ("object", "An object with ``__dlpack__`` / "
