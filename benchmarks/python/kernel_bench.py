@@ -1,7 +1,8 @@
 """Kernel suite: single ops. Attention (micro and larger), conv2d 3x3, GEMM (float32; bfloat16 and
 float16 at 4096^3), batched matmul (64 x (128x64 @ 64x128) vs torch.bmm, float32 and bfloat16),
 linear with a fused residual (vs torch.addmm + add), broadcast add, layernorm and softmax over the
-last dim in float32 / float16 / bfloat16 (issue #12's bf16 8192x768 target).
+last dim in float32 / float16 / bfloat16 (issue #12's bf16 8192x768 target), and batched
+multi-head attention (lc.attention vs torch SDPA on [B, H, S, D]; issue #13).
 
     python benchmarks/python/kernel_bench.py [--quick] [--out-dir DIR] [--modes oneshot,resident]
 """
@@ -28,6 +29,10 @@ BCAST = [((4096, 4096), (4096,)), ((4096, 4096), (4096, 1)), ((64, 1, 1024), (1,
          ((257, 129), (1, 129))]
 # (rows, cols, dtype): a BERT-base-sized activation, every storage dtype
 NORM = [(8192, 768, "bfloat16"), (8192, 768, "float16"), (8192, 768, "float32")]
+# (B, H, S, D, dtype): batched multi-head attention (issue #13): BERT-base-sized heads in fp32
+# and bf16, and a MiniLM-sized call (latency-bound)
+MHA = [(4, 12, 512, 64, "float32"), (4, 12, 512, 64, "bfloat16"), (1, 12, 128, 64, "float32"),
+       (1, 12, 128, 64, "bfloat16")]
 
 
 def attention_case(suite: str, family: str, seq: int, d: int, causal: bool = False) -> Case:
@@ -225,6 +230,38 @@ def norm_case(suite: str, op: str, rows: int, cols: int, dtype: str) -> Case:
     )
 
 
+def _np_mha(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool) -> np.ndarray:
+    """float32 reference for [B, H, S, D] (same heads for q and k/v)."""
+    q, k, v = _f32(q), _f32(k), _f32(v)
+    s = np.einsum("bhid,bhjd->bhij", q, k) * np.float32(1.0 / np.sqrt(q.shape[-1]))
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], dtype=bool)), s, np.float32(-np.inf))
+    s = s - s.max(axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= s.sum(axis=-1, keepdims=True)
+    return np.einsum("bhij,bhjd->bhid", s, v).astype(np.float32)
+
+
+def mha_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal: bool = False) -> Case:
+    return Case(
+        suite=suite, family=f"attention mha {SHORT[dtype]}",
+        name=f"B={b},H={h},S={seq},D={d}" + (",causal" if causal else ""),
+        params={"batch": b, "heads": h, "seq": seq, "head_dim": d, "dtype": dtype, "causal": causal},
+        make_inputs=lambda rng: {"q": _rand(rng, dtype, b, h, seq, d), "k": _rand(rng, dtype, b, h, seq, d),
+                                 "v": _rand(rng, dtype, b, h, seq, d)},
+        numpy_fn=lambda i: _np_mha(i["q"], i["k"], i["v"], causal),
+        lc_fn=lambda lc, i, dev: lc.attention(i["q"], i["k"], i["v"], causal=causal, device=dev),
+        lc_into=lambda lc, i, out, dev: lc.attention_into(i["q"], i["k"], i["v"], out, causal=causal, device=dev),
+        out_shape=(b, h, seq, d), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: torch.nn.functional.scaled_dot_product_attention(
+            i["q"], i["k"], i["v"], is_causal=causal),
+        tol={"bfloat16": 2e-2, "float16": 5e-3, "float32": 2e-3}[dtype], numpy_peer=dtype == "float32",
+        numpy_note="numpy has no 16-bit arithmetic worth timing", cpu_peers=dtype == "float32",
+        notes=["lc.attention: one batched flash kernel over B x H x query tiles; "
+               "torch: F.scaled_dot_product_attention on [B, H, S, D]"],
+    )
+
+
 def build_cases(quick: bool = False) -> List[Case]:
     s = "kernel"
     cases = [attention_case(s, "attention micro", q, d) for q, d in ATTN_MICRO]
@@ -237,6 +274,7 @@ def build_cases(quick: bool = False) -> List[Case]:
               for shape in LINEAR_RESIDUAL]
     cases += [broadcast_add_case(s, sa, sb) for sa, sb in BCAST]
     cases += [norm_case(s, op, *shape) for op in ("layernorm", "softmax") for shape in NORM]
+    cases += [mha_case(s, *shape) for shape in MHA]
     return cases
 
 

@@ -73,6 +73,36 @@ Tensor attention2d(const Tensor& q, const Tensor& k, const Tensor& v, bool causa
 void attention2d_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, bool causal,
                       const ExecutionPolicy& p = current_policy(), float scale = 0.0f);
 
+// ---- attention (batched multi-head / grouped-query) ----------------------------------------
+// out = softmax(q k^T * scale + mask) v per (batch, head), src/ops/attention_mha.cpp.
+//   q [B, H, Sq, D], k [B, Hk, Sk, D], v [B, Hk, Sk, Dv] with Hk dividing H (head h reads
+//   key/value head h / (H / Hk): grouped-query and multi-query attention without copying K/V);
+//   [H, Sq, D] / [Hk, Sk, D] and [Sq, D] / [Sk, D] are accepted too (B = 1, and H = Hk = 1).
+//   out: q's shape with Dv last, q's dtype. Inputs may be strided views (any strides; a
+//   non-unit last stride is staged contiguous).
+// dtypes: float32, float16, bfloat16 (q, k, v the same; float32 accumulation and softmax) and
+//   float64 on the CPU only (computed in float64).
+// causal: query i sees keys j <= i + Sk - Sq (bottom-right aligned, as torch's and
+//   FlashAttention's causal masks with Sq != Sk; Sq == Sk is the usual lower triangle).
+// mask (optional): an integer (int32 / int64) keep mask, nonzero = attend: 2-D [B, Sk] is a
+//   key-padding mask, other ranks broadcast right-aligned to [B, H, Sq, Sk]; or an additive
+//   float mask of q's dtype broadcast right-aligned to [B, H, Sq, Sk] (-inf hides a key).
+//   Broadcasting uses strides: the mask is never expanded in memory.
+// A row that sees no key (all masked; causal rows i < Sq - Sk) is all zeros, never NaN, and its
+//   lse is -inf.
+// lse (optional): [B, H, Sq] (q's leading dims) float32, the natural log-sum-exp of the row's
+//   scaled, masked scores (the backward needs it). attention() assigns a new tensor to *lse
+//   (where the result lives); attention_into() writes into the caller's *lse. scale <= 0 means
+//   1/sqrt(D). docs/attention.md has the whole contract.
+std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, const Tensor& v);
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
+                 const Tensor* mask = nullptr, float scale = 0.0f,
+                 const ExecutionPolicy& p = current_policy(), Tensor* lse = nullptr);
+// `lse`, when given, is a contiguous float32 tensor of q's leading shape (any device), written too.
+void attention_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
+                    bool causal = false, const Tensor* mask = nullptr, float scale = 0.0f,
+                    const ExecutionPolicy& p = current_policy(), Tensor* lse = nullptr);
+
 // ---- convolution --------------------------------------------------------------------------
 Tensor conv2d_nchw(const Tensor& x, const Tensor& w, const Tensor* bias, int stride_h,
                    int stride_w, int pad_h, int pad_w, Activation act = Activation::none,

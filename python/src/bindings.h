@@ -11,6 +11,8 @@ void register_tensor(nb::module_& m);
 void register_runtime(nb::module_& m);
 void register_policy(nb::module_& m);
 void register_ops(nb::module_& m);
+// bind_attention.cpp: attention / attention_into (batched multi-head, grouped-query).
+void register_attention(nb::module_& m);
 void register_trace(nb::module_& m);
 void register_sessions(nb::module_& m);
 void register_autotune(nb::module_& m);

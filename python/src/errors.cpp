@@ -66,6 +66,7 @@ namespace {
 // these, bound elsewhere:
 const char* kOtherFunctions[] = {
     "conv_attention_nchw", "conv_attention_nchw_into",
+    "attention", "attention_into",
     "matmul2d_resident_session", "attention2d_resident_session",
     "conv_attention_resident_session"};
 

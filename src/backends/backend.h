@@ -70,6 +70,40 @@ struct AttentionArgs {
   DType dtype = DType::f32;
 };
 
+// Batched multi-head / grouped-query attention (lc.attention). For batch b, head h and its
+// key/value head g = h / (heads / kv_heads):
+//   out[b,h,i,:] = sum_j p_ij v[b,g,j,:],  p_ij = softmax_j(scale * q[b,h,i,:] . k[b,g,j,:] + add_ij)
+// over the keys j that query i may see: j <= i + sk - sq when causal (bottom-right aligned, as
+// torch / FlashAttention with sq != sk), and keep_ij != 0 for a `keep` mask. An additive mask
+// adds add_ij (a -inf entry hides the key). A row that sees no key (or only -inf scores) gets
+// out = 0 and lse = -inf, never NaN.
+//
+// q, k, v are read through element strides (batch, head, row; any value, 0 allowed) with
+// unit-stride columns; out is contiguous [batch, heads, sq, dv]; lse (optional, float32) is
+// contiguous [batch, heads, sq]: the natural log of sum_j exp(score_ij) over visible keys.
+// The mask (optional) is read through four element strides (batch, head, row, key; 0 on
+// broadcast dimensions): `additive` holds `dtype` elements, `keep` int32 / int64 (nonzero =
+// attend). q, k, v and out hold `dtype` elements (float32, float16, bfloat16; float64 on the CPU
+// only); the arithmetic is float32 (float64 for float64), rounded once into out.
+enum class MaskKind : std::uint8_t { none, additive, keep };
+struct MhaArgs {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;
+  float* lse = nullptr;  // optional
+  std::int64_t batch = 0, heads = 0, kv_heads = 0, sq = 0, sk = 0, d = 0, dv = 0;
+  std::int64_t q_strides[3] = {}, k_strides[3] = {}, v_strides[3] = {};  // batch, head, row
+  const void* mask = nullptr;
+  MaskKind mask_kind = MaskKind::none;
+  DType mask_dtype = DType::f32;
+  std::int64_t mask_strides[4] = {};  // batch, head, row, key
+  bool causal = false;
+  double scale = 1.0;  // double so float64 calls keep 1/sqrt(d) exact; float32 kernels round it
+  DType dtype = DType::f32;
+  Precision precision = Precision::fp32;  // float32 storage: fp32 or tf32 (the kernels may stay exact)
+};
+
 // out[n,oc,oh,ow] = act(conv(x[n,c,h,w], w[oc,c,kh,kw]) + bias[oc]); oh = (h+2ph-kh)/sh+1.
 struct Conv2dArgs {
   const float* x = nullptr;
@@ -344,6 +378,8 @@ class Backend {
   // Ops. Pointers are contiguous and in this backend's memory.
   virtual void matmul(const MatmulArgs& a) = 0;
   virtual void attention(const AttentionArgs& a) = 0;
+  // Batched multi-head / grouped-query attention (MhaArgs).
+  virtual void attention_mha(const MhaArgs& a) = 0;
   virtual void conv2d(const Conv2dArgs& a) = 0;
   virtual void layernorm(const LayerNormArgs& a) = 0;
   virtual void softmax(const SoftmaxArgs& a) = 0;

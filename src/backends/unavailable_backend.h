@@ -40,6 +40,7 @@ class UnavailableBackend final : public Backend {
   void synchronize() override {}
   void matmul(const MatmulArgs&) override { fail(); }
   void attention(const AttentionArgs&) override { fail(); }
+  void attention_mha(const MhaArgs&) override { fail(); }
   void conv2d(const Conv2dArgs&) override { fail(); }
   void layernorm(const LayerNormArgs&) override { fail(); }
   void softmax(const SoftmaxArgs&) override { fail(); }

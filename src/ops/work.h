@@ -40,6 +40,11 @@ inline WorkEstimate matmul_work(std::int64_t m, std::int64_t k, std::int64_t n, 
 // (the result is written in that dtype).
 inline WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_t d, std::int64_t dv,
                             double elem_bytes = 4.0);
+// Batched multi-head attention (lc.attention): attention_work per (batch, head) pair, times
+// batch * heads; the output is [batch, heads, sq, dv] plus, with lse, [batch, heads, sq] float32.
+inline WorkEstimate attention_mha_work(std::int64_t batch, std::int64_t heads, std::int64_t sq,
+                                       std::int64_t sk, std::int64_t d, std::int64_t dv,
+                                       double elem_bytes = 4.0);
 // conv2d_nchw: n images, c -> oc channels, kh x kw kernel, oh x ow output.
 inline WorkEstimate conv_work(std::int64_t n, std::int64_t c, std::int64_t oc, std::int64_t kh,
                        std::int64_t kw, std::int64_t oh, std::int64_t ow);
@@ -84,6 +89,16 @@ inline WorkEstimate attention_work(std::int64_t sq, std::int64_t sk, std::int64_
   w.family = OpFamily::attention;
   w.flops = 2.0 * static_cast<double>(sq) * static_cast<double>(sk) * static_cast<double>(d + dv);
   w.host_bytes_out = elem_bytes * static_cast<double>(sq) * static_cast<double>(dv);
+  return w;
+}
+
+inline WorkEstimate attention_mha_work(std::int64_t batch, std::int64_t heads, std::int64_t sq,
+                                       std::int64_t sk, std::int64_t d, std::int64_t dv,
+                                       double elem_bytes) {
+  WorkEstimate w = attention_work(sq, sk, d, dv, elem_bytes);
+  const double pairs = static_cast<double>(batch) * static_cast<double>(heads);
+  w.flops *= pairs;
+  w.host_bytes_out *= pairs;
   return w;
 }
 

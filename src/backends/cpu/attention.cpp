@@ -496,4 +496,13 @@ void attention_with(AttentionPath path, const AttentionArgs& a) {
 
 void attention(const AttentionArgs& p) { attention_with(AttentionPath::automatic, p); }
 
+#if defined(LC_HAVE_BLAS)
+// The gemm path's online-softmax row update, shared with attention_mha.cpp (cpu_ops.h).
+void attention_online_row(float* s, std::int64_t nv, std::int64_t bk, float& m, float& l,
+                          float* orow, std::int64_t dv) {
+  static const RowFn row = pick_row();
+  row(s, nv, bk, m, l, orow, dv);
+}
+#endif
+
 }  // namespace lc::cpu

@@ -12,6 +12,8 @@ namespace lc::cpu {
 
 void matmul(const MatmulArgs& a);
 void attention(const AttentionArgs& a);
+// attention_mha.cpp: batched multi-head / grouped-query attention (MhaArgs).
+void attention_mha(const MhaArgs& a);
 void conv2d(const Conv2dArgs& a);
 void layernorm(const LayerNormArgs& a);
 void softmax(const SoftmaxArgs& a);
@@ -89,6 +91,13 @@ void bias_act_rows(float* out, std::int64_t rows, std::int64_t cols, std::int64_
 // gemm: the BLAS-tiled path (only with LC_HAVE_BLAS; without BLAS it runs `blocked`).
 enum class AttentionPath : std::uint8_t { automatic, small, blocked, gemm };
 void attention_with(AttentionPath path, const AttentionArgs& a);
+#if defined(LC_HAVE_BLAS)
+// attention.cpp's online-softmax update of one score row (its gemm path, AVX2 where present):
+// s[0..nv) visible scores with at least one finite, s[nv..bk) zeroed; P = exp(s - m_new)
+// replaces s; l == 0 marks a row without history, else orow[0..dv) is rescaled.
+void attention_online_row(float* s, std::int64_t nv, std::int64_t bk, float& m, float& l,
+                          float* orow, std::int64_t dv);
+#endif
 
 enum class ConvPath : std::uint8_t { automatic, direct, im2col };
 void conv2d_with(ConvPath path, const Conv2dArgs& a);

@@ -335,6 +335,10 @@ class CudaBackend final : public Backend {
     cuda::EnqueueScope enq;
     cuda::launch_attention(a, c.info.sm_count, c.stream);
   }
+  void attention_mha(const MhaArgs& a) override {
+    cuda::EnqueueScope enq;
+    cuda::launch_attention_mha(a, cuda::ctx().stream);
+  }
   void conv2d(const Conv2dArgs& a) override {
     cuda::EnqueueScope enq;
     cuda::launch_conv2d(a, cuda::ctx().stream);

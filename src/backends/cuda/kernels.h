@@ -32,6 +32,8 @@ void launch_softmax(const SoftmaxArgs& a, cudaStream_t s);
 
 // attention.cu (may allocate split-K scratch through the caching allocator)
 void launch_attention(const AttentionArgs& a, int sm_count, cudaStream_t s);
+// attention_mha.cu: batched multi-head / grouped-query attention (MhaArgs); no scratch.
+void launch_attention_mha(const MhaArgs& a, cudaStream_t s);
 
 // conv2d.cu
 void launch_conv2d(const Conv2dArgs& a, cudaStream_t s);

@@ -1,0 +1,174 @@
+// Bindings of the batched multi-head / grouped-query attention (src/ops/attention_mha.cpp):
+//   attention(q, k, v, *, causal=False, mask=None, scale=None, return_lse=False, device=None,
+//             policy=None)
+//   attention_into(q, k, v, out, *, causal=False, mask=None, scale=None, return_lse=False,
+//                  device=None, policy=None)
+// return_lse=True returns (out, lse): lse is float32 with q's leading shape ([B, H, Sq]), a
+// numpy array when out is one, else an lc.Tensor where out lives. A numpy boolean mask is
+// passed to the core as int32 (nonzero = attend); it is at most [B, H, Sq, Sk] and usually a
+// [B, Sk] key-padding mask, so the conversion is small.
+#include <nanobind/stl/string.h>
+
+#include "bindings.h"
+#include "convert.h"
+#include "lightning_core/errors.h"
+#include "lightning_core/ops.h"
+#include "numpy_api.h"
+
+namespace lcpy {
+
+namespace {
+
+template <class F>
+void maybe_nogil(double flops, F&& f) {
+  if (worth_releasing_gil(flops)) {
+    nb::gil_scoped_release nogil;
+    f();
+  } else {
+    f();
+  }
+}
+
+double attention_mha_flops(const Arg& q, const Arg& k) {
+  const int n = k.t.ndim();
+  return 4.0 * static_cast<double>(q.t.numel()) * (n >= 2 ? static_cast<double>(k.t.size(n - 2)) : 1.0);
+}
+
+// The mask argument: None, an lc.Tensor / array of int32 / int64 / float, or a numpy boolean
+// array (converted to int32 here; `hold` keeps the converted array alive).
+bool mask_arg(nb::handle obj, const char* op, Arg& out, nb::object& hold) {
+  if (obj.is_none()) return false;
+  if (PyList_Check(obj.ptr()) || PyTuple_Check(obj.ptr())) {  // nested lists of bools / numbers
+    PyObject* arr = PyArray_FROM_O(obj.ptr());
+    if (!arr) throw nb::python_error();
+    nb::object a = nb::steal(arr);
+    return mask_arg(a, op, out, hold = a);
+  }
+  if (PyArray_Check(obj.ptr()) &&
+      PyArray_TYPE(reinterpret_cast<PyArrayObject*>(obj.ptr())) == NPY_BOOL) {
+    PyObject* conv = PyArray_Cast(reinterpret_cast<PyArrayObject*>(obj.ptr()), NPY_INT32);
+    if (!conv) throw nb::python_error();
+    hold = nb::steal(conv);
+    to_arg(hold, op, "mask", out);
+    return true;
+  }
+  to_arg(obj, op, "mask", out);
+  return true;
+}
+
+std::vector<std::int64_t> lse_shape(const lc::Tensor& q) {
+  std::vector<std::int64_t> s = q.shape();
+  if (!s.empty()) s.pop_back();
+  return s;
+}
+
+struct Common {
+  Arg q, k, v, mask;
+  nb::object mask_hold;
+  bool has_mask = false;
+  bool causal = false;
+  bool return_lse = false;
+  float scale = 0.0f;
+  lc::ExecutionPolicy p;
+};
+
+void parse_common(const char* op, nb::handle q_, nb::handle k_, nb::handle v_, nb::handle causal,
+                  nb::handle mask, nb::handle scale, nb::handle return_lse, nb::handle device,
+                  nb::handle policy, Common& c) {
+  to_arg(q_, op, "q", c.q);
+  to_arg(k_, op, "k", c.k);
+  to_arg(v_, op, "v", c.v);
+  c.has_mask = mask_arg(mask, op, c.mask, c.mask_hold);
+  c.causal = bool_param(causal, op, "causal");
+  c.return_lse = bool_param(return_lse, op, "return_lse");
+  c.scale = scale_param(scale, op);
+  c.p = resolve_policy(device, policy, op);
+}
+
+nb::object py_attention(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle causal,
+                        nb::handle mask, nb::handle scale, nb::handle return_lse,
+                        nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "attention";
+  Common c;
+  parse_common(op, q_, k_, v_, causal, mask, scale, return_lse, device, policy, c);
+  const lc::Tensor* m = c.has_mask ? &c.mask.t : nullptr;
+  const double flops = attention_mha_flops(c.q, c.k);
+  const bool any_lc = c.q.from_lc || c.k.from_lc || c.v.from_lc || (c.has_mask && c.mask.from_lc);
+  if (!any_lc && c.p.download) {
+    // Host result: fresh numpy arrays written through the _into path (no extra copy).
+    const std::vector<std::int64_t> shape = lc::attention_out_shape(c.q.t, c.k.t, c.v.t);
+    lc::Tensor view, lview;
+    nb::object arr = new_numpy(shape, view, op, c.q.t.dtype());
+    nb::object larr;
+    if (c.return_lse) larr = new_numpy(lse_shape(c.q.t), lview, op, lc::DType::f32);
+    maybe_nogil(flops, [&] {
+      lc::attention_into(c.q.t, c.k.t, c.v.t, view, c.causal, m, c.scale, c.p,
+                         c.return_lse ? &lview : nullptr);
+    });
+    if (c.return_lse) return nb::make_tuple(arr, larr);
+    return arr;
+  }
+  lc::Tensor result, lse;
+  maybe_nogil(flops, [&] {
+    result = lc::attention(c.q.t, c.k.t, c.v.t, c.causal, m, c.scale, c.p,
+                           c.return_lse ? &lse : nullptr);
+  });
+  nb::object out = wrap_tensor(std::move(result));
+  if (c.return_lse) return nb::make_tuple(out, wrap_tensor(std::move(lse)));
+  return out;
+}
+
+nb::object py_attention_into(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle out_obj,
+                             nb::handle causal, nb::handle mask, nb::handle scale,
+                             nb::handle return_lse, nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "attention";
+  Common c;
+  parse_common(op, q_, k_, v_, causal, mask, scale, return_lse, device, policy, c);
+  Arg out;
+  to_out_arg(out_obj, op, out);
+  const lc::Tensor* m = c.has_mask ? &c.mask.t : nullptr;
+  const double flops = attention_mha_flops(c.q, c.k);
+  if (!c.return_lse) {
+    maybe_nogil(flops, [&] { lc::attention_into(c.q.t, c.k.t, c.v.t, out.t, c.causal, m, c.scale, c.p); });
+    return nb::borrow(out_obj);
+  }
+  // lse lands where out lives: numpy for a numpy out, an lc.Tensor on out's device otherwise.
+  lc::attention_out_shape(c.q.t, c.k.t, c.v.t);  // validates q's rank before lse_shape
+  lc::Tensor lview;
+  nb::object larr;
+  if (!out.from_lc) {
+    larr = new_numpy(lse_shape(c.q.t), lview, op, lc::DType::f32);
+  } else {
+    lview = lc::Tensor::empty(lse_shape(c.q.t), lc::DType::f32, out.t.device());
+  }
+  maybe_nogil(flops, [&] {
+    lc::attention_into(c.q.t, c.k.t, c.v.t, out.t, c.causal, m, c.scale, c.p, &lview);
+  });
+  if (out.from_lc) larr = wrap_tensor(std::move(lview));
+  return nb::make_tuple(nb::borrow(out_obj), larr);
+}
+
+}  // namespace
+
+void register_attention(nb::module_& m) {
+  const nb::none none;
+  m.def("attention", &py_attention, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(),
+        nb::kw_only(), nb::arg("causal").none() = false, nb::arg("mask").none() = none,
+        nb::arg("scale").none() = none, nb::arg("return_lse").none() = false,
+        nb::arg("device").none() = none, nb::arg("policy").none() = none,
+        "Batched multi-head / grouped-query attention: softmax(q k^T * scale + mask) v per "
+        "(batch, head). q [B, H, Sq, D], k [B, Hk, Sk, D], v [B, Hk, Sk, Dv] (Hk divides H; "
+        "[H, S, D] and [S, D] accepted). causal is bottom-right aligned; mask: boolean [B, Sk] "
+        "key padding (True = attend) or an additive mask broadcastable to [B, H, Sq, Sk]. A row "
+        "with no visible key is 0 (lse -inf). return_lse=True returns (out, lse [B, H, Sq] "
+        "float32).");
+  m.def("attention_into", &py_attention_into, nb::arg("q").none(), nb::arg("k").none(),
+        nb::arg("v").none(), nb::arg("out").none(), nb::kw_only(), nb::arg("causal").none() = false,
+        nb::arg("mask").none() = none, nb::arg("scale").none() = none,
+        nb::arg("return_lse").none() = false, nb::arg("device").none() = none,
+        nb::arg("policy").none() = none,
+        "attention() written into `out` (q's shape with Dv last, q's dtype, contiguous); "
+        "return_lse=True returns (out, lse).");
+}
+
+}  // namespace lcpy

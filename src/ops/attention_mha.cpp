@@ -1,0 +1,333 @@
+// attention / attention_into: batched multi-head and grouped-query attention (ops.h has the
+// contract). Validation, placement and dispatch to Backend::attention_mha.
+//
+// Strided inputs: a q / k / v / mask that already lives on the chosen device with a unit-stride
+// last dimension is handed to the kernel as is, with its batch / head / row strides (the
+// [B, S, H, D] -> [B, H, S, D] permuted views transformer code makes cost no copy); anything
+// else is staged contiguous by OpRunner::in_raw (an upload, or Backend::copy_strided on the
+// device). Broadcast mask dimensions get stride 0.
+#include <cmath>
+#include <string>
+
+#include "core/op_runner.h"
+#include "ops/checks.h"
+#include "ops/registry.h"
+#include "ops/work.h"
+
+namespace lc {
+
+namespace {
+
+constexpr const char* kOp = "attention";
+
+// The [batch, heads, rows, cols] view of a 2-, 3- or 4-D operand.
+struct Dims4 {
+  std::int64_t b = 1, h = 1, s = 0, c = 0;
+};
+
+Dims4 dims4(const Tensor& t) {
+  Dims4 d;
+  const int n = t.ndim();
+  d.s = t.size(n - 2);
+  d.c = t.size(n - 1);
+  if (n >= 3) d.h = t.size(n - 3);
+  if (n == 4) d.b = t.size(0);
+  return d;
+}
+
+struct Shapes {
+  std::int64_t b, h, hk, sq, sk, d, dv;
+};
+
+Shapes check_attention_mha(const Tensor& q, const Tensor& k, const Tensor& v) {
+  check_float(kOp, "q", q, /*allow_f64=*/true);
+  check_same_dtype(kOp, "q", q, "k", k);
+  check_same_dtype(kOp, "q", q, "v", v);
+  const int n = q.ndim();
+  if (n < 2 || n > 4)
+    throw_value(kOp, "q is " + q.shape_str() +
+                         "; q must be [Sq, D], [H, Sq, D] or [B, H, Sq, D] (2-D to 4-D)");
+  if (k.ndim() != n || v.ndim() != n)
+    throw_value(kOp, "q is " + q.shape_str() + ", k is " + k.shape_str() + " and v is " +
+                         v.shape_str() + "; q, k and v must have the same number of dimensions");
+  const Dims4 dq = dims4(q), dk = dims4(k), dvv = dims4(v);
+  auto all = [&] {
+    return "q is " + q.shape_str() + ", k is " + k.shape_str() + " and v is " + v.shape_str();
+  };
+  if (dk.b != dq.b || dvv.b != dq.b)
+    throw_value(kOp, all() + "; q, k and v must have the same batch size (dimension 0)");
+  if (dk.h != dvv.h)
+    throw_value(kOp, all() + "; k and v must have the same number of heads");
+  if (dk.h < 1 || dq.h % dk.h != 0)
+    throw_value(kOp, all() + "; the key/value heads (" + std::to_string(dk.h) +
+                         ") must be >= 1 and divide the query heads (" + std::to_string(dq.h) +
+                         ") for grouped-query attention");
+  if (dk.c != dq.c)
+    throw_value(kOp, all() + "; q and k must share the head dimension D (last dimension)");
+  if (dk.s != dvv.s)
+    throw_value(kOp, all() + "; k and v must have the same sequence length Sk");
+  return {dq.b, dq.h, dk.h, dq.s, dk.s, dq.c, dvv.c};
+}
+
+void check_scale(float scale) {
+  if (!(scale >= 0.0f) || std::isinf(scale))
+    throw_value(kOp, "scale must be a finite number > 0 (or 0 / None for 1/sqrt(head_dim)), got " +
+                         std::to_string(scale));
+}
+
+// The mask's [batch, head, row, key] element strides against the full [B, H, Sq, Sk] (0 on
+// broadcast dimensions); validates shape and dtype.
+MaskKind check_mask(const Tensor& m, const Tensor& q, const Shapes& s) {
+  MaskKind kind;
+  if (m.dtype() == DType::i32 || m.dtype() == DType::i64) {
+    kind = MaskKind::keep;
+  } else if (is_floating(m.dtype())) {
+    if (m.dtype() != q.dtype())
+      throw_type(kOp, std::string("an additive mask must have q's dtype (") +
+                          dtype_info(q.dtype()).name + "), got " + dtype_info(m.dtype()).name +
+                          "; convert it with astype, or pass a boolean mask");
+    kind = MaskKind::additive;
+  } else {
+    throw_type(kOp, std::string("mask must be boolean / int32 / int64 (nonzero = attend) or "
+                                "an additive float mask, got ") + dtype_info(m.dtype()).name);
+  }
+  const std::int64_t full[4] = {s.b, s.h, s.sq, s.sk};
+  const int n = m.ndim();
+  bool ok = n >= 1 && n <= 4;
+  if (ok && kind == MaskKind::keep && n == 2) {  // key padding [B, Sk]
+    ok = (m.size(0) == s.b || m.size(0) == 1) && (m.size(1) == s.sk || m.size(1) == 1);
+  } else if (ok) {
+    for (int i = 0; i < n; ++i) {
+      const std::int64_t want = full[4 - n + i];
+      if (m.size(i) != want && m.size(i) != 1) ok = false;
+    }
+  }
+  if (!ok)
+    throw_value(kOp, "mask is " + m.shape_str() + " for q " + q.shape_str() + " (B=" +
+                         std::to_string(s.b) + ", H=" + std::to_string(s.h) + ", Sq=" +
+                         std::to_string(s.sq) + ", Sk=" + std::to_string(s.sk) +
+                         "); a boolean mask must be [B, Sk] (key padding) or broadcastable to "
+                         "[B, H, Sq, Sk], an additive mask broadcastable to [B, H, Sq, Sk]");
+  return kind;
+}
+
+// Element strides over [B, H, Sq, Sk] of a mask with strides st (0 where broadcast).
+void mask_strides(const Tensor& m, MaskKind kind, const std::int64_t* st, std::int64_t out[4]) {
+  for (int i = 0; i < 4; ++i) out[i] = 0;
+  const int n = m.ndim();
+  if (kind == MaskKind::keep && n == 2) {
+    out[0] = m.size(0) == 1 ? 0 : st[0];
+    out[3] = m.size(1) == 1 ? 0 : st[1];
+    return;
+  }
+  for (int i = 0; i < n; ++i) out[4 - n + i] = m.size(i) == 1 ? 0 : st[i];
+}
+
+// A pointer to t's elements on r's device and t's element strides: t itself when it is there
+// with a unit-stride last dimension (any last stride when `any_last`: the mask is read element
+// by element), else a contiguous staged copy.
+const void* strided_in(OpRunner& r, const Tensor& t, std::int64_t st[4], bool any_last = false) {
+  const int n = t.ndim();
+  if (t.device() == r.device() && (any_last || t.size(n - 1) <= 1 || t.stride(n - 1) == 1)) {
+    for (int i = 0; i < n; ++i) st[i] = t.stride(i);
+    return t.data();
+  }
+  std::int64_t e = 1;
+  for (int i = n - 1; i >= 0; --i) {
+    st[i] = e;
+    e *= t.size(i);
+  }
+  return r.in_raw(t);
+}
+
+// [batch, head, row] strides of a 2- to 4-D operand from its own strides.
+void bhr(const Tensor& t, const std::int64_t* st, std::int64_t out[3]) {
+  const int n = t.ndim();
+  out[0] = n == 4 ? st[0] : 0;
+  out[1] = n >= 3 ? st[n - 3] : 0;
+  out[2] = st[n - 2];
+}
+
+std::vector<std::int64_t> lse_shape(const Tensor& q) {
+  std::vector<std::int64_t> s = q.shape();
+  s.pop_back();
+  return s;
+}
+
+std::vector<std::int64_t> out_shape(const Tensor& q, const Tensor& v) {
+  std::vector<std::int64_t> s = q.shape();
+  s.back() = v.size(v.ndim() - 1);
+  return s;
+}
+
+struct Prepared {
+  Shapes s;
+  MaskKind kind = MaskKind::none;
+  double scale = 0.0;
+};
+
+Prepared prepare(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask,
+                 float scale) {
+  Prepared pr;
+  pr.s = check_attention_mha(q, k, v);
+  check_scale(scale);
+  if (mask) pr.kind = check_mask(*mask, q, pr.s);
+  pr.scale = scale > 0.0f ? static_cast<double>(scale)
+                          : 1.0 / std::sqrt(static_cast<double>(pr.s.d > 0 ? pr.s.d : 1));
+  return pr;
+}
+
+void place(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask,
+           const Prepared& pr) {
+  const Shapes& s = pr.s;
+  const bool gpu_ok = opdefs::attention.supports(DeviceKind::cuda, OpArgs{&q, &k, &v});
+  r.place(attention_mha_work(s.b, s.h, s.sq, s.sk, s.d, s.dv,
+                             static_cast<double>(dtype_size(q.dtype()))),
+          {&q, &k, &v, mask}, gpu_ok);
+}
+
+// Launch with out / lse pointers already on r's device.
+void launch_mha(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v,
+                const Tensor* mask, bool causal, const Prepared& pr, void* out, float* lse) {
+  MhaArgs a;
+  std::int64_t st[4];
+  a.q = strided_in(r, q, st);
+  bhr(q, st, a.q_strides);
+  a.k = strided_in(r, k, st);
+  bhr(k, st, a.k_strides);
+  a.v = strided_in(r, v, st);
+  bhr(v, st, a.v_strides);
+  if (mask) {
+    a.mask = strided_in(r, *mask, st, /*any_last=*/true);
+    a.mask_kind = pr.kind;
+    a.mask_dtype = mask->dtype();
+    mask_strides(*mask, pr.kind, st, a.mask_strides);
+  }
+  a.out = out;
+  a.lse = lse;
+  a.batch = pr.s.b;
+  a.heads = pr.s.h;
+  a.kv_heads = pr.s.hk;
+  a.sq = pr.s.sq;
+  a.sk = pr.s.sk;
+  a.d = pr.s.d;
+  a.dv = pr.s.dv;
+  a.causal = causal;
+  a.scale = pr.scale;
+  a.dtype = q.dtype();
+  a.precision = r.policy().precision;
+  r.launch([&](Backend& be) { be.attention_mha(a); });
+}
+
+// Where the kernel writes lse: the caller's tensor when it is on the device and shares no
+// memory with an input, else device scratch copied into it by finish() (OpRunner stages one
+// output only).
+struct LseTarget {
+  Tensor* lse;
+  Tensor scratch;
+  float* ptr = nullptr;
+  LseTarget(OpRunner& r, Tensor* t, std::initializer_list<const Tensor*> inputs) : lse(t) {
+    if (!lse || lse->numel() == 0) return;
+    bool direct = lse->device() == r.device() && lse->is_contiguous();
+    for (const Tensor* in : inputs)
+      if (in && in->may_overlap(*lse)) direct = false;
+    if (direct) {
+      ptr = static_cast<float*>(lse->data());
+    } else {
+      scratch = Tensor::empty(lse->shape(), DType::f32, r.device());
+      ptr = static_cast<float*>(scratch.data());
+    }
+  }
+  void finish() {
+    if (scratch.defined() && scratch.numel() > 0) scratch.copy_to(*lse);
+  }
+};
+
+// ---- the op's registry facts (src/ops/registry.h) ----------------------------------------------
+
+std::vector<std::int64_t> shape_vec(const ShapeRef& s) { return {s.dims, s.dims + s.ndim}; }
+
+OpResult infer_attention(const OpDef& d, const OpArgs& a) {
+  const ShapeRef& q = a[0];
+  const ShapeRef& k = a[1];
+  const ShapeRef& v = a[2];
+  const int n = q.ndim;
+  const std::int64_t hq = n >= 3 ? q[n - 3] : 1, hk = n >= 3 ? k[n - 3] : 1;
+  if (n > 4 || k.ndim != n || v.ndim != n || (n == 4 && (k[0] != q[0] || v[0] != q[0])) ||
+      (n >= 3 && v[n - 3] != hk) || hk < 1 || hq % hk != 0 || k.back() != q.back() ||
+      k[n - 2] != v[n - 2])
+    throw_value(d.name, "q " + shape_str(shape_vec(q)) + ", k " + shape_str(shape_vec(k)) +
+                            ", v " + shape_str(shape_vec(v)) +
+                            ": want q [B, H, Sq, D], k [B, Hk, Sk, D], v [B, Hk, Sk, Dv] (or "
+                            "[H, S, D] / [S, D]) with Hk dividing H");
+  std::vector<std::int64_t> out = shape_vec(q);
+  out.back() = v.back();
+  return {out, a.dtype};
+}
+// k and v default to q and k (the by-name query may pass q alone for self-attention).
+WorkEstimate work_attention(const OpArgs& a) {
+  const ShapeRef& q = a[0];
+  const ShapeRef& k = a.has(1) ? a[1] : q;
+  const ShapeRef& v = a.has(2) ? a[2] : k;
+  const int n = q.ndim;
+  return attention_mha_work(n == 4 ? q[0] : 1, n >= 3 ? q[n - 3] : 1, q[n - 2], k[k.ndim - 2],
+                            q.back(), v.back(), static_cast<double>(dtype_size(a.dtype)));
+}
+bool limits_attention(DeviceKind be, const OpArgs& a) {
+  if (be != DeviceKind::cuda) return true;
+  const ShapeRef& q = a[0];
+  const ShapeRef& v = a.has(2) ? a[2] : a.has(1) ? a[1] : q;
+  return cuda_supports_attention(q.back(), v.back());
+}
+
+}  // namespace
+
+const OpDef opdefs::attention{
+    "attention", OpFamily::attention,
+    "Batched multi-head / grouped-query attention softmax(q k^T * scale + mask) v: q [B, H, Sq, "
+    "D], k [B, Hk, Sk, D], v [B, Hk, Sk, Dv] with Hk dividing H; bottom-right causal; boolean "
+    "key-padding or additive mask; fully masked rows give zeros (docs/attention.md).",
+    {{in("q", -1, 2), in("k", -1, 2), in("v", -1, 2), opt("mask")}}, {"out"},
+    {{{"causal", AttrType::boolean, "False", "query i sees keys j <= i + Sk - Sq"},
+      {"scale", AttrType::real, "None", "None: 1/sqrt(head_dim)"},
+      {"return_lse", AttrType::boolean, "False", "also return the float32 log-sum-exp [B, H, Sq]"}}},
+    kFloatAll, kFloat16x, &infer_attention, &work_attention, &limits_attention};
+
+std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, const Tensor& v) {
+  check_attention_mha(q, k, v);
+  return out_shape(q, v);
+}
+
+void attention_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, bool causal,
+                    const Tensor* mask, float scale, const ExecutionPolicy& p, Tensor* lse) {
+  const Prepared pr = prepare(q, k, v, mask, scale);
+  check_out(kOp, out, out_shape(q, v), q.dtype());
+  if (lse) {
+    check_out(kOp, *lse, lse_shape(q), DType::f32);
+    if (lse->may_overlap(out))
+      throw_value(kOp, "lse and out share memory; pass separate arrays");
+  }
+  OpRunner r(kOp, p);
+  place(r, q, k, v, mask, pr);
+  LseTarget lt(r, lse, {&q, &k, &v, mask});
+  void* o = r.out_raw(out);
+  launch_mha(r, q, k, v, mask, causal, pr, o, lt.ptr);
+  r.finish();
+  lt.finish();
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                 const Tensor* mask, float scale, const ExecutionPolicy& p, Tensor* lse) {
+  const Prepared pr = prepare(q, k, v, mask, scale);
+  OpRunner r(kOp, p);
+  place(r, q, k, v, mask, pr);
+  Tensor out = r.result(out_shape(q, v), q.dtype());
+  if (lse) *lse = r.result(lse_shape(q), DType::f32);
+  LseTarget lt(r, lse, {&q, &k, &v, mask});
+  launch_mha(r, q, k, v, mask, causal, pr, r.out_raw(out), lt.ptr);
+  r.finish();
+  lt.finish();
+  return out;
+}
+
+}  // namespace lc
