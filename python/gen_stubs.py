@@ -58,6 +58,8 @@ SCALAR_PARAMS = {
     "head_dim": "int",
     "n": "int",
     "activation": "str",
+    "mask": "_ArrayOrTensor | None",
+    "return_lse": "bool",
     "approximate": "str",
     "exc_type": "type[BaseException] | None",
     "exc": "BaseException | None",
@@ -86,11 +88,13 @@ SPECIFIC = {
     "ResidentSession.out_shape": {"return": "tuple[int, ...]"},
     "autotune_lookup": {"return": "dict[str, str] | None"},
     "gemm_recorded_mode": {"return": "str | None"},
+    # return_lse=True returns (out, lse)
+    "attention_into": {"return": "_Out | tuple[_Out, NDArray[Any] | Tensor]"},
 }
 HEADER = '''
 # Typed by python/gen_stubs.py (nanobind stubgen + the overlay of parameter types).
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -235,6 +239,18 @@ class Rewriter:
             if p.name in ARRAY_PARAMS:
                 p.ann = "ArrayLike" + (" | None" if p.default == "None" else "")
         sigs.append((ps, "NDArray[Any]", False))
+        if any(p.name == "return_lse" for p in params):
+            # return_lse=True returns (out, lse): the overloads above are for False, one more
+            # (keyword-only, so it can be required) for True.
+            for ps, _ret, _t in sigs:
+                for p in ps:
+                    if p.name == "return_lse":
+                        p.ann = "Literal[False]"
+            ps = [Param(p.name, p.ann, p.default, p.kind) for p in params]
+            for p in ps:
+                if p.name == "return_lse":
+                    p.ann, p.default = "Literal[True]", None
+            sigs.append((ps, "tuple[NDArray[Any] | Tensor, NDArray[Any] | Tensor]", False))
         out: list[str] = []
         for j, (ps, ret, tensor) in enumerate(sigs):
             line = indent + _sig(name, ps, ret) + ("" if j == 0 else " ...")

@@ -197,6 +197,17 @@ DOCS: dict[str, dict[str, Any]] = {
     "runtime_trace_export_chrome": {"returns": ("int", "The number of events written.")},
     "runtime_trace_chrome_json": {"returns": ("str", "")},
     "runtime_trace_group_fields": {"returns": ("list of str", "")},
+    "attention": {"params": {
+        "q": (_ARRAY, "Queries ``[B, H, Sq, D]`` (or ``[H, Sq, D]``, ``[Sq, D]``)."),
+        "k": (_ARRAY, "Keys ``[B, Hk, Sk, D]``, q's dtype (Hk divides H: grouped-query)."),
+        "v": (_ARRAY, "Values ``[B, Hk, Sk, Dv]``, q's dtype."),
+        "causal": ("bool", "Causal mask, bottom-right aligned."),
+        "mask": (_ARRAY + " or None", "Boolean ``[B, Sk]`` key padding (True = attend) or an "
+                 "additive mask broadcastable to ``[B, H, Sq, Sk]`` (None: no mask)."),
+        "return_lse": ("bool", "Also return the log-sum-exp ``[B, H, Sq]`` (float32): the "
+                       "result is then ``(out, lse)``.")},
+        "returns": ("ndarray or Tensor, or (out, lse)", _RESULT[1] + " With return_lse=True, "
+                    "the tuple (out, lse).")},
     "ops": {"returns": ("list of str", "Op names, e.g. \"matmul2d\".")},
     "op_info": {"params": {"name": ("str", 'An op name of ``ops()``, e.g. "matmul2d".')},
                 "returns": ("dict", "family, inputs, outputs, attributes (with defaults), "

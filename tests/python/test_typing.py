@@ -125,6 +125,9 @@ assert_type(lc.explain(lc.matmul2d, a, b), str)
 assert_type(t.numpy(), npt.NDArray[Any])
 assert_type(t.shape, tuple[int, ...])
 assert_type(lc.from_dlpack(a), lc.Tensor)
+q4: npt.NDArray[np.float32] = np.ones((1, 2, 3, 4), np.float32)
+assert_type(lc.attention(q4, q4, q4, causal=True), npt.NDArray[np.float32])
+o, lse = lc.attention(q4, q4, q4, return_lse=True)
 '''
 
 TYPED_MISTAKES = '''
