@@ -10,7 +10,7 @@ def _preload_blas():
     # the module's RPATH points at it, and loading it here as well makes `import lightning_core`
     # work wherever pip put that package (another site-packages, a venv layered on the system).
     try:
-        import scipy_openblas32  # noqa: F401  (its import does not load the library)
+        import scipy_openblas32  # type: ignore[import-untyped]  # (its import does not load the library)
     except ImportError:
         return
     import ctypes
@@ -34,7 +34,8 @@ from ._lightning_core import (  # noqa: F401,E402
     __doc__ as _native_doc,
 )
 
-__version__ = build_info()["version"]  # noqa: F405
+# The version has one source, pyproject.toml (CMake compiles it in as LC_VERSION).
+__version__: str = build_info()["version"]  # noqa: F405
 
 from ._tensor import Tensor64, TensorView  # noqa: E402,F401
 
@@ -42,4 +43,12 @@ from_dlpack = Tensor.from_dlpack  # lc.from_dlpack(obj): zero-copy from any DLPa
 from . import api  # noqa: E402,F401
 from .api import conv_relu_nchw, conv_attention_torchstrong_nchw  # noqa: E402,F401
 from .trace import *  # noqa: F401,F403,E402
-from .policy import *  # noqa: F401,F403,E402
+# policy's set_default_policy / get_default_policy / current_policy replace the native ones.
+from .policy import *  # type: ignore[assignment]  # noqa: F401,F403,E402
+from ._logging import set_log_level  # noqa: E402,F401  (LC_LOG_LEVEL, the "lightning_core" logger)
+
+# numpydoc docstrings for the native functions and classes (python/lightning_core/_docs.py).
+from ._docs import apply as _apply_docs  # noqa: E402
+
+_apply_docs(globals())
+del _apply_docs

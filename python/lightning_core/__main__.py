@@ -41,7 +41,7 @@ def report() -> str:
             reason = reason.split("failed with ")[-1].replace("no usable CUDA driver/device: ", "")
             lines.append("  cuda  not available: " + (reason or "no CUDA device"))
     lines += [
-        f"  build: CUDA backend {'compiled (toolkit ' + str(info.get('cuda_toolkit')) + ')' if info.get('cuda_compiled') == 'yes' else 'not compiled'}, "
+        f"  build: CUDA backend {'compiled (toolkit ' + str(info.get('cuda_toolkit')) + ', for ' + str(info.get('cuda_targets', 'sm_90a')) + ')' if info.get('cuda_compiled') == 'yes' else 'not compiled'}, "
         f"CPU GEMM {info.get('cpu_blas', '?')}",
         f"  available devices: {', '.join(lc.available_devices())}",
         "",

@@ -19,7 +19,15 @@ __all__ = ["Tensor64", "TensorView"]
 
 
 class Tensor64(Tensor):
-    """A float64 lc.Tensor: ``lc.Tensor64(data, device="cpu")``."""
+    """A float64 lc.Tensor: ``lc.Tensor64(data, device="cpu")``.
+
+    Parameters
+    ----------
+    data : array_like or Tensor
+        Data to copy (converted to float64).
+    device : str, optional
+        "cpu" or "cuda".
+    """
 
     def __init__(self, data, device: str = "cpu"):
         super().__init__(data, device, "float64")
@@ -31,6 +39,24 @@ class TensorView(Tensor):
     ``TensorView(base, shape, strides, offset=0)``: ``base`` is an lc.Tensor (or a numpy array,
     wrapped without a copy); ``strides`` and ``offset`` are in elements. The view keeps its base
     alive and is bounds-checked against the base's memory.
+
+    Parameters
+    ----------
+    base : Tensor or ndarray
+        The memory to view (a numpy array is wrapped without a copy).
+    shape : sequence of int
+        The view's shape.
+    strides : sequence of int or None, optional
+        Strides in elements (None: C-contiguous for ``shape``).
+    offset : int, optional
+        First element's offset in elements.
+
+    Raises
+    ------
+    TypeError
+        A base dtype lc does not hold.
+    ValueError
+        The view reaches outside the base's memory.
     """
 
     def __init__(self, base, shape: Sequence[int], strides: Sequence[int] | None = None, offset: int = 0):

@@ -134,8 +134,8 @@ def _chain_policy(op, device, policy, blocks=None, data=()) -> tuple[Any, Any]:
     if pair is None:
         # On the CPU nothing moves: "never" (a GPU-only promise) becomes the CPU default.
         upload = "always" if dev == "cpu" else base.upload
-        common = dict(device=dev, upload=upload, precision=base.precision,
-                      fusion=base.fusion, autotune=base.autotune)
+        common: dict[str, Any] = dict(device=dev, upload=upload, precision=base.precision,
+                                      fusion=base.fusion, autotune=base.autotune)
         # On the CPU results are in host memory already: download=False (a GPU-only promise)
         # does not apply, as for a single op placed on the CPU.
         last = _lc.ExecutionPolicy(download=base.download or dev == "cpu",
@@ -155,7 +155,37 @@ def _host_result(out, inputs) -> Any:
 @_named_errors
 def conv_relu_nchw(x, w, b=None, stride_h: int = 1, stride_w: int = 1, pad_h: int = 0, pad_w: int = 0,
                    device: str | None = None, *, policy=None):
-    """conv2d_nchw with the ReLU fused into the convolution kernel."""
+    """conv2d_nchw with the ReLU fused into the convolution kernel.
+
+    Parameters
+    ----------
+    x : array_like or Tensor
+        Images ``[n, c, h, w]`` (float32).
+    w : array_like or Tensor
+        Filters ``[oc, c, kh, kw]`` (float32).
+    b : array_like or Tensor or None
+        Bias ``[oc]`` (None: no bias).
+    stride_h, stride_w : int, optional
+        Strides (>= 1).
+    pad_h, pad_w : int, optional
+        Zero padding (>= 0).
+    device : str or None, optional
+        "auto", "cpu" or "cuda" (None: the policy's device).
+    policy : ExecutionPolicy or None, optional
+        Policy for this call.
+
+    Returns
+    -------
+    ndarray or Tensor
+        ``relu(conv2d(x, w) + b)``, ``[n, oc, oh, ow]``; numpy for numpy inputs.
+
+    Raises
+    ------
+    TypeError
+        An unsupported dtype or argument type.
+    ValueError
+        Wrong shapes, device or policy.
+    """
     return _lc.conv2d_nchw(x, w, b, stride_h, stride_w, pad_h, pad_w, device, activation="relu", policy=policy)
 
 
@@ -165,6 +195,18 @@ def qkv_arrange(features, seq_len: int, head_dim: int):
     The conv output is flattened in NCHW order and read cyclically until seq_len * head_dim
     values are filled (repeating the feature map when the attention block is larger than it,
     truncating when smaller). The same arrangement runs on the device in the fused path.
+
+    Parameters
+    ----------
+    features : array_like
+        Conv features (any shape).
+    seq_len, head_dim : int
+        The attention input's shape.
+
+    Returns
+    -------
+    ndarray
+        float32 ``[seq_len, head_dim]``.
     """
     flat = np.asarray(features, dtype=np.float32).reshape(-1)
     need = seq_len * head_dim
@@ -181,6 +223,41 @@ def conv_attention_torchstrong_nchw(x, w, b, seq_len: int, head_dim: int, stride
     Runs as one native op (lc.conv_attention_nchw): the intermediate stays on the device it was
     computed on. execution_mode: "eager" launches the blocks one by one; "graph" replays them as
     one captured CUDA graph on the GPU (identical to eager on the CPU).
+
+    Parameters
+    ----------
+    x : array_like or Tensor
+        Images ``[n, c, h, w]`` (float32).
+    w : array_like or Tensor
+        Filters ``[oc, c, kh, kw]`` (float32).
+    b : array_like or Tensor or None
+        Bias ``[oc]`` (None: no bias).
+    seq_len, head_dim : int
+        The attention input's shape.
+    stride_h, stride_w : int, optional
+        Strides (>= 1).
+    pad_h, pad_w : int, optional
+        Zero padding (>= 0).
+    device : str or None, optional
+        "auto", "cpu" or "cuda" (None: the policy's device).
+    causal : bool, optional
+        Causal attention mask.
+    execution_mode : str, optional
+        "eager" or "graph".
+    policy : ExecutionPolicy or None, optional
+        Policy for this call.
+
+    Returns
+    -------
+    ndarray or Tensor
+        The attention output ``[seq_len, head_dim]``.
+
+    Raises
+    ------
+    TypeError
+        An unsupported dtype or argument type.
+    ValueError
+        Wrong shapes, device or policy.
     """
     if execution_mode not in ("eager", "graph"):
         raise ValueError(f"[conv_attention_torchstrong_nchw] execution_mode must be \"eager\" or \"graph\", "
@@ -194,7 +271,20 @@ def conv_attention_torchstrong_nchw_ab_report(x, w, b, seq_len: int, head_dim: i
                                               stride_w: int = 1, pad_h: int = 1, pad_w: int = 1,
                                               device: str | None = None, *, iters: int = 20, warmup: int = 3,
                                               causal: bool = False) -> dict:
-    """Runs the eager and graph modes on the same inputs: parity and median speed."""
+    """Runs the eager and graph modes on the same inputs: parity and median speed.
+
+    Parameters
+    ----------
+    x, w, b, seq_len, head_dim, stride_h, stride_w, pad_h, pad_w, device, causal
+        As in :func:`conv_attention_torchstrong_nchw`.
+    iters, warmup : int, optional
+        Timed and untimed runs per mode.
+
+    Returns
+    -------
+    dict
+        eager_ms, graph_ms, graph_over_eager, winner, max_abs_diff, iters.
+    """
     def run(mode):
         return conv_attention_torchstrong_nchw(x, w, b, seq_len, head_dim, stride_h, stride_w, pad_h, pad_w,
                                                device, causal=causal, execution_mode=mode)
@@ -229,6 +319,33 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
 
     Weights use the torch nn.Linear layout ([out_features, in_features]); the activation runs in
     the first GEMM's epilogue.
+
+    Parameters
+    ----------
+    x : array_like or Tensor
+        Input ``[..., d]``.
+    w1, b1 : array_like or Tensor
+        First projection ``[h, d]`` and its bias ``[h]`` (b1 may be None).
+    w2, b2 : array_like or Tensor
+        Second projection ``[d, h]`` and its bias ``[d]`` (b2 may be None).
+    activation : str, optional
+        "gelu" (default), "relu" or "none".
+    device : str or None, optional
+        "auto", "cpu" or "cuda" for the whole block (None: the policy's device).
+    policy : ExecutionPolicy or None, optional
+        Policy for this call.
+
+    Returns
+    -------
+    ndarray or Tensor
+        ``[..., d]``; numpy for numpy inputs.
+
+    Raises
+    ------
+    TypeError
+        An unsupported dtype or argument type.
+    ValueError
+        Wrong shapes, device or policy.
     """
     inner, last = _chain_policy("ffn", device, policy, [
         ("linear", (x, w1)), ("linear", (_rows_by(x, w1), w2))], (x, w1, b1, w2, b2))
@@ -240,7 +357,39 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
 @_named_errors
 def layernorm_linear(x, gamma, beta, w, b=None, eps: float = 1e-5, activation: str = "none",
                      device: str | None = None, *, policy=None):
-    """LayerNorm over the last dimension, then a projection linear(., w, b)."""
+    """LayerNorm over the last dimension, then a projection linear(., w, b).
+
+    Parameters
+    ----------
+    x : array_like or Tensor
+        Input ``[..., d]``.
+    gamma, beta : array_like or Tensor or None
+        LayerNorm scale and shift ``[d]``.
+    w : array_like or Tensor
+        Projection ``[out, d]``.
+    b : array_like or Tensor or None, optional
+        Projection bias ``[out]``.
+    eps : float, optional
+        LayerNorm epsilon.
+    activation : str, optional
+        "none", "relu" or "gelu" after the projection.
+    device : str or None, optional
+        "auto", "cpu" or "cuda" for the whole block (None: the policy's device).
+    policy : ExecutionPolicy or None, optional
+        Policy for this call.
+
+    Returns
+    -------
+    ndarray or Tensor
+        ``[..., out]``; numpy for numpy inputs.
+
+    Raises
+    ------
+    TypeError
+        An unsupported dtype or argument type.
+    ValueError
+        Wrong shapes, device or policy.
+    """
     inner, last = _chain_policy("layernorm_linear", device, policy,
                                 [("layernorm", (x,)), ("linear", (x, w))], (x, gamma, beta, w, b))
     h = _lc.layernorm(x, gamma, beta, eps, None, policy=inner)

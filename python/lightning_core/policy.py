@@ -49,12 +49,23 @@ _C._set_policy_context_var(_scope)
 _scopes_used = False  # the ops skip reading _scope until the first scope is entered
 
 
-def policy_fields(p: ExecutionPolicy) -> dict:
-    """The policy as a plain dict of its seven fields."""
+def policy_fields(p: ExecutionPolicy) -> dict[str, Any]:
+    """The policy as a plain dict of its seven fields.
+
+    Parameters
+    ----------
+    p : ExecutionPolicy
+        The policy to read.
+
+    Returns
+    -------
+    dict
+        device, upload, download, sync, precision, fusion and autotune.
+    """
     return {f: getattr(p, f) for f in _FIELDS}
 
 
-def _make(base: Optional[ExecutionPolicy], kw: dict) -> ExecutionPolicy:
+def _make(base: Optional[ExecutionPolicy], kw: dict[str, Any]) -> ExecutionPolicy:
     unknown = set(kw) - set(_FIELDS)
     if unknown:
         raise TypeError(
@@ -73,6 +84,20 @@ class policy:
     ``with lc.policy`` or the process default) and overrides the given fields;
     ``lc.policy(an_execution_policy)`` uses that policy as is. The combination is validated when
     the object is created, so an invalid one raises ValueError before the block runs.
+
+    Parameters
+    ----------
+    base : ExecutionPolicy or None, optional
+        A complete policy to use (None: start from the enclosing policy).
+    **fields
+        Fields to override: device, upload, download, sync, precision, fusion, autotune.
+
+    Raises
+    ------
+    TypeError
+        ``base`` is not an ExecutionPolicy, or a field name is unknown.
+    ValueError
+        An invalid value or combination of values.
     """
 
     def __init__(self, base: Optional[ExecutionPolicy] = None, **fields: Any):
@@ -95,11 +120,10 @@ class policy:
         self._depth += 1
         return p
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self._depth -= 1
         node = _scope.get()
         _scope.set(node[1] if node is not None else None)
-        return False
 
     def __call__(self, fn: Callable) -> Callable:
         if inspect.iscoroutinefunction(fn):
@@ -126,7 +150,26 @@ def set_default_policy(p: Optional[ExecutionPolicy] = None, **fields: Any) -> Ex
     """Sets the process default policy (used outside any ``with lc.policy``).
 
     ``set_default_policy(lc.ExecutionPolicy(...))`` replaces it; keyword fields override the
-    current default's fields (``set_default_policy(device="cpu")``). Returns the new default.
+    current default's fields (``set_default_policy(device="cpu")``).
+
+    Parameters
+    ----------
+    p : ExecutionPolicy or None, optional
+        The new default (None: the current default with ``fields`` applied).
+    **fields
+        Fields to override (not together with ``p``).
+
+    Returns
+    -------
+    ExecutionPolicy
+        The new default.
+
+    Raises
+    ------
+    TypeError
+        Both ``p`` and fields given, ``p`` not an ExecutionPolicy, or an unknown field.
+    ValueError
+        An invalid value or combination of values.
     """
     if p is not None and fields:
         raise TypeError("pass either an ExecutionPolicy or keyword fields, not both")
@@ -139,19 +182,47 @@ def set_default_policy(p: Optional[ExecutionPolicy] = None, **fields: Any) -> Ex
 
 
 def get_default_policy() -> ExecutionPolicy:
-    """The process default policy."""
+    """The process default policy.
+
+    Returns
+    -------
+    ExecutionPolicy
+        The policy ops use outside any ``with lc.policy(...)``.
+    """
     return _C.get_default_policy()
 
 
 def current_policy() -> ExecutionPolicy:
-    """The policy ops use when given none: the innermost ``with lc.policy`` of this thread or
-    asyncio task, else the default."""
+    """The policy ops use when given none.
+
+    Returns
+    -------
+    ExecutionPolicy
+        The innermost ``with lc.policy`` of this thread or asyncio task, else the default.
+    """
     return _C.current_policy()
 
 
 def explain(fn: Callable, *args: Any, **kwargs: Any) -> str:
-    """Runs ``fn(*args, **kwargs)`` (an lc op) with placement explanations on and returns why
-    its (last) op ran where it did, e.g. "auto: estimated CPU 0.4 us vs GPU 9 us ... -> cpu"."""
+    """Runs an op with placement explanations on and says why it ran where it did.
+
+    Parameters
+    ----------
+    fn : callable
+        An lc op (or a function calling lc ops: the last one is explained).
+    *args, **kwargs
+        Its arguments.
+
+    Returns
+    -------
+    str
+        The reason, e.g. "auto: estimated CPU 0.4 us vs GPU 9 us ... -> cpu".
+
+    Raises
+    ------
+    Exception
+        Whatever ``fn`` raises.
+    """
     prev = _C._explain_enabled()
     _C._set_explain(True)
     try:
@@ -183,9 +254,35 @@ def placement(
     """Where ``op`` with these argument shapes (or arrays) would run, without running it.
 
     Returns a dict: device, reason, cpu_us / gpu_us (the cost model's estimates; gpu_us
-    includes transfer_us, the upload + download part), flops, family, fallback. ``gpu_available`` (True/False) replaces the real device query, so decisions can
-    be explored (and tested) on any machine; None asks the runtime. ``stride`` / ``padding``
-    (int or (h, w)) apply to conv ops.
+    includes transfer_us, the upload + download part), flops, family, fallback.
+
+    Parameters
+    ----------
+    op : str
+        Op name, e.g. "matmul2d".
+    *shapes : sequence of int or array
+        The shape (or an array of that shape) of each argument.
+    policy : ExecutionPolicy or None, optional
+        The policy to decide under (None: the current policy).
+    device : str or None, optional
+        Override of the policy's device.
+    inputs_on_gpu : bool, optional
+        Whether the inputs are already resident on the GPU.
+    gpu_available : bool or None, optional
+        Replaces the real device query (so decisions can be explored and tested on any
+        machine); None asks the runtime.
+    stride, padding : int or (int, int), optional
+        Conv ops' stride and padding.
+
+    Returns
+    -------
+    dict
+        device, reason, cpu_us, gpu_us, transfer_us, flops, family, fallback.
+
+    Raises
+    ------
+    ValueError
+        An unknown op, wrong shapes or an invalid policy.
     """
     p = _make(policy if policy is not None else _C.current_policy(), {} if device is None else {"device": device})
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
@@ -196,5 +293,20 @@ def placement(
 
 
 def explain_placement(op: str, *shapes, **kw: Any) -> str:
-    """The reason string of :func:`placement` (same arguments)."""
+    """The reason string of :func:`placement`.
+
+    Parameters
+    ----------
+    op : str
+        Op name, e.g. "matmul2d".
+    *shapes : sequence of int or array
+        The shape (or an array of that shape) of each argument.
+    **kw
+        policy, device, inputs_on_gpu, gpu_available, stride, padding as in :func:`placement`.
+
+    Returns
+    -------
+    str
+        Why the op would run where it would.
+    """
     return placement(op, *shapes, **kw)["reason"]

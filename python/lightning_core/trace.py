@@ -27,9 +27,20 @@ __all__ = ["runtime_trace", "format_timeline"]
 class runtime_trace:  # noqa: N801 (used like a function: `with lc.runtime_trace():`)
     """Traces the ops of a `with` block.
 
-    clear: drop earlier events first (default True). capacity: ring-buffer size for the block
-    (restored after). On exit tracing returns to its previous on/off state; the events stay
-    in the buffer for timeline()/events()/export_chrome().
+    On exit tracing returns to its previous on/off state; the events stay in the buffer for
+    timeline()/events()/export_chrome().
+
+    Parameters
+    ----------
+    clear : bool, optional
+        Drop earlier events first (default True).
+    capacity : int or None, optional
+        Ring-buffer size for the block (``restore_capacity()`` puts the old one back).
+
+    Raises
+    ------
+    ValueError
+        ``capacity`` is not positive.
     """
 
     def __init__(self, clear=True, capacity=None):
@@ -84,7 +95,20 @@ def _ns(v):
 
 
 def format_timeline(report, max_groups=20):
-    """A plain-text table of a runtime_trace_timeline() result (groups, then hotspots)."""
+    """A plain-text table of a timeline: its groups, then its hotspots.
+
+    Parameters
+    ----------
+    report : dict
+        A ``runtime_trace_timeline()`` (or ``runtime_trace.timeline()``) result.
+    max_groups : int, optional
+        Rows of groups to show (default 20).
+
+    Returns
+    -------
+    str
+        The table.
+    """
     lines = [
         f"{report['event_count']} events ({report['dropped']} dropped), span {_ns(report['span_ns'])}, "
         f"grouped by {report['group_by']}, sorted by {report['group_sort_by']}"

@@ -1,10 +1,10 @@
 // The auto-tune cache and the GEMM modes: lc.autotune_cache_path(), autotune_cache_clear(),
 // autotune_cache_entries(), autotune_lookup/record, device_fingerprint, gemm_prepare, ...
-// Cache warnings (corrupt / unwritable file) become Python RuntimeWarnings.
+// Cache warnings (corrupt / unwritable file) go through lc::log: Python RuntimeWarnings
+// (bind_logging.cpp).
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
-#include <iostream>
 
 #include "bindings.h"
 #include "lightning_core/autotune.h"
@@ -27,29 +27,9 @@ nb::dict fields_dict(const lc::autotune::Fields& f) {
   return d;
 }
 
-void warn_python(const std::string& msg) {
-  if (!Py_IsInitialized()) {
-    std::cerr << "lightning_core: warning: " << msg << std::endl;
-    return;
-  }
-  nb::gil_scoped_acquire gil;
-  // Keep any exception already being raised intact.
-  PyObject *t, *v, *tb;
-  PyErr_Fetch(&t, &v, &tb);
-  const std::string full = "lightning_core: " + msg;
-  if (PyErr_WarnEx(PyExc_RuntimeWarning, full.c_str(), 1) < 0) {
-    // Warnings configured as errors: we cannot raise from here; print instead.
-    PyErr_Clear();
-    std::cerr << full << std::endl;
-  }
-  PyErr_Restore(t, v, tb);
-}
-
 }  // namespace
 
 void register_autotune(nb::module_& m) {
-  lc::autotune::set_warning_handler(&warn_python);
-
   m.def("autotune_enabled", &lc::autotune::enabled, "False when LC_AUTOTUNE=0.");
   m.def("autotune_cache_dir", &lc::autotune::cache_dir);
   m.def("autotune_cache_path", &lc::autotune::cache_path,

@@ -224,10 +224,10 @@ void register_policy(nb::module_& m) {
       }, nb::arg("other").none())
       .def("__hash__", [](const lc::ExecutionPolicy& p) { return std::hash<std::string>{}(p.to_string()); })
       .def("__repr__", [](const lc::ExecutionPolicy& p) {
-        // Valid Python: eval(repr(p)) == p (with ExecutionPolicy in scope).
+        // Valid Python: eval(repr(p)) == p with the package imported as lc (its usual name).
         auto q = [](const char* s) { return std::string("'") + s + "'"; };
         auto b = [](bool v) { return std::string(v ? "True" : "False"); };
-        return "ExecutionPolicy(device=" + q(lc::to_string(p.device)) + ", upload=" +
+        return "lc.ExecutionPolicy(device=" + q(lc::to_string(p.device)) + ", upload=" +
                q(lc::to_string(p.upload)) + ", download=" + b(p.download) + ", sync=" +
                q(lc::to_string(p.sync)) + ", precision=" + q(lc::to_string(p.precision)) +
                ", fusion=" + b(p.fusion) + ", autotune=" + b(p.autotune) + ")";

@@ -49,8 +49,8 @@ std::uint32_t stale_mask(nb::handle self, std::initializer_list<std::pair<nb::ha
   std::uint32_t mask = 0;
   std::size_t i = 0;
   for (const auto& entry : in) {
-    if (!have || i >= static_cast<std::size_t>(PyTuple_GET_SIZE(bound.ptr())) ||
-        PyTuple_GET_ITEM(bound.ptr(), i) != entry.first.ptr())
+    if (!have || i >= static_cast<std::size_t>(PyTuple_Size(bound.ptr())) ||
+        PyTuple_GetItem(bound.ptr(), static_cast<Py_ssize_t>(i)) != entry.first.ptr())
       mask |= 1u << i;
     ++i;
   }

@@ -233,7 +233,7 @@ lc::Tensor getitem(const lc::Tensor& self, nb::handle key) {
       t = t.select(d, int_param(it, op, "index", INT64_MIN, INT64_MAX));
     } else {
       lc::throw_type(op, std::string("only basic indexing is supported (ints, slices, None, "
-                                     "...), got ") + Py_TYPE(o)->tp_name);
+                                     "...), got ") + py_type_name(o));
     }
   }
   return t;
@@ -329,7 +329,7 @@ lc::Tensor from_dlpack(nb::handle obj) {
   nb::ndarray<> nd;
   if (!nb::try_cast<nb::ndarray<>>(obj, nd))
     lc::throw_type(op, std::string("expects an object with __dlpack__ (numpy, torch, CuPy, JAX ...), "
-                                   "got ") + Py_TYPE(obj.ptr())->tp_name);
+                                   "got ") + py_type_name(obj.ptr()));
   lc::DType dt;
   if (!dtype_from_dl(nd.dtype(), &dt))
     lc::throw_type(op, "unsupported dtype (code " + std::to_string(nd.dtype().code) + ", " +

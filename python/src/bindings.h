@@ -16,6 +16,10 @@ void register_attention(nb::module_& m);
 void register_trace(nb::module_& m);
 void register_sessions(nb::module_& m);
 void register_autotune(nb::module_& m);
+// lc._set_doc: the numpydoc docstrings of python/lightning_core/_docs.py (bind_docs.cpp).
+void register_docs(nb::module_& m);
+// Library messages -> RuntimeWarning / the "lightning_core" logger (bind_logging.cpp).
+void register_logging(nb::module_& m);
 // Last: an error overload for every public op (wrong arity or keyword -> TypeError "[op] ...").
 void register_argument_errors(nb::module_& m);
 }  // namespace lcpy

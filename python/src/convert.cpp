@@ -74,7 +74,7 @@ void to_arg(nb::handle obj, const char* op, const char* name, Arg& out) {
   if (!arr) {
     PyErr_Clear();
     lc::throw_type(op, std::string("'") + name + "' must be a float32 numpy array or lc.Tensor, got " +
-                           Py_TYPE(o)->tp_name);
+                           py_type_name(o));
   }
   Py_XDECREF(out.hold);
   out.hold = arr;
@@ -95,7 +95,7 @@ void to_out_arg(nb::handle obj, const char* op, Arg& out) {
   }
   to_arg(obj, op, "out", out);
   if (out.hold)  // to_arg had to convert or copy it
-    lc::throw_value(op, std::string("'out' (") + Py_TYPE(o)->tp_name +
+    lc::throw_value(op, std::string("'out' (") + py_type_name(o) +
                             ") cannot be written in place (not an aligned, native-byte-order "
                             "float32 array); pass np.empty(shape, dtype=np.float32) or an lc.Tensor");
 }
@@ -258,7 +258,13 @@ PyTypeObject* g_policy_type = nullptr;  // lc.ExecutionPolicy
 }  // namespace
 
 void set_policy_context_var(nb::handle var) {
-  if (!PyContextVar_CheckExact(var.ptr()))
+#ifdef Py_LIMITED_API
+  // The stable ABI (abi3 wheels) has no PyContextVar_* API: check and read through Python.
+  const bool is_var = nb::isinstance(var, nb::module_::import_("contextvars").attr("ContextVar"));
+#else
+  const bool is_var = PyContextVar_CheckExact(var.ptr());
+#endif
+  if (!is_var)
     lc::throw_type("_set_policy_context_var", "expects a contextvars.ContextVar");
   g_policy_type = reinterpret_cast<PyTypeObject*>(nb::type<lc::ExecutionPolicy>().ptr());
   Py_INCREF(var.ptr());
@@ -272,11 +278,16 @@ void mark_policy_scopes_used() { g_scopes_used = true; }
 bool context_policy(lc::ExecutionPolicy& out) {
   if (!g_policy_var || !g_scopes_used) return false;
   PyObject* v = nullptr;
+#ifdef Py_LIMITED_API
+  v = PyObject_CallMethod(g_policy_var, "get", "O", Py_None);  // ContextVar.get(None)
+  if (!v) throw nb::python_error();
+#else
   if (PyContextVar_Get(g_policy_var, nullptr, &v) < 0) throw nb::python_error();
   if (!v) return false;  // never set in this context
+#endif
   bool found = false;
-  if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 2) {
-    PyObject* pol = PyTuple_GET_ITEM(v, 0);
+  if (PyTuple_CheckExact(v) && PyTuple_Size(v) == 2) {
+    PyObject* pol = PyTuple_GetItem(v, 0);  // borrowed
     if (Py_TYPE(pol) == g_policy_type) {
       out = *nb::inst_ptr<lc::ExecutionPolicy>(pol);
       found = true;
@@ -317,7 +328,7 @@ lc::ExecutionPolicy resolve_policy(nb::handle device, nb::handle policy, const c
 std::string str_param(nb::handle h, const char* op, const char* name) {
   if (!PyUnicode_Check(h.ptr()))
     lc::throw_type(op, std::string("'") + name + "' must be a string, got " +
-                           Py_TYPE(h.ptr())->tp_name);
+                           py_type_name(h.ptr()));
   Py_ssize_t len = 0;
   const char* s = PyUnicode_AsUTF8AndSize(h.ptr(), &len);
   if (!s) throw nb::python_error();
@@ -327,7 +338,7 @@ std::string str_param(nb::handle h, const char* op, const char* name) {
 double float_param(nb::handle h, const char* op, const char* name) {
   PyObject* o = h.ptr();
   if (PyBool_Check(o) || !(PyFloat_Check(o) || PyLong_Check(o) || PyArray_IsScalar(o, Number)))
-    lc::throw_type(op, std::string("'") + name + "' must be a number, got " + Py_TYPE(o)->tp_name);
+    lc::throw_type(op, std::string("'") + name + "' must be a number, got " + py_type_name(o));
   const double v = PyFloat_AsDouble(o);
   if (v == -1.0 && PyErr_Occurred()) {
     PyErr_Clear();
@@ -341,14 +352,14 @@ bool bool_param(nb::handle h, const char* op, const char* name) {
   if (PyBool_Check(o)) return o == Py_True;
   if (PyArray_IsScalar(o, Bool)) return PyObject_IsTrue(o) == 1;
   lc::throw_type(op, std::string("'") + name + "' must be True or False, got " +
-                         Py_TYPE(o)->tp_name);
+                         py_type_name(o));
 }
 
 std::int64_t int_param(nb::handle h, const char* op, const char* name, std::int64_t lo,
                        std::int64_t hi) {
   PyObject* o = h.ptr();
   if (PyBool_Check(o) || !(PyLong_Check(o) || PyArray_IsScalar(o, Integer)))
-    lc::throw_type(op, std::string("'") + name + "' must be an int, got " + Py_TYPE(o)->tp_name);
+    lc::throw_type(op, std::string("'") + name + "' must be an int, got " + py_type_name(o));
   int overflow = 0;
   PyObject* as_long = PyNumber_Index(o);
   if (!as_long) throw nb::python_error();

@@ -8,6 +8,7 @@
 
 #include <nanobind/nanobind.h>
 
+#include <string>
 #include <vector>
 
 #include "lightning_core/policy.h"
@@ -16,6 +17,16 @@
 namespace nb = nanobind;
 
 namespace lcpy {
+
+// The type name of `o` for messages: tp_name, or (stable ABI, where PyTypeObject is opaque) the
+// name nanobind reads through the type's attributes.
+inline std::string py_type_name(PyObject* o) {
+#ifdef Py_LIMITED_API
+  return nb::type_name(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(o)))).c_str();
+#else
+  return Py_TYPE(o)->tp_name;
+#endif
+}
 
 struct Arg {
   lc::Tensor t;

@@ -26,6 +26,7 @@
 #include "backends/backend.h"
 #include "core/json_lite.h"
 #include "lightning_core/errors.h"
+#include "lightning_core/log.h"
 #include "lightning_core/tensor.h"
 
 namespace lc {
@@ -75,7 +76,7 @@ void emit(const std::vector<std::string>& warnings) {
   }
   for (const auto& w : warnings) {
     if (h) h(w);
-    else std::cerr << "lightning_core: warning: " << w << std::endl;
+    else log::warn(w);  // the Python module's handler: a RuntimeWarning
   }
 }
 

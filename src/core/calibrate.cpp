@@ -31,6 +31,7 @@
 #include "backends/backend.h"
 #include "core/placement.h"
 #include "lightning_core/autotune.h"
+#include "lightning_core/log.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/tensor.h"
 
@@ -461,14 +462,17 @@ void ensure_calibrated() {
     if (g_calib_done) return;
   }
   if (!calibration_enabled() || cost_model_fixed()) return;
+  std::string failure;
   try {
     calibrate(false);
   } catch (const std::exception& e) {
     std::lock_guard<std::mutex> lk(g_calib_mu);
     g_calib_done = true;  // do not retry on every op
-    std::cerr << "lightning_core: warning: cost-model calibration failed (" << e.what()
-              << "); using the default model" << std::endl;
+    failure = e.what();
   }
+  // Outside the lock: the Python handler takes the GIL and may raise (-W error).
+  if (!failure.empty())
+    log::warn("cost-model calibration failed (" + failure + "); using the default model");
 }
 
 }  // namespace lc

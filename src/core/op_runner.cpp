@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include "lightning_core/log.h"
 #include "lightning_core/runtime.h"
 
 namespace lc {
@@ -46,6 +47,9 @@ void OpRunner::place(WorkEstimate w, std::initializer_list<const Tensor*> inputs
   t_report.device = device_;
   t_report.path = fallback_ ? "fallback" : "direct";
   if (explain) t_report.reason = std::move(pl.reason);
+  if (fallback_ && log::enabled(log::Level::info))  // LC_LOG_LEVEL=INFO (one atomic load)
+    log::info(std::string(op_) + ": the CUDA backend does not support this op at these sizes "
+              "(or dtype); ran on the CPU");
 }
 
 const void* OpRunner::in_raw(const Tensor& t) {

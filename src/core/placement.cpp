@@ -195,8 +195,9 @@ std::string num(double v) {
 // whole message, whose advice (use "cpu" or "auto") makes no sense to a caller who used auto.
 std::string short_no_gpu_reason(const std::string& r) {
   const auto e = r.find("cudaError");
-  if (e != std::string::npos) return r.substr(e, r.find_first_of(" ().,;", e) - e);
-  if (r.find("no CUDA backend") != std::string::npos) return "this build has no CUDA backend";
+  if (e != std::string::npos)
+    return "no CUDA device (" + r.substr(e, r.find_first_of(" ().,;", e) - e) + ")";
+  if (r.find("no CUDA backend") != std::string::npos) return "no CUDA device (this build has no CUDA backend)";
   return "no CUDA device";
 }
 }  // namespace
@@ -249,7 +250,7 @@ Placement choose_device_with(const char* op, const WorkEstimate& w, const Execut
     pl.device = DeviceKind::cpu;
     if (explain)
       pl.reason = gpu_present ? "auto: the CUDA backend does not support this op at these sizes"
-                              : "auto: no usable GPU (" + short_no_gpu_reason(no_gpu_reason) + ")";
+                              : "auto: " + short_no_gpu_reason(no_gpu_reason) + ", so the CPU";
     return pl;
   }
   if (w.family == OpFamily::conv2d && m.conv_uses_crossover()) {

@@ -24,6 +24,9 @@ std::vector<std::pair<std::string, std::string>> build_info() {
   std::vector<std::pair<std::string, std::string>> info;
   info.emplace_back("version", LC_VERSION);
   info.emplace_back("cuda_compiled", cuda_compiled() ? "yes" : "no");
+#ifdef LC_CUDA_TARGETS
+  info.emplace_back("cuda_targets", LC_CUDA_TARGETS);  // the GPUs this build has code for
+#endif
 #ifdef LC_CUDA_VERSION_STRING
   info.emplace_back("cuda_toolkit", LC_CUDA_VERSION_STRING);
 #endif

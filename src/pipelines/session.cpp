@@ -10,6 +10,7 @@
 #include "core/placement.h"
 #include "lightning_core/autotune.h"
 #include "lightning_core/errors.h"
+#include "lightning_core/log.h"
 #include "lightning_core/ops.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
@@ -281,7 +282,7 @@ void ResidentSession::close() noexcept {
     try {
       get_backend(device_).synchronize();  // queued launches may still read the buffers
     } catch (const std::exception& e) {
-      std::cerr << "lightning_core: warning: " << op_ << ".close: " << e.what() << std::endl;
+      log::message_noexcept(log::Level::warning, std::string(op_) + ".close: " + e.what());
     }
   }
   release_graph();
@@ -321,8 +322,8 @@ Matmul2dSession::Matmul2dSession(const Tensor& a, const Tensor& b, const Executi
     gemm_mode_ = mode;
   } catch (const Error& e) {
     gemm_mode_ = "heuristic";
-    std::cerr << "lightning_core: warning: GEMM tuning failed for " << m << "x" << k << "x" << n
-              << " (" << e.what() << "); using cuBLASLt's heuristic choice" << std::endl;
+    log::warn("GEMM tuning failed for " + std::to_string(m) + "x" + std::to_string(k) + "x" +
+              std::to_string(n) + " (" + e.what() + "); using cuBLASLt's heuristic choice");
   }
 }
 

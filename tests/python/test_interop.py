@@ -63,7 +63,7 @@ def test_array_copy_semantics():
 def test_execution_policy_repr_is_valid_python():
     for p in [lc.ExecutionPolicy(), lc.ExecutionPolicy(device="cpu", precision="tf32", fusion=False),
               lc.ExecutionPolicy(device="auto", upload="never", download=False, sync="none")]:
-        assert eval(repr(p), {"ExecutionPolicy": lc.ExecutionPolicy}) == p
+        assert eval(repr(p), {"lc": lc}) == p
 
 
 @pytest.mark.gpu

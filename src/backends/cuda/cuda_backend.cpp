@@ -2,13 +2,17 @@
 // allocator, the staging copies and the kernels of this folder.
 //
 // Nothing here touches CUDA at static-init or import time. available() asks the driver once
-// (cudaGetDeviceCount, then whether this build's sm_90a machine code loads on device 0) and
+// (cudaGetDeviceCount, then whether this build's GPU code (LC_CUDA_TARGETS) loads on device 0) and
 // caches the answer; the context (stream) is created on the first op, cuBLASLt / cuDNN on the
 // first op that needs them (vendor_libs.h). cudart is linked statically, so a machine without a
 // driver just reports "unavailable".
 #include "backends/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
+
+#ifndef LC_CUDA_TARGETS  // set by CMake from the -gencode list (LC_CUDA_ARCHS)
+#define LC_CUDA_TARGETS "sm_90a"
+#endif
 #include <nvtx3/nvToolsExt.h>
 
 #include <atomic>
@@ -68,8 +72,9 @@ void run_probe(Probe& p) {
     (void)cudaGetLastError();
     p.reason = std::string("this build's GPU code does not run on ") + prop.name + " (sm_" +
                std::to_string(prop.major) + std::to_string(prop.minor) + "): " +
-               cudaGetErrorName(k) + ". lightning_core was compiled for Hopper (sm_90a); "
-               "rebuild with -DLC_CUDA_GENCODE=\"-gencode=arch=compute_XY,code=sm_XY\" for this GPU";
+               cudaGetErrorName(k) + ". lightning_core was compiled for " LC_CUDA_TARGETS "; "
+               "rebuild with -DLC_CUDA_ARCHS=all, or -DLC_CUDA_GENCODE=\"-gencode=arch=compute_XY,"
+               "code=sm_XY\" for this GPU";
     return;
   }
   p.ok = true;
