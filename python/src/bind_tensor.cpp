@@ -204,14 +204,21 @@ std::vector<std::int64_t> shape_args(nb::args args, const char* op) {
 lc::Tensor getitem(const lc::Tensor& self, nb::handle key) {
   static constexpr const char* op = "Tensor.__getitem__";
   nb::tuple items = PyTuple_Check(key.ptr()) ? nb::borrow<nb::tuple>(key) : nb::make_tuple(key);
-  int consumed = 0, ellipses = 0;
+  int consumed = 0, ellipses = 0, added = 0, dropped = 0;
   for (nb::handle it : items) {
-    if (it.ptr() == Py_Ellipsis) ++ellipses;
-    else if (!it.is_none()) ++consumed;
+    PyObject* o = it.ptr();
+    if (o == Py_Ellipsis) ++ellipses;
+    else if (it.is_none()) ++added;
+    else ++consumed;
+    if (o != Py_Ellipsis && !it.is_none() && !PySlice_Check(o)) ++dropped;  // an integer index
   }
   if (ellipses > 1) lc::throw_value(op, "an index can only have a single ellipsis ('...')");
   if (consumed > self.ndim())
     lc::throw_value(op, "too many indices for a " + std::to_string(self.ndim()) + "-D tensor");
+  if (self.ndim() - dropped + added > lc::kMaxDims)
+    lc::throw_value(op, "the result would have " + std::to_string(self.ndim() - dropped + added) +
+                            " dimensions; lightning_core tensors have at most " +
+                            std::to_string(lc::kMaxDims) + " (index with fewer None)");
   lc::Tensor t = self;
   int d = 0;
   for (nb::handle it : items) {

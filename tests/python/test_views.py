@@ -51,8 +51,12 @@ def test_basic_indexing_matches_numpy(rng):
         a = rng.standard_normal(shape).astype(np.float32)
         t = lc.Tensor(a)
         key = rand_key(rng, shape)
-        v = t[key]
         expect = a[key]
+        if expect.ndim > 8:  # numpy allows 64 dimensions, lightning_core 8: a clear ValueError
+            with pytest.raises(ValueError, match=r"^\[Tensor.__getitem__\] the result would have"):
+                t[key]
+            continue
+        v = t[key]
         assert v.shape == expect.shape, (shape, key)
         np.testing.assert_array_equal(v.numpy(), expect)
         # a view: writing through numpy's view of it lands in the base
