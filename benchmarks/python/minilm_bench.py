@@ -200,10 +200,12 @@ def ort_peer(cfg, W, device, dtype):
             return _pool_norm(torch, self.m(ids, mask), mask)
     buf = io.BytesIO()
     ids = torch.ones(2, 16, dtype=torch.int64)
-    torch.onnx.export(Full(), (ids, ids.clone()), buf, input_names=["ids", "mask"],
-                      output_names=["emb"], dynamic_axes={"ids": {0: "b", 1: "s"},
-                                                          "mask": {0: "b", 1: "s"}},
-                      opset_version=17, dynamo=False)
+    kw = dict(input_names=["ids", "mask"], output_names=["emb"], opset_version=17,
+              dynamic_axes={"ids": {0: "b", 1: "s"}, "mask": {0: "b", 1: "s"}})
+    try:    # the TorchScript exporter (dynamic_axes); torch < 2.5 has no `dynamo` argument
+        torch.onnx.export(Full(), (ids, ids.clone()), buf, dynamo=False, **kw)
+    except TypeError:
+        torch.onnx.export(Full(), (ids, ids.clone()), buf, **kw)
     prov = ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
