@@ -380,3 +380,77 @@ def test_matches_torch_autograd(rng):
     o.backward(torch.tensor(dout.astype(np.float64)))
     for name, y, t in zip(("dq", "dk", "dv"), grads, (tq, tk, tv)):
         check(y, t.grad.numpy(), "float32", f"torch {name}")
+
+
+# ---- lc.attention_train_step ---------------------------------------------------------------
+
+
+def ref_train_step(q, k, v, target, lr, causal=False, mask=None):
+    """float64: out, MSE loss, and q/k/v after one SGD step (explicit-Jacobian gradients)."""
+    q, k, v, target = (f64(x) for x in (q, k, v, target))
+    B, H, Sq, D = q.shape
+    kr, vr = (np.repeat(x, H // k.shape[1], axis=1) for x in (k, v))
+    s, visible = visible_and_scores(q, kr, causal, mask, 1.0 / np.sqrt(D))
+    m = np.where(visible.any(-1, keepdims=True), s.max(-1, keepdims=True), 0.0)
+    e = np.where(visible, np.exp(s - m), 0.0)
+    l = e.sum(-1, keepdims=True)
+    p = np.where(l > 0, e / np.where(l > 0, l, 1.0), 0.0)
+    out = p @ vr
+    loss = float(np.mean((out - target) ** 2))
+    dout = 2.0 * (out - target) / out.size
+    dq, dk, dv = ref_grads(dout, q, k, v, causal, mask)
+    return out, loss, q - lr * dq, k - lr * dk, v - lr * dv
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_train_step_matches_float64_reference(dtype, rng):
+    B, H, Hk, Sq, Sk, D = 2, 4, 2, 7, 9, 8
+    mask = rng.random((B, Sk)) > 0.3
+    q, k, v = rnd(rng, (B, H, Sq, D), dtype), rnd(rng, (B, Hk, Sk, D), dtype), rnd(rng, (B, Hk, Sk, D), dtype)
+    target = rnd(rng, (B, H, Sq, D), dtype)
+    before = [f64(x) for x in (q, k, v)]
+    lr = 0.5
+    ref = ref_train_step(q, k, v, target, lr, causal=True, mask=mask)
+    out, loss = lc.attention_train_step(q, k, v, target, lr, causal=True, mask=mask)
+    check(out, ref[0], dtype, "out")
+    assert abs(loss - ref[1]) <= 10 * TOL[dtype] * ref[1], (loss, ref[1])
+    for name, x, x0, r in zip("qkv", (q, k, v), before, ref[2:]):
+        assert np.asarray(x).dtype == np_dtype(dtype), name
+        if dtype == "bfloat16":
+            continue  # a step of ~1e-3 is below bfloat16's resolution of q/k/v ~ 1: rounding decides
+        # the step taken, (x_before - x_after) / lr, against the reference gradient: float32
+        # rounds x_after to ~6e-8 |x| next to steps of ~1e-4, hence 1e-3
+        step, ref_step = (x0 - f64(x)) / lr, (x0 - r) / lr
+        err = rel_error(step, ref_step)
+        assert err <= (1e-3 if dtype == "float32" else 1e-10), f"{name}: step error {err:.2e}"
+
+
+def test_train_step_updates_in_place_and_decreases_loss(rng):
+    B, H, Hk, S, D = 1, 2, 1, 6, 4
+    q, k, v = (rnd(rng, (B, h, S, D), "float64") for h in (H, Hk, Hk))
+    target = rnd(rng, (B, H, S, D), "float64")
+    q0, k0, v0 = q.copy(), k.copy(), v.copy()
+    ref = ref_train_step(q0, k0, v0, target, 0.1, causal=True)
+    out, loss = lc.attention_train_step(q, k, v, target, 0.1, causal=True)
+    assert abs(loss - ref[1]) < 1e-12 * ref[1]
+    for name, x, r in zip("qkv", (q, k, v), ref[2:]):
+        err = np.abs(x - r).max()
+        assert err < 1e-12, f"{name}: updated in place wrong by {err:.2e}"
+    losses = [loss]
+    for _ in range(20):
+        losses.append(lc.attention_train_step(q, k, v, target, 0.1, causal=True)[1])
+    assert losses[-1] < losses[0] and all(b <= a + 1e-12 for a, b in zip(losses, losses[1:])), losses
+
+
+def test_train_step_bad_inputs_write_nothing(rng):
+    q = rnd(rng, (1, 2, 4, 4), "float32")
+    k = rnd(rng, (1, 2, 4, 4), "float32")
+    v = rnd(rng, (1, 2, 4, 4), "float32")
+    q0 = q.copy()
+    with pytest.raises(ValueError, match="attention_train_step.*target"):
+        lc.attention_train_step(q, k, v, np.zeros((1, 2, 4, 3), np.float32), 0.1)
+    with pytest.raises(ValueError, match="share memory"):
+        lc.attention_train_step(q, q, v, np.zeros((1, 2, 4, 4), np.float32), 0.1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        lc.attention_train_step(q[:, :, ::2], k[:, :, ::2], v[:, :, ::2], np.zeros((1, 2, 2, 4), np.float32), 0.1)
+    np.testing.assert_array_equal(q, q0)
