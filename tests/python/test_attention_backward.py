@@ -138,6 +138,9 @@ CASES = {
     "causal_sq<sk": (1, 2, 1, 19, 41, 16, 16, True),
     "causal_sq>sk": (1, 2, 2, 41, 19, 16, 16, True),
     "tiles": (1, 2, 1, 130, 300, 24, 20, True),  # several query blocks and key tiles
+    # one (batch, kv head) pair and enough work: its items are split over tasks with private
+    # dK / dV partials (LC_NUM_THREADS=7 gives a 6-way split here)
+    "mqa_split": (1, 3, 1, 70, 90, 16, 16, False),
 }
 
 

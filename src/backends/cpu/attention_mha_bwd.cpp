@@ -2,8 +2,10 @@
 // (Backend::attention_mha_backward, MhaBackwardArgs), flash-attention-2 style.
 //
 // One task = one (batch, key/value head g): it owns dk[b, g] and dv[b, g], so tasks never write
-// the same memory (no atomics, no per-thread copies to reduce), and it walks every query head
-// of g's group (h = g * group ... ), so the GQA sum over query heads is a plain accumulation.
+// the same memory (no atomics), and it walks every query head of g's group (h = g * group ...),
+// so the GQA sum over query heads is a plain accumulation. With fewer pairs than threads
+// (multi-query attention with a small batch) each pair's (query head, row block) items are split
+// over several tasks with private dK / dV partials, summed by a second pass.
 // Per task, K and V of (b, g) are widened once into compute-type scratch [sk][d] / [sk][dv],
 // with dK / dV accumulators of the same size (O(sk * (d + dv)) per thread; no sq x sk matrix).
 // Per block of BQ query rows of head h:
@@ -187,16 +189,19 @@ struct Task {
     }
   }
 
-  void run(i64 b, i64 g, A* buf) const {
+  // Items [lo, hi) of pair (b, g)'s (query head of the group, block of BQ rows) list, item =
+  // h_local * nqb + block. part: when given, dK / dV accumulate there ([sk][d] then [sk][dv],
+  // zeroed here) for a later reduction instead of being stored into dk / dv.
+  void run(i64 b, i64 g, i64 lo, i64 hi, A* buf, A* part) const {
     const i64 d = a.d, dv = a.dv, sk = a.sk, sq = a.sq;
     const i64 group = a.heads / a.kv_heads;
     const A scale = static_cast<A>(a.scale);
     const A ninf = -std::numeric_limits<A>::infinity();
     A* kf = buf;               // [sk][d]
     A* vf = kf + sk * d;       // [sk][dv]
-    A* dka = vf + sk * dv;     // [sk][d]
-    A* dva = dka + sk * d;     // [sk][dv]
-    A* qs = dva + sk * dv;     // [BQ][d]
+    A* dka = part ? part : vf + sk * dv;  // [sk][d]
+    A* dva = dka + sk * d;                // [sk][dv]
+    A* qs = vf + sk * dv + sk * (d + dv);  // [BQ][d]
     A* dob = qs + BQ * d;      // [BQ][dv]
     A* dqa = dob + BQ * dv;    // [BQ][d]
     A* s = dqa + BQ * d;       // [BQ][BK]  scores, then P
@@ -215,13 +220,16 @@ struct Task {
     std::fill(dva, dva + sk * dv, A(0));
     const bool masked_keys = a.causal || a.mask_kind != MaskKind::none;
     const bool blas = use_blas && (!masked_keys || (all_finite(kf, sk * d) && all_finite(vf, sk * dv)));
-    for (i64 h = g * group; h < (g + 1) * group; ++h) {
+    const i64 nqb = (sq + BQ - 1) / BQ;
+    for (i64 it = lo; it < hi; ++it) {
+      const i64 h = g * group + it / nqb;
+      const i64 q0 = (it % nqb) * BQ;
       const T* qb = static_cast<const T*>(a.q) + b * a.q_strides[0] + h * a.q_strides[1];
       const T* ob = static_cast<const T*>(a.out) + b * a.out_strides[0] + h * a.out_strides[1];
       const T* gb = static_cast<const T*>(a.dout) + b * a.dout_strides[0] + h * a.dout_strides[1];
       const float* lb = a.lse + (b * a.heads + h) * sq;
       T* dqb = static_cast<T*>(a.dq) + ((b * a.heads + h) * sq) * d;
-      for (i64 q0 = 0; q0 < sq; q0 += BQ) {
+      {
         const i64 bq = std::min(BQ, sq - q0);
         for (i64 r = 0; r < bq; ++r) {
           const i64 i = q0 + r;
@@ -280,6 +288,7 @@ struct Task {
         }
       }
     }
+    if (part) return;
     T* dkb = static_cast<T*>(a.dk) + ((b * a.kv_heads + g) * sk) * d;
     T* dvb = static_cast<T*>(a.dv_out) + ((b * a.kv_heads + g) * sk) * dv;
     for (i64 i = 0; i < sk * d; ++i) dkb[i] = narrow<T>(static_cast<double>(dka[i]));
@@ -321,7 +330,9 @@ struct Task {
 
 template <class T, class A>
 void bwd_run(const MhaBackwardArgs& a) {
-  const i64 tasks = a.batch * a.kv_heads;
+  const i64 pairs = a.batch * a.kv_heads;
+  const i64 group = a.heads / a.kv_heads;
+  const i64 items = group * ((a.sq + BQ - 1) / BQ);  // (query head, row block) per pair
   const i64 need = 2 * a.sk * (a.d + a.dv) + BQ * (2 * a.d + a.dv) + 2 * BQ * BK + 2 * BQ;
   bool use_blas = false;
 #if defined(LC_HAVE_BLAS)
@@ -330,27 +341,57 @@ void bwd_run(const MhaBackwardArgs& a) {
 #endif
   Task<T, A> tk{a, use_blas, a.sk - a.sq};
   if (a.mask_kind != MaskKind::none) tk.melem = static_cast<i64>(dtype_size(a.mask_dtype));
+  const double work = static_cast<double>(a.batch) * a.heads * a.sq * a.sk * (a.d + a.dv);
+  const bool big = work >= double(i64{1} << 18);
+  // Fewer (batch, kv head) pairs than threads (multi-query attention, B = 1): each pair's items
+  // are split into `split` chunks with private dK / dV partials, summed afterwards.
+  const i64 threads = num_threads();
+  i64 split = 1;
+  if (big && pairs < threads && items > 1)
+    split = std::min(items, (threads + pairs - 1) / pairs);
+  std::vector<A> partials;
+  const i64 psize = a.sk * (a.d + a.dv);
+  if (split > 1) partials.assign(static_cast<std::size_t>(pairs * split * psize), A(0));
+  const i64 tasks = pairs * split;
   auto task = [&](i64 lo, i64 hi) {
     thread_local Scratch<A> scratch;  // grow-only
     A* buf = scratch.get(need);
     for (i64 t = lo; t < hi; ++t) {
-      const i64 b = t / a.kv_heads, g = t - b * a.kv_heads;
+      const i64 pair = t / split, c = t - pair * split;
+      const i64 b = pair / a.kv_heads, g = pair - b * a.kv_heads;
       Task<T, A> local = tk;
       if (a.mask_kind != MaskKind::none)
         local.mbase_b = static_cast<const char*>(a.mask) + b * a.mask_strides[0] * tk.melem;
-      local.run(b, g, buf);
+      const i64 ilo = items * c / split, ihi = items * (c + 1) / split;
+      local.run(b, g, ilo, ihi, buf, split > 1 ? partials.data() + t * psize : nullptr);
     }
   };
-  const double work = static_cast<double>(a.batch) * a.heads * a.sq * a.sk * (a.d + a.dv);
-  const i64 grain = work >= double(i64{1} << 18) ? 1 : tasks;
+  // The reduction of the partials: dk / dv of pair p = the sum of its `split` partials.
+  auto reduce = [&](i64 lo, i64 hi) {
+    const i64 d = a.d, dv = a.dv, sk = a.sk;
+    for (i64 pair = lo; pair < hi; ++pair) {
+      const A* p0 = partials.data() + pair * split * psize;
+      T* dkb = static_cast<T*>(a.dk) + pair * sk * d;
+      T* dvb = static_cast<T*>(a.dv_out) + pair * sk * dv;
+      for (i64 i = 0; i < psize; ++i) {
+        A acc = 0;
+        for (i64 c = 0; c < split; ++c) acc += p0[c * psize + i];
+        if (i < sk * d) dkb[i] = narrow<T>(static_cast<double>(acc));
+        else dvb[i - sk * d] = narrow<T>(static_cast<double>(acc));
+      }
+    }
+  };
+  const i64 grain = big ? 1 : tasks;
 #if defined(LC_HAVE_BLAS)
   if (use_blas) {
     BlasOneThread one;  // sgemm inside pool tasks runs single-threaded
     parallel_for(0, tasks, grain, task);
+    if (split > 1) parallel_for(0, pairs, 1, reduce);
     return;
   }
 #endif
   parallel_for(0, tasks, grain, task);
+  if (split > 1) parallel_for(0, pairs, 1, reduce);
 }
 
 }  // namespace
