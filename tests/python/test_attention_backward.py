@@ -457,3 +457,26 @@ def test_train_step_bad_inputs_write_nothing(rng):
     with pytest.raises(ValueError, match="C-contiguous"):
         lc.attention_train_step(q[:, :, ::2], k[:, :, ::2], v[:, :, ::2], np.zeros((1, 2, 2, 4), np.float32), 0.1)
     np.testing.assert_array_equal(q, q0)
+
+
+@pytest.mark.gpu
+def test_gpu_resident_inputs_with_auto_run_on_the_cpu(rng):
+    """device="auto" with every input resident on the GPU: placement runs the backward on the
+    CPU (the registry has no CUDA dtypes for it), downloading the inputs; the _into form writes
+    GPU-resident dq / dk / dv through host scratch."""
+    (q, k, v, dout, out, lse), ref = run_backward(rng, "float32", 2, 4, 2, 9, 11, 8, 8, True)
+    dev = {n: lc.Tensor(x, device="cuda") for n, x in
+           (("q", q), ("k", k), ("v", v), ("dout", dout), ("out", out), ("lse", lse))}
+    g = lc.attention_backward(dev["dout"], dev["q"], dev["k"], dev["v"], dev["out"], dev["lse"],
+                              causal=True, device="auto")
+    for y, r in zip(g, ref):
+        np.testing.assert_allclose(f64(y), f64(r), rtol=0, atol=0)
+    outs = [lc.Tensor(np.full(x.shape, np.nan, np.float32), device="cuda") for x in (q, k, v)]
+    lc.attention_backward_into(dev["dout"], dev["q"], dev["k"], dev["v"], dev["out"], dev["lse"],
+                               *outs, causal=True, device="auto")
+    for y, r in zip(outs, ref):
+        assert y.device == "cuda"
+        np.testing.assert_allclose(f64(y), f64(r), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not implemented"):
+        lc.attention_backward(dev["dout"], dev["q"], dev["k"], dev["v"], dev["out"], dev["lse"],
+                              device="cuda")
