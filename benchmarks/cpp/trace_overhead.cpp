@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/trace.h"
 

@@ -1,5 +1,5 @@
 // Runtime trace: every op dispatch, upload, download and sync records an event here when
-// tracing is on. Recording happens in one place (OpRunner, src/core/op_runner.h: launch(),
+// tracing is on. Recording happens in one place (OpRunner, src/runtime/op_runner.h: launch(),
 // in(), finish()), so no op can bypass it.
 //
 // Cost: disabled, one relaxed atomic load per op (plus one per staged input / finish). Enabled,
@@ -9,7 +9,7 @@
 // recycled when too many are outstanding (see trace_events()).
 //
 // The timeline (grouped totals, gaps to the next event, hotspots) and the Chrome/Perfetto
-// export are computed here too (src/core/trace_timeline.cpp), so C++ users get them as well.
+// export are computed here too (src/runtime/trace_timeline.cpp), so C++ users get them as well.
 #pragma once
 
 #include <atomic>

@@ -46,6 +46,9 @@ from .trace import *  # noqa: F401,F403,E402
 # policy's set_default_policy / get_default_policy / current_policy replace the native ones.
 from .policy import *  # type: ignore[assignment]  # noqa: F401,F403,E402
 from ._logging import set_log_level  # noqa: E402,F401  (LC_LOG_LEVEL, the "lightning_core" logger)
+# lc.models: BERT-family encoders and sentence embeddings on LC ops (safetensors / tokenizers
+# are imported only when a model is loaded).
+from . import models  # noqa: E402,F401
 
 # numpydoc docstrings for the native functions and classes (python/lightning_core/_docs.py).
 from ._docs import apply as _apply_docs  # noqa: E402

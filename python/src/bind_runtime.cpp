@@ -6,7 +6,7 @@
 
 #include "bindings.h"
 #include "backends/backend.h"
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/runtime.h"
 

@@ -8,7 +8,7 @@
 // throw lc::BackendError / lc::OutOfMemory for failures of their own.
 //
 // Adding a backend = implementing this class in src/backends/<name>/ and returning it from
-// get_backend() (src/core/backend_registry.cpp). A backend that is not compiled in is a stub
+// get_backend() (src/runtime/backend_registry.cpp). A backend that is not compiled in is a stub
 // whose available() is false and whose unavailable_reason() says why.
 #pragma once
 
@@ -480,7 +480,7 @@ class Backend {
   virtual void conv2d_tuned(const Conv2dArgs& a, int /*choice*/) { conv2d(a); }
 };
 
-// The registry (src/core/backend_registry.cpp). Always returns an object; check available().
+// The registry (src/runtime/backend_registry.cpp). Always returns an object; check available().
 Backend& get_backend(DeviceKind kind);
 
 }  // namespace lc

@@ -4,7 +4,7 @@
 // the kernel loads 16-bit elements and widens them on the way into shared memory).
 #include <cmath>
 
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "ops/checks.h"
 #include "ops/registry.h"
 

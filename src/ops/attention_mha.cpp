@@ -10,7 +10,7 @@
 #include <cmath>
 #include <string>
 
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "ops/checks.h"
 #include "ops/registry.h"
 #include "ops/work.h"

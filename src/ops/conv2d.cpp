@@ -1,5 +1,5 @@
 // conv2d_nchw (+ fused activation): validation, placement and dispatch to Backend::conv2d.
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "lightning_core/sizes.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"

@@ -11,7 +11,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "ops/checks.h"
 #include "ops/work.h"
 #include "ops/registry.h"

@@ -8,7 +8,7 @@
 // into an 8-byte flag, its download and a stream synchronisation per call (~10 us of latency on
 // a GPU op). The gather kernels never read out of bounds whatever the ids: a bad id gets a zero
 // row, which the check keeps callers from ever seeing.
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "ops/checks.h"
 #include "ops/registry.h"
 

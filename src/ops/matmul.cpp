@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <array>
 
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "ops/checks.h"
 #include "ops/registry.h"
 

@@ -6,7 +6,7 @@
 // gamma / beta are [C] in x's dtype (as torch's layer_norm with bf16 weights); ops never mix
 // storage dtypes. Zero-size x (a zero leading dimension, or C == 0) gives an empty result of
 // x's shape, as numpy and torch do, and launches nothing.
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "ops/checks.h"
 #include "ops/registry.h"
 

@@ -24,7 +24,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/placement.h"
+#include "runtime/placement.h"
 #include "lightning_core/dtype.h"
 #include "lightning_core/tensor.h"
 #include "lightning_core/types.h"

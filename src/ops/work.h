@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "core/placement.h"
+#include "runtime/placement.h"
 #include "ops/registry.h"
 
 namespace lc {

@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "backends/backend.h"
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/sizes.h"
 #include "ops/registry.h"

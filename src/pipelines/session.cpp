@@ -7,7 +7,7 @@
 #include <iostream>
 
 #include "backends/backend.h"
-#include "core/placement.h"
+#include "runtime/placement.h"
 #include "lightning_core/autotune.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/log.h"

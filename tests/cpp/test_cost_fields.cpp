@@ -1,4 +1,4 @@
-// The CostModel's field tables (core/placement.h: kCostScalarFields, kCostFamilyFields), which
+// The CostModel's field tables (runtime/placement.h: kCostScalarFields, kCostFamilyFields), which
 // apply_env_knobs, the calibration cache and lc.cost_model() walk instead of listing the fields:
 // every knob a table names reaches its field, names are unique, and every double of the model is
 // in a table (or is one of the named exceptions).
@@ -9,7 +9,7 @@
 #include <set>
 #include <string>
 
-#include "core/placement.h"
+#include "runtime/placement.h"
 
 namespace {
 

@@ -20,7 +20,7 @@
 
 #include "backends/backend.h"
 #include "backends/cpu/thread_pool.h"
-#include "core/placement.h"
+#include "runtime/placement.h"
 #include "ops/work.h"
 #include "lightning_core/autotune.h"
 #include "lightning_core/errors.h"

@@ -20,7 +20,7 @@ import numpy as np
 
 import lightning_core as lc
 from arrays import arr, logical, render as render_arr
-from rules import BAD_OUTS, DEV, EPS, OPS, OUT, RTOL
+from rules import BAD_OUTS, DEV, DEV_KW, EPS, OPS, OUT, RTOL
 
 from strategies import (  # noqa: F401  (any_case: the workers draw cases from here)
     any_case,
@@ -273,6 +273,9 @@ def run_op(case, trace):
         elif tok == DEV:
             dev = case.get("device")
             c.pos(dev, repr(dev))
+        elif tok == DEV_KW:
+            dev = case.get("device")
+            c.kwarg("device", dev, repr(dev))
         elif tok in objs:
             c.pos(objs[tok], tok if objs[tok] is not None else "None")
         else:

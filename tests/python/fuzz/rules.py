@@ -37,6 +37,7 @@ from parity import act64, gelu64  # noqa: E402
 from parity import ref_conv2d as conv64  # noqa: E402
 
 OUT, DEV = "@out", "@device"
+DEV_KW = "@device="  # the device passed as the keyword `device=` (keyword-only ops: lc.attention)
 RTOL = 1e-4  # float32 result vs the float64 reference, relative part
 EPS = 2e-6  # per-term float32 error used by the absolute floors below
 
@@ -84,6 +85,45 @@ def attention64(q, k, v, causal, scale):
 
 def ref_attention(X, P):
     return attention64(X["q"], X["k"], X["v"], P.get("causal", False), P.get("scale"))
+
+
+def ref_mha(X, P):
+    """lc.attention's contract on [B, H, S, D]: causal aligned bottom-right (query i sees keys
+    j <= i + Sk - Sq), and a row with no visible key is zeros (not NaN)."""
+    q, k, v = X["q"], X["k"], X["v"]
+    b, h, sq, d = q.shape
+    sk, dv = k.shape[2], v.shape[3]
+    out = np.zeros((b, h, sq, dv))
+    if sq == 0 or sk == 0 or b == 0 or h == 0:
+        return out
+    # grouped-query attention: query head i reads kv head i // (H / Hk)
+    k, v = np.repeat(k, h // k.shape[1], axis=1), np.repeat(v, h // v.shape[1], axis=1)
+    sc = 1.0 / np.sqrt(d) if P.get("scale") is None else f32(P["scale"])
+    s = np.einsum("bhqd,bhsd->bhqs", q, k) * sc
+    visible = np.ones((sq, sk), bool)
+    if P.get("causal"):
+        visible = np.arange(sk)[None, :] <= np.arange(sq)[:, None] + (sk - sq)
+    s = np.where(visible, s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    rows = np.isfinite(m)  # rows with at least one visible key
+    p = np.where(visible & rows, np.exp(np.where(rows, s - np.where(rows, m, 0.0), -np.inf)), 0.0)
+    den = p.sum(axis=-1, keepdims=True)
+    out = np.einsum("bhqs,bhse->bhqe", p / np.where(den > 0, den, 1.0), v)
+    return np.where(rows, out, 0.0)
+
+
+def check_mha(dims, star, P):
+    if dims["g"] == 0 or dims["h"] % dims["g"]:
+        return f"q's {dims['h']} heads are not a multiple of k/v's {dims['g']}"
+    return None
+
+
+def atol_mha(X, P):
+    q, k, v = X["q"], X["k"], X["v"]
+    d = max(q.shape[3], 1)
+    sc = 1.0 / np.sqrt(d) if P.get("scale") is None else abs(f32(P["scale"]))
+    score = d * amax(q) * amax(k) * sc
+    return 1e-5 * amax(v) * (1.0 + score) * (1 + np.log2(max(k.shape[2], 1))) + 1e-30
 
 
 def ref_conv(X, P, act=None):
@@ -322,6 +362,11 @@ OPS: dict[str, Op] = {op.name: op for op in [
        ref_attention, lambda X, P: atol_attention(X["q"], X["k"], X["v"], P.get("scale")), kw=("scale",),
        params=st.fixed_dictionaries({"causal": st.booleans(), "scale": SCALES}),
        dtypes=("float16", "bfloat16")),
+    # Batched multi-head attention (#13): device and options are keywords.
+    Op("attention", {"q": "bhqd", "k": "bgsd", "v": "bgse"}, "bhqe", ("q", "k", "v", OUT, DEV_KW),
+       ref_mha, atol_mha, kw=("causal", "scale"), check=check_mha,
+       params=st.fixed_dictionaries({"causal": st.booleans(), "scale": SCALES}),
+       finite=("q", "k", "v"), empty_ok=True, dtypes=("float64", "float16", "bfloat16")),
     Op("conv2d_nchw", {"x": "ncHW", "weight": "ockl", "bias?": "o"}, out_conv,
        ("x", "weight", "bias", OUT, "stride_h", "stride_w", "pad_h", "pad_w", DEV), ref_conv, atol_conv,
        kw=("activation",), params=conv_params.flatmap(lambda p: st.fixed_dictionaries(

@@ -8,6 +8,7 @@ Environment knobs (the command-line flags win):
   LC_FUZZ_GPU_EXAMPLES  cases of the GPU run (default 500; only when lc.cuda_available())
   LC_FUZZ_SECONDS       stop starting new cases after this many seconds (default: no limit)
   LC_FUZZ_WORKERS       worker processes (default: CPU count, at most 4)
+  LC_FUZZ_OPS           comma-separated op names: the op cases draw only from these (default: all)
   LC_FUZZ_SEED          seed of the run (default: random; printed in the summary)
   LC_FUZZ_REPORT        write the JSON summary here
   LC_FUZZ_DB            hypothesis example database (default tests/python/fuzz/.hypothesis-db;

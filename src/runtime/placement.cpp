@@ -1,5 +1,5 @@
 // choose_device: policy + data location + cost model -> device. See placement.h.
-#include "core/placement.h"
+#include "runtime/placement.h"
 
 #include <algorithm>
 #include <atomic>

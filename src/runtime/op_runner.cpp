@@ -1,5 +1,5 @@
 // OpRunner (see op_runner.h): staging, result placement, finishing and the trace records.
-#include "core/op_runner.h"
+#include "runtime/op_runner.h"
 
 #include <sstream>
 

@@ -148,7 +148,7 @@ CostModel apply_env_knobs(CostModel base);
 // Installs a calibrated model (env knobs are applied on top); ignored while the model is fixed.
 void install_calibrated_model(const CostModel& m);
 
-// ---- calibration (src/core/calibrate.cpp) -------------------------------------------------
+// ---- calibration (src/runtime/calibrate.cpp) -------------------------------------------------
 // LC_CALIBRATE=0 turns calibration off (the defaults and knobs are used).
 bool calibration_enabled();
 // Measures the machine now (per family and side a two-point fit of overhead + rate, each point

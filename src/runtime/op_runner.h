@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "backends/backend.h"
-#include "core/placement.h"
+#include "runtime/placement.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
 #include "lightning_core/policy.h"

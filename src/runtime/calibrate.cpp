@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "backends/backend.h"
-#include "core/placement.h"
+#include "runtime/placement.h"
 #include "lightning_core/autotune.h"
 #include "lightning_core/log.h"
 #include "lightning_core/errors.h"

@@ -1,0 +1,230 @@
+"""A BERT-family transformer encoder built from Lightning Core ops (eager).
+
+`TransformerEncoder` holds the weights of a Hugging Face ``BertModel`` checkpoint (the
+``embeddings.*`` / ``encoder.layer.N.*`` names) as ``lc.Tensor`` s on one device in one dtype and
+runs the forward pass with LC ops only:
+
+    x = layernorm(word[ids] + position[0:S] + token_type[type_ids])
+    per layer:
+        qkv  = linear(x, Wqkv, bqkv)                 # Q, K and V as one GEMM ([3h, h] weight)
+        q, k, v = views [B, H, S, D] of qkv          # no copy: attention reads the strides
+        a    = attention(q, k, v, mask=key_padding)  # softmax(q k^T / sqrt(D) + mask) v
+        x    = layernorm(linear(a, Wo, bo, residual=x))
+        x    = layernorm(linear(gelu_erf(linear(x, Wi, bi)), Wo2, bo2, residual=x))
+
+The config is the checkpoint's ``config.json`` (``hidden_size``, ``num_hidden_layers``,
+``num_attention_heads``, ``intermediate_size``, ``hidden_act``, ``layer_norm_eps``,
+``max_position_embeddings``, ``type_vocab_size``, ``vocab_size``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import _lightning_core as _C
+
+__all__ = ["BertConfig", "TransformerEncoder"]
+
+_FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """The sizes of a BERT-family encoder (the fields of a Hugging Face ``config.json``)."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    pad_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BertConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [n for n in ("vocab_size", "hidden_size", "num_hidden_layers",
+                               "num_attention_heads", "intermediate_size") if n not in d]
+        if missing:
+            raise ValueError(f"BertConfig: config is missing {missing}")
+        cfg = cls(**{k: v for k, v in d.items() if k in names})
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise ValueError(f"BertConfig: hidden_size {cfg.hidden_size} is not a multiple of "
+                             f"num_attention_heads {cfg.num_attention_heads}")
+        if cfg.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu"):
+            raise ValueError(f"BertConfig: hidden_act {cfg.hidden_act!r} is not supported "
+                             "(gelu, gelu_new, gelu_pytorch_tanh, relu)")
+        pet = d.get("position_embedding_type", "absolute")
+        if pet != "absolute":
+            raise ValueError(f"BertConfig: position_embedding_type {pet!r} is not supported "
+                             "(only 'absolute')")
+        return cfg
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+class TransformerEncoder:
+    """A BERT encoder on one device, in one dtype, run eagerly with LC ops.
+
+    Parameters
+    ----------
+    config : BertConfig or mapping
+        The model sizes (a ``config.json`` dict is accepted).
+    weights : mapping of str to numpy array
+        The checkpoint's arrays by their Hugging Face names; a ``bert.`` prefix is accepted.
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    dtype : str
+        ``"float32"``, ``"bfloat16"`` or ``"float16"``: the weights and activations.
+    """
+
+    def __init__(self, config, weights: Mapping[str, np.ndarray], device: str = "cpu",
+                 dtype: str = "float32"):
+        self.config = config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
+        if dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"TransformerEncoder: dtype {dtype!r} is not one of {_FLOAT_DTYPES}")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"TransformerEncoder: device {device!r} is not 'cpu' or 'cuda'")
+        self.device = device
+        self.dtype = dtype
+        w = {(k[5:] if k.startswith("bert.") else k): v for k, v in weights.items()}
+        c = self.config
+
+        def get(name, shape):
+            if name not in w:
+                raise ValueError(f"TransformerEncoder: the checkpoint has no tensor {name!r}")
+            a = np.asarray(w[name], dtype=np.float32)
+            if a.shape != tuple(shape):
+                raise ValueError(f"TransformerEncoder: {name} has shape {a.shape}, the config "
+                                 f"says {tuple(shape)}")
+            return a
+
+        def put(a):
+            return _C.Tensor(np.ascontiguousarray(a, dtype=np.float32), device, dtype)
+
+        h, it = c.hidden_size, c.intermediate_size
+        word = get("embeddings.word_embeddings.weight", (c.vocab_size, h))
+        pos = get("embeddings.position_embeddings.weight", (c.max_position_embeddings, h))
+        typ = get("embeddings.token_type_embeddings.weight", (c.type_vocab_size, h))
+        self._word = put(word)
+        self._pos = put(pos)
+        # position + token type 0, summed once in float32: the common single-segment input
+        # (every type id 0) then needs one add instead of two.
+        self._pos_type0 = put(pos + typ[0])
+        self._type = put(typ)
+        self._ln_emb = (put(get("embeddings.LayerNorm.weight", (h,))),
+                        put(get("embeddings.LayerNorm.bias", (h,))))
+        self._layers = []
+        for i in range(c.num_hidden_layers):
+            p = f"encoder.layer.{i}."
+            qkv_w = np.concatenate([get(p + f"attention.self.{n}.weight", (h, h))
+                                    for n in ("query", "key", "value")], axis=0)
+            qkv_b = np.concatenate([get(p + f"attention.self.{n}.bias", (h,))
+                                    for n in ("query", "key", "value")], axis=0)
+            self._layers.append(dict(
+                qkv_w=put(qkv_w), qkv_b=put(qkv_b),
+                o_w=put(get(p + "attention.output.dense.weight", (h, h))),
+                o_b=put(get(p + "attention.output.dense.bias", (h,))),
+                ln1_g=put(get(p + "attention.output.LayerNorm.weight", (h,))),
+                ln1_b=put(get(p + "attention.output.LayerNorm.bias", (h,))),
+                i_w=put(get(p + "intermediate.dense.weight", (it, h))),
+                i_b=put(get(p + "intermediate.dense.bias", (it,))),
+                f_w=put(get(p + "output.dense.weight", (h, it))),
+                f_b=put(get(p + "output.dense.bias", (h,))),
+                ln2_g=put(get(p + "output.LayerNorm.weight", (h,))),
+                ln2_b=put(get(p + "output.LayerNorm.bias", (h,))),
+            ))
+        self._eps = float(c.layer_norm_eps)
+        self._scale = 1.0 / math.sqrt(c.head_dim)
+
+    def _ids_tensor(self, a, name: str, B: int, S: int):
+        a = np.asarray(a)
+        if a.shape != (B, S):
+            raise ValueError(f"TransformerEncoder: {name} has shape {a.shape}, input_ids has "
+                             f"{(B, S)}; pass one row per sequence")
+        if a.dtype.kind not in "iub":
+            raise TypeError(f"TransformerEncoder: {name} must be integer (got {a.dtype})")
+        return a
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        """The last hidden state ``[B, S, hidden]`` (an ``lc.Tensor`` on the encoder's device).
+
+        input_ids : int array [B, S]; attention_mask : [B, S] (nonzero = real token; None = all
+        real); token_type_ids : [B, S] or None (all 0).
+        """
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2:
+            raise ValueError(f"TransformerEncoder: input_ids must be [batch, seq] (got shape "
+                             f"{ids.shape})")
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"TransformerEncoder: input_ids must be integer (got {ids.dtype})")
+        B, S = ids.shape
+        c = self.config
+        if S > c.max_position_embeddings:
+            raise ValueError(f"TransformerEncoder: sequence length {S} exceeds "
+                             f"max_position_embeddings {c.max_position_embeddings}; truncate it")
+        if ids.size and (ids.min() < 0 or ids.max() >= c.vocab_size):
+            raise ValueError(f"TransformerEncoder: input_ids outside [0, {c.vocab_size})")
+        dev, h, H, D = self.device, c.hidden_size, c.num_attention_heads, c.head_dim
+        if B == 0 or S == 0:
+            return _C.Tensor(np.zeros((B, S, h), np.float32), dev, self.dtype)
+        x = _C.embedding(_C.Tensor(ids.astype(np.int32, copy=False), dev), self._word)
+        if token_type_ids is None or not np.any(token_type_ids):
+            x = _C.add(x, self._pos_type0[0:S])
+        else:
+            tt = self._ids_tensor(token_type_ids, "token_type_ids", B, S)
+            if tt.min() < 0 or tt.max() >= c.type_vocab_size:
+                raise ValueError(f"TransformerEncoder: token_type_ids outside [0, "
+                                 f"{c.type_vocab_size})")
+            x = _C.add(x, self._pos[0:S])
+            x = _C.add(x, _C.embedding(_C.Tensor(tt.astype(np.int32), dev), self._type))
+        x = _C.layernorm(x, self._ln_emb[0], self._ln_emb[1], self._eps)
+        mask = None
+        if attention_mask is not None:
+            m = self._ids_tensor(attention_mask, "attention_mask", B, S)
+            if not m.all():
+                mask = _C.Tensor((m != 0).astype(np.int32), dev)
+        act = c.hidden_act
+        for L in self._layers:
+            qkv = _C.linear(x, L["qkv_w"], L["qkv_b"])                    # [B, S, 3h]
+            qkv5 = qkv.view(B, S, 3, H, D).permute(2, 0, 3, 1, 4)         # [3, B, H, S, D]
+            a = _C.attention(qkv5[0], qkv5[1], qkv5[2], mask=mask, scale=self._scale)
+            a = a.permute(0, 2, 1, 3).reshape(B, S, h)                    # one copy
+            x = _C.layernorm(_C.linear(a, L["o_w"], L["o_b"], residual=x),
+                             L["ln1_g"], L["ln1_b"], self._eps)
+            if act == "gelu":   # exact erf GELU (linear's fused "gelu" is the tanh form)
+                inter = _C.gelu(_C.linear(x, L["i_w"], L["i_b"]), approximate="none")
+            elif act == "relu":
+                inter = _C.linear(x, L["i_w"], L["i_b"], activation="relu")
+            else:               # gelu_new / gelu_pytorch_tanh: the tanh form, fused
+                inter = _C.linear(x, L["i_w"], L["i_b"], activation="gelu")
+            x = _C.layernorm(_C.linear(inter, L["f_w"], L["f_b"], residual=x),
+                             L["ln2_g"], L["ln2_b"], self._eps)
+        return x
+
+    __call__ = forward
+
+    def mean_pool(self, hidden, attention_mask):
+        """Masked mean over the sequence: numpy float32 ``[B, hidden]``.
+
+        The masked sum is one batched GEMM on the device (mask ``[B, 1, S]`` of 0/1, exact in
+        every dtype, times ``hidden [B, S, h]``, accumulated in float32); the division by the
+        token count is done in float32 on the host.
+        """
+        m = np.asarray(attention_mask)
+        B, S = m.shape
+        h = self.config.hidden_size
+        if B == 0 or S == 0:
+            return np.zeros((B, h), np.float32)
+        w = _C.Tensor((m != 0).astype(np.float32).reshape(B, 1, S), self.device, self.dtype)
+        s = np.asarray(_C.matmul(w, hidden).numpy(), dtype=np.float32).reshape(B, h)
+        cnt = np.maximum((m != 0).sum(axis=1, keepdims=True), 1).astype(np.float32)
+        return s / cnt
