@@ -90,6 +90,14 @@ SPECIFIC = {
     "gemm_recorded_mode": {"return": "str | None"},
     # return_lse=True returns (out, lse)
     "attention_into": {"return": "_Out | tuple[_Out, NDArray[Any] | Tensor]"},
+    "attention_backward": {"dout": ARRAY, "out": ARRAY, "lse": ARRAY,
+                           "return": "tuple[NDArray[Any] | Tensor, NDArray[Any] | Tensor, "
+                                     "NDArray[Any] | Tensor]"},
+    "attention_backward_into": {"dout": ARRAY, "out": ARRAY, "lse": ARRAY,
+                                "dq": "NDArray[Any] | Tensor", "dk": "NDArray[Any] | Tensor",
+                                "dv": "NDArray[Any] | Tensor",
+                                "return": "tuple[NDArray[Any] | Tensor, NDArray[Any] | Tensor, "
+                                          "NDArray[Any] | Tensor]"},
 }
 HEADER = '''
 # Typed by python/gen_stubs.py (nanobind stubgen + the overlay of parameter types).

@@ -13,6 +13,7 @@ from typing import List
 
 import numpy as np
 
+from common import Skip
 from harness import Case, np_attention, np_conv2d_nchw, randn, torch_attention
 from suite_main import suite_main
 
@@ -262,6 +263,58 @@ def mha_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal: b
     )
 
 
+# attention forward + backward (a training step's attention work): lc.attention(return_lse)
+# then lc.attention_backward vs torch autograd of SDPA. The result compared is dq.
+MHA_BWD = [(4, 12, 512, 64, "float32"), (1, 12, 128, 64, "float32")]
+
+
+def _np_mha_dq(q: np.ndarray, k: np.ndarray, v: np.ndarray, dout: np.ndarray, causal: bool) -> np.ndarray:
+    """float32 dq of softmax(q k^T / sqrt(d)) v for [B, H, S, D] (same heads for q and k/v)."""
+    q, k, v, dout = _f32(q), _f32(k), _f32(v), _f32(dout)
+    scale = np.float32(1.0 / np.sqrt(q.shape[-1]))
+    s = np.einsum("bhid,bhjd->bhij", q, k) * scale
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], dtype=bool)), s, np.float32(-np.inf))
+    s = s - s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    dp = np.einsum("bhid,bhjd->bhij", dout, v)
+    ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    return (np.einsum("bhij,bhjd->bhid", ds, k) * scale).astype(np.float32)
+
+
+def _torch_mha_fwd_bwd(torch, i, causal: bool):
+    # The harness runs torch under inference_mode; autograd needs it off (and normal tensors).
+    with torch.inference_mode(False), torch.enable_grad():
+        q, k, v = (i[n].clone().requires_grad_(True) for n in ("q", "k", "v"))
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return torch.autograd.grad(o, (q, k, v), i["dout"].clone())[0].detach()
+
+
+def _lc_mha_fwd_bwd(lc, i, dev: str, causal: bool):
+    if dev == "cuda":
+        raise Skip("the CUDA attention backward is not implemented yet (CPU only)")
+    out, lse = lc.attention(i["q"], i["k"], i["v"], causal=causal, return_lse=True, device=dev)
+    return lc.attention_backward(i["dout"], i["q"], i["k"], i["v"], out, lse, causal=causal,
+                                 device=dev)[0]
+
+
+def mha_bwd_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal: bool = False) -> Case:
+    return Case(
+        suite=suite, family=f"attention mha fwd+bwd {SHORT[dtype]}",
+        name=f"B={b},H={h},S={seq},D={d}" + (",causal" if causal else ""),
+        params={"batch": b, "heads": h, "seq": seq, "head_dim": d, "dtype": dtype, "causal": causal},
+        make_inputs=lambda rng: {n: _rand(rng, dtype, b, h, seq, d) for n in ("q", "k", "v", "dout")},
+        numpy_fn=lambda i: _np_mha_dq(i["q"], i["k"], i["v"], i["dout"], causal),
+        lc_fn=lambda lc, i, dev: _lc_mha_fwd_bwd(lc, i, dev, causal),
+        out_shape=(b, h, seq, d), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: _torch_mha_fwd_bwd(torch, i, causal),
+        tol=2e-3, numpy_peer=True, graph_ok=False,
+        notes=["lc: attention(return_lse=True) + attention_backward (CPU; dq compared); "
+               "torch: SDPA forward + autograd.grad for q, k, v"],
+    )
+
+
 def build_cases(quick: bool = False) -> List[Case]:
     s = "kernel"
     cases = [attention_case(s, "attention micro", q, d) for q, d in ATTN_MICRO]
@@ -275,6 +328,7 @@ def build_cases(quick: bool = False) -> List[Case]:
     cases += [broadcast_add_case(s, sa, sb) for sa, sb in BCAST]
     cases += [norm_case(s, op, *shape) for op in ("layernorm", "softmax") for shape in NORM]
     cases += [mha_case(s, *shape) for shape in MHA]
+    cases += [mha_bwd_case(s, *shape) for shape in MHA_BWD]
     return cases
 
 

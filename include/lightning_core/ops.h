@@ -6,6 +6,8 @@
 // false or every input already lives there; in host memory otherwise.
 #pragma once
 
+#include <array>
+
 #include "lightning_core/policy.h"
 #include "lightning_core/tensor.h"
 
@@ -102,6 +104,25 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal 
 void attention_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
                     bool causal = false, const Tensor* mask = nullptr, float scale = 0.0f,
                     const ExecutionPolicy& p = current_policy(), Tensor* lse = nullptr);
+// The backward of attention(): {dq, dk, dv} (q's, k's and v's shapes, q's dtype) from dout
+//   (out's shape), the forward's q, k, v, its out and its float32 lse (return_lse / *lse), with
+//   the forward's causal, mask and scale. P is recomputed tile by tile from q, k and lse: no
+//   Sq x Sk matrix is stored. Grouped-query: dk / dv of a key/value head sum over its query
+//   heads. Rows with lse = -inf (no visible key) contribute zero. The CPU runs it (float32,
+//   float16, bfloat16 with float32 accumulation; float64 in float64, its lse recomputed in
+//   float64); device="cuda" throws Unavailable (not implemented yet), "auto" runs on the CPU.
+//   attention_backward_into writes contiguous dq / dk / dv of exactly those shapes and dtype
+//   (nothing is written when a check fails). src/ops/attention_mha.cpp.
+std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                         const Tensor& v, const Tensor& out, const Tensor& lse,
+                                         bool causal = false, const Tensor* mask = nullptr,
+                                         float scale = 0.0f,
+                                         const ExecutionPolicy& p = current_policy());
+void attention_backward_into(const Tensor& dout, const Tensor& q, const Tensor& k,
+                             const Tensor& v, const Tensor& out, const Tensor& lse, Tensor& dq,
+                             Tensor& dk, Tensor& dv, bool causal = false,
+                             const Tensor* mask = nullptr, float scale = 0.0f,
+                             const ExecutionPolicy& p = current_policy());
 
 // ---- convolution --------------------------------------------------------------------------
 Tensor conv2d_nchw(const Tensor& x, const Tensor& w, const Tensor* bias, int stride_h,

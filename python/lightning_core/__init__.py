@@ -41,7 +41,7 @@ from ._tensor import Tensor64, TensorView  # noqa: E402,F401
 
 from_dlpack = Tensor.from_dlpack  # lc.from_dlpack(obj): zero-copy from any DLPack producer
 from . import api  # noqa: E402,F401
-from .api import conv_relu_nchw, conv_attention_torchstrong_nchw  # noqa: E402,F401
+from .api import conv_relu_nchw, conv_attention_torchstrong_nchw, attention_train_step  # noqa: E402,F401
 from .trace import *  # noqa: F401,F403,E402
 # policy's set_default_policy / get_default_policy / current_policy replace the native ones.
 from .policy import *  # type: ignore[assignment]  # noqa: F401,F403,E402

@@ -208,6 +208,31 @@ DOCS: dict[str, dict[str, Any]] = {
                        "result is then ``(out, lse)``.")},
         "returns": ("ndarray or Tensor, or (out, lse)", _RESULT[1] + " With return_lse=True, "
                     "the tuple (out, lse).")},
+    "attention_backward": {"params": {
+        "dout": (_ARRAY, "Gradient of the loss with respect to the forward's output "
+                 "(out's shape, q's dtype)."),
+        "q": (_ARRAY, "The forward's queries ``[B, H, Sq, D]`` (or ``[H, Sq, D]``, ``[Sq, D]``)."),
+        "k": (_ARRAY, "The forward's keys ``[B, Hk, Sk, D]``, q's dtype."),
+        "v": (_ARRAY, "The forward's values ``[B, Hk, Sk, Dv]``, q's dtype."),
+        "out": (_ARRAY, "The forward's output ``[B, H, Sq, Dv]``."),
+        "lse": (_ARRAY, "The forward's log-sum-exp ``[B, H, Sq]`` (float32, "
+                "``attention(..., return_lse=True)``)."),
+        "causal": ("bool", "The forward's causal flag (bottom-right aligned)."),
+        "mask": (_ARRAY + " or None", "The forward's mask (boolean ``[B, Sk]`` key padding "
+                 "or additive, broadcastable to ``[B, H, Sq, Sk]``; None: no mask)."),
+        "scale": ("float or None", "The forward's scale (None: 1/sqrt(head_dim))."),
+        "device": ("str or None", '"cpu" or "auto" (both run on the CPU; "cuda" raises: the '
+                   'CUDA backward is not implemented yet). None: the policy\'s device.'),
+        "dq": ("ndarray or Tensor", "Output for dq: q's shape and dtype, C-contiguous, "
+               "writable. Left untouched when the call raises."),
+        "dk": ("ndarray or Tensor", "Output for dk: k's shape, q's dtype."),
+        "dv": ("ndarray or Tensor", "Output for dv: v's shape, q's dtype.")},
+        "returns": ("tuple", "(dq, dk, dv): numpy arrays when every input is one, else "
+                    "lc.Tensors; the ``_into`` form returns its dq, dk, dv."),
+        "raises": [("TypeError", "A non-float dtype, mixed dtypes, or an lse that is not "
+                    "float32."),
+                   ("ValueError", "Shapes that do not match the forward's (the message names "
+                    "the op and the shapes), or device=\"cuda\".")]},
     "ops": {"returns": ("list of str", "Op names, e.g. \"matmul2d\".")},
     "op_info": {"params": {"name": ("str", 'An op name of ``ops()``, e.g. "matmul2d".')},
                 "returns": ("dict", "family, inputs, outputs, attributes (with defaults), "

@@ -3,6 +3,8 @@
 //             policy=None)
 //   attention_into(q, k, v, out, *, causal=False, mask=None, scale=None, return_lse=False,
 //                  device=None, policy=None)
+//   attention_backward(dout, q, k, v, out, lse, *, causal, mask, scale, device, policy)
+//   attention_backward_into(dout, q, k, v, out, lse, dq, dk, dv, *, ...)
 // return_lse=True returns (out, lse): lse is float32 with q's leading shape ([B, H, Sq]), a
 // numpy array when out is one, else an lc.Tensor where out lives. A numpy boolean mask is
 // passed to the core as int32 (nonzero = attend); it is at most [B, H, Sq, Sk] and usually a
@@ -14,6 +16,7 @@
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
 #include "numpy_api.h"
+#include "ops/registry.h"
 
 namespace lcpy {
 
@@ -148,6 +151,76 @@ nb::object py_attention_into(nb::handle q_, nb::handle k_, nb::handle v_, nb::ha
   return nb::make_tuple(nb::borrow(out_obj), larr);
 }
 
+// attention_backward(dout, q, k, v, out, lse, *, causal=False, mask=None, scale=None,
+// device=None, policy=None) -> (dq, dk, dv): numpy arrays when every input is one (and the
+// policy downloads), else lc.Tensors where the op ran. _into takes dq, dk, dv after lse.
+struct BwdArgs {
+  Common c;
+  Arg dout, out, lse;
+};
+
+void parse_backward(const char* op, nb::handle dout, nb::handle q, nb::handle k, nb::handle v,
+                    nb::handle out, nb::handle lse, nb::handle causal, nb::handle mask,
+                    nb::handle scale, nb::handle device, nb::handle policy, BwdArgs& a) {
+  to_arg(dout, op, "dout", a.dout);
+  parse_common(op, q, k, v, causal, mask, scale, nb::bool_(false), device, policy, a.c);
+  to_arg(out, op, "out", a.out);
+  to_arg(lse, op, "lse", a.lse);
+}
+
+nb::object py_attention_backward(nb::handle dout, nb::handle q, nb::handle k, nb::handle v,
+                                 nb::handle out, nb::handle lse, nb::handle causal,
+                                 nb::handle mask, nb::handle scale, nb::handle device,
+                                 nb::handle policy) {
+  static constexpr const char* op = "attention_backward";
+  BwdArgs a;
+  parse_backward(op, dout, q, k, v, out, lse, causal, mask, scale, device, policy, a);
+  Common& c = a.c;
+  const lc::Tensor* m = c.has_mask ? &c.mask.t : nullptr;
+  const double flops = 2.5 * attention_mha_flops(c.q, c.k);
+  const bool any_lc = c.q.from_lc || c.k.from_lc || c.v.from_lc || a.dout.from_lc ||
+                      a.out.from_lc || a.lse.from_lc || (c.has_mask && c.mask.from_lc);
+  if (!any_lc && c.p.download) {
+    lc::Tensor vq, vk, vv;
+    nb::object gq = new_numpy(c.q.t.shape(), vq, op, c.q.t.dtype());
+    nb::object gk = new_numpy(c.k.t.shape(), vk, op, c.q.t.dtype());
+    nb::object gv = new_numpy(c.v.t.shape(), vv, op, c.q.t.dtype());
+    maybe_nogil(flops, [&] {
+      lc::attention_backward_into(a.dout.t, c.q.t, c.k.t, c.v.t, a.out.t, a.lse.t, vq, vk, vv,
+                                  c.causal, m, c.scale, c.p);
+    });
+    return nb::make_tuple(gq, gk, gv);
+  }
+  std::array<lc::Tensor, 3> g;
+  maybe_nogil(flops, [&] {
+    g = lc::attention_backward(a.dout.t, c.q.t, c.k.t, c.v.t, a.out.t, a.lse.t, c.causal, m,
+                               c.scale, c.p);
+  });
+  return nb::make_tuple(wrap_tensor(std::move(g[0])), wrap_tensor(std::move(g[1])),
+                        wrap_tensor(std::move(g[2])));
+}
+
+nb::object py_attention_backward_into(nb::handle dout, nb::handle q, nb::handle k, nb::handle v,
+                                      nb::handle out, nb::handle lse, nb::handle dq,
+                                      nb::handle dk, nb::handle dv, nb::handle causal,
+                                      nb::handle mask, nb::handle scale, nb::handle device,
+                                      nb::handle policy) {
+  static constexpr const char* op = "attention_backward";
+  BwdArgs a;
+  parse_backward(op, dout, q, k, v, out, lse, causal, mask, scale, device, policy, a);
+  Arg gq, gk, gv;
+  to_out_arg(dq, op, gq);
+  to_out_arg(dk, op, gk);
+  to_out_arg(dv, op, gv);
+  Common& c = a.c;
+  const lc::Tensor* m = c.has_mask ? &c.mask.t : nullptr;
+  maybe_nogil(2.5 * attention_mha_flops(c.q, c.k), [&] {
+    lc::attention_backward_into(a.dout.t, c.q.t, c.k.t, c.v.t, a.out.t, a.lse.t, gq.t, gk.t,
+                                gv.t, c.causal, m, c.scale, c.p);
+  });
+  return nb::make_tuple(nb::borrow(dq), nb::borrow(dk), nb::borrow(dv));
+}
+
 }  // namespace
 
 void register_attention(nb::module_& m) {
@@ -169,6 +242,20 @@ void register_attention(nb::module_& m) {
         nb::arg("policy").none() = none,
         "attention() written into `out` (q's shape with Dv last, q's dtype, contiguous); "
         "return_lse=True returns (out, lse).");
+  m.def("attention_backward", &py_attention_backward, nb::arg("dout").none(),
+        nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none(),
+        nb::arg("lse").none(), nb::kw_only(), nb::arg("causal").none() = false,
+        nb::arg("mask").none() = none, nb::arg("scale").none() = none,
+        nb::arg("device").none() = none, nb::arg("policy").none() = none,
+        lc::opdefs::attention_backward.summary);
+  m.def("attention_backward_into", &py_attention_backward_into, nb::arg("dout").none(),
+        nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none(),
+        nb::arg("lse").none(), nb::arg("dq").none(), nb::arg("dk").none(), nb::arg("dv").none(),
+        nb::kw_only(), nb::arg("causal").none() = false, nb::arg("mask").none() = none,
+        nb::arg("scale").none() = none, nb::arg("device").none() = none,
+        nb::arg("policy").none() = none,
+        "attention_backward() written into dq, dk, dv (q's, k's and v's shapes, q's dtype, "
+        "C-contiguous, writable); returns (dq, dk, dv).");
 }
 
 }  // namespace lcpy

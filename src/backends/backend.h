@@ -104,6 +104,39 @@ struct MhaArgs {
   Precision precision = Precision::fp32;  // float32 storage: fp32 or tf32 (the kernels may stay exact)
 };
 
+// The backward of MhaArgs' attention (lc.attention_backward), flash-attention-2 style: with
+// P = exp(S - lse) recomputed tile by tile from q, k and the forward's lse (no sq x sk matrix is
+// stored) and D_i = sum_c dout[i,c] out[i,c]:
+//   dv_j += sum_i P_ij dout_i,  dP = dout v^T,  dS = P * (dP - D),
+//   dq_i = scale * sum_j dS_ij k_j,  dk_j += scale * sum_i dS_ij q_i
+// summed over the query heads that share a key/value head. Masked keys and rows with lse = -inf
+// (no visible key) contribute exactly 0 (never 0 * inf). q, k, v, out, dout are read through
+// (batch, head, row) element strides with unit-stride columns (out / dout have q's heads and
+// dv columns); lse is contiguous float32 [batch, heads, sq]; dq [batch, heads, sq, d],
+// dk [batch, kv_heads, sk, d] and dv_out [batch, kv_heads, sk, dv] are contiguous and fully
+// written. Mask, causal, scale and dtype as MhaArgs.
+struct MhaBackwardArgs {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  const void* out = nullptr;
+  const void* dout = nullptr;
+  const float* lse = nullptr;
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv_out = nullptr;
+  std::int64_t batch = 0, heads = 0, kv_heads = 0, sq = 0, sk = 0, d = 0, dv = 0;
+  std::int64_t q_strides[3] = {}, k_strides[3] = {}, v_strides[3] = {};  // batch, head, row
+  std::int64_t out_strides[3] = {}, dout_strides[3] = {};
+  const void* mask = nullptr;
+  MaskKind mask_kind = MaskKind::none;
+  DType mask_dtype = DType::f32;
+  std::int64_t mask_strides[4] = {};  // batch, head, row, key
+  bool causal = false;
+  double scale = 1.0;
+  DType dtype = DType::f32;
+};
+
 // out[n,oc,oh,ow] = act(conv(x[n,c,h,w], w[oc,c,kh,kw]) + bias[oc]); oh = (h+2ph-kh)/sh+1.
 struct Conv2dArgs {
   const float* x = nullptr;
@@ -380,6 +413,13 @@ class Backend {
   virtual void attention(const AttentionArgs& a) = 0;
   // Batched multi-head / grouped-query attention (MhaArgs).
   virtual void attention_mha(const MhaArgs& a) = 0;
+  // Its backward (MhaBackwardArgs). Default: not supported by this backend (the CPU has it;
+  // the op registry keeps other backends off it, so this is only reached by a direct call).
+  virtual void attention_mha_backward(const MhaBackwardArgs& /*a*/) {
+    throw_value("attention_backward", std::string("the ") + name() +
+                                          " backend does not implement the attention backward yet; "
+                                          "run it on the CPU (device=\"cpu\" or \"auto\")");
+  }
   virtual void conv2d(const Conv2dArgs& a) = 0;
   virtual void layernorm(const LayerNormArgs& a) = 0;
   virtual void softmax(const SoftmaxArgs& a) = 0;

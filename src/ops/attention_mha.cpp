@@ -6,6 +6,7 @@
 // [B, S, H, D] -> [B, H, S, D] permuted views transformer code makes cost no copy); anything
 // else is staged contiguous by OpRunner::in_raw (an upload, or Backend::copy_strided on the
 // device). Broadcast mask dimensions get stride 0.
+#include <array>
 #include <cmath>
 #include <string>
 
@@ -39,7 +40,8 @@ struct Shapes {
   std::int64_t b, h, hk, sq, sk, d, dv;
 };
 
-Shapes check_attention_mha(const Tensor& q, const Tensor& k, const Tensor& v) {
+Shapes check_attention_mha(const Tensor& q, const Tensor& k, const Tensor& v,
+                           const char* kOp = lc::kOp) {
   check_float(kOp, "q", q, /*allow_f64=*/true);
   check_same_dtype(kOp, "q", q, "k", k);
   check_same_dtype(kOp, "q", q, "v", v);
@@ -69,7 +71,7 @@ Shapes check_attention_mha(const Tensor& q, const Tensor& k, const Tensor& v) {
   return {dq.b, dq.h, dk.h, dq.s, dk.s, dq.c, dvv.c};
 }
 
-void check_scale(float scale) {
+void check_scale(float scale, const char* kOp = lc::kOp) {
   if (!(scale >= 0.0f) || std::isinf(scale))
     throw_value(kOp, "scale must be a finite number > 0 (or 0 / None for 1/sqrt(head_dim)), got " +
                          std::to_string(scale));
@@ -77,7 +79,8 @@ void check_scale(float scale) {
 
 // The mask's [batch, head, row, key] element strides against the full [B, H, Sq, Sk] (0 on
 // broadcast dimensions); validates shape and dtype.
-MaskKind check_mask(const Tensor& m, const Tensor& q, const Shapes& s) {
+MaskKind check_mask(const Tensor& m, const Tensor& q, const Shapes& s,
+                    const char* kOp = lc::kOp) {
   MaskKind kind;
   if (m.dtype() == DType::i32 || m.dtype() == DType::i64) {
     kind = MaskKind::keep;
@@ -167,11 +170,11 @@ struct Prepared {
 };
 
 Prepared prepare(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask,
-                 float scale) {
+                 float scale, const char* op = kOp) {
   Prepared pr;
-  pr.s = check_attention_mha(q, k, v);
-  check_scale(scale);
-  if (mask) pr.kind = check_mask(*mask, q, pr.s);
+  pr.s = check_attention_mha(q, k, v, op);
+  check_scale(scale, op);
+  if (mask) pr.kind = check_mask(*mask, q, pr.s, op);
   pr.scale = scale > 0.0f ? static_cast<double>(scale)
                           : 1.0 / std::sqrt(static_cast<double>(pr.s.d > 0 ? pr.s.d : 1));
   return pr;
@@ -328,6 +331,195 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   r.finish();
   lt.finish();
   return out;
+}
+
+// ---- attention_backward ------------------------------------------------------------------------
+// dq, dk, dv of attention() from dout, the forward's inputs, its out and its float32 lse
+// (Backend::attention_mha_backward; the CPU only for now: the OpDef's CUDA dtype set is empty,
+// so "auto" places it on the CPU, and device="cuda" is an error rather than a silent copy).
+
+namespace {
+
+constexpr const char* kBwd = "attention_backward";
+
+void check_like(const char* what, const Tensor& t, const std::vector<std::int64_t>& want,
+                const char* expect) {
+  if (t.shape() != want)
+    throw_value(kBwd, std::string(what) + " is " + t.shape_str() + "; it must be " +
+                          shape_str(want) + " (" + expect + ")");
+}
+
+Prepared prepare_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& out, const Tensor& lse, const Tensor* mask, float scale) {
+  Prepared pr = prepare(q, k, v, mask, scale, kBwd);
+  check_same_dtype(kBwd, "q", q, "out", out);
+  check_same_dtype(kBwd, "q", q, "dout", dout);
+  if (lse.dtype() != DType::f32)
+    throw_type(kBwd, std::string("lse must be float32 (the forward's return_lse=True result), got ") +
+                         dtype_info(lse.dtype()).name);
+  const std::vector<std::int64_t> os = out_shape(q, v);
+  check_like("out", out, os, "the forward's output: q's shape with v's last dimension");
+  check_like("dout", dout, os, "the gradient of the forward's output, out's shape");
+  check_like("lse", lse, lse_shape(q), "q's shape without its last dimension");
+  return pr;
+}
+
+void check_device_request(const ExecutionPolicy& p) {
+  if (p.device == DeviceRequest::cuda)
+    throw Unavailable(std::string("[") + kBwd + "] device=\"cuda\": the CUDA attention backward "
+                      "is not implemented yet; use device=\"cpu\" or \"auto\" (both run it on "
+                      "the CPU)");
+}
+
+void place_backward(OpRunner& r, const Tensor& dout, const Tensor& q, const Tensor& k,
+                    const Tensor& v, const Tensor& out, const Tensor* mask, const Prepared& pr) {
+  const Shapes& s = pr.s;
+  WorkEstimate w = attention_mha_work(s.b, s.h, s.sq, s.sk, s.d, s.dv,
+                                      static_cast<double>(dtype_size(q.dtype())));
+  w.flops *= 2.5;  // five products per tile against the forward's two
+  const bool gpu_ok = opdefs::attention_backward.supports(DeviceKind::cuda, OpArgs{&dout, &q, &k, &v});
+  r.place(w, {&dout, &q, &k, &v, &out, mask}, gpu_ok);
+}
+
+// Where the kernel writes one gradient: the caller's tensor when it is on the device,
+// contiguous and shares no memory with an input, else device scratch copied by finish().
+struct GradTarget {
+  Tensor* t;
+  Tensor scratch;
+  void* ptr = nullptr;
+  GradTarget(OpRunner& r, Tensor& out, std::initializer_list<const Tensor*> inputs) : t(&out) {
+    if (out.numel() == 0) return;
+    bool direct = out.device() == r.device() && out.is_contiguous();
+    for (const Tensor* in : inputs)
+      if (in && in->may_overlap(out)) direct = false;
+    if (direct) {
+      ptr = out.data();
+    } else {
+      scratch = Tensor::empty(out.shape(), out.dtype(), r.device());
+      ptr = scratch.data();
+    }
+  }
+  void finish() {
+    if (scratch.defined() && scratch.numel() > 0) scratch.copy_to(*t);
+  }
+};
+
+void launch_backward(OpRunner& r, const Tensor& dout, const Tensor& q, const Tensor& k,
+                     const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor* mask,
+                     bool causal, const Prepared& pr, void* dq, void* dk, void* dv) {
+  MhaBackwardArgs a;
+  std::int64_t st[4];
+  a.q = strided_in(r, q, st);
+  bhr(q, st, a.q_strides);
+  a.k = strided_in(r, k, st);
+  bhr(k, st, a.k_strides);
+  a.v = strided_in(r, v, st);
+  bhr(v, st, a.v_strides);
+  a.out = strided_in(r, out, st);
+  bhr(out, st, a.out_strides);
+  a.dout = strided_in(r, dout, st);
+  bhr(dout, st, a.dout_strides);
+  a.lse = static_cast<const float*>(r.in_raw(lse));
+  if (mask) {
+    a.mask = strided_in(r, *mask, st, /*any_last=*/true);
+    a.mask_kind = pr.kind;
+    a.mask_dtype = mask->dtype();
+    mask_strides(*mask, pr.kind, st, a.mask_strides);
+  }
+  a.dq = dq;
+  a.dk = dk;
+  a.dv_out = dv;
+  a.batch = pr.s.b;
+  a.heads = pr.s.h;
+  a.kv_heads = pr.s.hk;
+  a.sq = pr.s.sq;
+  a.sk = pr.s.sk;
+  a.d = pr.s.d;
+  a.dv = pr.s.dv;
+  a.causal = causal;
+  a.scale = pr.scale;
+  a.dtype = q.dtype();
+  r.launch([&](Backend& be) { be.attention_mha_backward(a); });
+}
+
+OpResult infer_attention_backward(const OpDef& d, const OpArgs& a) {
+  // dout, q, k, v, out, lse[, mask]: the result is dq (q's shape); dk and dv have k's and v's.
+  OpArgs fwd;
+  fwd.n = 3;
+  fwd.shapes[0] = a[1];
+  fwd.shapes[1] = a[2];
+  fwd.shapes[2] = a[3];
+  fwd.dtype = a.dtype;
+  infer_attention(d, fwd);
+  return {shape_vec(a[1]), a.dtype};
+}
+WorkEstimate work_attention_backward(const OpArgs& a) {
+  OpArgs fwd;
+  fwd.n = 0;
+  for (int i = 1; i <= 3 && a.has(i); ++i) fwd.shapes[static_cast<std::size_t>(fwd.n++)] = a[i];
+  if (fwd.n == 0) fwd.shapes[static_cast<std::size_t>(fwd.n++)] = a[0];
+  fwd.dtype = a.dtype;
+  WorkEstimate w = work_attention(fwd);
+  w.flops *= 2.5;
+  return w;
+}
+
+}  // namespace
+
+const OpDef opdefs::attention_backward{
+    "attention_backward", OpFamily::attention,
+    "Gradients (dq, dk, dv) of lc.attention from dout, the forward's q, k, v, its out and its "
+    "float32 lse (return_lse=True), with the forward's causal / mask / scale. No Sq x Sk matrix "
+    "is stored (P is recomputed tile by tile); for grouped-query attention dk / dv sum over the "
+    "query heads of their key/value head; rows with no visible key get zero gradients. The CPU "
+    "computes it (device=\"cuda\" is not implemented yet; docs/attention.md).",
+    {{in("dout", -1, 2), in("q", -1, 2), in("k", -1, 2), in("v", -1, 2), in("out", -1, 2),
+      in("lse", -1, 1), opt("mask")}},
+    {"dq", "dk", "dv"},
+    {{{"causal", AttrType::boolean, "False", "as the forward's"},
+      {"scale", AttrType::real, "None", "as the forward's (None: 1/sqrt(head_dim))"}}},
+    kFloatAll, DTypeSet{}, &infer_attention_backward, &work_attention_backward, nullptr};
+
+void attention_backward_into(const Tensor& dout, const Tensor& q, const Tensor& k,
+                             const Tensor& v, const Tensor& out, const Tensor& lse, Tensor& dq,
+                             Tensor& dk, Tensor& dv, bool causal, const Tensor* mask, float scale,
+                             const ExecutionPolicy& p) {
+  const Prepared pr = prepare_backward(dout, q, k, v, out, lse, mask, scale);
+  check_out(kBwd, dq, q.shape(), q.dtype());
+  check_out(kBwd, dk, k.shape(), q.dtype());
+  check_out(kBwd, dv, v.shape(), q.dtype());
+  if (dq.may_overlap(dk) || dq.may_overlap(dv) || dk.may_overlap(dv))
+    throw_value(kBwd, "dq, dk and dv share memory; pass three separate arrays");
+  check_device_request(p);
+  OpRunner r(kBwd, p);
+  place_backward(r, dout, q, k, v, out, mask, pr);
+  std::initializer_list<const Tensor*> ins{&dout, &q, &k, &v, &out, &lse, mask};
+  GradTarget tq(r, dq, ins), tk(r, dk, ins), tv(r, dv, ins);
+  launch_backward(r, dout, q, k, v, out, lse, mask, causal, pr, tq.ptr, tk.ptr, tv.ptr);
+  r.finish();
+  tq.finish();
+  tk.finish();
+  tv.finish();
+}
+
+std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k,
+                                         const Tensor& v, const Tensor& out, const Tensor& lse,
+                                         bool causal, const Tensor* mask, float scale,
+                                         const ExecutionPolicy& p) {
+  const Prepared pr = prepare_backward(dout, q, k, v, out, lse, mask, scale);
+  check_device_request(p);
+  OpRunner r(kBwd, p);
+  place_backward(r, dout, q, k, v, out, mask, pr);
+  std::array<Tensor, 3> g{r.result(q.shape(), q.dtype()), r.result(k.shape(), q.dtype()),
+                          r.result(v.shape(), q.dtype())};
+  std::initializer_list<const Tensor*> ins{&dout, &q, &k, &v, &out, &lse, mask};
+  GradTarget tq(r, g[0], ins), tk(r, g[1], ins), tv(r, g[2], ins);
+  launch_backward(r, dout, q, k, v, out, lse, mask, causal, pr, tq.ptr, tk.ptr, tv.ptr);
+  r.finish();
+  tq.finish();
+  tk.finish();
+  tv.finish();
+  return g;
 }
 
 }  // namespace lc

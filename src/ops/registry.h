@@ -67,7 +67,7 @@ struct ShapeRef {
 // (an absent optional input has ndim -1), the storage dtype of its float inputs, and the
 // attributes that change sizes. Built from tensors on the hot path without allocating.
 struct OpArgs {
-  static constexpr int kMaxInputs = 6;
+  static constexpr int kMaxInputs = 8;
   std::array<ShapeRef, kMaxInputs> shapes;  // [0, n) are set
   int n = 0;
   DType dtype = DType::f32;
@@ -136,13 +136,13 @@ struct OpResult {
 };
 
 struct OpDef {
-  static constexpr int kMaxIo = 6;
+  static constexpr int kMaxIo = 8;
   static constexpr int kMaxAttrs = 10;
   const char* name = nullptr;
   OpFamily family = OpFamily::elementwise;  // placement / cost-model family
   const char* summary = nullptr;  // the Python function's docstring
   std::array<OpInput, kMaxIo> inputs{};     // in call order; unused entries have name nullptr
-  std::array<const char*, 2> outputs{};
+  std::array<const char*, 3> outputs{};  // attention_backward has three
   std::array<OpAttr, kMaxAttrs> attrs{};
   // Storage dtypes of the op's float inputs per backend (index inputs: kIndexDTypes).
   DTypeSet cpu_dtypes;
@@ -203,7 +203,8 @@ struct OpDef {
 #define LC_REGISTERED_OPS(X)                                                                   \
   X(matmul2d) X(matmul) X(linear) X(attention2d) X(conv2d_nchw) X(conv_attention_nchw)          \
   X(layernorm) X(softmax) X(vector_add) X(vector_sub) X(vector_mul) X(matrix_sub)               \
-  X(vector_scale) X(relu) X(gelu) X(add) X(sub) X(mul) X(div) X(embedding) X(attention)
+  X(vector_scale) X(relu) X(gelu) X(add) X(sub) X(mul) X(div) X(embedding) X(attention)         \
+  X(attention_backward)
 
 // Every op's definition. The front-ends use these directly (resolved at link time).
 namespace opdefs {

@@ -27,7 +27,8 @@ using Shapes = std::vector<std::vector<std::int64_t>>;
 const char* const kExpectedOps[] = {
     "matmul2d", "matmul", "linear", "attention2d", "conv2d_nchw", "conv_attention_nchw",
     "layernorm", "softmax", "vector_add", "vector_sub", "vector_mul", "matrix_sub",
-    "vector_scale", "relu", "gelu", "add", "sub", "mul", "div", "embedding", "attention"};
+    "vector_scale", "relu", "gelu", "add", "sub", "mul", "div", "embedding", "attention",
+    "attention_backward"};
 
 // OpArgs borrows the shapes: `s` must outlive the result (name the Shapes, no temporaries).
 OpArgs args_of(const Shapes& s, DType dt = DType::f32) { return OpArgs::of_shapes(s, dt); }
@@ -42,7 +43,11 @@ TEST(OpRegistry, EveryOpRegisteredOnceAndFoundByName) {
     EXPECT_NE(d->work, nullptr) << d->name;
     EXPECT_NE(d->summary, nullptr) << d->name;
     EXPECT_GE(d->num_inputs(), 1) << d->name;
-    EXPECT_STREQ(d->outputs[0], "out") << d->name;
+    // One result "out", except attention_backward's three gradients.
+    if (std::string(d->name) == "attention_backward")
+      EXPECT_STREQ(d->outputs[0], "dq");
+    else
+      EXPECT_STREQ(d->outputs[0], "out") << d->name;
     EXPECT_LT(static_cast<int>(d->family), static_cast<int>(lc::OpFamily::count)) << d->name;
     // Every op runs float32 on the CPU; nothing is CUDA-only.
     EXPECT_TRUE(d->cpu_dtypes.has(DType::f32)) << d->name;

@@ -95,6 +95,9 @@ class CpuBackend final : public Backend {
   void matmul(const MatmulArgs& a) override { cpu::matmul(a); }
   void attention(const AttentionArgs& a) override { cpu::attention(a); }
   void attention_mha(const MhaArgs& a) override { cpu::attention_mha(a); }
+  void attention_mha_backward(const MhaBackwardArgs& a) override {
+    cpu::attention_mha_backward(a);
+  }
   void conv2d(const Conv2dArgs& a) override { cpu::conv2d(a); }
   // Tuned execution (tune.cpp): choice = the cpu::GemmPath / cpu::ConvPath value, 0 = automatic.
   int tune_matmul(const MatmulArgs& a, bool tune) override {

@@ -14,6 +14,8 @@ void matmul(const MatmulArgs& a);
 void attention(const AttentionArgs& a);
 // attention_mha.cpp: batched multi-head / grouped-query attention (MhaArgs).
 void attention_mha(const MhaArgs& a);
+// attention_mha_bwd.cpp: its backward (MhaBackwardArgs).
+void attention_mha_backward(const MhaBackwardArgs& a);
 void conv2d(const Conv2dArgs& a);
 void layernorm(const LayerNormArgs& a);
 void softmax(const SoftmaxArgs& a);
