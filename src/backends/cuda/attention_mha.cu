@@ -91,9 +91,10 @@ __device__ __forceinline__ float4 load4(const T* p) {
 
 // Rows [r0, r0+R) x cols [0, d) of a matrix whose row i starts at src + i * rstride, into smem
 // (row stride `stride`), zero-filling rows >= nrows and cols in [d, d4); times mul. nrows >= 1.
-// Addresses are clamped in bounds although every read sits behind its bounds check: nvcc may
-// hoist a read-only load above the branch (compute-sanitizer caught that in norm.cu), and a
-// clamped address cannot fault; the value read for a clamped position is never used.
+// Every read sits behind its bounds check. The addresses are also clamped in bounds, as a
+// second guard only: the out-of-bounds read compute-sanitizer caught in norm.cu came from
+// cuda_fp16.h's non-volatile __ldg(__half*) running speculatively above its branch, fixed at
+// the source in half_io.cuh (load_f); under its branch a clamp may be folded away anyway.
 template <int R, class T>
 __device__ __forceinline__ void load_rows(float* __restrict__ dst, int stride,
                                           const T* __restrict__ src, i64 rstride, i64 r0,
