@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "backends/cpu/blas_threads.h"
+#include "backends/cpu/attention_mha_util.h"
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
@@ -41,43 +42,14 @@ namespace lc::cpu {
 namespace {
 
 using i64 = std::int64_t;
+using mha::exp_a;
+using mha::load_as;
+using mha::narrow;
+using mha::Scratch;
+using mha::widen;
 
 constexpr i64 BQ = 128;  // most query rows per task (64 when that leaves too few tasks)
 constexpr i64 BK = 256;  // keys per tile: S tile BQ x BK = 128 KB, as attention.cpp's gemm path
-
-template <class T>
-inline float widen(T x) {
-  if constexpr (std::is_same_v<T, float16> || std::is_same_v<T, bfloat16>) return to_float(x);
-  else return static_cast<float>(x);
-}
-
-template <class T, class A>
-inline A load_as(const T* p) {
-  if constexpr (std::is_same_v<T, double>) return static_cast<A>(*p);
-  else return static_cast<A>(widen(*p));
-}
-
-template <class T>
-inline T narrow(double x) {
-  if constexpr (std::is_same_v<T, float16>) return to_f16(static_cast<float>(x));
-  else if constexpr (std::is_same_v<T, bfloat16>) return to_bf16(static_cast<float>(x));
-  else return static_cast<T>(x);
-}
-
-template <class A>
-inline A exp_a(A x) {
-  if constexpr (std::is_same_v<A, float>) return fast_exp(x);
-  else return std::exp(x);
-}
-
-template <class A>
-struct Scratch {
-  std::vector<A> buf;
-  A* get(i64 n) {
-    if (static_cast<i64>(buf.size()) < n) buf.resize(static_cast<std::size_t>(n));
-    return buf.data();
-  }
-};
 
 // No inf / NaN in rows [0, rows) x [0, cols) of a matrix with leading dimension ld.
 template <class A>

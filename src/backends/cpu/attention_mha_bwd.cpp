@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "backends/cpu/blas_threads.h"
+#include "backends/cpu/attention_mha_util.h"
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
@@ -46,39 +47,13 @@ namespace lc::cpu {
 namespace {
 
 using i64 = std::int64_t;
+using mha::exp_a;
+using mha::load_as;
+using mha::narrow;
+using mha::Scratch;
 
 constexpr i64 BQ = 64;   // query rows per block
 constexpr i64 BK = 128;  // keys per tile
-
-template <class T, class A>
-inline A load_as(const T* p) {
-  if constexpr (std::is_same_v<T, float16> || std::is_same_v<T, bfloat16>)
-    return static_cast<A>(to_float(*p));
-  else
-    return static_cast<A>(*p);
-}
-
-template <class T>
-inline T narrow(double x) {
-  if constexpr (std::is_same_v<T, float16>) return to_f16(static_cast<float>(x));
-  else if constexpr (std::is_same_v<T, bfloat16>) return to_bf16(static_cast<float>(x));
-  else return static_cast<T>(x);
-}
-
-template <class A>
-inline A exp_a(A x) {
-  if constexpr (std::is_same_v<A, float>) return fast_exp(x);
-  else return std::exp(x);
-}
-
-template <class A>
-struct Scratch {
-  std::vector<A> buf;
-  A* get(i64 n) {
-    if (static_cast<i64>(buf.size()) < n) buf.resize(static_cast<std::size_t>(n));
-    return buf.data();
-  }
-};
 
 template <class A>
 inline bool all_finite(const A* x, i64 n) {
