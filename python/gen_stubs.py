@@ -85,6 +85,8 @@ SPECIFIC = {
                                  "autotune": "bool"},
     "ExecutionPolicy.__eq__": {"other": "object", "return": "bool"},
     "ResidentSession.__enter__": {"return": "Self"},
+    "Stream.__enter__": {"return": "Self"},
+    "Stream.__eq__": {"other": "object", "return": "bool"},
     "ResidentSession.out_shape": {"return": "tuple[int, ...]"},
     "autotune_lookup": {"return": "dict[str, str] | None"},
     "gemm_recorded_mode": {"return": "str | None"},

@@ -31,7 +31,9 @@ void init_policy(lc::ExecutionPolicy* self, nb::handle device, nb::handle upload
                  nb::handle autotune) {
   static constexpr const char* op = "ExecutionPolicy";
   lc::ExecutionPolicy p;
-  p.device = lc::parse_device(str_param(device, op, "device"), op);
+  int index = -1;
+  p.device = lc::parse_device_index(str_param(device, op, "device"), op, &index);
+  p.device_index = static_cast<std::int8_t>(index);
   p.upload = lc::parse_upload(str_param(upload, op, "upload"), op);
   p.download = parse_download(download, op);
   p.sync = lc::parse_sync(str_param(sync, op, "sync"), op);
@@ -202,14 +204,14 @@ std::string chain_device(const std::vector<std::string>& ops,
 
 void register_policy(nb::module_& m) {
   nb::class_<lc::ExecutionPolicy>(m, "ExecutionPolicy",
-      "Where an op runs and what it may cost: device (auto/cpu/cuda), upload (always/once/never), "
+      "Where an op runs and what it may cost: device (auto/cpu/cuda/cuda:N), upload (always/once/never), "
       "download (True/False), sync (per_call/batch/none), precision (fp32/tf32/bf16), fusion, "
       "autotune. Invalid combinations raise ValueError.")
       .def("__init__", &init_policy, nb::arg("device").none() = "auto",
            nb::arg("upload").none() = "always", nb::arg("download").none() = true,
            nb::arg("sync").none() = "per_call", nb::arg("precision").none() = "fp32",
            nb::arg("fusion").none() = true, nb::arg("autotune").none() = true)
-      .def_prop_ro("device", [](const lc::ExecutionPolicy& p) { return std::string(lc::to_string(p.device)); })
+      .def_prop_ro("device", [](const lc::ExecutionPolicy& p) { return p.device_string(); })
       .def_prop_ro("upload", [](const lc::ExecutionPolicy& p) { return std::string(lc::to_string(p.upload)); })
       .def_prop_ro("download", [](const lc::ExecutionPolicy& p) { return p.download; })
       .def_prop_ro("sync", [](const lc::ExecutionPolicy& p) { return std::string(lc::to_string(p.sync)); })
@@ -227,7 +229,7 @@ void register_policy(nb::module_& m) {
         // Valid Python: eval(repr(p)) == p with the package imported as lc (its usual name).
         auto q = [](const char* s) { return std::string("'") + s + "'"; };
         auto b = [](bool v) { return std::string(v ? "True" : "False"); };
-        return "lc.ExecutionPolicy(device=" + q(lc::to_string(p.device)) + ", upload=" +
+        return "lc.ExecutionPolicy(device=" + q(p.device_string().c_str()) + ", upload=" +
                q(lc::to_string(p.upload)) + ", download=" + b(p.download) + ", sync=" +
                q(lc::to_string(p.sync)) + ", precision=" + q(lc::to_string(p.precision)) +
                ", fusion=" + b(p.fusion) + ", autotune=" + b(p.autotune) + ")";

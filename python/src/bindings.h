@@ -9,6 +9,8 @@ namespace lcpy {
 void register_errors(nb::module_& m);
 void register_tensor(nb::module_& m);
 void register_runtime(nb::module_& m);
+// bind_devices.cpp: device index queries, lc.Stream, lc.Event, Tensor.record_stream.
+void register_devices(nb::module_& m);
 void register_policy(nb::module_& m);
 void register_ops(nb::module_& m);
 // bind_attention.cpp: attention / attention_into (batched multi-head, grouped-query).

@@ -12,6 +12,7 @@ NB_MODULE(_lightning_core, m) {
   lcpy::register_errors(m);
   lcpy::register_tensor(m);
   lcpy::register_runtime(m);
+  lcpy::register_devices(m);
   lcpy::register_policy(m);
   lcpy::register_ops(m);
   lcpy::register_attention(m);

@@ -12,6 +12,7 @@
 #include "lightning_core/errors.h"
 #include "lightning_core/log.h"
 #include "lightning_core/ops.h"
+#include "lightning_core/runtime.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
 #include "ops/registry.h"
@@ -48,14 +49,30 @@ ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
   WorkEstimate w;
   w.family = family_of(op_);
   w.flops = flops;
+  int gpu = policy_.device_index;  // the GPU: the policy's, else the resident inputs'
   for (const Tensor* t : inputs) {
-    if (t->device() != DeviceKind::cpu) w.inputs_on_gpu = true;
-    else if (policy_.upload == UploadMode::never) w.host_bytes_in += static_cast<double>(t->nbytes());
+    if (t->device() != DeviceKind::cpu) {
+      w.inputs_on_gpu = true;
+      if (gpu < 0) gpu = t->device_index();
+      if (t->device_index() != gpu)
+        throw_value(op_, "input of shape " + t->shape_str() + " is on cuda:" +
+                             std::to_string(t->device_index()) + " but the session runs on cuda:" +
+                             std::to_string(gpu) + "; put every input on one GPU (.to(\"cuda:" +
+                             std::to_string(gpu) + "\"))");
+    } else if (policy_.upload == UploadMode::never) {
+      w.host_bytes_in += static_cast<double>(t->nbytes());
+    }
   }
   if (w.family == OpFamily::conv2d) w.conv_macs = flops / 2;
   Placement pl = choose_device(op_, w, policy_, gpu_can_run, /*explain=*/true);
   device_ = pl.device;
   reason_ = std::move(pl.reason);
+  if (device_ != DeviceKind::cpu) {
+    if (gpu < 0) gpu = get_backend(device_).current_device();
+    require_device_index(device_, gpu, op_);
+    device_index_ = gpu;
+  }
+  DeviceScope scope(device_, device_index_);
 
   launch_policy_ = policy_;
   if (device_ == DeviceKind::cpu) {
@@ -66,6 +83,7 @@ ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
     if (launch_policy_.precision == Precision::bf16) launch_policy_.precision = Precision::fp32;
   } else {
     launch_policy_.device = DeviceRequest::cuda;
+    launch_policy_.device_index = static_cast<std::int8_t>(device_index_);
     launch_policy_.upload = UploadMode::never;
     launch_policy_.download = false;
     launch_policy_.sync = SyncMode::none;
@@ -171,6 +189,7 @@ void ResidentSession::launch_counted() {
 
 void ResidentSession::start_into(const std::vector<const Tensor*>& in, Tensor& out) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open("start_into");
   check_inputs("start_into", in);
   check_out("start_into", out);
@@ -182,6 +201,7 @@ void ResidentSession::start_into(const std::vector<const Tensor*>& in, Tensor& o
 void ResidentSession::run_into(const std::vector<const Tensor*>& in, Tensor& out,
                                std::uint32_t stale_mask) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open("run_into");
   check_inputs("run_into", in);
   check_out("run_into", out);
@@ -195,6 +215,7 @@ void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Te
                                                       std::uint32_t stale_mask) {
   static constexpr const char* what = "run_batch_sync_no_download_into";
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open(what);
   check_inputs(what, in);
   check_out(what, out);
@@ -239,6 +260,7 @@ void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Te
 
 void ResidentSession::sync() {
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open("sync");
   sync_locked();
 }
@@ -250,6 +272,7 @@ void ResidentSession::sync_locked() {
 
 void ResidentSession::download_into(Tensor& out) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open("download_into");
   check_out("download_into", out);
   download_locked(out);
@@ -280,6 +303,7 @@ void ResidentSession::close() noexcept {
   closed_ = true;
   if (device_ != DeviceKind::cpu) {
     try {
+      DeviceScope scope(device_, device_index_);
       get_backend(device_).synchronize();  // queued launches may still read the buffers
     } catch (const std::exception& e) {
       log::message_noexcept(log::Level::warning, std::string(op_) + ".close: " + e.what());
