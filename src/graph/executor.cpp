@@ -37,7 +37,9 @@ ExecutionPolicy step_policy(const ExecutionPolicy& base, const Plan& p, DeviceKi
   ExecutionPolicy q = base;
   q.device = dev == DeviceKind::cpu ? DeviceRequest::cpu : DeviceRequest::cuda;
   q.precision = p.opts.precision;
-  q.download = false;
+  // Every step writes into a buffer of the plan (the `_into` forms), so `download` only
+  // matters for the policy's validity: true on the CPU, false on a GPU.
+  q.download = dev == DeviceKind::cpu;
   if (dev == DeviceKind::cpu) {
     q.sync = SyncMode::per_call;
     q.upload = UploadMode::always;

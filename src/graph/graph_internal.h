@@ -76,7 +76,8 @@ struct Resolved {
 };
 
 // Where each tensor lives during execution.
-enum class Slot : std::uint8_t { input, constant, arena, output };
+// `none`: no step reads or writes it (an intermediate fusion removed, an unused declaration).
+enum class Slot : std::uint8_t { none, input, constant, arena, output };
 
 struct Plan {
   Resolved g;                        // after fusion (steps) and with fusion's new tensors

@@ -214,7 +214,10 @@ void pack_buffers(Plan& p) {
   for (std::size_t id = 0; id < nt; ++id) {
     const TensorEntry& t = g.tensors[id];
     if (t.constant) p.slot[id] = Slot::constant;
-    else if (g.producer[id] < 0) p.slot[id] = Slot::input;
+    else if (g.producer[id] < 0)
+      p.slot[id] = std::find(g.inputs.begin(), g.inputs.end(), static_cast<int>(id)) != g.inputs.end()
+                       ? Slot::input
+                       : Slot::none;
     else if (is_out[id] && !sum.captured) p.slot[id] = Slot::output;
   }
   for (const TensorEntry& t : g.tensors)
