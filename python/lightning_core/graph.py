@@ -269,7 +269,7 @@ def _recording(op: str, original: Callable) -> Callable:
 
     wrapper.__name__ = op
     wrapper.__doc__ = original.__doc__
-    wrapper.__wrapped__ = original
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -408,7 +408,7 @@ class Compiled:
         self.__doc__ = getattr(fn, "__doc__", None)
 
     def _key(self, args: tuple):
-        key = []
+        key: list[tuple] = []
         for a in args:
             if isinstance(a, _ARRAY_TYPES):
                 key.append(("array", tuple(a.shape), _dtype_name(a)))

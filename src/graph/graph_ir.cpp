@@ -570,43 +570,44 @@ void GraphIR::validate() const {
 
 std::size_t GraphIR::num_nodes() const { return impl_->nodes.size(); }
 
+namespace {
+// f(the planned graph), or f(a fresh resolution) when not planned (no copy of the plan's graph:
+// the bindings ask these per execute).
+template <class F>
+auto with_resolved(const GraphIR::Impl& im, F&& f) {
+  if (im.plan) return f(im.plan->g);
+  const graph::Resolved g = graph::resolve(im.tensors, im.nodes, im.outputs, nullptr);
+  return f(g);
+}
+const graph::TensorEntry& find_tensor(const graph::Resolved& g, const std::string& name) {
+  auto it = g.ids.find(name);
+  if (it == g.ids.end()) throw_value("graph", "no tensor '" + name + "'");
+  return g.tensors[static_cast<std::size_t>(it->second)];
+}
+}  // namespace
+
 std::vector<std::string> GraphIR::input_names() const {
-  if (impl_->plan) {
+  return with_resolved(*impl_, [](const graph::Resolved& g) {
     std::vector<std::string> r;
-    for (int id : impl_->plan->g.inputs) r.push_back(impl_->plan->g.tensors[static_cast<std::size_t>(id)].name);
+    for (int id : g.inputs) r.push_back(g.tensors[static_cast<std::size_t>(id)].name);
     return r;
-  }
-  const graph::Resolved g = graph::resolve(impl_->tensors, impl_->nodes, impl_->outputs, nullptr);
-  std::vector<std::string> r;
-  for (int id : g.inputs) r.push_back(g.tensors[static_cast<std::size_t>(id)].name);
-  return r;
+  });
 }
 
 std::vector<std::string> GraphIR::output_names() const {
-  const graph::Resolved g = impl_->plan
-                                ? impl_->plan->g
-                                : graph::resolve(impl_->tensors, impl_->nodes, impl_->outputs, nullptr);
-  std::vector<std::string> r;
-  for (int id : g.outputs) r.push_back(g.tensors[static_cast<std::size_t>(id)].name);
-  return r;
+  return with_resolved(*impl_, [](const graph::Resolved& g) {
+    std::vector<std::string> r;
+    for (int id : g.outputs) r.push_back(g.tensors[static_cast<std::size_t>(id)].name);
+    return r;
+  });
 }
 
 std::vector<std::int64_t> GraphIR::tensor_shape(const std::string& name) const {
-  const graph::Resolved g = impl_->plan
-                                ? impl_->plan->g
-                                : graph::resolve(impl_->tensors, impl_->nodes, impl_->outputs, nullptr);
-  auto it = g.ids.find(name);
-  if (it == g.ids.end()) throw_value("graph", "no tensor '" + name + "'");
-  return g.tensors[static_cast<std::size_t>(it->second)].shape;
+  return with_resolved(*impl_, [&](const graph::Resolved& g) { return find_tensor(g, name).shape; });
 }
 
 DType GraphIR::tensor_dtype(const std::string& name) const {
-  const graph::Resolved g = impl_->plan
-                                ? impl_->plan->g
-                                : graph::resolve(impl_->tensors, impl_->nodes, impl_->outputs, nullptr);
-  auto it = g.ids.find(name);
-  if (it == g.ids.end()) throw_value("graph", "no tensor '" + name + "'");
-  return g.tensors[static_cast<std::size_t>(it->second)].dtype;
+  return with_resolved(*impl_, [&](const graph::Resolved& g) { return find_tensor(g, name).dtype; });
 }
 
 // ---- planning ------------------------------------------------------------------------------
