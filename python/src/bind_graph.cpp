@@ -166,13 +166,14 @@ nb::object execute(lc::GraphIR& g, nb::handle inputs, const std::string& mode) {
   if (!g.planned()) g.plan();
   std::vector<std::unique_ptr<Arg>> args;
   std::vector<std::pair<std::string, lc::Tensor>> in;
-  bool any_lc = false;
+  bool any_lc = false, all_on_device = true;
   for (auto [k, v] : nb::borrow<nb::dict>(inputs)) {
     if (!nb::isinstance<nb::str>(k)) lc::throw_type(kOp, "execute: input names must be str");
     const std::string name = nb::cast<std::string>(k);
     args.push_back(std::make_unique<Arg>());
     to_arg(v, "graph", name.c_str(), *args.back());
     any_lc = any_lc || args.back()->from_lc;
+    all_on_device = all_on_device && args.back()->t.device() != lc::DeviceKind::cpu;
     in.emplace_back(name, args.back()->t);
   }
   const std::vector<std::string> names = g.output_names();
@@ -187,7 +188,8 @@ nb::object execute(lc::GraphIR& g, nb::handle inputs, const std::string& mode) {
   }
   {
     nb::gil_scoped_release nogil;
-    g.execute_into(in, outs, mode == "graph", /*results_on_device=*/any_lc);
+    // Results stay on the device when every input lives there (the ops' rule).
+    g.execute_into(in, outs, mode == "graph", /*results_on_device=*/any_lc && all_on_device);
   }
   nb::dict r;
   for (std::size_t i = 0; i < names.size(); ++i)

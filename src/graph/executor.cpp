@@ -169,6 +169,8 @@ using namespace graph;
 void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& inputs,
                            std::vector<Tensor>& outs, bool graph_mode, bool results_on_device) {
   if (!impl_->plan) plan();
+  std::lock_guard<std::mutex> lock(impl_->exec_mu);
+  if (!impl_->plan) throw_value("graph", "execute: the graph changed while it was being executed");
   Plan& p = *impl_->plan;
   const Resolved& g = p.g;
   // ---- the inputs: every graph input, by name, its declared shape and dtype -------------------

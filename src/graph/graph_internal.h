@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -120,7 +121,10 @@ struct GraphIR::Impl {
   std::unique_ptr<graph::ExecState, void (*)(graph::ExecState*)> exec{nullptr,
                                                                        &graph::destroy_exec_state};
   GraphIR::Stats stats;
+  std::mutex exec_mu;  // execute_into: one call at a time (the per-call table is shared)
+  // Drops the plan (and its buffers and recording); waits for an execute in flight.
   void invalidate() {
+    std::lock_guard<std::mutex> lock(exec_mu);
     exec.reset();
     plan.reset();
   }

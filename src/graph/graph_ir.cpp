@@ -621,6 +621,8 @@ const GraphPlanSummary& GraphIR::plan(const GraphPlanOptions& opts) {
   p->summary.fusions = graph::fuse(p->g, opts.fusion);
   graph::place(*p);
   graph::pack_buffers(*p);
+  std::lock_guard<std::mutex> lock(impl_->exec_mu);
+  impl_->exec.reset();
   impl_->plan = std::move(p);
   return impl_->plan->summary;
 }
