@@ -407,18 +407,19 @@ class Compiled:
         self.__name__ = getattr(fn, "__name__", "compiled")
         self.__doc__ = getattr(fn, "__doc__", None)
 
-    def _key(self, args: tuple):
-        key: list[tuple] = []
+    def _key(self, args: tuple) -> tuple:
+        # Per call: keep it cheap (numpy's shape tuple and dtype object are hashable as they are).
+        key: list = []
         for a in args:
             if isinstance(a, _ARRAY_TYPES):
-                key.append(("array", tuple(a.shape), _dtype_name(a)))
+                key.append((type(a), a.shape, a.dtype))
             else:
                 try:
                     hash(a)
                 except TypeError:
                     raise TypeError(f"[compile] argument of type {type(a).__name__} is neither an array "
                                     "nor hashable; it cannot key the trace cache") from None
-                key.append(("value", type(a).__name__, a))
+                key.append((type(a), a))
         return tuple(key)
 
     def _get(self, args: tuple) -> _Traced:
@@ -431,7 +432,7 @@ class Compiled:
             self._cache[key] = t
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        else:
+        elif t is not self._last:
             self._cache.move_to_end(key)
         self._last = t
         return t
@@ -440,8 +441,9 @@ class Compiled:
         if self.execution_mode == "eager":
             return self.fn(*args)
         t = self._get(args)
-        inputs = {n: a for n, a in zip(t.input_names, args) if n is not None}
-        res = t.g.execute(inputs)
+        res = t.g.execute({n: a for n, a in zip(t.input_names, args) if n is not None})
+        if t.template is None:
+            return res[t.output_names[0]]
         return _unflatten([res[n] for n in t.output_names], t.template)
 
     def graph(self, *args):
