@@ -17,6 +17,7 @@
 // graph output (nothing else may see the unfused intermediate), the dtypes agree, and every
 // extra operand is computed before the anchor runs.
 #include <algorithm>
+#include <unordered_map>
 
 #include "graph/graph_internal.h"
 #include "ops/checks.h"
@@ -30,6 +31,7 @@ struct Fuser {
   const GraphFusionOptions& o;
   std::vector<GraphFusion> report;
   std::vector<bool> dead;  // per step: folded into another
+  std::unordered_map<int, int> transposed;  // constant b -> its [n, k] copy
 
   const TensorEntry& t(int id) const { return g.tensors[static_cast<std::size_t>(id)]; }
   bool is_output(int id) const {
@@ -127,8 +129,16 @@ struct Fuser {
       return false;
     }
     if (s.def == &opdefs::matmul && t(s.in[0]).shape.empty()) return false;
+    s.def = &opdefs::linear;
+    s.attrs = StepAttrs{};
+    auto done = transposed.find(b);  // one transposed copy per constant, however many readers
+    if (done != transposed.end()) {
+      s.in = {s.in[0], done->second, -1, -1};
+      return true;
+    }
     TensorEntry wt;
     wt.name = w.name + ".T";
+    while (g.ids.count(wt.name)) wt.name += "'";
     wt.shape = {w.shape[1], w.shape[0]};
     wt.dtype = w.dtype;
     wt.constant = true;
@@ -138,9 +148,8 @@ struct Fuser {
     g.tensors.push_back(std::move(wt));
     const int id = static_cast<int>(g.tensors.size()) - 1;
     g.ids[g.tensors.back().name] = id;
-    s.def = &opdefs::linear;
-    s.in = {s.in[0], id, -1, -1};
-    s.attrs = StepAttrs{};
+    transposed[b] = id;
+    g.steps[static_cast<std::size_t>(a)].in = {g.steps[static_cast<std::size_t>(a)].in[0], id, -1, -1};
     return true;
   }
 
@@ -292,7 +301,7 @@ struct Fuser {
 }  // namespace
 
 std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o) {
-  Fuser f{g, o, {}, std::vector<bool>(g.steps.size(), false)};
+  Fuser f{g, o, {}, std::vector<bool>(g.steps.size(), false), {}};
   for (std::size_t i = 0; i < g.steps.size(); ++i) {
     if (f.dead[i]) continue;
     const int a = static_cast<int>(i);

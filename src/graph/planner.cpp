@@ -220,8 +220,9 @@ void pack_buffers(Plan& p) {
                        : Slot::none;
     else if (is_out[id] && !sum.captured) p.slot[id] = Slot::output;
   }
-  for (const TensorEntry& t : g.tensors)
-    if (t.constant && t.value.defined()) sum.constant_bytes += t.value.nbytes();
+  // Constants some step reads (a matmul weight replaced by its transposed copy is not counted).
+  for (std::size_t id = 0; id < nt; ++id)
+    if (p.slot[id] == Slot::constant && last[id] >= 0) sum.constant_bytes += g.tensors[id].value.nbytes();
 
   // Per device: the tensors that live in its arena (a tensor lives where its producer runs;
   // captured plans stage their inputs in the GPU arena, live from the start).

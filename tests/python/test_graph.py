@@ -611,3 +611,25 @@ def test_gpu_compile_auto_places_the_whole_chain(rng):
     np.testing.assert_allclose(out, block_reference(x, W), rtol=3e-3, atol=3e-3)
     s = fn.graph(x).plan_summary()
     assert s["device"] == "cuda" and not s["crosses_devices"], s["text"]
+
+
+def test_zero_size_batch_and_shared_transposed_weight(rng):
+    w = rng.standard_normal((8, 16)).astype(np.float32)  # matmul layout, read by two matmuls
+    g = lc.GraphIR()
+    g.add_tensor((0, 8), "float32", "x")
+    g.add_tensor((3, 8), "float32", "x3")
+    g.add_tensor(w.shape, "float32", "w", True, value=w)
+    g.add_node("matmul", ["x", "w"], ["y"], name="mm0")
+    g.add_node("relu", ["y"], ["z"], name="act0")
+    g.add_node("matmul2d", ["x3", "w"], ["y3"], name="mm1")
+    g.add_node("gelu", ["y3"], ["z3"], name="act1")
+    s = g.plan("cpu")
+    assert [st["op"] for st in s["steps"]] == ["linear", "linear"]
+    assert s["constant_bytes"] == w.nbytes  # one transposed copy; the original is read by no step
+    x3 = rng.standard_normal((3, 8)).astype(np.float32)
+    out = g.execute({"x": np.zeros((0, 8), np.float32), "x3": x3})
+    assert out["z"].shape == (0, 16)
+    np.testing.assert_allclose(out["z3"], gelu64(f64(x3) @ f64(w)), rtol=1e-5, atol=1e-5)
+    # A traced function on an empty batch.
+    cf = lc.compile(lambda t: lc.relu(lc.linear(t, w.T.copy())))
+    assert cf(np.zeros((0, 8), np.float32)).shape == (0, 16)
