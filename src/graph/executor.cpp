@@ -249,7 +249,12 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
     for (const Step& s : g.steps) run_step(s, cur, pol[s.device == DeviceKind::cpu ? 0 : 1]);
   };
 
-  if (!graph_mode || p.summary.crosses_devices || !p.opts.use_graph) {
+  // Through the seam: a captured GPU plan (a CUDA graph), or a CPU plan (DirectGraph runs the
+  // work). Everything else (eager mode, plans that cross devices or hold a step that
+  // synchronises) runs the steps directly.
+  const bool seam = captured || (graph_mode && p.opts.use_graph && p.device == DeviceKind::cpu &&
+                                 !p.summary.crosses_devices);
+  if (!seam) {
     work();
     ++impl_->stats.eager_runs;
   } else {
