@@ -76,6 +76,9 @@ struct GraphPlanOptions {
   // Replay through the backend's capture seam (one CUDA graph on a GPU; direct on the CPU).
   bool use_graph = true;
   Precision precision = Precision::fp32;
+  // A what-if for placement (tests, explain): plan as if a usable GPU with graphs were present.
+  // Executing such a plan without a GPU raises (lc::Unavailable, a ValueError).
+  bool assume_gpu = false;
 };
 
 // A fusion rule's verdict on one candidate (applied or not, and why).

@@ -5,7 +5,8 @@
 //   g.add_node(op, inputs, outputs, attributes=None, name=None) -> name
 //   g.set_outputs(names)
 //   g.validate() / g.validate_report() -> [{"pass", "node", "message", "error"}]
-//   g.plan(device=None, *, fusion=True, strict=False, use_graph=True, precision=None) -> dict
+//   g.plan(device=None, *, fusion=True, strict=False, use_graph=True, precision=None,
+//          assume_gpu=False) -> dict
 //   g.plan_summary() -> dict;  g.fusion_report() -> [dict];  g.explain() -> str
 //   g.execute(inputs: {name: array | lc.Tensor}, *, execution_mode="graph") -> {name: result}
 // Results are numpy arrays when every input is numpy (written in place by the plan's last
@@ -258,7 +259,7 @@ void register_graph(nb::module_& m) {
       .def(
           "plan",
           [](lc::GraphIR& g, nb::handle device, nb::handle fusion, bool strict, bool use_graph,
-             nb::handle precision) {
+             nb::handle precision, bool assume_gpu) {
             lc::GraphPlanOptions o;
             const lc::ExecutionPolicy base = resolve_policy(device, nb::none(), kOp);
             o.device = base.device;
@@ -268,11 +269,12 @@ void register_graph(nb::module_& m) {
             o.fusion = fusion_param(fusion);
             o.strict = strict;
             o.use_graph = use_graph;
+            o.assume_gpu = assume_gpu;
             return summary_dict(g.plan(o));
           },
           nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("fusion") = true,
           nb::arg("strict") = false, nb::arg("use_graph") = true,
-          nb::arg("precision") = nb::none())
+          nb::arg("precision") = nb::none(), nb::arg("assume_gpu") = false)
       .def("plan_summary", [](const lc::GraphIR& g) { return summary_dict(g.plan_summary()); })
       .def("fusion_report", [](const lc::GraphIR& g) { return fusion_list(g.fusion_report()); })
       .def("explain", [](lc::GraphIR& g) {

@@ -103,7 +103,7 @@ void place(Plan& p) {
   } else if (req == DeviceRequest::metal) {
     require_device(req, "graph");  // throws: not on this platform
   } else if (req == DeviceRequest::cuda) {
-    require_device(req, "graph");  // throws lc::Unavailable without a usable GPU
+    if (!p.opts.assume_gpu) require_device(req, "graph");  // lc::Unavailable without a GPU
     sum.placement_reason = "device='cuda' requested";
     for (std::size_t i = 0; i < n; ++i) {
       on_gpu[i] = gpu_ok[i];
@@ -115,7 +115,7 @@ void place(Plan& p) {
         sum.placement_reason += "; " + msg + ", so it runs on the CPU";
       }
     }
-  } else if (!cuda_available()) {
+  } else if (!p.opts.assume_gpu && !cuda_available()) {
     sum.placement_reason = "device='auto': no usable GPU, every step on the CPU";
   } else {
     std::vector<bool> all_gpu = gpu_ok;
@@ -162,7 +162,7 @@ void place(Plan& p) {
     sum.capture_reason = "CPU plan: the seam's DirectGraph runs the steps directly";
   } else if (sum.crosses_devices) {
     sum.capture_reason = "the plan crosses devices: steps run one by one";
-  } else if (!be.graphs_supported()) {
+  } else if (!be.graphs_supported() && !p.opts.assume_gpu) {
     sum.capture_reason = std::string("the ") + to_string(p.device) + " backend has no graphs";
   } else {
     bool ok = true;

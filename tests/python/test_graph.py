@@ -633,3 +633,59 @@ def test_zero_size_batch_and_shared_transposed_weight(rng):
     # A traced function on an empty batch.
     cf = lc.compile(lambda t: lc.relu(lc.linear(t, w.T.copy())))
     assert cf(np.zeros((0, 8), np.float32)).shape == (0, 16)
+
+
+# ---- whole-graph placement (a what-if: planned as if a GPU were present) -----------------------
+
+
+def linear_chain_graph(rows, d, tiny_between=True, head_dim=None):
+    g = lc.GraphIR()
+    g.add_tensor((rows, d), "float32", "x")
+    w = np.zeros((d, d), np.float32)
+    prev = "x"
+    for i in range(3):
+        g.add_tensor((d, d), "float32", f"w{i}", True, value=w)
+        g.add_node("linear", [prev, f"w{i}"], [f"h{i}"], name=f"fc{i}")
+        prev = f"h{i}"
+        if tiny_between:
+            g.add_node("relu", [prev], [f"r{i}"], name=f"act{i}")
+            g.add_node("vector_scale", [f"r{i}"], [f"s{i}"], {"alpha": 0.5}, name=f"scale{i}")
+            prev = f"s{i}"
+        if head_dim and i == 0:
+            # attention2d with a head dimension CUDA cannot run (> 256): pinned to the CPU
+            g.add_node("attention2d", [prev, prev, prev], ["att"], name="attn")
+            prev = "att"
+    return g
+
+
+def test_placement_keeps_a_chain_on_one_device():
+    big = linear_chain_graph(1024, 1024)
+    s = big.plan(assume_gpu=True, fusion=False)
+    devices = {st["name"]: st["device"] for st in s["steps"]}
+    # The tiny relu / scale steps alone would run on the CPU; inside a GPU chain they stay.
+    assert set(devices.values()) == {"cuda"}, s["text"]
+    assert not s["crosses_devices"] and s["captured"]
+    assert s["est_plan_us"] <= min(s["est_cpu_us"], s["est_gpu_us"]) + 1e-6
+    tiny = linear_chain_graph(2, 8)
+    s = tiny.plan(assume_gpu=True)
+    assert {st["device"] for st in s["steps"]} == {"cpu"}, s["text"]
+    assert "cost model" in s["placement_reason"]
+
+
+def test_placement_pins_what_cuda_cannot_run_and_strict_raises():
+    g = linear_chain_graph(512, 512, tiny_between=False, head_dim=512)
+    s = g.plan(assume_gpu=True)
+    devices = {st["name"]: st["device"] for st in s["steps"]}
+    assert devices["attn"] == "cpu", s["text"]
+    assert devices["fc1"] == "cuda" and devices["fc2"] == "cuda", s["text"]
+    assert s["crosses_devices"] and not s["captured"] and "crosses" in s["capture_reason"]
+    s = g.plan("cuda", assume_gpu=True)
+    assert {st["name"] for st in s["steps"] if st["device"] == "cpu"} == {"attn"}
+    assert "node 'attn' (attention2d)" in s["placement_reason"]
+    with pytest.raises(ValueError, match=r"node 'attn' \(attention2d\): CUDA cannot run it.*strict"):
+        g.plan("cuda", strict=True, assume_gpu=True)
+    assert g.outputs == ["h2"]  # the graph is intact after the refusal
+    if not lc.cuda_available():
+        g.plan(assume_gpu=True)
+        with pytest.raises(ValueError, match="cuda"):  # a what-if plan cannot run without the GPU
+            g.execute({"x": np.zeros((512, 512), np.float32)})
