@@ -356,7 +356,7 @@ def _trace(fn: Callable, args: tuple, what: str) -> _Traced:
         if n is not None and a.name in outputs:
             raise ValueError(f"[graph] {what} returns its argument {i} unchanged; a graph output must be "
                              "computed by an op")
-    tracer.g.set_outputs(outputs)
+    tracer.g.set_outputs(list(dict.fromkeys(outputs)))  # a result returned twice is one output
     tracer.g.validate()
     return _Traced(tracer.g, names, outputs, template)
 

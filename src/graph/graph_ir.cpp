@@ -396,6 +396,10 @@ Resolved resolve(const std::vector<TensorEntry>& tensors, const std::vector<Node
         report("outputs", o, "graph output '" + o + "' is not produced by any node");
         continue;
       }
+      if (std::find(g.outputs.begin(), g.outputs.end(), it->second) != g.outputs.end()) {
+        report("outputs", o, "graph output '" + o + "' is listed twice");
+        continue;
+      }
       g.outputs.push_back(it->second);
     }
   } else {

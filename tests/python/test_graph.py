@@ -241,6 +241,8 @@ def test_compile_as_decorator_and_dict_results(rng):
         return {"r": lc.relu(x), "s": lc.softmax(x)}
 
     x = rng.standard_normal((3, 11)).astype(np.float32)
+    twice = lc.compile(lambda t: (lc.relu(t),) * 2)(x)
+    np.testing.assert_array_equal(twice[0], twice[1])
     out = fn(x)
     np.testing.assert_allclose(out["r"], np.maximum(x, 0))
     np.testing.assert_allclose(out["s"], softmax64(x), rtol=1e-5, atol=1e-6)
@@ -505,8 +507,8 @@ def test_validation_passes_name_the_node():
     g = simple_graph()
     g.add_tensor((8,), "float32", "c", constant=True)
     g.add_node("add", ["x", "c"], ["y"], name="n")
-    g.set_outputs(["y", "nope"])
-    assert {("constant", "c"), ("outputs", "nope")} <= passes(g)
+    g.set_outputs(["y", "nope", "y"])
+    assert {("constant", "c"), ("outputs", "nope"), ("outputs", "y")} <= passes(g)
     g = lc.GraphIR()
     g.add_tensor((1, 3, 8, 8), "float32", "x")
     g.add_tensor((4, 3, 3, 3), "float32", "w")
