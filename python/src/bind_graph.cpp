@@ -150,10 +150,11 @@ lc::GraphFusionOptions fusion_param(nb::handle h) {
     else if (key == "conv_activation") o.conv_activation = on;
     else if (key == "layernorm_affine") o.layernorm_affine = on;
     else if (key == "scale_chain") o.scale_chain = on;
+    else if (key == "qkv_projection") o.qkv_projection = on;
     else
       lc::throw_value(kOp, "plan: unknown fusion rule '" + key +
                                "'; the rules are linear_epilogue, residual_epilogue, "
-                               "conv_activation, layernorm_affine, scale_chain");
+                               "conv_activation, layernorm_affine, scale_chain, qkv_projection");
   }
   return o;
 }

@@ -145,6 +145,16 @@ std::unique_ptr<ExecState> make_state(const Plan& p) {
       st->fixed[id] = t.value.device() == dev ? t.value : t.value.to(dev);
     }
   }
+  // Column views of arena tensors (qkv_projection), after their bases.
+  for (std::size_t id = 0; id < g.tensors.size(); ++id) {
+    if (p.slot[id] != Slot::view) continue;
+    const Tensor& base = st->fixed[static_cast<std::size_t>(g.view_base[id])];
+    const std::vector<std::int64_t> wide = base.shape();
+    std::vector<std::int64_t> strides(wide.size(), 1);
+    for (int i = static_cast<int>(wide.size()) - 2; i >= 0; --i)
+      strides[static_cast<std::size_t>(i)] = strides[static_cast<std::size_t>(i) + 1] * wide[static_cast<std::size_t>(i) + 1];
+    st->fixed[id] = base.view(g.tensors[id].shape, strides, g.view_offset[id]);
+  }
   // The binding holds the arena and the inputs bound in place; with more inputs, all are staged.
   st->staged_inputs = captured && g.inputs.size() + 1 > static_cast<std::size_t>(kMaxGraphBinding);
   st->key = make_key(p);

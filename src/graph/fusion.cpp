@@ -12,6 +12,11 @@
 //   layernorm_affine   layernorm without gamma/beta + mul by 1-D [c] + add of 1-D [c]
 //                      -> layernorm(x, gamma, beta)
 //   scale_chain        vector_scale(vector_scale(x, a), b) -> vector_scale(x, a * b)
+//   qkv_projection     two or more linears of the same x with constant weights (and constant or
+//                      no biases, one activation, no residual) -> one linear with the weights
+//                      (and biases) concatenated once at plan time; each result becomes a column
+//                      view of the wide result (strided: [..., n_i] with the wide row stride),
+//                      which the consumers read in place (attention does) or stage
 //
 // A node folds only when the anchor's result has that node as its only reader and is not a
 // graph output (nothing else may see the unfused intermediate), the dtypes agree, and every
@@ -146,6 +151,8 @@ struct Fuser {
     w.value.t().copy_to(v);
     wt.value = std::move(v);
     g.tensors.push_back(std::move(wt));
+    g.view_base.push_back(-1);
+    g.view_offset.push_back(0);
     const int id = static_cast<int>(g.tensors.size()) - 1;
     g.ids[g.tensors.back().name] = id;
     transposed[b] = id;
@@ -296,12 +303,114 @@ struct Fuser {
       note("scale_chain", a, c, true, "two scalings become one");
     }
   }
+
+  // ---- sibling projections of one input -> one GEMM ----------------------------------------
+  bool qkv_member(const Step& s, int x) const {
+    if (!is(s, opdefs::linear) || s.in[0] != x || s.in[3] >= 0) return false;
+    const TensorEntry& w = t(s.in[1]);
+    if (!w.constant || w.shape.size() != 2 || !w.value.defined()) return false;
+    if (s.in[2] >= 0 && !t(s.in[2]).constant) return false;
+    return !is_output(s.out[0]);
+  }
+  void qkv(int a) {
+    const Step& s0 = g.steps[static_cast<std::size_t>(a)];
+    if (!qkv_member(s0, s0.in[0])) return;
+    const int x = s0.in[0];
+    const TensorEntry& w0 = t(s0.in[1]);
+    std::vector<int> group{a};
+    for (std::size_t j = static_cast<std::size_t>(a) + 1; j < g.steps.size(); ++j) {
+      if (dead[j]) continue;
+      const Step& s = g.steps[j];
+      if (!qkv_member(s, x)) continue;
+      const TensorEntry& w = t(s.in[1]);
+      if (w.dtype != w0.dtype || w.shape[1] != w0.shape[1] || s.attrs.act != s0.attrs.act ||
+          (s.in[2] >= 0) != (s0.in[2] >= 0))
+        continue;
+      group.push_back(static_cast<int>(j));
+    }
+    if (group.size() < 2) return;
+    GraphFusion f;
+    f.rule = "qkv_projection";
+    for (int m : group) f.nodes.push_back(g.steps[static_cast<std::size_t>(m)].name);
+    if (!o.qkv_projection) {
+      f.reason = "switched off";
+      report.push_back(std::move(f));
+      return;
+    }
+    // The concatenated weight [sum n, k] (and bias [sum n]), made once.
+    std::int64_t n_total = 0;
+    for (int m : group) n_total += t(g.steps[static_cast<std::size_t>(m)].in[1]).shape[0];
+    // (add_tensor below grows g.tensors: no references into it past this point)
+    const std::int64_t k = w0.shape[1];
+    const DType dt = w0.dtype;
+    const bool has_bias = s0.in[2] >= 0;
+    const DeviceKind dev = w0.value.device();
+    std::vector<std::int64_t> wide = t(x).shape;
+    wide.back() = n_total;
+    Tensor wcat = Tensor::empty({n_total, k}, dt, dev);
+    Tensor bcat = has_bias ? Tensor::empty({n_total}, dt, dev) : Tensor();
+    std::int64_t off = 0;
+    std::vector<std::int64_t> offsets;
+    for (int m : group) {
+      const Step& s = g.steps[static_cast<std::size_t>(m)];
+      const std::int64_t n = t(s.in[1]).shape[0];
+      Tensor rows = wcat.view({n, k}, {k, 1}, off * k);
+      t(s.in[1]).value.copy_to(rows);
+      if (has_bias) {
+        Tensor part = bcat.view({n}, {1}, off);
+        t(s.in[2]).value.copy_to(part);
+      }
+      offsets.push_back(off);
+      off += n;
+    }
+    auto add_tensor = [&](std::string name, std::vector<std::int64_t> shape, bool constant, Tensor v) {
+      while (g.ids.count(name)) name += "'";
+      TensorEntry e;
+      e.name = name;
+      e.shape = std::move(shape);
+      e.dtype = dt;
+      e.constant = constant;
+      e.value = std::move(v);
+      g.tensors.push_back(std::move(e));
+      const int id = static_cast<int>(g.tensors.size()) - 1;
+      g.ids[g.tensors.back().name] = id;
+      g.view_base.push_back(-1);
+      g.view_offset.push_back(0);
+      return id;
+    };
+    const std::string base = s0.name + ".fused";
+    const int wid = add_tensor(base + ".weight", {n_total, k}, true, std::move(wcat));
+    const int bid = has_bias ? add_tensor(base + ".bias", {n_total}, true, std::move(bcat)) : -1;
+    const int out = add_tensor(base + ".out", wide, false, Tensor());
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      const int vid = g.steps[static_cast<std::size_t>(group[i])].out[0];
+      g.view_base[static_cast<std::size_t>(vid)] = out;
+      g.view_offset[static_cast<std::size_t>(vid)] = offsets[i];
+    }
+    Step& s = g.steps[static_cast<std::size_t>(a)];
+    const std::string first = s.name;
+    s.in = {x, wid, bid, -1};
+    s.out = {out};
+    for (std::size_t i = 1; i < group.size(); ++i) {
+      Step& m = g.steps[static_cast<std::size_t>(group[i])];
+      s.fused.push_back(m.name);
+      for (const std::string& name : m.fused) s.fused.push_back(name);
+      dead[static_cast<std::size_t>(group[i])] = true;
+    }
+    f.applied = true;
+    f.reason = std::to_string(group.size()) + " projections of '" + t(x).name +
+               "' become one GEMM of width " + std::to_string(n_total) +
+               "; their results are column views of it";
+    report.push_back(std::move(f));
+  }
 };
 
 }  // namespace
 
 std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o) {
   Fuser f{g, o, {}, std::vector<bool>(g.steps.size(), false), {}};
+  g.view_base.assign(g.tensors.size(), -1);
+  g.view_offset.assign(g.tensors.size(), 0);
   for (std::size_t i = 0; i < g.steps.size(); ++i) {
     if (f.dead[i]) continue;
     const int a = static_cast<int>(i);
@@ -310,6 +419,9 @@ std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o) {
     f.layernorm_chain(a);
     f.scale_chain(a);
   }
+  // After the epilogues (biases and activations are folded first), siblings of one input.
+  for (std::size_t i = 0; i < g.steps.size(); ++i)
+    if (!f.dead[i]) f.qkv(static_cast<int>(i));
   std::vector<Step> kept;
   for (std::size_t i = 0; i < g.steps.size(); ++i)
     if (!f.dead[i]) kept.push_back(std::move(g.steps[i]));
@@ -317,6 +429,11 @@ std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o) {
   g.producer.assign(g.tensors.size(), -1);
   for (std::size_t i = 0; i < g.steps.size(); ++i)
     for (int id : g.steps[i].out) g.producer[static_cast<std::size_t>(id)] = static_cast<int>(i);
+  // matmul_to_linear's transposed weights were added without view entries.
+  g.view_base.resize(g.tensors.size(), -1);
+  g.view_offset.resize(g.tensors.size(), 0);
+  for (std::size_t id = 0; id < g.tensors.size(); ++id)
+    if (g.view_base[id] >= 0) g.producer[id] = g.producer[static_cast<std::size_t>(g.view_base[id])];
   return std::move(f.report);
 }
 

@@ -73,12 +73,17 @@ struct Resolved {
   std::unordered_map<std::string, int> ids;
   std::vector<Step> steps;           // one per node, in topological order
   std::vector<int> inputs, outputs;  // tensor ids
-  std::vector<int> producer;         // per tensor: step index or -1
+  std::vector<int> producer;         // per tensor: step index or -1 (a view: its base's)
+  // Column views (qkv_projection): per tensor the tensor it is a view of (-1: none) and the
+  // element offset of its first column; its shape is the base's with a narrower last dimension.
+  std::vector<int> view_base;
+  std::vector<std::int64_t> view_offset;
 };
 
 // Where each tensor lives during execution.
 // `none`: no step reads or writes it (an intermediate fusion removed, an unused declaration).
-enum class Slot : std::uint8_t { none, input, constant, arena, output };
+// `view`: columns of another tensor (Resolved::view_base).
+enum class Slot : std::uint8_t { none, input, constant, arena, output, view };
 
 struct Plan {
   Resolved g;                        // after fusion (steps) and with fusion's new tensors

@@ -211,9 +211,15 @@ void pack_buffers(Plan& p) {
     for (int id : g.steps[i].in)
       if (id >= 0) last[static_cast<std::size_t>(id)] = static_cast<int>(i);
   }
+  // A column view keeps its base alive as long as the view is read.
+  for (std::size_t id = 0; id < nt; ++id) {
+    const int b = g.view_base[id];
+    if (b >= 0) last[static_cast<std::size_t>(b)] = std::max(last[static_cast<std::size_t>(b)], last[id]);
+  }
   for (std::size_t id = 0; id < nt; ++id) {
     const TensorEntry& t = g.tensors[id];
     if (t.constant) p.slot[id] = Slot::constant;
+    else if (g.view_base[id] >= 0) p.slot[id] = Slot::view;
     else if (g.producer[id] < 0)
       p.slot[id] = std::find(g.inputs.begin(), g.inputs.end(), static_cast<int>(id)) != g.inputs.end()
                        ? Slot::input

@@ -144,7 +144,9 @@ def test_hand_built_encoder_block(rng, s, d, f, fusion):
             assert ("residual_epilogue", node) in applied, summary["text"]
         for node in ("ln1_gamma", "ln1_beta", "ln2_gamma", "ln2_beta"):
             assert ("layernorm_affine", node) in applied, summary["text"]
-        assert len(summary["steps"]) == n_nodes - 13
+        qkv = [r for r in summary["fusions"] if r["rule"] == "qkv_projection"]
+        assert len(qkv) == 1 and qkv[0]["applied"] and qkv[0]["nodes"] == ["q_proj", "k_proj", "v_proj"]
+        assert len(summary["steps"]) == n_nodes - 15
     else:
         assert len(summary["steps"]) == n_nodes
         assert all(not r["applied"] for r in summary["fusions"])
@@ -691,3 +693,40 @@ def test_placement_pins_what_cuda_cannot_run_and_strict_raises():
         g.plan(assume_gpu=True)
         with pytest.raises(ValueError, match="cuda"):  # a what-if plan cannot run without the GPU
             g.execute({"x": np.zeros((512, 512), np.float32)})
+
+
+def test_rule_qkv_projection(rng):
+    # Three projections of one batched x of different widths (grouped-query: k and v narrower),
+    # with biases and a relu, consumed as strided column views.
+    x = rng.standard_normal((2, 5, 12)).astype(np.float32)
+    ws = {n: rng.standard_normal((w, 12)).astype(np.float32) for n, w in (("q", 8), ("k", 4), ("v", 6))}
+    bs = {n: rng.standard_normal(w.shape[0]).astype(np.float32) for n, w in ws.items()}
+    g = lc.GraphIR()
+    g.add_tensor(x.shape, "float32", "x")
+    for n in "qkv":
+        g.add_tensor(ws[n].shape, "float32", "w" + n, True, value=ws[n])
+        g.add_tensor(bs[n].shape, "float32", "b" + n, True, value=bs[n])
+        g.add_node("linear", ["x", "w" + n, "b" + n], [n], {"activation": "relu"}, name=n + "_proj")
+    g.add_node("add", ["q", "q"], ["q2"], name="use_q")
+    g.add_node("mul", ["k", "k"], ["k2"], name="use_k")
+    g.add_node("softmax", ["v"], ["v2"], name="use_v")
+    fused, off, rep, rep_off = run_both(g, {"x": x}, "qkv_projection")
+    ref = {n: np.maximum(f64(x) @ f64(ws[n]).T + bs[n], 0) for n in "qkv"}
+    for out in (fused, off):
+        np.testing.assert_allclose(out["q2"], 2 * ref["q"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["k2"], ref["k"] ** 2, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["v2"], softmax64(ref["v"]), rtol=1e-5, atol=1e-6)
+    rep = [r for r in rep if r["rule"] == "qkv_projection"]
+    rep_off = [r for r in rep_off if r["rule"] == "qkv_projection"]
+    assert [r["applied"] for r in rep] == [True] and rep[0]["nodes"] == ["q_proj", "k_proj", "v_proj"]
+    assert not rep_off[0]["applied"] and rep_off[0]["reason"] == "switched off"
+    g.plan("cpu")
+    assert [st["op"] for st in g.plan_summary()["steps"]] == ["linear", "add", "mul", "softmax"]
+    # A projection whose result is a graph output keeps its own GEMM.
+    g.set_outputs(["q", "k2", "v2"])
+    g.plan("cpu")
+    rep = g.fusion_report()
+    assert [r["nodes"] for r in rep if r["rule"] == "qkv_projection"] == [["k_proj", "v_proj"]]
+    out = g.execute({"x": x})
+    np.testing.assert_allclose(out["q"], ref["q"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["v2"], softmax64(ref["v"]), rtol=1e-5, atol=1e-6)
