@@ -220,7 +220,9 @@ void register_graph(nb::module_& m) {
             return name;
           },
           nb::arg("shape"), nb::arg("dtype"), nb::arg("name"),
-          nb::arg("constant") = false, nb::kw_only(), nb::arg("value") = nb::none())
+          nb::arg("constant") = false, nb::kw_only(), nb::arg("value") = nb::none(),
+          "Declare a tensor: a graph input, or a constant (value here or set_constant; copied, "
+          "uploaded once per device). Returns the name.")
       .def(
           "set_constant",
           [](lc::GraphIR& g, const std::string& name, nb::handle value) {
@@ -228,7 +230,7 @@ void register_graph(nb::module_& m) {
             to_arg(value, "graph", name.c_str(), a);
             g.set_constant(name, a.t);
           },
-          nb::arg("name"), nb::arg("value"))
+          nb::arg("name"), nb::arg("value"), "Give constant tensor `name` its value (copied).")
       .def(
           "add_node",
           [](lc::GraphIR& g, const std::string& op, nb::handle inputs, nb::handle outputs,
@@ -240,11 +242,15 @@ void register_graph(nb::module_& m) {
             return n;
           },
           nb::arg("op"), nb::arg("inputs"), nb::arg("outputs"),
-          nb::arg("attributes") = nb::none(), nb::arg("name") = nb::none())
+          nb::arg("attributes") = nb::none(), nb::arg("name") = nb::none(),
+          "Add a node running registered op `op` (lc.ops()); inputs in op_info(op)['inputs'] "
+          "order (None: an absent optional input); attributes by the registry's names. Unknown "
+          "op / attribute, wrong type: ValueError / TypeError naming the node. Returns its name.")
       .def("set_outputs", [](lc::GraphIR& g, nb::handle names) {
         g.set_outputs(names_param(names, "outputs"));
-      }, nb::arg("names"))
-      .def("validate", &lc::GraphIR::validate)
+      }, nb::arg("names"), "The graph's outputs, in this order (default: produced tensors no node reads).")
+      .def("validate", &lc::GraphIR::validate,
+           "Raise ValueError (TypeError: only dtype errors) listing every error, each naming its node.")
       .def("validate_report", [](const lc::GraphIR& g) {
         nb::list l;
         for (const lc::GraphIssue& i : g.validate_report()) {
@@ -256,7 +262,7 @@ void register_graph(nb::module_& m) {
           l.append(d);
         }
         return l;
-      })
+      }, "Every finding of the validation passes: [{'pass', 'node', 'message', 'error'}].")
       .def(
           "plan",
           [](lc::GraphIR& g, nb::handle device, nb::handle fusion, bool strict, bool use_graph,
@@ -275,15 +281,21 @@ void register_graph(nb::module_& m) {
           },
           nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("fusion") = true,
           nb::arg("strict") = false, nb::arg("use_graph") = true,
-          nb::arg("precision") = nb::none(), nb::arg("assume_gpu") = false)
-      .def("plan_summary", [](const lc::GraphIR& g) { return summary_dict(g.plan_summary()); })
-      .def("fusion_report", [](const lc::GraphIR& g) { return fusion_list(g.fusion_report()); })
+          nb::arg("precision") = nb::none(), nb::arg("assume_gpu") = false,
+          "Validate, fuse, place the whole graph (cost model), pack buffers by liveness; returns "
+          "the summary dict (steps, devices, fusions, peak_bytes, captured, text).")
+      .def("plan_summary", [](const lc::GraphIR& g) { return summary_dict(g.plan_summary()); },
+           "The last plan's summary (ValueError when not planned).")
+      .def("fusion_report", [](const lc::GraphIR& g) { return fusion_list(g.fusion_report()); },
+           "Every fusion candidate: [{'rule', 'nodes', 'applied', 'reason'}].")
       .def("explain", [](lc::GraphIR& g) {
         if (!g.planned()) g.plan();
         return g.plan_summary().to_string();
-      })
+      }, "The plan as text: steps, devices, fusions (and why not), memory.")
       .def("execute", &execute, nb::arg("inputs"), nb::kw_only(),
-           nb::arg("execution_mode") = "graph")
+           nb::arg("execution_mode") = "graph",
+           "Run the plan on {input name: array or lc.Tensor}; returns {output name: result} "
+           "(numpy for numpy inputs). execution_mode='eager' runs the steps one by one.")
       .def_prop_ro("inputs", &lc::GraphIR::input_names)
       .def_prop_ro("outputs", &lc::GraphIR::output_names)
       .def("tensor_shape", [](const lc::GraphIR& g, const std::string& n) {
