@@ -44,6 +44,9 @@ from .devices import Device, set_device, current_device, device_count  # noqa: E
 from . import api  # noqa: E402,F401
 from .api import conv_relu_nchw, conv_attention_torchstrong_nchw, attention_train_step  # noqa: E402,F401
 from .trace import *  # noqa: F401,F403,E402
+# lc.GraphIR (native) and the tracer: lc.compile(fn) / lc.graph.trace(fn, *examples) (docs/graph.md).
+from . import graph  # noqa: E402,F401
+from .graph import compile  # noqa: E402,F401,A001
 # policy's set_default_policy / get_default_policy / current_policy replace the native ones.
 from .policy import *  # type: ignore[assignment]  # noqa: F401,F403,E402
 from ._logging import set_log_level  # noqa: E402,F401  (LC_LOG_LEVEL, the "lightning_core" logger)

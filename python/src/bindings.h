@@ -18,6 +18,8 @@ void register_attention(nb::module_& m);
 void register_trace(nb::module_& m);
 void register_sessions(nb::module_& m);
 void register_autotune(nb::module_& m);
+// bind_graph.cpp: lc.GraphIR (the Graph IR, include/lightning_core/graph.h).
+void register_graph(nb::module_& m);
 // lc._set_doc: the numpydoc docstrings of python/lightning_core/_docs.py (bind_docs.cpp).
 void register_docs(nb::module_& m);
 // Library messages -> RuntimeWarning / the "lightning_core" logger (bind_logging.cpp).
