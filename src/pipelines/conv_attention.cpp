@@ -85,12 +85,7 @@ void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
   a.w = r.in(w);
   a.bias = r.in_opt(bias);
   a.out = r.out(conv);
-  // The backend's tuned conv path (the CPU's direct vs im2col; 0 = its built-in rule).
-  const int choice = get_backend(r.device()).tune_conv2d(a, pc.autotune);
-  r.launch([&](Backend& be) {
-    if (choice != 0) be.conv2d_tuned(a, choice);
-    else be.conv2d(a);
-  });
+  launch_conv2d(r, a);  // the one conv dispatch, as conv2d_nchw (ops/conv2d.h)
   r.finish();
 }
 
