@@ -162,6 +162,27 @@ CostModel calibrate(bool force);
 // process (cache hit: no measurement) unless disabled or the model is fixed. Never throws.
 void ensure_calibrated();
 
+// The calibration's probes: per family and side (gpu), two sizes (which = 0 small, 1 medium) of
+// the op that stands for the family (matmul2d, attention2d, conv2d_nchw 3x3 with padding 1,
+// layernorm, vector_add), as registry arguments. `flops` is the op's OpDef estimate
+// (estimate_work below), so the fitted rates are in the units placement divides by.
+struct CalibrationProbe {
+  OpFamily family = OpFamily::elementwise;
+  const char* op = nullptr;                       // the registered op it measures
+  std::vector<std::vector<std::int64_t>> shapes;  // its inputs, in OpDef::inputs order
+  int pad = 0;                                    // conv padding (both sides)
+  double flops = 0;
+};
+CalibrationProbe calibration_probe(OpFamily family, bool gpu, int which);
+
+// Work estimates by op name and shapes: the op registry's OpDef::estimate (src/ops/work.cpp,
+// documented in src/ops/work.h: explain_placement, lc.placement, the pipelines' chain
+// decision). Declared on this floor so the calibration probes above use the op's own formula;
+// defined above it, by the registry (same library).
+WorkEstimate estimate_work(const std::string& op,
+                           const std::vector<std::vector<std::int64_t>>& shapes, int stride_h = 1,
+                           int stride_w = 1, int pad_h = 0, int pad_w = 0);
+
 struct Placement {
   DeviceKind device = DeviceKind::cpu;
   bool fallback = false;     // a requested device could not run this op; ran elsewhere
@@ -179,7 +200,5 @@ Placement choose_device(const char* op, const WorkEstimate& w, const ExecutionPo
 Placement choose_device_with(const char* op, const WorkEstimate& w, const ExecutionPolicy& p,
                              bool gpu_present, bool gpu_can_run, bool explain, const CostModel& m,
                              const std::string& no_gpu_reason = "no CUDA device");
-
-// Work estimates by op name and shapes: estimate_work() in src/ops/work.h (one formula per op).
 
 }  // namespace lc

@@ -1,4 +1,5 @@
-// The facts issue #12 wanted written once, checked from C++: the one conv dispatch (ops/conv2d.h).
+// The facts issue #12 wanted written once, checked from C++: the calibration probes' flops (the
+// registry's estimates), the one conv dispatch (ops/conv2d.h).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -100,6 +101,40 @@ TEST_F(ConvDispatch, ConvAttentionEqualsConvThenAttentionExactly) {
       if (!autotune) EXPECT_EQ(first, 0);  // the built-in rule
     }
   }
+}
+
+// ---- calibration probes: the registry's estimates --------------------------------------------
+
+TEST(CalibrationProbes, FlopsAreTheOpDefsEstimates) {
+  for (bool gpu : {false, true}) {
+    for (int f = 0; f < lc::CostModel::kFamilies; ++f) {
+      const auto fam = static_cast<lc::OpFamily>(f);
+      double prev = 0;
+      for (int which : {0, 1}) {
+        const lc::CalibrationProbe p = lc::calibration_probe(fam, gpu, which);
+        ASSERT_NE(p.op, nullptr);
+        const lc::OpDef& def = lc::get_op(p.op);
+        EXPECT_EQ(def.family, fam) << p.op;  // the probe measures its own family's op
+        lc::OpArgs args = lc::OpArgs::of_shapes(p.shapes);
+        args.pad_h = args.pad_w = p.pad;
+        EXPECT_DOUBLE_EQ(p.flops, def.work(args).flops) << p.op;
+        EXPECT_GT(p.flops, prev) << p.op;  // medium > small: a two-point fit needs two sizes
+        prev = p.flops;
+      }
+    }
+  }
+  // The formulas themselves (what the probes counted by hand before).
+  const auto mm = lc::calibration_probe(lc::OpFamily::matmul, false, 1);
+  const double n = static_cast<double>(mm.shapes[0][0]);
+  EXPECT_DOUBLE_EQ(mm.flops, 2 * n * n * n);
+  const auto conv = lc::calibration_probe(lc::OpFamily::conv2d, true, 1);
+  const auto& x = conv.shapes[0];
+  const auto& w = conv.shapes[1];
+  EXPECT_EQ(conv.pad, 1);
+  EXPECT_DOUBLE_EQ(conv.flops, 2.0 * w[0] * x[1] * 9 * x[2] * x[3]);  // 3x3, pad 1: oh = h
+  const auto att = lc::calibration_probe(lc::OpFamily::attention, false, 0);
+  const double s = static_cast<double>(att.shapes[0][0]), d = static_cast<double>(att.shapes[0][1]);
+  EXPECT_DOUBLE_EQ(att.flops, 2 * s * s * (d + d));
 }
 
 }  // namespace
