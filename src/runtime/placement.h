@@ -19,6 +19,7 @@
 // fake one.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -200,5 +201,51 @@ Placement choose_device(const char* op, const WorkEstimate& w, const ExecutionPo
 Placement choose_device_with(const char* op, const WorkEstimate& w, const ExecutionPolicy& p,
                              bool gpu_present, bool gpu_can_run, bool explain, const CostModel& m,
                              const std::string& no_gpu_reason = "no CUDA device");
+
+// ---- chains of ops: one device, and the policies of their steps ------------------------------
+// A chain runs several ops back to back with its intermediates kept where they were computed:
+// lc.ffn (linear -> linear), lc.layernorm_linear (layernorm -> linear), lc.conv_attention_nchw
+// (conv -> arrange -> attention) and its sessions. The rule, written once here and used by the
+// C++ pipelines (src/pipelines/conv_attention.cpp) and, through lc._chain_device /
+// lc._chain_policies, by the Python ones (python/lightning_core/api.py):
+//
+// Device (choose_chain_device): the whole chain runs on one device.
+//   - An explicit request ("cpu" / "cuda") is the first block's op-level decision
+//     (choose_device: honoured; ValueError/Unavailable when the device is missing; the CPU when
+//     the first block cannot run on the GPU at these sizes).
+//   - "auto": no usable GPU -> CPU; upload="never" with any input in host memory -> CPU (as a
+//     single op would); otherwise the first block the op-level rule would send off the CPU
+//     decides for the whole chain, else the CPU. Data already on the GPU counts for every block
+//     (it stays there; no uploads are counted). Placing block by block instead would put a
+//     light first block (a layernorm of host data) on the CPU and then upload its result for
+//     the heavy block: the same bytes as uploading the input, plus a CPU pass and a round trip.
+// Step policies (chain_policies), from the caller's policy and the chain's device:
+//   - CPU: every step runs with device="cpu", upload="always", download=True,
+//     sync="per_call", precision fp32 when bf16 was asked (a GPU-only precision); nothing moves.
+//   - GPU: the last step follows the caller's policy with the device made explicit; the inner
+//     steps keep their results on the device (download=False) and never synchronise
+//     (sync="none": the last step's sync covers them).
+struct ChainBlock {
+  const char* op = nullptr;  // the block's op (errors and explanations name it)
+  WorkEstimate work;         // its estimate (the op's OpDef), host_bytes_in its own inputs
+  bool gpu_can_run = true;   // the CUDA backend supports it at these sizes (OpDef::supports)
+};
+// `blocks` non-empty, in chain order. `inputs_on_gpu`: some input of the chain lives on the GPU;
+// `host_data`: some input lives in host memory. `gpu_present`: nullptr asks the real CUDA
+// backend (and calibrates at the first "auto" use, like choose_device); else the assumed answer
+// (tests, lc._chain_device(gpu_available=...)), with the model in force and nothing probed.
+Placement choose_chain_device(std::span<const ChainBlock> blocks, const ExecutionPolicy& p,
+                              bool inputs_on_gpu, bool host_data, const bool* gpu_present = nullptr,
+                              bool explain = false);
+
+struct ChainPolicies {
+  ExecutionPolicy inner;  // every step but the last
+  ExecutionPolicy last;   // the last step (the chain's result)
+};
+// `device`: the chain's device (cpu / cuda) or DeviceRequest::automatic when no decision could
+// be made (the Python pipelines when a block's shapes were unreadable: each op then decides
+// and raises its own error).
+ChainPolicies chain_policies(const ExecutionPolicy& base, DeviceRequest device);
+DeviceRequest request_for(DeviceKind d);  // the explicit request that runs on `d`
 
 }  // namespace lc

@@ -1,5 +1,6 @@
-// The facts issue #12 wanted written once, checked from C++: the calibration probes' flops (the
-// registry's estimates), the one conv dispatch (ops/conv2d.h).
+// The facts issue #12 wanted written once, checked from C++: the chain rule (one device for a chain
+// of ops, the step policies of its inner and last steps: runtime/placement.h), the calibration
+// probes' flops (the registry's estimates), the one conv dispatch (ops/conv2d.h).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -135,6 +136,122 @@ TEST(CalibrationProbes, FlopsAreTheOpDefsEstimates) {
   const auto att = lc::calibration_probe(lc::OpFamily::attention, false, 0);
   const double s = static_cast<double>(att.shapes[0][0]), d = static_cast<double>(att.shapes[0][1]);
   EXPECT_DOUBLE_EQ(att.flops, 2 * s * s * (d + d));
+}
+
+// ---- the chain rule ------------------------------------------------------------------------
+
+// A model where a tiny op stays on the CPU and a large GEMM goes to the GPU.
+lc::CostModel chain_model() {
+  lc::CostModel m;
+  for (int i = 0; i < lc::CostModel::kFamilies; ++i) {
+    m.cpu_gflops[i] = 100;
+    m.gpu_gflops[i] = 10000;
+  }
+  m.cpu_overhead_us = 1;
+  m.gpu_launch_us = 12;
+  m.h2d_gbps = m.d2h_gbps = 10;
+  m.h2d_latency_us = m.d2h_latency_us = 0;
+  m.calibrated = m.gpu_calibrated = true;
+  return m;
+}
+
+lc::ChainBlock block(const char* op, const std::vector<std::vector<std::int64_t>>& shapes) {
+  const lc::OpDef& def = lc::get_op(op);
+  const lc::OpArgs args = lc::OpArgs::of_shapes(shapes);
+  return {def.name, def.estimate(args), def.supports(lc::DeviceKind::cuda, args)};
+}
+
+class ChainRule : public ::testing::Test {
+ protected:
+  void SetUp() override { lc::set_cost_model(chain_model()); }
+  void TearDown() override { lc::reset_cost_model(); }
+  // The chain's device with a GPU assumed present (or absent): nothing is probed.
+  lc::DeviceKind decide(std::vector<lc::ChainBlock> blocks, const lc::ExecutionPolicy& p,
+                        bool on_gpu, bool host, bool gpu = true) {
+    return lc::choose_chain_device(blocks, p, on_gpu, host, &gpu).device;
+  }
+};
+
+TEST_F(ChainRule, TheFirstBlockSentOffTheCpuDecides) {
+  const auto ln = block("layernorm", {{512, 512}});
+  const auto big = block("linear", {{512, 512}, {4096, 512}});
+  const auto tiny = block("linear", {{4, 8}, {8, 8}});
+  lc::ExecutionPolicy p;
+  bool yes = true;
+  // Alone, the layernorm of host data stays on the CPU; the projection goes to the GPU.
+  EXPECT_EQ(lc::choose_chain_device({&ln, 1}, p, false, true, &yes).device, lc::DeviceKind::cpu);
+  EXPECT_EQ(decide({big}, p, false, true), lc::DeviceKind::cuda);
+  // LN -> projection: the whole chain goes where the projection goes.
+  EXPECT_EQ(decide({ln, big}, p, false, true), lc::DeviceKind::cuda);
+  EXPECT_EQ(decide({ln, tiny}, p, false, true), lc::DeviceKind::cpu);
+  // Data already on the GPU keeps even a tiny chain there.
+  EXPECT_EQ(decide({ln, tiny}, p, true, false), lc::DeviceKind::cuda);
+  // No GPU: the CPU, whatever the sizes.
+  EXPECT_EQ(decide({ln, big}, p, false, true, false), lc::DeviceKind::cpu);
+  // upload="never" with host data: the CPU, also when other inputs live on the GPU.
+  p.upload = lc::UploadMode::never;
+  EXPECT_EQ(decide({ln, big}, p, false, true), lc::DeviceKind::cpu);
+  EXPECT_EQ(decide({ln, big}, p, true, true), lc::DeviceKind::cpu);
+  EXPECT_EQ(decide({ln, big}, p, true, false), lc::DeviceKind::cuda);
+}
+
+TEST_F(ChainRule, ExplicitRequestsAreTheFirstBlocksOpDecision) {
+  const auto big = block("linear", {{512, 512}, {4096, 512}});
+  // attention with a 512-wide head: the CUDA kernel does not run it.
+  const auto wide = block("attention2d", {{8, 512}, {8, 512}, {8, 512}});
+  lc::ExecutionPolicy p;
+  p.device = lc::DeviceRequest::cpu;
+  EXPECT_EQ(decide({big}, p, true, false), lc::DeviceKind::cpu);
+  p.device = lc::DeviceRequest::cuda;
+  EXPECT_EQ(decide({big, wide}, p, false, true), lc::DeviceKind::cuda);
+  const bool yes = true;
+  const lc::Placement fb = lc::choose_chain_device(std::vector{wide, big}, p, false, true, &yes);
+  EXPECT_EQ(fb.device, lc::DeviceKind::cpu);
+  EXPECT_TRUE(fb.fallback);
+  EXPECT_THROW(decide({big}, p, false, true, false), lc::Unavailable);
+  EXPECT_THROW(lc::choose_chain_device({}, p, false, true), lc::ValueError);
+}
+
+TEST(ChainPolicies, CpuStepsMoveNothingAndComputeFp32) {
+  lc::ExecutionPolicy base;
+  base.sync = lc::SyncMode::batch;
+  base.precision = lc::Precision::bf16;
+  base.upload = lc::UploadMode::never;
+  base.download = false;
+  base.autotune = false;
+  const lc::ChainPolicies c = lc::chain_policies(base, lc::DeviceRequest::cpu);
+  EXPECT_EQ(c.inner, c.last);
+  EXPECT_EQ(c.last.device, lc::DeviceRequest::cpu);
+  EXPECT_EQ(c.last.upload, lc::UploadMode::always);
+  EXPECT_TRUE(c.last.download);
+  EXPECT_EQ(c.last.sync, lc::SyncMode::per_call);
+  EXPECT_EQ(c.last.precision, lc::Precision::fp32);
+  EXPECT_FALSE(c.last.autotune);  // the rest is the caller's
+  EXPECT_NO_THROW(c.last.validate("t"));
+}
+
+TEST(ChainPolicies, GpuInnerStepsKeepResultsOnTheDevice) {
+  for (lc::SyncMode sync : {lc::SyncMode::per_call, lc::SyncMode::batch}) {
+    for (bool download : {true, false}) {
+      lc::ExecutionPolicy base;
+      base.sync = sync;
+      base.download = download;
+      base.precision = lc::Precision::tf32;
+      const lc::ChainPolicies c = lc::chain_policies(base, lc::DeviceRequest::cuda);
+      lc::ExecutionPolicy want = base;
+      want.device = lc::DeviceRequest::cuda;
+      EXPECT_EQ(c.last, want);  // the last step is the caller's policy, device explicit
+      want.download = false;
+      want.sync = lc::SyncMode::none;
+      EXPECT_EQ(c.inner, want);
+      EXPECT_NO_THROW(c.inner.validate("t"));
+    }
+  }
+  // No decision ("auto": unreadable shapes): the same split, the ops place themselves.
+  const lc::ChainPolicies a =
+      lc::chain_policies(lc::ExecutionPolicy{}, lc::DeviceRequest::automatic);
+  EXPECT_EQ(a.last.device, lc::DeviceRequest::automatic);
+  EXPECT_FALSE(a.inner.download);
 }
 
 }  // namespace
