@@ -419,8 +419,11 @@ class Backend {
   // default stream. stream_create makes a new stream on device `index`.
   virtual void* stream_create(int /*index*/) { return nullptr; }
   virtual void stream_destroy(void* /*stream*/) noexcept {}
-  // The calling thread's current stream on the current device (nullptr: the default stream).
+  // The calling thread's current stream on the current device.
   virtual void* current_stream() { return nullptr; }
+  // The default stream of device `index` (the handle current_stream() gives when no other
+  // stream was made current).
+  virtual void* default_stream(int /*index*/) { return nullptr; }
   // The stream's native handle for other libraries (a cudaStream_t as an integer; 0 where the
   // backend has none), e.g. torch.cuda.ExternalStream(stream.cuda_stream).
   virtual std::uintptr_t native_stream(void* /*stream*/) { return 0; }

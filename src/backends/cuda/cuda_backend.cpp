@@ -197,6 +197,7 @@ class CudaBackend final : public Backend {
     cuda::stream_destroy(static_cast<cuda::StreamState*>(s));
   }
   void* current_stream() override { return cuda::ctx().ss; }
+  void* default_stream(int index) override { return cuda::default_stream(index); }
   std::uintptr_t native_stream(void* s) override {
     cuda::StreamState* st = s ? static_cast<cuda::StreamState*>(s) : cuda::ctx().ss;
     return reinterpret_cast<std::uintptr_t>(st->stream);
