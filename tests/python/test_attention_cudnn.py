@@ -56,6 +56,41 @@ def assert_ran(want: str, where: str):
                         f"{lc.build_info().get('cuda_cudnn_frontend')})"
 
 
+TUNE_OP = "attention_mha.cuda_impl"
+
+
+def tuned_entry(dtype, case, with_lse=False):
+    """The auto-tune cache entry the "auto" forward stored for this contiguous case, or None.
+    Its shapes field is the graph key: 0, dtype, B, H, Hk, Sq, Sk, D, Dv, 9 strides, causal,
+    mask kind, scale bits, with-lse, device (attention_cudnn.cpp)."""
+    b, h, hk, sq, sk, d, dv, causal = case
+    for e in lc.autotune_cache_entries():
+        if e.get("op") != TUNE_OP or e.get("dtype") != dtype:
+            continue
+        f = [int(x) for x in e["shapes"].strip(",").split(",")]
+        if f[0] == 0 and f[2:9] == [b, h, hk, sq, sk, d, dv] and f[18] == int(causal) \
+                and f[21] == int(with_lse):
+            return e
+    return None
+
+
+def assert_auto(dtype, case, where):
+    """What "auto" must have run for a contiguous forward case: our kernel below the size rule;
+    above it cuDNN, or the auto-tuner's stored choice for the shape when it measured one."""
+    b, h, hk, sq, sk, d, dv, causal = case
+    got = last_impl()
+    if b * h * sq * sk * (d + dv) < 1 << 22 or not cudnn_expected():
+        assert got == "own", f"{where}: ran {got!r}"
+        return
+    e = tuned_entry(dtype, case) if lc.autotune_enabled() else None
+    if e is None:
+        assert got == "cudnn", f"{where}: ran {got!r} and no tuned entry"
+        return
+    assert got == e["choice"], (where, got, e)
+    own, cud = float(e["own_us"]), float(e["cudnn_us"])
+    assert (e["choice"] == "own") == (own < 0.9 * cud), e
+
+
 def ref_grads(dout, q, k, v, causal=False, scale=None):
     """float64 (dq, dk, dv) of attention without a mask (every row sees a key), vectorised."""
     dout, q, k, v = (f64(x) for x in (dout, q, k, v))
@@ -121,12 +156,14 @@ def test_cudnn_forward_and_lse(dtype, name, impl, rng):
     assert lc.attention_into(q, k, v, o, causal=causal, device="cuda") is o
     assert_ran("cudnn", f"{name} (no lse)")
     check(o, ref, dtype, f"{name} into")
-    # "auto" takes cuDNN for every case here but the tiny S = 1 ones (below its size rule)
+    # "auto": our kernel for the tiny S = 1 cases (below its size rule), else cuDNN unless the
+    # auto-tuner measured ours faster for the shape (twice: the second call uses the choice)
     impl("auto")
-    out2 = lc.attention(q, k, v, causal=causal, device="cuda")
-    macs = b * h * sq * sk * (d + dv)
-    assert_ran("cudnn" if macs >= 1 << 22 else "own", f"{name} auto")
-    check(out2, ref, dtype, f"{name} auto")
+    for rep in range(2):
+        o3 = np.full((b, h, sq, dv), np.nan, dtype=np_dtype(dtype))
+        lc.attention_into(q, k, v, o3, causal=causal, device="cuda")
+        assert_auto(dtype, case, f"{name} auto #{rep}")
+        check(o3, ref, dtype, f"{name} auto #{rep}")
 
 
 @pytest.mark.gpu
@@ -252,7 +289,39 @@ def test_auto_rule_small_shapes_run_our_kernel(impl, rng):
     assert last_impl() == "own"
     q = rnd(rng, (4, 12, 512, 64), "bfloat16")
     lc.attention(q, q, q, device="cuda")
-    assert_ran("cudnn", "auto, B4 H12 S512 D64")
+    assert_auto("bfloat16", (4, 12, 12, 512, 512, 64, 64, False), "auto, B4 H12 S512 D64")
+
+
+@pytest.mark.gpu
+def test_auto_tuner_persists_its_choice(tmp_path):
+    """A fresh cache: the first "auto" call of a shape measures both and stores the choice; a
+    new process reuses the stored choice without measuring (an entry edited to "own" makes it
+    run our kernel)."""
+    if not cudnn_expected():
+        pytest.skip("no cuDNN flash attention in this build or on this machine")
+    body = """
+        import os
+        lc.set_attention_impl("auto")
+        q = np.random.rand(2, 8, 256, 64).astype(np.float16)
+        before = lc.autotune_measurement_count()
+        lc.attention(q, q, q, device="cuda")
+        out["measured"] = lc.autotune_measurement_count() - before
+        out["impl"] = lc.last_op_report()["impl"]
+        out["entries"] = [e for e in lc.autotune_cache_entries() if e["op"] == "attention_mha.cuda_impl"]
+    """
+    env = {"LIGHTNING_CORE_CACHE_DIR": str(tmp_path), "LC_AUTOTUNE": "1", "LC_CALIBRATE": "0"}
+    first = _child(None, body, env)
+    assert first["measured"] >= 1 and len(first["entries"]) == 1, first
+    entry = first["entries"][0]
+    assert first["impl"] == entry["choice"] and entry["choice"] in ("cudnn", "own"), first
+    second = _child(None, body, env)
+    assert second["measured"] == 0 and second["impl"] == entry["choice"], second
+    _child(None, f"""
+        lc.autotune_record("attention_mha.cuda_impl", {entry["shapes"]!r}, "own", "cuda",
+                           "float16", own_us="1", cudnn_us="2")
+    """, env)
+    third = _child(None, body, env)
+    assert third["measured"] == 0 and third["impl"] == "own", third
 
 
 def cuda_backward_enabled(rng) -> bool:
@@ -327,10 +396,11 @@ def test_cpu_ops_report_no_impl(rng):
     assert lc.last_op_report()["impl"] == ""
 
 
-def _child(env_value: str | None, body: str) -> dict:
+def _child(env_value: str | None, body: str, extra_env: dict | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env.pop("LC_ATTENTION_IMPL", None)
+    env.update(extra_env or {})
     if env_value is not None:
         env["LC_ATTENTION_IMPL"] = env_value
     code = "import json, warnings\nimport numpy as np\nimport lightning_core as lc\nout = {}\n" + \

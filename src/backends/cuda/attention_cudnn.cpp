@@ -12,8 +12,17 @@
 //     compute capability 8.0 or newer.
 //   * the choice (lc::attention_impl_choice): "own" never; "cudnn" always; "auto" when
 //     batch * heads * sq * sk * (d + dv) >= 2^22 multiply-adds (below that both are a few
-//     microseconds, launch-bound, and our one kernel launch has the smaller fixed cost).
+//     microseconds, launch-bound, and our one kernel launch has the smaller fixed cost), and,
+//     for the forward, when the auto-tuner did not find our kernel faster for the shape (below).
 //   * cuDNN loads and its heuristics / support check / plan build accept the graph.
+//
+// Auto-tuning ("auto", forward, LC_AUTOTUNE on): the first call of a shape above the size rule
+// times a burst of 5 calls of each (cuDNN and our kernel, after one warm-up call each; CUDA
+// events around the burst, so a host-bound call counts with its gaps) and keeps cuDNN unless
+// ours took under 0.9x its time. The choice is persisted in the auto-tune cache (op
+// "attention_mha.cuda_impl", keyed by the graph key and the device fingerprint) and remembered
+// with the graph; a persisted choice is used without measuring. Not while the stream is being
+// captured (a graph recording): cuDNN is used then, and nothing is stored.
 //
 // Graphs are built once per key (dtype, sizes, strides, causal, mask kind, scale, with-lse,
 // direction, device) and cached for the life of the process, negative results included (an
@@ -49,7 +58,9 @@
 
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/context.h"
+#include "backends/cuda/kernels.h"
 #include "backends/cuda/vendor_libs.h"
+#include "lightning_core/autotune.h"
 #include "lightning_core/log.h"
 
 #ifndef LC_CUDART_HINT_FILE
@@ -149,6 +160,7 @@ struct Entry {
   std::vector<i64> uids;           // the user tensors' uids, ascending
   bool sorted_ok = false;          // the graph's user slots are exactly `uids` (fast execute)
   std::unordered_map<i64, void*> pack;  // reused by the map-form execute (under the mutex)
+  int tuned = -1;                  // "auto" forward: -1 not decided, 0 our kernel, 1 cuDNN
 };
 
 struct Cache {
@@ -270,10 +282,65 @@ void execute(Entry& en, cudnnHandle_t h, void** ptrs) {
   check(e, "execute");
 }
 
+// "auto"'s measured choice for a forward graph (see the header comment): 1 cuDNN, 0 our kernel.
+// Caller holds the mutex; `en` is built. Throws what execute() throws.
+int decide(Entry& en, cudnnHandle_t h, void** ptrs, const MhaArgs& a, const Key& key) {
+  if (!autotune::enabled()) return 1;
+  std::string shapes;
+  for (i64 x : key) shapes += std::to_string(x) + ",";
+  const char* dt = a.dtype == DType::bf16 ? "bfloat16" : "float16";
+  const char* op = "attention_mha.cuda_impl";
+  if (auto f = autotune::lookup(op, shapes, dt, DeviceKind::cuda)) return (*f)["choice"] == "own" ? 0 : 1;
+  cudaStream_t s = ctx().stream;
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(s, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
+    (void)cudaGetLastError();
+    return 1;
+  }
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (e0) (void)cudaEventDestroy(e0);
+    return 1;
+  }
+  struct Events {
+    cudaEvent_t a, b;
+    ~Events() {
+      (void)cudaEventDestroy(a);
+      (void)cudaEventDestroy(b);
+    }
+  } events{e0, e1};
+  constexpr int kReps = 5;
+  auto burst_ms = [&](auto&& call) -> float {
+    call();  // warm-up (module loading, caches)
+    if (cudaEventRecord(e0, s) != cudaSuccess) return -1.0f;
+    for (int i = 0; i < kReps; ++i) call();
+    float ms = -1.0f;
+    if (cudaEventRecord(e1, s) != cudaSuccess || cudaEventSynchronize(e1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess)
+      return -1.0f;
+    return ms;
+  };
+  autotune::note_measurement();
+  const float t_cudnn = burst_ms([&] { execute(en, h, ptrs); });
+  const float t_own = burst_ms([&] { launch_attention_mha(a, s); });
+  if (t_cudnn < 0 || t_own < 0) {
+    (void)cudaGetLastError();
+    return 1;  // not measurable: the rule's answer, not stored
+  }
+  const int choice = t_own < 0.9f * t_cudnn ? 0 : 1;
+  autotune::store(op, shapes, dt, DeviceKind::cuda,
+                  {{"choice", choice ? "cudnn" : "own"},
+                   {"cudnn_us", std::to_string(1000.0 * t_cudnn / kReps)},
+                   {"own_us", std::to_string(1000.0 * t_own / kReps)}});
+  return choice;
+}
+
 // Looks `key` up, building it with `make` (which fills the graph and returns its user uids) the
-// first time, then executes it. False (logged once) when cuDNN declines or fails.
+// first time, then executes it. False (logged once) when cuDNN declines or fails, or when
+// `tune` (the forward's arguments under "auto") and the measured choice is our kernel.
 template <class Make>
-bool run(const Key& key, void** ptrs, Make&& make) {
+bool run(const Key& key, void** ptrs, const MhaArgs* tune, Make&& make) {
   Setup& s = setup();
   std::call_once(s.once, [&s] {
     try {
@@ -319,6 +386,8 @@ bool run(const Key& key, void** ptrs, Make&& make) {
   }
   if (!en.ok) return false;
   try {
+    if (tune && en.tuned < 0) en.tuned = decide(en, h, ptrs, *tune, key);
+    if (tune && en.tuned == 0) return false;
     execute(en, h, ptrs);
   } catch (const std::exception& e) {
     en.ok = false;  // this key runs our kernel from now on
@@ -367,7 +436,8 @@ bool try_cudnn_attention(const MhaArgs& a) {
     key[static_cast<std::size_t>(n++)] = x;
   void* ptrs[5] = {const_cast<void*>(a.q), const_cast<void*>(a.k), const_cast<void*>(a.v), a.out,
                    a.lse};
-  const bool ran = run(key, ptrs, [&](fe::graph::Graph& g) {
+  const MhaArgs* tune = attention_impl_choice() == AttentionImpl::automatic ? &a : nullptr;
+  const bool ran = run(key, ptrs, tune, [&](fe::graph::Graph& g) {
     auto Q = bhsd(g, "Q", kQ, a.batch, a.heads, a.sq, a.d, qs);
     auto K = bhsd(g, "K", kK, a.batch, a.kv_heads, a.sk, a.d, ks);
     auto V = bhsd(g, "V", kV, a.batch, a.kv_heads, a.sk, a.dv, vs);
@@ -423,7 +493,7 @@ bool try_cudnn_attention_backward(const MhaBackwardArgs& a) {
                    const_cast<float*>(a.lse), const_cast<void*>(a.dout),
                    a.dq,                      a.dk,
                    a.dv_out};
-  const bool ran = run(key, ptrs, [&](fe::graph::Graph& g) {
+  const bool ran = run(key, ptrs, nullptr, [&](fe::graph::Graph& g) {
     auto Q = bhsd(g, "Q", kQ, a.batch, a.heads, a.sq, a.d, qs);
     auto K = bhsd(g, "K", kK, a.batch, a.kv_heads, a.sk, a.d, ks);
     auto V = bhsd(g, "V", kV, a.batch, a.kv_heads, a.sk, a.dv, vs);
