@@ -52,8 +52,9 @@ def assert_ran(want: str, where: str):
     got = last_impl()
     if want == "cudnn" and not cudnn_expected():
         want = "own"  # no frontend in this build, or no cuDNN here: our kernel is the only one
-    assert got == want, f"{where}: ran {got!r}, expected {want!r} (build_info: " \
-                        f"{lc.build_info().get('cuda_cudnn_frontend')})"
+    assert got == want, (f"{where}: ran {got!r}, expected {want!r} (frontend "
+                         f"{lc.build_info().get('cuda_cudnn_frontend')}; LC_LOG_LEVEL=INFO logs "
+                         "why cuDNN declined the first call it declined, DEBUG every one)")
 
 
 TUNE_OP = "attention_mha.cuda_impl"

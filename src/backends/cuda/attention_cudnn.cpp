@@ -174,13 +174,17 @@ Cache& cache() {
 }
 
 // Caller holds the cache mutex. Logs the first decline (info) and the first failure of a graph
-// that was built (warning); never throws.
+// that was built (warning); later ones at debug level (LC_LOG_LEVEL=DEBUG). Never throws.
 void log_once(bool failure, const std::string& what) {
   Cache& c = cache();
   bool& flag = failure ? c.logged_failure : c.logged_decline;
-  if (flag) return;
+  log::Level level = failure ? log::Level::warning : log::Level::info;
+  if (flag) {
+    if (!log::enabled(log::Level::debug)) return;
+    level = log::Level::debug;
+  }
   flag = true;
-  log::message_noexcept(failure ? log::Level::warning : log::Level::info,
+  log::message_noexcept(level,
                         std::string("attention: cuDNN flash attention ") +
                             (failure ? "failed" : "declined a call") + " (" + what +
                             "); that call and its shape run lightning_core's own CUDA kernel" +
