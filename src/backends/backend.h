@@ -86,6 +86,16 @@ struct AttentionArgs {
 // attend). q, k, v and out hold `dtype` elements (float32, float16, bfloat16; float64 on the CPU
 // only); the arithmetic is float32 (float64 for float64), rounded once into out.
 enum class MaskKind : std::uint8_t { none, additive, keep };
+
+// Which attention implementation a backend with a choice uses (the CUDA backend in float16 /
+// bfloat16: cuDNN's fused flash attention or its own kernel). Process-wide, set by
+// lc::set_attention_impl() (runtime.h), initially from LC_ATTENTION_IMPL (src/runtime/
+// attention_impl.cpp); one relaxed atomic load.
+enum class AttentionImpl : std::uint8_t { automatic, cudnn, own };
+AttentionImpl attention_impl_choice() noexcept;
+// A backend names the implementation that ran inside the current op (a static string, e.g.
+// "cudnn" / "own"): the op's trace event and lc::last_op_report() carry it.
+void note_op_impl(const char* impl) noexcept;
 struct MhaArgs {
   const void* q = nullptr;
   const void* k = nullptr;
@@ -484,6 +494,9 @@ class Backend {
                                           "run it on the CPU (device=\"cpu\" or \"auto\")");
   }
   virtual void conv2d(const Conv2dArgs& a) = 0;
+  // Extra key=value facts of this backend's build for lc.build_info() (CUDA: the cuDNN
+  // frontend version compiled in, or "no").
+  virtual std::vector<std::pair<std::string, std::string>> build_facts() { return {}; }
   virtual void layernorm(const LayerNormArgs& a) = 0;
   virtual void softmax(const SoftmaxArgs& a) = 0;
   virtual void elementwise(const ElementwiseArgs& a) = 0;

@@ -19,6 +19,7 @@
 
 #include "backends/backend.h"
 #include "backends/cuda/allocator.h"
+#include "backends/cuda/attention_cudnn.h"
 #include "backends/cuda/capture.h"
 #include "backends/cuda/check.h"
 #include "backends/cuda/launch.h"
@@ -372,7 +373,18 @@ class CudaBackend final : public Backend {
   }
   void attention_mha(const MhaArgs& a) override {
     cuda::EnqueueScope enq;
+    if (cuda::try_cudnn_attention(a)) return;  // cuDNN's flash attention (attention_cudnn.h)
+    note_op_impl("own");
     cuda::launch_attention_mha(a, cuda::ctx().stream);
+  }
+  void attention_mha_backward(const MhaBackwardArgs& a) override {
+    cuda::EnqueueScope enq;
+    if (cuda::try_cudnn_attention_backward(a)) return;
+    Backend::attention_mha_backward(a);  // no own CUDA backward kernel yet: the default's error
+  }
+  std::vector<std::pair<std::string, std::string>> build_facts() override {
+    const char* fe = cuda::cudnn_frontend_version();
+    return {{"cuda_cudnn_frontend", *fe ? fe : "no"}};
   }
   void conv2d(const Conv2dArgs& a) override {
     cuda::EnqueueScope enq;
