@@ -34,6 +34,13 @@ from ._lightning_core import (  # noqa: F401,E402
     __doc__ as _native_doc,
 )
 
+# cuBLASLt / cuDNN / the CUDA runtime may live in NVIDIA's pip wheels (torch's): tell the loader
+# where (it loads them only when an op first needs one).
+from ._vendor_dirs import install as _install_vendor_dirs  # noqa: E402
+
+_install_vendor_dirs()
+del _install_vendor_dirs
+
 # The version has one source, pyproject.toml (CMake compiles it in as LC_VERSION).
 __version__: str = build_info()["version"]  # noqa: F405
 

@@ -115,12 +115,15 @@ def set_device(device: Union[str, Device, int]) -> None:
 
     Raises
     ------
+    TypeError
+        ``device`` is not a string, Device or int.
     ValueError
         That GPU does not exist (the message names the ones there are), or no GPU is usable.
     """
-    if isinstance(device, int) and not isinstance(device, bool):
-        device = f"cuda:{device}"
-    _C._set_device(str(Device(device)))
+    if isinstance(device, bool):
+        raise TypeError("[set_device] expects \"cuda:N\", a Device or a GPU number, got a bool")
+    d = Device(f"cuda:{device}") if isinstance(device, int) else Device(device)
+    _C._set_device(str(d))
 
 
 def current_device(kind: str = "cuda") -> Device:

@@ -51,6 +51,11 @@ void register_runtime(nb::module_& m) {
   }, nb::arg("device") = "cuda",
      "Device memory of one GPU (\"cuda\" = the current one, or \"cuda:N\"): free/total, bytes "
      "in live tensors and in its allocator's cache.");
+  m.def("_set_vendor_lib_dirs", [](const std::vector<std::string>& dirs) {
+    lc::get_backend(lc::DeviceKind::cuda).set_library_dirs(dirs);
+  }, nb::arg("dirs"),
+     "Directories searched for cuBLASLt / cuDNN / the CUDA runtime after the loader's own "
+     "search (python/lightning_core/_vendor_dirs.py passes NVIDIA's pip wheels' lib folders).");
   m.def("_set_explain", &lc::set_explain);
   m.def("last_op_report", [] {
     const lc::OpReport& r = lc::last_op_report();

@@ -521,6 +521,12 @@ class Backend {
   // Frees every idle graph of the cache (checked-out graphs are untouched).
   virtual void graph_cache_clear() {}
 
+  // -- libraries --
+  // Directories to search for the backend's vendor libraries after the loader's own search
+  // (the lib folders of NVIDIA's pip wheels: the Python layer finds them at import). Only
+  // libraries not loaded yet are affected. Default: nothing to load.
+  virtual void set_library_dirs(const std::vector<std::string>& /*dirs*/) {}
+
   // -- tuning and fingerprints --
   // Whether this build compiled the backend in (false for the stubs of src/backends/no_*).
   virtual bool compiled() const { return true; }

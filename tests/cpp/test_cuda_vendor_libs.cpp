@@ -6,8 +6,10 @@
 // mappings agree, and the filter --gtest_filter='CudaVendorLibs.*' sees the library unmapped.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "backends/cuda/vendor_libs.h"
 
@@ -56,3 +58,18 @@ TEST(CudaVendorLibs, CudnnMappedOnlyOnceLoaded) {
 }
 
 }  // namespace
+
+// The search dirs (pip wheels' lib folders, LC_VENDOR_LIB_DIRS) come right after the SONAME.
+// No device needed: this only builds the candidate list.
+TEST(VendorLibs, SearchDirsFollowTheSoname) {
+  namespace v = lc::cuda::vendor;
+  setenv("LC_VENDOR_LIB_DIRS", "/env/a::/env/b", 1);
+  v::set_search_dirs({"/wheel/cublas/lib", "/env/a"});
+  const std::vector<std::string> c = v::soname_candidates("libfoo.so.1");
+  unsetenv("LC_VENDOR_LIB_DIRS");
+  v::set_search_dirs({});
+  const std::vector<std::string> want = {"libfoo.so.1", "/env/a/libfoo.so.1", "/env/b/libfoo.so.1",
+                                         "/wheel/cublas/lib/libfoo.so.1"};
+  EXPECT_EQ(c, want);
+  EXPECT_TRUE(v::search_dirs().empty());
+}

@@ -662,7 +662,25 @@ def linear_chain_graph(rows, d, tiny_between=True, head_dim=None):
     return g
 
 
-def test_placement_keeps_a_chain_on_one_device():
+_FAMILIES = ("matmul", "attention", "conv2d", "norm", "elementwise")
+
+
+@pytest.fixture
+def default_cost_model():
+    """The built-in cost model, not this machine's calibration: a loaded CI machine measured a
+    CPU overhead that made even a 2x8 chain cheaper on the GPU."""
+    lc.set_cost_model({
+        "cpu_gflops": {"matmul": 60.0, "attention": 20.0, "conv2d": 30.0, "norm": 4.0, "elementwise": 4.0},
+        "gpu_gflops": {"matmul": 40000.0, "attention": 12000.0, "conv2d": 15000.0, "norm": 1000.0,
+                       "elementwise": 500.0},
+        "cpu_family_overhead_us": {f: 0.0 for f in _FAMILIES},
+        "gpu_family_overhead_us": {f: 0.0 for f in _FAMILIES},
+        "cpu_overhead_us": 0.3, "gpu_launch_us": 8.0})
+    yield
+    lc.reset_cost_model()
+
+
+def test_placement_keeps_a_chain_on_one_device(default_cost_model):
     big = linear_chain_graph(1024, 1024)
     s = big.plan(assume_gpu=True, fusion=False)
     devices = {st["name"]: st["device"] for st in s["steps"]}

@@ -112,9 +112,10 @@ void run_setup(Setup& s) {
   const char* have = std::getenv("CUDNN_FRONTEND_CUDART_LIB_NAME");
   if (!have || !*have) {
     const std::string soname = "libcudart.so." + std::to_string(CUDART_VERSION / 1000);
-    const std::string hint = LC_CUDART_HINT_FILE;
+    std::vector<std::string> cands = vendor::soname_candidates(soname);  // + pip wheel dirs
+    cands.push_back(LC_CUDART_HINT_FILE);
     bool found = false;
-    for (const std::string& cand : {soname, hint}) {
+    for (const std::string& cand : cands) {
       if (cand.empty()) continue;
       // Kept open: the frontend's own dlopen of the same name then finds this copy.
       if (dlopen(cand.c_str(), RTLD_NOW | RTLD_LOCAL)) {

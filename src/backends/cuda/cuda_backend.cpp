@@ -27,6 +27,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.h"
 #include "backends/cuda/staging.h"
+#include "backends/cuda/vendor_libs.h"
 #include "lightning_core/errors.h"
 
 namespace lc::cuda {
@@ -421,6 +422,9 @@ class CudaBackend final : public Backend {
   GraphCacheStats graph_cache_stats() override { return cuda::graph_cache_stats(); }
   void graph_cache_clear() override { cuda::graph_cache_clear(); }
   std::string fingerprint() override { return cuda::fingerprint(); }
+  void set_library_dirs(const std::vector<std::string>& dirs) override {
+    cuda::vendor::set_search_dirs(dirs);
+  }
   std::vector<GemmAlgorithm> gemm_algorithms(const MatmulArgs& a, int max) override {
     std::vector<GemmAlgorithm> out;
     for (const cuda::MatmulAlgoInfo& i : cuda::matmul_list_algos(a, max)) {

@@ -10,6 +10,8 @@
 
 #include <atomic>
 #include <mutex>
+#include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -44,11 +46,15 @@ struct Library {
   std::size_t version = 0;
 };
 
-// SONAME first (the loader's own search, or a copy already in the process), then the
-// directory and the file CMake found at build time; duplicates and empty hints dropped.
+std::mutex g_dirs_mu;
+std::vector<std::string> g_dirs;  // set_search_dirs
+
+// SONAME first (the loader's own search, or a copy already in the process), then the search
+// dirs (pip wheels, LC_VENDOR_LIB_DIRS), then the directory and the file CMake found at build
+// time; duplicates and empty hints dropped.
 std::vector<std::string> candidates(const std::string& soname, const std::string& dir,
                                     const std::string& file) {
-  std::vector<std::string> out{soname};
+  std::vector<std::string> out = soname_candidates(soname);
   const auto add = [&out](const std::string& c) {
     if (c.empty()) return;
     for (const auto& o : out)
@@ -227,6 +233,39 @@ LibraryInfo cudnn_info(bool load) {
   i.error = "not compiled: the build found no cuDNN (LC_CUDNN_INCLUDE / LC_CUDNN_LIB)";
   return i;
 #endif
+}
+
+void set_search_dirs(std::vector<std::string> dirs) {
+  std::lock_guard<std::mutex> lock(g_dirs_mu);
+  g_dirs = std::move(dirs);
+}
+
+std::vector<std::string> search_dirs() {
+  std::vector<std::string> out;
+  if (const char* env = std::getenv("LC_VENDOR_LIB_DIRS")) {
+    std::string cur;
+    for (const char* c = env;; ++c) {
+      if (*c == ':' || *c == '\0') {
+        if (!cur.empty()) out.push_back(cur);
+        cur.clear();
+        if (!*c) break;
+      } else {
+        cur += *c;
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(g_dirs_mu);
+  out.insert(out.end(), g_dirs.begin(), g_dirs.end());
+  return out;
+}
+
+std::vector<std::string> soname_candidates(const std::string& soname) {
+  std::vector<std::string> out{soname};
+  for (const std::string& d : search_dirs()) {
+    std::string c = d + "/" + soname;
+    if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(std::move(c));
+  }
+  return out;
 }
 
 }  // namespace lc::cuda::vendor

@@ -23,6 +23,7 @@
 #endif
 
 #include <string>
+#include <vector>
 
 namespace lc::cuda::vendor {
 
@@ -86,6 +87,15 @@ void* cudnn_dl_handle();
 #endif
 
 #undef LC_VENDOR_FN_MEMBER
+
+// Extra directories searched right after the SONAME (before the build-time hints): the `lib`
+// folders of NVIDIA's pip wheels (nvidia-cublas, nvidia-cudnn, ... found by the Python layer at
+// import, python/lightning_core/_vendor_dirs.py) and the colon-separated LC_VENDOR_LIB_DIRS.
+// Affects libraries not loaded yet. `file` candidates for a SONAME: every dir + "/" + soname.
+void set_search_dirs(std::vector<std::string> dirs);
+std::vector<std::string> search_dirs();
+// soname, then each search dir's copy of it (the candidates list of every vendor library).
+std::vector<std::string> soname_candidates(const std::string& soname);
 
 // Diagnostics (tests, benchmarks): what is loaded, from where, or why not. With load = false
 // nothing is loaded (loaded = false until an op needed the library).
