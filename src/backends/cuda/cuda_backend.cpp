@@ -339,6 +339,10 @@ class CudaBackend final : public Backend {
     cuda::EnqueueScope enq;
     cuda::launch_attention_mha(a, cuda::ctx().stream);
   }
+  void attention_mha_backward(const MhaBackwardArgs& a) override {
+    cuda::EnqueueScope enq;
+    cuda::launch_attention_mha_backward(a, cuda::ctx().stream);
+  }
   void conv2d(const Conv2dArgs& a) override {
     cuda::EnqueueScope enq;
     cuda::launch_conv2d(a, cuda::ctx().stream);
