@@ -93,6 +93,11 @@ SPECIFIC = {
     "attention_backward": {"dout": ARRAY, "out": ARRAY, "lse": ARRAY,
                            "return": "tuple[NDArray[Any] | Tensor, NDArray[Any] | Tensor, "
                                      "NDArray[Any] | Tensor]"},
+    "AttentionTrainableSession.forward": {"return": "NDArray[Any]"},
+    "AttentionTrainableSession.train_step": {"target": ARRAY, "lr": "float",
+                                             "return": "tuple[NDArray[Any], float]"},
+    "AttentionTrainableSession.parameters": {
+        "return": "tuple[NDArray[Any], NDArray[Any], NDArray[Any]]"},
     "attention_backward_into": {"dout": ARRAY, "out": ARRAY, "lse": ARRAY,
                                 "dq": "NDArray[Any] | Tensor", "dk": "NDArray[Any] | Tensor",
                                 "dv": "NDArray[Any] | Tensor",

@@ -15,6 +15,10 @@ void register_ops(nb::module_& m);
 void register_attention(nb::module_& m);
 void register_trace(nb::module_& m);
 void register_sessions(nb::module_& m);
+struct Arg;
+// bind_attention.cpp: the attention mask argument: None (false), an lc.Tensor / array of int32 /
+// int64 / float, or a numpy boolean array (converted to int32; `hold` keeps the conversion).
+bool mask_arg(nb::handle obj, const char* op, Arg& out, nb::object& hold);
 void register_autotune(nb::module_& m);
 // lc._set_doc: the numpydoc docstrings of python/lightning_core/_docs.py (bind_docs.cpp).
 void register_docs(nb::module_& m);

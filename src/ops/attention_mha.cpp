@@ -301,6 +301,13 @@ std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, 
   return out_shape(q, v);
 }
 
+std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, const Tensor& v,
+                                              const Tensor* mask) {
+  const Shapes s = check_attention_mha(q, k, v);
+  if (mask) check_mask(*mask, q, s);
+  return out_shape(q, v);
+}
+
 void attention_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, bool causal,
                     const Tensor* mask, float scale, const ExecutionPolicy& p, Tensor* lse) {
   const Prepared pr = prepare(q, k, v, mask, scale);

@@ -148,7 +148,7 @@ TEST(AttentionBackward, MultiQuerySplitFloat32MatchesFloat64) {
     for (i64 i = 0; i < 50 * 16; ++i) EXPECT_EQ(dq[static_cast<std::size_t>(h * 150 * 16 + i)], 0.0);
 }
 
-TEST(AttentionBackward, ErrorsWriteNothingAndCudaIsRefused) {
+TEST(AttentionBackward, ErrorsWriteNothingAndCudaRequestWithoutDevice) {
   lc::ref::Rng rng;
   lc::ExecutionPolicy pol;
   pol.device = lc::DeviceRequest::cpu;

@@ -265,3 +265,78 @@ def test_cuda_head_dim_over_limit_runs_on_the_cpu_under_auto(rng):
     ref = ref_grads(dout, q, k, v)
     for y, r in zip(g, ref):
         check(y, r, "float32", "D=300 auto")
+
+
+# ---- training on the GPU ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_train_step_matches_reference(dtype, rng):
+    B, H, Hk, Sq, Sk, D = 2, 4, 2, 7, 9, 8
+    mask = rng.random((B, Sk)) > 0.3
+    mask[:, 0] = True
+    q, k, v = rnd(rng, (B, H, Sq, D), dtype), rnd(rng, (B, Hk, Sk, D), dtype), rnd(rng, (B, Hk, Sk, D), dtype)
+    target = rnd(rng, (B, H, Sq, D), dtype)
+    ref = ref_train_step(q, k, v, target, 0.5, causal=True, mask=mask)
+    before = [f64(x) for x in (q, k, v)]
+    out, loss = lc.attention_train_step(q, k, v, target, 0.5, causal=True, mask=mask, device="cuda")
+    check(out, ref[0], dtype, "out")
+    tol = 1e-4 if dtype == "float32" else 5e-2
+    assert abs(loss - ref[1]) <= tol * ref[1], (loss, ref[1])
+    if dtype == "float32":
+        for name, x, x0, r in zip("qkv", (q, k, v), before, ref[2:]):
+            err = rel_error((x0 - f64(x)) / 0.5, (x0 - r) / 0.5)
+            assert err <= 1e-3, f"{name}: step error {err:.2e}"
+
+
+def test_cuda_train_step_device_tensors_stay_on_the_device(rng):
+    B, H, S, D = 1, 2, 16, 32
+    hq, hk, hv = (rnd(rng, (B, H, S, D), "float32") for _ in range(3))
+    target = rnd(rng, (B, H, S, D), "float32")
+    ref = ref_train_step(hq, hk, hv, target, 0.1)
+    q, k, v = (lc.Tensor(x, device="cuda") for x in (hq, hk, hv))
+    out, loss = lc.attention_train_step(q, k, v, lc.Tensor(target, device="cuda"), 0.1)
+    assert isinstance(out, lc.Tensor) and out.device == "cuda"
+    assert abs(loss - ref[1]) <= 1e-5 * ref[1]
+    for name, x, r in zip("qkv", (q, k, v), ref[2:]):
+        assert x.device == "cuda"
+        np.testing.assert_allclose(x.numpy(), r, rtol=0, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["2d", "batched"])
+def test_cuda_sessions_train_like_the_cpu(kind, rng):
+    """Three steps on a CUDA session and on a CPU session from the same start agree."""
+    if kind == "2d":
+        shapes = ((13, 16), (17, 16), (17, 16))
+        make = lambda q, k, v, dev: lc.attention2d_resident_session(q, k, v, True, dev)  # noqa: E731
+    else:
+        shapes = ((2, 4, 13, 16), (2, 2, 17, 16), (2, 2, 17, 16))
+        mask = rng.random((2, 17)) > 0.3
+        mask[:, -1] = True
+        make = lambda q, k, v, dev: lc.attention_resident_session(q, k, v, True, dev, mask=mask)  # noqa: E731
+    q, k, v = (rnd(rng, s, "float32") for s in shapes)
+    target = rnd(rng, shapes[0], "float32")
+    with make(q, k, v, "cuda") as g, make(q, k, v, "cpu") as c:
+        assert g.device == "cuda" and c.device == "cpu"
+        for _ in range(3):
+            og, lg = g.train_step(target, 0.2)
+            oc, lc_ = c.train_step(target, 0.2)
+            np.testing.assert_allclose(og, oc, rtol=0, atol=1e-5)
+            assert abs(lg - lc_) <= 1e-5 * lc_
+        for x, y in zip(g.parameters(), c.parameters()):
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(g.forward(), c.forward(), rtol=0, atol=1e-5)
+
+
+def test_cuda_bf16_session_train_step(rng):
+    import ml_dtypes  # noqa: F401  (np_dtype skips without it)
+
+    shapes = ((1, 4, 33, 64), (1, 1, 33, 64), (1, 1, 33, 64))
+    q, k, v = (rnd(rng, s, "bfloat16") for s in shapes)
+    target = rnd(rng, shapes[0], "bfloat16")
+    ref = ref_train_step(q, k, v, target, 0.5, causal=True)
+    with lc.attention_resident_session(q, k, v, True, "cuda") as s:
+        out, loss = s.train_step(target, 0.5)
+        assert out.dtype == np_dtype("bfloat16")
+        check(out, ref[0], "bfloat16", "session bf16 out")
+        assert abs(loss - ref[1]) <= 5e-2 * ref[1]
