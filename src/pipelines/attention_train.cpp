@@ -39,6 +39,39 @@ void scale_in_place(Tensor& x, double alpha, const ExecutionPolicy& p) {
   }
 }
 
+// sum x^2 over a contiguous host tensor, in float64.
+double sum_squares(const Tensor& h) {
+  const std::int64_t n = h.numel();
+  double acc = 0.0;
+  switch (h.dtype()) {
+    case DType::f64:
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double x = h.data_as<const double>()[i];
+        acc += x * x;
+      }
+      break;
+    case DType::f16:
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double x = to_float(h.data_as<const float16>()[i]);
+        acc += x * x;
+      }
+      break;
+    case DType::bf16:
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double x = to_float(h.data_as<const bfloat16>()[i]);
+        acc += x * x;
+      }
+      break;
+    default:
+      for (std::int64_t i = 0; i < n; ++i) {
+        const double x = h.data_as<const float>()[i];
+        acc += x * x;
+      }
+      break;
+  }
+  return acc;
+}
+
 void ensure(Tensor& buf, const std::vector<std::int64_t>& shape, DType dtype, DeviceKind dev) {
   if (!buf.defined() || buf.shape() != shape || buf.dtype() != dtype || !buf.is_contiguous())
     buf = Tensor::empty(shape, dtype, dev);
@@ -96,12 +129,9 @@ AttentionTrainResult attention_train_step_with(Tensor& q, Tensor& k, Tensor& v,
   r.out = bufs.out;
   const std::int64_t n = bufs.diff.numel();
   if (n > 0) {
-    // The loss in float64 on the host (one download of out - target; the step's only sync).
-    const Tensor d64 = bufs.diff.astype(DType::f64).to(DeviceKind::cpu);
-    const double* d = d64.data_as<const double>();
-    double acc = 0.0;
-    for (std::int64_t i = 0; i < n; ++i) acc += d[i] * d[i];
-    r.loss = acc / static_cast<double>(n);
+    // The loss in float64 on the host: one download of out - target in its own dtype (the
+    // step's only sync; no device temporary).
+    r.loss = sum_squares(bufs.diff.to(DeviceKind::cpu)) / static_cast<double>(n);
   }
   scale_in_place(bufs.diff, 2.0 / static_cast<double>(n > 0 ? n : 1), p);  // dout
   attention_backward_into(bufs.diff, q, k, v, bufs.out, bufs.lse, bufs.dq, bufs.dk, bufs.dv,

@@ -386,7 +386,8 @@ Tensor AttentionTrainableSession::forward() {
 
 Tensor AttentionTrainableSession::parameter(int i) {
   auto lock = lock_open("parameter");
-  if (i < 0 || i > 2) throw_value(method(op(), "parameter").c_str(), "index must be 0 (q), 1 (k) or 2 (v)");
+  if (i < 0 || i > 2)
+    throw_value(method(op(), "parameter").c_str(), "index must be 0 (q), 1 (k) or 2 (v)");
   const Tensor& x = resident(static_cast<std::size_t>(i));
   Tensor host = Tensor::empty(x.shape(), x.dtype(), DeviceKind::cpu);
   sync_if_device();

@@ -151,9 +151,11 @@ __device__ __forceinline__ void tile_dot(const float* __restrict__ A, const floa
   for (int c = 0; c < n4; c += 4) {
     float4 af[TM], bf[TN];
 #pragma unroll
-    for (int i = 0; i < TM; ++i) af[i] = *reinterpret_cast<const float4*>(A + (ty * TM + i) * DS + c);
+    for (int i = 0; i < TM; ++i)
+      af[i] = *reinterpret_cast<const float4*>(A + (ty * TM + i) * DS + c);
 #pragma unroll
-    for (int j = 0; j < TN; ++j) bf[j] = *reinterpret_cast<const float4*>(B + (tx + 16 * j) * DS + c);
+    for (int j = 0; j < TN; ++j)
+      bf[j] = *reinterpret_cast<const float4*>(B + (tx + 16 * j) * DS + c);
 #pragma unroll
     for (int i = 0; i < TM; ++i)
 #pragma unroll
@@ -226,7 +228,8 @@ __device__ __forceinline__ void p_and_ds(const BwdParams& p, i64 mbase, i64 q0, 
 }
 
 // True when some entry of the (q0.., k0..) tile may be invisible (then products skip zeros).
-__device__ __forceinline__ bool tile_needs_mask(const BwdParams& p, i64 q0, int bq, i64 k0, int bk) {
+__device__ __forceinline__ bool tile_needs_mask(const BwdParams& p, i64 q0, int bq, i64 k0,
+                                                int bk) {
   return p.mask_kind != 0 || k0 + bk > p.sk || q0 + bq > p.sq ||
          (p.causal && k0 + bk - 1 > q0 + p.off);
 }
@@ -247,8 +250,8 @@ template <class T>
 __global__ void __launch_bounds__(256) mha_bwd_dot(const DotParams p) {
   const int lane = threadIdx.x & 31;
   const i64 warps = static_cast<i64>(gridDim.x) * (blockDim.x >> 5);
-  for (i64 row = static_cast<i64>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5); row < p.rows;
-       row += warps) {
+  const i64 first = static_cast<i64>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  for (i64 row = first; row < p.rows; row += warps) {
     const i64 bh = row / p.sq;
     const i64 i = row - bh * p.sq;
     const i64 b = bh / p.heads;
