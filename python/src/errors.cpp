@@ -68,7 +68,7 @@ const char* kOtherFunctions[] = {
     "conv_attention_nchw", "conv_attention_nchw_into",
     "attention", "attention_into",
     "matmul2d_resident_session", "attention2d_resident_session",
-    "conv_attention_resident_session"};
+    "conv_attention_resident_session", "attention_resident_session"};
 
 }  // namespace
 

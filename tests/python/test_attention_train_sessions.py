@@ -172,6 +172,8 @@ def test_session_bad_inputs(rng):
         lc.attention_resident_session(q, k, v, mask=np.ones((3, 5), bool), device="cpu")
     with pytest.raises(ValueError, match="scale"):
         lc.attention_resident_session(q, k, v, scale=-1.0, device="cpu")
+    with pytest.raises(TypeError, match=rf"\[{op}\] invalid arguments.*'masks'"):
+        lc.attention_resident_session(q, k, v, masks=None)
     s = lc.attention_resident_session(q, k, v, device="cpu")
     before = s.parameters()
     with pytest.raises(ValueError, match=rf"{op}.train_step.*target is \[1, 2, 4, 3\]"):
