@@ -372,6 +372,9 @@ def test_registry_entry():
     assert [i["name"] if isinstance(i, dict) else i for i in info["inputs"]][:6] == \
         ["dout", "q", "k", "v", "out", "lse"] or "dout" in str(info["inputs"])
     assert "attention_backward" in lc.ops()
+    # CUDA runs float32 / float16 / bfloat16 (attention_mha_bwd.cu), float64 stays on the CPU
+    assert sorted(info["dtypes"]["cuda"]) == ["bfloat16", "float16", "float32"]
+    assert "float64" in info["dtypes"]["cpu"]
 
 
 def test_matches_torch_autograd(rng):
