@@ -85,6 +85,8 @@ SPECIFIC = {
                                  "autotune": "bool"},
     "ExecutionPolicy.__eq__": {"other": "object", "return": "bool"},
     "ResidentSession.__enter__": {"return": "Self"},
+    "Stream.__enter__": {"return": "Self"},
+    "Stream.__eq__": {"other": "object", "return": "bool"},
     "ResidentSession.out_shape": {"return": "tuple[int, ...]"},
     "autotune_lookup": {"return": "dict[str, str] | None"},
     "gemm_recorded_mode": {"return": "str | None"},
@@ -93,11 +95,24 @@ SPECIFIC = {
     "attention_backward": {"dout": ARRAY, "out": ARRAY, "lse": ARRAY,
                            "return": "tuple[NDArray[Any] | Tensor, NDArray[Any] | Tensor, "
                                      "NDArray[Any] | Tensor]"},
+    "_attention_train_step": {"target": ARRAY, "lr": "float",
+                              "return": "tuple[NDArray[Any] | Tensor, float]"},
     "AttentionTrainableSession.forward": {"return": "NDArray[Any]"},
     "AttentionTrainableSession.train_step": {"target": ARRAY, "lr": "float",
                                              "return": "tuple[NDArray[Any], float]"},
     "AttentionTrainableSession.parameters": {
         "return": "tuple[NDArray[Any], NDArray[Any], NDArray[Any]]"},
+    # lc.GraphIR (bind_graph.cpp)
+    "GraphIR.add_tensor": {"shape": "Sequence[int]", "dtype": "DTypeLike",
+                           "value": "_ArrayOrTensor | None"},
+    "GraphIR.set_constant": {"value": ARRAY},
+    "GraphIR.add_node": {"inputs": "Sequence[str | None]", "outputs": "Sequence[str]",
+                         "attributes": "dict[str, bool | int | float | str | None] | None",
+                         "name": "str | None"},
+    "GraphIR.set_outputs": {"names": "Sequence[str]"},
+    "GraphIR.plan": {"fusion": "bool | dict[str, bool]", "precision": "str | None"},
+    "GraphIR.execute": {"inputs": "dict[str, _ArrayOrTensor]",
+                        "return": "dict[str, NDArray[Any] | Tensor]"},
     "attention_backward_into": {"dout": ARRAY, "out": ARRAY, "lse": ARRAY,
                                 "dq": "NDArray[Any] | Tensor", "dk": "NDArray[Any] | Tensor",
                                 "dv": "NDArray[Any] | Tensor",
@@ -107,7 +122,7 @@ SPECIFIC = {
 HEADER = '''
 # Typed by python/gen_stubs.py (nanobind stubgen + the overlay of parameter types).
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, Sequence, TypeVar, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray

@@ -3,7 +3,7 @@
     PYTHONPATH=build/python python3 benchmarks/python/run_all.py --quick
     PYTHONPATH=build/python python3 benchmarks/python/run_all.py --suites kernel,ml --out-dir benchmark_results/h100
 
-Suites: kernel, pipeline, ml, dl, api_overhead, elementwise (default: all). --native also runs the Google
+Suites: kernel, pipeline, ml, dl, api_overhead, elementwise, graph (default: all). --native also runs the Google
 Benchmark binaries of the C++ API that the build produced (JSON under <out-dir>/native/).
 Without a GPU (or torch) everything still runs: CUDA and torch columns say why they are n/a.
 """
@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import api_overhead_bench  # noqa: E402
 import dl_bench  # noqa: E402
 import elementwise_bench  # noqa: E402
+import graph_bench  # noqa: E402
 import kernel_bench  # noqa: E402
 import ml_bench  # noqa: E402
 import pipeline_bench  # noqa: E402
@@ -36,6 +37,7 @@ SUITES = {
     "dl": (dl_bench.build_cases, dl_bench.run_dl),
     "api_overhead": (api_overhead_bench.build_cases, api_overhead_bench.run_api),
     "elementwise": (elementwise_bench.build_cases, elementwise_bench.run_elementwise),
+    "graph": (graph_bench.build_cases, None),
 }
 GBENCH = ["bench_matmul", "bench_attention", "bench_vector_add", "bench_matrix_ops", "bench_cnn_dnn",
           "bench_transformer"]

@@ -14,9 +14,10 @@ namespace lc {
 //       the attention block is larger than the feature map, truncated when smaller; when
 //       oc*oh*ow == seq_len*head_dim it is a plain view, no copy) -- api.qkv_arrange
 //   out = attention2d(q=s, k=s, v=s)                            -> [seq_len, head_dim]
-// Both steps run on one device (placement decides once for the whole composition); the
-// intermediate never leaves that device. On the CPU the conv uses the auto-tuned path
-// (direct vs im2col) when policy.autotune is on.
+// Both steps run on one device (the chain rule of src/runtime/placement.h decides once for the
+// whole composition and gives the steps their policies); the intermediate never leaves that
+// device. The conv step is conv2d_nchw's dispatch (launch_conv2d): on the CPU the auto-tuned
+// path (direct vs im2col) when policy.autotune is on.
 struct ConvAttentionParams {
   std::int64_t seq_len = 0, head_dim = 0;
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;

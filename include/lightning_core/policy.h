@@ -25,10 +25,14 @@ struct ExecutionPolicy {
   Precision precision = Precision::fp32;
   bool fusion = true;
   bool autotune = true;
+  // The GPU to run on ("cuda:1" -> 1); -1: the device of the op's resident inputs, else this
+  // thread's current device (lc.set_device; 0 unless changed). Ignored on the CPU.
+  std::int8_t device_index = -1;
 
   // Throws lc::ValueError naming `op` for combinations that cannot be honoured.
   void validate(const char* op) const;
   std::string to_string() const;  // "device=auto upload=always download=yes sync=per_call ..."
+  std::string device_string() const;  // "auto", "cpu", "cuda", "cuda:1"
   bool operator==(const ExecutionPolicy&) const = default;
 };
 

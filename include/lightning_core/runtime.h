@@ -20,7 +20,15 @@ std::vector<std::pair<std::string, std::string>> build_info();
 // Resolves an explicit request to a device, throwing lc::Unavailable (a ValueError) naming the
 // available devices when it cannot run here. "auto" is resolved by placement, not here.
 DeviceKind require_device(DeviceRequest r, const char* op);
-// Waits for all queued device work (every backend).
+// Throws lc::ValueError when device `index` of `kind` does not exist ("cuda:3" on a machine with
+// two GPUs), naming the devices there are.
+void require_device_index(DeviceKind kind, int index, const char* op);
+// How many devices of `kind` this process can use (0 when the backend is unavailable; 1 for the CPU).
+int device_count(DeviceKind kind);
+// The calling thread's current device of `kind` (what "cuda" without an index means) and its setter.
+int current_device(DeviceKind kind);
+void set_current_device(DeviceKind kind, int index);
+// Waits for all queued device work (every backend, every device and stream this process used).
 void synchronize();
 // Returns the caching allocators' unused blocks to the devices (after a MemoryError, say).
 void empty_cache();

@@ -64,6 +64,9 @@ class ResidentSession {
 
   const char* op() const { return op_; }
   DeviceKind device() const { return device_; }
+  // The GPU the session lives on (0 on the CPU): every call runs there, whatever device is
+  // current in the calling thread.
+  int device_index() const { return device_index_; }
   const std::string& placement_reason() const { return reason_; }
   const ExecutionPolicy& policy() const { return policy_; }
   const std::vector<std::int64_t>& out_shape() const { return out_shape_; }
@@ -137,6 +140,7 @@ class ResidentSession {
   ExecutionPolicy policy_;
   ExecutionPolicy launch_policy_;
   DeviceKind device_ = DeviceKind::cpu;
+  int device_index_ = 0;
   std::string reason_;
   std::vector<std::string> names_;
   std::vector<std::vector<std::int64_t>> shapes_;

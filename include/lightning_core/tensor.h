@@ -24,9 +24,10 @@ class Tensor {
   static Tensor empty(const std::vector<std::int64_t>& shape, DType dtype = DType::f32,
                       DeviceKind device = DeviceKind::cpu);
   // Borrows `data` (element strides). `owner` (may be null) is kept alive as long as the tensor.
+  // `device_index`: which device of `device` holds the data (the GPU number; 0 on the CPU).
   static Tensor wrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
                      DType dtype, DeviceKind device, std::shared_ptr<void> owner = nullptr,
-                     bool writable = true);
+                     bool writable = true, int device_index = 0);
   // The same as `*this = wrap(...)` without an owner, written in place: the bindings convert
   // every numpy argument of every call this way (a temporary Tensor and its move cost ~20 ns).
   void rewrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
@@ -35,6 +36,13 @@ class Tensor {
   bool defined() const { return data_ != nullptr || (ndim_ > 0 && numel() == 0); }
   DType dtype() const { return dtype_; }
   DeviceKind device() const { return device_; }
+  // Which device of that kind: the GPU number ("cuda:1" -> 1); 0 on the CPU. Tensors made by
+  // empty() live on the thread's current device at the time.
+  int device_index() const { return device_index_; }
+  // True when both tensors' memory is on the very same device (kind and index).
+  bool same_device(const Tensor& o) const {
+    return device_ == o.device_ && device_index_ == o.device_index_;
+  }
   int ndim() const { return ndim_; }
   std::int64_t size(int i) const { return shape_[i]; }
   std::int64_t stride(int i) const { return strides_[i]; }
@@ -52,7 +60,9 @@ class Tensor {
   const std::shared_ptr<void>& owner() const { return owner_; }
 
   // A copy on `device` (contiguous). Same device: returns a tensor sharing this memory.
-  Tensor to(DeviceKind device) const;
+  // `index` picks the GPU ("cuda:1"); -1: this tensor's own index when it is already on that
+  // kind of device, else the thread's current device.
+  Tensor to(DeviceKind device, int index = -1) const;
   // A contiguous tensor on the same device (this one if already contiguous).
   Tensor contiguous() const;
   // Deep copy into `dst` (same shape and dtype; any devices; any strides). Within one GPU a
@@ -87,7 +97,7 @@ class Tensor {
   // numpy's may_share_memory rule, by bounds, so it may say yes for interleaved views that
   // share no element. Ops use it to detect an `out` that aliases an input.
   bool may_overlap(const Tensor& other) const {
-    if (device_ != other.device_) return false;
+    if (!same_device(other)) return false;
     std::uintptr_t a0, a1, b0, b1;
     byte_range(a0, a1);
     other.byte_range(b0, b1);
@@ -123,6 +133,7 @@ class Tensor {
   int ndim_ = 0;
   DType dtype_ = DType::f32;
   DeviceKind device_ = DeviceKind::cpu;
+  std::int8_t device_index_ = 0;
   bool writable_ = true;
 };
 

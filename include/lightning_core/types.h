@@ -29,7 +29,16 @@ const char* to_string(Activation a);
 
 // Parses "cpu" | "cuda" | "metal" | "auto". Unknown strings raise lc::ValueError naming the
 // accepted ones. Availability is not checked here (see runtime.h: require_device).
+// A device index ("cuda:1") is rejected here; use parse_device_index where one is allowed.
 DeviceRequest parse_device(const std::string& s, const char* op);
+
+// The largest device index a string may name ("cuda:63").
+constexpr int kMaxDeviceIndex = 63;
+
+// parse_device plus an optional index: "cuda:1" -> cuda, *index = 1; "cuda" -> cuda,
+// *index = -1 (none given: the thread's current device). "cpu:0" is accepted (the CPU is
+// device 0); "auto" takes no index. Whether the device exists is checked where it is used.
+DeviceRequest parse_device_index(const std::string& s, const char* op, int* index);
 
 
 }  // namespace lc

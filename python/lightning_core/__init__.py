@@ -2,7 +2,7 @@
 
 Ops take numpy arrays or lc.Tensor objects (float32; the elementwise ops and embedding also
 float16 / bfloat16, the elementwise ops float64 on the CPU); `device` is "auto" (the runtime decides),
-"cpu", "cuda" or "metal" (macOS only; raises ValueError here). See README.md.
+"cpu", "cuda", "cuda:N" (the N-th GPU) or "metal" (macOS only; raises ValueError here). See README.md.
 """
 
 def _preload_blas():
@@ -40,9 +40,13 @@ __version__: str = build_info()["version"]  # noqa: F405
 from ._tensor import Tensor64, TensorView  # noqa: E402,F401
 
 from_dlpack = Tensor.from_dlpack  # lc.from_dlpack(obj): zero-copy from any DLPack producer
+from .devices import Device, set_device, current_device, device_count  # noqa: E402,F401
 from . import api  # noqa: E402,F401
 from .api import conv_relu_nchw, conv_attention_torchstrong_nchw, attention_train_step  # noqa: E402,F401
 from .trace import *  # noqa: F401,F403,E402
+# lc.GraphIR (native) and the tracer: lc.compile(fn) / lc.graph.trace(fn, *examples) (docs/graph.md).
+from . import graph  # noqa: E402,F401
+from .graph import compile  # noqa: E402,F401,A001
 # policy's set_default_policy / get_default_policy / current_policy replace the native ones.
 from .policy import *  # type: ignore[assignment]  # noqa: F401,F403,E402
 from ._logging import set_log_level  # noqa: E402,F401  (LC_LOG_LEVEL, the "lightning_core" logger)

@@ -40,7 +40,8 @@ PARAMS: dict[str, tuple[str, str]] = {
     "out": ("ndarray or Tensor", "Output buffer: exactly the result's shape and dtype, "
             "C-contiguous and writable. Left untouched when the call raises."),
     "device": ("str or None", 'Where to run: "auto" (the runtime decides by size and '
-               'where the data is), "cpu", "cuda" or "metal". None: the policy\'s device.'),
+               'where the data is), "cpu", "cuda" (the current GPU, or the GPU the inputs are on), '
+               '"cuda:N" or "metal". None: the policy\'s device.'),
     "policy": ("ExecutionPolicy or None", "Policy for this call (None: the innermost "
                "``with lc.policy(...)``, else the process default)."),
     "eps": ("float", "Added to the variance before the square root."),
@@ -150,7 +151,7 @@ DOCS: dict[str, dict[str, Any]] = {
                           "returns": ("list of str", '"cpu", plus "cuda" when a GPU is usable.')},
     "build_info": {"returns": ("dict", "String fields: version, cuda_compiled, cuda_device, "
                                        "cpu_blas, ...")},
-    "memory_info": {"params": {"device": ("str", 'The device, "cuda".')},
+    "memory_info": {"params": {"device": ("str", 'The device, "cuda" (the current GPU) or "cuda:N".')},
                     "returns": ("dict", "free, total, live_bytes, cached_bytes (bytes).")},
     "last_op_report": {"returns": ("dict", "op, device, reason (filled when explain is on).")},
     "get_default_policy": {"returns": ("ExecutionPolicy", "")},
@@ -266,10 +267,23 @@ DOCS: dict[str, dict[str, Any]] = {
                     "raises": [("TypeError", "obj is no DLPack producer or has a dtype lc "
                                              "does not hold."),
                                ("ValueError", "A device lc cannot address.")]},
+    "Stream": {"params": {"device": ("str", 'The device: "cuda" (the current GPU), "cuda:N" '
+                                            'or "cpu" (a token: CPU work is in order).')},
+               "raises": [("ValueError", "A device that does not exist or is unavailable.")]},
+    "Event": {"params": {
+        "enable_timing": ("bool", "Record times, so ``elapsed_time`` can be asked."),
+        "device": ("str", 'The device whose streams it marks: "cuda", "cuda:N" or "cpu".')},
+        "raises": [("ValueError", "A device that does not exist or is unavailable.")]},
+    "current_stream": {"params": {"device": ("str", '"cuda" (the current GPU), "cuda:N" or "cpu".')},
+                       "returns": ("Stream", "The calling thread's current stream there.")},
+    "default_stream": {"params": {"device": ("str", '"cuda" (the current GPU), "cuda:N" or "cpu".')},
+                       "returns": ("Stream", "The device's default stream.")},
+    "set_stream": {"params": {"stream": ("Stream", "The stream to make current (its device "
+                                                   "becomes the current device too).")}},
     "Tensor": {"params": {
         "data": (_ARRAY, "Data to copy (numpy array, lc.Tensor, DLPack producer, nested list "
                          "or scalar)."),
-        "device": ("str", '"cpu" or "cuda".'),
+        "device": ("str", '"cpu", "cuda" (the current GPU) or "cuda:N".'),
         "dtype": ("str, numpy dtype or None", "float32, float64, float16, bfloat16 "
                   "(ml_dtypes.bfloat16), int32 or int64. None: float16 / bfloat16 / int32 / "
                   "int64 data keep their dtype, anything else becomes float32."),
@@ -277,7 +291,7 @@ DOCS: dict[str, dict[str, Any]] = {
         "raises": [("TypeError", "A dtype lc does not hold."),
                    ("ValueError", "An unknown or unavailable device.")]},
     "ExecutionPolicy": {"params": {
-        "device": ("str", '"auto", "cpu" or "cuda".'),
+        "device": ("str", '"auto", "cpu", "cuda" or "cuda:N" (a GPU by number).'),
         "upload": ("str", '"always", "once" or "never": whether host inputs may be copied to '
                           "the GPU."),
         "download": ("bool", "Return results in host memory (numpy in, numpy out); False keeps "
@@ -385,7 +399,7 @@ def apply(namespace: dict[str, Any]) -> None:
                 f"The session ``lc.{factory}(...)`` returns (not constructed directly): a "
                 "ResidentSession with start_into / run_into / run_batch_sync_no_download_into "
                 "for its op's inputs.")
-    for cls_name in ("Tensor", "ExecutionPolicy"):
+    for cls_name in ("Tensor", "ExecutionPolicy", "Stream", "Event"):
         cls = namespace[cls_name]
         init = cls.__dict__["__init__"]
         summary = (cls.__doc__ or "").strip()

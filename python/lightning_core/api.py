@@ -71,25 +71,28 @@ def _rows_by(x, w):
         return None
 
 
-def _host_data(data) -> bool:
-    """True when any of the chain's inputs lives in host memory (numpy or a CPU lc.Tensor)."""
-    for t in data:
-        if t is not None and not (isinstance(t, _lc.Tensor) and t.device != "cpu"):
-            return True
-    return False
-
-
-def _chain_device(blocks, base) -> str:
-    """Where an "auto" chain runs: all of it on the GPU when any block would go there, else all
-    of it on the CPU. Placing block by block would put a light first block (a layernorm on host
-    data) on the CPU and then upload its result for the heavy block: the same bytes as
-    uploading the input, plus a CPU pass and a host round trip. blocks: (op, tensors or shapes)
-    pairs; the data's location counts as the op-level placement does (data on the GPU stays
-    there). The decision itself is one native call (lc._chain_device): pipelines pay it on every
-    call."""
-    on_gpu = False
+def _chain_device(blocks, base, data=(), device=None) -> str:
+    """Where a chain runs: "cpu" or "cuda" (or the request itself when a block's shapes cannot
+    be read: each op then decides and raises its own error). The rule is C++'s, written once
+    (src/runtime/placement.h, choose_chain_device; docs/architecture.md, "Chains"): an explicit
+    request is the first block's op-level decision; under "auto" no GPU or upload="never" with
+    host data keeps the chain on the CPU, else the first block the op rule sends off the CPU
+    decides for the whole chain. blocks: (op, tensors or shapes) pairs; data: every input of the
+    chain (None for absent ones); device: the request (None: base.device). One native call
+    (lc._chain_device): pipelines pay it on every call, except under an explicit "cpu",
+    which the rule honours without reading the blocks (choose_device never second-guesses it)."""
+    if (device if device is not None else base.device) == "cpu":
+        return "cpu"
+    on_gpu = host = False
+    for t in data:  # plain loops: this runs on every pipeline call
+        if t is None:
+            continue
+        if isinstance(t, _lc.Tensor) and t.device != "cpu":
+            on_gpu = True
+        else:
+            host = True
     ops, shapes = [], []
-    for op, ts in blocks:  # plain loops: this runs on every pipeline call
+    for op, ts in blocks:
         ops.append(op)
         s = []
         for t in ts:
@@ -100,9 +103,9 @@ def _chain_device(blocks, base) -> str:
             s.append(t.shape if hasattr(t, "shape") else t)
         shapes.append(s)
     try:
-        return _chain_query(ops, shapes, base, on_gpu, None)
+        return _chain_query(ops, shapes, base, on_gpu, None, host, device)
     except TypeError:  # odd shapes surface from the op itself, with its own message
-        return "auto"
+        return device if device is not None else base.device
 
 
 # (device, upload, download, sync, precision, fusion, autotune) -> (inner, last) policies.
@@ -111,13 +114,14 @@ _chain_policies: dict = {}
 
 
 def _chain_policy(op, device, policy, blocks=None, data=()) -> tuple[Any, Any]:
-    """(policy for intermediate blocks, policy for the last block).
+    """(policy for intermediate blocks, policy for the last block), from the chain rule of
+    src/runtime/placement.h (lc._chain_device for the device, lc._chain_policies for the step
+    policies; the same functions the C++ pipelines use).
 
     Intermediates keep results where they were computed (download=False), so a GPU chain never
-    round-trips through the host; the last block follows the caller's policy. With
-    device="auto" the whole chain gets one device (see _chain_device). The op rules hold for
-    the chain as a whole: under upload="never", "auto" keeps a chain with host data on the CPU
-    (as a single op would), and an explicit "cuda" raises from the first block.
+    round-trips through the host; the last block follows the caller's policy. The whole chain
+    gets one device (see _chain_device); on the CPU nothing moves (upload="always",
+    download=True, fp32).
     """
     if policy is not None and not isinstance(policy, _lc.ExecutionPolicy):
         raise TypeError(f"[{op}] policy must be an lc.ExecutionPolicy (or None for the current "
@@ -126,24 +130,11 @@ def _chain_policy(op, device, policy, blocks=None, data=()) -> tuple[Any, Any]:
         raise TypeError(f"[{op}] device must be a string: \"auto\", \"cpu\", \"cuda\" or "
                         f"\"metal\", got {type(device).__name__}")
     base = policy if policy is not None else _lc.current_policy()
-    dev = device if device is not None else base.device
-    if dev == "auto" and base.upload == "never" and _host_data(data):
-        dev = "cpu"
-    elif dev == "auto" and blocks:
-        dev = _chain_device(blocks, base)
+    dev = _chain_device(blocks or (), base, data, device)
     key = (dev, base.upload, base.download, base.sync, base.precision, base.fusion, base.autotune)
     pair = _chain_policies.get(key)
     if pair is None:
-        # On the CPU nothing moves: "never" (a GPU-only promise) becomes the CPU default.
-        upload = "always" if dev == "cpu" else base.upload
-        common: dict[str, Any] = dict(device=dev, upload=upload, precision=base.precision,
-                                      fusion=base.fusion, autotune=base.autotune)
-        # On the CPU results are in host memory already: download=False (a GPU-only promise)
-        # does not apply, as for a single op placed on the CPU.
-        last = _lc.ExecutionPolicy(download=base.download or dev == "cpu",
-                                   sync=base.sync if dev != "cpu" else "per_call", **common)
-        inner = last if dev == "cpu" else _lc.ExecutionPolicy(download=False, sync="batch", **common)
-        pair = _chain_policies.setdefault(key, (inner, last))
+        pair = _chain_policies.setdefault(key, _lc._chain_policies(base, dev))
     return pair
 
 

@@ -8,7 +8,9 @@
 // return_lse=True returns (out, lse): lse is float32 with q's leading shape ([B, H, Sq]), a
 // numpy array when out is one, else an lc.Tensor where out lives. A numpy boolean mask is
 // passed to the core as int32 (nonzero = attend); it is at most [B, H, Sq, Sk] and usually a
-// [B, Sk] key-padding mask, so the conversion is small.
+// [B, Sk] key-padding mask, so the conversion is small. attention and attention_into come from
+// one definition (def_op, op_binding.h; name and docstring from the OpDef); the backward, with
+// three outputs, is bound by hand.
 #include <nanobind/stl/string.h>
 
 #include "bindings.h"
@@ -17,12 +19,13 @@
 #include "lightning_core/ops.h"
 #include "lightning_core/train.h"
 #include "numpy_api.h"
+#include "op_binding.h"
 #include "ops/registry.h"
 
 namespace lcpy {
 
-// The mask argument (bindings.h): None, an lc.Tensor / array of int32 / int64 / float, or a numpy boolean
-// array (converted to int32 here; `hold` keeps the converted array alive).
+// The mask argument (bindings.h): None, an lc.Tensor / array of int32 / int64 / float, or a
+// numpy boolean array (converted to int32 here; `hold` keeps the converted array alive).
 bool mask_arg(nb::handle obj, const char* op, Arg& out, nb::object& hold) {
   if (obj.is_none()) return false;
   if (PyList_Check(obj.ptr()) || PyTuple_Check(obj.ptr())) {  // nested lists of bools / numbers
@@ -89,14 +92,19 @@ void parse_common(const char* op, nb::handle q_, nb::handle k_, nb::handle v_, n
   c.p = resolve_policy(device, policy, op);
 }
 
-nb::object py_attention(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle causal,
-                        nb::handle mask, nb::handle scale, nb::handle return_lse,
-                        nb::handle device, nb::handle policy) {
-  static constexpr const char* op = "attention";
+// The GIL decision takes the forward's OpDef flops (backward_flops below: the backward's), not
+// a copy of the formula.
+double attention_flops(const lc::OpDef& d, const Common& c) {
+  return d.flops_hint(lc::OpArgs{&c.q.t, &c.k.t, &c.v.t, c.has_mask ? &c.mask.t : nullptr});
+}
+
+// attention(q, k, v, *, causal, mask, scale, return_lse, device, policy): the returning form.
+nb::object attention_returning(const lc::OpDef& d, const Handles<9>& h) {
+  const char* op = d.name;
   Common c;
-  parse_common(op, q_, k_, v_, causal, mask, scale, return_lse, device, policy, c);
+  parse_common(op, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], c);
   const lc::Tensor* m = c.has_mask ? &c.mask.t : nullptr;
-  const double flops = attention_mha_flops(c.q, c.k);
+  const double flops = attention_flops(d, c);
   const bool any_lc = c.q.from_lc || c.k.from_lc || c.v.from_lc || (c.has_mask && c.mask.from_lc);
   if (!any_lc && c.p.download) {
     // Host result: fresh numpy arrays written through the _into path (no extra copy).
@@ -105,7 +113,7 @@ nb::object py_attention(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle 
     nb::object arr = new_numpy(shape, view, op, c.q.t.dtype());
     nb::object larr;
     if (c.return_lse) larr = new_numpy(lse_shape(c.q.t), lview, op, lc::DType::f32);
-    maybe_nogil(flops, [&] {
+    call_maybe_nogil(flops, [&] {
       lc::attention_into(c.q.t, c.k.t, c.v.t, view, c.causal, m, c.scale, c.p,
                          c.return_lse ? &lview : nullptr);
     });
@@ -113,7 +121,7 @@ nb::object py_attention(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle 
     return arr;
   }
   lc::Tensor result, lse;
-  maybe_nogil(flops, [&] {
+  call_maybe_nogil(flops, [&] {
     result = lc::attention(c.q.t, c.k.t, c.v.t, c.causal, m, c.scale, c.p,
                            c.return_lse ? &lse : nullptr);
   });
@@ -122,18 +130,17 @@ nb::object py_attention(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle 
   return out;
 }
 
-nb::object py_attention_into(nb::handle q_, nb::handle k_, nb::handle v_, nb::handle out_obj,
-                             nb::handle causal, nb::handle mask, nb::handle scale,
-                             nb::handle return_lse, nb::handle device, nb::handle policy) {
-  static constexpr const char* op = "attention";
+// attention_into(q, k, v, out, *, ...): the `_into` form; return_lse=True returns (out, lse).
+nb::object attention_into_form(const lc::OpDef& d, const Handles<9>& h, nb::handle out_obj) {
+  const char* op = d.name;
   Common c;
-  parse_common(op, q_, k_, v_, causal, mask, scale, return_lse, device, policy, c);
+  parse_common(op, h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], c);
   Arg out;
   to_out_arg(out_obj, op, out);
   const lc::Tensor* m = c.has_mask ? &c.mask.t : nullptr;
-  const double flops = attention_mha_flops(c.q, c.k);
+  const double flops = attention_flops(d, c);
   if (!c.return_lse) {
-    maybe_nogil(flops, [&] { lc::attention_into(c.q.t, c.k.t, c.v.t, out.t, c.causal, m, c.scale, c.p); });
+    call_maybe_nogil(flops, [&] { lc::attention_into(c.q.t, c.k.t, c.v.t, out.t, c.causal, m, c.scale, c.p); });
     return nb::borrow(out_obj);
   }
   // lse lands where out lives: numpy for a numpy out, an lc.Tensor on out's device otherwise.
@@ -145,11 +152,16 @@ nb::object py_attention_into(nb::handle q_, nb::handle k_, nb::handle v_, nb::ha
   } else {
     lview = lc::Tensor::empty(lse_shape(c.q.t), lc::DType::f32, out.t.device());
   }
-  maybe_nogil(flops, [&] {
+  call_maybe_nogil(flops, [&] {
     lc::attention_into(c.q.t, c.k.t, c.v.t, out.t, c.causal, m, c.scale, c.p, &lview);
   });
   if (out.from_lc) larr = wrap_tensor(std::move(lview));
   return nb::make_tuple(nb::borrow(out_obj), larr);
+}
+
+// Both forms of attention from one definition (def_op below).
+nb::object attention_impl(const lc::OpDef& d, const Handles<9>& h, nb::handle out) {
+  return out.is_valid() ? attention_into_form(d, h, out) : attention_returning(d, h);
 }
 
 // attention_backward(dout, q, k, v, out, lse, *, causal=False, mask=None, scale=None,
@@ -169,6 +181,14 @@ void parse_backward(const char* op, nb::handle dout, nb::handle q, nb::handle k,
   to_arg(lse, op, "lse", a.lse);
 }
 
+// The backward's OpDef flops, its inputs in OpDef order (dout, q, k, v, out, lse, mask).
+double backward_flops(const BwdArgs& a) {
+  const Common& c = a.c;
+  return lc::opdefs::attention_backward.flops_hint(
+      lc::OpArgs{&a.dout.t, &c.q.t, &c.k.t, &c.v.t, &a.out.t, &a.lse.t,
+                 c.has_mask ? &c.mask.t : nullptr});
+}
+
 nb::object py_attention_backward(nb::handle dout, nb::handle q, nb::handle k, nb::handle v,
                                  nb::handle out, nb::handle lse, nb::handle causal,
                                  nb::handle mask, nb::handle scale, nb::handle device,
@@ -178,7 +198,7 @@ nb::object py_attention_backward(nb::handle dout, nb::handle q, nb::handle k, nb
   parse_backward(op, dout, q, k, v, out, lse, causal, mask, scale, device, policy, a);
   Common& c = a.c;
   const lc::Tensor* m = c.has_mask ? &c.mask.t : nullptr;
-  const double flops = 2.5 * attention_mha_flops(c.q, c.k);
+  const double flops = backward_flops(a);
   const bool any_lc = c.q.from_lc || c.k.from_lc || c.v.from_lc || a.dout.from_lc ||
                       a.out.from_lc || a.lse.from_lc || (c.has_mask && c.mask.from_lc);
   if (!any_lc && c.p.download) {
@@ -186,14 +206,14 @@ nb::object py_attention_backward(nb::handle dout, nb::handle q, nb::handle k, nb
     nb::object gq = new_numpy(c.q.t.shape(), vq, op, c.q.t.dtype());
     nb::object gk = new_numpy(c.k.t.shape(), vk, op, c.q.t.dtype());
     nb::object gv = new_numpy(c.v.t.shape(), vv, op, c.q.t.dtype());
-    maybe_nogil(flops, [&] {
+    call_maybe_nogil(flops, [&] {
       lc::attention_backward_into(a.dout.t, c.q.t, c.k.t, c.v.t, a.out.t, a.lse.t, vq, vk, vv,
                                   c.causal, m, c.scale, c.p);
     });
     return nb::make_tuple(gq, gk, gv);
   }
   std::array<lc::Tensor, 3> g;
-  maybe_nogil(flops, [&] {
+  call_maybe_nogil(flops, [&] {
     g = lc::attention_backward(a.dout.t, c.q.t, c.k.t, c.v.t, a.out.t, a.lse.t, c.causal, m,
                                c.scale, c.p);
   });
@@ -215,7 +235,7 @@ nb::object py_attention_backward_into(nb::handle dout, nb::handle q, nb::handle 
   to_out_arg(dv, op, gv);
   Common& c = a.c;
   const lc::Tensor* m = c.has_mask ? &c.mask.t : nullptr;
-  maybe_nogil(2.5 * attention_mha_flops(c.q, c.k), [&] {
+  call_maybe_nogil(backward_flops(a), [&] {
     lc::attention_backward_into(a.dout.t, c.q.t, c.k.t, c.v.t, a.out.t, a.lse.t, gq.t, gk.t,
                                 gv.t, c.causal, m, c.scale, c.p);
   });
@@ -264,23 +284,12 @@ nb::object py_attention_train_step(nb::handle q, nb::handle k, nb::handle v, nb:
 
 void register_attention(nb::module_& m) {
   const nb::none none;
-  m.def("attention", &py_attention, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(),
-        nb::kw_only(), nb::arg("causal").none() = false, nb::arg("mask").none() = none,
-        nb::arg("scale").none() = none, nb::arg("return_lse").none() = false,
-        nb::arg("device").none() = none, nb::arg("policy").none() = none,
-        "Batched multi-head / grouped-query attention: softmax(q k^T * scale + mask) v per "
-        "(batch, head). q [B, H, Sq, D], k [B, Hk, Sk, D], v [B, Hk, Sk, Dv] (Hk divides H; "
-        "[H, S, D] and [S, D] accepted). causal is bottom-right aligned; mask: boolean [B, Sk] "
-        "key padding (True = attend) or an additive mask broadcastable to [B, H, Sq, Sk]. A row "
-        "with no visible key is 0 (lse -inf). return_lse=True returns (out, lse [B, H, Sq] "
-        "float32).");
-  m.def("attention_into", &py_attention_into, nb::arg("q").none(), nb::arg("k").none(),
-        nb::arg("v").none(), nb::arg("out").none(), nb::kw_only(), nb::arg("causal").none() = false,
-        nb::arg("mask").none() = none, nb::arg("scale").none() = none,
-        nb::arg("return_lse").none() = false, nb::arg("device").none() = none,
-        nb::arg("policy").none() = none,
-        "attention() written into `out` (q's shape with Dv last, q's dtype, contiguous); "
-        "return_lse=True returns (out, lse).");
+  // Both forms from one definition (op_binding.h): attention_into takes `out` after v.
+  def_op<&lc::opdefs::attention, 3, &attention_impl>(
+      m, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::kw_only(),
+      nb::arg("causal").none() = false, nb::arg("mask").none() = none,
+      nb::arg("scale").none() = none, nb::arg("return_lse").none() = false,
+      nb::arg("device").none() = none, nb::arg("policy").none() = none);
   m.def("attention_backward", &py_attention_backward, nb::arg("dout").none(),
         nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none(),
         nb::arg("lse").none(), nb::kw_only(), nb::arg("causal").none() = false,

@@ -31,7 +31,9 @@ void init_policy(lc::ExecutionPolicy* self, nb::handle device, nb::handle upload
                  nb::handle autotune) {
   static constexpr const char* op = "ExecutionPolicy";
   lc::ExecutionPolicy p;
-  p.device = lc::parse_device(str_param(device, op, "device"), op);
+  int index = -1;
+  p.device = lc::parse_device_index(str_param(device, op, "device"), op, &index);
+  p.device_index = static_cast<std::int8_t>(index);
   p.upload = lc::parse_upload(str_param(upload, op, "upload"), op);
   p.download = parse_download(download, op);
   p.sync = lc::parse_sync(str_param(sync, op, "sync"), op);
@@ -158,58 +160,63 @@ nb::dict placement_query(const std::string& op, const std::vector<std::vector<st
   return d;
 }
 
-// lc._chain_device(ops, shapes, policy, inputs_on_gpu, gpu_available) -> "cpu" / "cuda" / "auto".
-// Where an "auto" chain of blocks runs (python/lightning_core/api.py _chain_device): the first
-// block the op-level rule would send off the CPU decides for the whole chain. One native call
-// with no reason strings: pipelines ask it on every call, so it must cost well under a
-// microsecond, not one explained lc.placement() query per block. A block whose shapes the cost
-// model cannot read gives "auto" (the ops themselves then raise with their own message).
+// lc._chain_device(ops, shapes, policy, inputs_on_gpu, gpu_available, host_data, device)
+//   -> "cpu" / "cuda" (or the request itself when a block's shapes cannot be read).
+// Where a chain of blocks runs (python/lightning_core/api.py _chain_device): the chain rule of
+// runtime/placement.h (choose_chain_device), with each block's estimate and CUDA support from
+// its op's OpDef. `device` (None: the policy's) is the request. One native call with no reason
+// strings: pipelines ask it on every call, so it must cost well under a microsecond. A block
+// whose shapes the registry cannot read gives the request back ("auto": each op then decides
+// and raises with its own message).
 std::string chain_device(const std::vector<std::string>& ops,
                          const std::vector<std::vector<std::vector<std::int64_t>>>& shapes,
                          const lc::ExecutionPolicy& base, bool inputs_on_gpu,
-                         nb::handle gpu_available) {
+                         nb::handle gpu_available, bool host_data, nb::handle device) {
   if (ops.size() != shapes.size()) lc::throw_value("_chain_device", "one shape list per op");
   lc::ExecutionPolicy p = base;
-  p.device = lc::DeviceRequest::automatic;
-  const bool assumed = !gpu_available.is_none();
-  const bool present = assumed && bool_param(gpu_available, "placement", "gpu_available");
-  if (assumed && !present) return "cpu";
+  constexpr const char* who = "_chain_device";
+  if (!device.is_none()) p.device = lc::parse_device(str_param(device, who, "device"), who);
+  if (ops.empty()) return lc::to_string(p.device);
+  constexpr std::size_t kMaxBlocks = 8;
+  if (ops.size() > kMaxBlocks) lc::throw_value("_chain_device", "at most 8 blocks");
+  lc::ChainBlock blocks[kMaxBlocks];
   for (std::size_t i = 0; i < ops.size(); ++i) {
-    lc::WorkEstimate w;
-    bool gpu_can_run = true;
     try {
       const lc::OpDef& def = lc::get_op(ops[i], "explain_placement");
       const lc::OpArgs args = lc::OpArgs::of_shapes(shapes[i]);
-      w = def.estimate(args);  // estimate_work(ops[i], shapes[i])
-      gpu_can_run = def.supports(lc::DeviceKind::cuda, args);
+      blocks[i] = {def.name, def.estimate(args), def.supports(lc::DeviceKind::cuda, args)};
     } catch (const std::exception&) {
-      return "auto";
+      return lc::to_string(p.device);
     }
-    if (inputs_on_gpu) {
-      w.inputs_on_gpu = true;
-      w.host_bytes_in = 0;
-    }
-    const lc::Placement pl =
-        assumed ? lc::choose_device_with(ops[i].c_str(), w, p, true, gpu_can_run, false,
-                                         lc::cost_model(), {})
-                : lc::choose_device(ops[i].c_str(), w, p, gpu_can_run, false);
-    if (pl.device != lc::DeviceKind::cpu) return lc::to_string(pl.device);
   }
-  return "cpu";
+  bool present = false;
+  const bool assumed = !gpu_available.is_none();
+  if (assumed) present = bool_param(gpu_available, "placement", "gpu_available");
+  const lc::Placement pl = lc::choose_chain_device({blocks, ops.size()}, p, inputs_on_gpu,
+                                                   host_data, assumed ? &present : nullptr);
+  return lc::to_string(pl.device);
+}
+
+// lc._chain_policies(policy, device) -> (inner, last): the step policies of a chain on `device`
+// ("cpu" / "cuda" / "auto"), chain_policies() of runtime/placement.h. api.py caches the pair per
+// (device, policy fields).
+nb::tuple chain_step_policies(const lc::ExecutionPolicy& base, const std::string& device) {
+  const lc::ChainPolicies c = lc::chain_policies(base, lc::parse_device(device, "_chain_policies"));
+  return nb::make_tuple(c.inner, c.last);
 }
 
 }  // namespace
 
 void register_policy(nb::module_& m) {
   nb::class_<lc::ExecutionPolicy>(m, "ExecutionPolicy",
-      "Where an op runs and what it may cost: device (auto/cpu/cuda), upload (always/once/never), "
+      "Where an op runs and what it may cost: device (auto/cpu/cuda/cuda:N), upload (always/once/never), "
       "download (True/False), sync (per_call/batch/none), precision (fp32/tf32/bf16), fusion, "
       "autotune. Invalid combinations raise ValueError.")
       .def("__init__", &init_policy, nb::arg("device").none() = "auto",
            nb::arg("upload").none() = "always", nb::arg("download").none() = true,
            nb::arg("sync").none() = "per_call", nb::arg("precision").none() = "fp32",
            nb::arg("fusion").none() = true, nb::arg("autotune").none() = true)
-      .def_prop_ro("device", [](const lc::ExecutionPolicy& p) { return std::string(lc::to_string(p.device)); })
+      .def_prop_ro("device", [](const lc::ExecutionPolicy& p) { return p.device_string(); })
       .def_prop_ro("upload", [](const lc::ExecutionPolicy& p) { return std::string(lc::to_string(p.upload)); })
       .def_prop_ro("download", [](const lc::ExecutionPolicy& p) { return p.download; })
       .def_prop_ro("sync", [](const lc::ExecutionPolicy& p) { return std::string(lc::to_string(p.sync)); })
@@ -227,7 +234,7 @@ void register_policy(nb::module_& m) {
         // Valid Python: eval(repr(p)) == p with the package imported as lc (its usual name).
         auto q = [](const char* s) { return std::string("'") + s + "'"; };
         auto b = [](bool v) { return std::string(v ? "True" : "False"); };
-        return "lc.ExecutionPolicy(device=" + q(lc::to_string(p.device)) + ", upload=" +
+        return "lc.ExecutionPolicy(device=" + q(p.device_string().c_str()) + ", upload=" +
                q(lc::to_string(p.upload)) + ", download=" + b(p.download) + ", sync=" +
                q(lc::to_string(p.sync)) + ", precision=" + q(lc::to_string(p.precision)) +
                ", fusion=" + b(p.fusion) + ", autotune=" + b(p.autotune) + ")";
@@ -252,7 +259,9 @@ void register_policy(nb::module_& m) {
         nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
         nb::arg("pad_w") = 0);
   m.def("_chain_device", &chain_device, nb::arg("ops"), nb::arg("shapes"), nb::arg("policy"),
-        nb::arg("inputs_on_gpu") = false, nb::arg("gpu_available") = nb::none());
+        nb::arg("inputs_on_gpu") = false, nb::arg("gpu_available") = nb::none(),
+        nb::arg("host_data") = false, nb::arg("device") = nb::none());
+  m.def("_chain_policies", &chain_step_policies, nb::arg("policy"), nb::arg("device"));
   m.def("cost_model", [] { return model_to_dict(lc::cost_model()); },
         "The CPU/GPU cost model placement uses now (defaults, calibration, then env knobs).");
   m.def("set_cost_model", [](const nb::dict& d) { lc::set_cost_model(model_from_dict(d)); },

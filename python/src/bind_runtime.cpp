@@ -27,16 +27,21 @@ void register_runtime(nb::module_& m) {
   m.def("synchronize", [] {
     nb::gil_scoped_release nogil;
     lc::synchronize();
-  }, "Waits for all queued device work.");
+  }, "Waits for all queued device work: every stream of every GPU this process used.");
   m.def("empty_cache", [] {
     nb::gil_scoped_release nogil;
     lc::empty_cache();
   }, "Returns cached, unused device memory to the driver.");
   m.def("memory_info", [](const std::string& device) {
-    const lc::DeviceKind kind = lc::require_device(lc::parse_device(device, "memory_info"), "memory_info");
+    int index = -1;
+    const lc::DeviceKind kind =
+        lc::require_device(lc::parse_device_index(device, "memory_info", &index), "memory_info");
+    if (index >= 0 && kind != lc::DeviceKind::cpu) lc::require_device_index(kind, index, "memory_info");
+    lc::DeviceScope scope(kind, index);
     const lc::MemoryInfo mi = lc::get_backend(kind).memory_info();
     nb::dict d;
     d["device"] = lc::to_string(kind);
+    d["device_index"] = kind == lc::DeviceKind::cpu ? 0 : lc::current_device(kind);
     d["known"] = mi.known;
     d["free_bytes"] = mi.free;
     d["total_bytes"] = mi.total;
@@ -44,7 +49,8 @@ void register_runtime(nb::module_& m) {
     d["cached_bytes"] = mi.cached;
     return d;
   }, nb::arg("device") = "cuda",
-     "Device memory: free/total, bytes in live tensors and in the allocator's cache.");
+     "Device memory of one GPU (\"cuda\" = the current one, or \"cuda:N\"): free/total, bytes "
+     "in live tensors and in its allocator's cache.");
   m.def("_set_explain", &lc::set_explain);
   m.def("last_op_report", [] {
     const lc::OpReport& r = lc::last_op_report();

@@ -17,6 +17,7 @@
 #include "lightning_core/errors.h"
 #include "lightning_core/fused.h"
 #include "lightning_core/session.h"
+#include "op_binding.h"
 
 namespace lcpy {
 
@@ -128,56 +129,32 @@ lc::ConvAttentionParams conv_attn_params(nb::handle seq_len, nb::handle head_dim
   return prm;
 }
 
-nb::object py_conv_attention(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle seq_len,
-                             nb::handle head_dim, nb::handle sh, nb::handle sw, nb::handle ph,
-                             nb::handle pw, nb::handle device, nb::handle activation,
-                             nb::handle causal, nb::handle scale, nb::handle graph,
-                             nb::handle policy) {
-  static constexpr const char* op = "conv_attention_nchw";
+// conv_attention_nchw(x, w, b, seq_len, head_dim, stride_h, stride_w, pad_h, pad_w, device, *,
+// activation, causal, scale, graph, policy): one implementation of both forms (def_op below).
+nb::object conv_attention_impl(const lc::OpDef& d, const Handles<15>& h, nb::handle out) {
+  const char* op = d.name;
   Arg x, w, b;
-  to_arg(x_, op, "x", x);
-  to_arg(w_, op, "weight", w);
-  const bool has_b = to_opt_arg(b_, op, "bias", b);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
+  to_arg(h[0], op, "x", x);
+  to_arg(h[1], op, "weight", w);
+  const bool has_b = to_opt_arg(h[2], op, "bias", b);
+  const lc::ExecutionPolicy p = resolve_policy(h[9], h[14], op);
   lc::ConvAttentionParams prm =
-      conv_attn_params(seq_len, head_dim, sh, sw, ph, pw, activation, causal, scale, op);
-  prm.graph = bool_param(graph, op, "graph");
+      conv_attn_params(h[3], h[4], h[5], h[6], h[7], h[8], h[10], h[11], h[12], op);
+  prm.graph = bool_param(h[13], op, "graph");
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
-  if (!x.from_lc && !w.from_lc && !(has_b && b.from_lc) && p.download) {
-    lc::Tensor view;
-    nb::object arr = new_numpy(lc::conv_attention_nchw_out_shape(x.t, w.t, bias, prm), view, op);
-    nb::gil_scoped_release nogil;
-    lc::conv_attention_nchw_into(x.t, w.t, bias, prm, view, p);
-    return arr;
-  }
-  lc::Tensor r;
-  {
-    nb::gil_scoped_release nogil;
-    r = lc::conv_attention_nchw(x.t, w.t, bias, prm, p);
-  }
-  return wrap_tensor(std::move(r));
-}
-
-nb::object py_conv_attention_into(nb::handle x_, nb::handle w_, nb::handle b_, nb::handle out_,
-                                  nb::handle seq_len, nb::handle head_dim, nb::handle sh,
-                                  nb::handle sw, nb::handle ph, nb::handle pw, nb::handle device,
-                                  nb::handle activation, nb::handle causal, nb::handle scale,
-                                  nb::handle graph, nb::handle policy) {
-  static constexpr const char* op = "conv_attention_nchw";
-  Arg x, w, b, out;
-  to_arg(x_, op, "x", x);
-  to_arg(w_, op, "weight", w);
-  const bool has_b = to_opt_arg(b_, op, "bias", b);
-  to_out_arg(out_, op, out);
-  const lc::ExecutionPolicy p = resolve_policy(device, policy, op);
-  lc::ConvAttentionParams prm =
-      conv_attn_params(seq_len, head_dim, sh, sw, ph, pw, activation, causal, scale, op);
-  prm.graph = bool_param(graph, op, "graph");
-  {
-    nb::gil_scoped_release nogil;
-    lc::conv_attention_nchw_into(x.t, w.t, has_b ? &b.t : nullptr, prm, out.t, p);
-  }
-  return nb::borrow(out_);
+  // The OpDef's flops (conv + attention stage) decide whether the GIL is released.
+  lc::OpArgs args{&x.t, &w.t, bias};
+  args.stride_h = prm.stride_h;
+  args.stride_w = prm.stride_w;
+  args.pad_h = prm.pad_h;
+  args.pad_w = prm.pad_w;
+  args.seq_len = prm.seq_len;
+  args.head_dim = prm.head_dim;
+  return run_op(
+      out, op, {&x, &w, has_b ? &b : nullptr}, p, d.flops_hint(args),
+      [&] { return lc::conv_attention_nchw_out_shape(x.t, w.t, bias, prm); },
+      [&](lc::Tensor& o) { lc::conv_attention_nchw_into(x.t, w.t, bias, prm, o, p); },
+      [&] { return lc::conv_attention_nchw(x.t, w.t, bias, prm, p); });
 }
 
 }  // namespace
@@ -511,20 +488,14 @@ void register_sessions(nb::module_& m) {
         "A resident conv->attention session: weight and bias resident, x per call; methods "
         "take (x, out).");
 
-  m.def("conv_attention_nchw", &py_conv_attention, nb::arg("x").none(), nb::arg("w").none(), nb::arg("b").none(),
-        nb::arg("seq_len").none(), nb::arg("head_dim").none(), nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1,
-        nb::arg("pad_h").none() = 0, nb::arg("pad_w").none() = 0, nb::arg("device") = nb::none(), nb::kw_only(),
-        nb::arg("activation").none() = "relu", nb::arg("causal").none() = false, nb::arg("scale") = nb::none(),
-        nb::arg("graph").none() = false, nb::arg("policy") = nb::none(),
-        "conv2d_nchw(+activation) -> the flattened output read cyclically into [seq_len, "
-        "head_dim] (api.qkv_arrange) -> self-attention (q=k=v), on one device; x must be one "
-        "image. graph=True replays the chain as one cached CUDA graph (CUDA only).");
-  m.def("conv_attention_nchw_into", &py_conv_attention_into, nb::arg("x").none(), nb::arg("w").none(),
-        nb::arg("b").none(), nb::arg("out").none(), nb::arg("seq_len").none(), nb::arg("head_dim").none(),
-        nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1, nb::arg("pad_h").none() = 0,
-        nb::arg("pad_w").none() = 0, nb::arg("device") = nb::none(), nb::kw_only(),
-        nb::arg("activation").none() = "relu", nb::arg("causal").none() = false, nb::arg("scale") = nb::none(),
-        nb::arg("graph").none() = false, nb::arg("policy") = nb::none());
+  // Both forms from one definition (op_binding.h); the `_into` form takes `out` after b.
+  const nb::none none;
+  def_op<&lc::opdefs::conv_attention_nchw, 3, &conv_attention_impl>(
+      m, nb::arg("x").none(), nb::arg("w").none(), nb::arg("b").none(), nb::arg("seq_len").none(),
+      nb::arg("head_dim").none(), nb::arg("stride_h").none() = 1, nb::arg("stride_w").none() = 1,
+      nb::arg("pad_h").none() = 0, nb::arg("pad_w").none() = 0, nb::arg("device") = none,
+      nb::kw_only(), nb::arg("activation").none() = "relu", nb::arg("causal").none() = false,
+      nb::arg("scale") = none, nb::arg("graph").none() = false, nb::arg("policy") = none);
   m.def("_session_live_bytes", &lc::session_live_bytes,
         "Bytes held by all open resident sessions of the process.");
 }

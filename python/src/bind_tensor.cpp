@@ -19,10 +19,26 @@ namespace lcpy {
 
 namespace {
 
-lc::DeviceKind parse_place(const std::string& s, const char* op) {
-  lc::DeviceRequest r = lc::parse_device(s, op);
-  if (r == lc::DeviceRequest::automatic) return lc::cuda_available() ? lc::DeviceKind::cuda : lc::DeviceKind::cpu;
-  return lc::require_device(r, op);
+// A place for data: the device kind and index ("cuda:1"; index -1 = the current device).
+struct Place {
+  lc::DeviceKind kind;
+  int index;
+};
+
+Place parse_place(const std::string& s, const char* op) {
+  int index = -1;
+  lc::DeviceRequest r = lc::parse_device_index(s, op, &index);
+  if (r == lc::DeviceRequest::automatic)
+    return {lc::cuda_available() ? lc::DeviceKind::cuda : lc::DeviceKind::cpu, -1};
+  const lc::DeviceKind kind = lc::require_device(r, op);
+  if (index >= 0 && kind != lc::DeviceKind::cpu) lc::require_device_index(kind, index, op);
+  return {kind, index};
+}
+
+// "cpu", "cuda:0", "cuda:1": where a tensor lives, index included (for messages and repr).
+std::string place_name(const lc::Tensor& t) {
+  if (t.device() == lc::DeviceKind::cpu) return "cpu";
+  return std::string(lc::to_string(t.device())) + ":" + std::to_string(t.device_index());
 }
 
 // Builds a tensor on `device` holding a copy of `data` (any array-like) converted to `dtype`.
@@ -61,7 +77,9 @@ void init_tensor(lc::Tensor* self, nb::handle data, const std::string& device, n
     }
   }
   src_lc = nullptr;
-  const lc::DeviceKind dev = parse_place(device, "Tensor");
+  const Place place = parse_place(device, "Tensor");
+  const lc::DeviceKind dev = place.kind;
+  lc::DeviceScope scope(place.kind, place.index);
   if (nb::try_cast<lc::Tensor*>(data, src_lc) && src_lc) {
     // Always a copy (as for numpy data): to()/contiguous() would alias a same-device source.
     lc::Tensor src = src_lc->dtype() == dt ? *src_lc : src_lc->astype(dt);
@@ -146,6 +164,7 @@ nb::dict cuda_array_interface(nb::handle self_h) {
                               "(torch.from_dlpack(t) / cupy.from_dlpack(t))");
   {
     nb::gil_scoped_release nogil;
+    lc::DeviceScope scope(t.device(), t.device_index());
     lc::get_backend(t.device()).synchronize();
   }
   nb::dict d = interface_dict(t, typestr, true);
@@ -300,6 +319,7 @@ nb::object dlpack_export(nb::handle self_h, nb::kwargs kwargs) {
                                          "consumer (or use .contiguous() / .to() first)");
   if (t.device() != lc::DeviceKind::cpu) {
     nb::gil_scoped_release nogil;
+    lc::DeviceScope scope(t.device(), t.device_index());
     lc::get_backend(t.device()).synchronize();
   }
   std::size_t shape[lc::kMaxDims];
@@ -312,10 +332,10 @@ nb::object dlpack_export(nb::handle self_h, nb::kwargs kwargs) {
   nb::object nd;
   if (t.writable())
     nd = nb::cast(nb::ndarray<>(t.data(), static_cast<std::size_t>(t.ndim()), shape, self_h,
-                                strides, dl_dtype(t.dtype()), dev, 0));
+                                strides, dl_dtype(t.dtype()), dev, t.device_index()));
   else
     nd = nb::cast(nb::ndarray<nb::ro>(t.data(), static_cast<std::size_t>(t.ndim()), shape, self_h,
-                                      strides, dl_dtype(t.dtype()), dev, 0));
+                                      strides, dl_dtype(t.dtype()), dev, t.device_index()));
   // nanobind turns a framework-less ndarray into the "dltensor" capsule itself (the legacy,
   // unversioned form, which every consumer accepts whatever max_version it asks for).
   if (PyCapsule_CheckExact(nd.ptr())) return nd;
@@ -326,7 +346,7 @@ nb::object dlpack_export(nb::handle self_h, nb::kwargs kwargs) {
 }
 
 nb::tuple dlpack_device(const lc::Tensor& t) {
-  return nb::make_tuple(t.device() == lc::DeviceKind::cpu ? kDLCPU : kDLCUDA, 0);
+  return nb::make_tuple(t.device() == lc::DeviceKind::cpu ? kDLCPU : kDLCUDA, t.device_index());
 }
 
 // lc.from_dlpack(obj): an lc.Tensor over the memory of any DLPack producer (numpy, torch,
@@ -343,13 +363,16 @@ lc::Tensor from_dlpack(nb::handle obj) {
                            std::to_string(nd.dtype().bits) + " bits); lc tensors hold float32, "
                            "float64, float16, bfloat16, int32 or int64");
   lc::DeviceKind dev;
+  int index = 0;
   if (nd.device_type() == kDLCPU) {
     dev = lc::DeviceKind::cpu;
-  } else if (nd.device_type() == kDLCUDA && nd.device_id() == 0) {
+  } else if (nd.device_type() == kDLCUDA && nd.device_id() >= 0 &&
+             nd.device_id() <= lc::kMaxDeviceIndex) {
     dev = lc::DeviceKind::cuda;
+    index = static_cast<int>(nd.device_id());
   } else {
     lc::throw_value(op, "memory on device type " + std::to_string(nd.device_type()) + " id " +
-                            std::to_string(nd.device_id()) + " is not supported (cpu and cuda:0)");
+                            std::to_string(nd.device_id()) + " is not supported (cpu and cuda:N)");
   }
   if (nd.ndim() > static_cast<std::size_t>(lc::kMaxDims))
     lc::throw_value(op, "at most " + std::to_string(lc::kMaxDims) + " dimensions are supported");
@@ -364,7 +387,7 @@ lc::Tensor from_dlpack(nb::handle obj) {
     delete static_cast<nb::ndarray<>*>(p);
   });
   return lc::Tensor::wrap(nd.data(), static_cast<int>(nd.ndim()), shape, strides, dt, dev,
-                          std::move(owner), true);
+                          std::move(owner), true, index);
 }
 
 }  // namespace
@@ -386,8 +409,10 @@ void register_tensor(nb::module_& m) {
       .def_static(
           "empty",
           [](const std::vector<std::int64_t>& shape, const std::string& device, nb::handle dtype) {
-            return lc::Tensor::empty(shape, dtype_param(dtype, "Tensor.empty"),
-                                     parse_place(device, "Tensor.empty"));
+            const lc::DType dt = dtype_param(dtype, "Tensor.empty");
+            const Place place = parse_place(device, "Tensor.empty");
+            lc::DeviceScope scope(place.kind, place.index);
+            return lc::Tensor::empty(shape, dt, place.kind);
           },
           nb::arg("shape"), nb::arg("device") = "cpu", nb::arg("dtype").none() = "float32",
           "Uninitialised tensor of `shape` on `device`.")
@@ -398,7 +423,15 @@ void register_tensor(nb::module_& m) {
       .def_prop_ro("size", &lc::Tensor::numel)
       .def_prop_ro("nbytes", &lc::Tensor::nbytes)
       .def_prop_ro("dtype", [](const lc::Tensor& t) { return std::string(lc::to_string(t.dtype())); })
-      .def_prop_ro("device", [](const lc::Tensor& t) { return std::string(lc::to_string(t.device())); })
+      .def_prop_ro("device", [](const lc::Tensor& t) { return std::string(lc::to_string(t.device())); },
+                   "The device type: \"cpu\" or \"cuda\" (device_index says which GPU).")
+      .def_prop_ro("device_index", &lc::Tensor::device_index,
+                   "Which device of that type holds the data: the GPU number (0 on the CPU).")
+      .def("get_device", [](const lc::Tensor& t) {
+             return t.device() == lc::DeviceKind::cpu ? -1 : t.device_index();
+           }, "The GPU number, or -1 for a CPU tensor (torch's Tensor.get_device).")
+      .def_prop_ro("location", &place_name,
+                   "Where the data lives with its index: \"cpu\", \"cuda:0\", \"cuda:1\", ...")
       .def("is_contiguous", &lc::Tensor::is_contiguous)
       .def("numpy", &to_numpy, "A numpy array: a zero-copy view for CPU tensors, a copy otherwise.")
       .def("__array__",
@@ -428,8 +461,10 @@ void register_tensor(nb::module_& m) {
       .def_prop_ro("__array_interface__", &array_interface)
       .def_prop_ro("__cuda_array_interface__", &cuda_array_interface)
       .def("to", [](const lc::Tensor& t, const std::string& device) {
-             return t.to(parse_place(device, "Tensor.to"));
-           }, nb::arg("device"), "A copy on `device` (this tensor if already there).")
+             const Place place = parse_place(device, "Tensor.to");
+             return t.to(place.kind, place.index);
+           }, nb::arg("device"),
+           "A copy on `device` (\"cpu\", \"cuda\", \"cuda:N\"; this tensor if already there).")
       .def("cpu", [](const lc::Tensor& t) { return t.to(lc::DeviceKind::cpu); })
       .def("contiguous", &lc::Tensor::contiguous)
       .def("astype", [](const lc::Tensor& t, nb::handle dtype) {

@@ -9,6 +9,8 @@ namespace lcpy {
 void register_errors(nb::module_& m);
 void register_tensor(nb::module_& m);
 void register_runtime(nb::module_& m);
+// bind_devices.cpp: device index queries, lc.Stream, lc.Event, Tensor.record_stream.
+void register_devices(nb::module_& m);
 void register_policy(nb::module_& m);
 void register_ops(nb::module_& m);
 // bind_attention.cpp: attention / attention_into (batched multi-head, grouped-query).
@@ -20,6 +22,8 @@ struct Arg;
 // int64 / float, or a numpy boolean array (converted to int32; `hold` keeps the conversion).
 bool mask_arg(nb::handle obj, const char* op, Arg& out, nb::object& hold);
 void register_autotune(nb::module_& m);
+// bind_graph.cpp: lc.GraphIR (the Graph IR, include/lightning_core/graph.h).
+void register_graph(nb::module_& m);
 // lc._set_doc: the numpydoc docstrings of python/lightning_core/_docs.py (bind_docs.cpp).
 void register_docs(nb::module_& m);
 // Library messages -> RuntimeWarning / the "lightning_core" logger (bind_logging.cpp).

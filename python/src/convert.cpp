@@ -317,10 +317,13 @@ lc::ExecutionPolicy resolve_policy(nb::handle device, nb::handle policy, const c
   }
   if (!device.is_none()) {
     if (!PyUnicode_Check(device.ptr()))
-      lc::throw_type(op, "device must be a string: \"auto\", \"cpu\", \"cuda\" or \"metal\"");
+      lc::throw_type(op, "device must be a string: \"auto\", \"cpu\", \"cuda\", \"cuda:N\" or \"metal\"");
     Py_ssize_t len = 0;
     const char* s = PyUnicode_AsUTF8AndSize(device.ptr(), &len);
-    p.device = lc::parse_device(std::string(s, static_cast<std::size_t>(len)), op);
+    int index = -1;
+    p.device = lc::parse_device_index(std::string(s, static_cast<std::size_t>(len)), op, &index);
+    // A per-call device replaces the policy's device and its index alike.
+    p.device_index = static_cast<std::int8_t>(index);
   }
   return p;
 }

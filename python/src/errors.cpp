@@ -62,11 +62,9 @@ namespace {
 // themselves): for them nanobind can only fail on arity or keywords, so an overload that takes
 // anything is reached only then (nanobind tries it after the real one) and reports it with the
 // op's name and signature.
-// The op functions def_op registered (op_binding.h: every op of bind_ops.cpp, both forms), and
-// these, bound elsewhere:
+// The op functions def_op registered (op_binding.h: both forms of every op of bind_ops.cpp,
+// conv_attention_nchw and attention), and these sessions, bound elsewhere:
 const char* kOtherFunctions[] = {
-    "conv_attention_nchw", "conv_attention_nchw_into",
-    "attention", "attention_into",
     "matmul2d_resident_session", "attention2d_resident_session",
     "conv_attention_resident_session", "attention_resident_session"};
 

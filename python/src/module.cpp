@@ -12,12 +12,14 @@ NB_MODULE(_lightning_core, m) {
   lcpy::register_errors(m);
   lcpy::register_tensor(m);
   lcpy::register_runtime(m);
+  lcpy::register_devices(m);
   lcpy::register_policy(m);
   lcpy::register_ops(m);
   lcpy::register_attention(m);
   lcpy::register_trace(m);
   lcpy::register_sessions(m);
   lcpy::register_autotune(m);
+  lcpy::register_graph(m);
   lcpy::register_argument_errors(m);
   lcpy::register_docs(m);
   lcpy::register_logging(m);

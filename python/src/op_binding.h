@@ -13,12 +13,14 @@
 #pragma once
 
 #include <array>
+#include <initializer_list>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "bindings.h"
+#include "convert.h"
 #include "ops/registry.h"
 
 namespace lcpy {
@@ -28,6 +30,58 @@ using Handles = std::array<nb::handle, N>;
 
 // Every name def_op registered (both forms), for register_argument_errors.
 std::vector<std::string>& op_function_names();
+
+// ---- the end of every op implementation (X_impl) ----------------------------------------------
+// Shared by every def_op implementation (bind_ops.cpp, bind_sessions.cpp, bind_attention.cpp).
+template <class F>
+void call_maybe_nogil(double flops, F&& f) {
+  if (worth_releasing_gil(flops)) {
+    nb::gil_scoped_release nogil;
+    f();
+  } else {
+    f();
+  }
+}
+
+// The returning form: a fresh numpy array when every input is numpy and the result lands on the
+// host (computed by the `_into` path, no extra copy); an lc.Tensor otherwise. The numpy result
+// has the dtype of the first argument in `args` (list the argument whose dtype the result takes
+// first: the weight of an embedding, not its int ids).
+template <class ShapeFn, class IntoFn, class RetFn>
+nb::object run_returning(const char* op, std::initializer_list<const Arg*> args, const lc::ExecutionPolicy& p,
+                         double flops, ShapeFn&& shape_fn, IntoFn&& into_fn, RetFn&& ret_fn) {
+  bool any_lc = false;
+  for (const Arg* a : args)
+    if (a && a->from_lc) any_lc = true;
+  if (!any_lc && p.download) {
+    lc::Tensor view;
+    const Arg* first = *args.begin();
+    nb::object arr = new_numpy(shape_fn(), view, op, first ? first->t.dtype() : lc::DType::f32);
+    call_maybe_nogil(flops, [&] { into_fn(view); });
+    return arr;
+  }
+  lc::Tensor result;
+  call_maybe_nogil(flops, [&] { result = ret_fn(); });
+  return wrap_tensor(std::move(result));
+}
+
+template <class IntoFn>
+nb::object run_into(nb::handle out_obj, const char* op, double flops, IntoFn&& into_fn) {
+  Arg out;
+  to_out_arg(out_obj, op, out);
+  call_maybe_nogil(flops, [&] { into_fn(out.t); });
+  return nb::borrow(out_obj);
+}
+
+// The end of every op implementation: the `_into` form (a valid `out`) writes the caller's
+// buffer and returns it; the returning form allocates (run_returning).
+template <class ShapeFn, class IntoFn, class RetFn>
+nb::object run_op(nb::handle out, const char* op, std::initializer_list<const Arg*> args,
+                  const lc::ExecutionPolicy& p, double flops, ShapeFn&& shape_fn, IntoFn&& into_fn,
+                  RetFn&& ret_fn) {
+  if (out.is_valid()) return run_into(out, op, flops, into_fn);
+  return run_returning(op, args, p, flops, shape_fn, into_fn, ret_fn);
+}
 
 namespace detail {
 

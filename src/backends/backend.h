@@ -391,7 +391,67 @@ class Backend {
       filled += n;
     }
   }
+  // Waits for the work of this thread's current stream on the current device (what an op
+  // with sync="per_call" waits for).
   virtual void synchronize() = 0;
+  // Waits for the work of every device and stream of this backend the process has used
+  // (lc.synchronize()).
+  virtual void synchronize_all() { synchronize(); }
+
+  // ---- Devices and streams ------------------------------------------------------------------
+  // A backend drives device_count() devices, numbered from 0. Each thread has a current device
+  // (0 until changed) and, per device, a current stream (the device's default stream until
+  // changed); allocations, copies and ops of the thread go to them. The core makes the op's
+  // device current for the op's duration (DeviceScope below), so the kernels and the backend's
+  // helpers just use "the current device". Backends with one device and in-order execution
+  // (the CPU) keep these defaults: one device, streams that are plain tokens.
+  virtual int device_count() { return available() ? 1 : 0; }
+  // Cheap (a thread-local read); never initialises the device.
+  virtual int current_device() const { return 0; }
+  // Throws lc::ValueError naming the devices present when `index` is not one of them.
+  virtual void set_current_device(int index) {
+    if (index != 0)
+      throw_value("set_device", std::string(name()) + ":" + std::to_string(index) +
+                                    " does not exist: the " + name() + " backend has one device, " +
+                                    name() + ":0");
+  }
+  // Streams and events are opaque handles owned by the backend; nullptr names the device's
+  // default stream. stream_create makes a new stream on device `index`.
+  virtual void* stream_create(int /*index*/) { return nullptr; }
+  virtual void stream_destroy(void* /*stream*/) noexcept {}
+  // The calling thread's current stream on the current device (nullptr: the default stream).
+  virtual void* current_stream() { return nullptr; }
+  // The stream's native handle for other libraries (a cudaStream_t as an integer; 0 where the
+  // backend has none), e.g. torch.cuda.ExternalStream(stream.cuda_stream).
+  virtual std::uintptr_t native_stream(void* /*stream*/) { return 0; }
+  // The device a stream belongs to.
+  virtual int stream_device(void* /*stream*/) { return 0; }
+  // Makes `stream` (of the current device; nullptr = default) current for this thread.
+  virtual void set_current_stream(void* /*stream*/) {}
+  virtual void stream_synchronize(void* /*stream*/) {}
+  // True when every piece of work queued on `stream` has finished.
+  virtual bool stream_query(void* /*stream*/) { return true; }
+  // Work queued on `stream` after this call waits until `event` has completed.
+  virtual void stream_wait_event(void* /*stream*/, void* /*event*/) {}
+  // Events mark a point in a stream. timing: elapsed_ms between two events can be asked.
+  virtual void* event_create(bool timing);
+  virtual void event_destroy(void* event) noexcept;
+  virtual void event_record(void* event, void* stream);
+  virtual void event_synchronize(void* /*event*/) {}
+  virtual bool event_query(void* /*event*/) { return true; }
+  // Milliseconds between two recorded timing events (ValueError when either was not recorded).
+  virtual double event_elapsed_ms(void* begin, void* end);
+  // Tells the caching allocator that the block at `ptr` (this backend's alloc()) is also used by
+  // work on `stream`: when freed, it is reused only after that work completes.
+  virtual void record_stream(void* /*ptr*/, void* /*stream*/) {}
+  // Copies `bytes` from device src_index to device dst_index directly (peer to peer) and
+  // returns true, or returns false when this backend cannot (the core then goes through host
+  // memory). Ordered after the work queued on both devices' current streams.
+  virtual bool copy_peer(void* /*dst*/, int /*dst_index*/, const void* /*src*/, int /*src_index*/,
+                         std::size_t /*bytes*/) {
+    return false;
+  }
+
   // Memory statistics and returning cached blocks to the device (no-ops on the CPU).
   virtual MemoryInfo memory_info() { return {}; }
   virtual void empty_cache() {}
@@ -483,5 +543,35 @@ class Backend {
 
 // The registry (src/runtime/backend_registry.cpp). Always returns an object; check available().
 Backend& get_backend(DeviceKind kind);
+
+// RAII: makes device `index` of `kind` the calling thread's current device for the scope and
+// restores the previous one after (nothing to do for the CPU, index < 0 or the device that is
+// current already: the single-GPU path pays one thread-local read).
+class DeviceScope {
+ public:
+  DeviceScope(DeviceKind kind, int index) {
+    if (kind == DeviceKind::cpu || index < 0) return;
+    Backend& be = get_backend(kind);
+    const int cur = be.current_device();
+    if (cur == index) return;
+    be.set_current_device(index);
+    be_ = &be;
+    prev_ = cur;
+  }
+  ~DeviceScope() {
+    if (be_) {
+      try {
+        be_->set_current_device(prev_);
+      } catch (...) {  // the previous device existed a moment ago; nothing sensible to report
+      }
+    }
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  Backend* be_ = nullptr;
+  int prev_ = 0;
+};
 
 }  // namespace lc

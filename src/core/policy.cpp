@@ -55,6 +55,10 @@ Activation parse_activation(const std::string& s, const char* op) {
 }
 
 void ExecutionPolicy::validate(const char* op) const {
+  if (device_index >= 0 && device == DeviceRequest::automatic)
+    throw_value(op, "device=\"auto\" takes no device index; name the device (\"cuda:N\")");
+  if (device_index > 0 && device == DeviceRequest::cpu)
+    throw_value(op, "the CPU is device 0; use device=\"cpu\"");
   if (device == DeviceRequest::cpu && upload == UploadMode::never)
     throw_value(op, "policy upload=\"never\" only makes sense for a GPU placement; with "
                     "device=\"cpu\" leave upload at \"always\"");
@@ -70,10 +74,16 @@ void ExecutionPolicy::validate(const char* op) const {
                     "precision=\"fp32\" or device=\"cuda\")");
 }
 
+std::string ExecutionPolicy::device_string() const {
+  std::string s = lc::to_string(device);
+  if (device_index >= 0 && device != DeviceRequest::automatic) s += ":" + std::to_string(device_index);
+  return s;
+}
+
 std::string ExecutionPolicy::to_string() const {
   std::string s;
   s += "device=";
-  s += lc::to_string(device);
+  s += device_string();
   s += " upload=";
   s += lc::to_string(upload);
   s += download ? " download=yes" : " download=no";

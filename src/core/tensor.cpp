@@ -70,6 +70,8 @@ Tensor Tensor::empty(const std::vector<std::int64_t>& shape, DType dtype, Device
     stride *= shape[i];
   }
   Backend& be = get_backend(device);
+  // On the thread's current device (ops and to() make the wanted one current first).
+  if (device != DeviceKind::cpu) t.device_index_ = static_cast<std::int8_t>(be.current_device());
   const std::size_t bytes = t.nbytes();
   void* p = be.alloc(bytes);
   Backend* bep = &be;
@@ -81,9 +83,14 @@ Tensor Tensor::empty(const std::vector<std::int64_t>& shape, DType dtype, Device
 }
 
 Tensor Tensor::wrap(void* data, int ndim, const std::int64_t* shape, const std::int64_t* strides,
-                    DType dtype, DeviceKind device, std::shared_ptr<void> owner, bool writable) {
+                    DType dtype, DeviceKind device, std::shared_ptr<void> owner, bool writable,
+                    int device_index) {
   Tensor t;
   t.rewrap(data, ndim, shape, strides, dtype, device, writable);
+  if (device_index < 0 || device_index > kMaxDeviceIndex || (device == DeviceKind::cpu && device_index != 0))
+    throw_value("Tensor", "device index " + std::to_string(device_index) + " is not valid for " +
+                              to_string(device));
+  t.device_index_ = static_cast<std::int8_t>(device_index);
   t.owner_ = std::move(owner);
   return t;  // base_ unknown (borrowed): views of it are not bounds-checked against a base.
 }
@@ -100,6 +107,7 @@ void Tensor::rewrap(void* data, int ndim, const std::int64_t* shape, const std::
   ndim_ = ndim;
   dtype_ = dtype;
   device_ = device;
+  device_index_ = 0;
   writable_ = writable;
   for (int i = 0; i < ndim; ++i) {
     shape_[i] = shape[i];
@@ -107,8 +115,9 @@ void Tensor::rewrap(void* data, int ndim, const std::int64_t* shape, const std::
   }
 }
 
-Tensor Tensor::to(DeviceKind device) const {
-  if (device == device_) return *this;
+Tensor Tensor::to(DeviceKind device, int index) const {
+  if (device == device_ && (index < 0 || index == device_index_)) return *this;
+  DeviceScope scope(device, index);
   Tensor dst = Tensor::empty(shape(), dtype_, device);
   copy_to(dst);
   return dst;
@@ -116,6 +125,7 @@ Tensor Tensor::to(DeviceKind device) const {
 
 Tensor Tensor::contiguous() const {
   if (is_contiguous()) return *this;
+  DeviceScope scope(device_, device_index_);
   Tensor dst = Tensor::empty(shape(), dtype_, device_);
   copy_to(dst);
   return dst;
@@ -131,6 +141,19 @@ void Tensor::copy_to(Tensor& dst) const {
   if (!dst.writable_) throw_value("Tensor.copy_to", "destination is read-only");
   const std::size_t bytes = nbytes();
   if (bytes == 0) return;
+  if (device_ == dst.device_ && device_ != DeviceKind::cpu && device_index_ != dst.device_index_) {
+    // Two devices of one backend (cuda:0 -> cuda:1): peer to peer when the backend can and
+    // both sides are contiguous, else through host memory.
+    if (is_contiguous() && dst.is_contiguous() &&
+        get_backend(device_).copy_peer(dst.data_, dst.device_index_, data_, device_index_, bytes))
+      return;
+    Tensor host = to(DeviceKind::cpu);
+    host.copy_to(dst);
+    return;
+  }
+  // From here on at most one device besides the host is involved: make it current.
+  const Tensor& dev_side = device_ != DeviceKind::cpu ? *this : dst;
+  DeviceScope scope(dev_side.device_, dev_side.device_index_);
   if (may_overlap(dst) && !(data_ == dst.data_ && strides() == dst.strides())) {
     // Source and destination share memory (overlapping views of one buffer): read everything
     // first, then write, so no element is overwritten before it is read.
@@ -139,7 +162,7 @@ void Tensor::copy_to(Tensor& dst) const {
     tmp.copy_to(dst);
     return;
   }
-  if (device_ == dst.device_ && data_ == dst.data_ && strides() == dst.strides())
+  if (same_device(dst) && data_ == dst.data_ && strides() == dst.strides())
     return;  // the very same elements
   const std::size_t esz = dtype_size(dtype_);
   if (is_contiguous() && dst.is_contiguous()) {
@@ -260,6 +283,7 @@ Tensor Tensor::view(const std::vector<std::int64_t>& shape, const std::vector<st
 
 Tensor Tensor::astype(DType dtype) const {
   // One strided, converting copy on this tensor's device (a kernel on the GPU).
+  DeviceScope scope(device_, device_index_);
   Tensor dst = Tensor::empty(shape(), dtype, device_);
   if (numel() > 0) get_backend(device_).copy_strided(strided_copy_args(*this, dst));
   return dst;

@@ -289,7 +289,8 @@ const OpDef opdefs::attention{
     "attention", OpFamily::attention,
     "Batched multi-head / grouped-query attention softmax(q k^T * scale + mask) v: q [B, H, Sq, "
     "D], k [B, Hk, Sk, D], v [B, Hk, Sk, Dv] with Hk dividing H; bottom-right causal; boolean "
-    "key-padding or additive mask; fully masked rows give zeros (docs/attention.md).",
+    "key-padding or additive mask; fully masked rows give zeros (docs/attention.md). "
+    "return_lse=True returns (out, lse [B, H, Sq] float32).",
     {{in("q", -1, 2), in("k", -1, 2), in("v", -1, 2), opt("mask")}}, {"out"},
     {{{"causal", AttrType::boolean, "False", "query i sees keys j <= i + Sk - Sq"},
       {"scale", AttrType::real, "None", "None: 1/sqrt(head_dim)"},

@@ -1,4 +1,5 @@
-// conv2d_nchw (+ fused activation): validation, placement and dispatch to Backend::conv2d.
+// conv2d_nchw (+ fused activation): validation, placement and the one conv dispatch
+// (launch_conv2d: the backend's tuned path or its built-in rule), shared with conv -> attention.
 #include "runtime/op_runner.h"
 #include "lightning_core/sizes.h"
 #include "ops/checks.h"
@@ -65,7 +66,7 @@ void run_conv(OpRunner& r, const Tensor& x, const Tensor& w, const Tensor* bias,
   a.w = r.in(w);
   a.bias = r.in_opt(bias);
   a.out = r.out(out);
-  r.launch([&](Backend& be) { be.conv2d(a); });
+  launch_conv2d(r, a);
   r.finish();
 }
 
@@ -79,6 +80,18 @@ OpArgs conv_args(const Tensor& x, const Tensor& w, const Tensor* bias, int sh, i
   a.pad_h = ph;
   a.pad_w = pw;
   return a;
+}
+
+int conv2d_choice(DeviceKind device, const Conv2dArgs& a, bool autotune) {
+  return get_backend(device).tune_conv2d(a, autotune);
+}
+
+void launch_conv2d(OpRunner& r, const Conv2dArgs& a) {
+  const int choice = conv2d_choice(r.device(), a, r.policy().autotune);
+  r.launch([&](Backend& be) {
+    if (choice != 0) be.conv2d_tuned(a, choice);
+    else be.conv2d(a);
+  });
 }
 
 Conv2dArgs conv2d_geometry(const Tensor& x, const Tensor& w, int sh, int sw, int ph, int pw,

@@ -66,9 +66,9 @@ inline WorkEstimate embedding_work(double n, double dim, std::size_t elem_size);
 // registered op's OpDef::estimate, with the shapes of its inputs in OpDef::inputs order
 // (optional trailing inputs may be left out; stride / padding apply to the conv ops). float32
 // storage: host_bytes_in counts every input at 4 bytes. Throws lc::ValueError for unknown ops
-// (listing the registered ones), missing shapes or wrong ranks.
-WorkEstimate estimate_work(const std::string& op, const std::vector<std::vector<std::int64_t>>& shapes,
-                           int stride_h = 1, int stride_w = 1, int pad_h = 0, int pad_w = 0);
+// (listing the registered ones), missing shapes or wrong ranks. Declared in
+// runtime/placement.h (the calibration's probes, one floor down, use it too):
+//   WorkEstimate estimate_work(op, shapes, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0);
 
 // ---- the formulas (inline: the op front-ends call them on every call) ---------------------
 

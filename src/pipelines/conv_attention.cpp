@@ -35,40 +35,34 @@ std::vector<std::int64_t> check_all(const Tensor& x, const Tensor& w, const Tens
   return cs;
 }
 
+// The chain's device (choose_chain_device: the chain rule of runtime/placement.h). The chain is
+// one block here: the op's OpDef estimates the conv and the attention stage at its real size
+// ([seq_len, head_dim] self-attention) together, with the transfers of the whole pipeline, and
+// says what CUDA supports (the attention head-dimension limit).
 DeviceKind place_all(const Tensor& x, const Tensor& w, const Tensor* bias,
                      const ConvAttentionParams& prm, const ExecutionPolicy& p) {
-  // The op's OpDef: the conv, then the attention stage at its real size ([seq_len, head_dim]
-  // self-attention); what CUDA supports (the attention head-dimension limit).
   const OpDef& def = opdefs::conv_attention_nchw;
   OpArgs args = conv_args(x, w, bias, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w);
   args.seq_len = prm.seq_len;
   args.head_dim = prm.head_dim;
-  WorkEstimate est = def.work(args);
-  est.host_bytes_in = 0;
-  est.inputs_on_gpu = false;
+  ChainBlock block{kOp, def.work(args), def.supports(DeviceKind::cuda, args)};
+  bool on_gpu = false, on_host = false;
   for (const Tensor* t : {&x, &w, bias}) {
     if (!t) continue;
-    if (t->device() == DeviceKind::cpu) est.host_bytes_in += static_cast<double>(t->nbytes());
-    else est.inputs_on_gpu = true;
+    if (t->device() == DeviceKind::cpu) {
+      block.work.host_bytes_in += static_cast<double>(t->nbytes());
+      on_host = true;
+    } else {
+      on_gpu = true;
+    }
   }
-  return choose_device(kOp, est, p, def.supports(DeviceKind::cuda, args), explain_enabled()).device;
+  block.work.inputs_on_gpu = on_gpu;
+  return choose_chain_device({&block, 1}, p, on_gpu, on_host, nullptr, explain_enabled()).device;
 }
 
-// The policy of the intermediate steps: explicit device, results left where they are.
-ExecutionPolicy step_policy(const ExecutionPolicy& p, DeviceKind dev) {
-  ExecutionPolicy q = p;
-  if (dev == DeviceKind::cpu) {
-    q.device = DeviceRequest::cpu;
-    q.upload = UploadMode::always;
-    q.download = true;
-    if (q.sync == SyncMode::none) q.sync = SyncMode::per_call;
-    if (q.precision == Precision::bf16) q.precision = Precision::fp32;
-  } else {
-    q.device = DeviceRequest::cuda;
-    q.download = false;
-    q.sync = SyncMode::none;
-  }
-  return q;
+// The policies of the intermediate steps and of the last one (chain_policies: the chain rule).
+ChainPolicies step_policies(const ExecutionPolicy& p, DeviceKind dev) {
+  return chain_policies(p, request_for(dev));
 }
 
 void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
@@ -85,12 +79,7 @@ void run_conv_step(const Tensor& x, const Tensor& w, const Tensor* bias,
   a.w = r.in(w);
   a.bias = r.in_opt(bias);
   a.out = r.out(conv);
-  // The backend's tuned conv path (the CPU's direct vs im2col; 0 = its built-in rule).
-  const int choice = get_backend(r.device()).tune_conv2d(a, pc.autotune);
-  r.launch([&](Backend& be) {
-    if (choice != 0) be.conv2d_tuned(a, choice);
-    else be.conv2d(a);
-  });
+  launch_conv2d(r, a);  // the one conv dispatch, as conv2d_nchw (ops/conv2d.h)
   r.finish();
 }
 
@@ -178,7 +167,9 @@ void run_graph(const Tensor& x, const Tensor& w, const Tensor* bias,
   if (bias) bias->copy_to(e->b);
   ConvAttentionParams eager = prm;
   eager.graph = false;
-  ExecutionPolicy pd = step_policy(p, dev);
+  // The whole chain replays as inner steps (its result lands in the graph's buffer): inputs are
+  // in the graph's device buffers already.
+  ExecutionPolicy pd = step_policies(p, dev).inner;
   pd.upload = UploadMode::never;
   auto chain = [&] {
     conv_attention_nchw_into(e->x, e->w, e->has_b ? &e->b : nullptr, eager, e->out, pd, &e->conv,
@@ -218,7 +209,8 @@ void conv_attention_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bi
     run_graph(x, w, bias, prm, cs, out, p, dev);
     return;
   }
-  const ExecutionPolicy pc = step_policy(p, dev);
+  const ChainPolicies steps = step_policies(p, dev);
+  const ExecutionPolicy& pc = steps.inner;
   Tensor conv;
   if (conv_scratch && conv_scratch->defined() && conv_scratch->device() == dev &&
       conv_scratch->shape() == cs && conv_scratch->is_contiguous()) {
@@ -228,10 +220,7 @@ void conv_attention_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bi
   }
   run_conv_step(x, w, bias, prm, cs, pc, conv);
   const Tensor s = arrange_qkv(conv, prm, qkv_scratch);
-  ExecutionPolicy pa = p;
-  pa.device = dev == DeviceKind::cpu ? DeviceRequest::cpu : DeviceRequest::cuda;
-  if (dev == DeviceKind::cpu) pa = step_policy(p, dev);
-  attention2d_into(s, s, s, out, prm.causal, pa, prm.scale);
+  attention2d_into(s, s, s, out, prm.causal, steps.last, prm.scale);
 }
 
 Tensor conv_attention_nchw(const Tensor& x, const Tensor& w, const Tensor* bias,
@@ -246,10 +235,7 @@ Tensor conv_attention_nchw(const Tensor& x, const Tensor& w, const Tensor* bias,
     stay = x.device() != DeviceKind::cpu && w.device() != DeviceKind::cpu &&
            (!bias || bias->device() != DeviceKind::cpu);
   Tensor out = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, stay ? dev : DeviceKind::cpu);
-  ExecutionPolicy pe = p;
-  pe.device = dev == DeviceKind::cpu ? DeviceRequest::cpu : DeviceRequest::cuda;
-  if (dev == DeviceKind::cpu) pe = step_policy(p, dev);
-  conv_attention_nchw_into(x, w, bias, prm, out, pe);
+  conv_attention_nchw_into(x, w, bias, prm, out, step_policies(p, dev).last);
   return out;
 }
 

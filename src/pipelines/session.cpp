@@ -12,6 +12,7 @@
 #include "lightning_core/errors.h"
 #include "lightning_core/log.h"
 #include "lightning_core/ops.h"
+#include "lightning_core/runtime.h"
 #include "ops/checks.h"
 #include "ops/conv2d.h"
 #include "ops/registry.h"
@@ -55,14 +56,30 @@ ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
   WorkEstimate w;
   w.family = family_of(op_);
   w.flops = flops;
+  int gpu = policy_.device_index;  // the GPU: the policy's, else the resident inputs'
   for (const Tensor* t : inputs) {
-    if (t->device() != DeviceKind::cpu) w.inputs_on_gpu = true;
-    else if (policy_.upload == UploadMode::never) w.host_bytes_in += static_cast<double>(t->nbytes());
+    if (t->device() != DeviceKind::cpu) {
+      w.inputs_on_gpu = true;
+      if (gpu < 0) gpu = t->device_index();
+      if (t->device_index() != gpu)
+        throw_value(op_, "input of shape " + t->shape_str() + " is on cuda:" +
+                             std::to_string(t->device_index()) + " but the session runs on cuda:" +
+                             std::to_string(gpu) + "; put every input on one GPU (.to(\"cuda:" +
+                             std::to_string(gpu) + "\"))");
+    } else if (policy_.upload == UploadMode::never) {
+      w.host_bytes_in += static_cast<double>(t->nbytes());
+    }
   }
   if (w.family == OpFamily::conv2d) w.conv_macs = flops / 2;
   Placement pl = choose_device(op_, w, policy_, gpu_can_run, /*explain=*/true);
   device_ = pl.device;
   reason_ = std::move(pl.reason);
+  if (device_ != DeviceKind::cpu) {
+    if (gpu < 0) gpu = get_backend(device_).current_device();
+    require_device_index(device_, gpu, op_);
+    device_index_ = gpu;
+  }
+  DeviceScope scope(device_, device_index_);
 
   launch_policy_ = policy_;
   if (device_ == DeviceKind::cpu) {
@@ -73,6 +90,7 @@ ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
     if (launch_policy_.precision == Precision::bf16) launch_policy_.precision = Precision::fp32;
   } else {
     launch_policy_.device = DeviceRequest::cuda;
+    launch_policy_.device_index = static_cast<std::int8_t>(device_index_);
     launch_policy_.upload = UploadMode::never;
     launch_policy_.download = false;
     launch_policy_.sync = SyncMode::none;
@@ -179,6 +197,7 @@ void ResidentSession::launch_counted() {
 
 void ResidentSession::start_into(const std::vector<const Tensor*>& in, Tensor& out) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open("start_into");
   check_inputs("start_into", in);
   check_out("start_into", out);
@@ -190,6 +209,7 @@ void ResidentSession::start_into(const std::vector<const Tensor*>& in, Tensor& o
 void ResidentSession::run_into(const std::vector<const Tensor*>& in, Tensor& out,
                                std::uint32_t stale_mask) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open("run_into");
   check_inputs("run_into", in);
   check_out("run_into", out);
@@ -203,6 +223,7 @@ void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Te
                                                       std::uint32_t stale_mask) {
   static constexpr const char* what = "run_batch_sync_no_download_into";
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open(what);
   check_inputs(what, in);
   check_out(what, out);
@@ -264,6 +285,7 @@ void ResidentSession::note_result_written() {
 
 void ResidentSession::sync() {
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open("sync");
   sync_locked();
 }
@@ -275,6 +297,7 @@ void ResidentSession::sync_locked() {
 
 void ResidentSession::download_into(Tensor& out) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  DeviceScope scope(device_, device_index_);
   check_open("download_into");
   check_out("download_into", out);
   download_locked(out);
@@ -305,6 +328,7 @@ void ResidentSession::close() noexcept {
   closed_ = true;
   if (device_ != DeviceKind::cpu) {
     try {
+      DeviceScope scope(device_, device_index_);
       get_backend(device_).synchronize();  // queued launches may still read the buffers
     } catch (const std::exception& e) {
       log::message_noexcept(log::Level::warning, std::string(op_) + ".close: " + e.what());
@@ -374,11 +398,13 @@ AttentionTrainableSession::AttentionTrainableSession(
 
 void AttentionTrainableSession::forward_into(Tensor& out) {
   auto lock = lock_open("forward_into");
+  DeviceScope scope(device(), device_index());  // the session's GPU
   run_resident_locked("forward_into", out);
 }
 
 Tensor AttentionTrainableSession::forward() {
   auto lock = lock_open("forward");
+  DeviceScope scope(device(), device_index());  // the session's GPU
   Tensor out = Tensor::empty(out_shape(), dtype(), DeviceKind::cpu);
   run_resident_locked("forward", out);
   return out;
@@ -386,6 +412,7 @@ Tensor AttentionTrainableSession::forward() {
 
 Tensor AttentionTrainableSession::parameter(int i) {
   auto lock = lock_open("parameter");
+  DeviceScope scope(device(), device_index());  // the session's GPU
   if (i < 0 || i > 2)
     throw_value(method(op(), "parameter").c_str(), "index must be 0 (q), 1 (k) or 2 (v)");
   const Tensor& x = resident(static_cast<std::size_t>(i));
@@ -398,6 +425,7 @@ Tensor AttentionTrainableSession::parameter(int i) {
 AttentionTrainResult AttentionTrainableSession::train_step(const Tensor& target, double lr) {
   const std::string m = method(op(), "train_step");
   auto lock = lock_open("train_step");
+  DeviceScope scope(device(), device_index());  // the session's GPU
   if (!bufs_.out.defined()) {  // first step: resident work tensors (counted, freed by close())
     const std::vector<std::int64_t> qs = input_shapes()[0];
     std::vector<std::int64_t> ls = qs;
@@ -456,6 +484,7 @@ Attention2dSession::Attention2dSession(const Tensor& q, const Tensor& k, const T
                                 use_graph, causal, scale) {
   const std::int64_t sq = q.size(0), sk = k.size(0);
   if (causal && sq != sk) {
+    DeviceScope scope(device(), device_index());
     // attention2d's causal is top-left aligned (key j visible to query i when j <= i); the
     // batched op's is bottom-right, so train_step gets the top-left rule as a keep mask.
     Tensor keep = Tensor::empty({1, 1, sq, sk}, DType::i32, DeviceKind::cpu);  // 2-D: key padding
@@ -493,6 +522,7 @@ AttentionSession::AttentionSession(const Tensor& q, const Tensor& k, const Tenso
                                 opdefs::attention.work(OpArgs{&q, &k, &v}).flops,
                                 attention_gpu_ok(q, k, v), use_graph, causal, scale) {
   if (mask) {
+    DeviceScope scope(device(), device_index());
     mask_ = make_owned_copy(*mask);
     has_mask_ = true;
   }

@@ -82,8 +82,8 @@ struct DevBuf {
   float* f() const { return static_cast<float*>(p); }
 };
 
-// One probe: an op of a family at one size, with its buffers, and its flops counted exactly as
-// estimate_work() counts them.
+// One probe: an op of a family at one size (calibration_probe: its registry arguments and
+// flops), with its buffers and its call on the backend.
 struct Probe {
   double flops = 0;
   std::vector<std::unique_ptr<DevBuf>> bufs;
@@ -113,34 +113,84 @@ constexpr Sizes kGpuSizes{{64, 1024},
                           {{16, 256}, {4096, 1024}},
                           {4096, 1 << 22}};
 
-std::unique_ptr<Probe> make_probe(Backend& be, OpFamily fam, const Sizes& sz, int which) {
-  auto p = std::make_unique<Probe>();
+}  // namespace
+
+// The op that stands for each family, at one of the two sizes, as registry arguments: its flops
+// are the OpDef's (estimate_work), the formulas the ops themselves are placed by.
+CalibrationProbe calibration_probe(OpFamily fam, bool gpu, int which) {
+  const Sizes& sz = gpu ? kGpuSizes : kCpuSizes;
+  CalibrationProbe p;
+  p.family = fam;
   switch (fam) {
     case OpFamily::matmul: {
       const std::int64_t n = sz.mm[which];
+      p.op = "matmul2d";
+      p.shapes = {{n, n}, {n, n}};
+      break;
+    }
+    case OpFamily::attention: {
+      const std::int64_t seq = sz.att[which][0], d = sz.att[which][1];
+      p.op = "attention2d";
+      p.shapes = {{seq, d}, {seq, d}, {seq, d}};
+      break;
+    }
+    case OpFamily::conv2d: {  // 3x3, padding 1: the output keeps h x w
+      const std::int64_t c = sz.conv[which][0], oc = sz.conv[which][1], hw = sz.conv[which][2];
+      p.op = "conv2d_nchw";
+      p.shapes = {{1, c, hw, hw}, {oc, c, 3, 3}};
+      p.pad = 1;
+      break;
+    }
+    case OpFamily::norm: {
+      p.op = "layernorm";
+      p.shapes = {{sz.norm[which][0], sz.norm[which][1]}};
+      break;
+    }
+    case OpFamily::elementwise:
+    case OpFamily::count: {
+      const std::int64_t n = sz.ew[which];
+      p.family = OpFamily::elementwise;
+      p.op = "vector_add";
+      p.shapes = {{n}, {n}};
+      break;
+    }
+  }
+  p.flops = estimate_work(p.op, p.shapes, 1, 1, p.pad, p.pad).flops;
+  return p;
+}
+
+namespace {
+
+// The probe's buffers and its call on `be`, from its registry arguments.
+std::unique_ptr<Probe> make_probe(Backend& be, OpFamily fam, bool gpu, int which) {
+  const CalibrationProbe cp = calibration_probe(fam, gpu, which);
+  const auto& s = cp.shapes;
+  auto p = std::make_unique<Probe>();
+  p->flops = cp.flops;
+  switch (cp.family) {
+    case OpFamily::matmul: {
+      const std::int64_t n = s[0][0];
       MatmulArgs m;
       m.a = p->buf(be, n * n);
       m.b = p->buf(be, n * n);
       m.out = p->buf(be, n * n);
       m.m = m.k = m.n = n;
-      p->flops = 2.0 * n * n * n;
       p->run = [&be, m] { be.matmul(m); };
       break;
     }
     case OpFamily::attention: {
-      const std::int64_t s = sz.att[which][0], d = sz.att[which][1];
+      const std::int64_t seq = s[0][0], d = s[0][1];
       AttentionArgs a;
-      a.q = a.k = a.v = p->buf(be, s * d);
-      a.out = p->buf(be, s * d);
-      a.sq = a.sk = s;
+      a.q = a.k = a.v = p->buf(be, seq * d);
+      a.out = p->buf(be, seq * d);
+      a.sq = a.sk = seq;
       a.d = a.dv = d;
       a.scale = 1.0f / std::sqrt(static_cast<float>(d));
-      p->flops = 2.0 * s * s * (d + d);
       p->run = [&be, a] { be.attention(a); };
       break;
     }
     case OpFamily::conv2d: {
-      const std::int64_t c = sz.conv[which][0], oc = sz.conv[which][1], hw = sz.conv[which][2];
+      const std::int64_t c = s[0][1], hw = s[0][2], oc = s[1][0];
       Conv2dArgs a;
       a.x = p->buf(be, c * hw * hw);
       a.w = p->buf(be, oc * c * 9);
@@ -150,33 +200,30 @@ std::unique_ptr<Probe> make_probe(Backend& be, OpFamily fam, const Sizes& sz, in
       a.oc = oc;
       a.h = a.w_in = hw;
       a.kh = a.kw = 3;
-      a.pad_h = a.pad_w = 1;
+      a.pad_h = a.pad_w = cp.pad;
       a.oh = a.ow = hw;
-      p->flops = 2.0 * oc * c * 9 * hw * hw;
       p->run = [&be, a] { be.conv2d(a); };
       break;
     }
     case OpFamily::norm: {
-      const std::int64_t rows = sz.norm[which][0], cols = sz.norm[which][1];
+      const std::int64_t rows = s[0][0], cols = s[0][1];
       LayerNormArgs a;
       a.x = p->buf(be, rows * cols);
       a.out = p->buf(be, rows * cols);
       a.rows = rows;
       a.cols = cols;
-      p->flops = 8.0 * rows * cols;
       p->run = [&be, a] { be.layernorm(a); };
       break;
     }
     case OpFamily::elementwise:
     case OpFamily::count: {
-      const std::int64_t n = sz.ew[which];
+      const std::int64_t n = s[0][0];
       ElementwiseArgs e;
       e.kind = EwKind::add;
       e.a = p->buf(be, n);
       e.b = p->buf(be, n);
       e.out = p->buf(be, n);
       e.n = n;
-      p->flops = static_cast<double>(n);
       p->run = [&be, e] { be.elementwise(e); };
       break;
     }
@@ -191,12 +238,12 @@ struct Point {
 
 // Fits t = a + flops / r for every family on `be` (`device`: synchronise after each run).
 // Writes the rates and intercepts, and the raw points.
-void fit_families(Backend& be, bool device, const Sizes& sz, double gflops[], double a_us[],
+void fit_families(Backend& be, bool device, double gflops[], double a_us[],
                   Point points[][2]) {
   for (int i = 0; i < CostModel::kFamilies; ++i) {
     const auto fam = static_cast<OpFamily>(i);
-    auto small = make_probe(be, fam, sz, 0);
-    auto medium = make_probe(be, fam, sz, 1);
+    auto small = make_probe(be, fam, device, 0);
+    auto medium = make_probe(be, fam, device, 1);
     auto timed = [&](Probe& p) {
       return [&be, &p, device] {
         p.run();
@@ -416,7 +463,7 @@ CostModel calibrate(bool force) {
       m.cpu_overhead_us = median_us([&] { cpu.elementwise(e); }, 21);
     }
     double a_us[CostModel::kFamilies];
-    fit_families(cpu, false, kCpuSizes, m.cpu_gflops, a_us, cpu_pts);
+    fit_families(cpu, false, m.cpu_gflops, a_us, cpu_pts);
     for (int i = 0; i < CostModel::kFamilies; ++i)
       m.cpu_family_overhead_us[i] = std::max(0.0, a_us[i] - m.cpu_overhead_us);
     if (have_gpu) {
@@ -433,7 +480,7 @@ CostModel calibrate(bool force) {
         }
         m.gpu_launch_us = median_us([&] { gpu.elementwise(e); gpu.synchronize(); }, 21);
       }
-      fit_families(gpu, true, kGpuSizes, m.gpu_gflops, a_us, gpu_pts);
+      fit_families(gpu, true, m.gpu_gflops, a_us, gpu_pts);
       for (int i = 0; i < CostModel::kFamilies; ++i)
         m.gpu_family_overhead_us[i] = std::max(0.0, a_us[i] - m.gpu_launch_us);
       const auto mid = static_cast<std::size_t>(m.small_copy_bytes);

@@ -21,18 +21,51 @@ OpRunner::OpRunner(const char* op, const ExecutionPolicy& p) : op_(op), policy_(
   policy_.validate(op);
 }
 
-OpRunner::~OpRunner() = default;
+OpRunner::~OpRunner() {
+  if (scoped_backend_) {
+    try {
+      scoped_backend_->set_current_device(prev_device_);
+    } catch (...) {  // the device was current a moment ago; nothing sensible to report
+    }
+  }
+}
+
+namespace {
+std::string place_str(DeviceKind k, int index) {
+  return std::string(to_string(k)) + (k == DeviceKind::cpu ? "" : ":" + std::to_string(index));
+}
+}  // namespace
+
+void OpRunner::mismatch(const Tensor& t, int want, const char* why) const {
+  throw_value(op_, "an input of shape " + t.shape_str() + " is on " +
+                       place_str(t.device(), t.device_index()) + " but " + why + " " +
+                       place_str(t.device(), want) + "; move it with .to(\"" +
+                       place_str(t.device(), want) + "\") (every GPU input of an op must be on "
+                       "one device)");
+}
 
 void OpRunner::place(WorkEstimate w, std::initializer_list<const Tensor*> inputs, bool gpu_can_run) {
   double host_in = 0;
   bool on_gpu = false;
+  // The GPU the op runs on if it runs on one: the policy's index, else the resident inputs'.
+  int want = policy_.device_index;
+  const Tensor* first_gpu = nullptr;
   for (const Tensor* t : inputs) {
     if (!t) continue;
     if (n_inputs_ < static_cast<int>(inputs_.size())) inputs_[n_inputs_++] = t;
-    if (t->device() == DeviceKind::cpu)
+    if (t->device() == DeviceKind::cpu) {
       host_in += static_cast<double>(t->nbytes());
-    else
+    } else {
       on_gpu = true;
+      if (first_gpu && t->device_index() != first_gpu->device_index())
+        mismatch(*t, first_gpu->device_index(), "another input is on");
+      if (!first_gpu) first_gpu = t;
+    }
+  }
+  if (first_gpu) {
+    if (want >= 0 && first_gpu->device_index() != want)
+      mismatch(*first_gpu, want, "the policy (device=) asks for");
+    want = first_gpu->device_index();
   }
   w.host_bytes_in = host_in;
   w.inputs_on_gpu = on_gpu;
@@ -43,6 +76,19 @@ void OpRunner::place(WorkEstimate w, std::initializer_list<const Tensor*> inputs
   device_ = pl.device;
   fallback_ = pl.fallback;
   backend_ = &get_backend(device_);
+  if (device_ != DeviceKind::cpu) {
+    // Make the op's GPU current for the op (allocations, copies and kernels go there). The
+    // single-GPU path: want is 0 or -1 and device 0 is current, one thread-local read.
+    const int cur = backend_->current_device();
+    if (want < 0) want = cur;
+    if (want != cur) {
+      require_device_index(device_, want, op_);
+      backend_->set_current_device(want);
+      scoped_backend_ = backend_;
+      prev_device_ = cur;
+    }
+    index_ = want;
+  }
   t_report.op = op_;
   t_report.device = device_;
   t_report.path = fallback_ ? "fallback" : "direct";
@@ -53,7 +99,7 @@ void OpRunner::place(WorkEstimate w, std::initializer_list<const Tensor*> inputs
 }
 
 const void* OpRunner::in_raw(const Tensor& t) {
-  if (t.device() == device_ && t.is_contiguous()) return t.data();
+  if (here(t) && t.is_contiguous()) return t.data();
   if (t.device() == DeviceKind::cpu && device_ != DeviceKind::cpu &&
       policy_.upload == UploadMode::never)
     throw_value(op_, "policy upload=\"never\" but an input of shape " + t.shape_str() +
@@ -76,7 +122,9 @@ void* OpRunner::out_raw(Tensor& out) {
   // reads what it already overwrote: the result is as if out were a fresh array.
   bool aliased = false;
   for (int i = 0; i < n_inputs_ && !aliased; ++i) aliased = inputs_[i]->may_overlap(out);
-  if (!aliased && out.device() == device_ && out.is_contiguous()) return out.data();
+  if (device_ != DeviceKind::cpu && out.device() == device_ && out.device_index() != index_)
+    mismatch(out, index_, "the op runs on");
+  if (!aliased && here(out) && out.is_contiguous()) return out.data();
   pending_out_ = &out;
   pending_scratch_ = Tensor::empty(out.shape(), out.dtype(), device_);
   return pending_scratch_.data();

@@ -40,6 +40,8 @@ class OpRunner {
   // host_bytes_in / inputs_on_gpu are filled from them.
   void place(WorkEstimate w, std::initializer_list<const Tensor*> inputs, bool gpu_can_run = true);
   DeviceKind device() const { return device_; }
+  // The GPU number the op runs on (0 on the CPU); place() made it the thread's current device.
+  int device_index() const { return index_; }
   Backend& backend() const { return *backend_; }
   const ExecutionPolicy& policy() const { return policy_; }
 
@@ -81,6 +83,11 @@ class OpRunner {
 
  private:
   [[noreturn]] void rethrow_with_context(const Error& e) const;
+  [[noreturn]] void mismatch(const Tensor& t, int want, const char* why) const;
+  // `t` is in the op's memory: the chosen device and, for a GPU, the chosen index.
+  bool here(const Tensor& t) const {
+    return t.device() == device_ && (device_ == DeviceKind::cpu || t.device_index() == index_);
+  }
   void record_op(std::int64_t t0, std::int64_t m0, std::int64_t m1);
   void record_transfer(TraceKind kind, std::int64_t t0, std::uint64_t bytes);
   std::string shapes_string() const;
@@ -88,7 +95,10 @@ class OpRunner {
   const char* op_;
   ExecutionPolicy policy_;
   DeviceKind device_ = DeviceKind::cpu;
+  int index_ = 0;
   Backend* backend_ = nullptr;
+  Backend* scoped_backend_ = nullptr;  // set when place() changed the current device
+  int prev_device_ = 0;                // ... and what to restore
   bool fallback_ = false;
   std::vector<Tensor> scratch_;          // staged inputs and scratch outputs
   // Inputs, for messages and the trace (fixed capacity: no allocation on the hot path).

@@ -301,4 +301,70 @@ Placement choose_device(const char* op, const WorkEstimate& w, const ExecutionPo
 }
 
 
+// ---- chains (placement.h: the rule, written once) ---------------------------------------------
+
+Placement choose_chain_device(std::span<const ChainBlock> blocks, const ExecutionPolicy& p,
+                              bool inputs_on_gpu, bool host_data, const bool* gpu_present,
+                              bool explain) {
+  if (blocks.empty()) throw_value("chain", "a chain needs at least one block");
+  // One block as a single op would be placed, with the chain's data location.
+  auto place = [&](const ChainBlock& b) {
+    WorkEstimate w = b.work;
+    if (inputs_on_gpu) {
+      w.inputs_on_gpu = true;
+      w.host_bytes_in = 0;
+    }
+    if (!gpu_present) return choose_device(b.op, w, p, b.gpu_can_run, explain);
+    const std::string absent = "assumed absent (gpu_available=False)";
+    return choose_device_with(b.op, w, p, *gpu_present, b.gpu_can_run, explain, cost_model(),
+                              *gpu_present ? std::string() : absent);
+  };
+  if (p.device != DeviceRequest::automatic) return place(blocks[0]);
+  Placement pl;
+  if (gpu_present && !*gpu_present) {
+    if (explain) pl.reason = "auto: no GPU (assumed), so the whole chain runs on the CPU";
+    return pl;
+  }
+  if (p.upload == UploadMode::never && host_data) {
+    if (explain)
+      pl.reason = "auto: policy upload=\"never\" and some of the chain's inputs are in host "
+                  "memory, so the whole chain runs where the data is (cpu)";
+    return pl;
+  }
+  for (const ChainBlock& b : blocks) {
+    pl = place(b);
+    if (pl.device != DeviceKind::cpu) return pl;
+  }
+  return pl;
+}
+
+DeviceRequest request_for(DeviceKind d) {
+  switch (d) {
+    case DeviceKind::cpu: return DeviceRequest::cpu;
+    case DeviceKind::cuda: return DeviceRequest::cuda;
+    case DeviceKind::metal: return DeviceRequest::metal;
+  }
+  return DeviceRequest::automatic;
+}
+
+ChainPolicies chain_policies(const ExecutionPolicy& base, DeviceRequest device) {
+  ChainPolicies c;
+  c.last = base;
+  c.last.device = device;
+  if (device == DeviceRequest::cpu) {
+    // Nothing moves on the CPU: "never" and download=False (GPU-only promises) do not apply,
+    // the CPU computes fp32.
+    c.last.upload = UploadMode::always;
+    c.last.download = true;
+    c.last.sync = SyncMode::per_call;
+    if (c.last.precision == Precision::bf16) c.last.precision = Precision::fp32;
+    c.inner = c.last;
+    return c;
+  }
+  c.inner = c.last;
+  c.inner.download = false;
+  c.inner.sync = SyncMode::none;
+  return c;
+}
+
 }  // namespace lc

@@ -19,6 +19,7 @@
 // fake one.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -162,6 +163,27 @@ CostModel calibrate(bool force);
 // process (cache hit: no measurement) unless disabled or the model is fixed. Never throws.
 void ensure_calibrated();
 
+// The calibration's probes: per family and side (gpu), two sizes (which = 0 small, 1 medium) of
+// the op that stands for the family (matmul2d, attention2d, conv2d_nchw 3x3 with padding 1,
+// layernorm, vector_add), as registry arguments. `flops` is the op's OpDef estimate
+// (estimate_work below), so the fitted rates are in the units placement divides by.
+struct CalibrationProbe {
+  OpFamily family = OpFamily::elementwise;
+  const char* op = nullptr;                       // the registered op it measures
+  std::vector<std::vector<std::int64_t>> shapes;  // its inputs, in OpDef::inputs order
+  int pad = 0;                                    // conv padding (both sides)
+  double flops = 0;
+};
+CalibrationProbe calibration_probe(OpFamily family, bool gpu, int which);
+
+// Work estimates by op name and shapes: the op registry's OpDef::estimate (src/ops/work.cpp,
+// documented in src/ops/work.h: explain_placement, lc.placement, the pipelines' chain
+// decision). Declared on this floor so the calibration probes above use the op's own formula;
+// defined above it, by the registry (same library).
+WorkEstimate estimate_work(const std::string& op,
+                           const std::vector<std::vector<std::int64_t>>& shapes, int stride_h = 1,
+                           int stride_w = 1, int pad_h = 0, int pad_w = 0);
+
 struct Placement {
   DeviceKind device = DeviceKind::cpu;
   bool fallback = false;     // a requested device could not run this op; ran elsewhere
@@ -180,6 +202,50 @@ Placement choose_device_with(const char* op, const WorkEstimate& w, const Execut
                              bool gpu_present, bool gpu_can_run, bool explain, const CostModel& m,
                              const std::string& no_gpu_reason = "no CUDA device");
 
-// Work estimates by op name and shapes: estimate_work() in src/ops/work.h (one formula per op).
+// ---- chains of ops: one device, and the policies of their steps ------------------------------
+// A chain runs several ops back to back with its intermediates kept where they were computed:
+// lc.ffn (linear -> linear), lc.layernorm_linear (layernorm -> linear), lc.conv_attention_nchw
+// (conv -> arrange -> attention) and its sessions. The rule, written once here and used by the
+// C++ pipelines (src/pipelines/conv_attention.cpp) and, through lc._chain_device /
+// lc._chain_policies, by the Python ones (python/lightning_core/api.py):
+//
+// Device (choose_chain_device): the whole chain runs on one device.
+//   - An explicit request ("cpu" / "cuda") is the first block's op-level decision
+//     (choose_device: honoured; ValueError/Unavailable when the device is missing; the CPU when
+//     the first block cannot run on the GPU at these sizes).
+//   - "auto": no usable GPU -> CPU; upload="never" with any input in host memory -> CPU (as a
+//     single op would); otherwise the first block the op-level rule would send off the CPU
+//     decides for the whole chain, else the CPU. Data already on the GPU counts for every block
+//     (it stays there; no uploads are counted). Placing block by block instead would put a
+//     light first block (a layernorm of host data) on the CPU and then upload its result for
+//     the heavy block: the same bytes as uploading the input, plus a CPU pass and a round trip.
+// Step policies (chain_policies), from the caller's policy and the chain's device:
+//   - CPU: every step runs with device="cpu", upload="always", download=True,
+//     sync="per_call", precision fp32 when bf16 was asked (a GPU-only precision); nothing moves.
+//   - GPU: the last step follows the caller's policy with the device made explicit; the inner
+//     steps keep their results on the device (download=False) and never synchronise
+//     (sync="none": the last step's sync covers them).
+struct ChainBlock {
+  const char* op = nullptr;  // the block's op (errors and explanations name it)
+  WorkEstimate work;         // its estimate (the op's OpDef), host_bytes_in its own inputs
+  bool gpu_can_run = true;   // the CUDA backend supports it at these sizes (OpDef::supports)
+};
+// `blocks` non-empty, in chain order. `inputs_on_gpu`: some input of the chain lives on the GPU;
+// `host_data`: some input lives in host memory. `gpu_present`: nullptr asks the real CUDA
+// backend (and calibrates at the first "auto" use, like choose_device); else the assumed answer
+// (tests, lc._chain_device(gpu_available=...)), with the model in force and nothing probed.
+Placement choose_chain_device(std::span<const ChainBlock> blocks, const ExecutionPolicy& p,
+                              bool inputs_on_gpu, bool host_data, const bool* gpu_present = nullptr,
+                              bool explain = false);
+
+struct ChainPolicies {
+  ExecutionPolicy inner;  // every step but the last
+  ExecutionPolicy last;   // the last step (the chain's result)
+};
+// `device`: the chain's device (cpu / cuda) or DeviceRequest::automatic when no decision could
+// be made (the Python pipelines when a block's shapes were unreadable: each op then decides
+// and raises its own error).
+ChainPolicies chain_policies(const ExecutionPolicy& base, DeviceRequest device);
+DeviceRequest request_for(DeviceKind d);  // the explicit request that runs on `d`
 
 }  // namespace lc

@@ -72,8 +72,42 @@ void empty_cache() {
 void synchronize() {
   for (DeviceKind d : {DeviceKind::cuda, DeviceKind::metal}) {
     Backend& be = get_backend(d);
-    if (be.available()) be.synchronize();
+    if (be.available()) be.synchronize_all();
   }
+}
+
+int device_count(DeviceKind kind) {
+  if (kind == DeviceKind::cpu) return 1;
+  Backend& be = get_backend(kind);
+  return be.available() ? be.device_count() : 0;
+}
+
+void require_device_index(DeviceKind kind, int index, const char* op) {
+  const int n = device_count(kind);
+  if (index >= 0 && index < n) return;
+  const std::string k = to_string(kind);
+  std::string have;
+  for (int i = 0; i < n && i < 8; ++i) have += (i ? ", " : "") + k + ":" + std::to_string(i);
+  if (n > 8) have += ", ...";
+  throw_value(op, "device " + k + ":" + std::to_string(index) + " does not exist: this process sees " +
+                      std::to_string(n) + " " + k + " device" + (n == 1 ? "" : "s") +
+                      (n ? " (" + have + ")" : std::string()) +
+                      "; pick one of those (CUDA_VISIBLE_DEVICES decides which GPUs are visible)");
+}
+
+int current_device(DeviceKind kind) {
+  if (kind == DeviceKind::cpu) return 0;
+  return get_backend(kind).current_device();
+}
+
+void set_current_device(DeviceKind kind, int index) {
+  if (kind == DeviceKind::cpu) {
+    if (index != 0) throw_value("set_device", "the CPU is device 0");
+    return;
+  }
+  require_device(kind == DeviceKind::cuda ? DeviceRequest::cuda : DeviceRequest::metal, "set_device");
+  require_device_index(kind, index, "set_device");
+  get_backend(kind).set_current_device(index);
 }
 
 }  // namespace lc

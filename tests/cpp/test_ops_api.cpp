@@ -469,6 +469,32 @@ TEST(Policy, Validate) {
   expect_error<lc::ValueError>([] { lc::parse_activation("tanh", "p"); }, "p", "relu");
   expect_error<lc::ValueError>([] { lc::parse_device("foo", "p"); }, "p", "cpu");
   EXPECT_EQ(lc::parse_device("cpu", "p"), lc::DeviceRequest::cpu);
+  expect_error<lc::ValueError>([] { lc::parse_device("cuda:1", "p"); }, "p", "index");
+}
+
+TEST(Policy, DeviceIndexParsing) {
+  int i = 7;
+  EXPECT_EQ(lc::parse_device_index("cuda:1", "p", &i), lc::DeviceRequest::cuda);
+  EXPECT_EQ(i, 1);
+  EXPECT_EQ(lc::parse_device_index("cuda", "p", &i), lc::DeviceRequest::cuda);
+  EXPECT_EQ(i, -1);
+  EXPECT_EQ(lc::parse_device_index("cuda:63", "p", &i), lc::DeviceRequest::cuda);
+  EXPECT_EQ(i, 63);
+  EXPECT_EQ(lc::parse_device_index("cpu:0", "p", &i), lc::DeviceRequest::cpu);
+  EXPECT_EQ(i, 0);
+  for (const char* bad : {"cuda:", "cuda:x", "cuda:64", "cuda:100", "auto:0", "cpu:1", "cuda:-1", "foo:0"})
+    expect_error<lc::ValueError>([&] { lc::parse_device_index(bad, "p", &i); }, "p", "");
+  lc::ExecutionPolicy p;
+  p.device = lc::DeviceRequest::cuda;
+  p.device_index = 1;
+  EXPECT_EQ(p.device_string(), "cuda:1");
+  EXPECT_NE(p.to_string().find("device=cuda:1"), std::string::npos);
+  lc::ExecutionPolicy q = p;
+  q.device_index = 0;
+  EXPECT_FALSE(p == q);
+  lc::ExecutionPolicy a;
+  a.device_index = 0;  // "auto" with an index: refused
+  expect_error<lc::ValueError>([&] { a.validate("op"); }, "op", "auto");
 }
 
 TEST(Policy, InvalidPolicyFailsTheOpBeforeWriting) {

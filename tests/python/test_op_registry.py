@@ -58,13 +58,16 @@ SIGNATURES_BEFORE = [
     'embedding_into(ids: object | None, weight: object | None, out: object | None, device: object | None = None, *, policy: object | None = None) -> object',
     "conv_attention_nchw(x: object | None, w: object | None, b: object | None, seq_len: object | None, head_dim: object | None, stride_h: object | None = 1, stride_w: object | None = 1, pad_h: object | None = 0, pad_w: object | None = 0, device: object | None = None, *, activation: object | None = 'relu', causal: object | None = False, scale: object | None = None, graph: object | None = False, policy: object | None = None) -> object",
     "conv_attention_nchw_into(x: object | None, w: object | None, b: object | None, out: object | None, seq_len: object | None, head_dim: object | None, stride_h: object | None = 1, stride_w: object | None = 1, pad_h: object | None = 0, pad_w: object | None = 0, device: object | None = None, *, activation: object | None = 'relu', causal: object | None = False, scale: object | None = None, graph: object | None = False, policy: object | None = None) -> object",
+    # Bound by hand until conv_attention_nchw and attention moved to def_op too (commit dcf560c).
+    'attention(q: object | None, k: object | None, v: object | None, *, causal: object | None = False, mask: object | None = None, scale: object | None = None, return_lse: object | None = False, device: object | None = None, policy: object | None = None) -> object',
+    'attention_into(q: object | None, k: object | None, v: object | None, out: object | None, *, causal: object | None = False, mask: object | None = None, scale: object | None = None, return_lse: object | None = False, device: object | None = None, policy: object | None = None) -> object',
 ]
 
 # Every op function that had an `_into` twin before the registry.
 HAD_INTO = [
     "matmul2d", "matmul", "linear", "attention2d", "conv2d_nchw", "layernorm", "softmax",
     "vector_add", "vector_sub", "vector_mul", "matrix_sub", "vector_scale", "relu", "gelu",
-    "add", "sub", "mul", "div", "embedding", "conv_attention_nchw",
+    "add", "sub", "mul", "div", "embedding", "conv_attention_nchw", "attention",
 ]
 
 FAMILIES = {"matmul", "attention", "conv2d", "norm", "elementwise"}

@@ -538,9 +538,9 @@ def test_gpu_auto_large_goes_to_gpu_and_resident_stays():
 def test_auto_chain_follows_its_heaviest_block(h100_like, monkeypatch):
     calls = []
 
-    def fake_gpu(ops, shapes, policy, on_gpu, _gpu_available):
+    def fake_gpu(ops, shapes, policy, on_gpu, _gpu_available, host=False, device=None):
         calls.extend(ops)
-        return lc._lightning_core._chain_device(ops, shapes, policy, on_gpu, True)
+        return lc._lightning_core._chain_device(ops, shapes, policy, on_gpu, True, host, device)
 
     monkeypatch.setattr(lc.api, "_chain_query", fake_gpu)
     base = lc.current_policy()

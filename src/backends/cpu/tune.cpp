@@ -32,10 +32,92 @@ double time_us(const std::function<void()>& f, int reps) {
   }
   return best;
 }
+
+// In-process memo of the tuners' choices (cpu_gemm, conv2d_nchw.cpu_path), in front of the
+// cache: a hit costs one uncontended mutex and a hash lookup. Dropped whenever the cache's
+// generation moves (store, clear, reload, another cache file), so it never outlives what it
+// mirrors.
+struct GemmMemoKey {
+  std::int64_t m, k, n;
+  bool trans_b;
+  bool operator==(const GemmMemoKey&) const = default;
+};
+struct GemmMemoHash {
+  std::size_t operator()(const GemmMemoKey& x) const {
+    std::uint64_t h = static_cast<std::uint64_t>(x.m) * 0x9E3779B97F4A7C15ull;
+    h ^= static_cast<std::uint64_t>(x.k) + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
+    h ^= static_cast<std::uint64_t>(x.n) + 0x94D049BB133111EBull + (h << 6) + (h >> 2);
+    return static_cast<std::size_t>(h ^ static_cast<std::uint64_t>(x.trans_b));
+  }
+};
+// One memo per (key, choice) type: the GEMM path by GEMM shape, the conv path by conv geometry.
+template <class Key, class Path, class Hash>
+struct ChoiceMemo {
+  std::mutex mu;
+  std::uint64_t generation = ~std::uint64_t{0};
+  std::unordered_map<Key, Path, Hash> map;
+};
+template <class Key, class Path, class Hash>
+ChoiceMemo<Key, Path, Hash>& choice_memo() {
+  // Never destroyed: usable during static destruction.
+  static auto* m = new ChoiceMemo<Key, Path, Hash>();
+  return *m;
+}
+constexpr std::size_t kGemmMemoMax = 4096;  // distinct shapes kept; beyond that it restarts
+
+template <class Key, class Path, class Hash>
+bool memo_get(const Key& key, Path& out) {
+  auto& memo = choice_memo<Key, Path, Hash>();
+  const std::uint64_t gen = autotune::generation();
+  std::lock_guard<std::mutex> g(memo.mu);
+  if (memo.generation != gen) {
+    memo.map.clear();
+    memo.generation = gen;
+    return false;
+  }
+  auto it = memo.map.find(key);
+  if (it == memo.map.end()) return false;
+  out = it->second;
+  return true;
+}
+
+template <class Key, class Path, class Hash>
+void memo_put(const Key& key, Path path) {
+  auto& memo = choice_memo<Key, Path, Hash>();
+  const std::uint64_t gen = autotune::generation();
+  std::lock_guard<std::mutex> g(memo.mu);
+  if (memo.generation != gen || memo.map.size() >= kGemmMemoMax) {
+    memo.map.clear();
+    memo.generation = gen;
+  }
+  memo.map[key] = path;
+}
+
+// The conv geometry a conv2d_nchw.cpu_path entry is keyed by.
+struct ConvMemoKey {
+  std::int64_t n, c, h, w, oc, kh, kw;
+  int sh, sw, ph, pw;
+  bool operator==(const ConvMemoKey&) const = default;
+};
+struct ConvMemoHash {
+  std::size_t operator()(const ConvMemoKey& x) const {
+    std::uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (std::int64_t v : {x.n, x.c, x.h, x.w, x.oc, x.kh, x.kw, std::int64_t{x.sh},
+                           std::int64_t{x.sw}, std::int64_t{x.ph}, std::int64_t{x.pw}})
+      h ^= static_cast<std::uint64_t>(v) + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
+    return static_cast<std::size_t>(h);
+  }
+};
 }  // namespace
 
 ConvPath tuned_conv_path(const Conv2dArgs& a, bool tune) {
   if (!tune || !autotune::enabled()) return ConvPath::automatic;
+  // Every conv2d_nchw call asks (Backend::tune_conv2d): a repeated shape is answered from the
+  // in-process memo, without building the cache key.
+  const ConvMemoKey key{a.n, a.c, a.h, a.w_in, a.oc, a.kh, a.kw,
+                        a.stride_h, a.stride_w, a.pad_h, a.pad_w};
+  ConvPath memo_path;
+  if (memo_get<ConvMemoKey, ConvPath, ConvMemoHash>(key, memo_path)) return memo_path;
   using std::to_string;
   const std::string shapes = "x=[" + to_string(a.n) + "," + to_string(a.c) + "," + to_string(a.h) +
                              "," + to_string(a.w_in) + "] w=[" + to_string(a.oc) + "," +
@@ -44,8 +126,11 @@ ConvPath tuned_conv_path(const Conv2dArgs& a, bool tune) {
                              " p=" + to_string(a.pad_h) + "," + to_string(a.pad_w);
   if (auto f = autotune::lookup("conv2d_nchw.cpu_path", shapes, "float32", DeviceKind::cpu)) {
     const std::string& ch = (*f)["choice"];
-    if (ch == "direct") return ConvPath::direct;
-    if (ch == "im2col") return ConvPath::im2col;
+    if (ch == "direct" || ch == "im2col") {
+      const ConvPath path = ch == "direct" ? ConvPath::direct : ConvPath::im2col;
+      memo_put<ConvMemoKey, ConvPath, ConvMemoHash>(key, path);
+      return path;
+    }
   }
   autotune::note_measurement();
   // One warm-up each (page faults, thread-pool start), then the best of two.
@@ -60,7 +145,9 @@ ConvPath tuned_conv_path(const Conv2dArgs& a, bool tune) {
         {{"choice", choice},
          {"direct_us", std::to_string(t_direct)},
          {"im2col_us", std::to_string(t_gemm)}});
-  return t_direct <= t_gemm ? ConvPath::direct : ConvPath::im2col;
+  const ConvPath path = t_direct <= t_gemm ? ConvPath::direct : ConvPath::im2col;
+  memo_put<ConvMemoKey, ConvPath, ConvMemoHash>(key, path);
+  return path;
 }
 
 
@@ -76,59 +163,6 @@ const char* gemm_path_name(GemmPath p) {
   }
 }
 
-// In-process memo of the cpu_gemm choices, in front of the cache: a hit costs one uncontended
-// mutex and a hash lookup. Dropped whenever the cache's generation moves (store, clear,
-// reload, another cache file), so it never outlives what it mirrors.
-struct GemmMemoKey {
-  std::int64_t m, k, n;
-  bool trans_b;
-  bool operator==(const GemmMemoKey&) const = default;
-};
-struct GemmMemoHash {
-  std::size_t operator()(const GemmMemoKey& x) const {
-    std::uint64_t h = static_cast<std::uint64_t>(x.m) * 0x9E3779B97F4A7C15ull;
-    h ^= static_cast<std::uint64_t>(x.k) + 0x7F4A7C159E3779B9ull + (h << 6) + (h >> 2);
-    h ^= static_cast<std::uint64_t>(x.n) + 0x94D049BB133111EBull + (h << 6) + (h >> 2);
-    return static_cast<std::size_t>(h ^ static_cast<std::uint64_t>(x.trans_b));
-  }
-};
-struct GemmMemo {
-  std::mutex mu;
-  std::uint64_t generation = ~std::uint64_t{0};
-  std::unordered_map<GemmMemoKey, GemmPath, GemmMemoHash> map;
-};
-GemmMemo& gemm_memo() {
-  static GemmMemo* m = new GemmMemo();  // never destroyed: usable during static destruction
-  return *m;
-}
-constexpr std::size_t kGemmMemoMax = 4096;  // distinct shapes kept; beyond that it restarts
-
-bool memo_get(const GemmMemoKey& key, GemmPath& out) {
-  GemmMemo& memo = gemm_memo();
-  const std::uint64_t gen = autotune::generation();
-  std::lock_guard<std::mutex> g(memo.mu);
-  if (memo.generation != gen) {
-    memo.map.clear();
-    memo.generation = gen;
-    return false;
-  }
-  auto it = memo.map.find(key);
-  if (it == memo.map.end()) return false;
-  out = it->second;
-  return true;
-}
-
-void memo_put(const GemmMemoKey& key, GemmPath path) {
-  GemmMemo& memo = gemm_memo();
-  const std::uint64_t gen = autotune::generation();
-  std::lock_guard<std::mutex> g(memo.mu);
-  if (memo.generation != gen || memo.map.size() >= kGemmMemoMax) {
-    memo.map.clear();
-    memo.generation = gen;
-  }
-  memo.map[key] = path;
-}
-
 }  // namespace
 
 GemmPath tuned_gemm_path(const MatmulArgs& a, bool tune) {
@@ -137,7 +171,7 @@ GemmPath tuned_gemm_path(const MatmulArgs& a, bool tune) {
     return GemmPath::automatic;
   const GemmMemoKey key{a.m, a.k, a.n, a.trans_b};
   GemmPath path;
-  if (memo_get(key, path)) return path;
+  if (memo_get<GemmMemoKey, GemmPath, GemmMemoHash>(key, path)) return path;
 
   using std::to_string;
   const int threads = num_threads();
@@ -148,7 +182,7 @@ GemmPath tuned_gemm_path(const MatmulArgs& a, bool tune) {
     const std::string& ch = (*f)["choice"];
     if (ch == "blas" || ch == "pooled") {
       path = ch == "blas" ? GemmPath::blas : GemmPath::pooled;
-      memo_put(key, path);
+      memo_put<GemmMemoKey, GemmPath, GemmMemoHash>(key, path);
       return path;
     }
   }
@@ -214,7 +248,7 @@ GemmPath tuned_gemm_path(const MatmulArgs& a, bool tune) {
          {"pooled_grid", to_string(grid.grid_m) + "x" + to_string(grid.grid_n) + " tiles of " +
                              to_string(grid.tile_m) + "x" + to_string(grid.tile_n)},
          {"default", gemm_path_name(def)}});
-  memo_put(key, path);
+  memo_put<GemmMemoKey, GemmPath, GemmMemoHash>(key, path);
   return path;
 }
 

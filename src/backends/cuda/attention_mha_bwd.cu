@@ -32,13 +32,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <mutex>
 #include <type_traits>
 
 #include "backends/cuda/allocator.h"
 #include "backends/cuda/check.h"
+#include "backends/cuda/context.h"
 #include "backends/cuda/half_io.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
@@ -500,12 +501,16 @@ bool aligned4(const void* p) {
 
 bool strides4(const i64* st) { return st[0] % 4 == 0 && st[1] % 4 == 0 && st[2] % 4 == 0; }
 
+// The dynamic shared memory opt-in is a per-device attribute of the kernel: set once per device
+// (`done`: one bit per device index; devices past 63 set it on every call, which is harmless).
 template <class K>
-void set_smem_once(K kernel, std::size_t bytes, std::once_flag& once) {
-  std::call_once(once, [&] {
-    LC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(bytes)));
-  });
+void set_smem_once(K kernel, std::size_t bytes, std::atomic<std::uint64_t>& done) {
+  const int dev = ctx().info.device;
+  const std::uint64_t bit = dev >= 0 && dev < 64 ? std::uint64_t{1} << dev : 0;
+  if (bit && (done.load(std::memory_order_acquire) & bit)) return;
+  LC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(bytes)));
+  done.fetch_or(bit, std::memory_order_acq_rel);
 }
 
 // The dK / dV kernel with its tile shape.
@@ -514,8 +519,8 @@ template <class T, int BQ, int BK, int DMAX>
 void run_dkdv(BwdParams p, i64 pairs, cudaStream_t s) {
   using C = BwdCfg<BQ, BK, DMAX>;
   auto kernel = mha_bwd_dkdv<T, BQ, BK, DMAX>;
-  static std::once_flag once;
-  set_smem_once(kernel, C::kSmemBytes, once);
+  static std::atomic<std::uint64_t> done{0};
+  set_smem_once(kernel, C::kSmemBytes, done);
   p.ntiles = static_cast<int>((p.sk + BK - 1) / BK);
   p.blocks = static_cast<i64>(p.ntiles) * pairs;
   const i64 grid = std::min<i64>(p.blocks, 2147483647);
@@ -528,8 +533,8 @@ template <class T, int BQ, int BK, int DMAX>
 void run_dq(BwdParams p, i64 pairs, cudaStream_t s) {
   using C = BwdCfg<BQ, BK, DMAX>;
   auto kernel = mha_bwd_dq<T, BQ, BK, DMAX>;
-  static std::once_flag once;
-  set_smem_once(kernel, C::kSmemBytes, once);
+  static std::atomic<std::uint64_t> done{0};
+  set_smem_once(kernel, C::kSmemBytes, done);
   p.ntiles = static_cast<int>((p.sq + BQ - 1) / BQ);
   p.blocks = static_cast<i64>(p.ntiles) * pairs;
   const i64 grid = std::min<i64>(p.blocks, 2147483647);

@@ -27,11 +27,17 @@
 namespace lc::cuda {
 namespace {
 
-// An instantiated graph and the allocator blocks it holds.
+// An instantiated graph of one device and the allocator blocks (of that device) it holds.
 struct Instance {
+  int device = 0;
   cudaGraphExec_t exec = nullptr;
   std::vector<void*> held;
 };
+
+// Waits for every stream of the backend on `device` (replays may run on any of them).
+void sync_device_streams(int device) {
+  for (StreamState* s : streams_of(device)) LC_CUDA_CHECK(cudaStreamSynchronize(s->stream));
+}
 
 // Idle graphs wait here for an owner with the same key. Bounded: the oldest idle graph is
 // freed past kMaxIdle (a process cycling through many shapes does not pile graphs up).
@@ -51,9 +57,10 @@ Pool& pool() {
 // Waits for the stream (replays in flight), then frees the graph and its held blocks.
 void destroy(Instance& in) {
   if (!in.exec && in.held.empty()) return;
-  if (cudaStreamSynchronize(ctx().stream) != cudaSuccess) (void)cudaGetLastError();
+  DeviceGuard guard(in.device);
+  sync_device_streams(in.device);
   if (in.exec) (void)cudaGraphExecDestroy(in.exec);
-  CachingAllocator::instance().release_held(in.held);
+  CachingAllocator::for_device(in.device).release_held(in.held);
   in.exec = nullptr;
   in.held.clear();
 }
@@ -98,6 +105,7 @@ class CudaGraph final : public CapturedGraph {
   void replay(WorkRef work, const GraphBinding& binding) override {
     ++stats_.replays;
     // The fast path: the recorded buffers are still the ones in use (a pointer comparison).
+    DeviceGuard guard(in_.device);  // the graph's device (a no-op on one GPU)
     if (!recorded_ || binding != bound_) record(work, binding);
     Context& c = ctx();
     EnqueueScope enq;
@@ -111,7 +119,8 @@ class CudaGraph final : public CapturedGraph {
     if (in_.exec || !in_.held.empty()) {
       // The previous recording may still be running: its held blocks go back to the allocator
       // (where this capture may pick them up again) only once the stream is idle.
-      LC_CUDA_CHECK(cudaStreamSynchronize(c.stream));
+      (void)c;
+      sync_device_streams(in_.device);
       CachingAllocator::instance().release_held(in_.held);
       in_.held.clear();
     }
@@ -176,11 +185,12 @@ std::unique_ptr<CapturedGraph> capture_graph(const CaptureKey& key) {
   (void)ctx();  // throws lc::Unavailable without a device
   Pool& p = pool();
   Instance in;
+  in.device = current_device();  // graphs belong to the device current at check-out
   {
     std::lock_guard<std::mutex> lock(p.mu);
     // Newest first: the most recently used graph of this key is the likeliest to be warm.
     for (auto it = p.idle.rbegin(); it != p.idle.rend(); ++it) {
-      if (it->first == key) {
+      if (it->first == key && it->second.device == in.device) {
         in = std::move(it->second);
         p.idle.erase(std::next(it).base());
         p.reused.fetch_add(1, std::memory_order_relaxed);

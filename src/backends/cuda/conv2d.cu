@@ -145,9 +145,10 @@ struct Cudnn {
   cudnnHandle_t h = nullptr;
   std::map<ConvKey, ConvPlan> plans;
 };
+// One per device: a cuDNN handle belongs to the device current when it was created.
 Cudnn& cudnn() {
-  static Cudnn* c = new Cudnn();  // leaked: never destroyed after the driver unloads
-  return *c;
+  static Cudnn* c = new Cudnn[kMaxDevices];  // leaked: never destroyed after the driver unloads
+  return c[current_device()];
 }
 
 // Caller holds cudnn().mu. The first call loads libcudnn and creates the handle; false (then and

@@ -1,22 +1,18 @@
-// The CUDA backend: lc::Backend on top of the context (device, stream, cuBLASLt), the caching
-// allocator, the staging copies and the kernels of this folder.
+// The CUDA backend: lc::Backend on top of the context (devices, streams: context.h), the
+// caching allocators, the staging copies and the kernels of this folder.
 //
-// Nothing here touches CUDA at static-init or import time. available() asks the driver once
-// (cudaGetDeviceCount, then whether this build's GPU code (LC_CUDA_TARGETS) loads on device 0) and
-// caches the answer; the context (stream) is created on the first op, cuBLASLt / cuDNN on the
-// first op that needs them (vendor_libs.h). cudart is linked statically, so a machine without a
-// driver just reports "unavailable".
+// Nothing here touches CUDA at static-init or import time: available() is context.h's cached
+// probe, a device's state is created on its first use, cuBLASLt / cuDNN on the first op that
+// needs them (vendor_libs.h).
 #include "backends/cuda/cuda_backend.h"
 
 #include <cuda_runtime_api.h>
 
-#ifndef LC_CUDA_TARGETS  // set by CMake from the -gencode list (LC_CUDA_ARCHS)
-#define LC_CUDA_TARGETS "sm_90a"
-#endif
 #include <nvtx3/nvToolsExt.h>
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -36,125 +32,36 @@ namespace lc::cuda {
 
 namespace {
 
-struct Probe {
-  std::once_flag once;
-  bool ok = false;
-  std::string reason;
-};
-Probe& probe() {
-  static Probe p;
-  return p;
-}
-
-void run_probe(Probe& p) {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    p.reason = std::string("no usable CUDA driver/device: cudaGetDeviceCount failed with ") +
-               cudaGetErrorName(e) + " (" + cudaGetErrorString(e) +
-               "). Install the NVIDIA driver / run on a machine with an NVIDIA GPU, or use "
-               "device=\"cpu\" / \"auto\"";
-    return;
-  }
-  if (n == 0) {
-    p.reason = "no CUDA device found (the driver reports 0 devices); use device=\"cpu\" / \"auto\"";
-    return;
-  }
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-    (void)cudaGetLastError();
-    p.reason = "cudaGetDeviceProperties(0) failed; the CUDA device is not usable";
-    return;
-  }
-  const cudaError_t k = probe_kernel_image();
-  if (k != cudaSuccess) {
-    (void)cudaGetLastError();
-    p.reason = std::string("this build's GPU code does not run on ") + prop.name + " (sm_" +
-               std::to_string(prop.major) + std::to_string(prop.minor) + "): " +
-               cudaGetErrorName(k) + ". lightning_core was compiled for " LC_CUDA_TARGETS "; "
-               "rebuild with -DLC_CUDA_ARCHS=all, or -DLC_CUDA_GENCODE=\"-gencode=arch=compute_XY,"
-               "code=sm_XY\" for this GPU";
-    return;
-  }
-  p.ok = true;
-}
-
-struct CtxHolder {
-  std::once_flag once;
-  Context c;
-};
-CtxHolder& holder() {
-  static CtxHolder* h = new CtxHolder();  // leaked: streams/handles must outlive static dtors
-  return *h;
-}
-
-void init_context(Context& c) {
-  LC_CUDA_CHECK(cudaSetDevice(0));
-  cudaDeviceProp prop{};
-  LC_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  c.info.device = 0;
-  c.info.name = prop.name;
-  c.info.sm_count = prop.multiProcessorCount;
-  c.info.cc_major = prop.major;
-  c.info.cc_minor = prop.minor;
-  c.info.total_mem = prop.totalGlobalMem;
-  c.info.smem_optin = prop.sharedMemPerBlockOptin;
-  LC_CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
-}
-
-// cudaEvents for the trace clock: a growable pool, reused after release_marks().
+// cudaEvents for the trace clock: a growable pool per device (an event records on streams of
+// the device it was made on), reused after release_marks(). A mark id is (device << 32) | slot.
 struct EventPool {
   std::mutex mu;
   std::vector<cudaEvent_t> events;
   std::size_t used = 0;
 };
-EventPool& events() {
-  static EventPool* p = new EventPool();
-  return *p;
+EventPool& events(int device) {
+  static EventPool* p = new EventPool[kMaxDevices];  // leaked: events outlive static dtors
+  return p[device];
 }
 
 struct Graph {
+  int device = 0;
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   std::vector<void*> held;  // allocator blocks freed during capture, owned by the graph
 };
 
+// A user event (lc.Event): made on the current device, recorded on its streams.
+struct UserEvent {
+  cudaEvent_t ev = nullptr;
+  int device = 0;
+  bool timing = false;
+  bool recorded = false;
+};
+
 }  // namespace
-
-bool probe_available(std::string* reason) {
-  Probe& p = probe();
-  std::call_once(p.once, [&] { run_probe(p); });
-  if (reason) *reason = p.reason;
-  return p.ok;
-}
-
-Context& ctx() {
-  std::string reason;
-  if (!probe_available(&reason)) throw Unavailable("[cuda] " + reason);
-  CtxHolder& h = holder();
-  // If init throws, call_once lets the next call try again.
-  std::call_once(h.once, [&] { init_context(h.c); });
-  return h.c;
-}
 
 CUstream_st* stream() { return ctx().stream; }
-
-namespace {
-std::atomic<std::uint64_t> g_enqueued{1};  // starts ahead of g_synced: the first sync is real
-std::atomic<std::uint64_t> g_synced{0};
-}  // namespace
-
-void note_enqueued() { g_enqueued.fetch_add(1, std::memory_order_release); }
-
-void synchronize_stream() {
-  const std::uint64_t target = g_enqueued.load(std::memory_order_acquire);
-  if (g_synced.load(std::memory_order_acquire) >= target) return;
-  LC_CUDA_CHECK(cudaStreamSynchronize(ctx().stream));
-  std::uint64_t cur = g_synced.load(std::memory_order_relaxed);
-  while (cur < target && !g_synced.compare_exchange_weak(cur, target, std::memory_order_release)) {
-  }
-}
 
 void mem_info(std::size_t* free_bytes, std::size_t* total_bytes) {
   (void)ctx();
@@ -193,6 +100,7 @@ cudaGraph_t capture_end_graph(std::vector<void*>& held) {
 
 GraphHandle capture_end() {
   auto* g = new Graph();
+  g->device = current_device();
   try {
     g->graph = capture_end_graph(g->held);
   } catch (...) {
@@ -217,11 +125,16 @@ void graph_launch(GraphHandle h) {
 void graph_destroy(GraphHandle h) noexcept {
   auto* g = static_cast<Graph*>(h);
   if (!g) return;
-  // Replays may still be in flight: wait before the held blocks go back to the free lists.
-  if (cudaStreamSynchronize(holder().c.stream) != cudaSuccess) (void)cudaGetLastError();
+  try {
+    // Replays may still be in flight on any stream of the graph's device: wait before the held
+    // blocks go back to the free lists.
+    DeviceGuard guard(g->device);
+    if (cudaDeviceSynchronize() != cudaSuccess) (void)cudaGetLastError();
+  } catch (...) {
+  }
   if (g->exec) cudaGraphExecDestroy(g->exec);
   if (g->graph) cudaGraphDestroy(g->graph);
-  CachingAllocator::instance().release_held(g->held);
+  CachingAllocator::for_device(g->device).release_held(g->held);
   delete g;
 }
 
@@ -250,7 +163,7 @@ class CudaBackend final : public Backend {
   }
 
   void* alloc(std::size_t bytes) override { return cuda::CachingAllocator::instance().alloc(bytes); }
-  void free(void* p) noexcept override { cuda::CachingAllocator::instance().free(p); }
+  void free(void* p) noexcept override { cuda::CachingAllocator::free_any(p); }
   void copy_from_host(void* dst, const void* src, std::size_t bytes) override {
     cuda::EnqueueScope enq;
     cuda::staged_copy_to_device(dst, src, bytes);
@@ -271,6 +184,119 @@ class CudaBackend final : public Backend {
     cuda::launch_tile_cyclic(dst, src, have, need, c.info.sm_count, c.stream);
   }
   void synchronize() override { cuda::synchronize_stream(); }
+  void synchronize_all() override {
+    if (cuda::probe_available(nullptr)) cuda::synchronize_all_streams();
+  }
+
+  // Devices and streams (context.h). Stream handles are cuda::StreamState*, events UserEvent*.
+  int device_count() override { return cuda::device_count(); }
+  int current_device() const override { return cuda::current_device(); }
+  void set_current_device(int index) override { cuda::set_current_device(index); }
+  void* stream_create(int index) override { return cuda::stream_create(index); }
+  void stream_destroy(void* s) noexcept override {
+    cuda::stream_destroy(static_cast<cuda::StreamState*>(s));
+  }
+  void* current_stream() override { return cuda::ctx().ss; }
+  std::uintptr_t native_stream(void* s) override {
+    cuda::StreamState* st = s ? static_cast<cuda::StreamState*>(s) : cuda::ctx().ss;
+    return reinterpret_cast<std::uintptr_t>(st->stream);
+  }
+  int stream_device(void* s) override {
+    return s ? static_cast<cuda::StreamState*>(s)->device : cuda::current_device();
+  }
+  void set_current_stream(void* s) override {
+    cuda::set_current_stream(static_cast<cuda::StreamState*>(s));
+  }
+  void stream_synchronize(void* s) override {
+    cuda::synchronize_stream(s ? static_cast<cuda::StreamState*>(s) : cuda::ctx().ss);
+  }
+  bool stream_query(void* s) override {
+    cuda::StreamState* st = s ? static_cast<cuda::StreamState*>(s) : cuda::ctx().ss;
+    const cudaError_t e = cudaStreamQuery(st->stream);
+    if (e == cudaErrorNotReady) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    LC_CUDA_CHECK(e);
+    return true;
+  }
+  void stream_wait_event(void* s, void* event) override {
+    auto* ev = static_cast<cuda::UserEvent*>(event);
+    if (!ev->recorded) return;  // as CUDA: waiting for a never-recorded event waits for nothing
+    cuda::StreamState* st = s ? static_cast<cuda::StreamState*>(s) : cuda::ctx().ss;
+    cuda::DeviceGuard guard(st->device);
+    LC_CUDA_CHECK(cudaStreamWaitEvent(st->stream, ev->ev, 0));
+  }
+  void* event_create(bool timing) override {
+    (void)cuda::ctx();
+    auto ev = std::make_unique<cuda::UserEvent>();
+    ev->device = cuda::current_device();
+    ev->timing = timing;
+    LC_CUDA_CHECK(cudaEventCreateWithFlags(&ev->ev, timing ? cudaEventDefault : cudaEventDisableTiming));
+    return ev.release();
+  }
+  void event_destroy(void* event) noexcept override {
+    auto* ev = static_cast<cuda::UserEvent*>(event);
+    if (!ev) return;
+    if (ev->ev && cudaEventDestroy(ev->ev) != cudaSuccess) (void)cudaGetLastError();
+    delete ev;
+  }
+  void event_record(void* event, void* s) override {
+    auto* ev = static_cast<cuda::UserEvent*>(event);
+    cuda::StreamState* st = s ? static_cast<cuda::StreamState*>(s) : cuda::ctx().ss;
+    if (st->device != ev->device)
+      throw_value("Event.record", "the event was made on cuda:" + std::to_string(ev->device) +
+                                      " and cannot record a stream of cuda:" +
+                                      std::to_string(st->device) + "; make one event per device");
+    cuda::DeviceGuard guard(st->device);
+    LC_CUDA_CHECK(cudaEventRecord(ev->ev, st->stream));
+    ev->recorded = true;
+  }
+  void event_synchronize(void* event) override {
+    auto* ev = static_cast<cuda::UserEvent*>(event);
+    if (ev->recorded) LC_CUDA_CHECK(cudaEventSynchronize(ev->ev));
+  }
+  bool event_query(void* event) override {
+    auto* ev = static_cast<cuda::UserEvent*>(event);
+    if (!ev->recorded) return true;
+    const cudaError_t e = cudaEventQuery(ev->ev);
+    if (e == cudaErrorNotReady) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    LC_CUDA_CHECK(e);
+    return true;
+  }
+  double event_elapsed_ms(void* begin, void* end) override {
+    auto* b = static_cast<cuda::UserEvent*>(begin);
+    auto* e = static_cast<cuda::UserEvent*>(end);
+    if (!b->timing || !e->timing)
+      throw_value("Event.elapsed_time", "both events must be created with enable_timing=True");
+    if (!b->recorded || !e->recorded)
+      throw_value("Event.elapsed_time", "both events must be recorded first (event.record())");
+    LC_CUDA_CHECK(cudaEventSynchronize(e->ev));
+    float ms = 0.0f;
+    LC_CUDA_CHECK(cudaEventElapsedTime(&ms, b->ev, e->ev));
+    return static_cast<double>(ms);
+  }
+  void record_stream(void* ptr, void* s) override {
+    cuda::StreamState* st = s ? static_cast<cuda::StreamState*>(s) : cuda::ctx().ss;
+    cuda::CachingAllocator::record_stream_any(ptr, st);
+  }
+  bool copy_peer(void* dst, int dst_index, const void* src, int src_index,
+                 std::size_t bytes) override {
+    // Ordered after the source device's current stream (its producer) and on the destination
+    // device's current stream (its consumers); the host waits for the source side only.
+    {
+      cuda::DeviceGuard guard(src_index);
+      cuda::synchronize_stream();
+    }
+    cuda::DeviceGuard guard(dst_index);
+    cuda::Context& c = cuda::ctx();
+    cuda::EnqueueScope enq;
+    LC_CUDA_CHECK(cudaMemcpyPeerAsync(dst, dst_index, src, src_index, bytes, c.stream));
+    return true;
+  }
   MemoryInfo memory_info() override {
     MemoryInfo m;
     if (!cuda::probe_available(nullptr)) return m;
@@ -284,7 +310,10 @@ class CudaBackend final : public Backend {
   void empty_cache() override {
     if (!cuda::probe_available(nullptr)) return;
     cuda::graph_cache_clear();  // idle graphs hand their held blocks back first
-    cuda::empty_cache();
+    for (int d : cuda::initialised_devices()) {
+      cuda::DeviceGuard guard(d);
+      cuda::empty_cache();
+    }
   }
 
   void range_push(const char* name) override { nvtxRangePushA(name ? name : "lc"); }
@@ -292,7 +321,8 @@ class CudaBackend final : public Backend {
 
   std::int64_t mark() override {
     cuda::Context& c = cuda::ctx();
-    auto& pool = cuda::events();
+    const int dev = cuda::current_device();
+    auto& pool = cuda::events(dev);
     std::lock_guard<std::mutex> lock(pool.mu);
     if (pool.used == pool.events.size()) {
       cudaEvent_t e = nullptr;
@@ -302,18 +332,20 @@ class CudaBackend final : public Backend {
     const std::size_t id = pool.used++;
     cuda::EnqueueScope enq;
     LC_CUDA_CHECK(cudaEventRecord(pool.events[id], c.stream));
-    return static_cast<std::int64_t>(id);
+    return (static_cast<std::int64_t>(dev) << 32) | static_cast<std::int64_t>(id);
   }
   double elapsed_ns(std::int64_t begin, std::int64_t end) override {
-    auto& pool = cuda::events();
+    if (begin < 0 || end < 0 || (begin >> 32) != (end >> 32) || (begin >> 32) >= cuda::kMaxDevices)
+      return -1.0;
+    auto& pool = cuda::events(static_cast<int>(begin >> 32));
+    const auto bi = static_cast<std::size_t>(begin & 0xffffffff);
+    const auto ei = static_cast<std::size_t>(end & 0xffffffff);
     cudaEvent_t b = nullptr, e = nullptr;
     {
       std::lock_guard<std::mutex> lock(pool.mu);
-      if (begin < 0 || end < 0 || static_cast<std::size_t>(begin) >= pool.used ||
-          static_cast<std::size_t>(end) >= pool.used)
-        return -1.0;
-      b = pool.events[static_cast<std::size_t>(begin)];
-      e = pool.events[static_cast<std::size_t>(end)];
+      if (bi >= pool.used || ei >= pool.used) return -1.0;
+      b = pool.events[bi];
+      e = pool.events[ei];
     }
     LC_CUDA_CHECK(cudaEventSynchronize(e));
     float ms = 0.0f;
@@ -321,9 +353,11 @@ class CudaBackend final : public Backend {
     return static_cast<double>(ms) * 1.0e6;
   }
   void release_marks() override {
-    auto& pool = cuda::events();
-    std::lock_guard<std::mutex> lock(pool.mu);
-    pool.used = 0;  // events are kept for reuse
+    for (int d = 0; d < cuda::kMaxDevices; ++d) {
+      auto& pool = cuda::events(d);
+      std::lock_guard<std::mutex> lock(pool.mu);
+      pool.used = 0;  // events are kept for reuse
+    }
   }
 
   void matmul(const MatmulArgs& a) override {

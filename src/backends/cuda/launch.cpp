@@ -46,10 +46,10 @@ struct Cache {
   std::mutex mu;
   std::unordered_map<Key, Entry, KeyHash> map;
   std::atomic<std::size_t> replays{0}, plain{0};
-  // run_captured's private capture stream (created on first use) and the lock that serializes
-  // captures on it.
+  // run_captured's private capture stream per device (created on first use: a stream belongs
+  // to one device) and the lock that serializes captures on them.
   std::mutex capture_mu;
-  cudaStream_t capture_stream = nullptr;
+  cudaStream_t capture_stream[64] = {};
 };
 Cache& cache() {
   static Cache* c = new Cache();  // never destroyed: graphs outlive static destruction order
@@ -170,13 +170,18 @@ namespace {
 // nullptr when CUDA or the library refuses (the capture is ended and its error cleared).
 // Caller holds c.capture_mu.
 cudaGraphExec_t capture_graph(Cache& c, EnqueueFn fn, void* ctx) {
-  if (!c.capture_stream &&
-      cudaStreamCreateWithFlags(&c.capture_stream, cudaStreamNonBlocking) != cudaSuccess) {
-    c.capture_stream = nullptr;
+  int dev = 0;  // the current device: the one the work's stream belongs to
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
     (void)cudaGetLastError();
     return nullptr;
   }
-  cudaStream_t cs = c.capture_stream;
+  cudaStream_t& slot = c.capture_stream[dev];
+  if (!slot && cudaStreamCreateWithFlags(&slot, cudaStreamNonBlocking) != cudaSuccess) {
+    slot = nullptr;
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  cudaStream_t cs = slot;
   if (cudaStreamBeginCapture(cs, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
     (void)cudaGetLastError();
     return nullptr;

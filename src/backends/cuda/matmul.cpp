@@ -37,11 +37,13 @@ struct LtHolder {
   Lt lt;
 };
 
-// Loads cuBLASLt and creates the handle + workspace on the first GEMM (call after ctx(), which
-// made device 0 current). Throws lc::BackendError when the library cannot be loaded; a failed
-// attempt is retried by the next call (the library's own load is attempted once).
+// Loads cuBLASLt and creates the current device's handle + workspace on its first GEMM (call
+// after ctx(), which made the device current). Throws lc::BackendError when the library cannot
+// be loaded; a failed attempt is retried by the next call (the library's own load is attempted
+// once).
 Lt& lt() {
-  static auto* h = new LtHolder();  // leaked: the handle must outlive static destructors
+  static auto* all = new LtHolder[kMaxDevices];  // leaked: handles must outlive static dtors
+  LtHolder* h = &all[current_device()];
   std::call_once(h->once, [&] {
     const vendor::CublasLtApi& api = vendor::cublaslt("matmul");
     cublasLtHandle_t handle = nullptr;
@@ -153,9 +155,10 @@ struct Cache {
   std::mutex mu;
   std::map<Key, std::unique_ptr<Plan>> plans;
 };
+// One plan cache per device (algorithm heuristics are the device's).
 Cache& cache() {
-  static Cache* c = new Cache();  // leaked: handles must not be destroyed after the driver
-  return *c;
+  static Cache* c = new Cache[kMaxDevices];  // leaked: handles must not be destroyed after the driver
+  return c[current_device()];
 }
 
 // Makes sure plan has at least `want` heuristic results (if cuBLASLt has that many).

@@ -63,7 +63,7 @@ struct Staging {
     for (int b = 0; b < kSlots; ++b) {
       if (!buf[b]) {
         void* p = nullptr;
-        LC_CUDA_CHECK(cudaHostAlloc(&p, kSlotBytes, cudaHostAllocDefault));
+        LC_CUDA_CHECK(cudaHostAlloc(&p, kSlotBytes, cudaHostAllocPortable));
         buf[b] = static_cast<char*>(p);
       }
       if (!done[b]) LC_CUDA_CHECK(cudaEventCreateWithFlags(&done[b], cudaEventDisableTiming));
@@ -71,9 +71,11 @@ struct Staging {
   }
 };
 
+// One set per device (its events record that device's streams), made on the device's first
+// staged copy.
 Staging& staging() {
-  static Staging* s = new Staging();  // leaked on purpose: pinned memory dies with the process
-  return *s;
+  static Staging* s = new Staging[kMaxDevices];  // leaked on purpose: pinned memory dies with the process
+  return s[current_device()];
 }
 
 // ---- one staged copy -------------------------------------------------------------------------
@@ -88,6 +90,7 @@ struct Job {
   std::uint32_t slices = 0, chunks = 0, items = 0;
   Staging* st = nullptr;
   cudaStream_t stream = nullptr;
+  int device = 0;  // the stream's device: helper threads make it current before their DMAs
 
   std::atomic<std::uint32_t> next{0}, finished{0};
   std::atomic<std::uint32_t> enq[kSlots], left[kSlots], synced[kSlots];
@@ -197,6 +200,11 @@ struct Job {
 
   // Take items until none are left. Run by the caller and by every helper woken for this job.
   void work() {
+    // A helper thread's CUDA runtime device may be another one (a multi-GPU process).
+    int cur = 0;
+    if (cudaGetDevice(&cur) != cudaSuccess || (cur != device && cudaSetDevice(device) != cudaSuccess)) {
+      fail(cudaGetLastError(), "cudaSetDevice (staging helper)", __LINE__);
+    }
     for (;;) {
       const std::uint32_t i = next.fetch_add(1, std::memory_order_relaxed);
       if (i >= items) return;
@@ -293,6 +301,7 @@ void staged_copy(bool to_device, char* host, char* dev, std::size_t bytes) {
   j.bytes = bytes;
   j.st = &s;
   j.stream = c.stream;
+  j.device = c.info.device;
   // ~8 chunks per copy (pipeline fill/drain ~1/8 of the time), 256 KiB .. kSlotBytes each.
   j.chunk = std::clamp(round_up((bytes + 7) / 8, 64 * 1024), kMinChunkBytes, kSlotBytes);
   j.chunks = static_cast<std::uint32_t>((bytes + j.chunk - 1) / j.chunk);

@@ -1,0 +1,232 @@
+"""Graph suite (issue #14): chains of ops as one compiled graph (lc.compile) against the same
+chain run op by op (execution_mode="eager"), torch eager and torch's CUDA-graph replay.
+
+Cases (the issue's speed targets):
+  - residual chain: 6 blocks of LN -> linear -> gelu -> linear -> add, 256 x 512 -> 2048 -> 512
+    (graph >= 1.3x torch CUDA-graph replay, >= 3x torch eager);
+  - FFN (linear + bias + gelu -> linear + bias) and LN -> projection, batch 256..2048
+    (graph >= 1.2x torch CUDA-graph replay);
+  - a MiniLM-like encoder block (single head, seq 128, d 384, ffn 1536);
+  - a small chain of tiny ops where per-op overhead dominates (replay overhead per node).
+Each case has a "graph" and an "eager" variant (impl column): the same compiled function, its
+plan executed as one graph or the function called op by op. Compiled functions are cached per
+(case, device, input kind) so the timed calls only execute.
+
+    python benchmarks/python/graph_bench.py [--quick] [--out-dir DIR]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List
+
+from harness import Case, np_gelu_tanh, np_layernorm, randn
+from suite_main import suite_main
+
+RESIDUAL_CHAIN = (256, 512, 2048, 6)
+FFN = [(256, 768, 3072), (1024, 768, 3072), (2048, 768, 3072)]
+LN_PROJ = [(256, 1024, 1024), (2048, 1024, 1024)]
+ENCODER = (128, 384, 1536)
+TINY_CHAIN = (64, 64, 8)  # rows, cols, elementwise nodes
+
+_COMPILED: Dict[Any, Any] = {}
+
+
+def _compiled(lc: Any, key: Any, fn: Callable, dev: str, mode: str):
+    k = (key, dev, mode)
+    c = _COMPILED.get(k)
+    if c is None:
+        c = _COMPILED[k] = lc.compile(fn, device=dev, execution_mode=mode)
+    return c
+
+
+def _numpy_block(x, g, b, w1, b1, w2, b2):
+    return np_gelu_tanh(np_layernorm(x, g, b) @ w1.T + b1) @ w2.T + b2 + x
+
+
+# ---- residual chain -----------------------------------------------------------------------------
+def residual_chain_case(mode: str) -> Case:
+    rows, d, f, n = RESIDUAL_CHAIN
+
+    def make_inputs(rng):
+        ins = {"x": randn(rng, rows, d)}
+        for i in range(n):
+            ins.update({f"g{i}": 1.0 + randn(rng, d, scale=0.1), f"be{i}": randn(rng, d, scale=0.1),
+                        f"w1_{i}": randn(rng, f, d, scale=d ** -0.5), f"b1_{i}": randn(rng, f, scale=0.1),
+                        f"w2_{i}": randn(rng, d, f, scale=f ** -0.5), f"b2_{i}": randn(rng, d, scale=0.1)})
+        return ins
+
+    def lc_fn(lc, i, dev):
+        def chain(x):
+            for k in range(n):
+                h = lc.layernorm(x, i[f"g{k}"], i[f"be{k}"])
+                h = lc.gelu(lc.add(lc.linear(h, i[f"w1_{k}"]), i[f"b1_{k}"]))
+                x = lc.add(lc.add(lc.linear(h, i[f"w2_{k}"]), i[f"b2_{k}"]), x)
+            return x
+        return _compiled(lc, ("residual", id(i["w1_0"])), chain, dev, mode)(i["x"])
+
+    def numpy_fn(i):
+        x = i["x"]
+        for k in range(n):
+            x = _numpy_block(x, i[f"g{k}"], i[f"be{k}"], i[f"w1_{k}"], i[f"b1_{k}"], i[f"w2_{k}"], i[f"b2_{k}"])
+        return x
+
+    def torch_fn(torch, i):
+        F = torch.nn.functional
+        x = i["x"]
+        for k in range(n):
+            h = F.layer_norm(x, (d,), i[f"g{k}"], i[f"be{k}"], 1e-5)
+            h = F.gelu(F.linear(h, i[f"w1_{k}"], i[f"b1_{k}"]), approximate="tanh")
+            x = F.linear(h, i[f"w2_{k}"], i[f"b2_{k}"]) + x
+        return x
+
+    return Case(
+        suite="graph", family="residual chain x6", name=f"{mode}: rows={rows},d={d},ffn={f}",
+        params={"rows": rows, "d_model": d, "d_ff": f, "blocks": n, "mode": mode},
+        make_inputs=make_inputs, numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=3e-3,
+        impl=f"lc.compile ({mode})", notes=["issue #14 target: graph >= 1.3x torch CUDA graph, >= 3x torch eager"],
+    )
+
+
+# ---- FFN and LN -> projection ---------------------------------------------------------------------
+def ffn_case(b: int, d: int, f: int, mode: str) -> Case:
+    def lc_fn(lc, i, dev):
+        def ffn(x):
+            h = lc.gelu(lc.add(lc.linear(x, i["w1"]), i["b1"]))
+            return lc.add(lc.linear(h, i["w2"]), i["b2"])
+        return _compiled(lc, ("ffn", id(i["w1"])), ffn, dev, mode)(i["x"])
+
+    def torch_fn(torch, i):
+        F = torch.nn.functional
+        return F.linear(F.gelu(F.linear(i["x"], i["w1"], i["b1"]), approximate="tanh"), i["w2"], i["b2"])
+
+    return Case(
+        suite="graph", family="ffn graph", name=f"{mode}: batch={b},d_model={d},d_ff={f}",
+        params={"batch": b, "d_model": d, "d_ff": f, "mode": mode},
+        make_inputs=lambda rng: {"x": randn(rng, b, d), "w1": randn(rng, f, d, scale=d ** -0.5),
+                                 "b1": randn(rng, f, scale=0.1), "w2": randn(rng, d, f, scale=f ** -0.5),
+                                 "b2": randn(rng, d, scale=0.1)},
+        numpy_fn=lambda i: np_gelu_tanh(i["x"] @ i["w1"].T + i["b1"]) @ i["w2"].T + i["b2"],
+        lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-3, impl=f"lc.compile ({mode})",
+    )
+
+
+def ln_proj_case(b: int, d: int, o: int, mode: str) -> Case:
+    def lc_fn(lc, i, dev):
+        def lnp(x):
+            h = lc.add(lc.mul(lc.layernorm(x), i["g"]), i["beta"])
+            return lc.add(lc.linear(h, i["w"]), i["b"])
+        return _compiled(lc, ("lnp", id(i["w"])), lnp, dev, mode)(i["x"])
+
+    def torch_fn(torch, i):
+        F = torch.nn.functional
+        return F.linear(F.layer_norm(i["x"], (d,), i["g"], i["beta"], 1e-5), i["w"], i["b"])
+
+    return Case(
+        suite="graph", family="ln->proj graph", name=f"{mode}: batch={b},d_model={d},out={o}",
+        params={"batch": b, "d_model": d, "out": o, "mode": mode},
+        make_inputs=lambda rng: {"x": randn(rng, b, d), "g": 1.0 + randn(rng, d, scale=0.1),
+                                 "beta": randn(rng, d, scale=0.1), "w": randn(rng, o, d, scale=d ** -0.5),
+                                 "b": randn(rng, o, scale=0.1)},
+        numpy_fn=lambda i: np_layernorm(i["x"], i["g"], i["beta"]) @ i["w"].T + i["b"],
+        lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-3, impl=f"lc.compile ({mode})",
+    )
+
+
+# ---- encoder block (MiniLM-like, one head) ----------------------------------------------------------
+def encoder_case(mode: str) -> Case:
+    s, d, f = ENCODER
+    names = ["wq", "wk", "wv", "wo"]
+
+    def make_inputs(rng):
+        ins = {"x": randn(rng, s, d)}
+        for n in names:
+            ins[n] = randn(rng, d, d, scale=d ** -0.5)
+            ins["b" + n[1]] = randn(rng, d, scale=0.1)
+        ins.update({"g1": 1.0 + randn(rng, d, scale=0.1), "be1": randn(rng, d, scale=0.1),
+                    "w1": randn(rng, f, d, scale=d ** -0.5), "b1": randn(rng, f, scale=0.1),
+                    "w2": randn(rng, d, f, scale=f ** -0.5), "b2": randn(rng, d, scale=0.1),
+                    "g2": 1.0 + randn(rng, d, scale=0.1), "be2": randn(rng, d, scale=0.1)})
+        return ins
+
+    def lc_fn(lc, i, dev):
+        def block(x):
+            q, k, v = (lc.add(lc.linear(x, i["w" + n]), i["b" + n]) for n in "qkv")
+            o = lc.add(lc.add(lc.linear(lc.attention(q, k, v), i["wo"]), i["bo"]), x)
+            h = lc.add(lc.mul(lc.layernorm(o), i["g1"]), i["be1"])
+            y = lc.linear(lc.gelu(lc.add(lc.linear(h, i["w1"]), i["b1"])), i["w2"])
+            return lc.add(lc.mul(lc.layernorm(lc.add(lc.add(y, i["b2"]), h)), i["g2"]), i["be2"])
+        return _compiled(lc, ("encoder", id(i["wq"])), block, dev, mode)(i["x"])
+
+    def numpy_fn(i):
+        import numpy as np
+        x = i["x"].astype(np.float64)
+        q, k, v = (x @ i["w" + n].T + i["b" + n] for n in "qkv")
+        sc = q @ k.T / np.sqrt(d)
+        p = np.exp(sc - sc.max(-1, keepdims=True))
+        a = (p / p.sum(-1, keepdims=True)) @ v
+        h = np_layernorm(a @ i["wo"].T + i["bo"] + x, i["g1"], i["be1"])
+        y = np_gelu_tanh(h @ i["w1"].T + i["b1"]) @ i["w2"].T + i["b2"] + h
+        return np_layernorm(y, i["g2"], i["be2"]).astype(np.float32)
+
+    def torch_fn(torch, i):
+        F = torch.nn.functional
+        x = i["x"]
+        q, k, v = (F.linear(x, i["w" + n], i["b" + n]) for n in "qkv")
+        a = F.scaled_dot_product_attention(q[None], k[None], v[None])[0]
+        h = F.layer_norm(F.linear(a, i["wo"], i["bo"]) + x, (d,), i["g1"], i["be1"], 1e-5)
+        y = F.linear(F.gelu(F.linear(h, i["w1"], i["b1"]), approximate="tanh"), i["w2"], i["b2"]) + h
+        return F.layer_norm(y, (d,), i["g2"], i["be2"], 1e-5)
+
+    return Case(
+        suite="graph", family="encoder block", name=f"{mode}: seq={s},d={d},ffn={f}",
+        params={"seq": s, "d_model": d, "d_ff": f, "mode": mode},
+        make_inputs=make_inputs, numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=3e-3,
+        impl=f"lc.compile ({mode})", notes=["one head; attention over [seq, d]"],
+    )
+
+
+# ---- a chain of tiny ops: per-call and per-node replay overhead ------------------------------------
+def tiny_chain_case(mode: str) -> Case:
+    r, c, n = TINY_CHAIN
+
+    def lc_fn(lc, i, dev):
+        def chain(x):
+            for k in range(n):
+                x = lc.relu(x) if k % 2 else lc.add(x, i["b"])
+            return x
+        return _compiled(lc, ("tiny", id(i["b"])), chain, dev, mode)(i["x"])
+
+    def numpy_fn(i):
+        x = i["x"]
+        for k in range(n):
+            x = x.clip(min=0) if k % 2 else x + i["b"]
+        return x
+
+    def torch_fn(torch, i):
+        x = i["x"]
+        for k in range(n):
+            x = torch.relu(x) if k % 2 else x + i["b"]
+        return x
+
+    return Case(
+        suite="graph", family="tiny chain", name=f"{mode}: {n} nodes on {r}x{c}",
+        params={"rows": r, "cols": c, "nodes": n, "mode": mode},
+        make_inputs=lambda rng: {"x": randn(rng, r, c), "b": randn(rng, c, scale=0.1)},
+        numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=1e-5, impl=f"lc.compile ({mode})",
+        notes=["issue #14 target: replay <= 6 us + 1.5 us per kernel node"],
+    )
+
+
+def build_cases(quick: bool = False) -> List[Case]:
+    cases: List[Case] = []
+    for mode in ("graph", "eager"):
+        cases.append(residual_chain_case(mode))
+        cases += [ffn_case(*s, mode) for s in (FFN[:1] if quick else FFN)]
+        cases += [ln_proj_case(*s, mode) for s in (LN_PROJ[:1] if quick else LN_PROJ)]
+        cases.append(encoder_case(mode))
+        cases.append(tiny_chain_case(mode))
+    return cases
+
+
+if __name__ == "__main__":
+    suite_main("graph", build_cases)

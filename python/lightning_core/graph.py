@@ -1,0 +1,535 @@
+"""Tracing plain Python functions of LC ops into a :class:`lightning_core.GraphIR`.
+
+``lc.compile(fn)`` returns a callable that, per input signature (shapes and dtypes of the array
+arguments, values of the others), traces ``fn`` once into a GraphIR, plans it (fusion, whole-graph
+placement, buffer reuse) and from then on executes the plan: on a GPU as one captured CUDA graph.
+
+How tracing works: ``fn`` is called once with :class:`TracedTensor` proxies in place of its array
+arguments. While it runs, the op functions of the ``lightning_core`` module (``lc.linear``,
+``lc.add``, ...; every op of ``lc.ops()``) are recording wrappers: a call with a proxy among its
+arguments adds a node to the graph (shape and dtype checked by the op registry at that line)
+and returns a proxy; a call without proxies runs the op as usual. Arrays the function closes
+over (weights) become graph constants, copied at trace time. The normal op path is untouched:
+the wrappers exist only during a trace (a lock serialises traces).
+
+Limits: only ``lc.<op>`` calls through the module attribute are seen (``from lightning_core
+import linear`` binds the untraced function); Python control flow on values is not recorded
+(shapes are fixed per signature, which re-traces); views (reshape, transpose) are not graph ops
+yet. docs/graph.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _lightning_core as _C
+from ._docs import _signature
+
+__all__ = ["TracedTensor", "Compiled", "trace", "compile"]
+
+_TRACE_LOCK = threading.RLock()
+_ARRAY_TYPES = (np.ndarray, _C.Tensor)
+
+
+def _dtype_name(x) -> str:
+    if isinstance(x, _C.Tensor):
+        return x.dtype
+    return np.dtype(x.dtype).name
+
+
+class TracedTensor:
+    """A stand-in for an array while a function is traced: a name, a shape and a dtype.
+
+    Arithmetic records graph nodes: ``+ - * /`` with another tensor are ``add`` / ``sub`` /
+    ``mul`` / ``div`` (numpy broadcasting), ``* s`` and ``/ s`` with a Python number are
+    ``vector_scale``, ``+ s`` / ``- s`` add a one-element constant, ``@`` is ``matmul``.
+
+    Parameters
+    ----------
+    tracer : _Tracer
+        The trace this tensor belongs to.
+    name : str
+        The graph tensor's name.
+    shape : tuple of int
+        Its shape.
+    dtype : str
+        Its dtype name.
+    """
+
+    __slots__ = ("_tracer", "name", "shape", "dtype")
+    __array_priority__ = 1000  # numpy defers its operators to ours
+
+    def __init__(self, tracer, name: str, shape, dtype: str):
+        self._tracer = tracer
+        self.name = name
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return f"TracedTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def _binary(self, op, other, reverse=False):
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            if op in ("mul", "div") and not reverse:
+                alpha = float(other) if op == "mul" else 1.0 / float(other)
+                return self._tracer.record("vector_scale", (self,), {"alpha": alpha})
+            if op == "mul":
+                return self._tracer.record("vector_scale", (self,), {"alpha": float(other)})
+            other = np.full((1,), other, dtype=self.dtype)
+        a, b = (other, self) if reverse else (self, other)
+        return self._tracer.record(op, (a, b), {})
+
+    def __add__(self, o):
+        return self._binary("add", o)
+
+    def __radd__(self, o):
+        return self._binary("add", o, True)
+
+    def __sub__(self, o):
+        return self._binary("sub", o)
+
+    def __rsub__(self, o):
+        return self._binary("sub", o, True)
+
+    def __mul__(self, o):
+        return self._binary("mul", o)
+
+    def __rmul__(self, o):
+        return self._binary("mul", o, True)
+
+    def __truediv__(self, o):
+        return self._binary("div", o)
+
+    def __rtruediv__(self, o):
+        return self._binary("div", o, True)
+
+    def __matmul__(self, o):
+        return self._tracer.record("matmul", (self, o), {})
+
+    def __rmatmul__(self, o):
+        return self._tracer.record("matmul", (o, self), {})
+
+    def __neg__(self):
+        return self._tracer.record("vector_scale", (self,), {"alpha": -1.0})
+
+    def __bool__(self):
+        raise TypeError(f"[graph] the truth value of traced tensor '{self.name}' is not known while "
+                        "tracing; control flow on values cannot be recorded")
+
+    def _no_view(self, *args, **kwargs):
+        raise NotImplementedError(f"[graph] views (reshape, transpose, indexing) of traced tensor "
+                                  f"'{self.name}' are not graph ops yet; pass arrays of the shape "
+                                  "the ops need")
+
+    reshape = transpose = permute = __getitem__ = _no_view
+
+    @property
+    def T(self):
+        return self._no_view()
+
+
+class _Tracer:
+    """Records the op calls of one trace into a GraphIR."""
+
+    def __init__(self):
+        self.g = _C.GraphIR()
+        self.n_tensors = 0
+        self.constants: dict[int, tuple] = {}  # id(array) -> (name, array kept alive, shape, dtype)
+
+    def new_name(self, prefix: str) -> str:
+        self.n_tensors += 1
+        return f"{prefix}{self.n_tensors}"
+
+    def input(self, name: str, x) -> TracedTensor:
+        shape, dtype = tuple(x.shape), _dtype_name(x)
+        self.g.add_tensor(shape, dtype, name)
+        return TracedTensor(self, name, shape, dtype)
+
+    def operand(self, x, op: str, arg: str) -> tuple[str, tuple, str]:
+        """The graph tensor (name, shape, dtype) of an op argument; arrays become constants."""
+        if isinstance(x, TracedTensor):
+            if x._tracer is not self:
+                raise ValueError(f"[graph] {op}: argument '{arg}' is a tensor of another trace")
+            return x.name, x.shape, x.dtype
+        if isinstance(x, (np.ndarray, _C.Tensor)) or np.isscalar(x):
+            key = id(x)
+            if key not in self.constants:
+                value = x if isinstance(x, _C.Tensor) else np.asarray(x)
+                name = self.new_name("const")
+                self.g.add_tensor(tuple(value.shape), _dtype_name(value), name, True, value=value)
+                self.constants[key] = (name, x, tuple(value.shape), _dtype_name(value))
+            name, _, shape, dt = self.constants[key]
+            return name, shape, dt
+        raise TypeError(f"[graph] {op}: argument '{arg}' must be an array, an lc.Tensor or a traced "
+                        f"tensor, got {type(x).__name__}")
+
+    def record(self, op: str, args: tuple, kwargs: dict):
+        info = _op_info(op)
+        params = _params(op)
+        bound: dict[str, Any] = {}
+        for name, value in zip(params, args):
+            bound[name] = value
+        if len(args) > len(params):
+            raise TypeError(f"[{op}] takes at most {len(params)} arguments ({len(args)} given)")
+        for k, v in kwargs.items():
+            if k not in params:
+                raise TypeError(f"[{op}] got an unexpected keyword argument '{k}'")
+            if k in bound:
+                raise TypeError(f"[{op}] got multiple values for argument '{k}'")
+            bound[k] = v
+        inputs: list[str | None] = []
+        shapes: list[tuple] = []
+        dtype = None
+        for spec in info["inputs"]:
+            v = bound.get(spec["name"])
+            if v is None:
+                inputs.append(None)
+                shapes.append(())
+                continue
+            tname, shape, dt = self.operand(v, op, spec["name"])
+            inputs.append(tname)
+            shapes.append(shape)
+            if dtype is None and spec["kind"] == "float" and spec["name"] != "mask":
+                dtype = dt
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+            shapes.pop()
+        attrs = {k: bound[k] for k in info["attributes"] if k in bound}
+        n_out = len(info["outputs"])
+        if op == "attention" and attrs.get("return_lse"):
+            n_out = 2
+        node = f"{op}_{len(self.g)}"
+        outs = [self.new_name("t") for _ in range(n_out)]
+        if None in inputs:  # an optional input left out before a given one: the graph infers
+            self.g.add_node(op, inputs, outs, attrs, node)
+            self.g.validate()
+            specs = [(self.g.tensor_shape(o), self.g.tensor_dtype(o)) for o in outs]
+        else:
+            # The registry checks the shapes here, at the line that made the call.
+            size_attrs = {k: attrs[k] for k in ("stride_h", "stride_w", "pad_h", "pad_w") if k in attrs}
+            try:
+                shape, dt = _C.op_infer(op, shapes, dtype or "float32", **size_attrs)
+            except ValueError as e:
+                raise ValueError(f"[graph] node '{node}' ({op}): {e}") from None
+            self.g.add_node(op, inputs, outs, attrs, node)
+            specs = [(shape, dt)]
+            if n_out == 2:  # attention's lse: q's leading dims, float32
+                specs.append((shapes[0][:-1], "float32"))
+            elif n_out == 3:  # attention_backward: dk, dv of k's and v's shapes
+                specs += [(shapes[2], dt), (shapes[3], dt)]
+        proxies = [TracedTensor(self, o, sh, dt) for o, (sh, dt) in zip(outs, specs)]
+        return proxies[0] if n_out == 1 else tuple(proxies)
+
+
+_INFO_CACHE: dict[str, dict] = {}
+_PARAM_CACHE: dict[str, list[str]] = {}
+
+
+def _op_info(op: str) -> dict:
+    info = _INFO_CACHE.get(op)
+    if info is None:
+        info = _INFO_CACHE[op] = _C.op_info(op)
+    return info
+
+
+def _params(op: str) -> list[str]:
+    p = _PARAM_CACHE.get(op)
+    if p is None:
+        p = _PARAM_CACHE[op] = [n for n, _ in _signature(getattr(_C, op))[0]]
+    return p
+
+
+def _has_proxy(args, kwargs) -> _Tracer | None:
+    for a in args:
+        if isinstance(a, TracedTensor):
+            return a._tracer
+    for a in kwargs.values():
+        if isinstance(a, TracedTensor):
+            return a._tracer
+    return None
+
+
+def _recording(op: str, original: Callable) -> Callable:
+    def wrapper(*args, **kwargs):
+        tracer = _has_proxy(args, kwargs)
+        if tracer is None:
+            return original(*args, **kwargs)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("device", "policy")}
+        params = _params(op)
+        args = tuple(a for i, a in enumerate(args) if i >= len(params) or params[i] not in ("device", "policy"))
+        return tracer.record(op, args, kwargs)
+
+    wrapper.__name__ = op
+    wrapper.__doc__ = original.__doc__
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _traceable_ops() -> list[str]:
+    return [n for n in _C.ops() if n != "conv_attention_nchw" and hasattr(_C, n)]
+
+
+def _flatten(out, what: str) -> tuple[list[TracedTensor], Any]:
+    """The traced tensors of fn's result and a template to rebuild it."""
+    if isinstance(out, TracedTensor):
+        return [out], None
+    if isinstance(out, (tuple, list)):
+        leaves = []
+        for o in out:
+            if not isinstance(o, TracedTensor):
+                raise TypeError(f"[graph] {what} must return traced tensors (results of lc ops on its "
+                                f"inputs), got {type(o).__name__} in its {type(out).__name__}")
+            leaves.append(o)
+        return leaves, type(out)
+    if isinstance(out, dict):
+        leaves = []
+        for k, o in out.items():
+            if not isinstance(o, TracedTensor):
+                raise TypeError(f"[graph] {what} must return traced tensors, got {type(o).__name__} for "
+                                f"key {k!r}")
+            leaves.append(o)
+        return leaves, list(out.keys())
+    raise TypeError(f"[graph] {what} must return a traced tensor (the result of lc ops on its inputs), "
+                    f"a tuple/list or a dict of them, got {type(out).__name__}")
+
+
+def _unflatten(values: list, template):
+    if template is None:
+        return values[0]
+    if isinstance(template, list):
+        return dict(zip(template, values))
+    return template(values)
+
+
+class _Traced:
+    """One traced signature: the GraphIR and how to map arguments and results."""
+
+    def __init__(self, g, input_names: list[str | None], output_names: list[str], template):
+        self.g = g
+        self.input_names = input_names  # per fn argument: the graph input, or None
+        self.output_names = output_names
+        self.template = template
+
+
+def _trace(fn: Callable, args: tuple, what: str) -> _Traced:
+    import lightning_core as lc
+
+    tracer = _Tracer()
+    call_args = []
+    names: list[str | None] = []
+    for i, a in enumerate(args):
+        if isinstance(a, _ARRAY_TYPES):
+            name = f"arg{i}"
+            call_args.append(tracer.input(name, a))
+            names.append(name)
+        else:
+            call_args.append(a)
+            names.append(None)
+    with _TRACE_LOCK:
+        saved = {}
+        try:
+            for op in _traceable_ops():
+                current = getattr(lc, op, None)
+                if current is None:
+                    continue
+                saved[op] = current
+                setattr(lc, op, _recording(op, getattr(_C, op)))
+            out = fn(*call_args)
+        finally:
+            for op, f in saved.items():
+                setattr(lc, op, f)
+    leaves, template = _flatten(out, what)
+    outputs = []
+    for leaf in leaves:
+        if leaf._tracer is not tracer:
+            raise ValueError(f"[graph] {what} returned a tensor of another trace")
+        outputs.append(leaf.name)
+    for i, (a, n) in enumerate(zip(call_args, names)):
+        if n is not None and a.name in outputs:
+            raise ValueError(f"[graph] {what} returns its argument {i} unchanged; a graph output must be "
+                             "computed by an op")
+    tracer.g.set_outputs(list(dict.fromkeys(outputs)))  # a result returned twice is one output
+    tracer.g.validate()
+    return _Traced(tracer.g, names, outputs, template)
+
+
+class Compiled:
+    """A function of LC ops compiled into graphs, one per input signature (lc.compile).
+
+    Calling it traces ``fn`` on the first call of each signature (the shapes and dtypes of the
+    array arguments and the values of the others), plans the graph and executes the plan;
+    later calls of the same signature only execute. At most ``cache_size`` signatures are kept
+    (least recently used dropped).
+
+    Parameters
+    ----------
+    fn : callable
+        The function: its array arguments become graph inputs; it returns the result of LC ops,
+        or a tuple, list or dict of them.
+    device : str, optional
+        "auto" (default: the cost model places the whole graph), "cpu" or "cuda".
+    fusion : bool or dict, optional
+        True (every rule), False, or {rule: bool} (docs/graph.md, "Fusion").
+    strict : bool, optional
+        Raise instead of falling back (a step its device cannot run, a plan that cannot be
+        captured).
+    execution_mode : {"graph", "eager"}, optional
+        "graph" runs the planned graph; "eager" calls ``fn`` with the arguments (A/B checks).
+    cache_size : int, optional
+        The number of traced signatures kept (default 8).
+    """
+
+    def __init__(self, fn: Callable, *, device: str | None = None, fusion: Any = True,
+                 strict: bool = False, execution_mode: str = "graph", cache_size: int = 8):
+        if not callable(fn):
+            raise TypeError(f"[compile] fn must be callable, got {type(fn).__name__}")
+        if execution_mode not in ("graph", "eager"):
+            raise ValueError(f"[compile] execution_mode must be 'graph' or 'eager', got {execution_mode!r}")
+        if not isinstance(cache_size, int) or cache_size < 1:
+            raise ValueError(f"[compile] cache_size must be an int >= 1, got {cache_size!r}")
+        self.fn = fn
+        self.device = device
+        self.fusion = fusion
+        self.strict = strict
+        self.execution_mode = execution_mode
+        self.cache_size = cache_size
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._last: _Traced | None = None
+        self.traces = 0  # how many times fn was traced
+        self.__name__ = getattr(fn, "__name__", "compiled")
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def _key(self, args: tuple) -> tuple:
+        # Per call: keep it cheap (numpy's shape tuple and dtype object are hashable as they are).
+        key: list = []
+        for a in args:
+            if isinstance(a, _ARRAY_TYPES):
+                key.append((type(a), a.shape, a.dtype))
+            else:
+                try:
+                    hash(a)
+                except TypeError:
+                    raise TypeError(f"[compile] argument of type {type(a).__name__} is neither an array "
+                                    "nor hashable; it cannot key the trace cache") from None
+                key.append((type(a), a))
+        return tuple(key)
+
+    def _get(self, args: tuple) -> _Traced:
+        key = self._key(args)
+        t = self._cache.get(key)
+        if t is None:
+            t = _trace(self.fn, args, f"compiled function {self.__name__!r}")
+            t.g.plan(self.device, fusion=self.fusion, strict=self.strict)
+            self.traces += 1
+            self._cache[key] = t
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        elif t is not self._last:
+            self._cache.move_to_end(key)
+        self._last = t
+        return t
+
+    def __call__(self, *args):
+        if self.execution_mode == "eager":
+            return self.fn(*args)
+        t = self._get(args)
+        res = t.g.execute({n: a for n, a in zip(t.input_names, args) if n is not None})
+        if t.template is None:
+            return res[t.output_names[0]]
+        return _unflatten([res[n] for n in t.output_names], t.template)
+
+    def graph(self, *args):
+        """The traced GraphIR for these arguments (traced and planned if new).
+
+        Parameters
+        ----------
+        *args
+            Arguments as for a call.
+        """
+        return self._get(args).g
+
+    def explain(self, *args) -> str:
+        """What the plan does: steps, devices, fusions applied or not and why, memory.
+
+        Parameters
+        ----------
+        *args
+            Arguments as for a call (traced if new); none: the most recently used signature.
+        """
+        t = self._get(args) if args else self._last
+        if t is None:
+            return f"{self.__name__}: not traced yet (call it, or pass example arguments to explain())"
+        return f"{self.__name__} (execution_mode={self.execution_mode!r}, {len(self._cache)} traced " \
+               f"signature(s))\n" + t.g.explain()
+
+
+def trace(fn: Callable, *examples, device: str | None = None, fusion: Any = True,
+          strict: bool = False):
+    """Trace ``fn`` on example arguments into a planned :class:`lightning_core.GraphIR`.
+
+    The array arguments become graph inputs named ``arg0``, ``arg1``, ... (by position); the
+    graph's outputs are what ``fn`` returns, in order.
+
+    Parameters
+    ----------
+    fn : callable
+        A function of LC ops (``lc.linear``, ``lc.add``, ...).
+    *examples
+        Example arguments: arrays or lc.Tensor objects (their shapes and dtypes are recorded),
+        other values passed through to ``fn`` unchanged.
+    device : str, optional
+        The plan's device: "auto" (default), "cpu" or "cuda".
+    fusion : bool or dict, optional
+        True (every rule), False, or {rule: bool}.
+    strict : bool, optional
+        Raise instead of falling back.
+
+    Returns
+    -------
+    GraphIR
+        The validated, planned graph; ``execute({"arg0": x, ...})`` runs it.
+    """
+    t = _trace(fn, examples, f"traced function {getattr(fn, '__name__', 'fn')!r}")
+    t.g.plan(device, fusion=fusion, strict=strict)
+    return t.g
+
+
+def compile(fn: Callable | None = None, *, device: str | None = None, fusion: Any = True,  # noqa: A001
+            strict: bool = False, execution_mode: str = "graph", cache_size: int = 8):
+    """Compile a function of LC ops into graphs (traced per input signature, bounded cache).
+
+    Usable as ``lc.compile(fn, ...)`` or as a decorator ``@lc.compile`` / ``@lc.compile(...)``.
+
+    Parameters
+    ----------
+    fn : callable, optional
+        The function (omitted: returns a decorator).
+    device : str, optional
+        "auto" (default), "cpu" or "cuda".
+    fusion : bool or dict, optional
+        True (every rule), False, or {rule: bool} (docs/graph.md).
+    strict : bool, optional
+        Raise instead of falling back.
+    execution_mode : {"graph", "eager"}, optional
+        "graph" (default) runs the planned graph, "eager" calls ``fn`` itself (A/B).
+    cache_size : int, optional
+        Traced signatures kept (least recently used dropped; default 8).
+
+    Returns
+    -------
+    Compiled
+        The callable, with ``explain()``, ``graph(*args)`` and ``execution_mode``.
+    """
+    def wrap(f):
+        return Compiled(f, device=device, fusion=fusion, strict=strict,
+                        execution_mode=execution_mode, cache_size=cache_size)
+
+    return wrap if fn is None else wrap(fn)

@@ -1,0 +1,311 @@
+// The executor: runs a plan's steps through the public op API (the `_into` forms, writing into
+// the planned buffers), as one recording of the backend's capture seam (Backend::capture_graph:
+// a CUDA graph on CUDA, DirectGraph on the CPU) or step by step (eager, A/B).
+//
+// Per plan (ExecState, made at the first execute): the arenas (one allocation per device), a
+// typed view per arena tensor, the constants on their device (uploaded once), and the
+// CapturedGraph under a CaptureKey of the plan's topology, shapes and dtypes (no addresses).
+// Per call: a table of the tensor each id refers to (arena views, constants, the caller's
+// inputs and outputs), filled without allocating; the replay's binding is the arena and the
+// inputs' device addresses, so a call with other device inputs re-records the work and
+// updates the executable graph in place (host inputs are copied into fixed staging slots).
+#include <cstring>
+
+#include "backends/backend.h"
+#include "graph/graph_internal.h"
+#include "lightning_core/errors.h"
+#include "lightning_core/ops.h"
+#include "ops/checks.h"
+
+namespace lc::graph {
+
+struct ExecState {
+  Tensor arena[2];
+  std::vector<Tensor> fixed;  // per tensor: its arena view or (device) constant; else empty
+  std::vector<Tensor> cur;    // per call: what each id refers to
+  std::unique_ptr<CapturedGraph> graph;
+  CaptureKey key;
+  bool warmed = false;        // one eager run happened (the capture's precondition)
+  bool staged_inputs = false; // captured plans whose inputs do not fit the binding
+};
+
+void destroy_exec_state(ExecState* s) { delete s; }
+
+namespace {
+
+ExecutionPolicy step_policy(const ExecutionPolicy& base, const Plan& p, DeviceKind dev, bool captured) {
+  ExecutionPolicy q = base;
+  q.device = dev == DeviceKind::cpu ? DeviceRequest::cpu : DeviceRequest::cuda;
+  q.precision = p.opts.precision;
+  // Every step writes into a buffer of the plan (the `_into` forms), so `download` only
+  // matters for the policy's validity: true on the CPU, false on a GPU.
+  q.download = dev == DeviceKind::cpu;
+  if (dev == DeviceKind::cpu) {
+    q.sync = SyncMode::per_call;
+    q.upload = UploadMode::always;
+    if (q.precision == Precision::bf16) q.precision = Precision::fp32;
+  } else {
+    q.sync = SyncMode::none;  // the executor synchronises once at the end
+    q.upload = captured ? UploadMode::never : UploadMode::always;
+  }
+  return q;
+}
+
+void run_step(const Step& s, std::vector<Tensor>& cur, const ExecutionPolicy& q) {
+  auto in = [&](int k) -> const Tensor& { return cur[static_cast<std::size_t>(s.in[static_cast<std::size_t>(k)])]; };
+  auto opt = [&](int k) -> const Tensor* {
+    const int id = s.in[static_cast<std::size_t>(k)];
+    return id < 0 ? nullptr : &cur[static_cast<std::size_t>(id)];
+  };
+  Tensor& out = cur[static_cast<std::size_t>(s.out[0])];
+  const OpDef* d = s.def;
+  const StepAttrs& a = s.attrs;
+  namespace od = opdefs;
+  if (d == &od::linear) linear_into(in(0), in(1), opt(2), a.act, out, q, opt(3));
+  else if (d == &od::matmul2d) matmul2d_into(in(0), in(1), out, q);
+  else if (d == &od::matmul) matmul_into(in(0), in(1), out, q);
+  else if (d == &od::attention2d) attention2d_into(in(0), in(1), in(2), out, a.causal, q, a.scale);
+  else if (d == &od::attention)
+    attention_into(in(0), in(1), in(2), out, a.causal, opt(3), a.scale, q,
+                   s.out.size() > 1 ? &cur[static_cast<std::size_t>(s.out[1])] : nullptr);
+  else if (d == &od::attention_backward)
+    attention_backward_into(in(0), in(1), in(2), in(3), in(4), in(5), out,
+                            cur[static_cast<std::size_t>(s.out[1])],
+                            cur[static_cast<std::size_t>(s.out[2])], a.causal, opt(6), a.scale, q);
+  else if (d == &od::conv2d_nchw)
+    conv2d_nchw_into(in(0), in(1), opt(2), a.stride_h, a.stride_w, a.pad_h, a.pad_w, a.act, out, q);
+  else if (d == &od::layernorm) layernorm_into(in(0), opt(1), opt(2), a.eps, out, q);
+  else if (d == &od::softmax) softmax_into(in(0), out, q);
+  else if (d == &od::gelu) gelu_into(in(0), out, a.approximate.c_str(), q);
+  else if (d == &od::embedding) embedding_into(in(0), in(1), out, q);
+  else if (d == &od::vector_scale) elementwise_into("vector_scale", in(0), nullptr, a.alpha, out, q);
+  else if (d == &od::relu) elementwise_into("relu", in(0), nullptr, 1.0f, out, q);
+  else if (d->family == OpFamily::elementwise && d->num_inputs() == 2)
+    elementwise_into(d->name, in(0), &in(1), 1.0f, out, q);  // add/sub/mul/div, vector_*, matrix_sub
+  else
+    throw_value("graph", node_label(s.name, d->name) + ": the executor has no call for this op");
+}
+
+CaptureKey make_key(const Plan& p) {
+  CaptureKey k;
+  k.topology = "graph";
+  for (const Step& s : p.g.steps) {
+    k.topology += ';';
+    k.topology += s.def->name;
+    k.topology += '(' + s.attrs.describe(*s.def) + ')';
+    for (int id : s.in) k.topology += ' ' + std::to_string(id);
+    k.topology += " ->";
+    for (int id : s.out) k.topology += ' ' + std::to_string(id);
+  }
+  for (const TensorEntry& t : p.g.tensors) {
+    k.dims.push_back(static_cast<std::int64_t>(t.dtype));
+    k.dims.push_back(static_cast<std::int64_t>(t.shape.size()));
+    k.dims.insert(k.dims.end(), t.shape.begin(), t.shape.end());
+  }
+  k.dims.push_back(static_cast<std::int64_t>(p.opts.precision));
+  return k;
+}
+
+Tensor arena_view(const Tensor& arena, std::size_t offset, const TensorEntry& t) {
+  std::int64_t strides[kMaxDims];
+  std::int64_t s = 1;
+  for (int i = static_cast<int>(t.shape.size()) - 1; i >= 0; --i) {
+    strides[i] = s;
+    s *= t.shape[static_cast<std::size_t>(i)];
+  }
+  char* base = static_cast<char*>(arena.data());
+  return Tensor::wrap(base ? base + offset : nullptr, static_cast<int>(t.shape.size()),
+                      t.shape.data(), strides, t.dtype, arena.device(), arena.owner());
+}
+
+std::unique_ptr<ExecState> make_state(const Plan& p) {
+  auto st = std::make_unique<ExecState>();
+  const Resolved& g = p.g;
+  for (int dev = 0; dev < 2; ++dev)
+    if (p.arena_bytes[dev] > 0)
+      st->arena[dev] = Tensor::empty({static_cast<std::int64_t>((p.arena_bytes[dev] + 3) / 4)},
+                                     DType::f32, static_cast<DeviceKind>(dev));
+  st->fixed.resize(g.tensors.size());
+  st->cur.resize(g.tensors.size());
+  const bool captured = p.summary.captured;
+  for (std::size_t id = 0; id < g.tensors.size(); ++id) {
+    const TensorEntry& t = g.tensors[id];
+    const Slot sl = p.slot[id];
+    if (sl == Slot::arena) {
+      const DeviceKind dev = g.steps[static_cast<std::size_t>(g.producer[id])].device;
+      st->fixed[id] = arena_view(st->arena[static_cast<int>(dev)], p.offset[id], t);
+    } else if (sl == Slot::input && captured) {
+      st->fixed[id] = arena_view(st->arena[static_cast<int>(p.device)], p.offset[id], t);
+    } else if (sl == Slot::constant) {
+      // Uploaded once to the device of the steps that read it (the GPU when any GPU step does).
+      DeviceKind dev = DeviceKind::cpu;
+      for (const Step& s : g.steps)
+        for (int x : s.in)
+          if (x == static_cast<int>(id) && s.device != DeviceKind::cpu) dev = s.device;
+      st->fixed[id] = t.value.device() == dev ? t.value : t.value.to(dev);
+    }
+  }
+  // Column views of arena tensors (qkv_projection), after their bases.
+  for (std::size_t id = 0; id < g.tensors.size(); ++id) {
+    if (p.slot[id] != Slot::view) continue;
+    const Tensor& base = st->fixed[static_cast<std::size_t>(g.view_base[id])];
+    const std::vector<std::int64_t> wide = base.shape();
+    std::vector<std::int64_t> strides(wide.size(), 1);
+    for (int i = static_cast<int>(wide.size()) - 2; i >= 0; --i)
+      strides[static_cast<std::size_t>(i)] = strides[static_cast<std::size_t>(i) + 1] * wide[static_cast<std::size_t>(i) + 1];
+    st->fixed[id] = base.view(g.tensors[id].shape, strides, g.view_offset[id]);
+  }
+  // The binding holds the arena and the inputs bound in place; with more inputs, all are staged.
+  st->staged_inputs = captured && g.inputs.size() + 1 > static_cast<std::size_t>(kMaxGraphBinding);
+  st->key = make_key(p);
+  return st;
+}
+
+const std::string& reader_of(const Resolved& g, int id) {
+  for (const Step& s : g.steps)
+    for (int x : s.in)
+      if (x == id) return s.name;
+  return g.tensors[static_cast<std::size_t>(id)].name;
+}
+
+}  // namespace
+
+}  // namespace lc::graph
+
+namespace lc {
+
+using namespace graph;
+
+void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& inputs,
+                           std::vector<Tensor>& outs, bool graph_mode, bool results_on_device) {
+  if (!impl_->plan) plan();
+  std::lock_guard<std::mutex> lock(impl_->exec_mu);
+  if (!impl_->plan) throw_value("graph", "execute: the graph changed while it was being executed");
+  Plan& p = *impl_->plan;
+  const Resolved& g = p.g;
+  // ---- the inputs: every graph input, by name, its declared shape and dtype -------------------
+  std::vector<const Tensor*> given(g.tensors.size(), nullptr);
+  for (const auto& [name, t] : inputs) {
+    auto it = g.ids.find(name);
+    const bool is_input = it != g.ids.end() && p.slot[static_cast<std::size_t>(it->second)] == Slot::input;
+    if (!is_input) {
+      std::string names;
+      for (int id : g.inputs) names += std::string(names.empty() ? "" : ", ") + "'" + g.tensors[static_cast<std::size_t>(id)].name + "'";
+      throw_value("graph", "execute: '" + name + "' is not a graph input; the inputs are " +
+                               (names.empty() ? "none" : names));
+    }
+    given[static_cast<std::size_t>(it->second)] = &t;
+  }
+  for (int id : g.inputs) {
+    const TensorEntry& te = g.tensors[static_cast<std::size_t>(id)];
+    const Tensor* t = given[static_cast<std::size_t>(id)];
+    const std::string& node = reader_of(g, id);
+    if (!t || !t->defined())
+      throw_value("graph", "execute: graph input '" + te.name + "' (read by node '" + node +
+                               "') is missing; pass it in the inputs");
+    if (t->dtype() != te.dtype)
+      throw_type("graph", "execute: input '" + te.name + "' (read by node '" + node + "') must be " +
+                              to_string(te.dtype) + ", got " + to_string(t->dtype()));
+    if (t->shape() != te.shape)
+      throw_value("graph", "execute: input '" + te.name + "' (read by node '" + node + "') must have shape " +
+                               shape_str(te.shape) + ", got " + t->shape_str() +
+                               " (a graph has fixed shapes; lc.compile re-traces for new ones)");
+  }
+  // ---- the outputs --------------------------------------------------------------------------
+  const bool on_gpu = p.device != DeviceKind::cpu;
+  if (outs.empty()) {
+    for (int id : g.outputs) {
+      const TensorEntry& te = g.tensors[static_cast<std::size_t>(id)];
+      outs.push_back(Tensor::empty(te.shape, te.dtype,
+                                   results_on_device && on_gpu ? p.device : DeviceKind::cpu));
+    }
+  }
+  if (outs.size() != g.outputs.size())
+    throw_value("graph", "execute: " + std::to_string(g.outputs.size()) + " output buffer(s) needed, got " +
+                             std::to_string(outs.size()));
+  for (std::size_t k = 0; k < outs.size(); ++k)
+    check_out("graph", outs[k], g.tensors[static_cast<std::size_t>(g.outputs[k])].shape,
+              g.tensors[static_cast<std::size_t>(g.outputs[k])].dtype);
+
+  if (!impl_->exec) impl_->exec.reset(make_state(p).release());
+  ExecState& st = *impl_->exec;
+  ++impl_->stats.executions;
+  const bool captured = p.summary.captured && graph_mode;
+  const ExecutionPolicy base = current_policy();
+  ExecutionPolicy pol[2] = {step_policy(base, p, DeviceKind::cpu, captured),
+                            step_policy(base, p, DeviceKind::cuda, captured)};
+
+  // ---- the table of this call -----------------------------------------------------------------
+  std::vector<Tensor>& cur = st.cur;
+  for (std::size_t id = 0; id < g.tensors.size(); ++id) {
+    const Slot sl = p.slot[id];
+    if (sl == Slot::input) {
+      const Tensor& t = *given[id];
+      const bool bind = captured && !st.staged_inputs && t.device() == p.device && t.is_contiguous();
+      if (captured && !bind) {
+        t.copy_to(st.fixed[id]);  // into the fixed staging slot (queued on the stream)
+        cur[id] = st.fixed[id];
+      } else {
+        cur[id] = t;
+      }
+    } else if (sl == Slot::output) {
+      for (std::size_t k = 0; k < g.outputs.size(); ++k)
+        if (g.outputs[k] == static_cast<int>(id)) cur[id] = outs[k];
+    } else {
+      cur[id] = st.fixed[id];
+    }
+  }
+  auto work = [&] {
+    for (const Step& s : g.steps) run_step(s, cur, pol[s.device == DeviceKind::cpu ? 0 : 1]);
+  };
+
+  // Through the seam: a captured GPU plan (a CUDA graph), or a CPU plan (DirectGraph runs the
+  // work). Everything else (eager mode, plans that cross devices or hold a step that
+  // synchronises) runs the steps directly.
+  const bool seam = captured || (graph_mode && p.opts.use_graph && p.device == DeviceKind::cpu &&
+                                 !p.summary.crosses_devices);
+  if (!seam) {
+    work();
+    ++impl_->stats.eager_runs;
+  } else {
+    Backend& be = get_backend(p.device);
+    if (captured && !st.warmed) {
+      work();  // first use outside the capture: one-time set-up (algorithm searches) may sync
+      be.synchronize();
+      st.warmed = true;
+      ++impl_->stats.eager_runs;
+    } else {
+      if (!st.graph) st.graph = be.capture_graph(st.key);
+      // What the recording uses besides its fixed buffers: the arena (graph outputs live there)
+      // and the inputs bound in place (staged ones are inside the arena).
+      GraphBinding binding;
+      if (captured) {
+        binding.add(st.arena[static_cast<int>(p.device)].data());
+        for (int id : g.inputs) {
+          const Tensor& t = cur[static_cast<std::size_t>(id)];
+          if (t.data() != st.fixed[static_cast<std::size_t>(id)].data() && !binding.add(t.data()))
+            throw_value("graph", "execute: internal: the binding does not fit");
+        }
+      }
+      const std::uint64_t rec = st.graph->stats().records;
+      st.graph->replay(work, binding);
+      ++impl_->stats.replays;
+      impl_->stats.records += st.graph->stats().records - rec;
+    }
+  }
+  // Captured plans keep their outputs in the arena: copy them out (a download for host outs).
+  for (std::size_t k = 0; k < g.outputs.size(); ++k) {
+    const int id = g.outputs[k];
+    if (p.slot[static_cast<std::size_t>(id)] == Slot::arena) cur[static_cast<std::size_t>(id)].copy_to(outs[k]);
+  }
+  if (on_gpu) get_backend(p.device).synchronize();
+}
+
+std::vector<Tensor> GraphIR::execute(const std::vector<std::pair<std::string, Tensor>>& inputs,
+                                     bool graph_mode) {
+  std::vector<Tensor> outs;
+  execute_into(inputs, outs, graph_mode);
+  return outs;
+}
+
+}  // namespace lc

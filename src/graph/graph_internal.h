@@ -1,0 +1,138 @@
+// The GraphIR's inside, shared by its four files:
+//   graph_ir.cpp   building and validation (resolve: names -> ids, registry inference)
+//   fusion.cpp     the fusion rules (nodes -> steps)
+//   planner.cpp    topological order, whole-graph placement, liveness buffer packing
+//   executor.cpp   running the steps through the public op API and the capture seam
+// The graph floor sits above src/ops/ (it reads the op registry) and uses only the public op API
+// (include/lightning_core/ops.h) and the backend seam (src/backends/backend.h).
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "lightning_core/graph.h"
+#include "ops/registry.h"
+
+namespace lc {
+
+class CapturedGraph;
+
+namespace graph {
+
+constexpr std::size_t kAlign = 256;  // arena offsets (cuBLASLt and vector loads like 16+)
+inline std::size_t align_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+struct TensorEntry {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  DType dtype = DType::f32;
+  bool declared = false;  // add_tensor'ed (its shape and dtype are the user's word)
+  bool constant = false;
+  Tensor value;           // constants: the host (or device) value, contiguous
+};
+
+struct NodeEntry {
+  std::string name;
+  std::string op;
+  const OpDef* def = nullptr;  // nullptr: unknown op (add_node refuses those; kept for safety)
+  std::vector<std::string> inputs, outputs;
+  GraphAttrs attrs;
+};
+
+// The attributes a step's op call needs, decoded once from GraphAttrs with the OpDef's defaults.
+struct StepAttrs {
+  Activation act = Activation::none;
+  bool causal = false;
+  float scale = 0.0f;  // 0: 1/sqrt(d)
+  float eps = 1e-5f;
+  float alpha = 1.0f;
+  int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  std::string approximate = "tanh";
+  bool return_lse = false;
+  std::string describe(const OpDef& d) const;
+};
+
+// An executable step: one op call (a node, or an anchor node with others folded into it).
+struct Step {
+  std::string name;
+  const OpDef* def = nullptr;
+  std::vector<int> in;   // tensor ids in OpDef input order; -1: absent optional input
+  std::vector<int> out;  // tensor ids
+  StepAttrs attrs;
+  std::vector<std::string> fused;
+  DeviceKind device = DeviceKind::cpu;
+  double cpu_us = 0, gpu_us = 0;
+};
+
+// The resolved graph: ids instead of names, every tensor's shape and dtype known.
+struct Resolved {
+  std::vector<TensorEntry> tensors;  // the IR's tensors plus inferred ones
+  std::unordered_map<std::string, int> ids;
+  std::vector<Step> steps;           // one per node, in topological order
+  std::vector<int> inputs, outputs;  // tensor ids
+  std::vector<int> producer;         // per tensor: step index or -1 (a view: its base's)
+  // Column views (qkv_projection): per tensor the tensor it is a view of (-1: none) and the
+  // element offset of its first column; its shape is the base's with a narrower last dimension.
+  std::vector<int> view_base;
+  std::vector<std::int64_t> view_offset;
+};
+
+// Where each tensor lives during execution.
+// `none`: no step reads or writes it (an intermediate fusion removed, an unused declaration).
+// `view`: columns of another tensor (Resolved::view_base).
+enum class Slot : std::uint8_t { none, input, constant, arena, output, view };
+
+struct Plan {
+  Resolved g;                        // after fusion (steps) and with fusion's new tensors
+  GraphPlanSummary summary;
+  GraphPlanOptions opts;
+  std::vector<Slot> slot;            // per tensor
+  std::vector<std::size_t> offset;   // arena byte offset per tensor (Slot::arena / staged)
+  std::size_t arena_bytes[2] = {0, 0};  // per device (cpu, cuda)
+  DeviceKind device = DeviceKind::cpu;  // the device of the replayed graph (single-device plans)
+};
+
+// graph_ir.cpp
+Resolved resolve(const std::vector<TensorEntry>& tensors, const std::vector<NodeEntry>& nodes,
+                 const std::vector<std::string>& outputs, std::vector<GraphIssue>* issues);
+StepAttrs decode_attrs(const OpDef& d, const GraphAttrs& attrs);
+// The OpArgs of a step's inputs (shapes borrowed from `g`).
+OpArgs step_args(const Resolved& g, const Step& s);
+std::string node_label(const std::string& name, const char* op);  // "node 'fc1' (linear)"
+
+// fusion.cpp: rewrites g.steps (and may add tensors: a transposed constant weight).
+std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o);
+
+// planner.cpp
+void place(Plan& p);
+void pack_buffers(Plan& p);
+
+// executor.cpp
+struct ExecState;
+void destroy_exec_state(ExecState* s);
+
+}  // namespace graph
+
+struct GraphIR::Impl {
+  std::vector<graph::TensorEntry> tensors;
+  std::unordered_map<std::string, int> tensor_ids;
+  std::vector<graph::NodeEntry> nodes;
+  std::unordered_map<std::string, int> node_ids;
+  std::vector<std::string> outputs;
+  std::unique_ptr<graph::Plan> plan;
+  std::unique_ptr<graph::ExecState, void (*)(graph::ExecState*)> exec{nullptr,
+                                                                       &graph::destroy_exec_state};
+  GraphIR::Stats stats;
+  std::mutex exec_mu;  // execute_into: one call at a time (the per-call table is shared)
+  // Drops the plan (and its buffers and recording); waits for an execute in flight.
+  void invalidate() {
+    std::lock_guard<std::mutex> lock(exec_mu);
+    exec.reset();
+    plan.reset();
+  }
+};
+
+}  // namespace lc
