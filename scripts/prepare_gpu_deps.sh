@@ -2,6 +2,9 @@
 # Fills .deps/ (git-ignored) with what the GPU machine lacks and scripts/gpu_check.sh needs:
 #   .deps/googletest  GoogleTest's source tree (built there with the project's tests)
 #   .deps/benchmark   Google Benchmark's headers and shared library (for the native bench_* binaries)
+#   .deps/cudnn_frontend/include  the cuDNN frontend's headers (PyPI nvidia-cudnn-frontend, header-only
+#                     C++; CMakeLists.txt finds them there: cuDNN flash attention, src/backends/cuda/
+#                     attention_cudnn.cpp). LC_CUDNN_FRONTEND_VERSION pins the version (default 1.32.0).
 # Run it here once; then every device `run` of gpu_check.sh passes carry [".deps"].
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,5 +27,24 @@ if [ ! -f .deps/benchmark/include/benchmark/benchmark.h ]; then
   else
     echo "Google Benchmark not installed here (apt-get install libbenchmark-dev); native bench skipped" >&2
   fi
+fi
+fe_ver=${LC_CUDNN_FRONTEND_VERSION:-1.32.0}
+if [ ! -f .deps/cudnn_frontend/include/cudnn_frontend.h ]; then
+  # Only the wheel's include/ is kept (no Python package, none of its dependencies installed).
+  tmp=$(mktemp -d)
+  if python3 -m pip download --quiet --no-deps "nvidia-cudnn-frontend==$fe_ver" -d "$tmp" >&2; then
+    mkdir -p .deps/cudnn_frontend
+    python3 - "$tmp" <<'PY'
+import pathlib, sys, zipfile
+whl = next(pathlib.Path(sys.argv[1]).glob("*.whl"))
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        if n.startswith("include/"):
+            z.extract(n, ".deps/cudnn_frontend")
+PY
+  else
+    echo "could not download nvidia-cudnn-frontend==$fe_ver; the GPU build runs attention without cuDNN" >&2
+  fi
+  rm -rf "$tmp"
 fi
 du -sh .deps/* 

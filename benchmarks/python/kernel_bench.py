@@ -365,6 +365,112 @@ def train_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal:
     )
 
 
+# ---- 16-bit attention: cuDNN's fused flash attention vs torch SDPA (issue #13) ---------------
+# lc.attention on CUDA in float16 / bfloat16 runs cuDNN's flash attention where it supports the
+# call (docs/attention.md); the "impl=own" family forces our kernel (lc.set_attention_impl) on
+# the same shape, so one run shows both. (B, H, S, D, dtype, causal)
+MHA16 = [(4, 12, 512, 64, "float16", False), (4, 12, 512, 64, "bfloat16", True),
+         (1, 12, 128, 64, "float16", False), (1, 16, 4096, 128, "bfloat16", False),
+         (1, 16, 4096, 128, "bfloat16", True)]
+MHA16_OWN = [(4, 12, 512, 64, "bfloat16", False)]
+# forward + backward in 16 bits (dq compared)
+MHA16_BWD = [(4, 12, 512, 64, "bfloat16", False), (4, 12, 512, 64, "float16", False),
+             (1, 12, 128, 64, "bfloat16", False), (1, 16, 4096, 128, "bfloat16", True)]
+
+
+def _softmax_rows(s: np.ndarray) -> np.ndarray:
+    s = s - s.max(axis=-1, keepdims=True)
+    np.exp(s, out=s)
+    s /= s.sum(axis=-1, keepdims=True)
+    return s
+
+
+def _np_mha_heads(q, k, v, causal: bool, dout=None) -> np.ndarray:
+    """float32 out (or, with dout, dq) for [B, H, S, D], one (batch, head) at a time so that
+    S = 4096 needs one S x S matrix (64 MiB) at once."""
+    q, k, v = _f32(q), _f32(k), _f32(v)
+    B, H, S, D = q.shape
+    scale = np.float32(1.0 / np.sqrt(D))
+    keep = np.tril(np.ones((S, S), dtype=bool)) if causal else None
+    res = np.empty(q.shape if dout is not None else (B, H, S, v.shape[-1]), dtype=np.float32)
+    for b in range(B):
+        for h in range(H):
+            s = (q[b, h] @ k[b, h].T) * scale
+            if keep is not None:
+                s = np.where(keep, s, np.float32(-np.inf))
+            p = _softmax_rows(s)
+            if dout is None:
+                res[b, h] = p @ v[b, h]
+            else:
+                do = _f32(dout[b, h])
+                dp = do @ v[b, h].T
+                ds = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+                res[b, h] = (ds @ k[b, h]) * scale
+    return res
+
+
+def _with_impl(lc, impl: str, fn):
+    """Runs fn with lc's attention implementation set to impl (restored after)."""
+    before = lc.attention_impl()
+    lc.set_attention_impl(impl)
+    try:
+        return fn()
+    finally:
+        lc.set_attention_impl(before)
+
+
+def mha16_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal: bool,
+               impl: str = "auto") -> Case:
+    fam = f"attention mha {SHORT[dtype]}" + ("" if impl == "auto" else f" impl={impl}")
+    return Case(
+        suite=suite, family=fam,
+        name=f"B={b},H={h},S={seq},D={d}" + (",causal" if causal else ""),
+        params={"batch": b, "heads": h, "seq": seq, "head_dim": d, "dtype": dtype, "causal": causal,
+                "impl": impl},
+        make_inputs=lambda rng: {n: _rand(rng, dtype, b, h, seq, d) for n in ("q", "k", "v")},
+        numpy_fn=lambda i: _np_mha_heads(i["q"], i["k"], i["v"], causal),
+        lc_fn=lambda lc, i, dev: _with_impl(
+            lc, impl, lambda: lc.attention(i["q"], i["k"], i["v"], causal=causal, device=dev)),
+        lc_into=lambda lc, i, out, dev: _with_impl(
+            lc, impl, lambda: lc.attention_into(i["q"], i["k"], i["v"], out, causal=causal, device=dev)),
+        out_shape=(b, h, seq, d), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: torch.nn.functional.scaled_dot_product_attention(
+            i["q"], i["k"], i["v"], is_causal=causal),
+        tol=2e-2, numpy_peer=False, numpy_note="numpy has no 16-bit arithmetic worth timing",
+        cpu_peers=False,
+        notes=[f"lc.attention with lc.set_attention_impl(\"{impl}\") (auto: cuDNN flash attention "
+               "where supported, docs/attention.md); torch: F.scaled_dot_product_attention"],
+    )
+
+
+def _lc_mha16_fwd_bwd(lc, i, dev: str, causal: bool):
+    out, lse = lc.attention(i["q"], i["k"], i["v"], causal=causal, return_lse=True, device=dev)
+    try:
+        return lc.attention_backward(i["dout"], i["q"], i["k"], i["v"], out, lse, causal=causal,
+                                     device=dev)[0]
+    except ValueError as e:
+        if "not implemented" in str(e):
+            raise Skip("lc.attention_backward has no CUDA entry in this build yet") from None
+        raise
+
+
+def mha16_bwd_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal: bool) -> Case:
+    return Case(
+        suite=suite, family=f"attention mha fwd+bwd {SHORT[dtype]}",
+        name=f"B={b},H={h},S={seq},D={d}" + (",causal" if causal else ""),
+        params={"batch": b, "heads": h, "seq": seq, "head_dim": d, "dtype": dtype, "causal": causal},
+        make_inputs=lambda rng: {n: _rand(rng, dtype, b, h, seq, d) for n in ("q", "k", "v", "dout")},
+        numpy_fn=lambda i: _np_mha_heads(i["q"], i["k"], i["v"], causal, dout=i["dout"]),
+        lc_fn=lambda lc, i, dev: _lc_mha16_fwd_bwd(lc, i, dev, causal),
+        out_shape=(b, h, seq, d), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: _torch_mha_fwd_bwd(torch, i, causal),
+        tol=3e-2, numpy_peer=False, numpy_note="numpy has no 16-bit arithmetic worth timing",
+        graph_ok=False, cpu_peers=False,
+        notes=["lc: attention(return_lse=True) + attention_backward on CUDA (cuDNN flash attention "
+               "forward and backward where supported); torch: SDPA forward + autograd.grad"],
+    )
+
+
 def build_cases(quick: bool = False) -> List[Case]:
     s = "kernel"
     cases = [attention_case(s, "attention micro", q, d) for q, d in ATTN_MICRO]
@@ -379,6 +485,9 @@ def build_cases(quick: bool = False) -> List[Case]:
     cases += [norm_case(s, op, *shape) for op in ("layernorm", "softmax") for shape in NORM]
     cases += [mha_case(s, *shape) for shape in MHA]
     cases += [mha_bwd_case(s, *shape) for shape in MHA_BWD]
+    cases += [mha16_case(s, *shape) for shape in MHA16]
+    cases += [mha16_case(s, *shape, impl="own") for shape in MHA16_OWN]
+    cases += [mha16_bwd_case(s, *shape) for shape in MHA16_BWD]
     cases += [train_case(s, *shape) for shape in TRAIN]
     return cases
 

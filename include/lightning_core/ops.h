@@ -19,6 +19,9 @@ struct OpReport {
   DeviceKind device = DeviceKind::cpu;
   const char* path = "direct";  // "direct" | "fallback" (a requested device could not run it)
   std::string reason;
+  // The implementation the backend chose where it has several (CUDA attention in float16 /
+  // bfloat16: "cudnn" or "own"; docs/attention.md); "" when it did not say.
+  const char* impl = "";
 };
 const OpReport& last_op_report();
 

@@ -32,5 +32,12 @@ void set_current_device(DeviceKind kind, int index);
 void synchronize();
 // Returns the caching allocators' unused blocks to the devices (after a MemoryError, say).
 void empty_cache();
+// Which attention implementation the CUDA backend uses for float16 / bfloat16 (docs/attention.md):
+// "auto" (cuDNN's fused flash attention where cuDNN supports the call and is expected to be the
+// faster one, else our kernel), "cudnn" (cuDNN wherever it supports the call), "own" (our
+// kernel always). Process-wide; initially the environment's LC_ATTENTION_IMPL (read once on
+// first use), else "auto". Throws lc::ValueError for any other name.
+void set_attention_impl(const std::string& impl);
+std::string attention_impl();
 
 }  // namespace lc

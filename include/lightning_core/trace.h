@@ -37,6 +37,8 @@ struct TraceEvent {
   const char* for_op = "";      // transfers and syncs: the op they belong to; ops: same as op
   DeviceKind device = DeviceKind::cpu;  // op: the selected device; transfers: the GPU side
   const char* path = "direct";  // "direct" | "fallback" (the requested device could not run it)
+  const char* impl = "";        // ops: the backend's implementation when it has several
+                                // (CUDA attention: "cudnn" | "own"), else ""
   char shapes[kTraceShapesCap] = {};  // input shapes, "[128, 64] [64, 32]" ("..." if cut)
   // The policy the op ran under (kept as enums; policy_string() formats it).
   UploadMode upload = UploadMode::always;

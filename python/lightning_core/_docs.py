@@ -153,7 +153,11 @@ DOCS: dict[str, dict[str, Any]] = {
                                        "cpu_blas, ...")},
     "memory_info": {"params": {"device": ("str", 'The device, "cuda" (the current GPU) or "cuda:N".')},
                     "returns": ("dict", "free, total, live_bytes, cached_bytes (bytes).")},
-    "last_op_report": {"returns": ("dict", "op, device, reason (filled when explain is on).")},
+    "last_op_report": {"returns": ("dict", "op, device, path, reason (filled when explain is on), "
+                                           "impl (the backend's implementation where it has "
+                                           "several: CUDA attention \"cudnn\" / \"own\").")},
+    "set_attention_impl": {"params": {"impl": ("str", '"auto", "cudnn" or "own".')}},
+    "attention_impl": {"returns": ("str", '"auto", "cudnn" or "own".')},
     "get_default_policy": {"returns": ("ExecutionPolicy", "")},
     "set_default_policy": {"params": {"policy": ("ExecutionPolicy", "The new default.")}},
     "current_policy": {"returns": ("ExecutionPolicy", "")},

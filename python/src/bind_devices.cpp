@@ -222,7 +222,7 @@ void register_devices(nb::module_& m) {
       })
       .def("__repr__", [](const PyStream& s) {
         return std::string("lc.Stream(device=\"") + place_str(s.kind, s.device) + "\"" +
-               (s.handle ? "" : ", default") + ")";
+               (s.owned ? "" : ", borrowed") + ")";
       });
 
   m.def("current_stream", [](const std::string& device) {
@@ -234,7 +234,7 @@ void register_devices(nb::module_& m) {
      "stream:` block or set_stream changed it).");
   m.def("default_stream", [](const std::string& device) {
     const Place p = resolve(device, "default_stream");
-    return borrowed(p.kind, p.index, nullptr);
+    return borrowed(p.kind, p.index, lc::get_backend(p.kind).default_stream(p.index));
   }, nb::arg("device") = "cuda", nb::rv_policy::take_ownership,
      "The default stream of `device`: where ops run unless another stream is current.");
   m.def("set_stream", [](PyStream& s) {

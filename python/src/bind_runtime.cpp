@@ -59,8 +59,18 @@ void register_runtime(nb::module_& m) {
     d["device"] = lc::to_string(r.device);
     d["path"] = r.path;
     d["reason"] = r.reason;
+    d["impl"] = r.impl;
     return d;
-  }, "Where the last op on this thread ran and (with explain on) why.");
+  }, "Where the last op on this thread ran, (with explain on) why, and which implementation "
+     "the backend chose where it has several (\"impl\": CUDA attention \"cudnn\" / \"own\").");
+  m.def("set_attention_impl", &lc::set_attention_impl, nb::arg("impl"),
+        "Which implementation CUDA attention uses for float16/bfloat16: \"auto\" (cuDNN's fused "
+        "flash attention where supported and expected to be faster, else our kernel), \"cudnn\" "
+        "(cuDNN wherever it supports the call), \"own\" (our kernel). Process-wide; the "
+        "initial value is the environment's LC_ATTENTION_IMPL, else \"auto\". See "
+        "docs/attention.md.");
+  m.def("attention_impl", &lc::attention_impl,
+        "The current attention implementation choice (set_attention_impl).");
 }
 
 }  // namespace lcpy

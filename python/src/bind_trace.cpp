@@ -21,6 +21,7 @@ nb::dict event_dict(const lc::TraceEvent& e) {
   d["for_op"] = e.for_op;
   d["device"] = lc::to_string(e.device);
   d["path"] = e.path;
+  d["impl"] = e.impl;
   d["op_path"] = e.op_path();
   d["shapes"] = e.shapes;
   d["policy"] = e.policy_string();

@@ -86,6 +86,16 @@ struct AttentionArgs {
 // attend). q, k, v and out hold `dtype` elements (float32, float16, bfloat16; float64 on the CPU
 // only); the arithmetic is float32 (float64 for float64), rounded once into out.
 enum class MaskKind : std::uint8_t { none, additive, keep };
+
+// Which attention implementation a backend with a choice uses (the CUDA backend in float16 /
+// bfloat16: cuDNN's fused flash attention or its own kernel). Process-wide, set by
+// lc::set_attention_impl() (runtime.h), initially from LC_ATTENTION_IMPL (src/runtime/
+// attention_impl.cpp); one relaxed atomic load.
+enum class AttentionImpl : std::uint8_t { automatic, cudnn, own };
+AttentionImpl attention_impl_choice() noexcept;
+// A backend names the implementation that ran inside the current op (a static string, e.g.
+// "cudnn" / "own"): the op's trace event and lc::last_op_report() carry it.
+void note_op_impl(const char* impl) noexcept;
 struct MhaArgs {
   const void* q = nullptr;
   const void* k = nullptr;
@@ -419,8 +429,11 @@ class Backend {
   // default stream. stream_create makes a new stream on device `index`.
   virtual void* stream_create(int /*index*/) { return nullptr; }
   virtual void stream_destroy(void* /*stream*/) noexcept {}
-  // The calling thread's current stream on the current device (nullptr: the default stream).
+  // The calling thread's current stream on the current device.
   virtual void* current_stream() { return nullptr; }
+  // The default stream of device `index` (the handle current_stream() gives when no other
+  // stream was made current).
+  virtual void* default_stream(int /*index*/) { return nullptr; }
   // The stream's native handle for other libraries (a cudaStream_t as an integer; 0 where the
   // backend has none), e.g. torch.cuda.ExternalStream(stream.cuda_stream).
   virtual std::uintptr_t native_stream(void* /*stream*/) { return 0; }
@@ -482,6 +495,9 @@ class Backend {
                                           "run it on the CPU (device=\"cpu\" or \"auto\")");
   }
   virtual void conv2d(const Conv2dArgs& a) = 0;
+  // Extra key=value facts of this backend's build for lc.build_info() (CUDA: the cuDNN
+  // frontend version compiled in, or "no").
+  virtual std::vector<std::pair<std::string, std::string>> build_facts() { return {}; }
   virtual void layernorm(const LayerNormArgs& a) = 0;
   virtual void softmax(const SoftmaxArgs& a) = 0;
   virtual void elementwise(const ElementwiseArgs& a) = 0;

@@ -11,13 +11,20 @@ namespace lc {
 namespace {
 thread_local bool t_explain = false;
 thread_local OpReport t_report;
+thread_local const char* t_impl = "";  // note_op_impl() of the op running on this thread
 }  // namespace
 
 void set_explain(bool on) { t_explain = on; }
 bool explain_enabled() { return t_explain; }
-const OpReport& last_op_report() { return t_report; }
+const OpReport& last_op_report() {
+  t_report.impl = t_impl;
+  return t_report;
+}
+
+void note_op_impl(const char* impl) noexcept { t_impl = impl ? impl : ""; }
 
 OpRunner::OpRunner(const char* op, const ExecutionPolicy& p) : op_(op), policy_(p) {
+  t_impl = "";
   policy_.validate(op);
 }
 
@@ -203,6 +210,7 @@ void OpRunner::record_op(std::int64_t t0, std::int64_t m0, std::int64_t m1) {
   e.for_op = op_;
   e.device = device_;
   e.path = fallback_ ? "fallback" : "direct";
+  e.impl = t_impl;
   trace_set_shapes(e, inputs_.data(), n_inputs_);
   trace_set_policy(e, policy_);
   e.host_begin_ns = t0;

@@ -41,6 +41,7 @@ std::vector<std::pair<std::string, std::string>> build_info() {
     const std::string key = std::string(to_string(d));
     info.emplace_back(key + "_available", be.available() ? "yes" : "no");
     info.emplace_back(key + "_device", be.available() ? be.device_description() : be.unavailable_reason());
+    for (auto& f : be.build_facts()) info.push_back(std::move(f));
   }
   return info;
 }

@@ -281,3 +281,20 @@ def test_second_gpu_ops_copies_and_sessions(rng):
     out = np.empty((65, 17), np.float32)
     sess.start_into(a1, b1, out)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_stream_destroyed_before_a_tensor_recorded_on_it():
+    # The allocator must forget a destroyed stream: freeing the tensor afterwards records no
+    # event on it (a use after free before the fix).
+    x = lc.Tensor(np.ones(1000, np.float32), device="cuda")
+    s = lc.Stream()
+    with s:
+        y = lc.vector_add(x, x, policy=lc.ExecutionPolicy(device="cuda", download=False, sync="none"))
+    x.record_stream(s)
+    s.synchronize()
+    del s
+    del x, y
+    z = lc.Tensor(np.ones(1000, np.float32), device="cuda")
+    lc.synchronize()
+    np.testing.assert_array_equal(z.numpy(), np.ones(1000, np.float32))

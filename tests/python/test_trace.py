@@ -21,7 +21,7 @@ HOTSPOT_KEYS = {
     "host_ns", "device_ns", "delta_next_ns", "thread", "stream", "bytes",
 }
 EVENT_KEYS = {
-    "seq", "kind", "op", "for_op", "device", "path", "op_path", "shapes", "policy",
+    "seq", "kind", "op", "for_op", "device", "path", "impl", "op_path", "shapes", "policy",
     "host_begin_ns", "host_end_ns", "host_ns", "device_ns", "device_begin_ns", "thread", "stream",
     "bytes",
 }

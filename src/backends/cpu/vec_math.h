@@ -60,10 +60,31 @@ inline float gelu(float x) {
   return x == -__builtin_inff() ? __builtin_nanf("") : y;
 }
 
-// Exact GELU: 0.5 x (1 + erf(x / sqrt 2)) (torch's approximate="none"). gelu_erf(-inf) = NaN
-// (-inf * 0, as the tanh form), gelu_erf(+inf) = inf, NaN stays NaN. std::erf is a library call (not vectorised).
+// Exact GELU: 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2) (torch's approximate=
+// "none"), written so the vectoriser can inline it (std::erf is a library call: 17x slower).
+// erfc(z) for z = |x| / sqrt 2 >= 0 is t exp(-z^2 + P(t)), t = 1 / (1 + z/2), with the
+// Chebyshev-fitted degree-9 P of Press et al.'s erfcc (fractional error < 1.2e-7 over z >= 0);
+// erfc(-z) = 2 - erfc(z). Working through erfc keeps the negative tail relatively accurate
+// (1 + erf(x / sqrt 2) would cancel). Measured against float64 on 200,001 points of [-12, 12]:
+// relative error <= 4e-7 for x >= 0, <= 2e-6 on [-4, 0), <= 6e-6 on [-8, -4) and <= 2e-5
+// below (where |gelu| < 1e-14: float32's rounding of z^2 in the exponent dominates).
+// gelu_erf(-inf) = NaN (-inf * 0, as the tanh form), gelu_erf(+inf) = inf, NaN stays NaN.
 inline float gelu_erf(float x) {
-  return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+  const float z = (x < 0.0f ? -x : x) * 0.70710678118654752f;
+  const float t = 1.0f / (1.0f + 0.5f * z);
+  float p = 0.17087277f;
+  p = p * t - 0.82215223f;
+  p = p * t + 1.48851587f;
+  p = p * t - 1.13520398f;
+  p = p * t + 0.27886807f;
+  p = p * t - 0.18628806f;
+  p = p * t + 0.09678418f;
+  p = p * t + 0.37409196f;
+  p = p * t + 1.00002368f;
+  p = p * t - 1.26551223f;
+  const float e = t * fast_exp(p - z * z);  // erfc(|x| / sqrt 2)
+  const float c = x < 0.0f ? e : 2.0f - e;  // erfc(-x / sqrt 2)
+  return 0.5f * x * c;
 }
 
 // NaN propagates (relu(nan) = nan), as in torch.relu and np.maximum(x, 0).

@@ -46,6 +46,30 @@ void CachingAllocator::record_stream_any(void* p, StreamState* s) {
                                       "CUDA allocator (a borrowed buffer: its owner manages it)");
 }
 
+void CachingAllocator::forget_stream(StreamState* s) noexcept {
+  CachingAllocator* a = g_alloc[s->device].load(std::memory_order_acquire);
+  if (!a) return;
+  std::lock_guard<std::mutex> lock(a->mu_);
+  StreamState* def = nullptr;
+  try {
+    def = default_stream(s->device);
+  } catch (...) {
+  }
+  for (auto& [p, b] : a->live_) {
+    auto& u = b.uses;
+    for (std::size_t i = u.size(); i-- > 0;)
+      if (u[i] == s) u.erase(u.begin() + static_cast<std::ptrdiff_t>(i));
+    if (b.stream == s) b.stream = def;  // freed later: reusable on the default stream
+  }
+  for (auto& [sz, list] : a->free_)
+    for (Free& f : list)
+      if (f.stream == s) f.stream = def;
+  for (auto& [p, b] : a->held_)
+    if (b.stream == s) b.stream = def;
+  for (Pending& pd : a->pending_)
+    if (pd.block.stream == s) pd.block.stream = def;
+}
+
 std::size_t CachingAllocator::round_size(std::size_t bytes) {
   constexpr std::size_t kMin = 512;
   if (bytes <= kMin) return kMin;

@@ -36,6 +36,9 @@ class CachingAllocator {
   static void free_any(void* p) noexcept;
   // Declares that the block at `p` (any device) is used by work on `s` too.
   static void record_stream_any(void* p, StreamState* s);
+  // Drops every reference to `s` (stream_destroy calls this after waiting for its work): live
+  // blocks stop waiting for it, and its cached blocks become anybody's (its work is done).
+  static void forget_stream(StreamState* s) noexcept;
 
   // On the calling thread's current stream; the device must be current (Backend ops make it
   // so). Throws lc::OutOfMemory (after releasing the cache and retrying once) when it is full.

@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 
+#include "backends/cuda/allocator.h"
 #include "backends/cuda/check.h"
 #include "backends/cuda/kernels.h"
 #include "lightning_core/errors.h"
@@ -224,6 +225,7 @@ void stream_destroy(StreamState* s) noexcept {
   // Wait for its work first: allocator blocks of this stream may then be handed to any later
   // stream (even one that gets this StreamState's address) without a race.
   if (cudaStreamSynchronize(s->stream) != cudaSuccess) (void)cudaGetLastError();
+  CachingAllocator::forget_stream(s);  // no block may point at it any more
   if (cudaStreamDestroy(s->stream) != cudaSuccess) (void)cudaGetLastError();
   delete s;
 }

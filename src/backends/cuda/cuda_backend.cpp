@@ -19,6 +19,7 @@
 
 #include "backends/backend.h"
 #include "backends/cuda/allocator.h"
+#include "backends/cuda/attention_cudnn.h"
 #include "backends/cuda/capture.h"
 #include "backends/cuda/check.h"
 #include "backends/cuda/launch.h"
@@ -197,6 +198,7 @@ class CudaBackend final : public Backend {
     cuda::stream_destroy(static_cast<cuda::StreamState*>(s));
   }
   void* current_stream() override { return cuda::ctx().ss; }
+  void* default_stream(int index) override { return cuda::default_stream(index); }
   std::uintptr_t native_stream(void* s) override {
     cuda::StreamState* st = s ? static_cast<cuda::StreamState*>(s) : cuda::ctx().ss;
     return reinterpret_cast<std::uintptr_t>(st->stream);
@@ -371,11 +373,19 @@ class CudaBackend final : public Backend {
   }
   void attention_mha(const MhaArgs& a) override {
     cuda::EnqueueScope enq;
+    if (cuda::try_cudnn_attention(a)) return;  // cuDNN's flash attention (attention_cudnn.h)
+    note_op_impl("own");
     cuda::launch_attention_mha(a, cuda::ctx().stream);
   }
   void attention_mha_backward(const MhaBackwardArgs& a) override {
     cuda::EnqueueScope enq;
-    cuda::launch_attention_mha_backward(a, cuda::ctx().stream);
+    if (cuda::try_cudnn_attention_backward(a)) return;  // cuDNN first for 16-bit (attention_cudnn.h)
+    note_op_impl("own");
+    cuda::launch_attention_mha_backward(a, cuda::ctx().stream);  // attention_mha_bwd.cu
+  }
+  std::vector<std::pair<std::string, std::string>> build_facts() override {
+    const char* fe = cuda::cudnn_frontend_version();
+    return {{"cuda_cudnn_frontend", *fe ? fe : "no"}};
   }
   void conv2d(const Conv2dArgs& a) override {
     cuda::EnqueueScope enq;

@@ -39,6 +39,7 @@ struct Library {
   std::atomic<bool> done{false};  // the attempt finished (for the non-loading diagnostics)
   bool ok = false;
   Api api;
+  void* handle = nullptr;  // the dlopen() handle (kept open for the life of the process)
   std::string path, error;
   std::size_t version = 0;
 };
@@ -87,6 +88,7 @@ void load(Library<Api>& lib, const char* display, const std::vector<std::string>
       else why = name + " lacks " + missing;
       if (why.empty()) {
         lib.api = api;
+        lib.handle = h;
         lib.path = mapped_path(h, name);
         lib.ok = true;
         return;
@@ -202,6 +204,11 @@ const CudnnApi* try_cudnn(std::string* reason) {
   auto& lib = cudnn_lib();
   if (reason) *reason = lib.error;
   return lib.ok ? &lib.api : nullptr;
+}
+
+void* cudnn_dl_handle() {
+  auto& lib = cudnn_lib();
+  return lib.ok ? lib.handle : nullptr;
 }
 #endif
 

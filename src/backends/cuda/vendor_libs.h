@@ -79,6 +79,10 @@ struct CudnnApi {
 // The cuDNN table (loaded on the first call), or nullptr when libcudnn cannot be loaded:
 // cuDNN is optional, the conv path then runs its direct kernel (*reason says why).
 const CudnnApi* try_cudnn(std::string* reason = nullptr);
+// The dlopen() handle of that libcudnn (loading it on the first call), or nullptr. For the cuDNN
+// frontend's dynamic-loading mode (attention_cudnn.cpp), which resolves its cudnn* calls with
+// dlsym on this handle: the same library, never a second copy.
+void* cudnn_dl_handle();
 #endif
 
 #undef LC_VENDOR_FN_MEMBER
