@@ -29,6 +29,7 @@
 #include "backends/backend.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
+#include "lightning_core/runtime.h"
 #include "lightning_core/tensor.h"
 #include "cuda_test.h"
 #include "reference.h"
@@ -847,8 +848,16 @@ struct BwdCase {
   int mask;  // 0 none, 1 int32 key padding [B, Sk] (batch 0 fully masked), 2 additive [Sq, Sk]
 };
 
+// Our kernels, also for the 16-bit calls cuDNN would take under "auto" (restored after).
+struct OwnAttentionImpl {
+  std::string before = lc::attention_impl();
+  OwnAttentionImpl() { lc::set_attention_impl("own"); }
+  ~OwnAttentionImpl() { lc::set_attention_impl(before); }
+};
+
 TEST(CudaAttentionBackward, MatchesFloat64CpuBackward) {
   LC_REQUIRE_CUDA();
+  OwnAttentionImpl own;
   lc::ref::Rng rng;
   SCOPED_TRACE(rng.describe());
   const BwdCase cases[] = {{1, 1, 1, 1, 1, 1, 1, false, 0},      {2, 4, 2, 37, 53, 13, 13, true, 0},
@@ -914,6 +923,7 @@ TEST(CudaAttentionBackward, MatchesFloat64CpuBackward) {
 // (dq zero-filled), misaligned float32 rows (scalar loads), and more than 65535 blocks.
 TEST(CudaAttentionBackward, EmptySizesMisalignmentAndLargeGrids) {
   LC_REQUIRE_CUDA();
+  OwnAttentionImpl own;
   lc::ref::Rng rng;
   SCOPED_TRACE(rng.describe());
   lc::ExecutionPolicy on_gpu;

@@ -27,6 +27,16 @@ from test_attention_backward import f64, np_dtype, ref_grads, ref_train_step, rn
 
 pytestmark = pytest.mark.gpu
 
+
+@pytest.fixture(autouse=True)
+def _own_kernels():
+    """These tests are about our kernels (attention_mha_bwd.cu): float16 / bfloat16 calls that
+    cuDNN would take under "auto" run ours here (test_attention_cudnn.py covers cuDNN's)."""
+    before = lc.attention_impl()
+    lc.set_attention_impl("own")
+    yield
+    lc.set_attention_impl(before)
+
 DTYPES = ["float32", "float16", "bfloat16"]
 TOL = {"float32": 2e-5, "float16": 1e-2, "bfloat16": 1e-2}
 
