@@ -95,6 +95,13 @@ SPECIFIC = {
     "attention_backward": {"dout": ARRAY, "out": ARRAY, "lse": ARRAY,
                            "return": "tuple[NDArray[Any] | Tensor, NDArray[Any] | Tensor, "
                                      "NDArray[Any] | Tensor]"},
+    "_attention_train_step": {"target": ARRAY, "lr": "float",
+                              "return": "tuple[NDArray[Any] | Tensor, float]"},
+    "AttentionTrainableSession.forward": {"return": "NDArray[Any]"},
+    "AttentionTrainableSession.train_step": {"target": ARRAY, "lr": "float",
+                                             "return": "tuple[NDArray[Any], float]"},
+    "AttentionTrainableSession.parameters": {
+        "return": "tuple[NDArray[Any], NDArray[Any], NDArray[Any]]"},
     # lc.GraphIR (bind_graph.cpp)
     "GraphIR.add_tensor": {"shape": "Sequence[int]", "dtype": "DTypeLike",
                            "value": "_ArrayOrTensor | None"},

@@ -13,7 +13,6 @@ from typing import List
 
 import numpy as np
 
-from common import Skip
 from harness import Case, np_attention, np_conv2d_nchw, randn, torch_attention
 from suite_main import suite_main
 
@@ -265,7 +264,11 @@ def mha_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal: b
 
 # attention forward + backward (a training step's attention work): lc.attention(return_lse)
 # then lc.attention_backward vs torch autograd of SDPA. The result compared is dq.
-MHA_BWD = [(4, 12, 512, 64, "float32"), (1, 12, 128, 64, "float32")]
+# (B, H, S, D, dtype[, causal]); the 16-bit rows time the CUDA backward against torch's bf16
+# autograd (the CPU peers are skipped there).
+MHA_BWD = [(4, 12, 512, 64, "float32"), (1, 12, 128, 64, "float32"),
+           (4, 12, 512, 64, "float32", True), (4, 12, 512, 64, "bfloat16"),
+           (1, 16, 1024, 128, "bfloat16", True)]
 
 
 def _np_mha_dq(q: np.ndarray, k: np.ndarray, v: np.ndarray, dout: np.ndarray, causal: bool) -> np.ndarray:
@@ -292,8 +295,6 @@ def _torch_mha_fwd_bwd(torch, i, causal: bool):
 
 
 def _lc_mha_fwd_bwd(lc, i, dev: str, causal: bool):
-    if dev == "cuda":
-        raise Skip("the CUDA attention backward is not implemented yet (CPU only)")
     out, lse = lc.attention(i["q"], i["k"], i["v"], causal=causal, return_lse=True, device=dev)
     return lc.attention_backward(i["dout"], i["q"], i["k"], i["v"], out, lse, causal=causal,
                                  device=dev)[0]
@@ -309,9 +310,58 @@ def mha_bwd_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causa
         lc_fn=lambda lc, i, dev: _lc_mha_fwd_bwd(lc, i, dev, causal),
         out_shape=(b, h, seq, d), dtype=dtype, precision=SHORT[dtype],
         torch_fn=lambda torch, i: _torch_mha_fwd_bwd(torch, i, causal),
-        tol=2e-3, numpy_peer=True, graph_ok=False,
-        notes=["lc: attention(return_lse=True) + attention_backward (CPU; dq compared); "
-               "torch: SDPA forward + autograd.grad for q, k, v"],
+        tol={"bfloat16": 3e-2, "float16": 1e-2, "float32": 2e-3}[dtype],
+        numpy_peer=dtype == "float32", numpy_note="numpy has no 16-bit arithmetic worth timing",
+        cpu_peers=dtype == "float32", graph_ok=False,
+        notes=["lc: attention(return_lse=True) + attention_backward (CPU or CUDA: "
+               "attention_mha_bwd.cu; dq compared); torch: SDPA forward + autograd.grad for q, k, v"],
+    )
+
+
+# One attention training step on a resident session (forward, MSE loss, backward, SGD of the
+# resident q/k/v) vs torch (SDPA forward, MSE, autograd, in-place SGD, loss.item()). lr = 0 keeps
+# the parameters, hence the compared output (the step's forward), the same on every timed call
+# while every kernel of the step still runs.
+TRAIN = [(4, 12, 512, 64, "float32"), (1, 12, 128, 64, "float32"), (4, 12, 512, 64, "bfloat16")]
+
+
+def _torch_train_step(torch, i, causal: bool):
+    with torch.inference_mode(False), torch.enable_grad():
+        q, k, v = (i[n].clone().requires_grad_(True) for n in ("q", "k", "v"))
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        loss = ((o.float() - i["target"].float()) ** 2).mean()
+        grads = torch.autograd.grad(loss, (q, k, v))
+        with torch.no_grad():
+            for x, g in zip((q, k, v), grads):
+                x.sub_(0.0 * g)
+        loss.item()
+        return o.detach()
+
+
+def train_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal: bool = False) -> Case:
+    sessions: dict = {}  # one resident session per (device, inputs), built on first use
+
+    def lc_fn(lc, i, dev):
+        key = (dev, id(i["q"]))
+        s = sessions.get(key)
+        if s is None:
+            s = sessions[key] = lc.attention_resident_session(i["q"], i["k"], i["v"], causal, dev)
+        return s.train_step(i["target"], 0.0)[0]
+
+    return Case(
+        suite=suite, family=f"attention train step {SHORT[dtype]}",
+        name=f"B={b},H={h},S={seq},D={d}" + (",causal" if causal else ""),
+        params={"batch": b, "heads": h, "seq": seq, "head_dim": d, "dtype": dtype, "causal": causal},
+        make_inputs=lambda rng: {n: _rand(rng, dtype, b, h, seq, d) for n in ("q", "k", "v", "target")},
+        numpy_fn=lambda i: _np_mha(i["q"], i["k"], i["v"], causal),
+        lc_fn=lc_fn, out_shape=(b, h, seq, d), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: _torch_train_step(torch, i, causal),
+        tol={"bfloat16": 2e-2, "float16": 5e-3, "float32": 2e-3}[dtype], numpy_peer=False,
+        numpy_note="numpy has no training step", cpu_peers=dtype == "float32" and seq <= 128,
+        graph_ok=False,
+        notes=["lc: attention_resident_session(...).train_step(target, lr=0) (forward + lse, "
+               "MSE with a host loss, backward, SGD in place); torch: SDPA + MSE + autograd + "
+               "sub_ + loss.item()"],
     )
 
 
@@ -438,6 +488,7 @@ def build_cases(quick: bool = False) -> List[Case]:
     cases += [mha16_case(s, *shape) for shape in MHA16]
     cases += [mha16_case(s, *shape, impl="own") for shape in MHA16_OWN]
     cases += [mha16_bwd_case(s, *shape) for shape in MHA16_BWD]
+    cases += [train_case(s, *shape) for shape in TRAIN]
     return cases
 
 

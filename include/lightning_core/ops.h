@@ -100,6 +100,9 @@ void attention2d_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor&
 //   (where the result lives); attention_into() writes into the caller's *lse. scale <= 0 means
 //   1/sqrt(D). docs/attention.md has the whole contract.
 std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, const Tensor& v);
+// The same, also validating a mask (nullptr: none) against q / k (shape and dtype).
+std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, const Tensor& v,
+                                              const Tensor* mask);
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
                  const Tensor* mask = nullptr, float scale = 0.0f,
                  const ExecutionPolicy& p = current_policy(), Tensor* lse = nullptr);

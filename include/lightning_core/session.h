@@ -39,6 +39,7 @@
 #include "lightning_core/fused.h"
 #include "lightning_core/policy.h"
 #include "lightning_core/tensor.h"
+#include "lightning_core/train.h"
 
 namespace lc {
 
@@ -87,11 +88,14 @@ class ResidentSession {
   std::size_t resident_bytes() const;
   SessionStats stats() const;
   bool uses_graph() const { return use_graph_; }
+  // The storage dtype of every per-call input and of the result (float32 unless the session
+  // type takes others: the attention sessions take q's dtype).
+  DType dtype() const { return dtype_; }
 
  protected:
   ResidentSession(const char* op, const ExecutionPolicy& p, std::vector<std::string> names,
                   const std::vector<const Tensor*>& inputs, std::vector<std::int64_t> out_shape,
-                  double flops, bool gpu_can_run, bool use_graph);
+                  double flops, bool gpu_can_run, bool use_graph, DType dtype = DType::f32);
   // Runs the op once on the resident buffers into out_ (no sync, no download).
   virtual void launch() = 0;
   // Frees buffers a subclass holds besides the inputs and the result (called by close()).
@@ -103,8 +107,20 @@ class ResidentSession {
   const ExecutionPolicy& launch_policy() const { return launch_policy_; }
   // Session-owned buffers that are not per-call inputs (weights, scratch): counted in
   // resident_bytes() and released by close().
-  Tensor make_owned_copy(const Tensor& src);
-  Tensor make_scratch(const std::vector<std::int64_t>& shape);
+  Tensor make_owned_copy(const Tensor& src);  // src's dtype
+  Tensor make_scratch(const std::vector<std::int64_t>& shape, DType dtype = DType::f32);
+
+  // For methods of subclasses that go beyond start/run (the attention sessions' forward and
+  // train_step): takes the session's lock and checks that the session is open.
+  std::unique_lock<std::recursive_mutex> lock_open(const char* what) const;
+  // Runs launch() on the resident inputs, synchronises and copies the result into out
+  // (checked against the result's shape and dtype). The caller holds lock_open().
+  void run_resident_locked(const char* what, Tensor& out);
+  // The result buffer now holds a result computed outside launch() (counted as a launch).
+  void note_result_written();
+  // Mutable access to resident input i for in-place updates (training); the caller holds
+  // lock_open(). Under upload="never" these are the caller's own bound tensors.
+  Tensor& resident_mut(std::size_t i) { return inputs_[i]; }
 
  private:
   void check_open(const char* what) const;
@@ -133,6 +149,7 @@ class ResidentSession {
   std::vector<const void*> bound_data_;
   std::vector<std::vector<std::int64_t>> bound_strides_;
   std::vector<std::int64_t> out_shape_;
+  DType dtype_ = DType::f32;
   mutable std::recursive_mutex mu_;
   Tensor out_;
   std::size_t accounted_bytes_ = 0;
@@ -159,8 +176,55 @@ class Matmul2dSession final : public ResidentSession {
   std::string gemm_mode_;
 };
 
-// out = attention(q, k, v) with q [sq,d], k [sk,d], v [sk,dv] resident.
-class Attention2dSession final : public ResidentSession {
+// What the attention sessions share: q, k, v resident (inputs 0, 1, 2) and the original's
+// training surface on them.
+//   forward()                 runs on the resident q, k, v, syncs, returns the result (host)
+//   forward_into(out)         the same into out (out_shape(), dtype())
+//   train_step(target, lr)    one SGD step on MSE (train.h's attention_train_step, the same
+//                             implementation): returns {out before the update (host), loss}
+//                             and updates the resident q, k, v in place. target: out's shape
+//                             and dtype, any device. Later runs use the updated q, k, v (under
+//                             upload="once"/"never" as long as the bound objects are passed;
+//                             passing other arrays uploads those instead).
+//   parameter(i)              a host copy of resident q (0), k (1) or v (2)
+// The step runs where the session runs (CPU or CUDA: both have the attention backward) and
+// keeps its work tensors resident, so repeated steps allocate nothing on the device.
+class AttentionTrainableSession : public ResidentSession {
+ public:
+  Tensor forward();
+  void forward_into(Tensor& out);
+  AttentionTrainResult train_step(const Tensor& target, double lr);
+  Tensor parameter(int i);
+  bool causal() const { return causal_; }
+  float scale() const { return scale_; }
+
+ protected:
+  AttentionTrainableSession(const char* op, const ExecutionPolicy& p, const Tensor& q,
+                            const Tensor& k, const Tensor& v, std::vector<std::int64_t> out_shape,
+                            double flops, bool gpu_can_run, bool use_graph, bool causal,
+                            float scale);
+  void release_extra() noexcept override;
+  const Tensor* mask_ptr() const { return has_mask_ ? &mask_ : nullptr; }
+  Tensor mask_;
+  bool has_mask_ = false;
+  bool causal_;
+  // What train_step passes to the batched ops for causal: causal_, except where the session's
+  // forward means something else (attention2d's top-left causal with sq != sk becomes a keep
+  // mask in mask_ and step_causal_ = false).
+  bool step_causal_;
+  float scale_;
+
+ private:
+  void sync_if_device();
+  AttentionTrainBuffers bufs_;  // created on the first train_step, resident after
+  Tensor target_;               // a host / strided target staged on the session's device
+};
+
+// out = attention(q, k, v) with q [sq,d], k [sk,d], v [sk,dv] resident (float32; the forward
+// runs attention2d's kernel, train_step the batched op's forward and backward). causal keeps
+// attention2d's meaning (top-left: query i sees keys j <= i); with sq != sk, where lc.attention's
+// causal is bottom-right, train_step uses an equivalent resident keep mask instead.
+class Attention2dSession final : public AttentionTrainableSession {
  public:
   Attention2dSession(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
                      float scale = 0.0f, const ExecutionPolicy& p = current_policy(),
@@ -169,8 +233,22 @@ class Attention2dSession final : public ResidentSession {
 
  private:
   void launch() override;
-  bool causal_;
-  float scale_;
+};
+
+// Batched multi-head / grouped-query attention (lc.attention) with q [B, H, Sq, D],
+// k [B, Hk, Sk, D], v [B, Hk, Sk, Dv] (or the 2-D / 3-D forms) resident, in q's dtype (float32,
+// float16, bfloat16; float64 on the CPU), with an optional mask (resident from creation),
+// causal and scale as lc.attention.
+class AttentionSession final : public AttentionTrainableSession {
+ public:
+  AttentionSession(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = false,
+                   const Tensor* mask = nullptr, float scale = 0.0f,
+                   const ExecutionPolicy& p = current_policy(), bool use_graph = false);
+  ~AttentionSession() override { close(); }
+  bool has_mask() const { return has_mask_; }
+
+ private:
+  void launch() override;
 };
 
 // The integrated conv -> attention path (fused.h) with x as the per-call input and the weight

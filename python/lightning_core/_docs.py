@@ -226,8 +226,8 @@ DOCS: dict[str, dict[str, Any]] = {
         "mask": (_ARRAY + " or None", "The forward's mask (boolean ``[B, Sk]`` key padding "
                  "or additive, broadcastable to ``[B, H, Sq, Sk]``; None: no mask)."),
         "scale": ("float or None", "The forward's scale (None: 1/sqrt(head_dim))."),
-        "device": ("str or None", '"cpu" or "auto" (both run on the CPU; "cuda" raises: the '
-                   'CUDA backward is not implemented yet). None: the policy\'s device.'),
+        "device": ("str or None", '"cpu", "cuda" (float32 / float16 / bfloat16, head dims up '
+                   'to 256) or "auto". None: the policy\'s device.'),
         "dq": ("ndarray or Tensor", "Output for dq: q's shape and dtype, C-contiguous, "
                "writable. Left untouched when the call raises."),
         "dk": ("ndarray or Tensor", "Output for dk: k's shape, q's dtype."),
@@ -237,7 +237,19 @@ DOCS: dict[str, dict[str, Any]] = {
         "raises": [("TypeError", "A non-float dtype, mixed dtypes, or an lse that is not "
                     "float32."),
                    ("ValueError", "Shapes that do not match the forward's (the message names "
-                    "the op and the shapes), or device=\"cuda\".")]},
+                    "the op and the shapes).")]},
+    "attention_resident_session": {
+        "summary": "A resident batched attention session (lc.attention on resident q, k, v) "
+                   "with the training surface forward / forward_into / train_step / "
+                   "parameters (see AttentionTrainableSession).",
+        "params": {
+            "q": (_ARRAY, "Queries ``[B, H, Sq, D]`` (or ``[H, Sq, D]``, ``[Sq, D]``); its dtype "
+                  "(float32, float16, bfloat16, float64 on the CPU) is the session's."),
+            "k": (_ARRAY, "Keys ``[B, Hk, Sk, D]``, q's dtype (Hk divides H)."),
+            "v": (_ARRAY, "Values ``[B, Hk, Sk, Dv]``, q's dtype."),
+            "causal": ("bool", "Causal mask, bottom-right aligned."),
+            "mask": (_ARRAY + " or None", "As lc.attention's mask; resident from creation "
+                     "(None: no mask).")}},
     "ops": {"returns": ("list of str", "Op names, e.g. \"matmul2d\".")},
     "op_info": {"params": {"name": ("str", 'An op name of ``ops()``, e.g. "matmul2d".')},
                 "returns": ("dict", "family, inputs, outputs, attributes (with defaults), "
@@ -384,7 +396,8 @@ def apply(namespace: dict[str, Any]) -> None:
             _C._set_doc(obj, compose(name, obj))
     for cls_name, factory in (("Matmul2dResidentSession", "matmul2d_resident_session"),
                               ("Attention2dResidentSession", "attention2d_resident_session"),
-                              ("ConvAttentionResidentSession", "conv_attention_resident_session")):
+                              ("ConvAttentionResidentSession", "conv_attention_resident_session"),
+                              ("AttentionResidentSession", "attention_resident_session")):
         if cls_name in namespace and not namespace[cls_name].__doc__:
             namespace[cls_name].__doc__ = (
                 f"The session ``lc.{factory}(...)`` returns (not constructed directly): a "

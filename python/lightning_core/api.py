@@ -390,17 +390,6 @@ def layernorm_linear(x, gamma, beta, w, b=None, eps: float = 1e-5, activation: s
     return _host_result(out, (x, gamma, beta, w, b))
 
 
-def _np_dtype_of(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.dtype
-    name = str(x.dtype)
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return ml_dtypes.bfloat16
-    return np.dtype(name)
-
-
 def attention_train_step(q: Any, k: Any, v: Any, target: Any, lr: float, *, causal: bool = False,
                          mask: Any = None, scale: float | None = None, device: str | None = None,
                          policy: Any = None) -> tuple[Any, float]:
@@ -422,59 +411,24 @@ def attention_train_step(q: Any, k: Any, v: Any, target: Any, lr: float, *, caus
     causal, mask, scale : optional
         As ``lc.attention``.
     device, policy : optional
-        As ``lc.attention`` (the backward runs on the CPU).
+        As ``lc.attention``; the backward runs on the CPU or CUDA alike.
 
     Returns
     -------
     tuple
-        ``(out, loss)``: the forward's output before the update, and the loss as a float
-        (computed in float64).
+        ``(out, loss)``: the forward's output before the update (numpy when q, k, v and target
+        are numpy arrays, else an lc.Tensor on q's device), and the loss as a float (summed in
+        float64).
 
     Raises
     ------
     TypeError
-        q, k or v is not an array / Tensor, or dtypes differ.
+        q, k or v is not an array / Tensor, or dtypes differ (target included).
     ValueError
         A non-contiguous or read-only q / k / v, q / k / v sharing memory, a target of the wrong
         shape, or the shape errors of ``lc.attention``.
     """
-    op = "attention_train_step"
-    xs = (("q", q), ("k", k), ("v", v))
-    for name, x in xs:
-        if isinstance(x, np.ndarray):
-            if not (x.flags.c_contiguous and x.flags.writeable):
-                raise ValueError(f"[{op}] {name} is updated in place: it must be a writable, "
-                                 "C-contiguous array (np.ascontiguousarray(...) makes one)")
-        elif isinstance(x, _lc.Tensor):
-            if not x.is_contiguous():
-                raise ValueError(f"[{op}] {name} is updated in place: it must be contiguous")
-        else:
-            raise TypeError(f"[{op}] {name} is updated in place: it must be a numpy array or an "
-                            f"lc.Tensor, got {type(x).__name__}")
-    for i in range(3):
-        for j in range(i + 1, 3):
-            a, b = xs[i][1], xs[j][1]
-            same = a is b or (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
-                              and np.shares_memory(a, b))
-            if same:
-                raise ValueError(f"[{op}] {xs[i][0]} and {xs[j][0]} share memory; the update "
-                                 "needs separate arrays (copy one)")
-    out, lse = _lc.attention(q, k, v, causal=causal, mask=mask, scale=scale, return_lse=True,
-                             device=device, policy=policy)
-    tshape = tuple(np.shape(target)) if not isinstance(target, _lc.Tensor) else tuple(target.shape)
-    if tshape != tuple(out.shape):
-        raise ValueError(f"[{op}] target is {list(tshape)}; it must be out's shape "
-                         f"{list(out.shape)} (q's shape with v's last dimension)")
-    diff = _lc.sub(out, target, device=device, policy=policy)
-    d64 = np.asarray(diff.numpy() if isinstance(diff, _lc.Tensor) else diff, dtype=np.float64)
-    n = d64.size
-    loss = float(np.mean(d64 * d64)) if n else 0.0
-    dt = _np_dtype_of(q)
-    dout = _lc.mul(diff, np.asarray(2.0 / max(n, 1), dtype=dt), device=device, policy=policy)
-    grads = _lc.attention_backward(dout, q, k, v, out, lse, causal=causal, mask=mask, scale=scale,
-                                   device=device, policy=policy)
-    step = np.asarray(lr, dtype=dt)
-    for (_, x), g in zip(xs, grads):
-        _lc.sub_into(x, _lc.mul(g, step, device=device, policy=policy), x, device=device,
-                     policy=policy)
-    return out, loss
+    # One implementation in C++ (lightning_core/train.h), shared with the attention sessions'
+    # train_step: every check runs before anything is written.
+    return _lc._attention_train_step(q, k, v, target, lr, causal=causal, mask=mask, scale=scale,
+                                     device=device, policy=policy)

@@ -17,16 +17,15 @@
 #include "convert.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
+#include "lightning_core/train.h"
 #include "numpy_api.h"
 #include "op_binding.h"
 #include "ops/registry.h"
 
 namespace lcpy {
 
-namespace {
-
-// The mask argument: None, an lc.Tensor / array of int32 / int64 / float, or a numpy boolean
-// array (converted to int32 here; `hold` keeps the converted array alive).
+// The mask argument (bindings.h): None, an lc.Tensor / array of int32 / int64 / float, or a
+// numpy boolean array (converted to int32 here; `hold` keeps the converted array alive).
 bool mask_arg(nb::handle obj, const char* op, Arg& out, nb::object& hold) {
   if (obj.is_none()) return false;
   if (PyList_Check(obj.ptr()) || PyTuple_Check(obj.ptr())) {  // nested lists of bools / numbers
@@ -45,6 +44,23 @@ bool mask_arg(nb::handle obj, const char* op, Arg& out, nb::object& hold) {
   }
   to_arg(obj, op, "mask", out);
   return true;
+}
+
+namespace {
+
+template <class F>
+void maybe_nogil(double flops, F&& f) {
+  if (worth_releasing_gil(flops)) {
+    nb::gil_scoped_release nogil;
+    f();
+  } else {
+    f();
+  }
+}
+
+double attention_mha_flops(const Arg& q, const Arg& k) {
+  const int n = k.t.ndim();
+  return 4.0 * static_cast<double>(q.t.numel()) * (n >= 2 ? static_cast<double>(k.t.size(n - 2)) : 1.0);
 }
 
 std::vector<std::int64_t> lse_shape(const lc::Tensor& q) {
@@ -226,6 +242,44 @@ nb::object py_attention_backward_into(nb::handle dout, nb::handle q, nb::handle 
   return nb::make_tuple(nb::borrow(dq), nb::borrow(dk), nb::borrow(dv));
 }
 
+// attention_train_step(q, k, v, target, lr, *, causal, mask, scale, device, policy) ->
+// (out, loss): train.h's step (the one the attention sessions run). q, k, v are updated in
+// place, so each must be a numpy array or an lc.Tensor (not a list numpy would copy). out is a
+// numpy array when q, k, v and target are numpy (and the policy downloads), else an lc.Tensor
+// on q's device.
+nb::object py_attention_train_step(nb::handle q, nb::handle k, nb::handle v, nb::handle target,
+                                   nb::handle lr_, nb::handle causal, nb::handle mask,
+                                   nb::handle scale, nb::handle device, nb::handle policy) {
+  static constexpr const char* op = "attention_train_step";
+  const std::pair<nb::handle, const char*> xs[3] = {{q, "q"}, {k, "k"}, {v, "v"}};
+  for (const auto& [h, name] : xs) {
+    if (!PyArray_Check(h.ptr()) && !nb::isinstance<lc::Tensor>(h))
+      lc::throw_type(op, std::string(name) + " is updated in place: it must be a numpy array or "
+                         "an lc.Tensor, got " + py_type_name(h.ptr()));
+  }
+  Common c;
+  parse_common(op, q, k, v, causal, mask, scale, nb::bool_(false), device, policy, c);
+  Arg t;
+  to_arg(target, op, "target", t);
+  const double lr = float_param(lr_, op, "lr");
+  const lc::Tensor* m = c.has_mask ? &c.mask.t : nullptr;
+  const bool any_lc = c.q.from_lc || c.k.from_lc || c.v.from_lc || t.from_lc ||
+                      (c.has_mask && c.mask.from_lc);
+  lc::AttentionTrainBuffers bufs;
+  nb::object arr;
+  if (!any_lc && c.p.download && lc::is_floating(c.q.t.dtype())) {
+    // out lands in a fresh numpy array (the step's forward writes it there).
+    arr = new_numpy(lc::attention_out_shape(c.q.t, c.k.t, c.v.t), bufs.out, op, c.q.t.dtype());
+  }
+  lc::AttentionTrainResult r;
+  maybe_nogil(3.5 * attention_mha_flops(c.q, c.k), [&] {
+    r = lc::attention_train_step_with(c.q.t, c.k.t, c.v.t, t.t, lr, c.causal, m, c.scale, c.p,
+                                      bufs);
+  });
+  nb::object out = arr.is_valid() ? arr : wrap_tensor(std::move(r.out));
+  return nb::make_tuple(out, r.loss);
+}
+
 }  // namespace
 
 void register_attention(nb::module_& m) {
@@ -250,6 +304,14 @@ void register_attention(nb::module_& m) {
         nb::arg("policy").none() = none,
         "attention_backward() written into dq, dk, dv (q's, k's and v's shapes, q's dtype, "
         "C-contiguous, writable); returns (dq, dk, dv).");
+  // Private: lc.attention_train_step is python/lightning_core/api.py's documented wrapper.
+  m.def("_attention_train_step", &py_attention_train_step, nb::arg("q").none(), nb::arg("k").none(),
+        nb::arg("v").none(), nb::arg("target").none(), nb::arg("lr").none(), nb::kw_only(),
+        nb::arg("causal").none() = false, nb::arg("mask").none() = none,
+        nb::arg("scale").none() = none, nb::arg("device").none() = none,
+        nb::arg("policy").none() = none,
+        "One SGD step of attention on an MSE loss, q, k, v updated in place: returns (out, "
+        "loss) (lc.api.attention_train_step documents it).");
 }
 
 }  // namespace lcpy

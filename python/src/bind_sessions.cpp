@@ -1,6 +1,8 @@
 // Resident sessions and the integrated conv -> attention op:
 //   matmul2d_resident_session(a, b, device=None, *, policy=None, upload=None, use_graph=False)
 //   attention2d_resident_session(q, k, v, causal=False, device=None, *, scale=None, ...)
+//   attention_resident_session(q, k, v, causal=False, device=None, *, mask=None, scale=None, ...)
+//     (both attention sessions: forward(), forward_into(out), train_step(target, lr), parameters())
 //   conv_attention_resident_session(x, w, b, seq_len, head_dim, stride_h=1, ..., device=None, *,
 //                                   activation="relu", causal=False, scale=None, ...)
 //   conv_attention_nchw(x, w, b, seq_len, head_dim, stride_h=1, ..., device=None, *, ...)
@@ -259,8 +261,67 @@ void register_sessions(nb::module_& m) {
         nb::arg("use_graph").none() = false,
         "A resident matmul2d session for a[m,k] @ b[k,n] (see ResidentSession).");
 
-  // ---- attention ----
-  nb::class_<lc::Attention2dSession, ResidentSession>(m, "Attention2dResidentSession")
+  // ---- attention: the training surface both attention sessions share ----
+  using lc::AttentionTrainableSession;
+  nb::class_<AttentionTrainableSession, ResidentSession>(m, "AttentionTrainableSession",
+      "An attention session with the original's training surface: forward(), forward_into(out), "
+      "train_step(target, lr) -> (out, loss) and parameters() -> (q, k, v).")
+      .def("forward", [](AttentionTrainableSession& s) {
+        lc::Tensor view;
+        nb::object arr = new_numpy(s.out_shape(), view, s.op(), s.dtype());
+        {
+          nb::gil_scoped_release nogil;
+          s.forward_into(view);
+        }
+        return arr;
+      }, "Runs on the resident q, k, v and returns the result (a new numpy array).")
+      .def("forward_into", [](AttentionTrainableSession& s, nb::handle out_obj) {
+        Arg out;
+        to_out_arg(out_obj, s.op(), out);
+        {
+          nb::gil_scoped_release nogil;
+          s.forward_into(out.t);
+        }
+        return nb::borrow(out_obj);
+      }, nb::arg("out").none(), "Runs on the resident q, k, v and writes the result into out.")
+      .def("train_step", [](AttentionTrainableSession& s, nb::handle target, nb::handle lr_) {
+        const std::string what = std::string(s.op()) + ".train_step";
+        Arg t;
+        to_arg(target, what.c_str(), "target", t);
+        const double lr = float_param(lr_, what.c_str(), "lr");
+        lc::AttentionTrainResult r;
+        {
+          nb::gil_scoped_release nogil;
+          r = s.train_step(t.t, lr);
+        }
+        lc::Tensor view;
+        nb::object arr = new_numpy(s.out_shape(), view, s.op(), s.dtype());
+        r.out.copy_to(view);
+        return nb::make_tuple(arr, r.loss);
+      }, nb::arg("target").none(), nb::arg("lr").none(),
+           "One SGD step on mean((out - target)^2): forward, backward, q/k/v -= lr * grad on the "
+           "resident q, k, v. Returns (out before the update, loss).")
+      .def("parameters", [](AttentionTrainableSession& s) {
+        nb::list l;
+        for (int i = 0; i < 3; ++i) {
+          lc::Tensor t;
+          {
+            nb::gil_scoped_release nogil;
+            t = s.parameter(i);
+          }
+          lc::Tensor view;
+          nb::object arr = new_numpy(t.shape(), view, s.op(), t.dtype());
+          t.copy_to(view);
+          l.append(arr);
+        }
+        return nb::tuple(l);
+      }, "Copies of the resident (q, k, v) as numpy arrays (after train_step: the updated ones).")
+      .def_prop_ro("causal", &AttentionTrainableSession::causal)
+      .def_prop_ro("dtype", [](const AttentionTrainableSession& s) {
+        return std::string(lc::dtype_info(s.dtype()).name);
+      });
+
+  nb::class_<lc::Attention2dSession, AttentionTrainableSession>(m, "Attention2dResidentSession")
       .def("start_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
                             nb::handle out) {
         auto& s = nb::cast<lc::Attention2dSession&>(self);
@@ -310,6 +371,67 @@ void register_sessions(nb::module_& m) {
         nb::arg("policy") = nb::none(), nb::arg("upload") = nb::none(),
         nb::arg("use_graph").none() = false,
         "A resident attention2d session for q[sq,d], k[sk,d], v[sk,dv].");
+
+  nb::class_<lc::AttentionSession, AttentionTrainableSession>(m, "AttentionResidentSession")
+      .def("start_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
+                            nb::handle out) {
+        auto& s = nb::cast<lc::AttentionSession&>(self);
+        with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
+                  [&](const auto& in, lc::Tensor& o, std::uint32_t) { s.start_into(in, o); });
+        return nb::borrow(out);
+      }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none())
+      .def("run_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
+                          nb::handle out) {
+        auto& s = nb::cast<lc::AttentionSession&>(self);
+        with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
+                  [&](const auto& in, lc::Tensor& o, std::uint32_t st) { s.run_into(in, o, st); });
+        return nb::borrow(out);
+      }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none())
+      .def("run_batch_sync_no_download_into",
+           [](nb::handle self, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
+              nb::handle n_) {
+             auto& s = nb::cast<lc::AttentionSession&>(self);
+             const std::int64_t n = int_param(n_, s.op(), "n", INT64_MIN, INT64_MAX);  // >= 1: checked after out
+             with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
+                       [&](const auto& in, lc::Tensor& o, std::uint32_t st) {
+                         s.run_batch_sync_no_download_into(in, o, n, st);
+                       });
+           }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none(), nb::arg("n").none())
+      .def_prop_ro("has_mask", &lc::AttentionSession::has_mask);
+
+  m.def("attention_resident_session",
+        [](nb::handle q_, nb::handle k_, nb::handle v_, nb::handle causal_, nb::handle device,
+           nb::handle mask_, nb::handle scale, nb::handle policy, nb::handle upload,
+           nb::handle use_graph_) {
+          static constexpr const char* op = "attention_resident_session";
+          const bool causal = bool_param(causal_, op, "causal");
+          const bool use_graph = bool_param(use_graph_, op, "use_graph");
+          Arg q, k, v, mask;
+          nb::object mask_hold;
+          to_arg(q_, op, "q", q);
+          to_arg(k_, op, "k", k);
+          to_arg(v_, op, "v", v);
+          const bool has_mask = mask_arg(mask_, op, mask, mask_hold);
+          const float sc = scale_param(scale, op);
+          const lc::ExecutionPolicy p = session_policy(device, policy, upload, op);
+          std::unique_ptr<lc::AttentionSession> s;
+          {
+            nb::gil_scoped_release nogil;
+            s = std::make_unique<lc::AttentionSession>(q.t, k.t, v.t, causal,
+                                                       has_mask ? &mask.t : nullptr, sc, p,
+                                                       use_graph);
+          }
+          return new_session(std::move(s), {{q_, "q"}, {k_, "k"}, {v_, "v"}});
+        },
+        nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("causal").none() = false,
+        nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("mask").none() = nb::none(),
+        nb::arg("scale") = nb::none(), nb::arg("policy") = nb::none(),
+        nb::arg("upload") = nb::none(), nb::arg("use_graph").none() = false,
+        "A resident batched attention session (lc.attention) for q [B, H, Sq, D], k [B, Hk, Sk, "
+        "D], v [B, Hk, Sk, Dv] (grouped-query heads; 2-D / 3-D forms too) in q's dtype, with an "
+        "optional mask resident from creation: start_into / run_into / "
+        "run_batch_sync_no_download_into (q, k, v, out), forward(), forward_into(out), "
+        "train_step(target, lr) -> (out, loss), parameters().");
 
   // ---- conv -> attention ----
   nb::class_<lc::ConvAttentionSession, ResidentSession>(m, "ConvAttentionResidentSession")

@@ -17,6 +17,10 @@ void register_ops(nb::module_& m);
 void register_attention(nb::module_& m);
 void register_trace(nb::module_& m);
 void register_sessions(nb::module_& m);
+struct Arg;
+// bind_attention.cpp: the attention mask argument: None (false), an lc.Tensor / array of int32 /
+// int64 / float, or a numpy boolean array (converted to int32; `hold` keeps the conversion).
+bool mask_arg(nb::handle obj, const char* op, Arg& out, nb::object& hold);
 void register_autotune(nb::module_& m);
 // bind_graph.cpp: lc.GraphIR (the Graph IR, include/lightning_core/graph.h).
 void register_graph(nb::module_& m);

@@ -66,7 +66,7 @@ namespace {
 // conv_attention_nchw and attention), and these sessions, bound elsewhere:
 const char* kOtherFunctions[] = {
     "matmul2d_resident_session", "attention2d_resident_session",
-    "conv_attention_resident_session"};
+    "conv_attention_resident_session", "attention_resident_session"};
 
 }  // namespace
 

@@ -486,8 +486,9 @@ class Backend {
   virtual void attention(const AttentionArgs& a) = 0;
   // Batched multi-head / grouped-query attention (MhaArgs).
   virtual void attention_mha(const MhaArgs& a) = 0;
-  // Its backward (MhaBackwardArgs). Default: not supported by this backend (the CPU has it;
-  // the op registry keeps other backends off it, so this is only reached by a direct call).
+  // Its backward (MhaBackwardArgs). Default: not supported by this backend (the CPU and CUDA
+  // have it; the op registry keeps other backends off it, so this is only reached by a direct
+  // call).
   virtual void attention_mha_backward(const MhaBackwardArgs& /*a*/) {
     throw_value("attention_backward", std::string("the ") + name() +
                                           " backend does not implement the attention backward yet; "

@@ -302,6 +302,13 @@ std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, 
   return out_shape(q, v);
 }
 
+std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, const Tensor& v,
+                                              const Tensor* mask) {
+  const Shapes s = check_attention_mha(q, k, v);
+  if (mask) check_mask(*mask, q, s);
+  return out_shape(q, v);
+}
+
 void attention_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, bool causal,
                     const Tensor* mask, float scale, const ExecutionPolicy& p, Tensor* lse) {
   const Prepared pr = prepare(q, k, v, mask, scale);
@@ -336,8 +343,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
 
 // ---- attention_backward ------------------------------------------------------------------------
 // dq, dk, dv of attention() from dout, the forward's inputs, its out and its float32 lse
-// (Backend::attention_mha_backward; the CPU only for now: the OpDef's CUDA dtype set is empty,
-// so "auto" places it on the CPU, and device="cuda" is an error rather than a silent copy).
+// (Backend::attention_mha_backward: the CPU's attention_mha_bwd.cpp, CUDA's attention_mha_bwd.cu
+// for float32 / float16 / bfloat16 with head dims up to kCudaMaxHeadDim).
 
 namespace {
 
@@ -363,13 +370,6 @@ Prepared prepare_backward(const Tensor& dout, const Tensor& q, const Tensor& k, 
   check_like("dout", dout, os, "the gradient of the forward's output, out's shape");
   check_like("lse", lse, lse_shape(q), "q's shape without its last dimension");
   return pr;
-}
-
-void check_device_request(const ExecutionPolicy& p) {
-  if (p.device == DeviceRequest::cuda)
-    throw Unavailable(std::string("[") + kBwd + "] device=\"cuda\": the CUDA attention backward "
-                      "is not implemented yet; use device=\"cpu\" or \"auto\" (both run it on "
-                      "the CPU)");
 }
 
 void place_backward(OpRunner& r, const Tensor& dout, const Tensor& q, const Tensor& k,
@@ -454,6 +454,13 @@ OpResult infer_attention_backward(const OpDef& d, const OpArgs& a) {
   infer_attention(d, fwd);
   return {shape_vec(a[1]), a.dtype};
 }
+// dout, q, k, v, ...: the CUDA kernels' head-dimension limit on q's D and v's Dv.
+bool limits_attention_backward(DeviceKind be, const OpArgs& a) {
+  if (be != DeviceKind::cuda) return true;
+  const ShapeRef& q = a.has(1) ? a[1] : a[0];
+  const ShapeRef& v = a.has(3) ? a[3] : a[0];
+  return cuda_supports_attention(q.back(), v.back());
+}
 WorkEstimate work_attention_backward(const OpArgs& a) {
   OpArgs fwd;
   fwd.n = 0;
@@ -472,14 +479,15 @@ const OpDef opdefs::attention_backward{
     "Gradients (dq, dk, dv) of lc.attention from dout, the forward's q, k, v, its out and its "
     "float32 lse (return_lse=True), with the forward's causal / mask / scale. No Sq x Sk matrix "
     "is stored (P is recomputed tile by tile); for grouped-query attention dk / dv sum over the "
-    "query heads of their key/value head; rows with no visible key get zero gradients. The CPU "
-    "computes it (device=\"cuda\" is not implemented yet; docs/attention.md).",
+    "query heads of their key/value head; rows with no visible key get zero gradients. CPU and "
+    "CUDA (float32 / float16 / bfloat16, head dims up to 256); docs/attention.md.",
     {{in("dout", -1, 2), in("q", -1, 2), in("k", -1, 2), in("v", -1, 2), in("out", -1, 2),
       in("lse", -1, 1), opt("mask")}},
     {"dq", "dk", "dv"},
     {{{"causal", AttrType::boolean, "False", "as the forward's"},
       {"scale", AttrType::real, "None", "as the forward's (None: 1/sqrt(head_dim))"}}},
-    kFloatAll, DTypeSet{}, &infer_attention_backward, &work_attention_backward, nullptr};
+    kFloatAll, kFloat16x, &infer_attention_backward, &work_attention_backward,
+    &limits_attention_backward};
 
 void attention_backward_into(const Tensor& dout, const Tensor& q, const Tensor& k,
                              const Tensor& v, const Tensor& out, const Tensor& lse, Tensor& dq,
@@ -491,7 +499,6 @@ void attention_backward_into(const Tensor& dout, const Tensor& q, const Tensor& 
   check_out(kBwd, dv, v.shape(), q.dtype());
   if (dq.may_overlap(dk) || dq.may_overlap(dv) || dk.may_overlap(dv))
     throw_value(kBwd, "dq, dk and dv share memory; pass three separate arrays");
-  check_device_request(p);
   OpRunner r(kBwd, p);
   place_backward(r, dout, q, k, v, out, mask, pr);
   std::initializer_list<const Tensor*> ins{&dout, &q, &k, &v, &out, &lse, mask};
@@ -508,7 +515,6 @@ std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, co
                                          bool causal, const Tensor* mask, float scale,
                                          const ExecutionPolicy& p) {
   const Prepared pr = prepare_backward(dout, q, k, v, out, lse, mask, scale);
-  check_device_request(p);
   OpRunner r(kBwd, p);
   place_backward(r, dout, q, k, v, out, mask, pr);
   std::array<Tensor, 3> g{r.result(q.shape(), q.dtype()), r.result(k.shape(), q.dtype()),

@@ -39,10 +39,17 @@ ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
                                  std::vector<std::string> names,
                                  const std::vector<const Tensor*>& inputs,
                                  std::vector<std::int64_t> out_shape, double flops,
-                                 bool gpu_can_run, bool use_graph)
-    : op_(op), policy_(p), names_(std::move(names)), out_shape_(std::move(out_shape)) {
+                                 bool gpu_can_run, bool use_graph, DType dtype)
+    : op_(op), policy_(p), names_(std::move(names)), out_shape_(std::move(out_shape)),
+      dtype_(dtype) {
   policy_.validate(op_);
-  for (const Tensor* t : inputs) shapes_.push_back(t->shape());
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i]->dtype() != dtype_)
+      throw_type(op_, "'" + names_[i] + "' is " + dtype_info(inputs[i]->dtype()).name +
+                          "; this session's inputs must all be " + dtype_info(dtype_).name +
+                          " (convert with astype)");
+    shapes_.push_back(inputs[i]->shape());
+  }
 
   // Placement: the transfers are paid once per session, so they are left out of the estimate
   // unless uploads are impossible (upload="never" with host inputs keeps the session on the CPU).
@@ -95,20 +102,20 @@ ResidentSession::ResidentSession(const char* op, const ExecutionPolicy& p,
   bound_data_.resize(inputs.size(), nullptr);
   bound_strides_.resize(inputs.size());
   upload(inputs);
-  out_ = make_scratch(out_shape_);
+  out_ = make_scratch(out_shape_, dtype_);
 }
 
 ResidentSession::~ResidentSession() { close(); }
 
-Tensor ResidentSession::make_scratch(const std::vector<std::int64_t>& shape) {
-  Tensor t = Tensor::empty(shape, DType::f32, device_);
+Tensor ResidentSession::make_scratch(const std::vector<std::int64_t>& shape, DType dtype) {
+  Tensor t = Tensor::empty(shape, dtype, device_);
   accounted_bytes_ += t.nbytes();
   g_live_bytes.fetch_add(t.nbytes());
   return t;
 }
 
 Tensor ResidentSession::make_owned_copy(const Tensor& src) {
-  Tensor t = make_scratch(src.shape());
+  Tensor t = make_scratch(src.shape(), src.dtype());
   src.copy_to(t);
   ++stats_.uploads;
   return t;
@@ -130,13 +137,14 @@ void ResidentSession::check_inputs(const char* what, const std::vector<const Ten
       throw_value(m.c_str(), "'" + names_[i] + "' has shape " + in[i]->shape_str() +
                                  " but the session was created for " + shape_str(shapes_[i]) +
                                  "; create a new session for new shapes");
-    if (in[i]->dtype() != DType::f32)
-      throw_type(m.c_str(), "'" + names_[i] + "' must be float32");
+    if (in[i]->dtype() != dtype_)
+      throw_type(m.c_str(), "'" + names_[i] + "' must be " + dtype_info(dtype_).name +
+                                " (the session's dtype), got " + dtype_info(in[i]->dtype()).name);
   }
 }
 
 void ResidentSession::check_out(const char* what, const Tensor& out) const {
-  lc::check_out(method(op_, what).c_str(), out, out_shape_);
+  lc::check_out(method(op_, what).c_str(), out, out_shape_, dtype_);
 }
 
 void ResidentSession::upload(const std::vector<const Tensor*>& in, std::uint32_t mask) {
@@ -157,7 +165,7 @@ void ResidentSession::upload(const std::vector<const Tensor*>& in, std::uint32_t
                          "lc.Tensor(x) or allow uploads");
       inputs_[i] = src;
     } else {
-      if (!inputs_[i].defined()) inputs_[i] = make_scratch(src.shape());
+      if (!inputs_[i].defined()) inputs_[i] = make_scratch(src.shape(), dtype_);
       src.copy_to(inputs_[i]);
       ++stats_.uploads;
     }
@@ -256,6 +264,23 @@ void ResidentSession::run_batch_sync_no_download_into(const std::vector<const Te
   }
   for (std::int64_t i = 0; i < n; ++i) launch_counted();
   sync_locked();
+}
+
+std::unique_lock<std::recursive_mutex> ResidentSession::lock_open(const char* what) const {
+  std::unique_lock<std::recursive_mutex> lock(mu_);
+  check_open(what);
+  return lock;
+}
+
+void ResidentSession::run_resident_locked(const char* what, Tensor& out) {
+  check_out(what, out);
+  launch_counted();
+  download_locked(out);
+}
+
+void ResidentSession::note_result_written() {
+  ++stats_.launches;
+  have_result_ = true;
 }
 
 void ResidentSession::sync() {
@@ -358,23 +383,155 @@ void Matmul2dSession::launch() {
 
 // ---- attention ---------------------------------------------------------------------------------
 
+AttentionTrainableSession::AttentionTrainableSession(
+    const char* op, const ExecutionPolicy& p, const Tensor& q, const Tensor& k, const Tensor& v,
+    std::vector<std::int64_t> out_shape, double flops, bool gpu_can_run, bool use_graph,
+    bool causal, float scale)
+    : ResidentSession(op, p, {"q", "k", "v"}, {&q, &k, &v}, std::move(out_shape), flops,
+                      gpu_can_run, use_graph, q.dtype()),
+      causal_(causal),
+      step_causal_(causal),
+      scale_(scale) {
+  if (!(scale >= 0.0f) || std::isinf(scale))
+    throw_value(op, "scale must be > 0 (or 0 for 1/sqrt(head_dim))");
+}
+
+void AttentionTrainableSession::forward_into(Tensor& out) {
+  auto lock = lock_open("forward_into");
+  DeviceScope scope(device(), device_index());  // the session's GPU
+  run_resident_locked("forward_into", out);
+}
+
+Tensor AttentionTrainableSession::forward() {
+  auto lock = lock_open("forward");
+  DeviceScope scope(device(), device_index());  // the session's GPU
+  Tensor out = Tensor::empty(out_shape(), dtype(), DeviceKind::cpu);
+  run_resident_locked("forward", out);
+  return out;
+}
+
+Tensor AttentionTrainableSession::parameter(int i) {
+  auto lock = lock_open("parameter");
+  DeviceScope scope(device(), device_index());  // the session's GPU
+  if (i < 0 || i > 2)
+    throw_value(method(op(), "parameter").c_str(), "index must be 0 (q), 1 (k) or 2 (v)");
+  const Tensor& x = resident(static_cast<std::size_t>(i));
+  Tensor host = Tensor::empty(x.shape(), x.dtype(), DeviceKind::cpu);
+  sync_if_device();
+  x.copy_to(host);
+  return host;
+}
+
+AttentionTrainResult AttentionTrainableSession::train_step(const Tensor& target, double lr) {
+  const std::string m = method(op(), "train_step");
+  auto lock = lock_open("train_step");
+  DeviceScope scope(device(), device_index());  // the session's GPU
+  if (!bufs_.out.defined()) {  // first step: resident work tensors (counted, freed by close())
+    const std::vector<std::int64_t> qs = input_shapes()[0];
+    std::vector<std::int64_t> ls = qs;
+    ls.pop_back();
+    bufs_.lse = make_scratch(ls, DType::f32);
+    bufs_.diff = make_scratch(out_shape(), dtype());
+    bufs_.dq = make_scratch(qs, dtype());
+    bufs_.dk = make_scratch(input_shapes()[1], dtype());
+    bufs_.dv = make_scratch(input_shapes()[2], dtype());
+  }
+  // target: checked here (the step would check it too, but it is copied to the session's
+  // device first: the launches never upload), then staged when it lives elsewhere.
+  if (target.shape() != out_shape())
+    throw_value(m.c_str(), "target is " + target.shape_str() + "; it must be out's shape " +
+                               shape_str(out_shape()) + " (q's shape with v's last dimension)");
+  if (target.dtype() != dtype())
+    throw_type(m.c_str(), std::string("target is ") + dtype_info(target.dtype()).name +
+                              "; it must have the session's dtype " + dtype_info(dtype()).name);
+  const Tensor* tgt = &target;
+  if (target.device() != device() || !target.is_contiguous()) {
+    if (!target_.defined()) target_ = make_scratch(out_shape(), dtype());
+    target.copy_to(target_);
+    tgt = &target_;
+  }
+  bufs_.out = result_buffer();  // the step's forward is the session's latest result
+  AttentionTrainResult r =
+      attention_train_step_with(resident_mut(0), resident_mut(1), resident_mut(2), *tgt, lr,
+                                step_causal_, mask_ptr(), scale_, launch_policy(), bufs_,
+                                m.c_str());
+  note_result_written();
+  // The caller gets a host copy: the result buffer is overwritten by the next call.
+  Tensor host = Tensor::empty(out_shape(), dtype(), DeviceKind::cpu);
+  sync_if_device();
+  r.out.copy_to(host);
+  r.out = host;
+  return r;
+}
+
+void AttentionTrainableSession::sync_if_device() {
+  if (device() != DeviceKind::cpu) get_backend(device()).synchronize();
+}
+
+void AttentionTrainableSession::release_extra() noexcept {
+  mask_ = Tensor();
+  target_ = Tensor();
+  bufs_ = AttentionTrainBuffers{};
+}
+
 Attention2dSession::Attention2dSession(const Tensor& q, const Tensor& k, const Tensor& v,
                                        bool causal, float scale, const ExecutionPolicy& p,
                                        bool use_graph)
-    : ResidentSession("attention2d_resident_session", p, {"q", "k", "v"}, {&q, &k, &v},
-                      attention2d_out_shape(q, k, v),
-                      opdefs::attention2d.work(OpArgs{&q, &k, &v}).flops,
-                      opdefs::attention2d.supports(DeviceKind::cuda, OpArgs{&q, &k, &v}),
-                      use_graph),
-      causal_(causal),
-      scale_(scale) {
-  if (!(scale >= 0.0f) || std::isinf(scale))
-    throw_value(op(), "scale must be > 0 (or 0 for 1/sqrt(head_dim))");
+    : AttentionTrainableSession("attention2d_resident_session", p, q, k, v,
+                                attention2d_out_shape(q, k, v),
+                                opdefs::attention2d.work(OpArgs{&q, &k, &v}).flops,
+                                opdefs::attention2d.supports(DeviceKind::cuda, OpArgs{&q, &k, &v}),
+                                use_graph, causal, scale) {
+  const std::int64_t sq = q.size(0), sk = k.size(0);
+  if (causal && sq != sk) {
+    DeviceScope scope(device(), device_index());
+    // attention2d's causal is top-left aligned (key j visible to query i when j <= i); the
+    // batched op's is bottom-right, so train_step gets the top-left rule as a keep mask.
+    Tensor keep = Tensor::empty({1, 1, sq, sk}, DType::i32, DeviceKind::cpu);  // 2-D: key padding
+    std::int32_t* kp = keep.data_as<std::int32_t>();
+    for (std::int64_t i = 0; i < sq; ++i)
+      for (std::int64_t j = 0; j < sk; ++j) kp[i * sk + j] = j <= i ? 1 : 0;
+    mask_ = make_owned_copy(keep);
+    has_mask_ = true;
+    step_causal_ = false;
+  }
 }
 
 void Attention2dSession::launch() {
   Tensor& out = result_buffer();
   attention2d_into(resident(0), resident(1), resident(2), out, causal_, launch_policy(), scale_);
+}
+
+// ---- batched attention --------------------------------------------------------------------------
+
+namespace {
+// CUDA when both directions run there (the session may train).
+bool attention_gpu_ok(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const OpArgs a{&q, &k, &v};
+  OpArgs b{&q, &q, &k, &v};
+  return opdefs::attention.supports(DeviceKind::cuda, a) &&
+         opdefs::attention_backward.supports(DeviceKind::cuda, b);
+}
+}  // namespace
+
+AttentionSession::AttentionSession(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                   const Tensor* mask, float scale, const ExecutionPolicy& p,
+                                   bool use_graph)
+    : AttentionTrainableSession("attention_resident_session", p, q, k, v,
+                                attention_out_shape(q, k, v, mask),
+                                opdefs::attention.work(OpArgs{&q, &k, &v}).flops,
+                                attention_gpu_ok(q, k, v), use_graph, causal, scale) {
+  if (mask) {
+    DeviceScope scope(device(), device_index());
+    mask_ = make_owned_copy(*mask);
+    has_mask_ = true;
+  }
+}
+
+void AttentionSession::launch() {
+  Tensor& out = result_buffer();
+  attention_into(resident(0), resident(1), resident(2), out, causal_, mask_ptr(), scale_,
+                 launch_policy());
 }
 
 // ---- conv -> attention -------------------------------------------------------------------------

@@ -380,8 +380,9 @@ class CudaBackend final : public Backend {
   }
   void attention_mha_backward(const MhaBackwardArgs& a) override {
     cuda::EnqueueScope enq;
-    if (cuda::try_cudnn_attention_backward(a)) return;
-    Backend::attention_mha_backward(a);  // no own CUDA backward kernel yet: the default's error
+    if (cuda::try_cudnn_attention_backward(a)) return;  // cuDNN first for 16-bit (attention_cudnn.h)
+    note_op_impl("own");
+    cuda::launch_attention_mha_backward(a, cuda::ctx().stream);  // attention_mha_bwd.cu
   }
   std::vector<std::pair<std::string, std::string>> build_facts() override {
     const char* fe = cuda::cudnn_frontend_version();

@@ -34,6 +34,9 @@ void launch_softmax(const SoftmaxArgs& a, cudaStream_t s);
 void launch_attention(const AttentionArgs& a, int sm_count, cudaStream_t s);
 // attention_mha.cu: batched multi-head / grouped-query attention (MhaArgs); no scratch.
 void launch_attention_mha(const MhaArgs& a, cudaStream_t s);
+// attention_mha_bwd.cu: its backward (MhaBackwardArgs); float32 D scratch from the caching
+// allocator, handed back once the kernels are queued.
+void launch_attention_mha_backward(const MhaBackwardArgs& a, cudaStream_t s);
 
 // conv2d.cu
 void launch_conv2d(const Conv2dArgs& a, cudaStream_t s);
