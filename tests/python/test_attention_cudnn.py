@@ -344,6 +344,18 @@ BWD_CASES = {k: CUDNN_CASES[k] for k in
               "D128-causal", "oddS77", "oddS77-causal", "S1", "decode-sq1"]}
 
 
+def check_grad(got, ref, what):
+    """Relative error against the float64 reference; where the exact gradient is 0 (one visible
+    key: softmax is 1 and dq = scale * (dP - D) k vanishes), the result is the rounding noise of
+    dP - D, so it is checked in absolute terms against the O(1) size of the terms instead."""
+    if np.linalg.norm(ref.ravel()) < 1e-9:
+        worst = float(np.abs(got).max()) if got.size else 0.0
+        assert worst <= 2e-3, f"{what}: exact gradient 0, got max |g| = {worst:.3e}"
+        return
+    err = rel_error(got, ref)
+    assert err <= GRAD_TOL, f"{what}: relative error {err:.3e} > {GRAD_TOL:.0e}"
+
+
 # Single-row queries: cuDNN's backward support for them varies by version; either
 # implementation is accepted there, the gradients are checked all the same.
 BWD_EITHER = {"S1", "decode-sq1"}
@@ -370,8 +382,7 @@ def test_cudnn_backward(dtype, name, impl, rng):
     for got, ref, what in ((dq, rq, "dq"), (dk, rk, "dk"), (dvv, rv, "dv")):
         assert f64(got).shape == ref.shape, (what, f64(got).shape, ref.shape)
         assert not np.isnan(f64(got)).any(), f"{name} {what}: NaN"
-        err = rel_error(f64(got), ref)
-        assert err <= GRAD_TOL, f"{name} {what}: relative error {err:.3e} > {GRAD_TOL:.0e}"
+        check_grad(f64(got), ref, f"{name} {what}")
     # poisoned _into outputs are fully written
     gq = np.full(q.shape, np.nan, dtype=q.dtype)
     gk = np.full(k.shape, np.nan, dtype=k.dtype)
@@ -379,7 +390,7 @@ def test_cudnn_backward(dtype, name, impl, rng):
     lc.attention_backward_into(dout, q, k, v, out, lse, gq, gk, gv, causal=causal, device="cuda")
     for got, ref, what in ((gq, rq, "dq"), (gk, rk, "dk"), (gv, rv, "dv")):
         assert not np.isnan(f64(got)).any(), f"{name} into {what}: unwritten"
-        assert rel_error(f64(got), ref) <= GRAD_TOL, f"{name} into {what}"
+        check_grad(f64(got), ref, f"{name} into {what}")
 
 
 def test_knob_values_and_errors(impl):
