@@ -319,19 +319,18 @@ void register_sessions(nb::module_& m) {
       .def_prop_ro("causal", &AttentionTrainableSession::causal)
       .def_prop_ro("dtype", [](const AttentionTrainableSession& s) {
         return std::string(lc::dtype_info(s.dtype()).name);
-      });
-
-  nb::class_<lc::Attention2dSession, AttentionTrainableSession>(m, "Attention2dResidentSession")
+      })
+      // The q / k / v forms of the ResidentSession calls, shared by both attention sessions.
       .def("start_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
                             nb::handle out) {
-        auto& s = nb::cast<lc::Attention2dSession&>(self);
+        auto& s = nb::cast<AttentionTrainableSession&>(self);
         with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
                   [&](const auto& in, lc::Tensor& o, std::uint32_t) { s.start_into(in, o); });
         return nb::borrow(out);
       }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none())
       .def("run_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
                           nb::handle out) {
-        auto& s = nb::cast<lc::Attention2dSession&>(self);
+        auto& s = nb::cast<AttentionTrainableSession&>(self);
         with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
                   [&](const auto& in, lc::Tensor& o, std::uint32_t st) { s.run_into(in, o, st); });
         return nb::borrow(out);
@@ -339,13 +338,15 @@ void register_sessions(nb::module_& m) {
       .def("run_batch_sync_no_download_into",
            [](nb::handle self, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
               nb::handle n_) {
-             auto& s = nb::cast<lc::Attention2dSession&>(self);
+             auto& s = nb::cast<AttentionTrainableSession&>(self);
              const std::int64_t n = int_param(n_, s.op(), "n", INT64_MIN, INT64_MAX);  // >= 1: checked after out
              with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
                        [&](const auto& in, lc::Tensor& o, std::uint32_t st) {
                          s.run_batch_sync_no_download_into(in, o, n, st);
                        });
            }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none(), nb::arg("n").none());
+
+  nb::class_<lc::Attention2dSession, AttentionTrainableSession>(m, "Attention2dResidentSession");
 
   m.def("attention2d_resident_session",
         [](nb::handle q_, nb::handle k_, nb::handle v_, nb::handle causal_, nb::handle device,
@@ -373,30 +374,6 @@ void register_sessions(nb::module_& m) {
         "A resident attention2d session for q[sq,d], k[sk,d], v[sk,dv].");
 
   nb::class_<lc::AttentionSession, AttentionTrainableSession>(m, "AttentionResidentSession")
-      .def("start_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
-                            nb::handle out) {
-        auto& s = nb::cast<lc::AttentionSession&>(self);
-        with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
-                  [&](const auto& in, lc::Tensor& o, std::uint32_t) { s.start_into(in, o); });
-        return nb::borrow(out);
-      }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none())
-      .def("run_into", [](nb::handle self, nb::handle q, nb::handle k, nb::handle v,
-                          nb::handle out) {
-        auto& s = nb::cast<lc::AttentionSession&>(self);
-        with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
-                  [&](const auto& in, lc::Tensor& o, std::uint32_t st) { s.run_into(in, o, st); });
-        return nb::borrow(out);
-      }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none())
-      .def("run_batch_sync_no_download_into",
-           [](nb::handle self, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
-              nb::handle n_) {
-             auto& s = nb::cast<lc::AttentionSession&>(self);
-             const std::int64_t n = int_param(n_, s.op(), "n", INT64_MIN, INT64_MAX);  // >= 1: checked after out
-             with_args(self, {{q, "q"}, {k, "k"}, {v, "v"}}, out, s.op(),
-                       [&](const auto& in, lc::Tensor& o, std::uint32_t st) {
-                         s.run_batch_sync_no_download_into(in, o, n, st);
-                       });
-           }, nb::arg("q").none(), nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none(), nb::arg("n").none())
       .def_prop_ro("has_mask", &lc::AttentionSession::has_mask);
 
   m.def("attention_resident_session",
