@@ -341,12 +341,18 @@ def _torch_train_step(torch, i, causal: bool):
 def train_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal: bool = False) -> Case:
     sessions: dict = {}  # one resident session per (device, inputs), built on first use
 
-    def lc_fn(lc, i, dev):
+    def session(lc, i, dev):
         key = (dev, id(i["q"]))
         s = sessions.get(key)
         if s is None:
             s = sessions[key] = lc.attention_resident_session(i["q"], i["k"], i["v"], causal, dev)
-        return s.train_step(i["target"], 0.0)[0]
+        return s
+
+    def lc_fn(lc, i, dev):
+        return session(lc, i, dev).train_step(i["target"], 0.0)[0]
+
+    def lc_into(lc, i, out, dev):  # out on the device: only the loss comes back (8 bytes)
+        return session(lc, i, dev).train_step(i["target"], 0.0, out=out)[0]
 
     return Case(
         suite=suite, family=f"attention train step {SHORT[dtype]}",
@@ -354,14 +360,15 @@ def train_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal:
         params={"batch": b, "heads": h, "seq": seq, "head_dim": d, "dtype": dtype, "causal": causal},
         make_inputs=lambda rng: {n: _rand(rng, dtype, b, h, seq, d) for n in ("q", "k", "v", "target")},
         numpy_fn=lambda i: _np_mha(i["q"], i["k"], i["v"], causal),
-        lc_fn=lc_fn, out_shape=(b, h, seq, d), dtype=dtype, precision=SHORT[dtype],
-        torch_fn=lambda torch, i: _torch_train_step(torch, i, causal),
+        lc_fn=lc_fn, lc_into=lc_into, out_shape=(b, h, seq, d), dtype=dtype,
+        precision=SHORT[dtype], torch_fn=lambda torch, i: _torch_train_step(torch, i, causal),
         tol={"bfloat16": 2e-2, "float16": 5e-3, "float32": 2e-3}[dtype], numpy_peer=False,
         numpy_note="numpy has no training step", cpu_peers=dtype == "float32" and seq <= 128,
         graph_ok=False,
         notes=["lc: attention_resident_session(...).train_step(target, lr=0) (forward + lse, "
-               "MSE with a host loss, backward, SGD in place); torch: SDPA + MSE + autograd + "
-               "sub_ + loss.item()"],
+               "MSE loss reduced on the device, backward, SGD in place; lc_cuda returns out as "
+               "numpy, lc_cuda_into writes it into a device lc.Tensor); torch: SDPA + MSE + "
+               "autograd + sub_ + loss.item(), out stays on the device"],
     )
 
 

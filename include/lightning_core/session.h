@@ -186,6 +186,9 @@ class Matmul2dSession final : public ResidentSession {
 //                             and dtype, any device. Later runs use the updated q, k, v (under
 //                             upload="once"/"never" as long as the bound objects are passed;
 //                             passing other arrays uploads those instead).
+//   train_step_into(target, lr, out)  the same step, out before the update written into out
+//                             (out_shape(), dtype(), any device: a device out costs no
+//                             download, only the loss's 8 bytes)
 //   parameter(i)              a host copy of resident q (0), k (1) or v (2)
 // The step runs where the session runs (CPU or CUDA: both have the attention backward) and
 // keeps its work tensors resident, so repeated steps allocate nothing on the device.
@@ -194,6 +197,7 @@ class AttentionTrainableSession : public ResidentSession {
   Tensor forward();
   void forward_into(Tensor& out);
   AttentionTrainResult train_step(const Tensor& target, double lr);
+  AttentionTrainResult train_step_into(const Tensor& target, double lr, Tensor& out);
   Tensor parameter(int i);
   bool causal() const { return causal_; }
   float scale() const { return scale_; }

@@ -284,23 +284,34 @@ void register_sessions(nb::module_& m) {
         }
         return nb::borrow(out_obj);
       }, nb::arg("out").none(), "Runs on the resident q, k, v and writes the result into out.")
-      .def("train_step", [](AttentionTrainableSession& s, nb::handle target, nb::handle lr_) {
+      .def("train_step", [](AttentionTrainableSession& s, nb::handle target, nb::handle lr_,
+                            nb::handle out_obj) {
         const std::string what = std::string(s.op()) + ".train_step";
         Arg t;
         to_arg(target, what.c_str(), "target", t);
         const double lr = float_param(lr_, what.c_str(), "lr");
         lc::AttentionTrainResult r;
-        {
-          nb::gil_scoped_release nogil;
-          r = s.train_step(t.t, lr);
+        if (!out_obj.is_none()) {  // into the caller's array / lc.Tensor (a device one: no download)
+          Arg out;
+          to_out_arg(out_obj, s.op(), out);
+          {
+            nb::gil_scoped_release nogil;
+            r = s.train_step_into(t.t, lr, out.t);
+          }
+          return nb::make_tuple(nb::borrow(out_obj), r.loss);
         }
         lc::Tensor view;
         nb::object arr = new_numpy(s.out_shape(), view, s.op(), s.dtype());
-        r.out.copy_to(view);
+        {
+          nb::gil_scoped_release nogil;
+          r = s.train_step_into(t.t, lr, view);
+        }
         return nb::make_tuple(arr, r.loss);
-      }, nb::arg("target").none(), nb::arg("lr").none(),
+      }, nb::arg("target").none(), nb::arg("lr").none(), nb::kw_only(),
+           nb::arg("out").none() = nb::none(),
            "One SGD step on mean((out - target)^2): forward, backward, q/k/v -= lr * grad on the "
-           "resident q, k, v. Returns (out before the update, loss).")
+           "resident q, k, v. Returns (out before the update, loss); with out= (a numpy array or "
+           "an lc.Tensor of out's shape and dtype, on any device) the result is written there.")
       .def("parameters", [](AttentionTrainableSession& s) {
         nb::list l;
         for (int i = 0; i < 3; ++i) {

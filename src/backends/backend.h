@@ -509,6 +509,11 @@ class Backend {
   // download and a stream synchronisation).
   virtual std::int64_t first_bad_index(const void* ids, DType ids_dtype, std::int64_t n,
                                        std::int64_t vocab) = 0;
+  // sum_i x[i]^2 in float64 over n contiguous elements of a float dtype (f32 / f64 / f16 / bf16)
+  // in this backend's memory: the training step's MSE loss without downloading the tensor.
+  // Deterministic (a fixed split into partial sums for a given n and device). Waits for the
+  // answer (on CUDA: two small kernels, an 8-byte download and a stream synchronisation).
+  virtual double sum_squares(const void* x, DType dtype, std::int64_t n) = 0;
 
   // ---- The seam: what only a backend knows (structs above class Backend) ----
   // -- graph capture --

@@ -48,6 +48,7 @@ class UnavailableBackend final : public Backend {
   void copy_strided(const StridedCopyArgs&) override { fail(); }
   void embedding(const EmbeddingArgs&) override { fail(); }
   std::int64_t first_bad_index(const void*, DType, std::int64_t, std::int64_t) override { fail(); }
+  double sum_squares(const void*, DType, std::int64_t) override { fail(); }
 
  private:
   [[noreturn]] void fail() const { throw Unavailable(std::string("[") + name_ + "] " + reason_); }

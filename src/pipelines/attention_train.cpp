@@ -9,6 +9,7 @@
 
 #include "lightning_core/errors.h"
 #include "lightning_core/ops.h"
+#include "backends/backend.h"
 #include "ops/checks.h"
 
 namespace lc {
@@ -37,39 +38,6 @@ void scale_in_place(Tensor& x, double alpha, const ExecutionPolicy& p) {
   } else {
     elementwise_into("vector_scale", x, nullptr, static_cast<float>(alpha), x, p);
   }
-}
-
-// sum x^2 over a contiguous host tensor, in float64.
-double sum_squares(const Tensor& h) {
-  const std::int64_t n = h.numel();
-  double acc = 0.0;
-  switch (h.dtype()) {
-    case DType::f64:
-      for (std::int64_t i = 0; i < n; ++i) {
-        const double x = h.data_as<const double>()[i];
-        acc += x * x;
-      }
-      break;
-    case DType::f16:
-      for (std::int64_t i = 0; i < n; ++i) {
-        const double x = to_float(h.data_as<const float16>()[i]);
-        acc += x * x;
-      }
-      break;
-    case DType::bf16:
-      for (std::int64_t i = 0; i < n; ++i) {
-        const double x = to_float(h.data_as<const bfloat16>()[i]);
-        acc += x * x;
-      }
-      break;
-    default:
-      for (std::int64_t i = 0; i < n; ++i) {
-        const double x = h.data_as<const float>()[i];
-        acc += x * x;
-      }
-      break;
-  }
-  return acc;
 }
 
 void ensure(Tensor& buf, const std::vector<std::int64_t>& shape, DType dtype, DeviceKind dev) {
@@ -129,9 +97,10 @@ AttentionTrainResult attention_train_step_with(Tensor& q, Tensor& k, Tensor& v,
   r.out = bufs.out;
   const std::int64_t n = bufs.diff.numel();
   if (n > 0) {
-    // The loss in float64 on the host: one download of out - target in its own dtype (the
-    // step's only sync; no device temporary).
-    r.loss = sum_squares(bufs.diff.to(DeviceKind::cpu)) / static_cast<double>(n);
+    // The loss: sum (out - target)^2 in float64 where diff lives (on a GPU a device reduction
+    // and an 8-byte download: the step's only sync).
+    DeviceScope scope(dev, bufs.diff.device_index());
+    r.loss = get_backend(dev).sum_squares(bufs.diff.data(), dt, n) / static_cast<double>(n);
   }
   scale_in_place(bufs.diff, 2.0 / static_cast<double>(n > 0 ? n : 1), p);  // dout
   attention_backward_into(bufs.diff, q, k, v, bufs.out, bufs.lse, bufs.dq, bufs.dk, bufs.dv,

@@ -423,8 +423,16 @@ Tensor AttentionTrainableSession::parameter(int i) {
 }
 
 AttentionTrainResult AttentionTrainableSession::train_step(const Tensor& target, double lr) {
+  // The caller gets a host copy: the result buffer is overwritten by the next call.
+  Tensor host = Tensor::empty(out_shape(), dtype(), DeviceKind::cpu);
+  return train_step_into(target, lr, host);
+}
+
+AttentionTrainResult AttentionTrainableSession::train_step_into(const Tensor& target, double lr,
+                                                                Tensor& out) {
   const std::string m = method(op(), "train_step");
   auto lock = lock_open("train_step");
+  lc::check_out(m.c_str(), out, out_shape(), dtype());
   DeviceScope scope(device(), device_index());  // the session's GPU
   if (!bufs_.out.defined()) {  // first step: resident work tensors (counted, freed by close())
     const std::vector<std::int64_t> qs = input_shapes()[0];
@@ -456,11 +464,9 @@ AttentionTrainResult AttentionTrainableSession::train_step(const Tensor& target,
                                 step_causal_, mask_ptr(), scale_, launch_policy(), bufs_,
                                 m.c_str());
   note_result_written();
-  // The caller gets a host copy: the result buffer is overwritten by the next call.
-  Tensor host = Tensor::empty(out_shape(), dtype(), DeviceKind::cpu);
-  sync_if_device();
-  r.out.copy_to(host);
-  r.out = host;
+  if (out.device() == DeviceKind::cpu) sync_if_device();
+  r.out.copy_to(out);
+  r.out = out;
   return r;
 }
 

@@ -154,10 +154,14 @@ void ensure_loaded(Cache& c, const std::string& path, std::vector<std::string>& 
 // other's entries. The lock file is created once and never removed (removing it would let two
 // processes lock two different files). Waits at most kLockWaitS; past that (a process stopped
 // while holding it) the write goes ahead unlocked: the rename keeps the file whole, at worst an
-// entry of the stuck process is lost, and the cache never hangs its users.
+// entry of the stuck process is lost, and the cache never hangs its users. The wait is long
+// (30 s) because a busy machine can keep a waiter out for seconds without anyone being stuck:
+// under ASan on a loaded 2-core machine six processes storing 40 entries each kept one waiting
+// more than 10 s. The naps stay short (at most 1 ms) so a waiter gets its turn among writers
+// that take the lock back-to-back.
 class FileLock {
  public:
-  static constexpr double kLockWaitS = 10.0;
+  static constexpr double kLockWaitS = 30.0;
 
   explicit FileLock(const std::string& cache_file) {
     const std::string p = cache_file + ".lock";
@@ -187,7 +191,7 @@ class FileLock {
         return;
       }
       std::this_thread::sleep_for(nap);
-      nap = std::min(nap * 2, std::chrono::microseconds(5000));
+      nap = std::min(nap * 2, std::chrono::microseconds(1000));
     }
   }
   ~FileLock() {

@@ -350,3 +350,22 @@ def test_cuda_bf16_session_train_step(rng):
         assert out.dtype == np_dtype("bfloat16")
         check(out, ref[0], "bfloat16", "session bf16 out")
         assert abs(loss - ref[1]) <= 5e-2 * ref[1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_cuda_session_train_step_into_a_device_tensor(dtype, rng):
+    """train_step(..., out=<cuda lc.Tensor>): no download of the output (the loss comes from the
+    device reduction, Backend::sum_squares); out and loss equal the copying form's and the
+    loss matches float64 over the stored output. 1.6 M outputs: many reduction blocks."""
+    shape = (2, 12, 257, 64)
+    q, k, v, target = (rnd(rng, shape, dtype) for _ in range(4))
+    with lc.attention_resident_session(q, k, v, False, "cuda") as a, \
+            lc.attention_resident_session(q, k, v, False, "cuda") as b:
+        want, want_loss = a.train_step(target, 0.0)
+        out = lc.Tensor(np.full(shape, np.nan, np.float32), device="cuda", dtype=dtype)
+        got, loss = b.train_step(target, 0.0, out=out)
+        assert got is out and out.device == "cuda"
+        np.testing.assert_array_equal(f64(out.numpy()), f64(want))
+        assert loss == want_loss
+        exact = float(np.mean((f64(want) - f64(target)) ** 2))
+        assert abs(loss - exact) <= 1e-3 * exact, (loss, exact)  # diff rounded to the dtype

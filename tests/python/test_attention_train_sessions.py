@@ -144,6 +144,39 @@ def test_session_runs_use_the_trained_parameters_and_inputs_still_rebind(rng):
         np.testing.assert_array_equal(s.parameters()[0], q2)
 
 
+def test_train_step_into_out_matches_the_returned_copy(rng):
+    """train_step(target, lr, out=...) writes every element of a poisoned numpy out or lc.Tensor
+    and gives the same result and loss as the copying form; a wrong out raises before the step
+    (nothing written, parameters unchanged). The loss spans several reduction blocks."""
+    shape = (2, 3, 170, 67)  # 68,340 outputs: more than one 65,536-element block of the loss
+    q, k, v, target = (rnd(rng, shape, "float32") for _ in range(4))
+    with lc.attention_resident_session(q, k, v, device="cpu") as a, \
+            lc.attention_resident_session(q, k, v, device="cpu") as b:
+        want, want_loss = a.train_step(target, 0.2)
+        out = np.full(shape, np.nan, np.float32)
+        got, loss = b.train_step(target, 0.2, out=out)
+        assert got is out
+        np.testing.assert_array_equal(out, want)
+        assert loss == want_loss
+        ref = ref_train_step(q, k, v, target, 0.2)
+        assert abs(loss - ref[1]) <= 1e-5 * ref[1]
+        t = lc.Tensor(np.full(shape, np.nan, np.float32))
+        got2, loss2 = b.train_step(target, 0.2, out=t)
+        want2, want_loss2 = a.train_step(target, 0.2)
+        assert got2 is t
+        np.testing.assert_array_equal(t.numpy(), want2)
+        assert loss2 == want_loss2
+        before = b.parameters()
+        bad = np.full((2, 3, 170, 66), np.nan, np.float32)
+        with pytest.raises(ValueError, match=r"attention_resident_session.train_step"):
+            b.train_step(target, 0.2, out=bad)
+        assert np.isnan(bad).all()
+        with pytest.raises(TypeError, match=r"attention_resident_session.train_step"):
+            b.train_step(target, 0.2, out=np.zeros(shape, np.float64))
+        for x0, x1 in zip(before, b.parameters()):
+            np.testing.assert_array_equal(x0, x1)
+
+
 def test_train_step_memory_is_resident_and_freed(rng):
     q, k, v = (rnd(rng, (2, 3, 10, 8), "float32") for _ in range(3))
     target = rnd(rng, (2, 3, 10, 8), "float32")

@@ -120,6 +120,9 @@ class CpuBackend final : public Backend {
   std::int64_t first_bad_index(const void* ids, DType t, std::int64_t n, std::int64_t v) override {
     return cpu::first_bad_index(ids, t, n, v);
   }
+  double sum_squares(const void* x, DType t, std::int64_t n) override {
+    return cpu::sum_squares(x, t, n);
+  }
 
  private:
   static void copy(void* dst, const void* src, std::size_t bytes) {

@@ -23,6 +23,8 @@ void elementwise(const ElementwiseArgs& a);
 void copy_strided(const StridedCopyArgs& a);
 void embedding(const EmbeddingArgs& a);
 std::int64_t first_bad_index(const void* ids, DType ids_dtype, std::int64_t n, std::int64_t vocab);
+// reduce.cpp: Backend::sum_squares (float64, deterministic).
+double sum_squares(const void* x, DType t, std::int64_t n);
 
 // Which GEMM matmul() uses for non-tiny shapes: "OpenBLAS" or "built-in".
 // The CPU's auto-tune fingerprint (fingerprint.cpp; Backend::fingerprint).

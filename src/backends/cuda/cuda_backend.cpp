@@ -465,6 +465,25 @@ class CudaBackend final : public Backend {
     cuda::CachingAllocator::instance().free(flag);
     return host == ~0ull ? -1 : static_cast<std::int64_t>(host);
   }
+  double sum_squares(const void* x, DType t, std::int64_t n) override {
+    if (n <= 0) return 0.0;
+    cuda::Context& c = cuda::ctx();
+    constexpr std::size_t bytes = (cuda::kSumSquaresMaxBlocks + 1) * sizeof(double);
+    void* scratch = cuda::CachingAllocator::instance().alloc(bytes);
+    double host = 0.0;
+    try {
+      cuda::EnqueueScope enq;
+      cuda::launch_sum_squares(x, t, n, static_cast<double*>(scratch), c.info.sm_count, c.stream);
+      LC_CUDA_CHECK(cudaMemcpyAsync(&host, static_cast<double*>(scratch) + cuda::kSumSquaresMaxBlocks,
+                                    sizeof(host), cudaMemcpyDeviceToHost, c.stream));
+      cuda::synchronize_stream();
+    } catch (...) {
+      cuda::CachingAllocator::instance().free(scratch);
+      throw;
+    }
+    cuda::CachingAllocator::instance().free(scratch);
+    return host;
+  }
 };
 
 }  // namespace

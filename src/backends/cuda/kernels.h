@@ -26,6 +26,13 @@ void launch_embedding(const EmbeddingArgs& a, int sm_count, cudaStream_t s);
 void launch_bad_id_check(const void* ids, DType ids_dtype, std::int64_t n, std::int64_t vocab,
                          unsigned long long* first, int sm_count, cudaStream_t s);
 
+// reduce.cu
+// Backend::sum_squares: scratch holds kSumSquaresMaxBlocks + 1 doubles (device memory); the
+// float64 result lands in scratch[kSumSquaresMaxBlocks]. t is f32 / f64 / f16 / bf16.
+inline constexpr int kSumSquaresMaxBlocks = 1024;
+void launch_sum_squares(const void* x, DType t, std::int64_t n, double* scratch, int sm_count,
+                        cudaStream_t s);
+
 // norm.cu
 void launch_layernorm(const LayerNormArgs& a, cudaStream_t s);
 void launch_softmax(const SoftmaxArgs& a, cudaStream_t s);
