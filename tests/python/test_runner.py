@@ -3,6 +3,7 @@ the same block (fresh random inputs, odd sizes, batch 1, each dtype), eager/grap
 safetensors checkpoints (bit-identical round trip, bad files naming the key) and bad input."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import ml_dtypes
@@ -164,13 +165,19 @@ def test_same_seed_same_weights_other_seed_other_weights(rng):
 
 # ---- checkpoints ----------------------------------------------------------------------------
 
-stn = pytest.importorskip("safetensors.numpy")
+# Checkpoints need the optional safetensors ([models] extra); the tests above run without it.
+HAVE_SAFETENSORS = importlib.util.find_spec("safetensors") is not None
+needs_safetensors = pytest.mark.skipif(not HAVE_SAFETENSORS,
+                                       reason="pip install 'lightning-core[models]' (safetensors)")
+if HAVE_SAFETENSORS:
+    import safetensors.numpy as stn
 
 
 def bits(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a).view(np.uint8).tobytes()
 
 
+@needs_safetensors
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_checkpoint_round_trip_is_bit_identical(rng, tmp_path, device, dtype):
@@ -198,6 +205,7 @@ def test_checkpoint_round_trip_is_bit_identical(rng, tmp_path, device, dtype):
     assert sorted(stored) == sorted(sa) and all(bits(stored[k]) == bits(sa[k]) for k in sa)
 
 
+@needs_safetensors
 def test_checkpoint_dtype_conversion_on_load(rng, tmp_path):
     cfg = small(rng)
     src = TinyTransformerRunner(cfg)
@@ -208,6 +216,7 @@ def test_checkpoint_dtype_conversion_on_load(rng, tmp_path):
         assert np.array_equal(half.state_dict()[k], v.astype(ml_dtypes.bfloat16)), k
 
 
+@needs_safetensors
 def test_bad_checkpoints_name_the_key(rng, tmp_path):
     cfg = small(rng)
     r = TinyTransformerRunner(cfg)
