@@ -19,7 +19,7 @@ import os
 import platform
 import sys
 import time
-from typing import Callable, List, Optional, Sequence, TextIO
+from typing import Callable, Dict, List, Optional, Sequence, TextIO
 
 __all__ = ["main", "build_parser", "Progress"]
 
@@ -231,7 +231,10 @@ def _cmd_bench(args, out: TextIO, err: TextIO, stdin: TextIO) -> int:
         raise _Failure(f"--seq {max(args.seq)} exceeds the model's max_position_embeddings {max_pos}")
     peers = list(_bench.PEERS) if args.peers is None else args.peers
     shapes = [(b, s) for b in args.batch for s in args.seq]
-    log = (lambda line: err.write(line + "\n")) if args.verbose else None
+    log: Optional[Callable[[str], None]] = None
+    if args.verbose:
+        def log(line: str) -> None:
+            err.write(line + "\n")
     rows, notes = _bench.run_bench(cfg, W, shapes, device=device, dtype=args.dtype,
                                    repeats=args.repeats, peers=peers, log=log)
     title = (f"all-MiniLM-L6-v2 forward + mean pool + normalise from token ids, {device} "
@@ -300,7 +303,7 @@ def info_dict() -> dict:
     import lightning_core as lc
 
     b = lc.build_info()
-    versions = {}
+    versions: Dict[str, Optional[str]] = {}
     for p in _PACKAGES:
         try:
             versions[p] = importlib.metadata.version(p)

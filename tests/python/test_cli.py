@@ -87,6 +87,8 @@ def test_embed_stdin_and_options(model_dir):
     model = SentenceEncoder.from_pretrained(model_dir, max_seq_length=4)
     assert np.array_equal(parse_rows(out), model.encode(["the cat sat on the mat", "dog"],
                                                         normalize=False))
+    rc, out, err = run(["embed", "-m", str(model_dir), "--file", "-"], stdin="")   # no lines
+    assert rc == 0 and out == ""
 
 
 def test_real_minilm_embed_matches_encode_exactly(tmp_path):
@@ -118,6 +120,26 @@ def test_embed_missing_model_or_package_is_exit_1_with_the_fix(model_dir, monkey
     (tmp_path / "m2").mkdir()
     rc, out, err = run(["embed", "--model", str(tmp_path / "m2"), "hi"])
     assert rc == 1 and "lacks" in err and "config.json" in err
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_embed_and_bench_on_the_gpu(rng, model_dir, tmp_path, dtype):
+    sents = random_sentences(rng, 19)
+    f = tmp_path / "s.txt"
+    f.write_text("\n".join(sents) + "\n")
+    rc, out, err = run(["embed", "--model", str(model_dir), "--file", str(f), "--device", "cuda",
+                        "--dtype", dtype, "--batch-size", "5", "--progress", "--out",
+                        str(tmp_path / "e.npy")])
+    assert rc == 0, err
+    ref = SentenceEncoder.from_pretrained(model_dir).encode(sents, batch_size=5, device="cuda",
+                                                            dtype=dtype)
+    assert np.array_equal(np.load(tmp_path / "e.npy"), ref)
+    rc, out, err = run(["bench", "--model", str(model_dir), "--device", "cuda", "--dtype", dtype,
+                        "--batch", "2", "--seq", "8", "--repeats", "2", "--json"])
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["device"] == "cuda" and d["rows"][0]["lc"] > 0
 
 
 @pytest.mark.skipif(lc.cuda_available(), reason="checks the error without a GPU")
