@@ -209,6 +209,22 @@ def test_bench_table_and_json_with_a_small_model(model_dir):
     assert "skipped" in d["notes"]["onnxruntime"]
 
 
+def test_bench_broken_torch_is_a_skipped_column(model_dir, tmp_path, monkeypatch):
+    if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
+        pytest.skip("a real torch is importable here")
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise OSError("libcudnn.so.9: cannot open shared object")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    importlib.invalidate_caches()
+    rc, out, err = run(["bench", "--model", str(model_dir), "--device", "cpu", "--batch", "1",
+                        "--seq", "4", "--repeats", "1"])
+    assert rc == 0, err
+    assert "torch eager: skipped: OSError: libcudnn.so.9" in out
+    assert "onnxruntime: skipped: OSError" in out
+    assert "torch" not in sys.modules
+
+
 def test_bench_random_weights_and_missing_model(monkeypatch):
     rc, out, err = run(["bench", "--random-weights", "--device", "cpu", "--batch", "1",
                         "--seq", "4", "--repeats", "1", "--peers", "lc"])

@@ -191,11 +191,15 @@ def _torch_peers(cfg, W, device, dtype, want) -> Dict[str, Any]:
             out[name] = "torch not installed" + (" (needed for the ONNX export)"
                                                  if name == "onnxruntime" else "")
         return out
-    import torch
+    try:
+        import torch
 
-    if device == "cuda" and not torch.cuda.is_available():
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("torch has no usable CUDA device")
+        mod, what = _torch_embed_module(torch, cfg, W, device, dtype)
+    except Exception as e:  # noqa: BLE001 - a broken torch install is a skipped column too
         for name in want:
-            out[name] = "torch has no usable CUDA device"
+            out[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
         return out
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -207,8 +211,6 @@ def _torch_peers(cfg, W, device, dtype, want) -> Dict[str, Any]:
             out[name] = build()
         except Exception as e:  # noqa: BLE001 - a peer that cannot run is a skipped column
             out[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}"
-
-    mod, what = _torch_embed_module(torch, cfg, W, device, dtype)
 
     def eager():
         def run(ids, mask):
