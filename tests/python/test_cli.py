@@ -292,4 +292,17 @@ def test_console_script_is_declared():
     if not pyproject.is_file():
         pytest.skip("not a source checkout")
     text = pyproject.read_text()
-    assert re.search(r'^\[project\.scripts\]\nlc-run = "lightning_core\.cli:main"$', text, re.M)
+    m = re.search(r'^\[project\.scripts\]\nlc-run = "([\w.]+):(\w+)"$', text, re.M)
+    assert m, "pyproject.toml declares no lc-run script"
+    import importlib
+    entry = getattr(importlib.import_module(m.group(1)), m.group(2))
+    assert entry is cli.main
+    # What the installed wrapper does: sys.exit(main()) with sys.argv[1:] as the arguments.
+    saved = sys.argv
+    out = io.StringIO()
+    try:
+        sys.argv = ["lc-run", "info", "--json"]
+        assert entry(stdout=out) == 0
+    finally:
+        sys.argv = saved
+    assert json.loads(out.getvalue())["lightning_core"]["version"] == lc.__version__
