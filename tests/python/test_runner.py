@@ -152,6 +152,8 @@ def test_empty_batch_and_sequence(rng):
             y = r.run(np.zeros(shape, np.float32), mode=mode)
             assert y.shape == shape and y.dtype == np.float32
             assert r.last_run["executed"] == "none" and "empty" in r.last_run["reason"]
+            t = r.run(lc.Tensor(np.zeros(shape, np.float32)), mode=mode)
+            assert isinstance(t, lc.Tensor) and t.shape == shape
 
 
 def test_same_seed_same_weights_other_seed_other_weights(rng):
