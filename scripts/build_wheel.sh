@@ -105,4 +105,5 @@ print("build_wheel: imported", lc.__version__, "from", pkg, "| BLAS:", lc.build_
 PY
   )
   "$venv/bin/python" -m lightning_core
+  "$venv/bin/lc-run" info >/dev/null   # the console script ([project.scripts]) is installed and runs
 fi
