@@ -2,11 +2,21 @@
 #include "runtime/distributed.h"
 
 #include <chrono>
+#include <cstdio>
+#include <string>
 #include <thread>
 
 #include "lightning_core/errors.h"
 
 namespace lc {
+
+namespace {
+std::string seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
+}  // namespace
 
 CollectiveWork::CollectiveWork(DeviceKind kind, std::shared_ptr<Communicator> comm, const char* op)
     : be_(get_backend(kind)), kind_(kind), comm_(std::move(comm)), op_(op) {
@@ -62,7 +72,7 @@ void CollectiveWork::wait(double timeout_s) {
     if (is_completed()) return;
     const double waited = std::chrono::duration<double>(clock::now() - start).count();
     if (timeout_s > 0 && waited > timeout_s)
-      fail(std::string("timed out after ") + std::to_string(timeout_s) +
+      fail(std::string("timed out after ") + seconds(timeout_s) +
            " s waiting for the collective (a peer rank died, hangs, or called a different "
            "collective; the timeout is init(timeout=...))");
     if (waited < 5e-3) {  // spin (yielding) like cudaStreamSynchronize: no added latency

@@ -226,12 +226,14 @@ class NcclCommunicator final : public Communicator {
   void all_reduce(const void* send, void* recv, std::int64_t count, DType dtype,
                   ReduceOp op) override {
     Launch l(*this, "all_reduce");
+    if (count <= 0) return;  // every rank has 0 (shapes agree): nothing to move
     check(l.a.ncclAllReduce(send, recv, static_cast<size_t>(count), to_nccl(dtype), to_nccl(op),
                             comm_, l.stream),
           "all_reduce", "ncclAllReduce", comm_);
   }
   void all_gather(const void* send, void* recv, std::int64_t count, DType dtype) override {
     Launch l(*this, "all_gather");
+    if (count <= 0) return;  // every rank has 0 (shapes agree): nothing to move
     check(l.a.ncclAllGather(send, recv, static_cast<size_t>(count), to_nccl(dtype), comm_,
                             l.stream),
           "all_gather", "ncclAllGather", comm_);
@@ -239,6 +241,7 @@ class NcclCommunicator final : public Communicator {
   void reduce_scatter(const void* send, void* recv, std::int64_t count, DType dtype,
                       ReduceOp op) override {
     Launch l(*this, "reduce_scatter");
+    if (count <= 0) return;  // every rank has 0 (shapes agree): nothing to move
     check(l.a.ncclReduceScatter(send, recv, static_cast<size_t>(count), to_nccl(dtype),
                                 to_nccl(op), comm_, l.stream),
           "reduce_scatter", "ncclReduceScatter", comm_);
@@ -246,17 +249,20 @@ class NcclCommunicator final : public Communicator {
   void broadcast(const void* send, void* recv, std::int64_t count, DType dtype,
                  int root) override {
     Launch l(*this, "broadcast");
+    if (count <= 0) return;  // every rank has 0 (shapes agree): nothing to move
     check(l.a.ncclBroadcast(send, recv, static_cast<size_t>(count), to_nccl(dtype), root, comm_,
                             l.stream),
           "broadcast", "ncclBroadcast", comm_);
   }
   void send(const void* buf, std::int64_t count, DType dtype, int peer) override {
     Launch l(*this, "send");
+    if (count <= 0) return;  // every rank has 0 (shapes agree): nothing to move
     check(l.a.ncclSend(buf, static_cast<size_t>(count), to_nccl(dtype), peer, comm_, l.stream),
           "send", "ncclSend", comm_);
   }
   void recv(void* buf, std::int64_t count, DType dtype, int peer) override {
     Launch l(*this, "recv");
+    if (count <= 0) return;  // every rank has 0 (shapes agree): nothing to move
     check(l.a.ncclRecv(buf, static_cast<size_t>(count), to_nccl(dtype), peer, comm_, l.stream),
           "recv", "ncclRecv", comm_);
   }
