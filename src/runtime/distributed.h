@@ -9,6 +9,7 @@
 // sleeps in growing steps up to 1 ms between polls.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,7 +35,8 @@ class CollectiveWork {
 
  private:
   [[noreturn]] void fail(const std::string& why);
-  void check_error();
+  bool query();  // the event alone (no error check)
+  std::string where() const;  // "cuda:0"
 
   Backend& be_;
   DeviceKind kind_;
@@ -43,5 +45,15 @@ class CollectiveWork {
   void* event_ = nullptr;
   bool done_ = false;
 };
+
+// The wait loop of CollectiveWork::wait, on its own so tests can drive it with a fake
+// communicator: polls done() until it returns true; between polls checks comm's aborted() and
+// async_error(), and the timeout (timeout_s <= 0: none). On an error or at the timeout it
+// aborts comm and throws lc::BackendError "[op] rank R of N (where): why. ...".
+void wait_collective(const std::function<bool()>& done, Communicator& comm, const char* op,
+                     const std::string& where, double timeout_s);
+// Aborts comm and throws that lc::BackendError.
+[[noreturn]] void collective_failed(Communicator& comm, const char* op, const std::string& where,
+                                    const std::string& why);
 
 }  // namespace lc
