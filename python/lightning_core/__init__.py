@@ -60,6 +60,8 @@ from ._logging import set_log_level  # noqa: E402,F401  (LC_LOG_LEVEL, the "ligh
 # lc.models: BERT-family encoders and sentence embeddings on LC ops (safetensors / tokenizers
 # are imported only when a model is loaded).
 from . import models  # noqa: E402,F401
+# lc.distributed: collectives across GPUs and processes through NCCL (loaded on first use).
+from . import distributed  # noqa: E402,F401
 
 # numpydoc docstrings for the native functions and classes (python/lightning_core/_docs.py).
 from ._docs import apply as _apply_docs  # noqa: E402

@@ -28,6 +28,8 @@ void register_graph(nb::module_& m);
 void register_docs(nb::module_& m);
 // Library messages -> RuntimeWarning / the "lightning_core" logger (bind_logging.cpp).
 void register_logging(nb::module_& m);
+// bind_distributed.cpp: the native half of lc.distributed (NCCL communicators, work handles).
+void register_distributed(nb::module_& m);
 // Last: an error overload for every public op (wrong arity or keyword -> TypeError "[op] ...").
 void register_argument_errors(nb::module_& m);
 }  // namespace lcpy

@@ -20,6 +20,7 @@ NB_MODULE(_lightning_core, m) {
   lcpy::register_sessions(m);
   lcpy::register_autotune(m);
   lcpy::register_graph(m);
+  lcpy::register_distributed(m);
   lcpy::register_argument_errors(m);
   lcpy::register_docs(m);
   lcpy::register_logging(m);

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "backends/collective.h"
 #include "lightning_core/dtype.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/types.h"
@@ -533,6 +534,30 @@ class Backend {
   // libraries not loaded yet are affected. Default: nothing to load.
   virtual void set_library_dirs(const std::vector<std::string>& /*dirs*/) {}
 
+  // -- collectives (collective.h, lc.distributed) --
+  // Defaults: this backend has no collectives (lc::BackendError naming it).
+  // A fresh group id (opaque bytes; NCCL: the 128-byte ncclUniqueId) that rank 0 hands to the
+  // other ranks (python/lightning_core/distributed.py's rendezvous).
+  virtual std::string collective_unique_id() { no_collectives("distributed.init"); }
+  // Joins group `id` as `rank` of `nranks`, driving device `device`; returns when every rank
+  // joined (collective: every rank calls it).
+  virtual std::unique_ptr<Communicator> collective_init(const std::string& /*id*/, int /*nranks*/,
+                                                        int /*rank*/, int /*device*/) {
+    no_collectives("distributed.init");
+  }
+  // One process driving every device of `devices`: one communicator per device, rank i on
+  // devices[i] (NCCL: ncclCommInitAll).
+  virtual std::vector<std::unique_ptr<Communicator>> collective_init_all(
+      const std::vector<int>& /*devices*/) {
+    no_collectives("distributed.init_all");
+  }
+  // Brackets the calls on several communicators of one process (one per device) so they launch
+  // as one collective (NCCL: ncclGroupStart / ncclGroupEnd); also pairs a send with a recv.
+  virtual void collective_group_start() {}
+  virtual void collective_group_end() {}
+  // The collective library (load = false: report without loading it).
+  virtual CollectiveLibraryInfo collective_library_info(bool /*load*/) { return {}; }
+
   // -- tuning and fingerprints --
   // Whether this build compiled the backend in (false for the stubs of src/backends/no_*).
   virtual bool compiled() const { return true; }
@@ -566,6 +591,13 @@ class Backend {
   virtual void matmul_tuned(const MatmulArgs& a, int /*choice*/) { matmul(a); }
   virtual int tune_conv2d(const Conv2dArgs& /*a*/, bool /*tune*/) { return 0; }
   virtual void conv2d_tuned(const Conv2dArgs& a, int /*choice*/) { conv2d(a); }
+
+ private:
+  [[noreturn]] void no_collectives(const char* op) const {
+    throw_backend(op, std::string("the ") + name() +
+                          " backend has no collectives (lc.distributed runs on \"cuda\" "
+                          "devices through NCCL)");
+  }
 };
 
 // The registry (src/runtime/backend_registry.cpp). Always returns an object; check available().

@@ -27,6 +27,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/matmul.h"
 #include "backends/cuda/staging.h"
+#include "backends/cuda/nccl.h"
 #include "backends/cuda/vendor_libs.h"
 #include "lightning_core/errors.h"
 
@@ -425,6 +426,21 @@ class CudaBackend final : public Backend {
   std::string fingerprint() override { return cuda::fingerprint(); }
   void set_library_dirs(const std::vector<std::string>& dirs) override {
     cuda::vendor::set_search_dirs(dirs);
+  }
+  // Collectives: NCCL, loaded on first use (nccl.h).
+  std::string collective_unique_id() override { return cuda::nccl::unique_id(); }
+  std::unique_ptr<Communicator> collective_init(const std::string& id, int nranks, int rank,
+                                                int device) override {
+    return cuda::nccl::init_rank(id, nranks, rank, device);
+  }
+  std::vector<std::unique_ptr<Communicator>> collective_init_all(
+      const std::vector<int>& devices) override {
+    return cuda::nccl::init_all(devices);
+  }
+  void collective_group_start() override { cuda::nccl::group_start(); }
+  void collective_group_end() override { cuda::nccl::group_end(); }
+  CollectiveLibraryInfo collective_library_info(bool load) override {
+    return cuda::nccl::library_info(load);
   }
   std::vector<GemmAlgorithm> gemm_algorithms(const MatmulArgs& a, int max) override {
     std::vector<GemmAlgorithm> out;
