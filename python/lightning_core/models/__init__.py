@@ -1,7 +1,8 @@
-"""Models built from Lightning Core ops (issue #15, first slice: eager BERT encoders).
+"""Models built from Lightning Core ops (issue #15: BERT encoders, eager or as LC graphs).
 
 - `TransformerEncoder`: a BERT-family encoder (config-driven) on "cpu" or "cuda", float32 /
-  bfloat16 / float16.
+  bfloat16 / float16; ``execution_mode="graph"`` runs one planned LC graph per (batch bucket,
+  sequence bucket) (`bucket_size`), the default on CUDA.
 - `SentenceEncoder`: sentence embeddings (mean pooling + L2 normalisation), e.g.
   ``SentenceEncoder.from_pretrained("all-MiniLM-L6-v2").encode(["a sentence"])``.
 
@@ -9,7 +10,7 @@ Loading checkpoints needs the optional dependencies ``safetensors`` and ``tokeni
 (``pip install lightning-core[models]``); they are imported only when a model is loaded.
 See docs/models.md.
 """
-from ._bert import BertConfig, TransformerEncoder
+from ._bert import BertConfig, TransformerEncoder, bucket_size
 from ._sentence import SentenceEncoder, resolve_model_dir
 
-__all__ = ["BertConfig", "TransformerEncoder", "SentenceEncoder", "resolve_model_dir"]
+__all__ = ["BertConfig", "TransformerEncoder", "SentenceEncoder", "resolve_model_dir", "bucket_size"]
