@@ -129,3 +129,28 @@ def test_minilm_fixture_in_both_modes(device):
     n = enc.graph_traces
     model.encode(sents, batch_size=8, device=device, execution_mode="graph")
     assert enc.graph_traces == n  # the same buckets again: replayed, not traced
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("padded", [True, False])
+def test_gpu_bucket_is_one_captured_graph_replayed_without_recording(rng, padded):
+    cfg = small_config()
+    W = random_weights(cfg, rng)
+    enc = TransformerEncoder(cfg, W, device="cuda")
+    assert enc._resolve_mode(None) == "graph"  # the CUDA default
+    for _ in range(4):
+        # padded: bucket (4, 8) whatever the lengths (one row is short, so a mask is needed)
+        lengths = [3] + [int(v) for v in rng.integers(1, 9, size=3)] if padded else [8] * 4
+        ids, mask = ragged_batch(rng, cfg, lengths)
+        out = enc.forward(ids, mask)
+        got = np.asarray(out.numpy(), np.float64)
+        ref = ref_hidden(cfg, W, ids, mask)
+        m = mask != 0
+        assert rel_err(got[m], ref[m]) <= TOL["float32"]
+    assert enc.graph_traces == 1
+    g = enc._graphs._cache[next(iter(enc._graphs._cache))].g
+    assert g.plan_summary()["captured"], g.plan_summary()["capture_reason"]
+    st = g.stats()
+    # the first call warms up eagerly, the second records, the rest replay: the per-bucket
+    # input buffers keep the addresses, so nothing records again
+    assert st["eager_runs"] == 1 and st["records"] == 1 and st["replays"] == 3, st
