@@ -9,8 +9,8 @@ Cases (the issue's speed targets):
   - a MiniLM-like encoder block (single head, seq 128, d 384, ffn 1536);
   - a small chain of tiny ops where per-op overhead dominates (replay overhead per node);
   - the all-MiniLM-L6-v2 encoder (random weights of its config, batch x seq 1x128, 32x128,
-    256x128): TransformerEncoder.forward(execution_mode="graph" | "eager") against the same
-    BERT in torch ops, eager and as a CUDA graph (issue #15's table).
+    256x128; float32 and GPU bfloat16): TransformerEncoder.forward(execution_mode="graph" |
+    "eager") against the same BERT in torch ops, eager and as a CUDA graph (issue #15's table).
 Each case has a "graph" and an "eager" variant (impl column): the same compiled function, its
 plan executed as one graph or the function called op by op. Compiled functions are cached per
 (case, device, input kind) so the timed calls only execute.
@@ -243,10 +243,10 @@ def _np_erf(x):
     return s * y
 
 
-def minilm_case(b: int, s: int, mode: str) -> Case:
+def minilm_case(b: int, s: int, mode: str, dtype: str = "float32") -> Case:
     """The 6-layer MiniLM encoder from token ids to the last hidden state [b, s, 384]:
     TransformerEncoder.forward(execution_mode=mode) against the same BERT in torch ops (eager
-    and captured as a CUDA graph by the harness)."""
+    and captured as a CUDA graph by the harness), in float32 or (GPU only) bfloat16."""
 
     def make_inputs(rng):
         import numpy as np
@@ -262,11 +262,12 @@ def minilm_case(b: int, s: int, mode: str) -> Case:
         from lightning_core.models import TransformerEncoder
         if dev == "auto":
             dev = "cuda" if lc.cuda_available() else "cpu"
-        key = ("enc", dev, mode)
+        key = ("enc", dev, mode, dtype)
         enc = _MINILM.get(key)
         if enc is None:
             cfg, W = _minilm_weights()
-            enc = _MINILM[key] = TransformerEncoder(cfg, W, device=dev, execution_mode=mode)
+            enc = _MINILM[key] = TransformerEncoder(cfg, W, device=dev, dtype=dtype,
+                                                    execution_mode=mode)
         return enc.forward(host(i["ids"]), host(i["mask"]))
 
     def numpy_fn(i):
@@ -306,18 +307,22 @@ def minilm_case(b: int, s: int, mode: str) -> Case:
 
     def torch_fn(torch, i):
         ids, mask = i["ids"], i["mask"]
-        key = ("torch", str(ids.device))
+        key = ("torch", str(ids.device), dtype)
         mod = _MINILM.get(key)
         if mod is None:
             from minilm_bench import _torch_bert_module
             cfg, W = _minilm_weights()
-            mod = _MINILM[key] = _torch_bert_module(torch, cfg, W)[0].to(ids.device).eval()
+            tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+            mod = _MINILM[key] = _torch_bert_module(torch, cfg, W)[0].to(ids.device, tdt).eval()
         return mod(ids, mask)
 
+    bf16 = dtype == "bfloat16"
     return Case(
-        suite="graph", family="MiniLM encoder", name=f"{mode}: {b}x{s}",
-        params={"batch": b, "seq": s, "mode": mode},
-        make_inputs=make_inputs, numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-3,
+        suite="graph", family="MiniLM encoder", name=f"{mode}: {b}x{s}" + (" bf16" if bf16 else ""),
+        params={"batch": b, "seq": s, "mode": mode, "dtype": dtype},
+        make_inputs=make_inputs, numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn,
+        tol=6e-2 if bf16 else 2e-3, precision="bf16" if bf16 else "fp32", dtype=dtype,
+        cpu_peers=not bf16,
         numpy_peer=False, numpy_note="float64 reference only (too slow to be a peer)",
         impl=f"TransformerEncoder ({mode})",
         notes=["all-MiniLM-L6-v2 config, random weights; ids -> last hidden state",
@@ -334,6 +339,7 @@ def build_cases(quick: bool = False) -> List[Case]:
         cases.append(encoder_case(mode))
         cases.append(tiny_chain_case(mode))
         cases += [minilm_case(b, sq, mode) for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]
+        cases += [minilm_case(b, sq, mode, "bfloat16") for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]
     return cases
 
 
