@@ -49,7 +49,10 @@ class TracedTensor:
 
     Arithmetic records graph nodes: ``+ - * /`` with another tensor are ``add`` / ``sub`` /
     ``mul`` / ``div`` (numpy broadcasting), ``* s`` and ``/ s`` with a Python number are
-    ``vector_scale``, ``+ s`` / ``- s`` add a one-element constant, ``@`` is ``matmul``.
+    ``vector_scale``, ``+ s`` / ``- s`` add a one-element constant, ``@`` is ``matmul``. The
+    view methods of ``lc.Tensor`` (``reshape`` / ``view``, ``permute``, ``transpose``, ``T``,
+    ``contiguous``, basic indexing) record view nodes: aliases of the producer's memory where
+    the strides allow, a copy where not (docs/graph.md, "Views").
 
     Parameters
     ----------

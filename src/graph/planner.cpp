@@ -57,7 +57,11 @@ double plan_cost(const Resolved& g, const std::vector<bool>& on_gpu, const CostM
     for (int id : s.in) {
       if (id < 0) continue;
       const TensorEntry& te = g.tensors[static_cast<std::size_t>(id)];
-      if (te.constant) continue;  // uploaded once per plan
+      const int root = id < static_cast<int>(g.view_base.size()) && g.view_base[static_cast<std::size_t>(id)] >= 0
+                           ? g.view_base[static_cast<std::size_t>(id)]
+                           : id;
+      // Constants (and views of them) are uploaded once per plan.
+      if (g.tensors[static_cast<std::size_t>(root)].constant) continue;
       const int p = g.producer[static_cast<std::size_t>(id)];
       const bool src_gpu = p >= 0 ? on_gpu[static_cast<std::size_t>(p)] : false;  // inputs: host
       if (src_gpu != on_gpu[i]) t += transfer_us(m, nbytes(te), on_gpu[i]);
