@@ -116,6 +116,9 @@ struct GraphPlanSummary {
   std::size_t naive_bytes = 0;      // one buffer per intermediate
   std::size_t constant_bytes = 0;   // constants (uploaded once per device)
   int buffers = 0;                  // intermediate tensors placed in the arena
+  // View nodes (reshape, permute, ...): aliases of their root's memory (no step) and the
+  // copies that remain steps (a reshape no strides express, contiguous() of a strided view).
+  int view_aliases = 0, view_copies = 0;
   bool captured = false;            // replays through a real graph (CUDA)
   std::string capture_reason;
   std::string to_string() const;   // the human-readable plan (explain())

@@ -129,6 +129,8 @@ nb::dict summary_dict(const lc::GraphPlanSummary& s) {
   d["naive_bytes"] = s.naive_bytes;
   d["constant_bytes"] = s.constant_bytes;
   d["buffers"] = s.buffers;
+  d["view_aliases"] = s.view_aliases;
+  d["view_copies"] = s.view_copies;
   d["est_cpu_us"] = s.est_cpu_us;
   d["est_gpu_us"] = s.est_gpu_us;
   d["est_plan_us"] = s.est_plan_us;

@@ -136,7 +136,7 @@ bool is_view_op(const OpDef* d);
 // name: the caller adds it).
 std::vector<std::int64_t> infer_view(const Step& s, const std::vector<std::int64_t>& in);
 // After fusion: view steps -> aliases (Resolved::view_*) or copy steps.
-void lower_views(Resolved& g);
+void lower_views(Resolved& g, int* aliases = nullptr, int* copies = nullptr);
 // The strides of a contiguous tensor of this shape.
 std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& shape);
 

@@ -679,7 +679,7 @@ const GraphPlanSummary& GraphIR::plan(const GraphPlanOptions& opts) {
   p->opts = opts;
   p->g = graph::resolve(impl_->tensors, impl_->nodes, impl_->outputs, nullptr);
   p->summary.fusions = graph::fuse(p->g, opts.fusion);
-  graph::lower_views(p->g);
+  graph::lower_views(p->g, &p->summary.view_aliases, &p->summary.view_copies);
   graph::place(*p);
   graph::pack_buffers(*p);
   std::lock_guard<std::mutex> lock(impl_->exec_mu);

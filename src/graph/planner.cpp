@@ -310,6 +310,9 @@ std::string GraphPlanSummary::to_string() const {
   o << "memory: peak " << graph::fmt_bytes(peak_bytes) << " for " << buffers
     << " intermediate(s) (one buffer each: " << graph::fmt_bytes(naive_bytes) << "), constants "
     << graph::fmt_bytes(constant_bytes) << "\n";
+  if (view_aliases + view_copies > 0)
+    o << "views: " << view_aliases << " alias(es) of their producer's memory (no step), "
+      << view_copies << " copy step(s) (a layout no strides express)\n";
   o << "steps:\n";
   for (const GraphStep& s : steps) {
     o << "  " << s.name << ": " << s.op << " on " << lc::to_string(s.device);

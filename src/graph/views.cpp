@@ -258,7 +258,7 @@ std::vector<std::int64_t> infer_view(const Step& s, const std::vector<std::int64
   return in;  // contiguous
 }
 
-void lower_views(Resolved& g) {
+void lower_views(Resolved& g, int* aliases, int* copies) {
   const std::size_t nt = g.tensors.size();
   g.view_base.resize(nt, -1);
   g.view_offset.resize(nt, 0);
@@ -329,8 +329,10 @@ void lower_views(Resolved& g) {
     }
     if (!alias) {  // a copy step: its result is a new contiguous tensor
       kept.push_back(std::move(s));
+      if (copies) ++*copies;
       continue;
     }
+    if (aliases) ++*aliases;
     const std::size_t u = static_cast<std::size_t>(dst);
     g.view_base[u] = root;
     g.view_strides[u] = std::move(ost);

@@ -80,8 +80,10 @@ def test_permute_reshape_needs_one_copy(rng, device):
 
     ref = f64(a).transpose(0, 2, 1, 3).reshape(B, S, H * D) @ f64(w).T
     run_all_ways(fn, (a,), ref, device)
-    steps = [s["op"] for s in lc.graph.trace(fn, a, device="cpu").plan_summary()["steps"]]
-    assert steps == ["reshape", "linear"]
+    summary = lc.graph.trace(fn, a, device="cpu").plan_summary()
+    assert [s["op"] for s in summary["steps"]] == ["reshape", "linear"]
+    assert summary["view_aliases"] == 1 and summary["view_copies"] == 1
+    assert "views: 1 alias(es)" in summary["text"]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -293,6 +295,7 @@ def test_hand_built_view_nodes_and_explain(rng):
     assert g.tensor_shape("sl") == (2, 3) and g.tensor_shape("t") == (3, 2)
     s = g.plan(device="cpu")
     assert [st["op"] for st in s["steps"]] == ["relu"]
+    assert s["view_aliases"] == 5 and s["view_copies"] == 0
     x = r(rng, 4, 6)
     ref = np.maximum(f64(x).reshape(2, 3, 4).transpose(2, 0, 1)[:, -1][1::2].T, 0)
     np.testing.assert_allclose(g.execute({"x": x})["y"], ref)
