@@ -10,6 +10,9 @@ Cases (the issue's speed targets):
   - a small chain of tiny ops where per-op overhead dominates (replay overhead per node);
   - lc.models.TinyTransformerRunner (2 multi-head pre-LN blocks, batch 8 x seq 128, hidden 256):
     run(x, mode="graph") against mode="eager" and the same block in torch.
+  - the all-MiniLM-L6-v2 encoder (random weights of its config, batch x seq 1x128, 32x128,
+    256x128; float32 and GPU bfloat16): TransformerEncoder.forward(execution_mode="graph" |
+    "eager") against the same BERT in torch ops, eager and as a CUDA graph (issue #15's table).
 Each case has a "graph" and an "eager" variant (impl column): the same compiled function, its
 plan executed as one graph or the function called op by op. Compiled functions are cached per
 (case, device, input kind) so the timed calls only execute.
@@ -299,6 +302,116 @@ def runner_case(mode: str) -> Case:
     )
 
 
+# ---- all-MiniLM-L6-v2 (random weights of its config): TransformerEncoder graph vs eager -------
+MINILM_SHAPES = [(1, 128), (32, 128), (256, 128)]
+_MINILM: Dict[Any, Any] = {}
+
+
+def _minilm_weights():
+    if "W" not in _MINILM:
+        from minilm_bench import load_weights
+        _MINILM["cfg"], _MINILM["W"], _ = load_weights(True, "")  # random, seed 0
+    return _MINILM["cfg"], _MINILM["W"]
+
+
+def _np_erf(x):
+    # Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): the reference's exact GELU without scipy
+    import numpy as np
+    s = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
+               + 0.254829592) * t * np.exp(-a * a)
+    return s * y
+
+
+def minilm_case(b: int, s: int, mode: str, dtype: str = "float32") -> Case:
+    """The 6-layer MiniLM encoder from token ids to the last hidden state [b, s, 384]:
+    TransformerEncoder.forward(execution_mode=mode) against the same BERT in torch ops (eager
+    and captured as a CUDA graph by the harness), in float32 or (GPU only) bfloat16."""
+
+    def make_inputs(rng):
+        import numpy as np
+        ids = rng.integers(1000, 30522, size=(b, s)).astype(np.int64)
+        ids[:, 0], ids[:, -1] = 101, 102
+        return {"ids": ids, "mask": np.ones((b, s), np.int64)}
+
+    def host(v):  # resident runs hand lc.Tensor ids: the encoder takes host ids
+        import numpy as np
+        return v if isinstance(v, np.ndarray) else np.asarray(v.numpy())
+
+    def lc_fn(lc, i, dev):
+        from lightning_core.models import TransformerEncoder
+        if dev == "auto":
+            dev = "cuda" if lc.cuda_available() else "cpu"
+        key = ("enc", dev, mode, dtype)
+        enc = _MINILM.get(key)
+        if enc is None:
+            cfg, W = _minilm_weights()
+            enc = _MINILM[key] = TransformerEncoder(cfg, W, device=dev, dtype=dtype,
+                                                    execution_mode=mode)
+        return enc.forward(host(i["ids"]), host(i["mask"]))
+
+    def numpy_fn(i):
+        import numpy as np
+        cfg, W = _minilm_weights()
+        W = {k: np.asarray(v, np.float64) for k, v in W.items()}
+        h, H = cfg["hidden_size"], cfg["num_attention_heads"]
+        D = h // H
+        ids = i["ids"]
+        B, S = ids.shape
+
+        def ln(x, g, be):
+            mu = x.mean(-1, keepdims=True)
+            return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + 1e-12) * g + be
+
+        e = "embeddings."
+        x = (W[e + "word_embeddings.weight"][ids] + W[e + "position_embeddings.weight"][:S]
+             + W[e + "token_type_embeddings.weight"][0])
+        x = ln(x, W[e + "LayerNorm.weight"], W[e + "LayerNorm.bias"])
+        for L in range(cfg["num_hidden_layers"]):
+            p = f"encoder.layer.{L}."
+
+            def dense(t, n):
+                return t @ W[p + n + ".weight"].T + W[p + n + ".bias"]
+            q, k, v = (dense(x, "attention.self." + n).reshape(B, S, H, D).transpose(0, 2, 1, 3)
+                       for n in ("query", "key", "value"))
+            sc = q @ k.transpose(0, 1, 3, 2) / np.sqrt(D)
+            pr = np.exp(sc - sc.max(-1, keepdims=True))
+            a = ((pr / pr.sum(-1, keepdims=True)) @ v).transpose(0, 2, 1, 3).reshape(B, S, h)
+            x = ln(dense(a, "attention.output.dense") + x, W[p + "attention.output.LayerNorm.weight"],
+                   W[p + "attention.output.LayerNorm.bias"])
+            f = dense(x, "intermediate.dense")
+            f = 0.5 * f * (1.0 + _np_erf(f / np.sqrt(2.0)))
+            x = ln(dense(f, "output.dense") + x, W[p + "output.LayerNorm.weight"],
+                   W[p + "output.LayerNorm.bias"])
+        return x.astype(np.float32)
+
+    def torch_fn(torch, i):
+        ids, mask = i["ids"], i["mask"]
+        key = ("torch", str(ids.device), dtype)
+        mod = _MINILM.get(key)
+        if mod is None:
+            from minilm_bench import _torch_bert_module
+            cfg, W = _minilm_weights()
+            tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+            mod = _MINILM[key] = _torch_bert_module(torch, cfg, W)[0].to(ids.device, tdt).eval()
+        return mod(ids, mask)
+
+    bf16 = dtype == "bfloat16"
+    return Case(
+        suite="graph", family="MiniLM encoder", name=f"{mode}: {b}x{s}" + (" bf16" if bf16 else ""),
+        params={"batch": b, "seq": s, "mode": mode, "dtype": dtype},
+        make_inputs=make_inputs, numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn,
+        tol=6e-2 if bf16 else 2e-3, precision="bf16" if bf16 else "fp32", dtype=dtype,
+        cpu_peers=not bf16,
+        numpy_peer=False, numpy_note="float64 reference only (too slow to be a peer)",
+        impl=f"TransformerEncoder ({mode})",
+        notes=["all-MiniLM-L6-v2 config, random weights; ids -> last hidden state",
+               "graph: one captured graph per (batch, seq) bucket, embedding lookup outside"],
+    )
+
+
 def build_cases(quick: bool = False) -> List[Case]:
     cases: List[Case] = []
     for mode in ("graph", "eager"):
@@ -308,6 +421,8 @@ def build_cases(quick: bool = False) -> List[Case]:
         cases.append(encoder_case(mode))
         cases.append(tiny_chain_case(mode))
         cases.append(runner_case(mode))
+        cases += [minilm_case(b, sq, mode) for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]
+        cases += [minilm_case(b, sq, mode, "bfloat16") for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]
     return cases
 
 

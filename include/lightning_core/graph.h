@@ -27,21 +27,24 @@
 namespace lc {
 
 // An attribute value (the OpDef says which type each attribute has). `none` stands for Python's
-// None (an attribute whose default is None, e.g. attention's scale).
+// None (an attribute whose default is None, e.g. attention's scale); `ints` a tuple of ints
+// (the view nodes' shape / dims).
 struct GraphAttr {
-  enum class Kind : std::uint8_t { none, boolean, integer, real, string };
+  enum class Kind : std::uint8_t { none, boolean, integer, real, string, ints };
   Kind kind = Kind::none;
   bool b = false;
   std::int64_t i = 0;
   double r = 0;
   std::string s;
+  std::vector<std::int64_t> v;
   static GraphAttr of(bool v) { GraphAttr a; a.kind = Kind::boolean; a.b = v; return a; }
   static GraphAttr of(int v) { return of(static_cast<std::int64_t>(v)); }
   static GraphAttr of(std::int64_t v) { GraphAttr a; a.kind = Kind::integer; a.i = v; return a; }
   static GraphAttr of(double v) { GraphAttr a; a.kind = Kind::real; a.r = v; return a; }
   static GraphAttr of(const char* v) { GraphAttr a; a.kind = Kind::string; a.s = v; return a; }
   static GraphAttr of(std::string v) { GraphAttr a; a.kind = Kind::string; a.s = std::move(v); return a; }
-  std::string repr() const;  // Python literal: True, 3, 0.5, 'gelu', None
+  static GraphAttr of(std::vector<std::int64_t> v) { GraphAttr a; a.kind = Kind::ints; a.v = std::move(v); return a; }
+  std::string repr() const;  // Python literal: True, 3, 0.5, 'gelu', None, (2, 3)
 };
 using GraphAttrs = std::vector<std::pair<std::string, GraphAttr>>;
 
@@ -113,6 +116,9 @@ struct GraphPlanSummary {
   std::size_t naive_bytes = 0;      // one buffer per intermediate
   std::size_t constant_bytes = 0;   // constants (uploaded once per device)
   int buffers = 0;                  // intermediate tensors placed in the arena
+  // View nodes (reshape, permute, ...): aliases of their root's memory (no step) and the
+  // copies that remain steps (a reshape no strides express, contiguous() of a strided view).
+  int view_aliases = 0, view_copies = 0;
   bool captured = false;            // replays through a real graph (CUDA)
   std::string capture_reason;
   std::string to_string() const;   // the human-readable plan (explain())
@@ -131,7 +137,9 @@ class GraphIR {
   // copied (contiguous, in host memory or where it lives) and uploaded once per device.
   void add_tensor(const std::string& name, const std::vector<std::int64_t>& shape, DType dtype,
                   bool constant = false, const Tensor* value = nullptr);
-  void set_constant(const std::string& name, const Tensor& value);
+  // copy=false keeps `value` itself when it is contiguous (the caller promises not to change
+  // it while the graph lives: model weights shared by several graphs); else a copy is kept.
+  void set_constant(const std::string& name, const Tensor& value, bool copy = true);
   // Adds a node running registered op `op` (unknown op or attribute, a wrong attribute type or
   // a missing required attribute -> ValueError / TypeError naming the node). Inputs in the
   // OpDef's order; "" for an absent optional input. An empty name becomes "<op>_<index>".

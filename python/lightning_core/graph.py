@@ -12,10 +12,13 @@ and returns a proxy; a call without proxies runs the op as usual. Arrays the fun
 over (weights) become graph constants, copied at trace time. The normal op path is untouched:
 the wrappers exist only during a trace (a lock serialises traces).
 
+Views (``.reshape`` / ``.view``, ``.permute``, ``.transpose``, ``.T``, ``.contiguous()``, basic
+indexing ``x[i, a:b]``) are graph nodes too: they alias their producer's memory where the strides
+allow and copy only where they must (a reshape no strides can express).
+
 Limits: only ``lc.<op>`` calls through the module attribute are seen (``from lightning_core
 import linear`` binds the untraced function); Python control flow on values is not recorded
-(shapes are fixed per signature, which re-traces); views (reshape, transpose) are not graph ops
-yet. docs/graph.md.
+(shapes are fixed per signature, which re-traces); slices step forwards only. docs/graph.md.
 """
 
 from __future__ import annotations
@@ -46,7 +49,10 @@ class TracedTensor:
 
     Arithmetic records graph nodes: ``+ - * /`` with another tensor are ``add`` / ``sub`` /
     ``mul`` / ``div`` (numpy broadcasting), ``* s`` and ``/ s`` with a Python number are
-    ``vector_scale``, ``+ s`` / ``- s`` add a one-element constant, ``@`` is ``matmul``.
+    ``vector_scale``, ``+ s`` / ``- s`` add a one-element constant, ``@`` is ``matmul``. The
+    view methods of ``lc.Tensor`` (``reshape`` / ``view``, ``permute``, ``transpose``, ``T``,
+    ``contiguous``, basic indexing) record view nodes: aliases of the producer's memory where
+    the strides allow, a copy where not (docs/graph.md, "Views").
 
     Parameters
     ----------
@@ -124,23 +130,195 @@ class TracedTensor:
         raise TypeError(f"[graph] the truth value of traced tensor '{self.name}' is not known while "
                         "tracing; control flow on values cannot be recorded")
 
-    def _no_view(self, *args, **kwargs):
-        raise NotImplementedError(f"[graph] views (reshape, transpose, indexing) of traced tensor "
-                                  f"'{self.name}' are not graph ops yet; pass arrays of the shape "
-                                  "the ops need")
+    # ---- views: graph nodes that alias the producer's memory (docs/graph.md, "Views") ------
+    def reshape(self, *shape):
+        """The same elements in another shape (one -1 is inferred), as ``lc.Tensor.reshape``.
 
-    reshape = transpose = permute = __getitem__ = _no_view
+        A ``reshape`` node: an alias where the strides allow, else a contiguous copy.
+
+        Parameters
+        ----------
+        *shape : int or tuple of int
+            The new shape, as separate ints or one tuple/list.
+        """
+        return self._tracer.record_view("reshape", self, {"shape": _shape_arg(shape, "reshape")})
+
+    def view(self, *shape):
+        """A view in another shape, as ``lc.Tensor.view`` (recorded as a ``reshape`` node).
+
+        Parameters
+        ----------
+        *shape : int or tuple of int
+            The new shape, as separate ints or one tuple/list.
+        """
+        return self._tracer.record_view("reshape", self, {"shape": _shape_arg(shape, "view")})
+
+    def permute(self, *dims):
+        """The dimensions reordered (result dimension i is dimension ``dims[i]``): an alias.
+
+        Parameters
+        ----------
+        *dims : int or tuple of int
+            A permutation of the dimensions, as separate ints or one tuple/list.
+        """
+        return self._tracer.record_view("permute", self, {"dims": _shape_arg(dims, "permute")})
+
+    def transpose(self, dim0: int, dim1: int):
+        """Two dimensions swapped: an alias.
+
+        Parameters
+        ----------
+        dim0, dim1 : int
+            The dimensions to swap (negative counts from the end).
+        """
+        return self._tracer.record_view("transpose", self, {"dim0": _int_arg(dim0, "transpose"),
+                                                            "dim1": _int_arg(dim1, "transpose")})
 
     @property
     def T(self):
-        return self._no_view()
+        """The transpose of a 2-D tensor (as ``lc.Tensor.T``)."""
+        if self.ndim != 2:
+            raise ValueError(f"[graph] T: traced tensor '{self.name}' is {self.ndim}-D {self.shape}; "
+                             "T transposes 2-D tensors (use transpose(d0, d1) or permute)")
+        return self.transpose(0, 1)
+
+    def contiguous(self):
+        """The same values in a contiguous layout: an alias when already contiguous, else a copy.
+
+        Parameters
+        ----------
+        None
+        """
+        return self._tracer.record_view("contiguous", self, {})
+
+    def __getitem__(self, key):
+        """Basic indexing: ints, ``start:stop:step`` slices (step >= 1), ``...`` and ``None``.
+
+        Each int becomes a ``select`` node, each slice that is not the whole axis a ``slice``
+        node, each ``None`` a ``reshape`` that inserts a size-1 axis: all aliases.
+
+        Parameters
+        ----------
+        key : int, slice, Ellipsis, None or tuple of them
+            The index.
+        """
+        items = key if isinstance(key, tuple) else (key,)
+        n_ell = sum(1 for k in items if k is Ellipsis)
+        if n_ell > 1:
+            raise ValueError(f"[graph] __getitem__: an index can only have a single ellipsis ('...'), "
+                             f"got {key!r}")
+        consumed = sum(1 for k in items if k is not Ellipsis and k is not None)
+        if consumed > self.ndim:
+            raise ValueError(f"[graph] __getitem__: too many indices ({consumed}) for traced tensor "
+                             f"'{self.name}' of shape {self.shape}")
+        t, d = self, 0
+        for k in items:
+            if k is Ellipsis:
+                d += self.ndim - consumed
+            elif k is None:
+                shape = list(t.shape)
+                shape.insert(d, 1)
+                t = t._tracer.record_view("reshape", t, {"shape": tuple(shape)})
+                d += 1
+            elif isinstance(k, slice):
+                start, stop, step = k.start, k.stop, k.step
+                step = 1 if step is None else _int_arg(step, "__getitem__")
+                if step < 1:
+                    raise ValueError(f"[graph] __getitem__: slice step must be >= 1 in a graph (got "
+                                     f"{step}); reverse with another op")
+                start = 0 if start is None else _int_arg(start, "__getitem__")
+                if not (start == 0 and stop is None and step == 1):
+                    attrs = {"dim": d, "start": start, "step": step}
+                    if stop is not None:
+                        attrs["stop"] = _int_arg(stop, "__getitem__")
+                    t = t._tracer.record_view("slice", t, attrs)
+                d += 1
+            elif isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+                t = t._tracer.record_view("select", t, {"dim": d, "index": int(k)})
+            else:
+                raise TypeError(f"[graph] __getitem__: only basic indexing (ints, slices, None, ...) "
+                                f"is recorded, got {type(k).__name__}")
+        if t is self:  # x[:] or x[...]: an alias all the same (a graph output must be a node)
+            t = t._tracer.record_view("reshape", t, {"shape": self.shape})
+        return t
+
+
+def _int_arg(v, op: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"[graph] {op}: expected an int, got {type(v).__name__}")
+    return int(v)
+
+
+def _shape_arg(args: tuple, op: str) -> tuple:
+    """reshape(2, 3), reshape((2, 3)) and reshape([2, 3]) alike."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        args = tuple(args[0])
+    return tuple(_int_arg(a, op) for a in args)
+
+
+def _view_shape(op: str, shape: tuple, attrs: dict) -> tuple:
+    """The result shape of view node ``op`` (src/graph/views.cpp's infer_view, for the proxy)."""
+    nd = len(shape)
+
+    def wrap(d, what):
+        if d < -nd or d >= nd:
+            raise ValueError(f"{what} {d} is out of range for a {nd}-D tensor (valid: {-nd} .. {nd - 1})")
+        return d + nd if d < 0 else d
+
+    if op == "reshape":
+        new = list(attrs["shape"])
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if new.count(-1) > 1:
+            raise ValueError(f"only one dimension of {tuple(new)} can be -1")
+        if any(v < -1 for v in new):
+            raise ValueError(f"negative dimension in {tuple(new)}")
+        known = int(np.prod([v for v in new if v != -1], dtype=np.int64)) if new else 1
+        if -1 in new:
+            if known == 0 or n % known:
+                raise ValueError(f"cannot reshape {shape} ({n} elements) to {tuple(new)}: the -1 "
+                                 "cannot be inferred")
+            new[new.index(-1)] = n // known
+            known = n
+        if known != n:
+            raise ValueError(f"cannot reshape {shape} ({n} elements) to {tuple(new)}; the element "
+                             "counts must match")
+        return tuple(new)
+    if op in ("permute", "transpose"):
+        if op == "transpose":
+            dims = list(range(nd))
+            a, b = wrap(attrs["dim0"], "dim0"), wrap(attrs["dim1"], "dim1")
+            dims[a], dims[b] = dims[b], dims[a]
+        else:
+            dims = list(attrs["dims"])
+        if len(dims) != nd:
+            raise ValueError(f"dims {tuple(dims)} must name each of the {nd} dimensions of {shape} once")
+        ks = [wrap(k, "dimension") for k in dims]
+        if len(set(ks)) != nd:
+            raise ValueError(f"dims {tuple(dims)} repeat a dimension; give a permutation of 0..{nd - 1}")
+        return tuple(shape[k] for k in ks)
+    if op == "slice":
+        k = wrap(attrs["dim"], "dim")
+        n = shape[k]
+        start, stop, step = slice(attrs["start"], attrs.get("stop"), attrs["step"]).indices(n)
+        out = list(shape)
+        out[k] = len(range(start, stop, step))
+        return tuple(out)
+    if op == "select":
+        k = wrap(attrs["dim"], "dim")
+        i = attrs["index"]
+        if i < -shape[k] or i >= shape[k]:
+            raise ValueError(f"index {i} is out of range for dimension {k} of size {shape[k]} in "
+                             f"{shape}")
+        return shape[:k] + shape[k + 1:]
+    return shape  # contiguous
 
 
 class _Tracer:
     """Records the op calls of one trace into a GraphIR."""
 
-    def __init__(self):
+    def __init__(self, copy_constants: bool = True):
         self.g = _C.GraphIR()
+        self.copy_constants = copy_constants
         self.n_tensors = 0
         self.constants: dict[int, tuple] = {}  # id(array) -> (name, array kept alive, shape, dtype)
 
@@ -164,12 +342,24 @@ class _Tracer:
             if key not in self.constants:
                 value = x if isinstance(x, _C.Tensor) else np.asarray(x)
                 name = self.new_name("const")
-                self.g.add_tensor(tuple(value.shape), _dtype_name(value), name, True, value=value)
+                self.g.add_tensor(tuple(value.shape), _dtype_name(value), name, True, value=value,
+                                  copy=self.copy_constants)
                 self.constants[key] = (name, x, tuple(value.shape), _dtype_name(value))
             name, _, shape, dt = self.constants[key]
             return name, shape, dt
         raise TypeError(f"[graph] {op}: argument '{arg}' must be an array, an lc.Tensor or a traced "
                         f"tensor, got {type(x).__name__}")
+
+    def record_view(self, op: str, x: TracedTensor, attrs: dict) -> TracedTensor:
+        """Adds view node ``op`` (reshape, permute, transpose, slice, select, contiguous) on ``x``."""
+        node = f"{op}_{len(self.g)}"
+        try:
+            shape = _view_shape(op, x.shape, attrs)
+        except ValueError as e:
+            raise ValueError(f"[graph] node '{node}' ({op}): {e}") from None
+        out = self.new_name("t")
+        self.g.add_node(op, [x.name], [out], attrs, node)
+        return TracedTensor(self, out, shape, x.dtype)
 
     def record(self, op: str, args: tuple, kwargs: dict):
         info = _op_info(op)
@@ -319,10 +509,10 @@ class _Traced:
         self.template = template
 
 
-def _trace(fn: Callable, args: tuple, what: str) -> _Traced:
+def _trace(fn: Callable, args: tuple, what: str, copy_constants: bool = True) -> _Traced:
     import lightning_core as lc
 
-    tracer = _Tracer()
+    tracer = _Tracer(copy_constants)
     call_args = []
     names: list[str | None] = []
     for i, a in enumerate(args):
@@ -385,10 +575,15 @@ class Compiled:
         "graph" runs the planned graph; "eager" calls ``fn`` with the arguments (A/B checks).
     cache_size : int, optional
         The number of traced signatures kept (default 8).
+    copy_constants : bool, optional
+        True (default): the arrays ``fn`` closes over are copied at trace time. False: an
+        ``lc.Tensor`` constant is shared with the graph (no copy; it must not change while the
+        compiled function lives): model weights used by several traced signatures.
     """
 
     def __init__(self, fn: Callable, *, device: str | None = None, fusion: Any = True,
-                 strict: bool = False, execution_mode: str = "graph", cache_size: int = 8):
+                 strict: bool = False, execution_mode: str = "graph", cache_size: int = 8,
+                 copy_constants: bool = True):
         if not callable(fn):
             raise TypeError(f"[compile] fn must be callable, got {type(fn).__name__}")
         if execution_mode not in ("graph", "eager"):
@@ -401,6 +596,7 @@ class Compiled:
         self.strict = strict
         self.execution_mode = execution_mode
         self.cache_size = cache_size
+        self.copy_constants = bool(copy_constants)
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._last: _Traced | None = None
         self.traces = 0  # how many times fn was traced
@@ -426,7 +622,7 @@ class Compiled:
         key = self._key(args)
         t = self._cache.get(key)
         if t is None:
-            t = _trace(self.fn, args, f"compiled function {self.__name__!r}")
+            t = _trace(self.fn, args, f"compiled function {self.__name__!r}", self.copy_constants)
             t.g.plan(self.device, fusion=self.fusion, strict=self.strict)
             self.traces += 1
             self._cache[key] = t
@@ -503,7 +699,8 @@ def trace(fn: Callable, *examples, device: str | None = None, fusion: Any = True
 
 
 def compile(fn: Callable | None = None, *, device: str | None = None, fusion: Any = True,  # noqa: A001
-            strict: bool = False, execution_mode: str = "graph", cache_size: int = 8):
+            strict: bool = False, execution_mode: str = "graph", cache_size: int = 8,
+            copy_constants: bool = True):
     """Compile a function of LC ops into graphs (traced per input signature, bounded cache).
 
     Usable as ``lc.compile(fn, ...)`` or as a decorator ``@lc.compile`` / ``@lc.compile(...)``.
@@ -522,6 +719,9 @@ def compile(fn: Callable | None = None, *, device: str | None = None, fusion: An
         "graph" (default) runs the planned graph, "eager" calls ``fn`` itself (A/B).
     cache_size : int, optional
         Traced signatures kept (least recently used dropped; default 8).
+    copy_constants : bool, optional
+        False: ``lc.Tensor`` constants are shared with the graphs, not copied (they must not
+        change while the compiled function lives).
 
     Returns
     -------
@@ -530,6 +730,7 @@ def compile(fn: Callable | None = None, *, device: str | None = None, fusion: An
     """
     def wrap(f):
         return Compiled(f, device=device, fusion=fusion, strict=strict,
-                        execution_mode=execution_mode, cache_size=cache_size)
+                        execution_mode=execution_mode, cache_size=cache_size,
+                        copy_constants=copy_constants)
 
     return wrap if fn is None else wrap(fn)

@@ -61,6 +61,23 @@ lc::GraphAttr attr_value(nb::handle v, const std::string& node, const std::strin
   if (PyBool_Check(v.ptr())) return lc::GraphAttr::of(v.ptr() == Py_True);
   if (PyFloat_Check(v.ptr())) return lc::GraphAttr::of(PyFloat_AsDouble(v.ptr()));
   if (nb::isinstance<nb::str>(v)) return lc::GraphAttr::of(nb::cast<std::string>(v));
+  if (PyTuple_Check(v.ptr()) || PyList_Check(v.ptr())) {  // a view node's shape / dims
+    std::vector<std::int64_t> ints;
+    for (nb::handle e : v) {
+      PyObject* i = PyBool_Check(e.ptr()) ? nullptr : PyNumber_Index(e.ptr());
+      if (!i) {
+        PyErr_Clear();
+        lc::throw_type("graph", "node '" + node + "': attribute '" + key +
+                                    "' must be a tuple of int, got an element of type " +
+                                    py_type_name(e.ptr()));
+      }
+      const long long x = PyLong_AsLongLong(i);
+      Py_DECREF(i);
+      if (x == -1 && PyErr_Occurred()) throw nb::python_error();
+      ints.push_back(static_cast<std::int64_t>(x));
+    }
+    return lc::GraphAttr::of(std::move(ints));
+  }
   if (PyObject* i = PyNumber_Index(v.ptr())) {  // int, numpy integers
     const long long x = PyLong_AsLongLong(i);
     Py_DECREF(i);
@@ -69,7 +86,7 @@ lc::GraphAttr attr_value(nb::handle v, const std::string& node, const std::strin
   }
   PyErr_Clear();
   lc::throw_type("graph", "node '" + node + "': attribute '" + key +
-                              "' must be a bool, int, float, str or None, got " + py_type_name(v.ptr()));
+                              "' must be a bool, int, float, str, None or a tuple of int, got " + py_type_name(v.ptr()));
 }
 
 lc::GraphAttrs attrs_param(nb::handle h, const std::string& node) {
@@ -112,6 +129,8 @@ nb::dict summary_dict(const lc::GraphPlanSummary& s) {
   d["naive_bytes"] = s.naive_bytes;
   d["constant_bytes"] = s.constant_bytes;
   d["buffers"] = s.buffers;
+  d["view_aliases"] = s.view_aliases;
+  d["view_copies"] = s.view_copies;
   d["est_cpu_us"] = s.est_cpu_us;
   d["est_gpu_us"] = s.est_gpu_us;
   d["est_plan_us"] = s.est_plan_us;
@@ -207,7 +226,7 @@ void register_graph(nb::module_& m) {
       .def(
           "add_tensor",
           [](lc::GraphIR& g, nb::handle shape, nb::handle dtype, const std::string& name,
-             bool constant, nb::handle value) {
+             bool constant, nb::handle value, bool copy) {
             const lc::DType dt = dtype_param(dtype, kOp);
             g.add_tensor(name, shape_param(shape, "add_tensor"), dt, constant);
             if (!value.is_none()) {
@@ -215,14 +234,18 @@ void register_graph(nb::module_& m) {
                 lc::throw_value("graph", "add_tensor: tensor '" + name + "' has a value but constant=False");
               Arg a;
               to_arg(value, "graph", name.c_str(), a);
-              g.set_constant(name, a.t);
+              // copy=False shares an lc.Tensor's memory (never a numpy array's: the binding's
+              // wrap of it does not keep the array alive past this call).
+              g.set_constant(name, a.t, copy || !nb::isinstance<lc::Tensor>(value));
             }
             return name;
           },
           nb::arg("shape"), nb::arg("dtype"), nb::arg("name"),
           nb::arg("constant") = false, nb::kw_only(), nb::arg("value") = nb::none(),
+          nb::arg("copy") = true,
           "Declare a tensor: a graph input, or a constant (value here or set_constant; copied, "
-          "uploaded once per device). Returns the name.")
+          "or shared with copy=False for an lc.Tensor the caller keeps unchanged; uploaded once "
+          "per device). Returns the name.")
       .def(
           "set_constant",
           [](lc::GraphIR& g, const std::string& name, nb::handle value) {

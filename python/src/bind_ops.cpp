@@ -242,6 +242,7 @@ nb::object py_default(const lc::OpAttr& a) {
     case lc::AttrType::integer: return nb::int_(std::stoll(v));
     case lc::AttrType::real: return nb::float_(std::stod(v));
     case lc::AttrType::string: return nb::str(v.substr(1, v.size() - 2).c_str());  // 'tanh'
+    case lc::AttrType::ints: return nb::none();  // no registered op has one (graph view nodes)
   }
   return nb::none();
 }

@@ -80,7 +80,17 @@ void run_step(const Step& s, std::vector<Tensor>& cur, const ExecutionPolicy& q)
   else if (d == &od::embedding) embedding_into(in(0), in(1), out, q);
   else if (d == &od::vector_scale) elementwise_into("vector_scale", in(0), nullptr, a.alpha, out, q);
   else if (d == &od::relu) elementwise_into("relu", in(0), nullptr, 1.0f, out, q);
-  else if (d->family == OpFamily::elementwise && d->num_inputs() == 2)
+  else if (d == &viewdefs::reshape || d == &viewdefs::contiguous) {
+    // A view node that needs a copy (views.cpp): the values in row-major order into the
+    // contiguous result, seen in the source's shape (a strided copy: a kernel on the GPU).
+    const Tensor& src = in(0);
+    if (out.is_contiguous()) {
+      Tensor dst = out.view(src.shape(), contiguous_strides(src.shape()), 0);
+      src.copy_to(dst);
+    } else {  // a caller's strided output buffer (C++ execute_into)
+      src.contiguous().view(out.shape(), contiguous_strides(out.shape()), 0).copy_to(out);
+    }
+  } else if (d->family == OpFamily::elementwise && d->num_inputs() == 2)
     elementwise_into(d->name, in(0), &in(1), 1.0f, out, q);  // add/sub/mul/div, vector_*, matrix_sub
   else
     throw_value("graph", node_label(s.name, d->name) + ": the executor has no call for this op");
@@ -103,6 +113,14 @@ CaptureKey make_key(const Plan& p) {
     k.dims.insert(k.dims.end(), t.shape.begin(), t.shape.end());
   }
   k.dims.push_back(static_cast<std::int64_t>(p.opts.precision));
+  // The aliases (view nodes, column views): which memory each step reads.
+  for (std::size_t id = 0; id < p.g.tensors.size(); ++id) {
+    if (p.g.view_base[id] < 0) continue;
+    k.dims.push_back(static_cast<std::int64_t>(id));
+    k.dims.push_back(p.g.view_base[id]);
+    k.dims.push_back(p.g.view_offset[id]);
+    k.dims.insert(k.dims.end(), p.g.view_strides[id].begin(), p.g.view_strides[id].end());
+  }
   return k;
 }
 
@@ -138,22 +156,23 @@ std::unique_ptr<ExecState> make_state(const Plan& p) {
       st->fixed[id] = arena_view(st->arena[static_cast<int>(p.device)], p.offset[id], t);
     } else if (sl == Slot::constant) {
       // Uploaded once to the device of the steps that read it (the GPU when any GPU step does).
+      // Reads through a view of the constant count as reads of it.
       DeviceKind dev = DeviceKind::cpu;
       for (const Step& s : g.steps)
         for (int x : s.in)
-          if (x == static_cast<int>(id) && s.device != DeviceKind::cpu) dev = s.device;
+          if (x >= 0 && (x == static_cast<int>(id) || g.view_base[static_cast<std::size_t>(x)] == static_cast<int>(id)) &&
+              s.device != DeviceKind::cpu)
+            dev = s.device;
       st->fixed[id] = t.value.device() == dev ? t.value : t.value.to(dev);
     }
   }
-  // Column views of arena tensors (qkv_projection), after their bases.
+  // Views (column views, view nodes) of arena tensors and constants, after their roots; views
+  // of graph inputs are made per call (the caller's tensor is their root).
   for (std::size_t id = 0; id < g.tensors.size(); ++id) {
     if (p.slot[id] != Slot::view) continue;
-    const Tensor& base = st->fixed[static_cast<std::size_t>(g.view_base[id])];
-    const std::vector<std::int64_t> wide = base.shape();
-    std::vector<std::int64_t> strides(wide.size(), 1);
-    for (int i = static_cast<int>(wide.size()) - 2; i >= 0; --i)
-      strides[static_cast<std::size_t>(i)] = strides[static_cast<std::size_t>(i) + 1] * wide[static_cast<std::size_t>(i) + 1];
-    st->fixed[id] = base.view(g.tensors[id].shape, strides, g.view_offset[id]);
+    const std::size_t root = static_cast<std::size_t>(g.view_base[id]);
+    if (p.slot[root] == Slot::input) continue;
+    st->fixed[id] = st->fixed[root].view(g.tensors[id].shape, g.view_strides[id], g.view_offset[id]);
   }
   // The binding holds the arena and the inputs bound in place; with more inputs, all are staged.
   st->staged_inputs = captured && g.inputs.size() + 1 > static_cast<std::size_t>(kMaxGraphBinding);
@@ -255,6 +274,15 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
       cur[id] = st.fixed[id];
     }
   }
+  // Views of graph inputs: over the caller's tensor (contiguous: a strided input with views
+  // is copied once here) or its staging slot.
+  for (std::size_t id = 0; id < g.tensors.size(); ++id) {
+    if (p.slot[id] != Slot::view) continue;
+    const std::size_t root = static_cast<std::size_t>(g.view_base[id]);
+    if (p.slot[root] != Slot::input) continue;
+    if (!cur[root].is_contiguous()) cur[root] = cur[root].contiguous();
+    cur[id] = cur[root].view(g.tensors[id].shape, g.view_strides[id], g.view_offset[id]);
+  }
   auto work = [&] {
     for (const Step& s : g.steps) run_step(s, cur, pol[s.device == DeviceKind::cpu ? 0 : 1]);
   };
@@ -296,7 +324,8 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
   // Captured plans keep their outputs in the arena: copy them out (a download for host outs).
   for (std::size_t k = 0; k < g.outputs.size(); ++k) {
     const int id = g.outputs[k];
-    if (p.slot[static_cast<std::size_t>(id)] == Slot::arena) cur[static_cast<std::size_t>(id)].copy_to(outs[k]);
+    const Slot sl = p.slot[static_cast<std::size_t>(id)];
+    if (sl == Slot::arena || sl == Slot::view) cur[static_cast<std::size_t>(id)].copy_to(outs[k]);
   }
   if (on_gpu) get_backend(p.device).synchronize();
 }

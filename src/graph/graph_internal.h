@@ -1,15 +1,19 @@
-// The GraphIR's inside, shared by its four files:
+// The GraphIR's inside, shared by its five files:
 //   graph_ir.cpp   building and validation (resolve: names -> ids, registry inference)
 //   fusion.cpp     the fusion rules (nodes -> steps)
+//   views.cpp      the view nodes (reshape, permute, slice, ...) and their lowering to aliases
 //   planner.cpp    topological order, whole-graph placement, liveness buffer packing
 //   executor.cpp   running the steps through the public op API and the capture seam
 // The graph floor sits above src/ops/ (it reads the op registry) and uses only the public op API
 // (include/lightning_core/ops.h) and the backend seam (src/backends/backend.h).
 #pragma once
 
+#include <climits>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -52,6 +56,11 @@ struct StepAttrs {
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   std::string approximate = "tanh";
   bool return_lse = false;
+  // View nodes (views.cpp): reshape's shape / permute's dims; transpose's dim0, dim1; slice's
+  // and select's dim, start, stop (kNoStop: the end), step, index.
+  std::vector<std::int64_t> ints;
+  std::int64_t dim0 = 0, dim1 = 1, dim = 0, start = 0, stop = kNoStop, step = 1, index = 0;
+  static constexpr std::int64_t kNoStop = INT64_MAX;
   std::string describe(const OpDef& d) const;
 };
 
@@ -78,11 +87,16 @@ struct Resolved {
   // element offset of its first column; its shape is the base's with a narrower last dimension.
   std::vector<int> view_base;
   std::vector<std::int64_t> view_offset;
+  // Per view tensor its strides in elements over its base (views.cpp's lower_views fills them
+  // for column views and for the view nodes: reshape, permute, transpose, slice, select).
+  // A view's base is never a view itself (views of views are composed onto the root).
+  std::vector<std::vector<std::int64_t>> view_strides;
 };
 
 // Where each tensor lives during execution.
 // `none`: no step reads or writes it (an intermediate fusion removed, an unused declaration).
-// `view`: columns of another tensor (Resolved::view_base).
+// `view`: an alias of another tensor's memory (Resolved::view_base): a column view (fusion) or a
+// view node (reshape, permute, transpose, slice, select).
 enum class Slot : std::uint8_t { none, input, constant, arena, output, view };
 
 struct Plan {
@@ -105,6 +119,26 @@ std::string node_label(const std::string& name, const char* op);  // "node 'fc1'
 
 // fusion.cpp: rewrites g.steps (and may add tensors: a transposed constant weight).
 std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o);
+
+// views.cpp: the view nodes (reshape, permute, transpose, slice, select, contiguous). They are
+// graph-local OpDefs, not registered ops (no kernel, no Python function of their own: the tracer
+// records lc.Tensor's view methods). Until lower_views they are steps like any other (fusion
+// sees them as readers); lower_views turns every one the strides allow into an alias (a view
+// tensor of its root's memory, no step) and keeps a step only where a copy is needed (a reshape
+// of a layout no strides express, contiguous() of a strided view), which the executor runs as
+// a strided copy.
+namespace viewdefs {
+extern const OpDef reshape, permute, transpose, slice, select, contiguous;
+}
+const OpDef* find_view_op(std::string_view name);
+bool is_view_op(const OpDef* d);
+// The result shape of view step `s` on an input of shape `in` (ValueError without the node's
+// name: the caller adds it).
+std::vector<std::int64_t> infer_view(const Step& s, const std::vector<std::int64_t>& in);
+// After fusion: view steps -> aliases (Resolved::view_*) or copy steps.
+void lower_views(Resolved& g, int* aliases = nullptr, int* copies = nullptr);
+// The strides of a contiguous tensor of this shape.
+std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& shape);
 
 // planner.cpp
 void place(Plan& p);

@@ -22,6 +22,11 @@ std::string GraphAttr::repr() const {
       return o.str();
     }
     case Kind::string: return "'" + s + "'";
+    case Kind::ints: {
+      std::string r = "(";
+      for (std::size_t k = 0; k < v.size(); ++k) r += (k ? ", " : "") + std::to_string(v[k]);
+      return r + (v.size() == 1 ? ",)" : ")");
+    }
   }
   return "?";
 }
@@ -92,6 +97,16 @@ StepAttrs decode_attrs(const OpDef& d, const GraphAttrs& attrs) {
   if (const GraphAttr* a = get("pad_w")) s.pad_w = static_cast<int>(a->i);
   if (const GraphAttr* a = get("approximate")) s.approximate = a->s;
   if (const GraphAttr* a = get("return_lse")) s.return_lse = a->b;
+  // The view nodes' (views.cpp).
+  if (const GraphAttr* a = get("shape")) s.ints = a->v;
+  if (const GraphAttr* a = get("dims")) s.ints = a->v;
+  if (const GraphAttr* a = get("dim0")) s.dim0 = a->i;
+  if (const GraphAttr* a = get("dim1")) s.dim1 = a->i;
+  if (const GraphAttr* a = get("dim")) s.dim = a->i;
+  if (const GraphAttr* a = get("start")) s.start = a->i;
+  if (const GraphAttr* a = get("stop"); a && a->kind == GraphAttr::Kind::integer) s.stop = a->i;
+  if (const GraphAttr* a = get("step")) s.step = a->i;
+  if (const GraphAttr* a = get("index")) s.index = a->i;
   return s;
 }
 
@@ -112,6 +127,14 @@ std::string StepAttrs::describe(const OpDef& d) const {
     else if (n == "pad_w") o << pad_w;
     else if (n == "approximate") o << '\'' << approximate << '\'';
     else if (n == "return_lse") o << (return_lse ? "True" : "False");
+    else if (n == "shape" || n == "dims") o << GraphAttr::of(ints).repr();
+    else if (n == "dim0") o << dim0;
+    else if (n == "dim1") o << dim1;
+    else if (n == "dim") o << dim;
+    else if (n == "start") o << start;
+    else if (n == "stop") { if (stop == kNoStop) o << "None"; else o << stop; }
+    else if (n == "step") o << step;
+    else if (n == "index") o << index;
     else o << '?';
   }
   return o.str();
@@ -313,6 +336,29 @@ Resolved resolve(const std::vector<TensorEntry>& tensors, const std::vector<Node
     if (!inputs_known) continue;  // an earlier finding explains it
     const OpDef& d = *s.def;
     const std::string label = node_label(s.name, d.name);
+    if (is_view_op(&d)) {  // views: any dtype; the shape from the attributes (views.cpp)
+      const TensorEntry& src = g.tensors[static_cast<std::size_t>(s.in[0])];
+      std::vector<std::int64_t> shape;
+      try {
+        shape = infer_view(s, src.shape);
+      } catch (const std::exception& e) {
+        std::string m = e.what();
+        if (m.rfind("[", 0) == 0 && m.find("] ") != std::string::npos) m = m.substr(m.find("] ") + 2);
+        report("shape", s.name, label + ": " + m);
+        continue;
+      }
+      TensorEntry& t = g.tensors[static_cast<std::size_t>(s.out[0])];
+      if (t.declared && (t.shape != shape || t.dtype != src.dtype)) {
+        report("shape", s.name, label + ": output '" + t.name + "' is declared " + shape_str(t.shape) +
+                                    " " + to_string(t.dtype) + " but the view is " + shape_str(shape) +
+                                    " " + to_string(src.dtype));
+        continue;
+      }
+      t.shape = std::move(shape);
+      t.dtype = src.dtype;
+      known[static_cast<std::size_t>(s.out[0])] = true;
+      continue;
+    }
     // dtypes: float inputs share one storage dtype the backend stores; ids are integers.
     bool dtype_ok = true;
     DType fdt = DType::f32;
@@ -450,7 +496,7 @@ void GraphIR::add_tensor(const std::string& name, const std::vector<std::int64_t
   if (value) set_constant(name, *value);
 }
 
-void GraphIR::set_constant(const std::string& name, const Tensor& value) {
+void GraphIR::set_constant(const std::string& name, const Tensor& value, bool copy) {
   auto it = impl_->tensor_ids.find(name);
   if (it == impl_->tensor_ids.end())
     throw_value("graph", "set_constant: no tensor '" + name + "'; declare it with add_tensor(..., constant=True)");
@@ -464,10 +510,14 @@ void GraphIR::set_constant(const std::string& name, const Tensor& value) {
   if (value.shape() != t.shape)
     throw_value("graph", "set_constant: tensor '" + name + "' is declared " + shape_str(t.shape) +
                              ", the value is " + value.shape_str());
-  // An owned contiguous copy: the caller's array may change or go away.
-  Tensor copy = Tensor::empty(t.shape, t.dtype, value.device());
-  value.copy_to(copy);
-  t.value = std::move(copy);
+  if (!copy && value.is_contiguous()) {
+    t.value = value;  // shared (the caller keeps it unchanged)
+  } else {
+    // An owned contiguous copy: the caller's array may change or go away.
+    Tensor owned = Tensor::empty(t.shape, t.dtype, value.device());
+    value.copy_to(owned);
+    t.value = std::move(owned);
+  }
   impl_->invalidate();
 }
 
@@ -477,10 +527,13 @@ void GraphIR::add_node(const std::string& op, const std::vector<std::string>& in
   const std::string name =
       name_in.empty() ? op + "_" + std::to_string(impl_->nodes.size()) : name_in;
   const OpDef* d = find_op(op);
+  if (!d) d = graph::find_view_op(op);
   if (!d) {
     std::string names;
     for (const OpDef* o : all_ops()) names += std::string(names.empty() ? "" : ", ") + o->name;
-    node_error(name, op.c_str(), "unknown op '" + op + "'; the registered ops are " + names);
+    node_error(name, op.c_str(), "unknown op '" + op + "'; the registered ops are " + names +
+                                     "; the view nodes are reshape (view), permute, transpose, "
+                                     "slice, select, contiguous");
   }
   if (impl_->node_ids.count(name))
     node_error(name, d->name, "a node of this name exists already; names must be unique");
@@ -500,6 +553,7 @@ void GraphIR::add_node(const std::string& op, const std::vector<std::string>& in
       case AttrType::integer: ok = v.kind == K::integer; break;
       case AttrType::real: ok = v.kind == K::real || v.kind == K::integer; break;
       case AttrType::string: ok = v.kind == K::string; break;
+      case AttrType::ints: ok = v.kind == K::ints; break;
     }
     if (v.kind == K::none && none_ok) ok = true;
     if (!ok)
@@ -523,6 +577,8 @@ void GraphIR::add_node(const std::string& op, const std::vector<std::string>& in
       node_error(name, d->name, key + " must be >= 1, got " + v.repr());
     } else if ((key == "pad_h" || key == "pad_w") && (v.i < 0 || v.i > 2147483647)) {
       node_error(name, d->name, key + " must be >= 0, got " + v.repr());
+    } else if (key == "step" && v.i < 1) {
+      node_error(name, d->name, "step must be >= 1 (a graph slices forwards only), got " + v.repr());
     }
   }
   for (int i = 0; i < d->num_attrs(); ++i) {
@@ -623,6 +679,7 @@ const GraphPlanSummary& GraphIR::plan(const GraphPlanOptions& opts) {
   p->opts = opts;
   p->g = graph::resolve(impl_->tensors, impl_->nodes, impl_->outputs, nullptr);
   p->summary.fusions = graph::fuse(p->g, opts.fusion);
+  graph::lower_views(p->g, &p->summary.view_aliases, &p->summary.view_copies);
   graph::place(*p);
   graph::pack_buffers(*p);
   std::lock_guard<std::mutex> lock(impl_->exec_mu);

@@ -57,7 +57,11 @@ double plan_cost(const Resolved& g, const std::vector<bool>& on_gpu, const CostM
     for (int id : s.in) {
       if (id < 0) continue;
       const TensorEntry& te = g.tensors[static_cast<std::size_t>(id)];
-      if (te.constant) continue;  // uploaded once per plan
+      const int root = id < static_cast<int>(g.view_base.size()) && g.view_base[static_cast<std::size_t>(id)] >= 0
+                           ? g.view_base[static_cast<std::size_t>(id)]
+                           : id;
+      // Constants (and views of them) are uploaded once per plan.
+      if (g.tensors[static_cast<std::size_t>(root)].constant) continue;
       const int p = g.producer[static_cast<std::size_t>(id)];
       const bool src_gpu = p >= 0 ? on_gpu[static_cast<std::size_t>(p)] : false;  // inputs: host
       if (src_gpu != on_gpu[i]) t += transfer_us(m, nbytes(te), on_gpu[i]);
@@ -211,10 +215,17 @@ void pack_buffers(Plan& p) {
     for (int id : g.steps[i].in)
       if (id >= 0) last[static_cast<std::size_t>(id)] = static_cast<int>(i);
   }
-  // A column view keeps its base alive as long as the view is read.
+  // A view (a column view, a view node's alias) keeps its root alive as long as the view is
+  // read, to the end when the view is a graph output (copied out after the last step); a root
+  // with views stays in the plan's memory (not the caller's output buffer, whose layout the
+  // views cannot assume).
+  std::vector<bool> has_views(nt, false);
   for (std::size_t id = 0; id < nt; ++id) {
     const int b = g.view_base[id];
-    if (b >= 0) last[static_cast<std::size_t>(b)] = std::max(last[static_cast<std::size_t>(b)], last[id]);
+    if (b < 0) continue;
+    const std::size_t r = static_cast<std::size_t>(b);
+    has_views[r] = true;
+    last[r] = std::max(last[r], is_out[id] ? static_cast<int>(ns) : last[id]);
   }
   for (std::size_t id = 0; id < nt; ++id) {
     const TensorEntry& t = g.tensors[id];
@@ -224,7 +235,7 @@ void pack_buffers(Plan& p) {
       p.slot[id] = std::find(g.inputs.begin(), g.inputs.end(), static_cast<int>(id)) != g.inputs.end()
                        ? Slot::input
                        : Slot::none;
-    else if (is_out[id] && !sum.captured) p.slot[id] = Slot::output;
+    else if (is_out[id] && !sum.captured && !has_views[id]) p.slot[id] = Slot::output;
   }
   // Constants some step reads (a matmul weight replaced by its transposed copy is not counted).
   for (std::size_t id = 0; id < nt; ++id)
@@ -243,7 +254,7 @@ void pack_buffers(Plan& p) {
       if (p.slot[id] == Slot::arena) {
         const int prod = g.producer[id];
         if (static_cast<int>(g.steps[static_cast<std::size_t>(prod)].device) != dev) continue;
-        const int hi = is_out[id] ? static_cast<int>(ns) : last[id];
+        const int hi = is_out[id] ? static_cast<int>(ns) : std::max(last[id], first[id]);
         items.push_back({id, bytes, first[id], hi});
         if (!is_out[id]) {
           sum.naive_bytes += bytes;
@@ -299,6 +310,9 @@ std::string GraphPlanSummary::to_string() const {
   o << "memory: peak " << graph::fmt_bytes(peak_bytes) << " for " << buffers
     << " intermediate(s) (one buffer each: " << graph::fmt_bytes(naive_bytes) << "), constants "
     << graph::fmt_bytes(constant_bytes) << "\n";
+  if (view_aliases + view_copies > 0)
+    o << "views: " << view_aliases << " alias(es) of their producer's memory (no step), "
+      << view_copies << " copy step(s) (a layout no strides express)\n";
   o << "steps:\n";
   for (const GraphStep& s : steps) {
     o << "  " << s.name << ": " << s.op << " on " << lc::to_string(s.device);

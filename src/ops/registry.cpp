@@ -28,6 +28,7 @@ const char* to_string(AttrType t) {
     case AttrType::integer: return "int";
     case AttrType::real: return "float";
     case AttrType::string: return "str";
+    case AttrType::ints: return "tuple of int";
   }
   return "?";
 }

@@ -117,7 +117,7 @@ constexpr OpInput opt(const char* name, int rank = -1) {
 }
 constexpr OpInput ids(const char* name) { return {name, false, true, -1, 0}; }
 
-enum class AttrType : std::uint8_t { boolean, integer, real, string };
+enum class AttrType : std::uint8_t { boolean, integer, real, string, ints };  // ints: a tuple of int
 const char* to_string(AttrType t);
 
 // An attribute: a non-tensor argument. `default_value` is its Python literal ("False", "1",

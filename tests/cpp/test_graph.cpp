@@ -3,6 +3,7 @@
 // replayed with new input addresses (CudaGraph* tests skip without a device).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -122,6 +123,120 @@ TEST(Graph, CycleIsReported) {
   for (const auto& i : issues) cycle = cycle || i.pass == "cycle";
   EXPECT_TRUE(cycle);
   EXPECT_THROW(g.validate(), lc::ValueError);
+}
+
+// View nodes: x[6,4] -> relu -> reshape(2,3,4) -> permute(2,0,1) -> select(1, -1) ->
+// reshape(8) (needs a copy) -> add(b) and a graph output that is an alias (slice of h).
+struct ViewChain {
+  GraphIR g;
+  Tensor b;
+  explicit ViewChain(std::mt19937& gen) {
+    b = random_tensor({8}, gen);
+    g.add_tensor("x", {6, 4}, DType::f32);
+    g.add_tensor("b", {8}, DType::f32, true, &b);
+    g.add_node("relu", {"x"}, {"h"}, {}, "act");
+    g.add_node("reshape", {"h"}, {"h3"}, {{"shape", GraphAttr::of(std::vector<std::int64_t>{2, 3, 4})}}, "r3");
+    g.add_node("permute", {"h3"}, {"p"}, {{"dims", GraphAttr::of(std::vector<std::int64_t>{2, 0, 1})}}, "perm");
+    g.add_node("select", {"p"}, {"s"}, {{"dim", GraphAttr::of(2)}, {"index", GraphAttr::of(-1)}}, "sel");
+    g.add_node("reshape", {"s"}, {"flat"}, {{"shape", GraphAttr::of(std::vector<std::int64_t>{-1})}}, "flatten");
+    g.add_node("add", {"flat", "b"}, {"y"}, {}, "bias");
+    g.add_node("slice", {"h"}, {"rows"},
+               {{"dim", GraphAttr::of(0)}, {"start", GraphAttr::of(1)}, {"step", GraphAttr::of(2)}}, "odd_rows");
+    g.set_outputs({"y", "rows"});
+  }
+  // The same with host loops: y[i*2 + j] = relu(x)[3*4 + ...] per the view algebra.
+  void reference(const Tensor& x, std::vector<float>& y, std::vector<float>& rows) const {
+    const float* xp = x.data_as<float>();
+    auto h = [&](std::int64_t i) { return std::max(xp[i], 0.0f); };
+    y.assign(8, 0);
+    // h3[a][c][d] = h[a*12 + c*4 + d]; p[d][a][c] = h3[a][c][d]; s[d][a] = p[d][a][2]
+    for (int d = 0; d < 4; ++d)
+      for (int a = 0; a < 2; ++a) y[static_cast<std::size_t>(d * 2 + a)] = h(a * 12 + 2 * 4 + d) + b.data_as<float>()[d * 2 + a];
+    rows.clear();
+    for (int r = 1; r < 6; r += 2)
+      for (int c = 0; c < 4; ++c) rows.push_back(h(r * 4 + c));
+  }
+};
+
+TEST(GraphViews, AliasesCopiesAndViewOutputs) {
+  std::mt19937 gen(5);
+  ViewChain v(gen);
+  lc::GraphPlanOptions o;
+  o.device = lc::DeviceRequest::cpu;
+  const lc::GraphPlanSummary& s = v.g.plan(o);
+  std::vector<std::string> ops;
+  for (const auto& st : s.steps) ops.push_back(st.op);
+  // relu, the one copy (the select of a permute is not contiguous), the add
+  EXPECT_EQ(ops, (std::vector<std::string>{"relu", "reshape", "add"})) << s.to_string();
+  EXPECT_EQ(v.g.tensor_shape("rows"), (std::vector<std::int64_t>{3, 4}));
+  for (bool graph_mode : {true, false}) {
+    const Tensor x = random_tensor({6, 4}, gen);
+    const std::vector<Tensor> outs = v.g.execute({{"x", x}}, graph_mode);
+    std::vector<float> y, rows;
+    v.reference(x, y, rows);
+    for (std::size_t i = 0; i < y.size(); ++i) EXPECT_FLOAT_EQ(outs[0].data_as<float>()[i], y[i]);
+    for (std::size_t i = 0; i < rows.size(); ++i) EXPECT_FLOAT_EQ(outs[1].data_as<float>()[i], rows[i]);
+  }
+}
+
+TEST(GraphViews, AViewKeepsItsRootAlive) {
+  // h = relu(x) is read only through a view at the very end: the ping-pong of the gelu chain
+  // must not reuse its bytes.
+  GraphIR g;
+  g.add_tensor("x", {32, 32}, DType::f32);
+  g.add_node("relu", {"x"}, {"h"}, {}, "keep");
+  g.add_node("transpose", {"h"}, {"ht"}, {{"dim0", GraphAttr::of(0)}, {"dim1", GraphAttr::of(1)}}, "T");
+  std::string prev = "x";
+  for (int i = 0; i < 4; ++i) {
+    const std::string out = "t" + std::to_string(i);
+    g.add_node("gelu", {prev}, {out}, {}, "g" + std::to_string(i));
+    prev = out;
+  }
+  g.add_node("add", {prev, "ht"}, {"y"}, {}, "sum");
+  lc::GraphPlanOptions o;
+  o.device = lc::DeviceRequest::cpu;
+  g.plan(o);
+  std::mt19937 gen(6);
+  const Tensor x = random_tensor({32, 32}, gen);
+  Tensor ref = x;
+  for (int i = 0; i < 4; ++i) ref = lc::gelu(ref);
+  ref = lc::add(ref, lc::elementwise("relu", x, nullptr).t().contiguous());
+  EXPECT_LT(max_abs_diff(g.execute({{"x", x}})[0], ref), 1e-6f);
+}
+
+TEST(GraphViews, BadViewsNameTheNode) {
+  GraphIR g;
+  g.add_tensor("x", {3, 4}, DType::f32);
+  g.add_node("reshape", {"x"}, {"y"}, {{"shape", GraphAttr::of(std::vector<std::int64_t>{5, 2})}}, "rs");
+  g.add_node("select", {"x"}, {"z"}, {{"dim", GraphAttr::of(0)}, {"index", GraphAttr::of(3)}}, "pick");
+  const auto issues = g.validate_report();
+  ASSERT_EQ(issues.size(), 2u);
+  EXPECT_NE(issues[0].message.find("node 'rs' (reshape): cannot reshape"), std::string::npos) << issues[0].message;
+  EXPECT_NE(issues[1].message.find("node 'pick' (select): index 3 is out of range"), std::string::npos)
+      << issues[1].message;
+  EXPECT_THROW(g.add_node("permute", {"x"}, {"p"}, {{"dims", GraphAttr::of(2)}}, "p"), lc::TypeError);
+  EXPECT_THROW(g.add_node("slice", {"x"}, {"q"}, {{"dim", GraphAttr::of(0)}, {"step", GraphAttr::of(0)}}, "q"),
+               lc::ValueError);
+}
+
+// GPU: the view chain captured as one graph (aliases are addresses inside the arena).
+TEST(CudaGraphViews, CapturedViewChain) {
+  LC_REQUIRE_CUDA();
+  std::mt19937 gen(7);
+  ViewChain v(gen);
+  lc::GraphPlanOptions o;
+  o.device = lc::DeviceRequest::cuda;
+  o.strict = true;
+  ASSERT_TRUE(v.g.plan(o).captured);
+  for (int round = 0; round < 3; ++round) {
+    const Tensor x = random_tensor({6, 4}, gen);
+    const std::vector<Tensor> outs = v.g.execute({{"x", x.to(lc::DeviceKind::cuda)}});
+    std::vector<float> y, rows;
+    v.reference(x, y, rows);
+    const Tensor o0 = outs[0].to(lc::DeviceKind::cpu), o1 = outs[1].to(lc::DeviceKind::cpu);
+    for (std::size_t i = 0; i < y.size(); ++i) EXPECT_FLOAT_EQ(o0.data_as<float>()[i], y[i]) << round;
+    for (std::size_t i = 0; i < rows.size(); ++i) EXPECT_FLOAT_EQ(o1.data_as<float>()[i], rows[i]) << round;
+  }
 }
 
 // GPU: one captured graph; a replay with another device input re-records and updates in place.

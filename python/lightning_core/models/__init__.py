@@ -1,7 +1,8 @@
-"""Models built from Lightning Core ops (issue #15, first slice: eager BERT encoders).
+"""Models built from Lightning Core ops (issue #15: BERT encoders, eager or as LC graphs).
 
 - `TransformerEncoder`: a BERT-family encoder (config-driven) on "cpu" or "cuda", float32 /
-  bfloat16 / float16.
+  bfloat16 / float16; ``execution_mode="graph"`` runs one planned LC graph per (batch bucket,
+  sequence bucket) (`bucket_size`), the default on CUDA.
 - `TinyTransformerRunner`: the original's runner surface, a tiny pre-LN transformer run eagerly
   or as one compiled LC graph (``run(x, mode="eager" | "graph")``), with safetensors
   checkpoints (``save_checkpoint`` / ``load_checkpoint``).
@@ -12,9 +13,9 @@ Loading checkpoints needs the optional dependencies ``safetensors`` and ``tokeni
 (``pip install lightning-core[models]``); they are imported only when a model is loaded.
 See docs/models.md.
 """
-from ._bert import BertConfig, TransformerEncoder
+from ._bert import BertConfig, TransformerEncoder, bucket_size
 from ._sentence import SentenceEncoder, resolve_model_dir
 from ._runner import TinyTransformerConfig, TinyTransformerRunner
 
-__all__ = ["BertConfig", "TransformerEncoder", "SentenceEncoder", "resolve_model_dir",
+__all__ = ["BertConfig", "TransformerEncoder", "SentenceEncoder", "resolve_model_dir", "bucket_size",
            "TinyTransformerConfig", "TinyTransformerRunner"]

@@ -1,4 +1,4 @@
-"""A BERT-family transformer encoder built from Lightning Core ops (eager).
+"""A BERT-family transformer encoder built from Lightning Core ops (eager or as LC graphs).
 
 `TransformerEncoder` holds the weights of a Hugging Face ``BertModel`` checkpoint (the
 ``embeddings.*`` / ``encoder.layer.N.*`` names) as ``lc.Tensor`` s on one device in one dtype and
@@ -12,23 +12,68 @@ runs the forward pass with LC ops only:
         x    = layernorm(linear(a, Wo, bo, residual=x))
         x    = layernorm(linear(gelu_erf(linear(x, Wi, bi)), Wo2, bo2, residual=x))
 
+Two execution modes (``forward(..., execution_mode=...)``): "eager" runs the ops one by one;
+"graph" pads the batch to a (batch bucket, sequence bucket) shape (padded tokens get mask 0),
+runs the embedding lookup eagerly and everything after it (position add, embedding layernorm,
+every layer, with the views above as graph view nodes) as one planned LC graph per bucket
+(``lc.compile``; on a GPU one captured CUDA graph, replayed), kept in an LRU on the encoder, and
+slices the result back to ``[B, S, hidden]``. The default is "graph" on CUDA and "eager" on the
+CPU (docs/models.md, "Execution modes").
+
 The config is the checkpoint's ``config.json`` (``hidden_size``, ``num_hidden_layers``,
 ``num_attention_heads``, ``intermediate_size``, ``hidden_act``, ``layer_norm_eps``,
 ``max_position_embeddings``, ``type_vocab_size``, ``vocab_size``).
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import threading
 from typing import Any, Mapping
 
 import numpy as np
 
 from .. import _lightning_core as _C
 
-__all__ = ["BertConfig", "TransformerEncoder"]
+__all__ = ["BertConfig", "TransformerEncoder", "bucket_size"]
 
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+_MODES = ("auto", "eager", "graph")
+
+
+def bucket_size(n: int, minimum: int = 1, maximum: int | None = None) -> int:
+    """The bucket a batch or sequence of size ``n`` is padded to in graph mode.
+
+    Buckets are 1, 2, 4, 8 and then the powers of two and their midpoints (12, 16, 24, 32, 48,
+    64, ...), so padding wastes at most a third of the work; never below ``minimum``, and
+    ``maximum`` caps the result (at least ``n``).
+
+    Parameters
+    ----------
+    n : int
+        The real size (>= 1).
+    minimum : int, optional
+        The smallest bucket (default 1).
+    maximum : int, optional
+        The largest bucket (the model's position limit for sequences); None: no cap.
+
+    Returns
+    -------
+    int
+        The padded size, ``>= n``.
+    """
+    b = max(int(minimum), 1)
+    while b < n:
+        if b < 8:
+            b *= 2                 # 1, 2, 4, 8
+        elif b & (b - 1) == 0:
+            b += b // 2            # 8 -> 12, 16 -> 24, ...
+        else:
+            b = b // 3 * 4         # 12 -> 16, 24 -> 32, ...
+    if maximum is not None:
+        b = min(b, max(int(maximum), n))
+    return b
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,17 +129,29 @@ class TransformerEncoder:
         ``"cpu"`` or ``"cuda"``.
     dtype : str
         ``"float32"``, ``"bfloat16"`` or ``"float16"``: the weights and activations.
+    execution_mode : {"auto", "eager", "graph"}, optional
+        The default of `forward`: "auto" (default) is "graph" on CUDA and "eager" on the CPU.
+    graph_cache_size : int, optional
+        Graph mode: the number of (batch bucket, sequence bucket) graphs kept (least recently
+        used dropped; default 16). The graphs share the encoder's weights (no copies).
     """
 
     def __init__(self, config, weights: Mapping[str, np.ndarray], device: str = "cpu",
-                 dtype: str = "float32"):
+                 dtype: str = "float32", execution_mode: str = "auto", graph_cache_size: int = 16):
         self.config = config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
         if dtype not in _FLOAT_DTYPES:
             raise ValueError(f"TransformerEncoder: dtype {dtype!r} is not one of {_FLOAT_DTYPES}")
         if device not in ("cpu", "cuda"):
             raise ValueError(f"TransformerEncoder: device {device!r} is not 'cpu' or 'cuda'")
+        if execution_mode not in _MODES:
+            raise ValueError(f"TransformerEncoder: execution_mode {execution_mode!r} is not one of "
+                             f"{_MODES}")
+        if not isinstance(graph_cache_size, int) or graph_cache_size < 1:
+            raise ValueError(f"TransformerEncoder: graph_cache_size must be an int >= 1, got "
+                             f"{graph_cache_size!r}")
         self.device = device
         self.dtype = dtype
+        self.execution_mode = execution_mode
         w = {(k[5:] if k.startswith("bert.") else k): v for k, v in weights.items()}
         c = self.config
 
@@ -144,6 +201,37 @@ class TransformerEncoder:
             ))
         self._eps = float(c.layer_norm_eps)
         self._scale = 1.0 / math.sqrt(c.head_dim)
+        from ..graph import Compiled
+        # Graph mode: one traced, planned graph per (batch bucket, seq bucket, position add);
+        # the lock keeps concurrent forwards from tracing one signature twice.
+        self._graphs = Compiled(self._graph_body, device=device, cache_size=graph_cache_size,
+                                copy_constants=False)
+        self._graph_lock = threading.Lock()
+        # Per bucket: the graph's input buffers on the device (hidden [Bb, Sb, h], mask int32
+        # [Bb, Sb]), written in place each call, so a captured graph sees the same addresses and
+        # replays without recording again. Bounded like the graph cache.
+        self._graph_inputs: collections.OrderedDict = collections.OrderedDict()
+        self._graph_inputs_max = graph_cache_size
+
+    @property
+    def graph_traces(self) -> int:
+        """How many bucket graphs graph mode has traced and planned (reuse keeps it flat)."""
+        return self._graphs.traces
+
+    def graph_buckets(self) -> list:
+        """The (batch bucket, sequence bucket) shapes whose graphs are cached, least recent first.
+
+        A bucket appears once per variant: with a mask input (padded), without (no padding),
+        and with the position add outside the graph (nonzero token types)."""
+        return [key[0][1][:2] for key in self._graphs._cache]
+
+    def _resolve_mode(self, execution_mode) -> str:
+        mode = self.execution_mode if execution_mode is None else execution_mode
+        if mode not in _MODES:
+            raise ValueError(f"TransformerEncoder: execution_mode {mode!r} is not one of {_MODES}")
+        if mode == "auto":
+            mode = "graph" if self.device == "cuda" else "eager"
+        return mode
 
     def _ids_tensor(self, a, name: str, B: int, S: int):
         a = np.asarray(a)
@@ -154,12 +242,28 @@ class TransformerEncoder:
             raise TypeError(f"TransformerEncoder: {name} must be integer (got {a.dtype})")
         return a
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, execution_mode=None):
         """The last hidden state ``[B, S, hidden]`` (an ``lc.Tensor`` on the encoder's device).
 
-        input_ids : int array [B, S]; attention_mask : [B, S] (nonzero = real token; None = all
-        real); token_type_ids : [B, S] or None (all 0).
+        Parameters
+        ----------
+        input_ids : int array [B, S]
+            Token ids.
+        attention_mask : int array [B, S], optional
+            Nonzero = a real token; None = every token real.
+        token_type_ids : int array [B, S], optional
+            Segment ids; None = all 0.
+        execution_mode : {"eager", "graph", "auto"}, optional
+            None: the encoder's default (``execution_mode`` of the constructor). "graph" pads
+            to the (batch, sequence) bucket and replays that bucket's graph; the result is then
+            a view of the padded output.
+
+        Returns
+        -------
+        lc.Tensor
+            ``[B, S, hidden]`` in the encoder's dtype, on its device.
         """
+        mode = self._resolve_mode(execution_mode)
         ids = np.asarray(input_ids)
         if ids.ndim != 2:
             raise ValueError(f"TransformerEncoder: input_ids must be [batch, seq] (got shape "
@@ -176,6 +280,8 @@ class TransformerEncoder:
         dev, h, H, D = self.device, c.hidden_size, c.num_attention_heads, c.head_dim
         if B == 0 or S == 0:
             return _C.Tensor(np.zeros((B, S, h), np.float32), dev, self.dtype)
+        if mode == "graph":
+            return self._forward_graph(ids, attention_mask, token_type_ids)
         x = _C.embedding(_C.Tensor(ids.astype(np.int32, copy=False), dev), self._word)
         if token_type_ids is None or not np.any(token_type_ids):
             x = _C.add(x, self._pos_type0[0:S])
@@ -211,6 +317,86 @@ class TransformerEncoder:
         return x
 
     __call__ = forward
+
+    # ---- graph mode ----------------------------------------------------------------------------
+    def _graph_body(self, x, mask, add_pos: bool):
+        """The traced part: [position add,] embedding layernorm and every layer, on proxies.
+
+        ``mask`` is a graph input (int32 [B, S]) or None (no padding: a separate graph)."""
+        import lightning_core as lc  # the tracer records lc.<op> calls
+
+        c = self.config
+        B, S, h = x.shape
+        H, D = c.num_attention_heads, c.head_dim
+        if add_pos:
+            x = lc.add(x, self._pos_type0[0:S])
+        x = lc.layernorm(x, self._ln_emb[0], self._ln_emb[1], self._eps)
+        act = c.hidden_act
+        for L in self._layers:
+            qkv = lc.linear(x, L["qkv_w"], L["qkv_b"])                    # [B, S, 3h]
+            qkv5 = qkv.view(B, S, 3, H, D).permute(2, 0, 3, 1, 4)         # aliases
+            a = lc.attention(qkv5[0], qkv5[1], qkv5[2], mask=mask, scale=self._scale)
+            a = a.permute(0, 2, 1, 3).reshape(B, S, h)                    # the one copy
+            x = lc.layernorm(lc.linear(a, L["o_w"], L["o_b"], residual=x),
+                             L["ln1_g"], L["ln1_b"], self._eps)
+            if act == "gelu":
+                inter = lc.gelu(lc.linear(x, L["i_w"], L["i_b"]), approximate="none")
+            elif act == "relu":
+                inter = lc.linear(x, L["i_w"], L["i_b"], activation="relu")
+            else:
+                inter = lc.linear(x, L["i_w"], L["i_b"], activation="gelu")
+            x = lc.layernorm(lc.linear(inter, L["f_w"], L["f_b"], residual=x),
+                             L["ln2_g"], L["ln2_b"], self._eps)
+        return x
+
+    def _forward_graph(self, ids, attention_mask, token_type_ids):
+        c = self.config
+        dev = self.device
+        B, S = ids.shape
+        Bb = bucket_size(B)
+        Sb = bucket_size(S, 8, c.max_position_embeddings)
+        # Padded tokens: the pad id, mask 0 (no real token attends to them); a padded batch row
+        # keeps its first token visible, so no row of the attention is fully masked.
+        ids_p = np.full((Bb, Sb), c.pad_token_id, np.int32)
+        ids_p[:B, :S] = ids
+        mask_p = np.zeros((Bb, Sb), np.int32)
+        if attention_mask is None:
+            mask_p[:B, :S] = 1
+        else:
+            mask_p[:B, :S] = self._ids_tensor(attention_mask, "attention_mask", B, S) != 0
+        mask_p[B:, 0] = 1
+        typed = token_type_ids is not None and np.any(token_type_ids)
+        tt_p = None
+        if typed:
+            tt = self._ids_tensor(token_type_ids, "token_type_ids", B, S)
+            if tt.min() < 0 or tt.max() >= c.type_vocab_size:
+                raise ValueError(f"TransformerEncoder: token_type_ids outside [0, "
+                                 f"{c.type_vocab_size})")
+            tt_p = np.zeros((Bb, Sb), np.int32)
+            tt_p[:B, :S] = tt
+        with self._graph_lock:
+            bufs = self._graph_inputs.get((Bb, Sb))
+            if bufs is None:
+                bufs = (_C.Tensor.empty([Bb, Sb, c.hidden_size], device=dev, dtype=self.dtype),
+                        _C.Tensor.empty([Bb, Sb], device=dev, dtype="int32"))
+                self._graph_inputs[(Bb, Sb)] = bufs
+                while len(self._graph_inputs) > self._graph_inputs_max:
+                    self._graph_inputs.popitem(last=False)
+            else:
+                self._graph_inputs.move_to_end((Bb, Sb))
+            x, mask_t = bufs
+            _C.embedding_into(_C.Tensor(ids_p, dev), self._word, x)
+            if typed:  # as eager: word + position + type, summed before the graph
+                x.copy_(_C.add(_C.add(x, self._pos[0:Sb]), _C.embedding(_C.Tensor(tt_p, dev), self._type)))
+            # No padding at all (the bucket fits and every token is real): the graph without a
+            # mask, as eager mode drops an all-ones mask (the masked attention costs more on the
+            # CPU); else the mask goes into its buffer.
+            if mask_p.all():
+                mask_t = None
+            else:
+                mask_t.copy_(_C.Tensor(mask_p))
+            out = self._graphs(x, mask_t, not typed)
+        return out if (B, S) == (Bb, Sb) else out[0:B, 0:S]
 
     def mean_pool(self, hidden, attention_mask):
         """Masked mean over the sequence: numpy float32 ``[B, hidden]``.

@@ -164,13 +164,31 @@ class SentenceEncoder:
         return ids, mask, types
 
     def encode(self, sentences, batch_size: int = 32, device: str = "auto",
-               dtype: str = "float32", normalize: bool = True) -> np.ndarray:
+               dtype: str = "float32", normalize: bool = True,
+               execution_mode: str | None = None) -> np.ndarray:
         """Embeddings of `sentences` as numpy float32 ``[N, dim]`` (one row per sentence).
 
-        sentences : a str or a sequence of str. batch_size : sentences per forward pass
-        (sentences are sorted by length first, so a batch pads little; rows come back in input
-        order). device : "auto" (cuda when available, else cpu), "cpu" or "cuda". dtype :
-        "float32", "bfloat16" or "float16". normalize : L2-normalise each row.
+        Parameters
+        ----------
+        sentences : str or sequence of str
+            The text(s).
+        batch_size : int, optional
+            Sentences per forward pass (sentences are sorted by length first, so a batch pads
+            little; rows come back in input order).
+        device : str, optional
+            "auto" (cuda when available, else cpu), "cpu" or "cuda".
+        dtype : str, optional
+            "float32", "bfloat16" or "float16".
+        normalize : bool, optional
+            L2-normalise each row.
+        execution_mode : {"eager", "graph", "auto"}, optional
+            Passed to `TransformerEncoder.forward`; None: the encoder's default ("graph" on
+            CUDA, "eager" on the CPU).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``[N, dim]`` (``[dim]`` for a single str).
         """
         single = isinstance(sentences, str)
         if single:
@@ -197,7 +215,7 @@ class SentenceEncoder:
         for start in range(0, len(sentences), batch_size):
             idx = order[start:start + batch_size]
             ids, mask, types = self._arrays([encs[i] for i in idx])
-            hidden = enc.forward(ids, mask, types)
+            hidden = enc.forward(ids, mask, types, execution_mode=execution_mode)
             out[idx] = enc.mean_pool(hidden, mask)
         if normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
