@@ -51,12 +51,14 @@ Ref reference(const Case& k, const Inputs& in) {
     for (i64 b = 0; b < k.B; ++b) {
       for (i64 j = 0; j < G; ++j) {
         double s = (k.bias_ih ? in.b_ih[j] : 0.0) + (k.bias_hh ? in.b_hh[j] : 0.0);
-        for (i64 q = 0; q < k.I; ++q) s += double(in.x[(t * k.B + b) * k.I + q]) * in.w_ih[j * k.I + q];
+        for (i64 q = 0; q < k.I; ++q)
+          s += double(in.x[(t * k.B + b) * k.I + q]) * in.w_ih[j * k.I + q];
         for (i64 q = 0; q < k.H; ++q) s += r.h[b * k.H + q] * in.w_hh[j * k.H + q];
         g[j] = s;
       }
       for (i64 j = 0; j < k.H; ++j) {
-        const double c = sigmoid(g[k.H + j]) * r.c[b * k.H + j] + sigmoid(g[j]) * std::tanh(g[2 * k.H + j]);
+        const double c =
+            sigmoid(g[k.H + j]) * r.c[b * k.H + j] + sigmoid(g[j]) * std::tanh(g[2 * k.H + j]);
         cn[b * k.H + j] = c;
         hn[b * k.H + j] = sigmoid(g[3 * k.H + j]) * std::tanh(c);
         r.y[(t * k.B + b) * k.H + j] = hn[b * k.H + j];

@@ -313,16 +313,21 @@ def test_registry_entry():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_graph_replays_follow_new_inputs(rng, dtype):
-    # Call 1 runs eagerly, call 2 records the step loop, calls 3+ replay it: every call gets new
-    # x, h0, c0 and biases (copied into the graph's buffers) and must match its own reference.
+    # Resident weights (the graph's binding stays the same): call 1 runs eagerly, call 2 records
+    # the step loop, calls 3+ replay it; every call brings new x, h0, c0 (copied into the graph's
+    # buffers) and must match its own reference. Then new weights (a new binding: re-recorded
+    # and updated in place) and numpy inputs (uploaded per call).
     T, B, I, H = 9, 5, 7, 13
-    w_hh = None
-    for call in range(4):
-        args = list(make(rng, T, B, I, H, dtype))
-        if w_hh is not None and call == 2:
-            args[4] = w_hh  # the same recurrent weight object again
-        w_hh = args[4]
-        check_all(lc.lstm(*args, device="cuda"), ref_lstm(*args), dtype, f"cuda call {call}")
+    _, _, _, w_ih, w_hh, b_ih, b_hh = make(rng, T, B, I, H, dtype)
+    wd = [lc.Tensor(w, device="cuda", dtype=dtype) for w in (w_ih, w_hh, b_ih, b_hh)]
+    for call in range(5):
+        x, h0, c0 = make(rng, T, B, I, H, dtype)[:3]
+        xd, hd, cd = (lc.Tensor(a, device="cuda", dtype=dtype) for a in (x, h0, c0))
+        res = [t.numpy() for t in lc.lstm(xd, hd, cd, *wd)]
+        check_all(res, ref_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh), dtype, f"cuda call {call}")
+    for call in range(3):
+        args = make(rng, T, B, I, H, dtype)
+        check_all(lc.lstm(*args, device="cuda"), ref_lstm(*args), dtype, f"cuda numpy call {call}")
 
 
 @pytest.mark.gpu

@@ -216,10 +216,9 @@ void run_graph(const LstmArgs& a, Context& c) {
     e.warm = true;
   } else {
     GraphBinding binding;
-    for (const void* p : {s.xg, s.h0, s.c0, s.w_hh, s.b_ih, s.b_hh, static_cast<const void*>(s.gates),
-                          static_cast<const void*>(s.c), static_cast<const void*>(s.y),
-                          static_cast<const void*>(s.h_n), static_cast<const void*>(s.c_n)})
-      binding.add(p);
+    const void* const bound[] = {s.xg, s.h0, s.c0, s.w_hh, s.b_ih, s.b_hh, s.gates, s.c, s.y,
+                                 s.h_n, s.c_n};
+    for (const void* p : bound) binding.add(p);
     try {
       if (!e.graph) e.graph = capture_graph(e.key);
       e.graph->replay(work, binding);

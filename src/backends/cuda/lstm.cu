@@ -89,8 +89,8 @@ void launch_lstm_cell(const LstmCellArgs& a, int sm_count, cudaStream_t s) {
     case DType::f16: return launch_typed<__half>(a, sm_count, s);
     case DType::bf16: return launch_typed<__nv_bfloat16>(a, sm_count, s);
     default:
-      throw_value("lstm", std::string("the CUDA LSTM cell takes float32, float16 or bfloat16, got ") +
-                              to_string(a.dtype));
+      throw_value("lstm", std::string("the CUDA LSTM cell takes float32, float16 or "
+                                      "bfloat16, got ") + to_string(a.dtype));
   }
 }
 
