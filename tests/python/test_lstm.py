@@ -19,6 +19,8 @@ Tolerances (relative Frobenius error against float64): float32 2e-5; float16 / b
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -328,6 +330,51 @@ def test_cuda_graph_replays_follow_new_inputs(rng, dtype):
     for call in range(3):
         args = make(rng, T, B, I, H, dtype)
         check_all(lc.lstm(*args, device="cuda"), ref_lstm(*args), dtype, f"cuda numpy call {call}")
+
+
+@pytest.mark.gpu
+def test_cuda_reports_which_path_ran(rng):
+    # lc.last_op_report()["impl"]: the first call of a shape runs the steps eagerly, the second
+    # records the step-loop graph, later ones replay it; T == 1 is always eager.
+    args = make(rng, 8, 4, 6, 10)
+    targs = [lc.Tensor(a, device="cuda") for a in args]
+    impls = []
+    for _ in range(3):
+        lc.lstm(*targs)
+        impls.append(lc.last_op_report()["impl"])
+    assert impls == ["eager", "graph", "graph"], impls
+    one = make(rng, 1, 4, 6, 10)
+    lc.lstm(*[lc.Tensor(a, device="cuda") for a in one])
+    assert lc.last_op_report()["impl"] == "eager"
+
+
+@pytest.mark.gpu
+def test_cuda_eager_step_loop_when_graphs_are_off(tmp_path):
+    # LC_LSTM_GRAPH=0 (read once per process, hence a subprocess): every call runs the 2T
+    # launches directly into the caller's buffers; results match the reference.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "eager_lstm.py"
+    script.write_text(textwrap.dedent("""
+        import numpy as np
+        import lightning_core as lc
+        import test_lstm as t
+        rng = np.random.default_rng()
+        for dtype in t.DTYPES:
+            for _ in range(3):
+                args = t.make(rng, 7, 3, 5, 9, dtype)
+                t.check_all(lc.lstm(*args, device="cuda"), t.ref_lstm(*args), dtype, "eager")
+                assert lc.last_op_report()["impl"] == "eager", lc.last_op_report()
+        print("ok")
+    """))
+    env = dict(os.environ, LC_LSTM_GRAPH="0")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in sys.path if p])
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.mark.gpu

@@ -14,7 +14,8 @@
 // recording is redone only when the recurrent weights move. The first call of an entry runs the
 // same steps eagerly (cuBLASLt's first use of a shape may synchronise, which a capture forbids);
 // the second records and replays. Eager instead (directly into the caller's buffers): T == 1,
-// LC_LSTM_GRAPH=0, or the stream is already being captured by someone else.
+// LC_LSTM_GRAPH=0, or the stream is already being captured by someone else. The op's report
+// (lc.last_op_report()["impl"], the trace) says which ran: "graph" or "eager".
 //
 // Numerics: 16-bit storage multiplies in its own type with float32 accumulation (matmul.h);
 // the step's pre-activations and h_t are stored in the storage dtype (h_t feeds the next GEMM
@@ -214,6 +215,7 @@ void run_graph(const LstmArgs& a, Context& c) {
   if (!e.warm || e.graph_off) {
     work();  // first use outside any capture: one-time set-up may synchronise
     e.warm = true;
+    note_op_impl("eager");
   } else {
     GraphBinding binding;
     const void* const bound[] = {s.xg, s.h0, s.c0, s.w_hh, s.b_ih, s.b_hh, s.gates, s.c, s.y,
@@ -222,12 +224,14 @@ void run_graph(const LstmArgs& a, Context& c) {
     try {
       if (!e.graph) e.graph = capture_graph(e.key);
       e.graph->replay(work, binding);
+      note_op_impl("graph");
     } catch (const BackendError&) {
       // The recording was refused (the capture seam cleaned up the stream and the allocator):
       // this entry stays eager; the steps run now, in order after the copies above.
       e.graph.reset();
       e.graph_off = true;
       work();
+      note_op_impl("eager");
     }
   }
   copy_async(a.y, e.y->p, static_cast<std::size_t>(a.steps) * bh * es, c.stream);
@@ -248,8 +252,10 @@ void lstm(const LstmArgs& a) {
   }
   if (a.steps >= 2 && graph_enabled() && !stream_capturing(c.stream))
     run_graph(a, c);
-  else
+  else {
     run_eager(a);
+    note_op_impl("eager");
+  }
 }
 
 }  // namespace lc::cuda
