@@ -24,9 +24,12 @@ struct LstmDims {
   std::int64_t T, B, I, H;
 };
 
-std::string shapes_of(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
-                      const Tensor& w_hh) {
-  return "x " + x.shape_str() + ", h0 " + h0.shape_str() + ", c0 " + c0.shape_str() + ", w_ih " +
+// The shapes for a message, x as the caller passed it (xt is the time-major view).
+std::string shapes_of(const Tensor& xt, bool batch_first, const Tensor& h0, const Tensor& c0,
+                      const Tensor& w_ih, const Tensor& w_hh) {
+  const std::string xs = batch_first ? xt.transpose(0, 1).shape_str() + " (batch_first)"
+                                     : xt.shape_str();
+  return "x " + xs + ", h0 " + h0.shape_str() + ", c0 " + c0.shape_str() + ", w_ih " +
          w_ih.shape_str() + ", w_hh " + w_hh.shape_str();
 }
 
@@ -49,16 +52,16 @@ LstmDims check_lstm(const Tensor& x, const Tensor& h0, const Tensor& c0, const T
                          "; it must be [4*H, H] (torch.nn.LSTM's weight_hh_l0, gates i, f, g, o)");
   const LstmDims d{x.size(0), x.size(1), x.size(2), w_hh.size(1)};
   if (w_ih.ndim() != 2 || w_ih.size(0) != 4 * d.H || w_ih.size(1) != d.I)
-    throw_value(kOp, shapes_of(x, h0, c0, w_ih, w_hh) + ": w_ih must be [4*H, I] = [" +
+    throw_value(kOp, shapes_of(x, batch_first, h0, c0, w_ih, w_hh) + ": w_ih must be [4*H, I] = [" +
                          std::to_string(4 * d.H) + ", " + std::to_string(d.I) +
                          "] (torch.nn.LSTM's weight_ih_l0; I is x's last dimension)");
   const bool h_ok = (h0.ndim() == 2 || (h0.ndim() == 3 && h0.size(0) == 1)) &&
                     h0.size(h0.ndim() - 2) == d.B && h0.size(h0.ndim() - 1) == d.H;
   if (!h_ok)
-    throw_value(kOp, shapes_of(x, h0, c0, w_ih, w_hh) + ": h0 must be [B, H] = [" +
+    throw_value(kOp, shapes_of(x, batch_first, h0, c0, w_ih, w_hh) + ": h0 must be [B, H] = [" +
                          std::to_string(d.B) + ", " + std::to_string(d.H) + "] or [1, B, H]");
   if (c0.shape() != h0.shape())
-    throw_value(kOp, shapes_of(x, h0, c0, w_ih, w_hh) + ": c0 must have h0's shape " +
+    throw_value(kOp, shapes_of(x, batch_first, h0, c0, w_ih, w_hh) + ": c0 must have h0's shape " +
                          h0.shape_str());
   for (const auto& [b, name] : {std::pair{b_ih, "b_ih"}, std::pair{b_hh, "b_hh"}}) {
     if (b && (b->ndim() != 1 || b->size(0) != 4 * d.H))

@@ -243,6 +243,9 @@ def test_bad_shapes_name_op_and_shapes(rng):
     x, h0, c0, w_ih, w_hh, b_ih, b_hh = make(rng, 4, 3, 5, 7)
     _raises(ValueError, ["[4, 3]", "[T, B, I]"], x[:, :, 0], h0, c0, w_ih, w_hh)
     _raises(ValueError, ["[B, T, I]"], x[0], h0, c0, w_ih, w_hh, batch_first=True)
+    # batch_first: the message shows x as passed ([B, T, I] = [3, 4, 5]) and B = 3
+    _raises(ValueError, ["x [3, 4, 5] (batch_first)", "[3, 7]"], x.transpose(1, 0, 2), h0[:2],
+            c0[:2], w_ih, w_hh, batch_first=True)
     _raises(ValueError, ["w_hh", "[28, 6]", "[4*H, H]"], x, h0, c0, w_ih, w_hh[:, :6])
     _raises(ValueError, ["w_ih", "[28, 4]", "[28, 5]"], x, h0, c0, w_ih[:, :4], w_hh)
     _raises(ValueError, ["h0", "[2, 7]", "[3, 7]"], x, h0[:2], c0, w_ih, w_hh)
