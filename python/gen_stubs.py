@@ -113,6 +113,16 @@ SPECIFIC = {
     "GraphIR.plan": {"fusion": "bool | dict[str, bool]", "precision": "str | None"},
     "GraphIR.execute": {"inputs": "dict[str, _ArrayOrTensor]",
                         "return": "dict[str, NDArray[Any] | Tensor]"},
+    "lstm": {"x": ARRAY, "h0": ARRAY, "c0": ARRAY, "w_ih": ARRAY, "w_hh": ARRAY,
+             "b_ih": ARRAY + " | None", "b_hh": ARRAY + " | None", "batch_first": "bool",
+             "return": "tuple[NDArray[Any] | Tensor, NDArray[Any] | Tensor, "
+                       "NDArray[Any] | Tensor]"},
+    "lstm_into": {"x": ARRAY, "h0": ARRAY, "c0": ARRAY, "w_ih": ARRAY, "w_hh": ARRAY,
+                  "b_ih": ARRAY + " | None", "b_hh": ARRAY + " | None",
+                  "y": "NDArray[Any] | Tensor", "h_n": "NDArray[Any] | Tensor",
+                  "c_n": "NDArray[Any] | Tensor", "batch_first": "bool",
+                  "return": "tuple[NDArray[Any] | Tensor, NDArray[Any] | Tensor, "
+                            "NDArray[Any] | Tensor]"},
     "attention_backward_into": {"dout": ARRAY, "out": ARRAY, "lse": ARRAY,
                                 "dq": "NDArray[Any] | Tensor", "dk": "NDArray[Any] | Tensor",
                                 "dv": "NDArray[Any] | Tensor",

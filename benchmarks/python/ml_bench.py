@@ -1,11 +1,14 @@
-"""ML suite: linear classifier inference, matrix subtraction (preprocessing), vector add.
+"""ML suite: linear classifier inference, matrix subtraction (preprocessing), vector add, and
+one LSTM layer (lc.lstm vs torch.nn.LSTM: cuDNN on the GPU, torch's CPU kernel, a numpy loop).
 
     python benchmarks/python/ml_bench.py [--quick] [--out-dir DIR]
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List
+
+import numpy as np
 
 from harness import Case, randn
 from suite_main import suite_main
@@ -13,6 +16,8 @@ from suite_main import suite_main
 LINEAR = [(1024, 1024, 512), (2048, 1024, 512), (4096, 1024, 1024)]
 MATRIX_SUB = [(512, 512), (1024, 1024), (2048, 1024)]
 VECTOR_ADD = [64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 64 * 1024 * 1024]
+# (seq, batch, input, hidden, dtype): the issue's reference size in float32 and bfloat16.
+LSTM = [(128, 32, 512, 512, "float32"), (128, 32, 512, 512, "bfloat16")]
 
 
 def linear_case(b: int, i_: int, o: int) -> Case:
@@ -55,10 +60,96 @@ def vector_add_case(n: int) -> Case:
     )
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def lstm_numpy(i: Dict[str, np.ndarray]) -> np.ndarray:
+    """The LSTM recurrence in numpy float32 (the peer, and the reference): y [T, B, H]."""
+    x, w_ih, w_hh = (i[k].astype(np.float32) for k in ("x", "w_ih", "w_hh"))
+    h, c = i["h0"].astype(np.float32), i["c0"].astype(np.float32)
+    H = w_hh.shape[1]
+    xg = x @ w_ih.T + (i["b_ih"].astype(np.float32) + i["b_hh"].astype(np.float32))
+    y = np.empty((x.shape[0], x.shape[1], H), np.float32)
+    for t in range(x.shape[0]):
+        g = xg[t] + h @ w_hh.T
+        c = _sigmoid(g[:, H:2 * H]) * c + _sigmoid(g[:, :H]) * np.tanh(g[:, 2 * H:3 * H])
+        h = _sigmoid(g[:, 3 * H:]) * np.tanh(c)
+        y[t] = h
+    return y
+
+
+# torch.nn.LSTM modules per (device, dtype, shapes), built once (cuDNN's flattened weights, as a
+# torch user holds them); weights are copied in only when a new input dict arrives (oneshot mode
+# builds one per call: its upload).
+_TORCH_LSTM: Dict[Any, Any] = {}
+
+
+def lstm_torch(torch: Any, i: Dict[str, Any]) -> Any:
+    x, w_ih, w_hh = i["x"], i["w_ih"], i["w_hh"]
+    key = (str(x.device), x.dtype, tuple(x.shape), tuple(w_hh.shape))
+    ent = _TORCH_LSTM.get(key)
+    if ent is None:
+        m = torch.nn.LSTM(x.shape[2], w_hh.shape[1]).to(device=x.device, dtype=x.dtype).eval()
+        ent = _TORCH_LSTM[key] = [m, None]
+    m = ent[0]
+    if ent[1] is not i:
+        with torch.no_grad():
+            m.weight_ih_l0.copy_(w_ih)
+            m.weight_hh_l0.copy_(w_hh)
+            m.bias_ih_l0.copy_(i["b_ih"])
+            m.bias_hh_l0.copy_(i["b_hh"])
+        ent[1] = i
+    return m(x, (i["h0"][None], i["c0"][None]))[0]
+
+
+_LC_STATE: Dict[Any, Any] = {}
+
+
+def lstm_lc_into(lc: Any, i: Dict[str, Any], out: Any, dev: str) -> Any:
+    """lc.lstm_into with y = the harness's preallocated `out`; h_n / c_n preallocated once."""
+    st = _LC_STATE.get(id(out))
+    if st is None:
+        shape = [out.shape[1], out.shape[2]]
+        st = _LC_STATE[id(out)] = (out, lc.Tensor.empty(shape, dtype=out.dtype, device=dev),
+                                   lc.Tensor.empty(shape, dtype=out.dtype, device=dev))
+    lc.lstm_into(i["x"], i["h0"], i["c0"], i["w_ih"], i["w_hh"], i["b_ih"], i["b_hh"], out,
+                 st[1], st[2], device=dev)
+    return out
+
+
+def lstm_case(T: int, B: int, I: int, H: int, dtype: str) -> Case:
+    def make(rng: np.random.Generator) -> Dict[str, np.ndarray]:
+        k = H ** -0.5
+        ins = {"x": randn(rng, T, B, I), "h0": randn(rng, B, H, scale=0.5), "c0": randn(rng, B, H),
+               "w_ih": randn(rng, 4 * H, I, scale=k), "w_hh": randn(rng, 4 * H, H, scale=k),
+               "b_ih": randn(rng, 4 * H, scale=k), "b_hh": randn(rng, 4 * H, scale=k)}
+        if dtype == "bfloat16":
+            import ml_dtypes
+            ins = {n: v.astype(ml_dtypes.bfloat16) for n, v in ins.items()}
+        return ins
+
+    return Case(
+        suite="ml", family="lstm", name=f"seq={T},batch={B},input={I},hidden={H},{dtype}",
+        params={"seq": T, "batch": B, "input": I, "hidden": H, "dtype": dtype},
+        make_inputs=make, numpy_fn=lstm_numpy,
+        lc_fn=lambda lc, i, dev: lc.lstm(i["x"], i["h0"], i["c0"], i["w_ih"], i["w_hh"],
+                                         i["b_ih"], i["b_hh"], device=dev)[0],
+        lc_into=lstm_lc_into, out_shape=(T, B, H), dtype=dtype,
+        torch_fn=lstm_torch, tol=1e-4 if dtype == "float32" else 3e-2,
+        # bfloat16 on the CPU says nothing about the cuDNN comparison the case is for
+        cpu_peers=dtype == "float32",
+        notes=["one LSTM layer, torch.nn.LSTM layout; y [T, B, H] compared (h_n = y[-1]); "
+               "LC: input GEMM + per step GEMM + fused pointwise kernel, step loop as one CUDA "
+               "graph; torch: nn.LSTM (cuDNN on the GPU)"],
+    )
+
+
 def build_cases(quick: bool = False) -> List[Case]:
     cases = [linear_case(*s) for s in LINEAR]
     cases += [matrix_sub_case(*s) for s in MATRIX_SUB]
     cases += [vector_add_case(n) for n in VECTOR_ADD]
+    cases += [lstm_case(*s) for s in LSTM]
     return cases
 
 

@@ -40,7 +40,7 @@ SUITES = {
     "graph": (graph_bench.build_cases, None),
 }
 GBENCH = ["bench_matmul", "bench_attention", "bench_vector_add", "bench_matrix_ops", "bench_cnn_dnn",
-          "bench_transformer"]
+          "bench_transformer", "bench_lstm_rnn"]
 
 
 def run_native(out_dir: Path, quick: bool, build_dir: str | None) -> Dict[str, str]:

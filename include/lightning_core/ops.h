@@ -177,6 +177,28 @@ Tensor gelu(const Tensor& x, const char* approximate = "tanh",
 void gelu_into(const Tensor& x, Tensor& out, const char* approximate = "tanh",
                const ExecutionPolicy& p = current_policy());
 
+// ---- recurrent ----------------------------------------------------------------------------
+// One LSTM layer over a sequence, torch.nn.LSTM's layout and gate order (i, f, g, o): returns
+// {y, h_n, c_n}. x is [T, B, I] ([B, T, I] when batch_first), h0 / c0 [B, H] or [1, B, H],
+// w_ih [4H, I], w_hh [4H, H], b_ih / b_hh [4H] (nullptr: no bias); y is [T, B, H] ([B, T, H]
+// when batch_first), h_n / c_n have h0's shape (T == 0: copies of h0 / c0). float32, float16,
+// bfloat16 (all inputs one dtype), float32 accumulation and cell state. One GEMM x w_ih^T for
+// every step, then per step one GEMM and one fused pointwise pass; on CUDA the step loop replays
+// as one captured CUDA graph. lstm_into writes contiguous y / h_n / c_n of exactly those shapes
+// (nothing is written when a check fails). src/ops/lstm.cpp, docs/lstm.md.
+std::vector<std::int64_t> lstm_out_shape(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                                         const Tensor& w_ih, const Tensor& w_hh,
+                                         const Tensor* b_ih = nullptr,
+                                         const Tensor* b_hh = nullptr, bool batch_first = false);
+std::array<Tensor, 3> lstm(const Tensor& x, const Tensor& h0, const Tensor& c0,
+                           const Tensor& w_ih, const Tensor& w_hh, const Tensor* b_ih = nullptr,
+                           const Tensor* b_hh = nullptr, bool batch_first = false,
+                           const ExecutionPolicy& p = current_policy());
+void lstm_into(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+               const Tensor& w_hh, const Tensor* b_ih, const Tensor* b_hh, Tensor& y,
+               Tensor& h_n, Tensor& c_n, bool batch_first = false,
+               const ExecutionPolicy& p = current_policy());
+
 // ---- embedding ----------------------------------------------------------------------------
 // out[..., :] = weight[ids[...], :]: ids int32/int64 of any shape, weight [V, D] float32 /
 // float16 / bfloat16; the result is ids.shape + [D] in weight's dtype. An id outside [0, V) is

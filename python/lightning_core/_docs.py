@@ -238,6 +238,46 @@ DOCS: dict[str, dict[str, Any]] = {
                     "float32."),
                    ("ValueError", "Shapes that do not match the forward's (the message names "
                     "the op and the shapes).")]},
+    "lstm": {
+        "summary": "One LSTM layer over a sequence, torch.nn.LSTM's layout and gate order "
+                   "(i, f, g, o): ``(y, h_n, c_n)``. One GEMM ``x w_ih^T`` for every step, then "
+                   "per step one GEMM ``h w_hh^T`` and one fused pointwise pass (float32 "
+                   "accumulation and cell state); on CUDA the step loop replays as one captured "
+                   "CUDA graph (docs/lstm.md).",
+        "params": {
+            "x": (_ARRAY, "Input sequence ``[T, B, I]`` (``[B, T, I]`` with batch_first); "
+                  "float32, float16 or bfloat16, the dtype of every other input."),
+            "h0": (_ARRAY, "Initial hidden state ``[B, H]`` or ``[1, B, H]`` (torch's "
+                   "``[num_layers, B, H]`` for one layer), x's dtype."),
+            "c0": (_ARRAY, "Initial cell state, h0's shape and x's dtype."),
+            "w_ih": (_ARRAY, "Input weights ``[4*H, I]`` (torch's ``weight_ih_l0``; rows "
+                     "i, f, g, o)."),
+            "w_hh": (_ARRAY, "Recurrent weights ``[4*H, H]`` (torch's ``weight_hh_l0``)."),
+            "b_ih": (_ARRAY + " or None", "Input bias ``[4*H]`` (None: none)."),
+            "b_hh": (_ARRAY + " or None", "Recurrent bias ``[4*H]`` (None: none)."),
+            "batch_first": ("bool", "x is ``[B, T, I]`` and y ``[B, T, H]`` (torch's "
+                            "batch_first=True)."),
+            "y": ("ndarray or Tensor", "Output for y: ``[T, B, H]`` (``[B, T, H]`` with "
+                  "batch_first), x's dtype, C-contiguous, writable. Left untouched when the "
+                  "call raises."),
+            "h_n": ("ndarray or Tensor", "Output for the final hidden state: h0's shape, x's "
+                    "dtype."),
+            "c_n": ("ndarray or Tensor", "Output for the final cell state: h0's shape, x's "
+                    "dtype.")},
+        "returns": ("tuple", "(y, h_n, c_n): every h_t ``[T, B, H]``, then h_T and c_T in h0's "
+                    "shape (T == 0: y is empty and h_n / c_n are h0 / c0). numpy arrays when "
+                    "every input is one and the policy downloads, else lc.Tensors where the op "
+                    "ran; the ``_into`` form returns its y, h_n, c_n."),
+        "raises": [("TypeError", "A non-float dtype, or inputs of different dtypes."),
+                   ("ValueError", "Shapes that do not fit together (the message names the op, "
+                    "every shape and the expected one), outputs that share memory, or an "
+                    "explicit device that is not available.")]},
+    "lstm_into": {
+        "returns": ("tuple", "(y, h_n, c_n): the three output arguments, written in place."),
+        "raises": [("TypeError", "A non-float dtype, inputs of different dtypes, or an output "
+                    "of another dtype (OutDTypeError)."),
+                   ("ValueError", "Shapes that do not fit together, outputs of the wrong shape, "
+                    "not C-contiguous or sharing memory (nothing is written).")]},
     "attention_resident_session": {
         "summary": "A resident batched attention session (lc.attention on resident q, k, v) "
                    "with the training surface forward / forward_into / train_step / "

@@ -15,6 +15,8 @@ void register_policy(nb::module_& m);
 void register_ops(nb::module_& m);
 // bind_attention.cpp: attention / attention_into (batched multi-head, grouped-query).
 void register_attention(nb::module_& m);
+// bind_lstm.cpp: lstm / lstm_into (one LSTM layer, three results).
+void register_lstm(nb::module_& m);
 void register_trace(nb::module_& m);
 void register_sessions(nb::module_& m);
 struct Arg;

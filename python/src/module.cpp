@@ -16,6 +16,7 @@ NB_MODULE(_lightning_core, m) {
   lcpy::register_policy(m);
   lcpy::register_ops(m);
   lcpy::register_attention(m);
+  lcpy::register_lstm(m);
   lcpy::register_trace(m);
   lcpy::register_sessions(m);
   lcpy::register_autotune(m);

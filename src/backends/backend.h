@@ -245,6 +245,33 @@ struct EmbeddingArgs {
   std::int64_t n = 0, vocab = 0, dim = 0;
 };
 
+// One LSTM layer over a sequence (lc.lstm; torch.nn.LSTM's layout, gate order i, f, g, o):
+//   gates_t = x_t w_ih^T + b_ih + h_{t-1} w_hh^T + b_hh            [B, 4H]
+//   i, f, o = sigmoid(gates_t[:, 0:H], [H:2H], [3H:4H]);  g = tanh(gates_t[:, 2H:3H])
+//   c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t);  y[t] = h_t
+// x [T, B, I], h0 / c0 [B, H], w_ih [4H, I], w_hh [4H, H], b_ih / b_hh [4H] (each optional),
+// y [T, B, H], h_n / c_n [B, H] = h_T / c_T (h0 / c0 when T == 0). All contiguous and of
+// `dtype` (float32, float16, bfloat16); the cell state is kept in float32 between steps and
+// every sum accumulates in float32. The structure is one GEMM x w_ih^T over all T steps, then
+// per step one GEMM h_{t-1} w_hh^T and one fused pointwise pass (backends/cpu/lstm.cpp,
+// backends/cuda/lstm.cu). `precision` is the compute mode of float32 GEMMs (as MatmulArgs).
+// Any of T, B, I, H may be 0 (I == 0: x contributes nothing).
+struct LstmArgs {
+  const void* x = nullptr;
+  const void* h0 = nullptr;
+  const void* c0 = nullptr;
+  const void* w_ih = nullptr;
+  const void* w_hh = nullptr;
+  const void* b_ih = nullptr;  // optional
+  const void* b_hh = nullptr;  // optional
+  void* y = nullptr;
+  void* h_n = nullptr;
+  void* c_n = nullptr;
+  std::int64_t steps = 0, batch = 0, input = 0, hidden = 0;  // T, B, I, H
+  DType dtype = DType::f32;
+  Precision precision = Precision::fp32;
+};
+
 // Device memory as the backend sees it (known=false where the backend has no such notion).
 struct MemoryInfo {
   bool known = false;
@@ -496,6 +523,12 @@ class Backend {
                                           "run it on the CPU (device=\"cpu\" or \"auto\")");
   }
   virtual void conv2d(const Conv2dArgs& a) = 0;
+  // One LSTM layer (LstmArgs). Default: not supported by this backend (the CPU and CUDA have
+  // it; the op registry keeps other backends off it).
+  virtual void lstm(const LstmArgs& /*a*/) {
+    throw_value("lstm", std::string("the ") + name() +
+                            " backend does not implement lstm; run it on the CPU (device=\"cpu\")");
+  }
   // Extra key=value facts of this backend's build for lc.build_info() (CUDA: the cuDNN
   // frontend version compiled in, or "no").
   virtual std::vector<std::pair<std::string, std::string>> build_facts() { return {}; }

@@ -47,6 +47,7 @@ class UnavailableBackend final : public Backend {
   void elementwise(const ElementwiseArgs&) override { fail(); }
   void copy_strided(const StridedCopyArgs&) override { fail(); }
   void embedding(const EmbeddingArgs&) override { fail(); }
+  void lstm(const LstmArgs&) override { fail(); }
   std::int64_t first_bad_index(const void*, DType, std::int64_t, std::int64_t) override { fail(); }
   double sum_squares(const void*, DType, std::int64_t) override { fail(); }
 

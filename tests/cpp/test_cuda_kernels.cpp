@@ -992,4 +992,57 @@ TEST(CudaAttentionBackward, EmptySizesMisalignmentAndLargeGrids) {
   }
 }
 
+// ---- LSTM (src/backends/cuda/lstm.{cpp,cu}) -----------------------------------------------
+// The CUDA layer against the CPU kernel (test_lstm.cpp checks that one against float64) on the
+// same rounded inputs, NaN-poisoned device outputs, T = 1 (eager) and T > 1 (call 1 eager, call
+// 2 records the step loop, calls 3+ replay it), each call with fresh x / h0 / c0, so a replay
+// that kept stale inputs fails. Tolerance: float32 1e-5; 16-bit 2e-2 (CUDA stores the gate
+// pre-activations and h in the 16-bit dtype, the CPU keeps them in float32; each is within 1e-2
+// of float64).
+TEST(CudaLstm, MatchesCpuAcrossEagerRecordAndReplay) {
+  LC_REQUIRE_CUDA();
+  lc::ref::Rng rng;
+  SCOPED_TRACE(rng.describe());
+  lc::ExecutionPolicy on_cpu, on_gpu;
+  on_cpu.device = lc::DeviceRequest::cpu;
+  on_gpu.device = lc::DeviceRequest::cuda;
+  on_gpu.download = false;
+  struct LstmCase {
+    std::int64_t T, B, I, H;
+    bool bias;
+  };
+  const LstmCase cases[] = {{1, 3, 5, 7, true}, {2, 1, 3, 5, false}, {9, 5, 13, 11, true},
+                            {6, 33, 17, 129, true}, {4, 2, 0, 6, true}};
+  for (const lc::DType dt : {lc::DType::f32, lc::DType::f16, lc::DType::bf16}) {
+    for (const LstmCase& c : cases) {
+      SCOPED_TRACE("T=" + std::to_string(c.T) + " B=" + std::to_string(c.B) + " I=" +
+                   std::to_string(c.I) + " H=" + std::to_string(c.H) + " dtype=" +
+                   lc::dtype_info(dt).name);
+      const lc::Tensor w_ih = random_host(rng, {4 * c.H, c.I}).astype(dt);
+      const lc::Tensor w_hh = random_host(rng, {4 * c.H, c.H}).astype(dt);
+      const lc::Tensor b_ih = random_host(rng, {4 * c.H}).astype(dt);
+      const lc::Tensor b_hh = random_host(rng, {4 * c.H}).astype(dt);
+      const lc::Tensor dwi = w_ih.to(DeviceKind::cuda), dwh = w_hh.to(DeviceKind::cuda),
+                       dbi = b_ih.to(DeviceKind::cuda), dbh = b_hh.to(DeviceKind::cuda);
+      for (int call = 0; call < 4; ++call) {
+        SCOPED_TRACE("call " + std::to_string(call));
+        const lc::Tensor x = random_host(rng, {c.T, c.B, c.I}).astype(dt);
+        const lc::Tensor h0 = random_host(rng, {c.B, c.H}).astype(dt);
+        const lc::Tensor c0 = random_host(rng, {c.B, c.H}).astype(dt);
+        const auto ref = lc::lstm(x, h0, c0, w_ih, w_hh, c.bias ? &b_ih : nullptr,
+                                  c.bias ? &b_hh : nullptr, false, on_cpu);
+        lc::Tensor y = nan_on_gpu({c.T, c.B, c.H}, dt), hn = nan_on_gpu({c.B, c.H}, dt),
+                   cn = nan_on_gpu({c.B, c.H}, dt);
+        lc::lstm_into(x.to(DeviceKind::cuda), h0.to(DeviceKind::cuda), c0.to(DeviceKind::cuda),
+                      dwi, dwh, c.bias ? &dbi : nullptr, c.bias ? &dbh : nullptr, y, hn, cn,
+                      false, on_gpu);
+        const double tol = dt == lc::DType::f32 ? 1e-5 : 2e-2;
+        EXPECT_LE(rel_l2(host_f64(y), host_f64(ref[0])), tol) << "y";
+        EXPECT_LE(rel_l2(host_f64(hn), host_f64(ref[1])), tol) << "h_n";
+        EXPECT_LE(rel_l2(host_f64(cn), host_f64(ref[2])), tol) << "c_n";
+      }
+    }
+  }
+}
+
 }  // namespace

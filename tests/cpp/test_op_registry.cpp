@@ -28,7 +28,7 @@ const char* const kExpectedOps[] = {
     "matmul2d", "matmul", "linear", "attention2d", "conv2d_nchw", "conv_attention_nchw",
     "layernorm", "softmax", "vector_add", "vector_sub", "vector_mul", "matrix_sub",
     "vector_scale", "relu", "gelu", "add", "sub", "mul", "div", "embedding", "attention",
-    "attention_backward"};
+    "attention_backward", "lstm"};
 
 // OpArgs borrows the shapes: `s` must outlive the result (name the Shapes, no temporaries).
 OpArgs args_of(const Shapes& s, DType dt = DType::f32) { return OpArgs::of_shapes(s, dt); }
@@ -43,9 +43,11 @@ TEST(OpRegistry, EveryOpRegisteredOnceAndFoundByName) {
     EXPECT_NE(d->work, nullptr) << d->name;
     EXPECT_NE(d->summary, nullptr) << d->name;
     EXPECT_GE(d->num_inputs(), 1) << d->name;
-    // One result "out", except attention_backward's three gradients.
+    // One result "out", except attention_backward's three gradients and lstm's (y, h_n, c_n).
     if (std::string(d->name) == "attention_backward")
       EXPECT_STREQ(d->outputs[0], "dq");
+    else if (std::string(d->name) == "lstm")
+      EXPECT_STREQ(d->outputs[0], "y");
     else
       EXPECT_STREQ(d->outputs[0], "out") << d->name;
     EXPECT_LT(static_cast<int>(d->family), static_cast<int>(lc::OpFamily::count)) << d->name;

@@ -117,6 +117,7 @@ class CpuBackend final : public Backend {
   void elementwise(const ElementwiseArgs& a) override { cpu::elementwise(a); }
   void copy_strided(const StridedCopyArgs& a) override { cpu::copy_strided(a); }
   void embedding(const EmbeddingArgs& a) override { cpu::embedding(a); }
+  void lstm(const LstmArgs& a) override { cpu::lstm(a); }
   std::int64_t first_bad_index(const void* ids, DType t, std::int64_t n, std::int64_t v) override {
     return cpu::first_bad_index(ids, t, n, v);
   }

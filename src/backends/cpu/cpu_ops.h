@@ -22,6 +22,8 @@ void softmax(const SoftmaxArgs& a);
 void elementwise(const ElementwiseArgs& a);
 void copy_strided(const StridedCopyArgs& a);
 void embedding(const EmbeddingArgs& a);
+// lstm.cpp: one LSTM layer (LstmArgs): input GEMM, then per step a GEMM + fused pointwise pass.
+void lstm(const LstmArgs& a);
 std::int64_t first_bad_index(const void* ids, DType ids_dtype, std::int64_t n, std::int64_t vocab);
 // reduce.cpp: Backend::sum_squares (float64, deterministic).
 double sum_squares(const void* x, DType t, std::int64_t n);

@@ -416,6 +416,10 @@ class CudaBackend final : public Backend {
     cuda::EnqueueScope enq;
     cuda::launch_embedding(a, c.info.sm_count, c.stream);
   }
+  void lstm(const LstmArgs& a) override {
+    cuda::EnqueueScope enq;
+    cuda::lstm(a);  // lstm.cpp (GEMMs + lstm.cu's cell kernel, the step loop as one graph)
+  }
   // The seam (backend.h): capture (capture.cpp), tuning (matmul.cpp), fingerprint.
   bool graphs_supported() const override { return true; }
   std::unique_ptr<CapturedGraph> capture_graph(const CaptureKey& key) override {

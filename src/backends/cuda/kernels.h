@@ -50,6 +50,28 @@ void launch_conv2d(const Conv2dArgs& a, cudaStream_t s);
 // True when this op shape goes to cuDNN (for tests/benchmarks to report the path taken).
 bool conv2d_uses_cudnn(const Conv2dArgs& a);
 
+// lstm.cu: one LSTM step's fused pointwise pass (lstm.cpp runs the layer, Backend::lstm).
+// gates [rows, 4*hidden] (storage dtype: the step's pre-activations x_t w_ih^T + h w_hh^T) plus
+// b_ih / b_hh ([4*hidden], optional) -> i, f, g, o; c [rows, hidden] float32 is the cell state,
+// read (unless c_init, the storage-dtype c0 of step 0, is given) and overwritten; h_out gets
+// h_t; h_last / c_last (optional, the last step) get h_t and c_t in the storage dtype.
+struct LstmCellArgs {
+  const void* gates = nullptr;
+  const void* b_ih = nullptr;
+  const void* b_hh = nullptr;
+  const void* c_init = nullptr;
+  float* c = nullptr;
+  void* h_out = nullptr;
+  void* h_last = nullptr;
+  void* c_last = nullptr;
+  std::int64_t rows = 0, hidden = 0;
+  DType dtype = DType::f32;
+};
+void launch_lstm_cell(const LstmCellArgs& a, int sm_count, cudaStream_t s);
+// lstm.cpp: the whole layer (Backend::lstm): input GEMM, then per step a GEMM and
+// launch_lstm_cell, the step loop replayed as one CUDA graph (capture.h).
+void lstm(const LstmArgs& a);
+
 // A trivial kernel used by available() to prove that this build's machine code runs here.
 cudaError_t probe_kernel_image();
 
