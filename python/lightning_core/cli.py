@@ -236,7 +236,8 @@ def _cmd_bench(args, out: TextIO, err: TextIO, stdin: TextIO) -> int:
         def log(line: str) -> None:
             err.write(line + "\n")
     rows, notes = _bench.run_bench(cfg, W, shapes, device=device, dtype=args.dtype,
-                                   repeats=args.repeats, peers=peers, log=log)
+                                   repeats=args.repeats, peers=peers, log=log,
+                                   lc_mode=args.lc_mode)
     title = (f"all-MiniLM-L6-v2 forward + mean pool + normalise from token ids, {device} "
              f"{args.dtype}, median of {args.repeats} (ms per call, synchronised); {wdesc}")
     if args.json:
@@ -386,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     b.add_argument("--repeats", type=_positive_int, default=20, help="timed calls per cell")
     b.add_argument("--model", "-m", default="all-MiniLM-L6-v2")
+    b.add_argument("--lc-mode", choices=("auto", "eager", "graph"), default="auto",
+                   help="the lc column's execution mode (auto: graph on CUDA, eager on the CPU)")
     b.add_argument("--random-weights", action="store_true",
                    help="random weights of the all-MiniLM-L6-v2 config (no model package needed)")
     b.add_argument("--peers", type=_peer_list, default=None,

@@ -124,16 +124,21 @@ CaptureKey make_key(const Plan& p) {
   return k;
 }
 
-Tensor arena_view(const Tensor& arena, std::size_t offset, const TensorEntry& t) {
+// A tensor of the plan at `offset` in the arena of `dev`. The device comes from the plan, not the
+// arena: a plan whose tensors on `dev` are all empty has no arena there (arena_bytes 0), and its
+// zero-size tensors must still say they live on `dev`.
+Tensor arena_view(const Tensor& arena, std::size_t offset, const TensorEntry& t, DeviceKind dev) {
   std::int64_t strides[kMaxDims];
   std::int64_t s = 1;
   for (int i = static_cast<int>(t.shape.size()) - 1; i >= 0; --i) {
     strides[i] = s;
     s *= t.shape[static_cast<std::size_t>(i)];
   }
-  char* base = static_cast<char*>(arena.data());
+  char* base = arena.defined() ? static_cast<char*>(arena.data()) : nullptr;
+  const int index = arena.defined() ? arena.device_index()
+                    : dev == DeviceKind::cpu ? 0 : get_backend(dev).current_device();
   return Tensor::wrap(base ? base + offset : nullptr, static_cast<int>(t.shape.size()),
-                      t.shape.data(), strides, t.dtype, arena.device(), arena.owner());
+                      t.shape.data(), strides, t.dtype, dev, arena.owner(), true, index);
 }
 
 std::unique_ptr<ExecState> make_state(const Plan& p) {
@@ -151,9 +156,9 @@ std::unique_ptr<ExecState> make_state(const Plan& p) {
     const Slot sl = p.slot[id];
     if (sl == Slot::arena) {
       const DeviceKind dev = g.steps[static_cast<std::size_t>(g.producer[id])].device;
-      st->fixed[id] = arena_view(st->arena[static_cast<int>(dev)], p.offset[id], t);
+      st->fixed[id] = arena_view(st->arena[static_cast<int>(dev)], p.offset[id], t, dev);
     } else if (sl == Slot::input && captured) {
-      st->fixed[id] = arena_view(st->arena[static_cast<int>(p.device)], p.offset[id], t);
+      st->fixed[id] = arena_view(st->arena[static_cast<int>(p.device)], p.offset[id], t, p.device);
     } else if (sl == Slot::constant) {
       // Uploaded once to the device of the steps that read it (the GPU when any GPU step does).
       // Reads through a view of the constant count as reads of it.

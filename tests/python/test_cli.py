@@ -197,7 +197,9 @@ def test_bench_table_and_json_with_a_small_model(model_dir):
         assert all(r.split()[4:] == ["-"] * 4 for r in rows)
     # --device cpu: the CUDA-graph column is GPU only
     assert re.search(r"torch cuda graph: skipped: .*(GPU only|torch not installed)", out)
-    assert err.count("cpu float32") == 4       # -v: a line per lc cell
+    # -v: a line per timed cell; the lc column is timed for each of the 4 shapes (the peers'
+    # columns add lines where torch / onnxruntime are installed)
+    assert len(re.findall(r"^cpu float32 \d+x\d+ lc: ", err, re.M)) == 4, err
 
     rc, out, err = run(["bench", "--model", str(model_dir), "--device", "cpu", "--batch", "2",
                         "--seq", "4", "--repeats", "1", "--peers", "lc,ort", "--json",
@@ -207,6 +209,20 @@ def test_bench_table_and_json_with_a_small_model(model_dir):
     assert d["dtype"] == "bfloat16" and d["rows"][0]["batch"] == 2 and d["rows"][0]["lc"] > 0
     assert set(d["notes"]) == {"lc", "onnxruntime"}
     assert "skipped" in d["notes"]["onnxruntime"]
+
+
+def test_bench_lc_mode_picks_the_encoders_execution_mode(model_dir):
+    """--lc-mode graph times the encoder's graph form (on the CPU too) and says so; the table's
+    lc times are positive either way."""
+    for mode in ("graph", "eager"):
+        rc, out, err = run(["bench", "--model", str(model_dir), "--device", "cpu", "--batch", "2",
+                            "--seq", "7", "--repeats", "2", "--peers", "lc", "--lc-mode", mode])
+        assert rc == 0, err
+        assert f"lc: lightning_core {mode} (TransformerEncoder, execution_mode='{mode}')" in out
+        (row,) = [ln for ln in out.splitlines() if re.match(r"^2 x 7 ", ln)]
+        assert float(row.split()[3]) > 0
+    rc, out, err = run(["bench", "--lc-mode", "fast"])
+    assert rc == 2 and "--lc-mode" in err
 
 
 def test_bench_broken_torch_is_a_skipped_column(model_dir, tmp_path, monkeypatch):

@@ -88,13 +88,14 @@ def minilm_weights(model: str, random_weights: bool) -> Tuple[dict, Dict[str, np
 
 # ---- peers: each returns run(ids, mask) -> embeddings, after any one-time set-up -------------
 
-def _lc_peer(cfg, W, device, dtype):
-    enc = TransformerEncoder(cfg, W, device=device, dtype=dtype)
+def _lc_peer(cfg, W, device, dtype, mode="auto"):
+    enc = TransformerEncoder(cfg, W, device=device, dtype=dtype, execution_mode=mode)
+    resolved = enc._resolve_mode(None)
 
     def run(ids, mask):
         e = enc.mean_pool(enc.forward(ids, mask), mask)   # downloads: synchronises
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-    return run, "lightning_core eager (TransformerEncoder)"
+    return run, f"lightning_core {resolved} (TransformerEncoder, execution_mode={mode!r})"
 
 
 def _torch_module(torch, cfg, W):
@@ -316,7 +317,8 @@ def _min_cos(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_bench(cfg: dict, W: Dict[str, np.ndarray], shapes: List[Tuple[int, int]], *,
               device: str = "cpu", dtype: str = "float32", repeats: int = 20,
-              peers: Optional[List[str]] = None, log: Optional[Callable[[str], None]] = None):
+              peers: Optional[List[str]] = None, log: Optional[Callable[[str], None]] = None,
+              lc_mode: str = "auto"):
     """Time every peer on every (batch, seq) shape.
 
     Parameters
@@ -337,6 +339,9 @@ def run_bench(cfg: dict, W: Dict[str, np.ndarray], shapes: List[Tuple[int, int]]
         Columns to run (default every one of ``PEERS``).
     log : callable, optional
         Called with a line of progress text per cell (e.g. to stderr).
+    lc_mode : {"auto", "eager", "graph"}
+        The lc column's ``TransformerEncoder`` execution mode ("auto": graph on CUDA, eager on
+        the CPU).
 
     Returns
     -------
@@ -348,7 +353,7 @@ def run_bench(cfg: dict, W: Dict[str, np.ndarray], shapes: List[Tuple[int, int]]
     built: Dict[str, Any] = {}
     notes: Dict[str, str] = {}
     if "lc" in peers:
-        run, what = _lc_peer(cfg, W, device, dtype)
+        run, what = _lc_peer(cfg, W, device, dtype, lc_mode)
         built["lc"] = (run, lambda i, m: (i, m))
         notes["lc"] = what
     for name, got in _torch_peers(cfg, W, device, dtype, [p for p in peers if p != "lc"]).items():

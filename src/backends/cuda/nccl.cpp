@@ -227,6 +227,7 @@ class NcclCommunicator final : public Communicator {
                   ReduceOp op) override {
     Launch l(*this, "all_reduce");
     if (count <= 0) return;  // every rank has 0 (shapes agree): nothing to move
+    op = one_rank_op(op);
     check(l.a.ncclAllReduce(send, recv, static_cast<size_t>(count), to_nccl(dtype), to_nccl(op),
                             comm_, l.stream),
           "all_reduce", "ncclAllReduce", comm_);
@@ -242,6 +243,7 @@ class NcclCommunicator final : public Communicator {
                       ReduceOp op) override {
     Launch l(*this, "reduce_scatter");
     if (count <= 0) return;  // every rank has 0 (shapes agree): nothing to move
+    op = one_rank_op(op);
     check(l.a.ncclReduceScatter(send, recv, static_cast<size_t>(count), to_nccl(dtype),
                                 to_nccl(op), comm_, l.stream),
           "reduce_scatter", "ncclReduceScatter", comm_);
@@ -305,6 +307,13 @@ class NcclCommunicator final : public Communicator {
     cudaStream_t stream = nullptr;
     EnqueueScope enq;
   };
+
+  // With one rank, avg is sum (x / 1 == x). NCCL 2.28.9 (H200, 2026-12-01) left the last
+  // count % 2^22 elements of an out-of-place one-rank ncclAvg unwritten at count = 2^22 + 3
+  // (sum / max / min were right), so the one-rank case never asks NCCL for ncclAvg.
+  ReduceOp one_rank_op(ReduceOp op) const {
+    return size_ == 1 && op == ReduceOp::avg ? ReduceOp::sum : op;
+  }
 
   CommT comm_;
   int rank_, size_, device_;
