@@ -134,7 +134,11 @@ DOCS: dict[str, dict[str, Any]] = {
         "x": (_ARRAY, "Input ``[..., in]``."),
         "weight": (_ARRAY, "Weight ``[out, in]`` (torch's layout), x's dtype."),
         "bias": (_ARRAY + " or None", "Bias ``[out]`` (None: no bias).")}},
-    "layernorm": {"params": {"x": (_ARRAY, "Input ``[..., C]``, normalised over C.")}},
+    "layernorm": {"params": {
+        "x": (_ARRAY, "Input ``[..., C]``, normalised over C."),
+        "residual": (_ARRAY + " or None", "Added to x before normalising (the fused residual "
+                     "add: y = layernorm(x + residual), summed in float32 for 16-bit storage); "
+                     "exactly x's shape and dtype, any strides (None: nothing added).")}},
     "softmax": {"params": {"x": (_ARRAY, "Input ``[..., C]``; softmax over C.")}},
     "gelu": {"params": {"a": (_ARRAY, "Input.")}},
     "embedding": {"params": {"weight": (_ARRAY, "Table ``[V, D]`` (float32, float16 or "

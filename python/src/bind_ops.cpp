@@ -4,7 +4,8 @@
 //   conv2d_nchw(x, w, b, stride_h=1, stride_w=1, pad_h=0, pad_w=0, device=None, *, activation="none")
 //   matmul(a, b, device=None, *, policy=None)          torch.matmul semantics (+ matmul_into)
 //   linear(x, weight, bias=None, activation="none", device=None, *, residual=None, policy=None)
-//   layernorm, softmax, vector_add/sub/mul/scale, matrix_sub, relu (+ _into)
+//   layernorm(x, gamma=None, beta=None, eps=1e-5, device=None, *, residual=None, policy=None)
+//   softmax, vector_add/sub/mul/scale, matrix_sub, relu (+ _into)
 //   add/sub/mul/div(a, b, device=None, *, policy=None): numpy broadcasting (+ _into)
 //   gelu(a, device=None, *, approximate="tanh", policy=None) (+ _into)
 //   embedding(ids, weight, device=None, *, policy=None) (+ _into)
@@ -140,22 +141,25 @@ nb::object conv2d_impl(const lc::OpDef& d, const Handles<10>& h, nb::handle out)
 }
 
 // ---- layernorm / softmax ---------------------------------------------------------------------
-// layernorm(x, gamma, beta, eps, device, *, policy)
-nb::object layernorm_impl(const lc::OpDef& d, const Handles<6>& h, nb::handle out) {
+// layernorm(x, gamma, beta, eps, device, *, residual, policy)
+nb::object layernorm_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle out) {
   const char* op = d.name;
-  Arg x, g, b;
+  Arg x, g, b, r;
   to_arg(h[0], op, "x", x);
   const bool has_g = to_opt_arg(h[1], op, "gamma", g);
   const bool has_b = to_opt_arg(h[2], op, "beta", b);
+  const bool has_r = to_opt_arg(h[5], op, "residual", r);
   const float eps = static_cast<float>(float_param(h[3], op, "eps"));
-  const lc::ExecutionPolicy p = resolve_policy(h[4], h[5], op);
+  const lc::ExecutionPolicy p = resolve_policy(h[4], h[6], op);
   const lc::Tensor* gp = has_g ? &g.t : nullptr;
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
+  const lc::Tensor* rp = has_r ? &r.t : nullptr;
   return run_op(
-      out, op, {&x, has_g ? &g : nullptr, has_b ? &b : nullptr}, p, d.flops_hint(lc::OpArgs{&x.t}),
-      [&] { return lc::layernorm_out_shape(x.t, gp, bp, eps); },
-      [&](lc::Tensor& o) { lc::layernorm_into(x.t, gp, bp, eps, o, p); },
-      [&] { return lc::layernorm(x.t, gp, bp, eps, p); });
+      out, op, {&x, has_g ? &g : nullptr, has_b ? &b : nullptr, has_r ? &r : nullptr}, p,
+      d.flops_hint(lc::OpArgs{&x.t, gp, bp, rp}),
+      [&] { return lc::layernorm_out_shape(x.t, gp, bp, eps, rp); },
+      [&](lc::Tensor& o) { lc::layernorm_into(x.t, gp, bp, eps, o, p, rp); },
+      [&] { return lc::layernorm(x.t, gp, bp, eps, p, rp); });
 }
 
 nb::object softmax_impl(const lc::OpDef& d, const Handles<3>& h, nb::handle out) {
@@ -357,7 +361,8 @@ void register_ops(nb::module_& m) {
   def_op<&layernorm, 3, &layernorm_impl>(m, nb::arg("x").none(), nb::arg("gamma").none() = none,
                                          nb::arg("beta").none() = none,
                                          nb::arg("eps").none() = 1e-5f, nb::arg("device") = none,
-                                         nb::kw_only(), nb::arg("policy") = none);
+                                         nb::kw_only(), nb::arg("residual").none() = none,
+                                         nb::arg("policy") = none);
   def_op<&softmax, 1, &softmax_impl>(m, nb::arg("x").none(), nb::arg("device") = none,
                                      nb::kw_only(), nb::arg("policy") = none);
 #define LC_BINARY(NAME)                                                                         \

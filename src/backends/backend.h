@@ -162,9 +162,12 @@ struct Conv2dArgs {
 };
 
 // Row-wise over x[rows, cols]: out = (x - mean) / sqrt(var + eps) * gamma + beta.
-// x, gamma, beta and out hold `dtype` elements (all the same): float32, float16, bfloat16, or
-// float64 on the CPU only. 16-bit rows are computed in float32 and rounded once on store;
-// float64 rows are computed in float64. rows or cols may be 0 (nothing to do).
+// With a residual (rows x cols, contiguous like x) the row is x + residual, summed in the
+// compute type as the row is read (the fused residual add + layernorm: no extra kernel, no
+// temporary; 16-bit sums are not rounded to 16 bits before the statistics).
+// x, gamma, beta, residual and out hold `dtype` elements (all the same): float32, float16,
+// bfloat16, or float64 on the CPU only. 16-bit rows are computed in float32 and rounded once on
+// store; float64 rows are computed in float64. rows or cols may be 0 (nothing to do).
 struct LayerNormArgs {
   const void* x = nullptr;
   const void* gamma = nullptr;  // optional, length cols
@@ -173,6 +176,8 @@ struct LayerNormArgs {
   std::int64_t rows = 0, cols = 0;
   float eps = 1e-5f;
   DType dtype = DType::f32;
+  // optional, rows x cols (nullptr: none); last, so brace-initialised args keep their meaning
+  const void* residual = nullptr;
 };
 
 // Row-wise softmax over the last dimension of x[rows, cols] (dtypes as LayerNormArgs).

@@ -6,6 +6,9 @@
 // gamma / beta are [C] in x's dtype (as torch's layer_norm with bf16 weights); ops never mix
 // storage dtypes. Zero-size x (a zero leading dimension, or C == 0) gives an empty result of
 // x's shape, as numpy and torch do, and launches nothing.
+// layernorm's optional `residual` (x's shape and dtype, any strides) is the fused residual add:
+// y = layernorm(x + residual), the sum formed in the compute type as the kernel reads the row
+// (one kernel, no temporary; the graph's residual_layernorm rule folds add -> layernorm here).
 #include "runtime/op_runner.h"
 #include "ops/checks.h"
 #include "ops/registry.h"
@@ -26,9 +29,9 @@ std::int64_t last_dim(const Tensor& x) { return x.size(x.ndim() - 1); }
 // The op's facts come from its OpDef (registry.h): the work estimate, and the CUDA kernels'
 // dtypes (float32 / float16 / bfloat16; float64 runs on the CPU).
 void place(OpRunner& r, const OpDef& def, const Tensor& x, const Tensor* gamma = nullptr,
-           const Tensor* beta = nullptr) {
-  const OpArgs args{&x};
-  r.place(def.work(args), {&x, gamma, beta}, def.supports(DeviceKind::cuda, args));
+           const Tensor* beta = nullptr, const Tensor* residual = nullptr) {
+  const OpArgs args{&x, gamma, beta, residual};
+  r.place(def.work(args), {&x, gamma, beta, residual}, def.supports(DeviceKind::cuda, args));
 }
 
 void check_affine(const char* op, const char* name, const Tensor* t, const Tensor& x) {
@@ -41,8 +44,8 @@ void check_affine(const char* op, const char* name, const Tensor* t, const Tenso
                         "), got shape " + t->shape_str());
 }
 
-void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps,
-                   Tensor& out) {
+void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                   const Tensor* residual, float eps, Tensor& out) {
   if (x.numel() == 0) {  // an empty result: nothing to stage or launch
     r.finish();
     return;
@@ -51,6 +54,7 @@ void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tens
   a.x = r.in_raw(x);
   a.gamma = r.in_raw_opt(gamma);
   a.beta = r.in_raw_opt(beta);
+  a.residual = r.in_raw_opt(residual);  // staged contiguous like x when strided
   a.cols = last_dim(x);
   a.rows = x.numel() / a.cols;
   a.eps = eps;
@@ -79,19 +83,30 @@ void check_eps(const char* op, float eps) {
   if (!(eps > 0.0f)) throw_value(op, "eps must be > 0, got " + std::to_string(eps));
 }
 
+void check_residual(const char* op, const Tensor* res, const Tensor& x) {
+  if (!res) return;
+  check_same_dtype(op, "x", x, "residual", *res);
+  if (res->ndim() != x.ndim() || res->shape() != x.shape())
+    throw_value(op, "'residual' must have x's shape " + x.shape_str() +
+                        " (it is added to x elementwise, without broadcasting), got " +
+                        res->shape_str() + "; pass a residual of x's shape or add it first");
+}
+
 void check_layernorm(const char* op, const Tensor& x, const Tensor* gamma, const Tensor* beta,
-                     float eps) {
+                     float eps, const Tensor* residual) {
   check_rows(op, x);
   check_affine(op, "gamma", gamma, x);
   check_affine(op, "beta", beta, x);
+  check_residual(op, residual, x);
   check_eps(op, eps);
 }
 
 }  // namespace
 
 std::vector<std::int64_t> layernorm_out_shape(const Tensor& x, const Tensor* gamma,
-                                              const Tensor* beta, float eps) {
-  check_layernorm("layernorm", x, gamma, beta, eps);
+                                              const Tensor* beta, float eps,
+                                              const Tensor* residual) {
+  check_layernorm("layernorm", x, gamma, beta, eps, residual);
   return x.shape();
 }
 
@@ -101,23 +116,23 @@ std::vector<std::int64_t> softmax_out_shape(const Tensor& x) {
 }
 
 void layernorm_into(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps, Tensor& out,
-                    const ExecutionPolicy& p) {
+                    const ExecutionPolicy& p, const Tensor* residual) {
   static constexpr const char* op = "layernorm";
-  check_layernorm(op, x, gamma, beta, eps);
+  check_layernorm(op, x, gamma, beta, eps, residual);
   check_out_like(op, out, x);
   OpRunner r(op, p);
-  place(r, opdefs::layernorm, x, gamma, beta);
-  run_layernorm(r, x, gamma, beta, eps, out);
+  place(r, opdefs::layernorm, x, gamma, beta, residual);
+  run_layernorm(r, x, gamma, beta, residual, eps, out);
 }
 
 Tensor layernorm(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps,
-                 const ExecutionPolicy& p) {
+                 const ExecutionPolicy& p, const Tensor* residual) {
   static constexpr const char* op = "layernorm";
-  check_layernorm(op, x, gamma, beta, eps);
+  check_layernorm(op, x, gamma, beta, eps, residual);
   OpRunner r(op, p);
-  place(r, opdefs::layernorm, x, gamma, beta);
+  place(r, opdefs::layernorm, x, gamma, beta, residual);
   Tensor out = r.result(x.shape(), x.dtype());
-  run_layernorm(r, x, gamma, beta, eps, out);
+  run_layernorm(r, x, gamma, beta, residual, eps, out);
   return out;
 }
 

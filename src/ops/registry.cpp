@@ -292,6 +292,22 @@ OpResult infer_rows(const OpDef& d, const OpArgs& a) {
 WorkEstimate work_rows(const OpArgs& a) {
   return norm_work(a[0].numel(), static_cast<double>(dtype_size(a.dtype)));
 }
+// layernorm(x, gamma, beta, residual): gamma / beta as infer_rows; the residual (the fused
+// residual add) must be exactly x's shape.
+OpResult infer_layernorm(const OpDef& d, const OpArgs& a) {
+  if (a.has(3) && to_vec(a[3]) != to_vec(a[0]))
+    throw_value(d.name, "'residual' must have x's shape " + shape_str(to_vec(a[0])) +
+                            " (it is added to x elementwise, without broadcasting), got " +
+                            shape_str(to_vec(a[3])));
+  OpArgs affine = a;
+  affine.n = std::min(a.n, 3);
+  return infer_rows(d, affine);
+}
+WorkEstimate work_layernorm(const OpArgs& a) {
+  WorkEstimate w = work_rows(a);
+  if (a.has(3)) w.flops += a[0].numel();  // the residual add
+  return w;
+}
 
 // ---- elementwise -----------------------------------------------------------------------------
 
@@ -406,10 +422,11 @@ const OpDef conv_attention_nchw{
     kF32Only, kF32Only, &infer_conv_attention, &work_conv_attention, &limits_conv_attention};
 
 const OpDef layernorm{
-    "layernorm", OpFamily::norm, "Layer normalisation over the last dimension.",
-    {{in("x", -1, 1), opt("gamma", 1), opt("beta", 1)}}, {kOut},
+    "layernorm", OpFamily::norm,
+    "Layer normalisation over the last dimension, of x + residual when a residual is given.",
+    {{in("x", -1, 1), opt("gamma", 1), opt("beta", 1), opt("residual")}}, {kOut},
     {{{"eps", AttrType::real, "1e-05", nullptr}}},
-    kFloatAll, kFloat16x, &infer_rows, &work_rows, nullptr};
+    kFloatAll, kFloat16x, &infer_layernorm, &work_layernorm, nullptr};
 
 const OpDef softmax{
     "softmax", OpFamily::norm, "Softmax over the last dimension.",
