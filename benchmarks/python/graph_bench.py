@@ -6,6 +6,7 @@ Cases (the issue's speed targets):
     (graph >= 1.3x torch CUDA-graph replay, >= 3x torch eager);
   - FFN (linear + bias + gelu -> linear + bias) and LN -> projection, batch 256..2048
     (graph >= 1.2x torch CUDA-graph replay);
+  - add -> LN (a post-LN residual join, rule residual_layernorm), batch 256 / 2048, d 768;
   - a MiniLM-like encoder block (single head, seq 128, d 384, ffn 1536);
   - a small chain of tiny ops where per-op overhead dominates (replay overhead per node);
   - lc.models.TinyTransformerRunner (2 multi-head pre-LN blocks, batch 8 x seq 128, hidden 256):
@@ -27,6 +28,7 @@ from suite_main import suite_main
 RESIDUAL_CHAIN = (256, 512, 2048, 6)
 FFN = [(256, 768, 3072), (1024, 768, 3072), (2048, 768, 3072)]
 LN_PROJ = [(256, 1024, 1024), (2048, 1024, 1024)]
+ADD_LN = [(256, 768), (2048, 768)]  # rows, d: add(x, r) -> layernorm (rule residual_layernorm)
 ENCODER = (128, 384, 1536)
 TINY_CHAIN = (64, 64, 8)  # rows, cols, elementwise nodes
 
@@ -131,6 +133,27 @@ def ln_proj_case(b: int, d: int, o: int, mode: str) -> Case:
                                  "b": randn(rng, o, scale=0.1)},
         numpy_fn=lambda i: np_layernorm(i["x"], i["g"], i["beta"]) @ i["w"].T + i["b"],
         lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-3, impl=f"lc.compile ({mode})",
+    )
+
+
+def add_ln_case(b: int, d: int, mode: str) -> Case:
+    """A post-LN residual join: layernorm(x + r) * g + beta; the graph folds it into one
+    layernorm(x, g, beta, residual=r) kernel (rule residual_layernorm, with layernorm_affine)."""
+    def lc_fn(lc, i, dev):
+        def add_ln(x, r):
+            return lc.add(lc.mul(lc.layernorm(lc.add(x, r)), i["g"]), i["beta"])
+        return _compiled(lc, ("addln", id(i["g"])), add_ln, dev, mode)(i["x"], i["r"])
+
+    def torch_fn(torch, i):
+        return torch.nn.functional.layer_norm(i["x"] + i["r"], (d,), i["g"], i["beta"], 1e-5)
+
+    return Case(
+        suite="graph", family="add->ln graph", name=f"{mode}: batch={b},d_model={d}",
+        params={"batch": b, "d_model": d, "mode": mode},
+        make_inputs=lambda rng: {"x": randn(rng, b, d), "r": randn(rng, b, d),
+                                 "g": 1.0 + randn(rng, d, scale=0.1), "beta": randn(rng, d, scale=0.1)},
+        numpy_fn=lambda i: np_layernorm(i["x"] + i["r"], i["g"], i["beta"]),
+        lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-4, impl=f"lc.compile ({mode})",
     )
 
 
@@ -305,6 +328,7 @@ def build_cases(quick: bool = False) -> List[Case]:
         cases.append(residual_chain_case(mode))
         cases += [ffn_case(*s, mode) for s in (FFN[:1] if quick else FFN)]
         cases += [ln_proj_case(*s, mode) for s in (LN_PROJ[:1] if quick else LN_PROJ)]
+        cases += [add_ln_case(*s, mode) for s in (ADD_LN[:1] if quick else ADD_LN)]
         cases.append(encoder_case(mode))
         cases.append(tiny_chain_case(mode))
         cases.append(runner_case(mode))

@@ -11,6 +11,11 @@
 //   conv_activation    conv2d_nchw + relu / gelu(tanh) -> conv2d_nchw(activation)
 //   layernorm_affine   layernorm without gamma/beta + mul by 1-D [c] + add of 1-D [c]
 //                      -> layernorm(x, gamma, beta)
+//   residual_layernorm add(a, b) of two tensors of one shape whose only reader is a layernorm
+//                      (reading it as x) -> layernorm(a, ..., residual=b): the sum is formed in
+//                      the layernorm kernel's row pass. The anchor here is the add, folded
+//                      forwards into its reader (the rules above fold readers into producers);
+//                      an add that residual_epilogue already took into a linear is gone by then
 //   scale_chain        vector_scale(vector_scale(x, a), b) -> vector_scale(x, a * b)
 //   qkv_projection     two or more linears of the same x with constant weights (and constant or
 //                      no biases, one activation, no residual) -> one linear with the weights
@@ -289,6 +294,45 @@ struct Fuser {
     }
   }
 
+  // ---- residual add -> layernorm(residual=) ---------------------------------------------
+  void residual_layernorm(int a) {
+    const Step& s = g.steps[static_cast<std::size_t>(a)];
+    if (!is_add(s)) return;
+    const int out = s.out[0];
+    std::string why;
+    const int c = sole_reader(a, why);
+    if (c < 0) {
+      // Say why only when a layernorm reads the sum.
+      for (int r : readers(out))
+        if (is(g.steps[static_cast<std::size_t>(r)], opdefs::layernorm))
+          return note("residual_layernorm", a, r, false, why);
+      return;
+    }
+    Step& n = g.steps[static_cast<std::size_t>(c)];
+    if (!is(n, opdefs::layernorm)) return;
+    const auto& shp = t(out).shape;
+    if (n.in[0] != out)
+      return note("residual_layernorm", a, c, false, "the layernorm reads the sum as gamma or beta, not as x");
+    if (n.in.size() > 3 && n.in[3] >= 0)
+      return note("residual_layernorm", a, c, false, "the layernorm has a residual already");
+    const int x = s.in[0], r = s.in[1];
+    if (t(x).shape != shp || t(r).shape != shp)
+      return note("residual_layernorm", a, c, false,
+                  "the add broadcasts (" + shape_str(t(x).shape) + " + " + shape_str(t(r).shape) +
+                      "); the residual must have x's shape");
+    if (t(x).dtype != t(out).dtype || t(r).dtype != t(out).dtype)
+      return note("residual_layernorm", a, c, false, "the operands' dtypes differ from the sum's");
+    if (!o.residual_layernorm) return note("residual_layernorm", a, c, false, "switched off");
+    // The add's operands exist before the add runs, so before the layernorm too.
+    n.in.resize(std::max<std::size_t>(n.in.size(), 4), -1);
+    n.in[0] = x;
+    n.in[3] = r;
+    n.fused.insert(n.fused.begin(), s.name);
+    for (const std::string& f : s.fused) n.fused.push_back(f);
+    dead[static_cast<std::size_t>(a)] = true;
+    note("residual_layernorm", a, c, true, "the residual add runs in the layernorm's row pass");
+  }
+
   // ---- vector_scale chains --------------------------------------------------------------
   void scale_chain(int a) {
     for (;;) {
@@ -417,6 +461,7 @@ std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o) {
     f.linear_chain(a);
     f.conv_chain(a);
     f.layernorm_chain(a);
+    f.residual_layernorm(a);
     f.scale_chain(a);
   }
   // After the epilogues (biases and activations are folded first), siblings of one input.
