@@ -5,7 +5,8 @@
 //   matmul(a, b, device=None, *, policy=None)          torch.matmul semantics (+ matmul_into)
 //   linear(x, weight, bias=None, activation="none", device=None, *, residual=None, policy=None)
 //   layernorm(x, gamma=None, beta=None, eps=1e-5, device=None, *, residual=None, policy=None)
-//   softmax, vector_add/sub/mul/scale, matrix_sub, relu (+ _into)
+//   softmax(x, device=None, *, scale=None, mask=None, policy=None)
+//   vector_add/sub/mul/scale, matrix_sub, relu (+ _into)
 //   add/sub/mul/div(a, b, device=None, *, policy=None): numpy broadcasting (+ _into)
 //   gelu(a, device=None, *, approximate="tanh", policy=None) (+ _into)
 //   embedding(ids, weight, device=None, *, policy=None) (+ _into)
@@ -162,14 +163,20 @@ nb::object layernorm_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle ou
       [&] { return lc::layernorm(x.t, gp, bp, eps, p, rp); });
 }
 
-nb::object softmax_impl(const lc::OpDef& d, const Handles<3>& h, nb::handle out) {
+// softmax(x, device, *, scale, mask, policy)
+nb::object softmax_impl(const lc::OpDef& d, const Handles<5>& h, nb::handle out) {
   const char* op = d.name;
-  Arg x;
+  Arg x, m;
   to_arg(h[0], op, "x", x);
-  const lc::ExecutionPolicy p = resolve_policy(h[1], h[2], op);
+  const bool has_m = to_opt_arg(h[3], op, "mask", m);
+  const float scale = h[2].is_none() ? 1.0f : static_cast<float>(float_param(h[2], op, "scale"));
+  const lc::ExecutionPolicy p = resolve_policy(h[1], h[4], op);
+  const lc::Tensor* mp = has_m ? &m.t : nullptr;
   return run_op(
-      out, op, {&x}, p, d.flops_hint(lc::OpArgs{&x.t}), [&] { return lc::softmax_out_shape(x.t); },
-      [&](lc::Tensor& o) { lc::softmax_into(x.t, o, p); }, [&] { return lc::softmax(x.t, p); });
+      out, op, {&x, has_m ? &m : nullptr}, p, d.flops_hint(lc::OpArgs{&x.t, mp}),
+      [&] { return lc::softmax_out_shape(x.t, scale, mp); },
+      [&](lc::Tensor& o) { lc::softmax_into(x.t, o, p, scale, mp); },
+      [&] { return lc::softmax(x.t, p, scale, mp); });
 }
 
 // ---- elementwise -----------------------------------------------------------------------------
@@ -364,7 +371,8 @@ void register_ops(nb::module_& m) {
                                          nb::kw_only(), nb::arg("residual").none() = none,
                                          nb::arg("policy") = none);
   def_op<&softmax, 1, &softmax_impl>(m, nb::arg("x").none(), nb::arg("device") = none,
-                                     nb::kw_only(), nb::arg("policy") = none);
+                                     nb::kw_only(), nb::arg("scale").none() = none,
+                                     nb::arg("mask").none() = none, nb::arg("policy") = none);
 #define LC_BINARY(NAME)                                                                         \
   def_op<&od::NAME, 2, &binary_impl>(m, nb::arg("a").none(), nb::arg("b").none(),               \
                                      nb::arg("device") = none, nb::kw_only(),                   \

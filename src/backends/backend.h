@@ -180,12 +180,20 @@ struct LayerNormArgs {
   const void* residual = nullptr;
 };
 
-// Row-wise softmax over the last dimension of x[rows, cols] (dtypes as LayerNormArgs).
+// Row-wise softmax over the last dimension of x[rows, cols] (dtypes as LayerNormArgs):
+// out = softmax(x * scale + mask), the scale and the additive mask applied in the compute type
+// as the row is read (the fused softmax + scale + mask: no extra kernel, no temporary).
 struct SoftmaxArgs {
   const void* x = nullptr;
   void* out = nullptr;
   std::int64_t rows = 0, cols = 0;
   DType dtype = DType::f32;
+  // (last, so brace-initialised args keep their meaning)
+  float scale = 1.0f;
+  // optional additive mask of `dtype`, mask_rows x cols contiguous: row r of x gets mask row
+  // r % mask_rows (a mask over x's trailing dimensions, repeated over the leading ones).
+  const void* mask = nullptr;
+  std::int64_t mask_rows = 1;
 };
 
 // gelu is the tanh approximation (what gelu computed before approximate= existed); gelu_erf is

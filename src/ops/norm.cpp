@@ -9,6 +9,12 @@
 // layernorm's optional `residual` (x's shape and dtype, any strides) is the fused residual add:
 // y = layernorm(x + residual), the sum formed in the compute type as the kernel reads the row
 // (one kernel, no temporary; the graph's residual_layernorm rule folds add -> layernorm here).
+// softmax's optional `scale` (finite, > 0) and additive `mask` (x's dtype, shape equal to x's
+// trailing dimensions, e.g. [S, S] or [S] for x [B, H, S, S]; repeated over the leading ones)
+// fuse the attention-score prologue: softmax(x * scale + mask), applied as the row is read
+// (the graph's softmax_scale rule folds vector_scale / add -> softmax here).
+#include <cmath>
+
 #include "runtime/op_runner.h"
 #include "ops/checks.h"
 #include "ops/registry.h"
@@ -32,6 +38,11 @@ void place(OpRunner& r, const OpDef& def, const Tensor& x, const Tensor* gamma =
            const Tensor* beta = nullptr, const Tensor* residual = nullptr) {
   const OpArgs args{&x, gamma, beta, residual};
   r.place(def.work(args), {&x, gamma, beta, residual}, def.supports(DeviceKind::cuda, args));
+}
+
+void place_softmax(OpRunner& r, const Tensor& x, const Tensor* mask) {
+  const OpArgs args{&x, mask};
+  r.place(opdefs::softmax.work(args), {&x, mask}, opdefs::softmax.supports(DeviceKind::cuda, args));
 }
 
 void check_affine(const char* op, const char* name, const Tensor* t, const Tensor& x) {
@@ -64,7 +75,7 @@ void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tens
   r.finish();
 }
 
-void run_softmax(OpRunner& r, const Tensor& x, Tensor& out) {
+void run_softmax(OpRunner& r, const Tensor& x, float scale, const Tensor* mask, Tensor& out) {
   if (x.numel() == 0) {
     r.finish();
     return;
@@ -74,6 +85,9 @@ void run_softmax(OpRunner& r, const Tensor& x, Tensor& out) {
   a.cols = last_dim(x);
   a.rows = x.numel() / a.cols;
   a.dtype = x.dtype();
+  a.scale = scale;
+  a.mask = r.in_raw_opt(mask);  // staged contiguous when strided
+  a.mask_rows = mask ? mask->numel() / a.cols : 1;
   a.out = r.out_raw(out);
   r.launch([&](Backend& be) { be.softmax(a); });
   r.finish();
@@ -101,6 +115,21 @@ void check_layernorm(const char* op, const Tensor& x, const Tensor* gamma, const
   check_eps(op, eps);
 }
 
+void check_softmax(const char* op, const Tensor& x, float scale, const Tensor* mask) {
+  check_rows(op, x);
+  if (!(scale > 0.0f) || !std::isfinite(scale))
+    throw_value(op, "scale must be a finite number > 0 (1: x unscaled), got " + std::to_string(scale));
+  if (!mask) return;
+  check_same_dtype(op, "x", x, "mask", *mask);
+  const int xd = x.ndim(), md = mask->ndim();
+  bool ok = md >= 1 && md <= xd;
+  for (int i = 0; ok && i < md; ++i) ok = mask->size(md - 1 - i) == x.size(xd - 1 - i);
+  if (!ok)
+    throw_value(op, "'mask' must have x's trailing dimensions (x is " + x.shape_str() +
+                        "; e.g. its last one, or its last two), got " + mask->shape_str() +
+                        "; it is added to every row without other broadcasting");
+}
+
 }  // namespace
 
 std::vector<std::int64_t> layernorm_out_shape(const Tensor& x, const Tensor* gamma,
@@ -110,8 +139,8 @@ std::vector<std::int64_t> layernorm_out_shape(const Tensor& x, const Tensor* gam
   return x.shape();
 }
 
-std::vector<std::int64_t> softmax_out_shape(const Tensor& x) {
-  check_rows("softmax", x);
+std::vector<std::int64_t> softmax_out_shape(const Tensor& x, float scale, const Tensor* mask) {
+  check_softmax("softmax", x, scale, mask);
   return x.shape();
 }
 
@@ -136,22 +165,23 @@ Tensor layernorm(const Tensor& x, const Tensor* gamma, const Tensor* beta, float
   return out;
 }
 
-void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p) {
+void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p, float scale,
+                  const Tensor* mask) {
   static constexpr const char* op = "softmax";
-  check_rows(op, x);
+  check_softmax(op, x, scale, mask);
   check_out_like(op, out, x);
   OpRunner r(op, p);
-  place(r, opdefs::softmax, x);
-  run_softmax(r, x, out);
+  place_softmax(r, x, mask);
+  run_softmax(r, x, scale, mask, out);
 }
 
-Tensor softmax(const Tensor& x, const ExecutionPolicy& p) {
+Tensor softmax(const Tensor& x, const ExecutionPolicy& p, float scale, const Tensor* mask) {
   static constexpr const char* op = "softmax";
-  check_rows(op, x);
+  check_softmax(op, x, scale, mask);
   OpRunner r(op, p);
-  place(r, opdefs::softmax, x);
+  place_softmax(r, x, mask);
   Tensor out = r.result(x.shape(), x.dtype());
-  run_softmax(r, x, out);
+  run_softmax(r, x, scale, mask, out);
   return out;
 }
 

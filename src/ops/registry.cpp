@@ -303,6 +303,19 @@ OpResult infer_layernorm(const OpDef& d, const OpArgs& a) {
   affine.n = std::min(a.n, 3);
   return infer_rows(d, affine);
 }
+// softmax(x, mask): the mask must be x's trailing dimensions.
+OpResult infer_softmax(const OpDef& d, const OpArgs& a) {
+  if (a.has(1)) {
+    const ShapeRef& x = a[0];
+    const ShapeRef& m = a[1];
+    bool ok = m.ndim >= 1 && m.ndim <= x.ndim;
+    for (int i = 0; ok && i < m.ndim; ++i) ok = m[m.ndim - 1 - i] == x[x.ndim - 1 - i];
+    if (!ok)
+      throw_value(d.name, "'mask' must have x's trailing dimensions (x is " + shape_str(to_vec(x)) +
+                              "), got " + shape_str(to_vec(m)));
+  }
+  return {to_vec(a[0]), a.dtype};
+}
 WorkEstimate work_layernorm(const OpArgs& a) {
   WorkEstimate w = work_rows(a);
   if (a.has(3)) w.flops += a[0].numel();  // the residual add
@@ -429,9 +442,12 @@ const OpDef layernorm{
     kFloatAll, kFloat16x, &infer_layernorm, &work_layernorm, nullptr};
 
 const OpDef softmax{
-    "softmax", OpFamily::norm, "Softmax over the last dimension.",
-    {{in("x", -1, 1)}}, {kOut}, {},
-    kFloatAll, kFloat16x, &infer_rows, &work_rows, nullptr};
+    "softmax", OpFamily::norm,
+    "Softmax over the last dimension of x * scale + mask (both optional; the mask has x's "
+    "trailing dimensions).",
+    {{in("x", -1, 1), opt("mask")}}, {kOut},
+    {{{"scale", AttrType::real, "None", "None: 1 (x unscaled)"}}},
+    kFloatAll, kFloat16x, &infer_softmax, &work_rows, nullptr};
 
 #define LC_EW_OP(NAME, SUMMARY, INPUTS, ATTRS, INFER, WORK)                                    \
   const OpDef NAME{#NAME, OpFamily::elementwise, SUMMARY, INPUTS, {kOut}, ATTRS,               \

@@ -376,6 +376,117 @@ def test_gpu_layernorm_residual_resident(dtype, rng):
         assert rel_error(f64(y), ref) <= TOL[dtype], (dtype, shape)
 
 
+# ---- softmax(x * scale + mask): the fused attention-score prologue --------------------------
+# scale and the additive mask are applied in the compute type as the kernel reads the row; the
+# mask has x's trailing dimensions (repeated over the leading ones), any strides.
+
+SM_SHAPES = [(7,), (1, 1), (1, 13), (3, 5, 129), (2, 3, 8, 8), (2, 1, 3, 768), (3, 1031),
+             (2, 16411), (600, 450)]
+
+
+def softmax_mask_cases():
+    for dtype in DTYPES:
+        for device in devices_for(dtype):
+            for shape in SM_SHAPES:
+                yield pytest.param(dtype, device, shape, id=f"{dtype}-{device}-{'x'.join(map(str, shape))}")
+
+
+@pytest.mark.parametrize("form", ["return", "into"])
+@pytest.mark.parametrize("kinds", RES_KINDS, ids=lambda k: "-".join(k))
+@pytest.mark.parametrize("dtype,device,shape", list(softmax_mask_cases()))
+def test_softmax_scale_mask(dtype, device, shape, kinds, form, rng):
+    xk, mk = kinds
+    x = cast(rng.standard_normal(shape) * 3.0, dtype)
+    mdims = int(rng.integers(0, min(len(shape), 2) + 1))  # no mask / [C] / [R, C]
+    mask = None
+    if mdims:
+        m = rng.standard_normal(shape[-mdims:]) * 2.0
+        m[rng.random(m.shape) < 0.2] = -np.inf  # masked-out entries weigh 0
+        m.reshape(-1, shape[-1])[:, 0] = 0.0  # every row keeps a finite entry
+        mask = cast(m, dtype)
+    scale = float(rng.choice([1.0, 0.125, 2.5]))
+    arg = f64(x) * scale + (0.0 if mask is None else f64(mask))
+    ref = ref_softmax(arg)
+    xa = make(xk, x, device, dtype)
+    ma = None if mask is None else make(mk, mask, device, dtype)
+    where = f"softmax scale={scale} mask={None if mask is None else mask.shape} {dtype} {shape} on {device} ({xk}/{mk}, {form})"
+    if form == "return":
+        res = lc.softmax(xa, device, scale=scale, mask=ma)
+    else:
+        out = poisoned_out(xk, shape, device, dtype)
+        res = lc.softmax_into(xa, out, device, scale=scale, mask=ma)
+        assert res is out, where
+    check_result(res, ref, xk, device, dtype, where)
+    if mask is not None:  # -inf entries are exactly 0
+        y = f64(res)
+        assert (y[np.broadcast_to(np.isneginf(f64(mask)), shape)] == 0).all(), where
+    assert np.array_equal(f64(xa), f64(x)), where
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_scale_mask_matches_unfused(dtype, rng):
+    x = cast(rng.standard_normal((2, 3, 9, 9)), dtype)
+    m = cast(np.triu(np.full((9, 9), -np.inf), 1), dtype)  # a causal mask
+    for device in devices_for(dtype):
+        fused = f64(lc.softmax(x, device, scale=0.25, mask=m))
+        unfused = f64(lc.softmax(lc.add(lc.vector_scale(x, 0.25, device), m, device), device))
+        tol = {"float64": 1e-13, "float32": 1e-6}.get(dtype, 2 * TOL[dtype])
+        assert rel_error(fused, unfused) <= tol, (dtype, device)
+        assert (fused[..., np.triu_indices(9, 1)[0], np.triu_indices(9, 1)[1]] == 0).all()
+        # the defaults are the plain softmax, bit for bit
+        assert np.array_equal(f64(lc.softmax(x, device, scale=None, mask=None)), f64(lc.softmax(x, device)))
+
+
+@pytest.mark.parametrize("device", backends)
+def test_softmax_scale_mask_bad_inputs(device):
+    x = np.ones((2, 3, 8), np.float32)
+    out = np.full((2, 3, 8), 7.0, np.float32)
+    for bad in [(3, 7), (2, 8), (1, 8), (2, 3, 8, 1), (1, 2, 3, 8)]:
+        with pytest.raises(ValueError, match=r"^\[softmax\] 'mask' must have x's trailing dimensions "
+                                             r"\(x is \[2, 3, 8\].*got \[" + ", ".join(map(str, bad)) + r"\]"):
+            lc.softmax(x, device, mask=np.zeros(bad, np.float32))
+        with pytest.raises(ValueError, match=r"'mask' must have x's trailing dimensions"):
+            lc.softmax_into(x, out, device, mask=np.zeros(bad, np.float32))
+    with pytest.raises(TypeError, match=r"^\[softmax\] 'x' is float32 but 'mask' is float16"):
+        lc.softmax_into(x, out, device, mask=np.zeros(8, np.float16))
+    for s in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"^\[softmax\] scale must be a finite number > 0"):
+            lc.softmax_into(x, out, device, scale=s)
+    with pytest.raises(TypeError):
+        lc.softmax(x, device, scale="big")
+    assert (out == 7.0).all()  # no partial write into the caller's out
+    np.testing.assert_allclose(lc.softmax(x, device, scale=3.0, mask=np.zeros(8, np.float32)),
+                               np.full((2, 3, 8), 0.125), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (0, 5), (3, 0), (2, 0, 4)])
+def test_softmax_scale_mask_zero_size(dtype, shape):
+    x = np.zeros(shape, np_dtype(dtype))
+    m = np.zeros(shape[-1:], np_dtype(dtype))
+    for device in devices_for(dtype):
+        r = lc.softmax(x, device, scale=2.0, mask=m)
+        assert isinstance(r, np.ndarray) and r.shape == shape and r.dtype == np_dtype(dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_gpu_softmax_scale_mask_resident(dtype, rng):
+    """Attention-score shapes on the device across the kernels' size ladder (warp rows, block
+    rows, long rows), a [S, S] causal mask repeated over batch and heads."""
+    for b, h, s in [(2, 3, 32), (1, 4, 768), (1, 2, 1000), (1, 1, 4096), (1, 1, 20000)]:
+        rows = min(s, 64)
+        x = cast(rng.standard_normal((b, h, rows, s)) * 4, dtype)
+        m = np.zeros((rows, s))
+        m[np.triu_indices(rows, 1, s)] = -np.inf
+        m = cast(m, dtype)
+        xd, md = lc.Tensor(x, device="cuda", dtype=dtype), lc.Tensor(m, device="cuda", dtype=dtype)
+        y = lc.softmax(xd, "cuda", scale=0.125, mask=md)
+        assert isinstance(y, lc.Tensor) and y.device == "cuda"
+        ref = ref_softmax(f64(x) * 0.125 + f64(m))
+        assert rel_error(f64(y), ref) <= TOL[dtype], (dtype, b, h, s)
+
+
 # ---- attention2d in float16 / bfloat16 ------------------------------------------------------
 
 ATTN_SHAPES = [(1, 1, 1, 1), (7, 13, 5, 3), (13, 7, 9, 11), (64, 64, 64, 64), (37, 300, 17, 23),

@@ -10,6 +10,8 @@
 // vectors (LDG.128 / STG.128: lane l holds vectors l, l+32, ... of its row); otherwise they
 // load element by element (lane l holds columns l, l+32, ...). Row loops are grid-strided, so
 // any number of rows fits the grid limits.
+// softmax's fused scale and additive mask (SoftmaxArgs) are applied the same way as the row is
+// loaded: x * scale + mask[row % mask_rows], padding kept at -inf.
 // A residual (LayerNormArgs::residual) is added to x as the row is loaded, in float32 (the
 // fused residual add + layernorm: one kernel, no temporary; the register kernels read it once).
 // Numerics: layernorm works relative to the row's first element (a large common offset costs no
@@ -185,9 +187,12 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
   }
 }
 
+// pre != 0: x * scale + mask (mask row = row % mask_rows; has_mask 0: `mask` is a valid
+// stand-in, never read) before the softmax, in float32; padding stays -inf.
 template <class T, int TPR, int NV, bool VEC>
 __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
-    sm_rows_kernel(const T* __restrict__ x, T* __restrict__ out, i64 rows, int cols) {
+    sm_rows_kernel(const T* __restrict__ x, const T* __restrict__ mask, T* __restrict__ out,
+                   i64 rows, int cols, float scale, i64 mask_rows, int has_mask) {
   using R = Rows<T, TPR, NV, VEC>;
   constexpr int W = R::W, N = R::N;
   __shared__ float scratch[32];
@@ -197,6 +202,17 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
        row += static_cast<i64>(gridDim.x) * R::kRowsPerBlock) {
     float v[N];
     R::load(x + row * cols, cols, t, v, -INFINITY);
+    if (has_mask || scale != 1.0f) {
+      float w[N];
+      if (has_mask) R::load(mask + (row % mask_rows) * cols, cols, t, w, 0.0f);
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int c = R::col(t, i);
+#pragma unroll
+        for (int e = 0; e < W; ++e)
+          v[i * W + e] = c < cols ? v[i * W + e] * scale + (has_mask ? w[i * W + e] : 0.0f) : -INFINITY;
+      }
+    }
     float m = -INFINITY;
 #pragma unroll
     for (int i = 0; i < N; ++i) m = fmaxf(m, v[i]);
@@ -278,14 +294,22 @@ __global__ void __launch_bounds__(1024) ln_big_kernel(const T* __restrict__ x,
 
 template <class T>
 __global__ void __launch_bounds__(1024) sm_big_kernel(const T* __restrict__ x,
-                                                     T* __restrict__ out, i64 rows, i64 cols) {
+                                                     const T* __restrict__ mask,
+                                                     T* __restrict__ out, i64 rows, i64 cols,
+                                                     float scale, i64 mask_rows, int has_mask) {
   __shared__ float scratch[32];
   for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * cols;
+    const T* mr = mask + (has_mask ? (row % mask_rows) * cols : 0);
+    // x * scale + mask in float32 (re-read on both passes, as x is)
+    auto val = [&](i64 c) {
+      const float v = load_f(xr + c) * scale;
+      return has_mask ? v + load_f(mr + c) : v;
+    };
     // Online max/sum per thread, then one block-wide merge.
     float m = -INFINITY, s = 0.0f;
     for (i64 c = threadIdx.x; c < cols; c += blockDim.x) {
-      const float xv = load_f(xr + c);
+      const float xv = val(c);
       if (xv > m) {
         s = s * expf(m - xv) + 1.0f;
         m = xv;
@@ -301,7 +325,7 @@ __global__ void __launch_bounds__(1024) sm_big_kernel(const T* __restrict__ x,
     const float inv = 1.0f / block_reduce<false>(s, scratch);
     T* orow = out + row * cols;
     for (i64 c = threadIdx.x; c < cols; c += blockDim.x)
-      store_f(orow + c, expf(load_f(xr + c) - gm) * inv);
+      store_f(orow + c, expf(val(c) - gm) * inv);
   }
 }
 
@@ -343,8 +367,9 @@ template <class T, int TPR, int NV, bool VEC>
 void sm_launch_rows(const SoftmaxArgs& p, cudaStream_t s) {
   using R = Rows<T, TPR, NV, VEC>;
   launch(sm_rows_kernel<T, TPR, NV, VEC>, grid_for(p.rows, R::kRowsPerBlock), R::kThreads, 0, s,
-         "softmax kernel", static_cast<const T*>(p.x), static_cast<T*>(p.out), p.rows,
-         static_cast<int>(p.cols));
+         "softmax kernel", static_cast<const T*>(p.x),
+         static_cast<const T*>(p.mask ? p.mask : p.x), static_cast<T*>(p.out), p.rows,
+         static_cast<int>(p.cols), p.scale, std::max<i64>(p.mask_rows, 1), p.mask ? 1 : 0);
 }
 
 // One size ladder for both ops: `Launch<TPR, NV, VEC>()` runs the register-resident kernel,
@@ -417,14 +442,16 @@ void layernorm_t(const LayerNormArgs& p, cudaStream_t s) {
 
 template <class T>
 void softmax_t(const SoftmaxArgs& p, cudaStream_t s) {
-  const bool vec = p.cols % kVec<T> == 0 && aligned16(p.x) && aligned16(p.out);
+  const bool vec = p.cols % kVec<T> == 0 && aligned16(p.x) && aligned16(p.out) &&
+                   (!p.mask || aligned16(p.mask));
   dispatch_rows<T>(
       p.cols, vec,
       [&]<int TPR, int NV, bool VEC>() { sm_launch_rows<T, TPR, NV, VEC>(p, s); },
       [&] {
         launch(sm_big_kernel<T>, static_cast<unsigned>(std::min<i64>(p.rows, kMaxGrid)), 1024, 0,
-               s, "softmax kernel", static_cast<const T*>(p.x), static_cast<T*>(p.out), p.rows,
-               p.cols);
+               s, "softmax kernel", static_cast<const T*>(p.x),
+               static_cast<const T*>(p.mask ? p.mask : p.x), static_cast<T*>(p.out), p.rows,
+               p.cols, p.scale, std::max<i64>(p.mask_rows, 1), p.mask ? 1 : 0);
       });
 }
 
