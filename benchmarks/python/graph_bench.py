@@ -7,6 +7,7 @@ Cases (the issue's speed targets):
   - FFN (linear + bias + gelu -> linear + bias) and LN -> projection, batch 256..2048
     (graph >= 1.2x torch CUDA-graph replay);
   - add -> LN (a post-LN residual join, rule residual_layernorm), batch 256 / 2048, d 768;
+  - scale + causal mask -> softmax over attention scores [B, H, S, S] (rule softmax_scale);
   - a MiniLM-like encoder block (single head, seq 128, d 384, ffn 1536);
   - a small chain of tiny ops where per-op overhead dominates (replay overhead per node);
   - lc.models.TinyTransformerRunner (2 multi-head pre-LN blocks, batch 8 x seq 128, hidden 256):
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List
 
+import numpy as np
+
 from harness import Case, np_gelu_tanh, np_layernorm, randn
 from suite_main import suite_main
 
@@ -29,6 +32,7 @@ RESIDUAL_CHAIN = (256, 512, 2048, 6)
 FFN = [(256, 768, 3072), (1024, 768, 3072), (2048, 768, 3072)]
 LN_PROJ = [(256, 1024, 1024), (2048, 1024, 1024)]
 ADD_LN = [(256, 768), (2048, 768)]  # rows, d: add(x, r) -> layernorm (rule residual_layernorm)
+SCORES = [(1, 12, 128), (4, 12, 512)]  # B, H, S: softmax(scores * scale + causal mask) (softmax_scale)
 ENCODER = (128, 384, 1536)
 TINY_CHAIN = (64, 64, 8)  # rows, cols, elementwise nodes
 
@@ -154,6 +158,32 @@ def add_ln_case(b: int, d: int, mode: str) -> Case:
                                  "g": 1.0 + randn(rng, d, scale=0.1), "beta": randn(rng, d, scale=0.1)},
         numpy_fn=lambda i: np_layernorm(i["x"] + i["r"], i["g"], i["beta"]),
         lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-4, impl=f"lc.compile ({mode})",
+    )
+
+
+def scores_case(b: int, h: int, s: int, mode: str) -> Case:
+    """Attention-score prologue: softmax(x * d^-0.5 + causal mask [S, S]); the graph folds the
+    scale and the mask into one softmax kernel (rule softmax_scale)."""
+    def lc_fn(lc, i, dev):
+        def scores(x):
+            return lc.softmax(lc.add(x * 0.125, i["m"]))
+        return _compiled(lc, ("scores", id(i["m"])), scores, dev, mode)(i["x"])
+
+    def make_inputs(rng):
+        m = np.zeros((s, s), np.float32)
+        m[np.triu_indices(s, 1)] = -np.inf
+        return {"x": randn(rng, b, h, s, s), "m": m}
+
+    def numpy_fn(i):
+        z = i["x"] * np.float32(0.125) + i["m"]
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    return Case(
+        suite="graph", family="scale+mask->softmax graph", name=f"{mode}: B={b},H={h},S={s}",
+        params={"B": b, "H": h, "S": s, "mode": mode}, make_inputs=make_inputs, numpy_fn=numpy_fn,
+        lc_fn=lc_fn, torch_fn=lambda torch, i: torch.softmax(i["x"] * 0.125 + i["m"], -1),
+        tol=1e-4, impl=f"lc.compile ({mode})",
     )
 
 
@@ -329,6 +359,7 @@ def build_cases(quick: bool = False) -> List[Case]:
         cases += [ffn_case(*s, mode) for s in (FFN[:1] if quick else FFN)]
         cases += [ln_proj_case(*s, mode) for s in (LN_PROJ[:1] if quick else LN_PROJ)]
         cases += [add_ln_case(*s, mode) for s in (ADD_LN[:1] if quick else ADD_LN)]
+        cases += [scores_case(*s, mode) for s in (SCORES[:1] if quick else SCORES)]
         cases.append(encoder_case(mode))
         cases.append(tiny_chain_case(mode))
         cases.append(runner_case(mode))

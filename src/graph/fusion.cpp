@@ -16,6 +16,13 @@
 //                      the layernorm kernel's row pass. The anchor here is the add, folded
 //                      forwards into its reader (the rules above fold readers into producers);
 //                      an add that residual_epilogue already took into a linear is gone by then
+//   softmax_scale      vector_scale(x, a) and / or add(s, mask) read only by a softmax
+//                      -> softmax(x, scale=a, mask=mask) (the attention-score prologue; the
+//                      mask has the trailing dimensions of the scores). Anchored at the
+//                      softmax, walking back through its x's producers: scales fold always
+//                      (softmax(a * (b x) + m) = softmax(ab x + m)), an add only while the
+//                      softmax has neither scale nor mask (a scale after the add would scale
+//                      the mask too)
 //   scale_chain        vector_scale(vector_scale(x, a), b) -> vector_scale(x, a * b)
 //   qkv_projection     two or more linears of the same x with constant weights (and constant or
 //                      no biases, one activation, no residual) -> one linear with the weights
@@ -333,6 +340,69 @@ struct Fuser {
     note("residual_layernorm", a, c, true, "the residual add runs in the layernorm's row pass");
   }
 
+  // ---- scale / mask -> softmax(scale=, mask=) -------------------------------------------
+  // Whether `m` can be a mask of a softmax over `shp`: x's trailing dimensions.
+  static bool trailing_of(const std::vector<std::int64_t>& m, const std::vector<std::int64_t>& shp) {
+    if (m.empty() || m.size() > shp.size()) return false;
+    return std::equal(m.rbegin(), m.rend(), shp.rbegin());
+  }
+  void softmax_prologue(int c) {
+    if (!is(g.steps[static_cast<std::size_t>(c)], opdefs::softmax)) return;
+    for (;;) {
+      Step& sm = g.steps[static_cast<std::size_t>(c)];
+      const int x = sm.in[0];
+      const int a = producer(x);
+      if (a < 0) return;
+      const Step& p = g.steps[static_cast<std::size_t>(a)];
+      const bool scale = is(p, opdefs::vector_scale), add = is_add(p);
+      if (!scale && !add) return;
+      std::string why;
+      if (sole_reader(a, why) != c) return note("softmax_scale", a, c, false, why);
+      if (t(p.in[0]).dtype != t(x).dtype || (add && t(p.in[1]).dtype != t(x).dtype))
+        return note("softmax_scale", a, c, false, "the operands' dtypes differ from the scores'");
+      if (scale) {
+        if (!(p.attrs.alpha > 0.0f))
+          return note("softmax_scale", a, c, false, "the scale is not > 0");
+        if (!o.softmax_scale) return note("softmax_scale", a, c, false, "switched off");
+        sm.attrs.scale = (sm.attrs.scale > 0 ? sm.attrs.scale : 1.0f) * p.attrs.alpha;
+        sm.in[0] = p.in[0];
+        absorb(a, c);
+        note("softmax_scale", a, c, true, "the scale is applied as the softmax reads its row");
+        continue;
+      }
+      if (sm.in[1] >= 0 || sm.attrs.scale > 0)
+        return note("softmax_scale", a, c, false,
+                    sm.in[1] >= 0 ? "the softmax has a mask already"
+                                  : "the add comes before a scale, which would scale the mask too");
+      const auto& shp = t(x).shape;
+      // The scores are the operand of the sum's full shape (a scale's result first); the mask
+      // the other one, of x's trailing dimensions.
+      int s0 = p.in[0], m0 = p.in[1];
+      const int pr1 = producer(p.in[1]);
+      if (t(s0).shape != shp || (t(m0).shape == shp && pr1 >= 0 &&
+                                  is(g.steps[static_cast<std::size_t>(pr1)], opdefs::vector_scale)))
+        std::swap(s0, m0);
+      if (t(s0).shape != shp || !trailing_of(t(m0).shape, shp))
+        return note("softmax_scale", a, c, false,
+                    "the add " + shape_str(t(p.in[0]).shape) + " + " + shape_str(t(p.in[1]).shape) +
+                        " is not scores + a mask of the scores' trailing dimensions");
+      if (!o.softmax_scale) return note("softmax_scale", a, c, false, "switched off");
+      sm.in.resize(std::max<std::size_t>(sm.in.size(), 2), -1);
+      sm.in[0] = s0;
+      sm.in[1] = m0;
+      absorb(a, c);
+      note("softmax_scale", a, c, true, "the mask is added as the softmax reads its row");
+    }
+  }
+  // Folds producer step a into its only reader c (c keeps its place and its result).
+  void absorb(int a, int c) {
+    Step& s = g.steps[static_cast<std::size_t>(a)];
+    Step& n = g.steps[static_cast<std::size_t>(c)];
+    n.fused.insert(n.fused.begin(), s.name);
+    for (const std::string& f : s.fused) n.fused.push_back(f);
+    dead[static_cast<std::size_t>(a)] = true;
+  }
+
   // ---- vector_scale chains --------------------------------------------------------------
   void scale_chain(int a) {
     for (;;) {
@@ -463,6 +533,7 @@ std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o) {
     f.layernorm_chain(a);
     f.residual_layernorm(a);
     f.scale_chain(a);
+    f.softmax_prologue(a);
   }
   // After the epilogues (biases and activations are folded first), siblings of one input.
   for (std::size_t i = 0; i < g.steps.size(); ++i)

@@ -600,6 +600,125 @@ def test_gpu_rule_residual_layernorm(rng, dtype):
             y = f64(g.execute({"x": x, "r": r})["y"])
             assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= tol
 
+def scores_graph(shape, mask_shape, dtype, alpha=0.125, order="scale_then_mask"):
+    """vector_scale(x, alpha) -> add(mask) -> softmax (or the add first)."""
+    g = lc.GraphIR()
+    g.add_tensor(shape, dtype, "x")
+    g.add_tensor(mask_shape, dtype, "m")
+    if order == "scale_then_mask":
+        g.add_node("vector_scale", ["x"], ["xs"], {"alpha": alpha}, name="scale")
+        g.add_node("add", ["xs", "m"], ["xm"], name="mask")
+        g.add_node("softmax", ["xm"], ["y"], name="sm")
+    else:
+        g.add_node("add", ["x", "m"], ["xm"], name="mask")
+        g.add_node("vector_scale", ["xm"], ["xs"], {"alpha": alpha}, name="scale")
+        g.add_node("softmax", ["xs"], ["y"], name="sm")
+    return g
+
+
+@pytest.mark.parametrize("shape,mask_shape", [((1, 1), (1,)), ((2, 3, 9, 9), (9, 9)),
+                                              ((5, 33), (5, 33)), ((4, 17), (17,)), ((0, 8), (8,))])
+def test_rule_softmax_scale(rng, shape, mask_shape):
+    x = rng.standard_normal(shape).astype(np.float32)
+    m = (rng.standard_normal(mask_shape) * 2).astype(np.float32)
+    if len(mask_shape) == 2 and mask_shape[0] == mask_shape[1]:
+        m[np.triu_indices(mask_shape[0], 1)] = -np.inf
+    g = scores_graph(shape, mask_shape, "float32")
+    fused, off, rep, rep_off = run_both(g, {"x": x, "m": m}, "softmax_scale")
+    ref = softmax64(f64(x) * 0.125 + m)
+    eager = lc.softmax(lc.add(lc.vector_scale(x, 0.125), m))
+    for out in (fused, off):
+        assert out["y"].shape == shape
+        np.testing.assert_allclose(out["y"], ref, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(out["y"], eager, rtol=1e-6, atol=1e-7)
+    assert [(r["rule"], r["nodes"], r["applied"]) for r in rep] == [
+        ("softmax_scale", ["mask", "sm"], True), ("softmax_scale", ["scale", "sm"], True)]
+    assert [r["reason"] for r in rep_off] == ["switched off"]
+    s = g.plan("cpu")
+    assert [(st["op"], st["name"], st["fused"]) for st in s["steps"]] == [("softmax", "sm", ["scale", "mask"])]
+    assert "scale=0.125" in s["text"] or "0.125" in s["text"], s["text"]
+    assert [st["op"] for st in g.plan("cpu", fusion=False)["steps"]] == ["vector_scale", "add", "softmax"]
+
+
+def test_rule_softmax_scale_not_folded(rng):
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    m = rng.standard_normal(8).astype(np.float32)
+    # the add before the scale: only the scale folds (the mask would be scaled too)
+    g = scores_graph((4, 8), (8,), "float32", 0.5, order="mask_then_scale")
+    g.plan("cpu")
+    rep = g.fusion_report()
+    assert [(r["nodes"][0], r["applied"]) for r in rep] == [("scale", True), ("mask", False)], rep
+    assert "scale" in rep[1]["reason"]
+    np.testing.assert_allclose(g.execute({"x": x, "m": m})["y"], softmax64((f64(x) + m) * 0.5),
+                               rtol=1e-5, atol=1e-7)
+    # a mask that is not of the scores' trailing dimensions ([4, 1] broadcasts over columns)
+    g = scores_graph((4, 8), (4, 1), "float32")
+    g.plan("cpu")
+    rep = g.fusion_report()
+    assert not rep[0]["applied"] and "trailing" in rep[0]["reason"], rep
+    m41 = rng.standard_normal((4, 1)).astype(np.float32)
+    np.testing.assert_allclose(g.execute({"x": x, "m": m41})["y"], softmax64(f64(x) * 0.125 + m41),
+                               rtol=1e-5, atol=1e-7)
+    # the scaled scores are a graph output too
+    g = scores_graph((4, 8), (8,), "float32")
+    g.set_outputs(["xs", "y"])
+    g.plan("cpu")
+    rep = g.fusion_report()
+    assert [r["applied"] for r in rep] == [True, False] and "graph output" in rep[1]["reason"], rep
+    out = g.execute({"x": x, "m": m})
+    np.testing.assert_allclose(out["y"], softmax64(f64(x) * 0.125 + m), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out["xs"], f64(x) * 0.125, rtol=1e-6)
+    # a negative scale stays a vector_scale
+    g = lc.GraphIR()
+    g.add_tensor((4, 8), "float32", "x")
+    g.add_node("vector_scale", ["x"], ["xs"], {"alpha": -2.0}, name="neg")
+    g.add_node("softmax", ["xs"], ["y"], name="sm")
+    g.plan("cpu")
+    rep = g.fusion_report()
+    assert not rep[0]["applied"] and "> 0" in rep[0]["reason"], rep
+    np.testing.assert_allclose(g.execute({"x": x})["y"], softmax64(-2 * f64(x)), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float16", 5e-3), ("bfloat16", 1e-2)])
+def test_rule_softmax_scale_dtypes(rng, dtype, tol):
+    npdt = pytest.importorskip("ml_dtypes").bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    x = (rng.standard_normal((2, 2, 7, 7)) * 3).astype(npdt)
+    m = np.triu(np.full((7, 7), -np.inf), 1).astype(npdt)
+    g = scores_graph(x.shape, m.shape, dtype, 0.5)
+    fused, off, rep, _ = run_both(g, {"x": x, "m": m}, "softmax_scale")
+    assert all(r["applied"] for r in rep) and fused["y"].dtype == npdt
+    ref = softmax64(f64(x) * 0.5 + f64(m))
+    for out in (fused, off):
+        rel = np.linalg.norm(f64(out["y"]) - ref) / np.linalg.norm(ref)
+        assert rel <= tol, rel
+
+
+def test_traced_softmax_scale(rng):
+    x = rng.standard_normal((2, 6, 6)).astype(np.float32)
+    m = np.triu(np.full((6, 6), -np.inf, np.float32), 1)
+    fn = lc.compile(lambda s: lc.softmax(s * 0.25 + m))
+    np.testing.assert_allclose(fn(x), softmax64(f64(x) * 0.25 + m), rtol=1e-5, atol=1e-7)
+    assert "softmax_scale applied" in fn.explain()
+    fn2 = lc.compile(lambda s, mm: lc.softmax(s, scale=0.25, mask=mm))
+    np.testing.assert_allclose(fn2(x, m), softmax64(f64(x) * 0.25 + m), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_gpu_rule_softmax_scale(rng, dtype):
+    npdt = pytest.importorskip("ml_dtypes").bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    x = (rng.standard_normal((4, 12, 128, 128)) * 3).astype(npdt)
+    m = np.triu(np.full((128, 128), -np.inf), 1).astype(npdt)
+    g = scores_graph(x.shape, m.shape, dtype, 0.125)
+    ref = softmax64(f64(x) * 0.125 + f64(m))
+    tol = 1e-5 if dtype == "float32" else 1e-2
+    for fusion in (True, False):
+        s = g.plan("cuda", strict=True, fusion=fusion)
+        assert len(s["steps"]) == (1 if fusion else 3), s["text"]
+        for _ in range(3):
+            y = f64(g.execute({"x": x, "m": m})["y"])
+            assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= tol
+
 # ---- validation ---------------------------------------------------------------------------------
 
 
