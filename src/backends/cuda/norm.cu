@@ -203,14 +203,14 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
     float v[N];
     R::load(x + row * cols, cols, t, v, -INFINITY);
     if (has_mask || scale != 1.0f) {
-      float w[N];
+      float w[N] = {};  // stays 0 without a mask
       if (has_mask) R::load(mask + (row % mask_rows) * cols, cols, t, w, 0.0f);
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
         const int c = R::col(t, i);
 #pragma unroll
         for (int e = 0; e < W; ++e)
-          v[i * W + e] = c < cols ? v[i * W + e] * scale + (has_mask ? w[i * W + e] : 0.0f) : -INFINITY;
+          v[i * W + e] = c < cols ? v[i * W + e] * scale + w[i * W + e] : -INFINITY;
       }
     }
     float m = -INFINITY;
