@@ -1,6 +1,7 @@
 // The fusion rules: each folds the nodes that follow an anchor op into the anchor's fused
-// epilogue, an op the public API already has (no new kernels), and reports every candidate it
-// saw, applied or not, with the reason (fusion_report()).
+// epilogue (or, for residual_layernorm and softmax_scale, the producers before a layernorm /
+// softmax into its row pass), a form the public op API has, and reports every candidate it saw,
+// applied or not, with the reason (fusion_report()).
 //
 //   linear_epilogue    linear (or matmul / matmul2d whose b is a 2-D constant, transposed once
 //                      into linear's [n, k] weight) + add of a 1-D [n] bias + relu / gelu(tanh)
