@@ -6,6 +6,8 @@ Cases (the issue's speed targets):
     (graph >= 1.3x torch CUDA-graph replay, >= 3x torch eager);
   - FFN (linear + bias + gelu -> linear + bias) and LN -> projection, batch 256..2048
     (graph >= 1.2x torch CUDA-graph replay);
+  - add -> LN (a post-LN residual join, rule residual_layernorm), batch 256 / 2048, d 768;
+  - scale + causal mask -> softmax over attention scores [B, H, S, S] (rule softmax_scale);
   - a MiniLM-like encoder block (single head, seq 128, d 384, ffn 1536);
   - a small chain of tiny ops where per-op overhead dominates (replay overhead per node);
   - lc.models.TinyTransformerRunner (2 multi-head pre-LN blocks, batch 8 x seq 128, hidden 256):
@@ -24,12 +26,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List
 
+import numpy as np
+
 from harness import Case, np_gelu_tanh, np_layernorm, randn
 from suite_main import suite_main
 
 RESIDUAL_CHAIN = (256, 512, 2048, 6)
 FFN = [(256, 768, 3072), (1024, 768, 3072), (2048, 768, 3072)]
 LN_PROJ = [(256, 1024, 1024), (2048, 1024, 1024)]
+ADD_LN = [(256, 768), (2048, 768)]  # rows, d: add(x, r) -> layernorm (rule residual_layernorm)
+SCORES = [(1, 12, 128), (4, 12, 512)]  # B, H, S: softmax(scores * scale + causal mask) (softmax_scale)
 ENCODER = (128, 384, 1536)
 TINY_CHAIN = (64, 64, 8)  # rows, cols, elementwise nodes
 
@@ -134,6 +140,53 @@ def ln_proj_case(b: int, d: int, o: int, mode: str) -> Case:
                                  "b": randn(rng, o, scale=0.1)},
         numpy_fn=lambda i: np_layernorm(i["x"], i["g"], i["beta"]) @ i["w"].T + i["b"],
         lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-3, impl=f"lc.compile ({mode})",
+    )
+
+
+def add_ln_case(b: int, d: int, mode: str) -> Case:
+    """A post-LN residual join: layernorm(x + r) * g + beta; the graph folds it into one
+    layernorm(x, g, beta, residual=r) kernel (rule residual_layernorm, with layernorm_affine)."""
+    def lc_fn(lc, i, dev):
+        def add_ln(x, r):
+            return lc.add(lc.mul(lc.layernorm(lc.add(x, r)), i["g"]), i["beta"])
+        return _compiled(lc, ("addln", id(i["g"])), add_ln, dev, mode)(i["x"], i["r"])
+
+    def torch_fn(torch, i):
+        return torch.nn.functional.layer_norm(i["x"] + i["r"], (d,), i["g"], i["beta"], 1e-5)
+
+    return Case(
+        suite="graph", family="add->ln graph", name=f"{mode}: batch={b},d_model={d}",
+        params={"batch": b, "d_model": d, "mode": mode},
+        make_inputs=lambda rng: {"x": randn(rng, b, d), "r": randn(rng, b, d),
+                                 "g": 1.0 + randn(rng, d, scale=0.1), "beta": randn(rng, d, scale=0.1)},
+        numpy_fn=lambda i: np_layernorm(i["x"] + i["r"], i["g"], i["beta"]),
+        lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-4, impl=f"lc.compile ({mode})",
+    )
+
+
+def scores_case(b: int, h: int, s: int, mode: str) -> Case:
+    """Attention-score prologue: softmax(x * d^-0.5 + causal mask [S, S]); the graph folds the
+    scale and the mask into one softmax kernel (rule softmax_scale)."""
+    def lc_fn(lc, i, dev):
+        def scores(x):
+            return lc.softmax(lc.add(x * 0.125, i["m"]))
+        return _compiled(lc, ("scores", id(i["m"])), scores, dev, mode)(i["x"])
+
+    def make_inputs(rng):
+        m = np.zeros((s, s), np.float32)
+        m[np.triu_indices(s, 1)] = -np.inf
+        return {"x": randn(rng, b, h, s, s), "m": m}
+
+    def numpy_fn(i):
+        z = i["x"] * np.float32(0.125) + i["m"]
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    return Case(
+        suite="graph", family="scale+mask->softmax graph", name=f"{mode}: B={b},H={h},S={s}",
+        params={"B": b, "H": h, "S": s, "mode": mode}, make_inputs=make_inputs, numpy_fn=numpy_fn,
+        lc_fn=lc_fn, torch_fn=lambda torch, i: torch.softmax(i["x"] * 0.125 + i["m"], -1),
+        tol=1e-4, impl=f"lc.compile ({mode})",
     )
 
 
@@ -418,6 +471,8 @@ def build_cases(quick: bool = False) -> List[Case]:
         cases.append(residual_chain_case(mode))
         cases += [ffn_case(*s, mode) for s in (FFN[:1] if quick else FFN)]
         cases += [ln_proj_case(*s, mode) for s in (LN_PROJ[:1] if quick else LN_PROJ)]
+        cases += [add_ln_case(*s, mode) for s in (ADD_LN[:1] if quick else ADD_LN)]
+        cases += [scores_case(*s, mode) for s in (SCORES[:1] if quick else SCORES)]
         cases.append(encoder_case(mode))
         cases.append(tiny_chain_case(mode))
         cases.append(runner_case(mode))

@@ -192,18 +192,33 @@ def _ref_softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+_TORCH_NORM = {"layernorm": "F.layer_norm with weight and bias", "softmax": "torch.softmax(x, -1)",
+               "layernorm+residual": "F.layer_norm(x + r) with weight and bias",
+               "softmax+scale+mask": "torch.softmax(x * 0.125 + m, -1)"}
+
+
 def norm_case(suite: str, op: str, rows: int, cols: int, dtype: str) -> Case:
     """layernorm (gamma, beta) or softmax over the last dim of x[rows, cols], stored in `dtype`
     (computed in float32 by LC and torch alike). numpy is a peer only for float32 (it has no
-    bfloat16 arithmetic); for the 16-bit dtypes it is the float64 reference."""
+    bfloat16 arithmetic); for the 16-bit dtypes it is the float64 reference.
+    op "layernorm+residual": layernorm(x + r) with LC's fused residual (one kernel) against
+    torch's F.layer_norm(x + r) (an add kernel, then the norm). op "softmax+scale+mask":
+    softmax(x * 0.125 + m) with m [cols] (LC's fused scale and mask) against torch.softmax of the
+    same expression."""
     dt = _np_dtype(dtype)
     short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[dtype]
 
     def inputs(rng):
         ins = {"x": randn(rng, rows, cols).astype(dt)}
-        if op == "layernorm":
+        if op != "softmax":
             ins["g"] = (randn(rng, cols) + np.float32(1)).astype(dt)
             ins["b"] = randn(rng, cols).astype(dt)
+        if op == "layernorm+residual":
+            ins["r"] = randn(rng, rows, cols).astype(dt)
+        if op == "softmax+scale+mask":
+            m = randn(rng, cols)
+            m[1::7] = -np.inf
+            ins["m"] = m.astype(dt)
         return ins
 
     if op == "layernorm":
@@ -212,6 +227,22 @@ def norm_case(suite: str, op: str, rows: int, cols: int, dtype: str) -> Case:
         lc_into = lambda lc, i, out, dev: lc.layernorm_into(i["x"], i["g"], i["b"], out, 1e-5, dev)  # noqa: E731
         torch_fn = lambda torch, i: torch.nn.functional.layer_norm(  # noqa: E731
             i["x"], (cols,), i["g"], i["b"], 1e-5)
+    elif op == "layernorm+residual":
+        def ref(i):
+            t = np.float32 if dtype == "float32" else np.float64
+            return _ref_layernorm(i["x"].astype(t) + i["r"].astype(t), i["g"], i["b"])
+        lc_fn = lambda lc, i, dev: lc.layernorm(i["x"], i["g"], i["b"], 1e-5, dev, residual=i["r"])  # noqa: E731
+        lc_into = lambda lc, i, out, dev: lc.layernorm_into(  # noqa: E731
+            i["x"], i["g"], i["b"], out, 1e-5, dev, residual=i["r"])
+        torch_fn = lambda torch, i: torch.nn.functional.layer_norm(  # noqa: E731
+            i["x"] + i["r"], (cols,), i["g"], i["b"], 1e-5)
+    elif op == "softmax+scale+mask":
+        def ref(i):
+            t = np.float32 if dtype == "float32" else np.float64
+            return _ref_softmax(i["x"].astype(t) * t(0.125) + i["m"].astype(t))
+        lc_fn = lambda lc, i, dev: lc.softmax(i["x"], dev, scale=0.125, mask=i["m"])  # noqa: E731
+        lc_into = lambda lc, i, out, dev: lc.softmax_into(i["x"], out, dev, scale=0.125, mask=i["m"])  # noqa: E731
+        torch_fn = lambda torch, i: torch.softmax(i["x"] * 0.125 + i["m"], -1)  # noqa: E731
     else:
         ref = lambda i: _ref_softmax(i["x"])  # noqa: E731
         lc_fn = lambda lc, i, dev: lc.softmax(i["x"], dev)  # noqa: E731
@@ -225,8 +256,7 @@ def norm_case(suite: str, op: str, rows: int, cols: int, dtype: str) -> Case:
         tol={"bfloat16": 1e-2, "float16": 2e-3, "float32": 1e-4}[dtype],
         numpy_peer=dtype == "float32",
         numpy_note="" if dtype == "float32" else "numpy has no bfloat16/float16 arithmetic worth timing",
-        notes=[f"torch: {'F.layer_norm with weight and bias' if op == 'layernorm' else 'torch.softmax(x, -1)'}"
-               f" on {dtype} tensors"],
+        notes=[f"torch: {_TORCH_NORM[op]} on {dtype} tensors"],
     )
 
 
@@ -490,6 +520,8 @@ def build_cases(quick: bool = False) -> List[Case]:
               for shape in LINEAR_RESIDUAL]
     cases += [broadcast_add_case(s, sa, sb) for sa, sb in BCAST]
     cases += [norm_case(s, op, *shape) for op in ("layernorm", "softmax") for shape in NORM]
+    cases += [norm_case(s, op, *shape) for op in ("layernorm+residual", "softmax+scale+mask")
+              for shape in NORM]
     cases += [mha_case(s, *shape) for shape in MHA]
     cases += [mha_bwd_case(s, *shape) for shape in MHA_BWD]
     cases += [mha16_case(s, *shape) for shape in MHA16]

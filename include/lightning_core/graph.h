@@ -64,11 +64,13 @@ struct GraphFusionOptions {
   bool residual_epilogue = true;  // + add of a same-shape tensor -> linear's residual
   bool conv_activation = true;    // conv2d_nchw + relu/gelu -> conv2d_nchw(activation)
   bool layernorm_affine = true;   // layernorm + mul(gamma) + add(beta) -> layernorm(gamma, beta)
+  bool residual_layernorm = true; // add(a, b) read only by a layernorm -> layernorm(a, residual=b)
+  bool softmax_scale = true;      // vector_scale / add(mask) read only by a softmax -> softmax(scale, mask)
   bool scale_chain = true;        // vector_scale(vector_scale(x, a), b) -> vector_scale(x, a*b)
   bool qkv_projection = true;     // linears of one x with constant weights -> one GEMM, column views
   void set_all(bool on) {
     linear_epilogue = residual_epilogue = conv_activation = layernorm_affine = scale_chain =
-        qkv_projection = on;
+        qkv_projection = residual_layernorm = softmax_scale = on;
   }
 };
 

@@ -35,8 +35,10 @@ std::vector<std::int64_t> attention2d_out_shape(const Tensor& q, const Tensor& k
 std::vector<std::int64_t> conv2d_nchw_out_shape(const Tensor& x, const Tensor& w, const Tensor* bias,
                                                 int stride_h, int stride_w, int pad_h, int pad_w);
 std::vector<std::int64_t> layernorm_out_shape(const Tensor& x, const Tensor* gamma,
-                                              const Tensor* beta, float eps);
-std::vector<std::int64_t> softmax_out_shape(const Tensor& x);
+                                              const Tensor* beta, float eps,
+                                              const Tensor* residual = nullptr);
+std::vector<std::int64_t> softmax_out_shape(const Tensor& x, float scale = 1.0f,
+                                            const Tensor* mask = nullptr);
 std::vector<std::int64_t> elementwise_out_shape(const char* op_name, const Tensor& a, const Tensor* b);
 // numpy's broadcast of a's and b's shapes (ValueError naming `op` and both shapes if they do not
 // broadcast).
@@ -139,12 +141,21 @@ void conv2d_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bias, int 
                       const ExecutionPolicy& p = current_policy());
 
 // ---- normalisation ------------------------------------------------------------------------
+// y = (s - mean(s)) / sqrt(var(s) + eps) * gamma + beta over the last dimension, where
+// s = x + residual (the fused residual add + layernorm; residual optional, exactly x's shape
+// and dtype, summed in float32 as the row is read) or s = x.
 Tensor layernorm(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps = 1e-5f,
-                 const ExecutionPolicy& p = current_policy());
+                 const ExecutionPolicy& p = current_policy(), const Tensor* residual = nullptr);
 void layernorm_into(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps,
-                    Tensor& out, const ExecutionPolicy& p = current_policy());
-Tensor softmax(const Tensor& x, const ExecutionPolicy& p = current_policy());
-void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p = current_policy());
+                    Tensor& out, const ExecutionPolicy& p = current_policy(),
+                    const Tensor* residual = nullptr);
+// softmax(x * scale + mask) over the last dimension: scale finite > 0 (1: none); mask optional,
+// additive, x's dtype, exactly x's trailing dimensions (repeated over the leading ones), e.g.
+// [S, S] for attention scores [B, H, S, S]; -inf entries weigh 0 (a row of only -inf is NaN).
+Tensor softmax(const Tensor& x, const ExecutionPolicy& p = current_policy(), float scale = 1.0f,
+               const Tensor* mask = nullptr);
+void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p = current_policy(),
+                  float scale = 1.0f, const Tensor* mask = nullptr);
 
 // ---- elementwise --------------------------------------------------------------------------
 // Storage dtypes: float32, float16, bfloat16 (computed in float32), and float64 on the CPU only

@@ -134,8 +134,18 @@ DOCS: dict[str, dict[str, Any]] = {
         "x": (_ARRAY, "Input ``[..., in]``."),
         "weight": (_ARRAY, "Weight ``[out, in]`` (torch's layout), x's dtype."),
         "bias": (_ARRAY + " or None", "Bias ``[out]`` (None: no bias).")}},
-    "layernorm": {"params": {"x": (_ARRAY, "Input ``[..., C]``, normalised over C.")}},
-    "softmax": {"params": {"x": (_ARRAY, "Input ``[..., C]``; softmax over C.")}},
+    "layernorm": {"params": {
+        "x": (_ARRAY, "Input ``[..., C]``, normalised over C."),
+        "residual": (_ARRAY + " or None", "Added to x before normalising (the fused residual "
+                     "add: y = layernorm(x + residual), summed in float32 for 16-bit storage); "
+                     "exactly x's shape and dtype, any strides (None: nothing added).")}},
+    "softmax": {"params": {
+        "x": (_ARRAY, "Input ``[..., C]``; softmax over C of x * scale + mask."),
+        "scale": ("float or None", "Multiplier of x, finite and > 0, applied as the row is read "
+                  "(the fused attention-score scale; None: 1)."),
+        "mask": (_ARRAY + " or None", "Additive mask of x's trailing dimensions (e.g. ``[S, S]`` "
+                 "or ``[S]`` for scores ``[B, H, S, S]``), repeated over the leading ones; x's "
+                 "dtype, any strides; -inf entries weigh 0 (None: nothing added).")}},
     "gelu": {"params": {"a": (_ARRAY, "Input.")}},
     "embedding": {"params": {"weight": (_ARRAY, "Table ``[V, D]`` (float32, float16 or "
                                         "bfloat16); the result has its dtype.")}},

@@ -4,7 +4,9 @@
 //   conv2d_nchw(x, w, b, stride_h=1, stride_w=1, pad_h=0, pad_w=0, device=None, *, activation="none")
 //   matmul(a, b, device=None, *, policy=None)          torch.matmul semantics (+ matmul_into)
 //   linear(x, weight, bias=None, activation="none", device=None, *, residual=None, policy=None)
-//   layernorm, softmax, vector_add/sub/mul/scale, matrix_sub, relu (+ _into)
+//   layernorm(x, gamma=None, beta=None, eps=1e-5, device=None, *, residual=None, policy=None)
+//   softmax(x, device=None, *, scale=None, mask=None, policy=None)
+//   vector_add/sub/mul/scale, matrix_sub, relu (+ _into)
 //   add/sub/mul/div(a, b, device=None, *, policy=None): numpy broadcasting (+ _into)
 //   gelu(a, device=None, *, approximate="tanh", policy=None) (+ _into)
 //   embedding(ids, weight, device=None, *, policy=None) (+ _into)
@@ -140,32 +142,41 @@ nb::object conv2d_impl(const lc::OpDef& d, const Handles<10>& h, nb::handle out)
 }
 
 // ---- layernorm / softmax ---------------------------------------------------------------------
-// layernorm(x, gamma, beta, eps, device, *, policy)
-nb::object layernorm_impl(const lc::OpDef& d, const Handles<6>& h, nb::handle out) {
+// layernorm(x, gamma, beta, eps, device, *, residual, policy)
+nb::object layernorm_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle out) {
   const char* op = d.name;
-  Arg x, g, b;
+  Arg x, g, b, r;
   to_arg(h[0], op, "x", x);
   const bool has_g = to_opt_arg(h[1], op, "gamma", g);
   const bool has_b = to_opt_arg(h[2], op, "beta", b);
+  const bool has_r = to_opt_arg(h[5], op, "residual", r);
   const float eps = static_cast<float>(float_param(h[3], op, "eps"));
-  const lc::ExecutionPolicy p = resolve_policy(h[4], h[5], op);
+  const lc::ExecutionPolicy p = resolve_policy(h[4], h[6], op);
   const lc::Tensor* gp = has_g ? &g.t : nullptr;
   const lc::Tensor* bp = has_b ? &b.t : nullptr;
+  const lc::Tensor* rp = has_r ? &r.t : nullptr;
   return run_op(
-      out, op, {&x, has_g ? &g : nullptr, has_b ? &b : nullptr}, p, d.flops_hint(lc::OpArgs{&x.t}),
-      [&] { return lc::layernorm_out_shape(x.t, gp, bp, eps); },
-      [&](lc::Tensor& o) { lc::layernorm_into(x.t, gp, bp, eps, o, p); },
-      [&] { return lc::layernorm(x.t, gp, bp, eps, p); });
+      out, op, {&x, has_g ? &g : nullptr, has_b ? &b : nullptr, has_r ? &r : nullptr}, p,
+      d.flops_hint(lc::OpArgs{&x.t, gp, bp, rp}),
+      [&] { return lc::layernorm_out_shape(x.t, gp, bp, eps, rp); },
+      [&](lc::Tensor& o) { lc::layernorm_into(x.t, gp, bp, eps, o, p, rp); },
+      [&] { return lc::layernorm(x.t, gp, bp, eps, p, rp); });
 }
 
-nb::object softmax_impl(const lc::OpDef& d, const Handles<3>& h, nb::handle out) {
+// softmax(x, device, *, scale, mask, policy)
+nb::object softmax_impl(const lc::OpDef& d, const Handles<5>& h, nb::handle out) {
   const char* op = d.name;
-  Arg x;
+  Arg x, m;
   to_arg(h[0], op, "x", x);
-  const lc::ExecutionPolicy p = resolve_policy(h[1], h[2], op);
+  const bool has_m = to_opt_arg(h[3], op, "mask", m);
+  const float scale = h[2].is_none() ? 1.0f : static_cast<float>(float_param(h[2], op, "scale"));
+  const lc::ExecutionPolicy p = resolve_policy(h[1], h[4], op);
+  const lc::Tensor* mp = has_m ? &m.t : nullptr;
   return run_op(
-      out, op, {&x}, p, d.flops_hint(lc::OpArgs{&x.t}), [&] { return lc::softmax_out_shape(x.t); },
-      [&](lc::Tensor& o) { lc::softmax_into(x.t, o, p); }, [&] { return lc::softmax(x.t, p); });
+      out, op, {&x, has_m ? &m : nullptr}, p, d.flops_hint(lc::OpArgs{&x.t, mp}),
+      [&] { return lc::softmax_out_shape(x.t, scale, mp); },
+      [&](lc::Tensor& o) { lc::softmax_into(x.t, o, p, scale, mp); },
+      [&] { return lc::softmax(x.t, p, scale, mp); });
 }
 
 // ---- elementwise -----------------------------------------------------------------------------
@@ -358,9 +369,11 @@ void register_ops(nb::module_& m) {
   def_op<&layernorm, 3, &layernorm_impl>(m, nb::arg("x").none(), nb::arg("gamma").none() = none,
                                          nb::arg("beta").none() = none,
                                          nb::arg("eps").none() = 1e-5f, nb::arg("device") = none,
-                                         nb::kw_only(), nb::arg("policy") = none);
+                                         nb::kw_only(), nb::arg("residual").none() = none,
+                                         nb::arg("policy") = none);
   def_op<&softmax, 1, &softmax_impl>(m, nb::arg("x").none(), nb::arg("device") = none,
-                                     nb::kw_only(), nb::arg("policy") = none);
+                                     nb::kw_only(), nb::arg("scale").none() = none,
+                                     nb::arg("mask").none() = none, nb::arg("policy") = none);
 #define LC_BINARY(NAME)                                                                         \
   def_op<&od::NAME, 2, &binary_impl>(m, nb::arg("a").none(), nb::arg("b").none(),               \
                                      nb::arg("device") = none, nb::kw_only(),                   \

@@ -162,9 +162,12 @@ struct Conv2dArgs {
 };
 
 // Row-wise over x[rows, cols]: out = (x - mean) / sqrt(var + eps) * gamma + beta.
-// x, gamma, beta and out hold `dtype` elements (all the same): float32, float16, bfloat16, or
-// float64 on the CPU only. 16-bit rows are computed in float32 and rounded once on store;
-// float64 rows are computed in float64. rows or cols may be 0 (nothing to do).
+// With a residual (rows x cols, contiguous like x) the row is x + residual, summed in the
+// compute type as the row is read (the fused residual add + layernorm: no extra kernel, no
+// temporary; 16-bit sums are not rounded to 16 bits before the statistics).
+// x, gamma, beta, residual and out hold `dtype` elements (all the same): float32, float16,
+// bfloat16, or float64 on the CPU only. 16-bit rows are computed in float32 and rounded once on
+// store; float64 rows are computed in float64. rows or cols may be 0 (nothing to do).
 struct LayerNormArgs {
   const void* x = nullptr;
   const void* gamma = nullptr;  // optional, length cols
@@ -173,14 +176,24 @@ struct LayerNormArgs {
   std::int64_t rows = 0, cols = 0;
   float eps = 1e-5f;
   DType dtype = DType::f32;
+  // optional, rows x cols (nullptr: none); last, so brace-initialised args keep their meaning
+  const void* residual = nullptr;
 };
 
-// Row-wise softmax over the last dimension of x[rows, cols] (dtypes as LayerNormArgs).
+// Row-wise softmax over the last dimension of x[rows, cols] (dtypes as LayerNormArgs):
+// out = softmax(x * scale + mask), the scale and the additive mask applied in the compute type
+// as the row is read (the fused softmax + scale + mask: no extra kernel, no temporary).
 struct SoftmaxArgs {
   const void* x = nullptr;
   void* out = nullptr;
   std::int64_t rows = 0, cols = 0;
   DType dtype = DType::f32;
+  // (last, so brace-initialised args keep their meaning)
+  float scale = 1.0f;
+  // optional additive mask of `dtype`, mask_rows x cols contiguous: row r of x gets mask row
+  // r % mask_rows (a mask over x's trailing dimensions, repeated over the leading ones).
+  const void* mask = nullptr;
+  std::int64_t mask_rows = 1;
 };
 
 // gelu is the tanh approximation (what gelu computed before approximate= existed); gelu_erf is

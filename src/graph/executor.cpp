@@ -74,8 +74,8 @@ void run_step(const Step& s, std::vector<Tensor>& cur, const ExecutionPolicy& q)
                             cur[static_cast<std::size_t>(s.out[2])], a.causal, opt(6), a.scale, q);
   else if (d == &od::conv2d_nchw)
     conv2d_nchw_into(in(0), in(1), opt(2), a.stride_h, a.stride_w, a.pad_h, a.pad_w, a.act, out, q);
-  else if (d == &od::layernorm) layernorm_into(in(0), opt(1), opt(2), a.eps, out, q);
-  else if (d == &od::softmax) softmax_into(in(0), out, q);
+  else if (d == &od::layernorm) layernorm_into(in(0), opt(1), opt(2), a.eps, out, q, opt(3));
+  else if (d == &od::softmax) softmax_into(in(0), out, q, a.scale > 0 ? a.scale : 1.0f, opt(1));
   else if (d == &od::gelu) gelu_into(in(0), out, a.approximate.c_str(), q);
   else if (d == &od::embedding) embedding_into(in(0), in(1), out, q);
   else if (d == &od::vector_scale) elementwise_into("vector_scale", in(0), nullptr, a.alpha, out, q);

@@ -1,6 +1,7 @@
 // The fusion rules: each folds the nodes that follow an anchor op into the anchor's fused
-// epilogue, an op the public API already has (no new kernels), and reports every candidate it
-// saw, applied or not, with the reason (fusion_report()).
+// epilogue (or, for residual_layernorm and softmax_scale, the producers before a layernorm /
+// softmax into its row pass), a form the public op API has, and reports every candidate it saw,
+// applied or not, with the reason (fusion_report()).
 //
 //   linear_epilogue    linear (or matmul / matmul2d whose b is a 2-D constant, transposed once
 //                      into linear's [n, k] weight) + add of a 1-D [n] bias + relu / gelu(tanh)
@@ -11,6 +12,18 @@
 //   conv_activation    conv2d_nchw + relu / gelu(tanh) -> conv2d_nchw(activation)
 //   layernorm_affine   layernorm without gamma/beta + mul by 1-D [c] + add of 1-D [c]
 //                      -> layernorm(x, gamma, beta)
+//   residual_layernorm add(a, b) of two tensors of one shape whose only reader is a layernorm
+//                      (reading it as x) -> layernorm(a, ..., residual=b): the sum is formed in
+//                      the layernorm kernel's row pass. The anchor here is the add, folded
+//                      forwards into its reader (the rules above fold readers into producers);
+//                      an add that residual_epilogue already took into a linear is gone by then
+//   softmax_scale      vector_scale(x, a) and / or add(s, mask) read only by a softmax
+//                      -> softmax(x, scale=a, mask=mask) (the attention-score prologue; the
+//                      mask has the trailing dimensions of the scores). Anchored at the
+//                      softmax, walking back through its x's producers: scales fold always
+//                      (softmax(a * (b x) + m) = softmax(ab x + m)), an add only while the
+//                      softmax has neither scale nor mask (a scale after the add would scale
+//                      the mask too)
 //   scale_chain        vector_scale(vector_scale(x, a), b) -> vector_scale(x, a * b)
 //   qkv_projection     two or more linears of the same x with constant weights (and constant or
 //                      no biases, one activation, no residual) -> one linear with the weights
@@ -289,6 +302,108 @@ struct Fuser {
     }
   }
 
+  // ---- residual add -> layernorm(residual=) ---------------------------------------------
+  void residual_layernorm(int a) {
+    const Step& s = g.steps[static_cast<std::size_t>(a)];
+    if (!is_add(s)) return;
+    const int out = s.out[0];
+    std::string why;
+    const int c = sole_reader(a, why);
+    if (c < 0) {
+      // Say why only when a layernorm reads the sum.
+      for (int r : readers(out))
+        if (is(g.steps[static_cast<std::size_t>(r)], opdefs::layernorm))
+          return note("residual_layernorm", a, r, false, why);
+      return;
+    }
+    Step& n = g.steps[static_cast<std::size_t>(c)];
+    if (!is(n, opdefs::layernorm)) return;
+    const auto& shp = t(out).shape;
+    if (n.in[0] != out)
+      return note("residual_layernorm", a, c, false, "the layernorm reads the sum as gamma or beta, not as x");
+    if (n.in.size() > 3 && n.in[3] >= 0)
+      return note("residual_layernorm", a, c, false, "the layernorm has a residual already");
+    const int x = s.in[0], r = s.in[1];
+    if (t(x).shape != shp || t(r).shape != shp)
+      return note("residual_layernorm", a, c, false,
+                  "the add broadcasts (" + shape_str(t(x).shape) + " + " + shape_str(t(r).shape) +
+                      "); the residual must have x's shape");
+    if (t(x).dtype != t(out).dtype || t(r).dtype != t(out).dtype)
+      return note("residual_layernorm", a, c, false, "the operands' dtypes differ from the sum's");
+    if (!o.residual_layernorm) return note("residual_layernorm", a, c, false, "switched off");
+    // The add's operands exist before the add runs, so before the layernorm too.
+    n.in.resize(std::max<std::size_t>(n.in.size(), 4), -1);
+    n.in[0] = x;
+    n.in[3] = r;
+    n.fused.insert(n.fused.begin(), s.name);
+    for (const std::string& f : s.fused) n.fused.push_back(f);
+    dead[static_cast<std::size_t>(a)] = true;
+    note("residual_layernorm", a, c, true, "the residual add runs in the layernorm's row pass");
+  }
+
+  // ---- scale / mask -> softmax(scale=, mask=) -------------------------------------------
+  // Whether `m` can be a mask of a softmax over `shp`: x's trailing dimensions.
+  static bool trailing_of(const std::vector<std::int64_t>& m, const std::vector<std::int64_t>& shp) {
+    if (m.empty() || m.size() > shp.size()) return false;
+    return std::equal(m.rbegin(), m.rend(), shp.rbegin());
+  }
+  void softmax_prologue(int c) {
+    if (!is(g.steps[static_cast<std::size_t>(c)], opdefs::softmax)) return;
+    for (;;) {
+      Step& sm = g.steps[static_cast<std::size_t>(c)];
+      const int x = sm.in[0];
+      const int a = producer(x);
+      if (a < 0) return;
+      const Step& p = g.steps[static_cast<std::size_t>(a)];
+      const bool scale = is(p, opdefs::vector_scale), add = is_add(p);
+      if (!scale && !add) return;
+      std::string why;
+      if (sole_reader(a, why) != c) return note("softmax_scale", a, c, false, why);
+      if (t(p.in[0]).dtype != t(x).dtype || (add && t(p.in[1]).dtype != t(x).dtype))
+        return note("softmax_scale", a, c, false, "the operands' dtypes differ from the scores'");
+      if (scale) {
+        if (!(p.attrs.alpha > 0.0f))
+          return note("softmax_scale", a, c, false, "the scale is not > 0");
+        if (!o.softmax_scale) return note("softmax_scale", a, c, false, "switched off");
+        sm.attrs.scale = (sm.attrs.scale > 0 ? sm.attrs.scale : 1.0f) * p.attrs.alpha;
+        sm.in[0] = p.in[0];
+        absorb(a, c);
+        note("softmax_scale", a, c, true, "the scale is applied as the softmax reads its row");
+        continue;
+      }
+      if (sm.in[1] >= 0 || sm.attrs.scale > 0)
+        return note("softmax_scale", a, c, false,
+                    sm.in[1] >= 0 ? "the softmax has a mask already"
+                                  : "the add comes before a scale, which would scale the mask too");
+      const auto& shp = t(x).shape;
+      // The scores are the operand of the sum's full shape (a scale's result first); the mask
+      // the other one, of x's trailing dimensions.
+      int s0 = p.in[0], m0 = p.in[1];
+      const int pr1 = producer(p.in[1]);
+      if (t(s0).shape != shp || (t(m0).shape == shp && pr1 >= 0 &&
+                                  is(g.steps[static_cast<std::size_t>(pr1)], opdefs::vector_scale)))
+        std::swap(s0, m0);
+      if (t(s0).shape != shp || !trailing_of(t(m0).shape, shp))
+        return note("softmax_scale", a, c, false,
+                    "the add " + shape_str(t(p.in[0]).shape) + " + " + shape_str(t(p.in[1]).shape) +
+                        " is not scores + a mask of the scores' trailing dimensions");
+      if (!o.softmax_scale) return note("softmax_scale", a, c, false, "switched off");
+      sm.in.resize(std::max<std::size_t>(sm.in.size(), 2), -1);
+      sm.in[0] = s0;
+      sm.in[1] = m0;
+      absorb(a, c);
+      note("softmax_scale", a, c, true, "the mask is added as the softmax reads its row");
+    }
+  }
+  // Folds producer step a into its only reader c (c keeps its place and its result).
+  void absorb(int a, int c) {
+    Step& s = g.steps[static_cast<std::size_t>(a)];
+    Step& n = g.steps[static_cast<std::size_t>(c)];
+    n.fused.insert(n.fused.begin(), s.name);
+    for (const std::string& f : s.fused) n.fused.push_back(f);
+    dead[static_cast<std::size_t>(a)] = true;
+  }
+
   // ---- vector_scale chains --------------------------------------------------------------
   void scale_chain(int a) {
     for (;;) {
@@ -417,7 +532,9 @@ std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o) {
     f.linear_chain(a);
     f.conv_chain(a);
     f.layernorm_chain(a);
+    f.residual_layernorm(a);
     f.scale_chain(a);
+    f.softmax_prologue(a);
   }
   // After the epilogues (biases and activations are folded first), siblings of one input.
   for (std::size_t i = 0; i < g.steps.size(); ++i)

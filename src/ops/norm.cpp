@@ -6,6 +6,15 @@
 // gamma / beta are [C] in x's dtype (as torch's layer_norm with bf16 weights); ops never mix
 // storage dtypes. Zero-size x (a zero leading dimension, or C == 0) gives an empty result of
 // x's shape, as numpy and torch do, and launches nothing.
+// layernorm's optional `residual` (x's shape and dtype, any strides) is the fused residual add:
+// y = layernorm(x + residual), the sum formed in the compute type as the kernel reads the row
+// (one kernel, no temporary; the graph's residual_layernorm rule folds add -> layernorm here).
+// softmax's optional `scale` (finite, > 0) and additive `mask` (x's dtype, shape equal to x's
+// trailing dimensions, e.g. [S, S] or [S] for x [B, H, S, S]; repeated over the leading ones)
+// fuse the attention-score prologue: softmax(x * scale + mask), applied as the row is read
+// (the graph's softmax_scale rule folds vector_scale / add -> softmax here).
+#include <cmath>
+
 #include "runtime/op_runner.h"
 #include "ops/checks.h"
 #include "ops/registry.h"
@@ -26,9 +35,14 @@ std::int64_t last_dim(const Tensor& x) { return x.size(x.ndim() - 1); }
 // The op's facts come from its OpDef (registry.h): the work estimate, and the CUDA kernels'
 // dtypes (float32 / float16 / bfloat16; float64 runs on the CPU).
 void place(OpRunner& r, const OpDef& def, const Tensor& x, const Tensor* gamma = nullptr,
-           const Tensor* beta = nullptr) {
-  const OpArgs args{&x};
-  r.place(def.work(args), {&x, gamma, beta}, def.supports(DeviceKind::cuda, args));
+           const Tensor* beta = nullptr, const Tensor* residual = nullptr) {
+  const OpArgs args{&x, gamma, beta, residual};
+  r.place(def.work(args), {&x, gamma, beta, residual}, def.supports(DeviceKind::cuda, args));
+}
+
+void place_softmax(OpRunner& r, const Tensor& x, const Tensor* mask) {
+  const OpArgs args{&x, mask};
+  r.place(opdefs::softmax.work(args), {&x, mask}, opdefs::softmax.supports(DeviceKind::cuda, args));
 }
 
 void check_affine(const char* op, const char* name, const Tensor* t, const Tensor& x) {
@@ -41,8 +55,8 @@ void check_affine(const char* op, const char* name, const Tensor* t, const Tenso
                         "), got shape " + t->shape_str());
 }
 
-void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps,
-                   Tensor& out) {
+void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tensor* beta,
+                   const Tensor* residual, float eps, Tensor& out) {
   if (x.numel() == 0) {  // an empty result: nothing to stage or launch
     r.finish();
     return;
@@ -51,6 +65,7 @@ void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tens
   a.x = r.in_raw(x);
   a.gamma = r.in_raw_opt(gamma);
   a.beta = r.in_raw_opt(beta);
+  a.residual = r.in_raw_opt(residual);  // staged contiguous like x when strided
   a.cols = last_dim(x);
   a.rows = x.numel() / a.cols;
   a.eps = eps;
@@ -60,7 +75,7 @@ void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tens
   r.finish();
 }
 
-void run_softmax(OpRunner& r, const Tensor& x, Tensor& out) {
+void run_softmax(OpRunner& r, const Tensor& x, float scale, const Tensor* mask, Tensor& out) {
   if (x.numel() == 0) {
     r.finish();
     return;
@@ -70,6 +85,9 @@ void run_softmax(OpRunner& r, const Tensor& x, Tensor& out) {
   a.cols = last_dim(x);
   a.rows = x.numel() / a.cols;
   a.dtype = x.dtype();
+  a.scale = scale;
+  a.mask = r.in_raw_opt(mask);  // staged contiguous when strided
+  a.mask_rows = mask ? mask->numel() / a.cols : 1;
   a.out = r.out_raw(out);
   r.launch([&](Backend& be) { be.softmax(a); });
   r.finish();
@@ -79,64 +97,91 @@ void check_eps(const char* op, float eps) {
   if (!(eps > 0.0f)) throw_value(op, "eps must be > 0, got " + std::to_string(eps));
 }
 
+void check_residual(const char* op, const Tensor* res, const Tensor& x) {
+  if (!res) return;
+  check_same_dtype(op, "x", x, "residual", *res);
+  if (res->ndim() != x.ndim() || res->shape() != x.shape())
+    throw_value(op, "'residual' must have x's shape " + x.shape_str() +
+                        " (it is added to x elementwise, without broadcasting), got " +
+                        res->shape_str() + "; pass a residual of x's shape or add it first");
+}
+
 void check_layernorm(const char* op, const Tensor& x, const Tensor* gamma, const Tensor* beta,
-                     float eps) {
+                     float eps, const Tensor* residual) {
   check_rows(op, x);
   check_affine(op, "gamma", gamma, x);
   check_affine(op, "beta", beta, x);
+  check_residual(op, residual, x);
   check_eps(op, eps);
+}
+
+void check_softmax(const char* op, const Tensor& x, float scale, const Tensor* mask) {
+  check_rows(op, x);
+  if (!(scale > 0.0f) || !std::isfinite(scale))
+    throw_value(op, "scale must be a finite number > 0 (1: x unscaled), got " + std::to_string(scale));
+  if (!mask) return;
+  check_same_dtype(op, "x", x, "mask", *mask);
+  const int xd = x.ndim(), md = mask->ndim();
+  bool ok = md >= 1 && md <= xd;
+  for (int i = 0; ok && i < md; ++i) ok = mask->size(md - 1 - i) == x.size(xd - 1 - i);
+  if (!ok)
+    throw_value(op, "'mask' must have x's trailing dimensions (x is " + x.shape_str() +
+                        "; e.g. its last one, or its last two), got " + mask->shape_str() +
+                        "; it is added to every row without other broadcasting");
 }
 
 }  // namespace
 
 std::vector<std::int64_t> layernorm_out_shape(const Tensor& x, const Tensor* gamma,
-                                              const Tensor* beta, float eps) {
-  check_layernorm("layernorm", x, gamma, beta, eps);
+                                              const Tensor* beta, float eps,
+                                              const Tensor* residual) {
+  check_layernorm("layernorm", x, gamma, beta, eps, residual);
   return x.shape();
 }
 
-std::vector<std::int64_t> softmax_out_shape(const Tensor& x) {
-  check_rows("softmax", x);
+std::vector<std::int64_t> softmax_out_shape(const Tensor& x, float scale, const Tensor* mask) {
+  check_softmax("softmax", x, scale, mask);
   return x.shape();
 }
 
 void layernorm_into(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps, Tensor& out,
-                    const ExecutionPolicy& p) {
+                    const ExecutionPolicy& p, const Tensor* residual) {
   static constexpr const char* op = "layernorm";
-  check_layernorm(op, x, gamma, beta, eps);
+  check_layernorm(op, x, gamma, beta, eps, residual);
   check_out_like(op, out, x);
   OpRunner r(op, p);
-  place(r, opdefs::layernorm, x, gamma, beta);
-  run_layernorm(r, x, gamma, beta, eps, out);
+  place(r, opdefs::layernorm, x, gamma, beta, residual);
+  run_layernorm(r, x, gamma, beta, residual, eps, out);
 }
 
 Tensor layernorm(const Tensor& x, const Tensor* gamma, const Tensor* beta, float eps,
-                 const ExecutionPolicy& p) {
+                 const ExecutionPolicy& p, const Tensor* residual) {
   static constexpr const char* op = "layernorm";
-  check_layernorm(op, x, gamma, beta, eps);
+  check_layernorm(op, x, gamma, beta, eps, residual);
   OpRunner r(op, p);
-  place(r, opdefs::layernorm, x, gamma, beta);
+  place(r, opdefs::layernorm, x, gamma, beta, residual);
   Tensor out = r.result(x.shape(), x.dtype());
-  run_layernorm(r, x, gamma, beta, eps, out);
+  run_layernorm(r, x, gamma, beta, residual, eps, out);
   return out;
 }
 
-void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p) {
+void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p, float scale,
+                  const Tensor* mask) {
   static constexpr const char* op = "softmax";
-  check_rows(op, x);
+  check_softmax(op, x, scale, mask);
   check_out_like(op, out, x);
   OpRunner r(op, p);
-  place(r, opdefs::softmax, x);
-  run_softmax(r, x, out);
+  place_softmax(r, x, mask);
+  run_softmax(r, x, scale, mask, out);
 }
 
-Tensor softmax(const Tensor& x, const ExecutionPolicy& p) {
+Tensor softmax(const Tensor& x, const ExecutionPolicy& p, float scale, const Tensor* mask) {
   static constexpr const char* op = "softmax";
-  check_rows(op, x);
+  check_softmax(op, x, scale, mask);
   OpRunner r(op, p);
-  place(r, opdefs::softmax, x);
+  place_softmax(r, x, mask);
   Tensor out = r.result(x.shape(), x.dtype());
-  run_softmax(r, x, out);
+  run_softmax(r, x, scale, mask, out);
   return out;
 }
 

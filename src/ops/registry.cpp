@@ -293,6 +293,35 @@ OpResult infer_rows(const OpDef& d, const OpArgs& a) {
 WorkEstimate work_rows(const OpArgs& a) {
   return norm_work(a[0].numel(), static_cast<double>(dtype_size(a.dtype)));
 }
+// layernorm(x, gamma, beta, residual): gamma / beta as infer_rows; the residual (the fused
+// residual add) must be exactly x's shape.
+OpResult infer_layernorm(const OpDef& d, const OpArgs& a) {
+  if (a.has(3) && to_vec(a[3]) != to_vec(a[0]))
+    throw_value(d.name, "'residual' must have x's shape " + shape_str(to_vec(a[0])) +
+                            " (it is added to x elementwise, without broadcasting), got " +
+                            shape_str(to_vec(a[3])));
+  OpArgs affine = a;
+  affine.n = std::min(a.n, 3);
+  return infer_rows(d, affine);
+}
+// softmax(x, mask): the mask must be x's trailing dimensions.
+OpResult infer_softmax(const OpDef& d, const OpArgs& a) {
+  if (a.has(1)) {
+    const ShapeRef& x = a[0];
+    const ShapeRef& m = a[1];
+    bool ok = m.ndim >= 1 && m.ndim <= x.ndim;
+    for (int i = 0; ok && i < m.ndim; ++i) ok = m[m.ndim - 1 - i] == x[x.ndim - 1 - i];
+    if (!ok)
+      throw_value(d.name, "'mask' must have x's trailing dimensions (x is " + shape_str(to_vec(x)) +
+                              "), got " + shape_str(to_vec(m)));
+  }
+  return {to_vec(a[0]), a.dtype};
+}
+WorkEstimate work_layernorm(const OpArgs& a) {
+  WorkEstimate w = work_rows(a);
+  if (a.has(3)) w.flops += a[0].numel();  // the residual add
+  return w;
+}
 
 // ---- elementwise -----------------------------------------------------------------------------
 
@@ -407,15 +436,19 @@ const OpDef conv_attention_nchw{
     kF32Only, kF32Only, &infer_conv_attention, &work_conv_attention, &limits_conv_attention};
 
 const OpDef layernorm{
-    "layernorm", OpFamily::norm, "Layer normalisation over the last dimension.",
-    {{in("x", -1, 1), opt("gamma", 1), opt("beta", 1)}}, {kOut},
+    "layernorm", OpFamily::norm,
+    "Layer normalisation over the last dimension, of x + residual when a residual is given.",
+    {{in("x", -1, 1), opt("gamma", 1), opt("beta", 1), opt("residual")}}, {kOut},
     {{{"eps", AttrType::real, "1e-05", nullptr}}},
-    kFloatAll, kFloat16x, &infer_rows, &work_rows, nullptr};
+    kFloatAll, kFloat16x, &infer_layernorm, &work_layernorm, nullptr};
 
 const OpDef softmax{
-    "softmax", OpFamily::norm, "Softmax over the last dimension.",
-    {{in("x", -1, 1)}}, {kOut}, {},
-    kFloatAll, kFloat16x, &infer_rows, &work_rows, nullptr};
+    "softmax", OpFamily::norm,
+    "Softmax over the last dimension of x * scale + mask (both optional; the mask has x's "
+    "trailing dimensions).",
+    {{in("x", -1, 1), opt("mask")}}, {kOut},
+    {{{"scale", AttrType::real, "None", "None: 1 (x unscaled)"}}},
+    kFloatAll, kFloat16x, &infer_softmax, &work_rows, nullptr};
 
 #define LC_EW_OP(NAME, SUMMARY, INPUTS, ATTRS, INFER, WORK)                                    \
   const OpDef NAME{#NAME, OpFamily::elementwise, SUMMARY, INPUTS, {kOut}, ATTRS,               \

@@ -252,7 +252,11 @@ inline std::vector<double> conv2d(const Conv2dArgs& p) {
 inline std::vector<double> layernorm(const LayerNormArgs& p) {
   std::vector<double> out(static_cast<std::size_t>(p.rows * p.cols));
   for (std::int64_t r = 0; r < p.rows; ++r) {
-    const auto x = [&](std::int64_t c) { return elem(p.dtype, p.x, r * p.cols + c); };
+    // x + residual (the fused residual add), summed in double
+    const auto x = [&](std::int64_t c) {
+      const std::int64_t i = r * p.cols + c;
+      return elem(p.dtype, p.x, i) + (p.residual ? elem(p.dtype, p.residual, i) : 0.0);
+    };
     double mean = 0.0;
     for (std::int64_t c = 0; c < p.cols; ++c) mean += x(c);
     mean /= static_cast<double>(p.cols);
@@ -273,7 +277,11 @@ inline std::vector<double> layernorm(const LayerNormArgs& p) {
 inline std::vector<double> softmax(const SoftmaxArgs& p) {
   std::vector<double> out(static_cast<std::size_t>(p.rows * p.cols));
   for (std::int64_t r = 0; r < p.rows; ++r) {
-    const auto x = [&](std::int64_t c) { return elem(p.dtype, p.x, r * p.cols + c); };
+    // x * scale + mask (the fused prologue), in double
+    const auto x = [&](std::int64_t c) {
+      const double v = elem(p.dtype, p.x, r * p.cols + c) * static_cast<double>(p.scale);
+      return p.mask ? v + elem(p.dtype, p.mask, (r % p.mask_rows) * p.cols + c) : v;
+    };
     double mx = -std::numeric_limits<double>::infinity();
     for (std::int64_t c = 0; c < p.cols; ++c) mx = std::fmax(mx, x(c));
     double sum = 0.0;

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
@@ -657,6 +658,85 @@ TEST(CpuNorm, Float16Bfloat16Float64EveryIsaAndInPlace) {
         else lc::cpu::softmax_with_isa(isa, sp);
         EXPECT_LE(rel_error64(sx.values64(), expect), dtype_tol(dt));
       }
+}
+
+// The fused residual add (LayerNormArgs::residual) in every dtype and instruction set: the sum
+// is formed in out's row (float32 / float64) or the float32 scratch block (16-bit); out may be
+// x itself or the residual itself (in place).
+TEST(CpuNorm, LayerNormResidualEveryDtypeIsaAndInPlace) {
+  Rng rng;
+  const i64 shapes[][2] = {{1, 1}, {1, 7}, {5, 1}, {13, 31}, {4, 768}, {3, 1031},
+                           {2, 9000}, {600, 450}};  // 9000 > one scratch block; 270k threaded
+  for (lc::DType dt : {lc::DType::f32, lc::DType::f16, lc::DType::bf16, lc::DType::f64})
+    for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa)
+      for (auto& s : shapes) {
+        const i64 rows = s[0], cols = s[1];
+        SCOPED_TRACE(rng.describe() + " " + lc::to_string(dt) + " rows=" + std::to_string(rows) +
+                     " cols=" + std::to_string(cols) + " isa=" + std::to_string(isa));
+        HostTyped x(dt, rng.vec(rows * cols, 38.0f, 42.0f)), r(dt, rng.vec(rows * cols, -3.0f, 3.0f)),
+            g(dt, rng.vec(cols, 0.5f, 1.5f)), b(dt, rng.vec(cols)),
+            out(dt, std::vector<float>(rows * cols, NAN));
+        lc::LayerNormArgs p{x.data(), g.data(), b.data(), out.data(), rows, cols, 1e-5f, dt};
+        p.residual = r.data();
+        const auto expect = lc::ref::layernorm(p);
+        const auto xs = x.bytes, rs = r.bytes;
+        if (isa == 0) lc::cpu::layernorm(p);  // the dispatching entry point too
+        else lc::cpu::layernorm_with_isa(isa, p);
+        if (cols == 1) {  // variance 0: every row is beta
+          EXPECT_EQ(out.values(), std::vector<float>(rows, b.values()[0]));
+          continue;
+        }
+        EXPECT_LE(rel_error64(out.values64(), expect), dtype_tol(dt));
+        EXPECT_TRUE(x.bytes == xs && r.bytes == rs);  // inputs untouched
+        p.out = x.data();  // in place over x
+        lc::cpu::layernorm_with_isa(isa, p);
+        EXPECT_LE(rel_error64(x.values64(), expect), dtype_tol(dt));
+        std::copy(xs.begin(), xs.end(), x.bytes.begin());  // x again (p.x still points at it)
+        p.out = r.data();  // in place over the residual
+        lc::cpu::layernorm_with_isa(isa, p);
+        EXPECT_LE(rel_error64(r.values64(), expect), dtype_tol(dt));
+      }
+}
+
+// The fused scale and additive mask (SoftmaxArgs::scale / mask / mask_rows) in every dtype and
+// instruction set, a mask of one row or of several (row r reads mask row r % mask_rows), -inf
+// mask entries weighing exactly 0, and in place over x.
+TEST(CpuSoftmax, ScaleAndMaskEveryDtypeIsaAndInPlace) {
+  Rng rng;
+  const i64 shapes[][3] = {{1, 1, 1}, {1, 7, 1}, {6, 9, 3}, {13, 31, 13}, {8, 768, 4},
+                           {3, 1031, 1}, {2, 9000, 2}, {600, 450, 20}};  // rows, cols, mask rows
+  for (lc::DType dt : {lc::DType::f32, lc::DType::f16, lc::DType::bf16, lc::DType::f64})
+    for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa)
+      for (auto& s : shapes)
+        for (bool with_mask : {true, false}) {
+          const i64 rows = s[0], cols = s[1], mrows = s[2];
+          SCOPED_TRACE(rng.describe() + " " + lc::to_string(dt) + " rows=" + std::to_string(rows) +
+                       " cols=" + std::to_string(cols) + " isa=" + std::to_string(isa) +
+                       " mask=" + std::to_string(with_mask));
+          auto mv = rng.vec(mrows * cols, -4.0f, 4.0f);
+          for (i64 i = 0; i < mrows * cols; i += 3)
+            if (i % cols) mv[static_cast<std::size_t>(i)] = -INFINITY;  // column 0 stays finite
+          HostTyped x(dt, rng.vec(rows * cols, -6.0f, 6.0f)), m(dt, mv),
+              out(dt, std::vector<float>(rows * cols, NAN));
+          lc::SoftmaxArgs p{x.data(), out.data(), rows, cols, dt};
+          p.scale = 0.37f;
+          if (with_mask) {
+            p.mask = m.data();
+            p.mask_rows = mrows;
+          }
+          const auto expect = lc::ref::softmax(p);
+          if (isa == 0) lc::cpu::softmax(p);  // the dispatching entry point too
+          else lc::cpu::softmax_with_isa(isa, p);
+          const auto y = out.values();
+          EXPECT_LE(rel_error64(out.values64(), expect), dtype_tol(dt));
+          if (with_mask)
+            for (i64 i = 0; i < rows * cols; ++i)
+              if (std::isinf(mv[static_cast<std::size_t>((i / cols % mrows) * cols + i % cols)]))
+                ASSERT_EQ(y[static_cast<std::size_t>(i)], 0.0f) << i;
+          p.out = x.data();  // in place
+          lc::cpu::softmax_with_isa(isa, p);
+          EXPECT_LE(rel_error64(x.values64(), expect), dtype_tol(dt));
+        }
 }
 
 TEST(CpuSoftmax, MinusInfinityRowsEveryDtype) {

@@ -123,6 +123,97 @@ TEST(CudaNorm, Float16Bfloat16AllPathsAndMisaligned) {
   }
 }
 
+// The fused softmax scale and mask (SoftmaxArgs) through every kernel and path: the mask
+// aligned or one element off (that alone must turn the vector path off), one mask row or
+// several (row r reads mask row r % mask_rows), -inf entries.
+TEST(CudaNorm, SoftmaxScaleMaskAllPathsAndMisaligned) {
+  LC_REQUIRE_CUDA();
+  lc::ref::Rng rng;
+  SCOPED_TRACE(rng.describe());
+  const std::int64_t shapes[][3] = {{1, 1, 1},    {5, 1, 5},     {3, 7, 1},    {9, 8, 3},
+                                    {17, 33, 17}, {64, 768, 16}, {5, 1000, 1}, {33, 1024, 11},
+                                    {7, 1025, 7}, {4, 3000, 2},  {3, 4096, 1}, {2, 16384, 2},
+                                    {2, 20000, 1}, {1000, 64, 10}};
+  for (lc::DType dt : kNormDtypes) {
+    for (const auto& s : shapes) {
+      for (std::size_t off : {std::size_t{0}, std::size_t{1}}) {
+        const std::int64_t rows = s[0], cols = s[1], mrows = s[2];
+        auto mv = rng.vec(sz(mrows * cols), -4.0f, 4.0f);
+        for (std::size_t i = 0; i < mv.size(); i += 3)
+          if (i % sz(cols)) mv[i] = -std::numeric_limits<float>::infinity();
+        TypedBuf x(dt, sz(rows * cols)), m(dt, sz(mrows * cols), off), o(dt, sz(rows * cols));
+        x.upload(rng.vec(sz(rows * cols), -6.0f, 6.0f));
+        m.upload(mv);
+        for (bool with_mask : {true, false}) {
+          o.poison();
+          lc::SoftmaxArgs a{x.get(), o.get(), rows, cols, dt};
+          a.scale = 0.37f;
+          if (with_mask) {
+            a.mask = m.get();
+            a.mask_rows = mrows;
+          }
+          gpu().softmax(a);
+          lc::SoftmaxArgs h = a;
+          h.x = x.host();
+          h.mask = with_mask ? m.host() : nullptr;
+          const auto out = o.download();
+          ASSERT_EQ(lc::ref::count_nan(out), 0u) << "softmax " << rows << "x" << cols;
+          EXPECT_LE(lc::ref::rel_error(out, lc::ref::softmax(h)), tol16(dt))
+              << "softmax scale/mask " << lc::to_string(dt) << " " << rows << "x" << cols
+              << " mask offset=" << off << " mask=" << with_mask;
+        }
+      }
+    }
+  }
+}
+
+// The fused residual add (LayerNormArgs::residual) through every kernel and path: the residual
+// aligned or one element off (that alone must turn the 16-byte vector path off), x + residual
+// summed in float32 (the reference sums the stored values in double).
+TEST(CudaNorm, LayerNormResidualAllPathsAndMisaligned) {
+  LC_REQUIRE_CUDA();
+  lc::ref::Rng rng;
+  SCOPED_TRACE(rng.describe());
+  const std::int64_t shapes[][2] = {{1, 1},   {5, 1},    {3, 7},     {9, 8},     {17, 33},
+                                    {64, 768}, {5, 1000}, {33, 1024}, {7, 1025},  {4, 3000},
+                                    {3, 4096}, {2, 16384}, {2, 20000}, {1000, 64}, {3, 4104}};
+  for (lc::DType dt : kNormDtypes) {
+    for (const auto& s : shapes) {
+      for (std::size_t off : {std::size_t{0}, std::size_t{1}}) {
+        const std::int64_t rows = s[0], cols = s[1];
+        TypedBuf x(dt, sz(rows * cols)), r(dt, sz(rows * cols), off), g(dt, sz(cols)),
+            b(dt, sz(cols)), o(dt, sz(rows * cols));
+        x.upload(rng.vec(sz(rows * cols), 38.0f, 42.0f));
+        r.upload(rng.vec(sz(rows * cols), -3.0f, 3.0f));
+        g.upload(rng.vec(sz(cols), 0.5f, 1.5f));
+        b.upload(rng.vec(sz(cols)));
+        for (bool affine : {true, false}) {
+          o.poison();
+          lc::LayerNormArgs a{x.get(), affine ? g.get() : nullptr, affine ? b.get() : nullptr,
+                              o.get(), rows, cols, 1e-5f, dt};
+          a.residual = r.get();
+          gpu().layernorm(a);
+          lc::LayerNormArgs h = a;
+          h.x = x.host();
+          h.residual = r.host();
+          h.gamma = affine ? g.host() : nullptr;
+          h.beta = affine ? b.host() : nullptr;
+          const auto out = o.download();
+          ASSERT_EQ(lc::ref::count_nan(out), 0u) << "layernorm+residual " << rows << "x" << cols;
+          if (cols == 1) {  // variance 0: beta (or 0) exactly
+            for (std::size_t i = 0; i < out.size(); ++i)
+              EXPECT_EQ(out[i], affine ? static_cast<float>(lc::ref::elem(dt, b.host(), 0)) : 0.0f);
+            continue;
+          }
+          EXPECT_LE(lc::ref::rel_error(out, lc::ref::layernorm(h)), tol16(dt))
+              << "layernorm+residual " << lc::to_string(dt) << " " << rows << "x" << cols
+              << " residual offset=" << off << " affine=" << affine;
+        }
+      }
+    }
+  }
+}
+
 // -inf entries weigh exactly 0; a row of only -inf is NaN everywhere (-inf - -inf), as
 // torch.softmax gives. Every kernel (warp, block, long rows) and dtype.
 TEST(CudaNorm, SoftmaxMinusInfinityRows) {

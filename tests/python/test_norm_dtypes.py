@@ -254,6 +254,239 @@ def test_dtype_mixes_and_bad_shapes_are_clear():
     assert (out == 7.0).all()
 
 
+# ---- layernorm(x + residual): the fused residual add ----------------------------------------
+# The residual is summed into the row as the kernel reads it (float32 for 16-bit storage, so the
+# reference is the float64 sum of the stored values); any strides, x's shape and dtype only.
+
+RES_SHAPES = [(7,), (1, 1), (1, 13), (13, 1), (3, 5, 129), (2, 1, 3, 768), (3, 1031), (2, 16411),
+              (600, 450)]
+# (x's kind, residual's kind): numpy / strided numpy / device tensor / strided device view (whose
+# odd offset keeps the CUDA kernels off their 16-byte vector path)
+RES_KINDS = [("numpy", "numpy"), ("numpy", "strided"), ("strided", "numpy"), ("tensor", "tensor"),
+             ("tensor", "view"), ("view", "tensor")]
+
+
+def residual_cases():
+    for dtype in DTYPES:
+        for device in devices_for(dtype):
+            for shape in RES_SHAPES:
+                yield pytest.param(dtype, device, shape, id=f"{dtype}-{device}-{'x'.join(map(str, shape))}")
+
+
+@pytest.mark.parametrize("form", ["return", "into"])
+@pytest.mark.parametrize("kinds", RES_KINDS, ids=lambda k: "-".join(k))
+@pytest.mark.parametrize("dtype,device,shape", list(residual_cases()))
+def test_layernorm_residual(dtype, device, shape, kinds, form, rng):
+    c = shape[-1]
+    x = cast(rng.standard_normal(shape) * 2.0 + 3.0, dtype)
+    r = cast(rng.standard_normal(shape) * 1.5 - 1.0, dtype)
+    affine = rng.integers(0, 3)  # none / gamma / gamma + beta
+    g = cast(rng.standard_normal(c) + 1.0, dtype) if affine >= 1 else None
+    b = cast(rng.standard_normal(c), dtype) if affine >= 2 else None
+    eps = 1e-5
+    ref = ref_layernorm(f64(x) + f64(r), None if g is None else f64(g),
+                        None if b is None else f64(b), eps)
+    xk, rk = kinds
+    xa, ra = make(xk, x, device, dtype), make(rk, r, device, dtype)
+    on_dev = xk in ("tensor", "view")
+    ga = None if g is None else make("tensor" if on_dev else "numpy", g, device, dtype)
+    ba = None if b is None else make("tensor" if on_dev else "numpy", b, device, dtype)
+    where = f"layernorm+residual {dtype} {shape} on {device} ({xk}/{rk}, {form}, affine={affine})"
+    if form == "return":
+        res = lc.layernorm(xa, ga, ba, eps, device, residual=ra)
+    else:
+        out = poisoned_out(xk, shape, device, dtype)
+        res = lc.layernorm_into(xa, ga, ba, out, eps, device, residual=ra)
+        assert res is out, where
+    if c == 1:  # variance 0: every element is beta (or 0)
+        ref = np.broadcast_to(f64(b) if b is not None else 0.0, shape).astype(np.float64)
+        assert np.array_equal(f64(res), ref), where
+        return
+    check_result(res, ref, xk, device, dtype, where)
+    # the inputs are untouched (the float32 kernels stage the sum in the output row)
+    assert np.array_equal(f64(xa), f64(x)) and np.array_equal(f64(ra), f64(r)), where
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layernorm_residual_matches_unfused(dtype, rng):
+    """Same as layernorm(add(x, r)) where the sum is exact in the dtype (float32 / float64 here;
+    16-bit sums are rounded by the unfused add but not by the fused one)."""
+    x = cast(rng.standard_normal((9, 77)), dtype)
+    r = cast(rng.standard_normal((9, 77)), dtype)
+    g = cast(rng.standard_normal(77), dtype)
+    for device in devices_for(dtype):
+        fused = f64(lc.layernorm(x, g, None, 1e-5, device, residual=r))
+        unfused = f64(lc.layernorm(lc.add(x, r, device), g, None, 1e-5, device))
+        tol = {"float64": 1e-13, "float32": 1e-5}.get(dtype, 2 * TOL[dtype])
+        assert rel_error(fused, unfused) <= tol, (dtype, device)
+        # residual=None is the plain layernorm, bit for bit
+        assert np.array_equal(f64(lc.layernorm(x, g, None, 1e-5, device, residual=None)),
+                              f64(lc.layernorm(x, g, None, 1e-5, device)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (0, 5), (3, 0), (2, 0, 4)])
+def test_layernorm_residual_zero_size(dtype, shape):
+    x = np.zeros(shape, np_dtype(dtype))
+    for device in devices_for(dtype):
+        r = lc.layernorm(x, None, None, 1e-5, device, residual=x.copy())
+        assert isinstance(r, np.ndarray) and r.shape == shape and r.dtype == np_dtype(dtype)
+        out = np.empty(shape, np_dtype(dtype))
+        assert lc.layernorm_into(x, None, None, out, 1e-5, device, residual=x.copy()) is out
+
+
+@pytest.mark.parametrize("device", backends)
+def test_layernorm_residual_bad_inputs(device):
+    x = np.ones((2, 3, 8), np.float32)
+    g = np.ones(8, np.float32)
+    out = np.full((2, 3, 8), 7.0, np.float32)
+    # broadcastable shapes are not accepted: the residual is exactly x's shape
+    for bad in [(8,), (1, 3, 8), (2, 3, 7), (3, 8), (2, 3, 8, 1)]:
+        with pytest.raises(ValueError, match=r"^\[layernorm\] 'residual' must have x's shape "
+                                             r"\[2, 3, 8\] .*got \[" + ", ".join(map(str, bad)) + r"\]"):
+            lc.layernorm(x, g, None, 1e-5, device, residual=np.ones(bad, np.float32))
+        with pytest.raises(ValueError, match=r"'residual' must have x's shape"):
+            lc.layernorm_into(x, g, None, out, 1e-5, device, residual=np.ones(bad, np.float32))
+    with pytest.raises(TypeError, match=r"^\[layernorm\] 'x' is float32 but 'residual' is float16"):
+        lc.layernorm(x, g, None, 1e-5, device, residual=x.astype(np.float16))
+    with pytest.raises(TypeError, match=r"^\[layernorm\] 'x' is float32 but 'residual' is float16"):
+        lc.layernorm_into(x, g, None, out, 1e-5, device, residual=x.astype(np.float16))
+    with pytest.raises(TypeError):
+        lc.layernorm(x, g, None, 1e-5, device, residual="x")
+    assert (out == 7.0).all()  # no partial write into the caller's out
+    # the runtime still computes afterwards
+    y = lc.layernorm(x, g, None, 1e-5, device, residual=x)
+    np.testing.assert_array_equal(y, np.zeros_like(x))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_gpu_layernorm_residual_resident(dtype, rng):
+    """Device-resident x and residual across the CUDA kernels' size ladder (warp rows, block
+    rows, long rows; vector and element paths); the result stays on the device."""
+    for shape in [(5, 32), (3, 768), (2, 1000), (4, 4096), (2, 12345), (3, 20000), (70000, 8)]:
+        x = cast(rng.standard_normal(shape), dtype)
+        r = cast(rng.standard_normal(shape), dtype)
+        g = cast(rng.standard_normal(shape[-1]), dtype)
+        b = cast(rng.standard_normal(shape[-1]), dtype)
+        td = [lc.Tensor(a, device="cuda", dtype=dtype) for a in (x, r, g, b)]
+        y = lc.layernorm(td[0], td[2], td[3], 1e-5, "cuda", residual=td[1])
+        assert isinstance(y, lc.Tensor) and y.device == "cuda"
+        ref = ref_layernorm(f64(x) + f64(r), f64(g), f64(b), 1e-5)
+        assert rel_error(f64(y), ref) <= TOL[dtype], (dtype, shape)
+
+
+# ---- softmax(x * scale + mask): the fused attention-score prologue --------------------------
+# scale and the additive mask are applied in the compute type as the kernel reads the row; the
+# mask has x's trailing dimensions (repeated over the leading ones), any strides.
+
+SM_SHAPES = [(7,), (1, 1), (1, 13), (3, 5, 129), (2, 3, 8, 8), (2, 1, 3, 768), (3, 1031),
+             (2, 16411), (600, 450)]
+
+
+def softmax_mask_cases():
+    for dtype in DTYPES:
+        for device in devices_for(dtype):
+            for shape in SM_SHAPES:
+                yield pytest.param(dtype, device, shape, id=f"{dtype}-{device}-{'x'.join(map(str, shape))}")
+
+
+@pytest.mark.parametrize("form", ["return", "into"])
+@pytest.mark.parametrize("kinds", RES_KINDS, ids=lambda k: "-".join(k))
+@pytest.mark.parametrize("dtype,device,shape", list(softmax_mask_cases()))
+def test_softmax_scale_mask(dtype, device, shape, kinds, form, rng):
+    xk, mk = kinds
+    x = cast(rng.standard_normal(shape) * 3.0, dtype)
+    mdims = int(rng.integers(0, min(len(shape), 2) + 1))  # no mask / [C] / [R, C]
+    mask = None
+    if mdims:
+        m = rng.standard_normal(shape[-mdims:]) * 2.0
+        m[rng.random(m.shape) < 0.2] = -np.inf  # masked-out entries weigh 0
+        m.reshape(-1, shape[-1])[:, 0] = 0.0  # every row keeps a finite entry
+        mask = cast(m, dtype)
+    scale = float(rng.choice([1.0, 0.125, 2.5]))
+    arg = f64(x) * scale + (0.0 if mask is None else f64(mask))
+    ref = ref_softmax(arg)
+    xa = make(xk, x, device, dtype)
+    ma = None if mask is None else make(mk, mask, device, dtype)
+    where = f"softmax scale={scale} mask={None if mask is None else mask.shape} {dtype} {shape} on {device} ({xk}/{mk}, {form})"
+    if form == "return":
+        res = lc.softmax(xa, device, scale=scale, mask=ma)
+    else:
+        out = poisoned_out(xk, shape, device, dtype)
+        res = lc.softmax_into(xa, out, device, scale=scale, mask=ma)
+        assert res is out, where
+    check_result(res, ref, xk, device, dtype, where)
+    if mask is not None:  # -inf entries are exactly 0
+        y = f64(res)
+        assert (y[np.broadcast_to(np.isneginf(f64(mask)), shape)] == 0).all(), where
+    assert np.array_equal(f64(xa), f64(x)), where
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_scale_mask_matches_unfused(dtype, rng):
+    x = cast(rng.standard_normal((2, 3, 9, 9)), dtype)
+    m = cast(np.triu(np.full((9, 9), -np.inf), 1), dtype)  # a causal mask
+    for device in devices_for(dtype):
+        fused = f64(lc.softmax(x, device, scale=0.25, mask=m))
+        unfused = f64(lc.softmax(lc.add(lc.vector_scale(x, 0.25, device), m, device), device))
+        tol = {"float64": 1e-13, "float32": 1e-6}.get(dtype, 2 * TOL[dtype])
+        assert rel_error(fused, unfused) <= tol, (dtype, device)
+        assert (fused[..., np.triu_indices(9, 1)[0], np.triu_indices(9, 1)[1]] == 0).all()
+        # the defaults are the plain softmax, bit for bit
+        assert np.array_equal(f64(lc.softmax(x, device, scale=None, mask=None)), f64(lc.softmax(x, device)))
+
+
+@pytest.mark.parametrize("device", backends)
+def test_softmax_scale_mask_bad_inputs(device):
+    x = np.ones((2, 3, 8), np.float32)
+    out = np.full((2, 3, 8), 7.0, np.float32)
+    for bad in [(3, 7), (2, 8), (1, 8), (2, 3, 8, 1), (1, 2, 3, 8)]:
+        with pytest.raises(ValueError, match=r"^\[softmax\] 'mask' must have x's trailing dimensions "
+                                             r"\(x is \[2, 3, 8\].*got \[" + ", ".join(map(str, bad)) + r"\]"):
+            lc.softmax(x, device, mask=np.zeros(bad, np.float32))
+        with pytest.raises(ValueError, match=r"'mask' must have x's trailing dimensions"):
+            lc.softmax_into(x, out, device, mask=np.zeros(bad, np.float32))
+    with pytest.raises(TypeError, match=r"^\[softmax\] 'x' is float32 but 'mask' is float16"):
+        lc.softmax_into(x, out, device, mask=np.zeros(8, np.float16))
+    for s in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"^\[softmax\] scale must be a finite number > 0"):
+            lc.softmax_into(x, out, device, scale=s)
+    with pytest.raises(TypeError):
+        lc.softmax(x, device, scale="big")
+    assert (out == 7.0).all()  # no partial write into the caller's out
+    np.testing.assert_allclose(lc.softmax(x, device, scale=3.0, mask=np.zeros(8, np.float32)),
+                               np.full((2, 3, 8), 0.125), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (0, 5), (3, 0), (2, 0, 4)])
+def test_softmax_scale_mask_zero_size(dtype, shape):
+    x = np.zeros(shape, np_dtype(dtype))
+    m = np.zeros(shape[-1:], np_dtype(dtype))
+    for device in devices_for(dtype):
+        r = lc.softmax(x, device, scale=2.0, mask=m)
+        assert isinstance(r, np.ndarray) and r.shape == shape and r.dtype == np_dtype(dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_gpu_softmax_scale_mask_resident(dtype, rng):
+    """Attention-score shapes on the device across the kernels' size ladder (warp rows, block
+    rows, long rows), a [S, S] causal mask repeated over batch and heads."""
+    for b, h, s in [(2, 3, 32), (1, 4, 768), (1, 2, 1000), (1, 1, 4096), (1, 1, 20000)]:
+        rows = min(s, 64)
+        x = cast(rng.standard_normal((b, h, rows, s)) * 4, dtype)
+        m = np.zeros((rows, s))
+        m[np.triu_indices(rows, 1, s)] = -np.inf
+        m = cast(m, dtype)
+        xd, md = lc.Tensor(x, device="cuda", dtype=dtype), lc.Tensor(m, device="cuda", dtype=dtype)
+        y = lc.softmax(xd, "cuda", scale=0.125, mask=md)
+        assert isinstance(y, lc.Tensor) and y.device == "cuda"
+        ref = ref_softmax(f64(x) * 0.125 + f64(m))
+        assert rel_error(f64(y), ref) <= TOL[dtype], (dtype, b, h, s)
+
+
 # ---- attention2d in float16 / bfloat16 ------------------------------------------------------
 
 ATTN_SHAPES = [(1, 1, 1, 1), (7, 13, 5, 3), (13, 7, 9, 11), (64, 64, 64, 64), (37, 300, 17, 23),

@@ -16,7 +16,8 @@ import pytest
 import lightning_core as lc
 
 # The signature line (first line of __doc__) of every op function before the bindings were
-# generated from one definition per op (commit d74620e): the returning and `_into` forms.
+# generated from one definition per op (commit d74620e): the returning and `_into` forms, with the
+# keyword-only arguments added since (layernorm residual=, softmax scale= / mask=).
 SIGNATURES_BEFORE = [
     'matmul2d(a: object | None, b: object | None, device: object | None = None, *, policy: object | None = None) -> object',
     'matmul2d_into(a: object | None, b: object | None, out: object | None, device: object | None = None, *, policy: object | None = None) -> object',
@@ -28,10 +29,10 @@ SIGNATURES_BEFORE = [
     'attention2d_into(q: object | None, k: object | None, v: object | None, out: object | None, causal: object | None = False, device: object | None = None, *, scale: object | None = None, policy: object | None = None) -> object',
     "conv2d_nchw(x: object | None, weight: object | None, bias: object | None = None, stride_h: object | None = 1, stride_w: object | None = 1, pad_h: object | None = 0, pad_w: object | None = 0, device: object | None = None, *, activation: object | None = 'none', policy: object | None = None) -> object",
     "conv2d_nchw_into(x: object | None, weight: object | None, bias: object | None, out: object | None, stride_h: object | None = 1, stride_w: object | None = 1, pad_h: object | None = 0, pad_w: object | None = 0, device: object | None = None, *, activation: object | None = 'none', policy: object | None = None) -> object",
-    'layernorm(x: object | None, gamma: object | None = None, beta: object | None = None, eps: object | None = 9.999999747378752e-06, device: object | None = None, *, policy: object | None = None) -> object',
-    'layernorm_into(x: object | None, gamma: object | None, beta: object | None, out: object | None, eps: object | None = 9.999999747378752e-06, device: object | None = None, *, policy: object | None = None) -> object',
-    'softmax(x: object | None, device: object | None = None, *, policy: object | None = None) -> object',
-    'softmax_into(x: object | None, out: object | None, device: object | None = None, *, policy: object | None = None) -> object',
+    'layernorm(x: object | None, gamma: object | None = None, beta: object | None = None, eps: object | None = 9.999999747378752e-06, device: object | None = None, *, residual: object | None = None, policy: object | None = None) -> object',
+    'layernorm_into(x: object | None, gamma: object | None, beta: object | None, out: object | None, eps: object | None = 9.999999747378752e-06, device: object | None = None, *, residual: object | None = None, policy: object | None = None) -> object',
+    'softmax(x: object | None, device: object | None = None, *, scale: object | None = None, mask: object | None = None, policy: object | None = None) -> object',
+    'softmax_into(x: object | None, out: object | None, device: object | None = None, *, scale: object | None = None, mask: object | None = None, policy: object | None = None) -> object',
     'vector_add(a: object | None, b: object | None, device: object | None = None, *, policy: object | None = None) -> object',
     'vector_add_into(a: object | None, b: object | None, out: object | None, device: object | None = None, *, policy: object | None = None) -> object',
     'vector_sub(a: object | None, b: object | None, device: object | None = None, *, policy: object | None = None) -> object',

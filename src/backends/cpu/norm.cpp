@@ -12,6 +12,10 @@
 // widened into a per-thread float32 scratch block (<= kChunkElems, or one row), computed there
 // by the same kernels in place, and rounded once into `out` (gamma / beta are widened once per
 // call). float64 rows are computed in float64 by the plain two-pass loops below.
+// LayerNormArgs::residual (the fused residual add) is summed into the row as it is read: into
+// `out`'s row for float32 / float64 (then normalised there in place), into the float32 scratch
+// block for 16-bit rows. softmax's fused scale and mask (SoftmaxArgs) the same way: x * scale +
+// mask into `out`'s row, or into the float32 block (the 16-bit mask widened once per call).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -106,20 +110,51 @@ struct Scratch {
 
 // p has a 16-bit dtype; f32 is p with float32 gamma / beta (LayerNormArgs) already set. Each
 // task widens blocks of its rows into its own scratch, runs the float32 row kernel in place
-// (the kernels allow out == x) and narrows the block into p.out.
+// (the kernels allow out == x) and narrows the block into p.out. A layernorm's residual is
+// widened into the second half of the scratch and added to the block there (in float32).
 template <class Args, class Fn>
 void run_rows_16(const Args& p, const Args& f32, Fn fn) {
   const i64 n = p.cols;
   const std::size_t es = dtype_size(p.dtype);
   const i64 chunk = std::max<i64>(1, kChunkElems / n);
+  const void* res = nullptr;
+  if constexpr (requires { p.residual; }) res = p.residual;
+  // softmax: scale and mask (f32 holds the mask widened once) applied to the float32 block
+  float scale = 1.0f;
+  const float* mask = nullptr;
+  i64 mask_rows = 1;
+  if constexpr (requires { p.mask; }) {
+    scale = p.scale;
+    mask = static_cast<const float*>(f32.mask);
+    mask_rows = p.mask_rows;
+  }
+  const bool pre = mask || scale != 1.0f;
   run_rows(p, [&](const Args&, i64 lo, i64 hi) {
     thread_local Scratch scratch;
-    float* buf = scratch.get(std::min(chunk, hi - lo) * n);
+    const i64 block = std::min(chunk, hi - lo) * n;
+    float* buf = scratch.get(res ? 2 * block : block);
     for (i64 r = lo; r < hi; r += chunk) {
       const i64 nr = std::min(chunk, hi - r);
       const std::size_t off = static_cast<std::size_t>(r * n) * es;
       widen_to_f32(p.dtype, static_cast<const char*>(p.x) + off, buf, nr * n);
+      if (res) {
+        float* rb = buf + block;
+        widen_to_f32(p.dtype, static_cast<const char*>(res) + off, rb, nr * n);
+        for (i64 k = 0; k < nr * n; ++k) buf[k] += rb[k];
+      }
+      if (pre) {
+        for (i64 j = 0; j < nr; ++j) {
+          float* row = buf + j * n;
+          const float* m = mask ? mask + ((r + j) % mask_rows) * n : nullptr;
+          for (i64 k = 0; k < n; ++k) row[k] = row[k] * scale + (m ? m[k] : 0.0f);
+        }
+      }
       Args a = f32;
+      if constexpr (requires { a.residual; }) a.residual = nullptr;  // already added
+      if constexpr (requires { a.mask; }) {  // already applied
+        a.mask = nullptr;
+        a.scale = 1.0f;
+      }
       a.x = buf;
       a.out = buf;
       a.rows = nr;
@@ -139,6 +174,11 @@ void layernorm_rows_f64(const LayerNormArgs& p, i64 lo, i64 hi) {
   for (i64 r = lo; r < hi; ++r) {
     const double* x = static_cast<const double*>(p.x) + r * n;
     double* y = static_cast<double*>(p.out) + r * n;
+    if (p.residual) {  // the fused residual add, as in the float32 kernels
+      const double* rs = static_cast<const double*>(p.residual) + r * n;
+      for (i64 j = 0; j < n; ++j) y[j] = x[j] + rs[j];
+      x = y;
+    }
     const double shift = x[0];  // relative to x[0], as the float32 kernels
     double mean = 0.0;
     for (i64 j = 0; j < n; ++j) mean += x[j] - shift;
@@ -158,9 +198,15 @@ void layernorm_rows_f64(const LayerNormArgs& p, i64 lo, i64 hi) {
 // Rows of all -inf give NaN (inf - inf), as torch.softmax does.
 void softmax_rows_f64(const SoftmaxArgs& p, i64 lo, i64 hi) {
   const i64 n = p.cols;
+  const double scale = p.scale;
   for (i64 r = lo; r < hi; ++r) {
     const double* x = static_cast<const double*>(p.x) + r * n;
     double* y = static_cast<double*>(p.out) + r * n;
+    if (p.mask || p.scale != 1.0f) {  // the fused scale and mask, as in the float32 kernels
+      const double* m = p.mask ? static_cast<const double*>(p.mask) + (r % p.mask_rows) * n : nullptr;
+      for (i64 j = 0; j < n; ++j) y[j] = x[j] * scale + (m ? m[j] : 0.0);
+      x = y;
+    }
     double mx = x[0];
     for (i64 j = 1; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
     double sum = 0.0;
@@ -204,7 +250,17 @@ void softmax_with_isa(int isa, const SoftmaxArgs& p) {
     case DType::f32: return run_rows(p, kernel);
     case DType::f64: return run_rows(p, softmax_rows_f64);
     case DType::f16:
-    case DType::bf16: return run_rows_16(p, p, kernel);
+    case DType::bf16: {
+      // the mask widened once, read by every task (as layernorm's gamma / beta)
+      SoftmaxArgs f32 = p;
+      if (p.mask) {
+        thread_local Scratch mask;
+        float* m = mask.get(p.mask_rows * p.cols);
+        widen_to_f32(p.dtype, p.mask, m, p.mask_rows * p.cols);
+        f32.mask = m;
+      }
+      return run_rows_16(p, f32, kernel);
+    }
     default: return;
   }
 }

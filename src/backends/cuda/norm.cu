@@ -10,6 +10,10 @@
 // vectors (LDG.128 / STG.128: lane l holds vectors l, l+32, ... of its row); otherwise they
 // load element by element (lane l holds columns l, l+32, ...). Row loops are grid-strided, so
 // any number of rows fits the grid limits.
+// softmax's fused scale and additive mask (SoftmaxArgs) are applied the same way as the row is
+// loaded: x * scale + mask[row % mask_rows], padding kept at -inf.
+// A residual (LayerNormArgs::residual) is added to x as the row is loaded, in float32 (the
+// fused residual add + layernorm: one kernel, no temporary; the register kernels read it once).
 // Numerics: layernorm works relative to the row's first element (a large common offset costs no
 // precision), takes the mean first and then the variance of (x - mean) (two-pass, no
 // E[x^2]-E[x]^2 cancellation); softmax subtracts the row max before exp, so a row of all -inf
@@ -101,11 +105,13 @@ struct Rows {
   }
 };
 
+// affine bit 2 (4): add `res` (rows x cols, x's layout) to x as the row is loaded (the fused
+// residual add; the sum stays in float32). Without it `res` is a valid stand-in, never read.
 template <class T, int TPR, int NV, bool VEC>
 __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
     ln_rows_kernel(const T* __restrict__ x, const T* __restrict__ gamma,
-                   const T* __restrict__ beta, T* __restrict__ out, i64 rows, int cols,
-                   float eps, int affine) {
+                   const T* __restrict__ beta, const T* __restrict__ res, T* __restrict__ out,
+                   i64 rows, int cols, float eps, int affine) {
   using R = Rows<T, TPR, NV, VEC>;
   constexpr int W = R::W, N = R::N;
   __shared__ float scratch[32];
@@ -117,9 +123,17 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
     const T* xr = x + row * cols;
     // Relative to the row's first element (as the CPU kernels): rows with a large common offset
     // (1e4 + N(0, 1)) keep full precision in the mean. Padding stays exactly 0.
-    const float shift = load_f(xr);
+    float shift = load_f(xr);
     float v[N];
     R::load(xr, cols, t, v, 0.0f);
+    if (affine & 4) {
+      const T* rr = res + row * cols;
+      shift += load_f(rr);
+      float w[N];
+      R::load(rr, cols, t, w, 0.0f);
+#pragma unroll
+      for (int i = 0; i < N; ++i) v[i] += w[i];
+    }
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < NV; ++i) {
@@ -173,9 +187,12 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
   }
 }
 
+// pre != 0: x * scale + mask (mask row = row % mask_rows; has_mask 0: `mask` is a valid
+// stand-in, never read) before the softmax, in float32; padding stays -inf.
 template <class T, int TPR, int NV, bool VEC>
 __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
-    sm_rows_kernel(const T* __restrict__ x, T* __restrict__ out, i64 rows, int cols) {
+    sm_rows_kernel(const T* __restrict__ x, const T* __restrict__ mask, T* __restrict__ out,
+                   i64 rows, int cols, float scale, i64 mask_rows, int has_mask) {
   using R = Rows<T, TPR, NV, VEC>;
   constexpr int W = R::W, N = R::N;
   __shared__ float scratch[32];
@@ -185,6 +202,17 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
        row += static_cast<i64>(gridDim.x) * R::kRowsPerBlock) {
     float v[N];
     R::load(x + row * cols, cols, t, v, -INFINITY);
+    if (has_mask || scale != 1.0f) {
+      float w[N] = {};  // stays 0 without a mask
+      if (has_mask) R::load(mask + (row % mask_rows) * cols, cols, t, w, 0.0f);
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        const int c = R::col(t, i);
+#pragma unroll
+        for (int e = 0; e < W; ++e)
+          v[i * W + e] = c < cols ? v[i * W + e] * scale + w[i * W + e] : -INFINITY;
+      }
+    }
     float m = -INFINITY;
 #pragma unroll
     for (int i = 0; i < N; ++i) m = fmaxf(m, v[i]);
@@ -233,25 +261,30 @@ template <class T>
 __global__ void __launch_bounds__(1024) ln_big_kernel(const T* __restrict__ x,
                                                      const T* __restrict__ gamma,
                                                      const T* __restrict__ beta,
+                                                     const T* __restrict__ res,
                                                      T* __restrict__ out, i64 rows, i64 cols,
                                                      float eps, int affine) {
   __shared__ float scratch[32];
+  const bool has_res = (affine & 4) != 0;
   for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * cols;
-    const float shift = load_f(xr);  // as in ln_rows_kernel
+    const T* rr = res + (has_res ? row * cols : 0);
+    // x + residual (the fused add) in float32; re-read on every pass, as x is.
+    auto val = [&](i64 c) { return has_res ? load_f(xr + c) + load_f(rr + c) : load_f(xr + c); };
+    const float shift = val(0);  // as in ln_rows_kernel
     float s = 0.0f;
-    for (i64 c = threadIdx.x; c < cols; c += blockDim.x) s += load_f(xr + c) - shift;
+    for (i64 c = threadIdx.x; c < cols; c += blockDim.x) s += val(c) - shift;
     const float mean = block_reduce<false>(s, scratch) / static_cast<float>(cols);
     float q = 0.0f;
     for (i64 c = threadIdx.x; c < cols; c += blockDim.x) {
-      const float d = (load_f(xr + c) - shift) - mean;
+      const float d = (val(c) - shift) - mean;
       q += d * d;
     }
     const float rstd =
         1.0f / sqrtf(block_reduce<false>(q, scratch) / static_cast<float>(cols) + eps);
     T* orow = out + row * cols;
     for (i64 c = threadIdx.x; c < cols; c += blockDim.x) {
-      float y = ((load_f(xr + c) - shift) - mean) * rstd;
+      float y = ((val(c) - shift) - mean) * rstd;
       if (affine & 1) y *= load_f(gamma + c);
       if (affine & 2) y += load_f(beta + c);
       store_f(orow + c, y);
@@ -261,14 +294,22 @@ __global__ void __launch_bounds__(1024) ln_big_kernel(const T* __restrict__ x,
 
 template <class T>
 __global__ void __launch_bounds__(1024) sm_big_kernel(const T* __restrict__ x,
-                                                     T* __restrict__ out, i64 rows, i64 cols) {
+                                                     const T* __restrict__ mask,
+                                                     T* __restrict__ out, i64 rows, i64 cols,
+                                                     float scale, i64 mask_rows, int has_mask) {
   __shared__ float scratch[32];
   for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * cols;
+    const T* mr = mask + (has_mask ? (row % mask_rows) * cols : 0);
+    // x * scale + mask in float32 (re-read on both passes, as x is)
+    auto val = [&](i64 c) {
+      const float v = load_f(xr + c) * scale;
+      return has_mask ? v + load_f(mr + c) : v;
+    };
     // Online max/sum per thread, then one block-wide merge.
     float m = -INFINITY, s = 0.0f;
     for (i64 c = threadIdx.x; c < cols; c += blockDim.x) {
-      const float xv = load_f(xr + c);
+      const float xv = val(c);
       if (xv > m) {
         s = s * expf(m - xv) + 1.0f;
         m = xv;
@@ -284,7 +325,7 @@ __global__ void __launch_bounds__(1024) sm_big_kernel(const T* __restrict__ x,
     const float inv = 1.0f / block_reduce<false>(s, scratch);
     T* orow = out + row * cols;
     for (i64 c = threadIdx.x; c < cols; c += blockDim.x)
-      store_f(orow + c, expf(load_f(xr + c) - gm) * inv);
+      store_f(orow + c, expf(val(c) - gm) * inv);
   }
 }
 
@@ -304,10 +345,12 @@ unsigned grid_for(i64 rows, int rows_per_block) {
 struct Affine {
   const void* gamma;
   const void* beta;
-  int flags;  // bit 0: gamma given, bit 1: beta given
+  const void* residual;
+  int flags;  // bit 0: gamma given, bit 1: beta given, bit 2: residual given
 };
 Affine affine_of(const LayerNormArgs& p) {
-  return {p.gamma ? p.gamma : p.x, p.beta ? p.beta : p.x, (p.gamma ? 1 : 0) | (p.beta ? 2 : 0)};
+  return {p.gamma ? p.gamma : p.x, p.beta ? p.beta : p.x, p.residual ? p.residual : p.x,
+          (p.gamma ? 1 : 0) | (p.beta ? 2 : 0) | (p.residual ? 4 : 0)};
 }
 
 template <class T, int TPR, int NV, bool VEC>
@@ -316,16 +359,17 @@ void ln_launch_rows(const LayerNormArgs& p, cudaStream_t s) {
   const Affine af = affine_of(p);
   launch(ln_rows_kernel<T, TPR, NV, VEC>, grid_for(p.rows, R::kRowsPerBlock), R::kThreads, 0, s,
          "layernorm kernel", static_cast<const T*>(p.x), static_cast<const T*>(af.gamma),
-         static_cast<const T*>(af.beta), static_cast<T*>(p.out), p.rows, static_cast<int>(p.cols),
-         p.eps, af.flags);
+         static_cast<const T*>(af.beta), static_cast<const T*>(af.residual), static_cast<T*>(p.out),
+         p.rows, static_cast<int>(p.cols), p.eps, af.flags);
 }
 
 template <class T, int TPR, int NV, bool VEC>
 void sm_launch_rows(const SoftmaxArgs& p, cudaStream_t s) {
   using R = Rows<T, TPR, NV, VEC>;
   launch(sm_rows_kernel<T, TPR, NV, VEC>, grid_for(p.rows, R::kRowsPerBlock), R::kThreads, 0, s,
-         "softmax kernel", static_cast<const T*>(p.x), static_cast<T*>(p.out), p.rows,
-         static_cast<int>(p.cols));
+         "softmax kernel", static_cast<const T*>(p.x),
+         static_cast<const T*>(p.mask ? p.mask : p.x), static_cast<T*>(p.out), p.rows,
+         static_cast<int>(p.cols), p.scale, std::max<i64>(p.mask_rows, 1), p.mask ? 1 : 0);
 }
 
 // One size ladder for both ops: `Launch<TPR, NV, VEC>()` runs the register-resident kernel,
@@ -382,7 +426,8 @@ void dispatch_rows(std::int64_t C, bool vec, Launch&& run, Big&& big) {
 template <class T>
 void layernorm_t(const LayerNormArgs& p, cudaStream_t s) {
   const bool vec = p.cols % kVec<T> == 0 && aligned16(p.x) && aligned16(p.out) &&
-                   (!p.gamma || aligned16(p.gamma)) && (!p.beta || aligned16(p.beta));
+                   (!p.gamma || aligned16(p.gamma)) && (!p.beta || aligned16(p.beta)) &&
+                   (!p.residual || aligned16(p.residual));
   dispatch_rows<T>(
       p.cols, vec,
       [&]<int TPR, int NV, bool VEC>() { ln_launch_rows<T, TPR, NV, VEC>(p, s); },
@@ -390,21 +435,23 @@ void layernorm_t(const LayerNormArgs& p, cudaStream_t s) {
         const Affine af = affine_of(p);
         launch(ln_big_kernel<T>, static_cast<unsigned>(std::min<i64>(p.rows, kMaxGrid)), 1024, 0,
                s, "layernorm kernel", static_cast<const T*>(p.x), static_cast<const T*>(af.gamma),
-               static_cast<const T*>(af.beta), static_cast<T*>(p.out), p.rows, p.cols, p.eps,
-               af.flags);
+               static_cast<const T*>(af.beta), static_cast<const T*>(af.residual),
+               static_cast<T*>(p.out), p.rows, p.cols, p.eps, af.flags);
       });
 }
 
 template <class T>
 void softmax_t(const SoftmaxArgs& p, cudaStream_t s) {
-  const bool vec = p.cols % kVec<T> == 0 && aligned16(p.x) && aligned16(p.out);
+  const bool vec = p.cols % kVec<T> == 0 && aligned16(p.x) && aligned16(p.out) &&
+                   (!p.mask || aligned16(p.mask));
   dispatch_rows<T>(
       p.cols, vec,
       [&]<int TPR, int NV, bool VEC>() { sm_launch_rows<T, TPR, NV, VEC>(p, s); },
       [&] {
         launch(sm_big_kernel<T>, static_cast<unsigned>(std::min<i64>(p.rows, kMaxGrid)), 1024, 0,
-               s, "softmax kernel", static_cast<const T*>(p.x), static_cast<T*>(p.out), p.rows,
-               p.cols);
+               s, "softmax kernel", static_cast<const T*>(p.x),
+               static_cast<const T*>(p.mask ? p.mask : p.x), static_cast<T*>(p.out), p.rows,
+               p.cols, p.scale, std::max<i64>(p.mask_rows, 1), p.mask ? 1 : 0);
       });
 }
 
