@@ -254,7 +254,10 @@ def test_cuda_more_than_65535_blocks(rng):
     dq, dk, dv = gpu_backward(dout, q, k, v)
     assert not np.isnan(dq).any() and not np.isnan(dk).any()
     assert np.abs(dq).max() < 1e-5 and np.abs(dk).max() < 1e-5
-    np.testing.assert_allclose(dv, dout, rtol=1e-6, atol=1e-7)
+    # p = exp2(s' - lse'), with s' recomputed and lse' from the forward: both carry float32
+    # rounding of |s| (up to ~10 here), so p is 1 within ~1e-6 (seen on the H200: 1.1e-6 at one
+    # of 280,000 elements), not within 1e-6 everywhere.
+    np.testing.assert_allclose(dv, dout, rtol=1e-5, atol=1e-7)
 
 
 def test_cuda_backward_is_deterministic(rng):

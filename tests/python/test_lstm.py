@@ -448,12 +448,23 @@ def test_matches_torch_lstm_cudnn(rng, dtype):
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA device")
     args = make(rng, 16, 4, 24, 40, dtype, state3=True)
-    # cuDNN's float32 LSTM computes in TF32 unless told not to (torch's default
-    # allow_tf32=True gave 2.5e-4 against lc's float32 on the H200): compare float32 with float32.
-    prev = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        ref = _torch_lstm(torch, args, "cuda", dtype)
-    finally:
-        torch.backends.cudnn.allow_tf32 = prev
+    # cuDNN's float32 LSTM computes in TF32 unless told not to (torch's default gave 2.5e-4
+    # against lc's float32 on the H200): compare float32 with float32. torch 2.9+ has per-backend
+    # precision flags (cudnn.rnn.fp32_precision) and refuses to read the legacy allow_tf32 once
+    # another test set them differently, so use the new flag where it exists.
+    rnn = getattr(torch.backends.cudnn, "rnn", None)
+    if rnn is not None and hasattr(rnn, "fp32_precision"):
+        prev = rnn.fp32_precision
+        rnn.fp32_precision = "ieee"
+        try:
+            ref = _torch_lstm(torch, args, "cuda", dtype)
+        finally:
+            rnn.fp32_precision = prev
+    else:
+        prev = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            ref = _torch_lstm(torch, args, "cuda", dtype)
+        finally:
+            torch.backends.cudnn.allow_tf32 = prev
     check_all(lc.lstm(*args, device="cuda"), ref, dtype, f"cuda {dtype} vs torch cuDNN")
