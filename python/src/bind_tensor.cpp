@@ -238,14 +238,21 @@ lc::Tensor getitem(const lc::Tensor& self, nb::handle key) {
     lc::throw_value(op, "the result would have " + std::to_string(self.ndim() - dropped + added) +
                             " dimensions; lightning_core tensors have at most " +
                             std::to_string(lc::kMaxDims) + " (index with fewer None)");
+  // Slices and integers first (t never has more dimensions than self), then the None axes at
+  // their final positions, in increasing order: indexing left to right would pass through more
+  // than kMaxDims dimensions when Nones come before integers (a 4-D tensor, five Nones, then an
+  // integer: 9 dimensions on the way to 8).
   lc::Tensor t = self;
-  int d = 0;
+  int d = 0, out_pos = 0;
+  int new_axes[lc::kMaxDims];
+  int n_new = 0;
   for (nb::handle it : items) {
     PyObject* o = it.ptr();
     if (o == Py_Ellipsis) {
       d += self.ndim() - consumed;
+      out_pos += self.ndim() - consumed;
     } else if (it.is_none()) {
-      t = t.unsqueeze(d++);
+      new_axes[n_new++] = out_pos++;  // n_new <= added <= kMaxDims (checked above)
     } else if (PySlice_Check(o)) {
       Py_ssize_t start, stop, step;
       if (PySlice_Unpack(o, &start, &stop, &step) < 0) {
@@ -255,6 +262,7 @@ lc::Tensor getitem(const lc::Tensor& self, nb::handle key) {
         lc::throw_type(op, "slice indices must be integers or None");
       }
       t = t.slice(d++, start, stop, step);
+      ++out_pos;
     } else if (!PyBool_Check(o) && (PyLong_Check(o) || PyArray_IsScalar(o, Integer))) {
       t = t.select(d, int_param(it, op, "index", INT64_MIN, INT64_MAX));
     } else {
@@ -262,6 +270,7 @@ lc::Tensor getitem(const lc::Tensor& self, nb::handle key) {
                                      "...), got ") + py_type_name(o));
     }
   }
+  for (int i = 0; i < n_new; ++i) t = t.unsqueeze(new_axes[i]);
   return t;
 }
 

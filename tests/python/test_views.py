@@ -65,6 +65,20 @@ def test_basic_indexing_matches_numpy(rng):
             assert np.all(t.numpy()[key] == 7)
 
 
+def test_nones_before_integers_never_pass_through_more_than_8_dims():
+    """Found by the random test (seed 3025311575): five Nones before an integer index on a 4-D
+    tensor give an 8-D result, but indexing left to right went through 9 dimensions."""
+    a = np.arange(3 * 1 * 7 * 2, dtype=np.float32).reshape(3, 1, 7, 2)
+    key = (None, slice(2, 0, 2), slice(None, None, 2), None, None, slice(6, -4, 3), None, None, 1)
+    assert lc.Tensor(a)[key].shape == a[key].shape == (1, 0, 1, 1, 1, 0, 1, 1)
+    b = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    for key in [(None, None, None, None, 1, 2), (None, 1, None, None, None, None, Ellipsis, 3),
+                (Ellipsis, None, None, None, None, 0, 0)]:
+        v = lc.Tensor(b)[key]
+        assert v.shape == b[key].shape, key
+        np.testing.assert_array_equal(v.numpy(), b[key])
+
+
 def test_reshape_permute_transpose_match_numpy(rng):
     a = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
     t = lc.Tensor(a)
