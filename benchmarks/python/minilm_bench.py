@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
-import math
 import statistics
 import sys
 import time
@@ -33,49 +31,23 @@ from typing import Any, Callable, Dict, List, Tuple
 import numpy as np
 
 import lightning_core as lc
-from lightning_core.models import BertConfig, TransformerEncoder
+from lightning_core.models import TransformerEncoder, _bench
 
-MINILM_CONFIG = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
-                     num_attention_heads=12, intermediate_size=1536, hidden_act="gelu",
-                     layer_norm_eps=1e-12, max_position_embeddings=512, type_vocab_size=2,
-                     pad_token_id=0)
+# The model's config, its random weights and the torch modules are lightning_core.models._bench's
+# (the code behind `lc-run bench`), so both benchmarks time the same models.
+MINILM_CONFIG = _bench.MINILM_CONFIG
 
 
 def load_weights(force_random: bool, model: str) -> Tuple[dict, Dict[str, np.ndarray], str]:
+    """The real weights when available (and not force_random), else random weights of the same
+    config (seed 0), with a note on stderr."""
     if not force_random:
         try:
-            from safetensors.numpy import load_file
-
-            from lightning_core.models import resolve_model_dir
-            d = resolve_model_dir(model)
-            cfg = json.loads((d / "config.json").read_text())
-            return cfg, dict(load_file(str(d / "model.safetensors"))), f"real ({d})"
+            return _bench.minilm_weights(model, False)
         except (ImportError, FileNotFoundError) as e:
             print(f"# real weights unavailable ({e}); random weights of the same config",
                   file=sys.stderr)
-    cfg = dict(MINILM_CONFIG)
-    rng = np.random.default_rng(0)
-    h, it = cfg["hidden_size"], cfg["intermediate_size"]
-    shapes = {"embeddings.word_embeddings.weight": (cfg["vocab_size"], h),
-              "embeddings.position_embeddings.weight": (cfg["max_position_embeddings"], h),
-              "embeddings.token_type_embeddings.weight": (cfg["type_vocab_size"], h),
-              "embeddings.LayerNorm.weight": (h,), "embeddings.LayerNorm.bias": (h,)}
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"encoder.layer.{i}."
-        for n in ("attention.self.query", "attention.self.key", "attention.self.value",
-                  "attention.output.dense"):
-            shapes[p + n + ".weight"], shapes[p + n + ".bias"] = (h, h), (h,)
-        shapes[p + "intermediate.dense.weight"], shapes[p + "intermediate.dense.bias"] = (it, h), (it,)
-        shapes[p + "output.dense.weight"], shapes[p + "output.dense.bias"] = (h, it), (h,)
-        for n in ("attention.output.LayerNorm", "output.LayerNorm"):
-            shapes[p + n + ".weight"], shapes[p + n + ".bias"] = (h,), (h,)
-    W = {}
-    for k, s in shapes.items():
-        scale = 1.0 / math.sqrt(s[-1]) if len(s) == 2 else 0.02
-        W[k] = (rng.standard_normal(s) * scale).astype(np.float32)
-        if k.endswith("LayerNorm.weight"):
-            W[k] += 1.0
-    return cfg, W, "random (same config)"
+    return _bench.minilm_weights(model, True)
 
 
 # ---- peers -----------------------------------------------------------------------------------
@@ -89,75 +61,7 @@ def lc_peer(cfg, W, device, dtype, mode="eager"):
     return run
 
 
-def _torch_bert_module(torch, cfg, W):
-    """BertModel from transformers when installed, else the same BERT in plain torch ops."""
-    F = torch.nn.functional
-    try:
-        import transformers
-        conf = transformers.BertConfig(**{k: v for k, v in cfg.items() if not k.startswith("_")})
-        try:
-            m = transformers.BertModel(conf, add_pooling_layer=False, attn_implementation="sdpa")
-        except TypeError:
-            m = transformers.BertModel(conf, add_pooling_layer=False)
-        sd = {k: torch.from_numpy(np.asarray(v)) for k, v in W.items()}
-        m.load_state_dict(sd, strict=False)
-
-        class HF(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.m = m
-
-            def forward(self, ids, mask):
-                return self.m(input_ids=ids, attention_mask=mask).last_hidden_state
-        return HF(), "transformers.BertModel (sdpa)"
-    except ImportError:
-        pass
-    c = BertConfig.from_dict(cfg)
-
-    class Plain(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.p = torch.nn.ParameterDict(
-                {k.replace(".", "__"): torch.nn.Parameter(torch.from_numpy(np.asarray(v, np.float32)),
-                                                          requires_grad=False)
-                 for k, v in W.items() if k != "embeddings.position_ids"})
-
-        def g(self, k):
-            return self.p[k.replace(".", "__")]
-
-        def forward(self, ids, mask):
-            B, S = ids.shape
-            h, H = c.hidden_size, c.num_attention_heads
-            D = h // H
-            eps = c.layer_norm_eps
-            x = (self.g("embeddings.word_embeddings.weight")[ids]
-                 + self.g("embeddings.position_embeddings.weight")[:S]
-                 + self.g("embeddings.token_type_embeddings.weight")[0])
-            x = F.layer_norm(x, (h,), self.g("embeddings.LayerNorm.weight"),
-                             self.g("embeddings.LayerNorm.bias"), eps)
-            am = mask[:, None, None, :].bool()
-            for i in range(c.num_hidden_layers):
-                p = f"encoder.layer.{i}."
-
-                def lin(t, n):
-                    return F.linear(t, self.g(p + n + ".weight"), self.g(p + n + ".bias"))
-
-                def heads(t):
-                    return t.view(B, S, H, D).transpose(1, 2)
-                q = heads(lin(x, "attention.self.query"))
-                k = heads(lin(x, "attention.self.key"))
-                v = heads(lin(x, "attention.self.value"))
-                a = F.scaled_dot_product_attention(q, k, v, attn_mask=am)
-                a = a.transpose(1, 2).reshape(B, S, h)
-                x = F.layer_norm(lin(a, "attention.output.dense") + x, (h,),
-                                 self.g(p + "attention.output.LayerNorm.weight"),
-                                 self.g(p + "attention.output.LayerNorm.bias"), eps)
-                f = F.gelu(lin(x, "intermediate.dense"))
-                x = F.layer_norm(lin(f, "output.dense") + x, (h,),
-                                 self.g(p + "output.LayerNorm.weight"),
-                                 self.g(p + "output.LayerNorm.bias"), eps)
-            return x
-    return Plain(), "plain torch ops (sdpa; transformers not installed)"
+_torch_bert_module = _bench._torch_module  # BertModel (sdpa), else the same BERT in torch ops
 
 
 def _pool_norm(torch, x, mask):
