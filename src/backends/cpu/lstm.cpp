@@ -4,7 +4,8 @@
 // Everything between the storage and the result is float32: 16-bit x, weights, biases and h0 /
 // c0 are widened once per call, the gate pre-activations, the cell state and the hidden state
 // fed back into the recurrent GEMM stay float32 (only y, h_n and c_n are rounded to the storage
-// dtype). The GEMMs are cpu::gemm (OpenBLAS, or the pooled / built-in paths by size); the
+// dtype). The GEMMs are cpu::gemm_with(pooled) (below: tiles of single-threaded BLAS on our
+// pool; the built-in blocked GEMM without BLAS); the
 // pointwise pass uses vec_math.h's inlined exp so it vectorises, and is split over rows when a
 // step is large enough to pay for the pool.
 #include <algorithm>
@@ -42,6 +43,14 @@ const float* as_f32(const void* p, DType dtype, std::int64_t n, std::vector<floa
 
 }  // namespace
 
+// Both GEMMs run on our pool (tiles of single-threaded BLAS), never on OpenBLAS's own threads:
+// those spin for ~0.1 s after a threaded call, and the automatic choice gave the big input
+// projection to them (m*n*k > 2^31) right before 128 pooled step GEMMs and pointwise passes that
+// then competed with the spinning workers. Measured on a 2-core machine (2026-12-01, seq 128,
+// batch 32, 512/512, 4 alternating runs): 306-383 ms against 328-412 ms before, numpy loop
+// 276-296 ms; the 16-core GPU host (114 ms vs torch CPU 18.8 ms before) is not re-measured.
+constexpr GemmPath kLstmGemm = GemmPath::pooled;
+
 void lstm(const LstmArgs& a) {
   const std::int64_t T = a.steps, B = a.batch, I = a.input, H = a.hidden, G = 4 * H;
   if (B <= 0 || H <= 0) return;  // y, h_n, c_n are empty
@@ -66,7 +75,7 @@ void lstm(const LstmArgs& a) {
   // The input projection of every step at once: xg[T*B, 4H] = x[T*B, I] w_ih^T.
   std::vector<float> xg(static_cast<std::size_t>(T * B * G));
   if (I > 0)
-    gemm(T * B, G, I, x, I, w_ih, I, /*trans_b=*/true, xg.data(), G);
+    gemm_with(kLstmGemm, T * B, G, I, x, I, w_ih, I, /*trans_b=*/true, xg.data(), G);
   else
     std::fill(xg.begin(), xg.end(), 0.0f);
 
@@ -94,7 +103,7 @@ void lstm(const LstmArgs& a) {
   // Rows per pool task: about 16K gate elements, so a small step stays on the calling thread.
   const std::int64_t grain = std::max<std::int64_t>(1, 16384 / G);
   for (std::int64_t t = 0; t < T; ++t) {
-    gemm(B, G, H, h_prev, H, w_hh, H, /*trans_b=*/true, hg.data(), G);
+    gemm_with(kLstmGemm, B, G, H, h_prev, H, w_hh, H, /*trans_b=*/true, hg.data(), G);
     const float* xt = xg.data() + t * B * G;
     float* h_out = f32 ? reinterpret_cast<float*>(y) + t * B * H : hrow.data();
     float* cs = c.data();
