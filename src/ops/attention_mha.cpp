@@ -12,6 +12,7 @@
 
 #include "runtime/op_runner.h"
 #include "ops/checks.h"
+#include "ops/out_target.h"
 #include "ops/registry.h"
 #include "ops/work.h"
 
@@ -382,29 +383,6 @@ void place_backward(OpRunner& r, const Tensor& dout, const Tensor& q, const Tens
   r.place(w, {&dout, &q, &k, &v, &out, mask}, gpu_ok);
 }
 
-// Where the kernel writes one gradient: the caller's tensor when it is on the device,
-// contiguous and shares no memory with an input, else device scratch copied by finish().
-struct GradTarget {
-  Tensor* t;
-  Tensor scratch;
-  void* ptr = nullptr;
-  GradTarget(OpRunner& r, Tensor& out, std::initializer_list<const Tensor*> inputs) : t(&out) {
-    if (out.numel() == 0) return;
-    bool direct = out.device() == r.device() && out.is_contiguous();
-    for (const Tensor* in : inputs)
-      if (in && in->may_overlap(out)) direct = false;
-    if (direct) {
-      ptr = out.data();
-    } else {
-      scratch = Tensor::empty(out.shape(), out.dtype(), r.device());
-      ptr = scratch.data();
-    }
-  }
-  void finish() {
-    if (scratch.defined() && scratch.numel() > 0) scratch.copy_to(*t);
-  }
-};
-
 void launch_backward(OpRunner& r, const Tensor& dout, const Tensor& q, const Tensor& k,
                      const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor* mask,
                      bool causal, const Prepared& pr, void* dq, void* dk, void* dv) {
@@ -502,7 +480,7 @@ void attention_backward_into(const Tensor& dout, const Tensor& q, const Tensor& 
   OpRunner r(kBwd, p);
   place_backward(r, dout, q, k, v, out, mask, pr);
   std::initializer_list<const Tensor*> ins{&dout, &q, &k, &v, &out, &lse, mask};
-  GradTarget tq(r, dq, ins), tk(r, dk, ins), tv(r, dv, ins);
+  OutTarget tq(r, dq, ins), tk(r, dk, ins), tv(r, dv, ins);
   launch_backward(r, dout, q, k, v, out, lse, mask, causal, pr, tq.ptr, tk.ptr, tv.ptr);
   r.finish();
   tq.finish();
@@ -520,7 +498,7 @@ std::array<Tensor, 3> attention_backward(const Tensor& dout, const Tensor& q, co
   std::array<Tensor, 3> g{r.result(q.shape(), q.dtype()), r.result(k.shape(), q.dtype()),
                           r.result(v.shape(), q.dtype())};
   std::initializer_list<const Tensor*> ins{&dout, &q, &k, &v, &out, &lse, mask};
-  GradTarget tq(r, g[0], ins), tk(r, g[1], ins), tv(r, g[2], ins);
+  OutTarget tq(r, g[0], ins), tk(r, g[1], ins), tv(r, g[2], ins);
   launch_backward(r, dout, q, k, v, out, lse, mask, causal, pr, tq.ptr, tk.ptr, tv.ptr);
   r.finish();
   tq.finish();

@@ -11,6 +11,7 @@
 
 #include "runtime/op_runner.h"
 #include "ops/checks.h"
+#include "ops/out_target.h"
 #include "ops/registry.h"
 #include "ops/work.h"
 
@@ -84,30 +85,6 @@ void place(OpRunner& r, const Tensor& xt, const Tensor& h0, const Tensor& c0, co
           def.supports(DeviceKind::cuda, args));
 }
 
-// Where the kernel writes one result: the caller's tensor when it is on the op's device,
-// contiguous and shares no memory with an input; else device scratch copied by finish().
-struct ResultTarget {
-  Tensor* t;
-  Tensor scratch;
-  void* ptr = nullptr;
-  ResultTarget(OpRunner& r, Tensor& out, std::initializer_list<const Tensor*> inputs) : t(&out) {
-    bool direct = out.device() == r.device() &&
-                  (r.device() == DeviceKind::cpu || out.device_index() == r.device_index()) &&
-                  out.is_contiguous();
-    for (const Tensor* in : inputs)
-      if (in && in->may_overlap(out)) direct = false;
-    if (direct) {
-      ptr = out.data();
-    } else {
-      scratch = Tensor::empty(out.shape(), out.dtype(), r.device());
-      ptr = scratch.data();
-    }
-  }
-  void finish() {
-    if (scratch.defined() && scratch.numel() > 0) scratch.copy_to(*t);
-  }
-};
-
 // y is the [T, B, H] or (batch_first) [B, T, H] result; xt the time-major view of x.
 void run(OpRunner& r, const LstmDims& d, const Tensor& xt, const Tensor& h0, const Tensor& c0,
          const Tensor& w_ih, const Tensor& w_hh, const Tensor* b_ih, const Tensor* b_hh,
@@ -129,7 +106,7 @@ void run(OpRunner& r, const LstmDims& d, const Tensor& xt, const Tensor& h0, con
   const std::initializer_list<const Tensor*> ins{&xt, &h0, &c0, &w_ih, &w_hh, b_ih, b_hh};
   // batch_first: the kernel writes time-major scratch, transposed into y after the launch.
   Tensor y_tm = batch_first ? Tensor::empty({d.T, d.B, d.H}, xt.dtype(), r.device()) : Tensor();
-  ResultTarget ty(r, batch_first ? y_tm : y, ins), th(r, h_n, ins), tc(r, c_n, ins);
+  OutTarget ty(r, batch_first ? y_tm : y, ins), th(r, h_n, ins), tc(r, c_n, ins);
   a.y = ty.ptr;
   a.h_n = th.ptr;
   a.c_n = tc.ptr;
