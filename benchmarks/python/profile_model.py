@@ -1,0 +1,83 @@
+"""Where the time of one model call goes on the GPU: a kernel table from torch's profiler (CUPTI).
+
+Runs the MiniLM-config TransformerEncoder (random weights) in LC's graph and eager modes, and
+the same model in torch (HF-free module from lightning_core.models._bench) eagerly, under
+``torch.profiler`` and prints, per run, the kernels grouped by name with their count, total and
+share of GPU time, plus the wall time per call. CUPTI sees LC's kernels because they run in the
+same process; kernels replayed inside a CUDA graph are reported one by one.
+
+Usage (on the GPU machine)::
+
+    python3 benchmarks/python/profile_model.py --batch 1,32 --seq 128 --dtype bfloat16 float32
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import numpy as np
+
+
+def _table(prof, calls, top):
+    agg = defaultdict(lambda: [0, 0.0])
+    total = 0.0
+    for ev in prof.events():
+        if getattr(ev, "device_type", None) is None or "CUDA" not in str(ev.device_type):
+            continue
+        us = ev.device_time_total if hasattr(ev, "device_time_total") else ev.cuda_time_total
+        if us <= 0:
+            continue
+        a = agg[ev.name[:90]]
+        a[0] += 1
+        a[1] += us
+        total += us
+    rows = sorted(agg.items(), key=lambda kv: -kv[1][1])
+    out = [f"  GPU busy per call: {total / calls:.1f} us over {sum(v[0] for v in agg.values()) / calls:.0f} kernels/copies"]
+    for name, (n, us) in rows[:top]:
+        out.append(f"  {us / calls:8.2f} us  {n / calls:5.1f}x  {100 * us / max(total, 1e-9):5.1f}%  {name}")
+    return "\n".join(out)
+
+
+def main():
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import lightning_core as lc  # noqa: F401
+    from lightning_core.models import TransformerEncoder
+    from lightning_core.models._bench import minilm_weights
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", default="1,32")
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
+    ap.add_argument("--modes", default="graph,eager")
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--top", type=int, default=18)
+    args = ap.parse_args()
+    cfg, W, _ = minilm_weights("", True)
+    rng = np.random.default_rng(0)
+    for dt in args.dtype:
+        for mode in args.modes.split(","):
+            enc = TransformerEncoder(cfg, W, device="cuda", dtype=dt, execution_mode=mode)
+            for b in (int(x) for x in args.batch.split(",")):
+                ids = rng.integers(1000, 30000, size=(b, args.seq)).astype(np.int64)
+                mask = np.ones((b, args.seq), np.int64)
+                mask[b // 2:, args.seq // 2:] = 0          # ragged half: the padding-mask path
+                for _ in range(3):
+                    enc.forward(ids, mask).numpy()
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(args.calls):
+                    enc.forward(ids, mask).numpy()
+                wall = (time.perf_counter() - t0) / args.calls * 1e3
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    for _ in range(args.calls):
+                        enc.forward(ids, mask).numpy()
+                    torch.cuda.synchronize()
+                print(f"== LC {mode} {dt} {b}x{args.seq}: {wall:.3f} ms per forward+download (unprofiled)")
+                print(_table(prof, args.calls, args.top), flush=True)
+
+
+if __name__ == "__main__":
+    main()
