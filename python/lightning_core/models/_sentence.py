@@ -94,6 +94,16 @@ def _auto_device(device: str) -> str:
     return device
 
 
+def _all_gather_rows(buf: np.ndarray, st) -> np.ndarray:
+    """Every rank's ``buf [per, dim]`` stacked in rank order: ``[world * per, dim]`` float32."""
+    from .. import distributed as dist
+    world = st.cfg.world_size
+    # World size 1: a CPU tensor takes lc.distributed's identity path (no GPU needed).
+    loc = "cpu" if world == 1 else f"cuda:{st.device}"
+    got = dist.all_gather(_C.Tensor(buf, loc)).numpy()
+    return np.asarray(got, np.float32).reshape(world * buf.shape[0], buf.shape[1])
+
+
 class SentenceEncoder:
     """A sentence-embedding model (BERT encoder + mean pooling + L2 normalisation) on LC ops.
 
@@ -436,10 +446,7 @@ class SentenceEncoder:
         if mine:
             buf[:len(mine)] = self.encode(mine, batch_size, device, dtype, normalize,
                                           execution_mode, devices=devices)
-        # World size 1: a CPU tensor takes lc.distributed's identity path (no GPU needed).
-        loc = "cpu" if world == 1 else f"cuda:{st.device}"
-        got = dist.all_gather(_C.Tensor(buf, loc)).numpy()
-        out = np.ascontiguousarray(np.asarray(got, np.float32).reshape(world * per, self.dim)[:n])
+        out = np.ascontiguousarray(_all_gather_rows(buf, st)[:n])
         return out[0] if single else out
 
     def __repr__(self) -> str:
