@@ -408,3 +408,24 @@ def test_distributed_two_processes(small, tmp_path):
     want = small[2].encode(sents, batch_size=8, device="cuda")
     assert e0.shape == want.shape
     assert cosines(e0, want).min() >= 0.99999
+
+
+def test_parallel_bench_smoke(tmp_path):
+    """benchmarks/python/parallel_bench.py runs end to end (tiny model; CPU columns here)."""
+    import json
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "python" / "parallel_bench.py"
+    if not script.is_file():
+        pytest.skip("benchmarks not next to the tests")
+    r = subprocess.run([sys.executable, str(script), "--tiny", "--n", "24", "--shapes", "1x16,2x24",
+                        "--repeats", "1", "--passes", "1", "--batch-size", "8",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads((tmp_path / "parallel_bench.json").read_text())
+    cases = {(row["case"], row.get("shape") or row.get("peer")) for row in out["rows"]}
+    assert ("placement", "1x16") in cases and ("placement", "2x24") in cases
+    assert ("throughput", "sentence-transformers") in cases
+    assert all(row["auto_over_best"] > 0 for row in out["rows"] if row["case"] == "placement")
+    if not out["gpu"]:
+        assert all(row["auto_choice"] == "cpu" for row in out["rows"] if row["case"] == "placement")
+        assert [row["sentences_per_s"] > 0 for row in out["rows"] if row.get("peer") == "lc cpu"] == [True]
