@@ -118,6 +118,7 @@ class AutoPlacement:
         self.repeats = repeats
         self.persist = bool(persist)
         self._memo: dict = {}      # (Bb, Sb, dtype) -> PlacementDecision
+        self._seen: dict = {}      # the same as source="memo" (what later calls return)
         self._lock = threading.Lock()
         self._cpu = None           # the CPU fingerprint's digest, on first persisted use
 
@@ -141,6 +142,7 @@ class AutoPlacement:
         """Drops the in-process decisions (the auto-tune cache keeps its entries)."""
         with self._lock:
             self._memo.clear()
+            self._seen.clear()
 
     # ---- the decision ------------------------------------------------------------------------
     def decide(self, B: int, S: int, dtype: str, run: Callable[[str], Any],
@@ -172,7 +174,10 @@ class AutoPlacement:
         with self._lock:
             d = self._memo.get(key)
             if d is not None and not force:
-                return (d if d.source == "memo" else dataclasses.replace(d, source="memo")), None
+                m = self._seen.get(key)
+                if m is None:      # made once per key: the hot path only looks it up
+                    m = self._seen[key] = dataclasses.replace(d, source="memo")
+                return m, None
             if not force and self.persist:
                 e = _C.autotune_lookup(PLACEMENT_OP, self.cache_shapes(bucket), device="cuda",
                                        dtype=dtype)
@@ -181,9 +186,11 @@ class AutoPlacement:
                                           _float_or_none(e.get("cpu_us")),
                                           _float_or_none(e.get("cuda_us")))
                     self._memo[key] = d
+                    self._seen.pop(key, None)
                     return d, None
             d, result = self._measure(bucket, dtype, run)
             self._memo[key] = d
+            self._seen.pop(key, None)
             if self.persist:
                 _C.autotune_record(PLACEMENT_OP, self.cache_shapes(bucket), d.device,
                                    device="cuda", dtype=dtype, cpu_us=f"{d.cpu_us:.1f}",

@@ -204,10 +204,13 @@ class SentenceEncoder:
     def _auto_runner(self, dtype: str, execution_mode):
         """A batch runner for ``device="auto"`` with a GPU: the placement decides per bucket."""
         placement = self.placement(execution_mode)
+        locs: dict = {}
 
         def run_batch(ids, mask, types):
             def run(side):
-                loc = parse_device(side, "SentenceEncoder.encode")
+                loc = locs.get(side)
+                if loc is None:
+                    loc = locs[side] = parse_device(side, "SentenceEncoder.encode")
                 return self._run_on(loc, self.encoder(loc, dtype), ids, mask, types,
                                     execution_mode)
 
