@@ -8,7 +8,9 @@ thread makes its GPU current and runs forward + mean pool; the rows are written 
 the result at their input positions. The LC ops release the GIL for work above ~2e5 flops
 (python/src/op_binding.h, ``call_maybe_nogil``) and a planned graph's execute always releases
 it (python/src/bind_graph.cpp), so the devices' forwards overlap; the small host steps
-(tokenised arrays, the id upload, the pooled download) run under the GIL. A device named twice
+(tokenised arrays, the id upload, the pooled download) run under the GIL. ``Tensor.numpy()`` of
+a GPU tensor waits for the device holding the GIL (python/src/bind_tensor.cpp, ``to_numpy``), so
+each GPU thread first waits for its forward with ``Stream.synchronize()``, which releases it. A device named twice
 shares its replica; in graph mode its calls are serialised (a bucket's graph writes one output
 buffer), in eager mode they overlap.
 
@@ -120,6 +122,10 @@ def run_data_parallel(batches: Sequence[tuple], locations: Sequence[str],
         enc = encs[loc]
         try:
             with device_context(loc):
+                # A GPU thread waits for its forward on its own stream with the GIL released
+                # (Stream.synchronize) before mean_pool's download, which waits holding the GIL
+                # (Tensor.numpy): otherwise one GPU's wait would stall the other threads' launches.
+                wait = None if loc == "cpu" else _C.current_stream(loc).synchronize
                 while not stop.is_set():
                     with qlock:
                         if not queue:
@@ -127,6 +133,8 @@ def run_data_parallel(batches: Sequence[tuple], locations: Sequence[str],
                         idx, ids, mask, types = queue.popleft()
                     with (locks[loc] if serial[loc] else contextlib.nullcontext()):
                         hidden = enc.forward(ids, mask, types, execution_mode=execution_mode)
+                        if wait is not None:
+                            wait()
                         pooled = enc.mean_pool(hidden, mask)
                     out[idx] = pooled
                     with qlock:
