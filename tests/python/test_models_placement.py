@@ -159,6 +159,27 @@ def test_autotune_off_measures_in_process_only(cache_dir, monkeypatch):
     assert not [e for e in lc.autotune_cache_entries() if e["op"] == PLACEMENT_OP]
 
 
+def test_a_side_that_raises_loses_and_is_not_persisted(cache_dir):
+    clock = FakeClock({"cpu": 9e-3, "cuda": 1e-3})
+
+    def run(side):
+        if side == "cuda":
+            raise MemoryError("out of device memory")
+        return clock.run(side)
+
+    p = AutoPlacement("test L5", 64, has_gpu=True, timer=clock)
+    d, res = p.decide(4, 8, "float16", run)
+    assert (d.device, d.source, res) == ("cpu", "cuda failed: MemoryError", "result-cpu-1")
+    assert p.decide(4, 8, "float16", run)[0].device == "cpu"          # remembered
+    assert not [e for e in lc.autotune_cache_entries() if e["op"] == PLACEMENT_OP]
+
+    def both(side):
+        raise ValueError(f"{side} broken")
+
+    with pytest.raises(ValueError, match="cuda broken"):
+        p.decide(1, 8, "float32", both)
+
+
 def test_bad_repeats():
     with pytest.raises(ValueError, match="repeats"):
         AutoPlacement("x", 8, has_gpu=False, repeats=0)

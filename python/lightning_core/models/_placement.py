@@ -12,7 +12,9 @@ sizes and the dtype, so it is measured, never assumed:
   the batch at hand runs on both sides: one untimed warm-up each (the GPU captures its graph,
   the CPU pays its one-time costs), then up to ``repeats`` timed runs each, alternating; a side
   that is more than 3x slower than the other's best stops being timed early. The faster side's
-  best time wins; its result of the batch is returned, so nothing is computed twice for waste;
+  best time wins; its result of the batch is returned, so nothing is computed twice for waste.
+  A side that raises while deciding loses (the other runs; not persisted); both raising
+  re-raises the GPU's error;
 * the choice is remembered in the process and persisted in LC's auto-tune cache
   (``lc.autotune_record``, op ``models.encoder_placement``; keyed by the GPU's device
   fingerprint, the library version, the dtype, and in the shapes field the model sizes, the
@@ -56,7 +58,9 @@ class PlacementDecision:
         The encoder's dtype.
     source : str
         "measured" (timed now), "cache" (read from the auto-tune cache), "memo" (decided
-        earlier in this process), "no-gpu" (auto without a GPU), "explicit" (device given).
+        earlier in this process), "no-gpu" (auto without a GPU), "explicit" (device given),
+        "data-parallel", or "<side> failed: <error type>" (that side raised while deciding:
+        the other one runs; remembered in the process, not persisted).
     cpu_us, cuda_us : float or None
         The measured best times of the two sides in microseconds (None when not measured).
     """
@@ -191,7 +195,7 @@ class AutoPlacement:
             d, result = self._measure(bucket, dtype, run)
             self._memo[key] = d
             self._seen.pop(key, None)
-            if self.persist:
+            if self.persist and d.source == "measured":
                 _C.autotune_record(PLACEMENT_OP, self.cache_shapes(bucket), d.device,
                                    device="cuda", dtype=dtype, cpu_us=f"{d.cpu_us:.1f}",
                                    cuda_us=f"{d.cuda_us:.1f}")
@@ -199,8 +203,19 @@ class AutoPlacement:
 
     def _measure(self, bucket: tuple, dtype: str, run: Callable[[str], Any]) -> tuple:
         results = {}
+        failed = {}
         for side in _SIDES:            # warm-up: graph capture, lazy uploads, one-time costs
-            results[side] = run(side)
+            try:
+                results[side] = run(side)
+            except Exception as e:     # noqa: BLE001 - a side that cannot run loses
+                failed[side] = e
+        if len(failed) == len(_SIDES):
+            raise failed["cuda"]
+        if failed:                     # the other side, unmeasured: not persisted as a choice
+            (bad, err), = failed.items()
+            good = "cpu" if bad == "cuda" else "cuda"
+            return PlacementDecision(good, bucket, dtype, f"{bad} failed: {type(err).__name__}"), \
+                results[good]
         best = {side: float("inf") for side in _SIDES}
         for _ in range(self.repeats):
             for side in _SIDES:
