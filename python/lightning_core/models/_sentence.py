@@ -369,12 +369,14 @@ class SentenceEncoder:
                                      self._auto_runner(dtype, execution_mode), where)
         source = "no-gpu" if device == "auto" else "explicit"
         loc = parse_device(_auto_device(device), where)
-        enc = self.encoder(loc, dtype)
-        last = []
+        last: list = []
+        encs: list = []
 
         def run(ids, mask, types):
+            if not encs:        # built (or found) on the first batch: [] uploads nothing
+                encs.append(self.encoder(loc, dtype))
             last[:] = ids.shape
-            return self._run_on(loc, enc, ids, mask, types, execution_mode)
+            return self._run_on(loc, encs[0], ids, mask, types, execution_mode)
 
         res = self._encode_with(sentences, batch_size, normalize, run, where)
         if last:
