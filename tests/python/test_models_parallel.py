@@ -428,6 +428,7 @@ def test_parallel_bench_smoke(tmp_path):
     cases = {(row["case"], row.get("shape") or row.get("peer")) for row in out["rows"]}
     assert ("placement", "1x16") in cases and ("placement", "2x24") in cases
     assert ("throughput", "sentence-transformers") in cases
+    assert ("tensor_parallel", "16x512") in cases
     assert all(row["auto_over_best"] > 0 for row in out["rows"] if row["case"] == "placement")
     if not out["gpu"]:
         assert all(row["auto_choice"] == "cpu" for row in out["rows"] if row["case"] == "placement")
