@@ -351,6 +351,25 @@ def test_tensor_parallel_refuses_a_gpu_twice(small):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tol", [("float32", 2e-5), ("bfloat16", 3e-2)])
+def test_tensor_parallel_one_gpu_shard_runs_the_nccl_path(rng, dtype, tol):
+    """One shard on cuda:0: the split code and a one-rank ncclCommInitAll all-reduce per block
+    (runs on a one-GPU machine)."""
+    cfg = small_config(hidden_size=48, num_attention_heads=4, intermediate_size=64)
+    W = random_weights(cfg, rng)
+    full = TransformerEncoder(cfg, W, device="cuda", dtype=dtype, execution_mode="eager")
+    tp = TensorParallelEncoder(full, ["cuda:0"])
+    ids, mask = ragged_batch(rng, cfg, [9, 2, 5])
+    for _ in range(2):                      # the communicator is made once, then reused
+        got = np.asarray(tp.forward(ids, mask).numpy(), np.float64)
+        ref = ref_hidden(cfg, W, ids, mask)
+        assert rel_err(got[mask != 0], ref[mask != 0]) <= tol
+    pooled = tp.mean_pool(tp.forward(ids, mask), mask)
+    want = full.mean_pool(full.forward(ids, mask), mask)
+    assert rel_err(pooled, want) <= tol
+
+
+@pytest.mark.gpu
 @two_gpus
 @pytest.mark.parametrize("dtype, tol", [("float32", 2e-5), ("bfloat16", 3e-2)])
 def test_tensor_parallel_two_gpus_small(rng, dtype, tol):
