@@ -103,6 +103,34 @@ def test_a_clearly_slower_side_stops_being_timed():
     assert clock.runs["cuda"] == 2
 
 
+def test_a_clear_gpu_lead_extends_to_bigger_buckets_without_measuring():
+    clock = FakeClock({"cpu": 10e-3, "cuda": 1e-3})
+    p = AutoPlacement("test L6", 512, has_gpu=True, timer=clock, persist=False)
+    assert p.decide(2, 16, "float32", clock.run)[0].device == "cuda"     # measured, 10x
+
+    def boom(side):
+        raise AssertionError("a dominated bucket is not measured")
+
+    for B, S in ((2, 16), (64, 128), (2, 100), (256, 512)):
+        d, res = p.decide(B, S, "float32", boom)
+        assert d.device == "cuda" and res is None
+    assert p.decide(64, 128, "float32", boom)[0].source == "memo"
+    assert [d.source for d in p.decisions() if d.bucket == (64, 128)] == ["inferred from 2x16"]
+    # not dominated: fewer rows or tokens, another dtype -> measured
+    n = dict(clock.runs)
+    assert p.decide(1, 128, "float32", clock.run)[0].source == "measured"
+    assert p.decide(4, 8, "float32", clock.run)[0].source == "measured"
+    assert p.decide(64, 128, "bfloat16", clock.run)[0].source == "measured"
+    assert clock.runs != n
+    # calibrate (infer=False) measures an inferred bucket
+    assert p.decide(64, 128, "float32", clock.run, infer=False)[0].source == "measured"
+    # a lead below 3x does not extend
+    clock2 = FakeClock({"cpu": 2e-3, "cuda": 1e-3})
+    q = AutoPlacement("test L7", 512, has_gpu=True, timer=clock2, persist=False)
+    q.decide(2, 16, "float32", clock2.run)
+    assert q.decide(8, 32, "float32", clock2.run)[0].source == "measured"
+
+
 def test_no_gpu_is_cpu_without_measuring_or_the_cache(cache_dir):
     def boom(side):
         raise AssertionError("nothing may run")

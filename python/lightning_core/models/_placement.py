@@ -14,7 +14,9 @@ sizes and the dtype, so it is measured, never assumed:
   that is more than 3x slower than the other's best stops being timed early. The faster side's
   best time wins; its result of the batch is returned, so nothing is computed twice for waste.
   A side that raises while deciding loses (the other runs; not persisted); both raising
-  re-raises the GPU's error;
+  re-raises the GPU's error. A bucket with at least the rows and tokens of one where the CPU
+  measured >= 3x slower takes the GPU without measuring ("inferred", in-process only), which
+  spares the slow CPU runs of big batches;
 * the choice is remembered in the process and persisted in LC's auto-tune cache
   (``lc.autotune_record``, op ``models.encoder_placement``; keyed by the GPU's device
   fingerprint, the library version, the dtype, and in the shapes field the model sizes, the
@@ -59,8 +61,9 @@ class PlacementDecision:
     source : str
         "measured" (timed now), "cache" (read from the auto-tune cache), "memo" (decided
         earlier in this process), "no-gpu" (auto without a GPU), "explicit" (device given),
-        "data-parallel", or "<side> failed: <error type>" (that side raised while deciding:
-        the other one runs; remembered in the process, not persisted).
+        "data-parallel", "<side> failed: <error type>" (that side raised while deciding:
+        the other one runs; remembered in the process, not persisted), or "inferred from BxS"
+        (the GPU, because a bucket with no more rows and tokens measured it >= 3x faster).
     cpu_us, cuda_us : float or None
         The measured best times of the two sides in microseconds (None when not measured).
     """
@@ -150,7 +153,7 @@ class AutoPlacement:
 
     # ---- the decision ------------------------------------------------------------------------
     def decide(self, B: int, S: int, dtype: str, run: Callable[[str], Any],
-               force: bool = False) -> tuple:
+               force: bool = False, infer: bool = True) -> tuple:
         """Where a ``[B, S]`` batch in ``dtype`` runs, and its result if deciding ran it.
 
         Parameters
@@ -164,6 +167,9 @@ class AutoPlacement:
             synchronised (a numpy array: the timing must include the device's work).
         force : bool, optional
             Measure even when the choice is known (``calibrate(force=True)``).
+        infer : bool, optional
+            Allow choosing the GPU without measuring when a bucket with no more rows and no
+            more tokens (same dtype) measured the CPU at least 3x slower (see `_dominated`).
 
         Returns
         -------
@@ -177,7 +183,7 @@ class AutoPlacement:
         key = (bucket[0], bucket[1], dtype)
         with self._lock:
             d = self._memo.get(key)
-            if d is not None and not force:
+            if d is not None and not force and (infer or not d.source.startswith("inferred")):
                 m = self._seen.get(key)
                 if m is None:      # made once per key: the hot path only looks it up
                     m = self._seen[key] = dataclasses.replace(d, source="memo")
@@ -192,6 +198,12 @@ class AutoPlacement:
                     self._memo[key] = d
                     self._seen.pop(key, None)
                     return d, None
+            if infer and not force:
+                d = self._dominated(bucket, dtype)
+                if d is not None:
+                    self._memo[key] = d
+                    self._seen.pop(key, None)
+                    return d, None
             d, result = self._measure(bucket, dtype, run)
             self._memo[key] = d
             self._seen.pop(key, None)
@@ -200,6 +212,20 @@ class AutoPlacement:
                                    device="cuda", dtype=dtype, cpu_us=f"{d.cpu_us:.1f}",
                                    cuda_us=f"{d.cuda_us:.1f}")
             return d, result
+
+    def _dominated(self, bucket: tuple, dtype: str) -> PlacementDecision | None:
+        """The GPU, when a measured bucket with <= rows and <= tokens chose it by >= 3x.
+
+        The CPU's time grows at least in proportion to the work while the GPU's fixed costs
+        are shared by more of it, so a bigger batch keeps (and widens) a clear GPU lead; this
+        spares the slow CPU runs of big buckets. Not persisted (``calibrate`` measures)."""
+        for (b, s, dt), d in self._memo.items():
+            if (dt == dtype and b <= bucket[0] and s <= bucket[1] and d.device == "cuda"
+                    and d.source in ("measured", "cache") and d.cpu_us is not None
+                    and d.cuda_us is not None and d.cpu_us >= _EARLY_STOP * d.cuda_us):
+                return PlacementDecision("cuda", bucket, dtype, f"inferred from {b}x{s}",
+                                         None, None)
+        return None
 
     def _measure(self, bucket: tuple, dtype: str, run: Callable[[str], Any]) -> tuple:
         results = {}

@@ -230,7 +230,8 @@ class SentenceEncoder:
 
         Each (batch, seq) runs random token ids (every token real) on both sides unless the
         choice is already known (this process or the auto-tune cache; ``force=True``
-        re-measures). Without a GPU nothing runs: every choice is "cpu".
+        re-measures; an "inferred" choice is measured now). Without a GPU nothing runs: every
+        choice is "cpu".
 
         Parameters
         ----------
@@ -266,7 +267,7 @@ class SentenceEncoder:
                     return self._run_on(loc, self.encoder(loc, dtype), ids, mask, types,
                                         execution_mode)
 
-                out.append(placement.decide(B, S, dtype, run, force=force)[0])
+                out.append(placement.decide(B, S, dtype, run, force=force, infer=False)[0])
         return out
 
     def explain(self) -> str:
