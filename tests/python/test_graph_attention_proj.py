@@ -86,7 +86,6 @@ def force(monkeypatch):
 
 def supported():
     """Whether this build's attention writes a strided out in place (the rule's feature check)."""
-    rng = np.random.default_rng(0)
     wo, bo = np.ones((6, 6), np.float32), np.zeros(6, np.float32)
     g = block_graph((1, 2, 3, 3), wo, bo)
     g.plan("cpu")
