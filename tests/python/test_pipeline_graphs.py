@@ -283,7 +283,7 @@ def test_layernorm_linear_graph_eps_and_dtypes(rng):
 
     x, g, b, w = r32(rng, 6, 16), 1 + r32(rng, 16, scale=0.1), r32(rng, 16), r32(rng, 8, 16, scale=0.25)
     y1 = api.layernorm_linear(x, g, b, w, eps=1e-5, device="cpu", execution_mode="graph")
-    y2 = api.layernorm_linear(x, g, b, w, eps=0.5, device="cpu", execution_mode="graph")  # its own graph
+    y2 = api.layernorm_linear(x, g, b, w, eps=np.float32(0.5), device="cpu", execution_mode="graph")  # own graph
     np.testing.assert_allclose(y2, lnlin64(x, g, b, w, None, 0.5, "none"), rtol=1e-4, atol=1e-5)
     assert not np.allclose(y1, y2)
     for dt, tol in ((np.float16, 2e-2), (ml_dtypes.bfloat16, 4e-2)):
@@ -291,6 +291,8 @@ def test_layernorm_linear_graph_eps_and_dtypes(rng):
         y = api.layernorm_linear(*args, device="cpu", execution_mode="graph")
         assert y.dtype == np.dtype(dt)
         np.testing.assert_allclose(f64(y), lnlin64(*args, None, 1e-5, "none"), rtol=tol, atol=tol)
+    with pytest.raises(TypeError, match=r"\[layernorm_linear\] eps"):
+        api.layernorm_linear(x, g, b, w, eps="small", device="cpu", execution_mode="graph")
     with pytest.raises(ValueError, match=r"\[layernorm_linear\] execution_mode"):
         api.layernorm_linear(x, g, b, w, execution_mode="")
     with pytest.raises(ValueError, match="proj"):
