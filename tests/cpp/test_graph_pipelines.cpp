@@ -157,13 +157,16 @@ TEST(GraphFusion, AttentionOutProj) {
     auto it = std::find_if(rep.begin(), rep.end(), [](const lc::GraphFusion& f) { return f.rule == "attention_out_proj"; });
     ASSERT_NE(it, rep.end());
     EXPECT_EQ(it->nodes, (std::vector<std::string>{"attn", "heads", "merge", "out_proj"}));
-    if (force) EXPECT_TRUE(it->applied) << it->reason;
+    if (force) {
+      EXPECT_TRUE(it->applied) << it->reason;
+    }
     std::vector<std::string> ops;
     for (const auto& st : s.steps) ops.push_back(st.op);
-    if (it->applied)
+    if (it->applied) {
       EXPECT_EQ(ops, (std::vector<std::string>{"attention", "linear"}));
-    else
+    } else {
       EXPECT_EQ(ops, (std::vector<std::string>{"attention", "reshape", "linear"})) << it->reason;
+    }
     for (bool graph_mode : {true, false})
       EXPECT_LT(max_abs_diff(g.execute({{"q", q}, {"k", k}, {"v", v}}, graph_mode)[0], ref), 1e-5f);
   }
