@@ -279,6 +279,7 @@ void run_case(lc::DType t, const Case& c, lc::ref::Rng& rng) {
   if (c.via_backend) {
     be.attention_mha(a);
   } else {
+    lc::cuda::EnqueueScope enq;  // as the backend's ops: synchronize() then waits for it
     ASSERT_TRUE(lc::cuda::launch_attention_decode(a, lc::cuda::ctx().stream));
   }
   be.synchronize();
