@@ -68,9 +68,10 @@ struct GraphFusionOptions {
   bool softmax_scale = true;      // vector_scale / add(mask) read only by a softmax -> softmax(scale, mask)
   bool scale_chain = true;        // vector_scale(vector_scale(x, a), b) -> vector_scale(x, a*b)
   bool qkv_projection = true;     // linears of one x with constant weights -> one GEMM, column views
+  bool elementwise_chain = true;  // chains / trees of elementwise nodes -> one elementwise_program
   void set_all(bool on) {
     linear_epilogue = residual_epilogue = conv_activation = layernorm_affine = scale_chain =
-        qkv_projection = residual_layernorm = softmax_scale = on;
+        qkv_projection = residual_layernorm = softmax_scale = elementwise_chain = on;
   }
 };
 

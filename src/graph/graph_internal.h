@@ -1,6 +1,6 @@
 // The GraphIR's inside, shared by its five files:
 //   graph_ir.cpp   building and validation (resolve: names -> ids, registry inference)
-//   fusion.cpp     the fusion rules (nodes -> steps)
+//   fusion.cpp     the fusion rules (nodes -> steps); ew_chain.cpp the elementwise_chain rule
 //   views.cpp      the view nodes (reshape, permute, slice, ...) and their lowering to aliases
 //   planner.cpp    topological order, whole-graph placement, liveness buffer packing
 //   executor.cpp   running the steps through the public op API and the capture seam
@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "lightning_core/ew_program.h"
 #include "lightning_core/graph.h"
 #include "ops/registry.h"
 
@@ -56,6 +57,9 @@ struct StepAttrs {
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   std::string approximate = "tanh";
   bool return_lse = false;
+  // elementwise_program: the parsed program (its `program` attribute, or what the
+  // elementwise_chain rule built).
+  EwProgram prog;
   // View nodes (views.cpp): reshape's shape / permute's dims; transpose's dim0, dim1; slice's
   // and select's dim, start, stop (kNoStop: the end), step, index.
   std::vector<std::int64_t> ints;
@@ -119,6 +123,10 @@ std::string node_label(const std::string& name, const char* op);  // "node 'fc1'
 
 // fusion.cpp: rewrites g.steps (and may add tensors: a transposed constant weight).
 std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o);
+// ew_chain.cpp: the elementwise_chain rule (fuse() runs it last): marks the steps it folds in
+// `dead` and appends its findings to `report`.
+void fuse_elementwise_chains(Resolved& g, const GraphFusionOptions& o, std::vector<bool>& dead,
+                             std::vector<GraphFusion>& report);
 
 // views.cpp: the view nodes (reshape, permute, transpose, slice, select, contiguous). They are
 // graph-local OpDefs, not registered ops (no kernel, no Python function of their own: the tracer
