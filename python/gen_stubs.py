@@ -38,7 +38,7 @@ ARRAY = "_ArrayOrTensor"
 
 # Array-valued parameters of ops and sessions (inputs).
 ARRAY_PARAMS = {"a", "b", "x", "q", "k", "v", "w", "weight", "bias", "gamma", "beta", "ids",
-                "residual", "w1", "b1", "w2", "b2"}
+                "residual", "w1", "b1", "w2", "b2", "x0", "x1", "x2", "x3", "x4", "x5"}
 # Other parameters by name.
 SCALAR_PARAMS = {
     "device": "str | None",
@@ -58,6 +58,7 @@ SCALAR_PARAMS = {
     "head_dim": "int",
     "n": "int",
     "activation": "str",
+    "program": "str",
     "mask": "_ArrayOrTensor | None",
     "return_lse": "bool",
     "approximate": "str",

@@ -71,9 +71,10 @@ struct GraphFusionOptions {
   // attention -> permute(heads, rows) -> reshape -> linear: the attention writes [B, S, H, D]
   // (where it can write a strided out in place), the reshape's copy goes.
   bool attention_out_proj = true;
+  bool elementwise_chain = true;  // chains / trees of elementwise nodes -> one elementwise_program
   void set_all(bool on) {
     linear_epilogue = residual_epilogue = conv_activation = layernorm_affine = scale_chain =
-        qkv_projection = residual_layernorm = softmax_scale = on;
+        qkv_projection = residual_layernorm = softmax_scale = elementwise_chain = on;
     attention_out_proj = on;
   }
 };

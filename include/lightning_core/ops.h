@@ -7,7 +7,9 @@
 #pragma once
 
 #include <array>
+#include <span>
 
+#include "lightning_core/ew_program.h"
 #include "lightning_core/policy.h"
 #include "lightning_core/tensor.h"
 
@@ -187,6 +189,18 @@ Tensor gelu(const Tensor& x, const char* approximate = "tanh",
             const ExecutionPolicy& p = current_policy());
 void gelu_into(const Tensor& x, Tensor& out, const char* approximate = "tanh",
                const ExecutionPolicy& p = current_policy());
+
+// ---- elementwise programs ------------------------------------------------------------------
+// One kernel evaluates `prog` (ew_program.h) per element of the numpy broadcast of the inputs'
+// shapes: inputs[k] is the program's x<k> (1 to 6 inputs; each may be a lower-rank or size-1
+// broadcast operand, any strides, any of float32 / float16 / bfloat16 / float64 storage). The
+// result has inputs[0]'s dtype; computed in float32 (float64 when the result is float64, on the
+// CPU only). A program that reads x<k> with k >= inputs.size() is a ValueError. src/ops/ew_program.cpp.
+std::vector<std::int64_t> elementwise_program_out_shape(std::span<const Tensor* const> inputs);
+Tensor elementwise_program(const EwProgram& prog, std::span<const Tensor* const> inputs,
+                           const ExecutionPolicy& p = current_policy());
+void elementwise_program_into(const EwProgram& prog, std::span<const Tensor* const> inputs,
+                              Tensor& out, const ExecutionPolicy& p = current_policy());
 
 // ---- recurrent ----------------------------------------------------------------------------
 // One LSTM layer over a sequence, torch.nn.LSTM's layout and gate order (i, f, g, o): returns

@@ -147,6 +147,26 @@ DOCS: dict[str, dict[str, Any]] = {
                  "or ``[S]`` for scores ``[B, H, S, S]``), repeated over the leading ones; x's "
                  "dtype, any strides; -inf entries weigh 0 (None: nothing added).")}},
     "gelu": {"params": {"a": (_ARRAY, "Input.")}},
+    "elementwise_program": {
+        "summary": "One kernel evaluating a small program per element of the numpy broadcast of "
+                   "up to six inputs (docs/graph.md, \"Elementwise programs\"): e.g. "
+                   "``elementwise_program('sigmoid x0; mul x0 t0; add t1 x1', x, b)`` is "
+                   "``x * sigmoid(x) + b`` in one pass over memory. The result has x0's dtype; "
+                   "computed in float32 (float64 for float64, CPU only).",
+        "params": {
+            "program": ("str", "Instructions ``op operand [operand]`` separated by ``;`` or "
+                        "newlines, at most 16; operands ``x<k>`` (input k), ``t<i>`` (the result "
+                        "of instruction i) or numbers (at most 8 distinct). Unary: neg abs exp "
+                        "log sqrt rsqrt tanh sigmoid relu gelu gelu_erf silu; binary: add sub mul "
+                        "div max min. The result is the last instruction's. A malformed program "
+                        "is a ValueError naming the instruction."),
+            "x0": (_ARRAY, "Input 0 (its dtype is the result's); any shape that broadcasts."),
+            "x1": (_ARRAY + " or None", "Input 1 (None: not given)."),
+            "x2": (_ARRAY + " or None", "Input 2 (None: not given)."),
+            "x3": (_ARRAY + " or None", "Input 3 (None: not given)."),
+            "x4": (_ARRAY + " or None", "Input 4 (None: not given)."),
+            "x5": (_ARRAY + " or None", "Input 5 (None: not given)."),
+        }},
     "embedding": {"params": {"weight": (_ARRAY, "Table ``[V, D]`` (float32, float16 or "
                                         "bfloat16); the result has its dtype.")}},
     "matmul2d": {"params": {"a": (_ARRAY, "Left matrix ``[m, k]``."),

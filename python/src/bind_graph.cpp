@@ -173,11 +173,12 @@ lc::GraphFusionOptions fusion_param(nb::handle h) {
     else if (key == "residual_layernorm") o.residual_layernorm = on;
     else if (key == "softmax_scale") o.softmax_scale = on;
     else if (key == "attention_out_proj") o.attention_out_proj = on;
+    else if (key == "elementwise_chain") o.elementwise_chain = on;
     else
       lc::throw_value(kOp, "plan: unknown fusion rule '" + key +
                                "'; the rules are linear_epilogue, residual_epilogue, "
                                "conv_activation, layernorm_affine, scale_chain, qkv_projection, "
-                               "residual_layernorm, softmax_scale, attention_out_proj");
+                               "residual_layernorm, softmax_scale, attention_out_proj, elementwise_chain");
   }
   return o;
 }

@@ -10,6 +10,8 @@
 //   add/sub/mul/div(a, b, device=None, *, policy=None): numpy broadcasting (+ _into)
 //   gelu(a, device=None, *, approximate="tanh", policy=None) (+ _into)
 //   embedding(ids, weight, device=None, *, policy=None) (+ _into)
+//   elementwise_program(program, x0, x1=None, ..., x5=None, device=None, *, policy=None)
+//     (+ elementwise_program_into(program, x0, out, x1=None, ...))
 // `device=None` means "the policy's device" (default "auto").
 //
 // Each op is one implementation `X_impl(def, handles, out)` and one def_op<...>(...) line with its
@@ -228,6 +230,39 @@ nb::object gelu_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
       [&] { return lc::gelu(x.t, approx.c_str(), p); });
 }
 
+// ---- elementwise_program -----------------------------------------------------------------------
+// elementwise_program(program, x0, x1=None, ..., x5=None, device, *, policy): the inputs without
+// gaps (x2 given with x1 None is a ValueError).
+nb::object ew_program_impl(const lc::OpDef& d, const Handles<9>& h, nb::handle out) {
+  const char* op = d.name;
+  const lc::EwProgram prog = lc::parse_ew_program(str_param(h[0], op, "program"), op);
+  static const char* const names[lc::kEwProgMaxInputs] = {"x0", "x1", "x2", "x3", "x4", "x5"};
+  Arg a[lc::kEwProgMaxInputs];
+  const lc::Tensor* ts[lc::kEwProgMaxInputs] = {};
+  const Arg* as[lc::kEwProgMaxInputs] = {};
+  std::size_t n = 0;
+  to_arg(h[1], op, "x0", a[0]);
+  ts[n] = &a[0].t;
+  as[n++] = &a[0];
+  for (int k = 1; k < lc::kEwProgMaxInputs; ++k) {
+    if (!to_opt_arg(h[static_cast<std::size_t>(k + 1)], op, names[k], a[k])) continue;
+    if (n != static_cast<std::size_t>(k))
+      lc::throw_value(op, std::string("input ") + names[k] + " is given but " + names[n] +
+                              " is None; give the inputs x0, x1, ... without gaps");
+    ts[n] = &a[k].t;
+    as[n++] = &a[k];
+  }
+  const std::span<const lc::Tensor* const> ins(ts, n);
+  const lc::ExecutionPolicy p = resolve_policy(h[7], h[8], op);
+  double n_out = 1;
+  for (auto v : lc::elementwise_program_out_shape(ins)) n_out *= static_cast<double>(v);
+  return run_op(
+      out, op, {as[0], as[1], as[2], as[3], as[4], as[5]}, p, n_out * prog.n_instrs,
+      [&] { return lc::elementwise_program_out_shape(ins); },
+      [&](lc::Tensor& o) { lc::elementwise_program_into(prog, ins, o, p); },
+      [&] { return lc::elementwise_program(prog, ins, p); });
+}
+
 // ---- embedding -------------------------------------------------------------------------------
 nb::object embedding_impl(const lc::OpDef& d, const Handles<4>& h, nb::handle out) {
   const char* op = d.name;
@@ -397,6 +432,12 @@ void register_ops(nb::module_& m) {
   def_op<&vector_scale, 2, &vector_scale_impl>(m, nb::arg("a").none(), nb::arg("alpha").none(),
                                                nb::arg("device") = none, nb::kw_only(),
                                                nb::arg("policy") = none);
+
+  def_op<&od::elementwise_program, 2, &ew_program_impl>(
+      m, nb::arg("program").none(), nb::arg("x0").none(), nb::arg("x1").none() = none,
+      nb::arg("x2").none() = none, nb::arg("x3").none() = none, nb::arg("x4").none() = none,
+      nb::arg("x5").none() = none, nb::arg("device") = none, nb::kw_only(),
+      nb::arg("policy") = none);
 
   m.def("ops", [] {
     std::vector<std::string> names;

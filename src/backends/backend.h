@@ -21,6 +21,7 @@
 
 #include "backends/collective.h"
 #include "lightning_core/dtype.h"
+#include "lightning_core/ew_program.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/types.h"
 
@@ -226,6 +227,28 @@ struct ElementwiseArgs {
   std::int64_t shape[kEwMaxDims];
   std::int64_t a_strides[kEwMaxDims];
   std::int64_t b_strides[kEwMaxDims];
+};
+
+// out[idx] = prog(in[0][idx], ..., in[n_inputs-1][idx]) (ew_program.h) for every index of the
+// output. Each input has its own storage dtype (float32, float16, bfloat16; float64 on the CPU
+// only); out has out_dtype. Computed in float32, or float64 when out_dtype is float64 (CPU).
+//   ndim == 0: every input and out are contiguous with n elements (the fast path; vector loads
+//              where the pointers allow). out may alias an input.
+//   ndim  > 0: out is contiguous with `shape` (n = its element count); input k is read through
+//              strides[k] (element strides over that shape, 0 on broadcast dimensions, any
+//              sign). out must not overlap an input here (the core routes it through scratch).
+// Fits in a CUDA kernel's parameters by value (< 1 KB).
+struct EwProgramArgs {
+  EwProgram prog;
+  int n_inputs = 0;
+  const void* in[kEwProgMaxInputs] = {};
+  DType in_dtype[kEwProgMaxInputs] = {};
+  void* out = nullptr;
+  DType out_dtype = DType::f32;
+  std::int64_t n = 0;
+  int ndim = 0;
+  std::int64_t shape[kEwMaxDims] = {};
+  std::int64_t strides[kEwProgMaxInputs][kEwMaxDims] = {};
 };
 
 // dst[idx] = convert(src[idx]) for every index of `shape`, each side through its own element
@@ -548,6 +571,13 @@ class Backend {
   virtual void layernorm(const LayerNormArgs& a) = 0;
   virtual void softmax(const SoftmaxArgs& a) = 0;
   virtual void elementwise(const ElementwiseArgs& a) = 0;
+  // An elementwise program (EwProgramArgs). Default: not supported by this backend (the CPU and
+  // CUDA have it; the op registry keeps other backends off it).
+  virtual void elementwise_program(const EwProgramArgs& /*a*/) {
+    throw_value("elementwise_program", std::string("the ") + name() +
+                                           " backend does not implement elementwise programs; "
+                                           "run it on the CPU (device=\"cpu\")");
+  }
   // Strided copy with dtype conversion within this backend's memory (StridedCopyArgs).
   virtual void copy_strided(const StridedCopyArgs& a) = 0;
   virtual void embedding(const EmbeddingArgs& a) = 0;

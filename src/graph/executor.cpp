@@ -89,6 +89,18 @@ void run_step(const Step& s, std::vector<Tensor>& cur, const ExecutionPolicy& q)
   else if (d == &od::embedding) embedding_into(in(0), in(1), out, q);
   else if (d == &od::vector_scale) elementwise_into("vector_scale", in(0), nullptr, a.alpha, out, q);
   else if (d == &od::relu) elementwise_into("relu", in(0), nullptr, 1.0f, out, q);
+  else if (d == &od::elementwise_program) {
+    // The given inputs (absent optional ones are -1: trailing; a gap stays nullptr, which the
+    // op refuses).
+    const Tensor* ins[kEwProgMaxInputs] = {};
+    std::size_t n = 0;
+    for (std::size_t k = 0; k < s.in.size() && k < static_cast<std::size_t>(kEwProgMaxInputs); ++k) {
+      const int id = s.in[k];
+      ins[k] = id < 0 ? nullptr : &cur[static_cast<std::size_t>(id)];
+      if (id >= 0) n = k + 1;
+    }
+    elementwise_program_into(a.prog, std::span<const Tensor* const>(ins, n), out, q);
+  }
   else if (d == &viewdefs::reshape || d == &viewdefs::contiguous) {
     // A view node that needs a copy (views.cpp): the values in row-major order into the
     // contiguous result, seen in the source's shape (a strided copy: a kernel on the GPU).

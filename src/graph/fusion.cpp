@@ -25,6 +25,8 @@
 //                      softmax has neither scale nor mask (a scale after the add would scale
 //                      the mask too)
 //   scale_chain        vector_scale(vector_scale(x, a), b) -> vector_scale(x, a * b)
+//   elementwise_chain  (ew_chain.cpp, after every other rule, qkv_projection too) the trees of elementwise
+//                      nodes whose intermediates nobody else reads -> one elementwise_program
 //   qkv_projection     two or more linears of the same x with constant weights (and constant or
 //                      no biases, one activation, no residual) -> one linear with the weights
 //                      (and biases) concatenated once at plan time; each result becomes a column
@@ -539,6 +541,8 @@ std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o) {
   // After the epilogues (biases and activations are folded first), siblings of one input.
   for (std::size_t i = 0; i < g.steps.size(); ++i)
     if (!f.dead[i]) f.qkv(static_cast<int>(i));
+  // Last: chains of the elementwise nodes the rules above left (ew_chain.cpp).
+  fuse_elementwise_chains(g, o, f.dead, f.report);
   std::vector<Step> kept;
   for (std::size_t i = 0; i < g.steps.size(); ++i)
     if (!f.dead[i]) kept.push_back(std::move(g.steps[i]));

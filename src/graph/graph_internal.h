@@ -1,6 +1,6 @@
 // The GraphIR's inside, shared by its files:
 //   graph_ir.cpp   building and validation (resolve: names -> ids, registry inference)
-//   fusion.cpp     the fusion rules (nodes -> steps)
+//   fusion.cpp     the fusion rules (nodes -> steps); ew_chain.cpp the elementwise_chain rule
 //   attention_proj.cpp  the attention_out_proj rule
 //   views.cpp      the view nodes (reshape, permute, slice, ...) and their lowering to aliases
 //   planner.cpp    topological order, whole-graph placement, liveness buffer packing
@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "lightning_core/ew_program.h"
 #include "lightning_core/graph.h"
 #include "ops/registry.h"
 
@@ -60,6 +61,9 @@ struct StepAttrs {
   // attention only (attention_out_proj): the step's output is the merged-heads [..., S, H, Dv]
   // buffer, written through its [..., H, S, Dv] view (heads_out_view).
   bool out_heads_merged = false;
+  // elementwise_program: the parsed program (its `program` attribute, or what the
+  // elementwise_chain rule built).
+  EwProgram prog;
   // View nodes (views.cpp): reshape's shape / permute's dims; transpose's dim0, dim1; slice's
   // and select's dim, start, stop (kNoStop: the end), step, index.
   std::vector<std::int64_t> ints;
@@ -123,6 +127,10 @@ std::string node_label(const std::string& name, const char* op);  // "node 'fc1'
 
 // fusion.cpp: rewrites g.steps (and may add tensors: a transposed constant weight).
 std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o);
+// ew_chain.cpp: the elementwise_chain rule (fuse() runs it last): marks the steps it folds in
+// `dead` and appends its findings to `report`.
+void fuse_elementwise_chains(Resolved& g, const GraphFusionOptions& o, std::vector<bool>& dead,
+                             std::vector<GraphFusion>& report);
 
 // views.cpp: the view nodes (reshape, permute, transpose, slice, select, contiguous, expand). They are
 // graph-local OpDefs, not registered ops (no kernel, no Python function of their own: the tracer

@@ -97,6 +97,7 @@ StepAttrs decode_attrs(const OpDef& d, const GraphAttrs& attrs) {
   if (const GraphAttr* a = get("pad_w")) s.pad_w = static_cast<int>(a->i);
   if (const GraphAttr* a = get("approximate")) s.approximate = a->s;
   if (const GraphAttr* a = get("return_lse")) s.return_lse = a->b;
+  if (const GraphAttr* a = get("program")) s.prog = parse_ew_program(a->s, d.name);  // checked by add_node
   // The view nodes' (views.cpp).
   if (const GraphAttr* a = get("shape")) s.ints = a->v;
   if (const GraphAttr* a = get("dims")) s.ints = a->v;
@@ -127,6 +128,7 @@ std::string StepAttrs::describe(const OpDef& d) const {
     else if (n == "pad_w") o << pad_w;
     else if (n == "approximate") o << '\'' << approximate << '\'';
     else if (n == "return_lse") o << (return_lse ? "True" : "False");
+    else if (n == "program") o << '\'' << ew_program_text(prog) << '\'';
     else if (n == "shape" || n == "dims") o << GraphAttr::of(ints).repr();
     else if (n == "dim0") o << dim0;
     else if (n == "dim1") o << dim1;
@@ -577,6 +579,18 @@ void GraphIR::add_node(const std::string& op, const std::vector<std::string>& in
       node_error(name, d->name, key + " must be >= 1, got " + v.repr());
     } else if ((key == "pad_h" || key == "pad_w") && (v.i < 0 || v.i > 2147483647)) {
       node_error(name, d->name, key + " must be >= 0, got " + v.repr());
+    } else if (key == "program") {
+      EwProgram prog;
+      try {
+        prog = parse_ew_program(v.s, d->name);
+      } catch (const ValueError& e) {
+        std::string m = e.what();
+        if (m.rfind("[", 0) == 0 && m.find("] ") != std::string::npos) m = m.substr(m.find("] ") + 2);
+        node_error(name, d->name, m);
+      }
+      if (prog.n_inputs > static_cast<int>(inputs.size()))
+        node_error(name, d->name, "the program reads x" + std::to_string(prog.n_inputs - 1) + " but the node has " +
+                                      std::to_string(inputs.size()) + " input(s)");
     } else if (key == "step" && v.i < 1) {
       node_error(name, d->name, "step must be >= 1 (a graph slices forwards only), got " + v.repr());
     }

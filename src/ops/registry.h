@@ -204,7 +204,7 @@ struct OpDef {
   X(matmul2d) X(matmul) X(linear) X(attention2d) X(conv2d_nchw) X(conv_attention_nchw)          \
   X(layernorm) X(softmax) X(vector_add) X(vector_sub) X(vector_mul) X(matrix_sub)               \
   X(vector_scale) X(relu) X(gelu) X(add) X(sub) X(mul) X(div) X(embedding) X(attention)         \
-  X(attention_backward) X(lstm)
+  X(attention_backward) X(lstm) X(elementwise_program)
 
 // Every op's definition. The front-ends use these directly (resolved at link time).
 namespace opdefs {

@@ -28,7 +28,7 @@ const char* const kExpectedOps[] = {
     "matmul2d", "matmul", "linear", "attention2d", "conv2d_nchw", "conv_attention_nchw",
     "layernorm", "softmax", "vector_add", "vector_sub", "vector_mul", "matrix_sub",
     "vector_scale", "relu", "gelu", "add", "sub", "mul", "div", "embedding", "attention",
-    "attention_backward", "lstm"};
+    "attention_backward", "lstm", "elementwise_program"};
 
 // OpArgs borrows the shapes: `s` must outlive the result (name the Shapes, no temporaries).
 OpArgs args_of(const Shapes& s, DType dt = DType::f32) { return OpArgs::of_shapes(s, dt); }

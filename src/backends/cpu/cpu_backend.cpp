@@ -115,6 +115,7 @@ class CpuBackend final : public Backend {
   void layernorm(const LayerNormArgs& a) override { cpu::layernorm(a); }
   void softmax(const SoftmaxArgs& a) override { cpu::softmax(a); }
   void elementwise(const ElementwiseArgs& a) override { cpu::elementwise(a); }
+  void elementwise_program(const EwProgramArgs& a) override { cpu::elementwise_program(a); }
   void copy_strided(const StridedCopyArgs& a) override { cpu::copy_strided(a); }
   void embedding(const EmbeddingArgs& a) override { cpu::embedding(a); }
   void lstm(const LstmArgs& a) override { cpu::lstm(a); }

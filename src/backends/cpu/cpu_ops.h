@@ -20,6 +20,8 @@ void conv2d(const Conv2dArgs& a);
 void layernorm(const LayerNormArgs& a);
 void softmax(const SoftmaxArgs& a);
 void elementwise(const ElementwiseArgs& a);
+// ew_program.cpp: Backend::elementwise_program (EwProgramArgs).
+void elementwise_program(const EwProgramArgs& a);
 void copy_strided(const StridedCopyArgs& a);
 void embedding(const EmbeddingArgs& a);
 // lstm.cpp: one LSTM layer (LstmArgs): input GEMM, then per step a GEMM + fused pointwise pass.

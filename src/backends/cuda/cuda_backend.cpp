@@ -406,6 +406,11 @@ class CudaBackend final : public Backend {
     cuda::EnqueueScope enq;
     cuda::launch_elementwise(a, c.info.sm_count, c.stream);
   }
+  void elementwise_program(const EwProgramArgs& a) override {
+    cuda::Context& c = cuda::ctx();
+    cuda::EnqueueScope enq;
+    cuda::launch_elementwise_program(a, c.info.sm_count, c.stream);
+  }
   void copy_strided(const StridedCopyArgs& a) override {
     cuda::Context& c = cuda::ctx();
     cuda::EnqueueScope enq;

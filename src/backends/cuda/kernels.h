@@ -16,6 +16,10 @@ void launch_elementwise(const ElementwiseArgs& a, int sm_count, cudaStream_t s);
 void launch_tile_cyclic(float* dst, const float* src, std::int64_t have, std::int64_t need,
                         int sm_count, cudaStream_t s);
 
+// ew_program.cu
+// Backend::elementwise_program: one interpreting kernel (float32 / float16 / bfloat16 storage).
+void launch_elementwise_program(const EwProgramArgs& a, int sm_count, cudaStream_t s);
+
 // copy.cu
 // Backend::copy_strided (any dtype pair; a contiguous same-dtype copy is a cudaMemcpyAsync).
 void launch_copy_strided(const StridedCopyArgs& a, int sm_count, cudaStream_t s);
