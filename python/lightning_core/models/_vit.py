@@ -451,29 +451,30 @@ class VisionEncoder:
         return _C.Tensor(np.ascontiguousarray(images, dtype=np.float32), self.device, self.dtype)
 
     def _patch_buffer(self, B: int):
-        """The per-batch-size patch buffer P [B, 1 + N, C*p*p] (row 0 zero). Under the lock."""
-        P = self._buffers.get(B)
-        if P is not None:
+        """(P, dst) of batch size B: the patch buffer P [B, 1 + N, C*p*p] (row 0 zero) and the
+        view of its rows 1..N as [B, gh, gw, C, p, p] that the unfold writes. Under the lock."""
+        bufs = self._buffers.get(B)
+        if bufs is not None:
             self._buffers.move_to_end(B)
-            return P
+            return bufs
         c = self.config
-        K = c.num_channels * c.patch_size * c.patch_size
-        P = _C.Tensor.empty([B, c.seq_len, K], device=self.device, dtype=self.dtype)
+        C, p, g, S = c.num_channels, c.patch_size, c.grid, c.seq_len
+        K = C * p * p
+        P = _C.Tensor.empty([B, S, K], device=self.device, dtype=self.dtype)
         P[:, 0].copy_(_C.Tensor(np.zeros((B, K), np.float32), self.device, self.dtype))
-        self._buffers[B] = P
+        dst = P._view([B, g, g, C, p, p], [S * K, g * K, K, p * p, p, 1], K)
+        self._buffers[B] = bufs = (P, dst)
         while len(self._buffers) > self._buffers_max:
             self._buffers.popitem(last=False)
-        return P
+        return bufs
 
-    def _unfold_into(self, img, P) -> None:
-        """P[:, 1:] = the patches of img in raster order, each (c, i, j): one strided copy."""
+    def _unfold_into(self, img, dst) -> None:
+        """dst (P's rows 1..N) = the patches of img in raster order, each (c, i, j): one strided
+        copy."""
         c = self.config
-        B, C = img.shape[0], c.num_channels
         p, g = c.patch_size, c.grid
-        K, S = C * p * p, c.seq_len
-        src = img.view(B, C, g, p, g, p).permute(0, 2, 4, 1, 3, 5)       # [B, gh, gw, C, p, p]
-        dst = P._view([B, g, g, C, p, p], [S * K, g * K, K, p * p, p, 1], K)
-        dst.copy_(src)
+        src = img.view(img.shape[0], c.num_channels, g, p, g, p).permute(0, 2, 4, 1, 3, 5)
+        dst.copy_(src)                                                   # [B, gh, gw, C, p, p]
 
     def _body(self, ops, P):
         """Everything after the unfold: (tokens [B, 1 + N, h], pooled [B, pooled_dim])."""
@@ -541,8 +542,8 @@ class VisionEncoder:
             z = _C.Tensor(np.zeros((0, c.seq_len, c.hidden_size), np.float32), self.device, self.dtype)
             return z, _C.Tensor(np.zeros((0, c.pooled_dim), np.float32), self.device, self.dtype)
         with self._lock:
-            P = self._patch_buffer(B)
-            self._unfold_into(img, P)
+            P, dst = self._patch_buffer(B)
+            self._unfold_into(img, dst)
             if mode == "eager":
                 return self._body(_C, P)
             return self._graphs(P)
@@ -552,4 +553,4 @@ class VisionEncoder:
     def explain(self, batch: int = 1) -> str:
         """The graph plan of one batch size (traced if new): steps, fusions, memory."""
         with self._lock:
-            return self._graphs.explain(self._patch_buffer(int(batch)))
+            return self._graphs.explain(self._patch_buffer(int(batch))[0])
