@@ -230,6 +230,8 @@ def test_random_is_deterministic_and_empty_batch():
                               random_vit_state_dict(SMALL, 8)["layernorm.bias"])
     t, p = a.forward(np.zeros((0, 3, 32, 32), np.float32))
     assert t.shape == (0, 17, 32) and p.shape == (0, 32)
+    nested = imgs[:1].tolist()                                          # nested lists
+    np.testing.assert_array_equal(_f32(a.forward(nested)[1]), _f32(a.forward(imgs[:1])[1]))
 
 
 def test_bad_inputs():

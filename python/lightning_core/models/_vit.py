@@ -416,7 +416,8 @@ class VisionEncoder:
         return mode
 
     def _images(self, images):
-        """The images as a contiguous lc.Tensor [B, C, H, W] on the device in the dtype."""
+        """(the images as a contiguous lc.Tensor [B, C, H, W] on the device in the dtype, B);
+        None for an empty numpy batch."""
         c = self.config
         is_lc = isinstance(images, _C.Tensor)
         if not is_lc:
@@ -445,10 +446,11 @@ class VisionEncoder:
             if images.device.split(":")[0] != self.device:
                 raise ValueError(f"VisionEncoder: images are on {images.device} (shape {shape}), the "
                                  f"encoder on {self.device}; move them with .to({self.device!r})")
-            return images if images.is_contiguous() else images.contiguous()
+            return images if images.is_contiguous() else images.contiguous(), shape[0]
         if shape[0] == 0:
-            return None
-        return _C.Tensor(np.ascontiguousarray(images, dtype=np.float32), self.device, self.dtype)
+            return None, 0
+        return (_C.Tensor(np.ascontiguousarray(images, dtype=np.float32), self.device, self.dtype),
+                shape[0])
 
     def _patch_buffer(self, B: int):
         """(P, dst) of batch size B: the patch buffer P [B, 1 + N, C*p*p] (row 0 zero) and the
@@ -510,9 +512,9 @@ class VisionEncoder:
 
         Parameters
         ----------
-        images : numpy array or lc.Tensor, [B, num_channels, image_size, image_size]
-            A numpy array of any float dtype (converted to the encoder's dtype and uploaded), or
-            an ``lc.Tensor`` in the encoder's dtype on its device.
+        images : array-like or lc.Tensor, [B, num_channels, image_size, image_size]
+            A numpy array (or nested lists) of any float dtype (converted to the encoder's dtype
+            and uploaded), or an ``lc.Tensor`` in the encoder's dtype on its device (any strides).
         execution_mode : {"eager", "graph", "auto"}, optional
             None: the encoder's default. "graph" replays the batch size's graph (traced and
             planned on its first call; on CUDA recorded on its second); the results are new
@@ -535,9 +537,8 @@ class VisionEncoder:
             Integer images, an lc.Tensor of another dtype.
         """
         mode = self._resolve_mode(execution_mode)
-        img = self._images(images)
+        img, B = self._images(images)
         c = self.config
-        B = int(images.shape[0])
         if B == 0:
             z = _C.Tensor(np.zeros((0, c.seq_len, c.hidden_size), np.float32), self.device, self.dtype)
             return z, _C.Tensor(np.zeros((0, c.pooled_dim), np.float32), self.device, self.dtype)
