@@ -3,13 +3,13 @@
 # bench_api_overhead: a plain C++ timer (no Google Benchmark) that the Python api_overhead suite
 # runs to time an op through the C++ API; built whenever benchmarks are enabled.
 # bench_matmul, bench_attention, bench_vector_add, bench_matrix_ops, bench_cnn_dnn,
-# bench_transformer, bench_lstm_rnn: Google Benchmark binaries (manual time: CUDA events around the op on the
+# bench_transformer, bench_lstm_rnn, bench_vlm: Google Benchmark binaries (manual time: CUDA events around the op on the
 # runtime's stream for CUDA rows, op + lc::synchronize() by steady_clock for CPU rows; CUDA rows
 # skip themselves without a GPU). Run with --benchmark_format=json or
 # --benchmark_out=FILE --benchmark_out_format=json.
 # A target that benchmarks/cpp/CMakeLists.txt already created (its bench_*.cpp glob) is reused.
 set(LC_GBENCH_NAMES bench_matmul bench_attention bench_vector_add bench_matrix_ops bench_cnn_dnn
-                    bench_transformer bench_lstm_rnn)
+                    bench_transformer bench_lstm_rnn bench_vlm)
 
 if(NOT TARGET bench_api_overhead)
   add_executable(bench_api_overhead ${CMAKE_CURRENT_LIST_DIR}/bench_api_overhead.cpp)

@@ -3,7 +3,7 @@
     PYTHONPATH=build/python python3 benchmarks/python/run_all.py --quick
     PYTHONPATH=build/python python3 benchmarks/python/run_all.py --suites kernel,ml --out-dir benchmark_results/h100
 
-Suites: kernel, pipeline, ml, dl, api_overhead, elementwise, graph (default: all). --native also runs the Google
+Suites: kernel, pipeline, ml, dl, api_overhead, elementwise, graph, vit (default: all). --native also runs the Google
 Benchmark binaries of the C++ API that the build produced (JSON under <out-dir>/native/).
 Without a GPU (or torch) everything still runs: CUDA and torch columns say why they are n/a.
 """
@@ -27,6 +27,7 @@ import graph_bench  # noqa: E402
 import kernel_bench  # noqa: E402
 import ml_bench  # noqa: E402
 import pipeline_bench  # noqa: E402
+import vit_bench  # noqa: E402
 from common import REPO_ROOT, context_block, detect_env  # noqa: E402
 from suite_main import add_common_args, run_suite  # noqa: E402
 
@@ -38,9 +39,10 @@ SUITES = {
     "api_overhead": (api_overhead_bench.build_cases, api_overhead_bench.run_api),
     "elementwise": (elementwise_bench.build_cases, elementwise_bench.run_elementwise),
     "graph": (graph_bench.build_cases, None),
+    "vit": (vit_bench.build_cases, vit_bench.run_vit),
 }
 GBENCH = ["bench_matmul", "bench_attention", "bench_vector_add", "bench_matrix_ops", "bench_cnn_dnn",
-          "bench_transformer", "bench_lstm_rnn"]
+          "bench_transformer", "bench_lstm_rnn", "bench_vlm"]
 
 
 def run_native(out_dir: Path, quick: bool, build_dir: str | None) -> Dict[str, str]:

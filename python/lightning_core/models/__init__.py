@@ -6,6 +6,9 @@
 - `TinyTransformerRunner`: the original's runner surface, a tiny pre-LN transformer run eagerly
   or as one compiled LC graph (``run(x, mode="eager" | "graph")``), with safetensors
   checkpoints (``save_checkpoint`` / ``load_checkpoint``).
+- `VisionEncoder`: a ViT-style image encoder (patchify as unfold + GEMM, pre-LN layers, CLS or
+  mean pooling, optional CLIP-style projection) from a Hugging Face ``ViTModel`` state dict or
+  random weights; eager or one LC graph per batch size (the default on CUDA).
 - `SentenceEncoder`: sentence embeddings (mean pooling + L2 normalisation), e.g.
   ``SentenceEncoder.from_pretrained("all-MiniLM-L6-v2").encode(["a sentence"])``;
   ``device="auto"`` picks the CPU or the GPU per batch bucket by measurement (`AutoPlacement`),
@@ -22,7 +25,8 @@ from ._sentence import SentenceEncoder, resolve_model_dir
 from ._runner import TinyTransformerConfig, TinyTransformerRunner
 from ._placement import AutoPlacement, PlacementDecision
 from ._parallel import TensorParallelEncoder
+from ._vit import VisionConfig, VisionEncoder, random_vit_state_dict
 
 __all__ = ["BertConfig", "TransformerEncoder", "SentenceEncoder", "resolve_model_dir", "bucket_size",
            "TinyTransformerConfig", "TinyTransformerRunner", "AutoPlacement", "PlacementDecision",
-           "TensorParallelEncoder"]
+           "TensorParallelEncoder", "VisionConfig", "VisionEncoder", "random_vit_state_dict"]
