@@ -416,6 +416,8 @@ void launch_attention_mha(const MhaArgs& a, cudaStream_t s) {
         return;
       }
     }
+    // float16 / bfloat16 on tensor cores where attention_mha_tc.cu takes the call
+    if (attention_mha_tc_enabled() && launch_attention_mha_tc(a, s)) return;
     const i64 dmax = std::max(a.d, a.dv);
     if (dmax <= 64) run_mha_cfg<T, 64, 64, 64, 64>(a, s);
     else if (dmax <= 128) run_mha_cfg<T, 64, 32, 128, 128>(a, s);

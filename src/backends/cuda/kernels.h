@@ -41,6 +41,14 @@ void launch_softmax(const SoftmaxArgs& a, cudaStream_t s);
 void launch_attention(const AttentionArgs& a, int sm_count, cudaStream_t s);
 // attention_mha.cu: batched multi-head / grouped-query attention (MhaArgs); no scratch.
 void launch_attention_mha(const MhaArgs& a, cudaStream_t s);
+// attention_mha_tc.cu: the tensor-core forward for float16 / bfloat16 (d == dv, d % 8 == 0,
+// d <= 128, 16-byte aligned q / k / v with strides of multiples of 8 elements, sm_80+).
+// launch_attention_mha runs it for the calls it takes unless LC_ATTENTION_TC=0
+// (attention_mha_tc_enabled, read once); launch_attention_mha_tc returns false, launching
+// nothing, for a call it does not take.
+bool attention_mha_tc_eligible(const MhaArgs& a);
+bool attention_mha_tc_enabled();
+bool launch_attention_mha_tc(const MhaArgs& a, cudaStream_t s);
 // attention_mha_bwd.cu: its backward (MhaBackwardArgs); float32 D scratch from the caching
 // allocator, handed back once the kernels are queued.
 void launch_attention_mha_backward(const MhaBackwardArgs& a, cudaStream_t s);
