@@ -8,6 +8,10 @@ Cases (the issue's speed targets):
     (graph >= 1.2x torch CUDA-graph replay);
   - add -> LN (a post-LN residual join, rule residual_layernorm), batch 256 / 2048, d 768;
   - scale + causal mask -> softmax over attention scores [B, H, S, S] (rule softmax_scale);
+  - the pipelines lc.api.ffn, lc.api.layernorm_linear (batch 256..2048) and
+    lc.api.conv_attention_torchstrong_nchw (conv 1x3x8x8 -> 16, k3; seq 48-192, d 8-48) with
+    execution_mode="graph" (a cached GraphIR) and "eager" (issue #14: graph never slower than
+    eager; FFN / LN -> projection >= 1.2x and conv -> attention >= 2x torch CUDA-graph replay);
   - a MiniLM-like encoder block (single head, seq 128, d 384, ffn 1536);
   - a small chain of tiny ops where per-op overhead dominates (replay overhead per node);
   - lc.models.TinyTransformerRunner (2 multi-head pre-LN blocks, batch 8 x seq 128, hidden 256):
@@ -28,7 +32,7 @@ from typing import Any, Callable, Dict, List
 
 import numpy as np
 
-from harness import Case, np_gelu_tanh, np_layernorm, randn
+from harness import Case, np_attention, np_conv2d_nchw, np_gelu_tanh, np_layernorm, randn, torch_attention
 from suite_main import suite_main
 
 RESIDUAL_CHAIN = (256, 512, 2048, 6)
@@ -187,6 +191,87 @@ def scores_case(b: int, h: int, s: int, mode: str) -> Case:
         params={"B": b, "H": h, "S": s, "mode": mode}, make_inputs=make_inputs, numpy_fn=numpy_fn,
         lc_fn=lc_fn, torch_fn=lambda torch, i: torch.softmax(i["x"] * 0.125 + i["m"], -1),
         tol=1e-4, impl=f"lc.compile ({mode})",
+    )
+
+
+# ---- the pipelines' execution_mode: lc.api.ffn / layernorm_linear / conv -> attention ----------
+PIPE_FFN = [(256, 768, 3072), (2048, 768, 3072)]
+PIPE_LN_PROJ = [(256, 1024, 1024), (2048, 1024, 1024)]
+PIPE_CONV_ATTN = [(48, 8), (64, 32), (192, 48)]  # seq, head_dim (conv 1x3x8x8 -> 16, k3, pad 1)
+
+
+def pipeline_ffn_case(b: int, d: int, f: int, mode: str) -> Case:
+    def lc_fn(lc, i, dev):
+        return lc.api.ffn(i["x"], i["w1"], i["b1"], i["w2"], i["b2"], "gelu", dev, execution_mode=mode)
+
+    def torch_fn(torch, i):
+        F = torch.nn.functional
+        return F.linear(F.gelu(F.linear(i["x"], i["w1"], i["b1"]), approximate="tanh"), i["w2"], i["b2"])
+
+    return Case(
+        suite="graph", family="ffn pipeline", name=f"{mode}: batch={b},d_model={d},d_ff={f}",
+        params={"batch": b, "d_model": d, "d_ff": f, "mode": mode},
+        make_inputs=lambda rng: {"x": randn(rng, b, d), "w1": randn(rng, f, d, scale=d ** -0.5),
+                                 "b1": randn(rng, f, scale=0.1), "w2": randn(rng, d, f, scale=f ** -0.5),
+                                 "b2": randn(rng, d, scale=0.1)},
+        numpy_fn=lambda i: np_gelu_tanh(i["x"] @ i["w1"].T + i["b1"]) @ i["w2"].T + i["b2"],
+        lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-3, impl=f"lc.api.ffn(execution_mode={mode!r})",
+        notes=["issue #14 target: graph >= 1.2x torch CUDA graph, never slower than eager"],
+    )
+
+
+def pipeline_ln_proj_case(b: int, d: int, o: int, mode: str) -> Case:
+    def lc_fn(lc, i, dev):
+        return lc.api.layernorm_linear(i["x"], i["g"], i["beta"], i["w"], i["b"], 1e-5, "none", dev,
+                                       execution_mode=mode)
+
+    def torch_fn(torch, i):
+        F = torch.nn.functional
+        return F.linear(F.layer_norm(i["x"], (d,), i["g"], i["beta"], 1e-5), i["w"], i["b"])
+
+    return Case(
+        suite="graph", family="ln->proj pipeline", name=f"{mode}: batch={b},d_model={d},out={o}",
+        params={"batch": b, "d_model": d, "out": o, "mode": mode},
+        make_inputs=lambda rng: {"x": randn(rng, b, d), "g": 1.0 + randn(rng, d, scale=0.1),
+                                 "beta": randn(rng, d, scale=0.1), "w": randn(rng, o, d, scale=d ** -0.5),
+                                 "b": randn(rng, o, scale=0.1)},
+        numpy_fn=lambda i: np_layernorm(i["x"], i["g"], i["beta"]) @ i["w"].T + i["b"],
+        lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-3, impl=f"lc.api.layernorm_linear(execution_mode={mode!r})",
+        notes=["issue #14 target: graph >= 1.2x torch CUDA graph, never slower than eager"],
+    )
+
+
+def pipeline_conv_attn_case(seq: int, d: int, mode: str) -> Case:
+    n, c, h, w, oc = 1, 3, 8, 8, 16
+
+    def arrange(y):
+        flat = np.asarray(y, np.float32).reshape(-1)
+        need = seq * d
+        return np.tile(flat, -(-need // flat.size))[:need].reshape(seq, d)
+
+    def lc_fn(lc, i, dev):
+        return lc.api.conv_attention_torchstrong_nchw(i["x"], i["w"], i["b"], seq, d, 1, 1, 1, 1, dev,
+                                                      execution_mode=mode)
+
+    def torch_fn(torch, i):
+        y = torch.relu(torch.nn.functional.conv2d(i["x"], i["w"], i["b"], 1, 1)).reshape(-1)
+        need = seq * d
+        qkv = y.repeat(-(-need // y.numel()))[:need].reshape(seq, d)
+        return torch_attention(torch, qkv, qkv, qkv)
+
+    def numpy_fn(i):
+        qkv = arrange(np_conv2d_nchw(i["x"], i["w"], i["b"], 1).clip(min=0))
+        return np_attention(qkv, qkv, qkv)
+
+    return Case(
+        suite="graph", family="conv->attn pipeline",
+        name=f"{mode}: conv(n={n},c={c}->{oc},h={h},w={w},k=3)+attn(seq={seq},d={d})",
+        params={"seq": seq, "head_dim": d, "mode": mode},
+        make_inputs=lambda rng: {"x": randn(rng, n, c, h, w), "w": randn(rng, oc, c, 3, 3, scale=0.3),
+                                 "b": randn(rng, oc, scale=0.1)},
+        numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=2e-3,
+        impl=f"lc.api.conv_attention_torchstrong_nchw(execution_mode={mode!r})",
+        notes=["issue #14 target: graph >= 2x torch CUDA graph, never slower than eager"],
     )
 
 
@@ -473,6 +558,9 @@ def build_cases(quick: bool = False) -> List[Case]:
         cases += [ln_proj_case(*s, mode) for s in (LN_PROJ[:1] if quick else LN_PROJ)]
         cases += [add_ln_case(*s, mode) for s in (ADD_LN[:1] if quick else ADD_LN)]
         cases += [scores_case(*s, mode) for s in (SCORES[:1] if quick else SCORES)]
+        cases += [pipeline_ffn_case(*s, mode) for s in (PIPE_FFN[:1] if quick else PIPE_FFN)]
+        cases += [pipeline_ln_proj_case(*s, mode) for s in (PIPE_LN_PROJ[:1] if quick else PIPE_LN_PROJ)]
+        cases += [pipeline_conv_attn_case(*s, mode) for s in (PIPE_CONV_ATTN[:1] if quick else PIPE_CONV_ATTN)]
         cases.append(encoder_case(mode))
         cases.append(tiny_chain_case(mode))
         cases.append(runner_case(mode))

@@ -2,7 +2,8 @@
 float16 at 4096^3), batched matmul (64 x (128x64 @ 64x128) vs torch.bmm, float32 and bfloat16),
 linear with a fused residual (vs torch.addmm + add), broadcast add, layernorm and softmax over the
 last dim in float32 / float16 / bfloat16 (issue #12's bf16 8192x768 target), and batched
-multi-head attention (lc.attention vs torch SDPA on [B, H, S, D]; issue #13).
+multi-head attention (lc.attention vs torch SDPA on [B, H, S, D]; issue #13), and decode
+attention (Sq = 1 against a long grouped-query K/V cache, with the achieved GB/s of K/V).
 
     python benchmarks/python/kernel_bench.py [--quick] [--out-dir DIR] [--modes oneshot,resident]
 """
@@ -583,6 +584,75 @@ def mha16_bwd_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, cau
     )
 
 
+# ---- decode: a few query rows against a long K/V cache (issue #13) ----------------------------
+# lc.attention runs flash decoding for these (attention_decode.cu: the keys split across blocks,
+# then a combine pass), or cuDNN where "auto" measured it faster; the impl=own / impl=cudnn
+# families force one. Decoding is bandwidth-bound: each row also reports the achieved GB/s of
+# K and V (the bytes every implementation must read once), e.g. 134 MB for B8 Hk8 Sk4096 D128
+# in bf16. (B, H, Hk, Sk, D, dtype); Sq = 1. Goal: bf16 B8 H32 Hk8 <= 0.040 ms (>= 3.4 TB/s).
+DECODE = [(8, 32, 8, 4096, 128, "bfloat16"), (1, 32, 8, 32768, 128, "bfloat16"),
+          (8, 32, 8, 4096, 128, "float16"), (1, 32, 8, 32768, 128, "float16")]
+
+
+def _np_decode(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """float32 grouped-query attention for q [B, H, Sq, D], k/v [B, Hk, Sk, D]."""
+    q, k, v = _f32(q), _f32(k), _f32(v)
+    g = q.shape[1] // k.shape[1]
+    k, v = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)
+    s = np.einsum("bhid,bhjd->bhij", q, k) * np.float32(1.0 / np.sqrt(q.shape[-1]))
+    return np.einsum("bhij,bhjd->bhid", _softmax_rows(s), v).astype(np.float32)
+
+
+def decode_case(suite: str, b: int, h: int, hk: int, sk: int, d: int, dtype: str,
+                impl: str = "auto") -> Case:
+    fam = f"attention decode {SHORT[dtype]}" + ("" if impl == "auto" else f" impl={impl}")
+    kv_bytes = 2 * b * hk * sk * d * (4 if dtype == "float32" else 2)
+    return Case(
+        suite=suite, family=fam, name=f"B={b},H={h},Hk={hk},Sq=1,Sk={sk},D={d}",
+        params={"batch": b, "heads": h, "kv_heads": hk, "sq": 1, "sk": sk, "head_dim": d,
+                "dtype": dtype, "impl": impl, "kv_bytes": kv_bytes},
+        make_inputs=lambda rng: {"q": _rand(rng, dtype, b, h, 1, d), "k": _rand(rng, dtype, b, hk, sk, d),
+                                 "v": _rand(rng, dtype, b, hk, sk, d)},
+        numpy_fn=lambda i: _np_decode(i["q"], i["k"], i["v"]),
+        lc_fn=lambda lc, i, dev: _with_impl(lc, impl, lambda: lc.attention(i["q"], i["k"], i["v"], device=dev)),
+        lc_into=lambda lc, i, out, dev: _with_impl(
+            lc, impl, lambda: lc.attention_into(i["q"], i["k"], i["v"], out, device=dev)),
+        out_shape=(b, h, 1, d), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: torch.nn.functional.scaled_dot_product_attention(
+            i["q"], i["k"], i["v"], enable_gqa=True),
+        tol=2e-2, numpy_peer=False, numpy_note="numpy has no 16-bit arithmetic worth timing",
+        cpu_peers=False,
+        notes=[f"lc.attention with lc.set_attention_impl(\"{impl}\") (own: flash decoding, "
+               "attention_decode.cu); torch: F.scaled_dot_product_attention(enable_gqa=True); "
+               f"K+V = {kv_bytes / 1e6:.0f} MB per call (GB/s columns: K/V bytes / time)"],
+    )
+
+
+def add_kv_gbps(row: dict) -> None:
+    """Decode rows: the achieved GB/s of K/V per timed system (row["gbps"], a note)."""
+    kv = (row.get("params") or {}).get("kv_bytes")
+    if not kv:
+        return
+    gbps = {s: kv / (c["ms"] * 1e-3) / 1e9 for s, c in row["systems"].items() if c.get("ms")}
+    for s, g in gbps.items():
+        row["systems"][s]["gbps"] = g
+    row["gbps"] = gbps
+    if gbps:
+        row["notes"].append("K/V GB/s: " + ", ".join(f"{s} {g:.0f}" for s, g in gbps.items()))
+
+
+def run_kernel(args, env, cfg, modes):
+    """The suite's runner: harness.run_cases, then GB/s for the decode rows."""
+    from harness import run_cases
+
+    cases = [c for c in build_cases(quick=args.quick)
+             if args.filter.lower() in f"{c.family} {c.name}".lower()]
+    rows = run_cases(cases, modes, env, cfg, desc="kernel", progress=not args.no_progress)
+    for r in rows:
+        add_kv_gbps(r)
+    return rows
+
+
 def build_cases(quick: bool = False) -> List[Case]:
     s = "kernel"
     cases = [attention_case(s, "attention micro", q, d) for q, d in ATTN_MICRO]
@@ -604,8 +674,9 @@ def build_cases(quick: bool = False) -> List[Case]:
     cases += [mha_small_case(s, *shape, impl=impl) for shape in MHA_SMALL for impl in MHA_SMALL_IMPLS]
     cases += [mha16_bwd_case(s, *shape) for shape in MHA16_BWD]
     cases += [train_case(s, *shape) for shape in TRAIN]
+    cases += [decode_case(s, *shape, impl=impl) for shape in DECODE for impl in ("auto", "own", "cudnn")]
     return cases
 
 
 if __name__ == "__main__":
-    suite_main("kernel", build_cases)
+    suite_main("kernel", build_cases, runner=run_kernel)

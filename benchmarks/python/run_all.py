@@ -31,7 +31,7 @@ from common import REPO_ROOT, context_block, detect_env  # noqa: E402
 from suite_main import add_common_args, run_suite  # noqa: E402
 
 SUITES = {
-    "kernel": (kernel_bench.build_cases, None),
+    "kernel": (kernel_bench.build_cases, kernel_bench.run_kernel),  # + decode GB/s
     "pipeline": (pipeline_bench.build_cases, None),
     "ml": (ml_bench.build_cases, None),
     "dl": (dl_bench.build_cases, dl_bench.run_dl),

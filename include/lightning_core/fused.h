@@ -24,9 +24,10 @@ struct ConvAttentionParams {
   Activation act = Activation::relu;
   bool causal = false;
   float scale = 0.0f;  // <= 0: 1/sqrt(head_dim)
-  // CUDA only: run the whole chain as one captured CUDA graph (the backend's capture seam,
-  // Backend::capture_graph), cached per shape (inputs are copied into the graph's fixed
-  // buffers each call). Same results as eager; ignored on the CPU.
+  // Run the chain as a GraphIR (lightning_core/graph.h: conv2d_nchw -> view nodes ->
+  // attention2d), planned once per (shapes, params, device, precision) and cached per thread,
+  // replayed by the graph executor through the backend's capture seam (one CUDA graph on a
+  // GPU; DirectGraph on the CPU). Same results as eager.
   bool graph = false;
 };
 

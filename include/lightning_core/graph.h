@@ -68,9 +68,13 @@ struct GraphFusionOptions {
   bool softmax_scale = true;      // vector_scale / add(mask) read only by a softmax -> softmax(scale, mask)
   bool scale_chain = true;        // vector_scale(vector_scale(x, a), b) -> vector_scale(x, a*b)
   bool qkv_projection = true;     // linears of one x with constant weights -> one GEMM, column views
+  // attention -> permute(heads, rows) -> reshape -> linear: the attention writes [B, S, H, D]
+  // (where it can write a strided out in place), the reshape's copy goes.
+  bool attention_out_proj = true;
   void set_all(bool on) {
     linear_epilogue = residual_epilogue = conv_activation = layernorm_affine = scale_chain =
         qkv_projection = residual_layernorm = softmax_scale = on;
+    attention_out_proj = on;
   }
 };
 

@@ -9,12 +9,20 @@ epilogue (cuBLASLt on CUDA), conv + ReLU in one kernel.
     conv_attention_torchstrong_nchw(x, w, b, seq_len, head_dim, ...)   conv -> QKV arrange -> attention
     ffn(x, w1, b1, w2, b2, activation="gelu")                           linear+act -> linear
     layernorm_linear(x, gamma, beta, w, b)                              LN -> projection
+
+execution_mode="graph" (conv_attention_torchstrong_nchw, ffn, layernorm_linear) runs the pipeline as a
+GraphIR (docs/graph.md), planned once per (shapes, dtypes, devices, device, policy) and cached,
+replayed by the graph executor (one captured CUDA graph on a GPU, DirectGraph on the CPU); the
+default "eager" runs the ops one by one.
     attention_train_step(q, k, v, target, lr, causal=..., mask=...)     attention + MSE + backward + SGD
 """
 
 from __future__ import annotations
 
+import collections
 import functools
+import numbers
+import threading
 import time
 from typing import Any
 
@@ -113,6 +121,19 @@ def _chain_device(blocks, base, data=(), device=None) -> str:
 _chain_policies: dict = {}
 
 
+def _chain_base_device(op, device, policy, blocks=None, data=()) -> tuple[Any, str]:
+    """(the base policy, the chain's device): the checks of device= and policy= and
+    _chain_device's decision, for _chain_policy and the pipelines' graph mode."""
+    if policy is not None and not isinstance(policy, _lc.ExecutionPolicy):
+        raise TypeError(f"[{op}] policy must be an lc.ExecutionPolicy (or None for the current "
+                        f"policy), got {type(policy).__name__}")
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"[{op}] device must be a string: \"auto\", \"cpu\", \"cuda\" or "
+                        f"\"metal\", got {type(device).__name__}")
+    base = policy if policy is not None else _lc.current_policy()
+    return base, _chain_device(blocks or (), base, data, device)
+
+
 def _chain_policy(op, device, policy, blocks=None, data=()) -> tuple[Any, Any]:
     """(policy for intermediate blocks, policy for the last block), from the chain rule of
     src/runtime/placement.h (lc._chain_device for the device, lc._chain_policies for the step
@@ -123,14 +144,7 @@ def _chain_policy(op, device, policy, blocks=None, data=()) -> tuple[Any, Any]:
     gets one device (see _chain_device); on the CPU nothing moves (upload="always",
     download=True, fp32).
     """
-    if policy is not None and not isinstance(policy, _lc.ExecutionPolicy):
-        raise TypeError(f"[{op}] policy must be an lc.ExecutionPolicy (or None for the current "
-                        f"policy), got {type(policy).__name__}")
-    if device is not None and not isinstance(device, str):
-        raise TypeError(f"[{op}] device must be a string: \"auto\", \"cpu\", \"cuda\" or "
-                        f"\"metal\", got {type(device).__name__}")
-    base = policy if policy is not None else _lc.current_policy()
-    dev = _chain_device(blocks or (), base, data, device)
+    base, dev = _chain_base_device(op, device, policy, blocks, data)
     key = (dev, base.upload, base.download, base.sync, base.precision, base.fusion, base.autotune)
     pair = _chain_policies.get(key)
     if pair is None:
@@ -143,6 +157,83 @@ def _host_result(out, inputs) -> Any:
     if isinstance(out, _lc.Tensor) and out.device == "cpu" and not any(isinstance(t, _lc.Tensor) for t in inputs):
         return out.numpy()
     return out
+
+
+def _check_mode(op, execution_mode) -> bool:
+    """True for "graph", False for "eager"; anything else is a ValueError naming the op."""
+    if execution_mode == "eager":
+        return False
+    if execution_mode == "graph":
+        return True
+    raise ValueError(f"[{op}] execution_mode must be \"eager\" or \"graph\", got {execution_mode!r}")
+
+
+# The pipelines' graphs (execution_mode="graph"): key -> a planned lc.GraphIR. Bounded, least
+# recently used dropped. A GraphIR runs one call at a time (its own lock); the dict is touched
+# under the GIL, and a miss builds and plans under _pipeline_lock.
+_PIPELINE_GRAPHS_MAX = 16
+_pipeline_graphs: collections.OrderedDict = collections.OrderedDict()
+_pipeline_lock = threading.Lock()
+
+
+def _run_pipeline_graph(op, attrs, names, data, dev, base, add_nodes):
+    """Runs a pipeline as a cached GraphIR.
+
+    names/data: the graph inputs (None: an absent optional input; array-likes other than numpy
+    arrays and lc.Tensor go through np.asarray, which decides their dtype as for the ops);
+    attrs: the pipeline's hashable parameters, passed to add_nodes; dev: the chain's device
+    ("cpu" / "cuda"), the plan's placement; add_nodes(g, present, attrs): adds the nodes
+    (present: the names of the given inputs) and names the output "y". Returns the result as
+    the graph's execute gives it (numpy for numpy inputs). One pass per call builds the key and
+    the feed; a miss builds and plans the graph.
+    """
+    key = [op, dev, base.precision, attrs]
+    feed = {}
+    for n, t in zip(names, data):
+        if t is None:
+            key.append(None)
+            continue
+        if type(t) is not np.ndarray and not isinstance(t, _lc.Tensor):
+            t = np.asarray(t)
+        key.append((t.shape, t.dtype, t.device) if isinstance(t, _lc.Tensor) else (t.shape, t.dtype))
+        feed[n] = t
+    key = tuple(key)
+    g = _pipeline_graphs.get(key)
+    if g is not None:
+        try:
+            _pipeline_graphs.move_to_end(key)
+        except KeyError:  # dropped by another thread meanwhile: it still serves this call
+            pass
+    else:
+        with _pipeline_lock:
+            g = _pipeline_graphs.get(key)
+            if g is None:
+                g = _lc.GraphIR()
+                for n, t in feed.items():
+                    dtype = t.dtype if isinstance(t, _lc.Tensor) else np.dtype(t.dtype).name
+                    g.add_tensor(tuple(t.shape), dtype, n)
+                add_nodes(g, feed, attrs)
+                g.set_outputs(["y"])
+                g.plan(dev if dev in ("cpu", "cuda") else None, precision=base.precision)
+                _pipeline_graphs[key] = g
+                while len(_pipeline_graphs) > _PIPELINE_GRAPHS_MAX:
+                    _pipeline_graphs.popitem(last=False)
+    return g.execute(feed)["y"]
+
+
+def _ffn_nodes(g, present, activation):
+    g.add_node("linear", ["x", "w1", "b1" if "b1" in present else None], ["h"],
+               {"activation": activation}, name="fc1")
+    g.add_node("linear", ["h", "w2", "b2" if "b2" in present else None], ["y"], name="fc2")
+
+
+def _layernorm_linear_nodes(g, present, attrs):
+    eps, activation = attrs
+    g.add_node("layernorm", ["x", "gamma" if "gamma" in present else None,
+                             "beta" if "beta" in present else None, None], ["h"],
+               {"eps": eps}, name="ln")
+    g.add_node("linear", ["h", "w", "b" if "b" in present else None], ["y"],
+               {"activation": activation}, name="proj")
 
 
 @_named_errors
@@ -214,8 +305,10 @@ def conv_attention_torchstrong_nchw(x, w, b, seq_len: int, head_dim: int, stride
     """conv2d(+ReLU) -> QKV arrange (see qkv_arrange) -> single-head attention (q = k = v).
 
     Runs as one native op (lc.conv_attention_nchw): the intermediate stays on the device it was
-    computed on. execution_mode: "eager" launches the blocks one by one; "graph" replays them as
-    one captured CUDA graph on the GPU (identical to eager on the CPU).
+    computed on. execution_mode: "eager" launches the blocks one by one; "graph" runs the chain
+    as a GraphIR (conv2d_nchw -> view nodes -> attention2d, built and cached in C++ per shapes,
+    parameters, device and precision), replayed as one captured CUDA graph on a GPU and through
+    the executor's DirectGraph on the CPU (docs/graph.md).
 
     Parameters
     ----------
@@ -252,11 +345,9 @@ def conv_attention_torchstrong_nchw(x, w, b, seq_len: int, head_dim: int, stride
     ValueError
         Wrong shapes, device or policy.
     """
-    if execution_mode not in ("eager", "graph"):
-        raise ValueError(f"[conv_attention_torchstrong_nchw] execution_mode must be \"eager\" or \"graph\", "
-                         f"got {execution_mode!r}")
+    graph = _check_mode("conv_attention_torchstrong_nchw", execution_mode)
     return _lc.conv_attention_nchw(x, w, b, int(seq_len), int(head_dim), stride_h, stride_w, pad_h, pad_w,
-                                   device, causal=causal, graph=(execution_mode == "graph"), policy=policy)
+                                   device, causal=causal, graph=graph, policy=policy)
 
 
 @_named_errors
@@ -307,7 +398,8 @@ def conv_attention_torchstrong_nchw_ab_report(x, w, b, seq_len: int, head_dim: i
 
 
 @_named_errors
-def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, *, policy=None):
+def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, *, policy=None,
+        execution_mode: str = "eager"):
     """Transformer feed-forward block: linear(x, w1, b1) + activation -> linear(., w2, b2).
 
     Weights use the torch nn.Linear layout ([out_features, in_features]); the activation runs in
@@ -327,6 +419,10 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
         "auto", "cpu" or "cuda" for the whole block (None: the policy's device).
     policy : ExecutionPolicy or None, optional
         Policy for this call.
+    execution_mode : str, optional
+        "eager" (default): the two linears one by one. "graph": the block as a GraphIR
+        (linear -> linear), cached per (shapes, dtypes, devices, device, precision) and replayed
+        by the graph executor (one CUDA graph on a GPU); same results.
 
     Returns
     -------
@@ -340,8 +436,15 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
     ValueError
         Wrong shapes, device or policy.
     """
-    inner, last = _chain_policy("ffn", device, policy, [
-        ("linear", (x, w1)), ("linear", (_rows_by(x, w1), w2))], (x, w1, b1, w2, b2))
+    blocks = [("linear", (x, w1)), ("linear", (_rows_by(x, w1), w2))]
+    if _check_mode("ffn", execution_mode):
+        if not isinstance(activation, str):
+            raise TypeError(f"[ffn] activation must be a string, got {type(activation).__name__}")
+        data = (x, w1, b1, w2, b2)
+        base, dev = _chain_base_device("ffn", device, policy, blocks, data)
+        return _run_pipeline_graph("ffn", activation, ("x", "w1", "b1", "w2", "b2"), data, dev, base,
+                                   _ffn_nodes)
+    inner, last = _chain_policy("ffn", device, policy, blocks, (x, w1, b1, w2, b2))
     h = _lc.linear(x, w1, b1, activation, None, policy=inner)
     out = _lc.linear(h, w2, b2, "none", None, policy=last)
     return _host_result(out, (x, w1, b1, w2, b2))
@@ -349,7 +452,7 @@ def ffn(x, w1, b1, w2, b2, activation: str = "gelu", device: str | None = None, 
 
 @_named_errors
 def layernorm_linear(x, gamma, beta, w, b=None, eps: float = 1e-5, activation: str = "none",
-                     device: str | None = None, *, policy=None):
+                     device: str | None = None, *, policy=None, execution_mode: str = "eager"):
     """LayerNorm over the last dimension, then a projection linear(., w, b).
 
     Parameters
@@ -370,6 +473,10 @@ def layernorm_linear(x, gamma, beta, w, b=None, eps: float = 1e-5, activation: s
         "auto", "cpu" or "cuda" for the whole block (None: the policy's device).
     policy : ExecutionPolicy or None, optional
         Policy for this call.
+    execution_mode : str, optional
+        "eager" (default): layernorm, then linear. "graph": the block as a GraphIR
+        (layernorm -> linear), cached per (shapes, dtypes, devices, device, precision) and
+        replayed by the graph executor (one CUDA graph on a GPU); same results.
 
     Returns
     -------
@@ -383,8 +490,18 @@ def layernorm_linear(x, gamma, beta, w, b=None, eps: float = 1e-5, activation: s
     ValueError
         Wrong shapes, device or policy.
     """
-    inner, last = _chain_policy("layernorm_linear", device, policy,
-                                [("layernorm", (x,)), ("linear", (x, w))], (x, gamma, beta, w, b))
+    blocks = [("layernorm", (x,)), ("linear", (x, w))]
+    if _check_mode("layernorm_linear", execution_mode):
+        if not isinstance(activation, str):
+            raise TypeError(f"[layernorm_linear] activation must be a string, got {type(activation).__name__}")
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+            raise TypeError(f"[layernorm_linear] eps must be a float, got {type(eps).__name__}")
+        data = (x, gamma, beta, w, b)
+        base, dev = _chain_base_device("layernorm_linear", device, policy, blocks, data)
+        return _run_pipeline_graph("layernorm_linear", (float(eps), activation),
+                                   ("x", "gamma", "beta", "w", "b"), data, dev, base,
+                                   _layernorm_linear_nodes)
+    inner, last = _chain_policy("layernorm_linear", device, policy, blocks, (x, gamma, beta, w, b))
     h = _lc.layernorm(x, gamma, beta, eps, None, policy=inner)
     out = _lc.linear(h, w, b, activation, None, policy=last)
     return _host_result(out, (x, gamma, beta, w, b))

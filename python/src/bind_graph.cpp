@@ -172,11 +172,12 @@ lc::GraphFusionOptions fusion_param(nb::handle h) {
     else if (key == "qkv_projection") o.qkv_projection = on;
     else if (key == "residual_layernorm") o.residual_layernorm = on;
     else if (key == "softmax_scale") o.softmax_scale = on;
+    else if (key == "attention_out_proj") o.attention_out_proj = on;
     else
       lc::throw_value(kOp, "plan: unknown fusion rule '" + key +
                                "'; the rules are linear_epilogue, residual_epilogue, "
                                "conv_activation, layernorm_affine, scale_chain, qkv_projection, "
-                               "residual_layernorm, softmax_scale");
+                               "residual_layernorm, softmax_scale, attention_out_proj");
   }
   return o;
 }

@@ -65,7 +65,16 @@ void run_step(const Step& s, std::vector<Tensor>& cur, const ExecutionPolicy& q)
   else if (d == &od::matmul2d) matmul2d_into(in(0), in(1), out, q);
   else if (d == &od::matmul) matmul_into(in(0), in(1), out, q);
   else if (d == &od::attention2d) attention2d_into(in(0), in(1), in(2), out, a.causal, q, a.scale);
-  else if (d == &od::attention)
+  else if (d == &od::attention && a.out_heads_merged) {  // attention_out_proj (attention_proj.cpp)
+    Tensor o = heads_out_view(out);
+    if (attention_strided_out_native()) {
+      attention_into(in(0), in(1), in(2), o, a.causal, opt(3), a.scale, q, nullptr);
+    } else {  // forced without the in-place strided write: staged (correct, no saving)
+      Tensor t = Tensor::empty(o.shape(), o.dtype(), o.device());
+      attention_into(in(0), in(1), in(2), t, a.causal, opt(3), a.scale, q, nullptr);
+      t.copy_to(o);
+    }
+  } else if (d == &od::attention)
     attention_into(in(0), in(1), in(2), out, a.causal, opt(3), a.scale, q,
                    s.out.size() > 1 ? &cur[static_cast<std::size_t>(s.out[1])] : nullptr);
   else if (d == &od::attention_backward)

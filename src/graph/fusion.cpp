@@ -551,6 +551,7 @@ std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o) {
   g.view_offset.resize(g.tensors.size(), 0);
   for (std::size_t id = 0; id < g.tensors.size(); ++id)
     if (g.view_base[id] >= 0) g.producer[id] = g.producer[static_cast<std::size_t>(g.view_base[id])];
+  attention_out_proj(g, o, f.report);  // attention_proj.cpp
   return std::move(f.report);
 }
 

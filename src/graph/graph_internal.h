@@ -1,6 +1,7 @@
-// The GraphIR's inside, shared by its five files:
+// The GraphIR's inside, shared by its files:
 //   graph_ir.cpp   building and validation (resolve: names -> ids, registry inference)
 //   fusion.cpp     the fusion rules (nodes -> steps)
+//   attention_proj.cpp  the attention_out_proj rule
 //   views.cpp      the view nodes (reshape, permute, slice, ...) and their lowering to aliases
 //   planner.cpp    topological order, whole-graph placement, liveness buffer packing
 //   executor.cpp   running the steps through the public op API and the capture seam
@@ -56,6 +57,9 @@ struct StepAttrs {
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   std::string approximate = "tanh";
   bool return_lse = false;
+  // attention only (attention_out_proj): the step's output is the merged-heads [..., S, H, Dv]
+  // buffer, written through its [..., H, S, Dv] view (heads_out_view).
+  bool out_heads_merged = false;
   // View nodes (views.cpp): reshape's shape / permute's dims; transpose's dim0, dim1; slice's
   // and select's dim, start, stop (kNoStop: the end), step, index.
   std::vector<std::int64_t> ints;
@@ -120,7 +124,7 @@ std::string node_label(const std::string& name, const char* op);  // "node 'fc1'
 // fusion.cpp: rewrites g.steps (and may add tensors: a transposed constant weight).
 std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o);
 
-// views.cpp: the view nodes (reshape, permute, transpose, slice, select, contiguous). They are
+// views.cpp: the view nodes (reshape, permute, transpose, slice, select, contiguous, expand). They are
 // graph-local OpDefs, not registered ops (no kernel, no Python function of their own: the tracer
 // records lc.Tensor's view methods). Until lower_views they are steps like any other (fusion
 // sees them as readers); lower_views turns every one the strides allow into an alias (a view
@@ -128,7 +132,7 @@ std::vector<GraphFusion> fuse(Resolved& g, const GraphFusionOptions& o);
 // of a layout no strides express, contiguous() of a strided view), which the executor runs as
 // a strided copy.
 namespace viewdefs {
-extern const OpDef reshape, permute, transpose, slice, select, contiguous;
+extern const OpDef reshape, permute, transpose, slice, select, contiguous, expand;
 }
 const OpDef* find_view_op(std::string_view name);
 bool is_view_op(const OpDef* d);
@@ -139,6 +143,14 @@ std::vector<std::int64_t> infer_view(const Step& s, const std::vector<std::int64
 void lower_views(Resolved& g, int* aliases = nullptr, int* copies = nullptr);
 // The strides of a contiguous tensor of this shape.
 std::vector<std::int64_t> contiguous_strides(const std::vector<std::int64_t>& shape);
+
+// attention_proj.cpp: the attention_out_proj rule (fuse() calls it last), its feature check
+// (the attention writes a strided out in place; `why` says what is missing when not) and the
+// attention's [..., H, S, Dv] view of a merged-heads [..., S, H, Dv] buffer (the executor).
+void attention_out_proj(Resolved& g, const GraphFusionOptions& o, std::vector<GraphFusion>& report);
+bool attention_strided_out(std::string* why);
+bool attention_strided_out_native();  // the op takes the strided view itself (no forcing)
+Tensor heads_out_view(const Tensor& merged);
 
 // planner.cpp
 void place(Plan& p);

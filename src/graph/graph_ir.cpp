@@ -533,7 +533,7 @@ void GraphIR::add_node(const std::string& op, const std::vector<std::string>& in
     for (const OpDef* o : all_ops()) names += std::string(names.empty() ? "" : ", ") + o->name;
     node_error(name, op.c_str(), "unknown op '" + op + "'; the registered ops are " + names +
                                      "; the view nodes are reshape (view), permute, transpose, "
-                                     "slice, select, contiguous");
+                                     "slice, select, contiguous, expand");
   }
   if (impl_->node_ids.count(name))
     node_error(name, d->name, "a node of this name exists already; names must be unique");

@@ -1,7 +1,9 @@
 // The view nodes of a graph: reshape, permute, transpose, slice, select and contiguous (the
-// shape methods of lc.Tensor, which the tracer records). A view is metadata: its result aliases
-// its producer's memory with other shape, strides and offset, on both backends. lower_views
-// (after fusion, before placement) composes every chain of views onto its root tensor (an
+// shape methods of lc.Tensor, which the tracer records), and expand (size-1 dimensions
+// broadcast with stride 0, torch's Tensor.expand; the conv -> attention pipeline's cyclic
+// arrangement uses it). A view is metadata: its result aliases its producer's memory with
+// other shape, strides and offset, on both backends. lower_views (after fusion, before
+// placement) composes every chain of views onto its root tensor (an
 // intermediate, a graph input or a constant) and removes the view steps; a step stays only where
 // the layout needs a copy: a reshape that no strides can express over the root's layout (a
 // permuted tensor flattened, torch's "view is not possible" case), or contiguous() of a strided
@@ -163,11 +165,19 @@ const OpDef contiguous{
     "else a copy (Tensor.contiguous).",
     {{in("x")}}, {"out"}, {},
     kAnyDType, kAnyDType, &infer_none, &work_view, nullptr};
+const OpDef expand{
+    "expand", OpFamily::elementwise,
+    "Size-1 dimensions repeated to the given sizes, new leading dimensions allowed (an alias "
+    "with stride 0; Tensor.expand). -1 keeps a dimension's size.",
+    {{in("x")}}, {"out"},
+    {{{"shape", AttrType::ints, nullptr, "the new sizes; -1 keeps the input's"}}},
+    kAnyDType, kAnyDType, &infer_none, &work_view, nullptr};
 }  // namespace viewdefs
 
 namespace {
 constexpr const OpDef* kViewOps[] = {&viewdefs::reshape, &viewdefs::permute, &viewdefs::transpose,
-                                     &viewdefs::slice,   &viewdefs::select,  &viewdefs::contiguous};
+                                     &viewdefs::slice,   &viewdefs::select,  &viewdefs::contiguous,
+                                     &viewdefs::expand};
 }
 
 const OpDef* find_view_op(std::string_view name) {
@@ -255,6 +265,28 @@ std::vector<std::int64_t> infer_view(const Step& s, const std::vector<std::int64
     out.erase(out.begin() + static_cast<std::ptrdiff_t>(k));
     return out;
   }
+  if (d == &viewdefs::expand) {
+    const std::vector<std::int64_t>& shape = a.ints;
+    if (shape.size() < in.size() || shape.size() > static_cast<std::size_t>(kMaxDims))
+      throw_value("graph", "cannot expand " + shape_str(in) + " to " + dims_str(shape) +
+                               ": give at least the input's " + std::to_string(in.size()) +
+                               " and at most " + std::to_string(kMaxDims) + " dimensions");
+    const std::size_t lead = shape.size() - in.size();
+    std::vector<std::int64_t> out(shape.size());
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+      const std::int64_t want = shape[i];
+      const std::int64_t have = i < lead ? -2 : in[i - lead];
+      if (want == -1 && have != -2) out[i] = have;
+      else if (want >= 0 && (have == -2 || have == want || have == 1)) out[i] = want;
+      else
+        throw_value("graph", "cannot expand " + shape_str(in) + " to " + dims_str(shape) +
+                                 ": dimension " + std::to_string(i) + " (" +
+                                 (have == -2 ? std::string("new") : std::to_string(have)) +
+                                 ") can only become " +
+                                 (have == -2 ? std::string("a size >= 0") : "itself, or any size when it is 1"));
+    }
+    return out;
+  }
   return in;  // contiguous
 }
 
@@ -326,6 +358,12 @@ void lower_views(Resolved& g, int* aliases, int* copies) {
       ost = st;
       ost.erase(ost.begin() + static_cast<std::ptrdiff_t>(k));
       off += i * st[k];
+    } else if (s.def == &viewdefs::expand) {
+      // New leading dimensions and broadcast size-1 dimensions read one element: stride 0.
+      const std::size_t lead = oshape.size() - ishape.size();
+      ost.assign(oshape.size(), 0);
+      for (std::size_t i = lead; i < oshape.size(); ++i)
+        ost[i] = ishape[i - lead] == oshape[i] ? st[i - lead] : 0;
     }
     if (!alias) {  // a copy step: its result is a new contiguous tensor
       kept.push_back(std::move(s));

@@ -421,7 +421,7 @@ const OpDef conv_attention_nchw{
     "conv_attention_nchw", OpFamily::conv2d,
     "conv2d_nchw(+activation) -> the flattened output read cyclically into [seq_len, head_dim] "
     "(api.qkv_arrange) -> self-attention (q=k=v), on one device; x must be one image. "
-    "graph=True replays the chain as one cached CUDA graph (CUDA only).",
+    "graph=True runs the chain as a cached GraphIR (one CUDA graph on a GPU).",
     {{in("x", 4), in("w", 4), opt("b", 1)}}, {kOut},
     {{{"seq_len", AttrType::integer, nullptr, "rows of the attention input"},
       {"head_dim", AttrType::integer, nullptr, "columns of the attention input"},

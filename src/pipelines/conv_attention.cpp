@@ -2,6 +2,7 @@
 // on one device with the intermediate kept there (fused.h). A composition above the ops
 // (src/pipelines/).
 #include "lightning_core/fused.h"
+#include "lightning_core/graph.h"
 
 #include <cstring>
 #include <deque>
@@ -102,21 +103,22 @@ Tensor arrange_qkv(const Tensor& conv, const ConvAttentionParams& prm, Tensor* s
   return q;
 }
 
-// Graph mode: per (shapes, params) a set of fixed device buffers and one recording of the whole
-// chain (conv, arrangement copies, attention) through the backend's capture seam
-// (Backend::capture_graph: a CUDA graph on CUDA). Each call copies the inputs into the buffers
-// (queued on the stream), replays the recording and copies the result out. Per thread, at most
-// kMaxGraphs shapes (the oldest goes back to the backend's graph cache).
+// Graph mode: the chain as a GraphIR (src/graph/, docs/graph.md), the one graph mechanism:
+//   conv2d_nchw(activation) -> the cyclic arrangement as view nodes -> attention2d(s, s, s)
+// The arrangement is a plain reshape when the sizes agree; a truncation is reshape -> slice ->
+// reshape (aliases); a repetition reshape -> expand (stride 0) -> reshape (the one copy) ->
+// slice -> reshape. Per (shapes, params, device, precision) one planned graph, replayed by the
+// executor through the backend's capture seam (a CUDA graph on a GPU, DirectGraph on the CPU):
+// host inputs are staged into the graph's arena, device inputs bound in place. Per thread, at
+// most kMaxGraphs graphs (least recently used dropped).
 struct GraphEntry {
   CaptureKey key;
-  Tensor x, w, b, conv, qkv, out;
-  bool has_b = false;
-  std::unique_ptr<CapturedGraph> graph;
+  GraphIR g;
 };
 constexpr std::size_t kMaxGraphs = 8;
 
 CaptureKey graph_key(const Tensor& x, const Tensor& w, const Tensor* bias,
-                     const ConvAttentionParams& prm, const ExecutionPolicy& p) {
+                     const ConvAttentionParams& prm, const ExecutionPolicy& p, DeviceKind dev) {
   CaptureKey k;
   k.topology = kOp;
   std::vector<std::int64_t>& d = k.dims;
@@ -136,56 +138,85 @@ CaptureKey graph_key(const Tensor& x, const Tensor& w, const Tensor* bias,
   d.insert(d.end(), {prm.seq_len, prm.head_dim, prm.stride_h, prm.stride_w, prm.pad_h, prm.pad_w,
                      static_cast<std::int64_t>(prm.act), prm.causal ? 1 : 0,
                      static_cast<std::int64_t>(scale_bits),
-                     static_cast<std::int64_t>(p.precision), p.autotune ? 1 : 0});
+                     static_cast<std::int64_t>(p.precision), static_cast<std::int64_t>(dev),
+                     dev == DeviceKind::cpu ? 0 : get_backend(dev).current_device()});
   return k;
+}
+
+void build_graph(GraphIR& g, const Tensor& x, const Tensor& w, const Tensor* bias,
+                 const ConvAttentionParams& prm, const std::vector<std::int64_t>& cs,
+                 const ExecutionPolicy& p, DeviceKind dev) {
+  using V = std::vector<std::int64_t>;
+  g.add_tensor("x", x.shape(), DType::f32);
+  g.add_tensor("w", w.shape(), DType::f32);
+  if (bias) g.add_tensor("b", bias->shape(), DType::f32);
+  g.add_node("conv2d_nchw", {"x", "w", bias ? "b" : ""}, {"conv"},
+             {{"stride_h", GraphAttr::of(prm.stride_h)},
+              {"stride_w", GraphAttr::of(prm.stride_w)},
+              {"pad_h", GraphAttr::of(prm.pad_h)},
+              {"pad_w", GraphAttr::of(prm.pad_w)},
+              {"activation", GraphAttr::of(to_string(prm.act))}},
+             "conv");
+  const std::int64_t have = cs[0] * cs[1] * cs[2] * cs[3], need = prm.seq_len * prm.head_dim;
+  std::string s = "conv";
+  if (have != need) {  // the flattened features read cyclically (api.qkv_arrange)
+    g.add_node("reshape", {"conv"}, {"flat"}, {{"shape", GraphAttr::of(V{have})}}, "flatten");
+    s = "flat";
+    if (need > have) {
+      const std::int64_t reps = (need + have - 1) / have;
+      g.add_node("expand", {"flat"}, {"rep"}, {{"shape", GraphAttr::of(V{reps, have})}}, "repeat");
+      g.add_node("reshape", {"rep"}, {"tiled"}, {{"shape", GraphAttr::of(V{reps * have})}}, "tile");
+      s = "tiled";
+    }
+    g.add_node("slice", {s}, {"cut"},
+               {{"dim", GraphAttr::of(0)}, {"stop", GraphAttr::of(need)}}, "cut");
+    s = "cut";
+  }
+  g.add_node("reshape", {s}, {"qkv"}, {{"shape", GraphAttr::of(V{prm.seq_len, prm.head_dim})}},
+             "arrange");
+  GraphAttrs aa{{"causal", GraphAttr::of(prm.causal)}};
+  if (prm.scale > 0) aa.emplace_back("scale", GraphAttr::of(static_cast<double>(prm.scale)));
+  g.add_node("attention2d", {"qkv", "qkv", "qkv"}, {"out"}, aa, "attention");
+  g.set_outputs({"out"});
+  GraphPlanOptions o;
+  o.device = dev == DeviceKind::cpu ? DeviceRequest::cpu : DeviceRequest::cuda;
+  o.precision = p.precision;
+  g.plan(o);
 }
 
 void run_graph(const Tensor& x, const Tensor& w, const Tensor* bias,
                const ConvAttentionParams& prm, const std::vector<std::int64_t>& cs, Tensor& out,
                const ExecutionPolicy& p, DeviceKind dev) {
   thread_local std::deque<std::unique_ptr<GraphEntry>> cache;
-  CaptureKey key = graph_key(x, w, bias, prm, p);
+  CaptureKey key = graph_key(x, w, bias, prm, p, dev);
   GraphEntry* e = nullptr;
-  for (auto& c : cache)
-    if (c->key == key) e = c.get();
+  for (auto it = cache.begin(); it != cache.end(); ++it)
+    if ((*it)->key == key) {
+      if (it + 1 != cache.end()) {  // most recently used last
+        auto hit = std::move(*it);
+        cache.erase(it);
+        cache.push_back(std::move(hit));
+      }
+      e = cache.back().get();
+      break;
+    }
   if (!e) {
-    if (cache.size() >= kMaxGraphs) cache.pop_front();
     auto ne = std::make_unique<GraphEntry>();
     ne->key = std::move(key);
-    ne->x = Tensor::empty(x.shape(), DType::f32, dev);
-    ne->w = Tensor::empty(w.shape(), DType::f32, dev);
-    ne->has_b = bias != nullptr;
-    if (bias) ne->b = Tensor::empty(bias->shape(), DType::f32, dev);
-    ne->conv = Tensor::empty(cs, DType::f32, dev);
-    ne->qkv = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, dev);
-    ne->out = Tensor::empty({prm.seq_len, prm.head_dim}, DType::f32, dev);
+    build_graph(ne->g, x, w, bias, prm, cs, p, dev);
+    if (cache.size() >= kMaxGraphs) cache.pop_front();
     cache.push_back(std::move(ne));
     e = cache.back().get();
   }
-  x.copy_to(e->x);
-  w.copy_to(e->w);
-  if (bias) bias->copy_to(e->b);
-  ConvAttentionParams eager = prm;
-  eager.graph = false;
-  // The whole chain replays as inner steps (its result lands in the graph's buffer): inputs are
-  // in the graph's device buffers already.
-  ExecutionPolicy pd = step_policies(p, dev).inner;
-  pd.upload = UploadMode::never;
-  auto chain = [&] {
-    conv_attention_nchw_into(e->x, e->w, e->has_b ? &e->b : nullptr, eager, e->out, pd, &e->conv,
-                             &e->qkv);
-  };
-  Backend& be = get_backend(dev);
-  if (!e->graph) {
-    chain();  // first use outside the capture: one-time set-up may synchronise
-    be.synchronize();
-    e->graph = be.capture_graph(e->key);
-  }
-  GraphBinding binding;  // the entry's own buffers: fixed, so the recording is made once
-  for (const Tensor* t : {&e->x, &e->w, &e->b, &e->conv, &e->qkv, &e->out}) binding.add(t->data());
-  e->graph->replay(chain, binding);
-  e->out.copy_to(out);
-  if (out.device() != DeviceKind::cpu && p.sync == SyncMode::per_call) be.synchronize();
+  // The caller's policy for what the graph's steps do not fix (autotune, ...).
+  PolicyScope scope(p);
+  std::vector<std::pair<std::string, Tensor>> in;
+  in.reserve(3);
+  in.emplace_back("x", x);
+  in.emplace_back("w", w);
+  if (bias) in.emplace_back("b", *bias);
+  std::vector<Tensor> outs{out};  // a handle on the caller's buffer: written in place
+  e->g.execute_into(in, outs, /*graph_mode=*/true);
 }
 
 }  // namespace
@@ -205,7 +236,7 @@ void conv_attention_nchw_into(const Tensor& x, const Tensor& w, const Tensor* bi
   const auto cs = check_all(x, w, bias, prm);
   check_out(kOp, out, {prm.seq_len, prm.head_dim});
   const DeviceKind dev = place_all(x, w, bias, prm, p);
-  if (prm.graph && dev != DeviceKind::cpu && get_backend(dev).graphs_supported()) {
+  if (prm.graph && cs[0] * cs[1] * cs[2] * cs[3] > 0) {
     run_graph(x, w, bias, prm, cs, out, p, dev);
     return;
   }

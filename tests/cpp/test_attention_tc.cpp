@@ -377,7 +377,8 @@ TEST(CudaAttentionTc, ManyHeadPairsGridX) {  // batch * heads > 65535
 }
 
 // Through Backend::attention_mha: the dispatch (tensor cores for 16-bit, attention_mha.cu's
-// kernel for float32 and unaligned views, cuDNN when chosen), each honouring out_strides.
+// kernel for float32 and unaligned views, flash decoding for decode shapes, cuDNN when chosen),
+// each honouring out_strides.
 TEST(CudaAttentionTc, BackendPathsHonourOutStrides) {
   LC_REQUIRE_CUDA();
   lc::ref::Rng rng;
@@ -390,6 +391,9 @@ TEST(CudaAttentionTc, BackendPathsHonourOutStrides) {
       run_tc_case(lc::test::gpu(), t, {2, 6, 2, 77, 200, 64, true, 0, false, true}, rng, Path::backend, tol);
       run_tc_case(lc::test::gpu(), t, {2, 12, 12, 128, 128, 32, false, 1, true, true}, rng, Path::backend, tol);
       run_tc_case(lc::test::gpu(), t, {2, 3, 3, 9, 9, 12, false, 0, false, true}, rng, Path::backend, tol);
+      // decode shapes (sq <= 8, sk >= 256): attention_decode.cu's combine pass writes the rows
+      run_tc_case(lc::test::gpu(), t, {2, 8, 2, 1, 300, 64, false, 1, false, true}, rng, Path::backend, tol);
+      run_tc_case(lc::test::gpu(), t, {2, 8, 2, 4, 512, 128, true, 0, false, true}, rng, Path::backend, tol);
     }
   }
   lc::set_attention_impl(before);

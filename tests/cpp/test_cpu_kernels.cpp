@@ -331,21 +331,22 @@ TEST(CpuMatmul, DefaultPathRule) {
   EXPECT_FALSE(lc::cpu::gemm_tunable(8, 8, 8));
   EXPECT_FALSE(lc::cpu::gemm_tunable(64, 64, 64));        // 2^18 < 2^19
   EXPECT_FALSE(lc::cpu::gemm_tunable(2048, 2048, 1024));  // 2^32 > 2^31
-  const bool tunable = lc::cpu::have_blas() && lc::cpu::num_threads() >= 2;
+  // The tuner's window exists only with 2-3 threads; from 4 threads up the pool owns the cores.
+  const int threads = lc::cpu::num_threads();
+  const bool tunable = lc::cpu::have_blas() && threads >= 2 && threads < 4;
   EXPECT_EQ(lc::cpu::gemm_tunable(100, 100, 100), tunable);  // 2^19.9
   EXPECT_EQ(lc::cpu::gemm_tunable(1024, 1024, 2048), tunable);  // 2^31
   const GemmPath tiny = lc::cpu::gemm_default_path(4, 4, 4);
   EXPECT_EQ(tiny, lc::cpu::have_blas() ? GemmPath::blas : GemmPath::tiny);
-  const bool pooled_default = lc::cpu::have_blas() && lc::cpu::num_threads() >= 4;
-  for (auto s : {std::array<i64, 3>{256, 256, 256}, {128, 128, 128}, {1024, 1024, 2048}}) {
+  EXPECT_EQ(lc::cpu::gemm_default_path(64, 64, 64),  // 2^18: OpenBLAS runs it on one thread
+            lc::cpu::have_blas() ? GemmPath::blas : GemmPath::blocked);
+  const bool pooled_default = lc::cpu::have_blas() && threads >= 4;
+  // Above 2^18 multiply-adds, at any size (2^32 included): pooled with >= 4 threads, else blas.
+  for (auto s : {std::array<i64, 3>{100, 100, 100}, {256, 256, 256}, {128, 128, 128},
+                 {1024, 1024, 2048}, {2048, 2048, 1024}}) {
     const GemmPath mid = lc::cpu::gemm_default_path(s[0], s[1], s[2]);
     if (!lc::cpu::have_blas()) EXPECT_EQ(mid, GemmPath::blocked);
     else EXPECT_EQ(mid, pooled_default ? GemmPath::pooled : GemmPath::blas);
-  }
-  // Below 2^21 (tuned, but not pooled by default) and above 2^31: blas.
-  if (lc::cpu::have_blas()) {
-    EXPECT_EQ(lc::cpu::gemm_default_path(100, 100, 100), GemmPath::blas);
-    EXPECT_EQ(lc::cpu::gemm_default_path(2048, 2048, 1024), GemmPath::blas);
   }
 }
 

@@ -616,7 +616,7 @@ TEST_F(AutotuneCache, OldCalibrationEntriesAreNotReused) {
 TEST_F(AutotuneCache, CpuGemmChoiceStoredReloadedInvalidated) {
   const std::int64_t m = 160, k = 150, n = 140;  // 3.4M multiply-adds: inside 2^19..2^31
   if (!lc::autotune::cpu_gemm_tunable(m, k, n))
-    GTEST_SKIP() << "CPU GEMM is not tuned here (no BLAS or a single thread)";
+    GTEST_SKIP() << "CPU GEMM is not tuned here (no BLAS, a single thread, or >= 4 threads: pooled)";
   auto av = randv(m * k, 11), bv = randv(k * n, 12);
   std::vector<float> ov(m * n);
   lc::Tensor a = host(av, {m, k}), b = host(bv, {k, n}), out = host(ov, {m, n});

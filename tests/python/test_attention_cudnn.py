@@ -77,7 +77,8 @@ def tuned_entry(dtype, case, with_lse=False):
 
 def assert_auto(dtype, case, where):
     """What "auto" must have run for a contiguous forward case: our kernel below the size rule;
-    above it cuDNN, or the auto-tuner's stored choice for the shape when it measured one."""
+    above it the auto-tuner's stored choice for the shape when it measured one, else cuDNN (our
+    flash decoding for decode shapes: sq <= 8 against sk >= 256 keys)."""
     b, h, hk, sq, sk, d, dv, causal = case
     got = last_impl()
     if b * h * sq * sk * (d + dv) < 1 << 22 or not cudnn_expected():
@@ -85,7 +86,10 @@ def assert_auto(dtype, case, where):
         return
     e = tuned_entry(dtype, case) if lc.autotune_enabled() else None
     if e is None:
-        assert got == "cudnn", f"{where}: ran {got!r} and no tuned entry"
+        # untimed: our flash decoding for decode shapes (attention_cudnn.cpp, decide), else cuDNN
+        decode = sq <= 8 and sk >= 256 and d % 8 == 0 and dv % 8 == 0
+        want = "own" if decode else "cudnn"
+        assert got == want, f"{where}: ran {got!r} and no tuned entry"
         return
     assert got == e["choice"], (where, got, e)
     own, cud = float(e["own_us"]), float(e["cudnn_us"])

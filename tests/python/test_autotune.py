@@ -303,7 +303,7 @@ def _threads():
 
 needs_gemm_tuning = pytest.mark.skipif(
     not (_C._cpu_gemm_tunable(160, 150, 140) and _C._cpu_gemm_tunable(96, 150, 320)),
-    reason="CPU GEMM is not tuned in this build / machine (no BLAS or a single thread)")
+    reason="CPU GEMM is not tuned in this build / machine (no BLAS, a single thread, or >= 4 threads: pooled)")
 
 
 @needs_gemm_tuning

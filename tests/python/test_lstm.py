@@ -129,6 +129,16 @@ def test_matches_reference(rng, device, dtype, T, B):
         np.testing.assert_array_equal(c_n, args[2])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("device", backends)
+def test_wide_hidden_many_rows(rng, device, dtype):
+    # The CPU pointwise pass splits a step into (row, block of 256 units) pool tasks, eight units
+    # per vector: H = 300 is a full block plus 44 units (5 vectors and a scalar tail of 4), and
+    # batch 19 gives several tasks per step; y is poisoned-free (returned) and checked everywhere.
+    args = make(rng, 3, 19, 5, 300, dtype)
+    check_all(lc.lstm(*args, device=device), ref_lstm(*args), dtype, f"{device} H=300 B=19")
+
+
 @pytest.mark.parametrize("bias", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("device", backends)
 def test_bias_forms(rng, device, bias):

@@ -87,7 +87,10 @@ def test_buckets_are_reused_and_bounded(rng):
     ops = [s["op"] for s in g.plan_summary()["steps"]]
     L = cfg["num_hidden_layers"]
     assert ops.count("attention") == L and ops.count("layernorm") == 2 * L + 1
-    assert ops.count("reshape") == L  # the one copy per layer (permute -> reshape)
+    # the one copy per layer (permute -> reshape), which the rule attention_out_proj removes
+    # where the attention writes a strided out in place (the graph's feature check)
+    merged = any(f["rule"] == "attention_out_proj" and f["applied"] for f in g.fusion_report())
+    assert ops.count("reshape") == (0 if merged else L)
     assert "embedding" not in ops
 
 

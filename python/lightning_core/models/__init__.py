@@ -7,7 +7,11 @@
   or as one compiled LC graph (``run(x, mode="eager" | "graph")``), with safetensors
   checkpoints (``save_checkpoint`` / ``load_checkpoint``).
 - `SentenceEncoder`: sentence embeddings (mean pooling + L2 normalisation), e.g.
-  ``SentenceEncoder.from_pretrained("all-MiniLM-L6-v2").encode(["a sentence"])``.
+  ``SentenceEncoder.from_pretrained("all-MiniLM-L6-v2").encode(["a sentence"])``;
+  ``device="auto"`` picks the CPU or the GPU per batch bucket by measurement (`AutoPlacement`),
+  ``devices=[...]`` runs data parallel, ``distributed=True`` shards across ranks (issue #17).
+- `TensorParallelEncoder`: a BERT encoder split Megatron style across GPUs (or "cpu" shards),
+  one all-reduce per block.
 
 Loading checkpoints needs the optional dependencies ``safetensors`` and ``tokenizers``
 (``pip install lightning-core[models]``); they are imported only when a model is loaded.
@@ -16,6 +20,9 @@ See docs/models.md.
 from ._bert import BertConfig, TransformerEncoder, bucket_size
 from ._sentence import SentenceEncoder, resolve_model_dir
 from ._runner import TinyTransformerConfig, TinyTransformerRunner
+from ._placement import AutoPlacement, PlacementDecision
+from ._parallel import TensorParallelEncoder
 
 __all__ = ["BertConfig", "TransformerEncoder", "SentenceEncoder", "resolve_model_dir", "bucket_size",
-           "TinyTransformerConfig", "TinyTransformerRunner"]
+           "TinyTransformerConfig", "TinyTransformerRunner", "AutoPlacement", "PlacementDecision",
+           "TensorParallelEncoder"]

@@ -9,9 +9,9 @@ runs the forward pass with LC ops only:
         qkv  = linear(x, Wqkv, bqkv)                 # Q, K and V as one GEMM ([3h, h] weight)
         q, k, v = views [B, H, S, D] of qkv          # no copy: attention reads the strides
         a    = attention(q, k, v, mask=key_padding)  # softmax(q k^T / sqrt(D) + mask) v
-                                                     # (eager: written as [B, S, H, D] through
-                                                     # attention_into's strided out; graph
-                                                     # mode: one permute copy)
+                                                     # (written as [B, S, H, D] through a
+                                                     # strided out: attention_into in eager
+                                                     # mode, the graph's attention_out_proj rule)
         x    = layernorm(linear(a, Wo, bo, residual=x))
         x    = layernorm(linear(gelu_erf(linear(x, Wi, bi)), Wo2, bo2, residual=x))
 

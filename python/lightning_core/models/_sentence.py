@@ -19,6 +19,8 @@ import numpy as np
 
 from .. import _lightning_core as _C
 from ._bert import BertConfig, TransformerEncoder
+from ._parallel import device_context, parse_device, run_data_parallel
+from ._placement import AutoPlacement, PlacementDecision
 
 __all__ = ["SentenceEncoder", "resolve_model_dir"]
 
@@ -86,17 +88,36 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
 def _auto_device(device: str) -> str:
     if device == "auto":
         return "cuda" if _C.cuda_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"SentenceEncoder.encode: device {device!r} is not 'auto', 'cpu' or "
-                         "'cuda'")
+    if not isinstance(device, str) or not (device in ("cpu", "cuda") or device.startswith("cuda:")):
+        raise ValueError(f"SentenceEncoder.encode: device {device!r} is not 'auto', 'cpu', "
+                         "'cuda' or 'cuda:N'")
     return device
+
+
+def _all_gather_rows(buf: np.ndarray, st) -> np.ndarray:
+    """Every rank's ``buf [per, dim]`` stacked in rank order: ``[world * per, dim]`` float32."""
+    from .. import distributed as dist
+    world = st.cfg.world_size
+    # World size 1: a CPU tensor takes lc.distributed's identity path (no GPU needed).
+    loc = "cpu" if world == 1 else f"cuda:{st.device}"
+    got = dist.all_gather(_C.Tensor(buf, loc)).numpy()
+    return np.asarray(got, np.float32).reshape(world * buf.shape[0], buf.shape[1])
 
 
 class SentenceEncoder:
     """A sentence-embedding model (BERT encoder + mean pooling + L2 normalisation) on LC ops.
 
     Build it with `from_pretrained`. The weights are kept as numpy float32 on the host and
-    uploaded once per (device, dtype) the first time `encode` needs them.
+    uploaded once per (device, dtype) the first time `encode` needs them ("cuda" is the
+    current GPU's "cuda:N"; each GPU of a data-parallel run gets its own copy).
+
+    Attributes
+    ----------
+    last_placement : PlacementDecision or None
+        Where the last batch of the last `encode` ran and why (``device="auto"``: measured,
+        from the auto-tune cache, or no GPU; see `explain`).
+    last_device_batches : dict
+        Batches per device of the last `encode` (data parallel: per replica).
     """
 
     def __init__(self, config: BertConfig, weights: dict, tokenizer: Any, max_seq_length: int,
@@ -107,6 +128,10 @@ class SentenceEncoder:
         self.max_seq_length = int(max_seq_length)
         self.name = name
         self._encoders: dict = {}
+        self._placements: dict = {}   # execution_mode -> AutoPlacement
+        self._has_gpu: bool | None = None
+        self.last_placement: PlacementDecision | None = None
+        self.last_device_batches: dict = {}
         pad = tokenizer.token_to_id("[PAD]")
         self._pad_id = int(config.pad_token_id if pad is None else pad)
         tokenizer.no_padding()
@@ -138,14 +163,125 @@ class SentenceEncoder:
         return cls(config, weights, tok, max_seq_length, name=str(name_or_path))
 
     def encoder(self, device: str = "auto", dtype: str = "float32") -> TransformerEncoder:
-        """The `TransformerEncoder` on `device` in `dtype` (built on first use, then cached)."""
-        device = _auto_device(device)
-        key = (device, dtype)
+        """The `TransformerEncoder` on `device` in `dtype` (built on first use, then cached).
+
+        ``device``: "auto" (cuda when available, else cpu), "cpu", "cuda" (the thread's
+        current GPU) or "cuda:N". One copy of the weights per (GPU, dtype) and one on the CPU
+        per dtype; run a "cuda:N" encoder with that GPU current (``with lc.Device("cuda:N")``;
+        `encode` does).
+        """
+        loc = parse_device(_auto_device(device), "SentenceEncoder.encoder")
+        key = (loc, dtype)
         enc = self._encoders.get(key)
         if enc is None:
-            enc = TransformerEncoder(self.config, self._weights, device=device, dtype=dtype)
+            with device_context(loc):
+                enc = TransformerEncoder(self.config, self._weights,
+                                         device="cpu" if loc == "cpu" else "cuda", dtype=dtype)
             self._encoders[key] = enc
         return enc
+
+    def _gpu(self) -> bool:
+        if self._has_gpu is None:
+            self._has_gpu = bool(_C.cuda_available())
+        return self._has_gpu
+
+    def placement(self, execution_mode: str | None = None) -> AutoPlacement:
+        """The `AutoPlacement` behind ``device="auto"`` for this execution mode (made once)."""
+        p = self._placements.get(execution_mode)
+        if p is None:
+            c = self.config
+            key = (f"bert L{c.num_hidden_layers} h{c.hidden_size} H{c.num_attention_heads} "
+                   f"ffn{c.intermediate_size} {c.hidden_act} mode={execution_mode or 'default'}")
+            p = AutoPlacement(key, c.max_position_embeddings, has_gpu=self._gpu())
+            self._placements[execution_mode] = p
+        return p
+
+    def _run_on(self, loc: str, enc: TransformerEncoder, ids, mask, types, execution_mode):
+        with device_context(loc):
+            hidden = enc.forward(ids, mask, types, execution_mode=execution_mode)
+            return enc.mean_pool(hidden, mask)
+
+    def _auto_runner(self, dtype: str, execution_mode):
+        """A batch runner for ``device="auto"`` with a GPU: the placement decides per bucket."""
+        placement = self.placement(execution_mode)
+        locs: dict = {}
+
+        def run_batch(ids, mask, types):
+            def run(side):
+                loc = locs.get(side)
+                if loc is None:
+                    loc = locs[side] = parse_device(side, "SentenceEncoder.encode")
+                return self._run_on(loc, self.encoder(loc, dtype), ids, mask, types,
+                                    execution_mode)
+
+            d, res = placement.decide(ids.shape[0], ids.shape[1], dtype, run)
+            if res is None:
+                res = run(d.device)
+            self.last_placement = d
+            self.last_device_batches[d.device] = self.last_device_batches.get(d.device, 0) + 1
+            return res
+
+        return run_batch
+
+    def calibrate(self, batch_sizes: Sequence[int] = (1, 8, 32, 128),
+                  seq_lens: Sequence[int] = (16, 64, 128), dtype: str = "float32",
+                  execution_mode: str | None = None, force: bool = False) -> list:
+        """Measures ``device="auto"``'s CPU-or-GPU choice for these buckets now (see explain).
+
+        Each (batch, seq) runs random token ids (every token real) on both sides unless the
+        choice is already known (this process or the auto-tune cache; ``force=True``
+        re-measures; an "inferred" choice is measured now). Without a GPU nothing runs: every
+        choice is "cpu".
+
+        Parameters
+        ----------
+        batch_sizes, seq_lens : sequence of int
+            The shapes to decide (each maps to its bucket).
+        dtype : str, optional
+            The dtype the choices are for.
+        execution_mode : str, optional
+            As for `encode`.
+        force : bool, optional
+            Measure even known buckets (and overwrite their cache entries).
+
+        Returns
+        -------
+        list of PlacementDecision
+            One per (batch, seq).
+        """
+        placement = self.placement(execution_mode)
+        rng = np.random.default_rng(0)
+        out = []
+        for B in batch_sizes:
+            for S in seq_lens:
+                B, S = int(B), min(int(S), self.max_seq_length)
+                if B < 1 or S < 1:
+                    raise ValueError(f"SentenceEncoder.calibrate: batch and sequence sizes must "
+                                     f"be >= 1 (got {B} x {S})")
+                ids = rng.integers(1, self.config.vocab_size, size=(B, S))
+                mask = np.ones((B, S), np.int64)
+                types = np.zeros((B, S), np.int64)
+
+                def run(side, ids=ids, mask=mask, types=types):
+                    loc = parse_device(side, "SentenceEncoder.calibrate")
+                    return self._run_on(loc, self.encoder(loc, dtype), ids, mask, types,
+                                        execution_mode)
+
+                out.append(placement.decide(B, S, dtype, run, force=force, infer=False)[0])
+        return out
+
+    def explain(self) -> str:
+        """``device="auto"``'s decisions so far, per execution mode and bucket, and the last one."""
+        lines = [f"{self!r}: device=\"auto\" placement "
+                 f"({'a GPU is usable' if self._gpu() else 'no GPU: auto is cpu'})"]
+        for mode, p in self._placements.items():
+            ds = p.decisions()
+            lines.append(f"  execution_mode={mode!r}: {len(ds)} bucket(s) decided "
+                         f"[{p.model_key}]")
+            lines += [f"    {d}" for d in ds]
+        lines.append(f"  last: {self.last_placement}; batches per device of the last encode: "
+                     f"{self.last_device_batches}")
+        return "\n".join(lines)
 
     def tokenize(self, sentences: Sequence[str]):
         """(input_ids, attention_mask, token_type_ids) int64 [N, S], padded to the longest."""
@@ -165,7 +301,8 @@ class SentenceEncoder:
 
     def encode(self, sentences, batch_size: int = 32, device: str = "auto",
                dtype: str = "float32", normalize: bool = True,
-               execution_mode: str | None = None) -> np.ndarray:
+               execution_mode: str | None = None, *, devices: Sequence[Any] | None = None,
+               distributed: bool = False) -> np.ndarray:
         """Embeddings of `sentences` as numpy float32 ``[N, dim]`` (one row per sentence).
 
         Parameters
@@ -176,7 +313,10 @@ class SentenceEncoder:
             Sentences per forward pass (sentences are sorted by length first, so a batch pads
             little; rows come back in input order).
         device : str, optional
-            "auto" (cuda when available, else cpu), "cpu" or "cuda".
+            "auto" (default): per batch, the CPU or the GPU, whichever was measured faster for
+            the batch's (batch bucket, sequence bucket, dtype) on this machine (see
+            `calibrate`, `explain`, `last_placement`); without a GPU, the CPU. "cpu", "cuda"
+            (the current GPU) or "cuda:N".
         dtype : str, optional
             "float32", "bfloat16" or "float16".
         normalize : bool, optional
@@ -184,42 +324,135 @@ class SentenceEncoder:
         execution_mode : {"eager", "graph", "auto"}, optional
             Passed to `TransformerEncoder.forward`; None: the encoder's default ("graph" on
             CUDA, "eager" on the CPU).
+        devices : sequence of str, optional
+            Data parallel: one model replica per distinct device ("cpu", "cuda", "cuda:N";
+            a device may repeat), one worker thread per entry, batches dealt from one queue,
+            rows gathered in input order. Not together with a ``device`` other than "auto".
+        distributed : bool, optional
+            Multi-process data parallel under ``lc.distributed.init()``: every rank passes the
+            same sentences, encodes its contiguous shard (rank r of world w: rows
+            ``r*ceil(N/w)`` to ``(r+1)*ceil(N/w)``) and all-gathers the embeddings, so every
+            rank returns all N rows.
 
         Returns
         -------
         numpy.ndarray
             float32 ``[N, dim]`` (``[dim]`` for a single str).
         """
+        where = "SentenceEncoder.encode"
+        if distributed:
+            return self._encode_distributed(sentences, batch_size, device, dtype, normalize,
+                                            execution_mode, devices)
+        if devices is not None:
+            if device != "auto":
+                raise ValueError(f"{where}: pass device= or devices=, not both (got device="
+                                 f"{device!r}, devices={devices!r})")
+            if isinstance(devices, (str, bytes)) or not isinstance(devices, Sequence):
+                raise TypeError(f"{where}: devices must be a list of devices such as "
+                                f"[\"cuda:0\", \"cuda:1\"], got {devices!r}")
+            locs = [parse_device(d, where) for d in devices]
+            if not locs:
+                raise ValueError(f"{where}: devices is empty; name at least one device")
+            single, sentences = self._check(sentences, batch_size, where)
+            out = np.zeros((len(sentences), self.dim), np.float32)
+            if sentences:
+                batches = list(self._batches(sentences, batch_size))
+                self.last_device_batches = run_data_parallel(
+                    batches, locs, lambda loc: self.encoder(loc, dtype), out, execution_mode)
+                self.last_placement = PlacementDecision(
+                    ",".join(dict.fromkeys(locs)),
+                    self.placement(execution_mode).bucket(*batches[-1][1].shape), dtype,
+                    "data-parallel")
+            return self._finish(out, normalize, single)
+        self.last_device_batches = {}
+        if device == "auto" and self._gpu():
+            return self._encode_with(sentences, batch_size, normalize,
+                                     self._auto_runner(dtype, execution_mode), where)
+        source = "no-gpu" if device == "auto" else "explicit"
+        loc = parse_device(_auto_device(device), where)
+        last: list = []
+        encs: list = []
+
+        def run(ids, mask, types):
+            if not encs:        # built (or found) on the first batch: [] uploads nothing
+                encs.append(self.encoder(loc, dtype))
+            last[:] = ids.shape
+            return self._run_on(loc, encs[0], ids, mask, types, execution_mode)
+
+        res = self._encode_with(sentences, batch_size, normalize, run, where)
+        if last:
+            B, S = last
+            self.last_placement = PlacementDecision(
+                loc, self.placement(execution_mode).bucket(B, S), dtype, source)
+        return res
+
+    # ---- the pieces of encode --------------------------------------------------------------
+    def _check(self, sentences, batch_size, where):
         single = isinstance(sentences, str)
         if single:
             sentences = [sentences]
         try:
             sentences = list(sentences)
         except TypeError:
-            raise TypeError(f"SentenceEncoder.encode: sentences must be a str or a sequence of "
+            raise TypeError(f"{where}: sentences must be a str or a sequence of "
                             f"str, got {type(sentences).__name__}") from None
         for i, s in enumerate(sentences):
             if not isinstance(s, str):
-                raise TypeError(f"SentenceEncoder.encode: sentences[{i}] is "
+                raise TypeError(f"{where}: sentences[{i}] is "
                                 f"{type(s).__name__}, not str")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"SentenceEncoder.encode: batch_size must be a positive int "
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"{where}: batch_size must be a positive int "
                              f"(got {batch_size!r})")
-        out = np.zeros((len(sentences), self.dim), np.float32)
-        if not sentences:
-            return out[0] if single else out
-        enc = self.encoder(device, dtype)
+        return single, sentences
+
+    def _batches(self, sentences, batch_size):
+        """(row indices, ids, mask, types) per batch, longest sentences first."""
         encs = self.tokenizer.encode_batch(sentences)
         # Longest first, so each batch pads little (the rows go back to input order).
         order = np.argsort(-np.asarray([len(e.ids) for e in encs]), kind="stable")
         for start in range(0, len(sentences), batch_size):
             idx = order[start:start + batch_size]
-            ids, mask, types = self._arrays([encs[i] for i in idx])
-            hidden = enc.forward(ids, mask, types, execution_mode=execution_mode)
-            out[idx] = enc.mean_pool(hidden, mask)
-        if normalize:
+            yield (idx,) + self._arrays([encs[i] for i in idx])
+
+    @staticmethod
+    def _finish(out, normalize, single):
+        if normalize and len(out):
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.maximum(norms, 1e-12)
+        return out[0] if single else out
+
+    def _encode_with(self, sentences, batch_size, normalize, run, where):
+        """encode's serial loop with ``run(ids, mask, types) -> pooled [B, dim]`` per batch."""
+        single, sentences = self._check(sentences, batch_size, where)
+        out = np.zeros((len(sentences), self.dim), np.float32)
+        if sentences:
+            for idx, ids, mask, types in self._batches(sentences, batch_size):
+                out[idx] = run(ids, mask, types)
+        return self._finish(out, normalize, single)
+
+    def _encode_distributed(self, sentences, batch_size, device, dtype, normalize,
+                            execution_mode, devices):
+        from .. import distributed as dist
+        where = "SentenceEncoder.encode(distributed=True)"
+        st = dist._state
+        if st is None:
+            raise ValueError(f"{where}: the process group is not initialised; call "
+                             f"lc.distributed.init() first (torchrun sets RANK, WORLD_SIZE, "
+                             f"LOCAL_RANK, MASTER_ADDR, MASTER_PORT)")
+        if st.mode != "process":
+            raise ValueError(f"{where}: lc.distributed.init_all() drives the GPUs from one "
+                             f"process; use encode(..., devices=[\"cuda:0\", ...]) there")
+        single, sentences = self._check(sentences, batch_size, where)
+        n, rank, world = len(sentences), st.cfg.rank, st.cfg.world_size
+        if n == 0:
+            return self._finish(np.zeros((0, self.dim), np.float32), False, single)
+        per = -(-n // world)
+        mine = sentences[rank * per:(rank + 1) * per]
+        buf = np.zeros((per, self.dim), np.float32)
+        if mine:
+            buf[:len(mine)] = self.encode(mine, batch_size, device, dtype, normalize,
+                                          execution_mode, devices=devices)
+        out = np.ascontiguousarray(_all_gather_rows(buf, st)[:n])
         return out[0] if single else out
 
     def __repr__(self) -> str:

@@ -65,16 +65,23 @@ constexpr i64 kPooledRowQuantum = 8;
 // only steers the grid's aspect ratio towards square tiles.
 constexpr i64 kPooledPackCost = 8;
 // Where pooled competes with OpenBLAS's own threading, so the auto-tuner (tune.cpp)
-// measures both: kTuneMinWork <= m*n*k <= kTuneMaxWork with >= 2 threads. Below 2^18
+// measures both: kTuneMinWork <= m*n*k <= kTuneMaxWork with 2 or 3 threads. Below 2^18
 // OpenBLAS runs one thread itself (its SMP threshold, 65536 * GEMM_MULTITHREAD_THRESHOLD 4),
 // so pooled has little to win there; above 2^31 (~1290^3; ~20 ms a call on the 2-core VM)
 // OpenBLAS's threading amortises its synchronisation, and measuring both gets expensive.
 constexpr i64 kTuneMinWork = i64{1} << 19;
 constexpr i64 kTuneMaxWork = i64{1} << 31;
-// Default (untuned) rule: pooled for kPooledMinWork <= m*n*k <= kTuneMaxWork with at least
-// kPooledMinThreads threads, OpenBLAS's own threading otherwise. On 2 threads pooled only
-// ties or loses without pool spinning (measured, docs/cpu_backend.md), hence blas there.
-constexpr i64 kPooledMinWork = i64{1} << 21;
+// Default rule: with >= kPooledMinThreads threads every GEMM above OpenBLAS's SMP threshold
+// (kBlasSmpWork) runs pooled, at any size, and there is nothing to tune: our pool owns the
+// cores. OpenBLAS's own threads, once woken, busy-wait ~0.1 s after every call, and the ops
+// around a GEMM (layernorm, GELU, attention, the next pooled GEMM) then share the cores with
+// them. Measured on the 16-core GPU host (2026-12-01, MiniLM encoder 32x128 on the CPU, where
+// the 4096-row GEMMs were above 2^31 and took the blas path): layernorm 0.78 ms a call against
+// 0.09 ms with OpenBLAS's spinning cut short (OPENBLAS_THREAD_TIMEOUT=4), GELU 3.0 vs 1.4 ms.
+// In isolation pooled was already as fast or faster from 96^3 up on that host (1024^3 a tie,
+// docs/cpu_backend.md). With 2-3 threads: blas, pooled only where the tuner measured it faster
+// (on 2 threads pooled only ties or loses without pool spinning, docs/cpu_backend.md).
+constexpr i64 kBlasSmpWork = i64{1} << 18;
 constexpr int kPooledMinThreads = 4;
 
 constexpr i64 KC = 256;   // depth of one packed block: A panel + B panel stay in L1/L2
@@ -462,15 +469,16 @@ GemmGrid gemm_pooled_grid(i64 m, i64 n, i64 k, int threads) {
 
 bool gemm_tunable(i64 m, i64 n, i64 k) {
   const i64 work = m * n * k;
-  return have_blas() && work >= kTuneMinWork && work <= kTuneMaxWork && num_threads() >= 2;
+  const int threads = num_threads();
+  return have_blas() && work >= kTuneMinWork && work <= kTuneMaxWork && threads >= 2 &&
+         threads < kPooledMinThreads;
 }
 
 GemmPath gemm_default_path(i64 m, i64 n, i64 k) {
   const i64 work = m * n * k;
   if (!have_blas()) return work <= kTinyWork ? GemmPath::tiny : GemmPath::blocked;
-  if (work >= kPooledMinWork && work <= kTuneMaxWork && num_threads() >= kPooledMinThreads)
-    return GemmPath::pooled;
-  return GemmPath::blas;
+  const int threads = num_threads();
+  return threads >= kPooledMinThreads && work > kBlasSmpWork ? GemmPath::pooled : GemmPath::blas;
 }
 
 bool have_blas() {

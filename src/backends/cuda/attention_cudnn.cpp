@@ -23,7 +23,11 @@
 // ours took under 0.9x its time. The choice is persisted in the auto-tune cache (op
 // "attention_mha.cuda_impl", keyed by the graph key and the device fingerprint) and remembered
 // with the graph; a persisted choice is used without measuring. Not while the stream is being
-// captured (a graph recording): cuDNN is used then, and nothing is stored.
+// captured (a graph recording): the untimed answer is used then, and nothing is stored. The
+// untimed answer (also with LC_AUTOTUNE off) is cuDNN, except for decode shapes (sq <= 8
+// against sk >= 256 keys, attention_decode_applies): "our kernel" is then attention_decode.cu's
+// flash decoding, which splits the keys over the whole GPU and reads each kv head's K/V once
+// for its query heads, so it is the untimed answer there.
 //
 // Graphs are built once per key (dtype, sizes, strides, causal, mask kind, scale, with-lse,
 // direction, device) and cached for the life of the process, negative results included (an
@@ -291,7 +295,8 @@ void execute(Entry& en, cudnnHandle_t h, void** ptrs) {
 // "auto"'s measured choice for a forward graph (see the header comment): 1 cuDNN, 0 our kernel.
 // Caller holds the mutex; `en` is built. Throws what execute() throws.
 int decide(Entry& en, cudnnHandle_t h, void** ptrs, const MhaArgs& a, const Key& key) {
-  if (!autotune::enabled()) return 1;
+  const int untimed = attention_decode_applies(a) ? 0 : 1;  // see the header comment
+  if (!autotune::enabled()) return untimed;
   std::string shapes;
   for (i64 x : key) shapes += std::to_string(x) + ",";
   const char* dt = a.dtype == DType::bf16 ? "bfloat16" : "float16";
@@ -301,13 +306,13 @@ int decide(Entry& en, cudnnHandle_t h, void** ptrs, const MhaArgs& a, const Key&
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(s, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
     (void)cudaGetLastError();
-    return 1;
+    return untimed;
   }
   cudaEvent_t e0 = nullptr, e1 = nullptr;
   if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
     (void)cudaGetLastError();
     if (e0) (void)cudaEventDestroy(e0);
-    return 1;
+    return untimed;
   }
   struct Events {
     cudaEvent_t a, b;
@@ -332,7 +337,7 @@ int decide(Entry& en, cudnnHandle_t h, void** ptrs, const MhaArgs& a, const Key&
   const float t_own = burst_ms([&] { launch_attention_mha(a, s); });
   if (t_cudnn < 0 || t_own < 0) {
     (void)cudaGetLastError();
-    return 1;  // not measurable: the rule's answer, not stored
+    return untimed;  // not measurable: the rule's answer, not stored
   }
   const int choice = t_own < 0.9f * t_cudnn ? 0 : 1;
   autotune::store(op, shapes, dt, DeviceKind::cuda,

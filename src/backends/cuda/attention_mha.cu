@@ -9,7 +9,8 @@
 //   * grid: one block per (query tile, batch x head) pair, query tile major (heaviest causal
 //     tiles first across every head); a grid-stride loop over the 64-bit pair index, so no
 //     grid dimension limit applies. Batch x heads gives the parallelism, so there is no split-K
-//     pass (single-head long-sequence calls keep using attention2d's kernel).
+//     pass (single-head long-sequence calls keep using attention2d's kernel; decode shapes,
+//     sq <= 8 against sk >= 256 keys, go to attention_decode.cu's split-K kernels).
 //   * q, k, v are read through int64 element strides (batch, head, row; unit-stride columns);
 //     head h reads key/value head h / (heads / kv_heads) (grouped-query: K/V never copied).
 //   * masks: causal bottom-right (query i sees keys j <= i + sk - sq), a keep mask (int32 /
@@ -397,6 +398,8 @@ void run_mha_cfg(const MhaArgs& a, cudaStream_t s) {
 
 void launch_attention_mha(const MhaArgs& a, cudaStream_t s) {
   if (a.batch <= 0 || a.heads <= 0 || a.sq <= 0) return;
+  // A few query rows against a long K/V: flash decoding splits the keys (attention_decode.cu).
+  if (attention_decode_applies(a) && launch_attention_decode(a, s)) return;
   dispatch_float(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const i64 rows = a.batch * a.heads * a.sq;

@@ -49,6 +49,18 @@ void launch_attention_mha(const MhaArgs& a, cudaStream_t s);
 bool attention_mha_tc_eligible(const MhaArgs& a);
 bool attention_mha_tc_enabled();
 bool launch_attention_mha_tc(const MhaArgs& a, cudaStream_t s);
+// attention_decode.cu: flash decoding (the keys split across blocks, then a combine pass) for
+// a few query rows against a long K/V; float32 partial results in caching-allocator scratch.
+// Supported: float32 / float16 / bfloat16, 1 <= sq <= kDecodeMaxQueries, any sk >= 1, d and dv
+// multiples of 8 in [8, 256], q/k/v 16-byte aligned with strides in 16-byte vectors.
+// launch_attention_mha runs it for the supported calls with sk >= kDecodeMinKeys
+// (attention_decode_applies); launch_attention_decode returns false (nothing queued) for a call
+// outside the supported set.
+inline constexpr std::int64_t kDecodeMaxQueries = 8;
+inline constexpr std::int64_t kDecodeMinKeys = 256;
+bool attention_decode_supported(const MhaArgs& a);
+bool attention_decode_applies(const MhaArgs& a);
+bool launch_attention_decode(const MhaArgs& a, cudaStream_t s);
 // attention_mha_bwd.cu: its backward (MhaBackwardArgs); float32 D scratch from the caching
 // allocator, handed back once the kernels are queued.
 void launch_attention_mha_backward(const MhaBackwardArgs& a, cudaStream_t s);

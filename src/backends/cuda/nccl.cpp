@@ -6,8 +6,8 @@
 
 #include <cuda_runtime_api.h>
 #include <dlfcn.h>
-#include <link.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -101,13 +101,6 @@ Library& storage() {
   return *lib;
 }
 
-std::string mapped_path(void* handle, const std::string& fallback) {
-  link_map* lm = nullptr;
-  if (dlinfo(handle, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name && lm->l_name[0])
-    return lm->l_name;
-  return fallback;
-}
-
 Library& lib() {
   Library* l = &storage();
   std::call_once(l->once, [l] {
@@ -119,42 +112,29 @@ Library& lib() {
     const std::string hint = LC_NCCL_HINT_DIR;
     if (!(forced && forced[0]) && !hint.empty()) {
       const std::string c = hint + "/" + soname;
-      bool seen = false;
-      for (const auto& n : names) seen = seen || n == c;
-      if (!seen) names.push_back(c);
+      if (std::find(names.begin(), names.end(), c) == names.end()) names.push_back(c);
     }
     std::string tried;
-    for (const auto& name : names) {
-      (void)dlerror();
-      void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-      std::string why;
-      if (!h) {
-        const char* e = dlerror();
-        why = e ? e : name + ": cannot be opened";
-      } else {
-        Api api;
-        std::string missing;
-#define LC_NCCL_RESOLVE(fn, ret, params)                             \
-  api.fn = reinterpret_cast<ret(*) params>(dlsym(h, #fn));           \
+    void* h = vendor::open_first(
+        names,
+        [l](void* handle) -> std::string {
+          Api api;
+          std::string missing;
+#define LC_NCCL_RESOLVE(fn, ret, params)                                \
+  api.fn = reinterpret_cast<ret(*) params>(dlsym(handle, #fn));         \
   if (!api.fn) missing += (missing.empty() ? "" : ", ") + std::string(#fn);
-        LC_NCCL_FUNCTIONS(LC_NCCL_RESOLVE)
+          LC_NCCL_FUNCTIONS(LC_NCCL_RESOLVE)
 #undef LC_NCCL_RESOLVE
-        int version = 0;
-        if (!missing.empty()) {
-          why = name + " lacks " + missing;
-        } else if (api.ncclGetVersion(&version) != kSuccess || version < kMinVersion) {
-          why = name + " is NCCL " + std::to_string(version) + ", lc.distributed needs 2.10 or newer";
-        } else {
+          if (!missing.empty()) return "lacks " + missing;
+          int version = 0;
+          if (api.ncclGetVersion(&version) != kSuccess || version < kMinVersion)
+            return "NCCL " + std::to_string(version) + ", lc.distributed needs 2.10 or newer";
           l->api = api;
-          l->path = mapped_path(h, name);
           l->version = version;
-          l->ok = true;
-          break;
-        }
-        dlclose(h);
-      }
-      tried += (tried.empty() ? "" : "; ") + why;
-    }
+          return {};
+        },
+        &l->path, &tried);
+    l->ok = h != nullptr;
     if (!l->ok)
       l->error = "NCCL could not be loaded (tried " + tried +
                  "). lc.distributed needs it for GPU collectives: pip install nvidia-nccl-cu13 "

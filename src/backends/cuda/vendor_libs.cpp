@@ -66,44 +66,24 @@ std::vector<std::string> candidates(const std::string& soname, const std::string
   return out;
 }
 
-std::string mapped_path(void* handle, const std::string& fallback) {
-  link_map* lm = nullptr;
-  if (dlinfo(handle, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name && lm->l_name[0])
-    return lm->l_name;
-  return fallback;
-}
-
-// Tries each candidate: dlopen, resolve every function of the table, check the major version
-// (`check` returns an empty string when the library is acceptable). The first one that passes
-// is kept open for the life of the process; a rejected one is closed again.
+// cuBLASLt / cuDNN through open_first (below): resolve the table, then `check` the version.
 template <class Api, class Resolve, class Check>
 void load(Library<Api>& lib, const char* display, const std::vector<std::string>& names,
           Resolve resolve, Check check, const std::string& fix) {
   std::string tried;
-  for (const auto& name : names) {
-    (void)dlerror();
-    void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
-    std::string why;
-    if (!h) {
-      const char* e = dlerror();
-      why = e ? e : (name + ": cannot be opened");
-    } else {
-      Api api;
-      std::string missing = resolve(h, api);
-      if (missing.empty()) why = check(api, &lib.version);
-      else why = name + " lacks " + missing;
-      if (why.empty()) {
-        lib.api = api;
-        lib.handle = h;
-        lib.path = mapped_path(h, name);
-        lib.ok = true;
-        return;
-      }
-      dlclose(h);
-    }
-    tried += (tried.empty() ? "" : "; ") + why;
-  }
-  lib.error = std::string(display) + " could not be loaded (" + tried + "). " + fix;
+  lib.handle = open_first(
+      names,
+      [&](void* h) -> std::string {
+        Api api;
+        std::string missing = resolve(h, api);
+        if (!missing.empty()) return "lacks " + missing;
+        std::string why = check(api, &lib.version);
+        if (why.empty()) lib.api = api;
+        return why;
+      },
+      &lib.path, &tried);
+  lib.ok = lib.handle != nullptr;
+  if (!lib.ok) lib.error = std::string(display) + " could not be loaded (" + tried + "). " + fix;
 }
 
 #define LC_VENDOR_RESOLVE(fn)                                                   \
@@ -257,6 +237,33 @@ std::vector<std::string> search_dirs() {
   std::lock_guard<std::mutex> lock(g_dirs_mu);
   out.insert(out.end(), g_dirs.begin(), g_dirs.end());
   return out;
+}
+
+void* open_first(const std::vector<std::string>& names,
+                 const std::function<std::string(void*)>& accept, std::string* path,
+                 std::string* tried) {
+  for (const auto& name : names) {
+    (void)dlerror();
+    void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL);
+    std::string why;
+    if (!h) {
+      const char* e = dlerror();
+      why = e ? e : (name + ": cannot be opened");
+    } else {
+      why = accept(h);
+      if (why.empty()) {
+        link_map* lm = nullptr;
+        *path = dlinfo(h, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name && lm->l_name[0]
+                    ? std::string(lm->l_name)
+                    : name;
+        return h;
+      }
+      why = name + ": " + why;
+      dlclose(h);
+    }
+    *tried += (tried->empty() ? "" : "; ") + why;
+  }
+  return nullptr;
 }
 
 std::vector<std::string> soname_candidates(const std::string& soname) {

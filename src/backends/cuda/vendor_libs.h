@@ -22,6 +22,7 @@
 #include <cudnn.h>
 #endif
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,15 @@ void set_search_dirs(std::vector<std::string> dirs);
 std::vector<std::string> search_dirs();
 // soname, then each search dir's copy of it (the candidates list of every vendor library).
 std::vector<std::string> soname_candidates(const std::string& soname);
+
+// The one loading loop of every run-time library (cuBLASLt, cuDNN, NCCL): tries each name in
+// order with dlopen(RTLD_NOW | RTLD_LOCAL) and hands the handle to `accept`, which resolves the
+// library's table and checks its version, returning "" to keep it or why not (the handle is then
+// closed again). Returns the kept handle (open for the life of the process) with *path = the
+// file the loader mapped, or nullptr with *tried = every rejection, "; "-joined.
+void* open_first(const std::vector<std::string>& names,
+                 const std::function<std::string(void*)>& accept, std::string* path,
+                 std::string* tried);
 
 // Diagnostics (tests, benchmarks): what is loaded, from where, or why not. With load = false
 // nothing is loaded (loaded = false until an op needed the library).

@@ -1,0 +1,588 @@
+// Flash decoding (Backend::attention_mha for a few query rows against a long K/V cache): the
+// keys are split across blocks, each block reduces its chunk to a partial softmax state, and a
+// second kernel merges the states (log-sum-exp rescaling). Float32 arithmetic (FFMA) for
+// float32, float16 and bfloat16 storage; float32 partial results in scratch.
+//
+// Why: attention_mha.cu gives a block 64 query rows of one (batch, head) and no key split, so
+// with sq = 1 only batch x heads blocks run (256 for the issue's B8 H32 decode shape, each
+// walking 4096 keys alone) and 63 of 64 query rows of each tile are padding. Decoding is
+// bandwidth-bound: K and V (134 MB for B8 Hk8 Sk4096 D128 in bf16) must stream from HBM once.
+//
+// Phase 1 (decode_partial_kernel), grid (split, kv head x row chunk, batch), 128 threads:
+//   * a block owns one chunk of keys [split * chunk, min(sk, (split + 1) * chunk)) of one
+//     (batch, kv head) and up to R "rows" = (query head of the kv head's group, query row)
+//     pairs. All the group's query heads share the block, so a kv head's K/V are read from HBM
+//     once for its group (grouped-query decode stays bandwidth-bound instead of H / Hk times
+//     slower). Groups with more than 8 rows (MQA with many heads, or sq x group > 8) take
+//     several row chunks; those blocks read the same K/V chunk, mostly from L2.
+//   * LPK lanes ("a key group") hold one key row in 16-byte vectors (8 bf16 / fp16 or 4 fp32
+//     per vector, NV vectors per lane): a warp covers 32 / LPK keys at a time; each lane keeps
+//     the rows' q slices (scaled by scale * log2 e: the softmax runs in the exp2 domain) in
+//     registers, dots them with its K slice and finishes the dot products with xor shuffles
+//     inside the key group. Each key group runs its own online softmax (m, l, unnormalised o)
+//     over U keys per step, with the next step's K/V vectors loaded before this step's math
+//     (register double buffering keeps ~2 x U x NV x 32 bytes per thread in flight).
+//   * the key groups' states are merged (shuffles within a warp, shared memory across warps)
+//     and the block writes m, l (float2, exp2 domain) and o (float32, unnormalised) per row to
+//     scratch [split][row][dv] (row = (batch * heads + head) * sq + query row).
+// Phase 2 (decode_combine_kernel), one block per row: M = max m_s, w_s = 2^(m_s - M),
+//   out = sum_s w_s o_s / sum_s w_s l_s, rounded once; lse = (M + log2 L) ln 2.
+//
+// Masks as MhaArgs (backend.h) and attention_mha.cu: causal bottom-right (query i sees keys
+// j <= i + sk - sq; with sq <= 8 only the last keys are hidden), keep masks (int32 / int64, 0
+// hides the key) and additive masks (storage dtype, added to the scaled score) through four
+// int64 strides. A masked key (an additive -inf included) contributes exactly nothing: its
+// score is set to -inf whatever K holds, and its V is skipped (never 0 * inf or 0 * NaN); a row
+// that sees no key gets zeros and lse = -inf.
+//
+// Which calls (attention_decode_supported): float32 / float16 / bfloat16; 1 <= sq <= 8; d and
+// dv multiples of 8 in [8, 256] (they may differ); q, k, v 16-byte aligned with (batch, head,
+// row) strides that are multiples of a 16-byte vector (strides of length-1 dimensions are not
+// used); unit-stride columns (MhaArgs' contract). launch_attention_mha sends it those calls
+// with sk >= kDecodeMinKeys (attention_decode_applies).
+//
+// Why sq <= 8: a block keeps R <= 8 rows x 8 floats of q and of o per lane in registers; the
+// work per key grows with the rows while the bytes per key do not, and from ~16 rows a block
+// is compute-bound on FFMA where attention_mha.cu's 64-row tiles (shared-memory reuse of K/V
+// across 64 rows) do better. sq <= 8 covers single-token decode and short speculative-decoding
+// drafts. Why sk >= 256: below that the whole call is a few microseconds either way and
+// attention_mha.cu's single launch has the smaller fixed cost (no second kernel, no scratch).
+//
+// Split count: enough blocks to fill the GPU once (SMs x resident blocks per SM from the
+// occupancy calculator, at most 4), never a chunk shorter than 64 keys, at most 1024 splits;
+// chunks are whole steps (SLOTS x U keys), so only the last chunk has a ragged end.
+//
+// Scratch (splits x rows x (dv + 2) floats) comes from the caching allocator and goes back
+// right after the launches are queued (stream order: the next user runs after our kernels;
+// under graph capture the allocator holds frees back until the graph is destroyed).
+// Indexing is int64; blocks loop over batch and kv head x row chunk when those exceed a grid
+// dimension's 65535.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <type_traits>
+
+#include "backends/cuda/allocator.h"
+#include "backends/cuda/check.h"
+#include "backends/cuda/context.h"
+#include "backends/cuda/half_io.cuh"
+#include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.h"
+
+namespace lc::cuda {
+
+namespace {
+
+using i64 = std::int64_t;
+
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kMaxSplits = 1024;
+constexpr i64 kMinChunk = 64;  // keys per split at least
+constexpr int kMaxGridYZ = 65535;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// The layout of one block for storage type T, head dims up to DMAX and R rows.
+template <class T, int DMAX, int R>
+struct DecCfg {
+  static constexpr int kV = kVec<T>;            // elements per 16-byte vector
+  static constexpr int NVEC = DMAX / kV;         // vectors per row (at most)
+  static constexpr int LPK = NVEC < 32 ? NVEC : 32;  // lanes per key
+  static constexpr int NV = NVEC / LPK;          // vectors per lane
+  static constexpr int KPW = 32 / LPK;           // keys per warp at a time
+  static constexpr int SLOTS = kWarps * KPW;     // key groups per block
+  static constexpr int F = NV * kV;              // floats of a row per lane
+  // keys per key group per step: ~4 vectors of K and of V in flight per lane, halved for 8 rows
+  // (q and o then take 128 registers)
+  static constexpr int U0 = 4 / NV;
+  static constexpr int U = R >= 8 && U0 > 1 ? U0 / 2 : U0;
+  static constexpr int STEP = SLOTS * U;         // keys per block per step
+  static_assert(NVEC % LPK == 0 && 32 % LPK == 0 && U >= 1, "decode layout");
+};
+
+struct DecodeParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* mask;
+  float* opart;  // [splits][rows][dv]
+  float2* ml;    // [splits][rows]: (m, l), exp2 domain
+  i64 qs[3], ks[3], vs[3];  // batch, head, row strides (elements)
+  i64 ms[4];                // mask: batch, head, row, key strides (elements)
+  i64 batch, sq, sk, off, chunk, rows;  // off = sk - sq; rows = batch * heads * sq
+  int heads, kv_heads, group, grows, nrc, d, dv;  // grows = group * sq; nrc = row chunks
+  float scale_log2;  // scale * log2(e), folded into q
+  int mask_kind;     // 0 none, 1 additive (dtype T), 2 keep int32, 3 keep int64
+  bool causal;
+};
+
+// 16 bytes at p (16-byte aligned) through the read-only cache (the vector __ldg is asm
+// volatile: it stays behind its branch, see half_io.cuh).
+__device__ __forceinline__ uint4 ld16(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
+template <class T>
+__device__ __forceinline__ void widen(const uint4& u, float* f) {
+  if constexpr (std::is_same_v<T, float>) {
+    f[0] = __uint_as_float(u.x);
+    f[1] = __uint_as_float(u.y);
+    f[2] = __uint_as_float(u.z);
+    f[3] = __uint_as_float(u.w);
+  } else {
+    unpack2<T>(u.x, f[0], f[1]);
+    unpack2<T>(u.y, f[2], f[3]);
+    unpack2<T>(u.z, f[4], f[5]);
+    unpack2<T>(u.w, f[6], f[7]);
+  }
+}
+
+template <class T, int DMAX, int R>
+__global__ void __launch_bounds__(kThreads) decode_partial_kernel(const DecodeParams p) {
+  using C = DecCfg<T, DMAX, R>;
+  constexpr int kV = C::kV, LPK = C::LPK, NV = C::NV, F = C::F, U = C::U, SLOTS = C::SLOTS;
+  __shared__ __align__(16) float s_o[kWarps][R][DMAX];
+  __shared__ float s_m[kWarps][R], s_l[kWarps][R];
+  __shared__ i64 s_mbase[R], s_lim[R];  // per row: mask offset without the key, last visible key
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int li = lane % LPK;                        // lane within the key group
+  const int slot = warp * C::KPW + lane / LPK;      // key group within the block
+  const int nvk = p.d / kV, nvv = p.dv / kV;        // vectors per K / V row
+  const i64 k_begin = static_cast<i64>(blockIdx.x) * p.chunk;
+  const i64 k_end = min(p.sk, k_begin + p.chunk);
+  const i64 ycount = static_cast<i64>(p.kv_heads) * p.nrc;
+  const i64 split_rows = static_cast<i64>(blockIdx.x) * p.rows;
+
+  for (i64 b = blockIdx.z; b < p.batch; b += gridDim.z) {
+    for (i64 y = blockIdx.y; y < ycount; y += gridDim.y) {
+      const int g = static_cast<int>(y / p.nrc);
+      const int r0 = static_cast<int>(y - static_cast<i64>(g) * p.nrc) * R;  // first group row
+      const int nr = min(R, p.grows - r0);
+      // This block's rows are global rows row0 .. row0 + nr - 1 (a group's heads are adjacent).
+      const i64 row0 = (b * p.heads + static_cast<i64>(g) * p.group) * p.sq + r0;
+
+      __syncthreads();  // the previous (b, y)'s readers of the shared arrays are done
+      if (threadIdx.x < R) {
+        const int r = threadIdx.x;
+        i64 base = 0, lim = -1;
+        if (r < nr) {
+          const int gr = r0 + r;
+          const i64 h = static_cast<i64>(g) * p.group + gr / p.sq;
+          const i64 qi = gr % p.sq;
+          base = b * p.ms[0] + h * p.ms[1] + qi * p.ms[2];
+          lim = qi + p.off;
+        }
+        s_mbase[r] = base;
+        s_lim[r] = lim;
+      }
+
+      // q slices, scaled into the exp2 domain; rows >= nr and columns >= d are zeros.
+      float q[R][F];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int e = 0; e < F; ++e) q[r][e] = 0.0f;
+        if (r < nr) {
+          const int gr = r0 + r;
+          const i64 h = static_cast<i64>(g) * p.group + gr / p.sq;
+          const i64 qi = gr % p.sq;
+          const T* qrow = static_cast<const T*>(p.q) + b * p.qs[0] + h * p.qs[1] + qi * p.qs[2];
+#pragma unroll
+          for (int j = 0; j < NV; ++j) {
+            const int c = li + j * LPK;
+            if (c < nvk) {
+              widen<T>(ld16(qrow + c * kV), &q[r][j * kV]);
+#pragma unroll
+              for (int e = 0; e < kV; ++e) q[r][j * kV + e] *= p.scale_log2;
+            }
+          }
+        }
+      }
+
+      const T* kb = static_cast<const T*>(p.k) + b * p.ks[0] + g * p.ks[1];
+      const T* vb = static_cast<const T*>(p.v) + b * p.vs[0] + g * p.vs[1];
+      auto load_step = [&](i64 base, uint4 (&kr)[U][NV], uint4 (&vr)[U][NV]) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const i64 key = base + u * SLOTS + slot;
+#pragma unroll
+          for (int j = 0; j < NV; ++j) {
+            const int c = li + j * LPK;
+            kr[u][j] = make_uint4(0u, 0u, 0u, 0u);
+            vr[u][j] = make_uint4(0u, 0u, 0u, 0u);
+            if (key < k_end) {
+              if (c < nvk) kr[u][j] = ld16(kb + key * p.ks[2] + c * kV);
+              if (c < nvv) vr[u][j] = ld16(vb + key * p.vs[2] + c * kV);
+            }
+          }
+        }
+      };
+
+      float o[R][F], m[R], l[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < F; ++e) o[r][e] = 0.0f;
+      }
+      __syncthreads();  // s_mbase / s_lim written
+
+      uint4 kc[U][NV], vc[U][NV];
+      load_step(k_begin, kc, vc);
+      for (i64 base = k_begin; base < k_end; base += C::STEP) {
+        uint4 kn[U][NV], vn[U][NV];
+        load_step(base + C::STEP, kn, vn);  // zeros past the chunk (no loads)
+
+        // scores s[u][r] = q_r . k_key (the key group's lanes each add their slice)
+        float s[U][R];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+#pragma unroll
+          for (int r = 0; r < R; ++r) s[u][r] = 0.0f;
+#pragma unroll
+          for (int j = 0; j < NV; ++j) {
+            float kf[kV];
+            widen<T>(kc[u][j], kf);
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+#pragma unroll
+              for (int e = 0; e < kV; ++e) s[u][r] = fmaf(q[r][j * kV + e], kf[e], s[u][r]);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int sh = LPK / 2; sh > 0; sh >>= 1)
+              s[u][r] += __shfl_xor_sync(0xffffffffu, s[u][r], sh);
+
+        // Masks: only steps that reach past the chunk, may meet a causal limit (the smallest
+        // limit of any row is off), or have a mask tensor.
+        const bool masked = base + C::STEP > k_end || p.mask_kind != 0 ||
+                            (p.causal && base + C::STEP - 1 > p.off);
+        if (masked) {
+#pragma unroll
+          for (int u = 0; u < U; ++u) {
+            const i64 key = base + u * SLOTS + slot;
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+              bool vis = key < k_end && r < nr;
+              if (vis && p.causal && key > s_lim[r]) vis = false;
+              if (vis && p.mask_kind != 0) {
+                const i64 mi = s_mbase[r] + key * p.ms[3];
+                if (p.mask_kind == 1) {
+                  // -inf hides the key outright (a NaN or inf score there must not leak in)
+                  const float mv = load_f(static_cast<const T*>(p.mask) + mi);
+                  if (mv == -INFINITY) vis = false;
+                  else s[u][r] = fmaf(mv, kLog2e, s[u][r]);
+                } else if (p.mask_kind == 2) {
+                  vis = __ldg(static_cast<const std::int32_t*>(p.mask) + mi) != 0;
+                } else {
+                  vis = __ldg(static_cast<const long long*>(p.mask) + mi) != 0;
+                }
+              }
+              if (!vis) s[u][r] = -INFINITY;
+            }
+          }
+        }
+
+        // online softmax of this key group, then o += p v
+        float w[U][R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float mx = s[0][r];
+#pragma unroll
+          for (int u = 1; u < U; ++u) mx = fmaxf(mx, s[u][r]);
+          const float mnew = fmaxf(m[r], mx);
+          const float mref = mnew == -INFINITY ? 0.0f : mnew;  // nothing seen yet: keep zeros
+          const float alpha = exp2f(m[r] - mref);
+          m[r] = mnew;
+          float rs = 0.0f;
+#pragma unroll
+          for (int u = 0; u < U; ++u) {
+            w[u][r] = exp2f(s[u][r] - mref);  // -inf -> exactly 0
+            rs += w[u][r];
+          }
+          l[r] = fmaf(l[r], alpha, rs);
+#pragma unroll
+          for (int e = 0; e < F; ++e) o[r][e] *= alpha;
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+#pragma unroll
+          for (int j = 0; j < NV; ++j) {
+            float vf[kV];
+            widen<T>(vc[u][j], vf);
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+              // a masked key's weight is 0: skip its V (0 * inf or 0 * NaN would be NaN)
+              if (masked && w[u][r] == 0.0f) continue;
+#pragma unroll
+              for (int e = 0; e < kV; ++e) o[r][j * kV + e] = fmaf(w[u][r], vf[e], o[r][j * kV + e]);
+            }
+          }
+        }
+
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+          for (int j = 0; j < NV; ++j) {
+            kc[u][j] = kn[u][j];
+            vc[u][j] = vn[u][j];
+          }
+      }
+
+      // Merge the key groups of a warp (lanes li, li + LPK, ... hold the same columns).
+#pragma unroll
+      for (int sh = LPK; sh < 32; sh <<= 1) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const float mo = __shfl_xor_sync(0xffffffffu, m[r], sh);
+          const float lo = __shfl_xor_sync(0xffffffffu, l[r], sh);
+          const float mn = fmaxf(m[r], mo);
+          const float mref = mn == -INFINITY ? 0.0f : mn;
+          const float a = exp2f(m[r] - mref), c = exp2f(mo - mref);
+          m[r] = mn;
+          l[r] = l[r] * a + lo * c;
+#pragma unroll
+          for (int e = 0; e < F; ++e) {
+            const float oo = __shfl_xor_sync(0xffffffffu, o[r][e], sh);
+            o[r][e] = o[r][e] * a + oo * c;
+          }
+        }
+      }
+      if (lane < LPK) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+#pragma unroll
+          for (int j = 0; j < NV; ++j) {
+            const int c = li + j * LPK;
+#pragma unroll
+            for (int e = 0; e < kV; ++e) s_o[warp][r][c * kV + e] = o[r][j * kV + e];
+          }
+          if (lane == 0) {
+            s_m[warp][r] = m[r];
+            s_l[warp][r] = l[r];
+          }
+        }
+      }
+      __syncthreads();
+
+      // Merge the warps and write this split's partial state of rows row0 .. row0 + nr - 1.
+      for (int idx = threadIdx.x; idx < nr * p.dv; idx += kThreads) {
+        const int r = idx / p.dv, c = idx - r * p.dv;
+        float mx = s_m[0][r];
+#pragma unroll
+        for (int ww = 1; ww < kWarps; ++ww) mx = fmaxf(mx, s_m[ww][r]);
+        const float mref = mx == -INFINITY ? 0.0f : mx;
+        float acc = 0.0f;
+#pragma unroll
+        for (int ww = 0; ww < kWarps; ++ww) acc = fmaf(s_o[ww][r][c], exp2f(s_m[ww][r] - mref), acc);
+        p.opart[(split_rows + row0 + r) * p.dv + c] = acc;
+      }
+      if (threadIdx.x < nr) {
+        const int r = threadIdx.x;
+        float mx = s_m[0][r];
+#pragma unroll
+        for (int ww = 1; ww < kWarps; ++ww) mx = fmaxf(mx, s_m[ww][r]);
+        const float mref = mx == -INFINITY ? 0.0f : mx;
+        float L = 0.0f;
+#pragma unroll
+        for (int ww = 0; ww < kWarps; ++ww) L = fmaf(s_l[ww][r], exp2f(s_m[ww][r] - mref), L);
+        p.ml[split_rows + row0 + r] = make_float2(mx, L);
+      }
+    }
+  }
+}
+
+constexpr int kCombineThreads = 128;
+
+// Block-wide max (op 0) or sum (op 1) of v; every thread gets the result. `red` holds
+// kCombineThreads / 32 floats; the trailing barrier lets the caller reuse it.
+__device__ __forceinline__ float block_reduce(float v, float* red, int op) {
+#pragma unroll
+  for (int sh = 16; sh > 0; sh >>= 1) {
+    const float o = __shfl_xor_sync(0xffffffffu, v, sh);
+    v = op == 0 ? fmaxf(v, o) : v + o;
+  }
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  v = red[0];
+#pragma unroll
+  for (int i = 1; i < kCombineThreads / 32; ++i) v = op == 0 ? fmaxf(v, red[i]) : v + red[i];
+  __syncthreads();
+  return v;
+}
+
+// out[row, c] = sum_s w_s o_s[row, c] / sum_s w_s l_s, w_s = 2^(m_s - max m); lse (optional).
+// Row (b * heads + h) * sq + qi of out is written through out's (batch, head, row) strides
+// (MhaArgs::out_strides, resolved by mha_out_strides).
+template <class T>
+__global__ void __launch_bounds__(kCombineThreads)
+    decode_combine_kernel(const float* __restrict__ opart, const float2* __restrict__ ml,
+                          T* __restrict__ out, float* __restrict__ lse, i64 rows, int dv,
+                          int splits, i64 sq, i64 heads, i64 os0, i64 os1, i64 os2) {
+  __shared__ float s_w[kMaxSplits];
+  __shared__ float red[kCombineThreads / 32];
+  for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
+    float mx = -INFINITY;
+    for (int s = threadIdx.x; s < splits; s += kCombineThreads) mx = fmaxf(mx, ml[s * rows + row].x);
+    mx = block_reduce(mx, red, 0);
+    const float mref = mx == -INFINITY ? 0.0f : mx;
+    float L = 0.0f;
+    for (int s = threadIdx.x; s < splits; s += kCombineThreads) {
+      const float2 e = ml[s * rows + row];
+      const float w = exp2f(e.x - mref);  // a split that saw no key: m = -inf -> 0
+      s_w[s] = w;
+      L = fmaf(w, e.y, L);
+    }
+    L = block_reduce(L, red, 1);  // its barriers also publish s_w
+    // L == 0: the row saw no key: zeros and lse = -inf. (NaN inputs give a NaN L: NaN out.)
+    const float inv = L == 0.0f ? 0.0f : 1.0f / L;
+    // row = (b * heads + h) * sq + qi, written through out's strides (MhaArgs::out_strides)
+    const i64 bh = row / sq, qi = row - bh * sq, bb = bh / heads, hh = bh - bb * heads;
+    T* orow = out + bb * os0 + hh * os1 + qi * os2;
+    for (int c = threadIdx.x; c < dv; c += kCombineThreads) {
+      float acc = 0.0f;
+      for (int s = 0; s < splits; ++s) acc = fmaf(s_w[s], opart[(s * rows + row) * dv + c], acc);
+      orow[c] = from_f<T>(L == 0.0f ? 0.0f : acc * inv);
+    }
+    if (lse && threadIdx.x == 0) lse[row] = L == 0.0f ? -INFINITY : (mx + log2f(L)) * kLn2;
+    __syncthreads();  // s_w is rewritten by the next row
+  }
+}
+
+// Stride check for vector loads: a stride of a length-1 dimension addresses nothing.
+bool strides_ok(const i64 st[3], const i64 n[3], int vec) {
+  for (int i = 0; i < 3; ++i)
+    if (n[i] > 1 && st[i] % vec != 0) return false;
+  return true;
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+
+template <class T, int DMAX, int R>
+void run_decode(const MhaArgs& a, cudaStream_t s) {
+  using C = DecCfg<T, DMAX, R>;
+  auto kernel = decode_partial_kernel<T, DMAX, R>;
+  static std::once_flag once;
+  static int blocks_per_sm = 1;
+  std::call_once(once, [&] {
+    LC_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, kThreads, 0));
+    blocks_per_sm = std::clamp(blocks_per_sm, 1, 4);
+  });
+
+  DecodeParams p{};
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.mask = a.mask;
+  for (int i = 0; i < 3; ++i) {
+    p.qs[i] = a.q_strides[i];
+    p.ks[i] = a.k_strides[i];
+    p.vs[i] = a.v_strides[i];
+  }
+  for (int i = 0; i < 4; ++i) p.ms[i] = a.mask_strides[i];
+  p.batch = a.batch;
+  p.sq = a.sq;
+  p.sk = a.sk;
+  p.off = a.sk - a.sq;
+  p.rows = a.batch * a.heads * a.sq;
+  p.heads = static_cast<int>(a.heads);
+  p.kv_heads = static_cast<int>(a.kv_heads);
+  p.group = static_cast<int>(a.heads / a.kv_heads);
+  p.grows = p.group * static_cast<int>(a.sq);
+  p.nrc = (p.grows + R - 1) / R;
+  p.d = static_cast<int>(a.d);
+  p.dv = static_cast<int>(a.dv);
+  p.scale_log2 = static_cast<float>(a.scale) * kLog2e;
+  p.mask_kind = a.mask_kind == MaskKind::none       ? 0
+                : a.mask_kind == MaskKind::additive ? 1
+                : a.mask_dtype == DType::i32        ? 2
+                                                    : 3;
+  p.causal = a.causal;
+
+  // Splits: fill the GPU's resident block slots once (see the header comment).
+  const i64 pairs = a.batch * a.kv_heads * p.nrc;
+  const i64 slots = static_cast<i64>(std::max(1, ctx().info.sm_count)) * blocks_per_sm;
+  i64 splits = std::max<i64>(1, slots / pairs);
+  splits = std::min<i64>({splits, (a.sk + kMinChunk - 1) / kMinChunk, kMaxSplits});
+  splits = std::max<i64>(splits, 1);
+  i64 chunk = (a.sk + splits - 1) / splits;
+  chunk = (chunk + C::STEP - 1) / C::STEP * C::STEP;
+  splits = (a.sk + chunk - 1) / chunk;  // <= the splits above
+  p.chunk = chunk;
+
+  const std::size_t obytes = sizeof(float) * static_cast<std::size_t>(splits * p.rows * a.dv);
+  const std::size_t mlbytes = sizeof(float2) * static_cast<std::size_t>(splits * p.rows);
+  auto& alloc = CachingAllocator::instance();
+  void* scratch = alloc.alloc(((obytes + 15) & ~std::size_t{15}) + mlbytes);
+  // Stream order makes it safe to recycle the scratch as soon as the launches are queued; a
+  // failing launch throws, and the scratch goes back all the same.
+  struct ScratchBack {
+    CachingAllocator& alloc;
+    void* p;
+    ~ScratchBack() { alloc.free(p); }
+  } back{alloc, scratch};
+  p.opart = static_cast<float*>(scratch);
+  p.ml = reinterpret_cast<float2*>(static_cast<char*>(scratch) + ((obytes + 15) & ~std::size_t{15}));
+
+  const dim3 grid(static_cast<unsigned>(splits),
+                  static_cast<unsigned>(std::min<i64>(a.kv_heads * p.nrc, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min<i64>(a.batch, kMaxGridYZ)));
+  launch(kernel, grid, kThreads, 0, s, "attention_decode partial", p);
+  const unsigned cgrid = static_cast<unsigned>(std::min<i64>(p.rows, i64{1} << 20));
+  i64 os[3];
+  mha_out_strides(a, os);
+  launch(decode_combine_kernel<T>, cgrid, kCombineThreads, 0, s, "attention_decode combine",
+         static_cast<const float*>(p.opart), static_cast<const float2*>(p.ml), static_cast<T*>(a.out),
+         a.lse, p.rows, p.dv, static_cast<int>(splits), a.sq, a.heads, os[0], os[1], os[2]);
+}
+
+template <class T, int DMAX>
+void run_decode_rows(const MhaArgs& a, cudaStream_t s) {
+  const i64 grows = (a.heads / a.kv_heads) * a.sq;
+  if (grows <= 1) run_decode<T, DMAX, 1>(a, s);
+  else if (grows <= 4) run_decode<T, DMAX, 4>(a, s);
+  else run_decode<T, DMAX, 8>(a, s);
+}
+
+}  // namespace
+
+bool attention_decode_supported(const MhaArgs& a) {
+  if (a.dtype != DType::f32 && a.dtype != DType::f16 && a.dtype != DType::bf16) return false;
+  if (a.sq < 1 || a.sq > kDecodeMaxQueries || a.sk < 1 || a.batch < 1 || a.kv_heads < 1 ||
+      a.heads < a.kv_heads || a.heads % a.kv_heads != 0)
+    return false;
+  if (a.heads / a.kv_heads * a.sq > (i64{1} << 24) || a.heads > (i64{1} << 24)) return false;
+  for (i64 x : {a.d, a.dv})
+    if (x < 8 || x > 256 || x % 8 != 0) return false;
+  if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !a.out) return false;
+  const int vec = a.dtype == DType::f32 ? 4 : 8;  // elements per 16 bytes
+  const i64 nq[3] = {a.batch, a.heads, a.sq}, nk[3] = {a.batch, a.kv_heads, a.sk};
+  return strides_ok(a.q_strides, nq, vec) && strides_ok(a.k_strides, nk, vec) &&
+         strides_ok(a.v_strides, nk, vec);
+}
+
+bool attention_decode_applies(const MhaArgs& a) {
+  return a.sk >= kDecodeMinKeys && attention_decode_supported(a);
+}
+
+bool launch_attention_decode(const MhaArgs& a, cudaStream_t s) {
+  if (!attention_decode_supported(a)) return false;
+  dispatch_float(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const i64 dmax = std::max(a.d, a.dv);
+    if (dmax <= 64) run_decode_rows<T, 64>(a, s);
+    else if (dmax <= 128) run_decode_rows<T, 128>(a, s);
+    else run_decode_rows<T, 256>(a, s);
+  });
+  return true;
+}
+
+}  // namespace lc::cuda
