@@ -10,7 +10,7 @@ attention (Sq = 1 against a long grouped-query K/V cache, with the achieved GB/s
 
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -481,6 +481,81 @@ def mha16_case(suite: str, b: int, h: int, seq: int, d: int, dtype: str, causal:
     )
 
 
+# MiniLM-sized 16-bit attention (issue #13 goal: bf16 B32 H12 S128 D32 <= 0.018 ms; issue #15's
+# encoder): (B, H, S, D, masked) with a [B, S] key-padding mask (the last ~1/8 of each row's keys
+# padded, as a real ragged batch) or none; each with the implementation forced (own: the
+# tensor-core kernel of attention_mha_tc.cu; cudnn: cuDNN flash attention, which takes no mask,
+# so a masked call runs ours anyway) and on auto (the auto-tuner's pick).
+MHA_SMALL = [(32, 12, 128, 32, False), (32, 12, 128, 32, True), (1, 12, 128, 64, False),
+             (1, 12, 128, 64, True)]
+MHA_SMALL_IMPLS = ("own", "cudnn", "auto")
+
+_TORCH_MASKS: Dict[Any, Any] = {}
+
+
+def _torch_key_mask(torch, m):
+    """[B, S] int32 keep mask -> SDPA's boolean [B, 1, 1, S] (True = attend), converted once per
+    input tensor so the timed torch calls carry no conversion kernel."""
+    key = (m.data_ptr(), tuple(m.shape), str(m.device))
+    t = _TORCH_MASKS.get(key)
+    if t is None:
+        t = _TORCH_MASKS[key] = (m != 0)[:, None, None, :].contiguous()
+    return t
+
+
+def _np_mha_masked(q, k, v, mask) -> np.ndarray:
+    """float32 out for [B, H, S, D] with an int [B, S] key-padding mask (0 = hidden)."""
+    q, k, v = _f32(q), _f32(k), _f32(v)
+    s = np.einsum("bhid,bhjd->bhij", q, k) * np.float32(1.0 / np.sqrt(q.shape[-1]))
+    s = np.where((np.asarray(mask) != 0)[:, None, None, :], s, np.float32(-np.inf))
+    return np.einsum("bhij,bhjd->bhid", _softmax_rows(s), v).astype(np.float32)
+
+
+def _key_padding(rng, b: int, s: int) -> np.ndarray:
+    m = np.ones((b, s), np.int32)
+    for r in range(b):
+        m[r, s - int(rng.integers(0, s // 4 + 1)):] = 0  # up to a quarter padded
+        m[r, 0] = 1
+    return m
+
+
+def mha_small_case(suite: str, b: int, h: int, seq: int, d: int, masked: bool, impl: str,
+                   dtype: str = "bfloat16") -> Case:
+    fam = f"attention mha small {SHORT[dtype]}" + ("" if impl == "auto" else f" impl={impl}")
+
+    def inputs(rng):
+        i = {n: _rand(rng, dtype, b, h, seq, d) for n in ("q", "k", "v")}
+        if masked:
+            i["mask"] = _key_padding(rng, b, seq)
+        return i
+
+    def lc_call(lc, i, dev, out=None):
+        m = i["mask"] if masked else None
+        if out is None:
+            return _with_impl(lc, impl, lambda: lc.attention(i["q"], i["k"], i["v"], mask=m, device=dev))
+        return _with_impl(lc, impl, lambda: lc.attention_into(i["q"], i["k"], i["v"], out, mask=m, device=dev))
+
+    return Case(
+        suite=suite, family=fam,
+        name=f"B={b},H={h},S={seq},D={d}" + (",key-padding mask" if masked else ""),
+        params={"batch": b, "heads": h, "seq": seq, "head_dim": d, "dtype": dtype, "masked": masked,
+                "impl": impl},
+        make_inputs=inputs,
+        numpy_fn=lambda i: (_np_mha_masked(i["q"], i["k"], i["v"], i["mask"]) if masked
+                            else _np_mha_heads(i["q"], i["k"], i["v"], False)),
+        lc_fn=lambda lc, i, dev: lc_call(lc, i, dev),
+        lc_into=lambda lc, i, out, dev: lc_call(lc, i, dev, out),
+        out_shape=(b, h, seq, d), dtype=dtype, precision=SHORT[dtype],
+        torch_fn=lambda torch, i: torch.nn.functional.scaled_dot_product_attention(
+            i["q"], i["k"], i["v"], attn_mask=_torch_key_mask(torch, i["mask"]) if masked else None),
+        tol=2e-2, numpy_peer=False, numpy_note="numpy has no 16-bit arithmetic worth timing",
+        cpu_peers=False,
+        notes=[f"lc.attention with lc.set_attention_impl(\"{impl}\") (own: the tensor-core kernel, "
+               "attention_mha_tc.cu; cudnn takes no mask, so masked calls run ours); torch: "
+               "F.scaled_dot_product_attention (boolean [B, 1, 1, S] attn_mask when masked)"],
+    )
+
+
 def _lc_mha16_fwd_bwd(lc, i, dev: str, causal: bool):
     out, lse = lc.attention(i["q"], i["k"], i["v"], causal=causal, return_lse=True, device=dev)
     try:
@@ -596,6 +671,7 @@ def build_cases(quick: bool = False) -> List[Case]:
     cases += [mha_bwd_case(s, *shape) for shape in MHA_BWD]
     cases += [mha16_case(s, *shape) for shape in MHA16]
     cases += [mha16_case(s, *shape, impl="own") for shape in MHA16_OWN]
+    cases += [mha_small_case(s, *shape, impl=impl) for shape in MHA_SMALL for impl in MHA_SMALL_IMPLS]
     cases += [mha16_bwd_case(s, *shape) for shape in MHA16_BWD]
     cases += [train_case(s, *shape) for shape in TRAIN]
     cases += [decode_case(s, *shape, impl=impl) for shape in DECODE for impl in ("auto", "own", "cudnn")]

@@ -111,6 +111,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal 
                  const Tensor* mask = nullptr, float scale = 0.0f,
                  const ExecutionPolicy& p = current_policy(), Tensor* lse = nullptr);
 // `lse`, when given, is a contiguous float32 tensor of q's leading shape (any device), written too.
+// `out` may be a strided view whose elements do not share memory, e.g. the merged-heads buffer
+// [B, Sq, H, Dv] permuted to [B, H, Sq, Dv]: on the op's device with a unit-stride last dimension
+// and no memory shared with an input it is written in place through its strides (no copy),
+// else through scratch and one strided copy. Nothing is written when the call is refused.
 void attention_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out,
                     bool causal = false, const Tensor* mask = nullptr, float scale = 0.0f,
                     const ExecutionPolicy& p = current_policy(), Tensor* lse = nullptr);

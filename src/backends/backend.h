@@ -81,7 +81,9 @@ struct AttentionArgs {
 // out = 0 and lse = -inf, never NaN.
 //
 // q, k, v are read through element strides (batch, head, row; any value, 0 allowed) with
-// unit-stride columns; out is contiguous [batch, heads, sq, dv]; lse (optional, float32) is
+// unit-stride columns; out is [batch, heads, sq, dv] with unit-stride columns, written through
+// out_strides (batch, head, row; all zero = contiguous, so the caller may give the merged-heads
+// layout [B, Sq, H, Dv] as a permuted view); lse (optional, float32) is
 // contiguous [batch, heads, sq]: the natural log of sum_j exp(score_ij) over visible keys.
 // The mask (optional) is read through four element strides (batch, head, row, key; 0 on
 // broadcast dimensions): `additive` holds `dtype` elements, `keep` int32 / int64 (nonzero =
@@ -106,6 +108,9 @@ struct MhaArgs {
   float* lse = nullptr;  // optional
   std::int64_t batch = 0, heads = 0, kv_heads = 0, sq = 0, sk = 0, d = 0, dv = 0;
   std::int64_t q_strides[3] = {}, k_strides[3] = {}, v_strides[3] = {};  // batch, head, row
+  // out's (batch, head, row) element strides; all zero: contiguous [batch, heads, sq, dv]
+  // (mha_out_strides() resolves them). The rows a kernel writes never overlap.
+  std::int64_t out_strides[3] = {};
   const void* mask = nullptr;
   MaskKind mask_kind = MaskKind::none;
   DType mask_dtype = DType::f32;
@@ -115,6 +120,17 @@ struct MhaArgs {
   DType dtype = DType::f32;
   Precision precision = Precision::fp32;  // float32 storage: fp32 or tf32 (the kernels may stay exact)
 };
+
+// MhaArgs' out strides with the all-zero default resolved to contiguous [batch, heads, sq, dv].
+inline void mha_out_strides(const MhaArgs& a, std::int64_t st[3]) {
+  if (a.out_strides[0] == 0 && a.out_strides[1] == 0 && a.out_strides[2] == 0) {
+    st[2] = a.dv;
+    st[1] = a.sq * a.dv;
+    st[0] = a.heads * a.sq * a.dv;
+  } else {
+    for (int i = 0; i < 3; ++i) st[i] = a.out_strides[i];
+  }
+}
 
 // The backward of MhaArgs' attention (lc.attention_backward), flash-attention-2 style: with
 // P = exp(S - lse) recomputed tile by tile from q, k and the forward's lse (no sq x sk matrix is

@@ -192,7 +192,8 @@ void place(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v, const
 
 // Launch with out / lse pointers already on r's device.
 void launch_mha(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v,
-                const Tensor* mask, bool causal, const Prepared& pr, void* out, float* lse) {
+                const Tensor* mask, bool causal, const Prepared& pr, void* out, float* lse,
+                const std::int64_t* out_strides = nullptr) {
   MhaArgs a;
   std::int64_t st[4];
   a.q = strided_in(r, q, st);
@@ -208,6 +209,8 @@ void launch_mha(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v,
     mask_strides(*mask, pr.kind, st, a.mask_strides);
   }
   a.out = out;
+  if (out_strides)
+    for (int i = 0; i < 3; ++i) a.out_strides[i] = out_strides[i];
   a.lse = lse;
   a.batch = pr.s.b;
   a.heads = pr.s.h;
@@ -313,7 +316,10 @@ std::vector<std::int64_t> attention_out_shape(const Tensor& q, const Tensor& k, 
 void attention_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, bool causal,
                     const Tensor* mask, float scale, const ExecutionPolicy& p, Tensor* lse) {
   const Prepared pr = prepare(q, k, v, mask, scale);
-  check_out(kOp, out, out_shape(q, v), q.dtype());
+  // out may be a strided view (the merged-heads [B, Sq, H, Dv] buffer permuted to [B, H, Sq, Dv]):
+  // written in place through its strides when it is on the op's device with unit-stride rows
+  // and shares no memory with an input, else through OpRunner's scratch and one strided copy.
+  check_out_strided(kOp, out, out_shape(q, v), q.dtype());
   if (lse) {
     check_out(kOp, *lse, lse_shape(q), DType::f32);
     if (lse->may_overlap(out))
@@ -322,8 +328,28 @@ void attention_into(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o
   OpRunner r(kOp, p);
   place(r, q, k, v, mask, pr);
   LseTarget lt(r, lse, {&q, &k, &v, mask});
-  void* o = r.out_raw(out);
-  launch_mha(r, q, k, v, mask, causal, pr, o, lt.ptr);
+  std::int64_t os[3];
+  const std::int64_t* osp = nullptr;
+  void* o = nullptr;
+  const int n = out.ndim();
+  if (!out.is_contiguous() && out.numel() > 0 && out.device() == r.device() &&
+      (r.device() == DeviceKind::cpu || out.device_index() == r.device_index()) &&
+      (out.size(n - 1) <= 1 || out.stride(n - 1) == 1) && !out.may_overlap(q) &&
+      !out.may_overlap(k) && !out.may_overlap(v) && !(mask && out.may_overlap(*mask))) {
+    const std::vector<std::int64_t> st = out.strides();
+    bhr(out, st.data(), os);
+    // strides of length-1 dimensions address nothing: keep them nonzero so the kernels never
+    // see the all-zero "contiguous" default
+    const std::int64_t dv = out.size(n - 1), sq = out.size(n - 2);
+    if (os[2] == 0 || sq <= 1) os[2] = dv;
+    if (n < 3 || out.size(n - 3) <= 1) os[1] = sq * os[2];
+    if (n < 4 || out.size(0) <= 1) os[0] = (n >= 3 ? out.size(n - 3) : 1) * os[1];
+    osp = os;
+    o = out.data();
+  } else {
+    o = r.out_raw(out);
+  }
+  launch_mha(r, q, k, v, mask, causal, pr, o, lt.ptr, osp);
   r.finish();
   lt.finish();
 }

@@ -1,5 +1,8 @@
 #include "ops/checks.h"
 
+#include <algorithm>
+#include <utility>
+
 namespace lc {
 
 std::string shape_str(const std::vector<std::int64_t>& s) {
@@ -98,6 +101,31 @@ void check_out(const char* op, const Tensor& out, const std::vector<std::int64_t
                DType dtype) {
   if (!out_ok(out, shape.data(), static_cast<int>(shape.size()), dtype))
     check_out_dims(op, out, shape.data(), static_cast<int>(shape.size()), dtype);
+}
+
+void check_out_strided(const char* op, const Tensor& out, const std::vector<std::int64_t>& shape,
+                       DType dtype) {
+  if (out_ok(out, shape.data(), static_cast<int>(shape.size()), dtype)) return;  // contiguous
+  if (out.dtype() != dtype || !same_dims(out, shape.data(), static_cast<int>(shape.size()))) {
+    check_out_dims(op, out, shape.data(), static_cast<int>(shape.size()), dtype);  // throws
+    return;
+  }
+  if (!out.writable()) throw_value(op, "'out' is read-only; pass a writable array");
+  // No internal overlap: with the dimensions longer than 1 ordered by stride, each stride
+  // exceeds the farthest offset the smaller ones reach (sufficient, and what permuted / sliced
+  // views of one buffer satisfy).
+  std::vector<std::pair<std::int64_t, std::int64_t>> dims;  // (stride, size)
+  for (int i = 0; i < out.ndim(); ++i)
+    if (out.size(i) > 1) dims.emplace_back(out.stride(i), out.size(i));
+  std::sort(dims.begin(), dims.end());
+  std::int64_t reach = 0;
+  for (const auto& [st, n] : dims) {
+    if (st <= reach)
+      throw_value(op, "'out' with shape " + out.shape_str() + " is a view whose elements share "
+                      "memory (a broadcast or overlapping strides); pass an array with distinct "
+                      "elements, e.g. a fresh np.empty(" + shape_str(shape) + ")");
+    reach += st * (n - 1);
+  }
 }
 
 void check_out_like(const char* op, const Tensor& out, const Tensor& like) {

@@ -36,6 +36,11 @@ void check_out(const char* op, const Tensor& out, std::initializer_list<std::int
 void check_out(const char* op, const Tensor& out, const std::vector<std::int64_t>& shape,
                DType dtype = DType::f32);
 void check_out_like(const char* op, const Tensor& out, const Tensor& like);
+// As check_out, but `out` may be a strided view (e.g. a permuted slice of a bigger buffer) as
+// long as no two of its elements share memory (a broadcast / overlapping view is a ValueError).
+// For ops that write strided outputs themselves or through OpRunner's scratch (attention_into).
+void check_out_strided(const char* op, const Tensor& out, const std::vector<std::int64_t>& shape,
+                       DType dtype = DType::f32);
 std::string shape_str(const std::vector<std::int64_t>& s);
 
 }  // namespace lc

@@ -9,6 +9,9 @@ runs the forward pass with LC ops only:
         qkv  = linear(x, Wqkv, bqkv)                 # Q, K and V as one GEMM ([3h, h] weight)
         q, k, v = views [B, H, S, D] of qkv          # no copy: attention reads the strides
         a    = attention(q, k, v, mask=key_padding)  # softmax(q k^T / sqrt(D) + mask) v
+                                                     # (written as [B, S, H, D] through a
+                                                     # strided out: attention_into in eager
+                                                     # mode, the graph's attention_out_proj rule)
         x    = layernorm(linear(a, Wo, bo, residual=x))
         x    = layernorm(linear(gelu_erf(linear(x, Wi, bi)), Wo2, bo2, residual=x))
 
@@ -302,8 +305,11 @@ class TransformerEncoder:
         for L in self._layers:
             qkv = _C.linear(x, L["qkv_w"], L["qkv_b"])                    # [B, S, 3h]
             qkv5 = qkv.view(B, S, 3, H, D).permute(2, 0, 3, 1, 4)         # [3, B, H, S, D]
-            a = _C.attention(qkv5[0], qkv5[1], qkv5[2], mask=mask, scale=self._scale)
-            a = a.permute(0, 2, 1, 3).reshape(B, S, h)                    # one copy
+            # attention writes the merged-heads layout [B, S, H, D] through out's strides: no
+            # [B, H, S, D] temporary and no permute copy
+            a = _C.Tensor.empty([B, S, h], device=dev, dtype=self.dtype)
+            _C.attention_into(qkv5[0], qkv5[1], qkv5[2], a.view(B, S, H, D).permute(0, 2, 1, 3),
+                              mask=mask, scale=self._scale)
             x = _C.layernorm(_C.linear(a, L["o_w"], L["o_b"], residual=x),
                              L["ln1_g"], L["ln1_b"], self._eps)
             if act == "gelu":   # exact erf GELU (linear's fused "gelu" is the tanh form)

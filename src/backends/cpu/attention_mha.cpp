@@ -94,7 +94,9 @@ void mha_block(const MhaArgs& a, i64 b, i64 h, i64 q0, i64 bq, A* scratch, bool 
   const T* qb = static_cast<const T*>(a.q) + b * a.q_strides[0] + h * a.q_strides[1];
   const T* kb = static_cast<const T*>(a.k) + b * a.k_strides[0] + g * a.k_strides[1];
   const T* vb = static_cast<const T*>(a.v) + b * a.v_strides[0] + g * a.v_strides[1];
-  T* ob = static_cast<T*>(a.out) + ((b * a.heads + h) * a.sq) * dv;
+  i64 os[3];
+  mha_out_strides(a, os);
+  T* ob = static_cast<T*>(a.out) + b * os[0] + h * os[1];
   A* qs = scratch;          // [BQ][d]   scaled queries
   A* ks = qs + BQ * d;      // [BK][d]   K tile (when not read in place)
   A* vs = ks + BK * d;      // [BK][dv]  V tile (when not read in place)
@@ -242,7 +244,7 @@ void mha_block(const MhaArgs& a, i64 b, i64 h, i64 q0, i64 bq, A* scratch, bool 
   }
   for (i64 r = 0; r < bq; ++r) {
     const i64 i = q0 + r;
-    T* dst = ob + i * dv;
+    T* dst = ob + i * os[2];
     float* lse = a.lse ? a.lse + (b * a.heads + h) * a.sq + i : nullptr;
     if (l[r] > A(0)) {
       const A inv = A(1) / l[r];
@@ -300,8 +302,14 @@ template <class T>
 void fill_empty(const MhaArgs& a) {
   // sk == 0: every row sees nothing.
   const i64 rows = a.batch * a.heads * a.sq;
-  T* out = static_cast<T*>(a.out);
-  for (i64 i = 0; i < rows * a.dv; ++i) out[i] = narrow<T>(0.0);
+  i64 os[3];
+  mha_out_strides(a, os);
+  for (i64 b = 0; b < a.batch; ++b)
+    for (i64 h = 0; h < a.heads; ++h)
+      for (i64 i = 0; i < a.sq; ++i) {
+        T* out = static_cast<T*>(a.out) + b * os[0] + h * os[1] + i * os[2];
+        for (i64 c = 0; c < a.dv; ++c) out[c] = narrow<T>(0.0);
+      }
   if (a.lse)
     for (i64 i = 0; i < rows; ++i) a.lse[i] = -std::numeric_limits<float>::infinity();
 }

@@ -8,7 +8,8 @@
 //     rows without a visible key never reach cuDNN.
 //   * d and dv multiples of 8 up to 256; batch, heads, sq, sk >= 1; every pointer 16-byte aligned
 //     and every (batch, head, row) stride a non-negative multiple of 8 elements (16 bytes),
-//     nonzero on dimensions longer than 1 (strides of length-1 dimensions are ignored);
+//     nonzero on dimensions longer than 1 (strides of length-1 dimensions are ignored); out's
+//     strides (MhaArgs::out_strides) under the same rule;
 //     compute capability 8.0 or newer.
 //   * the choice (lc::attention_impl_choice): "own" never; "cudnn" always; "auto" when
 //     batch * heads * sq * sk * (d + dv) >= 2^22 multiply-adds (below that both are a few
@@ -427,10 +428,12 @@ const char* cudnn_frontend_version() {
 bool try_cudnn_attention(const MhaArgs& a) {
   if (!eligible(a.dtype, a.mask_kind, a.causal, a.batch, a.heads, a.kv_heads, a.sq, a.sk, a.d, a.dv))
     return false;
-  i64 qs[3], ks[3], vs[3];
+  i64 qs[3], ks[3], vs[3], os_raw[3], os[3];
+  mha_out_strides(a, os_raw);  // out's strides (MhaArgs::out_strides; default contiguous)
   if (!norm_strides(a.q_strides, a.batch, a.heads, a.sq, a.d, qs) ||
       !norm_strides(a.k_strides, a.batch, a.kv_heads, a.sk, a.d, ks) ||
-      !norm_strides(a.v_strides, a.batch, a.kv_heads, a.sk, a.dv, vs))
+      !norm_strides(a.v_strides, a.batch, a.kv_heads, a.sk, a.dv, vs) ||
+      !norm_strides(os_raw, a.batch, a.heads, a.sq, a.dv, os))
     return false;
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !aligned16(a.out) ||
       (a.lse && !aligned16(a.lse)))
@@ -442,7 +445,7 @@ bool try_cudnn_attention(const MhaArgs& a) {
   for (i64 x : {i64{0}, static_cast<i64>(a.dtype), a.batch, a.heads, a.kv_heads, a.sq, a.sk, a.d,
                 a.dv, qs[0], qs[1], qs[2], ks[0], ks[1], ks[2], vs[0], vs[1], vs[2],
                 i64{a.causal}, static_cast<i64>(a.mask_kind), static_cast<i64>(float_bits(scale)),
-                i64{with_lse}, static_cast<i64>(ctx().info.device)})
+                i64{with_lse}, static_cast<i64>(ctx().info.device), os[0], os[1], os[2]})
     key[static_cast<std::size_t>(n++)] = x;
   void* ptrs[5] = {const_cast<void*>(a.q), const_cast<void*>(a.k), const_cast<void*>(a.v), a.out,
                    a.lse};
@@ -459,7 +462,6 @@ bool try_cudnn_attention(const MhaArgs& a) {
       else opt.set_causal_mask_bottom_right(true);
     }
     auto [O, Stats] = g.sdpa(Q, K, V, std::move(opt));
-    const i64 os[3] = {a.heads * a.sq * a.dv, a.sq * a.dv, a.dv};
     O->set_output(true).set_uid(kO).set_dim({a.batch, a.heads, a.sq, a.dv})
         .set_stride({os[0], os[1], os[2], 1});
     std::vector<i64> uids{kQ, kK, kV, kO};

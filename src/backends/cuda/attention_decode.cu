@@ -420,11 +420,13 @@ __device__ __forceinline__ float block_reduce(float v, float* red, int op) {
 }
 
 // out[row, c] = sum_s w_s o_s[row, c] / sum_s w_s l_s, w_s = 2^(m_s - max m); lse (optional).
+// Row (b * heads + h) * sq + qi of out is written through out's (batch, head, row) strides
+// (MhaArgs::out_strides, resolved by mha_out_strides).
 template <class T>
 __global__ void __launch_bounds__(kCombineThreads)
     decode_combine_kernel(const float* __restrict__ opart, const float2* __restrict__ ml,
                           T* __restrict__ out, float* __restrict__ lse, i64 rows, int dv,
-                          int splits) {
+                          int splits, i64 sq, i64 heads, i64 os0, i64 os1, i64 os2) {
   __shared__ float s_w[kMaxSplits];
   __shared__ float red[kCombineThreads / 32];
   for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -442,10 +444,13 @@ __global__ void __launch_bounds__(kCombineThreads)
     L = block_reduce(L, red, 1);  // its barriers also publish s_w
     // L == 0: the row saw no key: zeros and lse = -inf. (NaN inputs give a NaN L: NaN out.)
     const float inv = L == 0.0f ? 0.0f : 1.0f / L;
+    // row = (b * heads + h) * sq + qi, written through out's strides (MhaArgs::out_strides)
+    const i64 bh = row / sq, qi = row - bh * sq, bb = bh / heads, hh = bh - bb * heads;
+    T* orow = out + bb * os0 + hh * os1 + qi * os2;
     for (int c = threadIdx.x; c < dv; c += kCombineThreads) {
       float acc = 0.0f;
       for (int s = 0; s < splits; ++s) acc = fmaf(s_w[s], opart[(s * rows + row) * dv + c], acc);
-      out[row * dv + c] = from_f<T>(L == 0.0f ? 0.0f : acc * inv);
+      orow[c] = from_f<T>(L == 0.0f ? 0.0f : acc * inv);
     }
     if (lse && threadIdx.x == 0) lse[row] = L == 0.0f ? -INFINITY : (mx + log2f(L)) * kLn2;
     __syncthreads();  // s_w is rewritten by the next row
@@ -532,9 +537,11 @@ void run_decode(const MhaArgs& a, cudaStream_t s) {
                   static_cast<unsigned>(std::min<i64>(a.batch, kMaxGridYZ)));
   launch(kernel, grid, kThreads, 0, s, "attention_decode partial", p);
   const unsigned cgrid = static_cast<unsigned>(std::min<i64>(p.rows, i64{1} << 20));
+  i64 os[3];
+  mha_out_strides(a, os);
   launch(decode_combine_kernel<T>, cgrid, kCombineThreads, 0, s, "attention_decode combine",
          static_cast<const float*>(p.opart), static_cast<const float2*>(p.ml), static_cast<T*>(a.out),
-         a.lse, p.rows, p.dv, static_cast<int>(splits));
+         a.lse, p.rows, p.dv, static_cast<int>(splits), a.sq, a.heads, os[0], os[1], os[2]);
 }
 
 template <class T, int DMAX>

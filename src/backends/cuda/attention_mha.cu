@@ -17,6 +17,7 @@
 //     int64, 0 hides the key) or an additive mask (storage dtype, added to the scaled score),
 //     both read through four int64 strides (0 on broadcast dimensions).
 //   * a row that sees no key (l == 0) stores zeros and lse = -inf instead of 0/0.
+//   * out is written through its (batch, head, row) strides (MhaArgs::out_strides).
 //   * lse (optional) = natural log-sum-exp of the row's scaled, masked scores, float32.
 // 16-bit tiles are widened on their way into shared memory (half_io.cuh), stores round once.
 #include <cuda_runtime.h>
@@ -68,6 +69,7 @@ struct MhaParams {
   float* lse;
   const void* mask;
   i64 qs[3], ks[3], vs[3];  // batch, head, row strides (elements)
+  i64 os[3];                // out: batch, head, row strides (resolved, never all zero)
   i64 ms[4];                // mask: batch, head, row, key strides (elements)
   i64 pairs;                // batch * heads * query tiles
   i64 sq, sk, off;          // off = sk - sq (causal: query i sees keys j <= i + off)
@@ -282,10 +284,11 @@ __global__ void __launch_bounds__(kThreads, MhaCfg<BQ, BK, DMAX, DVMAX>::kMinBlo
       for (int off = 8; off > 0; off >>= 1) l[i] += __shfl_xor_sync(0xffffffffu, l[i], off);
     }
 
-    T* ob = static_cast<T*>(p.out) + bh * p.sq * p.dv;
+    T* ob = static_cast<T*>(p.out) + b * p.os[0] + h * p.os[1];
     constexpr unsigned kAlign = 4 * sizeof(T) - 1;
-    const bool vec_out =
-        (p.dv % 4 == 0) && ((reinterpret_cast<std::uintptr_t>(p.out) & kAlign) == 0);
+    const bool vec_out = (p.dv % 4 == 0) && p.os[0] % 4 == 0 && p.os[1] % 4 == 0 &&
+                         p.os[2] % 4 == 0 &&
+                         ((reinterpret_cast<std::uintptr_t>(p.out) & kAlign) == 0);
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
       const i64 qi = q0 + ty * TM + i;
@@ -293,7 +296,7 @@ __global__ void __launch_bounds__(kThreads, MhaCfg<BQ, BK, DMAX, DVMAX>::kMinBlo
       // l == 0: the row saw no key (masked out entirely): zeros, lse = -inf. (A NaN l from NaN
       // inputs stays NaN.)
       const float inv = l[i] == 0.0f ? 0.0f : 1.0f / l[i];
-      T* row = ob + qi * p.dv;
+      T* row = ob + qi * p.os[2];
 #pragma unroll
       for (int qq = 0; qq < TNV / 4; ++qq) {
         const int c = tx * 4 + 64 * qq;
@@ -320,12 +323,19 @@ __global__ void __launch_bounds__(kThreads, MhaCfg<BQ, BK, DMAX, DVMAX>::kMinBlo
   }
 }
 
-// sk == 0 (no keys): out = 0, lse = -inf.
+// sk == 0 (no keys): out = 0 (n = rows * dv elements, written through out's batch / head /
+// row strides os), lse = -inf.
 template <class T>
-__global__ void mha_empty_kernel(T* out, i64 n, float* lse, i64 rows) {
+__global__ void mha_empty_kernel(T* out, i64 n, i64 dv, i64 sq, i64 heads, i64 os0, i64 os1,
+                                 i64 os2, float* lse, i64 rows) {
   for (i64 i = static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x; i < n || i < rows;
        i += static_cast<i64>(gridDim.x) * blockDim.x) {
-    if (i < n) out[i] = from_f<T>(0.0f);
+    if (i < n) {
+      const i64 row = i / dv, c = i - row * dv;
+      const i64 bh = row / sq, qi = row - bh * sq;
+      const i64 b = bh / heads, h = bh - b * heads;
+      out[b * os0 + h * os1 + qi * os2 + c] = from_f<T>(0.0f);
+    }
     if (lse && i < rows) lse[i] = -INFINITY;
   }
 }
@@ -357,6 +367,7 @@ void run_mha_cfg(const MhaArgs& a, cudaStream_t s) {
     p.vs[i] = a.v_strides[i];
   }
   for (int i = 0; i < 4; ++i) p.ms[i] = a.mask_strides[i];
+  mha_out_strides(a, p.os);
   p.sq = a.sq;
   p.sk = a.sk;
   p.off = a.sk - a.sq;
@@ -400,11 +411,16 @@ void launch_attention_mha(const MhaArgs& a, cudaStream_t s) {
         const i64 work = std::max(n, a.lse ? rows : i64{0});
         if (work == 0) return;
         const int blocks = static_cast<int>(std::min<i64>((work + 255) / 256, 8192));
+        i64 os[3];
+        mha_out_strides(a, os);
         launch(mha_empty_kernel<T>, blocks, 256, 0, s, "attention_mha empty", static_cast<T*>(a.out),
-               n, a.sk <= 0 ? a.lse : nullptr, rows);
+               n, std::max<i64>(a.dv, 1), a.sq, a.heads, os[0], os[1], os[2],
+               a.sk <= 0 ? a.lse : nullptr, rows);
         return;
       }
     }
+    // float16 / bfloat16 on tensor cores where attention_mha_tc.cu takes the call
+    if (attention_mha_tc_enabled() && launch_attention_mha_tc(a, s)) return;
     const i64 dmax = std::max(a.d, a.dv);
     if (dmax <= 64) run_mha_cfg<T, 64, 64, 64, 64>(a, s);
     else if (dmax <= 128) run_mha_cfg<T, 64, 32, 128, 128>(a, s);

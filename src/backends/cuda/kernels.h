@@ -45,6 +45,14 @@ void launch_softmax(const SoftmaxArgs& a, cudaStream_t s);
 void launch_attention(const AttentionArgs& a, int sm_count, cudaStream_t s);
 // attention_mha.cu: batched multi-head / grouped-query attention (MhaArgs); no scratch.
 void launch_attention_mha(const MhaArgs& a, cudaStream_t s);
+// attention_mha_tc.cu: the tensor-core forward for float16 / bfloat16 (d == dv, d % 8 == 0,
+// d <= 128, 16-byte aligned q / k / v with strides of multiples of 8 elements, sm_80+).
+// launch_attention_mha runs it for the calls it takes unless LC_ATTENTION_TC=0
+// (attention_mha_tc_enabled, read once); launch_attention_mha_tc returns false, launching
+// nothing, for a call it does not take.
+bool attention_mha_tc_eligible(const MhaArgs& a);
+bool attention_mha_tc_enabled();
+bool launch_attention_mha_tc(const MhaArgs& a, cudaStream_t s);
 // attention_decode.cu: flash decoding (the keys split across blocks, then a combine pass) for
 // a few query rows against a long K/V; float32 partial results in caching-allocator scratch.
 // Supported: float32 / float16 / bfloat16, 1 <= sq <= kDecodeMaxQueries, any sk >= 1, d and dv
