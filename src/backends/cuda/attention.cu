@@ -370,9 +370,12 @@ template <class Elem, int BQ, int BK, int DMAX, int DVMAX>
 void run_cfg(const AttentionArgs& a, int sm_count, cudaStream_t s) {
   using C = AttnCfg<BQ, BK, DMAX, DVMAX>;
   auto kernel = attn_fwd_kernel<Elem, BQ, BK, DMAX, DVMAX>;
-  static std::once_flag once;
+  // The opt-in shared memory size is a per-device attribute of the kernel: once per device
+  // (the occupancy is the same on every device of one kind; computed with the first one).
+  static std::once_flag once[kMaxDevices];
   static int blocks_per_sm = 1;
-  std::call_once(once, [&] {
+  const int dev = ctx().info.device;
+  std::call_once(once[dev >= 0 && dev < kMaxDevices ? dev : 0], [&] {
     LC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(C::kSmemBytes)));
     LC_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, kThreads,

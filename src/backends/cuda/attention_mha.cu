@@ -29,6 +29,7 @@
 #include <type_traits>
 
 #include "backends/cuda/check.h"
+#include "backends/cuda/context.h"
 #include "backends/cuda/half_io.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.h"
@@ -349,8 +350,10 @@ template <class T, int BQ, int BK, int DMAX, int DVMAX>
 void run_mha_cfg(const MhaArgs& a, cudaStream_t s) {
   using C = MhaCfg<BQ, BK, DMAX, DVMAX>;
   auto kernel = mha_fwd_kernel<T, BQ, BK, DMAX, DVMAX>;
-  static std::once_flag once;
-  std::call_once(once, [&] {
+  // The opt-in shared memory size is a per-device attribute of the kernel: once per device.
+  static std::once_flag once[kMaxDevices];
+  const int dev = ctx().info.device;
+  std::call_once(once[dev >= 0 && dev < kMaxDevices ? dev : 0], [&] {
     LC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(C::kSmemBytes)));
   });

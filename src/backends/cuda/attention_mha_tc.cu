@@ -409,6 +409,28 @@ bool tc_enabled_by_env() {
   return on;
 }
 
+// One function per kernel instantiation, so each gets its own once-flags: the two mask variants
+// of a (T, DP) have the same function-pointer type, so a generic lambda taking the kernel would
+// share one flag between them and leave the second without its opt-in (an invalid-argument
+// launch above 48 KB, seen on the H200).
+template <class T, int DP, bool kRowMask>
+void launch_tc(const TcParams& p, cudaStream_t s) {
+  using C = TcCfg<DP>;
+  auto kernel = mha_tc_kernel<T, DP, kRowMask>;
+  if constexpr (C::kSmemBytes > 48 * 1024) {
+    // Opt-in shared memory is a per-device function attribute: once per kernel and device.
+    static std::once_flag once[kMaxDevices];
+    const int dev = ctx().info.device;
+    std::call_once(once[dev >= 0 && dev < kMaxDevices ? dev : 0], [&] {
+      LC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(C::kSmemBytes)));
+    });
+  }
+  const i64 grid = std::min<i64>(p.pairs, 2147483647);  // grid.x's limit; grid-stride loop
+  launch(kernel, dim3(static_cast<unsigned>(grid)), kThreads, C::kSmemBytes, s,
+         "attention_mha tensor-core kernel", p);
+}
+
 template <class T, int DP>
 void run_tc(const MhaArgs& a, cudaStream_t s) {
   using C = TcCfg<DP>;
@@ -444,22 +466,8 @@ void run_tc(const MhaArgs& a, cudaStream_t s) {
   p.row_mask = p.mask_kind != 0 && a.mask_strides[2] != 0 && a.sq > 1;
   p.causal = a.causal;
   p.vec_out = aligned16(a.out) && strides8(p.os);
-  auto launch_one = [&](auto kernel) {
-    if constexpr (C::kSmemBytes > 48 * 1024) {
-      // Opt-in shared memory is a per-device function attribute: once per kernel and device.
-      static std::once_flag once[kMaxDevices];
-      const int dev = ctx().info.device;
-      std::call_once(once[dev >= 0 && dev < kMaxDevices ? dev : 0], [&] {
-        LC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(C::kSmemBytes)));
-      });
-    }
-    const i64 grid = std::min<i64>(p.pairs, 2147483647);  // grid.x's limit; grid-stride loop
-    launch(kernel, dim3(static_cast<unsigned>(grid)), kThreads, C::kSmemBytes, s,
-           "attention_mha tensor-core kernel", p);
-  };
-  if (p.row_mask) launch_one(mha_tc_kernel<T, DP, true>);
-  else launch_one(mha_tc_kernel<T, DP, false>);
+  if (p.row_mask) launch_tc<T, DP, true>(p, s);
+  else launch_tc<T, DP, false>(p, s);
 }
 
 }  // namespace
