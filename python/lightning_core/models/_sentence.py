@@ -369,7 +369,8 @@ class SentenceEncoder:
             return self._encode_with(sentences, batch_size, normalize,
                                      self._auto_runner(dtype, execution_mode), where)
         source = "no-gpu" if device == "auto" else "explicit"
-        loc = parse_device(_auto_device(device), where)
+        # "auto" reaches here only without a usable GPU (self._gpu(), the one GPU check).
+        loc = "cpu" if device == "auto" else parse_device(_auto_device(device), where)
         last: list = []
         encs: list = []
 
