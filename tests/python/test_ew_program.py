@@ -290,6 +290,20 @@ def test_graph_node_with_a_bad_program_names_the_node():
 # ---- the graph rule: elementwise_chain ---------------------------------------------------------
 
 
+# The rule is opt-in (measured slower than the unfused chain, include/lightning_core/graph.h).
+ON = {"elementwise_chain": True}
+
+
+def test_rule_is_opt_in(rng):
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    for fusion in (None, True):
+        c = lc.compile(gelu_bias_mul, device="cpu") if fusion is None else \
+            lc.compile(gelu_bias_mul, device="cpu", fusion=True)
+        assert "elementwise_program" not in steps(c, x, x[0], x)
+    assert steps(lc.compile(gelu_bias_mul, device="cpu", fusion=ON), x, x[0], x) == \
+        ["elementwise_program"]
+
+
 def steps(fn, *args, **kw):
     return [s["op"] for s in fn.graph(*args).plan_summary()["steps"]]
 
@@ -323,7 +337,7 @@ CASES = [
 def test_fused_and_unfused_agree(rng, case, device, dtype):
     fn, ref_fn, shapes = CASES[case]
     args = [(rng.standard_normal(s) * 0.7).astype(npdt(dtype)) for s in shapes]
-    fused = lc.compile(fn, device=device)
+    fused = lc.compile(fn, device=device, fusion=ON)
     off = lc.compile(fn, device=device, fusion={"elementwise_chain": False})
     assert steps(fused, *args) == ["elementwise_program"]
     assert len(steps(off, *args)) >= 3
@@ -356,7 +370,7 @@ def test_rule_does_not_steal_from_the_linear_epilogue_or_layernorm(rng):
         h = lc.gelu(lc.linear(x, w) + b) * y   # bias + gelu go into the GEMM; the mul stays
         return lc.layernorm(h + r) * 2.0       # the add goes into the layernorm
 
-    c = lc.compile(f, device="cpu")
+    c = lc.compile(f, device="cpu", fusion=ON)
     assert steps(c, x, y, r) == ["linear", "mul", "layernorm", "vector_scale"]
     rules = {e["rule"] for e in c.graph(x, y, r).fusion_report() if e["applied"]}
     assert {"linear_epilogue", "residual_layernorm"} <= rules and "elementwise_chain" not in rules
@@ -374,7 +388,7 @@ def test_intermediate_used_twice_is_reported(rng):
         h = lc.sub(a, b)
         return lc.relu(lc.mul(h, a)), lc.gelu(h)
 
-    c = lc.compile(f, device="cpu")
+    c = lc.compile(f, device="cpu", fusion=ON)
     rep = chain_reports(c, a, b)
     reasons = " | ".join(r["reason"] for r in rep)
     assert "used twice" in reasons, rep
@@ -393,7 +407,7 @@ def test_graph_output_intermediate_is_not_fused(rng):
         h = lc.relu(a)
         return h, lc.gelu(h)
 
-    c = lc.compile(f, device="cpu")
+    c = lc.compile(f, device="cpu", fusion=ON)
     rep = chain_reports(c, a)
     assert rep and not rep[0]["applied"] and "graph output" in rep[0]["reason"], rep
     assert steps(c, a) == ["relu", "gelu"]
@@ -408,7 +422,7 @@ def test_more_than_six_inputs_splits_the_chain(rng):
             acc = lc.add(acc, x)
         return acc
 
-    c = lc.compile(f, device="cpu")
+    c = lc.compile(f, device="cpu", fusion=ON)
     rep = chain_reports(c, *xs)
     assert any("more than 6 inputs" in r["reason"] for r in rep), rep
     assert steps(c, *xs) == ["elementwise_program", "elementwise_program"]
@@ -423,7 +437,7 @@ def test_sixteen_instruction_limit(rng):
             x = lc.relu(x)
         return x
 
-    c = lc.compile(f, device="cpu")
+    c = lc.compile(f, device="cpu", fusion=ON)
     assert any("more than 16 instructions" in r["reason"] for r in chain_reports(c, x))
     assert steps(c, x) == ["elementwise_program", "elementwise_program"]
     check(c(x), np.maximum(f64(x), 0), "float32")
@@ -435,7 +449,7 @@ def test_scale_and_neg_become_constants(rng):
     def f(x):
         return lc.relu(-(x * 3.0) + x) * 0.5
 
-    c = lc.compile(f, device="cpu")
+    c = lc.compile(f, device="cpu", fusion=ON)
     assert steps(c, x) == ["elementwise_program"]
     prog = c.graph(x).plan_summary()["steps"][0]
     check(c(x), np.maximum(-(f64(x) * 3.0) + f64(x), 0) * 0.5, "float32")
@@ -451,7 +465,7 @@ def test_graph_ir_by_hand_and_switch(rng):
     g.add_node("add", ["x", "b"], ["h"], name="bias")
     g.add_node("elementwise_program", ["h"], ["s"], {"program": "silu x0"}, name="act")
     g.add_node("vector_scale", ["s"], ["y"], {"alpha": -2.0}, name="scale")
-    s = g.plan("cpu")
+    s = g.plan("cpu", fusion=ON)
     assert [(st["op"], st["name"]) for st in s["steps"]] == [("elementwise_program", "scale")]
     assert s["steps"][0]["fused"] == ["bias", "act"]
     rep = g.fusion_report()
@@ -473,7 +487,7 @@ def test_graph_ir_by_hand_and_switch(rng):
 def test_cuda_graph_replay_of_a_fused_chain(rng):
     x = rng.standard_normal((256, 384)).astype(np.float32)
     b = rng.standard_normal(384).astype(np.float32)
-    c = lc.compile(gelu_bias_mul, device="cuda")
+    c = lc.compile(gelu_bias_mul, device="cuda", fusion=ON)
     y = rng.standard_normal((256, 384)).astype(np.float32)
     ref = UNARY["gelu"](f64(x) + b) * f64(y)
     for _ in range(3):  # eager warm-up, record, replay
