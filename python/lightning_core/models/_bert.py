@@ -285,6 +285,19 @@ class TransformerEncoder:
             return _C.Tensor(np.zeros((B, S, h), np.float32), dev, self.dtype)
         if mode == "graph":
             return self._forward_graph(ids, attention_mask, token_type_ids)
+        # The ops run on the model's device: under the default policy "auto" placement would
+        # move big CPU ops to a GPU (uploading their operands per call), and a CPU model must
+        # mean the CPU (the graph mode plans on `device` the same way).
+        from ..policy import policy
+        with policy(device=dev):
+            return self._forward_eager(ids, attention_mask, token_type_ids)
+
+    __call__ = forward
+
+    def _forward_eager(self, ids, attention_mask, token_type_ids):
+        c = self.config
+        B, S = ids.shape
+        dev, h, H, D = self.device, c.hidden_size, c.num_attention_heads, c.head_dim
         x = _C.embedding(_C.Tensor(ids.astype(np.int32, copy=False), dev), self._word)
         if token_type_ids is None or not np.any(token_type_ids):
             x = _C.add(x, self._pos_type0[0:S])
@@ -321,8 +334,6 @@ class TransformerEncoder:
             x = _C.layernorm(_C.linear(inter, L["f_w"], L["f_b"], residual=x),
                              L["ln2_g"], L["ln2_b"], self._eps)
         return x
-
-    __call__ = forward
 
     # ---- graph mode ----------------------------------------------------------------------------
     def _graph_body(self, x, mask, add_pos: bool):
