@@ -83,22 +83,7 @@ def load_model(args) -> tuple:
     """(SentenceEncoder, model directory, description)."""
     if args.tiny:
         cfg = _tiny_config()
-        rng = np.random.default_rng(0)
-        h, it = cfg["hidden_size"], cfg["intermediate_size"]
-        shapes = {"embeddings.word_embeddings.weight": (cfg["vocab_size"], h),
-                  "embeddings.position_embeddings.weight": (cfg["max_position_embeddings"], h),
-                  "embeddings.token_type_embeddings.weight": (2, h),
-                  "embeddings.LayerNorm.weight": (h,), "embeddings.LayerNorm.bias": (h,)}
-        for i in range(cfg["num_hidden_layers"]):
-            p = f"encoder.layer.{i}."
-            for n in ("attention.self.query", "attention.self.key", "attention.self.value",
-                      "attention.output.dense"):
-                shapes[p + n + ".weight"], shapes[p + n + ".bias"] = (h, h), (h,)
-            shapes[p + "intermediate.dense.weight"], shapes[p + "intermediate.dense.bias"] = (it, h), (it,)
-            shapes[p + "output.dense.weight"], shapes[p + "output.dense.bias"] = (h, it), (h,)
-            for n in ("attention.output.LayerNorm", "output.LayerNorm"):
-                shapes[p + n + ".weight"], shapes[p + n + ".bias"] = (h,), (h,)
-        W = {k: (rng.standard_normal(s) * 0.05).astype(np.float32) for k, s in shapes.items()}
+        W = _bench.random_bert_weights(cfg)
         d = _random_model_dir(cfg, W)
         return SentenceEncoder.from_pretrained(d), d, "tiny random model (2 layers, hidden 64)"
     if not args.random:

@@ -64,11 +64,17 @@ def minilm_weights(model: str, random_weights: bool) -> Tuple[dict, Dict[str, np
             cfg = json.load(f)
         return cfg, dict(stn.load_file(str(d / "model.safetensors"))), f"real weights ({d})"
     cfg = dict(MINILM_CONFIG)
-    rng = np.random.default_rng(0)
+    return cfg, random_bert_weights(cfg), "random weights of the all-MiniLM-L6-v2 config"
+
+
+def random_bert_weights(cfg: dict, seed: int = 0) -> Dict[str, np.ndarray]:
+    """Random float32 weights of a BERT config under Hugging Face's names (matrices scaled by
+    1/sqrt(fan-in), layernorm weights around 1): for speed runs, where values do not matter."""
+    rng = np.random.default_rng(seed)
     h, it = cfg["hidden_size"], cfg["intermediate_size"]
     shapes = {"embeddings.word_embeddings.weight": (cfg["vocab_size"], h),
               "embeddings.position_embeddings.weight": (cfg["max_position_embeddings"], h),
-              "embeddings.token_type_embeddings.weight": (cfg["type_vocab_size"], h),
+              "embeddings.token_type_embeddings.weight": (cfg.get("type_vocab_size", 2), h),
               "embeddings.LayerNorm.weight": (h,), "embeddings.LayerNorm.bias": (h,)}
     for i in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{i}."
@@ -83,7 +89,7 @@ def minilm_weights(model: str, random_weights: bool) -> Tuple[dict, Dict[str, np
     for k, s in shapes.items():
         a = rng.standard_normal(s) * (1.0 / math.sqrt(s[-1]) if len(s) == 2 else 0.02)
         W[k] = (a + (1.0 if k.endswith("LayerNorm.weight") else 0.0)).astype(np.float32)
-    return cfg, W, "random weights of the all-MiniLM-L6-v2 config"
+    return W
 
 
 # ---- peers: each returns run(ids, mask) -> embeddings, after any one-time set-up -------------

@@ -119,6 +119,23 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
 
+def checkpoint_getter(weights: Mapping[str, np.ndarray], where: str):
+    """get(name, shape) -> float32 array of a Hugging Face BERT checkpoint (a ``bert.`` prefix
+    accepted), raising ValueError naming `where` for a missing tensor or a shape the config
+    does not give. Shared by TransformerEncoder and TensorParallelEncoder."""
+    w = {(k[5:] if k.startswith("bert.") else k): v for k, v in weights.items()}
+
+    def get(name, shape):
+        if name not in w:
+            raise ValueError(f"{where}: the checkpoint has no tensor {name!r}")
+        a = np.asarray(w[name], dtype=np.float32)
+        if a.shape != tuple(shape):
+            raise ValueError(f"{where}: {name} has shape {a.shape}, the config says "
+                             f"{tuple(shape)}")
+        return a
+    return get
+
+
 class TransformerEncoder:
     """A BERT encoder on one device, in one dtype, run eagerly with LC ops.
 
@@ -155,17 +172,8 @@ class TransformerEncoder:
         self.device = device
         self.dtype = dtype
         self.execution_mode = execution_mode
-        w = {(k[5:] if k.startswith("bert.") else k): v for k, v in weights.items()}
         c = self.config
-
-        def get(name, shape):
-            if name not in w:
-                raise ValueError(f"TransformerEncoder: the checkpoint has no tensor {name!r}")
-            a = np.asarray(w[name], dtype=np.float32)
-            if a.shape != tuple(shape):
-                raise ValueError(f"TransformerEncoder: {name} has shape {a.shape}, the config "
-                                 f"says {tuple(shape)}")
-            return a
+        get = checkpoint_getter(weights, "TransformerEncoder")
 
         def put(a):
             return _C.Tensor(np.ascontiguousarray(a, dtype=np.float32), device, dtype)

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import _lightning_core as _C
 from ..devices import Device
-from ._bert import BertConfig, TransformerEncoder
+from ._bert import BertConfig, TransformerEncoder, checkpoint_getter
 
 __all__ = ["TensorParallelEncoder", "parse_device", "run_data_parallel", "device_context"]
 
@@ -299,17 +299,8 @@ class TensorParallelEncoder:
         self._comms = None
         self._uniq = list(dict.fromkeys(locs))
         # The replicated parts per distinct device: embeddings, layernorms.
-        W = {(k[5:] if k.startswith("bert.") else k): v for k, v in weights.items()}
         h, it, H, D = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.head_dim
-
-        def get(name, shape):
-            if name not in W:
-                raise ValueError(f"{where}: the checkpoint has no tensor {name!r}")
-            a = np.asarray(W[name], dtype=np.float32)
-            if a.shape != tuple(shape):
-                raise ValueError(f"{where}: {name} has shape {a.shape}, the config says "
-                                 f"{tuple(shape)}")
-            return a
+        get = checkpoint_getter(weights, where)
 
         def put(a, loc):
             return _C.Tensor(np.ascontiguousarray(a, dtype=np.float32), loc, dtype)
