@@ -32,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import TimingConfig, summarize_row  # noqa: E402
+from common import (TimingConfig, restore_torch_tf32, set_torch_tf32, summarize_row,  # noqa: E402
+                    torch_tf32_state)
 from suite_main import suite_main  # noqa: E402
 
 VIT_B16 = dict(image_size=224, patch_size=16, num_channels=3, hidden_size=768, num_hidden_layers=12,
@@ -107,8 +108,9 @@ def run_vit(args, env, cfg: TimingConfig, modes: List[str]) -> List[Dict[str, An
     dtypes = [d.strip() for d in opt["vit_dtypes"].split(",") if d.strip()]
     devices = [d.strip() for d in opt["vit_devices"].split(",") if d.strip()]
     W = random_vit_state_dict(VIT_B16, seed=0)
-    tf32 = None if torch is None else (torch.backends.cuda.matmul.allow_tf32,
-                                       torch.backends.cudnn.allow_tf32)   # restored at the end
+    # torch >= 2.9 refuses to read the legacy allow_tf32 once the new fp32_precision flags are
+    # set (seen on the H200): common.py's helpers use whichever API this torch has.
+    tf32 = None if torch is None else torch_tf32_state(torch)   # restored at the end
     rows: List[Dict[str, Any]] = []
     for device in devices:
         if device == "cuda" and not lc.cuda_available():
@@ -127,8 +129,7 @@ def run_vit(args, env, cfg: TimingConfig, modes: List[str]) -> List[Dict[str, An
             if why_torch is None:
                 tmod, tdt = _torch_model(torch, W, device, dtype)
                 if device == "cuda":
-                    torch.backends.cuda.matmul.allow_tf32 = False
-                    torch.backends.cudnn.allow_tf32 = False
+                    set_torch_tf32(torch, False)
             for B in dev_batches:
                 case = f"ViT-B/16 224 b={B} {dtype} {device}"
                 if args.filter and args.filter.lower() not in f"vit {case}".lower():
@@ -216,7 +217,7 @@ def run_vit(args, env, cfg: TimingConfig, modes: List[str]) -> List[Dict[str, An
             if torch is not None and device == "cuda" and torch.cuda.is_available():
                 torch.cuda.empty_cache()
     if tf32 is not None:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        restore_torch_tf32(torch, tf32)
     return rows
 
 

@@ -7,6 +7,8 @@ our pooling ("cls" / "mean" over the patch tokens) and optional projection. Rand
 fresh every run (the ``rng`` fixture). The "cuda" variants are gpu-marked.
 """
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,13 +330,17 @@ def test_against_transformers_vit(rng, dtype):
     tdt = torch.float32 if dtype == "float32" else torch.bfloat16
     model = model.to("cuda", tdt).eval()
     imgs = _images(rng, cfg, 3)
-    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 is fp32
+    # torch >= 2.9 refuses the legacy allow_tf32 flags once the fp32_precision ones are set:
+    # the benchmarks' helpers use whichever API this torch has.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "python"))
+    from common import restore_torch_tf32, set_torch_tf32, torch_tf32_state
+    tf32 = torch_tf32_state(torch)
+    set_torch_tf32(torch, False)  # fp32 is fp32
     try:
         with torch.no_grad():
             ref = model(torch.from_numpy(imgs).to("cuda", tdt)).last_hidden_state.float().cpu().numpy()
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        restore_torch_tf32(torch, tf32)
     enc = VisionEncoder.from_hf_state_dict(model.state_dict(), cfg, device="cuda", dtype=dtype)
     for mode in ("eager", "graph"):
         t, p = enc.forward(imgs, execution_mode=mode)
