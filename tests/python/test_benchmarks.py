@@ -182,3 +182,47 @@ def test_summary_sections_from_synthetic_results(tmp_path):
     assert "D. Native Google Benchmark binaries" in text and "x/cpu/n:1" in text
     assert summary.load_tiny_op(tmp_path) == (8.0, 16.0, 15.0)
     assert np.isfinite(summary.load_tiny_op(tmp_path)[0])
+
+
+def _suite_csv(path: Path, rows):
+    cols = ["suite", "mode", "family", "case", "best_lc_ms", "best_peer_ms", "ours_vs_best_peer"]
+    with open(path, "w") as f:
+        f.write(",".join(cols) + "\n")
+        for r in rows:
+            f.write(",".join(f'"{v}"' if "," in str(v) else str(v) for v in r) + "\n")
+
+
+def test_compare_results_flags_only_ratio_drops_beyond_threshold(tmp_path, capsys):
+    compare = pytest.importorskip("compare_results")
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    # ratio = peer / LC. a: 1.00 -> 0.90 (regressed 10%); b: 2.0 -> 1.92 (4%: within 5%);
+    # c: 0.5 -> 0.6 (improved); d: only old; e: only new; f: unrated in the new run.
+    _suite_csv(old / "kernel.csv", [
+        ("kernel", "resident", "gemm", "m=1,n=2", 1.0, 1.0, 1.0),
+        ("kernel", "resident", "gemm", "b", 1.0, 2.0, 2.0),
+        ("kernel", "resident", "ew", "c", 2.0, 1.0, 0.5),
+        ("kernel", "resident", "ew", "d", 1.0, 1.0, 1.0),
+        ("kernel", "resident", "ew", "f", 1.0, 1.0, 1.0)])
+    _suite_csv(new / "kernel.csv", [
+        ("kernel", "resident", "gemm", "m=1,n=2", 1.0, 0.9, 0.9),
+        ("kernel", "resident", "gemm", "b", 1.0, 1.92, 1.92),
+        ("kernel", "resident", "ew", "c", 1.0, 0.6, 0.6),
+        ("kernel", "resident", "ew", "e", 1.0, 1.0, 1.0),
+        ("kernel", "resident", "ew", "f", 1.0, "n/a", "n/a")])
+    res = compare.compare(compare.load_dir(old), compare.load_dir(new), threshold=0.05)
+    assert [k[3] for k, *_ in res["regressed"]] == ["m=1,n=2"]
+    assert [k[3] for k, *_ in res["improved"]] == ["c"]
+    assert [k[3] for k, *_ in res["same"]] == ["b"]
+    assert [k[3] for k in res["missing"]] == ["d"]
+    assert [k[3] for k in res["added"]] == ["e"]
+    assert [k[3] for k, *_ in res["unrated"]] == ["f"]
+    # --min-ms leaves tiny cases out of the verdict; --fail turns a regression into exit 1.
+    res2 = compare.compare(compare.load_dir(old), compare.load_dir(new), 0.05, min_ms=5.0)
+    assert not res2["regressed"] and not res2["improved"]
+    assert compare.main([str(old), str(new), "--fail"]) == 1
+    assert "| regressed | 1 |" in capsys.readouterr().out
+    assert compare.main([str(old), str(old), "--fail", "--markdown", str(tmp_path / "r.md")]) == 0
+    assert "| regressed | 0 |" in (tmp_path / "r.md").read_text()
+    assert compare.main([str(old), str(tmp_path / "nope")]) == 2
