@@ -80,7 +80,7 @@ if $PY -m zipfile -l "$whl" | grep -E '\.libs/|libcu|libscipy_openblas'; then
 fi
 
 if [ "$CHECK" = 1 ]; then
-  venv=$(pwd)/$BUILD_DIR/venv
+  case "$BUILD_DIR" in /*) venv=$BUILD_DIR/venv ;; *) venv=$(pwd)/$BUILD_DIR/venv ;; esac
   rm -rf "$venv"
   echo "== build_wheel: fresh venv $venv: pip install the wheel, import it"
   $PY -m venv "$venv"
