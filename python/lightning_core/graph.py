@@ -565,7 +565,8 @@ class Compiled:
         The function: its array arguments become graph inputs; it returns the result of LC ops,
         or a tuple, list or dict of them.
     device : str, optional
-        "auto" (default: the cost model places the whole graph), "cpu" or "cuda".
+        "auto" (default: the cost model places the whole graph, for where the inputs of each
+        call live), "cpu", "cuda" or "cuda:N" (that GPU).
     fusion : bool or dict, optional
         True (every rule), False, or {rule: bool} (docs/graph.md, "Fusion").
     strict : bool, optional
@@ -682,7 +683,7 @@ def trace(fn: Callable, *examples, device: str | None = None, fusion: Any = True
         Example arguments: arrays or lc.Tensor objects (their shapes and dtypes are recorded),
         other values passed through to ``fn`` unchanged.
     device : str, optional
-        The plan's device: "auto" (default), "cpu" or "cuda".
+        The plan's device: "auto" (default), "cpu", "cuda" or "cuda:N".
     fusion : bool or dict, optional
         True (every rule), False, or {rule: bool}.
     strict : bool, optional
@@ -710,7 +711,7 @@ def compile(fn: Callable | None = None, *, device: str | None = None, fusion: An
     fn : callable, optional
         The function (omitted: returns a decorator).
     device : str, optional
-        "auto" (default), "cpu" or "cuda".
+        "auto" (default), "cpu", "cuda" or "cuda:N".
     fusion : bool or dict, optional
         True (every rule), False, or {rule: bool} (docs/graph.md).
     strict : bool, optional
