@@ -197,7 +197,33 @@ def test_compile_takes_a_device_index(slow_link):
         assert c.graph(x).plan_summary()["device_name"] == "cuda:1"
 
 
+def test_compile_plans_for_the_residency_it_traced_with(rng):
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    c = lc.compile(lambda x, scale: lc.relu(lc.linear(x, w)) * scale, device="cpu")
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(c(lc.Tensor(x), 2.0).numpy(), 2 * np.maximum(0, x @ w.T), rtol=1e-5, atol=1e-6)
+    g = c.graph(lc.Tensor(x), 2.0)
+    assert g.stats()["residency_plans"] == 0  # the first plan was already this residency's
+    assert g.plan_summary()["residency"].startswith("input arg0 in host memory")
+
+
 # ---- GPU ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_gpu_compile_plans_for_device_inputs_at_trace(rng):
+    w = rng.standard_normal((16, 8)).astype(np.float32)
+    c = lc.compile(lambda x: lc.gelu(lc.linear(x, w)))
+    x = rng.standard_normal((5, 8)).astype(np.float32)
+    xd = lc.Tensor(x, device="cuda")
+    for _ in range(3):
+        y = c(xd)
+        assert y.device == "cuda"
+        np.testing.assert_allclose(y.numpy(), lc.gelu(lc.linear(xd, w)).numpy(), rtol=2e-3, atol=2e-3)
+    g = c.graph(xd)
+    assert g.stats()["residency_plans"] == 0, g.plan_summary()["text"]
+    s = g.plan_summary()
+    assert "input arg0 resident on cuda:" in s["residency"] and "results stay on the device" in s["residency"]
 
 
 def lin_graph(rng):
