@@ -337,3 +337,23 @@ def test_gpu2_compile_on_cuda1(rng):
     y = c(xd)
     assert y.device_index == 1
     np.testing.assert_allclose(y.numpy(), np.maximum(0, x @ w.T), rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.gpu
+@two_gpus
+def test_gpu2_pipeline_graph_follows_the_policy_gpu(rng):
+    from lightning_core import api
+
+    api._pipeline_graphs.clear()
+    x = rng.standard_normal((9, 16)).astype(np.float32)
+    w1 = (rng.standard_normal((32, 16)) * 0.25).astype(np.float32)
+    b1 = (rng.standard_normal(32) * 0.1).astype(np.float32)
+    w2 = (rng.standard_normal((16, 32)) * 0.2).astype(np.float32)
+    b2 = (rng.standard_normal(16) * 0.1).astype(np.float32)
+    pol = lc.ExecutionPolicy(device="cuda:1", precision="fp32")
+    for _ in range(3):
+        g = api.ffn(x, w1, b1, w2, b2, policy=pol, execution_mode="graph")
+        e = api.ffn(x, w1, b1, w2, b2, policy=pol)
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+    (graph,) = api._pipeline_graphs.values()
+    assert graph.plan_summary()["device_name"] == "cuda:1", graph.plan_summary()["text"]
