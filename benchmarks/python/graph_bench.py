@@ -14,6 +14,8 @@ Cases (the issue's speed targets):
     eager; FFN / LN -> projection >= 1.2x and conv -> attention >= 2x torch CUDA-graph replay);
   - a MiniLM-like encoder block (single head, seq 128, d 384, ffn 1536);
   - a small chain of tiny ops where per-op overhead dominates (replay overhead per node);
+  - the same chain compiled with device="auto" for every run: host inputs plan for the CPU,
+    resident ones for their GPU (placement by residency);
   - a chain of 6 elementwise ops on 1M-16M elements (rule elementwise_chain): fused, unfused,
     op by op, torch eager / CUDA graph and torch.compile;
   - lc.models.TinyTransformerRunner (2 multi-head pre-LN blocks, batch 8 x seq 128, hidden 256):
@@ -362,6 +364,43 @@ def tiny_chain_case(mode: str) -> Case:
     )
 
 
+# ---- device="auto" and residency: where the inputs live decides the plan -------------------------
+def auto_residency_case(mode: str) -> Case:
+    """The tiny chain compiled with device="auto" whatever the run's device: oneshot (numpy)
+    inputs plan for host memory (the upload and download are charged: the CPU at this size),
+    resident inputs for the GPU they live on (no upload charged: one replay there), each
+    residency planned once and cached (docs/graph.md, "Residency and cuda:N")."""
+    r, c, n = TINY_CHAIN
+
+    def lc_fn(lc, i, dev):
+        def chain(x):
+            for k in range(n):
+                x = lc.relu(x) if k % 2 else lc.add(x, i["b"])
+            return x
+        return _compiled(lc, ("auto-residency", id(i["b"])), chain, "auto", mode)(i["x"])
+
+    def numpy_fn(i):
+        x = i["x"]
+        for k in range(n):
+            x = x.clip(min=0) if k % 2 else x + i["b"]
+        return x
+
+    def torch_fn(torch, i):
+        x = i["x"]
+        for k in range(n):
+            x = torch.relu(x) if k % 2 else x + i["b"]
+        return x
+
+    return Case(
+        suite="graph", family="auto placement by residency", name=f"{mode}: {n} nodes on {r}x{c}",
+        params={"rows": r, "cols": c, "nodes": n, "mode": mode, "device": "auto"},
+        make_inputs=lambda rng: {"x": randn(rng, r, c), "b": randn(rng, c, scale=0.1)},
+        numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=1e-5, impl=f"lc.compile auto ({mode})",
+        notes=["device='auto' for every run: host inputs plan on the CPU at this size, resident "
+               "inputs on their GPU (no upload charged)"],
+    )
+
+
 # ---- a chain of elementwise ops (rule elementwise_chain) ------------------------------------------
 # ((gelu(x + b) * y - z).relu()) * 0.5 on rows x cols float32 (b [cols]): 6 nodes, 4 inputs.
 # Unfused, each node reads its operands and writes its result: 8 + 8 + 12 + 12 + 8 + 8 = 56 bytes
@@ -627,6 +666,7 @@ def build_cases(quick: bool = False) -> List[Case]:
         cases += [pipeline_conv_attn_case(*s, mode) for s in (PIPE_CONV_ATTN[:1] if quick else PIPE_CONV_ATTN)]
         cases.append(encoder_case(mode))
         cases.append(tiny_chain_case(mode))
+        cases.append(auto_residency_case(mode))
         cases.append(runner_case(mode))
         cases += [minilm_case(b, sq, mode) for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]
         cases += [minilm_case(b, sq, mode, "bfloat16") for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]

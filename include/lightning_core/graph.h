@@ -96,6 +96,17 @@ struct GraphPlanOptions {
   // A what-if for placement (tests, explain): plan as if a usable GPU with graphs were present.
   // Executing such a plan without a GPU raises (lc::Unavailable, a ValueError).
   bool assume_gpu = false;
+  // cuda:N: the GPU a plan's GPU steps run on (device="cuda:1", a policy's device_index);
+  // -1: the GPU the resident inputs live on, else this thread's current device.
+  int device_index = -1;
+  // Residency the placement assumes (docs/graph.md, "Residency"): per graph input the GPU it
+  // lives on (-1 or not listed: host memory). A resident input costs nothing to read on its GPU
+  // and a download to read on the CPU; a host input an upload to read on a GPU. execute() sets
+  // this from the inputs it is given and plans again (cached per residency) when it differs.
+  std::vector<std::pair<std::string, int>> resident_inputs;
+  // The caller keeps the results on the device (policy download=False, or every input
+  // resident): a GPU plan pays no download for them.
+  bool results_on_device = false;
 };
 
 // A fusion rule's verdict on one candidate (applied or not, and why).
@@ -133,6 +144,10 @@ struct GraphPlanSummary {
   int view_aliases = 0, view_copies = 0;
   bool captured = false;            // replays through a real graph (CUDA)
   std::string capture_reason;
+  int device_index = -1;            // the GPU of the plan's GPU steps (-1: none runs on a GPU)
+  // The residency the placement assumed ("inputs x, y resident on cuda:0: no upload charged;
+  // ..."): from GraphPlanOptions::resident_inputs / results_on_device.
+  std::string residency;
   std::string to_string() const;   // the human-readable plan (explain())
 };
 
@@ -182,7 +197,12 @@ class GraphIR {
 
   // Runs the plan (plan() with defaults first when not planned). Inputs by name, any device,
   // any strides; every graph input is required (ValueError naming it and a node that reads it),
-  // with its declared shape (ValueError) and dtype (TypeError). `outs` receives the outputs in
+  // with its declared shape (ValueError) and dtype (TypeError). When the inputs' residency (the
+  // GPU each lives on, or host memory) or `results_on_device` differs from what the plan
+  // assumed, the graph is planned again with plan()'s options and this residency (kept: up to
+  // kResidencyPlans plans per graph, least recently used dropped; plan_summary() then describes
+  // the plan in use). Inputs on two GPUs, or on a GPU other than the plan's cuda:N, raise
+  // ValueError naming the input, its node, both devices and the fix (as the eager ops). `outs` receives the outputs in
   // output_names() order: empty tensors are allocated (host memory unless `results_on_device`
   // and the plan ran on a GPU), defined ones are written in place (any device, their shape and
   // dtype). graph_mode=false runs the steps eagerly one by one (A/B), true through the seam.
@@ -194,10 +214,13 @@ class GraphIR {
 
   struct Stats {
     std::uint64_t executions = 0, replays = 0, records = 0, eager_runs = 0;
+    std::uint64_t residency_plans = 0;  // plans execute() made for a new input residency
   };
+  static constexpr int kResidencyPlans = 4;
   Stats stats() const;
 
   struct Impl;
+  const Impl& impl() const;  // the inside (src/graph/graph_internal.h; tests of the plan keys)
 
  private:
   std::unique_ptr<Impl> impl_;

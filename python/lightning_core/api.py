@@ -187,6 +187,9 @@ def _run_pipeline_graph(op, attrs, names, data, dev, base, add_nodes):
     the graph's execute gives it (numpy for numpy inputs). One pass per call builds the key and
     the feed; a miss builds and plans the graph.
     """
+    # cuda:N of the policy (device="cuda:1"): the plan's GPU, so it keys the cache too.
+    if dev == "cuda" and base.device.startswith("cuda:"):
+        dev = base.device
     key = [op, dev, base.precision, attrs]
     feed = {}
     for n, t in zip(names, data):
@@ -214,7 +217,8 @@ def _run_pipeline_graph(op, attrs, names, data, dev, base, add_nodes):
                     g.add_tensor(tuple(t.shape), dtype, n)
                 add_nodes(g, feed, attrs)
                 g.set_outputs(["y"])
-                g.plan(dev if dev in ("cpu", "cuda") else None, precision=base.precision)
+                g.plan(dev if isinstance(dev, str) and (dev == "cpu" or dev.startswith("cuda")) else None,
+                       precision=base.precision)
                 _pipeline_graphs[key] = g
                 while len(_pipeline_graphs) > _PIPELINE_GRAPHS_MAX:
                     _pipeline_graphs.popitem(last=False)

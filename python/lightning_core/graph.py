@@ -551,6 +551,22 @@ def _trace(fn: Callable, args: tuple, what: str, copy_constants: bool = True) ->
     return _Traced(tracer.g, names, outputs, template)
 
 
+def _residency(t: _Traced, args: tuple) -> dict:
+    """plan()'s residency arguments for the first call's arguments (docs/graph.md, "Residency
+    and cuda:N"): the GPU each resident lc.Tensor input lives on; results stay on the device
+    when every array argument is resident (execute()'s rule; it plans again, cached, for any
+    other residency, e.g. a policy with download=False)."""
+    resident = {}
+    arrays = 0
+    for n, a in zip(t.input_names, args):
+        if n is None:
+            continue
+        arrays += 1
+        if isinstance(a, _C.Tensor) and a.device != "cpu":
+            resident[n] = a.device_index
+    return {"resident": resident or None, "results_on_device": arrays > 0 and len(resident) == arrays}
+
+
 class Compiled:
     """A function of LC ops compiled into graphs, one per input signature (lc.compile).
 
@@ -565,7 +581,8 @@ class Compiled:
         The function: its array arguments become graph inputs; it returns the result of LC ops,
         or a tuple, list or dict of them.
     device : str, optional
-        "auto" (default: the cost model places the whole graph), "cpu" or "cuda".
+        "auto" (default: the cost model places the whole graph, for where the inputs of each
+        call live), "cpu", "cuda" or "cuda:N" (that GPU).
     fusion : bool or dict, optional
         True (every rule), False, or {rule: bool} (docs/graph.md, "Fusion").
     strict : bool, optional
@@ -623,7 +640,7 @@ class Compiled:
         t = self._cache.get(key)
         if t is None:
             t = _trace(self.fn, args, f"compiled function {self.__name__!r}", self.copy_constants)
-            t.g.plan(self.device, fusion=self.fusion, strict=self.strict)
+            t.g.plan(self.device, fusion=self.fusion, strict=self.strict, **_residency(t, args))
             self.traces += 1
             self._cache[key] = t
             while len(self._cache) > self.cache_size:
@@ -682,7 +699,7 @@ def trace(fn: Callable, *examples, device: str | None = None, fusion: Any = True
         Example arguments: arrays or lc.Tensor objects (their shapes and dtypes are recorded),
         other values passed through to ``fn`` unchanged.
     device : str, optional
-        The plan's device: "auto" (default), "cpu" or "cuda".
+        The plan's device: "auto" (default), "cpu", "cuda" or "cuda:N".
     fusion : bool or dict, optional
         True (every rule), False, or {rule: bool}.
     strict : bool, optional
@@ -694,7 +711,7 @@ def trace(fn: Callable, *examples, device: str | None = None, fusion: Any = True
         The validated, planned graph; ``execute({"arg0": x, ...})`` runs it.
     """
     t = _trace(fn, examples, f"traced function {getattr(fn, '__name__', 'fn')!r}")
-    t.g.plan(device, fusion=fusion, strict=strict)
+    t.g.plan(device, fusion=fusion, strict=strict, **_residency(t, examples))
     return t.g
 
 
@@ -710,7 +727,7 @@ def compile(fn: Callable | None = None, *, device: str | None = None, fusion: An
     fn : callable, optional
         The function (omitted: returns a decorator).
     device : str, optional
-        "auto" (default), "cpu" or "cuda".
+        "auto" (default), "cpu", "cuda" or "cuda:N".
     fusion : bool or dict, optional
         True (every rule), False, or {rule: bool} (docs/graph.md).
     strict : bool, optional

@@ -6,7 +6,10 @@
 //   g.set_outputs(names)
 //   g.validate() / g.validate_report() -> [{"pass", "node", "message", "error"}]
 //   g.plan(device=None, *, fusion=True, strict=False, use_graph=True, precision=None,
-//          assume_gpu=False) -> dict
+//          assume_gpu=False, resident=None, results_on_device=False) -> dict
+//     device "cuda:N" (or a policy's device index) picks the GPU; resident={input: "cuda:0"}
+//     and results_on_device are the residency the placement assumes (execute() plans again,
+//     cached, for the residency of the inputs it is given).
 //   g.plan_summary() -> dict;  g.fusion_report() -> [dict];  g.explain() -> str
 //   g.execute(inputs: {name: array | lc.Tensor}, *, execution_mode="graph") -> {name: result}
 // Results are numpy arrays when every input is numpy (written in place by the plan's last
@@ -21,6 +24,7 @@
 #include "convert.h"
 #include "lightning_core/errors.h"
 #include "lightning_core/graph.h"
+#include "lightning_core/runtime.h"
 
 namespace lcpy {
 
@@ -134,12 +138,20 @@ nb::dict summary_dict(const lc::GraphPlanSummary& s) {
   d["est_cpu_us"] = s.est_cpu_us;
   d["est_gpu_us"] = s.est_gpu_us;
   d["est_plan_us"] = s.est_plan_us;
+  d["device_index"] = s.device_index;
+  d["device_name"] = s.device_index >= 0 && s.device != lc::DeviceKind::cpu
+                         ? std::string(lc::to_string(s.device)) + ":" + std::to_string(s.device_index)
+                         : std::string(lc::to_string(s.device));
+  d["residency"] = s.residency;
   nb::list steps;
   for (const lc::GraphStep& st : s.steps) {
     nb::dict e;
     e["name"] = st.name;
     e["op"] = st.op;
     e["device"] = lc::to_string(st.device);
+    e["device_name"] = st.device != lc::DeviceKind::cpu && s.device_index >= 0
+                           ? std::string(lc::to_string(st.device)) + ":" + std::to_string(s.device_index)
+                           : std::string(lc::to_string(st.device));
     e["fused"] = st.fused;
     e["attributes"] = st.attrs;
     e["cpu_us"] = st.cpu_us;
@@ -183,6 +195,33 @@ lc::GraphFusionOptions fusion_param(nb::handle h) {
   return o;
 }
 
+// plan(resident={name: "cuda:N" | "cuda" | "cpu" | N}): the residency the placement assumes.
+std::vector<std::pair<std::string, int>> resident_param(nb::handle h) {
+  std::vector<std::pair<std::string, int>> r;
+  if (h.is_none()) return r;
+  if (!nb::isinstance<nb::dict>(h))
+    lc::throw_type(kOp, "plan: resident must be a dict {input name: 'cuda:N' or 'cpu'}, got " +
+                            py_type_name(h.ptr()));
+  for (auto [k, v] : nb::borrow<nb::dict>(h)) {
+    if (!nb::isinstance<nb::str>(k)) lc::throw_type(kOp, "plan: resident's keys must be input names (str)");
+    const std::string name = nb::cast<std::string>(k);
+    int index = -1;
+    if (nb::isinstance<nb::str>(v)) {
+      const std::string dev = nb::cast<std::string>(v);
+      const lc::DeviceRequest d = lc::parse_device_index(dev, kOp, &index);
+      if (d == lc::DeviceRequest::cpu) index = -1;
+      else if (d != lc::DeviceRequest::cuda)
+        lc::throw_value(kOp, "plan: resident['" + name + "'] must be 'cpu', 'cuda' or 'cuda:N', got '" + dev + "'");
+      else if (index < 0)  // "cuda": this thread's current GPU
+        index = lc::cuda_available() ? lc::current_device(lc::DeviceKind::cuda) : 0;
+    } else {
+      index = static_cast<int>(int_param(v, kOp, "resident", -1, lc::kMaxDeviceIndex));
+    }
+    r.emplace_back(name, index);
+  }
+  return r;
+}
+
 nb::object execute(lc::GraphIR& g, nb::handle inputs, const std::string& mode) {
   if (mode != "graph" && mode != "eager")
     lc::throw_value(kOp, "execute: execution_mode must be 'graph' or 'eager', got '" + mode + "'");
@@ -212,10 +251,12 @@ nb::object execute(lc::GraphIR& g, nb::handle inputs, const std::string& mode) {
       outs.push_back(view);
     }
   }
+  // Results stay on the device when every input lives there, or when the policy says not to
+  // download (the ops' rule, OpRunner::result); numpy inputs give numpy results.
+  const bool keep = any_lc && (all_on_device || !resolve_policy(nb::none(), nb::none(), kOp).download);
   {
     nb::gil_scoped_release nogil;
-    // Results stay on the device when every input lives there (the ops' rule).
-    g.execute_into(in, outs, mode == "graph", /*results_on_device=*/any_lc && all_on_device);
+    g.execute_into(in, outs, mode == "graph", /*results_on_device=*/keep);
   }
   nb::dict r;
   for (std::size_t i = 0; i < names.size(); ++i)
@@ -294,10 +335,13 @@ void register_graph(nb::module_& m) {
       .def(
           "plan",
           [](lc::GraphIR& g, nb::handle device, nb::handle fusion, bool strict, bool use_graph,
-             nb::handle precision, bool assume_gpu) {
+             nb::handle precision, bool assume_gpu, nb::handle resident, bool results_on_device) {
             lc::GraphPlanOptions o;
             const lc::ExecutionPolicy base = resolve_policy(device, nb::none(), kOp);
             o.device = base.device;
+            o.device_index = base.device == lc::DeviceRequest::cpu ? -1 : base.device_index;  // cuda:N
+            o.resident_inputs = resident_param(resident);
+            o.results_on_device = results_on_device;
             o.precision = precision.is_none()
                               ? base.precision
                               : lc::parse_precision(str_param(precision, kOp, "precision"), kOp);
@@ -310,8 +354,12 @@ void register_graph(nb::module_& m) {
           nb::arg("device") = nb::none(), nb::kw_only(), nb::arg("fusion") = true,
           nb::arg("strict") = false, nb::arg("use_graph") = true,
           nb::arg("precision") = nb::none(), nb::arg("assume_gpu") = false,
+          nb::arg("resident") = nb::none(), nb::arg("results_on_device") = false,
           "Validate, fuse, place the whole graph (cost model), pack buffers by liveness; returns "
-          "the summary dict (steps, devices, fusions, peak_bytes, captured, text).")
+          "the summary dict (steps, devices, fusions, peak_bytes, captured, residency, text). "
+          "device='cuda:N' picks the GPU; resident={input: 'cuda:N'} and results_on_device "
+          "are the residency the placement assumes (execute() plans again, cached, for the "
+          "residency of the inputs it gets).")
       .def("plan_summary", [](const lc::GraphIR& g) { return summary_dict(g.plan_summary()); },
            "The last plan's summary (ValueError when not planned).")
       .def("fusion_report", [](const lc::GraphIR& g) { return fusion_list(g.fusion_report()); },
@@ -341,6 +389,7 @@ void register_graph(nb::module_& m) {
         d["replays"] = s.replays;
         d["records"] = s.records;
         d["eager_runs"] = s.eager_runs;
+        d["residency_plans"] = s.residency_plans;
         return d;
       })
       .def("__len__", &lc::GraphIR::num_nodes);

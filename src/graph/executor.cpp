@@ -10,6 +10,7 @@
 // inputs' device addresses, so a call with other device inputs re-records the work and
 // updates the executable graph in place (host inputs are copied into fixed staging slots).
 #include <cstring>
+#include <map>
 
 #include "backends/backend.h"
 #include "graph/graph_internal.h"
@@ -36,6 +37,7 @@ namespace {
 ExecutionPolicy step_policy(const ExecutionPolicy& base, const Plan& p, DeviceKind dev, bool captured) {
   ExecutionPolicy q = base;
   q.device = dev == DeviceKind::cpu ? DeviceRequest::cpu : DeviceRequest::cuda;
+  q.device_index = static_cast<std::int8_t>(dev == DeviceKind::cpu ? -1 : p.gpu_index);  // cuda:N
   q.precision = p.opts.precision;
   // Every step writes into a buffer of the plan (the `_into` forms), so `download` only
   // matters for the policy's validity: true on the CPU, false on a GPU.
@@ -117,7 +119,9 @@ void run_step(const Step& s, std::vector<Tensor>& cur, const ExecutionPolicy& q)
     throw_value("graph", node_label(s.name, d->name) + ": the executor has no call for this op");
 }
 
-CaptureKey make_key(const Plan& p) {
+}  // namespace
+
+CaptureKey capture_key(const Plan& p) {
   CaptureKey k;
   k.topology = "graph";
   for (const Step& s : p.g.steps) {
@@ -142,13 +146,20 @@ CaptureKey make_key(const Plan& p) {
     k.dims.push_back(p.g.view_offset[id]);
     k.dims.insert(k.dims.end(), p.g.view_strides[id].begin(), p.g.view_strides[id].end());
   }
+  // The device (cuda:N): a recording belongs to one GPU (the backend's pool matches the device
+  // too; the key says it on its own).
+  k.dims.push_back(static_cast<std::int64_t>(p.device));
+  k.dims.push_back(p.gpu_index);
   return k;
 }
+
+namespace {
 
 // A tensor of the plan at `offset` in the arena of `dev`. The device comes from the plan, not the
 // arena: a plan whose tensors on `dev` are all empty has no arena there (arena_bytes 0), and its
 // zero-size tensors must still say they live on `dev`.
-Tensor arena_view(const Tensor& arena, std::size_t offset, const TensorEntry& t, DeviceKind dev) {
+Tensor arena_view(const Tensor& arena, std::size_t offset, const TensorEntry& t, DeviceKind dev,
+                  int gpu_index) {
   std::int64_t strides[kMaxDims];
   std::int64_t s = 1;
   for (int i = static_cast<int>(t.shape.size()) - 1; i >= 0; --i) {
@@ -157,12 +168,15 @@ Tensor arena_view(const Tensor& arena, std::size_t offset, const TensorEntry& t,
   }
   char* base = arena.defined() ? static_cast<char*>(arena.data()) : nullptr;
   const int index = arena.defined() ? arena.device_index()
-                    : dev == DeviceKind::cpu ? 0 : get_backend(dev).current_device();
+                    : dev == DeviceKind::cpu ? 0 : gpu_index;
   return Tensor::wrap(base ? base + offset : nullptr, static_cast<int>(t.shape.size()),
                       t.shape.data(), strides, t.dtype, dev, arena.owner(), true, index);
 }
 
-std::unique_ptr<ExecState> make_state(const Plan& p) {
+// The caller makes the plan's GPU current (DeviceScope): the arena and uploads go there.
+// `device_constants`: the graph's constants already on a GPU, per (name, cuda:N).
+std::unique_ptr<ExecState> make_state(const Plan& p,
+                                      std::map<std::pair<std::string, int>, Tensor>& device_constants) {
   auto st = std::make_unique<ExecState>();
   const Resolved& g = p.g;
   for (int dev = 0; dev < 2; ++dev)
@@ -177,9 +191,9 @@ std::unique_ptr<ExecState> make_state(const Plan& p) {
     const Slot sl = p.slot[id];
     if (sl == Slot::arena) {
       const DeviceKind dev = g.steps[static_cast<std::size_t>(g.producer[id])].device;
-      st->fixed[id] = arena_view(st->arena[static_cast<int>(dev)], p.offset[id], t, dev);
+      st->fixed[id] = arena_view(st->arena[static_cast<int>(dev)], p.offset[id], t, dev, p.gpu_index);
     } else if (sl == Slot::input && captured) {
-      st->fixed[id] = arena_view(st->arena[static_cast<int>(p.device)], p.offset[id], t, p.device);
+      st->fixed[id] = arena_view(st->arena[static_cast<int>(p.device)], p.offset[id], t, p.device, p.gpu_index);
     } else if (sl == Slot::constant) {
       // Uploaded once to the device of the steps that read it (the GPU when any GPU step does).
       // Reads through a view of the constant count as reads of it.
@@ -189,7 +203,13 @@ std::unique_ptr<ExecState> make_state(const Plan& p) {
           if (x >= 0 && (x == static_cast<int>(id) || g.view_base[static_cast<std::size_t>(x)] == static_cast<int>(id)) &&
               s.device != DeviceKind::cpu)
             dev = s.device;
-      st->fixed[id] = t.value.device() == dev ? t.value : t.value.to(dev);
+      if (dev == DeviceKind::cpu) {
+        st->fixed[id] = t.value.device() == dev ? t.value : t.value.to(dev);
+      } else {  // once per (constant, cuda:N), shared by the graph's residency plans
+        Tensor& d = device_constants[{t.name, p.gpu_index}];
+        if (!d.defined()) d = t.value.to(dev, p.gpu_index);
+        st->fixed[id] = d;
+      }
     }
   }
   // Views (column views, view nodes) of arena tensors and constants, after their roots; views
@@ -202,7 +222,7 @@ std::unique_ptr<ExecState> make_state(const Plan& p) {
   }
   // The binding holds the arena and the inputs bound in place; with more inputs, all are staged.
   st->staged_inputs = captured && g.inputs.size() + 1 > static_cast<std::size_t>(kMaxGraphBinding);
-  st->key = make_key(p);
+  st->key = capture_key(p);
   return st;
 }
 
@@ -225,11 +245,13 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
                            std::vector<Tensor>& outs, bool graph_mode, bool results_on_device) {
   if (!impl_->plan) plan();
   std::lock_guard<std::mutex> lock(impl_->exec_mu);
+  std::vector<const Tensor*> given;
   if (!impl_->plan) throw_value("graph", "execute: the graph changed while it was being executed");
-  Plan& p = *impl_->plan;
+  {  // the inputs are checked against the plan in use (all plans share the graph's inputs)
+  const Plan& p = *impl_->plan;
   const Resolved& g = p.g;
   // ---- the inputs: every graph input, by name, its declared shape and dtype -------------------
-  std::vector<const Tensor*> given(g.tensors.size(), nullptr);
+  given.assign(g.tensors.size(), nullptr);
   for (const auto& [name, t] : inputs) {
     auto it = g.ids.find(name);
     const bool is_input = it != g.ids.end() && p.slot[static_cast<std::size_t>(it->second)] == Slot::input;
@@ -256,6 +278,32 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
                                shape_str(te.shape) + ", got " + t->shape_str() +
                                " (a graph has fixed shapes; lc.compile re-traces for new ones)");
   }
+  }
+  // ---- residency: the plan made for where these inputs live and where the results go --------
+  if (!results_on_device && !outs.empty()) {  // caller's buffers, all on a GPU: no download
+    results_on_device = true;
+    for (const Tensor& o : outs) results_on_device = results_on_device && o.defined() && o.device() != DeviceKind::cpu;
+  }
+  {
+    const Plan& p0 = *impl_->plan;
+    auto gpu_of = [&](int id) {
+      const Tensor& t = *given[static_cast<std::size_t>(id)];
+      return t.device() == DeviceKind::cpu ? -1 : t.device_index();
+    };
+    bool same = p0.results_on_device == results_on_device;
+    for (std::size_t k = 0; k < p0.g.inputs.size() && same; ++k) same = p0.input_gpu[k] == gpu_of(p0.g.inputs[k]);
+    if (!same) {  // a new residency: its plan (cached per residency), not a blind reuse
+      Residency r;
+      r.results_on_device = results_on_device;
+      for (int id : p0.g.inputs) r.input_gpu.push_back(gpu_of(id));
+      impl_->use_residency(r);
+      given.resize(impl_->plan->g.tensors.size(), nullptr);
+    }
+  }
+  Plan& p = *impl_->plan;
+  const Resolved& g = p.g;
+  // The plan's GPU is current for the call: the arena, uploads, results and the recording.
+  DeviceScope device_scope(DeviceKind::cuda, p.gpu_index);
   // ---- the outputs --------------------------------------------------------------------------
   const bool on_gpu = p.device != DeviceKind::cpu;
   if (outs.empty()) {
@@ -272,7 +320,7 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
     check_out("graph", outs[k], g.tensors[static_cast<std::size_t>(g.outputs[k])].shape,
               g.tensors[static_cast<std::size_t>(g.outputs[k])].dtype);
 
-  if (!impl_->exec) impl_->exec.reset(make_state(p).release());
+  if (!impl_->exec) impl_->exec.reset(make_state(p, impl_->device_constants).release());
   ExecState& st = *impl_->exec;
   ++impl_->stats.executions;
   const bool captured = p.summary.captured && graph_mode;
@@ -286,7 +334,8 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
     const Slot sl = p.slot[id];
     if (sl == Slot::input) {
       const Tensor& t = *given[id];
-      const bool bind = captured && !st.staged_inputs && t.device() == p.device && t.is_contiguous();
+      const bool bind = captured && !st.staged_inputs && t.device() == p.device &&
+                        t.device_index() == p.gpu_index && t.is_contiguous();
       if (captured && !bind) {
         t.copy_to(st.fixed[id]);  // into the fixed staging slot (queued on the stream)
         cur[id] = st.fixed[id];

@@ -11,6 +11,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,6 +26,7 @@
 namespace lc {
 
 class CapturedGraph;
+struct CaptureKey;
 
 namespace graph {
 
@@ -115,7 +117,25 @@ struct Plan {
   std::vector<std::size_t> offset;   // arena byte offset per tensor (Slot::arena / staged)
   std::size_t arena_bytes[2] = {0, 0};  // per device (cpu, cuda)
   DeviceKind device = DeviceKind::cpu;  // the device of the replayed graph (single-device plans)
+  int gpu_index = -1;                   // cuda:N of the GPU steps (-1: no GPU step)
+  // The residency the plan was made for (place() fills it from opts.resident_inputs): per
+  // graph input (Resolved::inputs order) the GPU it lives on, -1: host memory.
+  std::vector<int> input_gpu;
+  bool results_on_device = false;
 };
+
+// Residency: where a call's inputs live and where its results go (the plan-cache key next to
+// the plan's own options; docs/graph.md, "Residency").
+struct Residency {
+  std::vector<int> input_gpu;  // per graph input: the GPU it lives on, -1: host memory
+  bool results_on_device = false;
+  bool operator==(const Residency&) const = default;
+};
+inline bool plan_matches(const Plan& p, const Residency& r) {
+  return p.input_gpu == r.input_gpu && p.results_on_device == r.results_on_device;
+}
+// "cpu", "cuda:1"
+std::string place_name(DeviceKind k, int index);
 
 // graph_ir.cpp
 Resolved resolve(const std::vector<TensorEntry>& tensors, const std::vector<NodeEntry>& nodes,
@@ -160,13 +180,17 @@ bool attention_strided_out(std::string* why);
 bool attention_strided_out_native();  // the op takes the strided view itself (no forcing)
 Tensor heads_out_view(const Tensor& merged);
 
-// planner.cpp
+// planner.cpp. place() reads opts.resident_inputs / results_on_device / device_index and
+// raises ValueError for inputs on two GPUs or on a GPU other than the plan's cuda:N.
 void place(Plan& p);
 void pack_buffers(Plan& p);
 
 // executor.cpp
 struct ExecState;
 void destroy_exec_state(ExecState* s);
+// The capture key of a plan: topology, shapes, dtypes, precision, aliases and the GPU
+// (cuda:N); never addresses.
+CaptureKey capture_key(const Plan& p);
 
 }  // namespace graph
 
@@ -176,17 +200,34 @@ struct GraphIR::Impl {
   std::vector<graph::NodeEntry> nodes;
   std::unordered_map<std::string, int> node_ids;
   std::vector<std::string> outputs;
+  using ExecPtr = std::unique_ptr<graph::ExecState, void (*)(graph::ExecState*)>;
+  // The plan in use (plan()'s, or the one execute() last ran: its residency's).
   std::unique_ptr<graph::Plan> plan;
-  std::unique_ptr<graph::ExecState, void (*)(graph::ExecState*)> exec{nullptr,
-                                                                       &graph::destroy_exec_state};
+  ExecPtr exec{nullptr, &graph::destroy_exec_state};
+  // Plans of plan()'s options for other residencies, least recently used first (at most
+  // GraphIR::kResidencyPlans - 1 besides `plan`), each with its buffers and recording.
+  struct OtherPlan {
+    std::unique_ptr<graph::Plan> plan;
+    ExecPtr exec{nullptr, &graph::destroy_exec_state};
+  };
+  std::vector<OtherPlan> others;
+  // Constants uploaded to a GPU, per (constant's name, cuda:N): shared by the residency plans
+  // (their fusion is the same, so the names mean the same values), uploaded once per device.
+  std::map<std::pair<std::string, int>, Tensor> device_constants;
   GraphIR::Stats stats;
   std::mutex exec_mu;  // execute_into: one call at a time (the per-call table is shared)
-  // Drops the plan (and its buffers and recording); waits for an execute in flight.
+  // Drops the plans (and their buffers and recordings); waits for an execute in flight.
   void invalidate() {
     std::lock_guard<std::mutex> lock(exec_mu);
     exec.reset();
     plan.reset();
+    others.clear();
+    device_constants.clear();
   }
+  // Makes the plan for residency `r` current (from `others`, else planned with the current
+  // plan's options and `r`); the caller holds exec_mu. Throws (place()'s ValueError) leaving
+  // the current plan as it was.
+  void use_residency(const graph::Residency& r);
 };
 
 }  // namespace lc

@@ -686,21 +686,61 @@ DType GraphIR::tensor_dtype(const std::string& name) const {
 
 // ---- planning ------------------------------------------------------------------------------
 
-const GraphPlanSummary& GraphIR::plan(const GraphPlanOptions& opts) {
-  validate();
-  impl_->invalidate();
+namespace {
+// Fusion, views, placement and buffers of the (validated) graph under `opts`.
+std::unique_ptr<graph::Plan> build_plan(const GraphIR::Impl& im, const GraphPlanOptions& opts) {
   auto p = std::make_unique<graph::Plan>();
   p->opts = opts;
-  p->g = graph::resolve(impl_->tensors, impl_->nodes, impl_->outputs, nullptr);
+  p->g = graph::resolve(im.tensors, im.nodes, im.outputs, nullptr);
   p->summary.fusions = graph::fuse(p->g, opts.fusion);
   graph::lower_views(p->g, &p->summary.view_aliases, &p->summary.view_copies);
   graph::place(*p);
   graph::pack_buffers(*p);
+  return p;
+}
+}  // namespace
+
+const GraphPlanSummary& GraphIR::plan(const GraphPlanOptions& opts) {
+  validate();
+  impl_->invalidate();
+  auto p = build_plan(*impl_, opts);
   std::lock_guard<std::mutex> lock(impl_->exec_mu);
   impl_->exec.reset();
   impl_->plan = std::move(p);
   return impl_->plan->summary;
 }
+
+void GraphIR::Impl::use_residency(const graph::Residency& r) {
+  if (graph::plan_matches(*plan, r)) return;
+  auto hit = std::find_if(others.begin(), others.end(),
+                          [&](const OtherPlan& o) { return graph::plan_matches(*o.plan, r); });
+  OtherPlan cur{std::move(plan), std::move(exec)};
+  if (hit != others.end()) {
+    plan = std::move(hit->plan);
+    exec = std::move(hit->exec);
+    others.erase(hit);
+  } else {
+    GraphPlanOptions o = cur.plan->opts;
+    o.resident_inputs.clear();
+    for (std::size_t k = 0; k < r.input_gpu.size(); ++k)
+      if (r.input_gpu[k] >= 0)
+        o.resident_inputs.emplace_back(cur.plan->g.tensors[static_cast<std::size_t>(cur.plan->g.inputs[k])].name,
+                                       r.input_gpu[k]);
+    o.results_on_device = r.results_on_device;
+    try {
+      plan = build_plan(*this, o);
+    } catch (...) {
+      plan = std::move(cur.plan);
+      exec = std::move(cur.exec);
+      throw;
+    }
+    ++stats.residency_plans;
+  }
+  others.push_back(std::move(cur));  // most recently used last
+  while (others.size() + 1 > static_cast<std::size_t>(GraphIR::kResidencyPlans)) others.erase(others.begin());
+}
+
+const GraphIR::Impl& GraphIR::impl() const { return *impl_; }
 
 bool GraphIR::planned() const { return impl_->plan != nullptr; }
 

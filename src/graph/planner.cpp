@@ -19,6 +19,7 @@
 // CUDA graph also keep the graph outputs and a staging slot per input in the arena, so the
 // recording's addresses stay fixed.
 #include <algorithm>
+#include <map>
 #include <sstream>
 
 #include "backends/backend.h"
@@ -45,8 +46,12 @@ double nbytes(const TensorEntry& t) {
   return n;
 }
 
-// The cost of an assignment (true = GPU) of the steps.
-double plan_cost(const Resolved& g, const std::vector<bool>& on_gpu, const CostModel& m) {
+// The cost of an assignment (true = GPU) of the steps. `resident[id]`: graph input `id` lives
+// on the GPU (free to read there, a download to read on the CPU); other inputs live in host
+// memory (an upload to read on the GPU). Results a GPU step produces pay a download unless
+// `results_on_device`.
+double plan_cost(const Resolved& g, const std::vector<bool>& on_gpu, const CostModel& m,
+                 const std::vector<bool>& resident, bool results_on_device) {
   double t = 0;
   bool prev_gpu = false;
   for (std::size_t i = 0; i < g.steps.size(); ++i) {
@@ -63,14 +68,17 @@ double plan_cost(const Resolved& g, const std::vector<bool>& on_gpu, const CostM
       // Constants (and views of them) are uploaded once per plan.
       if (g.tensors[static_cast<std::size_t>(root)].constant) continue;
       const int p = g.producer[static_cast<std::size_t>(id)];
-      const bool src_gpu = p >= 0 ? on_gpu[static_cast<std::size_t>(p)] : false;  // inputs: host
+      const bool src_gpu = p >= 0 ? on_gpu[static_cast<std::size_t>(p)]
+                                  : resident[static_cast<std::size_t>(root)];  // graph inputs
       if (src_gpu != on_gpu[i]) t += transfer_us(m, nbytes(te), on_gpu[i]);
     }
   }
-  for (int id : g.outputs) {
-    const int p = g.producer[static_cast<std::size_t>(id)];
-    if (p >= 0 && on_gpu[static_cast<std::size_t>(p)])
-      t += transfer_us(m, nbytes(g.tensors[static_cast<std::size_t>(id)]), false);
+  if (!results_on_device) {
+    for (int id : g.outputs) {
+      const int p = g.producer[static_cast<std::size_t>(id)];
+      if (p >= 0 && on_gpu[static_cast<std::size_t>(p)])
+        t += transfer_us(m, nbytes(g.tensors[static_cast<std::size_t>(id)]), false);
+    }
   }
   return t;
 }
@@ -82,7 +90,109 @@ std::string us(double v) {
   return o.str();
 }
 
+// The list "x, y" of the graph inputs `ids`.
+std::string name_list(const Resolved& g, const std::vector<int>& ids) {
+  std::string r;
+  for (int id : ids) r += (r.empty() ? "" : ", ") + g.tensors[static_cast<std::size_t>(id)].name;
+  return r;
+}
+
+const std::string& first_reader(const Resolved& g, int id) {
+  for (const Step& s : g.steps)
+    for (int x : s.in)
+      if (x == id || (x >= 0 && g.view_base[static_cast<std::size_t>(x)] == id)) return s.name;
+  return g.tensors[static_cast<std::size_t>(id)].name;
+}
+
+// Reads opts.resident_inputs into p.input_gpu (checked: graph inputs only, GPU indices >= -1).
+void read_residency(Plan& p) {
+  const Resolved& g = p.g;
+  p.input_gpu.assign(g.inputs.size(), -1);
+  p.results_on_device = p.opts.results_on_device;
+  for (const auto& [name, gpu] : p.opts.resident_inputs) {
+    std::size_t k = 0;
+    while (k < g.inputs.size() && g.tensors[static_cast<std::size_t>(g.inputs[k])].name != name) ++k;
+    if (k == g.inputs.size())
+      throw_value("graph", "plan: resident input '" + name + "' is not a graph input; the inputs are " +
+                               (g.inputs.empty() ? std::string("none") : name_list(g, g.inputs)));
+    if (gpu < -1)
+      throw_value("graph", "plan: resident input '" + name + "': GPU index " + std::to_string(gpu) +
+                               " (use -1 for host memory, N for cuda:N)");
+    p.input_gpu[k] = gpu;
+  }
+}
+
+// The GPU a plan's GPU steps use: the request's cuda:N, else the resident inputs' GPU (they
+// must share one, and it must be the requested one: the eager ops' rule, OpRunner::place),
+// else this thread's current device.
+int choose_gpu(const Plan& p) {
+  const Resolved& g = p.g;
+  int resident = -1, first = -1;
+  for (std::size_t k = 0; k < g.inputs.size(); ++k) {
+    const int gpu = p.input_gpu[k];
+    if (gpu < 0) continue;
+    if (resident < 0) {
+      resident = gpu;
+      first = g.inputs[k];
+      continue;
+    }
+    if (gpu != resident) {
+      const int id = g.inputs[k];
+      throw_value("graph", "input '" + g.tensors[static_cast<std::size_t>(id)].name + "' (read by node '" +
+                               first_reader(g, id) + "') is on " + place_name(DeviceKind::cuda, gpu) +
+                               " but input '" + g.tensors[static_cast<std::size_t>(first)].name +
+                               "' (read by node '" + first_reader(g, first) + "') is on " +
+                               place_name(DeviceKind::cuda, resident) + "; move it with .to(\"" +
+                               place_name(DeviceKind::cuda, resident) +
+                               "\") (every GPU input of a graph must be on one device)");
+    }
+  }
+  const int want = p.opts.device == DeviceRequest::cpu ? -1 : p.opts.device_index;
+  if (want >= 0 && resident >= 0 && resident != want) {
+    throw_value("graph", "input '" + g.tensors[static_cast<std::size_t>(first)].name + "' (read by node '" +
+                             first_reader(g, first) + "') is on " + place_name(DeviceKind::cuda, resident) +
+                             " but the plan runs on " + place_name(DeviceKind::cuda, want) +
+                             " (device='" + place_name(DeviceKind::cuda, want) + "'); move it with .to(\"" +
+                             place_name(DeviceKind::cuda, want) + "\") or plan with device='" +
+                             place_name(DeviceKind::cuda, resident) + "'");
+  }
+  if (want >= 0) return want;
+  if (resident >= 0) return resident;
+  return cuda_available() ? lc::current_device(DeviceKind::cuda) : 0;
+}
+
+// "inputs x, y resident on cuda:0: no upload charged (a download where a CPU step reads them);
+// input z in host memory: an upload where a GPU step reads it; results in host memory".
+std::string residency_text(const Plan& p) {
+  const Resolved& g = p.g;
+  std::map<int, std::vector<int>> by_gpu;  // -1: host
+  for (std::size_t k = 0; k < g.inputs.size(); ++k) by_gpu[p.input_gpu[k]].push_back(g.inputs[k]);
+  std::string r;
+  for (const auto& [gpu, ids] : by_gpu) {
+    const bool one = ids.size() == 1;
+    r += (r.empty() ? "" : "; ") + std::string(one ? "input " : "inputs ") + name_list(g, ids);
+    if (gpu >= 0)
+      r += " resident on " + place_name(DeviceKind::cuda, gpu) + ": no upload charged (a download where a CPU step reads " +
+           (one ? "it)" : "them)");
+    else
+      r += std::string(" in host memory: an upload charged where a GPU step reads ") + (one ? "it" : "them");
+  }
+  r += (r.empty() ? "" : "; ") +
+       std::string(p.results_on_device ? "results stay on the device (no download charged)"
+                                       : "results in host memory (a download charged for those a GPU step produces)");
+  return r;
+}
+
 }  // namespace
+
+std::string place_name(DeviceKind k, int index) {
+  std::string r = to_string(k);
+  if (k != DeviceKind::cpu && index >= 0) {
+    r += ':';
+    r += std::to_string(index);
+  }
+  return r;
+}
 
 void place(Plan& p) {
   Resolved& g = p.g;
@@ -100,6 +210,13 @@ void place(Plan& p) {
     s.gpu_us = std::max(0.0, m.gpu_us(w) - m.gpu_launch_us);
     gpu_ok[i] = s.def->supports(DeviceKind::cuda, a);
   }
+  read_residency(p);
+  std::vector<bool> resident(g.tensors.size(), false);  // per tensor: a GPU-resident input
+  for (std::size_t k = 0; k < g.inputs.size(); ++k)
+    resident[static_cast<std::size_t>(g.inputs[k])] = p.input_gpu[k] >= 0;
+  const bool rod = p.results_on_device;
+  const int gpu = choose_gpu(p);  // also checks the inputs' GPUs (a CPU plan too: as eager)
+  sum.residency = residency_text(p);
   std::vector<bool> on_gpu(n, false);
   const DeviceRequest req = p.opts.device;
   if (req == DeviceRequest::cpu) {
@@ -107,8 +224,11 @@ void place(Plan& p) {
   } else if (req == DeviceRequest::metal) {
     require_device(req, "graph");  // throws: not on this platform
   } else if (req == DeviceRequest::cuda) {
-    if (!p.opts.assume_gpu) require_device(req, "graph");  // lc::Unavailable without a GPU
-    sum.placement_reason = "device='cuda' requested";
+    if (!p.opts.assume_gpu) {
+      require_device(req, "graph");  // lc::Unavailable without a GPU
+      require_device_index(DeviceKind::cuda, gpu, "graph");  // cuda:N must exist
+    }
+    sum.placement_reason = "device='" + place_name(DeviceKind::cuda, p.opts.device_index) + "' requested";
     for (std::size_t i = 0; i < n; ++i) {
       on_gpu[i] = gpu_ok[i];
       if (!gpu_ok[i]) {
@@ -123,7 +243,7 @@ void place(Plan& p) {
     sum.placement_reason = "device='auto': no usable GPU, every step on the CPU";
   } else {
     std::vector<bool> all_gpu = gpu_ok;
-    const double c_cpu = plan_cost(g, on_gpu, m), c_gpu = plan_cost(g, all_gpu, m);
+    const double c_cpu = plan_cost(g, on_gpu, m, resident, rod), c_gpu = plan_cost(g, all_gpu, m, resident, rod);
     if (c_gpu < c_cpu) on_gpu = all_gpu;
     double best = std::min(c_cpu, c_gpu);
     for (bool improved = true; improved;) {  // single-step moves while they pay
@@ -131,7 +251,7 @@ void place(Plan& p) {
       for (std::size_t i = 0; i < n; ++i) {
         if (!gpu_ok[i] && !on_gpu[i]) continue;
         on_gpu[i] = !on_gpu[i];
-        const double c = plan_cost(g, on_gpu, m);
+        const double c = plan_cost(g, on_gpu, m, resident, rod);
         if (c + 1e-9 < best) {
           best = c;
           improved = true;
@@ -149,12 +269,17 @@ void place(Plan& p) {
     n_gpu += on_gpu[i] ? 1 : 0;
   }
   std::vector<bool> none(n, false), all = gpu_ok;
-  sum.est_cpu_us = plan_cost(g, none, m);
-  sum.est_gpu_us = plan_cost(g, all, m);
-  sum.est_plan_us = plan_cost(g, on_gpu, m);
+  sum.est_cpu_us = plan_cost(g, none, m, resident, rod);
+  sum.est_gpu_us = plan_cost(g, all, m, resident, rod);
+  sum.est_plan_us = plan_cost(g, on_gpu, m, resident, rod);
   sum.device = n_gpu * 2 > n ? DeviceKind::cuda : DeviceKind::cpu;
   sum.crosses_devices = n_gpu != 0 && n_gpu != n;
   p.device = sum.device;
+  p.gpu_index = n_gpu > 0 ? gpu : -1;
+  sum.device_index = p.gpu_index;
+  // A GPU of an "auto" plan (the resident inputs' or the policy's cuda:N) must exist too.
+  if (p.gpu_index >= 0 && !p.opts.assume_gpu && req != DeviceRequest::cuda)
+    require_device_index(DeviceKind::cuda, p.gpu_index, "graph");
 
   // Capture: one recording of the whole plan through the backend's seam. A real graph needs a
   // single-device GPU plan of steps that never wait for the host (embedding checks its ids with
@@ -178,7 +303,9 @@ void place(Plan& p) {
                              "forbids; steps run one by one";
       }
     sum.captured = ok;
-    if (ok) sum.capture_reason = "one CUDA graph per (graph, shapes, dtypes, device)";
+    if (ok)
+      sum.capture_reason = "one CUDA graph per (graph, shapes, dtypes, device), on " +
+                           place_name(DeviceKind::cuda, p.gpu_index);
   }
   if (p.opts.strict && p.opts.use_graph && p.device != DeviceKind::cpu && !sum.captured)
     throw_value("graph", "strict: the plan cannot be captured as one graph: " + sum.capture_reason);
@@ -303,9 +430,11 @@ namespace lc {
 
 std::string GraphPlanSummary::to_string() const {
   std::ostringstream o;
-  o << "plan: " << steps.size() << " step(s) on " << lc::to_string(device)
+  o << "plan: " << steps.size() << " step(s) on "
+    << graph::place_name(device, device == DeviceKind::cpu ? -1 : device_index)
     << (crosses_devices ? " (crosses devices)" : "") << "\n";
   o << "placement: " << placement_reason << "\n";
+  if (!residency.empty()) o << "residency: " << residency << "\n";
   o << "execution: " << (captured ? "captured graph" : "direct") << " (" << capture_reason << ")\n";
   o << "memory: peak " << graph::fmt_bytes(peak_bytes) << " for " << buffers
     << " intermediate(s) (one buffer each: " << graph::fmt_bytes(naive_bytes) << "), constants "
@@ -315,7 +444,8 @@ std::string GraphPlanSummary::to_string() const {
       << view_copies << " copy step(s) (a layout no strides express)\n";
   o << "steps:\n";
   for (const GraphStep& s : steps) {
-    o << "  " << s.name << ": " << s.op << " on " << lc::to_string(s.device);
+    o << "  " << s.name << ": " << s.op << " on "
+      << graph::place_name(s.device, s.device == DeviceKind::cpu ? -1 : device_index);
     if (!s.attrs.empty()) o << " [" << s.attrs << "]";
     if (!s.fused.empty()) {
       o << " + fused";

@@ -139,7 +139,9 @@ CaptureKey graph_key(const Tensor& x, const Tensor& w, const Tensor* bias,
                      static_cast<std::int64_t>(prm.act), prm.causal ? 1 : 0,
                      static_cast<std::int64_t>(scale_bits),
                      static_cast<std::int64_t>(p.precision), static_cast<std::int64_t>(dev),
-                     dev == DeviceKind::cpu ? 0 : get_backend(dev).current_device()});
+                     dev == DeviceKind::cpu         ? 0
+                     : p.device_index >= 0 ? p.device_index  // the policy's cuda:N
+                                           : get_backend(dev).current_device()});
   return k;
 }
 
@@ -180,6 +182,8 @@ void build_graph(GraphIR& g, const Tensor& x, const Tensor& w, const Tensor* bia
   g.set_outputs({"out"});
   GraphPlanOptions o;
   o.device = dev == DeviceKind::cpu ? DeviceRequest::cpu : DeviceRequest::cuda;
+  // The policy's cuda:N; none: the GPU of the resident inputs, else the current one (as eager).
+  o.device_index = dev == DeviceKind::cpu ? -1 : p.device_index;
   o.precision = p.precision;
   g.plan(o);
 }
