@@ -192,7 +192,8 @@ def test_auto_dispatches_like_the_pinned_gpu_after_deciding(small_model, rng, mo
 
     def run_on(loc, enc, ids, mask, types, mode, keep=False):
         calls.append((loc, id(enc), ids.shape, mode, keep))
-        return model.__class__._run_on(model, "cpu", cpu_enc, ids, mask, types, mode)
+        res = model.__class__._run_on(model, "cpu", cpu_enc, ids, mask, types, mode)
+        return lc.Tensor(res) if keep else res     # a "device" tensor when asked to keep it
 
     monkeypatch.setattr(model, "_run_on", run_on)
     monkeypatch.setattr("lightning_core.models._sentence.parse_device",
@@ -213,6 +214,21 @@ def test_auto_dispatches_like_the_pinned_gpu_after_deciding(small_model, rng, mo
         b = model.encode(sents, batch_size=4, device="cuda", **kw)
         assert auto_calls == calls and auto_calls[0][:2] == ("cuda:0", id(fake_gpu_enc))
         np.testing.assert_array_equal(a, b)
+    # more than one batch: the GPU batches stay on the device (keep) and come down once, on
+    # both paths alike; the rows match the one-batch result
+    more = sents + ["the dog sat", "a cat ran far", "mat"]
+    one = model.encode(more, batch_size=8, device="cuda")
+    calls.clear()
+    a = model.encode(more, batch_size=4)
+    auto_calls = list(calls)
+    calls.clear()
+    b = model.encode(more, batch_size=4, device="cuda")
+    assert auto_calls == calls and [c[4] for c in calls] == [True, True]
+    assert isinstance(a, np.ndarray) and a.dtype == np.float32 and a.shape == one.shape
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, one, rtol=1e-5, atol=1e-6)
+    ids, mask, types = model.tokenize(more)
+    assert rel_err(a, ref_embed(cfg, W, ids, mask, types)) <= 2e-5
     assert p.measurements == 0
 
 

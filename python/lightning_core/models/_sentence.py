@@ -419,7 +419,9 @@ class SentenceEncoder:
         if device == "auto" and self._gpu():
             return self._encode_with(sentences, batch_size, normalize,
                                      self._auto_runner(dtype, execution_mode, as_tensor), where,
-                                     as_tensor, "cpu")
+                                     as_tensor, "cpu",
+                                     None if as_tensor else self._auto_runner(
+                                         dtype, execution_mode, True))
         source = "no-gpu" if device == "auto" else "explicit"
         # "auto" reaches here only without a usable GPU (self._gpu(), the one GPU check).
         loc = "cpu" if device == "auto" else parse_device(_auto_device(device), where)
@@ -430,7 +432,16 @@ class SentenceEncoder:
             last[:] = ids.shape
             return pinned(ids, mask, types)
 
-        res = self._encode_with(sentences, batch_size, normalize, run, where, as_tensor, loc)
+        deferred = None
+        if loc != "cpu" and not as_tensor:
+            kept = self._pinned_runner(loc, dtype, execution_mode, True)
+
+            def deferred(ids, mask, types):
+                last[:] = ids.shape
+                return kept(ids, mask, types)
+
+        res = self._encode_with(sentences, batch_size, normalize, run, where, as_tensor, loc,
+                                deferred)
         if last:
             B, S = last
             self.last_placement = PlacementDecision(
@@ -473,34 +484,45 @@ class SentenceEncoder:
         return out[0] if single else out
 
     def _encode_with(self, sentences, batch_size, normalize, run, where, as_tensor=False,
-                     home="cpu"):
+                     home="cpu", deferred_run=None):
         """encode's serial loop with ``run(ids, mask, types) -> pooled [B, dim]`` per batch
         (numpy, or an ``lc.Tensor`` on a GPU when ``as_tensor``); ``home``: where an empty
-        result tensor lives."""
+        result tensor lives.
+
+        ``deferred_run``: a runner whose GPU batches stay on the device (``keep``), used for a
+        numpy result of more than one batch: no batch waits for its download, so the GPU's work
+        on one batch overlaps the host's tokenised-batch preparation of the next, and the rows
+        come down once at the end (`_tensor_result`). One batch keeps ``run`` (its download is
+        the one synchronisation either way, and the host-side pooling tail is shorter)."""
         single, sentences = self._check(sentences, batch_size, where)
-        if as_tensor:
-            parts = [(idx, run(ids, mask, types))
+        if as_tensor or (deferred_run is not None and len(sentences) > batch_size):
+            r = run if as_tensor else deferred_run
+            parts = [(idx, r(ids, mask, types))
                      for idx, ids, mask, types in self._batches(sentences, batch_size)]
-            return self._tensor_result(parts, len(sentences), normalize, single, home)
+            return self._tensor_result(parts, len(sentences), normalize, single, home,
+                                       to_numpy=not as_tensor)
         out = np.zeros((len(sentences), self.dim), np.float32)
         if sentences:
             for idx, ids, mask, types in self._batches(sentences, batch_size):
                 out[idx] = run(ids, mask, types)
         return self._finish(out, normalize, single)
 
-    def _tensor_result(self, parts, n, normalize, single, home):
+    def _tensor_result(self, parts, n, normalize, single, home, to_numpy=False):
         """``convert_to_tensor``: the batches' rows as one float32 ``lc.Tensor [n, dim]`` in
         input order. All numpy (the CPU ran every batch): assembled and normalised as the numpy
         result, then wrapped. Any ``lc.Tensor`` (a GPU's batches): assembled where the first
         one lives (numpy batches uploaded), put in input order by one row gather
         (``embedding`` with the inverse permutation) and L2-normalised there (row sums of
-        squares as a GEMV, one elementwise pass); nothing is downloaded."""
+        squares as a GEMV, one elementwise pass); nothing is downloaded. ``to_numpy``: the
+        same rows as numpy float32 (one download at the end)."""
         dim = self.dim
         loc = next((r.location for _, r in parts if isinstance(r, _C.Tensor)), None)
         if loc is None:
             out = np.zeros((n, dim), np.float32)
             for idx, r in parts:
                 out[idx] = r
+            if to_numpy:
+                return self._finish(out, normalize, single)
             if n == 0 and home != "cpu":
                 with device_context(home):
                     return _C.Tensor(out, "cuda")
@@ -525,6 +547,9 @@ class SentenceEncoder:
                 ones = _C.Tensor(np.ones((dim, 1), np.float32), dev)
                 ss = _C.matmul(_C.mul(out, out), ones)                     # [n, 1]
                 out = _C.elementwise_program("sqrt x1; max t0 1e-12; div x0 t1", out, ss)
+            if to_numpy:
+                host = np.array(out.numpy(), dtype=np.float32)      # the one download
+                return host[0] if single else host
         return out.reshape(dim) if single else out
 
     def _encode_distributed(self, sentences, batch_size, device, dtype, normalize,
