@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 import lightning_core as lc
-from lightning_core import _lightning_core as _C
 
 pytest.importorskip("safetensors.numpy")
 pytest.importorskip("tokenizers")

@@ -432,16 +432,15 @@ class SentenceEncoder:
             last[:] = ids.shape
             return pinned(ids, mask, types)
 
-        deferred = None
-        if loc != "cpu" and not as_tensor:
-            kept = self._pinned_runner(loc, dtype, execution_mode, True)
+        kept = (self._pinned_runner(loc, dtype, execution_mode, True)
+                if loc != "cpu" and not as_tensor else None)
 
-            def deferred(ids, mask, types):
-                last[:] = ids.shape
-                return kept(ids, mask, types)
+        def run_kept(ids, mask, types):    # a GPU's rows left there (several batches)
+            last[:] = ids.shape
+            return kept(ids, mask, types)
 
         res = self._encode_with(sentences, batch_size, normalize, run, where, as_tensor, loc,
-                                deferred)
+                                None if kept is None else run_kept)
         if last:
             B, S = last
             self.last_placement = PlacementDecision(
