@@ -79,6 +79,13 @@ def _torch_model(torch, W: Dict[str, np.ndarray], device: str, dtype: str):
         m = transformers.ViTModel(conf, add_pooling_layer=False, attn_implementation="sdpa")
     except TypeError:
         m = transformers.ViTModel(conf, add_pooling_layer=False)
+    # The installed ViTModel's own parameter names: transformers 5 renamed them
+    # (layers.N.attention.q_proj...; seen with 5.17 on the H200), published checkpoints and 4.x
+    # use encoder.layer.N.attention.attention.query...; convert ours to whichever it expects.
+    from lightning_core.models import convert_vit_state_dict, vit_key_scheme
+
+    scheme = vit_key_scheme(m.state_dict().keys()) or "classic"
+    W = convert_vit_state_dict(W, scheme)
     missing, unexpected = m.load_state_dict({k: torch.from_numpy(v) for k, v in W.items()},
                                             strict=False)
     if missing or unexpected:

@@ -449,6 +449,9 @@ def test_parallel_bench_smoke(tmp_path):
     assert ("throughput", "sentence-transformers") in cases
     assert ("tensor_parallel", "16x512") in cases
     assert all(row["auto_over_best"] > 0 for row in out["rows"] if row["case"] == "placement")
+    # the per-call breakdown: no re-measuring once decided, the lookup timed
+    assert all(row["remeasured"] == 0 and row["decide_us"] > 0
+               for row in out["rows"] if row["case"] == "placement")
     if not out["gpu"]:
         assert all(row["auto_choice"] == "cpu" for row in out["rows"] if row["case"] == "placement")
         assert [row["sentences_per_s"] > 0 for row in out["rows"] if row.get("peer") == "lc cpu"] == [True]

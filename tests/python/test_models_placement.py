@@ -248,7 +248,7 @@ def test_encode_auto_uses_each_buckets_decision(small_model, rng, monkeypatch):
     real_run_on = model._run_on
     cpu_enc = model.encoder("cpu", "float32")
 
-    def run_on(loc, enc, ids, mask, types, mode):
+    def run_on(loc, enc, ids, mask, types, mode, keep=False):
         ran.append((loc, ids.shape[0]))
         return real_run_on("cpu", cpu_enc, ids, mask, types, mode)
 

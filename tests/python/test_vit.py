@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import lightning_core as lc
-from lightning_core.models import VisionConfig, VisionEncoder, random_vit_state_dict
+from lightning_core.models import (VIT_KEY_SCHEMES, VisionConfig, VisionEncoder,
+                                   convert_vit_state_dict, random_vit_state_dict, vit_key_scheme)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
@@ -317,15 +318,13 @@ def test_against_transformers_vit(rng, dtype):
     hf_cfg = transformers.ViTConfig(**{k: v for k, v in cfg.items()
                                        if k not in ("pooling", "projection_dim")})
     model = transformers.ViTModel(hf_cfg, add_pooling_layer=False)
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in w.items()},
+    # transformers 5 renamed ViTModel's parameters (layers.N.attention.q_proj..., seen with
+    # 5.17 on the H200); 4.x keeps encoder.layer.N.attention.attention.query...: give the model
+    # its own scheme, and read its state dict back in whichever it is.
+    scheme = vit_key_scheme(model.state_dict().keys()) or "classic"
+    w_hf = convert_vit_state_dict(w, scheme)
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in w_hf.items()},
                                                 strict=False)
-    if missing and unexpected:
-        # Seen on the H200 (transformers installed there, 2026-12-01): this transformers names
-        # ViT's parameters differently from the classic ViTModel names LC maps; the comparison
-        # needs that mapping first.
-        pytest.skip(f"transformers {transformers.__version__} renamed ViTModel's parameters "
-                    f"(e.g. {sorted(missing)[:4]}); VisionEncoder.from_hf_state_dict maps the "
-                    "classic names (encoder.layer.N.attention.attention.query.weight, ...)")
     assert not missing and not unexpected
     tdt = torch.float32 if dtype == "float32" else torch.bfloat16
     model = model.to("cuda", tdt).eval()
@@ -349,3 +348,69 @@ def test_against_transformers_vit(rng, dtype):
             assert _rel(t, ref.astype(np.float64)) < 1e-4
         assert _min_cos(t, ref.astype(np.float64)) >= 0.999
         np.testing.assert_array_equal(_f32(p), t[:, 0])
+
+
+# ---- the two ViTModel naming schemes (classic / transformers 5) -----------------------------
+
+def _classic_to_layers_by_hand(w):
+    """The transformers 5 names, written out independently of convert_vit_state_dict."""
+    ren = {"attention.attention.query": "attention.q_proj", "attention.attention.key":
+           "attention.k_proj", "attention.attention.value": "attention.v_proj",
+           "attention.output.dense": "attention.o_proj", "intermediate.dense": "mlp.fc1",
+           "output.dense": "mlp.fc2"}
+    out = {}
+    for k, v in w.items():
+        if k.startswith("encoder.layer."):
+            i, rest = k[len("encoder.layer."):].split(".", 1)
+            name, suffix = rest.rsplit(".", 1)
+            k = f"layers.{i}.{ren.get(name, name)}.{suffix}"
+        out[k] = v
+    return out
+
+
+def test_vit_key_schemes_convert_both_ways(rng):
+    cfg = dict(ODD, qkv_bias=True)
+    w = _weights(cfg, rng)
+    w["pooler.dense.weight"] = np.zeros((21, 21), np.float32)       # passed through
+    assert vit_key_scheme(w) == "classic"
+    new = convert_vit_state_dict(w, "layers")
+    assert new == _classic_to_layers_by_hand(w)
+    assert vit_key_scheme(new) == "layers"
+    for k in ("layers.2.attention.q_proj.bias", "layers.0.attention.o_proj.weight",
+              "layers.1.mlp.fc1.weight", "layers.1.mlp.fc2.bias", "layers.0.layernorm_after.bias",
+              "embeddings.patch_embeddings.projection.weight", "layernorm.weight",
+              "pooler.dense.weight"):
+        assert k in new, k
+    assert not any(k.startswith("encoder.") for k in new)
+    assert all(new[k] is v for k, v in _classic_to_layers_by_hand(w).items())  # no copies
+    back = convert_vit_state_dict(new, "classic")
+    assert back.keys() == w.keys() and all(back[k] is w[k] for k in w)
+    assert convert_vit_state_dict(w, "classic") == w                   # already there
+    # a "vit." prefix (ViTForImageClassification) is kept
+    pre = convert_vit_state_dict({"vit." + k: v for k, v in w.items()}, "layers")
+    assert "vit.layers.0.attention.k_proj.weight" in pre and "vit.layernorm.bias" in pre
+    assert vit_key_scheme(["embeddings.cls_token", "layernorm.weight"]) is None
+    with pytest.raises(ValueError, match="mixes"):
+        vit_key_scheme(["encoder.layer.0.output.dense.weight", "layers.0.mlp.fc2.weight"])
+    with pytest.raises(ValueError, match="to="):
+        convert_vit_state_dict(w, "v5")
+    assert VIT_KEY_SCHEMES == ("classic", "layers")
+
+
+@pytest.mark.parametrize("scheme", ["classic", "layers"])
+def test_from_hf_state_dict_reads_either_scheme(rng, scheme):
+    cfg = dict(ODD, qkv_bias=True)
+    w = _weights(cfg, rng)
+    sd = convert_vit_state_dict(w, scheme)
+    sd["vit.pooler.dense.bias"] = np.zeros(21, np.float32)              # ignored
+    sd = {("vit." + k if not k.startswith("vit.") else k): v for k, v in sd.items()}
+    enc = VisionEncoder.from_hf_state_dict(sd, cfg)
+    imgs = _images(rng, cfg, 2)
+    ref_t, ref_p = reference_vit(cfg, w, imgs)
+    t, p = enc.forward(imgs)
+    assert _rel(_f32(t), ref_t) < 1e-4 and _rel(_f32(p), ref_p) < 1e-4
+    out = enc.state_dict(scheme=scheme)
+    assert vit_key_scheme(out) == scheme
+    assert set(out) == set(convert_vit_state_dict(w, scheme))
+    with pytest.raises(ValueError, match="scheme"):
+        enc.state_dict(scheme="v5")

@@ -25,8 +25,10 @@ from ._sentence import SentenceEncoder, resolve_model_dir
 from ._runner import TinyTransformerConfig, TinyTransformerRunner
 from ._placement import AutoPlacement, PlacementDecision
 from ._parallel import TensorParallelEncoder
-from ._vit import VisionConfig, VisionEncoder, random_vit_state_dict
+from ._vit import (VIT_KEY_SCHEMES, VisionConfig, VisionEncoder, convert_vit_state_dict,
+                   random_vit_state_dict, vit_key_scheme)
 
 __all__ = ["BertConfig", "TransformerEncoder", "SentenceEncoder", "resolve_model_dir", "bucket_size",
            "TinyTransformerConfig", "TinyTransformerRunner", "AutoPlacement", "PlacementDecision",
-           "TensorParallelEncoder", "VisionConfig", "VisionEncoder", "random_vit_state_dict"]
+           "TensorParallelEncoder", "VisionConfig", "VisionEncoder", "random_vit_state_dict",
+           "vit_key_scheme", "convert_vit_state_dict", "VIT_KEY_SCHEMES"]

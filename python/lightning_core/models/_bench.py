@@ -30,7 +30,8 @@ import numpy as np
 from .. import _lightning_core as _C
 from ._bert import BertConfig, TransformerEncoder
 
-__all__ = ["MINILM_CONFIG", "PEERS", "minilm_weights", "run_bench", "format_table"]
+__all__ = ["MINILM_CONFIG", "PEERS", "minilm_weights", "run_bench", "format_table",
+           "wordpiece_vocab", "bench_sentences", "write_sentence_transformers_dir"]
 
 MINILM_CONFIG = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
                      num_attention_heads=12, intermediate_size=1536, hidden_act="gelu",
@@ -65,6 +66,146 @@ def minilm_weights(model: str, random_weights: bool) -> Tuple[dict, Dict[str, np
         return cfg, dict(stn.load_file(str(d / "model.safetensors"))), f"real weights ({d})"
     cfg = dict(MINILM_CONFIG)
     return cfg, random_bert_weights(cfg), "random weights of the all-MiniLM-L6-v2 config"
+
+
+# ---- a sentence-transformers model directory from random weights (no hub, no network) -----------
+_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_SUFFIXES = ("s", "ing", "ed", "er", "ly")
+_ONSETS = ("b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
+           "br", "ch", "cl", "dr", "gr", "pl", "sh", "st", "th", "tr")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "oo")
+
+
+def _pseudo_words():
+    """Deterministic pronounceable lowercase words (onset + vowel, two or three times), in a
+    fixed order: 1-syllable first, so a small vocabulary still holds whole words."""
+    syl = [o + v for o in _ONSETS for v in _VOWELS]
+    yield from syl
+    for a in syl:
+        for b in syl:
+            yield a + b
+
+
+def wordpiece_vocab(size: int) -> List[str]:
+    """A BERT-style WordPiece vocabulary of exactly ``size`` entries (id = position): the special
+    tokens ([PAD] = 0, [UNK], [CLS], [SEP], [MASK]), the letters, digits and punctuation with
+    their ``##`` continuations (any lowercase ASCII word tokenises), a few suffix pieces, then
+    pseudo-words. ``size`` >= 128."""
+    if size < 128:
+        raise ValueError(f"wordpiece_vocab: size must be >= 128 (got {size})")
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,;:!?'-()")
+    vocab = list(dict.fromkeys(list(_SPECIAL) + chars + ["##" + c for c in chars]
+                               + ["##" + x for x in _SUFFIXES]))
+    seen = set(vocab)
+    for w in _pseudo_words():
+        if len(vocab) >= size:
+            break
+        if w not in seen:
+            seen.add(w)
+            vocab.append(w)
+    return vocab[:size]
+
+
+def bench_sentences(n: int, vocab_size: int = 30522, seed: int = 1) -> List[str]:
+    """``n`` deterministic sentences of 5 to 60 words (pseudo-words of `wordpiece_vocab`, some
+    with a suffix that tokenises as a ``##`` piece, a few spelled out letter by letter, commas
+    and a final full stop): varied lengths, as a real corpus has."""
+    rng = np.random.default_rng(seed)
+    words = [w for w in wordpiece_vocab(max(128, min(vocab_size, 8000)))
+             if w not in _SPECIAL and not w.startswith("##") and len(w) > 1]
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(5, 61))
+        picks = rng.integers(0, len(words), size=k)
+        toks = []
+        for j, i in enumerate(picks):
+            w = words[int(i)]
+            r = rng.random()
+            if r < 0.15:
+                w += _SUFFIXES[int(rng.integers(0, len(_SUFFIXES)))]
+            elif r < 0.18:
+                w = "".join(chr(ord("a") + int(c)) for c in rng.integers(0, 26, size=7))
+            if j and rng.random() < 0.08:
+                toks[-1] += ","
+            toks.append(w)
+        s = " ".join(toks)
+        out.append(s[:1].upper() + s[1:] + ".")
+    return out
+
+
+def write_sentence_transformers_dir(directory, cfg: dict, W: Dict[str, np.ndarray],
+                                    max_seq_length: int = 256):
+    """Writes a sentence-transformers model directory, laid out as all-MiniLM-L6-v2's, from a
+    BERT config and weights (e.g. `random_bert_weights` of `MINILM_CONFIG`); returns its path.
+
+    Files: ``config.json`` (a Hugging Face BertConfig: ``model_type`` "bert"),
+    ``model.safetensors`` (float32, the classic BertModel names, metadata ``format: pt`` as
+    transformers requires: the published checkpoints' format, so transformers reads it through
+    its usual loading path), the tokenizer (``tokenizer.json``: a WordPiece tokenizer over
+    `wordpiece_vocab` with BERT's normaliser, pre-tokeniser and [CLS] ... [SEP] template, built
+    with ``tokenizers``; ``vocab.txt``, ``tokenizer_config.json``, ``special_tokens_map.json``),
+    and sentence-transformers' ``modules.json`` (Transformer, Pooling, Normalize),
+    ``sentence_bert_config.json`` (``max_seq_length``) and ``1_Pooling/config.json`` (mean
+    pooling). Both ``SentenceEncoder.from_pretrained`` and
+    ``sentence_transformers.SentenceTransformer`` load it, offline (no hub access). Needs
+    ``safetensors`` and ``tokenizers`` only.
+    """
+    from pathlib import Path
+
+    from ._sentence import _need
+
+    stn = _need("safetensors.numpy")
+    tk = _need("tokenizers")
+    d = Path(directory)
+    (d / "1_Pooling").mkdir(parents=True, exist_ok=True)
+    (d / "2_Normalize").mkdir(exist_ok=True)
+    c = BertConfig.from_dict(cfg)
+    vocab = wordpiece_vocab(c.vocab_size)
+    ids = {t: i for i, t in enumerate(vocab)}
+    tok = tk.Tokenizer(tk.models.WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = tk.normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                   strip_accents=None, lowercase=True)
+    tok.pre_tokenizer = tk.pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = tk.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+    tok.decoder = tk.decoders.WordPiece(prefix="##")
+    tok.add_special_tokens(list(_SPECIAL))
+    tok.save(str(d / "tokenizer.json"))
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    special = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+               "cls_token": "[CLS]", "mask_token": "[MASK]"}
+    _write_json(d / "special_tokens_map.json", special)
+    _write_json(d / "tokenizer_config.json", dict(
+        special, do_lower_case=True, tokenize_chinese_chars=True, strip_accents=None,
+        tokenizer_class="BertTokenizer", model_max_length=c.max_position_embeddings))
+    hf = dict(architectures=["BertModel"], model_type="bert", attention_probs_dropout_prob=0.1,
+              hidden_dropout_prob=0.1, initializer_range=0.02, position_embedding_type="absolute",
+              use_cache=True, **{f: getattr(c, f) for f in (
+                  "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "intermediate_size", "hidden_act", "layer_norm_eps",
+                  "max_position_embeddings", "type_vocab_size", "pad_token_id")})
+    _write_json(d / "config.json", hf)
+    stn.save_file({k: np.ascontiguousarray(v, np.float32) for k, v in W.items()},
+                  str(d / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(d / "modules.json", [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling",
+         "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize",
+         "type": "sentence_transformers.models.Normalize"}])
+    _write_json(d / "sentence_bert_config.json",
+                {"max_seq_length": int(max_seq_length), "do_lower_case": False})
+    _write_json(d / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": c.hidden_size, "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False})
+    return d
+
+
+def _write_json(path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
 
 
 def random_bert_weights(cfg: dict, seed: int = 0) -> Dict[str, np.ndarray]:

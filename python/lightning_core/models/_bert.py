@@ -439,3 +439,27 @@ class TransformerEncoder:
         s = np.asarray(_C.matmul(w, hidden).numpy(), dtype=np.float32).reshape(B, h)
         cnt = np.maximum((m != 0).sum(axis=1, keepdims=True), 1).astype(np.float32)
         return s / cnt
+
+    def mean_pool_tensor(self, hidden, attention_mask):
+        """Masked mean over the sequence as a float32 ``lc.Tensor [B, hidden]`` on the encoder's
+        device (nothing is downloaded; `SentenceEncoder.encode(..., convert_to_tensor=True)`).
+
+        The same arithmetic as `mean_pool`: the masked sum as one batched GEMM with 0/1 weights
+        in the encoder's dtype (float32 accumulation), converted to float32, then divided by the
+        token count in float32 (one broadcast elementwise pass)."""
+        from ..policy import policy
+
+        m = np.asarray(attention_mask)
+        B, S = m.shape
+        h = self.config.hidden_size
+        if B == 0 or S == 0:
+            return _C.Tensor(np.zeros((B, h), np.float32), self.device)
+        real = m != 0
+        cnt = np.maximum(real.sum(axis=1), 1).astype(np.float32).reshape(B, 1, 1)
+        with policy(device=self.device):
+            w = _C.Tensor(real.astype(np.float32).reshape(B, 1, S), self.device, self.dtype)
+            s = _C.matmul(w, hidden)                                       # [B, 1, h]
+            if s.dtype != "float32":
+                s = s.astype("float32")
+            pooled = _C.elementwise_program("div x0 x1", s, _C.Tensor(cnt, self.device))
+        return pooled.reshape(B, h)

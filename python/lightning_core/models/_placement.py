@@ -128,6 +128,10 @@ class AutoPlacement:
         self._seen: dict = {}      # the same as source="memo" (what later calls return)
         self._lock = threading.Lock()
         self._cpu = None           # the CPU fingerprint's digest, on first persisted use
+        #: How many times a bucket was measured (both sides run) by this placement.
+        self.measurements = 0
+        #: Called as ``on_measure(bucket, dtype)`` before each measurement (tests count them).
+        self.on_measure: Callable[[tuple, str], None] | None = None
 
     # ---- keys --------------------------------------------------------------------------------
     def bucket(self, B: int, S: int) -> tuple:
@@ -228,6 +232,9 @@ class AutoPlacement:
         return None
 
     def _measure(self, bucket: tuple, dtype: str, run: Callable[[str], Any]) -> tuple:
+        self.measurements += 1
+        if self.on_measure is not None:
+            self.on_measure(bucket, dtype)
         results = {}
         failed = {}
         for side in _SIDES:            # warm-up: graph capture, lazy uploads, one-time costs

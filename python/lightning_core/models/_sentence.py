@@ -196,29 +196,58 @@ class SentenceEncoder:
             self._placements[execution_mode] = p
         return p
 
-    def _run_on(self, loc: str, enc: TransformerEncoder, ids, mask, types, execution_mode):
+    def _run_on(self, loc: str, enc: TransformerEncoder, ids, mask, types, execution_mode,
+                keep: bool = False):
+        """One batch on ``loc``: the mean-pooled rows, numpy float32 ``[B, dim]``; with ``keep``
+        on a GPU a float32 ``lc.Tensor`` left there (not downloaded, not synchronised)."""
         with device_context(loc):
             hidden = enc.forward(ids, mask, types, execution_mode=execution_mode)
+            if keep and loc != "cpu":
+                return enc.mean_pool_tensor(hidden, mask)
             return enc.mean_pool(hidden, mask)
 
-    def _auto_runner(self, dtype: str, execution_mode):
-        """A batch runner for ``device="auto"`` with a GPU: the placement decides per bucket."""
+    def _pinned_runner(self, loc: str, dtype: str, execution_mode, keep: bool = False):
+        """The batch runner of one device: ``run(ids, mask, types)`` -> pooled rows (`_run_on`).
+
+        ``encode(device=...)`` runs its batches with it, and ``device="auto"`` runs each
+        decided batch with the runner of the chosen side: one code path for both. The encoder
+        is looked up on the first batch (an empty input uploads nothing)."""
+        encs: list = []
+        run_on = self._run_on
+
+        def run(ids, mask, types):
+            if not encs:
+                encs.append(self.encoder(loc, dtype))
+            if keep:
+                return run_on(loc, encs[0], ids, mask, types, execution_mode, keep=True)
+            return run_on(loc, encs[0], ids, mask, types, execution_mode)
+
+        return run
+
+    def _auto_runner(self, dtype: str, execution_mode, keep: bool = False):
+        """A batch runner for ``device="auto"`` with a GPU: the placement decides per bucket.
+
+        Once a bucket is decided, a batch costs the placement's memo lookup (a dict get under a
+        lock) on top of the chosen side's `_pinned_runner` (made once per side and encode call).
+        While measuring, both sides run their numpy path (downloaded, so synchronised)."""
         placement = self.placement(execution_mode)
-        locs: dict = {}
+        runners: dict = {}     # (side, keep) -> the side's pinned runner
+        counts = self.last_device_batches
+
+        def runner(side, k):
+            r = runners.get((side, k))
+            if r is None:
+                r = runners[(side, k)] = self._pinned_runner(
+                    parse_device(side, "SentenceEncoder.encode"), dtype, execution_mode, k)
+            return r
 
         def run_batch(ids, mask, types):
-            def run(side):
-                loc = locs.get(side)
-                if loc is None:
-                    loc = locs[side] = parse_device(side, "SentenceEncoder.encode")
-                return self._run_on(loc, self.encoder(loc, dtype), ids, mask, types,
-                                    execution_mode)
-
-            d, res = placement.decide(ids.shape[0], ids.shape[1], dtype, run)
+            d, res = placement.decide(ids.shape[0], ids.shape[1], dtype,
+                                      lambda side: runner(side, False)(ids, mask, types))
             if res is None:
-                res = run(d.device)
+                res = runner(d.device, keep)(ids, mask, types)
             self.last_placement = d
-            self.last_device_batches[d.device] = self.last_device_batches.get(d.device, 0) + 1
+            counts[d.device] = counts.get(d.device, 0) + 1
             return res
 
         return run_batch
@@ -302,8 +331,10 @@ class SentenceEncoder:
     def encode(self, sentences, batch_size: int = 32, device: str = "auto",
                dtype: str = "float32", normalize: bool = True,
                execution_mode: str | None = None, *, devices: Sequence[Any] | None = None,
-               distributed: bool = False) -> np.ndarray:
-        """Embeddings of `sentences` as numpy float32 ``[N, dim]`` (one row per sentence).
+               distributed: bool = False, convert_to_tensor: bool = False,
+               convert_to_numpy: bool = True, normalize_embeddings: bool | None = None):
+        """Embeddings of `sentences` as numpy float32 ``[N, dim]`` (one row per sentence), or
+        an ``lc.Tensor`` on request (``convert_to_tensor=True``).
 
         Parameters
         ----------
@@ -333,13 +364,33 @@ class SentenceEncoder:
             same sentences, encodes its contiguous shard (rank r of world w: rows
             ``r*ceil(N/w)`` to ``(r+1)*ceil(N/w)``) and all-gathers the embeddings, so every
             rank returns all N rows.
+        convert_to_tensor : bool, optional
+            Return a float32 ``lc.Tensor`` instead of numpy (sentence-transformers' name). On a
+            GPU the embeddings stay there: pooling, row order and normalisation run on the
+            device and nothing is downloaded (``device="auto"``: on the GPU when any batch ran
+            there, batches the CPU took are uploaded; on the CPU when every batch ran there).
+            On the CPU an ``lc.Tensor`` on the CPU. ``devices=`` / ``distributed=True`` gather
+            the rows on the host: a CPU ``lc.Tensor``.
+        convert_to_numpy : bool, optional
+            sentence-transformers' name: True (default) returns numpy unless
+            ``convert_to_tensor``; False returns the ``lc.Tensor`` as ``convert_to_tensor=True``
+            does (one ``[N, dim]`` tensor, where sentence-transformers gives a list of rows).
+        normalize_embeddings : bool, optional
+            sentence-transformers' name of ``normalize``; when given it wins over ``normalize``.
 
         Returns
         -------
-        numpy.ndarray
+        numpy.ndarray or lc.Tensor
             float32 ``[N, dim]`` (``[dim]`` for a single str).
         """
         where = "SentenceEncoder.encode"
+        if normalize_embeddings is not None:
+            normalize = bool(normalize_embeddings)
+        as_tensor = bool(convert_to_tensor) or not convert_to_numpy
+        if as_tensor and (distributed or devices is not None):
+            got = self.encode(sentences, batch_size, device, dtype, normalize, execution_mode,
+                              devices=devices, distributed=distributed)
+            return _C.Tensor(np.ascontiguousarray(got))
         if distributed:
             return self._encode_distributed(sentences, batch_size, device, dtype, normalize,
                                             execution_mode, devices)
@@ -367,20 +418,29 @@ class SentenceEncoder:
         self.last_device_batches = {}
         if device == "auto" and self._gpu():
             return self._encode_with(sentences, batch_size, normalize,
-                                     self._auto_runner(dtype, execution_mode), where)
+                                     self._auto_runner(dtype, execution_mode, as_tensor), where,
+                                     as_tensor, "cpu",
+                                     None if as_tensor else self._auto_runner(
+                                         dtype, execution_mode, True))
         source = "no-gpu" if device == "auto" else "explicit"
         # "auto" reaches here only without a usable GPU (self._gpu(), the one GPU check).
         loc = "cpu" if device == "auto" else parse_device(_auto_device(device), where)
         last: list = []
-        encs: list = []
+        pinned = self._pinned_runner(loc, dtype, execution_mode, as_tensor)
 
         def run(ids, mask, types):
-            if not encs:        # built (or found) on the first batch: [] uploads nothing
-                encs.append(self.encoder(loc, dtype))
             last[:] = ids.shape
-            return self._run_on(loc, encs[0], ids, mask, types, execution_mode)
+            return pinned(ids, mask, types)
 
-        res = self._encode_with(sentences, batch_size, normalize, run, where)
+        kept = (self._pinned_runner(loc, dtype, execution_mode, True)
+                if loc != "cpu" and not as_tensor else None)
+
+        def run_kept(ids, mask, types):    # a GPU's rows left there (several batches)
+            last[:] = ids.shape
+            return kept(ids, mask, types)
+
+        res = self._encode_with(sentences, batch_size, normalize, run, where, as_tensor, loc,
+                                None if kept is None else run_kept)
         if last:
             B, S = last
             self.last_placement = PlacementDecision(
@@ -422,14 +482,74 @@ class SentenceEncoder:
             out /= np.maximum(norms, 1e-12)
         return out[0] if single else out
 
-    def _encode_with(self, sentences, batch_size, normalize, run, where):
-        """encode's serial loop with ``run(ids, mask, types) -> pooled [B, dim]`` per batch."""
+    def _encode_with(self, sentences, batch_size, normalize, run, where, as_tensor=False,
+                     home="cpu", deferred_run=None):
+        """encode's serial loop with ``run(ids, mask, types) -> pooled [B, dim]`` per batch
+        (numpy, or an ``lc.Tensor`` on a GPU when ``as_tensor``); ``home``: where an empty
+        result tensor lives.
+
+        ``deferred_run``: a runner whose GPU batches stay on the device (``keep``), used for a
+        numpy result of more than one batch: no batch waits for its download, so the GPU's work
+        on one batch overlaps the host's tokenised-batch preparation of the next, and the rows
+        come down once at the end (`_tensor_result`). One batch keeps ``run`` (its download is
+        the one synchronisation either way, and the host-side pooling tail is shorter)."""
         single, sentences = self._check(sentences, batch_size, where)
+        if as_tensor or (deferred_run is not None and len(sentences) > batch_size):
+            r = run if as_tensor else deferred_run
+            parts = [(idx, r(ids, mask, types))
+                     for idx, ids, mask, types in self._batches(sentences, batch_size)]
+            return self._tensor_result(parts, len(sentences), normalize, single, home,
+                                       to_numpy=not as_tensor)
         out = np.zeros((len(sentences), self.dim), np.float32)
         if sentences:
             for idx, ids, mask, types in self._batches(sentences, batch_size):
                 out[idx] = run(ids, mask, types)
         return self._finish(out, normalize, single)
+
+    def _tensor_result(self, parts, n, normalize, single, home, to_numpy=False):
+        """``convert_to_tensor``: the batches' rows as one float32 ``lc.Tensor [n, dim]`` in
+        input order. All numpy (the CPU ran every batch): assembled and normalised as the numpy
+        result, then wrapped. Any ``lc.Tensor`` (a GPU's batches): assembled where the first
+        one lives (numpy batches uploaded), put in input order by one row gather
+        (``embedding`` with the inverse permutation) and L2-normalised there (row sums of
+        squares as a GEMV, one elementwise pass); nothing is downloaded. ``to_numpy``: the
+        same rows as numpy float32 (one download at the end)."""
+        dim = self.dim
+        loc = next((r.location for _, r in parts if isinstance(r, _C.Tensor)), None)
+        if loc is None:
+            out = np.zeros((n, dim), np.float32)
+            for idx, r in parts:
+                out[idx] = r
+            if to_numpy:
+                return self._finish(out, normalize, single)
+            if n == 0 and home != "cpu":
+                with device_context(home):
+                    return _C.Tensor(out, "cuda")
+            return _C.Tensor(np.ascontiguousarray(self._finish(out, normalize, single)))
+        from ..policy import policy
+        dev = "cpu" if loc == "cpu" else "cuda"     # "cuda": loc's GPU, made current below
+        with device_context(loc), policy(device=dev):
+            buf = _C.Tensor.empty([n, dim], device=dev, dtype="float32")
+            order = np.empty(n, np.int64)
+            pos = 0
+            for idx, r in parts:
+                B = len(idx)
+                if not isinstance(r, _C.Tensor):
+                    r = _C.Tensor(np.ascontiguousarray(r, np.float32), dev)
+                buf[pos:pos + B].copy_(r)
+                order[pos:pos + B] = idx
+                pos += B
+            inv = np.empty(n, np.int32)
+            inv[order] = np.arange(n, dtype=np.int32)   # row i of the result = buf[inv[i]]
+            out = _C.embedding(_C.Tensor(inv, dev), buf)
+            if normalize:
+                ones = _C.Tensor(np.ones((dim, 1), np.float32), dev)
+                ss = _C.matmul(_C.mul(out, out), ones)                     # [n, 1]
+                out = _C.elementwise_program("sqrt x1; max t0 1e-12; div x0 t1", out, ss)
+            if to_numpy:
+                host = np.array(out.numpy(), dtype=np.float32)      # the one download
+                return host[0] if single else host
+        return out.reshape(dim) if single else out
 
     def _encode_distributed(self, sentences, batch_size, device, dtype, normalize,
                             execution_mode, devices):

@@ -44,7 +44,8 @@ import numpy as np
 from .. import _lightning_core as _C
 from ._blocks import MLP_ACTIVATIONS, mlp_up, self_attention
 
-__all__ = ["VisionConfig", "VisionEncoder", "random_vit_state_dict"]
+__all__ = ["VisionConfig", "VisionEncoder", "random_vit_state_dict", "vit_key_scheme",
+           "convert_vit_state_dict", "VIT_KEY_SCHEMES"]
 
 _FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 _MODES = ("auto", "eager", "graph")
@@ -171,6 +172,92 @@ def _hf_shapes(c: VisionConfig) -> dict:
     if c.projection_dim is not None:
         s["projection.weight"] = (c.projection_dim, h)
     return s
+
+
+# ---- the two naming schemes of Hugging Face's ViTModel ------------------------------------------
+#: "classic": ``encoder.layer.N.attention.attention.query.weight`` ... (published checkpoints and
+#: transformers 4.x); "layers": ``layers.N.attention.q_proj.weight`` ... (ViTModel's own names
+#: in transformers 5.x, seen with 5.17 on the H200). The embeddings, the final ``layernorm.*``
+#: and ``pooler.dense.*`` are named alike in both.
+VIT_KEY_SCHEMES = ("classic", "layers")
+
+# Per encoder layer: (classic name, "layers" name), after the "encoder.layer.N." / "layers.N."
+# prefix; the ".weight" / ".bias" suffix is kept.
+_VIT_LAYER_NAMES = (
+    ("attention.attention.query", "attention.q_proj"),
+    ("attention.attention.key", "attention.k_proj"),
+    ("attention.attention.value", "attention.v_proj"),
+    ("attention.output.dense", "attention.o_proj"),
+    ("intermediate.dense", "mlp.fc1"),
+    ("output.dense", "mlp.fc2"),
+    ("layernorm_before", "layernorm_before"),
+    ("layernorm_after", "layernorm_after"),
+)
+_VIT_LAYER_PREFIX = {"classic": "encoder.layer.", "layers": "layers."}
+_VIT_TO = {"classic": {b: a for a, b in _VIT_LAYER_NAMES},
+           "layers": {a: b for a, b in _VIT_LAYER_NAMES}}
+
+
+def _vit_split(key: str):
+    """(outer prefix such as "vit.", scheme, layer index, inner name, suffix) of a layer key, or
+    None for a key outside the encoder layers."""
+    for outer in ("", "vit."):
+        if outer and not key.startswith(outer):
+            continue
+        rest = key[len(outer):]
+        for scheme, pre in _VIT_LAYER_PREFIX.items():
+            if not rest.startswith(pre):
+                continue
+            idx, dot, tail = rest[len(pre):].partition(".")
+            if not (dot and idx.isdigit()):
+                continue
+            inner, dot, suffix = tail.rpartition(".")
+            src = (_VIT_TO["layers"] if scheme == "classic" else _VIT_TO["classic"])
+            if dot and inner in src:
+                return outer, scheme, idx, inner, suffix
+    return None
+
+
+def vit_key_scheme(keys) -> Optional[str]:
+    """Which naming scheme ViT state dict keys use: "classic", "layers" or None (no encoder
+    layer keys, e.g. a zero-layer model, where both schemes agree).
+
+    ``keys``: an iterable of names (a state dict or its ``.keys()``). Raises ValueError when
+    the keys mix both schemes.
+    """
+    seen = {parts[1] for parts in map(_vit_split, keys) if parts is not None}
+    if len(seen) > 1:
+        raise ValueError("vit_key_scheme: the state dict mixes the classic ViTModel names "
+                         "(encoder.layer.N.attention.attention.query...) and the transformers 5 "
+                         "names (layers.N.attention.q_proj...); use one scheme")
+    return seen.pop() if seen else None
+
+
+def convert_vit_state_dict(state_dict: Mapping[str, Any], to: str) -> dict:
+    """The same tensors under scheme ``to`` ("classic" or "layers"; see `VIT_KEY_SCHEMES`).
+
+    The source scheme is detected (`vit_key_scheme`); an outer ``vit.`` prefix is kept; keys
+    outside the encoder layers (embeddings, ``layernorm.*``, ``pooler.*``, ``classifier.*``,
+    ``projection.weight``) are passed through; values are not copied. Used by
+    `VisionEncoder.from_hf_state_dict` (to read either scheme), `VisionEncoder.state_dict`
+    (``scheme=``) and benchmarks/python/vit_bench.py (to load our weights into whichever
+    ViTModel is installed: ``to=vit_key_scheme(model.state_dict())``).
+    """
+    if to not in VIT_KEY_SCHEMES:
+        raise ValueError(f"convert_vit_state_dict: to={to!r} is not one of {VIT_KEY_SCHEMES}")
+    src = vit_key_scheme(state_dict.keys())
+    if src is None or src == to:
+        return dict(state_dict)
+    names, pre = _VIT_TO[to], _VIT_LAYER_PREFIX[to]
+    out = {}
+    for k, v in state_dict.items():
+        parts = _vit_split(k)
+        if parts is None:
+            out[k] = v
+        else:
+            outer, _, idx, inner, suffix = parts
+            out[f"{outer}{pre}{idx}.{names[inner]}.{suffix}"] = v
+    return out
 
 
 def random_vit_state_dict(config, seed: int = 0) -> dict:
@@ -319,8 +406,12 @@ class VisionEncoder:
         A ``vit.`` prefix (``ViTForImageClassification``) is removed; the pooler
         (``pooler.dense.*``: HF's dense + tanh head), ``classifier.*`` and
         ``embeddings.mask_token`` are not part of this model and are ignored. CLIP's
-        ``visual_projection.weight`` is accepted as ``projection.weight``.
+        ``visual_projection.weight`` is accepted as ``projection.weight``. Either naming scheme
+        of the encoder layers is read (`vit_key_scheme`: the classic
+        ``encoder.layer.N.attention.attention.query.weight`` ... or transformers 5's
+        ``layers.N.attention.q_proj.weight`` ...; `convert_vit_state_dict`).
         """
+        state_dict = convert_vit_state_dict(state_dict, "classic")
         w = {}
         for k, v in state_dict.items():
             k = k[4:] if k.startswith("vit.") else k
@@ -331,9 +422,14 @@ class VisionEncoder:
             w[k] = v
         return cls(config, w, device=device, dtype=dtype, **kwargs)
 
-    def state_dict(self) -> dict:
+    def state_dict(self, scheme: str = "classic") -> dict:
         """The weights by their Hugging Face names: numpy arrays in the encoder's dtype (the CLS
-        token, position table and patch bias in float32, as given)."""
+        token, position table and patch bias in float32, as given). ``scheme``: "classic"
+        (``encoder.layer.N.attention.attention.query.weight``, published checkpoints) or
+        "layers" (transformers 5's ``layers.N.attention.q_proj.weight``); `VIT_KEY_SCHEMES`."""
+        if scheme not in VIT_KEY_SCHEMES:
+            raise ValueError(f"VisionEncoder.state_dict: scheme {scheme!r} is not one of "
+                             f"{VIT_KEY_SCHEMES}")
         c = self.config
         h, N = c.hidden_size, c.num_patches
 
@@ -369,7 +465,8 @@ class VisionEncoder:
         dt = get(self._ln[0]).dtype
         keep = ("embeddings.cls_token", "embeddings.position_embeddings",
                 "embeddings.patch_embeddings.projection.bias")
-        return {k: np.ascontiguousarray(v if k in keep else v.astype(dt)) for k, v in sd.items()}
+        sd = {k: np.ascontiguousarray(v if k in keep else v.astype(dt)) for k, v in sd.items()}
+        return convert_vit_state_dict(sd, scheme)
 
     def save_safetensors(self, path: str | os.PathLike) -> None:
         """Write `state_dict` (the encoder's dtype) and the config (metadata ``vit_config``)."""
