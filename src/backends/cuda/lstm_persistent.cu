@@ -7,10 +7,12 @@
 //   1. waits until every block has written h_{t-1} (a grid-wide counter in global memory:
 //      each block adds 1 after its step, a step starts when the counter reaches t * blocks),
 //   2. stages h_{t-1} (all B rows, K-chunks of KC columns; read with ld.global.cg from L2, since
-//      other SMs wrote it during this kernel) into shared memory as [k][B] float32,
+//      other SMs wrote it during this kernel) into shared memory as [B][KP] float32 with an odd
+//      row pitch KP (coalesced global reads, conflict-free stores, and the 8 row tiles a warp
+//      reads at one k fall in 8 different banks),
 //   3. computes its [B, 4U] gate pre-activations: thread (ks, item) with item = (unit u, tile of
-//      4 rows) keeps a 4 x 4 (rows x gates) float32 accumulator over its share 1/KS of k, one
-//      float4 of h and one float4 of w per k (16 FMAs), the KS partial sums are added through
+//      4 rows) keeps a 4 x 4 (rows x gates) float32 accumulator over its share 1/KS of k, four
+//      h values and one float4 of w per k (16 FMAs), the KS partial sums are added through
 //      shared memory,
 //   4. adds x_t w_ih^T (prefetched before the wait) and the biases, applies sigmoid / tanh,
 //      updates the cell state and writes h_t into y[t] (and h_n / c_n at the last step).
@@ -60,7 +62,7 @@ struct PersistentParams {
   T* c_n;         // [B, H]
   unsigned long long* counter;  // zero at launch
   i64 steps, rows, hidden;
-  int units, blocks, row_tiles, items, ksplit, kchunk, rows_padded;
+  int units, blocks, row_tiles, items, ksplit, kchunk, kpitch, rows_padded;
 };
 
 // A float from memory other blocks of this kernel write (h_{t-1}): L2 only, never the
@@ -107,10 +109,11 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_persistent_kernel(Persistent
   float* smem = reinterpret_cast<float*>(smem4);
   const i64 B = p.rows, H = p.hidden, G = 4 * H;
   const int U = p.units, nrt = p.row_tiles, items = p.items, KS = p.ksplit, KC = p.kchunk,
-            BP = p.rows_padded;
+            KP = p.kpitch, BP = p.rows_padded;
   float* ws = smem;                                     // [H][U][4] (k, unit, gate)
-  float* hs = ws + H * U * 4;                           // [KC][BP]
-  float* part = hs + static_cast<i64>(KC) * BP;         // [KS][items][kRows][4]
+  float* hs = ws + H * U * 4;                           // [BP][KP] (KP odd, >= KC)
+  // [KS][items][kRows][4], float4-aligned after hs
+  float* part = hs + ((static_cast<i64>(BP) * KP + 3) / 4) * 4;
   float* cs = part + static_cast<i64>(KS) * items * kRows * 4;  // [B][U]
   float* bs = cs + B * U;                               // [U][4]
   const i64 j0 = static_cast<i64>(blockIdx.x) * U;
@@ -167,17 +170,18 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_persistent_kernel(Persistent
       const int kc = static_cast<int>(H - k0 < KC ? H - k0 : KC);
       for (int idx = tid; idx < kc * BP; idx += blockDim.x) {
         const int kk = idx % kc, b = idx / kc;
-        hs[kk * BP + b] = b < B ? ldcg_f(hprev + b * H + k0 + kk) : 0.0f;
+        hs[b * KP + kk] = b < B ? ldcg_f(hprev + b * H + k0 + kk) : 0.0f;
       }
       __syncthreads();
       if (active) {
         const int ka = ks * kc / KS, kb = (ks + 1) * kc / KS;
-        const float4* hp = reinterpret_cast<const float4*>(hs) + rt;
+        const float* hp = hs + rt * kRows * KP;
         const float4* wp = reinterpret_cast<const float4*>(ws) + (k0 * U + u);
         for (int kk = ka; kk < kb; ++kk) {
-          const float4 hv = hp[kk * (BP / 4)];
           const float4 wv = wp[kk * U];
-          const float h4[4] = {hv.x, hv.y, hv.z, hv.w};
+          float h4[kRows];
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) h4[r] = hp[r * KP + kk];
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
             acc[r][0] = fmaf(h4[r], wv.x, acc[r][0]);
@@ -288,6 +292,7 @@ cudaError_t launch_typed(const LstmPersistentArgs& a, const LstmPersistentPlan& 
   p.items = pl.items;
   p.ksplit = pl.ksplit;
   p.kchunk = pl.kchunk;
+  p.kpitch = pl.kpitch;
   p.rows_padded = pl.rows_padded;
   void* args[] = {&p};
   return cudaLaunchCooperativeKernel(kernel_of<T>(), dim3(static_cast<unsigned>(pl.blocks)),
@@ -314,10 +319,12 @@ bool plan_lstm_persistent(std::int64_t rows, std::int64_t hidden, DType dtype, i
   const i64 budget = static_cast<i64>(smem_optin > 0 ? smem_optin : 48 * 1024);
   const i64 left = budget / static_cast<i64>(sizeof(float)) - fixed_floats;
   if (left <= 0) return false;
-  const i64 kc = std::min<i64>(H, left / bp);
+  // Staged h: bp rows of pitch kp = kc rounded up to odd, the array rounded up to a float4.
+  const i64 kc = std::min<i64>(H, (left - 4) / bp - 1);
   if (kc < std::min<i64>(H, 16)) return false;  // too thin a chunk of h to be worth it
+  const i64 kp = kc | 1;
   const std::size_t smem =
-      static_cast<std::size_t>(fixed_floats + kc * bp) * sizeof(float);
+      static_cast<std::size_t>(fixed_floats + (bp * kp + 3) / 4 * 4) * sizeof(float);
   if (smem > 48 * 1024 &&
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(smem)) != cudaSuccess) {
@@ -337,6 +344,7 @@ bool plan_lstm_persistent(std::int64_t rows, std::int64_t hidden, DType dtype, i
   plan.items = static_cast<int>(items);
   plan.ksplit = static_cast<int>(ks);
   plan.kchunk = static_cast<int>(kc);
+  plan.kpitch = static_cast<int>(kp);
   plan.rows_padded = static_cast<int>(bp);
   plan.smem_bytes = smem;
   return true;

@@ -29,7 +29,8 @@ struct LstmPersistentArgs {
   DType dtype = DType::f32;
 };
 struct LstmPersistentPlan {
-  int units = 0, blocks = 0, row_tiles = 0, items = 0, ksplit = 0, kchunk = 0, rows_padded = 0;
+  int units = 0, blocks = 0, row_tiles = 0, items = 0, ksplit = 0, kchunk = 0, kpitch = 0;
+  int rows_padded = 0;
   std::size_t smem_bytes = 0;
 };
 // False when the shape or the device does not fit (the caller runs the per-step path); sets the
