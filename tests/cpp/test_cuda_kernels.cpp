@@ -994,9 +994,10 @@ TEST(CudaAttentionBackward, EmptySizesMisalignmentAndLargeGrids) {
 
 // ---- LSTM (src/backends/cuda/lstm.{cpp,cu}) -----------------------------------------------
 // The CUDA layer against the CPU kernel (test_lstm.cpp checks that one against float64) on the
-// same rounded inputs, NaN-poisoned device outputs, T = 1 (eager) and T > 1 (call 1 eager, call
-// 2 records the step loop, calls 3+ replay it), each call with fresh x / h0 / c0, so a replay
-// that kept stale inputs fails. Tolerance: float32 1e-5; 16-bit 2e-2 (CUDA stores the gate
+// same rounded inputs, NaN-poisoned device outputs, each call with fresh x / h0 / c0. By default
+// these shapes run the persistent kernel; run with LC_LSTM_PERSISTENT=0 they exercise the
+// per-step path: T = 1 (eager) and T > 1 (call 1 eager, call 2 records the step loop, calls 3+
+// replay it), so a replay that kept stale inputs fails. Tolerance: float32 1e-5; 16-bit 2e-2 (CUDA stores the gate
 // pre-activations and h in the 16-bit dtype, the CPU keeps them in float32; each is within 1e-2
 // of float64).
 TEST(CudaLstm, MatchesCpuAcrossEagerRecordAndReplay) {
