@@ -6,7 +6,7 @@ one LSTM layer (lc.lstm vs torch.nn.LSTM: cuDNN on the GPU, torch's CPU kernel, 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 
@@ -17,7 +17,12 @@ LINEAR = [(1024, 1024, 512), (2048, 1024, 512), (4096, 1024, 1024)]
 MATRIX_SUB = [(512, 512), (1024, 1024), (2048, 1024)]
 VECTOR_ADD = [64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 64 * 1024 * 1024]
 # (seq, batch, input, hidden, dtype): the issue's reference size in float32 and bfloat16.
-LSTM = [(128, 32, 512, 512, "float32"), (128, 32, 512, 512, "bfloat16")]
+# (seq, batch, input, hidden, dtype, precision). float32 twice: "fp32" is exact float32 on both
+# sides (torch with TF32 off: cuDNN's IEEE float32 LSTM; LC's default policy), "tf32" lets both
+# use TF32 (torch's cuDNN default for float32 RNNs; LC with lc.policy(precision="tf32"), which
+# only its input-projection GEMM uses: the persistent recurrence is float32 FMAs either way).
+LSTM = [(128, 32, 512, 512, "float32", "fp32"), (128, 32, 512, 512, "float32", "tf32"),
+        (128, 32, 512, 512, "bfloat16", "bf16")]
 
 
 def linear_case(b: int, i_: int, o: int) -> Case:
@@ -118,7 +123,21 @@ def lstm_lc_into(lc: Any, i: Dict[str, Any], out: Any, dev: str) -> Any:
     return out
 
 
-def lstm_case(T: int, B: int, I: int, H: int, dtype: str) -> Case:
+def _lstm_lc(lc: Any, i: Dict[str, Any], dev: str) -> Any:
+    return lc.lstm(i["x"], i["h0"], i["c0"], i["w_ih"], i["w_hh"], i["b_ih"], i["b_hh"],
+                   device=dev)[0]
+
+
+def _with_tf32(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fn run under lc.policy(precision="tf32") (nested on the harness's own policy scope, so only
+    the precision changes)."""
+    def run(lc: Any, *args: Any) -> Any:
+        with lc.policy(precision="tf32"):
+            return fn(lc, *args)
+    return run
+
+
+def lstm_case(T: int, B: int, I: int, H: int, dtype: str, prec: str) -> Case:
     def make(rng: np.random.Generator) -> Dict[str, np.ndarray]:
         k = H ** -0.5
         ins = {"x": randn(rng, T, B, I), "h0": randn(rng, B, H, scale=0.5), "c0": randn(rng, B, H),
@@ -129,19 +148,31 @@ def lstm_case(T: int, B: int, I: int, H: int, dtype: str) -> Case:
             ins = {n: v.astype(ml_dtypes.bfloat16) for n, v in ins.items()}
         return ins
 
+    tf32 = prec == "tf32"
+    precision_note = {
+        "fp32": "precision: exact float32 on both sides (torch: TF32 off, cuDNN's IEEE float32 "
+                "LSTM; LC: default fp32 policy)",
+        "tf32": "precision: TF32 allowed on both sides (torch: cuDNN's default for float32; LC: "
+                "lc.policy(precision='tf32'), used by its input GEMM only, the persistent "
+                "recurrence stays float32)",
+        "bf16": "precision: bfloat16 storage, float32 accumulation on both sides",
+    }[prec]
     return Case(
-        suite="ml", family="lstm", name=f"seq={T},batch={B},input={I},hidden={H},{dtype}",
-        params={"seq": T, "batch": B, "input": I, "hidden": H, "dtype": dtype},
+        suite="ml", family="lstm",
+        name=f"seq={T},batch={B},input={I},hidden={H},{dtype}" + (",tf32" if tf32 else ""),
+        params={"seq": T, "batch": B, "input": I, "hidden": H, "dtype": dtype, "precision": prec},
         make_inputs=make, numpy_fn=lstm_numpy,
-        lc_fn=lambda lc, i, dev: lc.lstm(i["x"], i["h0"], i["c0"], i["w_ih"], i["w_hh"],
-                                         i["b_ih"], i["b_hh"], device=dev)[0],
-        lc_into=lstm_lc_into, out_shape=(T, B, H), dtype=dtype,
-        torch_fn=lstm_torch, tol=1e-4 if dtype == "float32" else 3e-2,
-        # bfloat16 on the CPU says nothing about the cuDNN comparison the case is for
-        cpu_peers=dtype == "float32",
+        lc_fn=_with_tf32(_lstm_lc) if tf32 else _lstm_lc,
+        lc_into=_with_tf32(lstm_lc_into) if tf32 else lstm_lc_into, out_shape=(T, B, H),
+        dtype=dtype, precision=prec, torch_precision="tf32" if tf32 else "fp32",
+        torch_fn=lstm_torch, tol={"fp32": 1e-4, "tf32": 3e-3, "bf16": 3e-2}[prec],
+        # bfloat16 (and the TF32 twin) on the CPU say nothing about the cuDNN comparison
+        cpu_peers=prec == "fp32",
         notes=["one LSTM layer, torch.nn.LSTM layout; y [T, B, H] compared (h_n = y[-1]); "
-               "LC: input GEMM + per step GEMM + fused pointwise kernel, step loop as one CUDA "
-               "graph; torch: nn.LSTM (cuDNN on the GPU)"],
+               "LC CUDA: input GEMM (cuBLASLt) + one persistent cooperative kernel for all steps "
+               "(LC_LSTM_PERSISTENT=0: per step GEMM + fused pointwise kernel replayed as one "
+               "CUDA graph); LC CPU: one pool job for the whole sequence; torch: nn.LSTM (cuDNN "
+               "on the GPU)", precision_note],
     )
 
 

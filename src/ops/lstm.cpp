@@ -169,7 +169,8 @@ const OpDef opdefs::lstm{
     "One LSTM layer over a sequence (torch.nn.LSTM's layout and gate order i, f, g, o): returns "
     "(y, h_n, c_n). One GEMM x w_ih^T for every step, then per step one GEMM h w_hh^T and one "
     "fused pointwise pass; float32, float16, bfloat16 with float32 accumulation and a float32 "
-    "cell state; on CUDA the step loop replays as one captured CUDA graph.",
+    "cell state; on CUDA one persistent kernel runs every step (else the step loop replays as "
+    "one captured CUDA graph); on the CPU the sequence is one pool job.",
     {{in("x", 3), in("h0", -1, 2), in("c0", -1, 2), in("w_ih", 2), in("w_hh", 2),
       opt("b_ih", 1), opt("b_hh", 1)}},
     {"y", "h_n", "c_n"},

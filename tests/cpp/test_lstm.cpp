@@ -10,11 +10,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <thread>
 #include <tuple>
 #include <vector>
 
 #include "backends/backend.h"
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/thread_pool.h"
 #include "lightning_core/dtype.h"
 #include "reference.h"
 
@@ -174,6 +176,40 @@ TEST(CpuLstm, ThreadedPointwisePass) {
   lc::ref::Rng rng;
   run_case({3, 37, 19, 129}, DType::f32, rng);
   run_case({2, 37, 19, 129}, DType::f16, rng);
+}
+
+TEST(CpuLstm, ChunkScheduleShapes) {
+  // The one-job step schedule (lstm.cpp): chunks are (block of 8 units, block of 96 rows).
+  // H = 1, 9, 17 (a partial last unit block), B = 97 and 200 (several row blocks, a partial
+  // last one), a step big enough for several participants, the 16-bit path's alternating h
+  // buffers over an odd number of steps.
+  lc::ref::Rng rng;
+  run_case({2, 97, 3, 9}, DType::f32, rng);
+  run_case({3, 200, 5, 17}, DType::f32, rng);
+  run_case({5, 1, 1, 1}, DType::f32, rng);
+  run_case({6, 33, 40, 64}, DType::f32, rng);
+  run_case({5, 101, 7, 9}, DType::bf16, rng);
+  run_case({3, 4, 0, 17}, DType::f16, rng);
+}
+
+TEST(CpuLstm, NestedAndConcurrentCallsFinish) {
+  // Called from inside pool tasks (the participants then run inline on one thread) and from
+  // two user threads at once (the second finds the pool busy and runs inline): every call
+  // must finish with the right values, whatever number of workers joins it.
+  lc::ref::Rng rng;
+  lc::cpu::parallel_for(0, 4, 1, [&](i64 lo, i64 hi) {
+    for (i64 i = lo; i < hi; ++i) {
+      lc::ref::Rng local(rng.seed() + 1000u + static_cast<std::uint32_t>(i));
+      run_case({4, 9, 6, 24}, DType::f32, local);
+    }
+  });
+  const std::uint32_t seed2 = rng.seed() + 77u;
+  std::thread other([seed2] {
+    lc::ref::Rng local(seed2);
+    for (int i = 0; i < 3; ++i) run_case({8, 40, 16, 48}, DType::f32, local);
+  });
+  for (int i = 0; i < 3; ++i) run_case({8, 40, 16, 48}, DType::f32, rng);
+  other.join();
 }
 
 TEST(CpuLstm, ZeroStepsCopiesTheInitialState) {

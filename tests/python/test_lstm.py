@@ -8,8 +8,11 @@ float16 / bfloat16, with and without biases (and one of the two), h0 / c0 as [B,
 [1, B, H], non-contiguous x and weights, batch_first, lc.Tensor inputs, sizes large enough
 for the CPU's threaded pointwise pass, NaN-poisoned outputs (every element written), bad input
 (ValueError / TypeError naming the op and the shapes; the caller's outputs untouched), the
-registry entry. The CUDA tests (``gpu`` marker) also check the step-loop graph: the first call
-runs eagerly, the next ones replay the recording with new h0 / c0 / x / weights each time.
+registry entry. The CUDA tests (``gpu`` marker) also check the persistent kernel (one
+cooperative launch for all steps) over odd sizes (hidden 1, 7, 33, 512, 1000; batch 1, 3, 32;
+seq 1, 5, 128), 16-bit dtypes, bias forms, the TF32 policy, and a shape that does not fit it;
+and, with LC_LSTM_PERSISTENT=0 in a subprocess, the step-loop graph: the first call runs
+eagerly, the next ones replay the recording with new h0 / c0 / x / weights each time.
 torch.nn.LSTM is compared too when torch is importable.
 
 Tolerances (relative Frobenius error against float64): float32 2e-5; float16 / bfloat16 1e-2
@@ -328,10 +331,11 @@ def test_registry_entry():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_graph_replays_follow_new_inputs(rng, dtype):
-    # Resident weights (the graph's binding stays the same): call 1 runs eagerly, call 2 records
-    # the step loop, calls 3+ replay it; every call brings new x, h0, c0 (copied into the graph's
-    # buffers) and must match its own reference. Then new weights (a new binding: re-recorded
-    # and updated in place) and numpy inputs (uploaded per call).
+    # Resident weights, new x, h0, c0 every call, each matching its own reference; then new
+    # weights and numpy inputs (uploaded per call). In-process this runs the persistent kernel;
+    # test_cuda_step_loop_graph_when_persistent_is_off runs it with LC_LSTM_PERSISTENT=0, where
+    # call 1 runs eagerly, call 2 records the step loop and calls 3+ replay it (new inputs are
+    # copied into the graph's buffers; new weights are a new binding: re-recorded).
     T, B, I, H = 9, 5, 7, 13
     _, _, _, w_ih, w_hh, b_ih, b_hh = make(rng, T, B, I, H, dtype)
     wd = [lc.Tensor(w, device="cuda", dtype=dtype) for w in (w_ih, w_hh, b_ih, b_hh)]
@@ -345,49 +349,135 @@ def test_cuda_graph_replays_follow_new_inputs(rng, dtype):
         check_all(lc.lstm(*args, device="cuda"), ref_lstm(*args), dtype, f"cuda numpy call {call}")
 
 
-@pytest.mark.gpu
-def test_cuda_reports_which_path_ran(rng):
-    # lc.last_op_report()["impl"]: the first call of a shape runs the steps eagerly, the second
-    # records the step-loop graph, later ones replay it; T == 1 is always eager.
-    args = make(rng, 8, 4, 6, 10)
-    targs = [lc.Tensor(a, device="cuda") for a in args]
-    impls = []
-    for _ in range(3):
-        lc.lstm(*targs)
-        impls.append(lc.last_op_report()["impl"])
-    assert impls == ["eager", "graph", "graph"], impls
-    one = make(rng, 1, 4, 6, 10)
-    lc.lstm(*[lc.Tensor(a, device="cuda") for a in one])
-    assert lc.last_op_report()["impl"] == "eager"
-
-
-@pytest.mark.gpu
-def test_cuda_eager_step_loop_when_graphs_are_off(tmp_path):
-    # LC_LSTM_GRAPH=0 (read once per process, hence a subprocess): every call runs the 2T
-    # launches directly into the caller's buffers; results match the reference.
+def _run_with_env(tmp_path, name, body, **env_vars):
+    """Runs `body` (Python, with numpy as np, lightning_core as lc and this module as t) in a
+    fresh interpreter with env_vars set (the LSTM switches are read once per process); it must
+    print "ok"."""
     import os
     import subprocess
     import sys
 
-    script = tmp_path / "eager_lstm.py"
-    script.write_text(textwrap.dedent("""
-        import numpy as np
-        import lightning_core as lc
-        import test_lstm as t
+    script = tmp_path / f"{name}.py"
+    script.write_text("import numpy as np\nimport lightning_core as lc\nimport test_lstm as t\n"
+                      + textwrap.dedent(body) + "\nprint('ok')\n")
+    env = dict(os.environ, **env_vars)
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in sys.path if p])
+    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+
+
+def _persistent_off():
+    import os
+
+    return os.environ.get("LC_LSTM_PERSISTENT") == "0"
+
+
+@pytest.mark.gpu
+def test_cuda_reports_which_path_ran(rng):
+    # lc.last_op_report()["impl"]: shapes that fit run the persistent kernel on every call
+    # (T == 1 included); one that does not fit (batch 300 x hidden 512: more (unit, row tile)
+    # items than a block has threads) runs the per-step path: eager, then the recorded graph.
+    if _persistent_off():
+        pytest.skip("LC_LSTM_PERSISTENT=0 in this process")
+    for T in (8, 1):
+        targs = [lc.Tensor(a, device="cuda") for a in make(rng, T, 4, 6, 10)]
+        for _ in range(2):
+            lc.lstm(*targs)
+            assert lc.last_op_report()["impl"] == "persistent", (T, lc.last_op_report())
+    args = make(rng, 3, 300, 3, 512)
+    targs = [lc.Tensor(a, device="cuda") for a in args]
+    impls = []
+    for _ in range(3):
+        res = lc.lstm(*targs)
+        impls.append(lc.last_op_report()["impl"])
+    assert impls == ["eager", "graph", "graph"], impls
+    check_all(res, ref_lstm(*args), "float32", "cuda batch 300 (per-step path)")
+
+
+@pytest.mark.gpu
+def test_cuda_step_loop_graph_when_persistent_is_off(tmp_path):
+    # LC_LSTM_PERSISTENT=0: the per-step path (first call eager, then the recorded step-loop
+    # graph; T == 1 always eager) with new inputs every call, every dtype.
+    _run_with_env(tmp_path, "graph_lstm", """
+        rng = np.random.default_rng()
+        args = t.make(rng, 8, 4, 6, 10)
+        targs = [lc.Tensor(a, device="cuda") for a in args]
+        impls = []
+        for _ in range(3):
+            lc.lstm(*targs)
+            impls.append(lc.last_op_report()["impl"])
+        assert impls == ["eager", "graph", "graph"], impls
+        lc.lstm(*[lc.Tensor(a, device="cuda") for a in t.make(rng, 1, 4, 6, 10)])
+        assert lc.last_op_report()["impl"] == "eager"
+        for dtype in t.DTYPES:
+            t.test_cuda_graph_replays_follow_new_inputs(rng, dtype)
+    """, LC_LSTM_PERSISTENT="0")
+
+
+@pytest.mark.gpu
+def test_cuda_eager_step_loop_when_graphs_are_off(tmp_path):
+    # LC_LSTM_GRAPH=0 with the persistent kernel off too (both read once per process, hence a
+    # subprocess): every call runs the 2T launches directly into the caller's buffers; results
+    # match the reference.
+    _run_with_env(tmp_path, "eager_lstm", """
         rng = np.random.default_rng()
         for dtype in t.DTYPES:
             for _ in range(3):
                 args = t.make(rng, 7, 3, 5, 9, dtype)
                 t.check_all(lc.lstm(*args, device="cuda"), t.ref_lstm(*args), dtype, "eager")
                 assert lc.last_op_report()["impl"] == "eager", lc.last_op_report()
-        print("ok")
-    """))
-    env = dict(os.environ, LC_LSTM_GRAPH="0")
-    here = os.path.dirname(os.path.abspath(__file__))
-    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in sys.path if p])
-    r = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+    """, LC_LSTM_GRAPH="0", LC_LSTM_PERSISTENT="0")
+
+
+# ---- CUDA: the persistent kernel (lstm_persistent.cu) ----------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 5, 128])
+@pytest.mark.parametrize("B", [1, 3, 32])
+@pytest.mark.parametrize("H", [1, 7, 33, 512, 1000])
+def test_cuda_persistent_odd_sizes(rng, T, B, H):
+    # Units per block not dividing H (7, 33, 1000), a partial row tile (B = 1, 3), two K-chunks
+    # of staged h (H = 1000), long sequences (the grid-wide step counter over 128 steps), random
+    # initial states; NaN-poisoned device outputs, so an element no block writes fails.
+    I = 9 if H != 512 else 512
+    args = make(rng, T, B, I, H)
+    targs = [lc.Tensor(a, device="cuda") for a in args]
+    outs = [lc.Tensor(np.full(s, np.nan, np.float32), device="cuda")
+            for s in [(T, B, H), (B, H), (B, H)]]
+    lc.lstm_into(*targs, *outs)
+    if not _persistent_off():
+        assert lc.last_op_report()["impl"] == "persistent", lc.last_op_report()
+    check_all([o.numpy() for o in outs], ref_lstm(*args), "float32", "cuda persistent")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("T,B,H", [(5, 3, 7), (128, 32, 33), (5, 32, 512), (5, 3, 1000),
+                                   (1, 1, 1)])
+def test_cuda_persistent_16bit(rng, dtype, T, B, H):
+    args = make(rng, T, B, 11, H, dtype, state3=True)
+    res = lc.lstm(*args, device="cuda")
+    if not _persistent_off():
+        assert lc.last_op_report()["impl"] == "persistent", lc.last_op_report()
+    check_all(res, ref_lstm(*args), dtype, f"cuda persistent {dtype}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bias", [(False, False), (True, False), (False, True)])
+def test_cuda_persistent_bias_forms_and_tf32_policy(rng, bias):
+    # Missing biases, and the TF32 policy (the input GEMM may use TF32; the recurrence is
+    # float32 FMAs): within TF32's 1e-3 of float64.
+    args = make(rng, 9, 5, 40, 33, bias=bias)
+    check_all(lc.lstm(*args, device="cuda"), ref_lstm(*args), "float32", "cuda biases")
+    with lc.policy(precision="tf32"):
+        got = lc.lstm(*args, device="cuda")
+    ref = ref_lstm(*args)
+    for name, g, r in zip(("y", "h_n", "c_n"), got, ref):
+        err = rel_error(f64(g), r)
+        assert err <= 1e-3, f"tf32 {name}: {err:.2e}"
 
 
 @pytest.mark.gpu

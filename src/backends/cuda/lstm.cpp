@@ -1,5 +1,8 @@
 // One LSTM layer on the GPU (Backend::lstm, LstmArgs in backend.h): one cuBLASLt GEMM
-// x w_ih^T for all T steps (matmul.cpp), then per step one GEMM h_{t-1} w_hh^T whose residual
+// x w_ih^T for all T steps (matmul.cpp), then by default ONE persistent cooperative kernel for
+// all T steps (lstm_persistent.cu; run_persistent below; LC_LSTM_PERSISTENT=0 turns it off).
+// Shapes it does not fit, and calls under someone else's stream capture, take the per-step
+// path described next: per step one GEMM h_{t-1} w_hh^T whose residual
 // epilogue adds that step's slice of the input projection (D = h w_hh^T + xg_t, one call), and
 // one fused pointwise kernel (lstm.cu: biases, gates, float32 cell state, h_t).
 //
@@ -33,6 +36,7 @@
 #include "backends/cuda/check.h"
 #include "backends/cuda/context.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/lstm_persistent.h"
 #include "backends/cuda/matmul.h"
 #include "lightning_core/errors.h"
 
@@ -239,6 +243,51 @@ void run_graph(const LstmArgs& a, Context& c) {
   copy_async(a.c_n, e.c_n->p, bh * es, c.stream);
 }
 
+// LC_LSTM_PERSISTENT=0 turns the persistent kernel off (read once): the lead's A/B switch.
+bool persistent_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("LC_LSTM_PERSISTENT");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
+// The persistent path (lstm_persistent.cu): the input GEMM into scratch, then one cooperative
+// launch for all T steps, writing the caller's y, h_n, c_n directly. A launch refused as too
+// large right now (another context holds SMs) runs the per-step kernels on the same projection.
+void run_persistent(const LstmArgs& a, Context& c, const LstmPersistentPlan& plan) {
+  const std::size_t es = dtype_size(a.dtype);
+  const std::size_t bh = static_cast<std::size_t>(a.batch * a.hidden);
+  DeviceBlock xg(static_cast<std::size_t>(a.steps) * bh * 4 * es);
+  DeviceBlock counter(sizeof(unsigned long long));
+  input_projection(a, xg.p);
+  LC_CUDA_CHECK(cudaMemsetAsync(counter.p, 0, sizeof(unsigned long long), c.stream));
+  LstmPersistentArgs pa;
+  pa.xg = xg.p;
+  pa.w_hh = a.w_hh;
+  pa.b_ih = a.b_ih;
+  pa.b_hh = a.b_hh;
+  pa.h0 = a.h0;
+  pa.c0 = a.c0;
+  pa.y = a.y;
+  pa.h_n = a.h_n;
+  pa.c_n = a.c_n;
+  pa.counter = static_cast<unsigned long long*>(counter.p);
+  pa.steps = a.steps;
+  pa.rows = a.batch;
+  pa.hidden = a.hidden;
+  pa.dtype = a.dtype;
+  if (launch_lstm_persistent(pa, plan, c.stream)) {
+    note_op_impl("persistent");
+    return;
+  }
+  DeviceBlock gates(bh * 4 * es), cell(bh * sizeof(float));
+  const StepBuffers s{xg.p, a.h0, a.c0, a.w_hh, a.b_ih, a.b_hh, gates.p,
+                      static_cast<float*>(cell.p), a.y, a.h_n, a.c_n};
+  enqueue_steps(a, s);
+  note_op_impl("eager");
+}
+
 }  // namespace
 
 void lstm(const LstmArgs& a) {
@@ -250,7 +299,15 @@ void lstm(const LstmArgs& a) {
     copy_async(a.c_n, a.c0, state, c.stream);
     return;
   }
-  if (a.steps >= 2 && graph_enabled() && !stream_capturing(c.stream))
+  // Persistent kernel first (any T >= 1, never under someone else's stream capture: a
+  // cooperative launch is not recorded), then the step-loop graph, then eager steps.
+  LstmPersistentPlan plan;
+  const bool capturing = stream_capturing(c.stream);
+  if (persistent_enabled() && !capturing &&
+      plan_lstm_persistent(a.batch, a.hidden, a.dtype, c.info.device, c.info.sm_count,
+                           c.info.smem_optin, plan))
+    run_persistent(a, c, plan);
+  else if (a.steps >= 2 && graph_enabled() && !capturing)
     run_graph(a, c);
   else {
     run_eager(a);
