@@ -97,6 +97,33 @@ void gemm_blocked_with_isa(int isa, std::int64_t m, std::int64_t n, std::int64_t
 void bias_act_rows(float* out, std::int64_t rows, std::int64_t cols, std::int64_t ld,
                    const float* bias, Activation act);
 
+// The float32 GEMM's fused epilogue: C[i, j] = act(C[i, j] + bias[j] + residual[i*ldr + j]),
+// bias ([n]) and residual ([m, n] with row stride ldr; it may be C itself) optional.
+struct GemmEpilogue {
+  const float* bias = nullptr;
+  const float* residual = nullptr;
+  std::int64_t ldr = 0;
+  Activation act = Activation::none;
+  bool empty() const { return !bias && !residual && act == Activation::none; }
+};
+// gemm_with plus the epilogue. The pooled path applies it to each tile right after that tile's
+// sgemm, on the same thread, while the tile is still in L1/L2 (C is written once from memory's
+// point of view); the other paths run the GEMM, then one vectorised pass over C (threaded over
+// rows for large C).
+void gemm_fused(GemmPath path, std::int64_t m, std::int64_t n, std::int64_t k, const float* a,
+                std::int64_t lda, const float* b, std::int64_t ldb, bool trans_b, float* c,
+                std::int64_t ldc, const GemmEpilogue& ep);
+// gemm_pooled_with_tiles plus the per-tile epilogue (tests).
+void gemm_pooled_fused_with_tiles(std::int64_t tile_m, std::int64_t tile_n, std::int64_t m,
+                                  std::int64_t n, std::int64_t k, const float* a,
+                                  std::int64_t lda, const float* b, std::int64_t ldb,
+                                  bool trans_b, float* c, std::int64_t ldc,
+                                  const GemmEpilogue& ep);
+// The epilogue alone over a [rows, cols] block of C (row stride ldc), vectorised for the best
+// instruction set; `threaded` spreads large blocks over the pool.
+void gemm_epilogue(float* c, std::int64_t rows, std::int64_t cols, std::int64_t ldc,
+                   const GemmEpilogue& ep, bool threaded);
+
 // gemm: the BLAS-tiled path (only with LC_HAVE_BLAS; without BLAS it runs `blocked`).
 enum class AttentionPath : std::uint8_t { automatic, small, blocked, gemm };
 void attention_with(AttentionPath path, const AttentionArgs& a);
