@@ -12,8 +12,21 @@ namespace lc::cpu {
 
 void matmul(const MatmulArgs& a);
 void attention(const AttentionArgs& a);
-// attention_mha.cpp: batched multi-head / grouped-query attention (MhaArgs).
+// attention_mha.cpp: batched multi-head / grouped-query attention (MhaArgs). float32 calls with
+// short key rows (attention_mha_encoder_fits, sk <= kEncAutoKeys) take attention_enc.cpp's
+// encoder kernel, the rest the tiled path (attention_mha_tiled).
 void attention_mha(const MhaArgs& a);
+void attention_mha_tiled(const MhaArgs& a);
+// attention_enc.cpp: one pool task per (batch, head) pair (or a block of >= 16 of its query
+// rows when pairs < threads), K^T packed once per task, whole score rows in L1, vectorised
+// QK^T / softmax / PV for the instruction set `isa` (0 SSE2, 1 AVX2+FMA, 2 AVX-512F; clamped to
+// this CPU; -1 the best), q / k / v read in place through their strides. Calls that do not fit
+// run attention_mha_tiled.
+constexpr std::int64_t kEncMaxKeys = 512;     // the most keys the encoder kernel takes
+constexpr std::int64_t kEncAutoKeys = 256;    // attention_mha uses it up to this many keys
+constexpr std::int64_t kEncMaxHeadDim = 256;  // d and dv
+bool attention_mha_encoder_fits(const MhaArgs& a);
+void attention_mha_encoder(const MhaArgs& a, int isa = -1);
 // attention_mha_bwd.cpp: its backward (MhaBackwardArgs).
 void attention_mha_backward(const MhaBackwardArgs& a);
 void conv2d(const Conv2dArgs& a);
