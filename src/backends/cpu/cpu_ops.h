@@ -111,7 +111,8 @@ void bias_act_rows(float* out, std::int64_t rows, std::int64_t cols, std::int64_
                    const float* bias, Activation act);
 
 // The float32 GEMM's fused epilogue: C[i, j] = act(C[i, j] + bias[j] + residual[i*ldr + j]),
-// bias ([n]) and residual ([m, n] with row stride ldr; it may be C itself) optional.
+// bias ([n]) and residual ([m, n] with row stride ldr) optional. The residual is read after the
+// GEMM has written C, so it must not overlap C (the op layer stages an aliasing `out`).
 struct GemmEpilogue {
   const float* bias = nullptr;
   const float* residual = nullptr;
