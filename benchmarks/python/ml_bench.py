@@ -1,5 +1,7 @@
-"""ML suite: linear classifier inference, matrix subtraction (preprocessing), vector add, and
-one LSTM layer (lc.lstm vs torch.nn.LSTM: cuDNN on the GPU, torch's CPU kernel, a numpy loop).
+"""ML suite: linear classifier inference, matrix subtraction (preprocessing), vector add, one
+LSTM layer (lc.lstm vs torch.nn.LSTM: cuDNN on the GPU, torch's CPU kernel, a numpy loop), and
+MiniLM's encoder pieces: the MLP up projection with the exact GELU (linear(..., "gelu_erf"),
+fused into the GEMM on the CPU) and its self-attention shapes (vs torch SDPA).
 
     python benchmarks/python/ml_bench.py [--quick] [--out-dir DIR]
 """
@@ -16,13 +18,66 @@ from suite_main import suite_main
 LINEAR = [(1024, 1024, 512), (2048, 1024, 512), (4096, 1024, 1024)]
 MATRIX_SUB = [(512, 512), (1024, 1024), (2048, 1024)]
 VECTOR_ADD = [64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024, 64 * 1024 * 1024]
-# (seq, batch, input, hidden, dtype): the issue's reference size in float32 and bfloat16.
 # (seq, batch, input, hidden, dtype, precision). float32 twice: "fp32" is exact float32 on both
 # sides (torch with TF32 off: cuDNN's IEEE float32 LSTM; LC's default policy), "tf32" lets both
 # use TF32 (torch's cuDNN default for float32 RNNs; LC with lc.policy(precision="tf32"), which
 # only its input-projection GEMM uses: the persistent recurrence is float32 FMAs either way).
 LSTM = [(128, 32, 512, 512, "float32", "fp32"), (128, 32, 512, 512, "float32", "tf32"),
         (128, 32, 512, 512, "bfloat16", "bf16")]
+# MiniLM's MLP up projection (tokens, in, out): exact GELU + bias fused into the GEMM on the
+# CPU; tokens = batch x seq of 1x16, 1x128, 32x128.
+LINEAR_GELU = [(16, 384, 1536), (128, 384, 1536), (4096, 384, 1536)]
+# MiniLM's attention (batch, heads, seq, head dim): the CPU's encoder kernel.
+ENC_ATTENTION = [(1, 12, 16, 32), (1, 12, 128, 32), (32, 12, 128, 32)]
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erf
+        return erf(x)
+    except ImportError:   # slow, but only a reference then
+        import math
+        return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
+
+
+def linear_gelu_case(t: int, i_: int, o: int) -> Case:
+    def ref(i):
+        y = i["x"] @ i["w"].T + i["b"]
+        return 0.5 * y * (1.0 + _erf(y / np.float32(np.sqrt(2.0))))
+    return Case(
+        suite="ml", family="linear + exact gelu", name=f"tokens={t},in={i_},out={o}",
+        params={"tokens": t, "in": i_, "out": o},
+        make_inputs=lambda rng: {"x": randn(rng, t, i_), "w": randn(rng, o, i_, scale=i_ ** -0.5),
+                                 "b": randn(rng, o, scale=0.1)},
+        numpy_fn=ref,
+        lc_fn=lambda lc, i, dev: lc.linear(i["x"], i["w"], i["b"], "gelu_erf", dev),
+        lc_into=lambda lc, i, out, dev: lc.linear_into(i["x"], i["w"], i["b"], out, "gelu_erf", dev),
+        out_shape=(t, o),
+        torch_fn=lambda torch, i: torch.nn.functional.gelu(
+            torch.nn.functional.linear(i["x"], i["w"], i["b"])),
+        tol=1e-3, notes=["BERT's intermediate layer: gelu(x @ W^T + b), exact erf GELU; LC fuses "
+                         "bias + GELU into the GEMM tiles on the CPU"],
+    )
+
+
+def enc_attention_case(b: int, h: int, s: int, d: int) -> Case:
+    def ref(i):
+        q, k, v = (i[n].astype(np.float64) for n in ("q", "k", "v"))
+        sc = np.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(d)
+        p = np.exp(sc - sc.max(-1, keepdims=True))
+        return (np.einsum("bhqk,bhkd->bhqd", p / p.sum(-1, keepdims=True), v)).astype(np.float32)
+    return Case(
+        suite="ml", family="encoder attention", name=f"batch={b},heads={h},seq={s},d={d}",
+        params={"batch": b, "heads": h, "seq": s, "d": d},
+        make_inputs=lambda rng: {n: randn(rng, b, h, s, d) for n in ("q", "k", "v")},
+        numpy_fn=ref, numpy_peer=False, numpy_note="float64 einsum reference only",
+        lc_fn=lambda lc, i, dev: lc.attention(i["q"], i["k"], i["v"], device=dev),
+        out_shape=(b, h, s, d),
+        torch_fn=lambda torch, i: torch.nn.functional.scaled_dot_product_attention(
+            i["q"], i["k"], i["v"]),
+        tol=1e-3, notes=["MiniLM's self-attention shapes (no mask); LC's CPU runs its encoder "
+                         "kernel (one task per (batch, head), vectorised QK^T / softmax / PV)"],
+    )
 
 
 def linear_case(b: int, i_: int, o: int) -> Case:
@@ -181,6 +236,8 @@ def build_cases(quick: bool = False) -> List[Case]:
     cases += [matrix_sub_case(*s) for s in MATRIX_SUB]
     cases += [vector_add_case(n) for n in VECTOR_ADD]
     cases += [lstm_case(*s) for s in LSTM]
+    cases += [linear_gelu_case(*s) for s in LINEAR_GELU]
+    cases += [enc_attention_case(*s) for s in ENC_ATTENTION]
     return cases
 
 

@@ -42,6 +42,8 @@ UploadMode parse_upload(const std::string& s, const char* op);
 SyncMode parse_sync(const std::string& s, const char* op);
 Precision parse_precision(const std::string& s, const char* op);
 Activation parse_activation(const std::string& s, const char* op);
+// parse_activation plus "gelu_erf" (the exact GELU): linear's activation argument.
+Activation parse_linear_activation(const std::string& s, const char* op);
 
 // The policy an op uses when the caller passes none: the innermost PolicyScope of this thread,
 // else the process default. (Python's `with lc.policy(...)` does not use this stack: it lives in

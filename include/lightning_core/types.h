@@ -19,7 +19,10 @@ enum class Precision : std::uint8_t { fp32 = 0, tf32 = 1, bf16 = 2 };
 
 // Fused epilogue of linear / conv. gelu is the tanh approximation everywhere (CPU and CUDA),
 // the same function cuBLASLt's fused GELU epilogue computes, so both backends agree.
-enum class Activation : std::uint8_t { none = 0, relu = 1, gelu = 2 };
+// gelu_erf is the exact form 0.5 x (1 + erf(x / sqrt 2)) (torch's approximate="none", BERT's
+// "gelu"); only linear takes it (parse_linear_activation): the CPU fuses it into the GEMM's
+// epilogue, other devices run the product and then the elementwise gelu_erf (src/ops/matmul.cpp).
+enum class Activation : std::uint8_t { none = 0, relu = 1, gelu = 2, gelu_erf = 3 };
 
 const char* to_string(DeviceKind d);
 const char* to_string(DeviceRequest d);

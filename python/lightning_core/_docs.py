@@ -47,7 +47,8 @@ PARAMS: dict[str, tuple[str, str]] = {
     "eps": ("float", "Added to the variance before the square root."),
     "causal": ("bool", "Mask keys after each query's position (query i sees keys 0..i)."),
     "scale": ("float or None", "Multiplier of q k^T (None: 1/sqrt(head_dim))."),
-    "activation": ("str", 'Activation applied to the result: "none", "relu" or "gelu".'),
+    "activation": ("str", 'Activation applied to the result: "none", "relu" or "gelu" (the tanh '
+                   'form); linear also takes "gelu_erf" (the exact erf form).'),
     "approximate": ("str", '"tanh" (the default) or "none" (the exact erf form).'),
     "alpha": ("float", "Scalar multiplier."),
     "stride_h": ("int", "Vertical stride (>= 1)."),

@@ -75,7 +75,8 @@ nb::object linear_impl(const lc::OpDef& d, const Handles<7>& h, nb::handle out) 
   to_arg(h[1], op, "weight", w);
   const bool has_b = to_opt_arg(h[2], op, "bias", b);
   const bool has_r = to_opt_arg(h[5], op, "residual", r);
-  const lc::Activation act = act_arg(h[3], op);
+  const lc::Activation act =
+      lc::parse_linear_activation(str_param(h[3], op, "activation"), op);  // + "gelu_erf"
   const lc::ExecutionPolicy p = resolve_policy(h[4], h[6], op);
   const lc::Tensor* bias = has_b ? &b.t : nullptr;
   const lc::Tensor* res = has_r ? &r.t : nullptr;

@@ -54,6 +54,13 @@ Activation parse_activation(const std::string& s, const char* op) {
   throw_value(op, "unknown activation '" + s + "'; use \"none\", \"relu\" or \"gelu\"");
 }
 
+Activation parse_linear_activation(const std::string& s, const char* op) {
+  if (s == "gelu_erf") return Activation::gelu_erf;
+  if (s == "none" || s.empty() || s == "relu" || s == "gelu") return parse_activation(s, op);
+  throw_value(op, "unknown activation '" + s +
+                      "'; use \"none\", \"relu\", \"gelu\" (tanh form) or \"gelu_erf\" (exact)");
+}
+
 void ExecutionPolicy::validate(const char* op) const {
   if (device_index >= 0 && device == DeviceRequest::automatic)
     throw_value(op, "device=\"auto\" takes no device index; name the device (\"cuda:N\")");

@@ -39,6 +39,7 @@ const char* to_string(Activation a) {
     case Activation::none: return "none";
     case Activation::relu: return "relu";
     case Activation::gelu: return "gelu";
+    case Activation::gelu_erf: return "gelu_erf";
   }
   return "?";
 }

@@ -100,6 +100,11 @@ void run_matmul(OpRunner& r, const Tensor& a, const Tensor& b, const Tensor* bia
   args.precision = r.policy().precision;
   args.dtype = a.dtype();
   args.out = r.out_raw(out);
+  // The exact GELU (linear's "gelu_erf"): the CPU fuses it into the GEMM epilogue; other
+  // backends have no such epilogue (cuBLASLt's GELU is the tanh form), so they run the product
+  // with bias / residual and then the elementwise gelu_erf in place on the result.
+  const bool split_gelu_erf = act == Activation::gelu_erf && r.device() != DeviceKind::cpu;
+  if (split_gelu_erf) args.act = Activation::none;
   // On the CPU, mid-size float32 GEMMs choose between OpenBLAS's threading and pooled sgemm
   // tiles per shape (measured once, cached; tiny shapes skip this after one compare).
   // (Backend::tune_matmul: the CPU backend's tuner; 0 = the built-in rule, what matmul() does.)
@@ -109,6 +114,15 @@ void run_matmul(OpRunner& r, const Tensor& a, const Tensor& b, const Tensor* bia
   r.launch([&](Backend& be) {
     if (choice != 0) be.matmul_tuned(args, choice);
     else be.matmul(args);
+    if (split_gelu_erf) {
+      ElementwiseArgs e;
+      e.kind = EwKind::gelu_erf;
+      e.a = args.out;
+      e.out = args.out;  // in place: ElementwiseArgs allows out to alias a
+      e.n = std::max<std::int64_t>(args.batch, 1) * args.m * args.n;
+      e.dtype = args.dtype;
+      if (e.n > 0) be.elementwise(e);
+    }
   });
   r.finish();
 }

@@ -120,6 +120,7 @@ inline double activate(double x, Activation act) {
   switch (act) {
     case Activation::relu: return relu(x);
     case Activation::gelu: return gelu(x);
+    case Activation::gelu_erf: return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
     case Activation::none: break;
   }
   return x;

@@ -8,11 +8,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
 
 #include "backends/backend.h"
+#include "backends/cpu/cpu_ops.h"
 #include "cuda_test.h"
 #include "lightning_core/dtype.h"
 #include "lightning_core/errors.h"
@@ -99,7 +101,9 @@ std::string describe(const Case& c, lc::DType t) {
 
 // Runs one case on `be` (host buffers built here, copied into the backend's memory) and checks
 // out (poisoned first) and lse against the reference.
-void run_case(lc::Backend& be, lc::DType t, const Case& c, lc::ref::Rng& rng, double tol) {
+// `call`, when set, runs the kernel instead of be.attention_mha (forced CPU paths).
+void run_case(lc::Backend& be, lc::DType t, const Case& c, lc::ref::Rng& rng, double tol,
+              const std::function<void(const lc::MhaArgs&)>& call = {}) {
   SCOPED_TRACE(describe(c, t));
   const std::size_t es = lc::dtype_size(t);
   struct Buf {
@@ -200,7 +204,8 @@ void run_case(lc::Backend& be, lc::DType t, const Case& c, lc::ref::Rng& rng, do
   a.mask = c.mask ? m.dev : nullptr;
   a.out = o.dev;
   a.lse = static_cast<float*>(l.dev);
-  be.attention_mha(a);
+  if (call) call(a);
+  else be.attention_mha(a);
   be.synchronize();
   o.down();
   l.down();
@@ -256,6 +261,68 @@ TEST(CpuMha, MatchesFloat64ReferenceEveryDtype) {
   for (lc::DType t : {lc::DType::f32, lc::DType::f16, lc::DType::bf16, lc::DType::f64})
     for (const Case& c : kCases)
       run_case(cpu, t, c, rng, t == lc::DType::f64 ? 1e-12 : t == lc::DType::f32 ? 1e-5 : 1e-2);
+}
+
+// The encoder kernel (attention_enc.cpp) forced at every instruction set this CPU runs, on the
+// float32 cases above (the tiled path forced too, so both stay covered whichever the rule
+// picks) and on encoder shapes: MiniLM's packed [B, S, 3, H, D] q / k / v views with the
+// merged-heads out layout, row counts around the 4-row register block and the lane widths,
+// batch 1 (query rows split across tasks) and batch > threads.
+TEST(CpuMha, EncoderKernelEveryIsa) {
+  lc::ref::Rng rng;
+  SCOPED_TRACE(rng.describe());
+  lc::Backend& cpu = lc::get_backend(lc::DeviceKind::cpu);
+  const Case enc[] = {
+      {1, 12, 12, 16, 16, 32, 32, false, 0, true},   // MiniLM 1x16
+      {2, 12, 12, 128, 128, 32, 32, false, 1, true}, // MiniLM 2x128, key padding
+      {3, 4, 4, 5, 5, 32, 32, true, 0, true},
+      {1, 2, 1, 33, 17, 7, 9, true, 2, false},       // odd d / dv (vector tails), Sq > Sk causal
+      {5, 3, 3, 1, 1, 1, 1, false, 3, false},
+      {1, 1, 1, 1, 512, 64, 64, false, 0, false},    // the kernel's most keys
+      {2, 2, 2, 70, 255, 40, 24, false, 2, true},
+  };
+  for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa) {
+    SCOPED_TRACE("isa " + std::to_string(isa));
+    auto call = [isa](const lc::MhaArgs& a) { lc::cpu::attention_mha_encoder(a, isa); };
+    for (const Case& c : kCases) run_case(cpu, lc::DType::f32, c, rng, 1e-5, call);
+    for (const Case& c : enc) run_case(cpu, lc::DType::f32, c, rng, 1e-5, call);
+  }
+  auto tiled = [](const lc::MhaArgs& a) { lc::cpu::attention_mha_tiled(a); };
+  for (const Case& c : enc) run_case(cpu, lc::DType::f32, c, rng, 1e-5, tiled);
+}
+
+// A masked key whose value row is inf / NaN contributes exactly 0 on the encoder path (never
+// 0 * inf), as on the tiled one.
+TEST(CpuMha, EncoderKernelMaskedNonFiniteValues) {
+  const i64 S = 6, D = 4;
+  std::vector<float> q(S * D, 0.5f), k(S * D, 0.25f), v(S * D), out(S * D, NAN);
+  for (i64 j = 0; j < S; ++j)
+    for (i64 c = 0; c < D; ++c) v[j * D + c] = j == S - 1 ? INFINITY : float(j + c);
+  std::int32_t keep[S] = {1, 1, 1, 1, 1, 0};  // the inf row is masked
+  lc::MhaArgs a;
+  a.q = q.data();
+  a.k = k.data();
+  a.v = v.data();
+  a.out = out.data();
+  a.batch = a.heads = a.kv_heads = 1;
+  a.sq = a.sk = S;
+  a.d = a.dv = D;
+  for (i64* st : {a.q_strides, a.k_strides, a.v_strides}) {
+    st[0] = st[1] = S * D;
+    st[2] = D;
+  }
+  a.mask = keep;
+  a.mask_kind = lc::MaskKind::keep;
+  a.mask_dtype = lc::DType::i32;
+  a.mask_strides[3] = 1;
+  a.scale = 0.5;
+  for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa) {
+    std::fill(out.begin(), out.end(), NAN);
+    lc::cpu::attention_mha_encoder(a, isa);
+    // equal scores: the mean of the 5 visible value rows, (0+1+2+3+4)/5 + c
+    for (i64 i = 0; i < S; ++i)
+      for (i64 c = 0; c < D; ++c) EXPECT_NEAR(out[i * D + c], 2.0f + float(c), 1e-5) << isa;
+  }
 }
 
 TEST(CudaMha, MatchesFloat64ReferenceEveryDtype) {

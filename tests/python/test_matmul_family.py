@@ -10,6 +10,8 @@ error bound of a dot product, stable for products whose terms cancel). Tolerance
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -67,6 +69,8 @@ def check(got, a, b, dt, bias=None, residual=None, act="none", ref=None):
         want = np.maximum(want, 0)
     elif act == "gelu":
         want = 0.5 * want * (1 + np.tanh(np.sqrt(2 / np.pi) * (want + 0.044715 * want ** 3)))
+    elif act == "gelu_erf":
+        want = 0.5 * want * np.vectorize(math.erfc)(-want / math.sqrt(2.0))
     assert got.shape == want.shape, (got.shape, want.shape)
     g = f64(got)
     assert not np.isnan(g).any(), "output not fully written (NaN left from the poison)"
@@ -130,7 +134,7 @@ def test_precision_is_a_compute_mode_of_float32_only(backend, rng):
 # ---- linear: dtypes, epilogues, residual ------------------------------------------------------
 
 @pytest.mark.parametrize("dt", DTYPES)
-@pytest.mark.parametrize("act", ["none", "relu", "gelu"])
+@pytest.mark.parametrize("act", ["none", "relu", "gelu", "gelu_erf"])
 def test_linear_dtypes_bias_residual(backend, dt, act, rng):
     x = rand(rng, (2, 7, 29), dt)
     w = rand(rng, (13, 29), dt)
@@ -143,6 +147,39 @@ def test_linear_dtypes_bias_residual(backend, dt, act, rng):
             out = poisoned((2, 7, 13), dt)
             lc.linear_into(x, w, bias, out, act, backend, residual=res)
             check(out, x, w.T, dt, bias=bias, residual=res, act=act)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 16, 384, 1536), (3, 37, 131, 257),
+                                   (2, 64, 384, 1536)], ids=lambda s: "x".join(map(str, s)))
+def test_linear_gelu_erf_fused_minilm_shapes(backend, shape, rng):
+    # The MiniLM MLP's up projection (exact GELU fused into the GEMM's epilogue on the CPU, a
+    # second elementwise step elsewhere), and odd / unit shapes, through non-contiguous views,
+    # into a poisoned out, with and without a residual; float64 reference.
+    B, S, k, n = shape
+    x = rand(rng, (B, S, 2 * k), "float32")[:, :, ::2]      # non-contiguous
+    w = rand(rng, (k, n), "float32").T                       # [n, k] transposed view
+    b = rand(rng, (n,), "float32")
+    r = rand(rng, (B, S, n), "float32")
+    for res in (None, r):
+        got = lc.linear(x, w, b, "gelu_erf", backend, residual=res)
+        check(got, x, w.T, "float32", bias=b, residual=res, act="gelu_erf")
+        out = poisoned((B, S, n), "float32")
+        lc.linear_into(x, w, b, out, "gelu_erf", backend, residual=res)
+        check(out, x, w.T, "float32", bias=b, residual=res, act="gelu_erf")
+    # the fused form equals the two-step form
+    two = lc.gelu(lc.linear(x, w, b, "none", backend), approximate="none")
+    np.testing.assert_allclose(np.asarray(lc.linear(x, w, b, "gelu_erf", backend)),
+                               np.asarray(two), rtol=2e-5, atol=2e-6)
+
+
+def test_gelu_erf_is_linear_only(rng):
+    # conv2d's activation stays none / relu / gelu; the message lists linear's choices.
+    x = rand(rng, (1, 2, 5, 5), "float32")
+    w = rand(rng, (3, 2, 3, 3), "float32")
+    with pytest.raises(ValueError, match="unknown activation 'gelu_erf'"):
+        lc.conv2d_nchw(x, w, None, activation="gelu_erf")
+    with pytest.raises(ValueError, match=r"gelu_erf.*exact"):
+        lc.linear(x[0, 0], w[0, 0].T, None, "erf")
 
 
 def test_linear_residual_is_added_before_the_activation(backend):

@@ -333,8 +333,9 @@ class TransformerEncoder:
                               mask=mask, scale=self._scale)
             x = _C.layernorm(_C.linear(a, L["o_w"], L["o_b"], residual=x),
                              L["ln1_g"], L["ln1_b"], self._eps)
-            if act == "gelu":   # exact erf GELU (linear's fused "gelu" is the tanh form)
-                inter = _C.gelu(_C.linear(x, L["i_w"], L["i_b"]), approximate="none")
+            if act == "gelu":   # exact erf GELU (linear's fused "gelu" is the tanh form); the
+                # CPU fuses it into the GEMM's tiles, other devices run it as a second step
+                inter = _C.linear(x, L["i_w"], L["i_b"], activation="gelu_erf")
             elif act == "relu":
                 inter = _C.linear(x, L["i_w"], L["i_b"], activation="relu")
             else:               # gelu_new / gelu_pytorch_tanh: the tanh form, fused

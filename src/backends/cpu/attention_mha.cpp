@@ -324,6 +324,12 @@ void mha_dispatch(const MhaArgs& a) {
 
 void attention_mha(const MhaArgs& a) {
   if (a.batch <= 0 || a.heads <= 0 || a.sq <= 0) return;
+  if (a.sk <= kEncAutoKeys && attention_mha_encoder_fits(a)) return attention_mha_encoder(a);
+  attention_mha_tiled(a);
+}
+
+void attention_mha_tiled(const MhaArgs& a) {
+  if (a.batch <= 0 || a.heads <= 0 || a.sq <= 0) return;
   if (a.dv <= 0) {  // nothing to write into out; lse still has rows
     if (!a.lse) return;
   }

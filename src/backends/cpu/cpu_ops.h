@@ -12,8 +12,21 @@ namespace lc::cpu {
 
 void matmul(const MatmulArgs& a);
 void attention(const AttentionArgs& a);
-// attention_mha.cpp: batched multi-head / grouped-query attention (MhaArgs).
+// attention_mha.cpp: batched multi-head / grouped-query attention (MhaArgs). float32 calls with
+// short key rows (attention_mha_encoder_fits, sk <= kEncAutoKeys) take attention_enc.cpp's
+// encoder kernel, the rest the tiled path (attention_mha_tiled).
 void attention_mha(const MhaArgs& a);
+void attention_mha_tiled(const MhaArgs& a);
+// attention_enc.cpp: one pool task per (batch, head) pair (or a block of >= 16 of its query
+// rows when pairs < threads), K^T packed once per task, whole score rows in L1, vectorised
+// QK^T / softmax / PV for the instruction set `isa` (0 SSE2, 1 AVX2+FMA, 2 AVX-512F; clamped to
+// this CPU; -1 the best), q / k / v read in place through their strides. Calls that do not fit
+// run attention_mha_tiled.
+constexpr std::int64_t kEncMaxKeys = 512;     // the most keys the encoder kernel takes
+constexpr std::int64_t kEncAutoKeys = 256;    // attention_mha uses it up to this many keys
+constexpr std::int64_t kEncMaxHeadDim = 256;  // d and dv
+bool attention_mha_encoder_fits(const MhaArgs& a);
+void attention_mha_encoder(const MhaArgs& a, int isa = -1);
 // attention_mha_bwd.cpp: its backward (MhaBackwardArgs).
 void attention_mha_backward(const MhaBackwardArgs& a);
 void conv2d(const Conv2dArgs& a);
@@ -96,6 +109,34 @@ void gemm_blocked_with_isa(int isa, std::int64_t m, std::int64_t n, std::int64_t
 // null (then only the activation), act may be none (then only the bias).
 void bias_act_rows(float* out, std::int64_t rows, std::int64_t cols, std::int64_t ld,
                    const float* bias, Activation act);
+
+// The float32 GEMM's fused epilogue: C[i, j] = act(C[i, j] + bias[j] + residual[i*ldr + j]),
+// bias ([n]) and residual ([m, n] with row stride ldr) optional. The residual is read after the
+// GEMM has written C, so it must not overlap C (the op layer stages an aliasing `out`).
+struct GemmEpilogue {
+  const float* bias = nullptr;
+  const float* residual = nullptr;
+  std::int64_t ldr = 0;
+  Activation act = Activation::none;
+  bool empty() const { return !bias && !residual && act == Activation::none; }
+};
+// gemm_with plus the epilogue. The pooled path applies it to each tile right after that tile's
+// sgemm, on the same thread, while the tile is still in L1/L2 (C is written once from memory's
+// point of view); the other paths run the GEMM, then one vectorised pass over C (threaded over
+// rows for large C).
+void gemm_fused(GemmPath path, std::int64_t m, std::int64_t n, std::int64_t k, const float* a,
+                std::int64_t lda, const float* b, std::int64_t ldb, bool trans_b, float* c,
+                std::int64_t ldc, const GemmEpilogue& ep);
+// gemm_pooled_with_tiles plus the per-tile epilogue (tests).
+void gemm_pooled_fused_with_tiles(std::int64_t tile_m, std::int64_t tile_n, std::int64_t m,
+                                  std::int64_t n, std::int64_t k, const float* a,
+                                  std::int64_t lda, const float* b, std::int64_t ldb,
+                                  bool trans_b, float* c, std::int64_t ldc,
+                                  const GemmEpilogue& ep);
+// The epilogue alone over a [rows, cols] block of C (row stride ldc), vectorised for the best
+// instruction set; `threaded` spreads large blocks over the pool.
+void gemm_epilogue(float* c, std::int64_t rows, std::int64_t cols, std::int64_t ldc,
+                   const GemmEpilogue& ep, bool threaded);
 
 // gemm: the BLAS-tiled path (only with LC_HAVE_BLAS; without BLAS it runs `blocked`).
 enum class AttentionPath : std::uint8_t { automatic, small, blocked, gemm };

@@ -25,6 +25,7 @@
 
 #include "backends/cpu/blas_threads.h"
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/simd.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
 
@@ -240,6 +241,43 @@ void pack_a(const float* a, i64 lda, i64 i0, i64 mc, i64 p0, i64 kc, int mr, flo
   }
 }
 
+// ---- the fused epilogue (GemmEpilogue), per instruction set ------------------------------
+namespace isa_sse {
+#include "backends/cpu/epilogue_rows.inc"
+}  // namespace isa_sse
+#if defined(LC_CPU_MULTI_ISA)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace isa_avx2 {
+#include "backends/cpu/epilogue_rows.inc"
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+namespace isa_avx512 {
+#include "backends/cpu/epilogue_rows.inc"
+}  // namespace isa_avx512
+#pragma GCC pop_options
+#endif
+
+using EpilogueFn = void (*)(float*, i64, i64, i64, const float*, const float*, i64, Activation);
+EpilogueFn pick_epilogue() {
+#if defined(LC_CPU_MULTI_ISA)
+  const int isa = simd_level();
+  if (isa >= 2) return isa_avx512::epilogue_range;
+  if (isa == 1) return isa_avx2::epilogue_range;
+#endif
+  return isa_sse::epilogue_range;
+}
+
+// The epilogue over rows [r0, r1) x columns [c0, c1) of C, on this thread.
+inline void epilogue_block(float* c, i64 ldc, i64 r0, i64 r1, i64 c0, i64 c1,
+                           const GemmEpilogue& ep) {
+  static const EpilogueFn fn = pick_epilogue();
+  fn(c + r0 * ldc + c0, r1 - r0, c1 - c0, ldc, ep.bias ? ep.bias + c0 : nullptr,
+     ep.residual ? ep.residual + r0 * ep.ldr + c0 : nullptr, ep.ldr, ep.act);
+}
+
 // Grow-only per-thread scratch: after warm-up, a GEMM allocates nothing.
 float* scratch(std::vector<float>& v, i64 n) {
   if (static_cast<i64>(v.size()) < n + 16) v.resize(static_cast<std::size_t>(n + 16));
@@ -359,11 +397,18 @@ void gemm_blas(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64
               static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
 }
 
-// One single-threaded sgemm per tile of C, tiles spread over our pool.
+// One single-threaded sgemm per tile of C, tiles spread over our pool; with an epilogue (ep
+// non-null and not empty) each task applies it to its tile right after the tile's sgemm.
 void gemm_pooled(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb,
-                 bool trans_b, float* c, i64 ldc, i64 tile_m, i64 tile_n) {
-  if (k == 0 || !blas_fits_int(m, n, k, lda, ldb, ldc))
-    return gemm_blas(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+                 bool trans_b, float* c, i64 ldc, i64 tile_m, i64 tile_n,
+                 const GemmEpilogue* ep = nullptr) {
+  if (ep && ep->empty()) ep = nullptr;
+  // The fallbacks below run the whole GEMM, then the epilogue as one pass.
+  auto whole = [&] {
+    gemm_blas(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+    if (ep) gemm_epilogue(c, m, n, ldc, *ep, true);
+  };
+  if (k == 0 || !blas_fits_int(m, n, k, lda, ldb, ldc)) return whole();
   GemmGrid g;
   if (tile_m > 0 && tile_n > 0) {
     g.tile_m = std::min(tile_m, m);
@@ -376,8 +421,7 @@ void gemm_pooled(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i
   const i64 tiles = g.grid_m * g.grid_n;
   // One tile, or already inside a pool task (a nested parallel_for would run the tiles one
   // after another on this thread): one plain call does the same work with less overhead.
-  if (tiles <= 1 || detail::in_parallel_region())
-    return gemm_blas(m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+  if (tiles <= 1 || detail::in_parallel_region()) return whole();
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
   auto task = [&](i64 lo, i64 hi) {
     for (i64 t = lo; t < hi; ++t) {
@@ -388,6 +432,7 @@ void gemm_pooled(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i
       cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, static_cast<int>(mt), static_cast<int>(nt),
                   static_cast<int>(k), 1.0f, a + i0 * lda, static_cast<int>(lda), bt,
                   static_cast<int>(ldb), 0.0f, c + i0 * ldc + j0, static_cast<int>(ldc));
+      if (ep) epilogue_block(c, ldc, i0, i0 + mt, j0, j0 + nt, *ep);  // the tile is hot
     }
   };
   BlasOneThread one;
@@ -546,34 +591,65 @@ void gemm(i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b, i64 ldb,
   gemm_with(GemmPath::automatic, m, n, k, a, lda, b, ldb, trans_b, c, ldc);
 }
 
+void gemm_epilogue(float* c, i64 rows, i64 cols, i64 ldc, const GemmEpilogue& ep,
+                   bool threaded) {
+  if (rows <= 0 || cols <= 0 || ep.empty()) return;
+  // ~64K elements per task (~16K with an activation, ~10x the arithmetic per element): below
+  // that the pass is cheaper than a wake-up.
+  const i64 per_task = ep.act == Activation::none ? (i64{1} << 16) : (i64{1} << 14);
+  const i64 grain = std::max<i64>(1, per_task / cols);
+  if (!threaded || rows <= grain) return epilogue_block(c, ldc, 0, rows, 0, cols, ep);
+  parallel_for(0, rows, grain,
+               [&](i64 lo, i64 hi) { epilogue_block(c, ldc, lo, hi, 0, cols, ep); });
+}
+
 void bias_act_rows(float* out, i64 rows, i64 cols, i64 ld, const float* bias, Activation act) {
-  if (!bias && act == Activation::none) return;
-  auto body = [&](i64 lo, i64 hi) {
-    for (i64 r = lo; r < hi; ++r) {
-      float* o = out + r * ld;
-      if (bias)
-        for (i64 j = 0; j < cols; ++j) o[j] += bias[j];
-      if (act == Activation::relu)
-        for (i64 j = 0; j < cols; ++j) o[j] = relu(o[j]);
-      else if (act == Activation::gelu)
-        for (i64 j = 0; j < cols; ++j) o[j] = gelu(o[j]);
-    }
-  };
-  // ~64K elements per task: below that the epilogue is cheaper than a wake-up.
-  const i64 grain = std::max<i64>(1, (i64{1} << 16) / std::max<i64>(cols, 1));
-  parallel_for(0, rows, grain, body);
+  GemmEpilogue ep;
+  ep.bias = bias;
+  ep.act = act;
+  gemm_epilogue(out, rows, cols, ld, ep, true);
+}
+
+void gemm_fused(GemmPath path, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b,
+                i64 ldb, bool trans_b, float* c, i64 ldc, const GemmEpilogue& ep) {
+  if (m <= 0 || n <= 0) return;
+  if (path == GemmPath::automatic) path = gemm_default_path(m, n, k);
+#if defined(LC_HAVE_BLAS)
+  if (path == GemmPath::pooled)
+    return gemm_pooled(m, n, k, a, lda, b, ldb, trans_b, c, ldc, 0, 0, &ep);
+#endif
+  gemm_with(path, m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+  gemm_epilogue(c, m, n, ldc, ep, true);
+}
+
+void gemm_pooled_fused_with_tiles(i64 tile_m, i64 tile_n, i64 m, i64 n, i64 k, const float* a,
+                                  i64 lda, const float* b, i64 ldb, bool trans_b, float* c,
+                                  i64 ldc, const GemmEpilogue& ep) {
+  if (m <= 0 || n <= 0) return;
+#if defined(LC_HAVE_BLAS)
+  gemm_pooled(m, n, k, a, lda, b, ldb, trans_b, c, ldc, tile_m, tile_n, &ep);
+#else
+  (void)tile_m;
+  (void)tile_n;
+  gemm_blocked_isa(best_isa(), m, n, k, a, lda, b, ldb, trans_b, c, ldc);
+  gemm_epilogue(c, m, n, ldc, ep, true);
+#endif
 }
 
 void matmul_with(GemmPath path, const MatmulArgs& p) {
   if (p.m <= 0 || p.n <= 0) return;
-  // One float32 product without a residual: the original path, untouched (tiny shapes pay one
-  // compare for the other forms). Other dtypes, batches and residuals: matmul_general.cpp.
-  if (p.dtype != DType::f32 || p.batch != 1 || p.residual) return matmul_general(path, p);
+  // One float32 product (with or without a residual): the GEMM with its fused epilogue (tiny
+  // shapes pay one compare for the other forms). Other dtypes and batches: matmul_general.cpp.
+  if (p.dtype != DType::f32 || p.batch != 1) return matmul_general(path, p);
   const i64 ldb = p.trans_b ? p.k : p.n;
   auto* out = static_cast<float*>(p.out);
-  gemm_with(path, p.m, p.n, p.k, static_cast<const float*>(p.a), p.k,
-            static_cast<const float*>(p.b), ldb, p.trans_b, out, p.n);
-  bias_act_rows(out, p.m, p.n, p.n, static_cast<const float*>(p.bias), p.act);
+  GemmEpilogue ep;
+  ep.bias = static_cast<const float*>(p.bias);
+  ep.residual = static_cast<const float*>(p.residual);
+  ep.ldr = p.n;
+  ep.act = p.act;
+  gemm_fused(path, p.m, p.n, p.k, static_cast<const float*>(p.a), p.k,
+             static_cast<const float*>(p.b), ldb, p.trans_b, out, p.n, ep);
 }
 
 void matmul(const MatmulArgs& p) { matmul_with(GemmPath::automatic, p); }

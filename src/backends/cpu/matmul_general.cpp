@@ -65,6 +65,7 @@ double activate_f64(double x, Activation act) {
     const double u = 0.7978845608028654 * (x + 0.044715 * x * x * x);
     return 0.5 * x * (1.0 + std::tanh(u));
   }
+  if (act == Activation::gelu_erf) return 0.5 * x * std::erfc(-x * 0.70710678118654752);
   return x;
 }
 
@@ -119,12 +120,16 @@ void product_lowp(GemmPath path, const MatmulArgs& p, i64 i, bool threaded, cons
   const i64 ldb = p.trans_b ? p.k : p.n;
   thread_local std::vector<float> a_store, b_store, c_store;
   if constexpr (std::is_same_v<T, float>) {
-    // float32 storage: the GEMM writes out directly; the epilogue works in place.
     const float* b = static_cast<const float*>(p.b) + i * p.stride_b;
-    gemm_with(threaded ? path : GemmPath::automatic, p.m, p.n, p.k, a, p.k, b, ldb, p.trans_b,
-              out, p.n);
-    if (p.bias || res || p.act != Activation::none)
-      epilogue<float>(out, out, p.m, p.n, bias, res, p.act, threaded);
+    // float32 storage: the GEMM writes out directly with its fused epilogue (per tile on the
+    // pooled path; inside a batch task everything runs on this thread).
+    GemmEpilogue ep;
+    ep.bias = bias;
+    ep.residual = res;
+    ep.ldr = p.n;
+    ep.act = p.act;
+    gemm_fused(threaded ? path : GemmPath::automatic, p.m, p.n, p.k, a, p.k, b, ldb, p.trans_b,
+               out, p.n, ep);
     return;
   } else {
     float* af = f32_scratch(a_store, p.m * p.k);

@@ -93,6 +93,7 @@ inline float relu(float x) { return x < 0.0f ? 0.0f : x; }
 inline float activate(float x, Activation act) {
   if (act == Activation::relu) return relu(x);
   if (act == Activation::gelu) return gelu(x);
+  if (act == Activation::gelu_erf) return gelu_erf(x);
   return x;
 }
 

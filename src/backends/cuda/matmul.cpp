@@ -88,6 +88,7 @@ cublasLtEpilogue_t epilogue_of(const MatmulArgs& a) {
     case Activation::relu: return bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
     case Activation::gelu: return bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
     case Activation::none: break;
+    case Activation::gelu_erf: break;  // never here: src/ops/matmul.cpp runs it as a 2nd step
   }
   return bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
 }

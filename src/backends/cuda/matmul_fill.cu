@@ -59,6 +59,7 @@ void fill_typed(const MatmulArgs& a, int blocks, cudaStream_t s) {
   const std::int64_t batch = a.batch > 1 ? a.batch : 1;
   const std::int64_t stride = a.batch > 1 ? a.stride_out : a.m * a.n;
   switch (a.act) {
+    case Activation::gelu_erf:  // never here: src/ops/matmul.cpp runs it as a second step
     case Activation::none:
       launch(matmul_fill_kernel<T, Activation::none>, blocks, 256, 0, s, "matmul_fill_kernel",
              out, bias, res, a.m, a.n, batch, stride);
