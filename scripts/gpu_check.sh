@@ -16,6 +16,7 @@
 #   LC_PYBENCH=1   also runs the Python benchmark suites (benchmarks/python/run_all.py --quick)
 #                  side by side with torch; LC_PYBENCH_SUITES picks suites (default: all).
 #   LC_PYTEST_ARGS extra pytest arguments (e.g. "-k sessions"). LC_PYTEST_TIMEOUT: its limit in s (400).
+#                  LC_PYTEST_PATHS: the files or folders to run (default tests/python).
 #   LC_NATIVE=1   with LC_PYBENCH=1: also the Google Benchmark binaries (JSON in the results).
 #   LC_GIT_COMMIT  the commit the copied tree holds (it has no .git), for the results' context:
 #                  run as `LC_GIT_COMMIT=<hash> bash scripts/gpu_check.sh`.
@@ -110,7 +111,7 @@ export PYTHONPATH="$BUILD/python:$ROOT/python:${PYTHONPATH:-}"
 if [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ] && [ "${LC_SKIP_PYTEST:-0}" != 1 ]; then
   echo "=== python tests ==="
   # faulthandler: a crash in native code prints the Python stack of every thread.
-  if timeout ${LC_PYTEST_TIMEOUT:-400} python3 -X faulthandler -m pytest tests/python -q -p no:cacheprovider ${LC_PYTEST_ARGS:-} \
+  if timeout ${LC_PYTEST_TIMEOUT:-400} python3 -X faulthandler -m pytest ${LC_PYTEST_PATHS:-tests/python} -q -p no:cacheprovider ${LC_PYTEST_ARGS:-} \
        > "$OUT/pytest.log" 2>&1; then STATUS[pytest]=ok; else STATUS[pytest]=FAIL; fi
   grep -E "FAILED|Error|Fatal|File \"|Segmentation" "$OUT/pytest.log" | head -40
   tail -5 "$OUT/pytest.log"

@@ -108,6 +108,8 @@ void launch_direct(const Conv2dArgs& a, cudaStream_t s) {
     case Activation::none: LC_CONV_DIRECT(Activation::none); break;
     case Activation::relu: LC_CONV_DIRECT(Activation::relu); break;
     case Activation::gelu: LC_CONV_DIRECT(Activation::gelu); break;
+    case Activation::gelu_erf:  // the op layer refuses it for conv2d (linear only)
+      throw_value("conv2d_nchw", "activation 'gelu_erf' is not supported; use 'gelu'");
   }
 #undef LC_CONV_DIRECT
 }
@@ -121,6 +123,8 @@ void launch_bias_act(const Conv2dArgs& a, cudaStream_t s) {
     case Activation::none: launch(bias_act_kernel<Activation::none>, blocks, 256, 0, s, "bias_act_kernel", a.out, a.bias, total, hw, oc); break;
     case Activation::relu: launch(bias_act_kernel<Activation::relu>, blocks, 256, 0, s, "bias_act_kernel", a.out, a.bias, total, hw, oc); break;
     case Activation::gelu: launch(bias_act_kernel<Activation::gelu>, blocks, 256, 0, s, "bias_act_kernel", a.out, a.bias, total, hw, oc); break;
+    case Activation::gelu_erf:  // the op layer refuses it for conv2d (linear only)
+      throw_value("conv2d_nchw", "activation 'gelu_erf' is not supported; use 'gelu'");
   }
 }
 
