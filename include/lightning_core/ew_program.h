@@ -62,6 +62,26 @@ struct EwProgram {
 EwProgram parse_ew_program(std::string_view text, const char* who = "elementwise_program");
 // The canonical text form (parse_ew_program(ew_program_text(p)) == p; constants to 17 digits).
 std::string ew_program_text(const EwProgram& p);
+// Register allocation for the interpreters (the CUDA kernel keeps its register file in real
+// registers, so it wants few): every value (input k, an instruction's result) lives in a slot;
+// input k starts in slot k (when the program reads it), an instruction's result takes the
+// lowest slot free once its operands' last reads are done, a result nobody reads frees its slot
+// at once. Operands are slots (< kEwSlotConst) or kEwSlotConst + c for constant c; `b` repeats
+// `a` for unary ops. At most kEwProgMaxInputs + kEwProgMaxInstrs (22) slots are ever needed.
+constexpr int kEwSlotConst = 32;
+constexpr int kEwMaxSlots = 24;
+// The graph's elementwise_chain rule fuses a chain only when its program needs at most this
+// many slots (beyond it the CUDA kernel halves its elements per thread; docs/graph.md).
+constexpr int kEwFuseSlotBudget = 16;
+struct EwSlotPlan {
+  std::uint8_t a[kEwProgMaxInstrs] = {}, b[kEwProgMaxInstrs] = {}, dst[kEwProgMaxInstrs] = {};
+  int result = 0;          // the result's slot
+  int slots = 1;           // slots used (1 + the highest)
+  unsigned load_mask = 0;  // bit k: the program reads input k
+};
+// n_inputs: inputs given (the program reads x0 .. x<n_inputs - 1> at most).
+EwSlotPlan plan_ew_slots(const EwProgram& p, int n_inputs);
+
 // Checks a program built in code (registers in range and written before they are read);
 // ValueError naming `who`.
 void validate_ew_program(const EwProgram& p, const char* who = "elementwise_program");

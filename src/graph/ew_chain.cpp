@@ -240,6 +240,17 @@ void fuse_elementwise_chains(Resolved& g, const GraphFusionOptions& o, std::vect
     for (int s : order)
       if (!b.add_step(g.steps[static_cast<std::size_t>(s)]))  // cannot happen: every join was tried
         throw_value("graph", node_label(g.steps[ri].name, "elementwise_chain") + ": " + b.why);
+    // Cost check: one kernel pays whenever it replaces >= 2 passes over memory (each unfused
+    // node reads and writes the whole tensor) and the interpreter runs at full speed, i.e. the
+    // program's values fit the register budget (plan_ew_slots; beyond it the CUDA kernel
+    // halves its elements per thread and the compute, not the memory, bounds the chain).
+    const EwSlotPlan plan = plan_ew_slots(b.p, static_cast<int>(b.leaves.size()));
+    if (plan.slots > kEwFuseSlotBudget) {
+      f.reason = "not fused: the program keeps " + std::to_string(plan.slots) + " values live (the "
+                 "budget is " + std::to_string(kEwFuseSlotBudget) + "); program '" + ew_program_text(b.p) + "'";
+      report.push_back(std::move(f));
+      continue;
+    }
     Step& s = g.steps[ri];
     std::vector<std::string> folded;
     for (int m : order) {

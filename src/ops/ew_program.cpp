@@ -158,6 +158,52 @@ std::string ew_program_text(const EwProgram& p) {
   return s;
 }
 
+EwSlotPlan plan_ew_slots(const EwProgram& prog, int n_inputs) {
+  static_assert(kEwProgMaxInputs + kEwProgMaxInstrs <= kEwMaxSlots, "slots cover any program");
+  EwSlotPlan plan;
+  const int nin = std::min<int>(prog.n_inputs, n_inputs);
+  const int ni = prog.n_instrs;
+  // Last instruction reading each register (-1: never read); the result is read "at ni".
+  int last[kEwProgMaxRegs];
+  std::fill(last, last + kEwProgMaxRegs, -1);
+  for (int i = 0; i < ni; ++i) {
+    last[prog.code[i].a] = i;
+    if (ew_op_binary(prog.code[i].op)) last[prog.code[i].b] = i;
+  }
+  if (ni > 0) last[prog.result()] = ni;
+  int slot_of[kEwProgMaxRegs] = {};
+  bool busy[kEwMaxSlots] = {};
+  for (int x = 0; x < nin; ++x)
+    if (last[x] >= 0) {
+      plan.load_mask |= 1u << x;
+      busy[x] = true;
+      slot_of[x] = x;
+      plan.slots = std::max(plan.slots, x + 1);
+    }
+  auto operand = [&](int r) {
+    if (r >= kEwRegConst && r < kEwRegTemp) return kEwSlotConst + (r - kEwRegConst);
+    return slot_of[r];
+  };
+  auto is_value = [](int r) { return r < kEwRegConst || r >= kEwRegTemp; };
+  for (int i = 0; i < ni; ++i) {
+    const EwInstr& in = prog.code[i];
+    const bool bin = ew_op_binary(in.op);
+    plan.a[i] = static_cast<std::uint8_t>(operand(in.a));
+    plan.b[i] = bin ? static_cast<std::uint8_t>(operand(in.b)) : plan.a[i];
+    // Operands read for the last time free their slots before the result takes one.
+    if (is_value(in.a) && last[in.a] == i) busy[slot_of[in.a]] = false;
+    if (bin && is_value(in.b) && last[in.b] == i) busy[slot_of[in.b]] = false;
+    int d = 0;
+    while (d < kEwMaxSlots - 1 && busy[d]) ++d;  // never full: <= 6 inputs + 16 results busy
+    plan.dst[i] = static_cast<std::uint8_t>(d);
+    slot_of[kEwRegTemp + i] = d;
+    plan.slots = std::max(plan.slots, d + 1);
+    busy[d] = last[kEwRegTemp + i] > i;
+  }
+  plan.result = ni > 0 ? slot_of[prog.result()] : 0;
+  return plan;
+}
+
 void validate_ew_program(const EwProgram& p, const char* who) {
   if (p.n_instrs < 1 || p.n_instrs > kEwProgMaxInstrs || p.n_consts < 0 ||
       p.n_consts > kEwProgMaxConsts || p.n_inputs < 0 || p.n_inputs > kEwProgMaxInputs)

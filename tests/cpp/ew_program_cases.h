@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -199,6 +200,174 @@ inline void check_large(Backend& be, DType t) {
     for (std::size_t i = 0; i < a.size(); ++i)
       ref[i] = strided ? ref_op(EwOp::silu, a[i] * c[0], 0) : ref_op(EwOp::silu, a[i], 0) * 0.75;
     expect_close(got, rounded(ref, t), ewtest::tol(t), std::string("large ") + to_string(t));
+  }
+}
+
+// ---- the register-allocated / vectorised kernels (CUDA ew_kernel<S, V>, the CPU ISA loops) ----
+
+// Float64 evaluation of a program on one element's input values.
+inline double ref_program(const EwProgram& prog, const double* x) {
+  double r[kEwProgMaxRegs] = {};
+  for (int k = 0; k < kEwProgMaxInputs; ++k) r[k] = x[k];
+  for (int c = 0; c < prog.n_consts; ++c) r[kEwRegConst + c] = prog.consts[c];
+  for (int i = 0; i < prog.n_instrs; ++i) {
+    const EwInstr& in = prog.code[i];
+    r[kEwRegTemp + i] = ref_op(in.op, r[in.a], r[in.b]);
+  }
+  return r[prog.result()];
+}
+
+// One operand of run_program: values over its own extent, its storage dtype, the misalignment
+// of its pointer in elements, and its element strides over the output's shape (empty:
+// contiguous with the output, the ndim == 0 path when every operand is).
+struct ProgIn {
+  std::vector<double> v;
+  DType t = DType::f32;
+  std::size_t pad = 0;
+  std::vector<i64> strides;
+};
+
+// Runs `text` over `shape` (empty: a flat n-element output) and checks every element against
+// ref_program (the inputs' stored values, float64), the output poisoned with NaN first. n == 0
+// must write nothing (the poisoned guard element stays NaN).
+inline void run_program(Backend& be, const std::string& text, std::vector<ProgIn> ins, DType out_t,
+                        std::vector<i64> shape, i64 n, std::size_t out_pad, double tol,
+                        const std::string& what) {
+  const EwProgram prog = parse_ew_program(text);
+  const int ni = static_cast<int>(ins.size());
+  std::vector<std::unique_ptr<Buf>> bufs;
+  EwProgramArgs p;
+  p.prog = prog;
+  p.n_inputs = ni;
+  for (int k = 0; k < ni; ++k) {
+    ins[k].v = rounded(ins[k].v, ins[k].t);
+    const std::size_t es = dtype_size(ins[k].t);
+    bufs.push_back(std::make_unique<Buf>(be, std::max<std::size_t>(1, ins[k].v.size()) * es, ins[k].pad * es));
+    if (!ins[k].v.empty()) bufs.back()->upload(encode(ins[k].v, ins[k].t));
+    p.in[k] = bufs.back()->get();
+    p.in_dtype[k] = ins[k].t;
+  }
+  const std::size_t oes = dtype_size(out_t);
+  const i64 n_alloc = std::max<i64>(1, n);
+  Buf bo(be, static_cast<std::size_t>(n_alloc) * oes, out_pad * oes);
+  bo.upload(nan_bytes(n_alloc, out_t));
+  p.out = bo.get();
+  p.out_dtype = out_t;
+  p.n = n;
+  p.ndim = static_cast<int>(shape.size());
+  for (int d = 0; d < p.ndim; ++d) {
+    p.shape[d] = shape[static_cast<std::size_t>(d)];
+    for (int k = 0; k < ni; ++k) {
+      i64 contig = 1;
+      for (int e = d + 1; e < p.ndim; ++e) contig *= shape[static_cast<std::size_t>(e)];
+      p.strides[k][d] = ins[k].strides.empty() ? contig : ins[k].strides[static_cast<std::size_t>(d)];
+    }
+  }
+  be.elementwise_program(p);
+  const auto got = decode(bo.download(), out_t);
+  if (n == 0) {
+    EXPECT_TRUE(std::isnan(got[0])) << what << ": n == 0 wrote the output";
+    return;
+  }
+  std::vector<double> ref(static_cast<std::size_t>(n));
+  std::vector<i64> idx(shape.size(), 0);
+  for (i64 e = 0; e < n; ++e) {
+    double x[kEwProgMaxInputs] = {};
+    for (int k = 0; k < ni; ++k) {
+      i64 off = e;
+      if (!shape.empty()) {
+        off = 0;
+        for (std::size_t d = 0; d < shape.size(); ++d)
+          off += idx[d] * static_cast<i64>(p.strides[k][d]);
+      }
+      x[k] = ins[k].v[static_cast<std::size_t>(off)];
+    }
+    ref[static_cast<std::size_t>(e)] = ref_program(prog, x);
+    for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+      if (++idx[static_cast<std::size_t>(d)] < shape[static_cast<std::size_t>(d)]) break;
+      idx[static_cast<std::size_t>(d)] = 0;
+    }
+  }
+  expect_close(got, rounded(ref, out_t), tol, what);
+}
+
+// The contiguous fast path: sizes around the vector widths (2, 4, 8) and the tails, 0 and 1
+// elements, each input misaligned on its own (one aligned, one off by an element, so the
+// kernel mixes vector and scalar loads), every dtype (and mixed), out misaligned.
+inline void check_vector_paths(Backend& be, std::initializer_list<DType> dtypes) {
+  const std::string prog = "mul x0 x1; add t0 x0; gelu t1; sub t2 x1; relu t3; mul t4 0.5";
+  for (DType t : dtypes)
+    for (i64 n : {i64{0}, i64{1}, i64{2}, i64{3}, i64{5}, i64{7}, i64{8}, i64{9}, i64{13}, i64{31},
+                  i64{4097}, i64{70001}})
+      for (int mis = 0; mis < 4; ++mis) {
+        const std::size_t pa = (mis & 1) ? 1 : 0, pb = (mis & 2) ? 3 : 0, po = mis == 3 ? 1 : 0;
+        std::vector<ProgIn> ins{{values(n, -3, 3, 11), t, pa, {}}, {values(n, -2, 2, 12), t, pb, {}}};
+        run_program(be, prog, ins, t, {}, n, po, 2 * ewtest::tol(t),
+                    std::string("vector path ") + to_string(t) + " n=" + std::to_string(n) +
+                        " misaligned=" + std::to_string(mis));
+      }
+  // mixed storage: a float32 and a 16-bit input, a 16-bit result (the 16-byte vector width of
+  // the widest element)
+  for (DType t : dtypes) {
+    if (t == DType::f32 || t == DType::f64) continue;
+    std::vector<ProgIn> ins{{values(1003, -3, 3, 13), t, 0, {}}, {values(1003, -2, 2, 14), DType::f32, 0, {}}};
+    run_program(be, "mul x0 x1; tanh t0; add t1 x1", ins, t, {}, 1003, 0, 2 * ewtest::tol(t),
+                std::string("mixed ") + to_string(t));
+  }
+}
+
+// Programs of every size class: 16 instructions (the maximum) over 6 inputs and 8 constants, a
+// DAG keeping 11 values live at once (the largest slot bucket any program can need), inputs the
+// program never reads, constants-only instructions, a value read by many later instructions.
+inline void check_program_shapes(Backend& be, std::initializer_list<DType> dtypes) {
+  const char* progs[] = {
+      // 16 instructions, 6 inputs, 8 distinct constants
+      "mul x0 0.5; add t0 x1; mul t1 1.5; sub t2 x2; max t3 -0.25; min t4 2.5; mul t5 x3; "
+      "add t6 0.125; tanh t7; mul t8 x4; sub t9 0.75; sigmoid t10; mul t11 x5; add t12 3; abs t13; "
+      "mul t14 0.5",
+      // 11 values live at once: 5 unary results of still-live inputs, then a reduction
+      "neg x0; abs x1; relu x2; tanh x3; sigmoid x4; silu x5; add t0 t1; add t2 t3; add t4 t5; "
+      "add t6 t7; add t8 t9; mul t10 x0; sub t11 x5; add t12 x3; mul t13 x1; add t14 x2",
+      // x0 and x2 never read; a constants-only instruction; t0 read four times
+      "add 1 2; mul x1 t0; exp t1; mul t1 t2; sub t3 t1; mul t4 t1; add t5 t1",
+      // one input, the smallest slot bucket
+      "silu x0; mul t0 x0; neg t1; exp t2; log t3"};
+  for (DType t : dtypes)
+    for (const char* prog : progs)
+      for (i64 n : {i64{1}, i64{6}, i64{257}, i64{5003}}) {
+        std::vector<ProgIn> ins;
+        for (int k = 0; k < kEwProgMaxInputs; ++k)
+          ins.push_back({values(n, k == 1 ? 0.2 : -1.5, k == 1 ? 1.0 : 1.5, 20 + static_cast<unsigned>(k)), t,
+                         static_cast<std::size_t>(k % 2), {}});
+        run_program(be, prog, ins, t, {}, n, 0, 4 * ewtest::tol(t),
+                    std::string("program '") + prog + "' " + to_string(t) + " n=" + std::to_string(n));
+      }
+}
+
+// The general path: operands contiguous with the output (vector loads there too) next to
+// broadcast and transposed ones; inner sizes that are not multiples of the vector width, so a
+// group of elements wraps across rows; a 3-d broadcast.
+inline void check_general_paths(Backend& be, std::initializer_list<DType> dtypes) {
+  for (DType t : dtypes) {
+    for (i64 cols : {i64{1}, i64{3}, i64{5}, i64{8}, i64{67}}) {
+      const i64 rows = 37;
+      const i64 n = rows * cols;
+      std::vector<ProgIn> ins{
+          {values(n, -2, 2, 30), t, 1, {}},                              // same shape (misaligned)
+          {values(cols, -1, 1, 31), t, 0, {0, 1}},                       // bias [cols]
+          {values(rows, -1.5, 1.5, 32), DType::f32, 0, {1, 0}},          // column [rows, 1]
+          {values(n, -1, 1, 33), t, 0, {1, rows}},                       // transposed [cols, rows]^T
+          {values(n, -1, 1, 34), t, 0, {}}};                             // same shape (aligned)
+      run_program(be, "add x0 x1; mul t0 x2; gelu t1; sub t2 x3; add t3 x4", ins, t, {rows, cols}, n, 0,
+                  2 * ewtest::tol(t), std::string("general ") + to_string(t) + " cols=" + std::to_string(cols));
+    }
+    // [4, 1, 6] * [1, 5, 6] + [4, 5, 1]
+    const i64 a = 4, b = 5, c = 6, n = a * b * c;
+    std::vector<ProgIn> ins{{values(a * c, -2, 2, 35), t, 0, {c, 0, 1}},
+                            {values(b * c, -2, 2, 36), t, 0, {0, c, 1}},
+                            {values(a * b, -2, 2, 37), t, 0, {b, 1, 0}}};
+    run_program(be, "mul x0 x1; add t0 x2; exp t1", ins, t, {a, b, c}, n, 0, 2 * ewtest::tol(t),
+                std::string("3-d broadcast ") + to_string(t));
   }
 }
 

@@ -37,3 +37,22 @@ TEST(CudaEwProgram, Float64IsRefusedNotMiscomputed) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(CudaEwProgram, VectorPathSizesAlignmentDtypes) {
+  LC_REQUIRE_CUDA();
+  lc::ewprogtest::check_vector_paths(gpu(), {lc::DType::f32, lc::DType::f16, lc::DType::bf16});
+}
+
+TEST(CudaEwProgram, ProgramShapesEverySlotBucket) {
+  LC_REQUIRE_CUDA();
+  lc::ewprogtest::check_program_shapes(gpu(), {lc::DType::f32, lc::DType::f16, lc::DType::bf16});
+}
+
+TEST(CudaEwProgram, GeneralPathFlatAndGatheredOperands) {
+  LC_REQUIRE_CUDA();
+  lc::ewprogtest::check_general_paths(gpu(), {lc::DType::f32, lc::DType::f16, lc::DType::bf16});
+}
+
+}  // namespace

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "ew_program_cases.h"
@@ -58,6 +59,69 @@ TEST(EwProgramCpu, BroadcastStridedMixedDtypes) {
 }
 
 TEST(EwProgramCpu, LargeMultiThreaded) { lc::ewprogtest::check_large(cpu(), lc::DType::f32); }
+
+TEST(EwProgramCpu, VectorPathSizesAlignmentDtypes) {
+  lc::ewprogtest::check_vector_paths(cpu(), {lc::DType::f32, lc::DType::f16, lc::DType::bf16, lc::DType::f64});
+}
+
+TEST(EwProgramCpu, ProgramShapesEverySlotBucket) {
+  lc::ewprogtest::check_program_shapes(cpu(), {lc::DType::f32, lc::DType::f16, lc::DType::bf16, lc::DType::f64});
+}
+
+TEST(EwProgramCpu, GeneralPathFlatAndGatheredOperands) {
+  lc::ewprogtest::check_general_paths(cpu(), {lc::DType::f32, lc::DType::f16, lc::DType::bf16, lc::DType::f64});
+}
+
+// The float32 loops' exp / log / tanh / sigmoid / silu (ew_math.inc) at the edges and over wide
+// ranges, against float64: overflow to inf, gradual underflow, log's specials and denormals.
+TEST(EwProgramCpu, TranscendentalsFullRange) {
+  auto run = [](const char* prog, const std::vector<float>& x) {
+    std::vector<float> out(x.size(), std::nanf(""));
+    lc::EwProgramArgs p;
+    p.prog = lc::parse_ew_program(prog);
+    p.n_inputs = 1;
+    p.in[0] = x.data();
+    p.in_dtype[0] = lc::DType::f32;
+    p.out = out.data();
+    p.out_dtype = lc::DType::f32;
+    p.n = static_cast<std::int64_t>(x.size());
+    cpu().elementwise_program(p);
+    return out;
+  };
+  // atol: 1 / (1 + e^-x) underflows to 0 in float32 below x ~ -88.7 (e^-x overflows) although
+  // sigmoid itself is a denormal there: every float32 formula does that, so sigmoid gets 1e-37.
+  auto close = [](double got, double want, double atol = 3e-45) {
+    if (std::isnan(want)) return std::isnan(got);
+    const double fw = static_cast<float>(want);  // what float32 can represent (denormals, inf)
+    if (std::isinf(fw)) return got == fw;
+    return std::fabs(got - fw) <= 2e-6 * std::fabs(fw) + atol;
+  };
+  std::vector<float> xs;
+  for (int i = -4000; i <= 4000; ++i) xs.push_back(static_cast<float>(i) * 0.026f);  // [-104, 104]
+  for (float v : {0.0f, -0.0f, 88.7f, 88.73f, 89.0f, -87.5f, -100.0f, -103.9f, -104.5f, 1e-30f,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::nanf("")})
+    xs.push_back(v);
+  const auto e = run("exp x0", xs);
+  const auto th = run("tanh x0", xs);
+  const auto sg = run("sigmoid x0", xs);
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const double x = xs[i];
+    EXPECT_TRUE(close(e[i], std::exp(x))) << "exp(" << x << ") = " << e[i];
+    EXPECT_TRUE(close(th[i], std::tanh(x))) << "tanh(" << x << ") = " << th[i];
+    EXPECT_TRUE(close(sg[i], 1.0 / (1.0 + std::exp(-x)), 1e-37)) << "sigmoid(" << x << ") = " << sg[i];
+  }
+  std::vector<float> ls;
+  for (int i = -149; i <= 127; ++i) ls.push_back(std::ldexp(1.37f, i));  // denormals to 2^127
+  for (float v : {0.0f, -1.0f, 1.0f, 0.999f, 1.001f, std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::max(), std::nanf("")})
+    ls.push_back(v);
+  const auto lg = run("log x0", ls);
+  for (std::size_t i = 0; i < ls.size(); ++i) {
+    const double want = std::log(static_cast<double>(ls[i]));
+    EXPECT_TRUE(close(lg[i], want) || std::fabs(lg[i] - want) <= 2e-7) << "log(" << ls[i] << ") = " << lg[i];
+  }
+}
 
 TEST(EwProgramOp, BroadcastViewsAndFloat64) {
   const lc::ExecutionPolicy cpu_p = [] {

@@ -493,3 +493,114 @@ def test_cuda_graph_replay_of_a_fused_chain(rng):
     for _ in range(3):  # eager warm-up, record, replay
         check(c(x, b, y), ref, "float32")
     assert steps(c, x, b, y) == ["elementwise_program"]
+
+
+# ---- the register-allocated CUDA kernel / vectorised CPU loops: every path ---------------------
+
+CHAIN6 = "mul x0 x1; add t0 x0; gelu t1; sub t2 x1; relu t3; mul t4 0.5"
+
+
+def chain6_ref(x, y):
+    u = x * y + x
+    return np.maximum(UNARY["gelu"](u) - y, 0.0) * 0.5
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 7, 8, 9, 31, 4097])
+def test_vector_widths_tails_and_offsets(rng, backend, dtype, n):
+    if dtype == "float64" and backend != "cpu":
+        pytest.skip("float64 runs on the CPU")
+    base_x = rng.standard_normal(n + 3).astype(npdt(dtype))
+    base_y = rng.standard_normal(n + 3).astype(npdt(dtype))
+    tx, ty = T(base_x, backend), T(base_y, backend)
+    # (x offset, y offset): both aligned, one misaligned by 1 or 3 elements, both misaligned
+    for ox, oy in [(0, 0), (1, 0), (0, 3), (1, 2)]:
+        x, y = tx[ox:ox + n], ty[oy:oy + n]
+        out = T(np.full(n, np.nan, npdt(dtype)), backend)
+        lc.elementwise_program_into(CHAIN6, x, out, y, device=backend)
+        check(out, chain6_ref(f64(base_x[ox:ox + n]), f64(base_y[oy:oy + n])), dtype,
+              tol=2 * TOL[dtype])
+
+
+MAX_PROGRAM = ("mul x0 0.5; add t0 x1; mul t1 1.5; sub t2 x2; max t3 -0.25; min t4 2.5; mul t5 x3; "
+               "add t6 0.125; tanh t7; mul t8 x4; sub t9 0.75; sigmoid t10; mul t11 x5; add t12 3; "
+               "abs t13; mul t14 0.5")
+
+
+def max_program_ref(x):
+    t = x[0] * 0.5 + x[1]
+    t = np.minimum(np.maximum(t * 1.5 - x[2], -0.25), 2.5)
+    t = np.tanh(t * x[3] + 0.125)
+    t = sigmoid64(t * x[4] - 0.75)
+    return np.abs(t * x[5] + 3.0) * 0.5
+
+
+WIDE_DAG = ("neg x0; abs x1; relu x2; tanh x3; sigmoid x4; silu x5; add t0 t1; add t2 t3; add t4 t5; "
+            "add t6 t7; add t8 t9; mul t10 x0; sub t11 x5; add t12 x3; mul t13 x1; add t14 x2")
+
+
+def wide_dag_ref(x):
+    s = (-x[0] + np.abs(x[1])) + (np.maximum(x[2], 0) + np.tanh(x[3])) + \
+        (sigmoid64(x[4]) + UNARY["silu"](x[5]))
+    return ((s * x[0] - x[5]) + x[3]) * x[1] + x[2]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("prog,ref", [(MAX_PROGRAM, max_program_ref), (WIDE_DAG, wide_dag_ref)],
+                         ids=["16-instructions-6-inputs-8-constants", "11-live-values"])
+def test_largest_programs(rng, backend, dtype, prog, ref):
+    if dtype == "float64" and backend != "cpu":
+        pytest.skip("float64 runs on the CPU")
+    for n in (1, 13, 5003):
+        xs = [rng.uniform(-1.5, 1.5, n).astype(npdt(dtype)) for _ in range(6)]
+        out = T(np.full(n, np.nan, npdt(dtype)), backend)
+        lc.elementwise_program_into(prog, T(xs[0], backend), out, *[T(v, backend) for v in xs[1:]],
+                                    device=backend)
+        check(out, ref([f64(v) for v in xs]), dtype, tol=4 * TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("cols", [1, 3, 5, 67])
+def test_broadcast_next_to_contiguous_operands(rng, backend, dtype, cols):
+    # x, z contiguous with the result (vector loads on CUDA's general path), b [cols] and
+    # c [rows, 1] gathered; inner sizes that are not multiples of the vector width
+    rows = 37
+    x = rng.standard_normal((rows, cols)).astype(npdt(dtype))
+    b = rng.standard_normal(cols).astype(npdt(dtype))
+    c = rng.standard_normal((rows, 1)).astype(np.float32)
+    z = rng.standard_normal((rows, cols)).astype(npdt(dtype))
+    out = T(np.full((rows, cols), np.nan, npdt(dtype)), backend)
+    lc.elementwise_program_into("add x0 x1; mul t0 x2; gelu t1; sub t2 x3", T(x, backend), out,
+                                T(b, backend), T(c, backend), T(z, backend), device=backend)
+    check(out, UNARY["gelu"]((f64(x) + f64(b)) * f64(c)) - f64(z), dtype, tol=2 * TOL[dtype])
+
+
+def test_transcendentals_at_the_edges(backend):
+    # exp overflow -> inf, gradual underflow, log of 0 / negatives / denormals / inf, NaN kept
+    x = np.array([-110, -104, -100, -88, -20, -1e-3, 0, 1e-3, 1, 20, 88, 88.7, 88.8, 100,
+                  np.inf, -np.inf, np.nan], np.float32)
+    with np.errstate(all="ignore"):
+        got = lc.elementwise_program("exp x0", T(x, backend), device=backend).numpy()
+        want = np.exp(x.astype(np.float64)).astype(np.float32)
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=3e-45)
+        got = lc.elementwise_program("tanh x0", T(x, backend), device=backend).numpy()
+        np.testing.assert_allclose(got, np.tanh(x.astype(np.float64)).astype(np.float32), rtol=2e-6,
+                                   atol=1e-37)
+        pos = np.array([0, -1, 1e-40, 1e-30, 0.5, 1, 2, 1e30, 3.4e38, np.inf, np.nan], np.float32)
+        got = lc.elementwise_program("log x0", T(pos, backend), device=backend).numpy()
+        want = np.log(pos.astype(np.float64)).astype(np.float32)
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+
+
+def test_chain_cost_check_reports_fusion(rng):
+    # the rule fuses a 6-node chain (>= 2 nodes, 3 slots: within the budget) and says so
+    x = rng.standard_normal((64, 64)).astype(np.float32)
+    y = rng.standard_normal((64, 64)).astype(np.float32)
+
+    def fn(a, b):
+        return lc.relu(lc.sub(lc.gelu(lc.add(lc.mul(a, b), a)), b)) * 0.5
+
+    c = lc.compile(fn, device="cpu", fusion={"elementwise_chain": True})
+    rep = [r for r in c.graph(x, y).fusion_report() if r["rule"] == "elementwise_chain"]
+    assert any(r["applied"] for r in rep), rep
+    np.testing.assert_allclose(f64(c(x, y)), chain6_ref(f64(x), f64(y)), rtol=2e-5, atol=2e-5)

@@ -1,19 +1,29 @@
 // Elementwise programs on the CPU (Backend::elementwise_program, EwProgramArgs).
 //
 // A block interpreter: the output is walked in tiles of kTile elements; per tile each input is
-// converted into a float (double for a float64 result) register row, the constants are
-// broadcast into theirs, and every instruction runs as one tight loop over the tile (the
-// switch is paid once per instruction per tile, not per element; add / mul / relu / gelu
-// vectorise). Strided / broadcast inputs gather through per-tile offsets computed by an
+// made a float (double for a float64 result) row (a contiguous float32 input is read in place,
+// 16-bit ones are widened with the F16C / shift loops of half_convert), the constants are
+// broadcast rows filled once, and every instruction runs as one tight loop over the tile (the
+// switch is paid once per instruction per tile, not per element). The float32 loops
+// (ew_program_loops.inc) are compiled for SSE2 / AVX2+FMA / AVX-512 and picked at run time
+// (simd.h), and call no library function: exp / log / tanh are ew_math.h's branch-free
+// full-range versions, gelu / gelu_erf vec_math.h's (exactly lc.gelu's), so every instruction
+// vectorises. Strided / broadcast inputs gather through per-tile offsets computed by an
 // incrementing multi-index. Large outputs split over the CPU pool; small ones run inline.
 // out may alias an input in the contiguous case: a tile's inputs are read before it is written.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/half.h"
+#include "backends/cpu/half_convert.h"
+#include "backends/cpu/simd.h"
 #include "backends/cpu/thread_pool.h"
 #include "backends/cpu/vec_math.h"
 
@@ -21,7 +31,7 @@ namespace lc::cpu {
 namespace {
 
 using i64 = std::int64_t;
-constexpr int kTile = 128;
+constexpr int kTile = 256;
 // A program is several passes of work per element: threads pay off from ~64K elements.
 constexpr i64 kParallelElems = i64{1} << 16;
 constexpr i64 kGrain = i64{1} << 14;
@@ -96,26 +106,44 @@ void store_row(void* p, DType t, i64 lo, int len, const C* src) {
   }
 }
 
-// NaN-propagating max / min (numpy's maximum / minimum).
-template <class C>
-inline C max_nan(C a, C b) { return (a != a || a > b) ? a : b; }
-template <class C>
-inline C min_nan(C a, C b) { return (a != a || a < b) ? a : b; }
+// ---- float64 (a float64 result): plain loops, the C library's functions --------------------
 
-template <class C>
-inline C gelu_tanh_c(C x) {
-  if constexpr (std::is_same_v<C, float>) return gelu(x);  // lc.gelu's own definition
-  else return 0.5 * x * (1.0 + std::tanh(0.79788456080286536 * (x + 0.044715 * x * x * x)));
-}
-template <class C>
-inline C gelu_erf_c(C x) {
-  if constexpr (std::is_same_v<C, float>) return gelu_erf(x);
-  else return 0.5 * x * (1.0 + std::erf(x * 0.70710678118654752));
+inline double max_nan_d(double a, double b) { return (a != a || a > b) ? a : b; }
+inline double min_nan_d(double a, double b) { return (a != a || a < b) ? a : b; }
+
+void exec_instr_f64(const EwInstr& in, const double* __restrict a, const double* __restrict b,
+                    double* __restrict d, int len) {
+  switch (in.op) {
+    case EwOp::add: for (int j = 0; j < len; ++j) d[j] = a[j] + b[j]; break;
+    case EwOp::sub: for (int j = 0; j < len; ++j) d[j] = a[j] - b[j]; break;
+    case EwOp::mul: for (int j = 0; j < len; ++j) d[j] = a[j] * b[j]; break;
+    case EwOp::div: for (int j = 0; j < len; ++j) d[j] = a[j] / b[j]; break;
+    case EwOp::max: for (int j = 0; j < len; ++j) d[j] = max_nan_d(a[j], b[j]); break;
+    case EwOp::min: for (int j = 0; j < len; ++j) d[j] = min_nan_d(a[j], b[j]); break;
+    case EwOp::neg: for (int j = 0; j < len; ++j) d[j] = -a[j]; break;
+    case EwOp::abs: for (int j = 0; j < len; ++j) d[j] = std::fabs(a[j]); break;
+    case EwOp::exp: for (int j = 0; j < len; ++j) d[j] = std::exp(a[j]); break;
+    case EwOp::log: for (int j = 0; j < len; ++j) d[j] = std::log(a[j]); break;
+    case EwOp::sqrt: for (int j = 0; j < len; ++j) d[j] = std::sqrt(a[j]); break;
+    case EwOp::rsqrt: for (int j = 0; j < len; ++j) d[j] = 1.0 / std::sqrt(a[j]); break;
+    case EwOp::tanh: for (int j = 0; j < len; ++j) d[j] = std::tanh(a[j]); break;
+    case EwOp::sigmoid: for (int j = 0; j < len; ++j) d[j] = 1.0 / (1.0 + std::exp(-a[j])); break;
+    case EwOp::relu: for (int j = 0; j < len; ++j) d[j] = a[j] < 0.0 ? 0.0 : a[j]; break;
+    case EwOp::gelu:
+      for (int j = 0; j < len; ++j)
+        d[j] = 0.5 * a[j] * (1.0 + std::tanh(0.79788456080286536 * (a[j] + 0.044715 * a[j] * a[j] * a[j])));
+      break;
+    case EwOp::gelu_erf:
+      for (int j = 0; j < len; ++j) d[j] = 0.5 * a[j] * (1.0 + std::erf(a[j] * 0.70710678118654752));
+      break;
+    case EwOp::silu: for (int j = 0; j < len; ++j) d[j] = a[j] / (1.0 + std::exp(-a[j])); break;
+  }
 }
 
-// float32 gelu / gelu_erf: the elementwise kernels' own loops (their AVX2 / AVX-512 builds; a
-// plain loop here gets only SSE2 and does not vectorise the exp), so a fused gelu computes
-// exactly what lc.gelu does.
+// ---- float32: the vectorised loops, one build per instruction set --------------------------
+
+// float32 gelu / gelu_erf: the elementwise kernels' own loops (their AVX2 / AVX-512 builds), so
+// a fused gelu computes exactly what lc.gelu does.
 void gelu_row(EwKind kind, const float* a, float* d, int len) {
   ElementwiseArgs e;
   e.kind = kind;
@@ -126,61 +154,39 @@ void gelu_row(EwKind kind, const float* a, float* d, int len) {
   elementwise(e);  // len <= kTile: runs inline, never on the pool
 }
 
-// float32 sigmoid (silu: times x) on 8 lanes with fast_exp's vector twin (<= 2 ulp; its
-// saturation at e^88 only rounds 1 / (1 + e^-x) to what float32 gives anyway).
-void sigmoid_row(const float* __restrict a, float* __restrict d, int len, bool silu) {
-  int j = 0;
-  for (; j + 8 <= len; j += 8) {
-    const v8f x = v8_load(a + j);
-    const v8f sg = 1.0f / (1.0f + v8_exp(v8f{} - x));
-    v8_store(d + j, silu ? x * sg : sg);
-  }
-  for (; j < len; ++j) {
-    const float sg = 1.0f / (1.0f + fast_exp(-a[j]));
-    d[j] = silu ? a[j] * sg : sg;
-  }
-}
+// -fno-trapping-math: see ew_math.inc (the selects stay selects, so the loops vectorise).
+#pragma GCC push_options
+#pragma GCC optimize("-fno-trapping-math")
+namespace isa_sse {
+#include "backends/cpu/ew_program_loops.inc"
+}  // namespace isa_sse
+#pragma GCC pop_options
+#if defined(LC_CPU_MULTI_ISA)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("-fno-trapping-math")
+namespace isa_avx2 {
+#include "backends/cpu/ew_program_loops.inc"
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#pragma GCC optimize("-fno-trapping-math")
+namespace isa_avx512 {
+#include "backends/cpu/ew_program_loops.inc"
+}  // namespace isa_avx512
+#pragma GCC pop_options
+#endif
 
-template <class C>
-void exec_instr(const EwInstr& in, C (*r)[kTile], int dst, int len) {
-  // The destination is a later register than both operands (SSA): never the same row, so the
-  // loops vectorise without overlap checks.
-  const C* __restrict a = r[in.a];
-  const C* __restrict b = r[in.b];
-  C* __restrict d = r[dst];
-  const C one = C(1);
-  switch (in.op) {
-    case EwOp::add: for (int j = 0; j < len; ++j) d[j] = a[j] + b[j]; break;
-    case EwOp::sub: for (int j = 0; j < len; ++j) d[j] = a[j] - b[j]; break;
-    case EwOp::mul: for (int j = 0; j < len; ++j) d[j] = a[j] * b[j]; break;
-    case EwOp::div: for (int j = 0; j < len; ++j) d[j] = a[j] / b[j]; break;
-    case EwOp::max: for (int j = 0; j < len; ++j) d[j] = max_nan(a[j], b[j]); break;
-    case EwOp::min: for (int j = 0; j < len; ++j) d[j] = min_nan(a[j], b[j]); break;
-    case EwOp::neg: for (int j = 0; j < len; ++j) d[j] = -a[j]; break;
-    case EwOp::abs: for (int j = 0; j < len; ++j) d[j] = std::fabs(a[j]); break;
-    case EwOp::exp: for (int j = 0; j < len; ++j) d[j] = std::exp(a[j]); break;
-    case EwOp::log: for (int j = 0; j < len; ++j) d[j] = std::log(a[j]); break;
-    case EwOp::sqrt: for (int j = 0; j < len; ++j) d[j] = std::sqrt(a[j]); break;
-    case EwOp::rsqrt: for (int j = 0; j < len; ++j) d[j] = one / std::sqrt(a[j]); break;
-    case EwOp::tanh: for (int j = 0; j < len; ++j) d[j] = std::tanh(a[j]); break;
-    case EwOp::sigmoid:
-      if constexpr (std::is_same_v<C, float>) sigmoid_row(a, d, len, false);
-      else for (int j = 0; j < len; ++j) d[j] = one / (one + std::exp(-a[j]));
-      break;
-    case EwOp::relu: for (int j = 0; j < len; ++j) d[j] = a[j] < C(0) ? C(0) : a[j]; break;
-    case EwOp::gelu:
-      if constexpr (std::is_same_v<C, float>) gelu_row(EwKind::gelu, a, d, len);
-      else for (int j = 0; j < len; ++j) d[j] = gelu_tanh_c(a[j]);
-      break;
-    case EwOp::gelu_erf:
-      if constexpr (std::is_same_v<C, float>) gelu_row(EwKind::gelu_erf, a, d, len);
-      else for (int j = 0; j < len; ++j) d[j] = gelu_erf_c(a[j]);
-      break;
-    case EwOp::silu:
-      if constexpr (std::is_same_v<C, float>) sigmoid_row(a, d, len, true);
-      else for (int j = 0; j < len; ++j) d[j] = a[j] / (one + std::exp(-a[j]));
-      break;
-  }
+using ProgramFn = void (*)(const EwProgram&, const float**, float (*)[kTile], int);
+
+ProgramFn program_kernel() {
+#if defined(LC_CPU_MULTI_ISA)
+  const int isa = simd_level();
+  if (isa >= 2) return isa_avx512::exec_program;
+  if (isa == 1) return isa_avx2::exec_program;
+#endif
+  return isa_sse::exec_program;
 }
 
 // Per-tile offsets of every strided input for the output elements [lo, lo + len).
@@ -207,14 +213,67 @@ void tile_offsets(const EwProgramArgs& p, i64 lo, int len, i64 (*off)[kTile]) {
   }
 }
 
-template <class C>
-void run_range(const EwProgramArgs& p, i64 lo, i64 hi) {
-  alignas(64) C r[kEwProgMaxRegs][kTile];
+// Registers the program reads (inputs it never reads are not loaded).
+unsigned read_inputs(const EwProgram& prog, int used) {
+  unsigned m = 0;
+  for (int i = 0; i < prog.n_instrs; ++i) {
+    const EwInstr& in = prog.code[i];
+    if (in.a < used) m |= 1u << in.a;
+    if (ew_op_binary(in.op) && in.b < used) m |= 1u << in.b;
+  }
+  return m;
+}
+
+void run_range_f32(const EwProgramArgs& p, i64 lo, i64 hi, ProgramFn fn) {
+  alignas(64) float in_rows[kEwProgMaxInputs][kTile];
+  alignas(64) float const_rows[kEwProgMaxConsts][kTile];
+  alignas(64) float tmp[kEwProgMaxInstrs][kTile];
+  alignas(64) i64 off[kEwProgMaxInputs][kTile];
+  const EwProgram& prog = p.prog;
+  const int used = std::min<int>(prog.n_inputs, p.n_inputs);
+  const unsigned mask = read_inputs(prog, used);
+  const float* row[kEwProgMaxRegs] = {};
+  for (int c = 0; c < prog.n_consts; ++c) {
+    std::fill(const_rows[c], const_rows[c] + kTile, static_cast<float>(prog.consts[c]));
+    row[kEwRegConst + c] = const_rows[c];
+  }
+  for (i64 t0 = lo; t0 < hi; t0 += kTile) {
+    const int len = static_cast<int>(std::min<i64>(kTile, hi - t0));
+    if (p.ndim > 0) tile_offsets(p, t0, len, off);
+    for (int k = 0; k < used; ++k) {
+      if (!((mask >> k) & 1u)) continue;
+      const DType t = p.in_dtype[k];
+      if (p.ndim > 0) {
+        gather_row(p.in[k], t, off[k], len, in_rows[k]);
+        row[k] = in_rows[k];
+      } else if (t == DType::f32) {
+        row[k] = static_cast<const float*>(p.in[k]) + t0;  // read in place
+      } else if (t == DType::f16 || t == DType::bf16) {
+        widen_to_f32(t, static_cast<const char*>(p.in[k]) + t0 * 2, in_rows[k], len);
+        row[k] = in_rows[k];
+      } else {
+        load_row(p.in[k], t, t0, len, in_rows[k]);
+        row[k] = in_rows[k];
+      }
+    }
+    fn(prog, row, tmp, len);
+    const float* res = row[prog.result()];
+    if (p.out_dtype == DType::f32)
+      std::copy(res, res + len, static_cast<float*>(p.out) + t0);
+    else if (p.out_dtype == DType::f16 || p.out_dtype == DType::bf16)
+      narrow_from_f32(p.out_dtype, res, static_cast<char*>(p.out) + t0 * 2, len);
+    else
+      store_row(p.out, p.out_dtype, t0, len, res);
+  }
+}
+
+void run_range_f64(const EwProgramArgs& p, i64 lo, i64 hi) {
+  alignas(64) double r[kEwProgMaxRegs][kTile];
   alignas(64) i64 off[kEwProgMaxInputs][kTile];
   const EwProgram& prog = p.prog;
   const int used = std::min<int>(prog.n_inputs, p.n_inputs);
   for (int c = 0; c < prog.n_consts; ++c)
-    std::fill(r[kEwRegConst + c], r[kEwRegConst + c] + kTile, static_cast<C>(prog.consts[c]));
+    std::fill(r[kEwRegConst + c], r[kEwRegConst + c] + kTile, prog.consts[c]);
   for (i64 t0 = lo; t0 < hi; t0 += kTile) {
     const int len = static_cast<int>(std::min<i64>(kTile, hi - t0));
     if (p.ndim == 0) {
@@ -223,7 +282,10 @@ void run_range(const EwProgramArgs& p, i64 lo, i64 hi) {
       tile_offsets(p, t0, len, off);
       for (int k = 0; k < used; ++k) gather_row(p.in[k], p.in_dtype[k], off[k], len, r[k]);
     }
-    for (int i = 0; i < prog.n_instrs; ++i) exec_instr(prog.code[i], r, kEwRegTemp + i, len);
+    for (int i = 0; i < prog.n_instrs; ++i) {
+      const EwInstr& in = prog.code[i];
+      exec_instr_f64(in, r[in.a], r[in.b], r[kEwRegTemp + i], len);
+    }
     store_row(p.out, p.out_dtype, t0, len, r[prog.result()]);
   }
 }
@@ -232,13 +294,14 @@ void run_range(const EwProgramArgs& p, i64 lo, i64 hi) {
 
 void elementwise_program(const EwProgramArgs& p) {
   if (p.n <= 0) return;
-  auto body = [&](auto c) {
-    using C = decltype(c);
-    if (p.n < kParallelElems) return run_range<C>(p, 0, p.n);
-    parallel_for(0, p.n, kGrain, [&](i64 lo, i64 hi) { run_range<C>(p, lo, hi); });
-  };
-  if (p.out_dtype == DType::f64) body(double{});
-  else body(float{});
+  if (p.out_dtype == DType::f64) {
+    if (p.n < kParallelElems) return run_range_f64(p, 0, p.n);
+    parallel_for(0, p.n, kGrain, [&](i64 lo, i64 hi) { run_range_f64(p, lo, hi); });
+    return;
+  }
+  const ProgramFn fn = program_kernel();
+  if (p.n < kParallelElems) return run_range_f32(p, 0, p.n, fn);
+  parallel_for(0, p.n, kGrain, [&](i64 lo, i64 hi) { run_range_f32(p, lo, hi, fn); });
 }
 
 }  // namespace lc::cpu
