@@ -88,10 +88,10 @@ constexpr int kVariantCount[2] = {kAttentionTcVariants, kAttentionDecodeVariants
 const char* const kTcVariantNames[kAttentionTcVariants] = {
     "bq64 w4 bk64 stages2 (default)",
     "bq64 w4 bk64 stages2 launch_bounds(128,4) (d<=64)",
-    "bq128 w8 bk64 stages2",
+    "bq128 w8 bk64 stages2 launch_bounds(256,1)",
     "bq64 w4 bk64 stages3",
-    "bq64 w4 bk32 stages2",
-    "bq128 w8 bk128 stages1 (whole K/V of S<=128 in one tile; d<=64)",
+    "bq64 w4 bk32 stages2 launch_bounds(128,1)",
+    "bq128 w8 bk128 stages1 launch_bounds(256,1) (whole K/V of S<=128 in one tile; d<=64)",
     "bq64 w4 bk128 stages1 (d<=64)",
 };
 const char* const kDecodeVariantNames[kAttentionDecodeVariants] = {

@@ -492,7 +492,9 @@ void run_tc(const MhaArgs& a, cudaStream_t s) {
 // head-dim configs of the common heads (DP = 32, 64, 128) and calls without a per-row mask;
 // other calls run the default whatever the variant. Tiles of 128 keys (variants 5, 6) keep
 // S (64 floats per thread) next to O and Q's fragments: only for DP <= 64, where that fits;
-// variant 1's 128-register cap is also DP <= 64 only.
+// variant 1's 128-register cap is also DP <= 64 only (at DP = 32 it spills 92 bytes, kept to
+// measure). Variants 2, 4 and 5 give __launch_bounds__ a minimum of 1 block: left to its own
+// heuristic, ptxas capped them at 128 registers and spilled (DP = 32: 44 to 76 bytes).
 template <class T, int DP>
 void run_tc_variant(const MhaArgs& a, int variant, cudaStream_t s) {
   if (tc_row_mask(a)) return run_tc<T, DP, TcDefault, true>(a, s);
@@ -501,11 +503,11 @@ void run_tc_variant(const MhaArgs& a, int variant, cudaStream_t s) {
       case 1:  // DP = 128 at 128 registers spills ~340 bytes: not compiled
         if constexpr (DP <= 64) return run_tc<T, DP, TcTiling<4, 64, 2, 4>, false>(a, s);
         break;
-      case 2: return run_tc<T, DP, TcTiling<8, 64, 2, 0>, false>(a, s);
+      case 2: return run_tc<T, DP, TcTiling<8, 64, 2, 1>, false>(a, s);
       case 3: return run_tc<T, DP, TcTiling<4, 64, 3, 0>, false>(a, s);
-      case 4: return run_tc<T, DP, TcTiling<4, 32, 2, 0>, false>(a, s);
+      case 4: return run_tc<T, DP, TcTiling<4, 32, 2, 1>, false>(a, s);
       case 5:
-        if constexpr (DP <= 64) return run_tc<T, DP, TcTiling<8, 128, 1, 0>, false>(a, s);
+        if constexpr (DP <= 64) return run_tc<T, DP, TcTiling<8, 128, 1, 1>, false>(a, s);
         break;
       case 6:
         if constexpr (DP <= 64) return run_tc<T, DP, TcTiling<4, 128, 1, 0>, false>(a, s);
