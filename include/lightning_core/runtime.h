@@ -39,5 +39,14 @@ void empty_cache();
 // first use), else "auto". Throws lc::ValueError for any other name.
 void set_attention_impl(const std::string& impl);
 std::string attention_impl();
+// Tuning / testing hook: which compiled variant of a CUDA attention kernel runs ("tc": the
+// tensor-core forward, attention_mha_tc.cu; "decode": flash decoding, attention_decode.cu);
+// 0 is the default (docs/attention.md lists them). Process-wide; initially the environment's
+// LC_ATTENTION_TC_VARIANT / LC_ATTENTION_DECODE_VARIANT (read once), else 0. Throws
+// lc::ValueError for an unknown kernel name or a variant outside [0, count).
+void set_attention_kernel_variant(const std::string& kernel, int variant);
+int attention_kernel_variant(const std::string& kernel);
+// One line per variant of the kernel ("tc" / "decode"), index = variant.
+std::vector<std::string> attention_kernel_variant_names(const std::string& kernel);
 
 }  // namespace lc

@@ -33,6 +33,13 @@ from ._lightning_core import (  # noqa: F401,E402
     Tensor,
     __doc__ as _native_doc,
 )
+# Private tuning / testing hooks (not in `import *`): which compiled variant of the CUDA attention
+# kernels runs (docs/attention.md, "Kernel variants"; benchmarks/python/attention_sweep.py).
+from ._lightning_core import (  # noqa: F401,E402
+    _attention_kernel_variant,
+    _attention_kernel_variant_names,
+    _set_attention_kernel_variant,
+)
 
 # cuBLASLt / cuDNN / the CUDA runtime may live in NVIDIA's pip wheels (torch's): tell the loader
 # where (it loads them only when an op first needs one).

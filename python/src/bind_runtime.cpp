@@ -76,6 +76,12 @@ void register_runtime(nb::module_& m) {
         "docs/attention.md.");
   m.def("attention_impl", &lc::attention_impl,
         "The current attention implementation choice (set_attention_impl).");
+  // Tuning / testing hooks (benchmarks/python/attention_sweep.py, the variant tests): which
+  // compiled variant of the CUDA attention kernels runs ("tc" / "decode"; 0 = default).
+  m.def("_set_attention_kernel_variant", &lc::set_attention_kernel_variant, nb::arg("kernel"),
+        nb::arg("variant"));
+  m.def("_attention_kernel_variant", &lc::attention_kernel_variant, nb::arg("kernel"));
+  m.def("_attention_kernel_variant_names", &lc::attention_kernel_variant_names, nb::arg("kernel"));
 }
 
 }  // namespace lcpy

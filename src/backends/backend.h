@@ -97,6 +97,16 @@ enum class MaskKind : std::uint8_t { none, additive, keep };
 // attention_impl.cpp); one relaxed atomic load.
 enum class AttentionImpl : std::uint8_t { automatic, cudnn, own };
 AttentionImpl attention_impl_choice() noexcept;
+// Compiled variants of the CUDA attention kernels (tile shapes, pipeline depth, launch bounds,
+// split rules) for tuning on a device; variant 0 is the default. Process-wide, initially the
+// environment's LC_ATTENTION_TC_VARIANT / LC_ATTENTION_DECODE_VARIANT (read once on first use),
+// overridden by lc::set_attention_kernel_variant() (runtime.h); one relaxed atomic load. The
+// tables of what each variant is are attention_kernel_variant_names() (src/runtime/
+// attention_impl.cpp); the CUDA files map an index to their template configuration.
+enum class AttentionKernel : std::uint8_t { tc, decode };
+inline constexpr int kAttentionTcVariants = 7;
+inline constexpr int kAttentionDecodeVariants = 7;
+int attention_kernel_variant_choice(AttentionKernel k) noexcept;
 // A backend names the implementation that ran inside the current op (a static string, e.g.
 // "cudnn" / "own"): the op's trace event and lc::last_op_report() carry it.
 void note_op_impl(const char* impl) noexcept;

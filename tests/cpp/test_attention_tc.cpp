@@ -3,7 +3,8 @@
 // (backend.h): float16 / bfloat16, head dims 8..128, odd lengths, causal with sq != sk, GQA and
 // MQA, key-padding / additive / per-row keep masks with fully masked rows, q / k / v as views of
 // a packed [B, S, 3, H, D] buffer, out written through strides into a [B, Sq, H, D] buffer,
-// every output element poisoned first and checked. Also MhaArgs::out_strides through the CPU
+// every output element poisoned first and checked; each forced case runs once per compiled
+// kernel variant (lc::set_attention_kernel_variant("tc", i), backend.h's kAttentionTcVariants). Also MhaArgs::out_strides through the CPU
 // backend (runs in CI), our CUDA kernels and cuDNN. CudaAttentionTc* skip without a GPU; the
 // CpuMhaOutStrides case runs everywhere (this file is not test_cuda_*: CPU-only builds keep it).
 #include <gtest/gtest.h>
@@ -13,11 +14,13 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.h"
 #include "cuda_test.h"
 #include "lightning_core/dtype.h"
+#include "lightning_core/errors.h"
 #include "lightning_core/runtime.h"
 #include "reference.h"
 
@@ -121,6 +124,10 @@ struct Buf {
 
 // How a case runs: through the forced tensor-core launcher, or Backend::attention_mha.
 enum class Path { tc, backend };
+
+void check_tc_outputs(const TcCase& c, lc::DType t, const Buf& o, const Buf& l, const i64 os[3],
+                      const std::vector<double>& ref_out, const std::vector<double>& ref_lse,
+                      double tol);
 
 // Builds the case's inputs on `be`, runs it, and checks every element of out (poisoned with NaN
 // first; with strided_out the whole [B, Sq, H, D] buffer is the view) and lse.
@@ -233,10 +240,6 @@ void run_tc_case(lc::Backend& be, lc::DType t, const TcCase& c, lc::ref::Rng& rn
   m.up();
   const i64 no = c.b * c.h * c.sq * c.d, nl = c.b * c.h * c.sq;
   Buf o(be, static_cast<std::size_t>(no * es)), l(be, static_cast<std::size_t>(nl * 4));
-  for (i64 i = 0; i < no; ++i) put(t, o.host.data(), i, std::nan(""));
-  for (i64 i = 0; i < nl; ++i) put(lc::DType::f32, l.host.data(), i, std::nan(""));
-  o.up();
-  l.up();
   i64 os[3] = {c.h * c.sq * c.d, c.sq * c.d, c.d};
   if (c.strided_out) {  // [B, Sq, H, D]
     os[0] = c.sq * c.h * c.d;
@@ -255,17 +258,39 @@ void run_tc_case(lc::Backend& be, lc::DType t, const TcCase& c, lc::ref::Rng& rn
   a.mask = c.mask ? m.dev : nullptr;
   a.out = o.dev;
   a.lse = static_cast<float*>(l.dev);
-  if (path == Path::tc) {
+  // The tensor-core path runs (and is checked) once per compiled kernel variant
+  // (lc::set_attention_kernel_variant), the backend path once with the current choice.
+  const int variants = path == Path::tc ? lc::kAttentionTcVariants : 1;
+  const int variant_before = lc::attention_kernel_variant("tc");
+  for (int variant = 0; variant < variants; ++variant) {
+    SCOPED_TRACE(path == Path::tc ? "tc variant " + std::to_string(variant) : std::string("backend"));
+    for (i64 i = 0; i < no; ++i) put(t, o.host.data(), i, std::nan(""));
+    for (i64 i = 0; i < nl; ++i) put(lc::DType::f32, l.host.data(), i, std::nan(""));
+    o.up();
+    l.up();
+    if (path == Path::tc) {
 #ifdef LC_HAVE_CUDA
-    ASSERT_TRUE(lc::cuda::attention_mha_tc_eligible(a));
-    ASSERT_TRUE(lc::cuda::launch_attention_mha_tc(a, lc::cuda::ctx().stream));
+      ASSERT_TRUE(lc::cuda::attention_mha_tc_eligible(a));
+      lc::set_attention_kernel_variant("tc", variant);
+      const bool launched = lc::cuda::launch_attention_mha_tc(a, lc::cuda::ctx().stream);
+      lc::set_attention_kernel_variant("tc", variant_before);
+      ASSERT_TRUE(launched);
 #endif
-  } else {
-    be.attention_mha(a);
+    } else {
+      be.attention_mha(a);
+    }
+    be.synchronize();
+    o.down();
+    l.down();
+    check_tc_outputs(c, t, o, l, os, ref_out, ref_lse, tol);
   }
-  be.synchronize();
-  o.down();
-  l.down();
+}
+
+// Every element of out (through its strides os) and lse against the float64 reference.
+void check_tc_outputs(const TcCase& c, lc::DType t, const Buf& o, const Buf& l, const i64 os[3],
+                      const std::vector<double>& ref_out, const std::vector<double>& ref_lse,
+                      double tol) {
+  const i64 nl = c.b * c.h * c.sq;
   double num = 0.0, den = 0.0;
   i64 nans = 0, nonzero_dead = 0;
   for (i64 b = 0; b < c.b; ++b)
@@ -397,4 +422,29 @@ TEST(CudaAttentionTc, BackendPathsHonourOutStrides) {
     }
   }
   lc::set_attention_impl(before);
+}
+
+// The kernel-variant hook (runtime.h): every index in range is accepted and read back, the
+// names are one per variant with the default first, and bad kernels / indices throw ValueError
+// without changing the choice. Host-only (no GPU needed).
+TEST(AttentionKernelVariants, SetGetAndErrors) {
+  const std::pair<const char*, int> kernels[] = {{"tc", lc::kAttentionTcVariants},
+                                                 {"decode", lc::kAttentionDecodeVariants}};
+  for (const auto& [kernel, count] : kernels) {
+    SCOPED_TRACE(kernel);
+    const std::vector<std::string> names = lc::attention_kernel_variant_names(kernel);
+    ASSERT_EQ(static_cast<int>(names.size()), count);
+    EXPECT_NE(names[0].find("default"), std::string::npos);
+    const int before = lc::attention_kernel_variant(kernel);
+    for (int i = 0; i < count; ++i) {
+      lc::set_attention_kernel_variant(kernel, i);
+      EXPECT_EQ(lc::attention_kernel_variant(kernel), i);
+    }
+    EXPECT_THROW(lc::set_attention_kernel_variant(kernel, count), lc::ValueError);
+    EXPECT_THROW(lc::set_attention_kernel_variant(kernel, -1), lc::ValueError);
+    EXPECT_EQ(lc::attention_kernel_variant(kernel), count - 1);
+    lc::set_attention_kernel_variant(kernel, before);
+  }
+  EXPECT_THROW(lc::set_attention_kernel_variant("flash", 0), lc::ValueError);
+  EXPECT_THROW(lc::attention_kernel_variant("flash"), lc::ValueError);
 }

@@ -10,7 +10,8 @@
 // show), q in [B, Sq, H, D] memory read as [B, H, Sq, D]. Keys that no row of a batch may see
 // hold NaN in K and V where a case asks for it (masked positions must never reach the output).
 // The CudaAttentionDecode* GPU tests skip themselves without a usable CUDA device; the dispatch
-// rule test is host-only.
+// rule test is host-only. Every direct launch runs once per compiled kernel variant
+// (lc::set_attention_kernel_variant("decode", i), backend.h's kAttentionDecodeVariants).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -85,6 +86,9 @@ Tol tol_for(lc::DType t) {
   if (t == lc::DType::f16) return {4e-3, 4e-3, 1e-2};
   return {2e-2, 1e-2, 1e-2};  // bfloat16: 8 bits of mantissa on the output
 }
+
+void check_outputs(lc::DType t, const Case& c, i64 nrows, const Buf& ob, const Buf& lb,
+                   const std::vector<double>& ref, const std::vector<double>& ref_lse);
 
 void run_case(lc::DType t, const Case& c, lc::ref::Rng& rng) {
   SCOPED_TRACE(describe(c, t));
@@ -266,26 +270,42 @@ void run_case(lc::DType t, const Case& c, lc::ref::Rng& rng) {
   if (c.mask) m.up();
 
   Buf ob(be, static_cast<std::size_t>(nrows * c.dv) * es), lb(be, static_cast<std::size_t>(nrows) * 4);
-  for (i64 x = 0; x < nrows * c.dv; ++x) store(t, ob.host.data(), x, nan);
-  for (i64 x = 0; x < nrows; ++x) store(lc::DType::f32, lb.host.data(), x, nan);
-  ob.up();
-  lb.up();
   a.q = qb.dev;
   a.k = kb.dev;
   a.v = vb.dev;
   a.mask = c.mask ? m.dev : nullptr;
   a.out = ob.dev;
   a.lse = static_cast<float*>(lb.dev);
-  if (c.via_backend) {
-    be.attention_mha(a);
-  } else {
-    lc::cuda::EnqueueScope enq;  // as the backend's ops: synchronize() then waits for it
-    ASSERT_TRUE(lc::cuda::launch_attention_decode(a, lc::cuda::ctx().stream));
+  // The forced launcher runs (and is checked) once per compiled kernel variant
+  // (lc::set_attention_kernel_variant); the backend path once with the current choice.
+  const int variants = c.via_backend ? 1 : lc::kAttentionDecodeVariants;
+  const int variant_before = lc::attention_kernel_variant("decode");
+  for (int variant = 0; variant < variants; ++variant) {
+    SCOPED_TRACE(c.via_backend ? std::string("backend") : "decode variant " + std::to_string(variant));
+    for (i64 x = 0; x < nrows * c.dv; ++x) store(t, ob.host.data(), x, nan);
+    for (i64 x = 0; x < nrows; ++x) store(lc::DType::f32, lb.host.data(), x, nan);
+    ob.up();
+    lb.up();
+    if (c.via_backend) {
+      be.attention_mha(a);
+    } else {
+      lc::cuda::EnqueueScope enq;  // as the backend's ops: synchronize() then waits for it
+      lc::set_attention_kernel_variant("decode", variant);
+      const bool launched = lc::cuda::launch_attention_decode(a, lc::cuda::ctx().stream);
+      lc::set_attention_kernel_variant("decode", variant_before);
+      ASSERT_TRUE(launched);
+    }
+    be.synchronize();
+    ob.down();
+    lb.down();
+    check_outputs(t, c, nrows, ob, lb, ref, ref_lse);
   }
-  be.synchronize();
-  ob.down();
-  lb.down();
+}
 
+// Every element of out and lse against the float64 reference (rows that see no key: exact 0
+// and -inf).
+void check_outputs(lc::DType t, const Case& c, i64 nrows, const Buf& ob, const Buf& lb,
+                   const std::vector<double>& ref, const std::vector<double>& ref_lse) {
   const Tol tol = tol_for(t);
   double num = 0.0, den = 0.0;
   int bad = 0;

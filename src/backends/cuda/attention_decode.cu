@@ -8,7 +8,9 @@
 // walking 4096 keys alone) and 63 of 64 query rows of each tile are padding. Decoding is
 // bandwidth-bound: K and V (134 MB for B8 Hk8 Sk4096 D128 in bf16) must stream from HBM once.
 //
-// Phase 1 (decode_partial_kernel), grid (split, kv head x row chunk, batch), 128 threads:
+// Phase 1 (decode_partial_kernel), grid (split, kv head x row chunk, batch), 128 threads (the
+// default; the compiled variants, run_decode_variant, change warps, keys in flight, launch
+// bounds and the split rule):
 //   * a block owns one chunk of keys [split * chunk, min(sk, (split + 1) * chunk)) of one
 //     (batch, kv head) and up to R "rows" = (query head of the kv head's group, query row)
 //     pairs. All the group's query heads share the block, so a kv head's K/V are read from HBM
@@ -48,8 +50,9 @@
 // drafts. Why sk >= 256: below that the whole call is a few microseconds either way and
 // attention_mha.cu's single launch has the smaller fixed cost (no second kernel, no scratch).
 //
-// Split count: enough blocks to fill the GPU once (SMs x resident blocks per SM from the
-// occupancy calculator, at most 4), never a chunk shorter than 64 keys, at most 1024 splits;
+// Split count (SplitRule; the default): enough blocks to fill the GPU once (SMs x resident
+// blocks per SM from the occupancy calculator, at most 4), never a chunk shorter than 64 keys,
+// at most 1024 splits;
 // chunks are whole steps (SLOTS x U keys), so only the last chunk has a ragged end.
 //
 // Scratch (splits x rows x (dv + 2) floats) comes from the caching allocator and goes back
@@ -78,17 +81,32 @@ namespace {
 
 using i64 = std::int64_t;
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
 constexpr int kMaxSplits = 1024;
 constexpr i64 kMinChunk = 64;  // keys per split at least
 constexpr int kMaxGridYZ = 65535;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-// The layout of one block for storage type T, head dims up to DMAX and R rows.
-template <class T, int DMAX, int R>
+// One compiled variant of the partial kernel (LC_ATTENTION_DECODE_VARIANT /
+// set_attention_kernel_variant; the table is run_decode_variant's): WARPS warps per block, the
+// keys per key group per step divided by UDIV (fewer K / V registers in flight, more blocks per
+// SM), MINB the minimum resident blocks per SM given to __launch_bounds__ (caps registers at
+// 65536 / (MINB * threads); 0: none given, ptxas's own heuristic, what the kernel had before
+// the variants: 168 registers and an 8-byte spill for R = 4).
+template <int WARPS, int UDIV, int MINB>
+struct DecTiling {
+  static_assert(WARPS >= 1 && WARPS <= 8 && UDIV >= 1 && MINB >= 0, "decode tiling");
+  static constexpr int kWarps = WARPS;
+  static constexpr int kThreads = 32 * WARPS;
+  static constexpr int kUDiv = UDIV;
+  static constexpr int kMinBlocks = MINB;
+};
+using DecDefault = DecTiling<4, 1, 1>;
+
+// The layout of one block for storage type T, head dims up to DMAX, R rows and tiling TL.
+template <class T, int DMAX, int R, class TL>
 struct DecCfg {
+  static constexpr int kWarps = TL::kWarps;
   static constexpr int kV = kVec<T>;            // elements per 16-byte vector
   static constexpr int NVEC = DMAX / kV;         // vectors per row (at most)
   static constexpr int LPK = NVEC < 32 ? NVEC : 32;  // lanes per key
@@ -99,7 +117,8 @@ struct DecCfg {
   // keys per key group per step: ~4 vectors of K and of V in flight per lane, halved for 8 rows
   // (q and o then take 128 registers)
   static constexpr int U0 = 4 / NV;
-  static constexpr int U = R >= 8 && U0 > 1 ? U0 / 2 : U0;
+  static constexpr int U1 = R >= 8 && U0 > 1 ? U0 / 2 : U0;
+  static constexpr int U = U1 / TL::kUDiv > 0 ? U1 / TL::kUDiv : 1;
   static constexpr int STEP = SLOTS * U;         // keys per block per step
   static_assert(NVEC % LPK == 0 && 32 % LPK == 0 && U >= 1, "decode layout");
 };
@@ -120,28 +139,12 @@ struct DecodeParams {
   bool causal;
 };
 
-// 16 bytes at p (16-byte aligned) through the read-only cache (the vector __ldg is asm
-// volatile: it stays behind its branch, see half_io.cuh).
-__device__ __forceinline__ uint4 ld16(const void* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
-
-template <class T>
-__device__ __forceinline__ void widen(const uint4& u, float* f) {
-  if constexpr (std::is_same_v<T, float>) {
-    f[0] = __uint_as_float(u.x);
-    f[1] = __uint_as_float(u.y);
-    f[2] = __uint_as_float(u.z);
-    f[3] = __uint_as_float(u.w);
-  } else {
-    unpack2<T>(u.x, f[0], f[1]);
-    unpack2<T>(u.y, f[2], f[3]);
-    unpack2<T>(u.z, f[4], f[5]);
-    unpack2<T>(u.w, f[6], f[7]);
-  }
-}
-
-template <class T, int DMAX, int R>
-__global__ void __launch_bounds__(kThreads) decode_partial_kernel(const DecodeParams p) {
-  using C = DecCfg<T, DMAX, R>;
+// The partial kernel's body; decode_partial_kernel / decode_partial_kernel_minb below are its
+// two launch-bounds forms.
+template <class T, int DMAX, int R, class TL>
+__device__ __forceinline__ void decode_partial_body(const DecodeParams& p) {
+  using C = DecCfg<T, DMAX, R, TL>;
+  constexpr int kWarps = TL::kWarps, kThreads = TL::kThreads;
   constexpr int kV = C::kV, LPK = C::LPK, NV = C::NV, F = C::F, U = C::U, SLOTS = C::SLOTS;
   __shared__ __align__(16) float s_o[kWarps][R][DMAX];
   __shared__ float s_m[kWarps][R], s_l[kWarps][R];
@@ -194,7 +197,7 @@ __global__ void __launch_bounds__(kThreads) decode_partial_kernel(const DecodePa
           for (int j = 0; j < NV; ++j) {
             const int c = li + j * LPK;
             if (c < nvk) {
-              widen<T>(ld16(qrow + c * kV), &q[r][j * kV]);
+              widen16<T>(ldg16(qrow + c * kV), &q[r][j * kV]);
 #pragma unroll
               for (int e = 0; e < kV; ++e) q[r][j * kV + e] *= p.scale_log2;
             }
@@ -214,8 +217,8 @@ __global__ void __launch_bounds__(kThreads) decode_partial_kernel(const DecodePa
             kr[u][j] = make_uint4(0u, 0u, 0u, 0u);
             vr[u][j] = make_uint4(0u, 0u, 0u, 0u);
             if (key < k_end) {
-              if (c < nvk) kr[u][j] = ld16(kb + key * p.ks[2] + c * kV);
-              if (c < nvv) vr[u][j] = ld16(vb + key * p.vs[2] + c * kV);
+              if (c < nvk) kr[u][j] = ldg16(kb + key * p.ks[2] + c * kV);
+              if (c < nvv) vr[u][j] = ldg16(vb + key * p.vs[2] + c * kV);
             }
           }
         }
@@ -246,7 +249,7 @@ __global__ void __launch_bounds__(kThreads) decode_partial_kernel(const DecodePa
 #pragma unroll
           for (int j = 0; j < NV; ++j) {
             float kf[kV];
-            widen<T>(kc[u][j], kf);
+            widen16<T>(kc[u][j], kf);
 #pragma unroll
             for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -317,7 +320,7 @@ __global__ void __launch_bounds__(kThreads) decode_partial_kernel(const DecodePa
 #pragma unroll
           for (int j = 0; j < NV; ++j) {
             float vf[kV];
-            widen<T>(vc[u][j], vf);
+            widen16<T>(vc[u][j], vf);
 #pragma unroll
             for (int r = 0; r < R; ++r) {
               // a masked key's weight is 0: skip its V (0 * inf or 0 * NaN would be NaN)
@@ -400,6 +403,16 @@ __global__ void __launch_bounds__(kThreads) decode_partial_kernel(const DecodePa
   }
 }
 
+template <class T, int DMAX, int R, class TL>
+__global__ void __launch_bounds__(TL::kThreads) decode_partial_kernel(const DecodeParams p) {
+  decode_partial_body<T, DMAX, R, TL>(p);
+}
+template <class T, int DMAX, int R, class TL>
+__global__ void __launch_bounds__(TL::kThreads, TL::kMinBlocks > 0 ? TL::kMinBlocks : 1)
+    decode_partial_kernel_minb(const DecodeParams p) {
+  decode_partial_body<T, DMAX, R, TL>(p);
+}
+
 constexpr int kCombineThreads = 128;
 
 // Block-wide max (op 0) or sum (op 1) of v; every thread gets the result. `red` holds
@@ -466,52 +479,46 @@ bool strides_ok(const i64 st[3], const i64 n[3], int vec) {
 
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
-template <class T, int DMAX, int R>
-void run_decode(const MhaArgs& a, cudaStream_t s) {
-  using C = DecCfg<T, DMAX, R>;
-  auto kernel = decode_partial_kernel<T, DMAX, R>;
+// How many splits (see the header comment): enough blocks for `waves` fills of the GPU's
+// resident block slots (SMs x the occupancy calculator's blocks per SM, at most
+// max_blocks_per_sm), no chunk shorter than min_chunk keys, at most kMaxSplits.
+struct SplitRule {
+  int waves = 1;
+  int max_blocks_per_sm = 4;
+  i64 min_chunk = kMinChunk;
+};
+
+template <class T, int DMAX, int R, class TL>
+void run_decode(const MhaArgs& a, const SplitRule& rule, cudaStream_t s) {
+  using C = DecCfg<T, DMAX, R, TL>;
+  constexpr int kThreads = TL::kThreads;
+  auto kernel = [] {
+    if constexpr (TL::kMinBlocks > 0) return decode_partial_kernel_minb<T, DMAX, R, TL>;
+    else return decode_partial_kernel<T, DMAX, R, TL>;
+  }();
   static std::once_flag once;
-  static int blocks_per_sm = 1;
+  static int occupancy = 1;
   std::call_once(once, [&] {
-    LC_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_per_sm, kernel, kThreads, 0));
-    blocks_per_sm = std::clamp(blocks_per_sm, 1, 4);
+    LC_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occupancy, kernel, kThreads, 0));
+    occupancy = std::max(occupancy, 1);
   });
+  const int blocks_per_sm = std::clamp(occupancy, 1, std::max(1, rule.max_blocks_per_sm));
 
   DecodeParams p{};
-  p.q = a.q;
-  p.k = a.k;
-  p.v = a.v;
-  p.mask = a.mask;
-  for (int i = 0; i < 3; ++i) {
-    p.qs[i] = a.q_strides[i];
-    p.ks[i] = a.k_strides[i];
-    p.vs[i] = a.v_strides[i];
-  }
-  for (int i = 0; i < 4; ++i) p.ms[i] = a.mask_strides[i];
+  fill_mha_params(a, p);
   p.batch = a.batch;
-  p.sq = a.sq;
-  p.sk = a.sk;
-  p.off = a.sk - a.sq;
   p.rows = a.batch * a.heads * a.sq;
-  p.heads = static_cast<int>(a.heads);
   p.kv_heads = static_cast<int>(a.kv_heads);
-  p.group = static_cast<int>(a.heads / a.kv_heads);
   p.grows = p.group * static_cast<int>(a.sq);
   p.nrc = (p.grows + R - 1) / R;
-  p.d = static_cast<int>(a.d);
-  p.dv = static_cast<int>(a.dv);
-  p.scale_log2 = static_cast<float>(a.scale) * kLog2e;
-  p.mask_kind = a.mask_kind == MaskKind::none       ? 0
-                : a.mask_kind == MaskKind::additive ? 1
-                : a.mask_dtype == DType::i32        ? 2
-                                                    : 3;
-  p.causal = a.causal;
 
   // Splits: fill the GPU's resident block slots once (see the header comment).
   const i64 pairs = a.batch * a.kv_heads * p.nrc;
-  const i64 slots = static_cast<i64>(std::max(1, ctx().info.sm_count)) * blocks_per_sm;
+  const i64 slots = static_cast<i64>(std::max(1, ctx().info.sm_count)) * blocks_per_sm *
+                    std::max(1, rule.waves);
+  const i64 min_chunk = std::max<i64>(1, rule.min_chunk);
   i64 splits = std::max<i64>(1, slots / pairs);
-  splits = std::min<i64>({splits, (a.sk + kMinChunk - 1) / kMinChunk, kMaxSplits});
+  splits = std::min<i64>({splits, (a.sk + min_chunk - 1) / min_chunk, kMaxSplits});
   splits = std::max<i64>(splits, 1);
   i64 chunk = (a.sk + splits - 1) / splits;
   chunk = (chunk + C::STEP - 1) / C::STEP * C::STEP;
@@ -544,12 +551,49 @@ void run_decode(const MhaArgs& a, cudaStream_t s) {
          a.lse, p.rows, p.dv, static_cast<int>(splits), a.sq, a.heads, os[0], os[1], os[2]);
 }
 
+// The compiled variants (backend.h: kAttentionDecodeVariants; their names, in this order, are
+// in src/runtime/attention_impl.cpp). Registers (ptxas, sm_90a) are in docs/attention.md.
+//   0 default: 4 warps, U keys per key group per step, __launch_bounds__(128, 1) (no spills:
+//     199 registers for R = 4 at D <= 128), splits fill the GPU once (<= 4 blocks per SM)
+//   1 the kernel as it was before the variants: __launch_bounds__(128) alone (ptxas then aims at
+//     3 blocks per SM: 168 registers, R = 4 spills 8 bytes), splits as 0
+//   2 the default kernel, two waves of splits
+//   3 U / 4 (one key per key group in flight) and __launch_bounds__(128, 4) (R <= 4; R = 8
+//     takes U / 2 and keeps its registers: q and o alone take 128), up to 8 blocks per SM
+//   4 8 warps, U / 4, __launch_bounds__(256, 2) (R = 8: U / 2, no cap, and D > 128 runs the
+//     default: its merge buffer would pass 48 KB of static shared memory)
+//   5 the default kernel, chunks of at least 256 keys (fewer splits, less combine work)
+//   6 the default kernel, four waves of splits
+template <class T, int DMAX, int R>
+void run_decode_variant(const MhaArgs& a, int variant, cudaStream_t s) {
+  switch (variant) {
+    case 1: return run_decode<T, DMAX, R, DecTiling<4, 1, 0>>(a, SplitRule{}, s);
+    case 2: return run_decode<T, DMAX, R, DecDefault>(a, SplitRule{2, 4, kMinChunk}, s);
+    case 3:
+      if constexpr (R <= 4)
+        return run_decode<T, DMAX, R, DecTiling<4, 4, 4>>(a, SplitRule{1, 8, kMinChunk}, s);
+      else
+        return run_decode<T, DMAX, R, DecTiling<4, 2, 1>>(a, SplitRule{1, 8, kMinChunk}, s);
+    case 4:
+      if constexpr (R <= 4)
+        return run_decode<T, DMAX, R, DecTiling<8, 4, 2>>(a, SplitRule{1, 4, kMinChunk}, s);
+      else if constexpr (DMAX <= 128)
+        return run_decode<T, DMAX, R, DecTiling<8, 2, 1>>(a, SplitRule{1, 4, kMinChunk}, s);
+      break;
+    case 5: return run_decode<T, DMAX, R, DecDefault>(a, SplitRule{1, 4, 256}, s);
+    case 6: return run_decode<T, DMAX, R, DecDefault>(a, SplitRule{4, 4, kMinChunk}, s);
+    default: break;
+  }
+  run_decode<T, DMAX, R, DecDefault>(a, SplitRule{}, s);
+}
+static_assert(kAttentionDecodeVariants == 7, "run_decode_variant and attention_impl.cpp's table");
+
 template <class T, int DMAX>
-void run_decode_rows(const MhaArgs& a, cudaStream_t s) {
+void run_decode_rows(const MhaArgs& a, int variant, cudaStream_t s) {
   const i64 grows = (a.heads / a.kv_heads) * a.sq;
-  if (grows <= 1) run_decode<T, DMAX, 1>(a, s);
-  else if (grows <= 4) run_decode<T, DMAX, 4>(a, s);
-  else run_decode<T, DMAX, 8>(a, s);
+  if (grows <= 1) run_decode_variant<T, DMAX, 1>(a, variant, s);
+  else if (grows <= 4) run_decode_variant<T, DMAX, 4>(a, variant, s);
+  else run_decode_variant<T, DMAX, 8>(a, variant, s);
 }
 
 }  // namespace
@@ -575,12 +619,13 @@ bool attention_decode_applies(const MhaArgs& a) {
 
 bool launch_attention_decode(const MhaArgs& a, cudaStream_t s) {
   if (!attention_decode_supported(a)) return false;
+  const int variant = attention_kernel_variant_choice(AttentionKernel::decode);
   dispatch_float(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const i64 dmax = std::max(a.d, a.dv);
-    if (dmax <= 64) run_decode_rows<T, 64>(a, s);
-    else if (dmax <= 128) run_decode_rows<T, 128>(a, s);
-    else run_decode_rows<T, 256>(a, s);
+    if (dmax <= 64) run_decode_rows<T, 64>(a, variant, s);
+    else if (dmax <= 128) run_decode_rows<T, 128>(a, variant, s);
+    else run_decode_rows<T, 256>(a, variant, s);
   });
   return true;
 }

@@ -358,34 +358,9 @@ void run_mha_cfg(const MhaArgs& a, cudaStream_t s) {
                                        static_cast<int>(C::kSmemBytes)));
   });
   MhaParams p{};
-  p.q = a.q;
-  p.k = a.k;
-  p.v = a.v;
-  p.out = a.out;
-  p.lse = a.lse;
-  p.mask = a.mask;
-  for (int i = 0; i < 3; ++i) {
-    p.qs[i] = a.q_strides[i];
-    p.ks[i] = a.k_strides[i];
-    p.vs[i] = a.v_strides[i];
-  }
-  for (int i = 0; i < 4; ++i) p.ms[i] = a.mask_strides[i];
-  mha_out_strides(a, p.os);
-  p.sq = a.sq;
-  p.sk = a.sk;
-  p.off = a.sk - a.sq;
-  p.heads = static_cast<int>(a.heads);
-  p.group = static_cast<int>(a.heads / a.kv_heads);
+  fill_mha_params(a, p);
   p.nqt = static_cast<int>((a.sq + BQ - 1) / BQ);
   p.pairs = a.batch * a.heads * p.nqt;
-  p.d = static_cast<int>(a.d);
-  p.dv = static_cast<int>(a.dv);
-  p.scale_log2 = static_cast<float>(a.scale) * kLog2e;
-  p.mask_kind = a.mask_kind == MaskKind::none       ? 0
-                : a.mask_kind == MaskKind::additive ? 1
-                : a.mask_dtype == DType::i32        ? 2
-                                                    : 3;
-  p.causal = a.causal;
   auto strides4 = [](const i64* st) {
     return st[0] % 4 == 0 && st[1] % 4 == 0 && st[2] % 4 == 0;
   };

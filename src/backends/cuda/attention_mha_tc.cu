@@ -59,26 +59,42 @@ namespace {
 using i64 = std::int64_t;
 using u32 = std::uint32_t;
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kBQ = 16 * kWarps;  // query rows per block
-constexpr int kBK = 64;           // keys per tile
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
-template <int DP>
+// The tiling of one compiled variant (LC_ATTENTION_TC_VARIANT / set_attention_kernel_variant;
+// kTcVariants below): WARPS warps of 16 query rows each (BQ = 16 WARPS query rows per block),
+// BK keys per K / V tile, STAGES K / V tiles in flight through cp.async (1: load then compute;
+// 2: double buffering; 3: two tiles ahead), MINB the minimum resident blocks per SM given to
+// __launch_bounds__ (caps registers at 65536 / (MINB * threads); 0: no minimum given, ptxas's
+// own heuristic, which is what the kernel had before the variants).
+template <int WARPS, int BK, int STAGES, int MINB>
+struct TcTiling {
+  static_assert(WARPS >= 1 && WARPS <= 8 && BK % 16 == 0 && BK >= 16 && BK <= 128, "tiling");
+  static_assert(STAGES >= 1 && STAGES <= 3 && MINB >= 0, "tiling");
+  static constexpr int kWarps = WARPS;
+  static constexpr int kThreads = 32 * WARPS;
+  static constexpr int kBQ = 16 * WARPS;  // query rows per block
+  static constexpr int kBK = BK;          // keys per tile
+  static constexpr int kStages = STAGES;
+  static constexpr int kMinBlocks = MINB;
+};
+using TcDefault = TcTiling<4, 64, 2, 0>;
+
+template <int DP, class TL>
 struct TcCfg {
   static_assert(DP % 16 == 0 && DP >= 16 && DP <= 128, "DP: 16..128, multiple of 16");
   static constexpr int LD = DP + 8;  // row pitch (elements); (LD / 2) % 32 in {4, 12, 20, 28}
-  static constexpr int kTile = kBQ * LD;  // elements of one 64-row tile (Q, K or V)
+  static constexpr int kKVTile = TL::kBK * LD;  // elements of one K or V tile
   static constexpr int kQ = 0;
-  static constexpr int kK = kQ + kTile;   // 2 stages
-  static constexpr int kV = kK + 2 * kTile;  // 2 stages
-  static constexpr int kElems = kV + 2 * kTile;
-  static constexpr std::size_t kBiasOffset = sizeof(std::uint16_t) * kElems;  // 16-byte multiple
-  static constexpr std::size_t kSmemBytes = kBiasOffset + sizeof(float) * 2 * kBK;
-  static_assert(kBQ == kBK, "one tile shape for Q, K and V");
+  static constexpr int kK = kQ + TL::kBQ * LD;          // STAGES K tiles
+  static constexpr int kV = kK + TL::kStages * kKVTile;  // STAGES V tiles
+  static constexpr int kElems = kV + TL::kStages * kKVTile;
+  // 16-byte multiple: a row is 2 (DP + 8) bytes, DP a multiple of 16
+  static constexpr std::size_t kBiasOffset = sizeof(std::uint16_t) * kElems;
+  static constexpr std::size_t kSmemBytes = kBiasOffset + sizeof(float) * TL::kStages * TL::kBK;
   static_assert(kBiasOffset % 16 == 0, "bias alignment");
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory per block");
 };
 
 struct TcParams {
@@ -154,16 +170,17 @@ __device__ __forceinline__ float key_bias(const TcParams& p, i64 mbase, i64 kj) 
   return __ldg(static_cast<const long long*>(p.mask) + mi) == 0 ? -INFINITY : 0.0f;
 }
 
-// Rows [r0, r0 + 64) x DP columns of a 16-bit matrix (row i at src + i * rstride, unit columns,
-// 16-byte aligned rows) into shared memory of pitch LD, by cp.async. Rows >= nrows, columns >= d
-// and (hide_hidden) rows whose key bias is -inf are zero-filled.
-template <class T, int DP>
+// Rows [r0, r0 + ROWS) x DP columns of a 16-bit matrix (row i at src + i * rstride, unit
+// columns, 16-byte aligned rows) into shared memory of pitch DP + 8, by cp.async from THREADS
+// threads. Rows >= nrows, columns >= d and (hide_hidden) rows whose key bias is -inf are
+// zero-filled.
+template <class T, int DP, int ROWS, int THREADS>
 __device__ __forceinline__ void load_tile(std::uint16_t* dst, const T* src, i64 rstride, i64 r0,
                                           i64 nrows, int d, const TcParams& p, i64 mbase,
                                           bool hide_hidden) {
   constexpr int kChunks = DP / 8;  // 16-byte chunks per row
-  constexpr int LD = TcCfg<DP>::LD;
-  for (int idx = threadIdx.x; idx < kBK * kChunks; idx += kThreads) {
+  constexpr int LD = DP + 8;
+  for (int idx = threadIdx.x; idx < ROWS * kChunks; idx += THREADS) {
     const int r = idx / kChunks, c = idx - r * kChunks;
     const i64 row = r0 + r;
     bool ok = row < nrows && c * 8 < d;
@@ -173,9 +190,11 @@ __device__ __forceinline__ void load_tile(std::uint16_t* dst, const T* src, i64 
   }
 }
 
-template <class T, int DP, bool ROWMASK>
-__global__ void __launch_bounds__(kThreads) mha_tc_kernel(const TcParams p) {
-  using C = TcCfg<DP>;
+// The kernel body; mha_tc_kernel / mha_tc_kernel_minb below are its two launch-bounds forms.
+template <class T, int DP, bool ROWMASK, class TL>
+__device__ __forceinline__ void mha_tc_body(const TcParams& p) {
+  using C = TcCfg<DP, TL>;
+  constexpr int kThreads = TL::kThreads, kBQ = TL::kBQ, kBK = TL::kBK, kStages = TL::kStages;
   constexpr int LD = C::LD;
   constexpr int KT = DP / 16;   // k steps of Q K^T
   constexpr int NT = kBK / 8;   // n8 tiles of S
@@ -183,7 +202,7 @@ __global__ void __launch_bounds__(kThreads) mha_tc_kernel(const TcParams p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   std::uint16_t* smem = reinterpret_cast<std::uint16_t*>(smem_raw);
   std::uint16_t* Qs = smem + C::kQ;
-  float* bias_s = reinterpret_cast<float*>(smem_raw + C::kBiasOffset);  // [2][kBK]
+  float* bias_s = reinterpret_cast<float*>(smem_raw + C::kBiasOffset);  // [kStages][kBK]
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t4 = lane & 3;
@@ -207,20 +226,28 @@ __global__ void __launch_bounds__(kThreads) mha_tc_kernel(const TcParams p) {
 
     __syncthreads();  // the previous pair's readers of Qs / Ks / Vs / bias are done
 
+    // Tile `tile` goes to stage tile % kStages. Every loop iteration commits one cp.async group
+    // (empty ones past the last tile), so waiting for all but the newest kStages - 1 groups
+    // means the current tile (and Q, in the first group) has landed.
     auto issue = [&](int tile) {
-      const int st = tile & 1;
+      const int st = tile % kStages;
       const i64 k0 = static_cast<i64>(tile) * kBK;
-      load_tile<T, DP>(smem + C::kK + st * C::kTile, kg, p.ks[2], k0, p.sk, p.d, p, mbase, false);
-      load_tile<T, DP>(smem + C::kV + st * C::kTile, vg, p.vs[2], k0, p.sk, p.d, p, mbase, hide_v);
-      if (threadIdx.x < kBK) {
-        const i64 kj = k0 + threadIdx.x;
-        bias_s[st * kBK + threadIdx.x] = kj < p.sk ? key_bias<T>(p, mbase, kj) : -INFINITY;
+      load_tile<T, DP, kBK, kThreads>(smem + C::kK + st * C::kKVTile, kg, p.ks[2], k0, p.sk, p.d,
+                                      p, mbase, false);
+      load_tile<T, DP, kBK, kThreads>(smem + C::kV + st * C::kKVTile, vg, p.vs[2], k0, p.sk, p.d,
+                                      p, mbase, hide_v);
+      for (int j = threadIdx.x; j < kBK; j += kThreads) {
+        const i64 kj = k0 + j;
+        bias_s[st * kBK + j] = kj < p.sk ? key_bias<T>(p, mbase, kj) : -INFINITY;
       }
     };
     if (ntiles > 0) {
-      load_tile<T, DP>(Qs, qg, p.qs[2], q0, p.sq, p.d, p, mbase, false);
-      issue(0);
-      cp_async_commit();
+      load_tile<T, DP, kBQ, kThreads>(Qs, qg, p.qs[2], q0, p.sq, p.d, p, mbase, false);
+#pragma unroll
+      for (int t = 0; t < kStages - 1; ++t) {
+        if (t < ntiles) issue(t);
+        cp_async_commit();
+      }
     }
 
     u32 qf[KT][4];
@@ -231,14 +258,12 @@ __global__ void __launch_bounds__(kThreads) mha_tc_kernel(const TcParams p) {
     const i64 qi0 = q0 + warp * 16 + g, qi1 = qi0 + 8;
 
     for (int tile = 0; tile < ntiles; ++tile) {
-      const int st = tile & 1;
-      if (tile + 1 < ntiles) {
-        issue(tile + 1);
-        cp_async_commit();
-        cp_async_wait<1>();
-      } else {
-        cp_async_wait<0>();
-      }
+      const int st = tile % kStages;
+      // The stage tile + kStages - 1 loads into was last read in iteration tile - 1, which
+      // ended with a barrier.
+      if (tile + kStages - 1 < ntiles) issue(tile + kStages - 1);
+      cp_async_commit();
+      cp_async_wait<kStages - 1>();
       __syncthreads();
       if (tile == 0) {
         const std::uint16_t* qr = Qs + (warp * 16 + g) * LD + 2 * t4;
@@ -250,12 +275,12 @@ __global__ void __launch_bounds__(kThreads) mha_tc_kernel(const TcParams p) {
           qf[kt][3] = lds32(qr + 8 * LD + kt * 16 + 8);
         }
       }
-      const std::uint16_t* Ks = smem + C::kK + st * C::kTile;
-      const std::uint16_t* Vs = smem + C::kV + st * C::kTile;
+      const std::uint16_t* Ks = smem + C::kK + st * C::kKVTile;
+      const std::uint16_t* Vs = smem + C::kV + st * C::kKVTile;
       const float* bias = bias_s + st * kBK;
       const i64 k0 = static_cast<i64>(tile) * kBK;
 
-      // S = Q K^T (16 x 64 per warp)
+      // S = Q K^T (16 x kBK per warp)
       float s[NT][4];
 #pragma unroll
       for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
@@ -347,7 +372,7 @@ __global__ void __launch_bounds__(kThreads) mha_tc_kernel(const TcParams p) {
           mma16816<T>(o[j], a, b0, b1);
         }
       }
-      __syncthreads();  // this stage's readers are done before tile + 2 loads into it
+      __syncthreads();  // this stage's readers are done before a later tile loads into it
     }
     cp_async_wait<0>();  // nothing in flight (also when ntiles == 0)
 
@@ -395,6 +420,16 @@ __global__ void __launch_bounds__(kThreads) mha_tc_kernel(const TcParams p) {
   }
 }
 
+template <class T, int DP, bool ROWMASK, class TL>
+__global__ void __launch_bounds__(TL::kThreads) mha_tc_kernel(const TcParams p) {
+  mha_tc_body<T, DP, ROWMASK, TL>(p);
+}
+template <class T, int DP, bool ROWMASK, class TL>
+__global__ void __launch_bounds__(TL::kThreads, TL::kMinBlocks > 0 ? TL::kMinBlocks : 1)
+    mha_tc_kernel_minb(const TcParams p) {
+  mha_tc_body<T, DP, ROWMASK, TL>(p);
+}
+
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 bool strides8(const i64 st[3]) { return st[0] % 8 == 0 && st[1] % 8 == 0 && st[2] % 8 == 0; }
 
@@ -413,10 +448,13 @@ bool tc_enabled_by_env() {
 // of a (T, DP) have the same function-pointer type, so a generic lambda taking the kernel would
 // share one flag between them and leave the second without its opt-in (an invalid-argument
 // launch above 48 KB, seen on the H200).
-template <class T, int DP, bool kRowMask>
+template <class T, int DP, bool kRowMask, class TL>
 void launch_tc(const TcParams& p, cudaStream_t s) {
-  using C = TcCfg<DP>;
-  auto kernel = mha_tc_kernel<T, DP, kRowMask>;
+  using C = TcCfg<DP, TL>;
+  auto kernel = [] {
+    if constexpr (TL::kMinBlocks > 0) return mha_tc_kernel_minb<T, DP, kRowMask, TL>;
+    else return mha_tc_kernel<T, DP, kRowMask, TL>;
+  }();
   if constexpr (C::kSmemBytes > 48 * 1024) {
     // Opt-in shared memory is a per-device function attribute: once per kernel and device.
     static std::once_flag once[kMaxDevices];
@@ -427,48 +465,59 @@ void launch_tc(const TcParams& p, cudaStream_t s) {
     });
   }
   const i64 grid = std::min<i64>(p.pairs, 2147483647);  // grid.x's limit; grid-stride loop
-  launch(kernel, dim3(static_cast<unsigned>(grid)), kThreads, C::kSmemBytes, s,
+  launch(kernel, dim3(static_cast<unsigned>(grid)), TL::kThreads, C::kSmemBytes, s,
          "attention_mha tensor-core kernel", p);
 }
 
-template <class T, int DP>
+// A mask that varies by query row (read per element); sq == 1: one row, so a row stride never
+// matters.
+bool tc_row_mask(const MhaArgs& a) {
+  return a.mask_kind != MaskKind::none && a.mask_strides[2] != 0 && a.sq > 1;
+}
+
+template <class T, int DP, class TL, bool kRowMask>
 void run_tc(const MhaArgs& a, cudaStream_t s) {
-  using C = TcCfg<DP>;
   TcParams p{};
-  p.q = a.q;
-  p.k = a.k;
-  p.v = a.v;
-  p.out = a.out;
-  p.lse = a.lse;
-  p.mask = a.mask;
-  for (int i = 0; i < 3; ++i) {
-    p.qs[i] = a.q_strides[i];
-    p.ks[i] = a.k_strides[i];
-    p.vs[i] = a.v_strides[i];
-  }
-  mha_out_strides(a, p.os);
-  for (int i = 0; i < 4; ++i) p.ms[i] = a.mask_strides[i];
-  p.sq = a.sq;
-  p.sk = a.sk;
-  p.off = a.sk - a.sq;
-  p.heads = static_cast<int>(a.heads);
-  p.group = static_cast<int>(a.heads / a.kv_heads);
-  p.nqb = static_cast<int>((a.sq + kBQ - 1) / kBQ);
+  fill_mha_params(a, p);
+  p.nqb = static_cast<int>((a.sq + TL::kBQ - 1) / TL::kBQ);
   p.bh = a.batch * a.heads;
   p.pairs = p.bh * p.nqb;
-  p.d = static_cast<int>(a.d);
-  p.scale_log2 = static_cast<float>(a.scale) * kLog2e;
-  p.mask_kind = a.mask_kind == MaskKind::none       ? 0
-                : a.mask_kind == MaskKind::additive ? 1
-                : a.mask_dtype == DType::i32        ? 2
-                                                    : 3;
-  // sq == 1: one row, so a row stride never matters.
-  p.row_mask = p.mask_kind != 0 && a.mask_strides[2] != 0 && a.sq > 1;
-  p.causal = a.causal;
+  p.row_mask = kRowMask;
   p.vec_out = aligned16(a.out) && strides8(p.os);
-  if (p.row_mask) launch_tc<T, DP, true>(p, s);
-  else launch_tc<T, DP, false>(p, s);
+  launch_tc<T, DP, kRowMask, TL>(p, s);
 }
+
+// The compiled variants (backend.h: kAttentionTcVariants; their names, in this order, are in
+// src/runtime/attention_impl.cpp). To bound the build, the non-default tilings exist for the
+// head-dim configs of the common heads (DP = 32, 64, 128) and calls without a per-row mask;
+// other calls run the default whatever the variant. Tiles of 128 keys (variants 5, 6) keep
+// S (64 floats per thread) next to O and Q's fragments: only for DP <= 64, where that fits;
+// variant 1's 128-register cap is also DP <= 64 only (at DP = 32 it spills 92 bytes, kept to
+// measure). Variants 2, 4 and 5 give __launch_bounds__ a minimum of 1 block: left to its own
+// heuristic, ptxas capped them at 128 registers and spilled (DP = 32: 44 to 76 bytes).
+template <class T, int DP>
+void run_tc_variant(const MhaArgs& a, int variant, cudaStream_t s) {
+  if (tc_row_mask(a)) return run_tc<T, DP, TcDefault, true>(a, s);
+  if constexpr (DP == 32 || DP == 64 || DP == 128) {
+    switch (variant) {
+      case 1:  // DP = 128 at 128 registers spills ~340 bytes: not compiled
+        if constexpr (DP <= 64) return run_tc<T, DP, TcTiling<4, 64, 2, 4>, false>(a, s);
+        break;
+      case 2: return run_tc<T, DP, TcTiling<8, 64, 2, 1>, false>(a, s);
+      case 3: return run_tc<T, DP, TcTiling<4, 64, 3, 0>, false>(a, s);
+      case 4: return run_tc<T, DP, TcTiling<4, 32, 2, 1>, false>(a, s);
+      case 5:
+        if constexpr (DP <= 64) return run_tc<T, DP, TcTiling<8, 128, 1, 1>, false>(a, s);
+        break;
+      case 6:
+        if constexpr (DP <= 64) return run_tc<T, DP, TcTiling<4, 128, 1, 0>, false>(a, s);
+        break;
+      default: break;
+    }
+  }
+  run_tc<T, DP, TcDefault, false>(a, s);
+}
+static_assert(kAttentionTcVariants == 7, "run_tc_variant and attention_impl.cpp's table");
 
 }  // namespace
 
@@ -491,17 +540,18 @@ bool attention_mha_tc_enabled() { return tc_enabled_by_env(); }
 
 bool launch_attention_mha_tc(const MhaArgs& a, cudaStream_t s) {
   if (!attention_mha_tc_eligible(a)) return false;
+  const int v = attention_kernel_variant_choice(AttentionKernel::tc);
   auto by_dp = [&](auto tag) {
     using T = decltype(tag);
     const i64 dp = (a.d + 15) / 16 * 16;
     switch (dp) {
-      case 16: return run_tc<T, 16>(a, s);
-      case 32: return run_tc<T, 32>(a, s);
-      case 48: return run_tc<T, 48>(a, s);
-      case 64: return run_tc<T, 64>(a, s);
-      case 80: return run_tc<T, 80>(a, s);
-      case 96: return run_tc<T, 96>(a, s);
-      default: return run_tc<T, 128>(a, s);  // 112 and 128
+      case 16: return run_tc_variant<T, 16>(a, v, s);
+      case 32: return run_tc_variant<T, 32>(a, v, s);
+      case 48: return run_tc_variant<T, 48>(a, v, s);
+      case 64: return run_tc_variant<T, 64>(a, v, s);
+      case 80: return run_tc_variant<T, 80>(a, v, s);
+      case 96: return run_tc_variant<T, 96>(a, v, s);
+      default: return run_tc_variant<T, 128>(a, v, s);  // 112 and 128
     }
   };
   if (a.dtype == DType::bf16) by_dp(__nv_bfloat16{});

@@ -78,10 +78,9 @@ __device__ __forceinline__ std::uint32_t pack2(float lo, float hi) {
   return a | (b << 16);
 }
 
-// f[0..kVec<T>) = p[0..kVec<T>) widened; p 16-byte aligned.
+// f[0..kVec<T>) = the kVec<T> elements packed in u (one 16-byte vector), widened exactly.
 template <class T>
-__device__ __forceinline__ void load16(const T* p, float* f) {
-  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+__device__ __forceinline__ void widen16(const uint4& u, float* f) {
   if constexpr (std::is_same_v<T, float>) {
     f[0] = __uint_as_float(u.x);
     f[1] = __uint_as_float(u.y);
@@ -93,6 +92,18 @@ __device__ __forceinline__ void load16(const T* p, float* f) {
     unpack2<T>(u.z, f[4], f[5]);
     unpack2<T>(u.w, f[6], f[7]);
   }
+}
+
+// 16 bytes at p (16-byte aligned) through the read-only cache (the vector __ldg is asm
+// volatile: it stays behind its branch, see ldg_u16).
+__device__ __forceinline__ uint4 ldg16(const void* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+// f[0..kVec<T>) = p[0..kVec<T>) widened; p 16-byte aligned.
+template <class T>
+__device__ __forceinline__ void load16(const T* p, float* f) {
+  widen16<T>(ldg16(p), f);
 }
 
 // p[0..kVec<T>) = f[0..kVec<T>) rounded once; p 16-byte aligned.

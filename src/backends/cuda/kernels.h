@@ -41,6 +41,43 @@ void launch_sum_squares(const void* x, DType t, std::int64_t n, double* scratch,
 void launch_layernorm(const LayerNormArgs& a, cudaStream_t s);
 void launch_softmax(const SoftmaxArgs& a, cudaStream_t s);
 
+// The kernel-parameter fields every batched attention kernel (attention_mha.cu,
+// attention_mha_tc.cu, attention_decode.cu) reads, filled from MhaArgs in one place: pointers,
+// (batch, head, row) strides, mask strides and kind (0 none, 1 additive in the storage dtype,
+// 2 keep int32, 3 keep int64), sizes (off = sk - sq: causal query i sees keys j <= i + off),
+// heads, the GQA group, d, scale * log2(e) (the kernels' exp2 domain) and causal. Fields a
+// kernel's struct has beyond those (out, lse, resolved out strides, dv) are filled when present;
+// the rest (tiling, grids, vector flags) stay the caller's.
+template <class P>
+void fill_mha_params(const MhaArgs& a, P& p) {
+  p.q = a.q;
+  p.k = a.k;
+  p.v = a.v;
+  p.mask = a.mask;
+  for (int i = 0; i < 3; ++i) {
+    p.qs[i] = a.q_strides[i];
+    p.ks[i] = a.k_strides[i];
+    p.vs[i] = a.v_strides[i];
+  }
+  for (int i = 0; i < 4; ++i) p.ms[i] = a.mask_strides[i];
+  if constexpr (requires { p.out; }) p.out = a.out;
+  if constexpr (requires { p.lse; }) p.lse = a.lse;
+  if constexpr (requires { p.os; }) mha_out_strides(a, p.os);
+  if constexpr (requires { p.dv; }) p.dv = static_cast<int>(a.dv);
+  p.sq = a.sq;
+  p.sk = a.sk;
+  p.off = a.sk - a.sq;
+  p.heads = static_cast<int>(a.heads);
+  p.group = static_cast<int>(a.heads / a.kv_heads);
+  p.d = static_cast<int>(a.d);
+  p.scale_log2 = static_cast<float>(a.scale) * 1.4426950408889634f;
+  p.mask_kind = a.mask_kind == MaskKind::none       ? 0
+                : a.mask_kind == MaskKind::additive ? 1
+                : a.mask_dtype == DType::i32        ? 2
+                                                    : 3;
+  p.causal = a.causal;
+}
+
 // attention.cu (may allocate split-K scratch through the caching allocator)
 void launch_attention(const AttentionArgs& a, int sm_count, cudaStream_t s);
 // attention_mha.cu: batched multi-head / grouped-query attention (MhaArgs); no scratch.
