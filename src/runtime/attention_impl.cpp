@@ -86,7 +86,7 @@ constexpr int kVariantCount[2] = {kAttentionTcVariants, kAttentionDecodeVariants
 // What each index means (attention_mha_tc.cu's kTcVariants and attention_decode.cu's
 // kDecodeVariants implement them, in this order; docs/attention.md explains them).
 const char* const kTcVariantNames[kAttentionTcVariants] = {
-    "bq64 w4 bk64 stages2 (default)",
+    "bq64 w4 bk64 stages2, sk<=128 and d<=64: bk128 stages1 (default)",
     "bq64 w4 bk64 stages2 launch_bounds(128,4) (d<=64)",
     "bq128 w8 bk64 stages2 launch_bounds(256,1)",
     "bq64 w4 bk64 stages3",
