@@ -224,9 +224,9 @@ def lstm_case(T: int, B: int, I: int, H: int, dtype: str, prec: str) -> Case:
         # bfloat16 (and the TF32 twin) on the CPU say nothing about the cuDNN comparison
         cpu_peers=prec == "fp32",
         notes=["one LSTM layer, torch.nn.LSTM layout; y [T, B, H] compared (h_n = y[-1]); "
-               "LC CUDA: input GEMM (cuBLASLt) + one persistent cooperative kernel for all steps "
-               "(LC_LSTM_PERSISTENT=0: per step GEMM + fused pointwise kernel replayed as one "
-               "CUDA graph); LC CPU: one pool job for the whole sequence; torch: nn.LSTM (cuDNN "
+               "LC CUDA: input GEMM (cuBLASLt) + per step GEMM + fused pointwise kernel replayed "
+               "as one CUDA graph (LC_LSTM_PERSISTENT=1: one persistent cooperative kernel for "
+               "all steps); LC CPU: one pool job for the whole sequence; torch: nn.LSTM (cuDNN "
                "on the GPU)", precision_note],
     )
 

@@ -9,9 +9,9 @@ float16 / bfloat16, with and without biases (and one of the two), h0 / c0 as [B,
 for the CPU's threaded pointwise pass, NaN-poisoned outputs (every element written), bad input
 (ValueError / TypeError naming the op and the shapes; the caller's outputs untouched), the
 registry entry. The CUDA tests (``gpu`` marker) also check the persistent kernel (one
-cooperative launch for all steps) over odd sizes (hidden 1, 7, 33, 512, 1000; batch 1, 3, 32;
+cooperative launch for all steps; opt-in, LC_LSTM_PERSISTENT=1, so in a subprocess) over odd sizes (hidden 1, 7, 33, 512, 1000; batch 1, 3, 32;
 seq 1, 5, 128), 16-bit dtypes, bias forms, the TF32 policy, and a shape that does not fit it;
-and, with LC_LSTM_PERSISTENT=0 in a subprocess, the step-loop graph: the first call runs
+and the default per-step path's step-loop graph: the first call runs
 eagerly, the next ones replay the recording with new h0 / c0 / x / weights each time.
 torch.nn.LSTM is compared too when torch is importable.
 
@@ -369,9 +369,12 @@ def _run_with_env(tmp_path, name, body, **env_vars):
 
 
 def _persistent_off():
+    # The persistent kernel is opt-in (LC_LSTM_PERSISTENT=1, read once per process): in-process
+    # the persistent tests below check the default path; test_cuda_persistent_when_enabled runs
+    # them again in a subprocess with the kernel on.
     import os
 
-    return os.environ.get("LC_LSTM_PERSISTENT") == "0"
+    return os.environ.get("LC_LSTM_PERSISTENT") != "1"
 
 
 @pytest.mark.gpu
@@ -380,7 +383,7 @@ def test_cuda_reports_which_path_ran(rng):
     # (T == 1 included); one that does not fit (batch 300 x hidden 512: more (unit, row tile)
     # items than a block has threads) runs the per-step path: eager, then the recorded graph.
     if _persistent_off():
-        pytest.skip("LC_LSTM_PERSISTENT=0 in this process")
+        pytest.skip("the persistent kernel is off in this process (LC_LSTM_PERSISTENT=1 enables it)")
     for T in (8, 1):
         targs = [lc.Tensor(a, device="cuda") for a in make(rng, T, 4, 6, 10)]
         for _ in range(2):
@@ -394,6 +397,24 @@ def test_cuda_reports_which_path_ran(rng):
         impls.append(lc.last_op_report()["impl"])
     assert impls == ["eager", "graph", "graph"], impls
     check_all(res, ref_lstm(*args), "float32", "cuda batch 300 (per-step path)")
+
+
+@pytest.mark.gpu
+def test_cuda_persistent_when_enabled(tmp_path):
+    # LC_LSTM_PERSISTENT=1: the persistent kernel's own tests (path reports, odd sizes, 16-bit,
+    # bias forms and TF32) with the kernel on, where each must report "persistent".
+    _run_with_env(tmp_path, "persistent_lstm", """
+        import itertools
+        rng = np.random.default_rng()
+        t.test_cuda_reports_which_path_ran(rng)
+        for T, B, H in itertools.product((1, 5, 128), (1, 3, 32), (1, 7, 33, 512, 1000)):
+            t.test_cuda_persistent_odd_sizes(rng, T, B, H)
+        for dtype in ("float16", "bfloat16"):
+            for T, B, H in [(5, 3, 7), (128, 32, 33), (5, 32, 512), (5, 3, 1000), (1, 1, 1)]:
+                t.test_cuda_persistent_16bit(rng, dtype, T, B, H)
+        for bias in [(False, False), (True, False), (False, True)]:
+            t.test_cuda_persistent_bias_forms_and_tf32_policy(rng, bias)
+    """, LC_LSTM_PERSISTENT="1")
 
 
 @pytest.mark.gpu
