@@ -158,7 +158,7 @@ TEST(EwProgramGraph, ChainFusesAndReports) {
   g.add_node("mul", {"r", "x"}, {"y"}, {}, "gate");
   lc::GraphPlanOptions o;
   o.device = lc::DeviceRequest::cpu;
-  EXPECT_FALSE(o.fusion.elementwise_chain);  // opt-in (graph.h)
+  EXPECT_TRUE(o.fusion.elementwise_chain);  // on by default (graph.h)
   o.fusion.elementwise_chain = true;
   const lc::GraphPlanSummary s = g.plan(o);
   ASSERT_EQ(s.steps.size(), 1u);

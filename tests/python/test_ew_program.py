@@ -290,7 +290,7 @@ def test_graph_node_with_a_bad_program_names_the_node():
 # ---- the graph rule: elementwise_chain ---------------------------------------------------------
 
 
-# The rule is opt-in (measured slower than the unfused chain, include/lightning_core/graph.h).
+# The rule is on by default (include/lightning_core/graph.h); these tests name it explicitly.
 ON = {"elementwise_chain": True}
 
 
