@@ -294,14 +294,15 @@ def test_graph_node_with_a_bad_program_names_the_node():
 ON = {"elementwise_chain": True}
 
 
-def test_rule_is_opt_in(rng):
+def test_rule_is_on_by_default(rng):
     x = rng.standard_normal((4, 6)).astype(np.float32)
-    for fusion in (None, True):
+    for fusion in (None, True, ON):
         c = lc.compile(gelu_bias_mul, device="cpu") if fusion is None else \
-            lc.compile(gelu_bias_mul, device="cpu", fusion=True)
-        assert "elementwise_program" not in steps(c, x, x[0], x)
-    assert steps(lc.compile(gelu_bias_mul, device="cpu", fusion=ON), x, x[0], x) == \
-        ["elementwise_program"]
+            lc.compile(gelu_bias_mul, device="cpu", fusion=fusion)
+        assert steps(c, x, x[0], x) == ["elementwise_program"], fusion
+    for fusion in (False, {"elementwise_chain": False}):
+        c = lc.compile(gelu_bias_mul, device="cpu", fusion=fusion)
+        assert "elementwise_program" not in steps(c, x, x[0], x), fusion
 
 
 def steps(fn, *args, **kw):
