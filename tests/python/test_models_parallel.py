@@ -185,9 +185,11 @@ def test_distributed_shards_by_rank_and_gathers_in_order(small, rng, clean_env, 
         got = model.encode(sents, batch_size=3, device="cpu", distributed=True)
         assert got.shape == (n, 32)
         lo, hi = rank * per, min((rank + 1) * per, n)
-        np.testing.assert_allclose(got[lo:hi], want[lo:hi], rtol=1e-6, atol=1e-7)
+        # float32 tolerance: a shard's batches pad to other lengths than the whole run's, and
+        # the CPU encoder attention's vector tails follow the padded length (~5e-6 seen)
+        np.testing.assert_allclose(got[lo:hi], want[lo:hi], rtol=1e-5, atol=1e-6)
         assert not shards[rank][max(hi - lo, 0):].any()       # the padding rows are zero
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)  # the last rank saw every shard
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # the last rank saw every shard
 
 
 def test_distributed_refuses_single_process_mode(small, clean_env):
