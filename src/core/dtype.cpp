@@ -77,6 +77,7 @@ T store(double v) {
 }  // namespace
 
 void convert_elements(DType from, const void* src, DType to, void* dst, std::int64_t n) {
+  if (n <= 0) return;  // zero-size tensors may hold null pointers (memcpy(null, null, 0) is UB)
   if (from == to) {
     std::memcpy(dst, src, static_cast<std::size_t>(n) * dtype_size(from));
     return;
