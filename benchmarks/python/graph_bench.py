@@ -333,42 +333,11 @@ def encoder_case(mode: str) -> Case:
 
 
 # ---- a chain of tiny ops: per-call and per-node replay overhead ------------------------------------
-def tiny_chain_case(mode: str) -> Case:
-    r, c, n = TINY_CHAIN
-
-    def lc_fn(lc, i, dev):
-        def chain(x):
-            for k in range(n):
-                x = lc.relu(x) if k % 2 else lc.add(x, i["b"])
-            return x
-        return _compiled(lc, ("tiny", id(i["b"])), chain, dev, mode)(i["x"])
-
-    def numpy_fn(i):
-        x = i["x"]
-        for k in range(n):
-            x = x.clip(min=0) if k % 2 else x + i["b"]
-        return x
-
-    def torch_fn(torch, i):
-        x = i["x"]
-        for k in range(n):
-            x = torch.relu(x) if k % 2 else x + i["b"]
-        return x
-
-    return Case(
-        suite="graph", family="tiny chain", name=f"{mode}: {n} nodes on {r}x{c}",
-        params={"rows": r, "cols": c, "nodes": n, "mode": mode},
-        make_inputs=lambda rng: {"x": randn(rng, r, c), "b": randn(rng, c, scale=0.1)},
-        numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=1e-5, impl=f"lc.compile ({mode})",
-        notes=["issue #14 target: replay <= 6 us + 1.5 us per kernel node"],
-    )
-
-
-# ---- device="auto" and residency: where the inputs live decides the plan -------------------------
-def auto_residency_case(mode: str) -> Case:
-    """The tiny chain compiled with device="auto" whatever the run's device: oneshot (numpy)
-    inputs plan for host memory (the upload and download are charged: the CPU at this size),
-    resident inputs for the GPU they live on (no upload charged: one replay there), each
+def tiny_chain_case(mode: str, auto: bool = False) -> Case:
+    """n alternating add / relu nodes on a small matrix. auto=True: the same chain compiled with
+    device="auto" whatever the run's device (family "auto placement by residency"): oneshot
+    (numpy) inputs plan for host memory (the upload and download are charged: the CPU at this
+    size), resident inputs for the GPU they live on (no upload charged: one replay there), each
     residency planned once and cached (docs/graph.md, "Residency and cuda:N")."""
     r, c, n = TINY_CHAIN
 
@@ -377,7 +346,8 @@ def auto_residency_case(mode: str) -> Case:
             for k in range(n):
                 x = lc.relu(x) if k % 2 else lc.add(x, i["b"])
             return x
-        return _compiled(lc, ("auto-residency", id(i["b"])), chain, "auto", mode)(i["x"])
+        key = ("auto-residency" if auto else "tiny", id(i["b"]))
+        return _compiled(lc, key, chain, "auto" if auto else dev, mode)(i["x"])
 
     def numpy_fn(i):
         x = i["x"]
@@ -391,13 +361,18 @@ def auto_residency_case(mode: str) -> Case:
             x = torch.relu(x) if k % 2 else x + i["b"]
         return x
 
+    params = {"rows": r, "cols": c, "nodes": n, "mode": mode}
+    if auto:
+        params["device"] = "auto"
     return Case(
-        suite="graph", family="auto placement by residency", name=f"{mode}: {n} nodes on {r}x{c}",
-        params={"rows": r, "cols": c, "nodes": n, "mode": mode, "device": "auto"},
+        suite="graph", family="auto placement by residency" if auto else "tiny chain",
+        name=f"{mode}: {n} nodes on {r}x{c}", params=params,
         make_inputs=lambda rng: {"x": randn(rng, r, c), "b": randn(rng, c, scale=0.1)},
-        numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=1e-5, impl=f"lc.compile auto ({mode})",
+        numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=1e-5,
+        impl=f"lc.compile auto ({mode})" if auto else f"lc.compile ({mode})",
         notes=["device='auto' for every run: host inputs plan on the CPU at this size, resident "
-               "inputs on their GPU (no upload charged)"],
+               "inputs on their GPU (no upload charged)"] if auto else
+              ["issue #14 target: replay <= 6 us + 1.5 us per kernel node"],
     )
 
 
@@ -666,7 +641,7 @@ def build_cases(quick: bool = False) -> List[Case]:
         cases += [pipeline_conv_attn_case(*s, mode) for s in (PIPE_CONV_ATTN[:1] if quick else PIPE_CONV_ATTN)]
         cases.append(encoder_case(mode))
         cases.append(tiny_chain_case(mode))
-        cases.append(auto_residency_case(mode))
+        cases.append(tiny_chain_case(mode, auto=True))
         cases.append(runner_case(mode))
         cases += [minilm_case(b, sq, mode) for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]
         cases += [minilm_case(b, sq, mode, "bfloat16") for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]
