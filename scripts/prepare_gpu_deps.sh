@@ -5,6 +5,7 @@
 #   .deps/cudnn_frontend/include  the cuDNN frontend's headers (PyPI nvidia-cudnn-frontend, header-only
 #                     C++; CMakeLists.txt finds them there: cuDNN flash attention, src/backends/cuda/
 #                     attention_cudnn.cpp). LC_CUDNN_FRONTEND_VERSION pins the version (default 1.32.0).
+#   .deps/wheels      pytest-xdist and execnet (pure-Python wheels): gpu_check.sh's LC_PYTEST_WORKERS
 # Run it here once; then every device `run` of gpu_check.sh passes carry [".deps"].
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,4 +48,9 @@ PY
   fi
   rm -rf "$tmp"
 fi
-du -sh .deps/* 
+if ! ls .deps/wheels/pytest_xdist-*.whl >/dev/null 2>&1; then
+  mkdir -p .deps/wheels
+  python3 -m pip download --quiet --no-deps "pytest-xdist<4" "execnet<3" -d .deps/wheels >&2 \
+    || echo "pytest-xdist not downloadable: LC_PYTEST_WORKERS will run pytest in one process" >&2
+fi
+du -sh .deps/*

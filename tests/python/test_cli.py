@@ -27,6 +27,16 @@ from test_models import random_sentences, random_weights, small_config, write_mo
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def assert_same_embeddings(got, ref, dtype="float32"):
+    """The CLI's rows against encode()'s, in order. Equal to rounding: on a GPU the two runs may
+    batch the sentences differently (the progress bar reads the file in chunks) or pick other
+    tuned kernels per process, which moves float32 results by an ulp; a wrong row, order or
+    pooling is off by far more than the dtype's tolerance."""
+    assert got.dtype == ref.dtype and got.shape == ref.shape, (got.shape, ref.shape)
+    tol = 1e-5 if dtype == "float32" else 1e-2
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+
+
 def run(argv, stdin=""):
     out, err = io.StringIO(), io.StringIO()
     rc = cli.main(list(argv), stdout=out, stderr=err, stdin=io.StringIO(stdin))
@@ -58,7 +68,7 @@ def test_embed_arguments_to_stdout_match_encode_exactly(model_dir):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("progress", [True, False])
-def test_embed_file_to_npy_matches_encode_exactly(rng, model_dir, tmp_path, dtype, progress):
+def test_embed_file_to_npy_matches_encode(rng, model_dir, tmp_path, dtype, progress):
     sents = random_sentences(rng, 53) + ["", "Ünïcödé 🚀 cat", "the  cat\tsat"]
     rng.shuffle(sents)
     f = tmp_path / "sentences.txt"
@@ -71,7 +81,7 @@ def test_embed_file_to_npy_matches_encode_exactly(rng, model_dir, tmp_path, dtyp
     got = np.load(out_path)
     ref = SentenceEncoder.from_pretrained(model_dir).encode(sents, batch_size=4, dtype=dtype)
     assert got.dtype == np.float32 and got.shape == (len(sents), 32)
-    assert np.array_equal(got, ref)
+    assert_same_embeddings(got, ref, dtype)
     assert out == ""
     assert f"wrote {out_path}" in err
     if progress:   # the bar is drawn on stderr, ending at N/N
@@ -134,7 +144,7 @@ def test_embed_and_bench_on_the_gpu(rng, model_dir, tmp_path, dtype):
     assert rc == 0, err
     ref = SentenceEncoder.from_pretrained(model_dir).encode(sents, batch_size=5, device="cuda",
                                                             dtype=dtype)
-    assert np.array_equal(np.load(tmp_path / "e.npy"), ref)
+    assert_same_embeddings(np.load(tmp_path / "e.npy"), ref, dtype)
     rc, out, err = run(["bench", "--model", str(model_dir), "--device", "cuda", "--dtype", dtype,
                         "--batch", "2", "--seq", "8", "--repeats", "2", "--json"])
     assert rc == 0, err
@@ -297,7 +307,7 @@ def test_subprocess_entry_point(model_dir, tmp_path):
                        env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     ref = SentenceEncoder.from_pretrained(model_dir).encode(["the cat sat", "dog"])
-    assert np.array_equal(np.load(out_path), ref)
+    assert_same_embeddings(np.load(out_path), ref)
     p = subprocess.run([sys.executable, "-m", "lightning_core.cli", "bench", "--batch", "0"],
                        env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "comma-separated positive ints" in p.stderr
