@@ -8,8 +8,8 @@
 //           online (running max / running sum) softmax, so memory is O(BQ*BK) per thread
 //           and sequence length is unbounded (no sq*sk score matrix ever exists).
 //   gemm    (LC_HAVE_BLAS only; replaces `blocked` there) the same online softmax, but with
-//           128-row query blocks x 256-key tiles whose Q K^T and P V products are sgemm calls
-//           (single-threaded OpenBLAS inside our pool). It beat `blocked` at every size
+//           query blocks of up to 256 rows x 256-key tiles whose Q K^T and P V products are
+//           sgemm calls (single-threaded OpenBLAS inside our pool). It beat `blocked` at every size
 //           measured (1 x 300 x d4: 2.5 vs 6.5 us; 4096^2 x d64: ~60 vs ~320 ms) and ties
 //           `small` at small's upper limit (64^2 x d64: ~33 us each), so `small` keeps its
 //           limits and everything above them goes here.
@@ -298,8 +298,8 @@ void attention_blocked(const Att& p) {
 #if defined(LC_HAVE_BLAS)
 // ---- gemm path: the two products of each (query block, key tile) pair go through sgemm ----
 //
-// Per task: GQ query rows. Per key tile of GK keys:
-//   S = scale * Q_blk K_tile^T          (sgemm into a per-thread GQ x GK scratch tile)
+// Per task: a block of query rows (gemm_query_block). Per key tile of GK keys:
+//   S = scale * Q_blk K_tile^T          (sgemm into a per-thread block x GK scratch tile)
 //   online softmax on S, row by row: running max m / sum l, P = exp(S - m) in place
 //   O_blk = corr * O_blk + P V_tile     (rows rescaled, then sgemm with beta = 1)
 // O_blk lives directly in `out` (first tile: beta = 0, so `out` is never read before being
@@ -307,37 +307,65 @@ void attention_blocked(const Att& p) {
 // none of its keys are left out of both sgemms, and keys a row cannot see get P = 0 exactly
 // (finite V then contributes exactly 0; a NaN/inf in V at a masked position of the diagonal
 // tile would leak through 0 * inf, unlike the other paths, which skip masked keys).
-constexpr i64 GQ = 128;  // query rows per task
-constexpr i64 GK = 256;  // keys per tile: S tile 128 KB, V tile 64 KB at dv = 64
+// Query rows per task: up to kGqMax, fewer when that would leave pool threads idle (a task per
+// thread at least). Measured on two cores (attention2d, d = 64): 256-row blocks x 256-key tiles
+// 0.71 ms at 512^2 and 24 ms at 4096^2 against 0.81 / 27 ms with 128-row blocks and
+// 0.93 / 34 ms with 32-row blocks x 512-key tiles (bigger sgemm calls amortise OpenBLAS's
+// packing; the score tile, 256 KB, stays in L2).
+constexpr i64 kGqMax = 256;
+constexpr i64 kGqMin = 32;
+constexpr i64 GK = 256;  // keys per tile: V tile 64 KB at dv = 64
+
+// ... and at least ~2M multiply-adds per task: below that, waking a second thread costs more
+// than it saves (128^2 x d64 on two cores: 0.055 ms in one 128-row task, 0.066-0.096 ms as two).
+i64 gemm_query_block(const Att& p) {
+  const i64 threads = std::max(1, num_threads());
+  const i64 per_thread = (p.sq + threads - 1) / threads;
+  const i64 per_row = std::max<i64>(1, p.sk * (p.d + p.dv));
+  const i64 min_rows = ((i64{1} << 21) + per_row - 1) / per_row;
+  return std::clamp<i64>((std::max(per_thread, min_rows) + 15) / 16 * 16, kGqMin, kGqMax);
+}
 
 // Online-softmax update of one score row: s[0..nv) are the visible scores, s[nv..bk) is
 // zeroed. Rescales orow by e^(m_old - m_new) when the row has history (l > 0).
+// Written with explicit vectors of W lanes (8: AVX2, 16: AVX-512): the scalar form (fast_exp
+// per element in an 8-way unrolled loop) was not vectorised by g++ (a compare-and-branch per
+// element) and its exps took half of the whole call (attention2d 512^2 x d64 on two cores:
+// 1.33 ms, ~51% of it in this function; perf, 2026-12-01).
+template <int W>
 [[gnu::always_inline]] inline void online_row_body(float* s, i64 nv, i64 bk, float& m, float& l,
                                                    float* orow, i64 dv) {
-  float mx8[8];
-  for (int u = 0; u < 8; ++u) mx8[u] = s[0];
-  i64 j = 0;
-  for (; j + 8 <= nv; j += 8)
-    for (int u = 0; u < 8; ++u) mx8[u] = s[j + u] > mx8[u] ? s[j + u] : mx8[u];
-  float bmax = mx8[0];
-  for (int u = 1; u < 8; ++u) bmax = mx8[u] > bmax ? mx8[u] : bmax;
-  for (; j < nv; ++j) bmax = s[j] > bmax ? s[j] : bmax;
+  using vf = typename VecOf<W>::F;
+  using vi = typename VecOf<W>::I;
+  auto load = [](const float* p) {
+    vf v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  };
+  const i64 nvw = nv / W * W;
+  vf mv = vf{} + s[0];
+  for (i64 j = 0; j < nvw; j += W) {
+    const vf x = load(s + j);
+    mv = x > mv ? x : mv;  // NaN never wins, as in the scalar tail
+  }
+  float bmax = mv[0];
+  for (int u = 1; u < W; ++u) bmax = mv[u] > bmax ? mv[u] : bmax;
+  for (i64 j = nvw; j < nv; ++j) bmax = s[j] > bmax ? s[j] : bmax;
   const bool first = l == 0.0f;
   const float mnew = first ? bmax : std::max(m, bmax);
-  float sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  j = 0;
-  for (; j + 8 <= nv; j += 8)
-    for (int u = 0; u < 8; ++u) {
-      const float e = fast_exp(s[j + u] - mnew);
-      s[j + u] = e;
-      sum[u] += e;
-    }
-  float t = ((sum[0] + sum[4]) + (sum[1] + sum[5])) + ((sum[2] + sum[6]) + (sum[3] + sum[7]));
-  for (; j < nv; ++j) {
+  vf sum = vf{};
+  for (i64 j = 0; j < nvw; j += W) {
+    const vf e = vec_exp<vf, vi>(load(s + j) - mnew);
+    std::memcpy(s + j, &e, sizeof(e));
+    sum += e;
+  }
+  float t = 0.0f;
+  for (int u = 0; u < W; ++u) t += sum[u];
+  for (i64 j = nvw; j < nv; ++j) {
     s[j] = fast_exp(s[j] - mnew);
     t += s[j];
   }
-  for (j = nv; j < bk; ++j) s[j] = 0.0f;
+  for (i64 j = nv; j < bk; ++j) s[j] = 0.0f;
   if (!first) {
     const float corr = fast_exp(m - mnew);
     l = l * corr + t;
@@ -350,12 +378,17 @@ constexpr i64 GK = 256;  // keys per tile: S tile 128 KB, V tile 64 KB at dv = 6
 }
 
 void online_row_generic(float* s, i64 nv, i64 bk, float& m, float& l, float* orow, i64 dv) {
-  online_row_body(s, nv, bk, m, l, orow, dv);
+  online_row_body<8>(s, nv, bk, m, l, orow, dv);
 }
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx2,fma"))) void online_row_avx2(float* s, i64 nv, i64 bk, float& m,
                                                          float& l, float* orow, i64 dv) {
-  online_row_body(s, nv, bk, m, l, orow, dv);
+  online_row_body<8>(s, nv, bk, m, l, orow, dv);
+}
+__attribute__((target("avx512f,avx2,fma"))) void online_row_avx512(float* s, i64 nv, i64 bk,
+                                                                   float& m, float& l,
+                                                                   float* orow, i64 dv) {
+  online_row_body<16>(s, nv, bk, m, l, orow, dv);
 }
 #endif
 
@@ -363,17 +396,18 @@ using RowFn = void (*)(float*, i64, i64, float&, float&, float*, i64);
 RowFn pick_row() {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return online_row_avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return online_row_avx2;
 #endif
   return online_row_generic;
 }
 
-// Rows [q0, q0+bq), bq <= GQ. scratch: GQ*GK scores + GQ running max + GQ running sum.
+// Rows [q0, q0+bq), bq <= kGqMax. scratch: kGqMax*GK scores + running max + running sum.
 void attention_gemm_block(const Att& p, i64 q0, i64 bq, float* scratch, RowFn row) {
   const i64 d = p.d, dv = p.dv, sk = p.sk;
   float* s = scratch;
-  float* mrow = s + GQ * GK;
-  float* lrow = mrow + GQ;
+  float* mrow = s + kGqMax * GK;
+  float* lrow = mrow + kGqMax;
   float* o = p.out + q0 * dv;
   for (i64 r = 0; r < bq; ++r) mrow[r] = lrow[r] = 0.0f;
   const i64 kend = p.causal ? std::min(sk, q0 + bq) : sk;
@@ -424,16 +458,17 @@ void attention_gemm_block(const Att& p, i64 q0, i64 bq, float* scratch, RowFn ro
 // OpenBLAS to 1 thread around the pool job and restores it afterwards.
 void attention_gemm(const Att& p) {
   static const RowFn row = pick_row();
-  const i64 blocks = (p.sq + GQ - 1) / GQ;
-  const i64 need = GQ * GK + 2 * GQ;
+  const i64 gq = gemm_query_block(p);
+  const i64 blocks = (p.sq + gq - 1) / gq;
+  const i64 need = kGqMax * GK + 2 * kGqMax;
   auto task = [&](i64 lo, i64 hi) {
     thread_local Scratch scratch;  // grow-only: no allocation after the first large call
     float* buf = scratch.get(need);
     for (i64 t = lo; t < hi; ++t) {
       // Causal: heaviest blocks (last rows) first, so the pool's final chunks are the light ones.
       const i64 b = p.causal ? blocks - 1 - t : t;
-      const i64 q0 = b * GQ;
-      attention_gemm_block(p, q0, std::min(GQ, p.sq - q0), buf, row);
+      const i64 q0 = b * gq;
+      attention_gemm_block(p, q0, std::min(gq, p.sq - q0), buf, row);
     }
   };
   BlasOneThread one;

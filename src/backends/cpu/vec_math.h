@@ -109,6 +109,13 @@ inline float activate(float x, Activation act) {
 // compiled for AVX2 a v8f is one ymm register; at the baseline target it is two xmm.
 typedef float v8f __attribute__((vector_size(32)));
 typedef std::int32_t v8i __attribute__((vector_size(32)));
+// 16 lanes: one zmm register in functions compiled for AVX-512 (used only there).
+typedef float v16f __attribute__((vector_size(64)));
+typedef std::int32_t v16i __attribute__((vector_size(64)));
+// The float / int32 vector types of W lanes (W = 8 or 16), for code templated on the width.
+template <int W> struct VecOf;
+template <> struct VecOf<8> { using F = v8f; using I = v8i; };
+template <> struct VecOf<16> { using F = v16f; using I = v16i; };
 
 [[gnu::always_inline]] inline v8f v8_load(const float* p) {
   v8f v;
@@ -117,32 +124,37 @@ typedef std::int32_t v8i __attribute__((vector_size(32)));
 }
 [[gnu::always_inline]] inline void v8_store(float* p, const v8f& v) { std::memcpy(p, &v, sizeof(v)); }
 
-// fast_exp, lane-wise (same constants, error bound and underflow to exact 0).
-[[gnu::always_inline]] inline v8f v8_exp(const v8f& xin) {
-  v8f x = xin;
-  const v8f lo = v8f{} - 87.0f, hi = v8f{} + 88.0f;
+// fast_exp, lane-wise (same constants, error bound and underflow to exact 0), for any width
+// of float vector VF with its int32 vector VI (v8f / v8i below, or 16 lanes in AVX-512 code).
+template <class VF, class VI>
+[[gnu::always_inline]] inline VF vec_exp(const VF& xin) {
+  VF x = xin;
+  const VF lo = VF{} - 87.0f, hi = VF{} + 88.0f;
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  const v8f magic = v8f{} + 12582912.0f;
-  const v8f t = x * 1.44269504088896341f + magic;
-  const v8f n = t - magic;
-  v8i ti;
+  const VF magic = VF{} + 12582912.0f;
+  const VF t = x * 1.44269504088896341f + magic;
+  const VF n = t - magic;
+  VI ti;
+  static_assert(sizeof(VI) == sizeof(VF), "VI must have VF's lanes");
   std::memcpy(&ti, &t, sizeof(ti));  // bit cast; compiles to nothing
-  const v8i ni = ti - 0x4B400000;
-  v8f r = x - n * 0.693359375f;
+  const VI ni = ti - 0x4B400000;
+  VF r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
-  v8f p = v8f{} + 1.9875691500e-4f;
+  VF p = VF{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const v8i bits = (ni + 127) << 23;
-  v8f scale;
+  const VI bits = (ni + 127) << 23;
+  VF scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return xin < kExpUnderflow ? v8f{} : p * scale;  // exactly 0 where float32's exp is, as fast_exp
+  return xin < kExpUnderflow ? VF{} : p * scale;  // exactly 0 where float32's exp is, as fast_exp
 }
+
+[[gnu::always_inline]] inline v8f v8_exp(const v8f& xin) { return vec_exp<v8f, v8i>(xin); }
 
 [[gnu::always_inline]] inline float v8_hmax(const v8f& v) {
   float m = v[0];
