@@ -309,6 +309,54 @@ TEST(CpuMatmul, FusedEpilogueEveryPath) {
                       ep);
 }
 
+// The skinny kernel (few rows x a [n, k] weight, no packing): every row count up to its limit
+// (register-tile tails 1-3), depths around the vector widths (16 lanes and the scalar k tail),
+// odd and 16-aligned column counts (column tails, the per-task chunks of 16), padded leading
+// dimensions with NaN in every padding, and the fused epilogue, against float64. Forced through
+// GemmPath::skinny and reached automatically (gemm_fused / matmul with trans_b).
+TEST(CpuMatmul, SkinnyRowsDepthsColumnsAndEpilogue) {
+  Rng rng;
+  const i64 rows[] = {1, 2, 3, 4, 5, 7, 16, 31, 32};
+  const i64 depths[] = {16, 17, 31, 64, 383};
+  const i64 cols[] = {1, 3, 5, 16, 17, 100, 1153};
+  const lc::Activation acts[] = {lc::Activation::none, lc::Activation::relu,
+                                 lc::Activation::gelu, lc::Activation::gelu_erf};
+  int c = 0;
+  for (i64 m : rows)
+    for (i64 k : depths)
+      for (i64 n : cols) {
+        ++c;  // walk the epilogue / padding combinations across the shapes
+        ASSERT_TRUE(lc::cpu::gemm_skinny_fits(m, n, k, true));
+        // Activations only on >= 16 outputs: with a handful of values, relu can zero all but
+        // one small, cancelling dot product, and GELU can put all of them in its negative tail
+        // (absolute accuracy ~1e-7, EpilogueGeluErfAccuracy); the relative error of such a
+        // tiny vector measures its conditioning, not the kernel (seen: 4 outputs, 2e-5).
+        const lc::Activation act = m * n >= 16 ? acts[c % 4] : lc::Activation::none;
+        check_gemm_fused(rng, m, k, n, true, c % 2 == 0, c % 3 == 0, act, c % 3,
+                         0, 0, c % 5 == 0 ? lc::cpu::GemmPath::automatic
+                                          : lc::cpu::GemmPath::skinny);
+      }
+  // Outside its limits the forced path falls back to the default one (still correct).
+  EXPECT_FALSE(lc::cpu::gemm_skinny_fits(33, 64, 64, true));
+  EXPECT_FALSE(lc::cpu::gemm_skinny_fits(8, 64, 15, true));
+  EXPECT_FALSE(lc::cpu::gemm_skinny_fits(8, 64, 64, false));
+  check_gemm_fused(rng, 33, 40, 29, true, true, true, lc::Activation::gelu, 1, 0, 0,
+                   lc::cpu::GemmPath::skinny);
+  check_gemm_fused(rng, 8, 40, 29, false, true, false, lc::Activation::none, 2, 0, 0,
+                   lc::cpu::GemmPath::skinny);
+  for (i64 m : {1, 16, 32})
+    check_matmul(rng, m, 384, 1152, true, true, lc::Activation::gelu_erf,
+                 lc::cpu::GemmPath::automatic);
+  // Every instruction set's kernel (SSE 4x2, AVX2 4x2, AVX-512 4x4 register tiles).
+  for (int isa = 0; isa < lc::cpu::gemm_isa_count(); ++isa)
+    for (auto s3 : {std::array<i64, 3>{1, 16, 1}, {3, 17, 5}, {7, 100, 33}, {32, 383, 37}})
+      check_gemm_strided(rng, s3[0], s3[1], s3[2], true, 3, 5, 1, "skinny isa " + std::to_string(isa),
+                         [&](const float* a, i64 lda, const float* b, i64 ldb, float* c, i64 ldc) {
+                           lc::cpu::gemm_skinny(s3[0], s3[2], s3[1], a, lda, b, ldb, c, ldc,
+                                                nullptr, isa);
+                         });
+}
+
 // The vectorised epilogue's GELUs at every instruction set the CPU runs keep the accuracy of
 // vec_math.h's scalar forms across the range (tails included): ~1e-6 relative near 0 and
 // positive x, absolute ~1e-7 in the far negative tail.
@@ -449,24 +497,29 @@ TEST(CpuMatmul, DefaultPathRule) {
   using lc::cpu::GemmPath;
   // Tiny shapes never take the pooled path (nor get tuned).
   EXPECT_FALSE(lc::cpu::gemm_tunable(8, 8, 8));
-  EXPECT_FALSE(lc::cpu::gemm_tunable(64, 64, 64));        // 2^18 < 2^19
+  EXPECT_FALSE(lc::cpu::gemm_tunable(64, 64, 64));
+  EXPECT_FALSE(lc::cpu::gemm_tunable(100, 100, 100));     // 2^19.9: pooled without tuning
+  EXPECT_FALSE(lc::cpu::gemm_tunable(1024, 1024, 1024));  // 2^30: pooled without tuning
   EXPECT_FALSE(lc::cpu::gemm_tunable(2048, 2048, 1024));  // 2^32 > 2^31
-  // The tuner's window exists only with 2-3 threads; from 4 threads up the pool owns the cores.
+  // The tuner's window (2^30, 2^31] exists only with 2-3 threads; from 4 threads up the pool
+  // owns the cores.
   const int threads = lc::cpu::num_threads();
-  const bool tunable = lc::cpu::have_blas() && threads >= 2 && threads < 4;
-  EXPECT_EQ(lc::cpu::gemm_tunable(100, 100, 100), tunable);  // 2^19.9
-  EXPECT_EQ(lc::cpu::gemm_tunable(1024, 1024, 2048), tunable);  // 2^31
+  const bool few = lc::cpu::have_blas() && threads >= 2 && threads < 4;
+  EXPECT_EQ(lc::cpu::gemm_tunable(1024, 1024, 2048), few);  // 2^31
   const GemmPath tiny = lc::cpu::gemm_default_path(4, 4, 4);
   EXPECT_EQ(tiny, lc::cpu::have_blas() ? GemmPath::blas : GemmPath::tiny);
   EXPECT_EQ(lc::cpu::gemm_default_path(64, 64, 64),  // 2^18: OpenBLAS runs it on one thread
             lc::cpu::have_blas() ? GemmPath::blas : GemmPath::blocked);
-  const bool pooled_default = lc::cpu::have_blas() && threads >= 4;
-  // Above 2^18 multiply-adds, at any size (2^32 included): pooled with >= 4 threads, else blas.
+  // Above 2^18 multiply-adds: pooled with >= 4 threads at any size; with 2-3 threads pooled up
+  // to 2^30 and blas above (OpenBLAS's threading wins there); blas on one thread.
   for (auto s : {std::array<i64, 3>{100, 100, 100}, {256, 256, 256}, {128, 128, 128},
-                 {1024, 1024, 2048}, {2048, 2048, 1024}}) {
+                 {1024, 1024, 1024}, {1024, 1024, 2048}, {2048, 2048, 1024}}) {
     const GemmPath mid = lc::cpu::gemm_default_path(s[0], s[1], s[2]);
-    if (!lc::cpu::have_blas()) EXPECT_EQ(mid, GemmPath::blocked);
-    else EXPECT_EQ(mid, pooled_default ? GemmPath::pooled : GemmPath::blas);
+    const i64 work = s[0] * s[1] * s[2];
+    GemmPath want = GemmPath::blas;
+    if (!lc::cpu::have_blas()) want = GemmPath::blocked;
+    else if (threads >= 4 || (threads >= 2 && work <= (i64{1} << 30))) want = GemmPath::pooled;
+    EXPECT_EQ(mid, want) << s[0] << "x" << s[1] << "x" << s[2] << " threads " << threads;
   }
 }
 

@@ -302,22 +302,22 @@ def _threads():
 
 
 needs_gemm_tuning = pytest.mark.skipif(
-    not (_C._cpu_gemm_tunable(160, 150, 140) and _C._cpu_gemm_tunable(96, 150, 320)),
+    not (_C._cpu_gemm_tunable(1100, 1024, 1024) and _C._cpu_gemm_tunable(768, 1100, 1536)),
     reason="CPU GEMM is not tuned in this build / machine (no BLAS, a single thread, or >= 4 threads: pooled)")
 
 
 @needs_gemm_tuning
 def test_cpu_gemm_choice_is_tuned_once_and_persisted(cache_dir, rng):
-    # [96, 150] x [150, 320]: wider than tall, so pooled tiles split columns (and rows from
-    # 4 threads up); 4.6M multiply-adds, inside the tuner's window.
-    a = rng.standard_normal((96, 150)).astype(np.float32)
-    b = rng.standard_normal((150, 320)).astype(np.float32)
+    # [768, 1100] x [1100, 1536]: wider than tall; 1.3G multiply-adds (2^30.3), inside the
+    # tuner's window (2^30, 2^31] on 2-3 threads (below it pooled is the rule there).
+    a = rng.standard_normal((768, 1100)).astype(np.float32)
+    b = rng.standard_normal((1100, 1536)).astype(np.float32)
     ref = a.astype(np.float64) @ b.astype(np.float64)
     before = lc.autotune_measurement_count()
     r1 = lc.matmul2d(a, b, "cpu")
     assert lc.autotune_measurement_count() == before + 1
     (entry,) = _gemm_entries()
-    assert entry["shapes"] == f"96x150x320 trans_b=0 threads={_threads()}"
+    assert entry["shapes"] == f"768x1100x1536 trans_b=0 threads={_threads()}"
     assert entry["choice"] in ("blas", "pooled")
     assert float(entry["blas_us"]) > 0 and float(entry["pooled_us"]) > 0
     assert entry["device"] == lc.device_fingerprint("cpu")
@@ -331,23 +331,23 @@ def test_cpu_gemm_choice_is_tuned_once_and_persisted(cache_dir, rng):
     # A recorded choice is what runs (both paths give the reference result), no measurement.
     for choice in ("pooled", "blas"):
         lc.autotune_record("cpu_gemm", entry["shapes"], choice)
-        out = np.full((96, 320), np.nan, np.float32)
+        out = np.full((768, 1536), np.nan, np.float32)
         lc.matmul2d_into(a, b, out, "cpu")
         assert np.linalg.norm(out - ref) / np.linalg.norm(ref) <= 1e-5
     assert lc.autotune_measurement_count() == before + 1
     # linear (trans_b) has its own entry; a new shape with policy autotune=False has none.
-    w = rng.standard_normal((320, 150)).astype(np.float32)
-    bias = rng.standard_normal(320).astype(np.float32)
+    w = rng.standard_normal((1536, 1100)).astype(np.float32)
+    bias = rng.standard_normal(1536).astype(np.float32)
     lc.linear(a, w, bias, "relu", "cpu")
     assert lc.autotune_measurement_count() == before + 2
     assert sorted(e["shapes"].split()[1] for e in _gemm_entries()) == ["trans_b=0", "trans_b=1"]
     lref = np.maximum(a.astype(np.float64) @ w.T.astype(np.float64) + bias, 0)
     for choice in ("pooled", "blas"):
-        lc.autotune_record("cpu_gemm", f"96x150x320 trans_b=1 threads={_threads()}", choice)
+        lc.autotune_record("cpu_gemm", f"768x1100x1536 trans_b=1 threads={_threads()}", choice)
         y = lc.linear(a, w, bias, "relu", "cpu")
         assert np.linalg.norm(y - lref) / np.linalg.norm(lref) <= 1e-5
     assert lc.autotune_measurement_count() == before + 2
-    a2 = rng.standard_normal((100, 150)).astype(np.float32)
+    a2 = rng.standard_normal((770, 1100)).astype(np.float32)
     lc.matmul2d(a2, b, policy=lc.ExecutionPolicy(device="cpu", autotune=False))
     assert len(_gemm_entries()) == 2
     # Tiny shapes are never tuned (nor looked up).
@@ -357,8 +357,8 @@ def test_cpu_gemm_choice_is_tuned_once_and_persisted(cache_dir, rng):
 
 @needs_gemm_tuning
 def test_cpu_gemm_choice_invalidated(cache_dir, rng):
-    a = rng.standard_normal((160, 150)).astype(np.float32)
-    b = rng.standard_normal((150, 140)).astype(np.float32)
+    a = rng.standard_normal((1100, 1024)).astype(np.float32)
+    b = rng.standard_normal((1024, 1024)).astype(np.float32)
     before = lc.autotune_measurement_count()
     lc.matmul2d(a, b, "cpu")
     assert lc.autotune_measurement_count() == before + 1
@@ -382,7 +382,7 @@ def test_cpu_gemm_choice_invalidated(cache_dir, rng):
     assert lc.autotune_measurement_count() == before + 3
     assert len(_gemm_entries()) == 2  # the other machine's entry stays in the file
     # An unknown choice: measured again and replaced. clear(): measured again.
-    lc.autotune_record("cpu_gemm", f"160x150x140 trans_b=0 threads={_threads()}", "bogus")
+    lc.autotune_record("cpu_gemm", f"1100x1024x1024 trans_b=0 threads={_threads()}", "bogus")
     lc.matmul2d(a, b, "cpu")
     assert lc.autotune_measurement_count() == before + 4
     assert {e["choice"] for e in _gemm_entries() if e["device"] == fp} <= {"blas", "pooled"}

@@ -59,7 +59,7 @@ void gemm(std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::i
 // Forced paths, so tests can cover each regardless of the size thresholds.
 // pooled: C in a 2D grid of <= num_threads() tiles, one single-threaded cblas_sgemm per tile
 // inside our pool (LC_HAVE_BLAS only; without BLAS it runs `blocked`, and `blas` does too).
-enum class GemmPath : std::uint8_t { automatic, tiny, blocked, blas, pooled };
+enum class GemmPath : std::uint8_t { automatic, tiny, blocked, blas, pooled, skinny };
 void gemm_with(GemmPath path, std::int64_t m, std::int64_t n, std::int64_t k, const float* a,
                std::int64_t lda, const float* b, std::int64_t ldb, bool trans_b, float* c,
                std::int64_t ldc);
@@ -81,10 +81,11 @@ int blas_num_threads_now();
 
 // The path `automatic` takes without a tuned choice: tiny / blocked without BLAS; with BLAS
 // pooled for every m*n*k > 2^18 when num_threads() >= 4 (our pool owns the cores: no OpenBLAS
-// threads left spinning next to the ops around the GEMM, matmul.cpp), else blas.
+// threads left spinning next to the ops around the GEMM, matmul.cpp); with 2-3 threads pooled
+// for 2^18 < m*n*k <= 2^30, blas above; blas on one thread.
 GemmPath gemm_default_path(std::int64_t m, std::int64_t n, std::int64_t k);
 // True where pooled and blas are both worth measuring (BLAS present, 2 or 3 threads,
-// 2^19 <= m*n*k <= 2^31): the auto-tuner's window.
+// 2^30 < m*n*k <= 2^31): the auto-tuner's window.
 bool gemm_tunable(std::int64_t m, std::int64_t n, std::int64_t k);
 // The pooled path's tiling of an [m, n] C for `threads` threads (tile_m x tile_n tiles,
 // grid_m x grid_n of them; the last row / column of tiles may be smaller).
@@ -138,6 +139,19 @@ void gemm_pooled_fused_with_tiles(std::int64_t tile_m, std::int64_t tile_n, std:
 void gemm_epilogue(float* c, std::int64_t rows, std::int64_t cols, std::int64_t ldc,
                    const GemmEpilogue& ep, bool threaded);
 
+// gemm_skinny.cpp: C[m, n] = A[m, k] @ B^T for B stored [n, k] (linear's weight) and few rows
+// (m <= kSkinnyMaxRows), without packing: dot products of A rows and B rows in register tiles,
+// columns split over the pool, the epilogue (may be null) applied per task. gemm_with /
+// gemm_fused take it automatically where gemm_skinny_fits (GemmPath::skinny forces it; a shape
+// that does not fit then runs the default path). isa: the instruction set as in
+// gemm_blocked_with_isa (tests), -1 the best this CPU runs.
+constexpr std::int64_t kSkinnyMaxRows = 32;
+constexpr std::int64_t kSkinnyMinDepth = 16;
+bool gemm_skinny_fits(std::int64_t m, std::int64_t n, std::int64_t k, bool trans_b);
+void gemm_skinny(std::int64_t m, std::int64_t n, std::int64_t k, const float* a,
+                 std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                 const GemmEpilogue* ep, int isa = -1);
+
 // gemm: the BLAS-tiled path (only with LC_HAVE_BLAS; without BLAS it runs `blocked`).
 enum class AttentionPath : std::uint8_t { automatic, small, blocked, gemm };
 void attention_with(AttentionPath path, const AttentionArgs& a);
@@ -157,7 +171,7 @@ void conv2d_with(ConvPath path, const Conv2dArgs& a);
 // the caller runs the op afterwards anyway) and persists the winner; later calls read it back.
 // tuned_conv_path: direct vs im2col (automatic = the size rule when tuning is off).
 // tuned_gemm_path: for float32 shapes in gemm_tunable() (BLAS, 2 or 3 threads,
-// 2^19 <= m*n*k <= 2^31), blas (one cblas_sgemm with OpenBLAS's own threads) vs pooled
+// 2^30 < m*n*k <= 2^31), blas (one cblas_sgemm with OpenBLAS's own threads) vs pooled
 // (single-threaded sgemm tiles in our pool), persisted as op "cpu_gemm" and answered from an
 // in-process memo after the first call (no string building, no file access); automatic
 // (gemm_default_path) when not tuned: outside the window (tiny shapes cost one multiply and

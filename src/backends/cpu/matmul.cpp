@@ -66,11 +66,10 @@ constexpr i64 kPooledRowQuantum = 8;
 // only steers the grid's aspect ratio towards square tiles.
 constexpr i64 kPooledPackCost = 8;
 // Where pooled competes with OpenBLAS's own threading, so the auto-tuner (tune.cpp)
-// measures both: kTuneMinWork <= m*n*k <= kTuneMaxWork with 2 or 3 threads. Below 2^18
-// OpenBLAS runs one thread itself (its SMP threshold, 65536 * GEMM_MULTITHREAD_THRESHOLD 4),
-// so pooled has little to win there; above 2^31 (~1290^3; ~20 ms a call on the 2-core VM)
-// OpenBLAS's threading amortises its synchronisation, and measuring both gets expensive.
-constexpr i64 kTuneMinWork = i64{1} << 19;
+// measures both: kFewThreadsPooledMaxWork < m*n*k <= kTuneMaxWork with 2 or 3 threads (the
+// window started at 2^19 until 2026-12-01; below 2^30 pooled is now the rule, see below).
+// Above 2^31 (~1290^3; ~20 ms a call on the 2-core VM) OpenBLAS's threading amortises its
+// synchronisation, and measuring both gets expensive.
 constexpr i64 kTuneMaxWork = i64{1} << 31;
 // Default rule: with >= kPooledMinThreads threads every GEMM above OpenBLAS's SMP threshold
 // (kBlasSmpWork) runs pooled, at any size, and there is nothing to tune: our pool owns the
@@ -80,10 +79,15 @@ constexpr i64 kTuneMaxWork = i64{1} << 31;
 // the 4096-row GEMMs were above 2^31 and took the blas path): layernorm 0.78 ms a call against
 // 0.09 ms with OpenBLAS's spinning cut short (OPENBLAS_THREAD_TIMEOUT=4), GELU 3.0 vs 1.4 ms.
 // In isolation pooled was already as fast or faster from 96^3 up on that host (1024^3 a tie,
-// docs/cpu_backend.md). With 2-3 threads: blas, pooled only where the tuner measured it faster
-// (on 2 threads pooled only ties or loses without pool spinning, docs/cpu_backend.md).
+// docs/cpu_backend.md). With 2-3 threads (the pool spins there too since 2026-12-01): pooled up
+// to kFewThreadsPooledMaxWork, blas above it (OpenBLAS's threading won 1024^3 and the FFN's
+// 512x768x3072 on the 2-vCPU VM: 6.53 vs 6.97 ms, 16.5 vs 17.9), the tuner deciding in
+// (2^30, 2^31]. Mixing the two below 2^30 made both slower: spinning pool workers and
+// OpenBLAS's busy-waiting ones fought over two cores (MiniLM 1x16: 10.2 ms against 2.8-3.2 with
+// every small GEMM pooled or skinny; docs/cpu_backend.md, "Two-core defaults").
 constexpr i64 kBlasSmpWork = i64{1} << 18;
 constexpr int kPooledMinThreads = 4;
+constexpr i64 kFewThreadsPooledMaxWork = i64{1} << 30;
 
 constexpr i64 KC = 256;   // depth of one packed block: A panel + B panel stay in L1/L2
 constexpr i64 MC = 96;    // rows of A per task (multiple of every MR below)
@@ -515,15 +519,17 @@ GemmGrid gemm_pooled_grid(i64 m, i64 n, i64 k, int threads) {
 bool gemm_tunable(i64 m, i64 n, i64 k) {
   const i64 work = m * n * k;
   const int threads = num_threads();
-  return have_blas() && work >= kTuneMinWork && work <= kTuneMaxWork && threads >= 2 &&
-         threads < kPooledMinThreads;
+  return have_blas() && work > kFewThreadsPooledMaxWork && work <= kTuneMaxWork &&
+         threads >= 2 && threads < kPooledMinThreads;
 }
 
 GemmPath gemm_default_path(i64 m, i64 n, i64 k) {
   const i64 work = m * n * k;
   if (!have_blas()) return work <= kTinyWork ? GemmPath::tiny : GemmPath::blocked;
   const int threads = num_threads();
-  return threads >= kPooledMinThreads && work > kBlasSmpWork ? GemmPath::pooled : GemmPath::blas;
+  if (threads < 2 || work <= kBlasSmpWork) return GemmPath::blas;
+  if (threads >= kPooledMinThreads) return GemmPath::pooled;
+  return work <= kFewThreadsPooledMaxWork ? GemmPath::pooled : GemmPath::blas;
 }
 
 bool have_blas() {
@@ -555,7 +561,10 @@ void gemm_blocked_with_isa(int isa, i64 m, i64 n, i64 k, const float* a, i64 lda
 void gemm_with(GemmPath path, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b,
                i64 ldb, bool trans_b, float* c, i64 ldc) {
   if (m <= 0 || n <= 0) return;
-  if (path == GemmPath::automatic) path = gemm_default_path(m, n, k);
+  if (path == GemmPath::automatic || path == GemmPath::skinny) {
+    if (gemm_skinny_fits(m, n, k, trans_b)) return gemm_skinny(m, n, k, a, lda, b, ldb, c, ldc, nullptr);
+    path = gemm_default_path(m, n, k);
+  }
   switch (path) {
     case GemmPath::tiny: gemm_tiny(m, n, k, a, lda, b, ldb, trans_b, c, ldc); return;
 #if defined(LC_HAVE_BLAS)
@@ -569,6 +578,7 @@ void gemm_with(GemmPath path, i64 m, i64 n, i64 k, const float* a, i64 lda, cons
 #endif
     case GemmPath::blocked:
     case GemmPath::automatic:
+    case GemmPath::skinny:
       gemm_blocked_isa(best_isa(), m, n, k, a, lda, b, ldb, trans_b, c, ldc);
       return;
   }
@@ -613,7 +623,10 @@ void bias_act_rows(float* out, i64 rows, i64 cols, i64 ld, const float* bias, Ac
 void gemm_fused(GemmPath path, i64 m, i64 n, i64 k, const float* a, i64 lda, const float* b,
                 i64 ldb, bool trans_b, float* c, i64 ldc, const GemmEpilogue& ep) {
   if (m <= 0 || n <= 0) return;
-  if (path == GemmPath::automatic) path = gemm_default_path(m, n, k);
+  if (path == GemmPath::automatic || path == GemmPath::skinny) {
+    if (gemm_skinny_fits(m, n, k, trans_b)) return gemm_skinny(m, n, k, a, lda, b, ldb, c, ldc, &ep);
+    path = gemm_default_path(m, n, k);
+  }
 #if defined(LC_HAVE_BLAS)
   if (path == GemmPath::pooled)
     return gemm_pooled(m, n, k, a, lda, b, ldb, trans_b, c, ldc, 0, 0, &ep);

@@ -87,19 +87,22 @@ struct Job {
 };
 
 // Workers that just finished a job spin for a short while (LC_SPIN_US, default 500 µs on
-// machines with >= 4 hardware threads, 0 otherwise) before sleeping on the condition variable,
+// machines with >= 2 hardware threads, 0 on one) before sleeping on the condition variable,
 // so back-to-back parallel ops skip the futex wake-up of every worker. The caller likewise spins
 // briefly while helpers finish. Measured on the 16-thread GPU host (cpu_pool_check.py,
 // 2026-11-22): 1M-float add 99 us with 50 µs of spin, 42 us with 500 µs (torch CPU: 25-44 us),
 // 256K add 23.5 -> 19 us; layernorm 512x1024 28 us either way. torch's OpenMP workers spin for a
-// comparable time after each op.
+// comparable time after each op. On the 2-vCPU VM (2026-12-01) the spin used to be off: every
+// parallel op then woke its helper through a futex (~40-50 us there), a 1M-float add ran at one
+// thread's speed (0.434 ms; 0.217 spinning) and a MiniLM 1x16 forward took 4.9-5.4 ms (2.8-3.2
+// spinning, with matmul.cpp's two-core rule keeping OpenBLAS's own threads out of the way).
 int spin_budget_us() {
   if (const char* s = std::getenv("LC_SPIN_US")) {
     char* end = nullptr;
     const long v = std::strtol(s, &end, 10);
     if (end != s && v >= 0) return static_cast<int>(std::min<long>(v, 10000));
   }
-  return std::thread::hardware_concurrency() >= 4 ? 500 : 0;
+  return std::thread::hardware_concurrency() >= 2 ? 500 : 0;
 }
 
 inline void cpu_relax() {

@@ -167,7 +167,8 @@ const char* gemm_path_name(GemmPath p) {
 
 GemmPath tuned_gemm_path(const MatmulArgs& a, bool tune) {
   // Cheapest tests first: tiny and huge GEMMs leave after a multiply and a compare.
-  if (!tune || a.dtype != DType::f32 || !gemm_tunable(a.m, a.n, a.k) || !autotune::enabled())
+  if (!tune || a.dtype != DType::f32 || !gemm_tunable(a.m, a.n, a.k) || !autotune::enabled() ||
+      gemm_skinny_fits(a.m, a.n, a.k, a.trans_b))  // the skinny kernel has nothing to tune
     return GemmPath::automatic;
   const GemmMemoKey key{a.m, a.k, a.n, a.trans_b};
   GemmPath path;
