@@ -23,9 +23,24 @@ def _preload_blas():
         pass  # the extension then reports the missing library itself
 
 
-_preload_blas()
+# OpenBLAS reads OPENBLAS_THREAD_TIMEOUT once, when the library is loaded: its worker threads
+# busy-wait 2^N cycles after each threaded call (default N = 28, ~0.1 s), sharing the cores
+# with our thread pool's next ops. 4 makes them sleep at once (a big GEMM pays one wake-up, a
+# few us). Set only while our OpenBLAS loads, unless the user set it: numpy's own OpenBLAS (a
+# separate library, already loaded) and later processes keep their defaults; an OpenBLAS that
+# another package loaded first keeps its setting. docs/cpu_backend.md, "Two-core defaults".
+import os as _os  # noqa: E402
 
-from ._lightning_core import *  # noqa: F401,F403,E402
+_blas_timeout_set = "OPENBLAS_THREAD_TIMEOUT" not in _os.environ
+if _blas_timeout_set:
+    _os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
+try:
+    _preload_blas()
+    from ._lightning_core import *  # noqa: F401,F403,E402
+finally:
+    if _blas_timeout_set:
+        _os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)
+del _blas_timeout_set, _os
 from ._lightning_core import (  # noqa: F401,E402
     BackendError,
     ExecutionPolicy,

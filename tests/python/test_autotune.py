@@ -309,7 +309,7 @@ needs_gemm_tuning = pytest.mark.skipif(
 @needs_gemm_tuning
 def test_cpu_gemm_choice_is_tuned_once_and_persisted(cache_dir, rng):
     # [768, 1100] x [1100, 1536]: wider than tall; 1.3G multiply-adds (2^30.3), inside the
-    # tuner's window (2^30, 2^31] on 2-3 threads (below it pooled is the rule there).
+    # tuner's window (2^29, 2^31] on 2-3 threads (below it pooled is the rule there).
     a = rng.standard_normal((768, 1100)).astype(np.float32)
     b = rng.standard_normal((1100, 1536)).astype(np.float32)
     ref = a.astype(np.float64) @ b.astype(np.float64)

@@ -82,10 +82,10 @@ int blas_num_threads_now();
 // The path `automatic` takes without a tuned choice: tiny / blocked without BLAS; with BLAS
 // pooled for every m*n*k > 2^18 when num_threads() >= 4 (our pool owns the cores: no OpenBLAS
 // threads left spinning next to the ops around the GEMM, matmul.cpp); with 2-3 threads pooled
-// for 2^18 < m*n*k <= 2^30, blas above; blas on one thread.
+// for 2^18 < m*n*k <= 2^29, blas above; blas on one thread.
 GemmPath gemm_default_path(std::int64_t m, std::int64_t n, std::int64_t k);
 // True where pooled and blas are both worth measuring (BLAS present, 2 or 3 threads,
-// 2^30 < m*n*k <= 2^31): the auto-tuner's window.
+// 2^29 < m*n*k <= 2^31): the auto-tuner's window.
 bool gemm_tunable(std::int64_t m, std::int64_t n, std::int64_t k);
 // The pooled path's tiling of an [m, n] C for `threads` threads (tile_m x tile_n tiles,
 // grid_m x grid_n of them; the last row / column of tiles may be smaller).
@@ -171,7 +171,7 @@ void conv2d_with(ConvPath path, const Conv2dArgs& a);
 // the caller runs the op afterwards anyway) and persists the winner; later calls read it back.
 // tuned_conv_path: direct vs im2col (automatic = the size rule when tuning is off).
 // tuned_gemm_path: for float32 shapes in gemm_tunable() (BLAS, 2 or 3 threads,
-// 2^30 < m*n*k <= 2^31), blas (one cblas_sgemm with OpenBLAS's own threads) vs pooled
+// 2^29 < m*n*k <= 2^31), blas (one cblas_sgemm with OpenBLAS's own threads) vs pooled
 // (single-threaded sgemm tiles in our pool), persisted as op "cpu_gemm" and answered from an
 // in-process memo after the first call (no string building, no file access); automatic
 // (gemm_default_path) when not tuned: outside the window (tiny shapes cost one multiply and

@@ -67,7 +67,7 @@ constexpr i64 kPooledRowQuantum = 8;
 constexpr i64 kPooledPackCost = 8;
 // Where pooled competes with OpenBLAS's own threading, so the auto-tuner (tune.cpp)
 // measures both: kFewThreadsPooledMaxWork < m*n*k <= kTuneMaxWork with 2 or 3 threads (the
-// window started at 2^19 until 2026-12-01; below 2^30 pooled is now the rule, see below).
+// window was [2^19, 2^31] until 2026-12-01; below 2^29 pooled is now the rule, see below).
 // Above 2^31 (~1290^3; ~20 ms a call on the 2-core VM) OpenBLAS's threading amortises its
 // synchronisation, and measuring both gets expensive.
 constexpr i64 kTuneMaxWork = i64{1} << 31;
@@ -80,14 +80,16 @@ constexpr i64 kTuneMaxWork = i64{1} << 31;
 // 0.09 ms with OpenBLAS's spinning cut short (OPENBLAS_THREAD_TIMEOUT=4), GELU 3.0 vs 1.4 ms.
 // In isolation pooled was already as fast or faster from 96^3 up on that host (1024^3 a tie,
 // docs/cpu_backend.md). With 2-3 threads (the pool spins there too since 2026-12-01): pooled up
-// to kFewThreadsPooledMaxWork, blas above it (OpenBLAS's threading won 1024^3 and the FFN's
-// 512x768x3072 on the 2-vCPU VM: 6.53 vs 6.97 ms, 16.5 vs 17.9), the tuner deciding in
-// (2^30, 2^31]. Mixing the two below 2^30 made both slower: spinning pool workers and
-// OpenBLAS's busy-waiting ones fought over two cores (MiniLM 1x16: 10.2 ms against 2.8-3.2 with
-// every small GEMM pooled or skinny; docs/cpu_backend.md, "Two-core defaults").
+// to kFewThreadsPooledMaxWork, the tuner deciding in (2^29, 2^31], blas above. Alone, OpenBLAS's
+// threading wins the big GEMMs on the 2-vCPU VM by a few % (1024^3 6.53 vs 6.97 ms pooled), and
+// next to a model's other ops it no longer fights the pool for the two cores because
+// lightning_core loads its OpenBLAS with OPENBLAS_THREAD_TIMEOUT=4 (its workers sleep right
+// after a call instead of busy-waiting ~0.1 s): MiniLM 32x128 on the CPU 513 ms with the
+// default timeout, 383 ms with 4; 1x16 took 10.2 ms with blas for its GEMMs and the spin on,
+// 3.0 with every GEMM pooled or skinny (docs/cpu_backend.md, "Two-core defaults").
 constexpr i64 kBlasSmpWork = i64{1} << 18;
 constexpr int kPooledMinThreads = 4;
-constexpr i64 kFewThreadsPooledMaxWork = i64{1} << 30;
+constexpr i64 kFewThreadsPooledMaxWork = i64{1} << 29;
 
 constexpr i64 KC = 256;   // depth of one packed block: A panel + B panel stay in L1/L2
 constexpr i64 MC = 96;    // rows of A per task (multiple of every MR below)
