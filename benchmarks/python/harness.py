@@ -356,12 +356,17 @@ def _placement_of(env: Env, fn: Callable[[], Any]) -> str:
 
 
 def run_cases(cases: Sequence[Case], modes: Sequence[str], env: Env, cfg: TimingConfig,
-              desc: str, progress: bool = True) -> List[Dict[str, Any]]:
+              desc: str, progress: bool = True,
+              on_row: Optional[Callable[[List[Dict[str, Any]]], None]] = None) -> List[Dict[str, Any]]:
+    """Every case in every mode; on_row(rows so far) after each (suite_main saves a partial
+    CSV with it, so a run cut short by a time limit keeps what it measured)."""
     rows: List[Dict[str, Any]] = []
     bar = Progress(len(cases) * len(modes), desc, enabled=progress)
     for mode in modes:
         for c in cases:
             rows.append(run_case(c, mode, env, cfg))
+            if on_row is not None:
+                on_row(rows)
             bar.step(f"{mode} {c.family} {c.name}")
     bar.close()
     return rows

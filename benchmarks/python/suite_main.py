@@ -69,10 +69,20 @@ def run_suite(name: str, build_cases: Callable[..., Sequence[Any]], args: argpar
     else:
         cases = [c for c in build_cases(quick=args.quick)
                  if args.filter.lower() in f"{c.family} {c.name}".lower()]
-        rows = run_cases(cases, modes, env, cfg, desc=name, progress=not args.no_progress)
+        # <name>.partial.{csv,json} after every case: a run killed by a time limit (the device
+        # tool's 600 s per call) keeps the cases it finished; replaced by <name>.csv at the end.
+        partial_ctx = dict(context_block(settings_of(args, cfg)), partial=True)
+
+        def save_partial(rows_so_far):
+            write_results(Path(args.out_dir), f"{name}.partial", rows_so_far, partial_ctx)
+
+        rows = run_cases(cases, modes, env, cfg, desc=name, progress=not args.no_progress,
+                         on_row=save_partial)
     ctx = context_block(settings_of(args, cfg))
     ctx["suite_seconds"] = round(time.perf_counter() - t0, 2)
     paths = write_results(Path(args.out_dir), name, rows, ctx)
+    for ext in ("csv", "json"):
+        (Path(args.out_dir) / f"{name}.partial.{ext}").unlink(missing_ok=True)
     print(f"{name}: {len(rows)} rows in {ctx['suite_seconds']}s -> {paths['csv']}", file=sys.stderr)
     if ctx.get("cuda_skipped"):
         print(f"{name}: CUDA skipped (no usable GPU): CPU peers only", file=sys.stderr)
