@@ -564,7 +564,8 @@ void gemm_with(GemmPath path, i64 m, i64 n, i64 k, const float* a, i64 lda, cons
                i64 ldb, bool trans_b, float* c, i64 ldc) {
   if (m <= 0 || n <= 0) return;
   if (path == GemmPath::automatic || path == GemmPath::skinny) {
-    if (gemm_skinny_fits(m, n, k, trans_b)) return gemm_skinny(m, n, k, a, lda, b, ldb, c, ldc, nullptr);
+    if (gemm_skinny_fits(m, n, k, trans_b))
+      return gemm_skinny(m, n, k, a, lda, b, ldb, c, ldc, nullptr);
     path = gemm_default_path(m, n, k);
   }
   switch (path) {
@@ -626,7 +627,8 @@ void gemm_fused(GemmPath path, i64 m, i64 n, i64 k, const float* a, i64 lda, con
                 i64 ldb, bool trans_b, float* c, i64 ldc, const GemmEpilogue& ep) {
   if (m <= 0 || n <= 0) return;
   if (path == GemmPath::automatic || path == GemmPath::skinny) {
-    if (gemm_skinny_fits(m, n, k, trans_b)) return gemm_skinny(m, n, k, a, lda, b, ldb, c, ldc, &ep);
+    if (gemm_skinny_fits(m, n, k, trans_b))
+      return gemm_skinny(m, n, k, a, lda, b, ldb, c, ldc, &ep);
     path = gemm_default_path(m, n, k);
   }
 #if defined(LC_HAVE_BLAS)

@@ -151,7 +151,7 @@ template <class VF, class VI>
   const VI bits = (ni + 127) << 23;
   VF scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return xin < kExpUnderflow ? VF{} : p * scale;  // exactly 0 where float32's exp is, as fast_exp
+  return xin < kExpUnderflow ? VF{} : p * scale;  // exactly 0 where float32's exp is
 }
 
 [[gnu::always_inline]] inline v8f v8_exp(const v8f& xin) { return vec_exp<v8f, v8i>(xin); }
