@@ -9,13 +9,19 @@ graph. Each row is checked against a float64 reference (torch float64 math on th
 numpy) and timed as the median over rounds of the per-call time of a burst of back-to-back
 calls (``--calls`` calls in all, at least 200; synchronised around each burst, so host-bound
 calls count with their gaps, as an eager user sees them). LC writes into a preallocated output
-(``attention_into``), torch eager allocates as usual.
+(``attention_into``), torch eager allocates as usual. LC rows are timed twice: with the default
+policy (``sync="per_call"``: every call returns with its work done, a launch + wait round trip
+each, column ``ms``) and with ``sync="batch"`` (calls queue back to back as torch's eager calls
+do, column ``batch``); the ratios use the ``batch`` column where there is one.
 
     python benchmarks/python/attention_sweep.py [--quick] [--calls 400] [--only tc|decode|fp32]
-                                                [--json out.json]
+                                                [--profile] [--json out.json]
 
 Prints one table per shape: ms per call, max abs error, relative error, and the speed of each row
-relative to torch's CUDA graph and to cuDNN. Rows whose check fails are marked FAIL (and the
+relative to torch's CUDA graph and to cuDNN. ``--profile`` adds two columns that say which side
+bounds a row: the GPU time per call (kernels and copies, summed from torch's profiler, CUPTI,
+which sees LC's kernels in the same process) and the host time per call (issuing a burst of
+calls, no synchronisation inside it), plus the longest kernel's name. Rows whose check fails are marked FAIL (and the
 exit code is 1). Needs a CUDA device; torch is optional (no torch: no torch rows, numpy
 references, the largest shape's check skipped).
 """
@@ -135,6 +141,48 @@ def time_calls(fn: Callable[[], Any], sync: Callable[[], None], calls: int, roun
     return float(np.median(samples))
 
 
+PROFILE = False  # --profile: add gpu_us / host_us / kernel to each row
+
+
+def profile_call(fn: Callable[[], Any], sync: Callable[[], None], n: int = 50) -> Dict[str, Any]:
+    """GPU time per call (CUPTI through torch.profiler: every kernel and copy of `n` calls,
+    summed), the longest kernel's name, and the host time per call of a burst of `n` calls
+    with no synchronisation inside it."""
+    res: Dict[str, Any] = {}
+    fn()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    res["host_us"] = (time.perf_counter() - t0) * 1e6 / n
+    sync()
+    if not HAVE_TORCH:
+        return res
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n):
+            fn()
+        sync()
+        torch.cuda.synchronize()
+    per_kernel: Dict[str, float] = {}
+    for ev in prof.events():
+        if "CUDA" not in str(getattr(ev, "device_type", "")):
+            continue
+        us = ev.device_time_total if hasattr(ev, "device_time_total") else ev.cuda_time_total
+        if us > 0:
+            per_kernel[ev.name] = per_kernel.get(ev.name, 0.0) + us
+    if per_kernel:
+        res["gpu_us"] = sum(per_kernel.values()) / n
+
+        def short(name: str) -> str:  # "void ns::(anonymous namespace)::k<T, ...>(...)" -> "k"
+            return name.split("<")[0].split("::")[-1].split("(")[0].replace("void ", "")[-48:]
+
+        res["kernels"] = {short(k): round(v / n, 2) for k, v in sorted(per_kernel.items(), key=lambda kv: -kv[1])}
+        res["kernel"] = " + ".join(f"{k} {v:.1f}" for k, v in list(res["kernels"].items())[:3])
+    return res
+
+
 def lc_row(name: str, q, k, v, out, causal: bool, dtype: str, ref, calls: int, expect_impl: str) -> Dict[str, Any]:
     row: Dict[str, Any] = {"system": name}
     try:
@@ -148,6 +196,13 @@ def lc_row(name: str, q, k, v, out, causal: bool, dtype: str, ref, calls: int, e
         if expect_impl and impl != expect_impl:
             row["note"] = f"ran {impl!r}, not {expect_impl!r}"
         row["ms"] = time_calls(lambda: lc.attention_into(q, k, v, out, causal=causal), lc.synchronize, calls)
+        # sync="batch": calls queue back to back as torch's eager calls do (the default,
+        # "per_call", returns with each call's work complete: a launch + wait round trip each)
+        batch = lc.ExecutionPolicy(device="cuda", sync="batch")
+        call_batch = lambda: lc.attention_into(q, k, v, out, causal=causal, policy=batch)  # noqa: E731
+        row["ms_batch"] = time_calls(call_batch, lc.synchronize, calls)
+        if PROFILE:
+            row.update(profile_call(call_batch, lc.synchronize))
     except Exception as e:  # report and go on: one broken row must not end the sweep
         row.update(ok=False, ms=float("nan"), note=f"{type(e).__name__}: {e}"[:120])
     return row
@@ -169,6 +224,8 @@ def torch_rows(qn, kn, vn, causal: bool, dtype: str, ref, calls: int) -> List[Di
     mx, rel = errors(got, ref)
     rows.append({"system": "torch eager", "ms": time_calls(call, sync, calls), "max_err": mx,
                  "rel_err": rel, "ok": bool(rel <= TOL[dtype] or math.isnan(rel))})
+    if PROFILE:
+        rows[-1].update(profile_call(call, sync))
     try:
         s = torch.cuda.Stream()
         s.wait_stream(torch.cuda.current_stream())
@@ -185,6 +242,8 @@ def torch_rows(qn, kn, vn, causal: bool, dtype: str, ref, calls: int) -> List[Di
         mx, rel = errors(got, ref)
         rows.append({"system": "torch graph", "ms": time_calls(g.replay, sync, calls), "max_err": mx,
                      "rel_err": rel, "ok": bool(rel <= TOL[dtype] or math.isnan(rel))})
+        if PROFILE:
+            rows[-1].update(profile_call(g.replay, sync))
     except Exception as e:
         rows.append({"system": "torch graph", "ms": float("nan"), "ok": True,
                      "note": f"{type(e).__name__}: {e}"[:120]})
@@ -224,8 +283,9 @@ def run_shape(shape, kernel: Optional[str], calls: int, rng) -> List[Dict[str, A
     if kernel == "decode":  # K/V bytes per call / time: the bandwidth-bound figure
         kv_bytes = 2 * b * hk * sk * d * np.dtype(nd).itemsize
         for r in rows:
-            if r.get("ms") and math.isfinite(r["ms"]) and kv_bytes:
-                r["tb_s"] = kv_bytes / (r["ms"] * 1e-3) / 1e12
+            ms = r.get("ms_batch", r.get("ms"))
+            if ms and math.isfinite(ms) and kv_bytes:
+                r["tb_s"] = kv_bytes / (ms * 1e-3) / 1e12
     return rows
 
 
@@ -233,12 +293,17 @@ def print_table(rows: List[Dict[str, Any]]) -> None:
     if not rows:
         return
     label = rows[0]["shape"]
+    def best(r):  # the batch column where there is one
+        return r.get("ms_batch", r.get("ms", float("nan")))
+
     ref_graph = next((r["ms"] for r in rows if r["system"] == "torch graph" and math.isfinite(r.get("ms", float("nan")))), None)
-    ref_cudnn = next((r["ms"] for r in rows if r["system"] == "lc cudnn" and math.isfinite(r.get("ms", float("nan")))), None)
+    ref_cudnn = next((best(r) for r in rows if r["system"] == "lc cudnn" and math.isfinite(best(r))), None)
     print(f"\n== {label}")
-    print(f"{'system':<72} {'ms':>8} {'vs graph':>8} {'vs cudnn':>8} {'max err':>9} {'rel err':>9}  {'TB/s':>5} check")
+    print(f"{'system':<72} {'ms':>8} {'batch':>8} {'vs graph':>8} {'vs cudnn':>8} {'max err':>9} {'rel err':>9}  {'TB/s':>5} check")
     for r in rows:
-        ms = r.get("ms", float("nan"))
+        ms = r.get("ms_batch", r.get("ms", float("nan")))
+        per_call = r.get("ms", float("nan"))
+        batch_s = f"{r['ms_batch']:8.4f}" if "ms_batch" in r else f"{'-':>8}"
         vg = f"{ref_graph / ms:.2f}x" if ref_graph and ms and math.isfinite(ms) else "-"
         vc = f"{ref_cudnn / ms:.2f}x" if ref_cudnn and ms and math.isfinite(ms) else "-"
         tb = f"{r['tb_s']:.2f}" if "tb_s" in r else ""
@@ -246,7 +311,10 @@ def print_table(rows: List[Dict[str, Any]]) -> None:
         rel = r.get("rel_err", float("nan"))
         ok = "ok" if r.get("ok") else "FAIL"
         note = f"  ({r['note']})" if r.get("note") else ""
-        print(f"{r['system'][:72]:<72} {ms:8.4f} {vg:>8} {vc:>8} {mx:9.2e} {rel:9.2e}  {tb:>5} {ok}{note}")
+        prof = ""
+        if "host_us" in r:
+            prof = f"  gpu {r.get('gpu_us', float('nan')):7.2f} us  host {r['host_us']:6.2f} us  {r.get('kernel', '')}"
+        print(f"{r['system'][:72]:<72} {per_call:8.4f} {batch_s} {vg:>8} {vc:>8} {mx:9.2e} {rel:9.2e}  {tb:>5} {ok}{note}{prof}")
     sys.stdout.flush()
 
 
@@ -256,7 +324,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="200 calls per row, the first shape of each kind")
     ap.add_argument("--only", choices=["tc", "decode", "fp32"], default=None)
     ap.add_argument("--json", default=None, help="write every row here as JSON")
+    ap.add_argument("--profile", action="store_true",
+                    help="add each row's GPU time and host time per call (torch.profiler / CUPTI)")
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     if not lc.cuda_available():
         print("attention_sweep: no usable CUDA device", file=sys.stderr)
         return 2
