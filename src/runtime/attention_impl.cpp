@@ -95,13 +95,17 @@ const char* const kTcVariantNames[kAttentionTcVariants] = {
     "bq64 w4 bk128 stages1 (d<=64)",
 };
 const char* const kDecodeVariantNames[kAttentionDecodeVariants] = {
-    "w4 u1 launch_bounds(128,1) splits x1 (default)",
+    "default: tensor cores w4 bk64 stages3 for 16-bit calls they take, else variant 7",
     "w4 u1 launch_bounds(128) splits x1 (the kernel before the variants: 168 regs)",
     "w4 u1 splits x2",
     "w4 u/4 launch_bounds(128,4) splits x1 (<=8 blocks/SM)",
     "w8 u/4 launch_bounds(256,2) splits x1",
     "w4 u1 splits x1 min chunk 256 keys",
     "w4 u1 splits x4",
+    "cuda cores w4 u1 launch_bounds(128,1) splits x1 (the default before the tensor-core kernel)",
+    "tensor cores w4 bk64 stages3, <= 1 block per SM (fewer, longer key chunks)",
+    "tensor cores w4 bk128 (32 keys per warp) stages2",
+    "tensor cores w8 bk128 stages2",
 };
 
 int kernel_index(const std::string& kernel, const char* op) {

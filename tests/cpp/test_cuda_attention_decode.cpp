@@ -411,6 +411,7 @@ TEST(CudaAttentionDecode, GridStrideBeyondLimits) {
   SCOPED_TRACE(rng.describe());
   run_case(lc::DType::bf16, Case{70000, 1, 1, 1, 3, 8, 8}, rng);
   run_case(lc::DType::f32, Case{1, 66000, 66000, 1, 2, 8, 8}, rng);
+  run_case(lc::DType::bf16, Case{1, 66000, 66000, 1, 2, 8, 8}, rng);  // the tensor-core kernel's y loop
 }
 
 // Through Backend::attention_mha (float32: cuDNN never takes it): decode shapes reach the

@@ -139,6 +139,12 @@ DECODE_CASES = [
     (1, 8, 2, 5, 300, 256, 256, True, None),
     (2, 4, 1, 8, 2049, 64, 128, True, "pad"),
     (1, 2, 2, 1, 257, 256, 64, False, None),
+    # the tensor-core partial kernel's own cases (16-bit): MQA with 32 rows per kv head (two
+    # row chunks of 16) at D 32, a key-padding mask with one head per kv head and 3 query rows
+    # at D 48 (padded to 64 columns), one row against few keys
+    (1, 32, 1, 1, 700, 32, 32, False, None),
+    (2, 6, 6, 3, 500, 48, 48, False, "pad"),
+    (3, 8, 2, 1, 257, 128, 128, False, "add"),
 ]
 
 

@@ -27,7 +27,7 @@
 //   * the key groups' states are merged (shuffles within a warp, shared memory across warps)
 //     and the block writes m, l (float2, exp2 domain) and o (float32, unnormalised) per row to
 //     scratch [split][row][dv] (row = (batch * heads + head) * sq + query row).
-// Phase 2 (decode_combine_kernel), one block per row: M = max m_s, w_s = 2^(m_s - M),
+// Phase 2 (decode_combine_kernel), one warp per row: M = max m_s, w_s = 2^(m_s - M),
 //   out = sum_s w_s o_s / sum_s w_s l_s, rounded once; lse = (M + log2 L) ln 2.
 //
 // Masks as MhaArgs (backend.h) and attention_mha.cu: causal bottom-right (query i sees keys
@@ -413,60 +413,69 @@ __global__ void __launch_bounds__(TL::kThreads, TL::kMinBlocks > 0 ? TL::kMinBlo
   decode_partial_body<T, DMAX, R, TL>(p);
 }
 
-constexpr int kCombineThreads = 128;
-
-// Block-wide max (op 0) or sum (op 1) of v; every thread gets the result. `red` holds
-// kCombineThreads / 32 floats; the trailing barrier lets the caller reuse it.
-__device__ __forceinline__ float block_reduce(float v, float* red, int op) {
-#pragma unroll
-  for (int sh = 16; sh > 0; sh >>= 1) {
-    const float o = __shfl_xor_sync(0xffffffffu, v, sh);
-    v = op == 0 ? fmaxf(v, o) : v + o;
-  }
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  v = red[0];
-#pragma unroll
-  for (int i = 1; i < kCombineThreads / 32; ++i) v = op == 0 ? fmaxf(v, red[i]) : v + red[i];
-  __syncthreads();
-  return v;
-}
+// Phase 2: one warp per row, kCombineWarps rows per block (H200, B1 H32 Hk8 Sk8192: 32 rows of
+// 32 splits; a block per row with block-wide reductions took 6.8 us, as long as half the
+// partial pass). Lane i merges splits i, i + 32, ... online, xor shuffles merge the lanes; the
+// weights go to shared memory; each lane then sums 4 columns over all splits with 16-byte
+// loads, unrolled so several are in flight.
+constexpr int kCombineWarps = 4;
 
 // out[row, c] = sum_s w_s o_s[row, c] / sum_s w_s l_s, w_s = 2^(m_s - max m); lse (optional).
 // Row (b * heads + h) * sq + qi of out is written through out's (batch, head, row) strides
-// (MhaArgs::out_strides, resolved by mha_out_strides).
+// (MhaArgs::out_strides, resolved by mha_out_strides). dv % 4 == 0 (attention_decode_supported:
+// a multiple of 8) and a 16-byte aligned opart keep the float4 loads aligned.
 template <class T>
-__global__ void __launch_bounds__(kCombineThreads)
+__global__ void __launch_bounds__(32 * kCombineWarps)
     decode_combine_kernel(const float* __restrict__ opart, const float2* __restrict__ ml,
                           T* __restrict__ out, float* __restrict__ lse, i64 rows, int dv,
                           int splits, i64 sq, i64 heads, i64 os0, i64 os1, i64 os2) {
-  __shared__ float s_w[kMaxSplits];
-  __shared__ float red[kCombineThreads / 32];
-  for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
-    float mx = -INFINITY;
-    for (int s = threadIdx.x; s < splits; s += kCombineThreads) mx = fmaxf(mx, ml[s * rows + row].x);
-    mx = block_reduce(mx, red, 0);
-    const float mref = mx == -INFINITY ? 0.0f : mx;
-    float L = 0.0f;
-    for (int s = threadIdx.x; s < splits; s += kCombineThreads) {
+  __shared__ float s_w[kCombineWarps][kMaxSplits];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* w = s_w[warp];
+  for (i64 row = static_cast<i64>(blockIdx.x) * kCombineWarps + warp; row < rows;
+       row += static_cast<i64>(gridDim.x) * kCombineWarps) {
+    float m = -INFINITY, l = 0.0f;
+    for (int s = lane; s < splits; s += 32) {
       const float2 e = ml[s * rows + row];
-      const float w = exp2f(e.x - mref);  // a split that saw no key: m = -inf -> 0
-      s_w[s] = w;
-      L = fmaf(w, e.y, L);
+      const float mn = fmaxf(m, e.x);
+      const float mref = mn == -INFINITY ? 0.0f : mn;  // a split that saw no key: m = -inf
+      l = l * exp2f(m - mref) + e.y * exp2f(e.x - mref);
+      m = mn;
     }
-    L = block_reduce(L, red, 1);  // its barriers also publish s_w
-    // L == 0: the row saw no key: zeros and lse = -inf. (NaN inputs give a NaN L: NaN out.)
-    const float inv = L == 0.0f ? 0.0f : 1.0f / L;
-    // row = (b * heads + h) * sq + qi, written through out's strides (MhaArgs::out_strides)
+#pragma unroll
+    for (int sh = 16; sh > 0; sh >>= 1) {
+      const float mo = __shfl_xor_sync(0xffffffffu, m, sh), lo = __shfl_xor_sync(0xffffffffu, l, sh);
+      const float mn = fmaxf(m, mo);
+      const float mref = mn == -INFINITY ? 0.0f : mn;
+      l = l * exp2f(m - mref) + lo * exp2f(mo - mref);
+      m = mn;
+    }
+    const float mref = m == -INFINITY ? 0.0f : m;
+    for (int s = lane; s < splits; s += 32) w[s] = exp2f(ml[s * rows + row].x - mref);
+    __syncwarp();
+    // l == 0: the row saw no key: zeros and lse = -inf. (NaN inputs give a NaN l: NaN out.)
+    const float inv = l == 0.0f ? 0.0f : 1.0f / l;
     const i64 bh = row / sq, qi = row - bh * sq, bb = bh / heads, hh = bh - bb * heads;
     T* orow = out + bb * os0 + hh * os1 + qi * os2;
-    for (int c = threadIdx.x; c < dv; c += kCombineThreads) {
-      float acc = 0.0f;
-      for (int s = 0; s < splits; ++s) acc = fmaf(s_w[s], opart[(s * rows + row) * dv + c], acc);
-      orow[c] = from_f<T>(L == 0.0f ? 0.0f : acc * inv);
+    for (int c = lane * 4; c < dv; c += 128) {
+      float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const float* src = opart + row * dv + c;
+#pragma unroll 4
+      for (int s = 0; s < splits; ++s) {
+        const float4 x = *reinterpret_cast<const float4*>(src + s * rows * dv);
+        const float ws = w[s];
+        acc.x = fmaf(ws, x.x, acc.x);
+        acc.y = fmaf(ws, x.y, acc.y);
+        acc.z = fmaf(ws, x.z, acc.z);
+        acc.w = fmaf(ws, x.w, acc.w);
+      }
+      orow[c] = from_f<T>(acc.x * inv);
+      orow[c + 1] = from_f<T>(acc.y * inv);
+      orow[c + 2] = from_f<T>(acc.z * inv);
+      orow[c + 3] = from_f<T>(acc.w * inv);
     }
-    if (lse && threadIdx.x == 0) lse[row] = L == 0.0f ? -INFINITY : (mx + log2f(L)) * kLn2;
-    __syncthreads();  // s_w is rewritten by the next row
+    if (lse && lane == 0) lse[row] = l == 0.0f ? -INFINITY : (m + log2f(l)) * kLn2;
+    __syncwarp();  // w is rewritten by the warp's next row
   }
 }
 
@@ -525,36 +534,23 @@ void run_decode(const MhaArgs& a, const SplitRule& rule, cudaStream_t s) {
   splits = (a.sk + chunk - 1) / chunk;  // <= the splits above
   p.chunk = chunk;
 
-  const std::size_t obytes = sizeof(float) * static_cast<std::size_t>(splits * p.rows * a.dv);
-  const std::size_t mlbytes = sizeof(float2) * static_cast<std::size_t>(splits * p.rows);
-  auto& alloc = CachingAllocator::instance();
-  void* scratch = alloc.alloc(((obytes + 15) & ~std::size_t{15}) + mlbytes);
-  // Stream order makes it safe to recycle the scratch as soon as the launches are queued; a
-  // failing launch throws, and the scratch goes back all the same.
-  struct ScratchBack {
-    CachingAllocator& alloc;
-    void* p;
-    ~ScratchBack() { alloc.free(p); }
-  } back{alloc, scratch};
-  p.opart = static_cast<float*>(scratch);
-  p.ml = reinterpret_cast<float2*>(static_cast<char*>(scratch) + ((obytes + 15) & ~std::size_t{15}));
-
   const dim3 grid(static_cast<unsigned>(splits),
                   static_cast<unsigned>(std::min<i64>(a.kv_heads * p.nrc, kMaxGridYZ)),
                   static_cast<unsigned>(std::min<i64>(a.batch, kMaxGridYZ)));
-  launch(kernel, grid, kThreads, 0, s, "attention_decode partial", p);
-  const unsigned cgrid = static_cast<unsigned>(std::min<i64>(p.rows, i64{1} << 20));
-  i64 os[3];
-  mha_out_strides(a, os);
-  launch(decode_combine_kernel<T>, cgrid, kCombineThreads, 0, s, "attention_decode combine",
-         static_cast<const float*>(p.opart), static_cast<const float2*>(p.ml), static_cast<T*>(a.out),
-         a.lse, p.rows, p.dv, static_cast<int>(splits), a.sq, a.heads, os[0], os[1], os[2]);
+  run_decode_splits(a, splits, [&](float* opart, float2* ml) {
+    p.opart = opart;
+    p.ml = ml;
+    launch(kernel, grid, kThreads, 0, s, "attention_decode partial", p);
+  }, s);
 }
 
-// The compiled variants (backend.h: kAttentionDecodeVariants; their names, in this order, are
-// in src/runtime/attention_impl.cpp). Registers (ptxas, sm_90a) are in docs/attention.md.
-//   0 default: 4 warps, U keys per key group per step, __launch_bounds__(128, 1) (no spills:
-//     199 registers for R = 4 at D <= 128), splits fill the GPU once (<= 4 blocks per SM)
+// The compiled variants of the CUDA-core partial kernel (backend.h: kAttentionDecodeVariants;
+// their names, in this order, are in src/runtime/attention_impl.cpp; launch_attention_decode
+// below sends variants 0, 8, 9 and 10 to the tensor-core kernel where it applies).
+// Registers (ptxas, sm_90a) are in docs/attention.md.
+//   0 / 7 (the CUDA-core default): 4 warps, U keys per key group per step,
+//     __launch_bounds__(128, 1) (no spills: 199 registers for R = 4 at D <= 128), splits fill
+//     the GPU once (<= 4 blocks per SM)
 //   1 the kernel as it was before the variants: __launch_bounds__(128) alone (ptxas then aims at
 //     3 blocks per SM: 168 registers, R = 4 spills 8 bytes), splits as 0
 //   2 the default kernel, two waves of splits
@@ -586,7 +582,7 @@ void run_decode_variant(const MhaArgs& a, int variant, cudaStream_t s) {
   }
   run_decode<T, DMAX, R, DecDefault>(a, SplitRule{}, s);
 }
-static_assert(kAttentionDecodeVariants == 7, "run_decode_variant and attention_impl.cpp's table");
+static_assert(kAttentionDecodeVariants == 11, "run_decode_variant, launch_attention_decode and attention_impl.cpp's table");
 
 template <class T, int DMAX>
 void run_decode_rows(const MhaArgs& a, int variant, cudaStream_t s) {
@@ -617,15 +613,50 @@ bool attention_decode_applies(const MhaArgs& a) {
   return a.sk >= kDecodeMinKeys && attention_decode_supported(a);
 }
 
+void run_decode_splits(const MhaArgs& a, i64 splits, const DecodePartial& partial, cudaStream_t s) {
+  const i64 rows = a.batch * a.heads * a.sq;
+  const std::size_t obytes = sizeof(float) * static_cast<std::size_t>(splits * rows * a.dv);
+  const std::size_t mlbytes = sizeof(float2) * static_cast<std::size_t>(splits * rows);
+  auto& alloc = CachingAllocator::instance();
+  void* scratch = alloc.alloc(((obytes + 15) & ~std::size_t{15}) + mlbytes);
+  // Stream order makes it safe to recycle the scratch as soon as the launches are queued; a
+  // failing launch throws, and the scratch goes back all the same.
+  struct ScratchBack {
+    CachingAllocator& alloc;
+    void* p;
+    ~ScratchBack() { alloc.free(p); }
+  } back{alloc, scratch};
+  float* opart = static_cast<float*>(scratch);
+  float2* ml = reinterpret_cast<float2*>(static_cast<char*>(scratch) + ((obytes + 15) & ~std::size_t{15}));
+  partial(opart, ml);
+  const unsigned cgrid =
+      static_cast<unsigned>(std::min<i64>((rows + kCombineWarps - 1) / kCombineWarps, i64{1} << 20));
+  i64 os[3];
+  mha_out_strides(a, os);
+  dispatch_float(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    launch(decode_combine_kernel<T>, cgrid, 32 * kCombineWarps, 0, s, "attention_decode combine",
+           static_cast<const float*>(opart), static_cast<const float2*>(ml), static_cast<T*>(a.out),
+           a.lse, rows, static_cast<int>(a.dv), static_cast<int>(splits), a.sq, a.heads, os[0], os[1],
+           os[2]);
+  });
+}
+
 bool launch_attention_decode(const MhaArgs& a, cudaStream_t s) {
   if (!attention_decode_supported(a)) return false;
   const int variant = attention_kernel_variant_choice(AttentionKernel::decode);
+  // 0 (the default), 8, 9, 10: the tensor-core partial kernel (attention_decode_tc.cu: its
+  // tilings 0, 1, 2, 3) for the calls it takes; the rest, and variants 1-7, the CUDA-core one.
+  // H200 sweep: see docs/attention.md, "Kernel variants".
+  const int tc_tiling = variant == 0 ? 0 : variant >= 8 ? variant - 7 : -1;
+  if (tc_tiling >= 0 && launch_attention_decode_tc(a, tc_tiling, s)) return true;
+  const int ffma = variant == 7 || variant >= 8 ? 0 : variant;
   dispatch_float(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     const i64 dmax = std::max(a.d, a.dv);
-    if (dmax <= 64) run_decode_rows<T, 64>(a, variant, s);
-    else if (dmax <= 128) run_decode_rows<T, 128>(a, variant, s);
-    else run_decode_rows<T, 256>(a, variant, s);
+    if (dmax <= 64) run_decode_rows<T, 64>(a, ffma, s);
+    else if (dmax <= 128) run_decode_rows<T, 128>(a, ffma, s);
+    else run_decode_rows<T, 256>(a, ffma, s);
   });
   return true;
 }

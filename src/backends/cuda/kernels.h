@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <functional>
 
 #include "backends/backend.h"
 
@@ -102,6 +103,19 @@ inline constexpr std::int64_t kDecodeMinKeys = 256;
 bool attention_decode_supported(const MhaArgs& a);
 bool attention_decode_applies(const MhaArgs& a);
 bool launch_attention_decode(const MhaArgs& a, cudaStream_t s);
+// Flash decoding's scratch and phase 2, shared by both partial kernels: takes
+// splits x rows x dv floats (o) and splits x rows float2 (m, l) from the caching allocator,
+// calls partial(o, ml) to queue phase 1 into them, queues the combine kernel (out, lse) and
+// hands the scratch back (stream order keeps it alive for the queued kernels).
+using DecodePartial = std::function<void(float* opart, float2* ml)>;
+void run_decode_splits(const MhaArgs& a, std::int64_t splits, const DecodePartial& partial,
+                       cudaStream_t s);
+// attention_decode_tc.cu: the partial pass on tensor cores for float16 / bfloat16 (d == dv <=
+// 128, d % 8 == 0, masks the same for every row of a block, causal only with sq == 1; sm_80+).
+// tiling 0-3 picks the compiled tiling (launch_attention_decode maps the decode variants onto
+// them); false, nothing queued, for a call it does not take.
+bool attention_decode_tc_supported(const MhaArgs& a);
+bool launch_attention_decode_tc(const MhaArgs& a, int tiling, cudaStream_t s);
 // attention_mha_bwd.cu: its backward (MhaBackwardArgs); float32 D scratch from the caching
 // allocator, handed back once the kernels are queued.
 void launch_attention_mha_backward(const MhaBackwardArgs& a, cudaStream_t s);
