@@ -340,13 +340,20 @@ def _cuda() -> bool:
     return bool(lc.cuda_available())
 
 
-def _linear_allow(X, P):
-    # linear(..., "relu") on CUDA runs the ReLU in cuBLASLt's GEMM epilogue, which maps NaN to 0
-    # (documented in docs/reliability.md); everywhere else NaN propagates as in torch.relu.
-    if P.get("activation") != "relu" or P.get("_device") == "cpu" or not _cuda():
-        return None
-    with np.errstate(invalid="ignore", over="ignore"):
-        return np.isnan(ref_linear(X, P))
+def _relu_epilogue_allow(ref):
+    """linear(..., "relu") on CUDA runs the ReLU in cuBLASLt's GEMM epilogue, which maps NaN to
+    0 (documented in docs/reliability.md), and so do the ops that end in that linear
+    (layernorm_linear); everywhere else NaN propagates as in torch.relu. The allow mask: 0 is
+    accepted where the reference is NaN."""
+    def allow(X, P):
+        if P.get("activation") != "relu" or P.get("_device") == "cpu" or not _cuda():
+            return None
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.isnan(ref(X, P))
+    return allow
+
+
+_linear_allow = _relu_epilogue_allow(ref_linear)
 
 
 OPS: dict[str, Op] = {op.name: op for op in [
@@ -421,7 +428,7 @@ OPS: dict[str, Op] = {op.name: op for op in [
     Op("api.layernorm_linear", {"x": "mi", "gamma?": "i", "beta?": "i", "w": "oi", "b?": "o"}, "mo",
        ("x", "gamma", "beta", "w", "b", "eps", "activation", DEV), ref_ln_linear, atol_ln_linear,
        params=st.fixed_dictionaries({"eps": st.sampled_from([1e-5, 1e-3]), "activation": ACTS}),
-       has_into=False, leading_free=("x",), empty_ok=True,
+       allow=_relu_epilogue_allow(ref_ln_linear), has_into=False, leading_free=("x",), empty_ok=True,
        dtypes=("float64", "float16", "bfloat16")),  # layernorm and linear both compute these
 ]}
 
