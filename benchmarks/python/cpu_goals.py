@@ -1,0 +1,58 @@
+"""The CPU speed goals of issues #13 and #15 in one run, for the GPU host's 16 threads (or any
+machine): float32 multi-head attention B4 H12 S512 D64 through ``lc.attention_into(device="cpu")``
+against torch's CPU SDPA (same process, all cores, medians of 30 calls, two rounds: the two
+libraries' thread pools interfere, so one round alone can mislead), then MiniLM (random weights
+of the all-MiniLM-L6-v2 config) through ``lc-run bench --device cpu`` against torch eager and
+onnxruntime.
+
+    python benchmarks/python/cpu_goals.py [--mha-only]
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+import lightning_core as lc
+from lightning_core.cli import main as lc_run
+
+
+def median_ms(fn, n=30):
+    for _ in range(3):
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)) * 1e3
+
+
+def main() -> int:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((4, 12, 512, 64)).astype(np.float32) for _ in range(3))
+    out = np.empty_like(q)
+    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    ref = sdpa(tq.double(), tk.double(), tv.double()).numpy()
+    lc.attention_into(q, k, v, out, device="cpu")
+    err = float(np.abs(out - ref).max())
+    for rnd in range(2):
+        t_lc = median_ms(lambda: lc.attention_into(q, k, v, out, device="cpu"))
+        t_torch = median_ms(lambda: sdpa(tq, tk, tv))
+        print(f"cpu mha fp32 B4 H12 S512 D64 round {rnd}: lc {t_lc:.3f} ms, torch {t_torch:.3f} ms "
+              f"({torch.get_num_threads()} threads), lc/torch speed {t_torch / t_lc:.2f}x, "
+              f"max err vs float64 {err:.1e}", flush=True)
+    if "--mha-only" in sys.argv:
+        return 0
+    return lc_run(["bench", "--device", "cpu", "--random-weights", "--batch", "1,32", "--seq", "16,128",
+                   "--peers", "lc,torch,ort"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
