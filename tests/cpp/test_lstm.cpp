@@ -107,7 +107,11 @@ double error(DType dt, const std::vector<unsigned char>& got, const std::vector<
     num += (v - ref[i]) * (v - ref[i]);
     den += ref[i] * ref[i];
   }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  // Relative to the reference's RMS, floored at 0.1: h and c are O(1) quantities, and one small
+  // reference value (B = H = 1) turned float32's rounding through tanh / sigmoid into a 1.35e-5
+  // "relative" miss (seed 1872472023, CI 2026-12-01).
+  const double d = std::max(den, 0.01 * static_cast<double>(ref.size()));
+  return d > 0 ? std::sqrt(num / d) : std::sqrt(num);
 }
 
 void run_case(const Case& k, DType dt, lc::ref::Rng& rng) {
