@@ -9,7 +9,8 @@
 // thread) and spends FFMA plus four shuffles per (key, row) on dot products; on the H200 it
 // peaked at 2.6 TB/s. Here K / V tiles stream through a cp.async pipeline in shared memory
 // (STAGES - 1 tiles in flight per block, ~70 KB per block at D = 128), and the dot products
-// run on mma.sync, so the loads never wait on arithmetic.
+// run on mma.sync. Measured on the H200 (docs/attention.md, "CUDA decode on tensor cores"):
+// 2.9-3.2 TB/s of K/V against the CUDA-core kernel's 2.6 and cuDNN's 3.4-3.7.
 //
 // Layout: grid (split, kv head x row chunk, batch), 32 x WARPS threads. A block owns one chunk
 // of keys [split * chunk, min(sk, (split + 1) * chunk)) of one (batch, kv head) and up to 16
@@ -17,17 +18,18 @@
 // once for its whole group (grouped-query and multi-query decode stay bandwidth-bound); groups
 // with more rows take several row chunks. The 16 rows are the M = 16 of an m16n8k16 MMA (with
 // group 4 and one query, 12 of them are zero padding: the tensor cores have room to spare).
-//   * Key tiles of BK = 16 x WARPS keys (K and V, 16-bit, pitch DP + 8 elements: ldmatrix rows
+//   * Key tiles of BK = KW x WARPS keys (K and V, 16-bit, pitch DP + 8 elements: ldmatrix rows
 //     hit distinct banks) stream through STAGES shared-memory stages by cp.async; keys past the
 //     chunk and V rows of hidden keys are zero-filled, never read.
-//   * Warp w takes keys [16w, 16w + 16) of each tile: S (16 x 16) = Q K^T with Q's A fragments
+//   * Warp w takes keys [KW w, KW w + KW) of each tile: S (16 x KW) = Q K^T with Q's A fragments
 //     in registers (read once from global memory) and K's B fragments by ldmatrix; the online
 //     softmax runs in float32 registers in the exp2 domain (scores * scale * log2 e + the key's
 //     mask bias); P (rounded to 16 bits) times V (B fragments by ldmatrix.trans) accumulates
 //     into the warp's float32 o (16 x DP).
 //   * At the end the warps' states are merged through shared memory and the block writes
 //     m, l (float2) and o (float32, unnormalised) per row to the scratch
-//     [split][row][dv], row = (batch * heads + head) * sq + query row.
+//     [split][row][dv], row = (batch * heads + head) * sq + query row; with one split (many
+//     batch x kv head pairs) it normalises and writes out / lse itself (no scratch, no combine).
 // Masks: none, or one that is the same for every row of a block (mask_strides[2] == 0 or
 // sq == 1, and mask_strides[1] == 0 or group == 1; a key-padding mask [B, Sk] qualifies): a
 // per-key bias per tile, as attention_mha_tc.cu does; a hidden key's score is -inf whatever K
