@@ -105,7 +105,7 @@ AttentionImpl attention_impl_choice() noexcept;
 // attention_impl.cpp); the CUDA files map an index to their template configuration.
 enum class AttentionKernel : std::uint8_t { tc, decode };
 inline constexpr int kAttentionTcVariants = 7;
-inline constexpr int kAttentionDecodeVariants = 11;
+inline constexpr int kAttentionDecodeVariants = 13;
 int attention_kernel_variant_choice(AttentionKernel k) noexcept;
 // A backend names the implementation that ran inside the current op (a static string, e.g.
 // "cudnn" / "own"): the op's trace event and lc::last_op_report() carry it.

@@ -104,8 +104,10 @@ const char* const kDecodeVariantNames[kAttentionDecodeVariants] = {
     "w4 u1 splits x4",
     "cuda cores w4 u1 launch_bounds(128,1) splits x1 (the default before the tensor-core kernel)",
     "tensor cores w4 bk64 stages3, <= 1 block per SM (fewer, longer key chunks)",
-    "tensor cores w4 bk128 (32 keys per warp) stages2",
+    "tensor cores w4 bk64 stages3, a tile's K rows requested before its V rows",
     "tensor cores w8 bk128 stages2",
+    "tensor cores w4 bk64 stages3, cp.async with an L2::256B prefetch hint",
+    "tensor cores w4 bk64 stages3, K rows before V rows and the L2::256B hint",
 };
 
 int kernel_index(const std::string& kernel, const char* op) {

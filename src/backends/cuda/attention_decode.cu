@@ -546,7 +546,7 @@ void run_decode(const MhaArgs& a, const SplitRule& rule, cudaStream_t s) {
 
 // The compiled variants of the CUDA-core partial kernel (backend.h: kAttentionDecodeVariants;
 // their names, in this order, are in src/runtime/attention_impl.cpp; launch_attention_decode
-// below sends variants 0, 8, 9 and 10 to the tensor-core kernel where it applies).
+// below sends variants 0 and 8-12 to the tensor-core kernel where it applies).
 // Registers (ptxas, sm_90a) are in docs/attention.md.
 //   0 / 7 (the CUDA-core default): 4 warps, U keys per key group per step,
 //     __launch_bounds__(128, 1) (no spills: 199 registers for R = 4 at D <= 128), splits fill
@@ -582,7 +582,7 @@ void run_decode_variant(const MhaArgs& a, int variant, cudaStream_t s) {
   }
   run_decode<T, DMAX, R, DecDefault>(a, SplitRule{}, s);
 }
-static_assert(kAttentionDecodeVariants == 11, "run_decode_variant, launch_attention_decode and attention_impl.cpp's table");
+static_assert(kAttentionDecodeVariants == 13, "run_decode_variant, launch_attention_decode and attention_impl.cpp's table");
 
 template <class T, int DMAX>
 void run_decode_rows(const MhaArgs& a, int variant, cudaStream_t s) {
@@ -645,8 +645,8 @@ void run_decode_splits(const MhaArgs& a, i64 splits, const DecodePartial& partia
 bool launch_attention_decode(const MhaArgs& a, cudaStream_t s) {
   if (!attention_decode_supported(a)) return false;
   const int variant = attention_kernel_variant_choice(AttentionKernel::decode);
-  // 0 (the default), 8, 9, 10: the tensor-core partial kernel (attention_decode_tc.cu: its
-  // tilings 0, 1, 2, 3) for the calls it takes; the rest, and variants 1-7, the CUDA-core one.
+  // 0 (the default), 8-12: the tensor-core partial kernel (attention_decode_tc.cu: its tilings
+  // 0, 1-5) for the calls it takes; the rest, and variants 1-7, the CUDA-core one.
   // H200 sweep: see docs/attention.md, "Kernel variants".
   const int tc_tiling = variant == 0 ? 0 : variant >= 8 ? variant - 7 : -1;
   if (tc_tiling >= 0 && launch_attention_decode_tc(a, tc_tiling, s)) return true;

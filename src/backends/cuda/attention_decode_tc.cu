@@ -59,7 +59,7 @@ namespace {
 
 using i64 = std::int64_t;
 using u32 = std::uint32_t;
-using mma::cp_async16;
+using mma::cp_async16_pf;
 using mma::cp_async_commit;
 using mma::cp_async_wait;
 using mma::key_bias;
@@ -72,8 +72,10 @@ constexpr int kMaxGridYZ = 65535;
 constexpr int kMaxSplits = 1024;  // attention_decode.cu's combine kernel holds this many weights
 
 // One compiled tiling (the decode variants, run_decode_tc below): WARPS warps of KW keys each
-// per tile (BK = KW x WARPS keys), STAGES shared-memory stages (STAGES - 1 tiles in flight).
-template <int WARPS, int KW, int STAGES>
+// per tile (BK = KW x WARPS keys), STAGES shared-memory stages (STAGES - 1 tiles in flight);
+// the no-mask loader's request order (KFIRST: a tile's K rows, then its V rows; else K and V
+// alternating row by row) and L2 prefetch hint (PF bytes, 0: none).
+template <int WARPS, int KW, int STAGES, bool KFIRST = false, int PF = 0>
 struct DtcTiling {
   static_assert(WARPS >= 1 && WARPS <= 8 && (KW == 16 || KW == 32) && STAGES >= 2 && STAGES <= 6,
                 "decode tc tiling");
@@ -82,6 +84,8 @@ struct DtcTiling {
   static constexpr int kKW = KW;
   static constexpr int kBK = KW * WARPS;
   static constexpr int kStages = STAGES;
+  static constexpr bool kKFirst = KFIRST;
+  static constexpr int kPrefetch = PF;
 };
 
 template <int DP, class TL>
@@ -178,11 +182,25 @@ __global__ void __launch_bounds__(TL::kThreads, 1) decode_tc_kernel(const DtcPar
           std::uint16_t* kd = Ks0 + st * C::kTile + lr * LD + lc * 8;
           std::uint16_t* vd = Vs0 + st * C::kTile + lr * LD + lc * 8;
           const bool full = k0 + kBK <= k_end;
+          constexpr int PF = TL::kPrefetch;
+          if constexpr (TL::kKFirst) {
 #pragma unroll
-          for (int i = 0; i < kIter; ++i) {
-            const bool ok = col_ok && (full || k0 + lr + i * kRStep < k_end);
-            cp_async16(kd + i * kRStep * LD, ok ? kp + i * kRStep * p.ks[2] : kg, ok ? 16 : 0);
-            cp_async16(vd + i * kRStep * LD, ok ? vp + i * kRStep * p.vs[2] : vg, ok ? 16 : 0);
+            for (int i = 0; i < kIter; ++i) {
+              const bool ok = col_ok && (full || k0 + lr + i * kRStep < k_end);
+              cp_async16_pf<PF>(kd + i * kRStep * LD, ok ? kp + i * kRStep * p.ks[2] : kg, ok ? 16 : 0);
+            }
+#pragma unroll
+            for (int i = 0; i < kIter; ++i) {
+              const bool ok = col_ok && (full || k0 + lr + i * kRStep < k_end);
+              cp_async16_pf<PF>(vd + i * kRStep * LD, ok ? vp + i * kRStep * p.vs[2] : vg, ok ? 16 : 0);
+            }
+          } else {
+#pragma unroll
+            for (int i = 0; i < kIter; ++i) {
+              const bool ok = col_ok && (full || k0 + lr + i * kRStep < k_end);
+              cp_async16_pf<PF>(kd + i * kRStep * LD, ok ? kp + i * kRStep * p.ks[2] : kg, ok ? 16 : 0);
+              cp_async16_pf<PF>(vd + i * kRStep * LD, ok ? vp + i * kRStep * p.vs[2] : vg, ok ? 16 : 0);
+            }
           }
           return;
         }
@@ -478,8 +496,10 @@ template <class T, int DP>
 void run_decode_tc_variant(const MhaArgs& a, int tiling, cudaStream_t s) {
   switch (tiling) {
     case 1: return run_decode_tc<T, DP, DtcTiling<4, 16, 3>>(a, 1, 1, s);
-    case 2: return run_decode_tc<T, DP, DtcTiling<4, 32, 2>>(a, 1, 8, s);
+    case 2: return run_decode_tc<T, DP, DtcTiling<4, 16, 3, true, 0>>(a, 1, 8, s);
     case 3: return run_decode_tc<T, DP, DtcTiling<8, 16, 2>>(a, 1, 8, s);
+    case 4: return run_decode_tc<T, DP, DtcTiling<4, 16, 3, false, 256>>(a, 1, 8, s);
+    case 5: return run_decode_tc<T, DP, DtcTiling<4, 16, 3, true, 256>>(a, 1, 8, s);
     default: return run_decode_tc<T, DP, DtcTiling<4, 16, 3>>(a, 1, 8, s);
   }
 }

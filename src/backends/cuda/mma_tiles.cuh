@@ -33,6 +33,23 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_b
                "r"(src_bytes)
                : "memory");
 }
+// The same with an L2 prefetch-size hint (PF 128 or 256 bytes: on a miss, L2 fetches that much
+// around the address; 0: no hint, cp_async16 itself).
+template <int PF>
+__device__ __forceinline__ void cp_async16_pf(void* dst, const void* src, int src_bytes) {
+  static_assert(PF == 0 || PF == 128 || PF == 256, "L2 prefetch size");
+  if constexpr (PF == 128) {
+    asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(src_bytes)
+                 : "memory");
+  } else if constexpr (PF == 256) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(src_bytes)
+                 : "memory");
+  } else {
+    cp_async16(dst, src, src_bytes);
+  }
+}
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
