@@ -67,6 +67,7 @@ using mma::ldmatrix_x4;
 using mma::ldmatrix_x4_trans;
 using mma::load_tile;
 using mma::mma16816;
+using mma::online_softmax_step;
 
 constexpr int kMaxGridYZ = 65535;
 constexpr int kMaxSplits = 1024;  // attention_decode.cu's combine kernel holds this many weights
@@ -298,36 +299,7 @@ __global__ void __launch_bounds__(TL::kThreads, 1) decode_tc_kernel(const DtcPar
             else mx1 = fmaxf(mx1, x);
           }
         }
-#pragma unroll
-        for (int sh = 1; sh <= 2; sh <<= 1) {
-          mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, sh));
-          mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, sh));
-        }
-        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-        const float mr0 = mn0 == -INFINITY ? 0.0f : mn0;  // nothing visible yet: p = 0 exactly
-        const float mr1 = mn1 == -INFINITY ? 0.0f : mn1;
-        const float al0 = exp2f(m0 - mr0), al1 = exp2f(m1 - mr1);
-        m0 = mn0;
-        m1 = mn1;
-        float rs0 = 0.0f, rs1 = 0.0f;
-#pragma unroll
-        for (int n = 0; n < NS; ++n) {
-          s[n][0] = exp2f(s[n][0] - mr0);
-          s[n][1] = exp2f(s[n][1] - mr0);
-          s[n][2] = exp2f(s[n][2] - mr1);
-          s[n][3] = exp2f(s[n][3] - mr1);
-          rs0 += s[n][0] + s[n][1];
-          rs1 += s[n][2] + s[n][3];
-        }
-        l0 = l0 * al0 + rs0;  // this lane's partial sums; a row's 4 lanes add up at the end
-        l1 = l1 * al1 + rs1;
-#pragma unroll
-        for (int j = 0; j < DT; ++j) {
-          o[j][0] *= al0;
-          o[j][1] *= al0;
-          o[j][2] *= al1;
-          o[j][3] *= al1;
-        }
+        online_softmax_step(s, mx0, mx1, m0, m1, l0, l1, o);
 
         // O += P V per 16 keys: P's A fragment is two S tiles; V's B fragments by
         // ldmatrix.trans, matrices (keys 0-7, cols lo), (keys 8-15, cols lo), (keys 0-7, cols

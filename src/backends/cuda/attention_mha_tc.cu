@@ -65,6 +65,7 @@ using mma::key_bias;
 using mma::lds32;
 using mma::load_tile;
 using mma::mma16816;
+using mma::online_softmax_step;
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -257,36 +258,7 @@ __device__ __forceinline__ void mha_tc_body(const TcParams& p) {
           else mx1 = fmaxf(mx1, x);
         }
       }
-#pragma unroll
-      for (int sh = 1; sh <= 2; sh <<= 1) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, sh));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, sh));
-      }
-      const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-      const float mr0 = mn0 == -INFINITY ? 0.0f : mn0;  // nothing visible yet: p = 0 exactly
-      const float mr1 = mn1 == -INFINITY ? 0.0f : mn1;
-      const float al0 = exp2f(m0 - mr0), al1 = exp2f(m1 - mr1);
-      m0 = mn0;
-      m1 = mn1;
-      float rs0 = 0.0f, rs1 = 0.0f;
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        s[n][0] = exp2f(s[n][0] - mr0);
-        s[n][1] = exp2f(s[n][1] - mr0);
-        s[n][2] = exp2f(s[n][2] - mr1);
-        s[n][3] = exp2f(s[n][3] - mr1);
-        rs0 += s[n][0] + s[n][1];
-        rs1 += s[n][2] + s[n][3];
-      }
-      l0 = l0 * al0 + rs0;  // this lane's partial sums; the 4 lanes of a row add up at the end
-      l1 = l1 * al1 + rs1;
-#pragma unroll
-      for (int j = 0; j < DT; ++j) {
-        o[j][0] *= al0;
-        o[j][1] *= al0;
-        o[j][2] *= al1;
-        o[j][3] *= al1;
-      }
+      online_softmax_step(s, mx0, mx1, m0, m1, l0, l1, o);
 
       // O += P V: k steps of 16 keys; P's A fragment = two S accumulator tiles
 #pragma unroll

@@ -1,7 +1,7 @@
 // Device building blocks of the tensor-core attention kernels (attention_mha_tc.cu: the
 // prefill forward; attention_decode_tc.cu: flash decoding's partial pass): cp.async tile loads
 // into shared memory, ldmatrix fragment loads, the m16n8k16 MMA for float16 / bfloat16, and the
-// per-key mask bias both kernels apply to a key tile. sm_80+ instructions; every kernel that
+// per-key mask bias both kernels apply to a key tile, the online-softmax step of a score tile. sm_80+ instructions; every kernel that
 // includes this header is only launched where ctx().info.cc_major >= 8.
 #pragma once
 
@@ -96,6 +96,48 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 (&r)[4], const void* row_a
 
 __device__ __forceinline__ u32 lds32(const std::uint16_t* p) {
   return *reinterpret_cast<const u32*>(p);
+}
+
+// One online-softmax step of a warp's m16n8k16 score tile, rows g and g + 8 of the C layout:
+// s[N][4] holds the tile's exp2-domain scores (-inf: hidden), mx0 / mx1 this lane's maxima of
+// rows g / g + 8. Finishes the maxima over the row's 4 lanes, updates the running max m and
+// this lane's partial sum l (a row's 4 lanes add theirs up at the end), replaces s by
+// P = 2^(s - m) and rescales o. A row with nothing visible yet keeps m = -inf and gets P = 0
+// exactly (its reference max is 0, not -inf: no -inf - -inf).
+template <int N, int DT>
+__device__ __forceinline__ void online_softmax_step(float (&s)[N][4], float mx0, float mx1,
+                                                    float& m0, float& m1, float& l0, float& l1,
+                                                    float (&o)[DT][4]) {
+#pragma unroll
+  for (int sh = 1; sh <= 2; sh <<= 1) {
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, sh));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, sh));
+  }
+  const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+  const float mr0 = mn0 == -INFINITY ? 0.0f : mn0;
+  const float mr1 = mn1 == -INFINITY ? 0.0f : mn1;
+  const float al0 = exp2f(m0 - mr0), al1 = exp2f(m1 - mr1);
+  m0 = mn0;
+  m1 = mn1;
+  float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    s[n][0] = exp2f(s[n][0] - mr0);
+    s[n][1] = exp2f(s[n][1] - mr0);
+    s[n][2] = exp2f(s[n][2] - mr1);
+    s[n][3] = exp2f(s[n][3] - mr1);
+    rs0 += s[n][0] + s[n][1];
+    rs1 += s[n][2] + s[n][3];
+  }
+  l0 = l0 * al0 + rs0;
+  l1 = l1 * al1 + rs1;
+#pragma unroll
+  for (int j = 0; j < DT; ++j) {
+    o[j][0] *= al0;
+    o[j][1] *= al0;
+    o[j][2] *= al1;
+    o[j][3] *= al1;
+  }
 }
 
 // The per-key bias of key kj (< sk) for a mask that is the same for every query row of the
