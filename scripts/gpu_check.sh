@@ -25,6 +25,11 @@
 #                  run as `LC_GIT_COMMIT=<hash> bash scripts/gpu_check.sh`.
 #   LC_CPU_CHECK=1 also runs benchmarks/python/cpu_pool_check.py under several pool settings.
 #   LC_PLACEMENT=1 also runs benchmarks/python/placement_check.py (is "auto" the faster side?).
+#   LC_ATTENTION_SWEEP=tc|decode|fp32|all  also runs benchmarks/python/attention_sweep.py --profile
+#                  on those shapes (every kernel variant, cuDNN, torch; GPU and host time per call):
+#                  $OUT/attention_sweep.txt (kept at the top of $OUT) and .json in the archive.
+#   LC_CPU_GOALS=1 also runs benchmarks/python/cpu_goals.py (the CPU goals of #13 / #15 on this
+#                  host's cores): $OUT/cpu_goals.txt (kept at the top of $OUT).
 # Everything under $OUT/logs and $OUT/benchmark_results is packed into $OUT/results.tgz at the
 # end (the device tool returns at most 8 files).
 set -o pipefail
@@ -176,6 +181,23 @@ if [ "${LC_PLACEMENT:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]
   tail -45 "$OUT/placement_check.log"
 fi
 
+if [ -n "${LC_ATTENTION_SWEEP:-}" ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
+  echo "=== attention sweep (${LC_ATTENTION_SWEEP}) ==="
+  ONLY=()
+  [ "${LC_ATTENTION_SWEEP}" != all ] && ONLY=(--only "${LC_ATTENTION_SWEEP}")
+  if timeout ${LC_ATTENTION_SWEEP_TIMEOUT:-240} python3 benchmarks/python/attention_sweep.py --profile "${ONLY[@]}" \
+       --json "$OUT/attention_sweep.json" > "$OUT/attention_sweep.txt" 2>&1
+  then STATUS[sweep]=ok; else STATUS[sweep]="FAIL(rc $?)"; fi
+  grep -E "^==|FAIL" "$OUT/attention_sweep.txt" | head -20
+fi
+
+if [ "${LC_CPU_GOALS:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
+  echo "=== CPU goals (#13 attention, #15 MiniLM) ==="
+  if timeout ${LC_CPU_GOALS_TIMEOUT:-240} python3 benchmarks/python/cpu_goals.py > "$OUT/cpu_goals.txt" 2>&1
+  then STATUS[cpu_goals]=ok; else STATUS[cpu_goals]="FAIL(rc $?)"; fi
+  grep -E "median of|^[0-9]+ x |batch x seq" "$OUT/cpu_goals.txt"
+fi
+
 if [ "${LC_PYBENCH:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
   echo "=== python benchmark suites (quick) ==="
   mkdir -p "$OUT/benchmark_results"
@@ -195,7 +217,7 @@ fi
 echo
 echo "=== summary ==="
 for k in configure build tests bench memcheck racecheck synccheck pytest fuzz fuzz_memcheck \
-         fuzz_racecheck fuzz_synccheck soak placement pybench; do
+         fuzz_racecheck fuzz_synccheck soak placement sweep cpu_goals pybench; do
   [ -n "${STATUS[$k]:-}" ] && printf '%-10s %s\n' "$k" "${STATUS[$k]}"
 done
 [ -f "$OUT/ctest.log" ] && grep -E "^\[  (PASSED|FAILED) |tests? from .* ran" "$OUT/ctest.log" | tail -3
@@ -205,5 +227,6 @@ done
 # Pack logs and results into one archive (the tool returns few files); keep the summary files.
 TMP_TGZ=$(mktemp /tmp/results.XXXXXX.tgz)
 (cd "$OUT" && tar czf "$TMP_TGZ" . 2>/dev/null; mv "$TMP_TGZ" results.tgz && \
-  find . -mindepth 1 -maxdepth 1 ! -name results.tgz ! -name cuda_micro.txt ! -name pytest.log -exec rm -rf {} +)
+  find . -mindepth 1 -maxdepth 1 ! -name results.tgz ! -name cuda_micro.txt ! -name pytest.log \
+    ! -name attention_sweep.txt ! -name cpu_goals.txt -exec rm -rf {} +)
 exit 0
