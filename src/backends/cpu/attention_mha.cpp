@@ -1,7 +1,8 @@
 // Batched multi-head / grouped-query attention on the CPU (Backend::attention_mha, MhaArgs).
 //
-// One task = one (batch, head, block of 128 query rows; 64 when that leaves fewer than two tasks
-// per thread); tasks spread over the thread pool. Each task walks key tiles of 256 keys with an
+// One task = one (batch, head, block of BQ = 512 query rows (causal: 256), halved down to 64
+// while that leaves fewer than two tasks per thread); tasks spread over the thread pool. Each task walks key
+// tiles of BK = 512 keys with an
 // online (flash-style) softmax: running max m and sum l per row, O rescaled when the max grows,
 // so memory is O(BQ * (BK + dv)) per thread and no sq x sk matrix exists. The pieces follow
 // attention.cpp's gemm path (and share its AVX2 online-softmax row update):
@@ -48,11 +49,16 @@ using mha::narrow;
 using mha::Scratch;
 using mha::widen;
 
-// Most query rows per task (half when that leaves too few tasks): 256 rows x 256-key tiles
-// (S tile 256 KB, in L2) beat 128 rows by ~10% at B4 H12 S512 D64 on two cores (15.2-15.9 vs
-// 16.7-18.9 ms; bigger sgemm calls amortise OpenBLAS's packing), as in attention.cpp.
-constexpr i64 BQ = 256;
-constexpr i64 BK = 256;  // keys per tile
+// Most query rows per task (halved while that leaves fewer than two tasks per thread) and keys
+// per tile. Bigger sgemm calls amortise OpenBLAS's packing (it packs Q per key tile and K, V per
+// query block) and its zeroing of S: 256 x 256 beat 128-row blocks by ~10% (session 11), and
+// 512 x 512 (S tile 1 MB, within a 2 MB L2) beat 256 x 256 on two cores (session 12, same
+// process, medians): B4 H12 S512 D64 19.8 -> 17.8 ms (1.04x torch's CPU SDPA over five
+// alternating rounds, was 0.97-0.98x), B8 H12 S300 16.8 -> 14.7-15.4, B2 H4 S1000 D128
+// 19.9 -> 19.5-20.0, B1 H8 S2048 48.4 -> 46.5; causal starts at 256 rows (512 made B1 H8
+// S2048 causal 30.1 -> 31.3 ms, 256 gives 28.7-29.3).
+constexpr i64 BQ = 512;
+constexpr i64 BK = 512;  // keys per tile
 
 // No inf / NaN in rows [0, rows) x [0, cols) of a matrix with leading dimension ld.
 template <class A>
@@ -263,9 +269,11 @@ void mha_block(const MhaArgs& a, i64 b, i64 h, i64 q0, i64 bq, A* scratch, bool 
 template <class T, class A>
 void mha_run(const MhaArgs& a) {
   const i64 bh = a.batch * a.heads;
-  // BQ-row blocks, or half that when that leaves fewer than two tasks per thread.
-  i64 rows = BQ;
-  if (bh * ((a.sq + BQ - 1) / BQ) < 2 * num_threads()) rows = BQ / 2;
+  // BQ-row blocks (causal: BQ / 2, which halves the masked half of the diagonal tile's scores
+  // that sgemm computes anyway), halved (down to 64 rows) while that leaves fewer than two tasks
+  // per thread.
+  i64 rows = a.causal ? BQ / 2 : BQ;
+  while (rows > 64 && bh * ((a.sq + rows - 1) / rows) < 2 * num_threads()) rows /= 2;
   const i64 nqb = (a.sq + rows - 1) / rows;
   const i64 tasks = bh * nqb;
   const i64 need = BQ * a.d + BK * a.d + BK * a.dv + BQ * BK + BQ * a.dv + 2 * BQ;
