@@ -197,8 +197,6 @@ void log_once(bool failure, const std::string& what) {
                             (failure ? " from now on" : ""));
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
-
 // (batch, head, row) element strides of a [n0, n1, n2, inner] view, with the strides of
 // length-1 dimensions replaced by packed values (they address nothing). False when a stride
 // cuDNN needs 16-byte aligned is not a multiple of 8 elements, or is 0 / negative on a

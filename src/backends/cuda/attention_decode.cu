@@ -81,7 +81,7 @@ namespace {
 
 using i64 = std::int64_t;
 
-constexpr int kMaxSplits = 1024;
+constexpr int kMaxSplits = static_cast<int>(kDecodeMaxSplits);
 constexpr i64 kMinChunk = 64;  // keys per split at least
 constexpr int kMaxGridYZ = 65535;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -479,14 +479,6 @@ __global__ void __launch_bounds__(32 * kCombineWarps)
   }
 }
 
-// Stride check for vector loads: a stride of a length-1 dimension addresses nothing.
-bool strides_ok(const i64 st[3], const i64 n[3], int vec) {
-  for (int i = 0; i < 3; ++i)
-    if (n[i] > 1 && st[i] % vec != 0) return false;
-  return true;
-}
-
-bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 
 // How many splits (see the header comment): enough blocks for `waves` fills of the GPU's
 // resident block slots (SMs x the occupancy calculator's blocks per SM, at most
@@ -605,8 +597,8 @@ bool attention_decode_supported(const MhaArgs& a) {
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !a.out) return false;
   const int vec = a.dtype == DType::f32 ? 4 : 8;  // elements per 16 bytes
   const i64 nq[3] = {a.batch, a.heads, a.sq}, nk[3] = {a.batch, a.kv_heads, a.sk};
-  return strides_ok(a.q_strides, nq, vec) && strides_ok(a.k_strides, nk, vec) &&
-         strides_ok(a.v_strides, nk, vec);
+  return strides_in_vectors(a.q_strides, nq, vec) && strides_in_vectors(a.k_strides, nk, vec) &&
+         strides_in_vectors(a.v_strides, nk, vec);
 }
 
 bool attention_decode_applies(const MhaArgs& a) {

@@ -70,7 +70,6 @@ using mma::mma16816;
 using mma::online_softmax_step;
 
 constexpr int kMaxGridYZ = 65535;
-constexpr int kMaxSplits = 1024;  // attention_decode.cu's combine kernel holds this many weights
 
 // One compiled tiling (the decode variants, run_decode_tc below): WARPS warps of KW keys each
 // per tile (BK = KW x WARPS keys), STAGES shared-memory stages (STAGES - 1 tiles in flight);
@@ -399,14 +398,6 @@ __global__ void __launch_bounds__(TL::kThreads, 1) decode_tc_kernel(const DtcPar
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
-// Strides in whole 16-byte vectors (8 elements); a stride of a length-1 dimension addresses
-// nothing and may be anything.
-bool strides8(const i64 st[3], const i64 n[3]) {
-  for (int i = 0; i < 3; ++i)
-    if (n[i] > 1 && st[i] % 8 != 0) return false;
-  return true;
-}
 
 // One function per instantiation, so each kernel gets its own once-flags (opt-in shared memory
 // and the occupancy are per kernel; the opt-in also per device).
@@ -438,12 +429,12 @@ void run_decode_tc(const MhaArgs& a, int waves, int max_blocks_per_sm, cudaStrea
   p.row_mask = false;
 
   // Splits: fill the GPU's resident block slots `waves` times; chunks of whole tiles, at
-  // least two per split (the pipeline's fill is paid per block), at most kMaxSplits.
+  // least two per split (the pipeline's fill is paid per block), at most kDecodeMaxSplits.
   const i64 pairs = a.batch * a.kv_heads * p.nrc;
   const i64 slots = static_cast<i64>(std::max(1, ctx().info.sm_count)) *
                     std::min(occupancy[di], max_blocks_per_sm) * waves;
   const i64 tiles = (a.sk + TL::kBK - 1) / TL::kBK;
-  i64 splits = std::clamp<i64>(slots / pairs, 1, kMaxSplits);
+  i64 splits = std::clamp<i64>(slots / pairs, 1, kDecodeMaxSplits);
   splits = std::min<i64>(splits, std::max<i64>(1, tiles / 2));
   const i64 chunk_tiles = (tiles + splits - 1) / splits;
   p.chunk = chunk_tiles * TL::kBK;
@@ -496,7 +487,8 @@ bool attention_decode_tc_supported(const MhaArgs& a) {
   }
   if (!aligned16(a.q) || !aligned16(a.k) || !aligned16(a.v) || !a.out) return false;
   const i64 nq[3] = {a.batch, a.heads, a.sq}, nk[3] = {a.batch, a.kv_heads, a.sk};
-  if (!strides8(a.q_strides, nq) || !strides8(a.k_strides, nk) || !strides8(a.v_strides, nk))
+  if (!strides_in_vectors(a.q_strides, nq, 8) || !strides_in_vectors(a.k_strides, nk, 8) ||
+      !strides_in_vectors(a.v_strides, nk, 8))
     return false;
   return ctx().info.cc_major >= 8;  // mma.sync bf16 / f16 m16n8k16, ldmatrix, cp.async
 }

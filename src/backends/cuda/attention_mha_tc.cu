@@ -335,7 +335,6 @@ __global__ void __launch_bounds__(TL::kThreads, TL::kMinBlocks > 0 ? TL::kMinBlo
   mha_tc_body<T, DP, ROWMASK, TL>(p);
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
 bool strides8(const i64 st[3]) { return st[0] % 8 == 0 && st[1] % 8 == 0 && st[2] % 8 == 0; }
 
 // LC_ATTENTION_TC=0 turns the tensor-core kernel off (attention_mha.cu's kernel runs instead);

@@ -5,7 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <functional>
+#include <type_traits>
 
 #include "backends/backend.h"
 
@@ -41,6 +41,16 @@ void launch_sum_squares(const void* x, DType t, std::int64_t n, double* scratch,
 // norm.cu
 void launch_layernorm(const LayerNormArgs& a, cudaStream_t s);
 void launch_softmax(const SoftmaxArgs& a, cudaStream_t s);
+
+// Vector-load preconditions the kernels' launchers check: a 16-byte aligned pointer, and
+// (batch, head, row) strides in whole vectors of `vec` elements, where a stride of a length-1
+// dimension (n[i] == 1) addresses nothing and may be anything.
+inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
+inline bool strides_in_vectors(const std::int64_t st[3], const std::int64_t n[3], int vec) {
+  for (int i = 0; i < 3; ++i)
+    if (n[i] > 1 && st[i] % vec != 0) return false;
+  return true;
+}
 
 // The kernel-parameter fields every batched attention kernel (attention_mha.cu,
 // attention_mha_tc.cu, attention_decode.cu) reads, filled from MhaArgs in one place: pointers,
@@ -100,6 +110,7 @@ bool launch_attention_mha_tc(const MhaArgs& a, cudaStream_t s);
 // outside the supported set.
 inline constexpr std::int64_t kDecodeMaxQueries = 8;
 inline constexpr std::int64_t kDecodeMinKeys = 256;
+inline constexpr std::int64_t kDecodeMaxSplits = 1024;  // splits per row the combine pass holds
 bool attention_decode_supported(const MhaArgs& a);
 bool attention_decode_applies(const MhaArgs& a);
 bool launch_attention_decode(const MhaArgs& a, cudaStream_t s);
@@ -107,7 +118,17 @@ bool launch_attention_decode(const MhaArgs& a, cudaStream_t s);
 // splits x rows x dv floats (o) and splits x rows float2 (m, l) from the caching allocator,
 // calls partial(o, ml) to queue phase 1 into them, queues the combine kernel (out, lse) and
 // hands the scratch back (stream order keeps it alive for the queued kernels).
-using DecodePartial = std::function<void(float* opart, float2* ml)>;
+// DecodePartial refers to the caller's callable (a lambda) for the call's duration: no copy and
+// no allocation per launch, unlike std::function with a capturing lambda.
+struct DecodePartial {
+  template <class F>
+  DecodePartial(F&& f)  // NOLINT(google-explicit-constructor): built at the call site
+      : ctx(const_cast<void*>(static_cast<const void*>(&f))),
+        fn([](void* c, float* opart, float2* ml) { (*static_cast<std::remove_reference_t<F>*>(c))(opart, ml); }) {}
+  void operator()(float* opart, float2* ml) const { fn(ctx, opart, ml); }
+  void* ctx;
+  void (*fn)(void*, float*, float2*);
+};
 void run_decode_splits(const MhaArgs& a, std::int64_t splits, const DecodePartial& partial,
                        cudaStream_t s);
 // attention_decode_tc.cu: the partial pass on tensor cores for float16 / bfloat16 (d == dv <=

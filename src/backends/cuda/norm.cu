@@ -331,8 +331,6 @@ __global__ void __launch_bounds__(1024) sm_big_kernel(const T* __restrict__ x,
 
 // ---- dispatch --------------------------------------------------------------------------------
 
-bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15u) == 0; }
-
 unsigned grid_for(i64 rows, int rows_per_block) {
   const i64 blocks = (rows + rows_per_block - 1) / rows_per_block;
   return static_cast<unsigned>(std::min<i64>(blocks, kMaxGrid));
