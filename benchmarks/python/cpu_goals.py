@@ -12,26 +12,15 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 
 import lightning_core as lc
 from lightning_core.cli import main as lc_run
+from profile_model import _median_ms  # settles other libraries' spinning workers first
 
 
 ROUNDS = 5  # alternating LC / torch rounds: the verdict is the median of their ratios
-
-
-def median_ms(fn, n=30):
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts)) * 1e3
 
 
 def main() -> int:
@@ -48,8 +37,8 @@ def main() -> int:
     err = float(np.abs(out - ref).max())
     ratios = []
     for rnd in range(ROUNDS):
-        t_lc = median_ms(lambda: lc.attention_into(q, k, v, out, device="cpu"))
-        t_torch = median_ms(lambda: sdpa(tq, tk, tv))
+        t_lc = _median_ms(lambda: lc.attention_into(q, k, v, out, device="cpu"), 30)
+        t_torch = _median_ms(lambda: sdpa(tq, tk, tv), 30)
         ratios.append(t_torch / t_lc)
         print(f"cpu mha fp32 B4 H12 S512 D64 round {rnd}: lc {t_lc:.3f} ms, torch {t_torch:.3f} ms "
               f"({torch.get_num_threads()} threads), lc/torch speed {t_torch / t_lc:.2f}x, "
