@@ -76,6 +76,11 @@ inline float to_float(bfloat16 h) { return bits_float(static_cast<std::uint32_t>
 float16 to_f16(float f);
 float to_float(float16 h);
 
+// float64 -> 16-bit rounded once to nearest even (as numpy's float16 and ml_dtypes' bfloat16
+// casts; rounding through float32 first can be an ulp off).
+float16 to_f16(double v);
+bfloat16 to_bf16(double v);
+
 // ---- dispatch ---------------------------------------------------------------------------------
 // Calls f(T{}) with the C++ storage type of `t` (float, double, float16, bfloat16, int32_t,
 // int64_t) and returns its result: the one switch over dtypes (MLX's dtype_utils is the model).
@@ -93,8 +98,10 @@ decltype(auto) dispatch_dtype(DType t, F&& f) {
 }
 
 // dst[i] = src[i] converted from `from` to `to`, for n contiguous elements (CPU memory). Floats
-// go through float64 (exact for every pair); float -> int truncates toward zero as numpy's
-// astype does, NaN and out-of-range values give the integer type's minimum.
+// go through float64 (exact for every pair) and are rounded once to the destination, so float64
+// -> float16 / bfloat16 is correctly rounded as numpy and ml_dtypes do it; float -> int
+// truncates toward zero as numpy's astype does, NaN and out-of-range values give the integer
+// type's minimum.
 void convert_elements(DType from, const void* src, DType to, void* dst, std::int64_t n);
 
 }  // namespace lc

@@ -52,6 +52,26 @@ float to_float(float16 h) {
 
 namespace {
 
+// v rounded to a float toward zero with the lowest bit set when inexact ("round to odd"). A
+// float keeps 13 or more bits beyond a half's or a bfloat16's, so rounding this float to nearest
+// even gives exactly v rounded once: no double rounding (numpy's float64 -> float16 and
+// ml_dtypes' float64 -> bfloat16 round once; float64 -> float32 -> 16-bit can be off by an ulp).
+float round_to_odd_float(double v) {
+  const float f = static_cast<float>(v);
+  if (std::isnan(v) || static_cast<double>(f) == v) return f;
+  if (std::isinf(f)) return std::copysign(std::numeric_limits<float>::max(), static_cast<float>(v));
+  std::uint32_t u = float_bits(f);
+  if (std::fabs(static_cast<double>(f)) > std::fabs(v)) --u;  // one step toward zero: the truncation
+  return bits_float(u | 1u);
+}
+
+}  // namespace
+
+float16 to_f16(double v) { return to_f16(round_to_odd_float(v)); }
+bfloat16 to_bf16(double v) { return to_bf16(round_to_odd_float(v)); }
+
+namespace {
+
 template <class T>
 double load(const T& v) {
   if constexpr (std::is_same_v<T, float16> || std::is_same_v<T, bfloat16>) return to_float(v);
@@ -60,8 +80,8 @@ double load(const T& v) {
 
 template <class T>
 T store(double v) {
-  if constexpr (std::is_same_v<T, float16>) return to_f16(static_cast<float>(v));
-  else if constexpr (std::is_same_v<T, bfloat16>) return to_bf16(static_cast<float>(v));
+  if constexpr (std::is_same_v<T, float16>) return to_f16(v);
+  else if constexpr (std::is_same_v<T, bfloat16>) return to_bf16(v);
   else if constexpr (std::is_integral_v<T>) {
     // numpy's astype: truncation toward zero; NaN / out of range give the minimum (x86's
     // cvttsd2si result), never undefined behaviour.

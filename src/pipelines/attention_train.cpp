@@ -21,8 +21,8 @@ Tensor host_scalar(DType dtype, double v) {
   Tensor t = Tensor::empty({1}, dtype, DeviceKind::cpu);
   switch (dtype) {
     case DType::f64: *t.data_as<double>() = v; break;
-    case DType::f16: *t.data_as<float16>() = to_f16(static_cast<float>(v)); break;
-    case DType::bf16: *t.data_as<bfloat16>() = to_bf16(static_cast<float>(v)); break;
+    case DType::f16: *t.data_as<float16>() = to_f16(v); break;
+    case DType::bf16: *t.data_as<bfloat16>() = to_bf16(v); break;
     default: *t.data_as<float>() = static_cast<float>(v); break;
   }
   return t;

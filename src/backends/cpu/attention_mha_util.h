@@ -28,8 +28,8 @@ inline A load_as(const T* p) {
 
 template <class T>
 inline T narrow(double x) {
-  if constexpr (std::is_same_v<T, float16>) return to_f16(static_cast<float>(x));
-  else if constexpr (std::is_same_v<T, bfloat16>) return to_bf16(static_cast<float>(x));
+  if constexpr (std::is_same_v<T, float16>) return to_f16(x);
+  else if constexpr (std::is_same_v<T, bfloat16>) return to_bf16(x);
   else return static_cast<T>(x);
 }
 

@@ -33,12 +33,21 @@ __device__ __forceinline__ double to_d(T v) {
   else return static_cast<double>(v);
 }
 
-// The conversions of convert_elements (dtype.h): floats round to nearest even (16-bit types from
-// the float32 value), float -> int truncates toward zero, NaN / out of range give the minimum.
+// v truncated to a float with the lowest bit set when inexact ("round to odd"): rounding that
+// float to a 16-bit type gives v rounded once (a float keeps 13+ bits beyond either), as the
+// host's to_f16(double) / to_bf16(double) do, with the same NaN handling as the float path.
+__device__ __forceinline__ float round_to_odd_float(double v) {
+  const float f = __double2float_rz(v);
+  if (isnan(v) || static_cast<double>(f) == v) return f;
+  return __uint_as_float(__float_as_uint(f) | 1u);
+}
+
+// The conversions of convert_elements (dtype.h): floats round once to nearest even, float -> int
+// truncates toward zero, NaN / out of range give the minimum.
 template <class D>
 __device__ __forceinline__ D from_d(double v) {
-  if constexpr (std::is_same_v<D, __half>) return __float2half_rn(static_cast<float>(v));
-  else if constexpr (std::is_same_v<D, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
+  if constexpr (std::is_same_v<D, __half>) return __float2half_rn(round_to_odd_float(v));
+  else if constexpr (std::is_same_v<D, __nv_bfloat16>) return __float2bfloat16_rn(round_to_odd_float(v));
   else if constexpr (std::is_integral_v<D>) {
     constexpr double lo = static_cast<double>(std::numeric_limits<D>::min());
     constexpr double hi = -lo;
