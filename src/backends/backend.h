@@ -110,17 +110,13 @@ int attention_kernel_variant_choice(AttentionKernel k) noexcept;
 // A backend names the implementation that ran inside the current op (a static string, e.g.
 // "cudnn" / "own"): the op's trace event and lc::last_op_report() carry it.
 void note_op_impl(const char* impl) noexcept;
-struct MhaArgs {
+// What the forward and the backward share: the inputs, their shapes and strides, the mask.
+struct MhaProblem {
   const void* q = nullptr;
   const void* k = nullptr;
   const void* v = nullptr;
-  void* out = nullptr;
-  float* lse = nullptr;  // optional
   std::int64_t batch = 0, heads = 0, kv_heads = 0, sq = 0, sk = 0, d = 0, dv = 0;
   std::int64_t q_strides[3] = {}, k_strides[3] = {}, v_strides[3] = {};  // batch, head, row
-  // out's (batch, head, row) element strides; all zero: contiguous [batch, heads, sq, dv]
-  // (mha_out_strides() resolves them). The rows a kernel writes never overlap.
-  std::int64_t out_strides[3] = {};
   const void* mask = nullptr;
   MaskKind mask_kind = MaskKind::none;
   DType mask_dtype = DType::f32;
@@ -128,6 +124,14 @@ struct MhaArgs {
   bool causal = false;
   double scale = 1.0;  // double so float64 calls keep 1/sqrt(d) exact; float32 kernels round it
   DType dtype = DType::f32;
+};
+
+struct MhaArgs : MhaProblem {
+  void* out = nullptr;
+  float* lse = nullptr;  // optional
+  // out's (batch, head, row) element strides; all zero: contiguous [batch, heads, sq, dv]
+  // (mha_out_strides() resolves them). The rows a kernel writes never overlap.
+  std::int64_t out_strides[3] = {};
   Precision precision = Precision::fp32;  // float32 storage: fp32 or tf32 (the kernels may stay exact)
 };
 
@@ -153,26 +157,14 @@ inline void mha_out_strides(const MhaArgs& a, std::int64_t st[3]) {
 // dv columns); lse is contiguous float32 [batch, heads, sq]; dq [batch, heads, sq, d],
 // dk [batch, kv_heads, sk, d] and dv_out [batch, kv_heads, sk, dv] are contiguous and fully
 // written. Mask, causal, scale and dtype as MhaArgs.
-struct MhaBackwardArgs {
-  const void* q = nullptr;
-  const void* k = nullptr;
-  const void* v = nullptr;
+struct MhaBackwardArgs : MhaProblem {
   const void* out = nullptr;
   const void* dout = nullptr;
   const float* lse = nullptr;
   void* dq = nullptr;
   void* dk = nullptr;
   void* dv_out = nullptr;
-  std::int64_t batch = 0, heads = 0, kv_heads = 0, sq = 0, sk = 0, d = 0, dv = 0;
-  std::int64_t q_strides[3] = {}, k_strides[3] = {}, v_strides[3] = {};  // batch, head, row
-  std::int64_t out_strides[3] = {}, dout_strides[3] = {};
-  const void* mask = nullptr;
-  MaskKind mask_kind = MaskKind::none;
-  DType mask_dtype = DType::f32;
-  std::int64_t mask_strides[4] = {};  // batch, head, row, key
-  bool causal = false;
-  double scale = 1.0;
-  DType dtype = DType::f32;
+  std::int64_t out_strides[3] = {}, dout_strides[3] = {};  // batch, head, row
 };
 
 // out[n,oc,oh,ow] = act(conv(x[n,c,h,w], w[oc,c,kh,kw]) + bias[oc]); oh = (h+2ph-kh)/sh+1.

@@ -190,11 +190,10 @@ void place(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v, const
           {&q, &k, &v, mask}, gpu_ok);
 }
 
-// Launch with out / lse pointers already on r's device.
-void launch_mha(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v,
-                const Tensor* mask, bool causal, const Prepared& pr, void* out, float* lse,
-                const std::int64_t* out_strides = nullptr) {
-  MhaArgs a;
+// The part of the forward's and the backward's arguments they share: q, k, v (and the mask)
+// on r's device with their (batch, head, row) strides, the sizes, causal, scale, dtype.
+void fill_problem(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v,
+                  const Tensor* mask, bool causal, const Prepared& pr, MhaProblem& a) {
   std::int64_t st[4];
   a.q = strided_in(r, q, st);
   bhr(q, st, a.q_strides);
@@ -208,10 +207,6 @@ void launch_mha(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v,
     a.mask_dtype = mask->dtype();
     mask_strides(*mask, pr.kind, st, a.mask_strides);
   }
-  a.out = out;
-  if (out_strides)
-    for (int i = 0; i < 3; ++i) a.out_strides[i] = out_strides[i];
-  a.lse = lse;
   a.batch = pr.s.b;
   a.heads = pr.s.h;
   a.kv_heads = pr.s.hk;
@@ -222,6 +217,18 @@ void launch_mha(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v,
   a.causal = causal;
   a.scale = pr.scale;
   a.dtype = q.dtype();
+}
+
+// Launch with out / lse pointers already on r's device.
+void launch_mha(OpRunner& r, const Tensor& q, const Tensor& k, const Tensor& v,
+                const Tensor* mask, bool causal, const Prepared& pr, void* out, float* lse,
+                const std::int64_t* out_strides = nullptr) {
+  MhaArgs a;
+  fill_problem(r, q, k, v, mask, causal, pr, a);
+  a.out = out;
+  if (out_strides)
+    for (int i = 0; i < 3; ++i) a.out_strides[i] = out_strides[i];
+  a.lse = lse;
   a.precision = r.policy().precision;
   r.launch([&](Backend& be) { be.attention_mha(a); });
 }
@@ -413,37 +420,16 @@ void launch_backward(OpRunner& r, const Tensor& dout, const Tensor& q, const Ten
                      const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor* mask,
                      bool causal, const Prepared& pr, void* dq, void* dk, void* dv) {
   MhaBackwardArgs a;
+  fill_problem(r, q, k, v, mask, causal, pr, a);
   std::int64_t st[4];
-  a.q = strided_in(r, q, st);
-  bhr(q, st, a.q_strides);
-  a.k = strided_in(r, k, st);
-  bhr(k, st, a.k_strides);
-  a.v = strided_in(r, v, st);
-  bhr(v, st, a.v_strides);
   a.out = strided_in(r, out, st);
   bhr(out, st, a.out_strides);
   a.dout = strided_in(r, dout, st);
   bhr(dout, st, a.dout_strides);
   a.lse = static_cast<const float*>(r.in_raw(lse));
-  if (mask) {
-    a.mask = strided_in(r, *mask, st, /*any_last=*/true);
-    a.mask_kind = pr.kind;
-    a.mask_dtype = mask->dtype();
-    mask_strides(*mask, pr.kind, st, a.mask_strides);
-  }
   a.dq = dq;
   a.dk = dk;
   a.dv_out = dv;
-  a.batch = pr.s.b;
-  a.heads = pr.s.h;
-  a.kv_heads = pr.s.hk;
-  a.sq = pr.s.sq;
-  a.sk = pr.s.sk;
-  a.d = pr.s.d;
-  a.dv = pr.s.dv;
-  a.causal = causal;
-  a.scale = pr.scale;
-  a.dtype = q.dtype();
   r.launch([&](Backend& be) { be.attention_mha_backward(a); });
 }
 

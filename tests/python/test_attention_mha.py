@@ -15,6 +15,7 @@ import pytest
 
 import lightning_core as lc
 from conftest import backends
+from dtype_util import TOL, np_dtype
 from parity import rel_error
 
 try:
@@ -28,15 +29,6 @@ except Exception:  # torch comparisons skip without it
     torch = None
 
 DTYPES = ["float32", "float16", "bfloat16", "float64"]
-TOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2, "float64": 1e-12}
-
-
-def np_dtype(name):
-    if name == "bfloat16":
-        if ml_dtypes is None:
-            pytest.skip("ml_dtypes not installed")
-        return ml_dtypes.bfloat16
-    return np.dtype(name)
 
 
 def devices_for(dtype):

@@ -14,20 +14,16 @@ import pytest
 import lightning_core as lc
 
 from conftest import backends
+from dtype_util import TOL, np_dtype as npdt
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
 FLOAT16S = ["float32", "float16", "bfloat16"]
 # float64 computes on the CPU only (a CUDA request falls back to the CPU).
 FLOATS = FLOAT16S + ["float64"]
-TOL = {"float32": 1e-5, "float64": 1e-12, "float16": 1e-2, "bfloat16": 1e-2}
 BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
 SAME_SHAPE = {"vector_add": np.add, "vector_sub": np.subtract, "vector_mul": np.multiply}
 _erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def npdt(name):
-    return ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
 
 
 def rand(rng, shape, dtype, lo=-3.0, hi=3.0):

@@ -14,15 +14,11 @@ import pytest
 import lightning_core as lc
 
 from conftest import backends
+from dtype_util import TOL, np_dtype as npdt
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
-TOL = {"float32": 1e-5, "float64": 1e-12, "float16": 1e-2, "bfloat16": 1e-2}
 _erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def npdt(name):
-    return ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
 
 
 def f64(x):

@@ -18,6 +18,7 @@ import pytest
 import lightning_core as lc
 
 from conftest import backends
+from dtype_util import TOL, np_dtype as npdt
 
 try:
     import ml_dtypes
@@ -25,19 +26,10 @@ except ImportError:
     ml_dtypes = None
 
 DTYPES = ["float32", "float16", "bfloat16", "float64"]
-TOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2, "float64": 1e-12}
 # Absolute floor of the error scale: float16 results below its smallest normal (2^-14) are
 # subnormal, with a fixed spacing of 2^-24 instead of a relative one (a k = 1 product of two
 # small values lands there).
 FLOOR = {"float32": 1e-30, "float16": 2.0 ** -14, "bfloat16": 1e-30, "float64": 1e-300}
-
-
-def npdt(name):
-    if name == "bfloat16":
-        if ml_dtypes is None:
-            pytest.skip("ml_dtypes not installed")
-        return ml_dtypes.bfloat16
-    return np.dtype(name)
 
 
 def rand(rng, shape, dt):

@@ -17,6 +17,7 @@ import pytest
 
 import lightning_core as lc
 from conftest import backends
+from dtype_util import np_dtype
 from parity import ref_attention, ref_layernorm, rel_error
 
 try:
@@ -28,14 +29,6 @@ DTYPES = ["float32", "float16", "bfloat16", "float64"]
 DTYPES_16 = ["float16", "bfloat16"]
 TOL = {"float32": 1e-5, "float16": 5e-3, "bfloat16": 1e-2, "float64": 1e-12}
 KINDS = ["numpy", "strided", "tensor", "view"]
-
-
-def np_dtype(name):
-    if name == "bfloat16":
-        if ml_dtypes is None:
-            pytest.skip("ml_dtypes not installed")
-        return ml_dtypes.bfloat16
-    return np.dtype(name)
 
 
 def devices_for(dtype):
