@@ -36,6 +36,7 @@ struct EncPair {
   i64 os2 = 0;               // out's row stride
   const char* mask = nullptr;  // the pair's mask rows (bytes), or null
   i64 ms2 = 0, ms3 = 0;        // mask row / key strides in bytes
+  const float* mask_row = nullptr;  // ms2 == 0 (one mask row for every query): it as floats
   bool v_nonfinite = false;    // some value row holds inf / NaN
 };
 
@@ -61,7 +62,17 @@ using V = vf16;
 #endif
 
 using RowsFn = void (*)(const MhaArgs&, const EncPair&, i64, i64, const float*, i64, float*,
-                        float*);
+                        float*, float*);
+using MaskRowFn = void (*)(const MhaArgs&, const char*, i64, i64, float*);
+
+MaskRowFn mask_row_fn(int isa) {
+#if defined(LC_CPU_MULTI_ISA)
+  if (isa >= 2) return isa_avx512::enc_mask_row;
+  if (isa == 1) return isa_avx2::enc_mask_row;
+#endif
+  (void)isa;
+  return isa_sse::enc_mask_row;
+}
 
 RowsFn rows_fn(int isa) {
 #if defined(LC_CPU_MULTI_ISA)
@@ -73,10 +84,12 @@ RowsFn rows_fn(int isa) {
 }
 
 constexpr i64 kLanesMax = 16;
-constexpr int kRowBlock = 4;  // attention_enc.inc's RB
+constexpr int kRowBlock = 8;  // the largest of attention_enc.inc's RB
 
 void run(const MhaArgs& a, int isa) {
-  const RowsFn fn = rows_fn(std::clamp(isa, 0, simd_level()));
+  isa = std::clamp(isa, 0, simd_level());
+  const RowsFn fn = rows_fn(isa);
+  const MaskRowFn mask_row = mask_row_fn(isa);
   const i64 bh = a.batch * a.heads;
   const i64 group = a.heads / a.kv_heads;
   const i64 skp = (a.sk + kLanesMax - 1) / kLanesMax * kLanesMax;
@@ -93,12 +106,14 @@ void run(const MhaArgs& a, int isa) {
   auto task = [&](i64 lo, i64 hi) {
     thread_local std::vector<float> store;
     const std::size_t need = static_cast<std::size_t>(a.d * skp + kRowBlock * skp +
-                                                      kRowBlock * a.dv + 16);
+                                                      kRowBlock * a.dv + 2 * skp + 16);
     if (store.size() < need) store.resize(need);
     auto addr = reinterpret_cast<std::uintptr_t>(store.data());
     float* kt = store.data() + ((64 - addr % 64) % 64) / sizeof(float);
     float* s = kt + a.d * skp;
     float* o = s + kRowBlock * skp;
+    float* mrow_pair = o + kRowBlock * a.dv;  // the pair's mask row (ms2 == 0)
+    float* mrow_buf = mrow_pair + skp;        // one query row's mask row
     for (i64 t = lo; t < hi; ++t) {
       const i64 pair = t / blocks, blk = t - pair * blocks;
       const i64 r0 = blk * rows_per, r1 = std::min(a.sq, r0 + rows_per);
@@ -117,6 +132,10 @@ void run(const MhaArgs& a, int isa) {
                  (e.b * a.mask_strides[0] + e.h * a.mask_strides[1]) * melem;
         e.ms2 = a.mask_strides[2] * melem;
         e.ms3 = a.mask_strides[3] * melem;
+        if (e.ms2 == 0) {  // a key-padding mask: converted once per pair, not per query row
+          mask_row(a, e.mask, e.ms3, a.sk, mrow_pair);
+          e.mask_row = mrow_pair;
+        }
       }
       // keys this block may see (causal: up to its last row's limit)
       const i64 nk = a.causal ? std::clamp<i64>(r1 - 1 + a.sk - a.sq + 1, 0, a.sk) : a.sk;
@@ -135,7 +154,7 @@ void run(const MhaArgs& a, int isa) {
         }
         e.v_nonfinite = acc != 0.0f;
       }
-      fn(a, e, r0, r1, kt, skp, s, o);
+      fn(a, e, r0, r1, kt, skp, s, o, mrow_buf);
     }
   };
   const i64 tasks = bh * blocks;
