@@ -156,8 +156,10 @@ void layernorm_into(const Tensor& x, const Tensor* gamma, const Tensor* beta, fl
                     Tensor& out, const ExecutionPolicy& p = current_policy(),
                     const Tensor* residual = nullptr);
 // softmax(x * scale + mask) over the last dimension: scale finite > 0 (1: none); mask optional,
-// additive, x's dtype, exactly x's trailing dimensions (repeated over the leading ones), e.g.
-// [S, S] for attention scores [B, H, S, S]; -inf entries weigh 0 (a row of only -inf is NaN).
+// additive, x's dtype, broadcasting against x with x's last dimension and the others x's sizes
+// or 1 in at most two runs of x's sizes (src/ops/registry.h softmax_mask_layout), e.g. [S, S],
+// [B, 1, 1, S] or [B, 1, S, S] for attention scores [B, H, S, S], read in place; -inf entries
+// weigh 0 (a row of only -inf is NaN).
 Tensor softmax(const Tensor& x, const ExecutionPolicy& p = current_policy(), float scale = 1.0f,
                const Tensor* mask = nullptr);
 void softmax_into(const Tensor& x, Tensor& out, const ExecutionPolicy& p = current_policy(),

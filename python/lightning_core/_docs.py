@@ -144,9 +144,12 @@ DOCS: dict[str, dict[str, Any]] = {
         "x": (_ARRAY, "Input ``[..., C]``; softmax over C of x * scale + mask."),
         "scale": ("float or None", "Multiplier of x, finite and > 0, applied as the row is read "
                   "(the fused attention-score scale; None: 1)."),
-        "mask": (_ARRAY + " or None", "Additive mask of x's trailing dimensions (e.g. ``[S, S]`` "
-                 "or ``[S]`` for scores ``[B, H, S, S]``), repeated over the leading ones; x's "
-                 "dtype, any strides; -inf entries weigh 0 (None: nothing added).")}},
+        "mask": (_ARRAY + " or None", "Additive mask that broadcasts against x (numpy rules): its "
+                 "last dimension is x's, the others x's sizes or 1 in at most two runs of x's "
+                 "sizes, e.g. ``[S, S]``, ``[S]``, ``[B, 1, 1, S]`` (a key-padding mask), "
+                 "``[B, 1, S, S]`` or ``[1, H, 1, S]`` for scores ``[B, H, S, S]``, read in place "
+                 "(never expanded); x's dtype, any strides; -inf entries weigh 0 (None: nothing "
+                 "added).")}},
     "gelu": {"params": {"a": (_ARRAY, "Input.")}},
     "elementwise_program": {
         "summary": "One kernel evaluating a small program per element of the numpy broadcast of "

@@ -209,10 +209,18 @@ struct SoftmaxArgs {
   DType dtype = DType::f32;
   // (last, so brace-initialised args keep their meaning)
   float scale = 1.0f;
-  // optional additive mask of `dtype`, mask_rows x cols contiguous: row r of x gets mask row
-  // r % mask_rows (a mask over x's trailing dimensions, repeated over the leading ones).
+  // optional additive mask of `dtype`, contiguous [mask_outer * mask_rows, cols]: row r of x
+  // reads mask row softmax_mask_row(r) = ((r / (mask_repeat * mask_rows)) % mask_outer) *
+  // mask_rows + r % mask_rows. The defaults (outer 1): r % mask_rows, a mask over x's trailing
+  // dimensions repeated over the leading ones; outer > 1: a mask broadcast over middle
+  // dimensions, such as [B, 1, 1, S] (outer B, repeat H * S, rows 1) or [B, 1, S, S] for scores
+  // [B, H, S, S] (src/ops/registry.h softmax_mask_layout).
   const void* mask = nullptr;
-  std::int64_t mask_rows = 1;
+  std::int64_t mask_rows = 1, mask_repeat = 1, mask_outer = 1;
+
+  std::int64_t mask_row(std::int64_t r) const {
+    return ((r / (mask_repeat * mask_rows)) % mask_outer) * mask_rows + r % mask_rows;
+  }
 };
 
 // gelu is the tanh approximation (what gelu computed before approximate= existed); gelu_erf is

@@ -18,8 +18,9 @@
 //                      forwards into its reader (the rules above fold readers into producers);
 //                      an add that residual_epilogue already took into a linear is gone by then
 //   softmax_scale      vector_scale(x, a) and / or add(s, mask) read only by a softmax
-//                      -> softmax(x, scale=a, mask=mask) (the attention-score prologue; the
-//                      mask has the trailing dimensions of the scores). Anchored at the
+//                      -> softmax(x, scale=a, mask=mask) (the attention-score prologue; a
+//                      mask softmax reads in place: the scores' trailing dimensions or a
+//                      broadcast such as [B, 1, 1, S]). Anchored at the
 //                      softmax, walking back through its x's producers: scales fold always
 //                      (softmax(a * (b x) + m) = softmax(ab x + m)), an add only while the
 //                      softmax has neither scale nor mask (a scale after the add would scale
@@ -344,10 +345,11 @@ struct Fuser {
   }
 
   // ---- scale / mask -> softmax(scale=, mask=) -------------------------------------------
-  // Whether `m` can be a mask of a softmax over `shp`: x's trailing dimensions.
-  static bool trailing_of(const std::vector<std::int64_t>& m, const std::vector<std::int64_t>& shp) {
-    if (m.empty() || m.size() > shp.size()) return false;
-    return std::equal(m.rbegin(), m.rend(), shp.rbegin());
+  // Whether `m` can be a mask of a softmax over `shp` (softmax_mask_layout: x's trailing
+  // dimensions, or a broadcast such as [B, 1, 1, S] for [B, H, S, S]).
+  static bool mask_of(const std::vector<std::int64_t>& m, const std::vector<std::int64_t>& shp) {
+    return softmax_mask_layout({shp.data(), static_cast<int>(shp.size())},
+                               {m.data(), static_cast<int>(m.size())}).ok;
   }
   void softmax_prologue(int c) {
     if (!is(g.steps[static_cast<std::size_t>(c)], opdefs::softmax)) return;
@@ -385,10 +387,11 @@ struct Fuser {
       if (t(s0).shape != shp || (t(m0).shape == shp && pr1 >= 0 &&
                                   is(g.steps[static_cast<std::size_t>(pr1)], opdefs::vector_scale)))
         std::swap(s0, m0);
-      if (t(s0).shape != shp || !trailing_of(t(m0).shape, shp))
+      if (t(s0).shape != shp || !mask_of(t(m0).shape, shp))
         return note("softmax_scale", a, c, false,
                     "the add " + shape_str(t(p.in[0]).shape) + " + " + shape_str(t(p.in[1]).shape) +
-                        " is not scores + a mask of the scores' trailing dimensions");
+                        " is not scores + a mask softmax reads in place (x's trailing dimensions, "
+                        "or a broadcast such as [B, 1, 1, S] for [B, H, S, S])");
       if (!o.softmax_scale) return note("softmax_scale", a, c, false, "switched off");
       sm.in.resize(std::max<std::size_t>(sm.in.size(), 2), -1);
       sm.in[0] = s0;

@@ -75,6 +75,10 @@ void run_layernorm(OpRunner& r, const Tensor& x, const Tensor* gamma, const Tens
   r.finish();
 }
 
+SoftmaxMaskLayout mask_layout(const Tensor& x, const Tensor& mask) {
+  return softmax_mask_layout({x.shape_data(), x.ndim()}, {mask.shape_data(), mask.ndim()});
+}
+
 void run_softmax(OpRunner& r, const Tensor& x, float scale, const Tensor* mask, Tensor& out) {
   if (x.numel() == 0) {
     r.finish();
@@ -87,7 +91,12 @@ void run_softmax(OpRunner& r, const Tensor& x, float scale, const Tensor* mask, 
   a.dtype = x.dtype();
   a.scale = scale;
   a.mask = r.in_raw_opt(mask);  // staged contiguous when strided
-  a.mask_rows = mask ? mask->numel() / a.cols : 1;
+  if (mask) {
+    const SoftmaxMaskLayout l = mask_layout(x, *mask);  // checked: ok
+    a.mask_rows = l.rows;
+    a.mask_repeat = l.repeat;
+    a.mask_outer = l.outer;
+  }
   a.out = r.out_raw(out);
   r.launch([&](Backend& be) { be.softmax(a); });
   r.finish();
@@ -121,13 +130,7 @@ void check_softmax(const char* op, const Tensor& x, float scale, const Tensor* m
     throw_value(op, "scale must be a finite number > 0 (1: x unscaled), got " + std::to_string(scale));
   if (!mask) return;
   check_same_dtype(op, "x", x, "mask", *mask);
-  const int xd = x.ndim(), md = mask->ndim();
-  bool ok = md >= 1 && md <= xd;
-  for (int i = 0; ok && i < md; ++i) ok = mask->size(md - 1 - i) == x.size(xd - 1 - i);
-  if (!ok)
-    throw_value(op, "'mask' must have x's trailing dimensions (x is " + x.shape_str() +
-                        "; e.g. its last one, or its last two), got " + mask->shape_str() +
-                        "; it is added to every row without other broadcasting");
+  if (!mask_layout(x, *mask).ok) throw_value(op, softmax_mask_error(x.shape(), mask->shape()));
 }
 
 }  // namespace

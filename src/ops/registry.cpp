@@ -304,17 +304,10 @@ OpResult infer_layernorm(const OpDef& d, const OpArgs& a) {
   affine.n = std::min(a.n, 3);
   return infer_rows(d, affine);
 }
-// softmax(x, mask): the mask must be x's trailing dimensions.
+// softmax(x, mask): the mask broadcasts against x as softmax_mask_layout reads it.
 OpResult infer_softmax(const OpDef& d, const OpArgs& a) {
-  if (a.has(1)) {
-    const ShapeRef& x = a[0];
-    const ShapeRef& m = a[1];
-    bool ok = m.ndim >= 1 && m.ndim <= x.ndim;
-    for (int i = 0; ok && i < m.ndim; ++i) ok = m[m.ndim - 1 - i] == x[x.ndim - 1 - i];
-    if (!ok)
-      throw_value(d.name, "'mask' must have x's trailing dimensions (x is " + shape_str(to_vec(x)) +
-                              "), got " + shape_str(to_vec(m)));
-  }
+  if (a.has(1) && !softmax_mask_layout(a[0], a[1]).ok)
+    throw_value(d.name, softmax_mask_error(to_vec(a[0]), to_vec(a[1])));
   return {to_vec(a[0]), a.dtype};
 }
 WorkEstimate work_layernorm(const OpArgs& a) {
@@ -372,6 +365,37 @@ WorkEstimate work_embedding(const OpArgs& a) {
 constexpr const char* kOut = "out";
 
 }  // namespace
+
+SoftmaxMaskLayout softmax_mask_layout(const ShapeRef& x, const ShapeRef& m) {
+  SoftmaxMaskLayout l;
+  if (x.ndim < 1 || m.ndim < 1 || m.ndim > x.ndim || m.back() != x.back()) return l;
+  // x's leading dimensions, right to left: the mask's size there (1 where it has none)
+  const int lead = x.ndim - 1, off = x.ndim - m.ndim;
+  auto msize = [&](int i) { return i >= off ? m[i - off] : std::int64_t{1}; };
+  for (int i = 0; i < lead; ++i)
+    if (msize(i) != 1 && msize(i) != x[i]) return l;
+  // groups from the right: inner (x's sizes), 1s, outer (x's sizes), then only 1s; a dimension
+  // where x's size is 1 fits any group
+  int i = lead - 1;
+  auto match = [&](int k) { return msize(k) == x[k]; };
+  auto bcast = [&](int k) { return msize(k) == 1; };
+  for (; i >= 0 && match(i); --i) l.rows *= x[i];
+  for (; i >= 0 && bcast(i); --i) l.repeat *= x[i];
+  for (; i >= 0 && match(i); --i) l.outer *= x[i];
+  for (; i >= 0; --i)
+    if (!bcast(i)) return l;
+  l.ok = true;
+  return l;
+}
+
+std::string softmax_mask_error(const std::vector<std::int64_t>& x,
+                               const std::vector<std::int64_t>& m) {
+  return "'mask' " + shape_str(m) + " does not broadcast to x " + shape_str(x) +
+         " as softmax reads it: its last dimension must be x's, and its others x's sizes or 1 in "
+         "at most two runs of x's sizes (for scores [B, H, S, S]: [S, S], [B, 1, 1, S], "
+         "[B, 1, S, S], [1, H, 1, S]); broadcast it to x's shape first (np.broadcast_to) if it "
+         "is another pattern";
+}
 
 // ---- the definitions ---------------------------------------------------------------------------
 // inputs: {name, optional, index}; attrs: {name, type, Python default (nullptr: required), doc}.

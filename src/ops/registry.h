@@ -220,6 +220,24 @@ const OpDef* find_op(std::string_view name);
 // find_op, or a ValueError (naming `who`) that lists the registered names.
 const OpDef& get_op(std::string_view name, const char* who = "op_info");
 
+// ---- softmax's mask ---------------------------------------------------------------------------
+// How softmax reads an additive mask of shape m for x: the mask's last dimension is x's, and its
+// others broadcast against x's leading ones (numpy: each is x's size or 1, missing ones count as
+// 1) in at most two groups of x's sizes: [.., 1s, outer group, 1s, inner group]. Row r of x then
+// reads mask row ((r / (repeat * rows)) % outer) * rows + r % rows (SoftmaxArgs' mask_rows,
+// mask_repeat, mask_outer): rows = the inner group's size, repeat = the 1s between the groups,
+// outer = the outer group's. For scores [B, H, S, S]: [S, S] and [H, S, S] (trailing: outer 1),
+// [B, 1, 1, S] (outer B, repeat H * S, rows 1), [B, 1, S, S], [1, H, 1, S]. ok = false: m does
+// not broadcast to x, or only in a pattern of more groups (such as [B, 1, S, 1, S]).
+struct SoftmaxMaskLayout {
+  bool ok = false;
+  std::int64_t rows = 1, repeat = 1, outer = 1;
+};
+SoftmaxMaskLayout softmax_mask_layout(const ShapeRef& x, const ShapeRef& m);
+// The ValueError text for a mask softmax_mask_layout refuses.
+std::string softmax_mask_error(const std::vector<std::int64_t>& x,
+                               const std::vector<std::int64_t>& m);
+
 // ---- size limits shared by OpDefs and the backends ------------------------------------------
 // The CUDA attention kernel's head-dimension limit (d and dv); larger heads run on the CPU.
 constexpr std::int64_t kCudaMaxHeadDim = 256;

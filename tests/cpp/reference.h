@@ -281,7 +281,7 @@ inline std::vector<double> softmax(const SoftmaxArgs& p) {
     // x * scale + mask (the fused prologue), in double
     const auto x = [&](std::int64_t c) {
       const double v = elem(p.dtype, p.x, r * p.cols + c) * static_cast<double>(p.scale);
-      return p.mask ? v + elem(p.dtype, p.mask, (r % p.mask_rows) * p.cols + c) : v;
+      return p.mask ? v + elem(p.dtype, p.mask, p.mask_row(r) * p.cols + c) : v;
     };
     double mx = -std::numeric_limits<double>::infinity();
     for (std::int64_t c = 0; c < p.cols; ++c) mx = std::fmax(mx, x(c));

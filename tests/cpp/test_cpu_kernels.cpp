@@ -927,21 +927,27 @@ TEST(CpuNorm, LayerNormResidualEveryDtypeIsaAndInPlace) {
       }
 }
 
-// The fused scale and additive mask (SoftmaxArgs::scale / mask / mask_rows) in every dtype and
-// instruction set, a mask of one row or of several (row r reads mask row r % mask_rows), -inf
-// mask entries weighing exactly 0, and in place over x.
+// The fused scale and additive mask (SoftmaxArgs::scale / mask / mask_rows / mask_repeat /
+// mask_outer) in every dtype and instruction set: a mask of one row or of several (row r reads
+// mask row r % mask_rows), a broadcast one (outer groups of `repeat` x `rows` rows, as
+// [B, 1, 1, S] or [B, 1, S, S] for scores [B, H, S, S]), -inf mask entries weighing exactly 0,
+// and in place over x.
 TEST(CpuSoftmax, ScaleAndMaskEveryDtypeIsaAndInPlace) {
   Rng rng;
-  const i64 shapes[][3] = {{1, 1, 1}, {1, 7, 1}, {6, 9, 3}, {13, 31, 13}, {8, 768, 4},
-                           {3, 1031, 1}, {2, 9000, 2}, {600, 450, 20}};  // rows, cols, mask rows
+  // rows, cols, mask rows, repeat, outer
+  const i64 shapes[][5] = {{1, 1, 1, 1, 1},     {1, 7, 1, 1, 1},     {6, 9, 3, 1, 1},
+                           {13, 31, 13, 1, 1},  {8, 768, 4, 1, 1},   {3, 1031, 1, 1, 1},
+                           {2, 9000, 2, 1, 1},  {600, 450, 20, 1, 1}, {24, 9, 1, 4, 6},
+                           {36, 13, 3, 2, 6},   {50, 17, 3, 2, 4},   {600, 450, 5, 4, 30}};
   for (lc::DType dt : {lc::DType::f32, lc::DType::f16, lc::DType::bf16, lc::DType::f64})
     for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa)
       for (auto& s : shapes)
         for (bool with_mask : {true, false}) {
-          const i64 rows = s[0], cols = s[1], mrows = s[2];
+          const i64 rows = s[0], cols = s[1], mrows = s[2] * s[4];  // mask rows in all
           SCOPED_TRACE(rng.describe() + " " + lc::to_string(dt) + " rows=" + std::to_string(rows) +
                        " cols=" + std::to_string(cols) + " isa=" + std::to_string(isa) +
-                       " mask=" + std::to_string(with_mask));
+                       " mask=" + std::to_string(with_mask) + " repeat=" + std::to_string(s[3]) +
+                       " outer=" + std::to_string(s[4]));
           auto mv = rng.vec(mrows * cols, -4.0f, 4.0f);
           for (i64 i = 0; i < mrows * cols; i += 3)
             if (i % cols) mv[static_cast<std::size_t>(i)] = -INFINITY;  // column 0 stays finite
@@ -951,7 +957,9 @@ TEST(CpuSoftmax, ScaleAndMaskEveryDtypeIsaAndInPlace) {
           p.scale = 0.37f;
           if (with_mask) {
             p.mask = m.data();
-            p.mask_rows = mrows;
+            p.mask_rows = s[2];
+            p.mask_repeat = s[3];
+            p.mask_outer = s[4];
           }
           const auto expect = lc::ref::softmax(p);
           if (isa == 0) lc::cpu::softmax(p);  // the dispatching entry point too
@@ -960,7 +968,7 @@ TEST(CpuSoftmax, ScaleAndMaskEveryDtypeIsaAndInPlace) {
           EXPECT_LE(rel_error64(out.values64(), expect), dtype_tol(dt));
           if (with_mask)
             for (i64 i = 0; i < rows * cols; ++i)
-              if (std::isinf(mv[static_cast<std::size_t>((i / cols % mrows) * cols + i % cols)]))
+              if (std::isinf(mv[static_cast<std::size_t>(p.mask_row(i / cols) * cols + i % cols)]))
                 ASSERT_EQ(y[static_cast<std::size_t>(i)], 0.0f) << i;
           p.out = x.data();  // in place
           lc::cpu::softmax_with_isa(isa, p);

@@ -125,19 +125,23 @@ TEST(CudaNorm, Float16Bfloat16AllPathsAndMisaligned) {
 
 // The fused softmax scale and mask (SoftmaxArgs) through every kernel and path: the mask
 // aligned or one element off (that alone must turn the vector path off), one mask row or
-// several (row r reads mask row r % mask_rows), -inf entries.
+// several (row r reads mask row r % mask_rows), broadcast masks (mask_repeat / mask_outer, as
+// [B, 1, 1, S] or [B, 1, S, S] for scores [B, H, S, S]), -inf entries.
 TEST(CudaNorm, SoftmaxScaleMaskAllPathsAndMisaligned) {
   LC_REQUIRE_CUDA();
   lc::ref::Rng rng;
   SCOPED_TRACE(rng.describe());
-  const std::int64_t shapes[][3] = {{1, 1, 1},    {5, 1, 5},     {3, 7, 1},    {9, 8, 3},
-                                    {17, 33, 17}, {64, 768, 16}, {5, 1000, 1}, {33, 1024, 11},
-                                    {7, 1025, 7}, {4, 3000, 2},  {3, 4096, 1}, {2, 16384, 2},
-                                    {2, 20000, 1}, {1000, 64, 10}};
+  // rows, cols, mask rows, repeat, outer
+  const std::int64_t shapes[][5] = {
+      {1, 1, 1, 1, 1},      {5, 1, 5, 1, 1},      {3, 7, 1, 1, 1},      {9, 8, 3, 1, 1},
+      {17, 33, 17, 1, 1},   {64, 768, 16, 1, 1},  {5, 1000, 1, 1, 1},   {33, 1024, 11, 1, 1},
+      {7, 1025, 7, 1, 1},   {4, 3000, 2, 1, 1},   {3, 4096, 1, 1, 1},   {2, 16384, 2, 1, 1},
+      {2, 20000, 1, 1, 1},  {1000, 64, 10, 1, 1}, {24, 9, 1, 4, 6},     {36, 13, 3, 2, 6},
+      {50, 17, 3, 2, 4},    {384, 128, 1, 48, 8}, {768, 128, 128, 3, 2}, {8, 5000, 1, 2, 4}};
   for (lc::DType dt : kNormDtypes) {
     for (const auto& s : shapes) {
       for (std::size_t off : {std::size_t{0}, std::size_t{1}}) {
-        const std::int64_t rows = s[0], cols = s[1], mrows = s[2];
+        const std::int64_t rows = s[0], cols = s[1], mrows = s[2] * s[4];  // mask rows in all
         auto mv = rng.vec(sz(mrows * cols), -4.0f, 4.0f);
         for (std::size_t i = 0; i < mv.size(); i += 3)
           if (i % sz(cols)) mv[i] = -std::numeric_limits<float>::infinity();
@@ -150,7 +154,9 @@ TEST(CudaNorm, SoftmaxScaleMaskAllPathsAndMisaligned) {
           a.scale = 0.37f;
           if (with_mask) {
             a.mask = m.get();
-            a.mask_rows = mrows;
+            a.mask_rows = s[2];
+            a.mask_repeat = s[3];
+            a.mask_outer = s[4];
           }
           gpu().softmax(a);
           lc::SoftmaxArgs h = a;
@@ -160,7 +166,8 @@ TEST(CudaNorm, SoftmaxScaleMaskAllPathsAndMisaligned) {
           ASSERT_EQ(lc::ref::count_nan(out), 0u) << "softmax " << rows << "x" << cols;
           EXPECT_LE(lc::ref::rel_error(out, lc::ref::softmax(h)), tol16(dt))
               << "softmax scale/mask " << lc::to_string(dt) << " " << rows << "x" << cols
-              << " mask offset=" << off << " mask=" << with_mask;
+              << " mask offset=" << off << " mask=" << with_mask << " repeat=" << s[3]
+              << " outer=" << s[4];
         }
       }
     }

@@ -619,7 +619,10 @@ def scores_graph(shape, mask_shape, dtype, alpha=0.125, order="scale_then_mask")
 
 
 @pytest.mark.parametrize("shape,mask_shape", [((1, 1), (1,)), ((2, 3, 9, 9), (9, 9)),
-                                              ((5, 33), (5, 33)), ((4, 17), (17,)), ((0, 8), (8,))])
+                                              ((5, 33), (5, 33)), ((4, 17), (17,)), ((0, 8), (8,)),
+                                              # broadcast masks: key padding, per batch, per head
+                                              ((2, 3, 9, 9), (2, 1, 1, 9)), ((2, 3, 9, 9), (2, 1, 9, 9)),
+                                              ((2, 3, 9, 9), (1, 3, 1, 9))])
 def test_rule_softmax_scale(rng, shape, mask_shape):
     x = rng.standard_normal(shape).astype(np.float32)
     m = (rng.standard_normal(mask_shape) * 2).astype(np.float32)

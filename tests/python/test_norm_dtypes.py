@@ -371,7 +371,8 @@ def test_gpu_layernorm_residual_resident(dtype, rng):
 
 # ---- softmax(x * scale + mask): the fused attention-score prologue --------------------------
 # scale and the additive mask are applied in the compute type as the kernel reads the row; the
-# mask has x's trailing dimensions (repeated over the leading ones), any strides.
+# mask has x's trailing dimensions (repeated over the leading ones) or broadcasts over middle
+# ones (test_softmax_broadcast_masks), any strides.
 
 SM_SHAPES = [(7,), (1, 1), (1, 13), (3, 5, 129), (2, 3, 8, 8), (2, 1, 3, 768), (3, 1031),
              (2, 16411), (600, 450)]
@@ -416,6 +417,39 @@ def test_softmax_scale_mask(dtype, device, shape, kinds, form, rng):
     assert np.array_equal(f64(xa), f64(x)), where
 
 
+# Masks broadcast over middle dimensions (numpy rules), read in place through SoftmaxArgs'
+# mask_repeat / mask_outer. A pattern names the mask's dimensions against scores [B, H, S, S]:
+# a letter keeps x's size there, "1" broadcasts. Key-padding "B11S", per-batch "B1SS",
+# per-head "1H1S" / "H1S", trailing ones and x's own shape.
+BCAST_MASKS = ["B11S", "B1SS", "1H1S", "H1S", "11SS", "SS", "S", "BHSS", "111S", "BH1S"]
+
+
+@pytest.mark.parametrize("form", ["return", "into"])
+@pytest.mark.parametrize("pattern", BCAST_MASKS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_broadcast_masks(dtype, pattern, form, rng):
+    for device in devices_for(dtype):
+        for shape in [(3, 4, 5, 7), (2, 12, 33, 129)]:
+            off = len(shape) - len(pattern)
+            ms = tuple(1 if c == "1" else shape[off + i] for i, c in enumerate(pattern))
+            x = cast(rng.standard_normal(shape) * 3.0, dtype)
+            m = rng.standard_normal(ms) * 2.0
+            m[rng.random(ms) < 0.25] = -np.inf
+            m[..., 0] = 0.0  # every row keeps a finite entry
+            mask = cast(m, dtype)
+            ref = ref_softmax(f64(x) * 0.5 + f64(mask))
+            where = f"softmax mask {ms} over {shape} {dtype} on {device} ({form})"
+            if form == "return":
+                res = lc.softmax(x, device, scale=0.5, mask=mask)
+            else:
+                out = poisoned_out("numpy", shape, device, dtype)
+                res = lc.softmax_into(x, out, device, scale=0.5, mask=mask)
+                assert res is out, where
+            check_result(res, ref, "numpy", device, dtype, where)
+            y = f64(res)
+            assert (y[np.broadcast_to(np.isneginf(f64(mask)), shape)] == 0).all(), where
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_scale_mask_matches_unfused(dtype, rng):
     x = cast(rng.standard_normal((2, 3, 9, 9)), dtype)
@@ -434,12 +468,16 @@ def test_softmax_scale_mask_matches_unfused(dtype, rng):
 def test_softmax_scale_mask_bad_inputs(device):
     x = np.ones((2, 3, 8), np.float32)
     out = np.full((2, 3, 8), 7.0, np.float32)
-    for bad in [(3, 7), (2, 8), (1, 8), (2, 3, 8, 1), (1, 2, 3, 8)]:
-        with pytest.raises(ValueError, match=r"^\[softmax\] 'mask' must have x's trailing dimensions "
-                                             r"\(x is \[2, 3, 8\].*got \[" + ", ".join(map(str, bad)) + r"\]"):
+    for bad in [(3, 7), (2, 8), (2, 1, 1), (2, 3, 8, 1), (1, 2, 3, 8)]:
+        with pytest.raises(ValueError, match=r"^\[softmax\] 'mask' \[" + ", ".join(map(str, bad)) +
+                                             r"\] does not broadcast to x \[2, 3, 8\]"):
             lc.softmax(x, device, mask=np.zeros(bad, np.float32))
-        with pytest.raises(ValueError, match=r"'mask' must have x's trailing dimensions"):
+        with pytest.raises(ValueError, match=r"np.broadcast_to"):
             lc.softmax_into(x, out, device, mask=np.zeros(bad, np.float32))
+    # broadcastable, but in three runs of x's sizes: refused with the same message
+    x5 = np.ones((2, 3, 4, 5, 8), np.float32)
+    with pytest.raises(ValueError, match=r"does not broadcast to x \[2, 3, 4, 5, 8\] as softmax reads it"):
+        lc.softmax(x5, device, mask=np.zeros((2, 1, 4, 1, 8), np.float32))
     with pytest.raises(TypeError, match=r"^\[softmax\] 'x' is float32 but 'mask' is float16"):
         lc.softmax_into(x, out, device, mask=np.zeros(8, np.float16))
     for s in (0.0, -1.0, float("inf"), float("nan")):

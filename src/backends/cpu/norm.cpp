@@ -122,11 +122,13 @@ void run_rows_16(const Args& p, const Args& f32, Fn fn) {
   // softmax: scale and mask (f32 holds the mask widened once) applied to the float32 block
   float scale = 1.0f;
   const float* mask = nullptr;
-  i64 mask_rows = 1;
+  auto mask_row = [&](i64 r) -> i64 {
+    if constexpr (requires { p.mask; }) return p.mask_row(r);
+    else return r * 0;
+  };
   if constexpr (requires { p.mask; }) {
     scale = p.scale;
     mask = static_cast<const float*>(f32.mask);
-    mask_rows = p.mask_rows;
   }
   const bool pre = mask || scale != 1.0f;
   run_rows(p, [&](const Args&, i64 lo, i64 hi) {
@@ -145,7 +147,7 @@ void run_rows_16(const Args& p, const Args& f32, Fn fn) {
       if (pre) {
         for (i64 j = 0; j < nr; ++j) {
           float* row = buf + j * n;
-          const float* m = mask ? mask + ((r + j) % mask_rows) * n : nullptr;
+          const float* m = mask ? mask + mask_row(r + j) * n : nullptr;
           for (i64 k = 0; k < n; ++k) row[k] = row[k] * scale + (m ? m[k] : 0.0f);
         }
       }
@@ -203,7 +205,7 @@ void softmax_rows_f64(const SoftmaxArgs& p, i64 lo, i64 hi) {
     const double* x = static_cast<const double*>(p.x) + r * n;
     double* y = static_cast<double*>(p.out) + r * n;
     if (p.mask || p.scale != 1.0f) {  // the fused scale and mask, as in the float32 kernels
-      const double* m = p.mask ? static_cast<const double*>(p.mask) + (r % p.mask_rows) * n : nullptr;
+      const double* m = p.mask ? static_cast<const double*>(p.mask) + p.mask_row(r) * n : nullptr;
       for (i64 j = 0; j < n; ++j) y[j] = x[j] * scale + (m ? m[j] : 0.0);
       x = y;
     }
@@ -255,8 +257,9 @@ void softmax_with_isa(int isa, const SoftmaxArgs& p) {
       SoftmaxArgs f32 = p;
       if (p.mask) {
         thread_local Scratch mask;
-        float* m = mask.get(p.mask_rows * p.cols);
-        widen_to_f32(p.dtype, p.mask, m, p.mask_rows * p.cols);
+        const i64 n = p.mask_outer * p.mask_rows * p.cols;
+        float* m = mask.get(n);
+        widen_to_f32(p.dtype, p.mask, m, n);
         f32.mask = m;
       }
       return run_rows_16(p, f32, kernel);

@@ -11,7 +11,7 @@
 // load element by element (lane l holds columns l, l+32, ...). Row loops are grid-strided, so
 // any number of rows fits the grid limits.
 // softmax's fused scale and additive mask (SoftmaxArgs) are applied the same way as the row is
-// loaded: x * scale + mask[row % mask_rows], padding kept at -inf.
+// loaded: x * scale + mask[MaskRows(row)], padding kept at -inf.
 // A residual (LayerNormArgs::residual) is added to x as the row is loaded, in float32 (the
 // fused residual add + layernorm: one kernel, no temporary; the register kernels read it once).
 // Numerics: layernorm works relative to the row's first element (a large common offset costs no
@@ -187,12 +187,25 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
   }
 }
 
-// pre != 0: x * scale + mask (mask row = row % mask_rows; has_mask 0: `mask` is a valid
-// stand-in, never read) before the softmax, in float32; padding stays -inf.
+// The mask row that row r reads: SoftmaxArgs::mask_row on the device (rows, repeat, outer >= 1).
+struct MaskRows {
+  i64 rows = 1, repeat = 1, outer = 1;
+  __device__ __forceinline__ i64 operator()(i64 r) const {
+    return ((r / (repeat * rows)) % outer) * rows + r % rows;
+  }
+};
+
+MaskRows mask_rows_of(const SoftmaxArgs& p) {
+  return {std::max<i64>(p.mask_rows, 1), std::max<i64>(p.mask_repeat, 1),
+          std::max<i64>(p.mask_outer, 1)};
+}
+
+// pre != 0: x * scale + mask (mask row = mrow(row); has_mask 0: `mask` is a valid stand-in,
+// never read) before the softmax, in float32; padding stays -inf.
 template <class T, int TPR, int NV, bool VEC>
 __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
     sm_rows_kernel(const T* __restrict__ x, const T* __restrict__ mask, T* __restrict__ out,
-                   i64 rows, int cols, float scale, i64 mask_rows, int has_mask) {
+                   i64 rows, int cols, float scale, MaskRows mrow, int has_mask) {
   using R = Rows<T, TPR, NV, VEC>;
   constexpr int W = R::W, N = R::N;
   __shared__ float scratch[32];
@@ -204,7 +217,7 @@ __global__ void __launch_bounds__(Rows<T, TPR, NV, VEC>::kThreads)
     R::load(x + row * cols, cols, t, v, -INFINITY);
     if (has_mask || scale != 1.0f) {
       float w[N] = {};  // stays 0 without a mask
-      if (has_mask) R::load(mask + (row % mask_rows) * cols, cols, t, w, 0.0f);
+      if (has_mask) R::load(mask + mrow(row) * cols, cols, t, w, 0.0f);
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
         const int c = R::col(t, i);
@@ -296,11 +309,11 @@ template <class T>
 __global__ void __launch_bounds__(1024) sm_big_kernel(const T* __restrict__ x,
                                                      const T* __restrict__ mask,
                                                      T* __restrict__ out, i64 rows, i64 cols,
-                                                     float scale, i64 mask_rows, int has_mask) {
+                                                     float scale, MaskRows mrow, int has_mask) {
   __shared__ float scratch[32];
   for (i64 row = blockIdx.x; row < rows; row += gridDim.x) {
     const T* xr = x + row * cols;
-    const T* mr = mask + (has_mask ? (row % mask_rows) * cols : 0);
+    const T* mr = mask + (has_mask ? mrow(row) * cols : 0);
     // x * scale + mask in float32 (re-read on both passes, as x is)
     auto val = [&](i64 c) {
       const float v = load_f(xr + c) * scale;
@@ -367,7 +380,7 @@ void sm_launch_rows(const SoftmaxArgs& p, cudaStream_t s) {
   launch(sm_rows_kernel<T, TPR, NV, VEC>, grid_for(p.rows, R::kRowsPerBlock), R::kThreads, 0, s,
          "softmax kernel", static_cast<const T*>(p.x),
          static_cast<const T*>(p.mask ? p.mask : p.x), static_cast<T*>(p.out), p.rows,
-         static_cast<int>(p.cols), p.scale, std::max<i64>(p.mask_rows, 1), p.mask ? 1 : 0);
+         static_cast<int>(p.cols), p.scale, mask_rows_of(p), p.mask ? 1 : 0);
 }
 
 // One size ladder for both ops: `Launch<TPR, NV, VEC>()` runs the register-resident kernel,
@@ -449,7 +462,7 @@ void softmax_t(const SoftmaxArgs& p, cudaStream_t s) {
         launch(sm_big_kernel<T>, static_cast<unsigned>(std::min<i64>(p.rows, kMaxGrid)), 1024, 0,
                s, "softmax kernel", static_cast<const T*>(p.x),
                static_cast<const T*>(p.mask ? p.mask : p.x), static_cast<T*>(p.out), p.rows,
-               p.cols, p.scale, std::max<i64>(p.mask_rows, 1), p.mask ? 1 : 0);
+               p.cols, p.scale, mask_rows_of(p), p.mask ? 1 : 0);
       });
 }
 
