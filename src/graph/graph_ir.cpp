@@ -370,7 +370,10 @@ Resolved resolve(const std::vector<TensorEntry>& tensors, const std::vector<Node
       if (id < 0) continue;
       const TensorEntry& t = g.tensors[static_cast<std::size_t>(id)];
       const OpInput& in = d.inputs[k];
-      const bool is_mask = std::string(in.name) == "mask";
+      // attention's mask may be an integer keep-mask (a float one is an additive mask of q's
+      // dtype, which the op checks); softmax's is additive: one float dtype with x, checked here
+      const bool is_mask = std::string(in.name) == "mask" && d.family == OpFamily::attention &&
+                           !is_floating(t.dtype);
       if (in.index) {
         if (!kIndexDTypes.has(t.dtype)) {
           report("dtype", s.name, label + ": input '" + in.name + "' (tensor '" + t.name +
@@ -378,7 +381,7 @@ Resolved resolve(const std::vector<TensorEntry>& tensors, const std::vector<Node
           dtype_ok = false;
         }
       } else if (is_mask) {
-        // attention's mask: integer keep-mask or an additive mask of q's dtype (the op checks).
+        // an integer keep-mask of attention: no float dtype to agree on
       } else if (!have_f) {
         fdt = t.dtype;
         have_f = true;

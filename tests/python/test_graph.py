@@ -784,6 +784,21 @@ def test_validation_passes_name_the_node():
     assert ("dtype", "mix") in passes(g)
     with pytest.raises(TypeError, match=r"node 'mix' \(add\).*float64.*float32"):
         g.validate()
+    # softmax's additive mask in another float dtype: the dtype pass, naming the node (the graph
+    # fuzz found it reported only at execute, by the op, without the node; attention's integer
+    # keep-mask stays exempt)
+    g = simple_graph()
+    g.add_tensor((8,), "float16", "m16", True, value=np.zeros(8, np.float16))
+    g.add_node("softmax", ["x", "m16"], ["y"], name="sm")
+    assert ("dtype", "sm") in passes(g)
+    with pytest.raises(TypeError, match=r"node 'sm' \(softmax\): input 'mask' \(tensor 'm16'\) is float16"):
+        g.plan("cpu")
+    g = lc.GraphIR()
+    for n in ("q", "k", "v"):
+        g.add_tensor((1, 2, 4, 8), "float32", n)
+    g.add_tensor((1, 4), "int32", "keep")
+    g.add_node("attention", ["q", "k", "v", "keep"], ["o"], name="att")
+    assert g.validate_report() == []
     # dangling: read, never declared or produced
     g = simple_graph()
     g.add_node("add", ["x", "ghost"], ["y"], name="n")

@@ -195,6 +195,23 @@ def test_gelu_is_the_tanh_approximation(device):
 
 
 @pytest.mark.parametrize("device", backends)
+def test_gelu_negative_tail_saturates_to_minus_zero(device):
+    # Where float32's e^(-2u) overflows (x below ~-10.33) gelu is -0, as float32 evaluates
+    # x / (1 + e^(-2u)); the CPU's fast exp saturated at e^88 instead and left ~1e-37 there, so
+    # that a following product with an infinite weight gave inf, not NaN (the fuzz suite found it
+    # through lc.api.ffn). Elementwise, as a linear epilogue and inside ffn.
+    x = np.array([-10.0, -10.4, -12.0, -30.0, -1e6], F32)
+    y = lc.gelu(x, device)
+    assert y[0] < 0 and np.all(y[1:] == 0) and np.all(np.signbit(y[1:])), y
+    # (x = -10 only elementwise: a GEMM epilogue may evaluate the tail in another form)
+    z = lc.linear(x[1:, None], np.ones((1, 1), F32), None, activation="gelu", device=device)[:, 0]
+    assert np.all(z == 0) and np.all(np.signbit(z)), z
+    f = lc.api.ffn(x[1:, None], np.ones((1, 1), F32), None, np.full((1, 1), np.inf, F32), None,
+                   "gelu", device)[:, 0]
+    assert np.all(np.isnan(f)), f
+
+
+@pytest.mark.parametrize("device", backends)
 def test_layernorm_defaults(device, rng):
     x = (rng.standard_normal((6, 10)) * 4 + 2).astype(F32)
     y = lc.layernorm(x, device=device)

@@ -16,6 +16,8 @@ namespace lc::cpu {
 
 // Below this, float32's e^x underflows to exactly 0 (e^-103.28 is the smallest denormal).
 constexpr float kExpUnderflow = -103.28f;
+// Where float32's exp overflows to inf: ln(FLT_MAX).
+constexpr float kExpOverflow = 88.7228f;
 
 // e^x with <= ~2 ulp relative error on [-87, 88]; on [-103.28, -87) it returns e^-87 (tiny and
 // nonzero, like the denormal float32 would give), below -103.28 exactly 0 as float32's exp (so
@@ -52,11 +54,15 @@ inline float fast_exp(float x) {
 // GELU, tanh approximation: 0.5*x*(1 + tanh(u)), u = sqrt(2/pi)*(x + 0.044715 x^3).
 // Uses the identity 0.5*(1 + tanh(u)) = 1/(1 + e^(-2u)), which has no cancellation near
 // u = 0 (unlike 1 - 2/(e^(2u)+1)) and needs a single exp.
+// Where e^(-2u) overflows float32 (x below about -10.33) the result is -0, as float32's exp
+// gives it (x / inf; the CUDA kernels' expf does the same): fast_exp saturates at e^88 instead,
+// which left ~1e-37 there, and 1e-37 * inf is inf where torch and the reference give NaN (the
+// fuzz suite found it through lc.api.ffn with an infinite second weight).
 // Non-finite inputs follow torch: gelu(nan) = nan, gelu(+inf) = +inf, gelu(-inf) = nan
 // (torch computes -inf * 0 there; fast_exp's clamping alone would give -inf).
 inline float gelu(float x) {
   const float u2 = -1.5957691216057308f * (x + 0.044715f * x * x * x);  // -2*sqrt(2/pi)*(...)
-  const float y = x / (1.0f + fast_exp(u2));
+  const float y = u2 > kExpOverflow ? 0.0f * x : x / (1.0f + fast_exp(u2));
   return x == -__builtin_inff() ? __builtin_nanf("") : y;
 }
 

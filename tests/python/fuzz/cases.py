@@ -5,6 +5,8 @@ A case is a JSON-able dict (so a crash can be reported with its reproducing call
                    one fault (a wrong dtype, shape, `out`, device, param, alias, ...)
   family "session" a resident session, then a sequence of method calls
   family "tensor"  lc.Tensor / lc.TensorView construction, views, copy_
+  family "graph"   an lc.GraphIR chain built, planned and executed, with at most one fault
+                   (graphs.py: the strategy and the runner)
 and carries "expect": the outcomes the contract allows ("ok", "TypeError", "ValueError",
 "MemoryError", "BackendError"). `run_case(case)` returns None when the runtime kept the
 contract, else a finding dict {"sig", "problem", "detail"}; `render(case)` gives the Python
@@ -20,6 +22,7 @@ import numpy as np
 
 import lightning_core as lc
 from arrays import arr, logical, render as render_arr
+from graphs import run_graph
 from rules import BAD_OUTS, DEV, DEV_KW, EPS, OPS, OUT, RTOL
 
 from strategies import (  # noqa: F401  (any_case: the workers draw cases from here)
@@ -594,7 +597,7 @@ def run_tensor(case, trace):
         check_error(e, expect)
 
 
-RUNNERS = {"op": run_op, "session": run_session, "tensor": run_tensor}
+RUNNERS = {"op": run_op, "session": run_session, "tensor": run_tensor, "graph": run_graph}
 
 
 def signature(case, problem, ctx=""):
@@ -603,6 +606,8 @@ def signature(case, problem, ctx=""):
         return f"op:{case['op']}:{case['form']}:{case['fault']}:{problem}"
     if fam == "session":
         return f"session:{case['kind']}:{ctx}:{problem}"
+    if fam == "graph":
+        return f"graph:{case['fault']}:{problem}"
     return f"tensor:{case['action']}:{problem}"
 
 

@@ -166,7 +166,17 @@ def ref_conv_attention(X, P, act=None, causal=None):
 
 
 def ref_ffn(X, P):
-    h = ref_linear(X, P, "x", "w1", "b1")
+    pre = ref_linear(X, {}, "x", "w1", "b1")
+    h = act64(pre, P.get("activation", "none"))
+    if P.get("activation") == "gelu":
+        # The hidden layer is stored in float32, where gelu's e^(-2u) overflows to inf below
+        # x ~ -10.33 and gelu is -0 (both backends, as float32's exp): 0 * an infinite w2 is
+        # NaN there, where float64's tiny tail (~1e-40) would give inf.
+        with np.errstate(over="ignore", invalid="ignore"):
+            u2 = -1.5957691216057308 * (pre + 0.044715 * pre**3)
+        h = np.where(u2 > 88.7228, 0.0 * pre, h)
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = h.astype(np.float32).astype(np.float64)  # the stored hidden layer
     return ref_linear({"h": h, "w2": X["w2"], "b2": X.get("b2")}, {}, "h", "w2", "b2")
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from arrays import LAYOUTS
+from graphs import graph_case
 from rules import BAD_DTYPES, BAD_OUTS, BAD_PARAMS, DEVICES, OPS
 
 
@@ -436,5 +437,7 @@ def tensor_case(draw, gpu=False):
 
 @st.composite
 def any_case(draw, gpu=False):
-    fam = draw(st.sampled_from(["op"] * 7 + ["session"] * 2 + ["tensor"]))
-    return draw({"op": op_case, "session": session_case, "tensor": tensor_case}[fam](gpu=gpu))
+    # graphs.py's cases build and run on the CPU only: the GPU run draws the other families
+    fam = draw(st.sampled_from(["op"] * 7 + ["session"] * 2 + ["tensor"] + ([] if gpu else ["graph"] * 2)))
+    return draw({"op": op_case, "session": session_case, "tensor": tensor_case,
+                 "graph": graph_case}[fam](gpu=gpu))

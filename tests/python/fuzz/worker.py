@@ -33,6 +33,8 @@ def crash_key(case) -> str:
         return f"op:{case['op']}:{case['form']}:{case['fault']}"
     if fam == "session":
         return f"session:{case['kind']}"
+    if fam == "graph":
+        return f"graph:{case['fault']}"
     return f"tensor:{case['action']}"
 
 
