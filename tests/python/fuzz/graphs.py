@@ -2,7 +2,10 @@
 
 A case is a chain of 1-6 nodes over one input `x` (elementwise ops with constant or input
 operands, vector_scale, relu, gelu, softmax with an optional broadcast mask, layernorm, linear,
-matmul, reshape / permute views) in one storage dtype, with at most one fault:
+matmul, reshape / permute views) in one storage dtype, built by hand (`api` "graph") or traced
+from a plain function by `lc.compile` (`api` "compile": no fault; the compiled function is
+called twice, then with one more row where the chain has no reshape, which re-traces, and must
+agree with the function called eagerly), with at most one fault:
 
   unknown_op     a node names an op the registry does not have
   arity          a node gets one input too few or too many
@@ -108,8 +111,10 @@ def graph_case(draw, gpu=False):  # noqa: ARG001  (CPU only: the GPU run covers 
             shape = [shape[1], shape[0]]
         nodes.append(node)
         cur = out
-    case = {"family": "graph", "dtype": dtype, "x_shape": [rows, cols], "consts": consts,
-            "nodes": nodes, "out": cur, "fault": draw(st.sampled_from(GRAPH_FAULTS)),
+    api = draw(st.sampled_from(["graph", "graph", "graph", "compile"]))
+    case = {"family": "graph", "api": api, "dtype": dtype, "x_shape": [rows, cols],
+            "consts": consts, "nodes": nodes, "out": cur,
+            "fault": draw(st.sampled_from(GRAPH_FAULTS)) if api == "graph" else "none",
             "seed": draw(st.integers(0, 2**31 - 1))}
     _apply_fault(draw, case)
     return case
@@ -254,11 +259,76 @@ def _x(case, shift, dtype=None, shape=None):
     return (rng.standard_normal(shape or case["x_shape"]) * 1.5).astype(_np_dtype(dtype or case["dtype"]))
 
 
+def _chain_fn(lc, case, consts):
+    """The case's chain as a plain function of x (lc ops; views as methods, so a traced tensor
+    records view nodes and a numpy array is reshaped / transposed eagerly)."""
+    def fn(x):
+        env = {"x": x, **consts}
+        for n in case["nodes"]:
+            ins = [env[i] for i in n["inputs"]]
+            if n["op"] == "reshape":
+                out = ins[0].reshape(*n["attrs"]["shape"])
+            elif n["op"] == "permute":
+                t = ins[0]
+                out = t.permute(1, 0) if hasattr(t, "permute") else np.ascontiguousarray(t.transpose(1, 0))
+            else:
+                out = _eager(lc, n, ins)
+            env[n["outputs"][0]] = out
+        return env[case["out"]]
+    return fn
+
+
+def run_compiled(case, trace):
+    import lightning_core as lc
+    from cases import Finding
+
+    consts = {n: _const_value(n, c, case["dtype"]) for n, c in case["consts"].items()}
+    fn = _chain_fn(lc, case, consts)
+    f = lc.compile(fn)
+    trace.append("# the chain above as fn(x), then f = lc.compile(fn); f(x)")
+    # twice the traced shape (the second call replays), then one more row: a new trace, or, where
+    # the function itself refuses that shape (constants of the old size), the same refusal
+    shapes = [case["x_shape"], case["x_shape"], [case["x_shape"][0] + 1, case["x_shape"][1]]]
+    for k, shape in enumerate(shapes):
+        x = _x(case, 10 + k, shape=shape)
+        trace.append(f"f(x)  # x {shape}")
+        try:
+            ref = fn(x)
+        except (ValueError, TypeError) as e:
+            try:
+                f(x)
+            except (ValueError, TypeError):
+                continue
+            raise Finding("unexpected-success", f"lc.compile ran a call the function refuses "
+                                                f"eagerly ({type(e).__name__}: {str(e)[:200]})")
+        y = f(x)
+        _close(Finding, case["dtype"], y, ref, f"lc.compile call {k} (x {shape})")
+    if f.traces > 2:
+        raise Finding("wrong-trace-count", f"{f.traces} traces for two shapes")
+
+
+def _close(Finding, dtype, y, ref, where):
+    y = np.asarray(y).astype(np.float64)
+    ref = np.asarray(ref).astype(np.float64)
+    if y.shape != ref.shape:
+        raise Finding("wrong-shape", f"{where}: shape {y.shape}, expected {ref.shape}")
+    with np.errstate(invalid="ignore"):
+        fin = np.where(np.isfinite(ref), ref, 0)
+        scale = max(1.0, float(np.max(np.abs(fin)))) if ref.size else 1.0
+        bad = ~(np.abs(y - ref) <= GRAPH_TOL[dtype] * scale) & ~(np.isnan(y) & np.isnan(ref)) & ~(y == ref)
+    if bad.any():
+        i = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise Finding("wrong-values", f"{where}{list(i)} = {y[i]!r}, eager {ref[i]!r} "
+                                      f"({int(bad.sum())} of {y.size} off; scale {scale:.3g})")
+
+
 def run_graph(case, trace):
     import lightning_core as lc
     from cases import Finding, check_error, classify
 
     trace.append(render(case))
+    if case.get("api") == "compile":
+        return run_compiled(case, trace)
     dtype, expect, fault = case["dtype"], case["expect"], case["fault"]
     consts = {n: _const_value(n, c, dtype) for n, c in case["consts"].items()}
 
@@ -281,17 +351,7 @@ def run_graph(case, trace):
         return np.asarray(env[case["out"]])
 
     def check_close(y, ref, where):
-        y = np.asarray(y).astype(np.float64)
-        ref = np.asarray(ref).astype(np.float64)
-        if y.shape != ref.shape:
-            raise Finding("wrong-shape", f"{where}: shape {y.shape}, expected {ref.shape}")
-        with np.errstate(invalid="ignore"):
-            scale = max(1.0, float(np.nanmax(np.abs(np.where(np.isfinite(ref), ref, 0)))) if ref.size else 1.0)
-            bad = ~(np.abs(y - ref) <= GRAPH_TOL[dtype] * scale) & ~(np.isnan(y) & np.isnan(ref)) & ~(y == ref)
-        if bad.any():
-            i = tuple(int(v) for v in np.argwhere(bad)[0])
-            raise Finding("wrong-values", f"{where}{list(i)} = {y[i]!r}, eager {ref[i]!r} "
-                                          f"({int(bad.sum())} of {y.size} off; scale {scale:.3g})")
+        _close(Finding, dtype, y, ref, where)
 
     def still_usable():
         try:
