@@ -40,26 +40,8 @@ struct EncPair {
   bool v_nonfinite = false;    // some value row holds inf / NaN
 };
 
-namespace isa_sse {
-using V = vf4;
-#include "backends/cpu/attention_enc.inc"
-}  // namespace isa_sse
-#if defined(LC_CPU_MULTI_ISA)
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace isa_avx2 {
-using V = vf8;
-#include "backends/cpu/attention_enc.inc"
-}  // namespace isa_avx2
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-namespace isa_avx512 {
-using V = vf16;
-#include "backends/cpu/attention_enc.inc"
-}  // namespace isa_avx512
-#pragma GCC pop_options
-#endif
+#define LC_ISA_KERNEL "backends/cpu/attention_enc.inc"
+#include "backends/cpu/isa_variants.inc"
 
 using RowsFn = void (*)(const MhaArgs&, const EncPair&, i64, i64, const float*, i64, float*,
                         float*, float*);

@@ -55,29 +55,8 @@ struct DirectCtx {
 
 using TilesFn = void (*)(const DirectCtx&, i64, i64);
 
-namespace isa_sse {
-using V = vf4;
-constexpr int OCB = 4, RY = 2;  // 8 xmm accumulators of 16
-#include "backends/cpu/conv2d_direct.inc"
-}  // namespace isa_sse
-#if defined(LC_CPU_MULTI_ISA)
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace isa_avx2 {
-using V = vf8;
-constexpr int OCB = 4, RY = 3;  // 12 ymm accumulators of 16
-#include "backends/cpu/conv2d_direct.inc"
-}  // namespace isa_avx2
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-namespace isa_avx512 {
-using V = vf16;
-constexpr int OCB = 8, RY = 2;  // 16 zmm accumulators of 32
-#include "backends/cpu/conv2d_direct.inc"
-}  // namespace isa_avx512
-#pragma GCC pop_options
-#endif
+#define LC_ISA_KERNEL "backends/cpu/conv2d_direct.inc"
+#include "backends/cpu/isa_variants.inc"
 
 struct DirectKernel {
   TilesFn fn;

@@ -26,23 +26,8 @@ constexpr i64 kParallelElems = i64{1} << 18;
 constexpr i64 kParallelElemsGelu = i64{1} << 15;
 constexpr i64 kGrain = i64{1} << 15;
 
-namespace isa_sse {
-#include "backends/cpu/elementwise_loops.inc"
-}  // namespace isa_sse
-#if defined(LC_CPU_MULTI_ISA)
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace isa_avx2 {
-#include "backends/cpu/elementwise_loops.inc"
-}  // namespace isa_avx2
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-namespace isa_avx512 {
-#include "backends/cpu/elementwise_loops.inc"
-}  // namespace isa_avx512
-#pragma GCC pop_options
-#endif
+#define LC_ISA_KERNEL "backends/cpu/elementwise_loops.inc"
+#include "backends/cpu/isa_variants.inc"
 
 using RangeFn = void (*)(const ElementwiseArgs&, i64, i64);
 

@@ -24,29 +24,8 @@ namespace {
 
 using i64 = std::int64_t;
 
-namespace isa_sse {
-using V = vf4;
-constexpr int RM = 4, RN = 2;
-#include "backends/cpu/gemm_skinny.inc"
-}  // namespace isa_sse
-#if defined(LC_CPU_MULTI_ISA)
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace isa_avx2 {
-using V = vf8;
-constexpr int RM = 4, RN = 2;  // 8 accumulators + 2 B vectors + 1 A vector of 16 ymm
-#include "backends/cpu/gemm_skinny.inc"
-}  // namespace isa_avx2
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-namespace isa_avx512 {
-using V = vf16;
-constexpr int RM = 4, RN = 4;  // 16 accumulators + 4 B vectors + 1 A vector of 32 zmm
-#include "backends/cpu/gemm_skinny.inc"
-}  // namespace isa_avx512
-#pragma GCC pop_options
-#endif
+#define LC_ISA_KERNEL "backends/cpu/gemm_skinny.inc"
+#include "backends/cpu/isa_variants.inc"
 
 using ColsFn = void (*)(i64, i64, i64, i64, const float*, i64, const float*, i64, float*, i64);
 

@@ -248,23 +248,8 @@ void pack_a(const float* a, i64 lda, i64 i0, i64 mc, i64 p0, i64 kc, int mr, flo
 }
 
 // ---- the fused epilogue (GemmEpilogue), per instruction set ------------------------------
-namespace isa_sse {
-#include "backends/cpu/epilogue_rows.inc"
-}  // namespace isa_sse
-#if defined(LC_CPU_MULTI_ISA)
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace isa_avx2 {
-#include "backends/cpu/epilogue_rows.inc"
-}  // namespace isa_avx2
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-namespace isa_avx512 {
-#include "backends/cpu/epilogue_rows.inc"
-}  // namespace isa_avx512
-#pragma GCC pop_options
-#endif
+#define LC_ISA_KERNEL "backends/cpu/epilogue_rows.inc"
+#include "backends/cpu/isa_variants.inc"
 
 using EpilogueFn = void (*)(float*, i64, i64, i64, const float*, const float*, i64, Activation);
 EpilogueFn pick_epilogue() {

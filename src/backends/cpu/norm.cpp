@@ -38,26 +38,8 @@ constexpr i64 kTaskElems = i64{1} << 15;  // elements per task once threaded
 // float32 scratch per thread for 16-bit rows: 32 KB (L1-sized) or one row when rows are longer.
 constexpr i64 kChunkElems = i64{1} << 13;
 
-namespace isa_sse {
-using V = vf4;
-#include "backends/cpu/norm_rows.inc"
-}  // namespace isa_sse
-#if defined(LC_CPU_MULTI_ISA)
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace isa_avx2 {
-using V = vf8;
-#include "backends/cpu/norm_rows.inc"
-}  // namespace isa_avx2
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-namespace isa_avx512 {
-using V = vf16;
-#include "backends/cpu/norm_rows.inc"
-}  // namespace isa_avx512
-#pragma GCC pop_options
-#endif
+#define LC_ISA_KERNEL "backends/cpu/norm_rows.inc"
+#include "backends/cpu/isa_variants.inc"
 
 using LayerNormFn = void (*)(const LayerNormArgs&, i64, i64);
 using SoftmaxFn = void (*)(const SoftmaxArgs&, i64, i64);

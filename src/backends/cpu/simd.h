@@ -2,7 +2,7 @@
 //
 // The library is compiled without -march, so a plain loop only gets SSE2. Kernels that matter
 // are written once as templates over a GCC vector type V (vf4 = SSE, vf8 = AVX2, vf16 =
-// AVX-512) in a .inc file that a .cpp includes three times, each time inside its own
+// AVX-512) in a .inc file that isa_variants.inc includes three times, each time inside its own
 // namespace wrapped in `#pragma GCC push_options` + `#pragma GCC target(...)` (the helpers of
 // simd_ops.inc are included inside that namespace too). The caller picks one with
 // simd_level() (CPUID, read once), as matmul.cpp does for the GEMM tile.
