@@ -48,21 +48,11 @@ using RowsFn = void (*)(const MhaArgs&, const EncPair&, i64, i64, const float*, 
 using MaskRowFn = void (*)(const MhaArgs&, const char*, i64, i64, float*);
 
 MaskRowFn mask_row_fn(int isa) {
-#if defined(LC_CPU_MULTI_ISA)
-  if (isa >= 2) return isa_avx512::enc_mask_row;
-  if (isa == 1) return isa_avx2::enc_mask_row;
-#endif
-  (void)isa;
-  return isa_sse::enc_mask_row;
+  return LC_ISA_PICK(isa, enc_mask_row);
 }
 
 RowsFn rows_fn(int isa) {
-#if defined(LC_CPU_MULTI_ISA)
-  if (isa >= 2) return isa_avx512::enc_rows;
-  if (isa == 1) return isa_avx2::enc_rows;
-#endif
-  (void)isa;
-  return isa_sse::enc_rows;
+  return LC_ISA_PICK(isa, enc_rows);
 }
 
 constexpr i64 kLanesMax = 16;

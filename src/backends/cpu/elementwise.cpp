@@ -32,12 +32,7 @@ constexpr i64 kGrain = i64{1} << 15;
 using RangeFn = void (*)(const ElementwiseArgs&, i64, i64);
 
 RangeFn range_kernel() {
-#if defined(LC_CPU_MULTI_ISA)
-  const int isa = simd_level();
-  if (isa >= 2) return isa_avx512::run_range;
-  if (isa == 1) return isa_avx2::run_range;
-#endif
-  return isa_sse::run_range;
+  return LC_ISA_PICK(simd_level(), run_range);
 }
 
 }  // namespace

@@ -185,12 +185,7 @@ namespace isa_avx512 {
 using ProgramFn = void (*)(const EwProgram&, const float**, float (*)[kTile], int);
 
 ProgramFn program_kernel() {
-#if defined(LC_CPU_MULTI_ISA)
-  const int isa = simd_level();
-  if (isa >= 2) return isa_avx512::exec_program;
-  if (isa == 1) return isa_avx2::exec_program;
-#endif
-  return isa_sse::exec_program;
+  return LC_ISA_PICK(simd_level(), exec_program);
 }
 
 // Per-tile offsets of every strided input for the output elements [lo, lo + len).

@@ -30,12 +30,7 @@ using i64 = std::int64_t;
 using ColsFn = void (*)(i64, i64, i64, i64, const float*, i64, const float*, i64, float*, i64);
 
 ColsFn cols_fn(int isa) {
-#if defined(LC_CPU_MULTI_ISA)
-  if (isa >= 2) return isa_avx512::cols;
-  if (isa == 1) return isa_avx2::cols;
-#endif
-  (void)isa;
-  return isa_sse::cols;
+  return LC_ISA_PICK(isa, cols);
 }
 
 // A task gets at least this many multiply-adds (waking a worker costs ~10-50 us).

@@ -253,12 +253,7 @@ void pack_a(const float* a, i64 lda, i64 i0, i64 mc, i64 p0, i64 kc, int mr, flo
 
 using EpilogueFn = void (*)(float*, i64, i64, i64, const float*, const float*, i64, Activation);
 EpilogueFn pick_epilogue() {
-#if defined(LC_CPU_MULTI_ISA)
-  const int isa = simd_level();
-  if (isa >= 2) return isa_avx512::epilogue_range;
-  if (isa == 1) return isa_avx2::epilogue_range;
-#endif
-  return isa_sse::epilogue_range;
+  return LC_ISA_PICK(simd_level(), epilogue_range);
 }
 
 // The epilogue over rows [r0, r1) x columns [c0, c1) of C, on this thread.

@@ -45,23 +45,11 @@ using LayerNormFn = void (*)(const LayerNormArgs&, i64, i64);
 using SoftmaxFn = void (*)(const SoftmaxArgs&, i64, i64);
 
 LayerNormFn layernorm_kernel(int isa) {
-#if defined(LC_CPU_MULTI_ISA)
-  isa = std::min(isa, simd_level());
-  if (isa >= 2) return isa_avx512::layernorm_rows;
-  if (isa == 1) return isa_avx2::layernorm_rows;
-#endif
-  (void)isa;
-  return isa_sse::layernorm_rows;
+  return LC_ISA_PICK(std::min(isa, simd_level()), layernorm_rows);
 }
 
 SoftmaxFn softmax_kernel(int isa) {
-#if defined(LC_CPU_MULTI_ISA)
-  isa = std::min(isa, simd_level());
-  if (isa >= 2) return isa_avx512::softmax_rows;
-  if (isa == 1) return isa_avx2::softmax_rows;
-#endif
-  (void)isa;
-  return isa_sse::softmax_rows;
+  return LC_ISA_PICK(std::min(isa, simd_level()), softmax_rows);
 }
 
 // Rows [0, rows) through fn, threaded over rows only when the tensor is large.

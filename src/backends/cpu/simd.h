@@ -19,6 +19,16 @@
 #define LC_CPU_MULTI_ISA 1
 #endif
 
+// The entry point `name` of the kernel compiled for instruction set `isa` (0 = isa_sse,
+// 1 = isa_avx2, 2 = isa_avx512: the namespaces isa_variants.inc makes); a build without
+// LC_CPU_MULTI_ISA has the SSE one only.
+#if defined(LC_CPU_MULTI_ISA)
+#define LC_ISA_PICK(isa, name) \
+  ((isa) >= 2 ? &isa_avx512::name : (isa) == 1 ? &isa_avx2::name : &isa_sse::name)
+#else
+#define LC_ISA_PICK(isa, name) ((void)(isa), &isa_sse::name)
+#endif
+
 namespace lc::cpu {
 
 typedef float vf4 __attribute__((vector_size(16)));
