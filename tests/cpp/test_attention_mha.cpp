@@ -291,6 +291,32 @@ TEST(CpuMha, EncoderKernelEveryIsa) {
   for (const Case& c : enc) run_case(cpu, lc::DType::f32, c, rng, 1e-5, tiled);
 }
 
+// The flash-decoding kernel (attention_decode.cpp) forced at every instruction set this CPU runs
+// and every storage dtype it takes: a few query rows against many keys, GQA / MQA / H == Hk,
+// row counts per kv head around the 4- and 8-row blocks, causal bottom-right, every mask kind,
+// permuted q / k / v, key counts around the 4-key score groups and the 256-key chunks.
+TEST(CpuMha, DecodeKernelEveryIsaAndDtype) {
+  lc::ref::Rng rng;
+  SCOPED_TRACE(rng.describe());
+  lc::Backend& cpu = lc::get_backend(lc::DeviceKind::cpu);
+  const Case dec[] = {
+      {1, 8, 2, 1, 257, 64, 64, false, 0, false},    // 4 rows per kv head, the boundary key count
+      {2, 12, 4, 3, 515, 32, 48, true, 1, true},     // 9 rows, key padding with a dead batch
+      {1, 16, 1, 1, 1031, 16, 16, false, 2, false},  // MQA 16 rows, additive [1, 1, Sq, Sk]
+      {2, 4, 4, 16, 300, 7, 9, true, 3, true},       // sq at the limit, odd dims, keep int64
+      {1, 2, 2, 5, 2049, 128, 128, true, 0, false},  // 9 chunks
+  };
+  for (lc::DType t : {lc::DType::f32, lc::DType::f16, lc::DType::bf16})
+    for (int isa = 0; isa < lc::cpu::simd_isa_count(); ++isa) {
+      SCOPED_TRACE("isa " + std::to_string(isa));
+      auto call = [isa](const lc::MhaArgs& a) {
+        ASSERT_TRUE(lc::cpu::attention_mha_decode_applies(a));
+        lc::cpu::attention_mha_decode(a, isa);
+      };
+      for (const Case& c : dec) run_case(cpu, t, c, rng, t == lc::DType::f32 ? 1e-5 : 1e-2, call);
+    }
+}
+
 // A masked key whose value row is inf / NaN contributes exactly 0 on the encoder path (never
 // 0 * inf), as on the tiled one.
 TEST(CpuMha, EncoderKernelMaskedNonFiniteValues) {

@@ -48,7 +48,7 @@ using RowsFn = void (*)(const MhaArgs&, const EncPair&, i64, i64, const float*, 
 using MaskRowFn = void (*)(const MhaArgs&, const char*, i64, i64, float*);
 
 MaskRowFn mask_row_fn(int isa) {
-  return LC_ISA_PICK(isa, enc_mask_row);
+  return LC_ISA_PICK(isa, mask_row_floats);
 }
 
 RowsFn rows_fn(int isa) {

@@ -335,6 +335,7 @@ void mha_dispatch(const MhaArgs& a) {
 
 void attention_mha(const MhaArgs& a) {
   if (a.batch <= 0 || a.heads <= 0 || a.sq <= 0) return;
+  if (attention_mha_decode_applies(a)) return attention_mha_decode(a);
   if (a.sk <= kEncAutoKeys && attention_mha_encoder_fits(a)) return attention_mha_encoder(a);
   attention_mha_tiled(a);
 }

@@ -12,9 +12,10 @@ namespace lc::cpu {
 
 void matmul(const MatmulArgs& a);
 void attention(const AttentionArgs& a);
-// attention_mha.cpp: batched multi-head / grouped-query attention (MhaArgs). float32 calls with
-// short key rows (attention_mha_encoder_fits, sk <= kEncAutoKeys) take attention_enc.cpp's
-// encoder kernel, the rest the tiled path (attention_mha_tiled).
+// attention_mha.cpp: batched multi-head / grouped-query attention (MhaArgs). Decode shapes (a few
+// query rows, many keys: attention_mha_decode_applies) take attention_decode.cpp's flash
+// decoding, float32 calls with short key rows (attention_mha_encoder_fits, sk <= kEncAutoKeys)
+// attention_enc.cpp's encoder kernel, the rest the tiled path (attention_mha_tiled).
 void attention_mha(const MhaArgs& a);
 void attention_mha_tiled(const MhaArgs& a);
 // attention_enc.cpp: one pool task per (batch, head) pair (or a block of >= 16 of its query
@@ -27,6 +28,14 @@ constexpr std::int64_t kEncAutoKeys = 256;    // attention_mha uses it up to thi
 constexpr std::int64_t kEncMaxHeadDim = 256;  // d and dv
 bool attention_mha_encoder_fits(const MhaArgs& a);
 void attention_mha_encoder(const MhaArgs& a, int isa = -1);
+// attention_decode.cpp: flash decoding for a few query rows against many keys (float32 / 16-bit;
+// sq <= kDecodeMaxRows, sk > kEncAutoKeys, heads / kv_heads * sq <= kDecodeMaxGroupRows): tasks
+// of (batch, kv head, chunk of keys) read each chunk once for all the query rows of that kv
+// head, then a combine pass per row. Calls that do not fit run attention_mha_tiled.
+constexpr std::int64_t kDecodeMaxRows = 16;
+constexpr std::int64_t kDecodeMaxGroupRows = 256;
+bool attention_mha_decode_applies(const MhaArgs& a);
+void attention_mha_decode(const MhaArgs& a, int isa = -1);
 // attention_mha_bwd.cpp: its backward (MhaBackwardArgs).
 void attention_mha_backward(const MhaBackwardArgs& a);
 void conv2d(const Conv2dArgs& a);

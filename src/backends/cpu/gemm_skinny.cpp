@@ -18,6 +18,7 @@
 #include "backends/cpu/cpu_ops.h"
 #include "backends/cpu/simd.h"
 #include "backends/cpu/thread_pool.h"
+#include "backends/cpu/vec_math.h"  // simd_ops.inc's vexp
 
 namespace lc::cpu {
 namespace {
