@@ -17,7 +17,8 @@
 //                      the layernorm kernel's row pass. The anchor here is the add, folded
 //                      forwards into its reader (the rules above fold readers into producers);
 //                      an add that residual_epilogue already took into a linear is gone by then
-//   softmax_scale      vector_scale(x, a) and / or add(s, mask) read only by a softmax
+//   softmax_scale      vector_scale(x, a) or mul(x, one-element constant a) and / or
+//                      add(s, mask) read only by a softmax
 //                      -> softmax(x, scale=a, mask=mask) (the attention-score prologue; a
 //                      mask softmax reads in place: the scores' trailing dimensions or a
 //                      broadcast such as [B, 1, 1, S]). Anchored at the
@@ -38,6 +39,8 @@
 // graph output (nothing else may see the unfused intermediate), the dtypes agree, and every
 // extra operand is computed before the anchor runs.
 #include <algorithm>
+#include <cmath>
+#include <type_traits>
 #include <unordered_map>
 
 #include "graph/graph_internal.h"
@@ -359,20 +362,26 @@ struct Fuser {
       const int a = producer(x);
       if (a < 0) return;
       const Step& p = g.steps[static_cast<std::size_t>(a)];
-      const bool scale = is(p, opdefs::vector_scale), add = is_add(p);
+      // mul(s, c) by a one-element constant c (in host memory) is a scale too
+      double cval = 0.0;
+      const int cside = is(p, opdefs::mul) ? scalar_constant_operand(p, cval) : -1;
+      const bool scale = is(p, opdefs::vector_scale) || cside >= 0, add = is_add(p);
       if (!scale && !add) return;
       std::string why;
       if (sole_reader(a, why) != c) return note("softmax_scale", a, c, false, why);
-      if (t(p.in[0]).dtype != t(x).dtype || (add && t(p.in[1]).dtype != t(x).dtype))
+      if (t(p.in[0]).dtype != t(x).dtype || (p.in.size() > 1 && t(p.in[1]).dtype != t(x).dtype))
         return note("softmax_scale", a, c, false, "the operands' dtypes differ from the scores'");
       if (scale) {
-        if (!(p.attrs.alpha > 0.0f))
-          return note("softmax_scale", a, c, false, "the scale is not > 0");
+        const double alpha = cside >= 0 ? cval : static_cast<double>(p.attrs.alpha);
+        if (!(alpha > 0.0) || !std::isfinite(alpha))
+          return note("softmax_scale", a, c, false, "the scale is not a finite number > 0");
         if (!o.softmax_scale) return note("softmax_scale", a, c, false, "switched off");
-        sm.attrs.scale = (sm.attrs.scale > 0 ? sm.attrs.scale : 1.0f) * p.attrs.alpha;
-        sm.in[0] = p.in[0];
+        sm.attrs.scale = static_cast<float>((sm.attrs.scale > 0 ? sm.attrs.scale : 1.0f) * alpha);
+        sm.in[0] = cside >= 0 ? p.in[static_cast<std::size_t>(1 - cside)] : p.in[0];
         absorb(a, c);
-        note("softmax_scale", a, c, true, "the scale is applied as the softmax reads its row");
+        note("softmax_scale", a, c, true,
+             cside >= 0 ? "the constant factor is applied as the softmax reads its row"
+                        : "the scale is applied as the softmax reads its row");
         continue;
       }
       if (sm.in[1] >= 0 || sm.attrs.scale > 0)
@@ -399,6 +408,25 @@ struct Fuser {
       absorb(a, c);
       note("softmax_scale", a, c, true, "the mask is added as the softmax reads its row");
     }
+  }
+  // Which operand of mul step p is a one-element constant in host memory whose shape does not
+  // widen the other's (0 or 1; its value in v), or -1.
+  int scalar_constant_operand(const Step& p, double& v) const {
+    for (int side : {1, 0}) {
+      const TensorEntry& e = t(p.in[static_cast<std::size_t>(side)]);
+      const TensorEntry& other = t(p.in[static_cast<std::size_t>(1 - side)]);
+      if (!e.constant || !e.value.defined() || e.value.numel() != 1 ||
+          e.value.device() != DeviceKind::cpu || e.shape.size() > other.shape.size())
+        continue;
+      v = dispatch_dtype(e.dtype, [&](auto tag) -> double {
+        using T = decltype(tag);
+        const T x = *static_cast<const T*>(e.value.data());
+        if constexpr (std::is_same_v<T, float16> || std::is_same_v<T, bfloat16>) return to_float(x);
+        else return static_cast<double>(x);
+      });
+      return side;
+    }
+    return -1;
   }
   // Folds producer step a into its only reader c (c keeps its place and its result).
   void absorb(int a, int c) {

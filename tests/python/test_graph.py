@@ -684,6 +684,42 @@ def test_rule_softmax_scale_not_folded(rng):
     np.testing.assert_allclose(g.execute({"x": x})["y"], softmax64(-2 * f64(x)), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("cshape", [(), (1,), (1, 1)])
+def test_rule_softmax_scale_folds_a_constant_factor(rng, cshape):
+    # mul(scores, c) by a one-element constant is a scale: folded into the softmax like
+    # vector_scale, then the mask add before it too
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    m = np.triu(np.full((9, 9), -np.inf, np.float32), 1)
+    g = lc.GraphIR()
+    g.add_tensor(x.shape, "float32", "x")
+    g.add_tensor(cshape, "float32", "c", True, value=np.full(cshape, 0.125, np.float32))
+    g.add_tensor((9, 9), "float32", "m", True, value=m)
+    g.add_node("mul", ["x", "c"], ["xs"], name="scale")
+    g.add_node("add", ["xs", "m"], ["xm"], name="mask")
+    g.add_node("softmax", ["xm"], ["y"], name="sm")
+    fused, off, rep, rep_off = run_both(g, {"x": x}, "softmax_scale")
+    assert [(r["nodes"], r["applied"]) for r in rep] == [(["mask", "sm"], True), (["scale", "sm"], True)], rep
+    assert "constant factor" in rep[1]["reason"]
+    ref = softmax64(f64(x) * 0.125 + m)
+    for out in (fused, off):
+        np.testing.assert_allclose(out["y"], ref, rtol=1e-5, atol=1e-7)
+    assert [st["op"] for st in g.plan("cpu")["steps"]] == ["softmax"]
+    # not folded: a factor <= 0, a constant that widens the scores' shape, a non-constant
+    for value, shape, const in [(-2.0, (1,), True), (0.5, (1, 1, 1, 1, 1), True), (0.5, (1,), False)]:
+        g = lc.GraphIR()
+        g.add_tensor((4, 8), "float32", "x")
+        g.add_tensor(shape, "float32", "c", const, **({"value": np.full(shape, value, np.float32)} if const else {}))
+        g.add_node("mul", ["x", "c"], ["xs"], name="scale")
+        g.add_node("softmax", ["xs"], ["y"], name="sm")
+        g.plan("cpu")
+        assert not any(r["applied"] for r in g.fusion_report()), (value, shape, const)
+        xv = rng.standard_normal((4, 8)).astype(np.float32)
+        ins = {"x": xv} if const else {"x": xv, "c": np.full(shape, value, np.float32)}
+        y = g.execute(ins)["y"]
+        ref = softmax64((f64(xv) * value).reshape(np.broadcast_shapes((4, 8), shape)))
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float16", 5e-3), ("bfloat16", 1e-2)])
 def test_rule_softmax_scale_dtypes(rng, dtype, tol):
     npdt = pytest.importorskip("ml_dtypes").bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
