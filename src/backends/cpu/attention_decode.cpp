@@ -41,6 +41,8 @@ using BlockFn = void (*)(int, const float*, i64, const float*, i64, const float*
                          float*);
 constexpr int kMaxBlockRows = 8;  // the largest DRB
 constexpr i64 kChunkKeys = 256;   // 256 keys x 128 floats x 4 bytes: a 128 KB value chunk
+constexpr double kMaxPartialBytes = 64.0 * (1 << 20);
+constexpr i64 kMaxChunkKeys = 8192;  // longer chunks (huge batch x cache): the tiled path
 constexpr i64 kLanesMax = 16;
 
 // A mask element as an additive float: keep masks give 0 (attend) or -inf (hide).
@@ -52,8 +54,9 @@ float mask_value(const MhaArgs& a, const char* p) {
   return *reinterpret_cast<const std::int64_t*>(p) != 0 ? 0.0f : ninf;
 }
 
+// false: the call is too big for the chunked scratch (the caller runs the tiled path).
 template <class T>
-void decode(const MhaArgs& a, int isa) {
+bool decode(const MhaArgs& a, int isa) {
   const int level = isa < 0 ? simd_level() : std::min(isa, simd_level());
   const BlockFn block = LC_ISA_PICK(level, dec_block);
   const int drb = *LC_ISA_PICK(level, DRB);  // the kernel's rows per block
@@ -67,7 +70,12 @@ void decode(const MhaArgs& a, int isa) {
   i64 chunks = std::max<i64>(1, (4 * threads + B * Hk - 1) / (B * Hk));
   chunks = std::min(chunks, std::max<i64>(1, sk / 64));
   chunks = std::max(chunks, (sk + kChunkKeys - 1) / kChunkKeys);
+  // The chunks' partial results (m, l, dv floats of o per row) stay under kMaxPartialBytes:
+  // a huge batch takes longer chunks instead (correct either way, only less L2-friendly).
+  const double per_chunk = static_cast<double>(B) * Hk * group * sq * (2 + dv) * sizeof(float);
+  chunks = std::min<i64>(chunks, std::max<i64>(1, static_cast<i64>(kMaxPartialBytes / per_chunk)));
   const i64 csize = (sk + chunks - 1) / chunks;
+  if (csize > kMaxChunkKeys) return false;  // per-task scratch would grow with the whole cache
   chunks = (sk + csize - 1) / csize;
   const i64 ls = (csize + kLanesMax - 1) / kLanesMax * kLanesMax;
   const i64 off = sk - sq;  // causal, bottom-right: row i sees keys j <= i + off
@@ -214,6 +222,7 @@ void decode(const MhaArgs& a, int isa) {
   };
   const i64 out_rows = B * H * sq;
   parallel_for(0, out_rows, out_rows * chunks * dv >= (i64{1} << 16) ? 16 : out_rows, combine);
+  return true;
 }
 
 }  // namespace
@@ -228,11 +237,13 @@ bool attention_mha_decode_applies(const MhaArgs& a) {
 void attention_mha_decode(const MhaArgs& a, int isa) {
   if (a.batch <= 0 || a.heads <= 0 || a.sq <= 0) return;
   if (!attention_mha_decode_applies(a)) return attention_mha_tiled(a);
+  bool done = false;
   switch (a.dtype) {
-    case DType::f16: return decode<float16>(a, isa);
-    case DType::bf16: return decode<bfloat16>(a, isa);
-    default: return decode<float>(a, isa);
+    case DType::f16: done = decode<float16>(a, isa); break;
+    case DType::bf16: done = decode<bfloat16>(a, isa); break;
+    default: done = decode<float>(a, isa); break;
   }
+  if (!done) attention_mha_tiled(a);
 }
 
 }  // namespace lc::cpu
