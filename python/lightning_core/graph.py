@@ -18,7 +18,8 @@ allow and copy only where they must (a reshape no strides can express).
 
 Limits: only ``lc.<op>`` calls through the module attribute are seen (``from lightning_core
 import linear`` binds the untraced function); Python control flow on values is not recorded
-(shapes are fixed per signature, which re-traces); slices step forwards only. docs/graph.md.
+(shapes are fixed per signature, which re-traces); advanced (array) indexing is not recorded.
+docs/graph.md.
 """
 
 from __future__ import annotations
@@ -192,7 +193,8 @@ class TracedTensor:
         return self._tracer.record_view("contiguous", self, {})
 
     def __getitem__(self, key):
-        """Basic indexing: ints, ``start:stop:step`` slices (step >= 1), ``...`` and ``None``.
+        """Basic indexing: ints, ``start:stop:step`` slices (any nonzero step; a negative one
+        walks backwards, as numpy's), ``...`` and ``None``.
 
         Each int becomes a ``select`` node, each slice that is not the whole axis a ``slice``
         node, each ``None`` a ``reshape`` that inserts a size-1 axis: all aliases.
@@ -223,12 +225,12 @@ class TracedTensor:
             elif isinstance(k, slice):
                 start, stop, step = k.start, k.stop, k.step
                 step = 1 if step is None else _int_arg(step, "__getitem__")
-                if step < 1:
-                    raise ValueError(f"[graph] __getitem__: slice step must be >= 1 in a graph (got "
-                                     f"{step}); reverse with another op")
-                start = 0 if start is None else _int_arg(start, "__getitem__")
-                if not (start == 0 and stop is None and step == 1):
-                    attrs = {"dim": d, "start": start, "step": step}
+                if step == 0:
+                    raise ValueError("[graph] __getitem__: slice step cannot be zero")
+                if not (start in (None, 0) and stop is None and step == 1):
+                    attrs = {"dim": d, "step": step}  # a negative step walks backwards (a view)
+                    if start is not None:
+                        attrs["start"] = _int_arg(start, "__getitem__")
                     if stop is not None:
                         attrs["stop"] = _int_arg(stop, "__getitem__")
                     t = t._tracer.record_view("slice", t, attrs)
@@ -299,7 +301,7 @@ def _view_shape(op: str, shape: tuple, attrs: dict) -> tuple:
     if op == "slice":
         k = wrap(attrs["dim"], "dim")
         n = shape[k]
-        start, stop, step = slice(attrs["start"], attrs.get("stop"), attrs["step"]).indices(n)
+        start, stop, step = slice(attrs.get("start"), attrs.get("stop"), attrs.get("step", 1)).indices(n)
         out = list(shape)
         out[k] = len(range(start, stop, step))
         return tuple(out)

@@ -67,10 +67,12 @@ struct StepAttrs {
   // elementwise_chain rule built).
   EwProgram prog;
   // View nodes (views.cpp): reshape's shape / permute's dims; transpose's dim0, dim1; slice's
-  // and select's dim, start, stop (kNoStop: the end), step, index.
+  // and select's dim, start, stop (kNone: Python's None, the end the step walks from / to),
+  // step, index.
   std::vector<std::int64_t> ints;
-  std::int64_t dim0 = 0, dim1 = 1, dim = 0, start = 0, stop = kNoStop, step = 1, index = 0;
-  static constexpr std::int64_t kNoStop = INT64_MAX;
+  static constexpr std::int64_t kNone = INT64_MAX;
+  static constexpr std::int64_t kNoStop = kNone;
+  std::int64_t dim0 = 0, dim1 = 1, dim = 0, start = kNone, stop = kNone, step = 1, index = 0;
   std::string describe(const OpDef& d) const;
 };
 

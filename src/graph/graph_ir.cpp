@@ -104,7 +104,7 @@ StepAttrs decode_attrs(const OpDef& d, const GraphAttrs& attrs) {
   if (const GraphAttr* a = get("dim0")) s.dim0 = a->i;
   if (const GraphAttr* a = get("dim1")) s.dim1 = a->i;
   if (const GraphAttr* a = get("dim")) s.dim = a->i;
-  if (const GraphAttr* a = get("start")) s.start = a->i;
+  if (const GraphAttr* a = get("start"); a && a->kind == GraphAttr::Kind::integer) s.start = a->i;
   if (const GraphAttr* a = get("stop"); a && a->kind == GraphAttr::Kind::integer) s.stop = a->i;
   if (const GraphAttr* a = get("step")) s.step = a->i;
   if (const GraphAttr* a = get("index")) s.index = a->i;
@@ -133,7 +133,7 @@ std::string StepAttrs::describe(const OpDef& d) const {
     else if (n == "dim0") o << dim0;
     else if (n == "dim1") o << dim1;
     else if (n == "dim") o << dim;
-    else if (n == "start") o << start;
+    else if (n == "start") { if (start == kNone) o << "None"; else o << start; }
     else if (n == "stop") { if (stop == kNoStop) o << "None"; else o << stop; }
     else if (n == "step") o << step;
     else if (n == "index") o << index;
@@ -594,8 +594,8 @@ void GraphIR::add_node(const std::string& op, const std::vector<std::string>& in
       if (prog.n_inputs > static_cast<int>(inputs.size()))
         node_error(name, d->name, "the program reads x" + std::to_string(prog.n_inputs - 1) + " but the node has " +
                                       std::to_string(inputs.size()) + " input(s)");
-    } else if (key == "step" && v.i < 1) {
-      node_error(name, d->name, "step must be >= 1 (a graph slices forwards only), got " + v.repr());
+    } else if (key == "step" && v.i == 0) {
+      node_error(name, d->name, "step cannot be zero (a negative step slices backwards)");
     }
   }
   for (int i = 0; i < d->num_attrs(); ++i) {

@@ -51,16 +51,28 @@ std::int64_t wrap_dim(std::int64_t d, std::size_t ndim, const char* what) {
   return d < 0 ? d + n : d;
 }
 
-// Python's slice.indices(n) for a step >= 1: the first index and the length.
+// Python's slice.indices(n) for a nonzero step (start / stop StepAttrs::kNone: None): the first
+// index and the length. A negative step walks backwards from start (None: n - 1) down to just
+// after stop (None: past index 0).
 std::pair<std::int64_t, std::int64_t> slice_range(std::int64_t start, std::int64_t stop,
                                                   std::int64_t step, std::int64_t n) {
-  auto clamp = [&](std::int64_t v) {
+  constexpr std::int64_t none = StepAttrs::kNone;
+  if (step > 0) {
+    auto clamp = [&](std::int64_t v) {
+      if (v < 0) v += n;
+      return std::clamp<std::int64_t>(v, 0, n);
+    };
+    const std::int64_t b = start == none ? 0 : clamp(start);
+    const std::int64_t e = stop == none ? n : clamp(stop);
+    return {b, e > b ? (e - b + step - 1) / step : 0};
+  }
+  auto clamp = [&](std::int64_t v) {  // into [-1, n - 1], as Python for a negative step
     if (v < 0) v += n;
-    return std::clamp<std::int64_t>(v, 0, n);
+    return std::clamp<std::int64_t>(v, -1, n - 1);
   };
-  const std::int64_t b = clamp(start);
-  const std::int64_t e = stop == StepAttrs::kNoStop ? n : clamp(stop);
-  return {b, e > b ? (e - b + step - 1) / step : 0};
+  const std::int64_t b = start == none ? n - 1 : clamp(start);
+  const std::int64_t e = stop == none ? -1 : clamp(stop);
+  return {b, b > e ? (b - e - 1) / (-step) + 1 : 0};
 }
 
 // The strides of `shape_new` over memory laid out as (shape_old, strides_old), when one set of
@@ -146,12 +158,13 @@ const OpDef transpose{
     kAnyDType, kAnyDType, &infer_none, &work_view, nullptr};
 const OpDef slice{
     "slice", OpFamily::elementwise,
-    "x[..., start:stop:step, ...] along one dimension (an alias; Python's clamping; step >= 1).",
+    "x[..., start:stop:step, ...] along one dimension (an alias; Python's clamping and None; a "
+    "negative step walks backwards).",
     {{in("x")}}, {"out"},
     {{{"dim", AttrType::integer, nullptr, nullptr},
-      {"start", AttrType::integer, "0", nullptr},
-      {"stop", AttrType::integer, "None", "None: the end"},
-      {"step", AttrType::integer, "1", ">= 1"}}},
+      {"start", AttrType::integer, "None", "None: the first index the step walks from"},
+      {"stop", AttrType::integer, "None", "None: the end the step walks to"},
+      {"step", AttrType::integer, "1", "nonzero; negative: backwards"}}},
     kAnyDType, kAnyDType, &infer_none, &work_view, nullptr};
 const OpDef select{
     "select", OpFamily::elementwise,
@@ -249,8 +262,7 @@ std::vector<std::int64_t> infer_view(const Step& s, const std::vector<std::int64
   }
   if (d == &viewdefs::slice) {
     const std::size_t k = static_cast<std::size_t>(wrap_dim(a.dim, in.size(), "dim"));
-    if (a.step < 1)
-      throw_value("graph", "slice step must be >= 1 in a graph, got " + std::to_string(a.step));
+    if (a.step == 0) throw_value("graph", "slice step cannot be zero");
     std::vector<std::int64_t> out = in;
     out[k] = slice_range(a.start, a.stop, a.step, in[k]).second;
     return out;
