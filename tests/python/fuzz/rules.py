@@ -316,6 +316,9 @@ class Op:
     dtypes: tuple = ()
     # "*" inputs broadcast against each other (numpy rules) instead of having to be equal
     broadcast: bool = False
+    # the _into form writes a strided `out` view in place (attention_into: docs/attention.md,
+    # "strided out"), so a non-contiguous out without overlap is a valid out, not a bad one
+    strided_out: bool = False
 
     @property
     def msg_op(self) -> str:
@@ -383,7 +386,8 @@ OPS: dict[str, Op] = {op.name: op for op in [
     Op("attention", {"q": "bhqd", "k": "bgsd", "v": "bgse"}, "bhqe", ("q", "k", "v", OUT, DEV_KW),
        ref_mha, atol_mha, kw=("causal", "scale"), check=check_mha,
        params=st.fixed_dictionaries({"causal": st.booleans(), "scale": SCALES}),
-       finite=("q", "k", "v"), empty_ok=True, dtypes=("float64", "float16", "bfloat16")),
+       finite=("q", "k", "v"), empty_ok=True, dtypes=("float64", "float16", "bfloat16"),
+       strided_out=True),
     Op("conv2d_nchw", {"x": "ncHW", "weight": "ockl", "bias?": "o"}, out_conv,
        ("x", "weight", "bias", OUT, "stride_h", "stride_w", "pad_h", "pad_w", DEV), ref_conv, atol_conv,
        kw=("activation",), params=conv_params.flatmap(lambda p: st.fixed_dictionaries(
