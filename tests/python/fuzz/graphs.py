@@ -2,7 +2,7 @@
 
 A case is a chain of 1-6 nodes over one input `x` (elementwise ops with constant or input
 operands, vector_scale, relu, gelu, softmax with an optional broadcast mask, layernorm, linear,
-matmul, reshape / permute views) in one storage dtype, built by hand (`api` "graph") or traced
+matmul, reshape / permute / slice views, negative steps included) in one storage dtype, built by hand (`api` "graph") or traced
 from a plain function by `lc.compile` (`api` "compile": no fault; the compiled function is
 called twice, then with one more row where the chain has no reshape, which re-traces, and must
 agree with the function called eagerly), with at most one fault:
@@ -52,7 +52,8 @@ def graph_case(draw, gpu=False):  # noqa: ARG001  (CPU only: the GPU run covers 
     nodes = []
     cur = "x"
     for i in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(UNARY + BINARY + ["linear", "linear", "matmul", "reshape", "permute"]))
+        kind = draw(st.sampled_from(UNARY + BINARY + ["linear", "linear", "matmul", "reshape", "permute",
+                                                      "slice"]))
         out = f"t{i}"
         node = {"op": kind, "inputs": [cur], "outputs": [out], "attrs": {}, "name": f"n{i}_{kind}"}
         if kind in BINARY:
@@ -109,6 +110,17 @@ def graph_case(draw, gpu=False):  # noqa: ARG001  (CPU only: the GPU run covers 
         elif kind == "permute":
             node["attrs"]["dims"] = [1, 0]
             shape = [shape[1], shape[0]]
+        elif kind == "slice":  # a strided / reversed view of one axis
+            dim = draw(st.integers(0, 1))
+            step = draw(st.sampled_from([-1, -2, 2, 3]))
+            start = draw(st.sampled_from([None, 0, 1, -1]))
+            n = shape[dim]
+            length = len(range(*slice(start, None, step).indices(n)))
+            if length == 0:  # keep the chain non-empty: the whole axis reversed instead
+                start, step, length = None, -1, n
+            node["attrs"] = {"dim": dim, "step": step, **({} if start is None else {"start": start})}
+            shape = list(shape)
+            shape[dim] = length
         nodes.append(node)
         cur = out
     api = draw(st.sampled_from(["graph", "graph", "graph", "compile"]))
@@ -237,6 +249,10 @@ def _eager(lc, node, ins):
         return np.ascontiguousarray(np.asarray(ins[0]).reshape(a["shape"]))
     if op == "permute":
         return np.ascontiguousarray(np.asarray(ins[0]).transpose(a["dims"]))
+    if op == "slice":
+        key = [slice(None)] * np.asarray(ins[0]).ndim
+        key[a["dim"]] = slice(a.get("start"), None, a["step"])
+        return np.ascontiguousarray(np.asarray(ins[0])[tuple(key)])
     raise AssertionError(op)
 
 
@@ -271,6 +287,10 @@ def _chain_fn(lc, case, consts):
             elif n["op"] == "permute":
                 t = ins[0]
                 out = t.permute(1, 0) if hasattr(t, "permute") else np.ascontiguousarray(t.transpose(1, 0))
+            elif n["op"] == "slice":  # basic slicing, on a traced tensor or a numpy array alike
+                key = [slice(None), slice(None)]
+                key[n["attrs"]["dim"]] = slice(n["attrs"].get("start"), None, n["attrs"]["step"])
+                out = ins[0][tuple(key)]
             else:
                 out = _eager(lc, n, ins)
             env[n["outputs"][0]] = out
