@@ -351,6 +351,21 @@ def test_negative_slice_steps_are_views(rng, k):
     np.testing.assert_array_equal(g.execute({"x": x})["y"], np.maximum(x[:, ::-2], 0))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_negative_slice_steps_every_way(rng, device):
+    # eager on lc.Tensor args, compiled with fusion on and off (on a GPU: recorded, replayed),
+    # numpy and lc.Tensor arguments: reversed and strided views read by elementwise ops and a
+    # linear
+    x = r(rng, 6, 9)
+    w = r(rng, 5, 9, scale=0.3)
+
+    def fn(x):
+        return lc.linear(lc.add(lc.vector_scale(lc.relu(x[::-1, ::-2]), 2.0), x[5::-1, 0:9:2]), w[:, ::-2])
+
+    ref = (np.maximum(f64(x)[::-1, ::-2], 0) * 2 + f64(x)[5::-1, 0:9:2]) @ f64(w)[:, ::-2].T
+    run_all_ways(fn, (x,), ref, device)
+
+
 def test_bad_view_types_and_steps():
     x = np.ones((3, 4), np.float32)
     with pytest.raises(ValueError, match="step cannot be zero"):
