@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from common import REPO_ROOT, Progress, Skip, TimingConfig, free_memory, measure
-from suite_main import suite_main
+from suite_main import matches_filter, suite_main
 
 # (family, op for the native timer, shape, description)
 CASES = [
@@ -115,7 +115,7 @@ def run_api(args, env, cfg: TimingConfig, modes: List[str]) -> List[Dict[str, An
     dev = "cuda" if env.lc_cuda else "cpu"
     bin_path = find_native_bin(getattr(args, "native_bin", None), lc)
     rows: List[Dict[str, Any]] = []
-    todo = [c for c in CASES if args.filter.lower() in f"{c[0]} {c[3]}".lower()]
+    todo = [c for c in CASES if matches_filter(args.filter, f"{c[0]} {c[3]}")]
     bar = Progress(len(todo), "api_overhead", enabled=not args.no_progress)
     for family, op, shape, desc in todo:
         cells: Dict[str, Dict[str, Any]] = {}

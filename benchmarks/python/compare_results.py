@@ -82,6 +82,19 @@ def _ms(r: Dict[str, str], col: str) -> str:
     return f"{v:.4g}" if v is not None else "n/a"
 
 
+def ab_filters(cases) -> List[Tuple[str, str]]:
+    """(suite, --filter text) for each case, deduplicated: 'family case' with the case's ' / impl'
+    tail dropped (the dl suite names its impl there; the filter matches every impl of the shape)."""
+    seen, out = set(), []
+    for t in cases:
+        k = t[0]
+        item = (k[0], f"{k[2]} {k[3].split(' / ')[0]}")
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
+
+
 def markdown(res: Dict[str, list], old_dir: Path, new_dir: Path, threshold: float) -> str:
     lines = [f"# Benchmark comparison: `{old_dir}` -> `{new_dir}`", "",
              f"ours_vs_best_peer per case; regressed = new/old < {1 - threshold:.2f}.", "",
@@ -112,6 +125,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="skip cases whose best LC time is below this in both runs")
     ap.add_argument("--markdown", type=Path, help="also write the report there")
     ap.add_argument("--fail", action="store_true", help="exit 1 when a case regressed")
+    ap.add_argument("--filters-out", type=Path,
+                    help="write the regressed cases as 'suite<TAB>filter' lines (scripts/ab_suites.sh "
+                         "re-times them on one host, old and new build side by side)")
     a = ap.parse_args(argv)
     for d in (a.old, a.new):
         if not d.is_dir():
@@ -126,6 +142,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(text, end="")
     if a.markdown:
         a.markdown.write_text(text)
+    if a.filters_out:
+        a.filters_out.write_text("".join(f"{s}\t{f}\n" for s, f in ab_filters(res["regressed"])))
     return 1 if a.fail and res["regressed"] else 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from common import SYSTEMS, Progress, TimingConfig
 from harness import Case, randn, run_case
-from suite_main import suite_main
+from suite_main import matches_filter, suite_main
 
 SHAPES = [(1024, 1024, 1024), (1536, 1536, 1536), (2048, 2048, 2048), (3072, 3072, 3072),
           (4096, 1024, 4096), (4096, 4096, 4096)]
@@ -85,7 +85,7 @@ def gemm_mode_case(m: int, k: int, n: int, mode: Dict[str, Any]) -> Case:
 
 
 def run_dl(args, env, cfg: TimingConfig, modes: List[str]) -> List[Dict[str, Any]]:
-    shapes = [s for s in SHAPES if args.filter.lower() in f"large gemm m={s[0]},k={s[1]},n={s[2]}"]
+    shapes = [s for s in SHAPES if matches_filter(args.filter, f"large gemm m={s[0]},k={s[1]},n={s[2]}")]
     if env.lc is None:
         lc_modes = [{"name": "default_fp32", "precision": "fp32", "fn": None, "prepare": None,
                      "note": "LC missing"}]

@@ -28,7 +28,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from common import Progress, free_memory, measure
-from suite_main import suite_main
+from suite_main import matches_filter, suite_main
 
 REPS = 10  # calls per timed sample
 
@@ -70,7 +70,7 @@ def _batch(fn):
 def run_elementwise(args, env, cfg, modes) -> List[Dict[str, Any]]:
     lc, torch = env.lc, env.torch
     rows: List[Dict[str, Any]] = []
-    todo = [c for c in CASES if args.filter.lower() in f"{c[0]} {c[1]}".lower()]
+    todo = [c for c in CASES if matches_filter(args.filter, f"{c[0]} {c[1]}")]
     bar = Progress(len(todo), "elementwise", enabled=not args.no_progress)
     for family, name, sa, sb, dt in todo:
         sa, sb = _scaled(sa, args.quick), _scaled(sb, args.quick) if len(sb) == len(sa) else tuple(sb)
@@ -198,7 +198,7 @@ def run_chain6(args, env, cfg) -> List[Dict[str, Any]]:
     n = max(1, CHAIN6_N // (QUICK_SCALE if args.quick else 1))
     for dt in ("float32", "bfloat16"):
         name = f"chain6 {n / 2**20:g}M {dt}"
-        if args.filter.lower() not in f"chain6 {name}".lower():
+        if not matches_filter(args.filter, f"chain6 {name}"):
             continue
         esz = 2 if dt == "bfloat16" else 4
         rng = np.random.default_rng(1)

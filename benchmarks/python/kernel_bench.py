@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from harness import Case, np_attention, np_conv2d_nchw, randn, torch_attention
-from suite_main import suite_main
+from suite_main import matches_filter, suite_main
 
 ATTN_MICRO = [(8, 16), (8, 32), (12, 12)]
 ATTN_LARGE = [(256, 64), (512, 64), (4096, 64)]
@@ -646,7 +646,7 @@ def run_kernel(args, env, cfg, modes):
     from harness import run_cases
 
     cases = [c for c in build_cases(quick=args.quick)
-             if args.filter.lower() in f"{c.family} {c.name}".lower()]
+             if matches_filter(args.filter, f"{c.family} {c.name}")]
     rows = run_cases(cases, modes, env, cfg, desc="kernel", progress=not args.no_progress)
     for r in rows:
         add_kv_gbps(r)

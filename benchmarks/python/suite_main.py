@@ -26,9 +26,18 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-s", type=float, default=None,
                    help="stop timing a system after this many seconds (but not before --min-iters calls)")
     p.add_argument("--min-iters", type=int, default=None)
-    p.add_argument("--filter", default="", help="only cases whose 'family case' contains this text")
+    p.add_argument("--filter", default="",
+                   help="only cases whose 'family case' contains this text ('a|b': any of them)")
     p.add_argument("--no-check", action="store_true", help="skip the correctness check against numpy")
     p.add_argument("--no-progress", action="store_true")
+
+
+def matches_filter(filt: str, text: str) -> bool:
+    """--filter's rule: empty matches everything; otherwise 'a|b|c' matches a text that contains
+    any of the alternatives (case-insensitive). The same-host A/B script passes the cases to
+    re-time this way, one suite process for many cases."""
+    alts = [a.strip().lower() for a in (filt or "").split("|") if a.strip()]
+    return not alts or any(a in text.lower() for a in alts)
 
 
 def timing_config(args: argparse.Namespace) -> TimingConfig:
@@ -68,7 +77,7 @@ def run_suite(name: str, build_cases: Callable[..., Sequence[Any]], args: argpar
         rows = runner(args=args, env=env, cfg=cfg, modes=modes)
     else:
         cases = [c for c in build_cases(quick=args.quick)
-                 if args.filter.lower() in f"{c.family} {c.name}".lower()]
+                 if matches_filter(args.filter, f"{c.family} {c.name}")]
         # <name>.partial.{csv,json} after every case: a run killed by a time limit (the device
         # tool's 600 s per call) keeps the cases it finished; replaced by <name>.csv at the end.
         partial_ctx = dict(context_block(settings_of(args, cfg)), partial=True)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (TimingConfig, restore_torch_tf32, set_torch_tf32, summarize_row,  # noqa: E402
                     torch_tf32_state)
-from suite_main import suite_main  # noqa: E402
+from suite_main import matches_filter, suite_main  # noqa: E402
 
 VIT_B16 = dict(image_size=224, patch_size=16, num_channels=3, hidden_size=768, num_hidden_layers=12,
                num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
@@ -139,7 +139,7 @@ def run_vit(args, env, cfg: TimingConfig, modes: List[str]) -> List[Dict[str, An
                     set_torch_tf32(torch, False)
             for B in dev_batches:
                 case = f"ViT-B/16 224 b={B} {dtype} {device}"
-                if args.filter and args.filter.lower() not in f"vit {case}".lower():
+                if not matches_filter(args.filter, f"vit {case}"):
                     continue
                 rng = np.random.default_rng(B)
                 imgs = rng.standard_normal((B, 3, 224, 224)).astype(np.float32)

@@ -226,3 +226,45 @@ def test_compare_results_flags_only_ratio_drops_beyond_threshold(tmp_path, capsy
     assert compare.main([str(old), str(old), "--fail", "--markdown", str(tmp_path / "r.md")]) == 0
     assert "| regressed | 0 |" in (tmp_path / "r.md").read_text()
     assert compare.main([str(old), str(tmp_path / "nope")]) == 2
+    # --filters-out: the regressed cases as 'suite<TAB>family case' lines for scripts/ab_suites.sh
+    assert compare.main([str(old), str(new), "--filters-out", str(tmp_path / "f.txt")]) == 0
+    assert (tmp_path / "f.txt").read_text() == "kernel\tgemm m=1,n=2\n"
+
+
+def test_filter_alternatives():
+    suite_main = pytest.importorskip("suite_main")
+    assert suite_main.matches_filter("", "anything")
+    assert suite_main.matches_filter("GEMM m=256", "gemm m=256,k=256,n=256")
+    assert suite_main.matches_filter("conv batch=9|gemm m=256", "gemm m=256,k=256,n=256")
+    assert not suite_main.matches_filter("conv batch=9|attention", "gemm m=256,k=256,n=256")
+    assert suite_main.matches_filter(" | ", "x")  # only empty alternatives: everything
+
+
+def _lc_csv(path: Path, rows):
+    cols = ["suite", "mode", "family", "case", "lc_cpu_ms", "lc_cuda_ms"]
+    with open(path, "w") as f:
+        f.write(",".join(cols) + "\n")
+        for r in rows:
+            f.write(",".join(f'"{v}"' if "," in str(v) else str(v) for v in r) + "\n")
+
+
+def test_ab_compare_needs_every_round_beyond_the_other_build(tmp_path, capsys):
+    ab = pytest.importorskip("ab_compare")
+    # per round: (case, lc_cpu_ms, lc_cuda_ms). a: new slower in both rounds by > 5% -> slower;
+    # b: new slower on median but one new round beats an old one -> same; c: faster; d: within
+    # 5% -> same; e: missing from one round -> incomplete.
+    rounds = {
+        "old-1": [("a", 1.0, "n/a"), ("b", 1.0, 2.0), ("c", 2.0, "n/a"), ("d", 1.0, "n/a"), ("e", 1.0, "n/a")],
+        "old-2": [("a", 1.02, "n/a"), ("b", 1.3, 2.0), ("c", 2.1, "n/a"), ("d", 1.0, "n/a")],
+        "new-1": [("a", 1.2, "n/a"), ("b", 1.2, 2.01), ("c", 1.0, "n/a"), ("d", 1.03, "n/a"), ("e", 1.0, "n/a")],
+        "new-2": [("a", 1.25, "n/a"), ("b", 1.5, 2.0), ("c", 1.1, "n/a"), ("d", 1.02, "n/a"), ("e", 1.0, "n/a")],
+    }
+    for name, rows in rounds.items():
+        (tmp_path / name).mkdir()
+        _lc_csv(tmp_path / name / "kernel.csv", [("kernel", "resident", "ew", c, cpu, cuda) for c, cpu, cuda in rows])
+    res = {(k[3], k[4]): v for k, v, *_ in ab.compare(ab.rounds(tmp_path, "old"), ab.rounds(tmp_path, "new"))}
+    assert res == {("a", "lc_cpu_ms"): "slower", ("b", "lc_cpu_ms"): "same", ("b", "lc_cuda_ms"): "same",
+                   ("c", "lc_cpu_ms"): "faster", ("d", "lc_cpu_ms"): "same", ("e", "lc_cpu_ms"): "incomplete"}
+    assert ab.main([str(tmp_path), "--fail", "--markdown", str(tmp_path / "ab.md")]) == 1
+    assert "| slower | 1 |" in (tmp_path / "ab.md").read_text()
+    assert ab.main([str(tmp_path / "old-1")]) == 2
