@@ -37,6 +37,7 @@ __all__ = ["TracedTensor", "Compiled", "trace", "compile"]
 
 _TRACE_LOCK = threading.RLock()
 _ARRAY_TYPES = (np.ndarray, _C.Tensor)
+_LIFTED = object()  # a cache key's mark for a float argument fed to the graph as an input
 
 
 def _dtype_name(x) -> str:
@@ -84,7 +85,9 @@ class TracedTensor:
         return f"TracedTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
     def _binary(self, op, other, reverse=False):
-        if isinstance(other, (int, float)) and not isinstance(other, bool):
+        if isinstance(other, TracedScalar):  # a lifted float argument: a one-element graph input
+            other = other._input_for(self.dtype)
+        elif isinstance(other, (int, float)) and not isinstance(other, bool):
             if op in ("mul", "div") and not reverse:
                 alpha = float(other) if op == "mul" else 1.0 / float(other)
                 return self._tracer.record("vector_scale", (self,), {"alpha": alpha})
@@ -315,6 +318,80 @@ def _view_shape(op: str, shape: tuple, attrs: dict) -> tuple:
     return shape  # contiguous
 
 
+class _NeedsValue(TypeError):
+    """A lifted float argument was used where its value is needed while tracing (an attribute,
+    Python arithmetic, control flow): lc.compile keys the cache by that argument's value instead."""
+
+
+class TracedScalar:
+    """A float argument of a compiled function lifted into the graph (lc.compile, "Scalars").
+
+    When a call differs from a traced signature only in the value of a float argument,
+    ``lc.compile`` traces once more with that argument as a ``TracedScalar``: combined with a
+    traced tensor by ``+ - * /`` (or passed as an op's tensor argument) it becomes a one-element
+    graph input in that tensor's dtype, fed with the value on each call, so one graph serves every
+    value. Any use that needs the value itself while tracing (an op attribute such as ``eps`` or
+    ``alpha``, ``float(s)``, ``s * 2``, ``if s > 0``) raises, and the argument keys the cache by
+    value as before.
+    """
+
+    __slots__ = ("_tracer", "position", "inputs")
+    __array_priority__ = 1001
+
+    def __init__(self, tracer, position: int):
+        self._tracer = tracer
+        self.position = position
+        self.inputs: dict[str, str] = {}  # dtype -> graph input name
+
+    def _input_for(self, dtype: str) -> "TracedTensor":
+        name = self.inputs.get(dtype)
+        if name is None:
+            name = self.inputs[dtype] = f"arg{self.position}" + ("" if not self.inputs else f"_{dtype}")
+            self._tracer.g.add_tensor((1,), dtype, name)
+        return TracedTensor(self._tracer, name, (1,), dtype)
+
+    def _value_needed(self, *_args, **_kw):
+        raise _NeedsValue(f"[graph] argument {self.position} (a float) is used where its value is "
+                          "needed while tracing")
+
+    def _binary(self, op, other, reverse):
+        if isinstance(other, TracedTensor):
+            return other._binary(op, self, not reverse)
+        self._value_needed()
+
+    def __add__(self, o):
+        return self._binary("add", o, False)
+
+    def __radd__(self, o):
+        return self._binary("add", o, True)
+
+    def __sub__(self, o):
+        return self._binary("sub", o, False)
+
+    def __rsub__(self, o):
+        return self._binary("sub", o, True)
+
+    def __mul__(self, o):
+        return self._binary("mul", o, False)
+
+    def __rmul__(self, o):
+        return self._binary("mul", o, True)
+
+    def __truediv__(self, o):
+        return self._binary("div", o, False)
+
+    def __rtruediv__(self, o):
+        return self._binary("div", o, True)
+
+    __float__ = __int__ = __index__ = __bool__ = __neg__ = __pos__ = __abs__ = _value_needed
+    __lt__ = __le__ = __gt__ = __ge__ = __pow__ = __rpow__ = __floordiv__ = __mod__ = _value_needed
+    __round__ = __trunc__ = __floor__ = __ceil__ = __array__ = __eq__ = __ne__ = _value_needed
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TracedScalar(argument {self.position})"
+
+
 class _Tracer:
     """Records the op calls of one trace into a GraphIR."""
 
@@ -333,8 +410,11 @@ class _Tracer:
         self.g.add_tensor(shape, dtype, name)
         return TracedTensor(self, name, shape, dtype)
 
-    def operand(self, x, op: str, arg: str) -> tuple[str, tuple, str]:
-        """The graph tensor (name, shape, dtype) of an op argument; arrays become constants."""
+    def operand(self, x, op: str, arg: str, dtype: str | None = None) -> tuple[str, tuple, str]:
+        """The graph tensor (name, shape, dtype) of an op argument; arrays become constants, a
+        lifted scalar its one-element input in ``dtype`` (the op's compute dtype)."""
+        if isinstance(x, TracedScalar):
+            x = x._input_for(dtype or "float32")
         if isinstance(x, TracedTensor):
             if x._tracer is not self:
                 raise ValueError(f"[graph] {op}: argument '{arg}' is a tensor of another trace")
@@ -380,13 +460,16 @@ class _Tracer:
         inputs: list[str | None] = []
         shapes: list[tuple] = []
         dtype = None
+        scalar_dtype = next((v.dtype for spec in info["inputs"] if spec["kind"] == "float"
+                             and spec["name"] != "mask" and isinstance(v := bound.get(spec["name"]), TracedTensor)),
+                            None)
         for spec in info["inputs"]:
             v = bound.get(spec["name"])
             if v is None:
                 inputs.append(None)
                 shapes.append(())
                 continue
-            tname, shape, dt = self.operand(v, op, spec["name"])
+            tname, shape, dt = self.operand(v, op, spec["name"], scalar_dtype)
             inputs.append(tname)
             shapes.append(shape)
             if dtype is None and spec["kind"] == "float" and spec["name"] != "mask":
@@ -395,6 +478,9 @@ class _Tracer:
             inputs.pop()
             shapes.pop()
         attrs = {k: bound[k] for k in info["attributes"] if k in bound}
+        for k, v in attrs.items():
+            if isinstance(v, TracedScalar):
+                raise _NeedsValue(f"[{op}] attribute '{k}' is a lifted float argument; it needs its value")
         n_out = len(info["outputs"])
         if op == "attention" and attrs.get("return_lse"):
             n_out = 2
@@ -441,10 +527,10 @@ def _params(op: str) -> list[str]:
 
 def _has_proxy(args, kwargs) -> _Tracer | None:
     for a in args:
-        if isinstance(a, TracedTensor):
+        if isinstance(a, (TracedTensor, TracedScalar)):
             return a._tracer
     for a in kwargs.values():
-        if isinstance(a, TracedTensor):
+        if isinstance(a, (TracedTensor, TracedScalar)):
             return a._tracer
     return None
 
@@ -504,21 +590,32 @@ def _unflatten(values: list, template):
 class _Traced:
     """One traced signature: the GraphIR and how to map arguments and results."""
 
-    def __init__(self, g, input_names: list[str | None], output_names: list[str], template):
+    def __init__(self, g, input_names: list[str | None], output_names: list[str], template,
+                 scalar_inputs: dict[int, list[str]] | None = None):
         self.g = g
         self.input_names = input_names  # per fn argument: the graph input, or None
         self.output_names = output_names
         self.template = template
+        # lifted float arguments: position -> the graph inputs fed with its value (one per dtype)
+        self.scalar_inputs = scalar_inputs or {}
 
 
-def _trace(fn: Callable, args: tuple, what: str, copy_constants: bool = True) -> _Traced:
+def _trace(fn: Callable, args: tuple, what: str, copy_constants: bool = True,
+           lift: frozenset = frozenset()) -> _Traced:
+    """Records fn on args. Array arguments become inputs arg0, arg1, ...; the float arguments at
+    the positions in ``lift`` become TracedScalar (raises _NeedsValue if fn needs their value)."""
     import lightning_core as lc
 
     tracer = _Tracer(copy_constants)
     call_args = []
     names: list[str | None] = []
+    scalars: dict[int, TracedScalar] = {}
     for i, a in enumerate(args):
-        if isinstance(a, _ARRAY_TYPES):
+        if i in lift:
+            scalars[i] = TracedScalar(tracer, i)
+            call_args.append(scalars[i])
+            names.append(None)
+        elif isinstance(a, _ARRAY_TYPES):
             name = f"arg{i}"
             call_args.append(tracer.input(name, a))
             names.append(name)
@@ -550,7 +647,8 @@ def _trace(fn: Callable, args: tuple, what: str, copy_constants: bool = True) ->
                              "computed by an op")
     tracer.g.set_outputs(list(dict.fromkeys(outputs)))  # a result returned twice is one output
     tracer.g.validate()
-    return _Traced(tracer.g, names, outputs, template)
+    return _Traced(tracer.g, names, outputs, template,
+                   {i: list(sc.inputs.values()) for i, sc in scalars.items() if sc.inputs})
 
 
 def _residency(t: _Traced, args: tuple) -> dict:
@@ -619,15 +717,22 @@ class Compiled:
         self._cache: collections.OrderedDict = collections.OrderedDict()
         self._last: _Traced | None = None
         self.traces = 0  # how many times fn was traced
+        # Float arguments (docs/graph.md, "Scalars"): positions lifted into graph inputs after
+        # a call changed only their value, and positions whose value fn needs while tracing.
+        self._lifted: frozenset = frozenset()
+        self._pinned: set = set()
         self.__name__ = getattr(fn, "__name__", "compiled")
         self.__doc__ = getattr(fn, "__doc__", None)
 
     def _key(self, args: tuple) -> tuple:
         # Per call: keep it cheap (numpy's shape tuple and dtype object are hashable as they are).
         key: list = []
-        for a in args:
+        lifted = self._lifted
+        for i, a in enumerate(args):
             if isinstance(a, _ARRAY_TYPES):
                 key.append((type(a), a.shape, a.dtype))
+            elif lifted and i in lifted and type(a) is float:
+                key.append((float, _LIFTED))
             else:
                 try:
                     hash(a)
@@ -637,11 +742,37 @@ class Compiled:
                 key.append((type(a), a))
         return tuple(key)
 
+    def _changed_floats(self, key: tuple) -> set:
+        """Float positions to lift: those in which ``key`` differs from a traced signature that
+        matches it everywhere else (the second value seen for a float argument)."""
+        for k in self._cache:
+            if len(k) != len(key):
+                continue
+            diff = {i for i, (a, b) in enumerate(zip(k, key)) if a != b}
+            if diff and all(key[i][0] is float and k[i][0] is float and key[i][1] is not _LIFTED
+                            and k[i][1] is not _LIFTED and i not in self._pinned for i in diff):
+                return diff
+        return set()
+
+    def _trace_lifting(self, args: tuple, key: tuple) -> tuple[_Traced, tuple]:
+        what = f"compiled function {self.__name__!r}"
+        lift = frozenset(i for i in self._lifted | self._changed_floats(key) if type(args[i]) is float)
+        if lift:
+            try:
+                t = _trace(self.fn, args, what, self.copy_constants, lift)
+                self._lifted = self._lifted | lift
+                return t, self._key(args)
+            except Exception:  # noqa: BLE001 -- any failure: trace with the values, as before
+                self._pinned |= lift
+                self._lifted = self._lifted - lift
+                key = self._key(args)
+        return _trace(self.fn, args, what, self.copy_constants), key
+
     def _get(self, args: tuple) -> _Traced:
         key = self._key(args)
         t = self._cache.get(key)
         if t is None:
-            t = _trace(self.fn, args, f"compiled function {self.__name__!r}", self.copy_constants)
+            t, key = self._trace_lifting(args, key)
             t.g.plan(self.device, fusion=self.fusion, strict=self.strict, **_residency(t, args))
             self.traces += 1
             self._cache[key] = t
@@ -656,7 +787,11 @@ class Compiled:
         if self.execution_mode == "eager":
             return self.fn(*args)
         t = self._get(args)
-        res = t.g.execute({n: a for n, a in zip(t.input_names, args) if n is not None})
+        inputs = {n: a for n, a in zip(t.input_names, args) if n is not None}
+        if t.scalar_inputs:
+            res = t.g.execute(inputs, scalars={n: args[i] for i, ns in t.scalar_inputs.items() for n in ns})
+        else:
+            res = t.g.execute(inputs)
         if t.template is None:
             return res[t.output_names[0]]
         return _unflatten([res[n] for n in t.output_names], t.template)
@@ -682,8 +817,12 @@ class Compiled:
         t = self._get(args) if args else self._last
         if t is None:
             return f"{self.__name__}: not traced yet (call it, or pass example arguments to explain())"
+        lifted = "".join(f"\nargument {i} (float) is a graph input: {', '.join(ns)}"
+                         for i, ns in sorted(t.scalar_inputs.items()))
+        pinned = "".join(f"\nargument {i} (float) keys the cache by value (fn needs it while tracing)"
+                         for i in sorted(self._pinned))
         return f"{self.__name__} (execution_mode={self.execution_mode!r}, {len(self._cache)} traced " \
-               f"signature(s))\n" + t.g.explain()
+               f"signature(s)){lifted}{pinned}\n" + t.g.explain()
 
 
 def trace(fn: Callable, *examples, device: str | None = None, fusion: Any = True,

@@ -11,7 +11,8 @@
 //     and results_on_device are the residency the placement assumes (execute() plans again,
 //     cached, for the residency of the inputs it is given).
 //   g.plan_summary() -> dict;  g.fusion_report() -> [dict];  g.explain() -> str
-//   g.execute(inputs: {name: array | lc.Tensor}, *, execution_mode="graph") -> {name: result}
+//   g.execute(inputs: {name: array | lc.Tensor}, *, execution_mode="graph", scalars=None)
+//     -> {name: result}; scalars={name: number} feeds one-element inputs (lc.compile's lifted floats)
 // Results are numpy arrays when every input is numpy (written in place by the plan's last
 // steps on the CPU), lc.Tensor objects otherwise (on the device when the plan ran there).
 #include <memory>
@@ -222,7 +223,7 @@ std::vector<std::pair<std::string, int>> resident_param(nb::handle h) {
   return r;
 }
 
-nb::object execute(lc::GraphIR& g, nb::handle inputs, const std::string& mode) {
+nb::object execute(lc::GraphIR& g, nb::handle inputs, const std::string& mode, nb::handle scalars) {
   if (mode != "graph" && mode != "eager")
     lc::throw_value(kOp, "execute: execution_mode must be 'graph' or 'eager', got '" + mode + "'");
   if (!nb::isinstance<nb::dict>(inputs))
@@ -240,6 +241,22 @@ nb::object execute(lc::GraphIR& g, nb::handle inputs, const std::string& mode) {
     any_lc = any_lc || args.back()->from_lc;
     all_on_device = all_on_device && args.back()->t.device() != lc::DeviceKind::cpu;
     in.emplace_back(name, args.back()->t);
+  }
+  // scalars={name: number}: one-element host inputs in the input's declared dtype (lc.compile's
+  // lifted float arguments). They do not count for where the results go: a host number says
+  // nothing about where the caller wants them.
+  if (!scalars.is_none()) {
+    if (!nb::isinstance<nb::dict>(scalars))
+      lc::throw_type(kOp, "execute: scalars must be a dict {input name: number}, got " +
+                              py_type_name(scalars.ptr()));
+    for (auto [k, v] : nb::borrow<nb::dict>(scalars)) {
+      if (!nb::isinstance<nb::str>(k)) lc::throw_type(kOp, "execute: scalar names must be str");
+      const std::string name = nb::cast<std::string>(k);
+      const double value = float_param(v, kOp, "scalars");
+      lc::Tensor t = lc::Tensor::empty({1}, g.tensor_dtype(name), lc::DeviceKind::cpu);
+      lc::convert_elements(lc::DType::f64, &value, t.dtype(), t.data(), 1);
+      in.emplace_back(name, t);
+    }
   }
   const std::vector<std::string> names = g.output_names();
   std::vector<lc::Tensor> outs;
@@ -369,9 +386,11 @@ void register_graph(nb::module_& m) {
         return g.plan_summary().to_string();
       }, "The plan as text: steps, devices, fusions (and why not), memory.")
       .def("execute", &execute, nb::arg("inputs"), nb::kw_only(),
-           nb::arg("execution_mode") = "graph",
+           nb::arg("execution_mode") = "graph", nb::arg("scalars") = nb::none(),
            "Run the plan on {input name: array or lc.Tensor}; returns {output name: result} "
-           "(numpy for numpy inputs). execution_mode='eager' runs the steps one by one.")
+           "(numpy for numpy inputs). execution_mode='eager' runs the steps one by one. "
+           "scalars={input name: number} feeds one-element inputs from Python numbers (in the "
+           "input's dtype; they do not decide where the results go).")
       .def_prop_ro("inputs", &lc::GraphIR::input_names)
       .def_prop_ro("outputs", &lc::GraphIR::output_names)
       .def("tensor_shape", [](const lc::GraphIR& g, const std::string& n) {
