@@ -36,6 +36,8 @@ from ._docs import _signature
 __all__ = ["TracedTensor", "Compiled", "trace", "compile"]
 
 _TRACE_LOCK = threading.RLock()
+from . import _indexing  # noqa: E402
+
 _ARRAY_TYPES = (np.ndarray, _C.Tensor)
 _LIFTED = object()  # a cache key's mark for a float argument fed to the graph as an input
 
@@ -208,6 +210,8 @@ class TracedTensor:
             The index.
         """
         items = key if isinstance(key, tuple) else (key,)
+        if any(_indexing._is_index_array(k) for k in items):
+            return self._advanced_getitem(key)
         n_ell = sum(1 for k in items if k is Ellipsis)
         if n_ell > 1:
             raise ValueError(f"[graph] __getitem__: an index can only have a single ellipsis ('...'), "
@@ -246,6 +250,34 @@ class TracedTensor:
         if t is self:  # x[:] or x[...]: an alias all the same (a graph output must be a node)
             t = t._tracer.record_view("reshape", t, {"shape": self.shape})
         return t
+
+
+def _traced_advanced_getitem(self, key):
+    """``x[idx]`` with one index array (lightning_core/_indexing.py's rules): the basic items as
+    view nodes, then ``permute`` / ``reshape`` views around one ``embedding`` node. A list or
+    numpy index becomes an int64 constant (negatives wrapped, range checked here); a traced int
+    tensor is read at run time (its values must lie in [0, n))."""
+    op = "[graph] __getitem__:"
+    basic, idx, axis, leading = _indexing.split_key(key, self.ndim, op)
+    full = all(isinstance(k, slice) and k == slice(None) for k in basic)
+    base = self if full else self[basic]
+    n = base.shape[axis]
+    if isinstance(idx, TracedTensor):
+        if idx.dtype not in ("int32", "int64"):
+            raise TypeError(f"[graph] __getitem__: a traced index must be int32 or int64, got {idx.dtype}")
+    elif isinstance(idx, _C.Tensor):
+        if idx.dtype not in ("int32", "int64"):
+            raise TypeError(f"[graph] __getitem__: an lc.Tensor index must be int32 or int64, got {idx.dtype}")
+    else:
+        idx = _indexing.host_index(idx, n, op)
+    tracer = self._tracer
+    return _indexing.gather(base, idx, axis, leading,
+                            permute=lambda x, d: tracer.record_view("permute", x, {"dims": tuple(d)}),
+                            reshape=lambda x, s: tracer.record_view("reshape", x, {"shape": tuple(s)}),
+                            embedding=lambda i, w: tracer.record("embedding", (i, w), {}))
+
+
+TracedTensor._advanced_getitem = _traced_advanced_getitem
 
 
 def _int_arg(v, op: str) -> int:

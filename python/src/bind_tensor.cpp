@@ -274,6 +274,21 @@ lc::Tensor getitem(const lc::Tensor& self, nb::handle key) {
   return t;
 }
 
+// t[key]: basic indexing here (a view, no copy); a key with an index array (numpy, a list, an
+// lc.Tensor of ints) or a boolean mask goes to lightning_core/_indexing.py, which gathers
+// through the embedding op (the tracer records the same steps as graph nodes).
+nb::object getitem_any(nb::handle self_h, nb::handle key) {
+  nb::tuple items = PyTuple_Check(key.ptr()) ? nb::borrow<nb::tuple>(key) : nb::make_tuple(key);
+  for (nb::handle it : items) {
+    PyObject* o = it.ptr();
+    const bool basic = o == Py_Ellipsis || it.is_none() || PySlice_Check(o) ||
+                       (!PyBool_Check(o) && (PyLong_Check(o) || PyArray_IsScalar(o, Integer)));
+    if (!basic)
+      return nb::module_::import_("lightning_core._indexing").attr("advanced_getitem")(self_h, key);
+  }
+  return nb::cast(getitem(nb::cast<const lc::Tensor&>(self_h), key), nb::rv_policy::move);
+}
+
 // The values of small tensors (numpy's formatting), else the shape alone.
 std::string tensor_repr(nb::handle self_h) {
   const lc::Tensor& t = nb::cast<const lc::Tensor&>(self_h);
@@ -508,8 +523,10 @@ void register_tensor(nb::module_& m) {
            }, "A view with the dimensions reordered (torch's permute).")
       .def("transpose", [](const lc::Tensor& t, int d0, int d1) { return t.transpose(d0, d1); },
            nb::arg("dim0"), nb::arg("dim1"), "A view with two dimensions swapped.")
-      .def("__getitem__", &getitem, nb::arg("key").none(),
-           "Basic indexing (ints, slices with steps, None, ...): a view, no copy.")
+      .def("__getitem__", &getitem_any, nb::arg("key").none(),
+           "Basic indexing (ints, slices with steps, None, ...): a view, no copy. One index array "
+           "(ints, negative ones counted from the end, or a 1-D boolean mask): a gather, as "
+           "numpy's advanced indexing.")
       .def("__repr__", &tensor_repr);
 }
 
