@@ -524,7 +524,8 @@ class _Tracer:
             specs = [(self.g.tensor_shape(o), self.g.tensor_dtype(o)) for o in outs]
         else:
             # The registry checks the shapes here, at the line that made the call.
-            size_attrs = {k: attrs[k] for k in ("stride_h", "stride_w", "pad_h", "pad_w") if k in attrs}
+            size_attrs = {k: attrs[k] for k in ("stride_h", "stride_w", "pad_h", "pad_w", "batch_first")
+                          if k in attrs}
             try:
                 shape, dt = _C.op_infer(op, shapes, dtype or "float32", **size_attrs)
             except ValueError as e:
@@ -533,6 +534,8 @@ class _Tracer:
             specs = [(shape, dt)]
             if n_out == 2:  # attention's lse: q's leading dims, float32
                 specs.append((shapes[0][:-1], "float32"))
+            elif op == "lstm":  # h_n, c_n: h0's shape
+                specs += [(shapes[1], dt), (shapes[1], dt)]
             elif n_out == 3:  # attention_backward: dk, dv of k's and v's shapes
                 specs += [(shapes[2], dt), (shapes[3], dt)]
         proxies = [TracedTensor(self, o, sh, dt) for o, (sh, dt) in zip(outs, specs)]

@@ -349,7 +349,7 @@ nb::dict op_info(const std::string& name) {
 // registry's shape and dtype inference, without running anything (the Graph IR's question).
 nb::tuple op_infer(const std::string& name, const std::vector<std::vector<std::int64_t>>& shapes,
                    const std::string& dtype, int sh, int sw, int ph, int pw, std::int64_t seq_len,
-                   std::int64_t head_dim) {
+                   std::int64_t head_dim, bool batch_first) {
   const lc::OpDef& d = lc::get_op(name, "op_infer");
   lc::OpArgs a = lc::OpArgs::of_shapes(shapes, lc::parse_dtype(dtype, "op_infer"));
   a.stride_h = sh;
@@ -358,6 +358,7 @@ nb::tuple op_infer(const std::string& name, const std::vector<std::vector<std::i
   a.pad_w = pw;
   a.seq_len = seq_len;
   a.head_dim = head_dim;
+  a.batch_first = batch_first;
   const lc::OpResult res = d.infer_result(a);
   nb::list shape;
   for (auto v : res.shape) shape.append(v);
@@ -451,6 +452,7 @@ void register_ops(nb::module_& m) {
   m.def("op_infer", &op_infer, nb::arg("name"), nb::arg("shapes"), nb::arg("dtype") = "float32",
         nb::kw_only(), nb::arg("stride_h") = 1, nb::arg("stride_w") = 1, nb::arg("pad_h") = 0,
         nb::arg("pad_w") = 0, nb::arg("seq_len") = 0, nb::arg("head_dim") = 0,
+        nb::arg("batch_first") = false,
         "The registry's shape and dtype inference for op `name` on inputs of these shapes (in "
         "op_info(name)['inputs'] order; optional trailing inputs may be left out) and storage "
         "dtype: (result shape, dtype name). Raises ValueError for shapes the op rejects.");

@@ -89,6 +89,10 @@ void run_step(const Step& s, std::vector<Tensor>& cur, const ExecutionPolicy& q)
   else if (d == &od::softmax) softmax_into(in(0), out, q, a.scale > 0 ? a.scale : 1.0f, opt(1));
   else if (d == &od::gelu) gelu_into(in(0), out, a.approximate.c_str(), q);
   else if (d == &od::embedding) embedding_into(in(0), in(1), out, q);
+  else if (d == &od::lstm)
+    lstm_into(in(0), in(1), in(2), in(3), in(4), opt(5), opt(6), out,
+              cur[static_cast<std::size_t>(s.out[1])], cur[static_cast<std::size_t>(s.out[2])],
+              a.batch_first, q);
   else if (d == &od::vector_scale) elementwise_into("vector_scale", in(0), nullptr, a.alpha, out, q);
   else if (d == &od::relu) elementwise_into("relu", in(0), nullptr, 1.0f, out, q);
   else if (d == &od::elementwise_program) {

@@ -60,6 +60,7 @@ struct StepAttrs {
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
   std::string approximate = "tanh";
   bool return_lse = false;
+  bool batch_first = false;  // lstm
   // attention only (attention_out_proj): the step's output is the merged-heads [..., S, H, Dv]
   // buffer, written through its [..., H, S, Dv] view (heads_out_view).
   bool out_heads_merged = false;

@@ -97,6 +97,7 @@ StepAttrs decode_attrs(const OpDef& d, const GraphAttrs& attrs) {
   if (const GraphAttr* a = get("pad_w")) s.pad_w = static_cast<int>(a->i);
   if (const GraphAttr* a = get("approximate")) s.approximate = a->s;
   if (const GraphAttr* a = get("return_lse")) s.return_lse = a->b;
+  if (const GraphAttr* a = get("batch_first")) s.batch_first = a->b;
   if (const GraphAttr* a = get("program")) s.prog = parse_ew_program(a->s, d.name);  // checked by add_node
   // The view nodes' (views.cpp).
   if (const GraphAttr* a = get("shape")) s.ints = a->v;
@@ -128,6 +129,7 @@ std::string StepAttrs::describe(const OpDef& d) const {
     else if (n == "pad_w") o << pad_w;
     else if (n == "approximate") o << '\'' << approximate << '\'';
     else if (n == "return_lse") o << (return_lse ? "True" : "False");
+    else if (n == "batch_first") o << (batch_first ? "True" : "False");
     else if (n == "program") o << '\'' << ew_program_text(prog) << '\'';
     else if (n == "shape" || n == "dims") o << GraphAttr::of(ints).repr();
     else if (n == "dim0") o << dim0;
@@ -166,6 +168,7 @@ OpArgs step_args(const Resolved& g, const Step& s) {
   a.stride_w = s.attrs.stride_w;
   a.pad_h = s.attrs.pad_h;
   a.pad_w = s.attrs.pad_w;
+  a.batch_first = s.attrs.batch_first;
   return a;
 }
 
@@ -415,6 +418,10 @@ Resolved resolve(const std::vector<TensorEntry>& tensors, const std::vector<Node
     if (&d == &opdefs::attention_backward) {
       outs.push_back({g.tensors[static_cast<std::size_t>(s.in[2])].shape, res.dtype});
       outs.push_back({g.tensors[static_cast<std::size_t>(s.in[3])].shape, res.dtype});
+    }
+    if (&d == &opdefs::lstm) {  // h_n, c_n: h0's shape
+      outs.push_back({g.tensors[static_cast<std::size_t>(s.in[1])].shape, res.dtype});
+      outs.push_back({g.tensors[static_cast<std::size_t>(s.in[1])].shape, res.dtype});
     }
     for (std::size_t k = 0; k < s.out.size() && k < outs.size(); ++k) {
       TensorEntry& t = g.tensors[static_cast<std::size_t>(s.out[k])];

@@ -119,8 +119,9 @@ void run(OpRunner& r, const LstmDims& d, const Tensor& xt, const Tensor& h0, con
 }
 
 // ---- the OpDef -----------------------------------------------------------------------------
-// Inputs x [T, B, I], h0 / c0 [B, H] or [1, B, H], w_ih [4H, I], w_hh [4H, H], b_ih / b_hh [4H];
-// the result is y [T, B, H] (op_infer's shapes are time-major; batch_first is the front-end's).
+// Inputs x [T, B, I] ([B, T, I] with OpArgs::batch_first), h0 / c0 [B, H] or [1, B, H], w_ih
+// [4H, I], w_hh [4H, H], b_ih / b_hh [4H]; the result is y [T, B, H] ([B, T, H]); h_n and c_n
+// have h0's shape (the graph's second and third outputs).
 
 std::vector<std::int64_t> vec(const ShapeRef& s) { return {s.dims, s.dims + s.ndim}; }
 
@@ -134,17 +135,19 @@ OpResult infer_lstm(const OpDef& def, const OpArgs& a) {
                           shape_str(vec(c0)) + ", w_ih " + shape_str(vec(wi)) + ", w_hh " +
                           shape_str(vec(wh));
   const std::int64_t H = wh[1];
+  const std::int64_t T = a.batch_first ? x[1] : x[0], B = a.batch_first ? x[0] : x[1];
   if (wh[0] != 4 * H) throw_value(def.name, all + ": w_hh must be [4*H, H]");
   if (wi[0] != 4 * H || wi[1] != x[2]) throw_value(def.name, all + ": w_ih must be [4*H, I]");
   const bool h_ok = (h0.ndim == 2 || (h0.ndim == 3 && h0[0] == 1)) &&
-                    h0[h0.ndim - 2] == x[1] && h0.back() == H;
+                    h0[h0.ndim - 2] == B && h0.back() == H;
   if (!h_ok) throw_value(def.name, all + ": h0 must be [B, H] or [1, B, H]");
   if (vec(c0) != vec(h0)) throw_value(def.name, all + ": c0 must have h0's shape");
   for (int i = 5; i <= 6; ++i)
     if (a.has(i) && (a[i].ndim != 1 || a[i][0] != 4 * H))
       throw_value(def.name, std::string(def.inputs[static_cast<std::size_t>(i)].name) +
                                 " must be [4*H] = [" + std::to_string(4 * H) + "]");
-  return {{x[0], x[1], H}, a.dtype};
+  if (a.batch_first) return {{B, T, H}, a.dtype};
+  return {{T, B, H}, a.dtype};
 }
 
 // Two GEMMs' worth of multiply-adds per step (x w_ih^T and h w_hh^T: 2 * B * 4H * (I + H)
@@ -169,8 +172,9 @@ const OpDef opdefs::lstm{
     "One LSTM layer over a sequence (torch.nn.LSTM's layout and gate order i, f, g, o): returns "
     "(y, h_n, c_n). One GEMM x w_ih^T for every step, then per step one GEMM h w_hh^T and one "
     "fused pointwise pass; float32, float16, bfloat16 with float32 accumulation and a float32 "
-    "cell state; on CUDA one persistent kernel runs every step (else the step loop replays as "
-    "one captured CUDA graph); on the CPU the sequence is one pool job.",
+    "cell state; on CUDA the step loop replays as one captured CUDA graph (a persistent "
+    "kernel for every step is opt-in: LC_LSTM_PERSISTENT=1); on the CPU the sequence is one "
+    "pool job.",
     {{in("x", 3), in("h0", -1, 2), in("c0", -1, 2), in("w_ih", 2), in("w_hh", 2),
       opt("b_ih", 1), opt("b_hh", 1)}},
     {"y", "h_n", "c_n"},

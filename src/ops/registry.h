@@ -73,6 +73,7 @@ struct OpArgs {
   DType dtype = DType::f32;
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;  // conv ops
   std::int64_t seq_len = 0, head_dim = 0;  // conv_attention_nchw (0: not given)
+  bool batch_first = false;                // lstm: x is [B, T, I] and y [B, T, H]
 
   OpArgs() = default;
   // From tensors (nullptr: an absent optional input); dtype = the first tensor's, or `dtype`

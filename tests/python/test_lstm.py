@@ -325,6 +325,71 @@ def test_registry_entry():
         lc.op_infer("lstm", [(7, 3, 5), (3, 11), (3, 11), (44, 6), (44, 11)])
 
 
+# ---- in a graph (lc.compile, GraphIR) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", backends)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_compiled_lstm_and_head(rng, device, dtype, batch_first):
+    # An LSTM layer and a classifier on its last step, traced by lc.compile: one lstm node (three
+    # outputs), a select view, a linear; every output against the float64 recurrence.
+    T, B, I, H, C = 6, 3, 5, 9, 4
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = make(rng, T, B, I, H, dtype)
+    w_c = (rng.standard_normal((C, H)) / 3).astype(np_dtype(dtype))
+    xin = np.ascontiguousarray(x.transpose(1, 0, 2)) if batch_first else x
+
+    def model(x, h0, c0):
+        y, h_n, c_n = lc.lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, batch_first=batch_first)
+        last = y[:, -1] if batch_first else y[-1]
+        return lc.linear(last, w_c), y, h_n, c_n
+
+    f = lc.compile(model, device=device)
+    ry, rh, rc = ref_lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    for call in range(2):  # trace, then replay
+        logits, y, h_n, c_n = f(*[lc.Tensor(a, device=device) for a in (xin, h0, c0)])
+        check(logits, ry[-1] @ f64(w_c).T, dtype, f"{device} call {call} logits")
+        check_all((y, h_n, c_n), (ry.transpose(1, 0, 2) if batch_first else ry, rh, rc), dtype,
+                  f"{device} call {call}")
+    assert f.traces == 1
+    assert "lstm" in f.explain()
+
+
+def test_graph_lstm_node_by_hand_and_errors(rng):
+    T, B, I, H = 4, 2, 3, 5
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = make(rng, T, B, I, H)
+    g = lc.GraphIR()
+    g.add_tensor(x.shape, "float32", "x")
+    for name, v in (("h0", h0), ("c0", c0), ("w_ih", w_ih), ("w_hh", w_hh), ("b", b_ih)):
+        g.add_tensor(v.shape, "float32", name, True, value=v)
+    g.add_node("lstm", ["x", "h0", "c0", "w_ih", "w_hh", "b"], ["y", "h_n", "c_n"], {}, "rnn")
+    g.set_outputs(["y", "c_n"])
+    g.validate()
+    assert g.tensor_shape("h_n") == (B, H) and g.tensor_shape("y") == (T, B, H)
+    for mode in ("graph", "eager"):
+        r = g.execute({"x": x}, execution_mode=mode)
+        ry, _, rc = ref_lstm(x, h0, c0, w_ih, w_hh, b_ih)
+        check(r["y"], ry, "float32", mode)
+        check(r["c_n"], rc, "float32", mode)
+    # a wrong hidden state shape names the node, the op and the shapes
+    g2 = lc.GraphIR()
+    g2.add_tensor(x.shape, "float32", "x")
+    g2.add_tensor((B + 1, H), "float32", "h0")
+    g2.add_tensor(w_ih.shape, "float32", "w_ih", True, value=w_ih)
+    g2.add_tensor(w_hh.shape, "float32", "w_hh", True, value=w_hh)
+    g2.add_node("lstm", ["x", "h0", "h0", "w_ih", "w_hh"], ["y", "h", "c"], {}, "rnn")
+    g2.set_outputs(["y"])
+    with pytest.raises(ValueError, match=r"rnn.*h0 must be \[B, H\]"):
+        g2.validate()
+    with pytest.raises(ValueError, match="produces 3 output"):
+        bad = lc.GraphIR()
+        bad.add_tensor(x.shape, "float32", "x")
+        bad.add_node("lstm", ["x", "x", "x", "x", "x"], ["y"], {}, "rnn")
+        bad.validate()
+    assert lc.op_infer("lstm", [(3, 7, 5), (3, 11), (3, 11), (44, 5), (44, 11)], batch_first=True) == (
+        (3, 7, 11), "float32")
+
+
 # ---- CUDA: the step-loop graph -----------------------------------------------------------------
 
 
@@ -332,10 +397,10 @@ def test_registry_entry():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_graph_replays_follow_new_inputs(rng, dtype):
     # Resident weights, new x, h0, c0 every call, each matching its own reference; then new
-    # weights and numpy inputs (uploaded per call). In-process this runs the persistent kernel;
-    # test_cuda_step_loop_graph_when_persistent_is_off runs it with LC_LSTM_PERSISTENT=0, where
-    # call 1 runs eagerly, call 2 records the step loop and calls 3+ replay it (new inputs are
-    # copied into the graph's buffers; new weights are a new binding: re-recorded).
+    # weights and numpy inputs (uploaded per call). The default per-step path: call 1 runs
+    # eagerly, call 2 records the step loop and calls 3+ replay it (new inputs are copied into the
+    # graph's buffers; new weights are a new binding: re-recorded); with LC_LSTM_PERSISTENT=1
+    # (test_cuda_persistent_when_enabled) the persistent kernel runs instead.
     T, B, I, H = 9, 5, 7, 13
     _, _, _, w_ih, w_hh, b_ih, b_hh = make(rng, T, B, I, H, dtype)
     wd = [lc.Tensor(w, device="cuda", dtype=dtype) for w in (w_ih, w_hh, b_ih, b_hh)]

@@ -1,8 +1,9 @@
 // One LSTM layer on the GPU (Backend::lstm, LstmArgs in backend.h): one cuBLASLt GEMM
-// x w_ih^T for all T steps (matmul.cpp), then by default ONE persistent cooperative kernel for
-// all T steps (lstm_persistent.cu; run_persistent below; opt-in: LC_LSTM_PERSISTENT=1).
-// Shapes it does not fit, and calls under someone else's stream capture, take the per-step
-// path described next: per step one GEMM h_{t-1} w_hh^T whose residual
+// x w_ih^T for all T steps (matmul.cpp), then the per-step path described next (the default).
+// LC_LSTM_PERSISTENT=1 opts in to ONE persistent cooperative kernel for all T steps
+// (lstm_persistent.cu; run_persistent below), slower on the H200 so far (see
+// persistent_enabled); shapes it does not fit and calls under someone else's stream capture
+// take the per-step path even then. The per-step path: per step one GEMM h_{t-1} w_hh^T whose residual
 // epilogue adds that step's slice of the input projection (D = h w_hh^T + xg_t, one call), and
 // one fused pointwise kernel (lstm.cu: biases, gates, float32 cell state, h_t).
 //
