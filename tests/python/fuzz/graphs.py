@@ -3,7 +3,9 @@
 A case is a chain of 1-6 nodes over one input `x` (elementwise ops with constant or input
 operands, vector_scale, relu, gelu, softmax with an optional broadcast mask, layernorm, linear,
 matmul, reshape / permute / slice views, negative steps included) in one storage dtype, built by hand (`api` "graph") or traced
-from a plain function by `lc.compile` (`api` "compile": no fault; the compiled function is
+from a plain function by `lc.compile` (`api` "compile": no fault; the chain may also gather
+rows or columns with an index list and multiply by the function's float argument `s`, which
+takes a new value on each call and must become a graph input; the compiled function is
 called twice, then with one more row where the chain has no reshape, which re-traces, and must
 agree with the function called eagerly), with at most one fault:
 
@@ -51,9 +53,15 @@ def graph_case(draw, gpu=False):  # noqa: ARG001  (CPU only: the GPU run covers 
     consts = {}   # name -> {"shape", "seed", "nonzero"}
     nodes = []
     cur = "x"
+    api = draw(st.sampled_from(["graph", "graph", "graph", "compile"]))
+    # traced chains only: a gather (x[idx], one index array) and a mul by the function's float
+    # argument (lifted into a graph input after its second value; docs/graph.md, "Scalars")
+    traced_only = ["gather", "scalar"] if api == "compile" else []
+    if dtype == "float64":  # gathers run on float32 / float16 / bfloat16 tensors
+        traced_only = traced_only[1:]
     for i in range(draw(st.integers(1, 6))):
         kind = draw(st.sampled_from(UNARY + BINARY + ["linear", "linear", "matmul", "reshape", "permute",
-                                                      "slice"]))
+                                                      "slice"] + traced_only))
         out = f"t{i}"
         node = {"op": kind, "inputs": [cur], "outputs": [out], "attrs": {}, "name": f"n{i}_{kind}"}
         if kind in BINARY:
@@ -121,9 +129,15 @@ def graph_case(draw, gpu=False):  # noqa: ARG001  (CPU only: the GPU run covers 
             node["attrs"] = {"dim": dim, "step": step, **({} if start is None else {"start": start})}
             shape = list(shape)
             shape[dim] = length
+        elif kind == "gather":  # rows or columns picked, repeated, reversed, negative
+            dim = draw(st.integers(0, 1))
+            n = shape[dim]
+            idx = draw(st.lists(st.integers(-n, n - 1), min_size=0, max_size=7)) if n else []
+            node["attrs"] = {"dim": dim, "index": idx}
+            shape = list(shape)
+            shape[dim] = len(idx)
         nodes.append(node)
         cur = out
-    api = draw(st.sampled_from(["graph", "graph", "graph", "compile"]))
     case = {"family": "graph", "api": api, "dtype": dtype, "x_shape": [rows, cols],
             "consts": consts, "nodes": nodes, "out": cur,
             "fault": draw(st.sampled_from(GRAPH_FAULTS)) if api == "graph" else "none",
@@ -253,7 +267,13 @@ def _eager(lc, node, ins):
         key = [slice(None)] * np.asarray(ins[0]).ndim
         key[a["dim"]] = slice(a.get("start"), None, a["step"])
         return np.ascontiguousarray(np.asarray(ins[0])[tuple(key)])
+    if op == "gather":
+        return np.asarray(ins[0])[_gather_key(a)]
     raise AssertionError(op)
+
+
+def _gather_key(a):
+    return (np.array(a["index"], np.int64),) if a["dim"] == 0 else (slice(None), np.array(a["index"], np.int64))
 
 
 def render(case):
@@ -276,13 +296,17 @@ def _x(case, shift, dtype=None, shape=None):
 
 
 def _chain_fn(lc, case, consts):
-    """The case's chain as a plain function of x (lc ops; views as methods, so a traced tensor
-    records view nodes and a numpy array is reshaped / transposed eagerly)."""
-    def fn(x):
+    """The case's chain as a plain function of x and a float s (lc ops; views and gathers as
+    indexing, so a traced tensor records nodes and a numpy array is indexed eagerly)."""
+    def fn(x, s=1.0):
         env = {"x": x, **consts}
         for n in case["nodes"]:
             ins = [env[i] for i in n["inputs"]]
-            if n["op"] == "reshape":
+            if n["op"] == "scalar":
+                out = ins[0] * s
+            elif n["op"] == "gather":
+                out = ins[0][_gather_key(n["attrs"])]
+            elif n["op"] == "reshape":
                 out = ins[0].reshape(*n["attrs"]["shape"])
             elif n["op"] == "permute":
                 t = ins[0]
@@ -305,26 +329,31 @@ def run_compiled(case, trace):
     consts = {n: _const_value(n, c, case["dtype"]) for n, c in case["consts"].items()}
     fn = _chain_fn(lc, case, consts)
     f = lc.compile(fn)
-    trace.append("# the chain above as fn(x), then f = lc.compile(fn); f(x)")
-    # twice the traced shape (the second call replays), then one more row: a new trace, or, where
-    # the function itself refuses that shape (constants of the old size), the same refusal
+    scalar = any(n["op"] == "scalar" for n in case["nodes"])
+    trace.append("# the chain above as fn(x, s), then f = lc.compile(fn); f(x, s)")
+    # twice the traced shape (the second call replays, or with a scale node traces once more with
+    # s lifted), then one more row: a new trace, or, where the function itself refuses that shape
+    # (constants of the old size), the same refusal
     shapes = [case["x_shape"], case["x_shape"], [case["x_shape"][0] + 1, case["x_shape"][1]]]
     for k, shape in enumerate(shapes):
         x = _x(case, 10 + k, shape=shape)
-        trace.append(f"f(x)  # x {shape}")
+        s = [0.75, -1.5, 2.25][k] if scalar else 1.0
+        trace.append(f"f(x, {s})  # x {shape}")
         try:
-            ref = fn(x)
+            ref = fn(x, s)
         except (ValueError, TypeError) as e:
             try:
-                f(x)
+                f(x, s)
             except (ValueError, TypeError):
                 continue
             raise Finding("unexpected-success", f"lc.compile ran a call the function refuses "
                                                 f"eagerly ({type(e).__name__}: {str(e)[:200]})")
-        y = f(x)
-        _close(Finding, case["dtype"], y, ref, f"lc.compile call {k} (x {shape})")
-    if f.traces > 2:
-        raise Finding("wrong-trace-count", f"{f.traces} traces for two shapes")
+        y = f(x, s)
+        _close(Finding, case["dtype"], y, ref, f"lc.compile call {k} (x {shape}, s {s})")
+    if f.traces > 2 + scalar:
+        raise Finding("wrong-trace-count", f"{f.traces} traces for two shapes" + (" and 3 values of s" if scalar else ""))
+    if scalar and f.traces > 1 and "argument 1 (float) is a graph input" not in f.explain():
+        raise Finding("scalar-not-lifted", "s reaches a mul, yet it keys the cache by value:\n" + f.explain()[:400])
 
 
 def _close(Finding, dtype, y, ref, where):
