@@ -16,11 +16,12 @@
 #                 rounds new then old). The rounds and both builds stay in build-ab/ (an ignored
 #                 path, kept while the machine is warm), so "1" then "2" can be two calls.
 #   LC_AB_MODES   oneshot,resident (default both). LC_AB_ITEM_S: limit per suite process (150).
-#   LC_AB_CUDA=OFF  builds without CUDA (a dry run of the script on a machine without a GPU).
+#   LC_AB_CUDA=OFF  builds without CUDA (the CPU columns, on a machine without a GPU).
+#   LC_AB_DIR / LC_AB_WORK  other folders than .deps/ab and build-ab (a second A/B beside the first).
 # $OUT gets ab_report.md (every round so far) and ab_rounds.tgz (their CSV files).
 set -o pipefail
 ROOT=$PWD
-AB=$ROOT/.deps/ab
+AB=${LC_AB_DIR:-$ROOT/.deps/ab}
 if [ "${1:-}" = --pack ]; then
   [ -n "${2:-}" ] || { echo "usage: $0 --pack <old commit> [filters file]"; exit 2; }
   mkdir -p "$AB"
@@ -33,7 +34,7 @@ fi
 [ -f "$AB/old.tar.gz" ] && [ -f "$AB/filters.txt" ] || { echo "ab_suites: run '$0 --pack' here first"; exit 2; }
 OUT=${OUT:-$ROOT/gpu_out}
 mkdir -p "$OUT"
-WORK=$ROOT/build-ab
+WORK=${LC_AB_WORK:-$ROOT/build-ab}
 mkdir -p "$WORK/rounds"
 export PYTHONUNBUFFERED=1
 
