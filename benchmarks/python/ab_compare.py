@@ -19,22 +19,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import statistics
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from compare_results import _float  # a CSV cell as positive finite ms, or None
+
 LC_COLUMNS = ("lc_auto_ms", "lc_cuda_ms", "lc_cuda_into_ms", "lc_cpu_ms")
 Key = Tuple[str, str, str, str, str]  # suite, mode, family, case, LC column
-
-
-def _float(v: Optional[str]) -> Optional[float]:
-    try:
-        f = float(v) if v not in (None, "", "n/a") else None
-    except ValueError:
-        return None
-    return f if f is not None and math.isfinite(f) and f > 0 else None
 
 
 def load_round(d: Path) -> Dict[Key, float]:

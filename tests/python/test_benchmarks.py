@@ -184,8 +184,8 @@ def test_summary_sections_from_synthetic_results(tmp_path):
     assert np.isfinite(summary.load_tiny_op(tmp_path)[0])
 
 
-def _suite_csv(path: Path, rows):
-    cols = ["suite", "mode", "family", "case", "best_lc_ms", "best_peer_ms", "ours_vs_best_peer"]
+def _suite_csv(path: Path, rows, cols=("suite", "mode", "family", "case", "best_lc_ms", "best_peer_ms",
+                                       "ours_vs_best_peer")):
     with open(path, "w") as f:
         f.write(",".join(cols) + "\n")
         for r in rows:
@@ -240,14 +240,6 @@ def test_filter_alternatives():
     assert suite_main.matches_filter(" | ", "x")  # only empty alternatives: everything
 
 
-def _lc_csv(path: Path, rows):
-    cols = ["suite", "mode", "family", "case", "lc_cpu_ms", "lc_cuda_ms"]
-    with open(path, "w") as f:
-        f.write(",".join(cols) + "\n")
-        for r in rows:
-            f.write(",".join(f'"{v}"' if "," in str(v) else str(v) for v in r) + "\n")
-
-
 def test_ab_compare_needs_every_round_beyond_the_other_build(tmp_path, capsys):
     ab = pytest.importorskip("ab_compare")
     # per round: (case, lc_cpu_ms, lc_cuda_ms). a: new slower in both rounds by > 5% -> slower;
@@ -261,7 +253,8 @@ def test_ab_compare_needs_every_round_beyond_the_other_build(tmp_path, capsys):
     }
     for name, rows in rounds.items():
         (tmp_path / name).mkdir()
-        _lc_csv(tmp_path / name / "kernel.csv", [("kernel", "resident", "ew", c, cpu, cuda) for c, cpu, cuda in rows])
+        _suite_csv(tmp_path / name / "kernel.csv", [("kernel", "resident", "ew", c, cpu, cuda) for c, cpu, cuda in rows],
+                   cols=("suite", "mode", "family", "case", "lc_cpu_ms", "lc_cuda_ms"))
     res = {(k[3], k[4]): v for k, v, *_ in ab.compare(ab.rounds(tmp_path, "old"), ab.rounds(tmp_path, "new"))}
     assert res == {("a", "lc_cpu_ms"): "slower", ("b", "lc_cpu_ms"): "same", ("b", "lc_cuda_ms"): "same",
                    ("c", "lc_cpu_ms"): "faster", ("d", "lc_cpu_ms"): "same", ("e", "lc_cpu_ms"): "incomplete"}
