@@ -78,7 +78,7 @@ SPECIFIC = {
     "Tensor.__dlpack__": {"return": "Any"},
     "Tensor.__dlpack_device__": {"return": "tuple[int, int]"},
     "Tensor.astype": {"dtype": "DTypeLike"},
-    "Tensor.__getitem__": {"key": "Any"},
+    "Tensor.__getitem__": {"key": "Any", "return": "Tensor"},
     "Tensor.shape": {"return": "tuple[int, ...]"},
     "Tensor.strides": {"return": "tuple[int, ...]"},
     "ExecutionPolicy.__init__": {"device": "str", "upload": "str", "download": "bool",
@@ -113,7 +113,7 @@ SPECIFIC = {
     "GraphIR.set_outputs": {"names": "Sequence[str]"},
     "GraphIR.plan": {"fusion": "bool | dict[str, bool]", "precision": "str | None",
                      "resident": "dict[str, str | int] | None"},
-    "GraphIR.execute": {"inputs": "dict[str, _ArrayOrTensor]",
+    "GraphIR.execute": {"inputs": "dict[str, _ArrayOrTensor]", "scalars": "dict[str, float] | None",
                         "return": "dict[str, NDArray[Any] | Tensor]"},
     "lstm": {"x": ARRAY, "h0": ARRAY, "c0": ARRAY, "w_ih": ARRAY, "w_hh": ARRAY,
              "b_ih": ARRAY + " | None", "b_hh": ARRAY + " | None", "batch_first": "bool",
@@ -244,7 +244,8 @@ class Rewriter:
             elif p.name == "out":
                 # the `_into` forms return `out` itself (typed then by the TypeVar)
                 ret = _ann(fn.returns) if fn is not None else None
-                p.ann = "_Out" if _is_object(ret) else "NDArray[Any] | Tensor"
+                p.ann = "_Out" if _is_object(ret) else "NDArray[Any] | Tensor" + (
+                    " | None" if p.default == "None" else "")
             elif p.name in SCALAR_PARAMS:
                 p.ann = SCALAR_PARAMS[p.name]
             elif _public(qual):

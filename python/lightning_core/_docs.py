@@ -334,7 +334,8 @@ DOCS: dict[str, dict[str, Any]] = {
         "shapes": ("sequence of sequence of int", "The input shapes, in "
                    "``op_info(name)['inputs']`` order (optional trailing inputs may be left "
                    "out)."),
-        "dtype": ("str", 'Storage dtype, e.g. "float32".')},
+        "dtype": ("str", 'Storage dtype, e.g. "float32".'),
+        "batch_first": ("bool", "lstm: x is ``[B, T, I]`` and the result ``[B, T, H]``.")},
         "returns": ("tuple", "(result shape, dtype name)."),
         "raises": [("ValueError", "An unknown op, or shapes the op rejects.")]},
     "from_dlpack": {"summary": "A tensor over any DLPack producer's memory, no copy (numpy, "

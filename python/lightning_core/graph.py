@@ -211,7 +211,7 @@ class TracedTensor:
         """
         items = key if isinstance(key, tuple) else (key,)
         if any(_indexing._is_index_array(k) for k in items):
-            return self._advanced_getitem(key)
+            return _traced_advanced_getitem(self, key)
         n_ell = sum(1 for k in items if k is Ellipsis)
         if n_ell > 1:
             raise ValueError(f"[graph] __getitem__: an index can only have a single ellipsis ('...'), "
@@ -276,8 +276,6 @@ def _traced_advanced_getitem(self, key):
                             reshape=lambda x, s: tracer.record_view("reshape", x, {"shape": tuple(s)}),
                             embedding=lambda i, w: tracer.record("embedding", (i, w), {}))
 
-
-TracedTensor._advanced_getitem = _traced_advanced_getitem
 
 
 def _int_arg(v, op: str) -> int:
@@ -642,7 +640,7 @@ def _trace(fn: Callable, args: tuple, what: str, copy_constants: bool = True,
     import lightning_core as lc
 
     tracer = _Tracer(copy_constants)
-    call_args = []
+    call_args: list[Any] = []
     names: list[str | None] = []
     scalars: dict[int, TracedScalar] = {}
     for i, a in enumerate(args):

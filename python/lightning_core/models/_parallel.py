@@ -114,7 +114,7 @@ def run_data_parallel(batches: Sequence[tuple], locations: Sequence[str],
     serial = {loc: encs[loc]._resolve_mode(execution_mode) == "graph" for loc in encs}
     queue = collections.deque(batches)
     qlock = threading.Lock()
-    counts = collections.Counter()
+    counts: collections.Counter = collections.Counter()
     errors: list = []
     stop = threading.Event()
 
@@ -296,7 +296,7 @@ class TensorParallelEncoder:
         self.devices = locs
         self.cuda = "cuda" in kinds
         self._timeout = timeout
-        self._comms = None
+        self._comms: list | None = None
         self._uniq = list(dict.fromkeys(locs))
         # The replicated parts per distinct device: embeddings, layernorms.
         h, it, H, D = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.head_dim
@@ -316,7 +316,7 @@ class TensorParallelEncoder:
                                   ln=(put(ln_g, loc), put(ln_b, loc)), layers=[])
         self.head_split = _split(H, P)       # [start, stop) heads per shard
         self.ffn_split = _split(it, P)       # [start, stop) FFN columns per shard
-        self._shards = [[] for _ in range(P)]  # per shard: per layer a dict of tensors
+        self._shards: list[list] = [[] for _ in range(P)]  # per shard: per layer a dict of tensors
         for i in range(c.num_hidden_layers):
             p_ = f"encoder.layer.{i}."
             q, k, v = (get(p_ + f"attention.self.{n}.weight", (h, h)) for n in ("query", "key", "value"))

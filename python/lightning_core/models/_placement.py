@@ -127,7 +127,7 @@ class AutoPlacement:
         self._memo: dict = {}      # (Bb, Sb, dtype) -> PlacementDecision
         self._seen: dict = {}      # the same as source="memo" (what later calls return)
         self._lock = threading.Lock()
-        self._cpu = None           # the CPU fingerprint's digest, on first persisted use
+        self._cpu: str | None = None  # the CPU fingerprint's digest, on first persisted use
         #: How many times a bucket was measured (both sides run) by this placement.
         self.measurements = 0
         #: Called as ``on_measure(bucket, dtype)`` before each measurement (tests count them).
