@@ -30,14 +30,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _indexing
 from . import _lightning_core as _C
 from ._docs import _signature
 
 __all__ = ["TracedTensor", "Compiled", "trace", "compile"]
 
 _TRACE_LOCK = threading.RLock()
-from . import _indexing  # noqa: E402
-
 _ARRAY_TYPES = (np.ndarray, _C.Tensor)
 _LIFTED = object()  # a cache key's mark for a float argument fed to the graph as an input
 
@@ -275,7 +274,6 @@ def _traced_advanced_getitem(self, key):
                             permute=lambda x, d: tracer.record_view("permute", x, {"dims": tuple(d)}),
                             reshape=lambda x, s: tracer.record_view("reshape", x, {"shape": tuple(s)}),
                             embedding=lambda i, w: tracer.record("embedding", (i, w), {}))
-
 
 
 def _int_arg(v, op: str) -> int:
