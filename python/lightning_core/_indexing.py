@@ -1,13 +1,16 @@
 """Advanced indexing (one index array) for lc.Tensor and the tracer's TracedTensor.
 
-``t[key]`` where ``key`` holds exactly one index array, numpy's rules for that case:
+``t[key]`` where ``key`` holds index arrays, numpy's advanced-indexing rules:
 
 - the index array is a list / numpy array of ints (negative ones count from the end), a 1-D
   boolean mask over its axis (its True positions), or an ``lc.Tensor`` of int32 / int64 (its
   values must lie in ``[0, n)``: they are read by the op, not here);
 - the other items are basic ones (ints, slices, ``...``, ``None``) and apply as views first;
 - the index's dimensions replace the indexed axis, or lead the result when ints and the array are
-  separated by a slice, ``...`` or ``None`` (numpy's rule for non-adjacent advanced indices).
+  separated by a slice, ``...`` or ``None`` (numpy's rule for non-adjacent advanced indices);
+- several index arrays (lists / numpy arrays; ints join them) broadcast together and pick one
+  element per position across their axes, as numpy's ``x[rows, cols]``: their values are known
+  here, so they become one index into those axes flattened.
 
 The gather itself is the ``embedding`` op on the tensor viewed as ``[n, rest]`` (indexed axis
 first): one kernel on the tensor's device, float32 / float16 / bfloat16. The result is a new
@@ -45,34 +48,60 @@ def _scalar_int(k):
 
 
 def split_key(key, ndim: int, op: str = _OP):
-    """(basic key with the array replaced by a full slice, the array, the indexed axis in the
-    basic result, whether the index dims lead the result). Raises for keys outside the rules."""
+    """(basic key with the advanced items replaced by full slices, the index arrays in key
+    order, their axes in the basic result, whether the index dims lead the result). With one
+    index array the ints stay basic (they drop their axes first); with several, ints are index
+    arrays of shape () as numpy treats them. Raises for keys outside the rules."""
     items = list(key) if isinstance(key, tuple) else [key]
-    arrays = [i for i, k in enumerate(items) if _is_index_array(k)]
     for k in items:
         if k is Ellipsis or k is None or isinstance(k, slice) or _scalar_int(k) is not None or _is_index_array(k):
             continue
-        raise TypeError(f"{op} index items must be ints, slices, None, ... or one index array "
-                        f"(ints or a 1-D boolean mask), got {type(k).__name__}")
-    if len(arrays) != 1:
-        raise TypeError(f"{op} at most one index array per index is supported, got {len(arrays)}; "
-                        "index one axis at a time")
-    a = arrays[0]
+        raise TypeError(f"{op} index items must be ints, slices, None, ... or index arrays "
+                        f"(ints or 1-D boolean masks), got {type(k).__name__}")
+    arrays = [i for i, k in enumerate(items) if _is_index_array(k)]
+    ints = [i for i, k in enumerate(items) if _scalar_int(k) is not None]
     consumed = sum(1 for k in items if k is not Ellipsis and k is not None)
     if consumed > ndim:
         raise ValueError(f"{op} too many indices ({consumed}) for a {ndim}-D tensor")
-    axis = 0  # the array's axis in the basic-indexed result
-    for k in items[:a]:
+    # numpy: ints are advanced indices too; when they and the arrays are not adjacent in the key,
+    # the index dimensions go first.
+    adv = sorted(arrays + ints)
+    leading = adv[-1] - adv[0] + 1 != len(adv)
+    taken = arrays if len(arrays) == 1 else adv  # one array: the ints select first (basic)
+    basic, axes, axis = [], [], 0
+    for i, k in enumerate(items):
+        if i in taken:
+            basic.append(slice(None))
+            axes.append(axis)
+            axis += 1
+            continue
+        basic.append(k)
         if k is Ellipsis:
             axis += ndim - consumed
         elif k is None or isinstance(k, slice):
             axis += 1
-    # numpy: ints are advanced indices too; when they and the array are not adjacent in the key,
-    # the index dimensions go first.
-    adv = [i for i, k in enumerate(items) if i == a or _scalar_int(k) is not None]
-    leading = adv[-1] - adv[0] + 1 != len(adv)
-    basic = items[:a] + [slice(None)] + items[a + 1:]
-    return tuple(basic), items[a], axis, leading
+    idxs = [np.asarray(items[i]) if i in ints else items[i] for i in taken]
+    return tuple(basic), idxs, axes, leading
+
+
+def flat_host_index(idxs, sizes, op: str = _OP) -> np.ndarray:
+    """Several host index arrays (lists, numpy arrays, 0-d ints, 1-D boolean masks) over axes of
+    these sizes: broadcast together, each wrapped and range checked, as one int64 index into the
+    axes flattened in order (numpy's advanced indexing with several arrays)."""
+    from . import _lightning_core as _C
+
+    if any(isinstance(i, _C.Tensor) or type(i).__name__ == "TracedTensor" for i in idxs):
+        raise TypeError(f"{op} with several index arrays each must be a list or numpy array (an "
+                        "lc.Tensor or traced index works alone)")
+    norm = [host_index(i, n, op) for i, n in zip(idxs, sizes)]
+    try:
+        b = np.broadcast_arrays(*norm)
+    except ValueError:
+        raise ValueError(f"{op} index arrays of shapes {[tuple(x.shape) for x in norm]} cannot be "
+                         "broadcast together") from None
+    if any(n == 0 for n in sizes):  # nothing to index: only an empty broadcast is valid (checked above)
+        return np.zeros(b[0].shape, np.int64)
+    return np.ravel_multi_index(tuple(b), tuple(sizes)).astype(np.int64)
 
 
 def host_index(idx, n: int, op: str = _OP) -> np.ndarray:
@@ -96,45 +125,50 @@ def host_index(idx, n: int, op: str = _OP) -> np.ndarray:
     return np.where(out < 0, out + n, out)
 
 
-def gather(t, idx, axis: int, leading: bool, *, permute: Callable, reshape: Callable,
-           embedding: Callable, op: str = _OP):
-    """t's axis `axis` indexed by idx (an int index of any shape) through embedding on the
-    [n, rest] view: the steps both lc.Tensor and the tracer take."""
+def gather(t, idx, axes, leading: bool, *, permute: Callable, reshape: Callable,
+           embedding: Callable):
+    """t indexed on `axes` (adjacent, in order; one axis for a runtime index) by idx, an int
+    index into those axes flattened, of any shape, through embedding on the [n, rest] view: the
+    steps both lc.Tensor and the tracer take."""
     shape = tuple(t.shape)
-    n = shape[axis]
-    others = shape[:axis] + shape[axis + 1:]
-    if axis:
-        t = permute(t, (axis,) + tuple(d for d in range(len(shape)) if d != axis))
-    table = reshape(t, (n, math.prod(others)))
+    axes = list(axes)
+    others = tuple(d for d in range(len(shape)) if d not in axes)
+    rest = tuple(shape[d] for d in others)
+    if list(axes) != list(range(len(axes))):
+        t = permute(t, tuple(axes) + others)
+    table = reshape(t, (math.prod(shape[a] for a in axes), math.prod(rest)))
     g = embedding(idx, table)                                   # idx.shape + (rest,)
     k = len(tuple(idx.shape))
-    g = reshape(g, tuple(idx.shape) + others)
-    if axis and not leading:  # the index dims back in the indexed axis's place
-        perm = tuple(range(k, k + axis)) + tuple(range(k)) + tuple(range(k + axis, k + len(others)))
+    g = reshape(g, tuple(idx.shape) + rest)
+    p = axes[0]  # the index dims go where the indexed axes were (unless they lead)
+    if p and not leading:
+        perm = tuple(range(k, k + p)) + tuple(range(k)) + tuple(range(k + p, k + len(rest)))
         g = permute(g, perm)
     return g
 
 
 def advanced_getitem(t, key) -> Any:
-    """lc.Tensor.__getitem__ for keys with an index array (called by the binding)."""
+    """lc.Tensor.__getitem__ for keys with index arrays (called by the binding)."""
     from . import _lightning_core as _C
 
-    basic, idx, axis, leading = split_key(key, t.ndim)
+    basic, idxs, axes, leading = split_key(key, t.ndim)
     if t.dtype not in ("float32", "float16", "bfloat16"):
         raise TypeError(f"{_OP} indexing with an index array gathers float32, float16 or bfloat16 "
                         f"tensors, got {t.dtype}; basic indexing (ints, slices) works for every dtype")
     base = t[basic] if any(not (isinstance(k, slice) and k == slice(None)) for k in basic) else t
-    n = base.shape[axis]
-    if isinstance(idx, _C.Tensor):
+    if len(idxs) > 1:
+        idx = _C.Tensor(flat_host_index(idxs, [base.shape[a] for a in axes]), device=base.device)
+    elif isinstance(idxs[0], _C.Tensor):
+        idx = idxs[0]
         if idx.dtype not in ("int32", "int64"):
             raise TypeError(f"{_OP} an lc.Tensor index must be int32 or int64, got {idx.dtype}")
         if idx.device != base.device:
             raise ValueError(f"{_OP} the index is on {idx.device}, the tensor on {base.device}; "
                              "move one with .to()")
     else:  # on the tensor's device, so that the result stays there (the ops' residency rule)
-        idx = _C.Tensor(host_index(idx, n), device=base.device)
+        idx = _C.Tensor(host_index(idxs[0], base.shape[axes[0]]), device=base.device)
     dev = base.device
-    return gather(base, idx, axis, leading,
+    return gather(base, idx, axes, leading,
                   permute=lambda x, d: x.permute(d),
                   reshape=lambda x, s: x.reshape(s),
                   embedding=lambda i, w: _C.embedding(i, w, dev))

@@ -252,25 +252,26 @@ class TracedTensor:
 
 
 def _traced_advanced_getitem(self, key):
-    """``x[idx]`` with one index array (lightning_core/_indexing.py's rules): the basic items as
-    view nodes, then ``permute`` / ``reshape`` views around one ``embedding`` node. A list or
-    numpy index becomes an int64 constant (negatives wrapped, range checked here); a traced int
-    tensor is read at run time (its values must lie in [0, n))."""
+    """``x[idx]`` with index arrays (lightning_core/_indexing.py's rules): the basic items as
+    view nodes, then ``permute`` / ``reshape`` views around one ``embedding`` node. List or numpy
+    indices become one int64 constant (negatives wrapped, range checked, several arrays
+    broadcast and flattened here); a traced int tensor, alone, is read at run time (its values
+    must lie in [0, n))."""
     op = "[graph] __getitem__:"
-    basic, idx, axis, leading = _indexing.split_key(key, self.ndim, op)
+    basic, idxs, axes, leading = _indexing.split_key(key, self.ndim, op)
     full = all(isinstance(k, slice) and k == slice(None) for k in basic)
     base = self if full else self[basic]
-    n = base.shape[axis]
-    if isinstance(idx, TracedTensor):
+    idx = idxs[0]
+    if len(idxs) > 1:
+        idx = _indexing.flat_host_index(idxs, [base.shape[a] for a in axes], op)
+    elif isinstance(idx, (TracedTensor, _C.Tensor)):
         if idx.dtype not in ("int32", "int64"):
-            raise TypeError(f"[graph] __getitem__: a traced index must be int32 or int64, got {idx.dtype}")
-    elif isinstance(idx, _C.Tensor):
-        if idx.dtype not in ("int32", "int64"):
-            raise TypeError(f"[graph] __getitem__: an lc.Tensor index must be int32 or int64, got {idx.dtype}")
+            what = "a traced" if isinstance(idx, TracedTensor) else "an lc.Tensor"
+            raise TypeError(f"[graph] __getitem__: {what} index must be int32 or int64, got {idx.dtype}")
     else:
-        idx = _indexing.host_index(idx, n, op)
+        idx = _indexing.host_index(idx, base.shape[axes[0]], op)
     tracer = self._tracer
-    return _indexing.gather(base, idx, axis, leading,
+    return _indexing.gather(base, idx, axes, leading,
                             permute=lambda x, d: tracer.record_view("permute", x, {"dims": tuple(d)}),
                             reshape=lambda x, s: tracer.record_view("reshape", x, {"shape": tuple(s)}),
                             embedding=lambda i, w: tracer.record("embedding", (i, w), {}))

@@ -274,8 +274,8 @@ lc::Tensor getitem(const lc::Tensor& self, nb::handle key) {
   return t;
 }
 
-// t[key]: basic indexing here (a view, no copy); a key with an index array (numpy, a list, an
-// lc.Tensor of ints) or a boolean mask goes to lightning_core/_indexing.py, which gathers
+// t[key]: basic indexing here (a view, no copy); a key with index arrays (numpy, lists, an
+// lc.Tensor of ints) or boolean masks goes to lightning_core/_indexing.py, which gathers
 // through the embedding op (the tracer records the same steps as graph nodes).
 nb::object getitem_any(nb::handle self_h, nb::handle key) {
   nb::tuple items = PyTuple_Check(key.ptr()) ? nb::borrow<nb::tuple>(key) : nb::make_tuple(key);
@@ -524,9 +524,9 @@ void register_tensor(nb::module_& m) {
       .def("transpose", [](const lc::Tensor& t, int d0, int d1) { return t.transpose(d0, d1); },
            nb::arg("dim0"), nb::arg("dim1"), "A view with two dimensions swapped.")
       .def("__getitem__", &getitem_any, nb::arg("key").none(),
-           "Basic indexing (ints, slices with steps, None, ...): a view, no copy. One index array "
-           "(ints, negative ones counted from the end, or a 1-D boolean mask): a gather, as "
-           "numpy's advanced indexing.")
+           "Basic indexing (ints, slices with steps, None, ...): a view, no copy. Index arrays "
+           "(ints, negative ones counted from the end, 1-D boolean masks; several broadcast "
+           "together): a gather, as numpy's advanced indexing.")
       .def("__repr__", &tensor_repr);
 }
 

@@ -1,9 +1,9 @@
-"""Advanced indexing with one index array (lightning_core/_indexing.py): ``t[idx]`` on lc.Tensor
-and on traced tensors (lc.compile), against numpy's own advanced indexing on the same values:
-int lists / arrays of any shape (negative, repeated, empty), 1-D boolean masks, lc.Tensor int32 /
-int64 indices, the index on every axis, mixed with ints, slices (negative steps), ``...`` and
-``None`` (numpy's rule for non-adjacent advanced indices included), non-contiguous tensors, each
-float dtype, each device; bad indices raise ValueError / TypeError naming the problem and leave
+"""Advanced indexing (lightning_core/_indexing.py): ``t[idx]`` on lc.Tensor and on traced
+tensors (lc.compile), against numpy's own advanced indexing on the same values: int lists /
+arrays of any shape (negative, repeated, empty), 1-D boolean masks, lc.Tensor int32 / int64
+indices, the index on every axis, mixed with ints, slices (negative steps), ``...`` and ``None``
+(numpy's rule for non-adjacent advanced indices included), several index arrays broadcast
+together, non-contiguous tensors, each float dtype, each device; bad indices raise ValueError / TypeError naming the problem and leave
 the runtime usable."""
 
 from __future__ import annotations
@@ -31,6 +31,14 @@ KEYS = [
     (None, [4, 1]),                              # None before the array
     (slice(3, 0, -1), None, np.array([2, 0])),   # a negative-step slice and None first
     (np.int64(1), Ellipsis, [0]),                # numpy int, ellipsis
+    # several index arrays: broadcast together, one element per position (numpy's x[rows, cols])
+    ([0, 4, 2], [1, 3, 3]),                      # two lists: 3 elements' rows
+    (np.array([[0], [4]]), slice(None), np.array([2, 0, 1])),  # broadcast [2, 1] x [3], not adjacent
+    (slice(1, None), [3, 0], [2, -1]),           # after a slice: adjacent, dims in place
+    ([1, 2], 0, [2, 1]),                         # an int between two arrays: advanced too
+    ([True, False, True, False, True], [0, 1, 3]),  # a boolean mask and a list
+    (Ellipsis, [0, 3], [2, 2]),                  # the last two axes
+    ([2], [1], [0]),                             # every axis: single elements
 ]
 
 
@@ -80,8 +88,14 @@ def test_bad_indices_raise_and_the_runtime_stays_usable(rng, device):
         t[np.ones((4, 3), bool)]
     with pytest.raises(TypeError, match="ints or booleans"):
         t[np.array([0.5, 1.0])]
-    with pytest.raises(TypeError, match="at most one index array"):
-        t[[0, 1], [1, 2]]
+    with pytest.raises(ValueError, match="cannot be broadcast together"):
+        t[[0, 1], [1, 2, 0]]
+    with pytest.raises(TypeError, match="each must be a list or numpy array"):
+        t[lc.Tensor(np.array([0, 1], np.int64), device=device), [1, 2]]
+    with pytest.raises(ValueError, match="index 3 is out of range for an axis of size 3"):
+        t[[0, 1], [1, 3]]
+    with pytest.raises(TypeError, match="got bool"):  # numpy's x[True] adds an axis: use None
+        t[True, [0]]
     with pytest.raises(TypeError, match="int32 or int64"):
         t[lc.Tensor(np.array([0.0, 1.0], np.float32), device=device)]
     with pytest.raises(ValueError, match="out of range"):  # an lc.Tensor index is checked by the op
@@ -121,5 +135,7 @@ def test_traced_bad_indices_name_the_problem(rng):
         lc.compile(lambda x: x[[0, 7]])(a)
     with pytest.raises(TypeError, match="traced index must be int32 or int64"):
         lc.compile(lambda x, i: x[i])(a, np.zeros(2, np.float32))
-    with pytest.raises(TypeError, match="at most one index array"):
-        lc.compile(lambda x: x[[0], [1]])(a)
+    with pytest.raises(ValueError, match=r"\[graph\] __getitem__: index arrays of shapes"):
+        lc.compile(lambda x: x[[0, 1], [1, 2, 0]])(a)
+    with pytest.raises(TypeError, match="each must be a list or numpy array"):
+        lc.compile(lambda x, i: x[i, [0, 1]])(a, np.array([0, 1], np.int64))
