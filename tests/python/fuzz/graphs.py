@@ -130,12 +130,19 @@ def graph_case(draw, gpu=False):  # noqa: ARG001  (CPU only: the GPU run covers 
             shape = list(shape)
             shape[dim] = length
         elif kind == "gather":  # rows or columns picked, repeated, reversed, negative
-            dim = draw(st.integers(0, 1))
-            n = shape[dim]
-            idx = draw(st.lists(st.integers(-n, n - 1), min_size=0, max_size=7)) if n else []
-            node["attrs"] = {"dim": dim, "index": idx}
-            shape = list(shape)
-            shape[dim] = len(idx)
+            dim = draw(st.sampled_from([0, 1, 0, 1, "both"]))
+            if dim == "both":  # x[rows, cols]: single elements, as a [k, 1] column (stays 2-D)
+                k = draw(st.integers(0, 6)) if shape[0] and shape[1] else 0
+                ri = draw(st.lists(st.integers(-shape[0], shape[0] - 1), min_size=k, max_size=k)) if k else []
+                ci = draw(st.lists(st.integers(-shape[1], shape[1] - 1), min_size=k, max_size=k)) if k else []
+                node["attrs"] = {"dim": dim, "index": [ri, ci]}
+                shape = [k, 1]
+            else:
+                n = shape[dim]
+                idx = draw(st.lists(st.integers(-n, n - 1), min_size=0, max_size=7)) if n else []
+                node["attrs"] = {"dim": dim, "index": idx}
+                shape = list(shape)
+                shape[dim] = len(idx)
         nodes.append(node)
         cur = out
     case = {"family": "graph", "api": api, "dtype": dtype, "x_shape": [rows, cols],
@@ -273,6 +280,9 @@ def _eager(lc, node, ins):
 
 
 def _gather_key(a):
+    if a["dim"] == "both":  # [k, 1]: rows as a column, broadcast against the columns' column
+        rows, cols = (np.array(i, np.int64).reshape(-1, 1) for i in a["index"])
+        return rows, cols
     return (np.array(a["index"], np.int64),) if a["dim"] == 0 else (slice(None), np.array(a["index"], np.int64))
 
 

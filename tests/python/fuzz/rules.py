@@ -159,8 +159,24 @@ def qkv_arrange64(feat, seq_len, head_dim):
     return np.tile(flat, -(-need // flat.size))[:need].reshape(seq_len, head_dim)
 
 
+def _stored_gelu32(pre, h):
+    """gelu's values h (float64) of pre-activations pre as the float32 kernels store them: where
+    float32's e^(-2u) overflows (x below ~-10.33) gelu is -0 on both backends (as float32's exp),
+    where float64 keeps a tiny tail (~1e-40) that 0 * inf downstream would tell apart (NaN, not
+    +-inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        u2 = -1.5957691216057308 * (pre + 0.044715 * pre**3)
+        h = np.where(u2 > 88.7228, 0.0 * pre, h)
+        return h.astype(np.float32).astype(np.float64)
+
+
 def ref_conv_attention(X, P, act=None, causal=None):
-    f = ref_conv(X, P, act=act or P.get("activation", "relu"))
+    act = act or P.get("activation", "relu")
+    if act == "gelu":  # the feature map is stored in float32 (its gelu tail is -0 there)
+        pre = ref_conv(X, P, act="none")
+        f = _stored_gelu32(pre, act64(pre, "gelu"))
+    else:
+        f = ref_conv(X, P, act=act)
     q = qkv_arrange64(f, P["seq_len"], P["head_dim"])
     return attention64(q, q, q, P.get("causal", False) if causal is None else causal, P.get("scale"))
 
@@ -168,15 +184,11 @@ def ref_conv_attention(X, P, act=None, causal=None):
 def ref_ffn(X, P):
     pre = ref_linear(X, {}, "x", "w1", "b1")
     h = act64(pre, P.get("activation", "none"))
-    if P.get("activation") == "gelu":
-        # The hidden layer is stored in float32, where gelu's e^(-2u) overflows to inf below
-        # x ~ -10.33 and gelu is -0 (both backends, as float32's exp): 0 * an infinite w2 is
-        # NaN there, where float64's tiny tail (~1e-40) would give inf.
+    if P.get("activation") == "gelu":  # the stored hidden layer: 0 * an infinite w2 is NaN there
+        h = _stored_gelu32(pre, h)
+    else:
         with np.errstate(over="ignore", invalid="ignore"):
-            u2 = -1.5957691216057308 * (pre + 0.044715 * pre**3)
-        h = np.where(u2 > 88.7228, 0.0 * pre, h)
-    with np.errstate(over="ignore", invalid="ignore"):
-        h = h.astype(np.float32).astype(np.float64)  # the stored hidden layer
+            h = h.astype(np.float32).astype(np.float64)  # the stored hidden layer
     return ref_linear({"h": h, "w2": X["w2"], "b2": X.get("b2")}, {}, "h", "w2", "b2")
 
 
