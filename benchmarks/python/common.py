@@ -126,25 +126,38 @@ def torch_tf32_state(torch):
     torch >= 2.9 prefers; the allow_tf32 flags otherwise)."""
     be = torch.backends
     if _new_tf32_api(torch):
-        return ("new", be.cuda.matmul.fp32_precision, be.cudnn.conv.fp32_precision)
+        return ("new", be.cuda.matmul.fp32_precision, be.cudnn.conv.fp32_precision,
+                _rnn_precision(be))
     return ("old", be.cuda.matmul.allow_tf32, be.cudnn.allow_tf32)
+
+
+def _rnn_precision(be):
+    rnn = getattr(be.cudnn, "rnn", None)
+    return getattr(rnn, "fp32_precision", None)
 
 
 def restore_torch_tf32(torch, state) -> None:
     be = torch.backends
     if state[0] == "new":
         be.cuda.matmul.fp32_precision, be.cudnn.conv.fp32_precision = state[1], state[2]
+        if state[3] is not None:
+            be.cudnn.rnn.fp32_precision = state[3]
     else:
         be.cuda.matmul.allow_tf32, be.cudnn.allow_tf32 = state[1], state[2]
 
 
 def set_torch_tf32(torch, enabled: bool) -> None:
+    """TF32 on or off for every torch float32 path a peer takes: cuBLAS, cuDNN convolutions and
+    cuDNN RNNs (torch >= 2.9 keeps the three apart, and cudnn.rnn defaults to "tf32": without it
+    an "fp32" torch.nn.LSTM row ran on TF32 tensor cores; sessions 10-14's LSTM ratios)."""
     be = torch.backends
     try:
         if _new_tf32_api(torch):
             mode = "tf32" if enabled else "ieee"
             be.cuda.matmul.fp32_precision = mode
             be.cudnn.conv.fp32_precision = mode
+            if _rnn_precision(be) is not None:
+                be.cudnn.rnn.fp32_precision = mode
         else:
             be.cuda.matmul.allow_tf32 = enabled
             be.cudnn.allow_tf32 = enabled
