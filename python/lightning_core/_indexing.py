@@ -172,3 +172,30 @@ def advanced_getitem(t, key) -> Any:
                   permute=lambda x, d: x.permute(d),
                   reshape=lambda x, s: x.reshape(s),
                   embedding=lambda i, w: _C.embedding(i, w, dev))
+
+
+def traced_getitem(x, key):
+    """TracedTensor.__getitem__ for keys with index arrays: the basic items as view nodes, then
+    ``permute`` / ``reshape`` views around one ``embedding`` node. List or numpy indices become
+    one int64 constant (negatives wrapped, range checked, several arrays broadcast and flattened
+    here); a traced int tensor, alone, is read at run time (its values must lie in [0, n))."""
+    from . import _lightning_core as _C
+
+    op = "[graph] __getitem__:"
+    basic, idxs, axes, leading = split_key(key, x.ndim, op)
+    full = all(isinstance(k, slice) and k == slice(None) for k in basic)
+    base = x if full else x[basic]
+    idx = idxs[0]
+    if len(idxs) > 1:
+        idx = flat_host_index(idxs, [base.shape[a] for a in axes], op)
+    elif isinstance(idx, _C.Tensor) or type(idx).__name__ == "TracedTensor":
+        if idx.dtype not in ("int32", "int64"):
+            what = "an lc.Tensor" if isinstance(idx, _C.Tensor) else "a traced"
+            raise TypeError(f"{op} {what} index must be int32 or int64, got {idx.dtype}")
+    else:
+        idx = host_index(idx, base.shape[axes[0]], op)
+    tracer = x._tracer
+    return gather(base, idx, axes, leading,
+                  permute=lambda t, d: tracer.record_view("permute", t, {"dims": tuple(d)}),
+                  reshape=lambda t, s: tracer.record_view("reshape", t, {"shape": tuple(s)}),
+                  embedding=lambda i, w: tracer.record("embedding", (i, w), {}))

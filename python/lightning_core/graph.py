@@ -210,7 +210,7 @@ class TracedTensor:
         """
         items = key if isinstance(key, tuple) else (key,)
         if any(_indexing._is_index_array(k) for k in items):
-            return _traced_advanced_getitem(self, key)
+            return _indexing.traced_getitem(self, key)
         n_ell = sum(1 for k in items if k is Ellipsis)
         if n_ell > 1:
             raise ValueError(f"[graph] __getitem__: an index can only have a single ellipsis ('...'), "
@@ -249,32 +249,6 @@ class TracedTensor:
         if t is self:  # x[:] or x[...]: an alias all the same (a graph output must be a node)
             t = t._tracer.record_view("reshape", t, {"shape": self.shape})
         return t
-
-
-def _traced_advanced_getitem(self, key):
-    """``x[idx]`` with index arrays (lightning_core/_indexing.py's rules): the basic items as
-    view nodes, then ``permute`` / ``reshape`` views around one ``embedding`` node. List or numpy
-    indices become one int64 constant (negatives wrapped, range checked, several arrays
-    broadcast and flattened here); a traced int tensor, alone, is read at run time (its values
-    must lie in [0, n))."""
-    op = "[graph] __getitem__:"
-    basic, idxs, axes, leading = _indexing.split_key(key, self.ndim, op)
-    full = all(isinstance(k, slice) and k == slice(None) for k in basic)
-    base = self if full else self[basic]
-    idx = idxs[0]
-    if len(idxs) > 1:
-        idx = _indexing.flat_host_index(idxs, [base.shape[a] for a in axes], op)
-    elif isinstance(idx, (TracedTensor, _C.Tensor)):
-        if idx.dtype not in ("int32", "int64"):
-            what = "a traced" if isinstance(idx, TracedTensor) else "an lc.Tensor"
-            raise TypeError(f"[graph] __getitem__: {what} index must be int32 or int64, got {idx.dtype}")
-    else:
-        idx = _indexing.host_index(idx, base.shape[axes[0]], op)
-    tracer = self._tracer
-    return _indexing.gather(base, idx, axes, leading,
-                            permute=lambda x, d: tracer.record_view("permute", x, {"dims": tuple(d)}),
-                            reshape=lambda x, s: tracer.record_view("reshape", x, {"shape": tuple(s)}),
-                            embedding=lambda i, w: tracer.record("embedding", (i, w), {}))
 
 
 def _int_arg(v, op: str) -> int:
