@@ -4,7 +4,8 @@
 
 - the index array is a list / numpy array of ints (negative ones count from the end), a 1-D
   boolean mask over its axis (its True positions), or an ``lc.Tensor`` of int32 / int64 (its
-  values must lie in ``[0, n)``: they are read by the op, not here);
+  values must lie in ``[0, n)``: they are read by the op, not here); every index value is range
+  checked, also where a broadcast leaves none of them used (numpy accepts those);
 - the other items are basic ones (ints, slices, ``...``, ``None``) and apply as views first;
 - the index's dimensions replace the indexed axis, or lead the result when ints and the array are
   separated by a slice, ``...`` or ``None`` (numpy's rule for non-adjacent advanced indices);

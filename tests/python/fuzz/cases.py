@@ -4,7 +4,8 @@ A case is a JSON-able dict (so a crash can be reported with its reproducing call
   family "op"      one public op / pipeline (rules.OPS), returning or `_into` form, with at most
                    one fault (a wrong dtype, shape, `out`, device, param, alias, ...)
   family "session" a resident session, then a sequence of method calls
-  family "tensor"  lc.Tensor / lc.TensorView construction, views, copy_
+  family "tensor"  lc.Tensor / lc.TensorView construction, views, copy_, t[key] with index arrays
+                   (numpy's advanced indexing is the oracle)
   family "graph"   an lc.GraphIR chain built, planned and executed, with at most one fault
                    (graphs.py: the strategy and the runner)
 and carries "expect": the outcomes the contract allows ("ok", "TypeError", "ValueError",
@@ -550,6 +551,8 @@ def run_tensor(case, trace):
             compare(host(v), idx.astype(np.float64), 0.0, where="view")
             trace.append("lc.relu(v)")
             compare(host(lc.relu(v)), idx.astype(np.float64), 0.0, where="relu(view)")
+        elif a == "index":
+            return _run_index(case, trace)
         else:
             n, m = case["n"], case["m"]
             trace.append(f"buf = lc.Tensor(np.arange({n}, dtype=np.float32), device={dev!r})")
@@ -599,6 +602,76 @@ def run_tensor(case, trace):
         raise
     except Exception as e:  # noqa: BLE001
         check_error(e, expect)
+
+
+def _index_key(items, dev, lc_index):
+    """(the key for lc, the same key for numpy, its source) from the strategy's items."""
+    key, key_np, src = [], [], []
+    for it in items:
+        if it[0] == "int":
+            key.append(it[1]); key_np.append(it[1]); src.append(str(it[1]))  # noqa: E702
+        elif it[0] == "slice":
+            sl = slice(*it[1:])
+            key.append(sl); key_np.append(sl); src.append(f"slice{it[1:]}")  # noqa: E702
+        elif it[0] == "none":
+            key.append(None); key_np.append(None); src.append("None")  # noqa: E702
+        elif it[0] == "ellipsis":
+            key.append(Ellipsis); key_np.append(Ellipsis); src.append("...")  # noqa: E702
+        elif it[1] == "mask":
+            m = np.array(it[2], dtype=bool)
+            key.append(m); key_np.append(m); src.append(f"np.array({it[2]})")  # noqa: E702
+        else:
+            v = np.array(it[2], dtype=np.int64).reshape(it[3])
+            key_np.append(v)
+            if lc_index:
+                key.append(lc.Tensor(v, device=dev))
+                src.append(f"lc.Tensor(np.array({it[2]}, np.int64).reshape({it[3]}), device={dev!r})")
+            else:
+                key.append(v)
+                src.append(f"np.array({it[2]}, np.int64).reshape({it[3]})")
+    return tuple(key), tuple(key_np), ", ".join(src)
+
+
+def _run_index(case, trace):
+    """t[key] with index arrays against numpy's advanced indexing on the same values: where numpy
+    raises, a ValueError or TypeError; an int32 tensor, a TypeError (gathers are float); else the
+    same shape and values, bit for bit."""
+    dev, shape, dtype = case["device"], case["shape"], case["dtype"]
+    from graphs import _np_dtype
+    a = (np.arange(math.prod(shape), dtype=np.float64) - 3).reshape(shape).astype(_np_dtype(dtype))
+    key, key_np, src = _index_key(case["items"], dev, case["lc_index"])
+    trace.append(f"t = lc.Tensor(np.arange({math.prod(shape)}).reshape({shape}) - 3, dtype={dtype!r}, "
+                 f"device={dev!r}); t[{src}]")
+    t = lc.Tensor(a, device=dev)
+    try:
+        ref = a[key_np]
+    except (IndexError, ValueError, TypeError):
+        ref = None
+    try:
+        y = t[key]
+    except Finding:
+        raise
+    except Exception as e:  # noqa: BLE001
+        # Documented differences: an lc.Tensor index reads its values on the device, in [0, n)
+        # (no negative wrap); every index value is range checked, also where numpy's broadcast
+        # leaves none of them used (an empty result).
+        negative_runtime = case["lc_index"] and any(
+            it[0] == "array" and it[1] == "ints" and min(it[2], default=0) < 0 for it in case["items"])
+        empty_strict = ref is not None and ref.size == 0 and "out of range" in str(e)
+        if ref is not None and dtype != "int32" and not negative_runtime and not empty_strict:
+            raise Finding("unexpected-error", f"numpy indexes this, lc raised {type(e).__name__}: "
+                                              f"{str(e)[:300]}")
+        check_error(e, ["ValueError", "TypeError"])
+        trace.append(f"t[{src}]  # again: the runtime still works")
+        if not np.array_equal(host(t), a.astype(np.float64)):
+            raise Finding("input-modified", "a failed index changed the tensor")
+        return
+    if ref is None or dtype == "int32":
+        raise Finding("unexpected-success", f"t[{src}] returned; numpy {'raises' if ref is None else 'gives int32'}")
+    if not isinstance(y, lc.Tensor) or y.device != dev or y.dtype != dtype:
+        raise Finding("wrong-result", f"result {type(y).__name__} on {getattr(y, 'device', '?')}, "
+                                      f"dtype {getattr(y, 'dtype', '?')}")
+    compare(host(y), ref.astype(np.float64), 0.0, where="t[key]")
 
 
 RUNNERS = {"op": run_op, "session": run_session, "tensor": run_tensor, "graph": run_graph}

@@ -381,7 +381,28 @@ def session_case(draw, gpu=False):
     return case
 
 
-TENSOR_ACTIONS = ["roundtrip", "roundtrip", "empty", "view", "view", "copy"]
+TENSOR_ACTIONS = ["roundtrip", "roundtrip", "empty", "view", "view", "copy", "index", "index"]
+
+
+def _index_item(draw, n):
+    """One basic index item for an axis of size n (an int, maybe out of range, or a slice)."""
+    if draw(st.booleans()):
+        return ("int", draw(st.integers(-n - 1, n)))
+    step = draw(st.sampled_from([None, 1, 2, -1, -2]))
+    return ("slice", draw(st.sampled_from([None, 0, 1, -1])), draw(st.sampled_from([None, 2, -1, n])), step)
+
+
+def _index_array(draw, n, shape):
+    """An index array over an axis of size n: ints (negatives, repeats, sometimes one out of
+    range), a 1-D boolean mask (sometimes of the wrong length), in `shape`."""
+    if draw(st.integers(0, 4)) == 0 and len(shape) == 1:
+        m = n if draw(st.integers(0, 5)) else n + 1
+        return ("mask", [draw(st.booleans()) for _ in range(m)])
+    lo, hi = (-n, n - 1) if n else (0, 0)
+    vals = [draw(st.integers(lo, hi)) if n else 0 for _ in range(math.prod(shape))]
+    if vals and draw(st.integers(0, 9)) == 0:  # out of range: a ValueError, as numpy's IndexError
+        vals[0] = draw(st.sampled_from([n, -n - 1, n + 7]))
+    return ("ints", vals, list(shape))
 
 
 @st.composite
@@ -422,6 +443,30 @@ def tensor_case(draw, gpu=False):
             case["expect"] = ["ok", "ValueError"]
         else:
             case["expect"] = ["ok"] if 0 <= lo and hi < n else ["ValueError"]
+    elif action == "index":  # t[key] with index arrays, against numpy's advanced indexing
+        nd = draw(st.integers(1, 3))
+        shape = [draw(st.sampled_from([0, 1, 2, 3, 5])) for _ in range(nd)]
+        k = draw(st.sampled_from([1, 1, 2])) if nd >= 2 else 1
+        axes = sorted(draw(st.permutations(range(nd)))[:k])
+        ishape = draw(st.sampled_from([[2], [3], [1], [0], [2, 2]]))
+        items = []
+        for ax in range(nd):
+            if ax in axes:
+                # two arrays: the second one's shape broadcastable or not (a ValueError)
+                sh = ishape if ax == axes[0] else draw(st.sampled_from([ishape, [1], ishape[-1:], [4]]))
+                items.append(("array",) + _index_array(draw, shape[ax], sh))
+            elif draw(st.integers(0, 2)):
+                items.append(_index_item(draw, shape[ax]))
+            else:
+                items.append(("slice", None, None, None))
+        if draw(st.integers(0, 5)) == 0:
+            items.insert(draw(st.integers(0, len(items))), ("none",))
+        if draw(st.integers(0, 5)) == 0 and items[0][0] == "slice" and items[0][1:] == (None, None, None):
+            items[0] = ("ellipsis",)
+        case.update(shape=shape, items=items,
+                    dtype=draw(st.sampled_from(["float32", "float32", "float16", "bfloat16", "int32"])),
+                    lc_index=k == 1 and draw(st.integers(0, 3)) == 0)
+        case["expect"] = ["numpy"]  # decided at run time: numpy's own indexing is the oracle
     else:  # copy: dst.copy_(src) between views, maybe of one buffer
         n = draw(st.sampled_from([4, 7, 12]))
         m = draw(st.integers(1, n // 2))
