@@ -148,27 +148,40 @@ def gather(t, idx, axes, leading: bool, *, permute: Callable, reshape: Callable,
     return g
 
 
+def _resolve(x, key, op: str):
+    """(x with the key's basic items applied, the index, the indexed axes, whether the index dims
+    lead): host indices become one int64 numpy index (wrapped, range checked, several arrays
+    broadcast and flattened); an lc.Tensor or traced int index alone is kept as it is (the op
+    reads its values: they must lie in [0, n))."""
+    from . import _lightning_core as _C
+
+    basic, idxs, axes, leading = split_key(key, x.ndim, op)
+    full = all(isinstance(k, slice) and k == slice(None) for k in basic)
+    base = x if full else x[basic]
+    if len(idxs) > 1:
+        return base, flat_host_index(idxs, [base.shape[a] for a in axes], op), axes, leading
+    idx = idxs[0]
+    if isinstance(idx, _C.Tensor) or type(idx).__name__ == "TracedTensor":
+        if idx.dtype not in ("int32", "int64"):
+            what = "an lc.Tensor" if isinstance(idx, _C.Tensor) else "a traced"
+            raise TypeError(f"{op} {what} index must be int32 or int64, got {idx.dtype}")
+        return base, idx, axes, leading
+    return base, host_index(idx, base.shape[axes[0]], op), axes, leading
+
+
 def advanced_getitem(t, key) -> Any:
     """lc.Tensor.__getitem__ for keys with index arrays (called by the binding)."""
     from . import _lightning_core as _C
 
-    basic, idxs, axes, leading = split_key(key, t.ndim)
     if t.dtype not in ("float32", "float16", "bfloat16"):
         raise TypeError(f"{_OP} indexing with an index array gathers float32, float16 or bfloat16 "
                         f"tensors, got {t.dtype}; basic indexing (ints, slices) works for every dtype")
-    base = t[basic] if any(not (isinstance(k, slice) and k == slice(None)) for k in basic) else t
-    if len(idxs) > 1:
-        idx = _C.Tensor(flat_host_index(idxs, [base.shape[a] for a in axes]), device=base.device)
-    elif isinstance(idxs[0], _C.Tensor):
-        idx = idxs[0]
-        if idx.dtype not in ("int32", "int64"):
-            raise TypeError(f"{_OP} an lc.Tensor index must be int32 or int64, got {idx.dtype}")
-        if idx.device != base.device:
-            raise ValueError(f"{_OP} the index is on {idx.device}, the tensor on {base.device}; "
-                             "move one with .to()")
-    else:  # on the tensor's device, so that the result stays there (the ops' residency rule)
-        idx = _C.Tensor(host_index(idxs[0], base.shape[axes[0]]), device=base.device)
+    base, idx, axes, leading = _resolve(t, key, _OP)
     dev = base.device
+    if isinstance(idx, np.ndarray):  # on the tensor's device: the result stays there (the ops' rule)
+        idx = _C.Tensor(idx, device=dev)
+    elif idx.device != dev:
+        raise ValueError(f"{_OP} the index is on {idx.device}, the tensor on {dev}; move one with .to()")
     return gather(base, idx, axes, leading,
                   permute=lambda x, d: x.permute(d),
                   reshape=lambda x, s: x.reshape(s),
@@ -177,24 +190,9 @@ def advanced_getitem(t, key) -> Any:
 
 def traced_getitem(x, key):
     """TracedTensor.__getitem__ for keys with index arrays: the basic items as view nodes, then
-    ``permute`` / ``reshape`` views around one ``embedding`` node. List or numpy indices become
-    one int64 constant (negatives wrapped, range checked, several arrays broadcast and flattened
-    here); a traced int tensor, alone, is read at run time (its values must lie in [0, n))."""
-    from . import _lightning_core as _C
-
-    op = "[graph] __getitem__:"
-    basic, idxs, axes, leading = split_key(key, x.ndim, op)
-    full = all(isinstance(k, slice) and k == slice(None) for k in basic)
-    base = x if full else x[basic]
-    idx = idxs[0]
-    if len(idxs) > 1:
-        idx = flat_host_index(idxs, [base.shape[a] for a in axes], op)
-    elif isinstance(idx, _C.Tensor) or type(idx).__name__ == "TracedTensor":
-        if idx.dtype not in ("int32", "int64"):
-            what = "an lc.Tensor" if isinstance(idx, _C.Tensor) else "a traced"
-            raise TypeError(f"{op} {what} index must be int32 or int64, got {idx.dtype}")
-    else:
-        idx = host_index(idx, base.shape[axes[0]], op)
+    ``permute`` / ``reshape`` views around one ``embedding`` node; a host index becomes an int64
+    constant, a traced int tensor is read at run time."""
+    base, idx, axes, leading = _resolve(x, key, "[graph] __getitem__:")
     tracer = x._tracer
     return gather(base, idx, axes, leading,
                   permute=lambda t, d: tracer.record_view("permute", t, {"dims": tuple(d)}),
