@@ -449,7 +449,7 @@ bool limits_attention_backward(DeviceKind be, const OpArgs& a) {
   if (be != DeviceKind::cuda) return true;
   const ShapeRef& q = a.has(1) ? a[1] : a[0];
   const ShapeRef& v = a.has(3) ? a[3] : a[0];
-  return cuda_supports_attention(q.back(), v.back());
+  return cuda_supports_attention_backward(q.back(), v.back());
 }
 WorkEstimate work_attention_backward(const OpArgs& a) {
   OpArgs fwd;

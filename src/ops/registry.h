@@ -240,7 +240,10 @@ std::string softmax_mask_error(const std::vector<std::int64_t>& x,
                                const std::vector<std::int64_t>& m);
 
 // ---- size limits shared by OpDefs and the backends ------------------------------------------
-// The CUDA attention kernel's head-dimension limit (d and dv); larger heads run on the CPU.
-constexpr std::int64_t kCudaMaxHeadDim = 256;
+// The CUDA attention kernels' head-dimension limits (d and dv); larger heads run on the CPU.
+// The forward kernels have a 512-wide tile config (attention.cu, attention_mha.cu); the backward
+// kernels (attention_mha_bwd.cu) stop at 256.
+constexpr std::int64_t kCudaMaxHeadDim = 512;
+constexpr std::int64_t kCudaMaxHeadDimBackward = 256;
 
 }  // namespace lc

@@ -14,10 +14,14 @@
 
 namespace lc {
 
-// The CUDA attention kernel's head-dimension limit (d and dv, kCudaMaxHeadDim in registry.h);
-// larger heads run on the CPU. OpDef attention2d / conv_attention_nchw's size limits.
+// The CUDA attention kernels' head-dimension limits (d and dv; kCudaMaxHeadDim and
+// kCudaMaxHeadDimBackward in registry.h); larger heads run on the CPU. The size limits of OpDef
+// attention2d / attention / conv_attention_nchw, and of attention_backward.
 inline bool cuda_supports_attention(std::int64_t d, std::int64_t dv) {
   return d <= kCudaMaxHeadDim && dv <= kCudaMaxHeadDim;
+}
+inline bool cuda_supports_attention_backward(std::int64_t d, std::int64_t dv) {
+  return d <= kCudaMaxHeadDimBackward && dv <= kCudaMaxHeadDimBackward;
 }
 
 // The CUDA convolution paths (cuDNN descriptors and our direct kernel) index with 32-bit ints:

@@ -281,7 +281,7 @@ TEST(CudaNorm, LayerNormLargeCommonOffset) {
 }
 
 // attention2d with float16 / bfloat16 q, k, v, out: every tile configuration (d <= 64, 128,
-// 256), causal or not, split-K (long sk), odd head dims and misaligned views.
+// 256, 512), causal or not, split-K (long sk), odd head dims and misaligned views.
 TEST(CudaAttention, Float16Bfloat16) {
   LC_REQUIRE_CUDA();
   lc::ref::Rng rng;
@@ -289,7 +289,7 @@ TEST(CudaAttention, Float16Bfloat16) {
   const AttnCase cases[] = {{1, 1, 1, 1},     {5, 1, 8, 8},      {37, 53, 64, 64},
                             {97, 131, 17, 33}, {61, 200, 256, 256}, {200, 61, 80, 40},
                             {3, 2053, 64, 64}, {19, 300, 256, 7}, {300, 300, 100, 130},
-                            {1, 4099, 128, 128}};
+                            {1, 4099, 128, 128}, {61, 300, 384, 384}, {33, 1031, 5, 512}};
   for (lc::DType dt : {lc::DType::f16, lc::DType::bf16}) {
     for (const auto& c : cases) {
       for (std::size_t off : {std::size_t{0}, std::size_t{1}}) {

@@ -1,7 +1,7 @@
 // The op registry (src/ops/registry.h): every op registered once and found by name; its shape and
 // dtype inference; its work estimates equal the formulas the ops used before the registry
 // (written out here by hand, not through work.h); supports() reports the backends' dtype sets
-// and size limits (CUDA attention head dim <= 256, the CUDA conv's 32-bit sizes, float64
+// and size limits (CUDA attention head dim <= 512, its backward <= 256, the CUDA conv's 32-bit sizes, float64
 // CPU-only); estimate_work() by name goes through the registry.
 #include <gtest/gtest.h>
 
@@ -287,7 +287,7 @@ TEST(OpRegistry, SupportsCudaAttentionHeadDimLimit) {
   const Shapes at = qkv(lc::kCudaMaxHeadDim, lc::kCudaMaxHeadDim);
   const Shapes over_d = qkv(lc::kCudaMaxHeadDim + 1, 64);
   const Shapes over_dv = qkv(64, lc::kCudaMaxHeadDim + 1);
-  EXPECT_EQ(lc::kCudaMaxHeadDim, 256);
+  EXPECT_EQ(lc::kCudaMaxHeadDim, 512);
   EXPECT_TRUE(d.supports(DeviceKind::cuda, args_of(at)));
   EXPECT_FALSE(d.supports(DeviceKind::cuda, args_of(over_d)));
   EXPECT_FALSE(d.supports(DeviceKind::cuda, args_of(over_dv)));
@@ -296,10 +296,21 @@ TEST(OpRegistry, SupportsCudaAttentionHeadDimLimit) {
   const Shapes cs{{1, 4, 8, 8}, {4, 4, 3, 3}};
   OpArgs c = args_of(cs);
   c.seq_len = 2;
-  c.head_dim = 257;
+  c.head_dim = 513;
   EXPECT_FALSE(lc::opdefs::conv_attention_nchw.supports(DeviceKind::cuda, c));
-  c.head_dim = 256;
+  c.head_dim = 512;
   EXPECT_TRUE(lc::opdefs::conv_attention_nchw.supports(DeviceKind::cuda, c));
+  // The batched forward takes 512-wide heads, its backward stops at 256.
+  const Shapes mha_at{{2, 3, 5, 512}, {2, 3, 7, 512}, {2, 3, 7, 512}};
+  const Shapes mha_over{{2, 3, 5, 513}, {2, 3, 7, 513}, {2, 3, 7, 64}};
+  EXPECT_TRUE(lc::opdefs::attention.supports(DeviceKind::cuda, args_of(mha_at)));
+  EXPECT_FALSE(lc::opdefs::attention.supports(DeviceKind::cuda, args_of(mha_over)));
+  EXPECT_EQ(lc::kCudaMaxHeadDimBackward, 256);
+  auto bwd = [](std::int64_t dh) {  // dout, q, k, v, out, lse
+    return Shapes{{2, 3, 5, dh}, {2, 3, 5, dh}, {2, 3, 7, dh}, {2, 3, 7, dh}, {2, 3, 5, dh}, {2, 3, 5}};
+  };
+  EXPECT_TRUE(lc::opdefs::attention_backward.supports(DeviceKind::cuda, args_of(bwd(256))));
+  EXPECT_FALSE(lc::opdefs::attention_backward.supports(DeviceKind::cuda, args_of(bwd(257))));
 }
 
 TEST(OpRegistry, SupportsCudaConvInt32Limits) {
@@ -332,9 +343,9 @@ TEST(OpRegistry, OpArgsFromTensorsBorrowShapes) {
   EXPECT_EQ(a.dtype, DType::f32);  // the first tensor's
   const OpArgs b({&q, &v}, DType::bf16);
   EXPECT_EQ(b.dtype, DType::bf16);
-  // The front-end's question for attention2d with a 300-wide head: not on CUDA.
-  const lc::Tensor k = lc::Tensor::empty({7, 300});
-  const lc::Tensor vv = lc::Tensor::empty({7, 300});
+  // The front-end's question for attention2d with a 520-wide head: not on CUDA.
+  const lc::Tensor k = lc::Tensor::empty({7, 520});
+  const lc::Tensor vv = lc::Tensor::empty({7, 520});
   EXPECT_FALSE(lc::opdefs::attention2d.supports(DeviceKind::cuda, OpArgs{&q, &k, &vv}));
 }
 

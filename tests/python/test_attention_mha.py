@@ -434,12 +434,40 @@ def test_cuda_more_blocks_than_grid_y_limit(rng):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("d", [16, 48, 96, 128, 192, 256, 257])
+@pytest.mark.parametrize("d", [16, 48, 96, 128, 192, 256, 257, 384, 512, 513])
 def test_cuda_head_dims(d, rng):
-    """Every CUDA tile config; d = 257 is past the CUDA limit and runs on the CPU."""
+    """Every CUDA tile config (d <= 64 / 128 / 256 / 512); d = 513 is past the CUDA limit and
+    runs on the CPU. The trace says where each call ran."""
     q, k, v = rnd(rng, (2, 4, 70, d), "bfloat16"), rnd(rng, (2, 2, 131, d), "bfloat16"), rnd(rng, (2, 2, 131, d), "bfloat16")
     ref, _ = ref_mha(q, k, v, causal=True)
-    check(lc.attention(q, k, v, causal=True, device="cuda"), ref, "bfloat16", f"d={d}")
+    lc.runtime_trace_clear()
+    lc.runtime_trace_enable(True)
+    try:
+        out = lc.attention(q, k, v, causal=True, device="cuda")
+    finally:
+        lc.runtime_trace_enable(False)
+    check(out, ref, "bfloat16", f"d={d}")
+    ran = {e["device"] for e in lc.runtime_trace_events() if e["op"] == "attention"}
+    assert ran == ({"cpu"} if d > 512 else {"cuda"}), (d, ran)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("d,dv", [(384, 384), (300, 7), (5, 450), (512, 512)])
+def test_cuda_wide_heads(d, dv, dtype, rng):
+    """The 512-wide tile config of both kernels: the batched one (GQA, causal, a key-padding
+    mask, lse) and attention2d's (a long single head: split-K), NaN-poisoned outputs."""
+    q, k, v = rnd(rng, (2, 4, 37, d), dtype), rnd(rng, (2, 2, 131, d), dtype), rnd(rng, (2, 2, 131, dv), dtype)
+    mask = rng.random((2, 131)) < 0.8
+    mask[:, 0] = True
+    ref, ref_lse = ref_mha(q, k, v, causal=True, mask=mask)
+    out = np.full((2, 4, 37, dv), np.nan, dtype=np_dtype(dtype))
+    _, lse = lc.attention_into(q, k, v, out, causal=True, mask=mask, device="cuda", return_lse=True)
+    check(out, ref, dtype, f"mha d={d} dv={dv}")
+    check_lse(lse, ref_lse, f"mha lse d={d} dv={dv}", tol=1e-5 if dtype == "float32" else 1e-4)
+    q2, k2, v2 = rnd(rng, (53, d), dtype), rnd(rng, (1031, d), dtype), rnd(rng, (1031, dv), dtype)
+    ref2, _ = ref_mha(q2[None, None], k2[None, None], v2[None, None], causal=False)
+    check(lc.attention2d(q2, k2, v2, device="cuda"), ref2[0, 0], dtype, f"2-D d={d} dv={dv}")
 
 
 @pytest.mark.gpu

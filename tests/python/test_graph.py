@@ -489,7 +489,7 @@ def test_gpu_block_is_one_captured_graph(rng):
 
 @pytest.mark.gpu
 def test_gpu_compile_auto_places_the_whole_chain(rng):
-    d, f = 256, 1024  # the block's attention head is d wide: CUDA runs heads up to 256
+    d, f = 384, 1536  # the block's attention head is d wide: CUDA runs heads up to 512
     W = make_weights(rng, d, f)
     x = rng.standard_normal((512, d)).astype(np.float32)
     fn = lc.compile(lambda t: block_lc(t, W))
@@ -538,7 +538,7 @@ def linear_chain_graph(rows, d, tiny_between=True, head_dim=None):
             g.add_node("vector_scale", [f"r{i}"], [f"s{i}"], {"alpha": 0.5}, name=f"scale{i}")
             prev = f"s{i}"
         if head_dim and i == 0:
-            # attention2d with a head dimension CUDA cannot run (> 256): pinned to the CPU
+            # attention2d with a head dimension CUDA cannot run (> 512): pinned to the CPU
             g.add_node("attention2d", [prev, prev, prev], ["att"], name="attn")
             prev = "att"
     return g
@@ -577,7 +577,7 @@ def test_placement_keeps_a_chain_on_one_device(default_cost_model):
 
 
 def test_placement_pins_what_cuda_cannot_run_and_strict_raises():
-    g = linear_chain_graph(512, 512, tiny_between=False, head_dim=512)
+    g = linear_chain_graph(512, 520, tiny_between=False, head_dim=520)
     s = g.plan(assume_gpu=True)
     devices = {st["name"]: st["device"] for st in s["steps"]}
     assert devices["attn"] == "cpu", s["text"]
@@ -592,4 +592,4 @@ def test_placement_pins_what_cuda_cannot_run_and_strict_raises():
     if not lc.cuda_available():
         g.plan(assume_gpu=True)
         with pytest.raises(ValueError, match="cuda"):  # a what-if plan cannot run without the GPU
-            g.execute({"x": np.zeros((512, 512), np.float32)})
+            g.execute({"x": np.zeros((512, 520), np.float32)})

@@ -227,12 +227,12 @@ def test_op_infer_rejects_what_the_op_rejects():
 
 
 def test_placement_asks_the_registry_what_cuda_supports():
-    # The CUDA attention kernel's head-dim limit (256) comes from the registry: an explicit
-    # device="cuda" request at d = 512 falls back to the CPU, as the op itself does.
-    big = lc.placement("attention2d", (8, 512), (8, 512), (8, 512), device="cuda",
+    # The CUDA attention kernels' head-dim limit (512) comes from the registry: an explicit
+    # device="cuda" request at d = 520 falls back to the CPU, as the op itself does.
+    big = lc.placement("attention2d", (8, 520), (8, 520), (8, 520), device="cuda",
                        gpu_available=True)
     assert big["device"] == "cpu" and big["fallback"] is True
-    ok = lc.placement("attention2d", (8, 256), (8, 256), (8, 256), device="cuda",
+    ok = lc.placement("attention2d", (8, 512), (8, 512), (8, 512), device="cuda",
                       gpu_available=True)
     assert ok["device"] == "cuda" and ok["fallback"] is False
     with pytest.raises(ValueError, match="no_such_op"):

@@ -1,4 +1,4 @@
-// Fused flash-style attention, exact fp32 (FFMA), causal or not, head dims up to 256.
+// Fused flash-style attention, exact fp32 (FFMA), causal or not, head dims up to 512.
 //
 // One 256-thread block owns BQ query rows and walks key tiles of BK rows: K and V tiles are
 // streamed through shared memory, S = Q K^T for the tile lives in registers (each thread a
@@ -451,7 +451,8 @@ void launch_attention(const AttentionArgs& a, int sm_count, cudaStream_t s) {
     const std::int64_t dmax = std::max(a.d, a.dv);
     if (dmax <= 64) run_cfg<T, 64, 64, 64, 64>(a, sm_count, s);
     else if (dmax <= 128) run_cfg<T, 64, 32, 128, 128>(a, sm_count, s);
-    else run_cfg<T, 64, 32, 256, 256>(a, sm_count, s);
+    else if (dmax <= 256) run_cfg<T, 64, 32, 256, 256>(a, sm_count, s);
+    else run_cfg<T, 64, 16, 512, 512>(a, sm_count, s);  // 198 KB of shared memory, one block per SM
   });
 }
 

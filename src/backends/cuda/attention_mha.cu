@@ -1,5 +1,5 @@
 // Batched multi-head / grouped-query flash attention (Backend::attention_mha, MhaArgs): exact
-// float32 arithmetic (FFMA) for float32, float16 and bfloat16 storage, head dims up to 256.
+// float32 arithmetic (FFMA) for float32, float16 and bfloat16 storage, head dims up to 512.
 //
 // The tile machinery is attention.cu's single-head kernel (read its header first): one
 // 256-thread block owns BQ query rows of one (batch, head) and walks key tiles of BK rows
@@ -402,7 +402,8 @@ void launch_attention_mha(const MhaArgs& a, cudaStream_t s) {
     const i64 dmax = std::max(a.d, a.dv);
     if (dmax <= 64) run_mha_cfg<T, 64, 64, 64, 64>(a, s);
     else if (dmax <= 128) run_mha_cfg<T, 64, 32, 128, 128>(a, s);
-    else run_mha_cfg<T, 64, 32, 256, 256>(a, s);
+    else if (dmax <= 256) run_mha_cfg<T, 64, 32, 256, 256>(a, s);
+    else run_mha_cfg<T, 64, 16, 512, 512>(a, s);  // 198 KB of shared memory, one block per SM
   });
 }
 
