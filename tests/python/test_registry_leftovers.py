@@ -180,7 +180,7 @@ def _expected_chain(blocks, policy, on_gpu, host):
 LN_BIG = [("layernorm", [(512, 512)]), ("linear", [(512, 512), (4096, 512)])]
 LN_TINY = [("layernorm", [(4, 8)]), ("linear", [(4, 8), (8, 8)])]
 FFN_BIG = [("linear", [(512, 512), (2048, 512)]), ("linear", [(512, 2048), (512, 2048)])]
-WIDE_HEAD = [("attention2d", [(8, 512)] * 3), ("linear", [(512, 512), (4096, 512)])]
+WIDE_HEAD = [("attention2d", [(8, 520)] * 3), ("linear", [(512, 520), (4096, 520)])]  # 520 > 512: no CUDA kernel
 
 CHAIN_CASES = [
     # blocks, policy fields, inputs on the GPU, inputs in host memory, expected device
