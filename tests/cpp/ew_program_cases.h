@@ -349,7 +349,7 @@ inline void check_program_shapes(Backend& be, std::initializer_list<DType> dtype
 // group of elements wraps across rows; a 3-d broadcast.
 inline void check_general_paths(Backend& be, std::initializer_list<DType> dtypes) {
   for (DType t : dtypes) {
-    for (i64 cols : {i64{1}, i64{3}, i64{5}, i64{8}, i64{67}}) {
+    for (i64 cols : {i64{1}, i64{3}, i64{5}, i64{8}, i64{67}, i64{300}}) {  // 300: tiles read in place
       const i64 rows = 37;
       const i64 n = rows * cols;
       std::vector<ProgIn> ins{

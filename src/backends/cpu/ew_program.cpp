@@ -8,8 +8,9 @@
 // (ew_program_loops.inc) are compiled for SSE2 / AVX2+FMA / AVX-512 and picked at run time
 // (simd.h), and call no library function: exp / log / tanh are ew_math.h's branch-free
 // full-range versions, gelu / gelu_erf vec_math.h's (exactly lc.gelu's), so every instruction
-// vectorises. Strided / broadcast inputs gather through per-tile offsets computed by an
-// incrementing multi-index. Large outputs split over the CPU pool; small ones run inline.
+// vectorises. Strided / broadcast inputs are read run by run along the innermost dimension (a
+// copy, a fill for a broadcast, or a strided loop; a float32 run that covers the whole tile is
+// read in place). Large outputs split over the CPU pool; small ones run inline.
 // out may alias an input in the contiguous case: a tile's inputs are read before it is written.
 #include <algorithm>
 #include <cmath>
@@ -74,9 +75,51 @@ void load_row(const void* p, DType t, i64 lo, int len, C* dst) {
   }
 }
 
+// n elements of an input from element `base` on, `stride` apart, as C: a copy (stride 1), a
+// fill (stride 0: a broadcast dimension) or a strided loop.
 template <class C>
-void gather_row(const void* p, DType t, const i64* off, int len, C* dst) {
-  for (int j = 0; j < len; ++j) dst[j] = load_as<C>(p, t, off[j]);
+void load_run(const void* p, DType t, i64 base, i64 stride, int n, C* dst) {
+  if (stride == 1) return load_row(p, t, base, n, dst);
+  if (stride == 0) return std::fill(dst, dst + n, load_as<C>(p, t, base));
+  for (int j = 0; j < n; ++j) dst[j] = load_as<C>(p, t, base + j * stride);
+}
+
+// Output elements [lo, lo + len) of strided input k (ndim > 0) as a row of C. The tile is cut
+// into runs along the innermost dimension, each one load_run; the multi-index is computed once
+// per tile and carried per row, never per element. A float32 float tile that is one run of
+// stride 1 is read in place (the returned pointer); otherwise the row lands in dst.
+template <class C>
+const C* gather_tile(const EwProgramArgs& p, int k, i64 lo, int len, C* dst) {
+  const int nd = p.ndim;
+  const i64* st = p.strides[k];
+  const i64 inner = p.shape[nd - 1], s_in = st[nd - 1];
+  i64 idx[kEwMaxDims];
+  i64 rem = lo, base = 0;
+  for (int d = nd - 1; d >= 0; --d) {
+    idx[d] = rem % p.shape[d];
+    rem /= p.shape[d];
+    base += idx[d] * st[d];
+  }
+  if constexpr (std::is_same_v<C, float>) {
+    if (p.in_dtype[k] == DType::f32 && s_in == 1 && len <= inner - idx[nd - 1])
+      return static_cast<const float*>(p.in[k]) + base;
+  }
+  for (int j = 0;;) {
+    const int run = static_cast<int>(std::min<i64>(len - j, inner - idx[nd - 1]));
+    load_run(p.in[k], p.in_dtype[k], base, s_in, run, dst + j);
+    j += run;
+    if (j >= len) break;
+    // the next row: back to its first element, carry through the outer dimensions
+    base -= idx[nd - 1] * s_in;
+    idx[nd - 1] = 0;
+    for (int d = nd - 2; d >= 0; --d) {
+      base += st[d];
+      if (++idx[d] < p.shape[d]) break;
+      base -= st[d] * p.shape[d];
+      idx[d] = 0;
+    }
+  }
+  return dst;
 }
 
 // A float result to float16 inline (the hot case); a float64 result rounded once (dtype.h).
@@ -188,30 +231,6 @@ ProgramFn program_kernel() {
   return LC_ISA_PICK(simd_level(), exec_program);
 }
 
-// Per-tile offsets of every strided input for the output elements [lo, lo + len).
-void tile_offsets(const EwProgramArgs& p, i64 lo, int len, i64 (*off)[kTile]) {
-  const int nd = p.ndim;
-  i64 idx[kEwMaxDims];
-  i64 o[kEwProgMaxInputs] = {};
-  i64 rem = lo;
-  for (int d = nd - 1; d >= 0; --d) {
-    idx[d] = rem % p.shape[d];
-    rem /= p.shape[d];
-  }
-  for (int k = 0; k < p.n_inputs; ++k)
-    for (int d = 0; d < nd; ++d) o[k] += idx[d] * p.strides[k][d];
-  for (int j = 0; j < len; ++j) {
-    for (int k = 0; k < p.n_inputs; ++k) off[k][j] = o[k];
-    // advance the multi-index by one (carry through the dims)
-    for (int d = nd - 1; d >= 0; --d) {
-      for (int k = 0; k < p.n_inputs; ++k) o[k] += p.strides[k][d];
-      if (++idx[d] < p.shape[d]) break;
-      for (int k = 0; k < p.n_inputs; ++k) o[k] -= p.strides[k][d] * p.shape[d];
-      idx[d] = 0;
-    }
-  }
-}
-
 // Registers the program reads (inputs it never reads are not loaded).
 unsigned read_inputs(const EwProgram& prog, int used) {
   unsigned m = 0;
@@ -227,7 +246,6 @@ void run_range_f32(const EwProgramArgs& p, i64 lo, i64 hi, ProgramFn fn) {
   alignas(64) float in_rows[kEwProgMaxInputs][kTile];
   alignas(64) float const_rows[kEwProgMaxConsts][kTile];
   alignas(64) float tmp[kEwProgMaxInstrs][kTile];
-  alignas(64) i64 off[kEwProgMaxInputs][kTile];
   const EwProgram& prog = p.prog;
   const int used = std::min<int>(prog.n_inputs, p.n_inputs);
   const unsigned mask = read_inputs(prog, used);
@@ -238,13 +256,11 @@ void run_range_f32(const EwProgramArgs& p, i64 lo, i64 hi, ProgramFn fn) {
   }
   for (i64 t0 = lo; t0 < hi; t0 += kTile) {
     const int len = static_cast<int>(std::min<i64>(kTile, hi - t0));
-    if (p.ndim > 0) tile_offsets(p, t0, len, off);
     for (int k = 0; k < used; ++k) {
       if (!((mask >> k) & 1u)) continue;
       const DType t = p.in_dtype[k];
       if (p.ndim > 0) {
-        gather_row(p.in[k], t, off[k], len, in_rows[k]);
-        row[k] = in_rows[k];
+        row[k] = gather_tile(p, k, t0, len, in_rows[k]);
       } else if (t == DType::f32) {
         row[k] = static_cast<const float*>(p.in[k]) + t0;  // read in place
       } else if (t == DType::f16 || t == DType::bf16) {
@@ -268,7 +284,6 @@ void run_range_f32(const EwProgramArgs& p, i64 lo, i64 hi, ProgramFn fn) {
 
 void run_range_f64(const EwProgramArgs& p, i64 lo, i64 hi) {
   alignas(64) double r[kEwProgMaxRegs][kTile];
-  alignas(64) i64 off[kEwProgMaxInputs][kTile];
   const EwProgram& prog = p.prog;
   const int used = std::min<int>(prog.n_inputs, p.n_inputs);
   for (int c = 0; c < prog.n_consts; ++c)
@@ -278,8 +293,7 @@ void run_range_f64(const EwProgramArgs& p, i64 lo, i64 hi) {
     if (p.ndim == 0) {
       for (int k = 0; k < used; ++k) load_row(p.in[k], p.in_dtype[k], t0, len, r[k]);
     } else {
-      tile_offsets(p, t0, len, off);
-      for (int k = 0; k < used; ++k) gather_row(p.in[k], p.in_dtype[k], off[k], len, r[k]);
+      for (int k = 0; k < used; ++k) gather_tile(p, k, t0, len, r[k]);
     }
     for (int i = 0; i < prog.n_instrs; ++i) {
       const EwInstr& in = prog.code[i];
