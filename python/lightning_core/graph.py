@@ -695,7 +695,8 @@ class Compiled:
         Raise instead of falling back (a step its device cannot run, a plan that cannot be
         captured).
     execution_mode : {"graph", "eager"}, optional
-        "graph" runs the planned graph; "eager" calls ``fn`` with the arguments (A/B checks).
+        "graph" runs the planned graph; "eager" calls ``fn`` with the arguments (A/B checks),
+        under ``lc.policy(device=device)`` when ``device`` names one ("cpu", "cuda", "cuda:N").
     cache_size : int, optional
         The number of traced signatures kept (default 8).
     copy_constants : bool, optional
@@ -791,7 +792,14 @@ class Compiled:
 
     def __call__(self, *args):
         if self.execution_mode == "eager":
-            return self.fn(*args)
+            if self.device in (None, "auto"):
+                return self.fn(*args)
+            # The A/B run of the same computation on the same device: fn's ops under the
+            # compiled function's device (without it they would place themselves, and a tiny
+            # chain compiled for "cuda" would run eagerly on the CPU).
+            from .policy import policy
+            with policy(device=self.device):
+                return self.fn(*args)
         t = self._get(args)
         inputs = {n: a for n, a in zip(t.input_names, args) if n is not None}
         if t.scalar_inputs:
@@ -880,7 +888,8 @@ def compile(fn: Callable | None = None, *, device: str | None = None, fusion: An
     strict : bool, optional
         Raise instead of falling back.
     execution_mode : {"graph", "eager"}, optional
-        "graph" (default) runs the planned graph, "eager" calls ``fn`` itself (A/B).
+        "graph" (default) runs the planned graph, "eager" calls ``fn`` itself (A/B; under
+        ``lc.policy(device=device)`` when ``device`` names one).
     cache_size : int, optional
         Traced signatures kept (least recently used dropped; default 8).
     copy_constants : bool, optional

@@ -593,3 +593,27 @@ def test_placement_pins_what_cuda_cannot_run_and_strict_raises():
         g.plan(assume_gpu=True)
         with pytest.raises(ValueError, match="cuda"):  # a what-if plan cannot run without the GPU
             g.execute({"x": np.zeros((512, 520), np.float32)})
+
+
+@pytest.mark.gpu
+def test_gpu_compile_eager_runs_on_the_compiled_device(rng):
+    """execution_mode="eager" is the A/B of the same computation on the same device: a tiny
+    chain compiled for "cuda" runs its eager ops on the GPU (alone they would place themselves
+    on the CPU), and agrees with the graph."""
+    x = rng.standard_normal((64, 64)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+
+    def chain(t):
+        return lc.relu(lc.add(lc.relu(lc.add(t, b)), b))
+    eager = lc.compile(chain, device="cuda", execution_mode="eager")
+    graph = lc.compile(chain, device="cuda")
+    lc.runtime_trace_clear()
+    lc.runtime_trace_enable(True)
+    try:
+        y = eager(x)
+    finally:
+        lc.runtime_trace_enable(False)
+    ran = {e["device"] for e in lc.runtime_trace_events() if e["kind"] == "op"}
+    assert ran == {"cuda"}, ran
+    np.testing.assert_allclose(y, graph(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(y, np.maximum(np.maximum(x + b, 0) + b, 0), rtol=1e-6, atol=1e-6)
