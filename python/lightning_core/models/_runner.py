@@ -11,14 +11,10 @@ on hidden states ``x [B, S, hidden]`` (or ``[S, hidden]``)::
     y = layernorm(x)
 
 ``mode="eager"`` calls the LC ops one by one (Q, K, V as one GEMM; the heads are strided views
-that ``attention`` reads in place). ``mode="graph"`` traces the same block once per input shape
-with ``lc.compile`` (docs/graph.md) and replays the plan. The tracer records no views yet, so
-the graph form splits the heads by *weights* instead of by views: per head h, ``q_h = linear(x,
-Wq[h])`` etc. (``[B, S, D]``, which ``attention`` reads as B single-head problems), and the
-output projection is the sum over heads of ``linear(a_h, Wo[:, h])``, chained through
-``linear``'s residual input. The planner's ``qkv_projection`` rule folds the 3 x heads
-projections back into one GEMM. Both forms compute the same function (they agree to rounding);
-``runner.last_run`` says which ran and why.
+that ``attention`` reads in place). ``mode="graph"`` traces the very same block once per input
+shape with ``lc.compile`` (docs/graph.md: the tracer records the views, the head merge is the
+one copy) and replays the plan, one captured CUDA graph on a GPU. ``runner.last_run`` says which
+ran and why.
 
 Checkpoints are safetensors files (``save_checkpoint`` / ``load_checkpoint``; the optional
 dependency ``safetensors``, ``pip install 'lightning-core[models]'``) holding every parameter in
@@ -42,9 +38,8 @@ _DTYPES = ("float32", "bfloat16", "float16")
 _ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 _MODES = ("eager", "graph")
 _FORMAT = "lightning_core.TinyTransformerRunner"
-_GRAPH_FORM = ("per-head weight slices: the tracer records no views (reshape / permute) yet, "
-               "so the heads are split by slicing Wq/Wk/Wv by rows and Wo by columns; the "
-               "qkv_projection fusion folds the projections back into one GEMM")
+_GRAPH_FORM = ("the eager block traced once per input shape (one QKV GEMM, the heads as "
+               "views, the weights shared with the graph), planned and replayed")
 
 
 def _np_dtype(name: str):
@@ -226,7 +221,7 @@ class TinyTransformerRunner:
 
     def _set_params(self, params: Dict[str, np.ndarray]) -> None:
         """Take host arrays (already in the runner's dtype), upload the device copies and drop
-        every compiled graph (a trace copies the weights as constants)."""
+        every compiled graph (its plans hold the old weight tensors)."""
         c = self.config
         self._params = params
         dev, dt = c.device, c.dtype
@@ -473,23 +468,28 @@ class TinyTransformerRunner:
     __call__ = run
 
     def _eager(self, x):
+        return self._block(_C, x)
+
+    def _block(self, ops, x):
+        """The model on x [B, S, hidden] through ``ops``: the extension's functions (eager) or
+        the ``lightning_core`` module while ``lc.compile`` traces (graph)."""
         c = self.config
         B, S, h = (int(d) for d in x.shape)
         H, D = c.heads, c.head_dim
         scale = 1.0 / math.sqrt(D)
         eps = float(c.eps)
-        x = _C.add(x, self._pos[0:S])
+        x = ops.add(x, self._pos[0:S])
         for L in self._layers:
-            t = _C.layernorm(x, L["ln1"][0], L["ln1"][1], eps)
-            qkv = _C.linear(t, L["qkv_w"], L["qkv_b"])                      # [B, S, 3h]
+            t = ops.layernorm(x, L["ln1"][0], L["ln1"][1], eps)
+            qkv = ops.linear(t, L["qkv_w"], L["qkv_b"])                     # [B, S, 3h]
             qkv5 = qkv.view(B, S, 3, H, D).permute(2, 0, 3, 1, 4)           # [3, B, H, S, D]
-            a = _C.attention(qkv5[0], qkv5[1], qkv5[2], causal=c.causal, scale=scale)
+            a = ops.attention(qkv5[0], qkv5[1], qkv5[2], causal=c.causal, scale=scale)
             a = a.permute(0, 2, 1, 3).reshape(B, S, h)                      # one copy
-            x = _C.linear(a, L["o_w"], L["o_b"], residual=x)
-            t = _C.layernorm(x, L["ln2"][0], L["ln2"][1], eps)
-            x = _C.linear(self._ffn_up(_C, t, L["up_w"], L["up_b"]), L["down_w"], L["down_b"],
-                          residual=x)
-        return _C.layernorm(x, self._final_ln[0], self._final_ln[1], eps)
+            x = ops.linear(a, L["o_w"], L["o_b"], residual=x)
+            t = ops.layernorm(x, L["ln2"][0], L["ln2"][1], eps)
+            x = ops.linear(self._ffn_up(ops, t, L["up_w"], L["up_b"]), L["down_w"], L["down_b"],
+                           residual=x)
+        return ops.layernorm(x, self._final_ln[0], self._final_ln[1], eps)
 
     def _ffn_up(self, ops, t, w, b):
         act = self.config.activation
@@ -498,71 +498,16 @@ class TinyTransformerRunner:
         return ops.linear(t, w, b, activation="gelu" if act == "gelu_tanh" else "relu")
 
     def _graph(self):
-        """The compiled block (traced per input shape), built on first use after a weight change."""
+        """The compiled block (traced per input shape), built on first use after a weight change
+        (the graph shares the weight tensors: ``_set_params`` drops it when they change)."""
         if self._compiled is None:
             import lightning_core as lc
 
-            self._compiled = lc.compile(self._graph_block(), device=self.config.device)
+            def tiny_transformer_block(x):
+                return self._block(lc, x)
+            self._compiled = lc.compile(tiny_transformer_block, device=self.config.device,
+                                        copy_constants=False)
         return self._compiled
-
-    def _graph_block(self):
-        """The block as a function of recorded ops only (no views): heads split by weights.
-
-        The per-head slices are contiguous host copies made here once; the tracer turns them
-        into graph constants (uploaded once per plan).
-        """
-        import lightning_core as lc
-
-        c = self.config
-        P = self._params
-        H, D = c.heads, c.head_dim
-        scale = 1.0 / math.sqrt(D)
-        eps = float(c.eps)
-
-        def rows(a, j):
-            return np.ascontiguousarray(a[j * D:(j + 1) * D])
-
-        layers = []
-        for i in range(c.layers):
-            p = f"layers.{i}."
-            wo = P[p + "attn.out.weight"]
-            heads = [dict(
-                q=(rows(P[p + "attn.q.weight"], j), rows(P[p + "attn.q.bias"], j)),
-                k=(rows(P[p + "attn.k.weight"], j), rows(P[p + "attn.k.bias"], j)),
-                v=(rows(P[p + "attn.v.weight"], j), rows(P[p + "attn.v.bias"], j)),
-                o=np.ascontiguousarray(wo[:, j * D:(j + 1) * D])) for j in range(H)]
-            layers.append(dict(
-                heads=heads, o_b=P[p + "attn.out.bias"],
-                ln1=(P[p + "ln1.weight"], P[p + "ln1.bias"]),
-                ln2=(P[p + "ln2.weight"], P[p + "ln2.bias"]),
-                up=(P[p + "ffn.up.weight"], P[p + "ffn.up.bias"]),
-                down=(P[p + "ffn.down.weight"], P[p + "ffn.down.bias"])))
-        pos = P["pos"]
-        final_ln = (P["final_ln.weight"], P["final_ln.bias"])
-        pos_rows: Dict[int, np.ndarray] = {}
-        ffn_up = self._ffn_up
-
-        def tiny_transformer_block(x):
-            S = x.shape[1]
-            if S not in pos_rows:  # one constant per sequence length, kept for the next trace
-                pos_rows[S] = np.ascontiguousarray(pos[:S])
-            x = lc.add(x, pos_rows[S])
-            for L in layers:
-                t = lc.layernorm(x, L["ln1"][0], L["ln1"][1], eps)
-                acc = x
-                for j, hd in enumerate(L["heads"]):
-                    q = lc.linear(t, *hd["q"])                     # [B, S, D]: B one-head problems
-                    k = lc.linear(t, *hd["k"])
-                    v = lc.linear(t, *hd["v"])
-                    a = lc.attention(q, k, v, causal=c.causal, scale=scale)
-                    # Wo @ concat_h(a_h) = sum_h Wo[:, h] @ a_h, accumulated through the residual.
-                    acc = lc.linear(a, hd["o"], L["o_b"] if j == 0 else None, residual=acc)
-                x = acc
-                t = lc.layernorm(x, L["ln2"][0], L["ln2"][1], eps)
-                x = lc.linear(ffn_up(lc, t, *L["up"]), *L["down"], residual=x)
-            return lc.layernorm(x, final_ln[0], final_ln[1], eps)
-
-        return tiny_transformer_block
 
     def explain(self, x=None) -> str:
         """The graph mode's plan for inputs shaped like ``x`` (steps, devices, fusions, memory).
