@@ -14,7 +14,9 @@
 #   LC_SKIP_TESTS=1 / LC_SKIP_BENCH=1 / LC_SKIP_PYTEST=1 skip those steps (C++ tests, benchmarks,
 #                  pytest) so that one check can be split over two calls within the 600 s limit. LC_GTEST_FILTER narrows the tests.
 #   LC_PYBENCH=1   also runs the Python benchmark suites (benchmarks/python/run_all.py --quick)
-#                  side by side with torch; LC_PYBENCH_SUITES picks suites (default: all).
+#                  side by side with torch; LC_PYBENCH_SUITES picks suites (default: all),
+#                  LC_PYBENCH_FILTER cases ('a|b': case texts containing a or b), LC_PYBENCH_MODES
+#                  the modes (oneshot,resident).
 #   LC_PYTEST_ARGS extra pytest arguments (e.g. "-k sessions"). LC_PYTEST_TIMEOUT: its limit in s (400).
 #                  LC_PYTEST_PATHS: the files or folders to run (default tests/python).
 #   LC_PYTEST_WORKERS=N  pytest in N processes (pytest-xdist, one test file per process at a time,
@@ -207,6 +209,8 @@ if [ "${LC_PYBENCH:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; 
   done
   NATIVE=()
   [ "${LC_NATIVE:-0}" = 1 ] && NATIVE=(--native --build-dir "$BUILD")
+  [ -n "${LC_PYBENCH_FILTER:-}" ] && NATIVE+=(--filter "$LC_PYBENCH_FILTER")
+  [ -n "${LC_PYBENCH_MODES:-}" ] && NATIVE+=(--modes "$LC_PYBENCH_MODES")
   if timeout ${LC_PYBENCH_TIMEOUT:-420} python3 benchmarks/python/run_all.py --quick "${NATIVE[@]}" \
        --suites "${LC_PYBENCH_SUITES:-kernel,pipeline,ml,dl,api_overhead}" \
        --out-dir "$OUT/benchmark_results" --deadline-s ${LC_PYBENCH_DEADLINE:-360} > "$OUT/pybench.log" 2>&1
