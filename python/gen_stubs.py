@@ -79,6 +79,11 @@ SPECIFIC = {
     "Tensor.__dlpack_device__": {"return": "tuple[int, int]"},
     "Tensor.astype": {"dtype": "DTypeLike"},
     "Tensor.__getitem__": {"key": "Any", "return": "Tensor"},
+    # arithmetic operators (lightning_core/_tensor_ops.py): a tensor, an array or a number
+    **{f"Tensor.__{op}__": {"other": "Tensor | NDArray[Any] | float", "return": "Tensor"}
+       for op in ("add", "radd", "sub", "rsub", "mul", "rmul", "truediv", "rtruediv", "matmul",
+                  "rmatmul")},
+    "Tensor.__neg__": {"return": "Tensor"},
     "Tensor.shape": {"return": "tuple[int, ...]"},
     "Tensor.strides": {"return": "tuple[int, ...]"},
     "ExecutionPolicy.__init__": {"device": "str", "upload": "str", "download": "bool",

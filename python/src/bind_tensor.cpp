@@ -289,6 +289,15 @@ nb::object getitem_any(nb::handle self_h, nb::handle key) {
   return nb::cast(getitem(nb::cast<const lc::Tensor&>(self_h), key), nb::rv_policy::move);
 }
 
+// t + o, t - o, t * o, t / o (and reflected), -t, t @ o: lightning_core/_tensor_ops.py (the op
+// functions on the tensor's device; NotImplemented for other operand types).
+nb::object tensor_binary(const char* op, nb::handle self_h, nb::handle other, bool reverse) {
+  return nb::module_::import_("lightning_core._tensor_ops").attr("binary")(op, self_h, other, reverse);
+}
+nb::object tensor_matmul(nb::handle self_h, nb::handle other, bool reverse) {
+  return nb::module_::import_("lightning_core._tensor_ops").attr("matmul")(self_h, other, reverse);
+}
+
 // The values of small tensors (numpy's formatting), else the shape alone.
 std::string tensor_repr(nb::handle self_h) {
   const lc::Tensor& t = nb::cast<const lc::Tensor&>(self_h);
@@ -527,7 +536,34 @@ void register_tensor(nb::module_& m) {
            "Basic indexing (ints, slices with steps, None, ...): a view, no copy. Index arrays "
            "(ints, negative ones counted from the end, 1-D boolean masks; several broadcast "
            "together): a gather, as numpy's advanced indexing.")
-      .def("__repr__", &tensor_repr);
+      .def("__repr__", &tensor_repr)
+      .def("__add__", [](nb::handle s, nb::handle o) { return tensor_binary("add", s, o, false); },
+           nb::arg("other").none(), "lc.add(self, other) (a number: a scalar of self's dtype).")
+      .def("__radd__", [](nb::handle s, nb::handle o) { return tensor_binary("add", s, o, true); },
+           nb::arg("other").none(), "lc.add(other, self).")
+      .def("__sub__", [](nb::handle s, nb::handle o) { return tensor_binary("sub", s, o, false); },
+           nb::arg("other").none(), "lc.sub(self, other).")
+      .def("__rsub__", [](nb::handle s, nb::handle o) { return tensor_binary("sub", s, o, true); },
+           nb::arg("other").none(), "lc.sub(other, self).")
+      .def("__mul__", [](nb::handle s, nb::handle o) { return tensor_binary("mul", s, o, false); },
+           nb::arg("other").none(), "lc.mul(self, other); a number: lc.vector_scale(self, other).")
+      .def("__rmul__", [](nb::handle s, nb::handle o) { return tensor_binary("mul", s, o, true); },
+           nb::arg("other").none(), "lc.mul(other, self).")
+      .def("__truediv__", [](nb::handle s, nb::handle o) { return tensor_binary("div", s, o, false); },
+           nb::arg("other").none(), "lc.div(self, other); a nonzero number: lc.vector_scale(self, 1 / other).")
+      .def("__rtruediv__", [](nb::handle s, nb::handle o) { return tensor_binary("div", s, o, true); },
+           nb::arg("other").none(), "lc.div(other, self).")
+      .def("__matmul__", [](nb::handle s, nb::handle o) { return tensor_matmul(s, o, false); },
+           nb::arg("other").none(), "lc.matmul(self, other).")
+      .def("__rmatmul__", [](nb::handle s, nb::handle o) { return tensor_matmul(s, o, true); },
+           nb::arg("other").none(), "lc.matmul(other, self).")
+      .def("__neg__", [](nb::handle s) {
+             return nb::module_::import_("lightning_core._tensor_ops").attr("neg")(s);
+           }, "lc.vector_scale(self, -1.0).");
+  // numpy's binary operators defer to a type of higher priority that has the reflected method:
+  // `array - tensor` is Tensor.__rsub__ (an lc.Tensor on the tensor's device), not numpy
+  // converting the tensor to an array.
+  m.attr("Tensor").attr("__array_priority__") = 1000.0;
 }
 
 }  // namespace lcpy

@@ -281,3 +281,75 @@ def test_cuda_tensor_numpy_is_a_copy(rng):
     back = t.to("cpu")
     assert back.device == "cpu"
     np.testing.assert_array_equal(np.asarray(back), a)
+
+
+# ---- arithmetic operators (lightning_core/_tensor_ops.py) ----------------------------------------
+def _np_of(dtype):
+    if dtype == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        return ml_dtypes.bfloat16
+    return np.dtype(dtype)
+
+
+@pytest.mark.parametrize("device", backends)
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_arithmetic_operators_match_numpy(device, dtype):
+    """t + o, t - o, t * o, t / o with tensors, broadcast arrays and numbers on either side,
+    -t and t @ o: the op functions on the tensor's device, checked against float64 numpy on
+    the rounded inputs (odd shapes, a size-1 and a size-0 axis)."""
+    rng = np.random.default_rng(7)
+    tol = 1e-6 if dtype == "float32" else 1e-2
+    npdt = _np_of(dtype)
+    for shape in [(3, 7), (1, 5), (0, 4), (2, 3, 5)]:
+        a = rng.standard_normal(shape).astype(np.float32).astype(npdt)
+        b = (rng.standard_normal(shape[-1:]) + 3.0).astype(np.float32).astype(npdt)  # no zeros
+        ta, tb = lc.Tensor(a, device=device, dtype=dtype), lc.Tensor(b, device=device, dtype=dtype)
+        A, B = a.astype(np.float64), b.astype(np.float64)
+        cases = {
+            "t+t": (ta + tb, A + B), "t-t": (ta - tb, A - B), "t*t": (ta * tb, A * B),
+            "t/t": (ta / tb, A / B), "t+np": (ta + b, A + B), "np-t": (b - ta, B - A),
+            "t+2.5": (ta + 2.5, A + 2.5), "3-t": (3 - ta, 3 - A), "t*0.125": (ta * 0.125, A * 0.125),
+            "2*t": (2 * ta, 2 * A), "t/4": (ta / 4, A / 4), "1/t": (1.0 / tb, 1.0 / B),
+            "-t": (-ta, -A), "t*np.float32": (ta * np.float32(1.5), A * 1.5),
+        }
+        for name, (got, ref) in cases.items():
+            assert isinstance(got, lc.Tensor) and got.device == device and got.dtype == dtype, name
+            g = np.asarray(got.numpy(), np.float64)
+            assert g.shape == ref.shape, (name, g.shape, ref.shape)
+            np.testing.assert_allclose(g, ref.astype(npdt).astype(np.float64) if dtype != "float32" else ref,
+                                       rtol=tol, atol=tol, err_msg=f"{name} {shape} {dtype}")
+    m = rng.standard_normal((5, 3)).astype(np.float32).astype(npdt)
+    tm = lc.Tensor(m, device=device, dtype=dtype)
+    a = rng.standard_normal((4, 5)).astype(np.float32).astype(npdt)
+    ta = lc.Tensor(a, device=device, dtype=dtype)
+    ref = a.astype(np.float64) @ m.astype(np.float64)
+    for got in (ta @ tm, ta @ m, a @ tm):  # a numpy left operand defers (__array_priority__)
+        assert isinstance(got, lc.Tensor) and got.device == device
+        np.testing.assert_allclose(np.asarray(got.numpy(), np.float64), ref, rtol=5 * tol, atol=5 * tol)
+
+
+def test_arithmetic_operators_refuse_other_types_and_mixed_dtypes():
+    t = lc.Tensor(np.ones((2, 3), np.float32))
+    for bad in ("a", None, [1.0, 2.0], True, object()):
+        with pytest.raises(TypeError):
+            t + bad
+    with pytest.raises(TypeError, match="do not mix storage dtypes"):
+        t + np.ones(3, np.float16)
+    with pytest.raises(ValueError):
+        t * lc.Tensor(np.ones((4,), np.float32))  # shapes that do not broadcast
+    # division by zero follows IEEE (not a Python ZeroDivisionError), as numpy
+    assert np.isinf((t / 0.0).numpy()).all()
+
+
+def test_operators_in_compiled_eager_and_graph_agree():
+    """A function written with operators runs eagerly on lc.Tensor (the A/B form) and compiles to
+    the same nodes (the graph suite's scale+mask->softmax case)."""
+    rng = np.random.default_rng(3)
+    x = lc.Tensor(rng.standard_normal((2, 4, 8, 8)).astype(np.float32), device="cpu")
+    m = np.triu(np.full((8, 8), -np.inf, np.float32), 1)
+
+    def scores(t):
+        return lc.softmax(lc.add(t * 0.125, m))
+    e = lc.compile(scores, device="cpu", execution_mode="eager")(x)
+    g = lc.compile(scores, device="cpu")(x)
+    np.testing.assert_allclose(e.numpy(), g.numpy(), rtol=1e-6, atol=1e-7)

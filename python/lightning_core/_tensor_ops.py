@@ -1,0 +1,63 @@
+"""The arithmetic operators of ``lc.Tensor``: ``t + o``, ``t - o``, ``t * o``, ``t / o`` (and
+the reflected forms), ``-t`` and ``t @ o``.
+
+They are the op functions, on the tensor's device: ``lc.add`` / ``sub`` / ``mul`` / ``div``
+(numpy broadcasting) and ``lc.matmul``. The other operand is an ``lc.Tensor`` or a numpy array of
+the same storage dtype (ops do not mix dtypes), or a Python / numpy number, taken as a scalar of
+the tensor's dtype: ``t * c`` and ``t / c`` are ``lc.vector_scale(t, c)`` / ``(t, 1 / c)`` (c != 0),
+the others a one-element tensor broadcast. Anything else returns ``NotImplemented`` (so Python
+asks the other operand: a ``TracedTensor`` while tracing). The tracer's ``TracedTensor`` has the
+same operators, so a function written with them runs eagerly on tensors and compiles to the
+same nodes (``lc.compile(fn, execution_mode="eager")`` is an A/B of the graph).
+
+The bindings (python/src/bind_tensor.cpp) call these functions; they live here, in Python,
+beside the tracer's versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _lightning_core as _C
+
+_FUNCS = {"add": _C.add, "sub": _C.sub, "mul": _C.mul, "div": _C.div}
+
+
+def _is_number(o: Any) -> bool:
+    return isinstance(o, (int, float, np.integer, np.floating)) and not isinstance(o, (bool, np.bool_))
+
+
+def _scalar(t: Any, value: Any) -> Any:
+    """value as a one-element tensor of t's dtype on t's device."""
+    host = np.full((1,), value, np.float64 if t.dtype == "float64" else np.float32)
+    s = _C.Tensor(host, "cpu", t.dtype)
+    if t.device == "cpu":
+        return s
+    return s.to(f"{t.device}:{t.device_index}")
+
+
+def binary(op: str, t: Any, other: Any, reverse: bool) -> Any:
+    """t <op> other (reverse: other <op> t) for lc.Tensor t."""
+    if _is_number(other):
+        c = float(other)
+        if op == "mul" or (op == "div" and not reverse and c != 0.0):
+            return _C.vector_scale(t, c if op == "mul" else 1.0 / c)
+        other = _scalar(t, c)
+    elif not isinstance(other, (_C.Tensor, np.ndarray)):
+        return NotImplemented
+    a, b = (other, t) if reverse else (t, other)
+    return _FUNCS[op](a, b)
+
+
+def neg(t: Any) -> Any:
+    """-t."""
+    return _C.vector_scale(t, -1.0)
+
+
+def matmul(t: Any, other: Any, reverse: bool) -> Any:
+    """t @ other (reverse: other @ t), torch.matmul's rules (lc.matmul)."""
+    if not isinstance(other, (_C.Tensor, np.ndarray)):
+        return NotImplemented
+    return _C.matmul(other, t) if reverse else _C.matmul(t, other)
