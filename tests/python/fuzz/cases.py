@@ -92,6 +92,15 @@ def classify(e):
     return type(e).__name__
 
 
+def _result_bytes(op, case, P) -> int:
+    """float32 bytes of the op's result for this case (0 when the shape cannot be worked out)."""
+    try:
+        shape = out_shape(op, {k: (v["shape"] if v else None) for k, v in case["inputs"].items()}, P)
+        return 4 * math.prod(int(d) for d in shape)
+    except Exception:  # noqa: BLE001 -- a case whose shape rule does not apply: no allowance
+        return 0
+
+
 def check_error(e, expect):
     kind = classify(e)
     msg = str(e)
@@ -304,6 +313,11 @@ def run_op(case, trace):
     except Finding:
         raise
     except Exception as e:  # noqa: BLE001
+        if isinstance(e, MemoryError) and "ok" in expect and _result_bytes(op, case, P) >= 1 << 30:
+            # A valid call whose result needs gigabytes (a (40009, 1) + (40009,) broadcast: 6.4
+            # GB) may meet a host without that much free (8 test processes on the GPU host):
+            # MemoryError is then the contract's answer, as long as it is clean (checked below).
+            expect = list(expect) + ["MemoryError"]
         check_error(e, expect)
         if before_out is not None and snapshot(out) != before_out:
             raise Finding("out-modified-on-error", f"a failing call ({type(e).__name__}) wrote into `out`")
