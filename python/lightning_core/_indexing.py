@@ -2,8 +2,10 @@
 
 ``t[key]`` where ``key`` holds index arrays, numpy's advanced-indexing rules:
 
-- the index array is a list / numpy array of ints (negative ones count from the end), a 1-D
-  boolean mask over its axis (its True positions), or an ``lc.Tensor`` of int32 / int64 (its
+- the index array is a list / numpy array of ints (negative ones count from the end), a
+  boolean mask over its axis (its True positions) or over several axes (the index arrays of
+  its True positions, ``m.nonzero()``; its shape must match those axes), or an ``lc.Tensor`` of
+  int32 / int64 (its
   values must lie in ``[0, n)``: they are read by the op, not here); every index value is range
   checked, also where a broadcast leaves none of them used (numpy accepts those);
 - the other items are basic ones (ints, slices, ``...``, ``None``) and apply as views first;
@@ -48,17 +50,50 @@ def _scalar_int(k):
     return None
 
 
+class _MaskAxis(np.ndarray):
+    """One axis's positions of a boolean mask over several axes (a row of ``np.nonzero``), with
+    the mask's length on that axis (``mask_len``): host_index checks it against the axis."""
+
+    mask_len: int
+
+
+def _expand_masks(items: list) -> list:
+    """numpy's rule for a boolean mask over k >= 2 axes: it is the k index arrays of its True
+    positions (``x[m] == x[m.nonzero()]``), each knowing the length it must match."""
+    from . import _lightning_core as _C
+
+    out = []
+    for k in items:
+        if isinstance(k, (list, np.ndarray)) and not isinstance(k, _C.Tensor):
+            arr = np.asarray(k) if isinstance(k, np.ndarray) or _looks_bool(k) else None
+            if arr is not None and arr.dtype == np.bool_ and arr.ndim >= 2:
+                for j, pos in enumerate(np.nonzero(arr)):
+                    part = pos.astype(np.int64).view(_MaskAxis)
+                    part.mask_len = int(arr.shape[j])
+                    out.append(part)
+                continue
+        out.append(k)
+    return out
+
+
+def _looks_bool(k: list) -> bool:
+    """A nested list whose first leaf is a bool (converted only then: other lists stay lists)."""
+    while isinstance(k, list) and k:
+        k = k[0]
+    return isinstance(k, (bool, np.bool_))
+
+
 def split_key(key, ndim: int, op: str = _OP):
     """(basic key with the advanced items replaced by full slices, the index arrays in key
     order, their axes in the basic result, whether the index dims lead the result). With one
     index array the ints stay basic (they drop their axes first); with several, ints are index
     arrays of shape () as numpy treats them. Raises for keys outside the rules."""
-    items = list(key) if isinstance(key, tuple) else [key]
+    items = _expand_masks(list(key) if isinstance(key, tuple) else [key])
     for k in items:
         if k is Ellipsis or k is None or isinstance(k, slice) or _scalar_int(k) is not None or _is_index_array(k):
             continue
         raise TypeError(f"{op} index items must be ints, slices, None, ... or index arrays "
-                        f"(ints or 1-D boolean masks), got {type(k).__name__}")
+                        f"(ints or boolean masks), got {type(k).__name__}")
     arrays = [i for i, k in enumerate(items) if _is_index_array(k)]
     ints = [i for i, k in enumerate(items) if _scalar_int(k) is not None]
     consumed = sum(1 for k in items if k is not Ellipsis and k is not None)
@@ -108,6 +143,10 @@ def flat_host_index(idxs, sizes, op: str = _OP) -> np.ndarray:
 def host_index(idx, n: int, op: str = _OP) -> np.ndarray:
     """A list / numpy index as int64 in [0, n): booleans to positions, negatives wrapped, range
     checked (ValueError naming the first bad value)."""
+    mask_len = getattr(idx, "mask_len", None)
+    if mask_len is not None and mask_len != n:  # one axis of a mask over several (_expand_masks)
+        raise ValueError(f"{op} a boolean mask of {mask_len} values along an axis of size {n} (a "
+                         "mask's shape must match the axes it covers)")
     arr = np.asarray(idx)
     if arr.dtype == np.bool_:
         if arr.ndim != 1:

@@ -1,6 +1,6 @@
 """Advanced indexing (lightning_core/_indexing.py): ``t[idx]`` on lc.Tensor and on traced
 tensors (lc.compile), against numpy's own advanced indexing on the same values: int lists /
-arrays of any shape (negative, repeated, empty), 1-D boolean masks, lc.Tensor int32 / int64
+arrays of any shape (negative, repeated, empty), boolean masks over one or several axes, lc.Tensor int32 / int64
 indices, the index on every axis, mixed with ints, slices (negative steps), ``...`` and ``None``
 (numpy's rule for non-adjacent advanced indices included), several index arrays broadcast
 together, non-contiguous tensors, each float dtype, each device; bad indices raise ValueError / TypeError naming the problem and leave
@@ -16,6 +16,8 @@ import lightning_core as lc
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
+_M2 = np.random.default_rng(5).random((5, 4)) < 0.5
+_M3 = np.random.default_rng(6).random((5, 4, 3)) < 0.4
 KEYS = [
     [2, 0, 2],                                   # a list, repeated rows
     np.array([-1, 0, -3]),                       # negatives count from the end
@@ -39,6 +41,14 @@ KEYS = [
     ([True, False, True, False, True], [0, 1, 3]),  # a boolean mask and a list
     (Ellipsis, [0, 3], [2, 2]),                  # the last two axes
     ([2], [1], [0]),                             # every axis: single elements
+    # boolean masks over several axes: the index arrays of their True positions (m.nonzero())
+    _M2[:5, :4],                                 # axes 0-1: [nnz, 3]
+    (slice(None), _M2[:4, :3]),                  # axes 1-2 after a slice: [5, nnz]
+    _M3,                                         # every axis: [nnz]
+    (_M2[:5, :4], 1),                            # a mask and an int: advanced together
+    (Ellipsis, _M2[:4, :3]),                     # the last two axes
+    np.zeros((5, 4), bool),                      # no True: [0, 3]
+    [[True, False, True, False]] * 5,            # a nested list of bools
 ]
 
 
@@ -84,8 +94,8 @@ def test_bad_indices_raise_and_the_runtime_stays_usable(rng, device):
         t[np.array([-5])]
     with pytest.raises(ValueError, match="boolean mask of 3 values for an axis of size 4"):
         t[np.array([True, False, True])]
-    with pytest.raises(ValueError, match="must be 1-D"):
-        t[np.ones((4, 3), bool)]
+    with pytest.raises(ValueError, match="mask of 4 values along an axis of size 3"):
+        t[np.ones((4, 4), bool)]  # a mask over two axes must match both
     with pytest.raises(TypeError, match="ints or booleans"):
         t[np.array([0.5, 1.0])]
     with pytest.raises(ValueError, match="cannot be broadcast together"):

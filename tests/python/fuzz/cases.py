@@ -634,6 +634,9 @@ def _index_key(items, dev, lc_index):
         elif it[1] == "mask":
             m = np.array(it[2], dtype=bool)
             key.append(m); key_np.append(m); src.append(f"np.array({it[2]})")  # noqa: E702
+        elif it[1] == "mask2":  # a mask over two axes
+            m = np.array(it[2], dtype=bool).reshape(it[3])
+            key.append(m); key_np.append(m); src.append(f"np.array({it[2]}).reshape({it[3]})")  # noqa: E702
         else:
             v = np.array(it[2], dtype=np.int64).reshape(it[3])
             key_np.append(v)
