@@ -4,8 +4,10 @@
 // applied or not, with the reason (fusion_report()).
 //
 //   linear_epilogue    linear (or matmul / matmul2d whose b is a 2-D constant, transposed once
-//                      into linear's [n, k] weight) + add of a 1-D [n] bias + relu / gelu(tanh)
-//                      -> linear(x, w, bias, activation)           (cuBLASLt's fused epilogue)
+//                      into linear's [n, k] weight) + add of a 1-D [n] bias + relu / gelu
+//                      -> linear(x, w, bias, activation)           (cuBLASLt's fused epilogue;
+//                      gelu's exact erf form is linear's "gelu_erf": fused into the CPU GEMM's
+//                      tiles, a second in-place kernel inside the op on a GPU)
 //   residual_epilogue  + add of a tensor of the result's shape -> linear(..., residual=r); the
 //                      residual is added before the activation, so only an add that comes
 //                      before the activation folds
@@ -131,13 +133,18 @@ struct Fuser {
       return true;
     }
     if (is(c, opdefs::gelu)) {
-      if (c.attrs.approximate != "tanh") {
-        why = "gelu with approximate='" + c.attrs.approximate +
-              "' (exact erf); the fused epilogue computes the tanh form";
-        return false;
+      // tanh form: linear's "gelu"; exact erf form: linear's "gelu_erf" (fused into the GEMM
+      // tiles on the CPU, an in-place second kernel inside the op on a GPU).
+      if (c.attrs.approximate == "tanh") {
+        act = Activation::gelu;
+        return true;
       }
-      act = Activation::gelu;
-      return true;
+      if (c.attrs.approximate == "none") {
+        act = Activation::gelu_erf;
+        return true;
+      }
+      why = "gelu with approximate='" + c.attrs.approximate + "'";
+      return false;
     }
     return false;
   }
@@ -269,6 +276,9 @@ struct Fuser {
       if (!why.empty()) note("conv_activation", a, c, false, why);
       return;
     }
+    if (act == Activation::gelu_erf)
+      return note("conv_activation", a, c, false,
+                  "gelu with approximate='none' (exact erf); the conv epilogue computes the tanh form");
     if (!o.conv_activation) return note("conv_activation", a, c, false, "switched off");
     s.attrs.act = act;
     fold(a, c);

@@ -10,6 +10,8 @@ import pytest
 import lightning_core as lc
 from test_graph import f64, gelu64, layernorm64, softmax64  # the float64 references
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
 # ---- fusion rules: each switch, fused == unfused == reference ----------------------------------
 
 
@@ -44,21 +46,41 @@ def test_rule_linear_epilogue_from_matmul(rng):
     assert rep_off and all(not r["applied"] and r["reason"] == "switched off" for r in rep_off)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("fuse", [True, False])
+def test_rule_linear_epilogue_exact_gelu(rng, device, fuse):
+    """gelu(approximate="none") after linear (+ bias, + residual before it) folds into linear's
+    "gelu_erf" activation (the CPU GEMM's tiles; a second kernel inside the op on a GPU); fused
+    and unfused agree with float64 (odd sizes, a batched input)."""
+    x = rng.standard_normal((2, 7, 13)).astype(np.float32)
+    w = rng.standard_normal((11, 13)).astype(np.float32)
+    b = rng.standard_normal(11).astype(np.float32)
+    r = rng.standard_normal((2, 7, 11)).astype(np.float32)
+    g = lc.GraphIR()
+    g.add_tensor(x.shape, "float32", "x")
+    g.add_tensor(r.shape, "float32", "r")
+    g.add_tensor(w.shape, "float32", "w", True, value=w)
+    g.add_tensor(b.shape, "float32", "b", True, value=b)
+    g.add_node("linear", ["x", "w"], ["h"], name="fc")
+    g.add_node("add", ["h", "b"], ["hb"], name="bias")
+    g.add_node("add", ["hb", "r"], ["hr"], name="res")
+    g.add_node("gelu", ["hr"], ["y"], {"approximate": "none"}, name="exact")
+    g.plan(device, fusion={"linear_epilogue": fuse, "residual_epilogue": fuse,
+                           "elementwise_chain": False})
+    applied = {(e["rule"], e["applied"]) for e in g.fusion_report()}
+    assert (("linear_epilogue", True) in applied) == fuse, g.fusion_report()
+    if fuse:
+        assert len(g.plan_summary()["steps"]) == 1, g.plan_summary()["text"]
+    from math import erf
+    h = f64(x) @ f64(w).T + f64(b) + f64(r)
+    ref = 0.5 * h * (1 + np.vectorize(erf)(h / np.sqrt(2)))
+    y = g.execute({"x": x, "r": r})["y"]
+    np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_rule_linear_epilogue_not_applied_reasons(rng):
     x = rng.standard_normal((4, 6)).astype(np.float32)
     w = rng.standard_normal((5, 6)).astype(np.float32)
-    g = lc.GraphIR()
-    g.add_tensor(x.shape, "float32", "x")
-    g.add_tensor(w.shape, "float32", "w", True, value=w)
-    g.add_node("linear", ["x", "w"], ["h"], name="fc")
-    g.add_node("gelu", ["h"], ["y"], {"approximate": "none"}, name="exact")
-    g.plan("cpu")
-    rep = g.fusion_report()
-    assert len(rep) == 1 and not rep[0]["applied"] and "erf" in rep[0]["reason"]
-    ref = f64(x) @ f64(w).T
-    from math import erf
-    ref = 0.5 * ref * (1 + np.vectorize(erf)(ref / np.sqrt(2)))
-    np.testing.assert_allclose(g.execute({"x": x})["y"], ref, rtol=1e-5, atol=1e-5)
     # A result read twice is not folded.
     g2 = lc.GraphIR()
     g2.add_tensor(x.shape, "float32", "x")

@@ -238,6 +238,8 @@ def random_bert_weights(cfg: dict, seed: int = 0) -> Dict[str, np.ndarray]:
 def _lc_peer(cfg, W, device, dtype, mode="auto"):
     enc = TransformerEncoder(cfg, W, device=device, dtype=dtype, execution_mode=mode)
     resolved = enc._resolve_mode(None)
+    if mode == "auto" and device == "cpu":
+        resolved = "graph for unpadded batches, else eager"
 
     def run(ids, mask):
         e = enc.mean_pool(enc.forward(ids, mask), mask)   # downloads: synchronises
