@@ -201,7 +201,7 @@ def test_bench_table_and_json_with_a_small_model(model_dir):
                                               ["3", "x", "9"]]
     for r in rows:
         assert float(r.split()[3]) > 0          # the lc column has a time
-    assert "lc: lightning_core eager" in out
+    assert "lc: lightning_core graph for unpadded batches, else eager" in out  # cpu, "auto"
     if importlib.util.find_spec("torch") is None:
         assert "torch eager: skipped: torch not installed" in out
         assert all(r.split()[4:] == ["-"] * 4 for r in rows)
