@@ -13,7 +13,9 @@ Cases (the issue's speed targets):
     execution_mode="graph" (a cached GraphIR) and "eager" (issue #14: graph never slower than
     eager; FFN / LN -> projection >= 1.2x and conv -> attention >= 2x torch CUDA-graph replay);
   - a MiniLM-like encoder block (single head, seq 128, d 384, ffn 1536);
-  - a small chain of tiny ops where per-op overhead dominates (replay overhead per node);
+  - a small chain of tiny ops where per-op overhead dominates (fused into one kernel), and the
+    same chain unfused with 1, 4 and 16 kernel nodes (family "replay overhead": per call =
+    a + n * b, issue #14's a <= 6 us, b <= 1.5 us);
   - the same chain compiled with device="auto" for every run: host inputs plan for the CPU,
     resident ones for their GPU (placement by residency);
   - a chain of 6 elementwise ops on 1M-16M elements (rule elementwise_chain): fused, unfused,
@@ -376,6 +378,51 @@ def tiny_chain_case(mode: str, auto: bool = False) -> Case:
     )
 
 
+# ---- replay overhead: unfused chains of n kernel nodes -------------------------------------------
+REPLAY_NODES = (1, 4, 16)
+
+
+def replay_case(n: int) -> Case:
+    """n alternating add / relu nodes on 64x64 with every fusion rule off: n kernel nodes in the
+    replay. Resident, the time per call is the per-call cost of a replay plus n times the cost
+    per node: the three sizes give both (issue #14: <= 6 us + 1.5 us per node, the sync
+    included). Graph mode only; torch's CUDA-graph replay of the same chain beside it."""
+    r, c = 64, 64
+
+    def lc_fn(lc, i, dev):
+        def chain(x):
+            for k in range(n):
+                x = lc.relu(x) if k % 2 else lc.add(x, i["b"])
+            return x
+        key = ("replay", n, id(i["b"]))
+        k = (key, dev, "graph")
+        f = _COMPILED.get(k)
+        if f is None:
+            f = _COMPILED[k] = lc.compile(chain, device=dev, fusion=False)
+        return f(i["x"])
+
+    def numpy_fn(i):
+        x = i["x"]
+        for k in range(n):
+            x = x.clip(min=0) if k % 2 else x + i["b"]
+        return x
+
+    def torch_fn(torch, i):
+        x = i["x"]
+        for k in range(n):
+            x = torch.relu(x) if k % 2 else x + i["b"]
+        return x
+
+    return Case(
+        suite="graph", family="replay overhead", name=f"graph, unfused: {n} node(s) on {r}x{c}",
+        params={"rows": r, "cols": c, "nodes": n, "mode": "graph", "fusion": False},
+        make_inputs=lambda rng: {"x": randn(rng, r, c), "b": randn(rng, c, scale=0.1)},
+        numpy_fn=numpy_fn, lc_fn=lc_fn, torch_fn=torch_fn, tol=1e-5,
+        impl="lc.compile (graph, fusion=False)",
+        notes=["per call = a + n * b: fit over the node counts (issue #14: a <= 6 us, b <= 1.5 us)"],
+    )
+
+
 # ---- a chain of elementwise ops (rule elementwise_chain) ------------------------------------------
 # ((gelu(x + b) * y - z).relu()) * 0.5 on rows x cols float32 (b [cols]): 6 nodes, 4 inputs.
 # Unfused, each node reads its operands and writes its result: 8 + 8 + 12 + 12 + 8 + 8 = 56 bytes
@@ -645,6 +692,7 @@ def build_cases(quick: bool = False) -> List[Case]:
         cases.append(runner_case(mode))
         cases += [minilm_case(b, sq, mode) for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]
         cases += [minilm_case(b, sq, mode, "bfloat16") for b, sq in (MINILM_SHAPES[:1] if quick else MINILM_SHAPES)]
+    cases += [replay_case(n) for n in REPLAY_NODES]
     for variant in ("graph", "graph-unfused", "eager", "torch.compile"):
         cases += [ew_chain_case(r, c, variant) for r, c in (EW_CHAIN[:1] if quick else EW_CHAIN)]
     return cases
