@@ -567,6 +567,8 @@ def run_tensor(case, trace):
             compare(host(lc.relu(v)), idx.astype(np.float64), 0.0, where="relu(view)")
         elif a == "index":
             return _run_index(case, trace)
+        elif a == "arith":
+            return _run_arith(case, trace)
         else:
             n, m = case["n"], case["m"]
             trace.append(f"buf = lc.Tensor(np.arange({n}, dtype=np.float32), device={dev!r})")
@@ -647,6 +649,102 @@ def _index_key(items, dev, lc_index):
                 key.append(v)
                 src.append(f"np.array({it[2]}, np.int64).reshape({it[3]})")
     return tuple(key), tuple(key_np), ", ".join(src)
+
+
+_ARITH_TOL = {"float32": 1e-6, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+def _run_arith(case, trace):
+    """t <op> o, o <op> t, -t against numpy in float64 on the same (rounded) values: o a tensor or
+    an array of t's dtype, a number, or a bad type; another dtype is a TypeError, shapes that do
+    not broadcast (or a matmul's inner sizes that differ) a ValueError; the result an lc.Tensor
+    on t's device in t's dtype, within the dtype's rounding, NaN / inf as numpy's."""
+    from graphs import _np_dtype
+    dev, dtype, op, other = case["device"], case["dtype"], case["op"], case["other"]
+    rev = case["reflected"] and op != "neg"
+    n = math.prod(case["shape"])
+    a = (((np.arange(n) * 5) % 11 - 5) * 0.5).reshape(case["shape"])  # exact in every dtype
+    a = a.astype(_np_dtype(dtype)).astype(np.float64)
+    t = lc.Tensor(a.astype(np.float32), device=dev, dtype=dtype)
+    src_t = f"lc.Tensor(((np.arange({n}) * 5) % 11 - 5).reshape({case['shape']}) * 0.5, device={dev!r}, dtype={dtype!r})"
+    trace.append(f"t = {src_t}")
+    odt = case["odtype"]
+    if other == "number":
+        o, o64, osrc = case["number"], np.float64(case["number"]), repr(case["number"])
+    elif other == "bad":
+        o, o64, osrc = eval(case["bad"]), None, case["bad"]  # noqa: S307 -- one of four literals
+    else:
+        m = math.prod(case["oshape"])
+        o64 = (((np.arange(m) * 3) % 7 - 3) * 0.25 + 0.125).reshape(case["oshape"])  # no zeros
+        o64 = o64.astype(_np_dtype(odt)).astype(np.float64)
+        o = o64.astype(_np_dtype(odt))
+        osrc = f"(((np.arange({m}) * 3) % 7 - 3) * 0.25 + 0.125).reshape({case['oshape']}).astype({odt!r})"
+        if other == "tensor":
+            o = lc.Tensor(o, device=dev, dtype=odt)
+            osrc = f"lc.Tensor({osrc}, device={dev!r})"
+    py = {"+": "__add__", "-": "__sub__", "*": "__mul__", "/": "__truediv__", "@": "__matmul__"}
+    if op == "neg":
+        src, call = "-t", (lambda: -t)
+    elif rev:
+        src, call = f"o {op} t", (lambda: _binop(o, op, t))
+    else:
+        src, call = f"t {op} o", (lambda: _binop(t, op, o))
+    trace.append(f"o = {osrc}; {src}")
+    ref = -a if op == "neg" else None
+    if op != "neg" and other != "bad" and (other == "number" or odt == dtype):
+        with np.errstate(all="ignore"):
+            try:
+                ref = _binop(o64, op, a) if rev else _binop(a, op, o64)
+            except ValueError:
+                ref = None
+    try:
+        y = call()
+    except Finding:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if op == "neg":
+            raise Finding("unexpected-error", f"-t raised {type(e).__name__}: {str(e)[:200]}")
+        if other == "bad" or (other != "number" and odt != dtype):
+            if not isinstance(e, TypeError):
+                raise Finding("wrong-exception", f"{src} with {osrc}: {type(e).__name__} (expected TypeError): "
+                                                 f"{str(e)[:200]}")
+        elif ref is None:
+            check_error(e, ["ValueError"])
+        else:
+            raise Finding("unexpected-error", f"numpy computes {src}, lc raised {type(e).__name__}: {str(e)[:300]}")
+        _alive()
+        return
+    if op != "neg" and (other == "bad" or (other != "number" and odt != dtype)):
+        raise Finding("unexpected-success", f"{src} with {osrc} returned; expected a TypeError")
+    if ref is None:
+        raise Finding("unexpected-success", f"{src} returned; numpy raises for these shapes")
+    if not isinstance(y, lc.Tensor) or y.device != dev or y.dtype != dtype:
+        raise Finding("wrong-result", f"{src}: {type(y).__name__} on {getattr(y, 'device', '?')} "
+                                      f"dtype {getattr(y, 'dtype', '?')}; expected an lc.Tensor on {dev}, {dtype}")
+    got = host(y)
+    ref = np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        raise Finding("wrong-shape", f"{src}: shape {got.shape}, numpy {ref.shape}")
+    want = ref.astype(_np_dtype(dtype)).astype(np.float64)  # numpy's result rounded to the dtype
+    tol = _ARITH_TOL[dtype] * (4 if op == "@" else 1)
+    with np.errstate(invalid="ignore"):
+        bad = ~((np.isnan(got) & np.isnan(want)) | (got == want) |
+                (np.abs(got - want) <= tol * np.abs(want) + (tol if op == "@" else 0.0)))
+    if bad.any():
+        i = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise Finding("wrong-values", f"{src}: at {i} lc {got[i]!r}, numpy {want[i]!r} ({int(bad.sum())} of {got.size})")
+
+
+def _binop(x, op, y):
+    if op == "+":
+        return x + y
+    if op == "-":
+        return x - y
+    if op == "*":
+        return x * y
+    if op == "/":
+        return x / y
+    return x @ y
 
 
 def _run_index(case, trace):

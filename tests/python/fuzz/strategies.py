@@ -381,7 +381,8 @@ def session_case(draw, gpu=False):
     return case
 
 
-TENSOR_ACTIONS = ["roundtrip", "roundtrip", "empty", "view", "view", "copy", "index", "index"]
+TENSOR_ACTIONS = ["roundtrip", "roundtrip", "empty", "view", "view", "copy", "index", "index", "arith",
+                  "arith"]
 
 
 def _index_item(draw, n):
@@ -473,6 +474,25 @@ def tensor_case(draw, gpu=False):
                     dtype=draw(st.sampled_from(["float32", "float32", "float16", "bfloat16", "int32"])),
                     lc_index=k == 1 and not mask2 and draw(st.integers(0, 3)) == 0)
         case["expect"] = ["numpy"]  # decided at run time: numpy's own indexing is the oracle
+    elif action == "arith":  # lc.Tensor's operators against numpy (lightning_core/_tensor_ops.py)
+        op = draw(st.sampled_from(["+", "-", "*", "/", "/", "@", "neg"]))
+        shape = [draw(st.sampled_from([0, 1, 2, 3, 5])) for _ in range(draw(st.integers(1, 3)))]
+        if op == "@":
+            shape = shape[-2:] if len(shape) >= 2 else [2] + shape
+            k = shape[-1] if draw(st.integers(0, 5)) else shape[-1] + 1  # sometimes mismatched
+            oshape = [k, draw(st.sampled_from([1, 2, 4]))]
+        else:  # broadcastable (a suffix, with 1s) or sometimes not
+            oshape = [d if draw(st.integers(0, 2)) else 1 for d in shape[draw(st.integers(0, len(shape))):]]
+            if oshape and draw(st.integers(0, 6)) == 0:
+                oshape[-1] += 2
+        dtype = draw(st.sampled_from(["float32", "float32", "float16", "bfloat16"]))
+        kinds = ["tensor", "array", "number", "number", "bad"] if op != "@" else ["tensor", "array", "bad"]
+        case.update(op=op, shape=shape, oshape=oshape, dtype=dtype, reflected=draw(st.booleans()),
+                    other=draw(st.sampled_from(kinds)),
+                    odtype=dtype if draw(st.integers(0, 5)) else draw(st.sampled_from(["float32", "float64", "float16"])),
+                    number=draw(st.sampled_from([0.0, 1.5, -2, 3, 0.25, -0.0, 1e30])),
+                    bad=draw(st.sampled_from(["'x'", "None", "[1.0, 2.0]", "True"])))
+        case["expect"] = ["numpy"]  # decided at run time from numpy's own result
     else:  # copy: dst.copy_(src) between views, maybe of one buffer
         n = draw(st.sampled_from([4, 7, 12]))
         m = draw(st.integers(1, n // 2))
