@@ -24,7 +24,7 @@ from ._bert import BertConfig, TransformerEncoder, bucket_size
 from ._sentence import SentenceEncoder, resolve_model_dir
 from ._runner import TinyTransformerConfig, TinyTransformerRunner
 from ._placement import AutoPlacement, PlacementDecision
-from ._parallel import TensorParallelEncoder
+from ._tensor_parallel import TensorParallelEncoder
 from ._vit import (VIT_KEY_SCHEMES, VisionConfig, VisionEncoder, convert_vit_state_dict,
                    random_vit_state_dict, vit_key_scheme)
 
