@@ -335,6 +335,26 @@ def encoder_case(mode: str) -> Case:
 
 
 # ---- a chain of tiny ops: per-call and per-node replay overhead ------------------------------------
+def _add_relu_chain(n: int, add: Callable, relu: Callable, b: Any) -> Callable:
+    """x -> n alternating nodes, add(x, b) then relu(x), in any library (LC's looked up at call
+    time, through lambdas: the tracer swaps the module's functions while it runs)."""
+    def chain(x):
+        for k in range(n):
+            x = relu(x) if k % 2 else add(x, b)
+        return x
+    return chain
+
+
+def _chain_refs(n: int):
+    """numpy_fn and torch_fn of the n-node add / relu chain on inputs x, b."""
+    def numpy_fn(i):
+        return _add_relu_chain(n, lambda x, b: x + b, lambda x: x.clip(min=0), i["b"])(i["x"])
+
+    def torch_fn(torch, i):
+        return _add_relu_chain(n, lambda x, b: x + b, torch.relu, i["b"])(i["x"])
+    return numpy_fn, torch_fn
+
+
 def tiny_chain_case(mode: str, auto: bool = False) -> Case:
     """n alternating add / relu nodes on a small matrix. auto=True: the same chain compiled with
     device="auto" whatever the run's device (family "auto placement by residency"): oneshot
@@ -342,26 +362,12 @@ def tiny_chain_case(mode: str, auto: bool = False) -> Case:
     size), resident inputs for the GPU they live on (no upload charged: one replay there), each
     residency planned once and cached (docs/graph.md, "Residency and cuda:N")."""
     r, c, n = TINY_CHAIN
+    numpy_fn, torch_fn = _chain_refs(n)
 
     def lc_fn(lc, i, dev):
-        def chain(x):
-            for k in range(n):
-                x = lc.relu(x) if k % 2 else lc.add(x, i["b"])
-            return x
+        chain = _add_relu_chain(n, lambda x, b: lc.add(x, b), lambda x: lc.relu(x), i["b"])
         key = ("auto-residency" if auto else "tiny", id(i["b"]))
         return _compiled(lc, key, chain, "auto" if auto else dev, mode)(i["x"])
-
-    def numpy_fn(i):
-        x = i["x"]
-        for k in range(n):
-            x = x.clip(min=0) if k % 2 else x + i["b"]
-        return x
-
-    def torch_fn(torch, i):
-        x = i["x"]
-        for k in range(n):
-            x = torch.relu(x) if k % 2 else x + i["b"]
-        return x
 
     params = {"rows": r, "cols": c, "nodes": n, "mode": mode}
     if auto:
@@ -388,30 +394,15 @@ def replay_case(n: int) -> Case:
     per node: the three sizes give both (issue #14: <= 6 us + 1.5 us per node, the sync
     included). Graph mode only; torch's CUDA-graph replay of the same chain beside it."""
     r, c = 64, 64
+    numpy_fn, torch_fn = _chain_refs(n)
 
     def lc_fn(lc, i, dev):
-        def chain(x):
-            for k in range(n):
-                x = lc.relu(x) if k % 2 else lc.add(x, i["b"])
-            return x
-        key = ("replay", n, id(i["b"]))
-        k = (key, dev, "graph")
+        k = (("replay", n, id(i["b"])), dev, "graph")
         f = _COMPILED.get(k)
         if f is None:
+            chain = _add_relu_chain(n, lambda x, b: lc.add(x, b), lambda x: lc.relu(x), i["b"])
             f = _COMPILED[k] = lc.compile(chain, device=dev, fusion=False)
         return f(i["x"])
-
-    def numpy_fn(i):
-        x = i["x"]
-        for k in range(n):
-            x = x.clip(min=0) if k % 2 else x + i["b"]
-        return x
-
-    def torch_fn(torch, i):
-        x = i["x"]
-        for k in range(n):
-            x = torch.relu(x) if k % 2 else x + i["b"]
-        return x
 
     return Case(
         suite="graph", family="replay overhead", name=f"graph, unfused: {n} node(s) on {r}x{c}",
