@@ -13,7 +13,9 @@
   separated by a slice, ``...`` or ``None`` (numpy's rule for non-adjacent advanced indices);
 - several index arrays (lists / numpy arrays; ints join them) broadcast together and pick one
   element per position across their axes, as numpy's ``x[rows, cols]``: their values are known
-  here, so they become one index into those axes flattened.
+  here, so they become one index into those axes flattened; one of them may be an ``lc.Tensor``
+  / traced index (at most one): it gathers first on its own axis, then the others together with
+  its positions (two gathers, numpy's result).
 
 The gather itself is the ``embedding`` op on the tensor viewed as ``[n, rest]`` (indexed axis
 first): one kernel on the tensor's device, float32 / float16 / bfloat16. The result is a new
@@ -127,8 +129,7 @@ def flat_host_index(idxs, sizes, op: str = _OP) -> np.ndarray:
     from . import _lightning_core as _C
 
     if any(isinstance(i, _C.Tensor) or type(i).__name__ == "TracedTensor" for i in idxs):
-        raise TypeError(f"{op} with several index arrays each must be a list or numpy array (an "
-                        "lc.Tensor or traced index works alone)")
+        raise TypeError(f"{op} internal: a runtime index reached the host flattening")
     norm = [host_index(i, n, op) for i, n in zip(idxs, sizes)]
     try:
         b = np.broadcast_arrays(*norm)
@@ -190,22 +191,63 @@ def gather(t, idx, axes, leading: bool, *, permute: Callable, reshape: Callable,
 def _resolve(x, key, op: str):
     """(x with the key's basic items applied, the index, the indexed axes, whether the index dims
     lead): host indices become one int64 numpy index (wrapped, range checked, several arrays
-    broadcast and flattened); an lc.Tensor or traced int index alone is kept as it is (the op
-    reads its values: they must lie in [0, n))."""
+    broadcast and flattened); an lc.Tensor or traced int index is kept as it is (the op reads
+    its values: they must lie in [0, n)); one among host indices: the list of them all (_apply
+    gathers twice)."""
     from . import _lightning_core as _C
 
     basic, idxs, axes, leading = split_key(key, x.ndim, op)
     full = all(isinstance(k, slice) and k == slice(None) for k in basic)
     base = x if full else x[basic]
+    runtime = [i for i, ix in enumerate(idxs) if _is_runtime(ix)]
+    for i in runtime:
+        if idxs[i].dtype not in ("int32", "int64"):
+            what = "an lc.Tensor" if isinstance(idxs[i], _C.Tensor) else "a traced"
+            raise TypeError(f"{op} {what} index must be int32 or int64, got {idxs[i].dtype}")
     if len(idxs) > 1:
+        if len(runtime) > 1:
+            raise TypeError(f"{op} at most one index array may be an lc.Tensor or traced (its values "
+                            "are read on the device); pass the others as lists or numpy arrays")
+        if runtime:  # two gathers (_apply): the runtime index alone, then the host ones
+            return base, list(idxs), axes, leading
         return base, flat_host_index(idxs, [base.shape[a] for a in axes], op), axes, leading
     idx = idxs[0]
-    if isinstance(idx, _C.Tensor) or type(idx).__name__ == "TracedTensor":
-        if idx.dtype not in ("int32", "int64"):
-            what = "an lc.Tensor" if isinstance(idx, _C.Tensor) else "a traced"
-            raise TypeError(f"{op} {what} index must be int32 or int64, got {idx.dtype}")
+    if runtime:
         return base, idx, axes, leading
     return base, host_index(idx, base.shape[axes[0]], op), axes, leading
+
+
+def _is_runtime(ix) -> bool:
+    """An index whose values are read on the device: an lc.Tensor or a traced tensor."""
+    from . import _lightning_core as _C
+
+    return isinstance(ix, _C.Tensor) or type(ix).__name__ == "TracedTensor"
+
+
+def _apply(base, idx, axes, leading, op: str, take: Callable):
+    """The gather(s) for _resolve's answer. ``take(x, index, axes, leading)`` gathers once. With
+    one runtime index among host ones (idx a list): first the runtime index alone on its axis
+    (its dims in the axis's place), then every other index together with the positions of the
+    runtime index's dims (``np.indices`` of its shape, broadcast against the others as numpy
+    broadcasts the index arrays) as one host index: numpy's result in two gathers."""
+    if not isinstance(idx, list):
+        return take(base, idx, axes, leading)
+    j = next(i for i, ix in enumerate(idx) if _is_runtime(ix))
+    r = idx[j]
+    rshape = tuple(int(d) for d in r.shape)
+    k = len(rshape)
+    y = take(base, r, [axes[j]], False)
+    pos = list(np.indices(rshape)) if k else []
+    new_idx, new_axes = [], []
+    for i, (ix, a) in enumerate(zip(idx, axes)):
+        if i == j:
+            new_idx += pos
+            new_axes += [a + d for d in range(k)]
+        else:
+            new_idx.append(ix)
+            new_axes.append(a + (k - 1 if a > axes[j] else 0))
+    flat = flat_host_index(new_idx, [int(y.shape[a]) for a in new_axes], op)
+    return take(y, flat, new_axes, leading)
 
 
 def advanced_getitem(t, key) -> Any:
@@ -217,23 +259,30 @@ def advanced_getitem(t, key) -> Any:
                         f"tensors, got {t.dtype}; basic indexing (ints, slices) works for every dtype")
     base, idx, axes, leading = _resolve(t, key, _OP)
     dev = base.device
-    if isinstance(idx, np.ndarray):  # on the tensor's device: the result stays there (the ops' rule)
-        idx = _C.Tensor(idx, device=dev)
-    elif idx.device != dev:
-        raise ValueError(f"{_OP} the index is on {idx.device}, the tensor on {dev}; move one with .to()")
-    return gather(base, idx, axes, leading,
-                  permute=lambda x, d: x.permute(d),
-                  reshape=lambda x, s: x.reshape(s),
-                  embedding=lambda i, w: _C.embedding(i, w, dev))
+
+    def take(x, ix, ax, lead):
+        if isinstance(ix, np.ndarray):  # on the tensor's device: the result stays there (the ops' rule)
+            ix = _C.Tensor(ix, device=dev)
+        elif ix.device != dev:
+            raise ValueError(f"{_OP} the index is on {ix.device}, the tensor on {dev}; move one with .to()")
+        return gather(x, ix, ax, lead,
+                      permute=lambda v, d: v.permute(d),
+                      reshape=lambda v, s: v.reshape(s),
+                      embedding=lambda i, w: _C.embedding(i, w, dev))
+    return _apply(base, idx, axes, leading, _OP, take)
 
 
 def traced_getitem(x, key):
     """TracedTensor.__getitem__ for keys with index arrays: the basic items as view nodes, then
     ``permute`` / ``reshape`` views around one ``embedding`` node; a host index becomes an int64
     constant, a traced int tensor is read at run time."""
-    base, idx, axes, leading = _resolve(x, key, "[graph] __getitem__:")
+    op = "[graph] __getitem__:"
+    base, idx, axes, leading = _resolve(x, key, op)
     tracer = x._tracer
-    return gather(base, idx, axes, leading,
-                  permute=lambda t, d: tracer.record_view("permute", t, {"dims": tuple(d)}),
-                  reshape=lambda t, s: tracer.record_view("reshape", t, {"shape": tuple(s)}),
-                  embedding=lambda i, w: tracer.record("embedding", (i, w), {}))
+
+    def take(t, ix, ax, lead):
+        return gather(t, ix, ax, lead,
+                      permute=lambda v, d: tracer.record_view("permute", v, {"dims": tuple(d)}),
+                      reshape=lambda v, s: tracer.record_view("reshape", v, {"shape": tuple(s)}),
+                      embedding=lambda i, w: tracer.record("embedding", (i, w), {}))
+    return _apply(base, idx, axes, leading, op, take)

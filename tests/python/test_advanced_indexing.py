@@ -84,6 +84,38 @@ def test_eager_non_contiguous_and_tensor_indices(rng, device):
     assert lc.Tensor(np.zeros((4, 0), np.float32), device=device)[[1, 3]].shape == (2, 0)
 
 
+# (key with "R" where the runtime index goes, the index's values): one lc.Tensor / traced index
+# among host ones, every position and numpy's placement of the result's dims
+RUNTIME_KEYS = [
+    (("R", [1, 3]), np.array([[0, 4], [2, 1]])),                  # R then a list: [2, 2, 3]
+    (("R", slice(None), [0, 2, 1]), np.array([[1], [3]])),        # not adjacent: dims first
+    ((slice(None), "R", [2, 0, 1]), np.array([[3], [0]])),        # after a slice, broadcast
+    (([0, 4], "R"), np.array([1, 2])),                            # a list then R
+    (("R", 2), np.array([4, 0, 0])),                              # R and an int
+    (("R", [0, 1]), np.array(3)),                                 # a 0-d R
+    (("R", _M2[:4, :3]), np.array([2])),                          # R and a mask over two axes
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_runtime_index_with_host_indices(rng, device):
+    """An lc.Tensor index together with lists / numpy arrays / ints / masks: numpy's result (two
+    gathers: the runtime index alone, then the host ones with the runtime index's positions),
+    eager and traced (the index an input of the compiled function), int32 and int64."""
+    a = rng.standard_normal((5, 4, 3)).astype(np.float32)
+    t = lc.Tensor(a, device=device)
+    for key, vals in RUNTIME_KEYS:
+        for idt in (np.int64, np.int32):
+            r = lc.Tensor(vals.astype(idt), device=device)
+            ref = a[tuple(vals if isinstance(k, str) else k for k in key)]
+            got = t[tuple(r if isinstance(k, str) else k for k in key)]
+            assert got.shape == ref.shape and got.device == device, (key, got.shape, ref.shape)
+            np.testing.assert_array_equal(got.numpy(), ref)
+            c = lc.compile(lambda x, i, key=key: lc.relu(x[tuple(i if isinstance(k, str) else k for k in key)]),
+                           device=device)
+            np.testing.assert_array_equal(c(t, r).numpy(), np.maximum(ref, 0))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_bad_indices_raise_and_the_runtime_stays_usable(rng, device):
     a = rng.standard_normal((4, 3)).astype(np.float32)
@@ -100,8 +132,9 @@ def test_bad_indices_raise_and_the_runtime_stays_usable(rng, device):
         t[np.array([0.5, 1.0])]
     with pytest.raises(ValueError, match="cannot be broadcast together"):
         t[[0, 1], [1, 2, 0]]
-    with pytest.raises(TypeError, match="each must be a list or numpy array"):
-        t[lc.Tensor(np.array([0, 1], np.int64), device=device), [1, 2]]
+    with pytest.raises(TypeError, match="at most one index array may be an lc.Tensor"):
+        i = lc.Tensor(np.array([0, 1], np.int64), device=device)
+        t[i, i]
     with pytest.raises(ValueError, match="index 3 is out of range for an axis of size 3"):
         t[[0, 1], [1, 3]]
     with pytest.raises(TypeError, match="got bool"):  # numpy's x[True] adds an axis: use None
@@ -147,5 +180,5 @@ def test_traced_bad_indices_name_the_problem(rng):
         lc.compile(lambda x, i: x[i])(a, np.zeros(2, np.float32))
     with pytest.raises(ValueError, match=r"\[graph\] __getitem__: index arrays of shapes"):
         lc.compile(lambda x: x[[0, 1], [1, 2, 0]])(a)
-    with pytest.raises(TypeError, match="each must be a list or numpy array"):
-        lc.compile(lambda x, i: x[i, [0, 1]])(a, np.array([0, 1], np.int64))
+    with pytest.raises(TypeError, match="at most one index array may be an lc.Tensor or traced"):
+        lc.compile(lambda x, i: x[i, i])(a, np.array([0, 1], np.int64))

@@ -623,6 +623,7 @@ def run_tensor(case, trace):
 def _index_key(items, dev, lc_index):
     """(the key for lc, the same key for numpy, its source) from the strategy's items."""
     key, key_np, src = [], [], []
+    runtime_done = False  # one runtime (lc.Tensor) index at most: the first int array
     for it in items:
         if it[0] == "int":
             key.append(it[1]); key_np.append(it[1]); src.append(str(it[1]))  # noqa: E702
@@ -642,7 +643,8 @@ def _index_key(items, dev, lc_index):
         else:
             v = np.array(it[2], dtype=np.int64).reshape(it[3])
             key_np.append(v)
-            if lc_index:
+            if lc_index and not runtime_done:
+                runtime_done = True
                 key.append(lc.Tensor(v, device=dev))
                 src.append(f"lc.Tensor(np.array({it[2]}, np.int64).reshape({it[3]}), device={dev!r})")
             else:
@@ -770,8 +772,8 @@ def _run_index(case, trace):
         # Documented differences: an lc.Tensor index reads its values on the device, in [0, n)
         # (no negative wrap); every index value is range checked, also where numpy's broadcast
         # leaves none of them used (an empty result).
-        negative_runtime = case["lc_index"] and any(
-            it[0] == "array" and it[1] == "ints" and min(it[2], default=0) < 0 for it in case["items"])
+        first = next((it for it in case["items"] if it[0] == "array" and it[1] == "ints"), None)
+        negative_runtime = case["lc_index"] and first is not None and min(first[2], default=0) < 0
         empty_strict = ref is not None and ref.size == 0 and "out of range" in str(e)
         if ref is not None and dtype != "int32" and not negative_runtime and not empty_strict:
             raise Finding("unexpected-error", f"numpy indexes this, lc raised {type(e).__name__}: "
