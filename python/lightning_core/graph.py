@@ -33,6 +33,7 @@ import numpy as np
 from . import _indexing
 from . import _lightning_core as _C
 from ._docs import _signature
+from .policy import policy as _policy
 
 __all__ = ["TracedTensor", "Compiled", "trace", "compile"]
 
@@ -45,6 +46,16 @@ def _dtype_name(x) -> str:
     if isinstance(x, _C.Tensor):
         return x.dtype
     return np.dtype(x.dtype).name
+
+
+def _arith(op: str, reverse: bool) -> Callable:
+    """The operator method for ``self <op> other`` (reverse: ``other <op> self``) of the traced
+    proxies: their ``_binary(op, other, reverse)``."""
+    def method(self, other):
+        return self._binary(op, other, reverse)
+    name = {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv"}[op]
+    method.__name__ = f"__{'r' if reverse else ''}{name}__"
+    return method
 
 
 class TracedTensor:
@@ -98,29 +109,10 @@ class TracedTensor:
         a, b = (other, self) if reverse else (self, other)
         return self._tracer.record(op, (a, b), {})
 
-    def __add__(self, o):
-        return self._binary("add", o)
-
-    def __radd__(self, o):
-        return self._binary("add", o, True)
-
-    def __sub__(self, o):
-        return self._binary("sub", o)
-
-    def __rsub__(self, o):
-        return self._binary("sub", o, True)
-
-    def __mul__(self, o):
-        return self._binary("mul", o)
-
-    def __rmul__(self, o):
-        return self._binary("mul", o, True)
-
-    def __truediv__(self, o):
-        return self._binary("div", o)
-
-    def __rtruediv__(self, o):
-        return self._binary("div", o, True)
+    __add__, __radd__ = _arith("add", False), _arith("add", True)
+    __sub__, __rsub__ = _arith("sub", False), _arith("sub", True)
+    __mul__, __rmul__ = _arith("mul", False), _arith("mul", True)
+    __truediv__, __rtruediv__ = _arith("div", False), _arith("div", True)
 
     def __matmul__(self, o):
         return self._tracer.record("matmul", (self, o), {})
@@ -362,29 +354,10 @@ class TracedScalar:
             return other._binary(op, self, not reverse)
         self._value_needed()
 
-    def __add__(self, o):
-        return self._binary("add", o, False)
-
-    def __radd__(self, o):
-        return self._binary("add", o, True)
-
-    def __sub__(self, o):
-        return self._binary("sub", o, False)
-
-    def __rsub__(self, o):
-        return self._binary("sub", o, True)
-
-    def __mul__(self, o):
-        return self._binary("mul", o, False)
-
-    def __rmul__(self, o):
-        return self._binary("mul", o, True)
-
-    def __truediv__(self, o):
-        return self._binary("div", o, False)
-
-    def __rtruediv__(self, o):
-        return self._binary("div", o, True)
+    __add__, __radd__ = _arith("add", False), _arith("add", True)
+    __sub__, __rsub__ = _arith("sub", False), _arith("sub", True)
+    __mul__, __rmul__ = _arith("mul", False), _arith("mul", True)
+    __truediv__, __rtruediv__ = _arith("div", False), _arith("div", True)
 
     __float__ = __int__ = __index__ = __bool__ = __neg__ = __pos__ = __abs__ = _value_needed
     __lt__ = __le__ = __gt__ = __ge__ = __pow__ = __rpow__ = __floordiv__ = __mod__ = _value_needed
@@ -791,14 +764,10 @@ class Compiled:
         return t
 
     def __call__(self, *args):
-        if self.execution_mode == "eager":
+        if self.execution_mode == "eager":  # the A/B: the same computation on the same device
             if self.device in (None, "auto"):
                 return self.fn(*args)
-            # The A/B run of the same computation on the same device: fn's ops under the
-            # compiled function's device (without it they would place themselves, and a tiny
-            # chain compiled for "cuda" would run eagerly on the CPU).
-            from .policy import policy
-            with policy(device=self.device):
+            with _policy(device=self.device):  # else fn's ops would place themselves
                 return self.fn(*args)
         t = self._get(args)
         inputs = {n: a for n, a in zip(t.input_names, args) if n is not None}
