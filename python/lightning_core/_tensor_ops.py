@@ -6,7 +6,10 @@ They are the op functions, on the tensor's device: ``lc.add`` / ``sub`` / ``mul`
 the same storage dtype (ops do not mix dtypes), or a Python / numpy number, taken as a scalar of
 the tensor's dtype: ``t * c`` and ``t / c`` are ``lc.vector_scale(t, c)`` / ``(t, 1 / c)`` (c != 0),
 the others a one-element tensor broadcast. Anything else returns ``NotImplemented`` (so Python
-asks the other operand: a ``TracedTensor`` while tracing). The tracer's ``TracedTensor`` has the
+asks the other operand: a ``TracedTensor`` while tracing). A numpy array on the left keeps
+numpy's meaning: numpy converts the tensor (``np.asarray``) and computes an array, as it does
+for ``==`` and ``<`` (lc.Tensor sets no ``__array_priority__``, which would turn those into
+identity tests). The tracer's ``TracedTensor`` has the
 same operators, so a function written with them runs eagerly on tensors and compiles to the
 same nodes (``lc.compile(fn, execution_mode="eager")`` is an A/B of the graph).
 

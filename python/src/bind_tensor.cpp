@@ -560,10 +560,6 @@ void register_tensor(nb::module_& m) {
       .def("__neg__", [](nb::handle s) {
              return nb::module_::import_("lightning_core._tensor_ops").attr("neg")(s);
            }, "lc.vector_scale(self, -1.0).");
-  // numpy's binary operators defer to a type of higher priority that has the reflected method:
-  // `array - tensor` is Tensor.__rsub__ (an lc.Tensor on the tensor's device), not numpy
-  // converting the tensor to an array.
-  m.attr("Tensor").attr("__array_priority__") = 1000.0;
 }
 
 }  // namespace lcpy

@@ -663,7 +663,8 @@ def _run_arith(case, trace):
     on t's device in t's dtype, within the dtype's rounding, NaN / inf as numpy's."""
     from graphs import _np_dtype
     dev, dtype, op, other = case["device"], case["dtype"], case["op"], case["other"]
-    rev = case["reflected"] and op != "neg"
+    # a numpy array on the left is numpy's own operation (it converts the tensor): not ours
+    rev = case["reflected"] and op != "neg" and other != "array"
     n = math.prod(case["shape"])
     a = (((np.arange(n) * 5) % 11 - 5) * 0.5).reshape(case["shape"])  # exact in every dtype
     a = a.astype(_np_dtype(dtype)).astype(np.float64)
