@@ -4,8 +4,9 @@ the reflected forms), ``-t`` and ``t @ o``.
 They are the op functions, on the tensor's device: ``lc.add`` / ``sub`` / ``mul`` / ``div``
 (numpy broadcasting) and ``lc.matmul``. The other operand is an ``lc.Tensor`` or a numpy array of
 the same storage dtype (ops do not mix dtypes), or a Python / numpy number, taken as a scalar of
-the tensor's dtype: ``t * c`` and ``t / c`` are ``lc.vector_scale(t, c)`` / ``(t, 1 / c)`` (c != 0),
-the others a one-element tensor broadcast. Anything else returns ``NotImplemented`` (so Python
+the tensor's dtype: ``t * c`` is ``lc.vector_scale(t, c)`` (as the tracer records it), the
+others one ``lc.elementwise_program`` with c as its constant (``"sub 3 x0"`` for ``3 - t``): one
+kernel on the tensor's device, nothing uploaded per call. Anything else returns ``NotImplemented`` (so Python
 asks the other operand: a ``TracedTensor`` while tracing). A numpy array on the left keeps
 numpy's meaning: numpy converts the tensor (``np.asarray``) and computes an array, as it does
 for ``==`` and ``<`` (lc.Tensor sets no ``__array_priority__``, which would turn those into
@@ -32,23 +33,14 @@ def _is_number(o: Any) -> bool:
     return isinstance(o, (int, float, np.integer, np.floating)) and not isinstance(o, (bool, np.bool_))
 
 
-def _scalar(t: Any, value: Any) -> Any:
-    """value as a one-element tensor of t's dtype on t's device."""
-    host = np.full((1,), value, np.float64 if t.dtype == "float64" else np.float32)
-    s = _C.Tensor(host, "cpu", t.dtype)
-    if t.device == "cpu":
-        return s
-    return s.to(f"{t.device}:{t.device_index}")
-
-
 def binary(op: str, t: Any, other: Any, reverse: bool) -> Any:
     """t <op> other (reverse: other <op> t) for lc.Tensor t."""
     if _is_number(other):
         c = float(other)
-        if op == "mul" or (op == "div" and not reverse and c != 0.0):
-            return _C.vector_scale(t, c if op == "mul" else 1.0 / c)
-        other = _scalar(t, c)
-    elif not isinstance(other, (_C.Tensor, np.ndarray)):
+        if op == "mul":
+            return _C.vector_scale(t, c)
+        return _C.elementwise_program(f"{op} {c!r} x0" if reverse else f"{op} x0 {c!r}", t)
+    if not isinstance(other, (_C.Tensor, np.ndarray)):
         return NotImplemented
     a, b = (other, t) if reverse else (t, other)
     return _FUNCS[op](a, b)

@@ -538,7 +538,7 @@ void register_tensor(nb::module_& m) {
            "together): a gather, as numpy's advanced indexing.")
       .def("__repr__", &tensor_repr)
       .def("__add__", [](nb::handle s, nb::handle o) { return tensor_binary("add", s, o, false); },
-           nb::arg("other").none(), "lc.add(self, other) (a number: a scalar of self's dtype).")
+           nb::arg("other").none(), "lc.add(self, other) (a number: one elementwise_program with it as a constant).")
       .def("__radd__", [](nb::handle s, nb::handle o) { return tensor_binary("add", s, o, true); },
            nb::arg("other").none(), "lc.add(other, self).")
       .def("__sub__", [](nb::handle s, nb::handle o) { return tensor_binary("sub", s, o, false); },
@@ -550,7 +550,7 @@ void register_tensor(nb::module_& m) {
       .def("__rmul__", [](nb::handle s, nb::handle o) { return tensor_binary("mul", s, o, true); },
            nb::arg("other").none(), "lc.mul(other, self).")
       .def("__truediv__", [](nb::handle s, nb::handle o) { return tensor_binary("div", s, o, false); },
-           nb::arg("other").none(), "lc.div(self, other); a nonzero number: lc.vector_scale(self, 1 / other).")
+           nb::arg("other").none(), "lc.div(self, other); a number: one elementwise_program with it as a constant.")
       .def("__rtruediv__", [](nb::handle s, nb::handle o) { return tensor_binary("div", s, o, true); },
            nb::arg("other").none(), "lc.div(other, self).")
       .def("__matmul__", [](nb::handle s, nb::handle o) { return tensor_matmul(s, o, false); },
