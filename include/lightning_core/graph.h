@@ -215,6 +215,9 @@ class GraphIR {
   struct Stats {
     std::uint64_t executions = 0, replays = 0, records = 0, eager_runs = 0;
     std::uint64_t residency_plans = 0;  // plans execute() made for a new input residency
+    // Captured calls whose results are the recording's own output buffers (a set of the ring,
+    // handed out without a copy: docs/graph.md, "Results without a copy").
+    std::uint64_t outputs_handed_out = 0;
   };
   static constexpr int kResidencyPlans = 4;
   Stats stats() const;

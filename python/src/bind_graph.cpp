@@ -409,6 +409,7 @@ void register_graph(nb::module_& m) {
         d["records"] = s.records;
         d["eager_runs"] = s.eager_runs;
         d["residency_plans"] = s.residency_plans;
+        d["outputs_handed_out"] = s.outputs_handed_out;
         return d;
       })
       .def("__len__", &lc::GraphIR::num_nodes);

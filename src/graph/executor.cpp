@@ -20,11 +20,29 @@
 
 namespace lc::graph {
 
+// One set of output buffers of a captured plan with bound outputs (Plan::bind_outputs) and the
+// recording that writes into them. Set 0 is the plan's own (never handed out: the results are
+// copied from it into the caller's buffers, or into fresh ones when every other set is held);
+// sets 1.. are handed out as the call's results and reused once the caller let go of them.
+struct OutSet {
+  std::vector<Tensor> outs;  // per graph output
+  std::unique_ptr<CapturedGraph> graph;
+  bool held() const {  // a result of an earlier call still alive (the set's own reference: 1)
+    for (const Tensor& t : outs)
+      if (t.owner().use_count() > 1) return true;
+    return false;
+  }
+};
+// Sets handed out at most (the ring): enough for `y = g(x)` loops, which still hold the previous
+// result during the call, and a few live results; a caller keeping more gets copies.
+constexpr std::size_t kOutRing = 3;
+
 struct ExecState {
   Tensor arena[2];
   std::vector<Tensor> fixed;  // per tensor: its arena view or (device) constant; else empty
   std::vector<Tensor> cur;    // per call: what each id refers to
-  std::unique_ptr<CapturedGraph> graph;
+  std::unique_ptr<CapturedGraph> graph;  // plans without bound outputs
+  std::vector<OutSet> sets;              // plans with bound outputs: [0] own, [1..] handed out
   CaptureKey key;
   bool warmed = false;        // one eager run happened (the capture's precondition)
   bool staged_inputs = false; // captured plans whose inputs do not fit the binding
@@ -224,8 +242,10 @@ std::unique_ptr<ExecState> make_state(const Plan& p,
     if (p.slot[root] == Slot::input) continue;
     st->fixed[id] = st->fixed[root].view(g.tensors[id].shape, g.view_strides[id], g.view_offset[id]);
   }
-  // The binding holds the arena and the inputs bound in place; with more inputs, all are staged.
-  st->staged_inputs = captured && g.inputs.size() + 1 > static_cast<std::size_t>(kMaxGraphBinding);
+  // The binding holds the arena, the bound outputs and the inputs bound in place; with more
+  // inputs, all are staged.
+  const std::size_t bound_outs = p.bind_outputs ? g.outputs.size() : 0;
+  st->staged_inputs = captured && g.inputs.size() + 1 + bound_outs > static_cast<std::size_t>(kMaxGraphBinding);
   st->key = capture_key(p);
   return st;
 }
@@ -310,6 +330,35 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
   DeviceScope device_scope(DeviceKind::cuda, p.gpu_index);
   // ---- the outputs --------------------------------------------------------------------------
   const bool on_gpu = p.device != DeviceKind::cpu;
+  const bool captured = p.summary.captured && graph_mode;
+  if (!impl_->exec) impl_->exec.reset(make_state(p, impl_->device_constants).release());
+  ExecState& st = *impl_->exec;
+  // A captured plan with bound outputs writes into one of its output sets: a free set of the
+  // ring becomes the call's results (no copy) when the caller wants new device results;
+  // otherwise set 0, copied into the caller's (or fresh) buffers after the replay.
+  std::size_t set_index = 0;
+  bool hand_out = false;
+  if (captured && p.bind_outputs) {
+    auto new_set = [&] {
+      OutSet set;
+      for (int id : g.outputs) {
+        const TensorEntry& te = g.tensors[static_cast<std::size_t>(id)];
+        set.outs.push_back(Tensor::empty(te.shape, te.dtype, p.device));
+      }
+      return set;
+    };
+    if (st.sets.empty()) st.sets.push_back(new_set());
+    if (outs.empty() && results_on_device) {
+      for (std::size_t k = 1; k < st.sets.size() && !hand_out; ++k)
+        if (!st.sets[k].held()) set_index = k, hand_out = true;
+      if (!hand_out && st.sets.size() < 1 + kOutRing) {
+        st.sets.push_back(new_set());
+        set_index = st.sets.size() - 1;
+        hand_out = true;
+      }
+    }
+    if (hand_out) outs = st.sets[set_index].outs;
+  }
   if (outs.empty()) {
     for (int id : g.outputs) {
       const TensorEntry& te = g.tensors[static_cast<std::size_t>(id)];
@@ -324,10 +373,8 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
     check_out("graph", outs[k], g.tensors[static_cast<std::size_t>(g.outputs[k])].shape,
               g.tensors[static_cast<std::size_t>(g.outputs[k])].dtype);
 
-  if (!impl_->exec) impl_->exec.reset(make_state(p, impl_->device_constants).release());
-  ExecState& st = *impl_->exec;
   ++impl_->stats.executions;
-  const bool captured = p.summary.captured && graph_mode;
+  OutSet* set = captured && p.bind_outputs ? &st.sets[set_index] : nullptr;
   const ExecutionPolicy base = current_policy();
   ExecutionPolicy pol[2] = {step_policy(base, p, DeviceKind::cpu, captured),
                             step_policy(base, p, DeviceKind::cuda, captured)};
@@ -348,7 +395,7 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
       }
     } else if (sl == Slot::output) {
       for (std::size_t k = 0; k < g.outputs.size(); ++k)
-        if (g.outputs[k] == static_cast<int>(id)) cur[id] = outs[k];
+        if (g.outputs[k] == static_cast<int>(id)) cur[id] = set ? set->outs[k] : outs[k];
     } else {
       cur[id] = st.fixed[id];
     }
@@ -382,30 +429,39 @@ void GraphIR::execute_into(const std::vector<std::pair<std::string, Tensor>>& in
       st.warmed = true;
       ++impl_->stats.eager_runs;
     } else {
-      if (!st.graph) st.graph = be.capture_graph(st.key);
-      // What the recording uses besides its fixed buffers: the arena (graph outputs live there)
-      // and the inputs bound in place (staged ones are inside the arena).
+      std::unique_ptr<CapturedGraph>& graph = set ? set->graph : st.graph;
+      if (!graph) graph = be.capture_graph(st.key);
+      // What the recording uses besides its fixed buffers: the arena (unbound graph outputs
+      // live there), the bound outputs and the inputs bound in place (staged ones are inside
+      // the arena).
       GraphBinding binding;
       if (captured) {
         binding.add(st.arena[static_cast<int>(p.device)].data());
+        if (set)
+          for (const Tensor& o : set->outs) binding.add(o.data());
         for (int id : g.inputs) {
           const Tensor& t = cur[static_cast<std::size_t>(id)];
           if (t.data() != st.fixed[static_cast<std::size_t>(id)].data() && !binding.add(t.data()))
             throw_value("graph", "execute: internal: the binding does not fit");
         }
       }
-      const std::uint64_t rec = st.graph->stats().records;
-      st.graph->replay(work, binding);
+      const std::uint64_t rec = graph->stats().records;
+      graph->replay(work, binding);
       ++impl_->stats.replays;
-      impl_->stats.records += st.graph->stats().records - rec;
+      impl_->stats.records += graph->stats().records - rec;
     }
   }
-  // Captured plans keep their outputs in the arena: copy them out (a download for host outs).
+  // Captured plans keep unbound outputs in the arena, bound ones in set 0 unless handed out:
+  // copy them out (a download for host outs).
   for (std::size_t k = 0; k < g.outputs.size(); ++k) {
     const int id = g.outputs[k];
     const Slot sl = p.slot[static_cast<std::size_t>(id)];
-    if (sl == Slot::arena || sl == Slot::view) cur[static_cast<std::size_t>(id)].copy_to(outs[k]);
+    if (sl == Slot::arena || sl == Slot::view || (set && !hand_out))
+      cur[static_cast<std::size_t>(id)].copy_to(outs[k]);
+    // The table lets go of the outputs: a handed-out set is free again once the caller drops it.
+    cur[static_cast<std::size_t>(id)] = Tensor();
   }
+  if (hand_out) ++impl_->stats.outputs_handed_out;
   if (on_gpu) get_backend(p.device).synchronize();
 }
 

@@ -125,7 +125,15 @@ struct Plan {
   // graph input (Resolved::inputs order) the GPU it lives on, -1: host memory.
   std::vector<int> input_gpu;
   bool results_on_device = false;
+  // Captured plans whose outputs are plain tensors (no view reads them, none is a view) write
+  // them in place into output buffers the executor binds: a small ring of output sets, each with
+  // its own recording, so a replay's results are handed out without a copy (executor.cpp).
+  // Otherwise a captured plan keeps its outputs in the arena and copies them out per call.
+  bool bind_outputs = false;
 };
+// At most this many outputs are bound in place (the binding holds the arena, the outputs and
+// the inputs bound in place: kMaxGraphBinding pointers).
+constexpr std::size_t kMaxBoundOutputs = 8;
 
 // Residency: where a call's inputs live and where its results go (the plan-cache key next to
 // the plan's own options; docs/graph.md, "Residency").

@@ -354,6 +354,10 @@ void pack_buffers(Plan& p) {
     has_views[r] = true;
     last[r] = std::max(last[r], is_out[id] ? static_cast<int>(ns) : last[id]);
   }
+  p.bind_outputs = sum.captured && g.outputs.size() <= kMaxBoundOutputs;
+  for (int id : g.outputs)
+    if (has_views[static_cast<std::size_t>(id)] || g.view_base[static_cast<std::size_t>(id)] >= 0)
+      p.bind_outputs = false;
   for (std::size_t id = 0; id < nt; ++id) {
     const TensorEntry& t = g.tensors[id];
     if (t.constant) p.slot[id] = Slot::constant;
@@ -362,7 +366,7 @@ void pack_buffers(Plan& p) {
       p.slot[id] = std::find(g.inputs.begin(), g.inputs.end(), static_cast<int>(id)) != g.inputs.end()
                        ? Slot::input
                        : Slot::none;
-    else if (is_out[id] && !sum.captured && !has_views[id]) p.slot[id] = Slot::output;
+    else if (is_out[id] && !has_views[id] && (!sum.captured || p.bind_outputs)) p.slot[id] = Slot::output;
   }
   // Constants some step reads (a matmul weight replaced by its transposed copy is not counted).
   for (std::size_t id = 0; id < nt; ++id)

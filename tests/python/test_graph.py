@@ -488,6 +488,51 @@ def test_gpu_block_is_one_captured_graph(rng):
 
 
 @pytest.mark.gpu
+def test_gpu_results_are_handed_out_without_a_copy(rng):
+    """A captured plan writes its outputs into a ring of output sets (docs/graph.md, "Results
+    without a copy"): a call with device inputs gets a free set's buffers as its results, never a
+    set an earlier result still holds; results held past the ring are copies; each holds its
+    own call's values."""
+    s, d, f = 64, 128, 512
+    W = make_weights(rng, d, f)
+    g = block_graph(W, s, d)
+    assert g.plan("cuda", strict=True)["captured"]
+    xd = lc.Tensor(np.zeros((s, d), np.float32), device="cuda")
+    kept, refs = [], []
+    for i in range(7):  # more than the ring holds: the last ones are copies of set 0
+        x = rng.standard_normal((s, d)).astype(np.float32)
+        xd.copy_(lc.Tensor(x, device="cuda"))  # same input buffer: replays, no re-record
+        out = g.execute({"x": xd})["out"]
+        assert isinstance(out, lc.Tensor) and out.device == "cuda"
+        kept.append(out)
+        refs.append(block_reference(x, W))
+    for out, ref in zip(kept, refs):  # no later call overwrote an earlier result
+        np.testing.assert_allclose(out.numpy(), ref, rtol=2e-3, atol=2e-3)
+    st = g.stats()
+    assert st["outputs_handed_out"] == 3, st  # the ring's sets; calls 4-7 got copies
+    # Released results free their sets: a `y = g(x)` loop replays without copies or records.
+    kept.clear()
+    out = None
+    rec = None
+    for i in range(6):
+        if i == 1:  # every set has recorded by now
+            rec = g.stats()["records"]
+        x = rng.standard_normal((s, d)).astype(np.float32)
+        xd.copy_(lc.Tensor(x, device="cuda"))
+        out = g.execute({"x": xd})["out"]
+        out.copy_(lc.Tensor(np.full((s, d), np.nan, np.float32), device="cuda"))  # caller's now
+        out = g.execute({"x": xd})["out"]
+        np.testing.assert_allclose(out.numpy(), block_reference(x, W), rtol=2e-3, atol=2e-3)
+    st = g.stats()
+    assert st["records"] == rec and st["outputs_handed_out"] == 3 + 12, st
+    # Host inputs: the results are downloaded from set 0 (numpy); the eager A/B agrees.
+    x = rng.standard_normal((s, d)).astype(np.float32)
+    np.testing.assert_allclose(g.execute({"x": x})["out"], block_reference(x, W), rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(g.execute({"x": xd}, execution_mode="eager")["out"].numpy(),
+                               out.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
 def test_gpu_compile_auto_places_the_whole_chain(rng):
     d, f = 384, 1536  # the block's attention head is d wide: CUDA runs heads up to 512
     W = make_weights(rng, d, f)
