@@ -6,7 +6,9 @@ They are the op functions, on the tensor's device: ``lc.add`` / ``sub`` / ``mul`
 the same storage dtype (ops do not mix dtypes), or a Python / numpy number, taken as a scalar of
 the tensor's dtype: ``t * c`` is ``lc.vector_scale(t, c)`` (as the tracer records it), the
 others one ``lc.elementwise_program`` with c as its constant (``"sub 3 x0"`` for ``3 - t``): one
-kernel on the tensor's device, nothing uploaded per call. Anything else returns ``NotImplemented`` (so Python
+kernel on the tensor's device, nothing uploaded per call. A numpy array of the tensor's dtype
+beside a GPU tensor is uploaded to its GPU first, so the result lives where the tensor does.
+Anything else returns ``NotImplemented`` (so Python
 asks the other operand: a ``TracedTensor`` while tracing). A numpy array on the left keeps
 numpy's meaning: numpy converts the tensor (``np.asarray``) and computes an array, as it does
 for ``==`` and ``<`` (lc.Tensor sets no ``__array_priority__``, which would turn those into
@@ -42,8 +44,22 @@ def binary(op: str, t: Any, other: Any, reverse: bool) -> Any:
         return _C.elementwise_program(f"{op} {c!r} x0" if reverse else f"{op} x0 {c!r}", t)
     if not isinstance(other, (_C.Tensor, np.ndarray)):
         return NotImplemented
+    other = _on_device_of(t, other)
     a, b = (other, t) if reverse else (t, other)
     return _FUNCS[op](a, b)
+
+
+def _on_device_of(t: Any, other: Any) -> Any:
+    """A numpy operand of a GPU tensor's operator, uploaded to the tensor's GPU: the result of
+    an operator lives where its tensor does (the op alone, given a host array, would return host
+    memory: its results stay on a device only when every input lives there). Only an array of
+    the tensor's own dtype; any other goes to the op as it is (whose error names the mix)."""
+    if not isinstance(other, np.ndarray) or t.get_device() < 0:
+        return other
+    name = "bfloat16" if other.dtype.name == "bfloat16" else other.dtype.name
+    if name != t.dtype:
+        return other
+    return _C.Tensor(other, f"{t.device}:{t.get_device()}", name)
 
 
 def neg(t: Any) -> Any:
@@ -55,4 +71,5 @@ def matmul(t: Any, other: Any, reverse: bool) -> Any:
     """t @ other (reverse: other @ t), torch.matmul's rules (lc.matmul)."""
     if not isinstance(other, (_C.Tensor, np.ndarray)):
         return NotImplemented
+    other = _on_device_of(t, other)
     return _C.matmul(other, t) if reverse else _C.matmul(t, other)

@@ -314,6 +314,11 @@ def _chain_fn(lc, case, consts):
             ins = [env[i] for i in n["inputs"]]
             if n["op"] == "scalar":
                 out = ins[0] * s
+                if isinstance(ins[0], np.ndarray):
+                    # The array's dtype, as the traced graph keeps it (and numpy's weak
+                    # Python scalars, NEP 50): on the device (numpy 2.5.2 and its ml_dtypes) a
+                    # bfloat16 array times a float came out wider, which the op then refused.
+                    out = out.astype(ins[0].dtype)
             elif n["op"] == "gather":
                 out = ins[0][_gather_key(n["attrs"])]
             elif n["op"] == "reshape":
