@@ -30,6 +30,8 @@
 #   LC_ATTENTION_SWEEP=tc|decode|fp32|all  also runs benchmarks/python/attention_sweep.py --profile
 #                  on those shapes (every kernel variant, cuDNN, torch; GPU and host time per call):
 #                  $OUT/attention_sweep.txt (kept at the top of $OUT) and .json in the archive.
+#   LC_EXTRA="cmd" runs one more command after the tests (a diagnosis script, say), with the built
+#                  package on PYTHONPATH: $OUT/extra.txt (kept at the top of $OUT); LC_EXTRA_TIMEOUT (240).
 #   LC_CPU_GOALS=1 also runs benchmarks/python/cpu_goals.py (the CPU goals of #13 / #15 on this
 #                  host's cores): $OUT/cpu_goals.txt (kept at the top of $OUT).
 # Everything under $OUT/logs and $OUT/benchmark_results is packed into $OUT/results.tgz at the
@@ -193,6 +195,13 @@ if [ -n "${LC_ATTENTION_SWEEP:-}" ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = 
   grep -E "^==|FAIL" "$OUT/attention_sweep.txt" | head -20
 fi
 
+if [ -n "${LC_EXTRA:-}" ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
+  echo "=== extra: ${LC_EXTRA} ==="
+  if timeout ${LC_EXTRA_TIMEOUT:-240} bash -c "$LC_EXTRA" > "$OUT/extra.txt" 2>&1
+  then STATUS[extra]=ok; else STATUS[extra]="FAIL(rc $?)"; fi
+  tail -60 "$OUT/extra.txt"
+fi
+
 if [ "${LC_CPU_GOALS:-0}" = 1 ] && [ "$PY" = ON ] && [ "${STATUS[build]}" = ok ]; then
   echo "=== CPU goals (#13 attention, #15 MiniLM) ==="
   if timeout ${LC_CPU_GOALS_TIMEOUT:-240} python3 benchmarks/python/cpu_goals.py > "$OUT/cpu_goals.txt" 2>&1
@@ -221,7 +230,7 @@ fi
 echo
 echo "=== summary ==="
 for k in configure build tests bench memcheck racecheck synccheck pytest fuzz fuzz_memcheck \
-         fuzz_racecheck fuzz_synccheck soak placement sweep cpu_goals pybench; do
+         fuzz_racecheck fuzz_synccheck soak placement sweep extra cpu_goals pybench; do
   [ -n "${STATUS[$k]:-}" ] && printf '%-10s %s\n' "$k" "${STATUS[$k]}"
 done
 [ -f "$OUT/ctest.log" ] && grep -E "^\[  (PASSED|FAILED) |tests? from .* ran" "$OUT/ctest.log" | tail -3
@@ -232,5 +241,5 @@ done
 TMP_TGZ=$(mktemp /tmp/results.XXXXXX.tgz)
 (cd "$OUT" && tar czf "$TMP_TGZ" . 2>/dev/null; mv "$TMP_TGZ" results.tgz && \
   find . -mindepth 1 -maxdepth 1 ! -name results.tgz ! -name cuda_micro.txt ! -name pytest.log \
-    ! -name attention_sweep.txt ! -name cpu_goals.txt -exec rm -rf {} +)
+    ! -name attention_sweep.txt ! -name cpu_goals.txt ! -name extra.txt -exec rm -rf {} +)
 exit 0

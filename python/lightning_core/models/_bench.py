@@ -247,10 +247,11 @@ def _lc_peer(cfg, W, device, dtype, mode="auto"):
     return run, f"lightning_core {resolved} (TransformerEncoder, execution_mode={mode!r})"
 
 
-def _torch_module(torch, cfg, W):
-    """BertModel (sdpa) from transformers when installed, else the same BERT in torch ops."""
+def _torch_module(torch, cfg, W, hf=True):
+    """BertModel (sdpa) from transformers when installed (and `hf`), else the same BERT in
+    torch ops."""
     F = torch.nn.functional
-    if importlib.util.find_spec("transformers") is not None:
+    if hf and importlib.util.find_spec("transformers") is not None:
         import transformers
 
         conf = transformers.BertConfig(**{k: v for k, v in cfg.items() if not k.startswith("_")})
