@@ -190,17 +190,17 @@ def _run_pipeline_graph(op, attrs, names, data, dev, base, add_nodes):
     # cuda:N of the policy (device="cuda:1"): the plan's GPU, so it keys the cache too.
     if dev == "cuda" and base.device.startswith("cuda:"):
         dev = base.device
-    key = [op, dev, base.precision, attrs]
     feed = {}
+    items = []
     for n, t in zip(names, data):
-        if t is None:
-            key.append(None)
-            continue
-        if type(t) is not np.ndarray and not isinstance(t, _lc.Tensor):
-            t = np.asarray(t)
-        key.append((t.shape, t.dtype, t.device) if isinstance(t, _lc.Tensor) else (t.shape, t.dtype))
-        feed[n] = t
-    key = tuple(key)
+        if t is not None:
+            if type(t) is not np.ndarray and not isinstance(t, _lc.Tensor):
+                t = np.asarray(t)
+            feed[n] = t
+        items.append(t)
+    # The inputs' kinds, dtypes and shapes in one native call (where they live is not part of
+    # the key: the graph plans per residency itself).
+    key = (op, dev, base.precision, attrs, _lc._signature(items))
     g = _pipeline_graphs.get(key)
     if g is not None:
         try:

@@ -425,7 +425,42 @@ lc::Tensor from_dlpack(nb::handle obj) {
 
 }  // namespace
 
+// The cache key of a call's array arguments in one native call (lc.compile's and the pipelines'
+// graph caches): bytes naming, per item of `items` (a tuple or list), its kind and, for an
+// lc.Tensor or numpy array, its dtype and shape (None: a marker; anything else: TypeError).
+// Where a tensor lives is not part of it: a graph plans per residency itself. Per call one
+// bytes object instead of a shape tuple and a dtype string per argument.
+nb::bytes signature(nb::handle items) {
+  PyObject* fast = PySequence_Fast(items.ptr(), "_signature: a tuple or list");
+  if (!fast) throw nb::python_error();
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+  PyObject** it = PySequence_Fast_ITEMS(fast);
+  std::vector<std::int64_t> key;
+  key.reserve(static_cast<std::size_t>(n) * 4);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    nb::handle h(it[i]);
+    lc::Tensor* t = nullptr;
+    if (h.is_none()) {
+      key.push_back(-1);
+    } else if (nb::try_cast<lc::Tensor*>(h, t) && t) {
+      key.push_back(static_cast<std::int64_t>(t->dtype()) * 64 + t->ndim());
+      for (int d = 0; d < t->ndim(); ++d) key.push_back(t->size(d));
+    } else if (PyArray_Check(h.ptr())) {
+      auto* a = reinterpret_cast<PyArrayObject*>(h.ptr());
+      key.push_back(-1000 - static_cast<std::int64_t>(PyArray_TYPE(a)) * 64 - PyArray_NDIM(a));
+      for (int d = 0; d < PyArray_NDIM(a); ++d) key.push_back(PyArray_DIMS(a)[d]);
+    } else {
+      Py_DECREF(fast);
+      lc::throw_type("_signature", "item " + std::to_string(i) +
+                                       " is neither an lc.Tensor, a numpy array nor None");
+    }
+  }
+  Py_DECREF(fast);
+  return nb::bytes(reinterpret_cast<const char*>(key.data()), key.size() * sizeof(std::int64_t));
+}
+
 void register_tensor(nb::module_& m) {
+  m.def("_signature", &signature, nb::arg("items"));
   nb::class_<lc::Tensor>(m, "Tensor",
                          "A strided array on \"cpu\" or \"cuda\": float32 (default), float64, float16, bfloat16, int32 or int64.\n\n"
                          "lc.Tensor(data, device=\"cpu\", dtype=None) copies any array-like "

@@ -342,3 +342,20 @@ def test_gpu_ffn_and_layernorm_linear_graph(rng, dtype, tol):
     for gr in graphs:
         assert gr.plan_summary()["captured"]
         assert gr.stats()["replays"] >= 2
+
+
+def test_signature_keys_kind_dtype_and_shape():
+    """The pipelines' cache key (lc._signature): equal for arguments of the same kind, dtype and
+    shape; different when any of them differs; None is its own item; other types are refused."""
+    sig = lc._lightning_core._signature
+    a = np.zeros((3, 5), np.float32)
+    t = lc.Tensor(a)
+    assert sig([a, None, t]) == sig((np.ones((3, 5), np.float32), None, lc.Tensor(a + 1)))
+    others = [[a.astype(np.float64), None, t], [a, None, lc.Tensor(a, dtype="float16")],
+              [np.zeros((5, 3), np.float32), None, t], [a, t, None], [t, None, a],
+              [a, None, lc.Tensor(np.zeros((15,), np.float32))], [a, None], [a[None], None, t]]
+    for o in others:
+        assert sig(o) != sig([a, None, t]), o
+    assert sig([]) == b""
+    with pytest.raises(TypeError, match="item 1"):
+        sig([a, 3.0])
