@@ -15,7 +15,7 @@
 #                  pytest) so that one check can be split over two calls within the 600 s limit. LC_GTEST_FILTER narrows the tests.
 #   LC_PYBENCH=1   also runs the Python benchmark suites (benchmarks/python/run_all.py --quick)
 #                  side by side with torch; LC_PYBENCH_SUITES picks suites (default: all),
-#                  LC_PYBENCH_FILTER cases ('a|b': case texts containing a or b), LC_PYBENCH_MODES
+#                  LC_PYBENCH_FILTER cases ('a|b': case texts containing a or b; '!x': none containing x), LC_PYBENCH_MODES
 #                  the modes (oneshot,resident).
 #   LC_PYTEST_ARGS extra pytest arguments (e.g. "-k sessions"). LC_PYTEST_TIMEOUT: its limit in s (400).
 #                  LC_PYTEST_PATHS: the files or folders to run (default tests/python).

@@ -27,7 +27,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="stop timing a system after this many seconds (but not before --min-iters calls)")
     p.add_argument("--min-iters", type=int, default=None)
     p.add_argument("--filter", default="",
-                   help="only cases whose 'family case' contains this text ('a|b': any of them)")
+                   help="only cases whose 'family case' contains this text ('a|b': any of them; '!x': none containing x)")
     p.add_argument("--no-check", action="store_true", help="skip the correctness check against numpy")
     p.add_argument("--no-progress", action="store_true")
 
@@ -37,7 +37,13 @@ def matches_filter(filt: str, text: str) -> bool:
     any of the alternatives (case-insensitive). The same-host A/B script passes the cases to
     re-time this way, one suite process for many cases."""
     alts = [a.strip().lower() for a in (filt or "").split("|") if a.strip()]
-    return not alts or any(a in text.lower() for a in alts)
+    # '!x' alternatives exclude: 'MiniLM|!bf16' is the MiniLM cases other than the bf16 ones.
+    excl = [a[1:] for a in alts if a.startswith("!")]
+    alts = [a for a in alts if not a.startswith("!")]
+    t = text.lower()
+    if any(e and e in t for e in excl):
+        return False
+    return not alts or any(a in t for a in alts)
 
 
 def timing_config(args: argparse.Namespace) -> TimingConfig:

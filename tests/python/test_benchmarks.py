@@ -238,6 +238,11 @@ def test_filter_alternatives():
     assert suite_main.matches_filter("conv batch=9|gemm m=256", "gemm m=256,k=256,n=256")
     assert not suite_main.matches_filter("conv batch=9|attention", "gemm m=256,k=256,n=256")
     assert suite_main.matches_filter(" | ", "x")  # only empty alternatives: everything
+    # '!x' leaves out what contains x, alone or beside alternatives
+    assert suite_main.matches_filter("MiniLM|!bf16", "MiniLM encoder graph: 1x128")
+    assert not suite_main.matches_filter("MiniLM|!bf16", "MiniLM encoder graph: 1x128 bf16")
+    assert not suite_main.matches_filter("MiniLM|!bf16", "ffn graph batch=256")
+    assert suite_main.matches_filter("!bf16", "ffn graph batch=256")
 
 
 def test_ab_compare_needs_every_round_beyond_the_other_build(tmp_path, capsys):

@@ -24,7 +24,8 @@ env = detect_env()
 cfg = TimingConfig(warmup=3, iters=10, budget_s=1.0, min_iters=3, check=True)
 cases = {cases}
 for name, mode, systems in cases:
-    case = {{"runner": lambda: gb.runner_case(mode), "minilm": lambda: gb.minilm_case(1, 128, mode)}}[name]()
+    case = {{"runner": lambda: gb.runner_case(mode), "minilm": lambda: gb.minilm_case(1, 128, mode),
+            "minilm-bf16": lambda: gb.minilm_case(1, 128, mode, "bfloat16")}}[name]()
     row = run_case(case, "resident" if name != "minilm-oneshot" else "oneshot", env, cfg, systems=systems)
     print(name, mode, {{k: v for k, v in row.items() if k.endswith("_status") and v}}, flush=True)
 print("DONE", flush=True)
@@ -38,6 +39,10 @@ EXPERIMENTS = {
     "lc_cpu then torch": [("minilm", "graph", ["lc_cpu", "torch_cuda", "torch_cuda_graph"])],
     "all systems": [("minilm", "graph", None)],
     "runner then all": [("runner", "graph", None), ("minilm", "graph", None)],
+    # session 16, after the torch peers became plain torch ops: fp32 passes, bf16 still asserts
+    "bf16 torch only": [("minilm-bf16", "graph", ["torch_cuda", "torch_cuda_graph"])],
+    "bf16 lc_cuda then torch_cuda": [("minilm-bf16", "graph", ["lc_cuda", "torch_cuda"])],
+    "bf16 lc_cuda then torch graph": [("minilm-bf16", "graph", ["lc_cuda", "torch_cuda_graph"])],
 }
 
 
@@ -55,7 +60,7 @@ def run(label, cases, prefix=()):
     ok = rc == 0 and "DONE" in out
     print(f"== {label}: {'ok' if ok else 'FAILED rc=' + str(rc)} ({time.time() - t0:.0f} s)", flush=True)
     keep = [ln for ln in out.splitlines() if "IndexKernelUtils" not in ln]
-    print("\n".join(keep[-60:]), flush=True)
+    print("\n".join(keep[-int(os.environ.get("LC_BISECT_TAIL", "60")):]), flush=True)
     return ok
 
 
@@ -66,6 +71,6 @@ if __name__ == "__main__":
             continue
         run(label, cases)
     if os.environ.get("LC_BISECT_SANITIZE"):
-        run("memcheck lc_cuda", [("minilm", "graph", ["lc_cuda"])],
+        run("memcheck lc_cuda", [(os.environ.get("LC_BISECT_SANITIZE_CASE", "minilm"), "graph", ["lc_cuda"])],
             prefix=("compute-sanitizer", "--tool", "memcheck", "--padding", "64",
                     "--report-api-errors", "no", "--print-limit", "20"))
