@@ -16,6 +16,7 @@
 #include "lightning_core/tensor.h"
 #include "ops/registry.h"
 #include "reference.h"
+#include "tensor_checks.h"
 
 namespace {
 
@@ -43,16 +44,6 @@ std::vector<double> values(const lc::Tensor& t) {
                                          ? static_cast<const double*>(t.data())[i]
                                          : static_cast<const float*>(t.data())[i];
   return v;
-}
-
-double rel(const std::vector<double>& y, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < y.size(); ++i) {
-    if (!std::isfinite(y[i])) return INFINITY;
-    num += (y[i] - ref[i]) * (y[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
 struct Problem {
@@ -102,7 +93,7 @@ TEST(AttentionBackward, Float64MatchesFiniteDifferencesAndFloat32Follows) {
       num[static_cast<std::size_t>(i)] = (lp - lm) / (2 * eps);
     }
     const std::vector<double> got = values(grads[static_cast<std::size_t>(w)]);
-    EXPECT_LE(rel(got, num), 1e-7) << "gradient " << w;
+    EXPECT_LE(lc::test::rel_l2(got, num), 1e-7) << "gradient " << w;
     // batch 1 sees no key: its gradients are exactly 0
     const i64 half = x.numel() / 2;
     for (i64 i = half; i < x.numel(); ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)], 0.0);
@@ -114,7 +105,7 @@ TEST(AttentionBackward, Float64MatchesFiniteDifferencesAndFloat32Follows) {
   std::array<lc::Tensor, 3> g32s =
       lc::attention_backward(g32, q32, k32, v32, out32, lse32, true, &p.mask, 0.0f, pol);
   for (int w = 0; w < 3; ++w)
-    EXPECT_LE(rel(values(g32s[static_cast<std::size_t>(w)]), values(grads[static_cast<std::size_t>(w)])), 1e-5)
+    EXPECT_LE(lc::test::rel_l2(values(g32s[static_cast<std::size_t>(w)]), values(grads[static_cast<std::size_t>(w)])), 1e-5)
         << "float32 gradient " << w;
 }
 
@@ -140,7 +131,7 @@ TEST(AttentionBackward, MultiQuerySplitFloat32MatchesFloat64) {
   std::array<lc::Tensor, 3> got =
       lc::attention_backward(g32, q32, k32, v32, out32, lse32, true, &add32, 0.0f, pol);
   for (int w = 0; w < 3; ++w)
-    EXPECT_LE(rel(values(got[static_cast<std::size_t>(w)]), values(ref[static_cast<std::size_t>(w)])), 1e-5)
+    EXPECT_LE(lc::test::rel_l2(values(got[static_cast<std::size_t>(w)]), values(ref[static_cast<std::size_t>(w)])), 1e-5)
         << "gradient " << w;
   // causal with Sq > Sk: the first Sq - Sk = 50 rows of every head see no key -> dq rows are 0
   const std::vector<double> dq = values(got[0]);
