@@ -263,4 +263,45 @@ TEST(CudaGraphIR, CaptureAndRebind) {
   EXPECT_GE(st.records, 1u);
 }
 
+// GPU: a captured plan's outputs come from its ring of output sets (docs/graph.md, "Results
+// without a copy"): results held by the caller are never overwritten by later calls, more
+// held results than the ring has are copies, and released sets replay without recording.
+TEST(CudaGraphIR, ResultsHandedOutFromTheRing) {
+  LC_REQUIRE_CUDA();
+  std::mt19937 gen(5);
+  Block b(gen);
+  lc::GraphPlanOptions o;
+  o.device = lc::DeviceRequest::cuda;
+  o.strict = true;
+  ASSERT_TRUE(b.g.plan(o).captured);
+  Tensor xd = Tensor::empty({b.m, b.k}, DType::f32, lc::DeviceKind::cuda);  // bound in place
+  std::vector<Tensor> kept, expected;
+  for (int call = 0; call < 6; ++call) {
+    const Tensor x = random_tensor({b.m, b.k}, gen);
+    x.copy_to(xd);
+    std::vector<Tensor> outs;
+    b.g.execute_into({{"x", xd}}, outs, true, /*results_on_device=*/true);
+    ASSERT_EQ(outs.size(), 1u);
+    EXPECT_EQ(outs[0].device(), lc::DeviceKind::cuda);
+    for (const Tensor& k : kept) EXPECT_NE(k.data(), outs[0].data()) << "call " << call;
+    kept.push_back(outs[0]);
+    expected.push_back(b.eager(x));
+  }
+  for (std::size_t i = 0; i < kept.size(); ++i)
+    EXPECT_LT(max_abs_diff(kept[i], expected[i]), 2e-3f) << "result of call " << i;
+  EXPECT_EQ(b.g.stats().outputs_handed_out, 3u);  // the ring; calls 4-6 got copies of set 0
+  kept.clear();
+  std::uint64_t records = 0;
+  for (int call = 0; call < 4; ++call) {
+    if (call == 1) records = b.g.stats().records;
+    const Tensor x = random_tensor({b.m, b.k}, gen);
+    x.copy_to(xd);
+    std::vector<Tensor> outs;
+    b.g.execute_into({{"x", xd}}, outs, true, true);
+    EXPECT_LT(max_abs_diff(outs[0], b.eager(x)), 2e-3f) << "released round, call " << call;
+  }
+  EXPECT_EQ(b.g.stats().records, records);  // the sets' recordings are reused
+  EXPECT_EQ(b.g.stats().outputs_handed_out, 3u + 4u);
+}
+
 }  // namespace
