@@ -57,6 +57,11 @@ class Case:
     # False: the CPU systems (lc_cpu, numpy, torch_cpu) are skipped (a 4096^3 bfloat16 GEMM takes
     # seconds per call there and says nothing about the GPU comparison the case is for)
     cpu_peers: bool = True
+    # The modes ("oneshot", "resident") in which the suite measures the case in a process of its
+    # own (suite_main.run_suite): a case whose systems can end the process (a device-side assert
+    # poisons the CUDA context) then costs only its own row, reported as an error, and cannot
+    # take the rest of the suite along.
+    isolate: Tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
@@ -329,6 +334,19 @@ def run_case(case: Case, mode: str, env: Env, cfg: TimingConfig,
     return row
 
 
+def failed_row(case: Case, mode: str, status: str, note: str) -> Dict[str, Any]:
+    """The row of a case none of whose systems could be measured (every cell `status`)."""
+    systems = list(SYSTEMS[mode])
+    row = {
+        "suite": case.suite, "mode": mode, "family": case.family, "case": case.name,
+        "impl": case.impl, "precision": case.precision, "params": case.params,
+        "systems": {s: {"status": status, "ms": None} for s in systems},
+        "notes": list(case.notes) + [note],
+    }
+    summarize_row(row, systems)
+    return row
+
+
 def _placement_of(env: Env, fn: Callable[[], Any]) -> str:
     """Where LC's "auto" ran each op of one call, from the runtime trace: "matmul2d:cuda" or
     "conv2d_nchw:cpu+attention2d:cpu". Empty when the trace is unavailable."""
@@ -357,14 +375,19 @@ def _placement_of(env: Env, fn: Callable[[], Any]) -> str:
 
 def run_cases(cases: Sequence[Case], modes: Sequence[str], env: Env, cfg: TimingConfig,
               desc: str, progress: bool = True,
-              on_row: Optional[Callable[[List[Dict[str, Any]]], None]] = None) -> List[Dict[str, Any]]:
+              on_row: Optional[Callable[[List[Dict[str, Any]]], None]] = None,
+              isolated: Optional[Callable[[Case, str], Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
     """Every case in every mode; on_row(rows so far) after each (suite_main saves a partial
-    CSV with it, so a run cut short by a time limit keeps what it measured)."""
+    CSV with it, so a run cut short by a time limit keeps what it measured). A case whose
+    `isolate` names the mode goes to `isolated(case, mode)` when given (a process of its own)."""
     rows: List[Dict[str, Any]] = []
     bar = Progress(len(cases) * len(modes), desc, enabled=progress)
     for mode in modes:
         for c in cases:
-            rows.append(run_case(c, mode, env, cfg))
+            if mode in c.isolate and isolated is not None:
+                rows.append(isolated(c, mode))
+            else:
+                rows.append(run_case(c, mode, env, cfg))
             if on_row is not None:
                 on_row(rows)
             bar.step(f"{mode} {c.family} {c.name}")

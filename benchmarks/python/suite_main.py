@@ -30,6 +30,9 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="only cases whose 'family case' contains this text ('a|b': any of them; '!x': none containing x)")
     p.add_argument("--no-check", action="store_true", help="skip the correctness check against numpy")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--exact-case", default=None,
+                   help="only the case whose 'family case' is exactly this text, measured in this "
+                        "process (how a case marked `isolate` runs in a process of its own)")
 
 
 def matches_filter(filt: str, text: str) -> bool:
@@ -82,8 +85,10 @@ def run_suite(name: str, build_cases: Callable[..., Sequence[Any]], args: argpar
     if runner is not None:
         rows = runner(args=args, env=env, cfg=cfg, modes=modes)
     else:
+        exact = getattr(args, "exact_case", None)
         cases = [c for c in build_cases(quick=args.quick)
-                 if matches_filter(args.filter, f"{c.family} {c.name}")]
+                 if (f"{c.family} {c.name}" == exact if exact is not None
+                     else matches_filter(args.filter, f"{c.family} {c.name}"))]
         # <name>.partial.{csv,json} after every case: a run killed by a time limit (the device
         # tool's 600 s per call) keeps the cases it finished; replaced by <name>.csv at the end.
         partial_ctx = dict(context_block(settings_of(args, cfg)), partial=True)
@@ -91,8 +96,9 @@ def run_suite(name: str, build_cases: Callable[..., Sequence[Any]], args: argpar
         def save_partial(rows_so_far):
             write_results(Path(args.out_dir), f"{name}.partial", rows_so_far, partial_ctx)
 
+        isolated = None if exact is not None else _isolated_runner(name, build_cases, args)
         rows = run_cases(cases, modes, env, cfg, desc=name, progress=not args.no_progress,
-                         on_row=save_partial)
+                         on_row=save_partial, isolated=isolated)
     ctx = context_block(settings_of(args, cfg))
     ctx["suite_seconds"] = round(time.perf_counter() - t0, 2)
     paths = write_results(Path(args.out_dir), name, rows, ctx)
@@ -102,6 +108,55 @@ def run_suite(name: str, build_cases: Callable[..., Sequence[Any]], args: argpar
     if ctx.get("cuda_skipped"):
         print(f"{name}: CUDA skipped (no usable GPU): CPU peers only", file=sys.stderr)
     return paths
+
+
+def _isolated_runner(name: str, build_cases: Callable[..., Sequence[Any]],
+                     args: argparse.Namespace) -> Callable[[Any, str], Dict[str, Any]]:
+    """(case, mode) -> row, measured by the suite's own script in a child process (--exact-case,
+    the parent's timing options, a scratch --out-dir); a child that ends without its results
+    (a device-side assert, a crash, LC_ISOLATE_TIMEOUT seconds, default 300) gives an error row."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    from harness import failed_row
+
+    script = Path(sys.modules[build_cases.__module__].__file__).resolve()
+
+    def run(case: Any, mode: str) -> Dict[str, Any]:
+        text = f"{case.family} {case.name}"
+        with tempfile.TemporaryDirectory(prefix="lc-isolated-") as tmp:
+            cmd = [sys.executable, str(script), "--exact-case", text, "--modes", mode,
+                   "--out-dir", tmp, "--no-progress"]
+            if args.quick:
+                cmd.append("--quick")
+            if args.no_check:
+                cmd.append("--no-check")
+            for opt in ("warmup", "iters", "budget_s", "min_iters"):
+                v = getattr(args, opt, None)
+                if v is not None:
+                    cmd += [f"--{opt.replace('_', '-')}", str(v)]
+            why = ""
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True,
+                                   timeout=float(os.environ.get("LC_ISOLATE_TIMEOUT", "300")))
+                out = Path(tmp) / f"{name}.json"
+                if p.returncode == 0 and out.exists():
+                    rows = json.loads(out.read_text())["rows"]
+                    if len(rows) == 1:
+                        rows[0]["notes"] = list(rows[0].get("notes", [])) + ["measured in a process of its own"]
+                        return rows[0]
+                    why = f"{len(rows)} rows"
+                else:
+                    lines = [ln for ln in (p.stderr or "").splitlines() if ln.strip()]
+                    why = f"rc {p.returncode}: {lines[-1][:160] if lines else 'no output'}"
+            except subprocess.TimeoutExpired:
+                why = "timed out"
+        return failed_row(case, mode, f"error: its process ended ({why})",
+                          f"measured in a process of its own, which ended without results ({why})")
+
+    return run
 
 
 def suite_main(name: str, build_cases: Callable[..., Sequence[Any]], runner=None,

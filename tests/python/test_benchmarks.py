@@ -266,3 +266,54 @@ def test_ab_compare_needs_every_round_beyond_the_other_build(tmp_path, capsys):
     assert ab.main([str(tmp_path), "--fail", "--markdown", str(tmp_path / "ab.md")]) == 1
     assert "| slower | 1 |" in (tmp_path / "ab.md").read_text()
     assert ab.main([str(tmp_path / "old-1")]) == 2
+
+
+_MINI_SUITE = '''
+import os, sys
+sys.path.insert(0, {bench!r})
+import numpy as np
+from harness import Case
+from suite_main import suite_main
+
+
+def die(i):
+    os._exit(3)  # what a device-side assert does to the process, in effect
+
+
+def build_cases(quick=False):
+    def case(name, numpy_fn, isolate):
+        return Case(suite="mini", family="mini", name=name,
+                    make_inputs=lambda rng: {{"x": np.arange(4, dtype=np.float32)}},
+                    numpy_fn=numpy_fn, lc_fn=None, torch_fn=None, isolate=isolate)
+    return [case("plain", lambda i: i["x"] + 1, ()),
+            case("alone", lambda i: i["x"] * 2, ("oneshot",)),
+            case("dies", die, ("oneshot",)),
+            case("after", lambda i: i["x"] - 1, ())]
+
+
+if __name__ == "__main__":
+    suite_main("mini", build_cases)
+'''
+
+
+def test_isolated_cases_run_in_their_own_process(tmp_path):
+    """Case.isolate: the case is measured by a child process of the suite's script; a child that
+    dies costs only its own row (an error in every cell) and the suite goes on."""
+    script = tmp_path / "mini_suite.py"
+    script.write_text(_MINI_SUITE.format(bench=str(BENCH)))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(script), "--modes", "oneshot", "--out-dir", str(out),
+                        "--quick", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {row["case"]: row for row in json.loads((out / "mini.json").read_text())["rows"]}
+    assert list(rows) == ["plain", "alone", "dies", "after"]
+    assert rows["plain"]["systems"]["numpy"]["status"] == "ok"
+    assert rows["after"]["systems"]["numpy"]["status"] == "ok"
+    assert rows["alone"]["systems"]["numpy"]["status"] == "ok"
+    assert rows["alone"]["systems"]["numpy"]["ms"] is not None
+    assert "measured in a process of its own" in rows["alone"]["notes"]
+    assert rows["plain"]["notes"] == [] or "process of its own" not in " ".join(rows["plain"]["notes"])
+    dead = rows["dies"]["systems"]
+    assert all(c["status"].startswith("error: its process ended (rc 3") for c in dead.values()), dead
+    # the child ran only its own case
+    assert not (out / "mini.partial.json").exists()
